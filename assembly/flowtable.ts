@@ -1,0 +1,156 @@
+import { Packet } from "./packet";
+import { IPv4, Transport } from "./headers";
+
+// Open-addressing flow table with linear probing in linear memory, a fixed capacity chosen from the
+// config, and lazy idle expiry on the batch clock: an entry whose last-seen time is older than the
+// timeout counts as gone; a sweep per batch turns a few of those into free slots. Never evicts a
+// live entry: when `capacity` entries are live an insert fails and is counted as `full`.
+//
+// Entry layout: [state u32][hash u32][key 16 B][lastSeen u64][value ...]. The engine lays out the
+// header below (engine/layout.ts mirrors it) and the entries array.
+
+export const ENTRY_EMPTY: u32 = 0;
+export const ENTRY_LIVE: u32 = 1;
+export const ENTRY_TOMBSTONE: u32 = 2;
+export const ENTRY_KEY: u32 = 8;
+export const ENTRY_LAST_SEEN: u32 = 24;
+export const ENTRY_VALUE: u32 = 32;
+export const KEY_SIZE: u32 = 16;
+
+/** A 5-tuple key: [src u32][dst u32][sport u16][dport u16][proto u8][pad 3]. */
+export namespace FlowKey {
+  /** Fills `key` with the packet's IPv4 5-tuple (ports 0 for non-first fragments and other protocols). */
+  export function fromPacket(p: Packet, key: usize): bool {
+    const ip = IPv4.header(p);
+    if (!ip) return false;
+    store<u32>(key, IPv4.src(ip));
+    store<u32>(key, IPv4.dst(ip), 4);
+    const l4 = Transport.header(p, ip);
+    store<u32>(key, l4 ? (<u32>Transport.srcPort(l4) << 16) | <u32>Transport.dstPort(l4) : 0, 8);
+    store<u32>(key, <u32>IPv4.protocol(ip), 12);
+    return true;
+  }
+
+  /** Hash of a 16-byte key (murmur3's 32-bit finaliser over xor-folded words). */
+  export function hash(key: usize): u32 {
+    let h = load<u32>(key) * 0x9e3779b1;
+    h ^= load<u32>(key, 4) * 0x85ebca77;
+    h = rotl<u32>(h, 13) ^ load<u32>(key, 8) * 0xc2b2ae3d;
+    h ^= load<u32>(key, 12);
+    h ^= h >>> 16; h *= 0x85ebca6b; h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
+    return h;
+  }
+}
+
+@unmanaged
+export class FlowTable {
+  slots: u32;      // a power of two
+  entrySize: u32;
+  capacity: u32;   // most live entries allowed
+  live: u32;
+  timeout: u64;    // idle timeout in ns
+  cursor: u32;     // sweep position
+  entries: u32;    // address of the entries array
+  inserts: u64;
+  full: u64;
+  expired: u64;
+
+  @inline entry(index: u32): usize {
+    return <usize>this.entries + <usize>(index & (this.slots - 1)) * <usize>this.entrySize;
+  }
+
+  @inline private isExpired(e: usize, now: u64): bool {
+    return now - load<u64>(e, ENTRY_LAST_SEEN) > this.timeout && now >= load<u64>(e, ENTRY_LAST_SEEN);
+  }
+
+  /** Value address of the live entry for `key`, or 0. Refreshes its last-seen time. */
+  lookup(key: usize, hash: u32, now: u64): usize {
+    for (let i: u32 = 0; i < this.slots; i++) {
+      const e = this.entry(hash + i);
+      const state = load<u32>(e);
+      if (state == ENTRY_EMPTY) return 0;
+      if (state == ENTRY_LIVE && load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
+        if (this.isExpired(e, now)) { this.retire(e); return 0; }
+        store<u64>(e, now, ENTRY_LAST_SEEN);
+        return e + ENTRY_VALUE;
+      }
+    }
+    return 0;
+  }
+
+  /**
+   * Value address for `key`, creating a zeroed entry when there is none (then `FlowTable.created`
+   * is true). Returns 0 when the table is full; nothing live is evicted.
+   */
+  lookupOrInsert(key: usize, hash: u32, now: u64): usize {
+    flowCreated = false;
+    let reuse: usize = 0;
+    for (let i: u32 = 0; i < this.slots; i++) {
+      const e = this.entry(hash + i);
+      const state = load<u32>(e);
+      if (state == ENTRY_EMPTY) { if (!reuse) reuse = e; break; }
+      if (state == ENTRY_TOMBSTONE) { if (!reuse) reuse = e; continue; }
+      if (this.isExpired(e, now)) { this.retire(e); if (!reuse) reuse = e; continue; }
+      if (load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
+        store<u64>(e, now, ENTRY_LAST_SEEN);
+        return e + ENTRY_VALUE;
+      }
+    }
+    if (!reuse || this.live >= this.capacity) { this.full++; return 0; }
+    store<u32>(reuse, ENTRY_LIVE);
+    store<u32>(reuse, hash, 4);
+    memory.copy(reuse + ENTRY_KEY, key, KEY_SIZE);
+    store<u64>(reuse, now, ENTRY_LAST_SEEN);
+    memory.fill(reuse + ENTRY_VALUE, 0, this.entrySize - ENTRY_VALUE);
+    this.live++;
+    this.inserts++;
+    flowCreated = true;
+    return reuse + ENTRY_VALUE;
+  }
+
+  /** Removes the live entry for `key`, if any. */
+  remove(key: usize, hash: u32): bool {
+    for (let i: u32 = 0; i < this.slots; i++) {
+      const e = this.entry(hash + i);
+      const state = load<u32>(e);
+      if (state == ENTRY_EMPTY) return false;
+      if (state == ENTRY_LIVE && load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
+        store<u32>(e, ENTRY_TOMBSTONE);
+        this.live--;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Examines `budget` slots from the sweep cursor: expired entries become tombstones, and a tombstone
+   * followed by an empty slot becomes empty, so probe chains stay short. Call once per batch.
+   */
+  sweep(now: u64, budget: u32): void {
+    let c = this.cursor;
+    for (let n: u32 = 0; n < budget; n++, c++) {
+      const e = this.entry(c);
+      const state = load<u32>(e);
+      if (state == ENTRY_LIVE && this.isExpired(e, now)) this.retire(e);
+      if (load<u32>(e) == ENTRY_TOMBSTONE && load<u32>(this.entry(c + 1)) == ENTRY_EMPTY) {
+        let back = c;
+        while (load<u32>(this.entry(back)) == ENTRY_TOMBSTONE) { store<u32>(this.entry(back), ENTRY_EMPTY); back--; }
+      }
+    }
+    this.cursor = c & (this.slots - 1);
+  }
+
+  private retire(e: usize): void {
+    store<u32>(e, ENTRY_TOMBSTONE);
+    this.live--;
+    this.expired++;
+  }
+}
+
+/** True when the last lookupOrInsert created the entry. */
+export let flowCreated: bool = false;
+
+@inline function keysEqual(a: usize, b: usize): bool {
+  return load<u64>(a) == load<u64>(b) && load<u64>(a, 8) == load<u64>(b, 8);
+}

@@ -1,0 +1,269 @@
+import { Packet } from "./packet";
+import { sumBytes, checksum, fold, updateChecksum16 as csum16, updateChecksum32 as csum32 } from "./checksum";
+
+// Header accessors. Every parser checks each offset against the packet's length: a truncated or
+// lying header yields 0 ("no such header"), never a read past the frame. Field values are host order.
+
+export const ETHERTYPE_IPV4: u16 = 0x0800;
+export const ETHERTYPE_IPV6: u16 = 0x86dd;
+export const ETHERTYPE_VLAN: u16 = 0x8100;
+export const ETHERTYPE_QINQ: u16 = 0x88a8;
+export const IPPROTO_ICMP: u8 = 1;
+export const IPPROTO_TCP: u8 = 6;
+export const IPPROTO_UDP: u8 = 17;
+
+@inline function be16(addr: usize): u16 { return bswap<u16>(load<u16>(addr)); }
+@inline function be32(addr: usize): u32 { return bswap<u32>(load<u32>(addr)); }
+@inline function setBe16(addr: usize, v: u16): void { store<u16>(addr, bswap<u16>(v)); }
+@inline function setBe32(addr: usize, v: u32): void { store<u32>(addr, bswap<u32>(v)); }
+
+export namespace Ethernet {
+  export const HEADER: u32 = 14;
+  @inline export function dst(p: Packet): usize { return p.data; }
+  @inline export function src(p: Packet): usize { return p.data + 6; }
+  /** Writes an address given as six wire-order bytes in the low bytes of a little-endian u64. */
+  @inline export function setAddress(addr: usize, mac: u64): void {
+    store<u32>(addr, <u32>mac);
+    store<u16>(addr + 4, <u16>(mac >> 32));
+  }
+
+  /**
+   * The ethertype after up to two VLAN tags (802.1Q, 802.1ad), or 0 when the frame is too short.
+   * Records the network header's offset in p.l3Offset.
+   */
+  export function etherType(p: Packet): u16 {
+    const d = p.data;
+    const len = p.length;
+    if (len < HEADER) return 0;
+    let off: u32 = 12;
+    let type = be16(d + off);
+    for (let tags = 0; tags < 2 && (type == ETHERTYPE_VLAN || type == ETHERTYPE_QINQ); tags++) {
+      off += 4;
+      if (off + 2 > len) return 0;
+      type = be16(d + off);
+    }
+    p.l3Offset = <u16>(off + 2);
+    return type;
+  }
+
+  /** VLAN ID of the outer 802.1Q/802.1ad tag, or -1 when the frame has none. */
+  export function vlanId(p: Packet): i32 {
+    if (p.length < 18) return -1;
+    const type = be16(p.data + 12);
+    if (type != ETHERTYPE_VLAN && type != ETHERTYPE_QINQ) return -1;
+    return <i32>(be16(p.data + 14) & 0x0fff);
+  }
+}
+
+export namespace IPv4 {
+  export const MIN_HEADER: u32 = 20;
+
+  /**
+   * Address of the packet's IPv4 header, or 0 unless the frame carries one whose version is 4, whose
+   * IHL is at least 5 and whose total length covers the header and fits in the frame.
+   */
+  export function header(p: Packet): usize {
+    if (Ethernet.etherType(p) != ETHERTYPE_IPV4) return 0;
+    const off = <u32>p.l3Offset;
+    if (p.length < off + MIN_HEADER) return 0;
+    const avail = p.length - off;
+    const ip = p.data + off;
+    const vihl = load<u8>(ip);
+    if ((vihl >> 4) != 4) return 0;
+    const hl = (<u32>vihl & 15) << 2;
+    if (hl < MIN_HEADER) return 0;
+    const total = <u32>be16(ip + 2);
+    if (total < hl || total > avail) return 0;
+    return ip;
+  }
+
+  @inline export function headerLength(ip: usize): u32 { return (<u32>load<u8>(ip) & 15) << 2; }
+  @inline export function totalLength(ip: usize): u32 { return <u32>be16(ip + 2); }
+  @inline export function tos(ip: usize): u8 { return load<u8>(ip + 1); }
+  @inline export function id(ip: usize): u16 { return be16(ip + 4); }
+  @inline export function ttl(ip: usize): u8 { return load<u8>(ip + 8); }
+  @inline export function protocol(ip: usize): u8 { return load<u8>(ip + 9); }
+  @inline export function headerChecksum(ip: usize): u16 { return be16(ip + 10); }
+  @inline export function src(ip: usize): u32 { return be32(ip + 12); }
+  @inline export function dst(ip: usize): u32 { return be32(ip + 16); }
+  /** Fragment offset in 8-byte units. */
+  @inline export function fragmentOffset(ip: usize): u32 { return <u32>(be16(ip + 6) & 0x1fff); }
+  @inline export function moreFragments(ip: usize): bool { return (be16(ip + 6) & 0x2000) != 0; }
+  @inline export function isFragment(ip: usize): bool { return (be16(ip + 6) & 0x3fff) != 0; }
+
+  /** True when the header checksum verifies. */
+  @inline export function checksumValid(ip: usize): bool {
+    return fold(sumBytes(ip, headerLength(ip))) == 0xffff;
+  }
+
+  export function setHeaderChecksum(ip: usize): void {
+    store<u16>(ip + 10, 0);
+    setBe16(ip + 10, checksum(ip, headerLength(ip)));
+  }
+
+  export function setTtl(ip: usize, value: u8): void {
+    const old = be16(ip + 8);
+    const updated = (<u16>value << 8) | (old & 0xff);
+    setBe16(ip + 8, updated);
+    setBe16(ip + 10, csum16(be16(ip + 10), old, updated));
+  }
+
+  export function setTos(ip: usize, value: u8): void {
+    const old = be16(ip);
+    const updated = (old & 0xff00) | <u16>value;
+    setBe16(ip, updated);
+    setBe16(ip + 10, csum16(be16(ip + 10), old, updated));
+  }
+
+  /** Sets the source address, updating the IP checksum and the TCP/UDP pseudo-header checksum. */
+  export function setSrc(p: Packet, ip: usize, value: u32): void {
+    setAddress(p, ip, 12, value);
+  }
+
+  /** Sets the destination address, updating the IP checksum and the TCP/UDP pseudo-header checksum. */
+  export function setDst(p: Packet, ip: usize, value: u32): void {
+    setAddress(p, ip, 16, value);
+  }
+
+  function setAddress(p: Packet, ip: usize, offset: u32, value: u32): void {
+    const old = be32(ip + offset);
+    setBe32(ip + offset, value);
+    setBe16(ip + 10, csum32(be16(ip + 10), old, value));
+    const l4 = Transport.header(p, ip);
+    if (l4) Transport.updateChecksum32(ip, l4, old, value);
+  }
+}
+
+export namespace IPv6 {
+  export const HEADER: u32 = 40;
+
+  /** Address of the packet's IPv6 header, or 0 unless the frame carries a complete one. */
+  export function header(p: Packet): usize {
+    if (Ethernet.etherType(p) != ETHERTYPE_IPV6) return 0;
+    const off = <u32>p.l3Offset;
+    if (p.length < off + HEADER) return 0;
+    const ip = p.data + off;
+    if ((load<u8>(ip) >> 4) != 6) return 0;
+    if (<u32>be16(ip + 4) > p.length - off - HEADER) return 0;
+    return ip;
+  }
+
+  @inline export function payloadLength(ip: usize): u32 { return <u32>be16(ip + 4); }
+  @inline export function nextHeader(ip: usize): u8 { return load<u8>(ip + 6); }
+  @inline export function hopLimit(ip: usize): u8 { return load<u8>(ip + 7); }
+  @inline export function src(ip: usize): usize { return ip + 8; }
+  @inline export function dst(ip: usize): usize { return ip + 24; }
+}
+
+/** TCP, UDP and ICMP headers carried by IPv4. */
+export namespace Transport {
+  /**
+   * Address of the transport header of an IPv4 packet (from IPv4.header), or 0 when the packet is
+   * a non-first fragment or too short for the protocol's fixed header (TCP: also its data offset).
+   */
+  export function header(p: Packet, ip: usize): usize {
+    if (fragmentOffsetNonZero(ip)) return 0;
+    const hl = IPv4.headerLength(ip);
+    const room = IPv4.totalLength(ip) - hl;
+    const proto = IPv4.protocol(ip);
+    const l4 = ip + hl;
+    if (proto == IPPROTO_TCP) {
+      if (room < 20) return 0;
+      const doff = (<u32>load<u8>(l4 + 12) >> 4) << 2;
+      if (doff < 20 || doff > room) return 0;
+      return l4;
+    }
+    if (proto == IPPROTO_UDP || proto == IPPROTO_ICMP) return room < 8 ? 0 : l4;
+    return 0;
+  }
+
+  @inline function fragmentOffsetNonZero(ip: usize): bool { return IPv4.fragmentOffset(ip) != 0; }
+
+  @inline export function srcPort(l4: usize): u16 { return be16(l4); }
+  @inline export function dstPort(l4: usize): u16 { return be16(l4 + 2); }
+
+  /** Offset of the checksum field in the transport header, or -1 when the protocol has none to fix. */
+  @inline function checksumOffset(ip: usize): i32 {
+    const proto = IPv4.protocol(ip);
+    return proto == IPPROTO_TCP ? 16 : proto == IPPROTO_UDP ? 6 : -1;
+  }
+
+  /** Applies a 32-bit change of a pseudo-header field to the TCP or UDP checksum. */
+  export function updateChecksum32(ip: usize, l4: usize, old: u32, value: u32): void {
+    const off = checksumOffset(ip);
+    if (off < 0) return;
+    const field = l4 + <usize>off;
+    const check = be16(field);
+    if (off == 6 && check == 0) return; // UDP without checksum stays without (RFC 768)
+    let updated = csum32(check, old, value);
+    if (off == 6 && updated == 0) updated = 0xffff;
+    setBe16(field, updated);
+  }
+
+  /** Applies a 16-bit change of a covered field (a port) to the TCP or UDP checksum. */
+  export function updateChecksum16(ip: usize, l4: usize, old: u16, value: u16): void {
+    const off = checksumOffset(ip);
+    if (off < 0) return;
+    const field = l4 + <usize>off;
+    const check = be16(field);
+    if (off == 6 && check == 0) return;
+    let updated = csum16(check, old, value);
+    if (off == 6 && updated == 0) updated = 0xffff;
+    setBe16(field, updated);
+  }
+
+  export function setSrcPort(ip: usize, l4: usize, value: u16): void {
+    const old = be16(l4);
+    setBe16(l4, value);
+    updateChecksum16(ip, l4, old, value);
+  }
+
+  export function setDstPort(ip: usize, l4: usize, value: u16): void {
+    const old = be16(l4 + 2);
+    setBe16(l4 + 2, value);
+    updateChecksum16(ip, l4, old, value);
+  }
+
+  /**
+   * Recomputes the TCP or UDP checksum from scratch over the pseudo-header and segment (used by
+   * packet generators; rewrites use the incremental updates above).
+   */
+  export function setChecksum(ip: usize, l4: usize): void {
+    const off = checksumOffset(ip);
+    if (off < 0) return;
+    const len = IPv4.totalLength(ip) - IPv4.headerLength(ip);
+    const pseudo: u64 = <u64>(IPv4.src(ip) >>> 16) + <u64>(IPv4.src(ip) & 0xffff)
+      + <u64>(IPv4.dst(ip) >>> 16) + <u64>(IPv4.dst(ip) & 0xffff)
+      + <u64>IPv4.protocol(ip) + <u64>len;
+    store<u16>(l4 + <usize>off, 0);
+    let sum = checksum(l4, len, pseudo);
+    if (off == 6 && sum == 0) sum = 0xffff;
+    setBe16(l4 + <usize>off, sum);
+  }
+}
+
+export namespace TCP {
+  export const FIN: u8 = 0x01;
+  export const SYN: u8 = 0x02;
+  export const RST: u8 = 0x04;
+  export const PSH: u8 = 0x08;
+  export const ACK: u8 = 0x10;
+  export const URG: u8 = 0x20;
+  @inline export function flags(l4: usize): u8 { return load<u8>(l4 + 13); }
+  @inline export function seq(l4: usize): u32 { return be32(l4 + 4); }
+  @inline export function ack(l4: usize): u32 { return be32(l4 + 8); }
+  @inline export function dataOffset(l4: usize): u32 { return (<u32>load<u8>(l4 + 12) >> 4) << 2; }
+}
+
+export namespace ICMP {
+  @inline export function type(l4: usize): u8 { return load<u8>(l4); }
+  @inline export function code(l4: usize): u8 { return load<u8>(l4 + 1); }
+}
+
+/** Accessors shared with code that writes headers: big-endian loads and stores. */
+export namespace Wire {
+  @inline export function get16(addr: usize): u16 { return be16(addr); }
+  @inline export function get32(addr: usize): u32 { return be32(addr); }
+  @inline export function set16(addr: usize, v: u16): void { setBe16(addr, v); }
+  @inline export function set32(addr: usize, v: u32): void { setBe32(addr, v); }
+}

@@ -1,0 +1,9 @@
+// The wirepath fast-path runtime. Element authors import everything from "wirepath".
+export * from "./packet";
+export * from "./batch";
+export * from "./ring";
+export * from "./checksum";
+export * from "./headers";
+export * from "./flowtable";
+export { now, packetRoom, freePacket, dropPacket, clonePacket, sendToSink } from "./shard";
+export { ioAllocate, ioRelease, ioSubmit, ioRoom } from "./io";

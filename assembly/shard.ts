@@ -1,0 +1,127 @@
+import { Packet, PORT_FREE, DEFAULT_DATA_OFFSET } from "./packet";
+import { Ring, Stack } from "./ring";
+import { Batch } from "./batch";
+
+// Per-instance (that is, per-shard) state lives in WebAssembly globals, which every instance has
+// its own copy of, and in the shard context block the engine lays out in shared memory.
+
+/** Shard context block, written by the engine (engine/layout.ts mirrors these offsets). */
+export const CTX_RX_RING: u32 = 0;
+export const CTX_OUT_RING: u32 = 4;
+export const CTX_STASH: u32 = 8;
+export const CTX_SLOT_SIZE: u32 = 12;
+export const CTX_BATCHES: u32 = 16;
+export const CTX_PACKETS: u32 = 24;
+export const CTX_NO_BUFFER: u32 = 32;
+export const CTX_LEAKED: u32 = 40;
+
+let ctx: usize = 0;
+let rxRing: Ring = changetype<Ring>(0);
+let outRing: Ring = changetype<Ring>(0);
+let stash: Stack = changetype<Stack>(0);
+let slotSize: u32 = 0;
+let outHead: u32 = 0;
+let receivedTail: u32 = 0;
+let batchTime: u64 = 0;
+
+export function shardInit(context: usize): void {
+  ctx = context;
+  rxRing = changetype<Ring>(load<u32>(context, CTX_RX_RING));
+  outRing = changetype<Ring>(load<u32>(context, CTX_OUT_RING));
+  stash = changetype<Stack>(load<u32>(context, CTX_STASH));
+  slotSize = load<u32>(context, CTX_SLOT_SIZE);
+  outHead = outRing.head;
+}
+
+/** The time of the current batch in nanoseconds: read once per batch, the same for every element. */
+@inline export function now(): u64 {
+  return batchTime;
+}
+
+/** Bytes a packet's slot can hold from its current data offset on. */
+@inline export function packetRoom(p: Packet): u32 {
+  return slotSize - <u32>p.dataOffset;
+}
+
+@inline function sendOut(p: Packet, port: u16): void {
+  p.port = port;
+  if (outRing.space(outHead) == 0) {
+    // The out ring holds every slot of the pool, so this is unreachable; count rather than overrun.
+    store<u64>(ctx, load<u64>(ctx, CTX_LEAKED) + 1, CTX_LEAKED);
+    return;
+  }
+  outRing.setEntry(outHead, changetype<u32>(p));
+  outHead++;
+}
+
+/** Gives a packet's slot back: kept for clones while the stash has room, else returned to the I/O side. */
+export function freePacket(p: Packet): void {
+  if (!stash.push(changetype<u32>(p))) sendOut(p, PORT_FREE);
+}
+
+/** Drops a packet. Elements count their own drop reasons; this only recycles the slot. */
+@inline export function dropPacket(p: Packet): void {
+  freePacket(p);
+}
+
+/** Hands a packet to sink number `sink` on the I/O side (a file or a device writer). */
+@inline export function sendToSink(p: Packet, sink: u16): void {
+  sendOut(p, sink);
+}
+
+/** A copy of `p` in a new slot, or null when no slot is free (counted as no_buffer). */
+export function clonePacket(p: Packet): Packet | null {
+  const slot = stash.pop();
+  if (slot == 0) {
+    store<u64>(ctx, load<u64>(ctx, CTX_NO_BUFFER) + 1, CTX_NO_BUFFER);
+    return null;
+  }
+  const q = changetype<Packet>(slot);
+  memory.copy(slot, changetype<usize>(p), 32); // metadata
+  q.dataOffset = DEFAULT_DATA_OFFSET;
+  memory.copy(q.data, p.data, p.length);
+  return q;
+}
+
+/**
+ * Takes up to `max` packets from the receive ring and appends each to the batch of the source that
+ * read it (`sources` is an array of batch addresses indexed by source number). Slots the I/O side
+ * sends to refill the stash arrive with port PORT_FREE. `time` is the batch's wall-clock time in ns,
+ * or 0 to run on trace time. Returns the number of ring entries taken.
+ */
+export function shardReceive(sources: usize, max: u32, time: u64): u32 {
+  // time 0 selects trace time: the clock follows the packets' own timestamps, so runs over a file
+  // are deterministic (the virtual clock of the tests).
+  if (time) batchTime = time;
+  const head = rxRing.head;
+  let tail = load<u32>(changetype<usize>(rxRing), 64);
+  let taken: u32 = 0;
+  let packets: u32 = 0;
+  while (tail != head && taken < max) {
+    const p = changetype<Packet>(rxRing.entry(tail));
+    tail++;
+    taken++;
+    const port = p.port;
+    if (port == PORT_FREE) {
+      freePacket(p);
+    } else {
+      changetype<Batch>(load<u32>(sources + (<usize>port << 2))).push(p);
+      if (!time && p.timestamp > batchTime) batchTime = p.timestamp;
+      packets++;
+    }
+  }
+  receivedTail = tail;
+  if (packets) {
+    store<u64>(ctx, load<u64>(ctx, CTX_BATCHES) + 1, CTX_BATCHES);
+    store<u64>(ctx, load<u64>(ctx, CTX_PACKETS) + packets, CTX_PACKETS);
+  }
+  return taken;
+}
+
+
+/** Publishes the batch's output entries, then the receive tail that marks the batch done. */
+export function shardPublish(): void {
+  outRing.publishHead(outHead);
+  rxRing.publishTail(receivedTail);
+}
+

@@ -1,0 +1,31 @@
+import { Batch, Outputs, Packet, Ethernet, IPv4, ETHERTYPE_IPV4 } from "wirepath";
+import { CheckIPHeaderState } from "./layout";
+
+const OK = 0;
+const BAD = 1;
+
+export function process(self: CheckIPHeaderState, batch: Batch, out: Outputs): void {
+  for (let i: u32 = 0; i < batch.count; i++) {
+    const p = batch.packet(i);
+    out.push(check(self, p), p);
+  }
+}
+
+function check(self: CheckIPHeaderState, p: Packet): i32 {
+  if (Ethernet.etherType(p) != ETHERTYPE_IPV4) {
+    if (self.non_ipv4 == 1 && p.length >= Ethernet.HEADER) return OK;
+    self.not_ipv4++;
+    return BAD;
+  }
+  const off = <u32>p.l3Offset;
+  if (p.length < off + IPv4.MIN_HEADER) { self.truncated++; return BAD; }
+  const ip = p.data + off;
+  const room = p.length - off;
+  if ((load<u8>(ip) >> 4) != 4) { self.bad_version++; return BAD; }
+  const hl = IPv4.headerLength(ip);
+  if (hl < IPv4.MIN_HEADER || hl > room) { self.bad_header_length++; return BAD; }
+  const total = IPv4.totalLength(ip);
+  if (total < hl || total > room) { self.bad_total_length++; return BAD; }
+  if (self.verify_checksum && !IPv4.checksumValid(ip)) { self.bad_checksum++; return BAD; }
+  return OK;
+}

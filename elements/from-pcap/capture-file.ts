@@ -1,0 +1,94 @@
+// The parts of pcap and pcapng files read once per file or section, in TypeScript; the per-record
+// loops are in process.ts.
+
+import { EnvironmentError } from '../../engine/errors.ts';
+
+export const LINKTYPE_ETHERNET = 1;
+
+export interface CaptureFormat {
+  kind: 'pcap' | 'pcapng';
+  /** True when the file's byte order is big-endian (the opposite of this machine's). */
+  swapped: boolean;
+  /** pcap only: nanosecond timestamps. */
+  nanos: boolean;
+  snaplen: number;
+  linkType: number;
+}
+
+/** How an interface's timestamp units become ns: 0 multiply by factor, 1 divide by it, 2 binary fraction of factor bits. */
+export interface Interface {
+  linkType: number;
+  scale: { kind: 0 | 1 | 2; factor: bigint };
+}
+
+const PCAP_MICRO = 0xa1b2c3d4;
+const PCAP_NANO = 0xa1b23c4d;
+const PCAPNG_SHB = 0x0a0d0d0a;
+const PCAPNG_BYTE_ORDER = 0x1a2b3c4d;
+const PCAPNG_IDB = 1;
+const OPT_IF_TSRESOL = 9;
+
+function notEthernet(file: string, linkType: number): never {
+  throw new EnvironmentError(`${file} has link type ${linkType}; wirepath reads Ethernet captures (link type 1) only`,
+    'capture on an Ethernet or veth interface, or convert the file with editcap -T ether');
+}
+
+export function readCaptureHeader(head: Buffer, file: string): CaptureFormat {
+  if (head.length < 24 && !(head.length >= 12 && head.readUInt32LE(0) === PCAPNG_SHB)) {
+    throw new EnvironmentError(`${file} is too short to be a pcap or pcapng file`);
+  }
+  const magic = head.readUInt32LE(0);
+  for (const [value, nanos] of [[PCAP_MICRO, false], [PCAP_NANO, true]] as const) {
+    for (const swapped of [false, true]) {
+      if ((swapped ? head.readUInt32BE(0) : magic) !== value) continue;
+      const u32 = (off: number) => (swapped ? head.readUInt32BE(off) : head.readUInt32LE(off));
+      const linkType = u32(20) & 0xffff;
+      if (linkType !== LINKTYPE_ETHERNET) notEthernet(file, linkType);
+      return { kind: 'pcap', swapped, nanos, snaplen: u32(16), linkType };
+    }
+  }
+  if (magic === PCAPNG_SHB) {
+    const order = head.readUInt32LE(8);
+    if (order !== PCAPNG_BYTE_ORDER && head.readUInt32BE(8) !== PCAPNG_BYTE_ORDER) throw new EnvironmentError(`${file}: pcapng section header has a bad byte-order magic`);
+    return { kind: 'pcapng', swapped: order !== PCAPNG_BYTE_ORDER, nanos: false, snaplen: 0, linkType: LINKTYPE_ETHERNET };
+  }
+  throw new EnvironmentError(`${file} is not a pcap or pcapng file (magic 0x${magic.toString(16).padStart(8, '0')})`,
+    'wirepath reads classic pcap (tcpdump -w) and pcapng (Wireshark, tshark, dumpcap)');
+}
+
+export function scaleOf(tsresol: number | undefined): Interface['scale'] {
+  if (tsresol === undefined) return { kind: 0, factor: 1000n };
+  if (tsresol & 0x80) return { kind: 2, factor: BigInt(tsresol & 0x7f) };
+  return tsresol <= 9 ? { kind: 0, factor: 10n ** BigInt(9 - tsresol) } : { kind: 1, factor: 10n ** BigInt(tsresol - 9) };
+}
+
+/**
+ * Handles one pcapng block that is not a packet block: a section header (new byte order, interfaces
+ * forgotten), an interface description (appended), anything else (skipped). `block` starts at the
+ * block and may run past it.
+ */
+export function readPcapngBlock(block: Buffer, format: CaptureFormat, interfaces: Interface[], where: string): { length: number; interfaces?: Interface[] } {
+  if (block.readUInt32LE(0) === PCAPNG_SHB) {
+    const order = block.readUInt32LE(8);
+    format.swapped = order !== PCAPNG_BYTE_ORDER;
+    if (format.swapped && block.readUInt32BE(8) !== PCAPNG_BYTE_ORDER) throw new EnvironmentError(`${where}: bad byte-order magic in a section header`);
+    return { length: u32(block, 4, format.swapped), interfaces: [] };
+  }
+  const type = u32(block, 0, format.swapped);
+  const length = u32(block, 4, format.swapped);
+  if (type !== PCAPNG_IDB) return { length };
+  const linkType = u16(block, 8, format.swapped);
+  if (linkType !== LINKTYPE_ETHERNET) notEthernet(where, linkType);
+  let tsresol: number | undefined;
+  for (let off = 16; off + 4 <= length - 4;) {
+    const code = u16(block, off, format.swapped);
+    const len = u16(block, off + 2, format.swapped);
+    if (code === 0) break;
+    if (code === OPT_IF_TSRESOL && len === 1) tsresol = block[off + 4];
+    off += 4 + Math.ceil(len / 4) * 4;
+  }
+  return { length, interfaces: [...interfaces, { linkType, scale: scaleOf(tsresol) }] };
+}
+
+const u32 = (b: Buffer, off: number, swapped: boolean) => (swapped ? b.readUInt32BE(off) : b.readUInt32LE(off));
+const u16 = (b: Buffer, off: number, swapped: boolean) => (swapped ? b.readUInt16BE(off) : b.readUInt16LE(off));

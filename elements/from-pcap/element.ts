@@ -1,0 +1,229 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { resolve, dirname } from 'node:path';
+import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
+import { EnvironmentError } from '../../engine/errors.ts';
+import { readCaptureHeader, readPcapngBlock, type CaptureFormat, type Interface } from './capture-file.ts';
+
+const STOP = { budget: 0, needMore: 1, otherBlock: 2, corrupt: 3, paced: 4, noSlot: 5 };
+const STREAM_BUFFER = 8 << 20;
+const MAX_INTERFACES = 256;
+
+export default defineElement({
+  type: 'FromPcap',
+  summary: 'reads packets from a pcap or pcapng file',
+  description: 'Reads a capture file of Ethernet frames: classic pcap (micro- or nanosecond, either byte order) or pcapng '
+    + '(enhanced and simple packet blocks, any number of Ethernet interfaces, their if_tsresol). Records longer than a '
+    + 'slot are cut to fit and counted in truncated. With timing: original the packets leave at the pace of their '
+    + 'timestamps; with fast, as fast as the shards take them. A file source never drops a packet for want of room: it '
+    + 'waits for the shards. With loop, the file is read again and again, its timestamps shifted so that time keeps '
+    + 'going forward; count stops after that many packets. preload reads the whole file into memory first (an in-memory trace).',
+  inputs: 0,
+  outputs: [{ name: 'out', doc: 'the packets read' }],
+  params: {
+    file: param.string('the capture file, relative to the config file', { required: true }),
+    timing: param.enum('pace of reading', ['fast', 'original'], { default: 'fast' }),
+    loop: param.bool('read the file again from the start when it ends', { default: false }),
+    count: param.int('stop after this many packets (0: no limit)', 0, Number.MAX_SAFE_INTEGER, { default: 0 }),
+    preload: param.bool('read the whole file into memory before the first packet', { default: false }),
+  },
+  state: {
+    packets: state.counter('packets read'),
+    bytes: state.counter('bytes read, as on the wire'),
+    truncated: state.counter('records longer than a slot, cut to fit'),
+    first_ns: state.internal('timestamp of the first packet'),
+    last_ns: state.internal('timestamp of the latest packet'),
+    ts_offset: state.internal('added to timestamps on later passes of a looped file'),
+    until_ns: state.internal('pacing: read no record later than this'),
+    next_ns: state.internal('pacing: timestamp of the record that waits'),
+    stop: state.internal('why the last read stopped'),
+  },
+  ioExports: ['readPcap', 'readPcapng'],
+  source: (ctx) => new PcapReader(ctx),
+  example: 'src: { type: FromPcap, file: traces/demo.pcap, timing: fast }',
+});
+
+class PcapReader implements SourceDriver {
+  private readonly fd: number;
+  private readonly size: number;
+  private readonly format: CaptureFormat;
+  private readonly buffer: number;
+  private readonly capacity: number;
+  private readonly ifaceTable: number;
+  private interfaces: Interface[] = [];
+  /** File offset of buffer[0], bytes valid in the buffer, and bytes of it consumed. */
+  private fileOffset = 0;
+  private have = 0;
+  private used = 0;
+  private passes = 0;
+  private finished = false;
+  private paceStart?: { wall: bigint; ts: bigint };
+  private waitUntil = 0n;
+
+  constructor(private readonly ctx: IoContext) {
+    const path = resolve(dirname(ctx.configFile), ctx.params.file);
+    try {
+      this.fd = openSync(path, 'r');
+    } catch (e) {
+      throw new EnvironmentError(`${ctx.name}: cannot open ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check the file parameter; relative paths start at the config file');
+    }
+    this.size = fstatSync(this.fd).size;
+    const head = Buffer.alloc(Math.min(this.size, 64 << 10));
+    readSync(this.fd, head, 0, head.length, 0);
+    this.format = readCaptureHeader(head, path);
+    this.capacity = ctx.params.preload ? Math.max(this.size, 64) : STREAM_BUFFER;
+    this.buffer = ctx.arena.alloc(this.capacity, 64);
+    this.ifaceTable = ctx.arena.alloc(16 * MAX_INTERFACES, 8);
+    this.startPass();
+  }
+
+  get done(): boolean {
+    return this.finished;
+  }
+
+  private field(name: string): bigint {
+    return this.ctx.arena.view.getBigUint64(this.ctx.self + this.offsetOf(name), true);
+  }
+
+  private setField(name: string, value: bigint): void {
+    this.ctx.arena.view.setBigUint64(this.ctx.self + this.offsetOf(name), value, true);
+  }
+
+  private offsets = new Map<string, number>();
+  private offsetOf(name: string): number {
+    let off = this.offsets.get(name);
+    if (off === undefined) {
+      off = this.ctx.fieldOffset(name);
+      this.offsets.set(name, off);
+    }
+    return off;
+  }
+
+  private startPass(): void {
+    this.fileOffset = this.format.kind === 'pcap' ? 24 : 0;
+    this.used = 0;
+    this.have = 0;
+    if (this.ctx.params.preload && this.passes === 0) {
+      readSync(this.fd, this.ctx.arena.u8, this.buffer, this.size, 0);
+    }
+    if (this.ctx.params.preload) {
+      this.used = this.fileOffset;
+      this.have = this.size;
+      this.fileOffset = 0;
+    }
+  }
+
+  /** Moves the unread rest to the start of the buffer and reads more of the file after it. */
+  private refill(): boolean {
+    if (this.ctx.params.preload) return false;
+    const u8 = this.ctx.arena.u8;
+    const rest = this.have - this.used;
+    u8.copyWithin(this.buffer, this.buffer + this.used, this.buffer + this.have);
+    this.fileOffset += this.used;
+    this.used = 0;
+    this.have = rest;
+    const n = readSync(this.fd, u8, this.buffer + rest, this.capacity - rest, this.fileOffset + rest);
+    this.have += n;
+    return n > 0;
+  }
+
+  pump(budget: number): number {
+    if (this.finished) return 0;
+    const limit = this.ctx.params.count as number;
+    const before = Number(this.field('packets'));
+    if (limit) budget = Math.min(budget, limit - before);
+    budget = Math.min(budget, this.ctx.exports.ioSpace());
+    if (this.ctx.params.timing === 'original') budget = this.pace(budget);
+    let sent = 0;
+    while (sent < budget && !this.finished) {
+      const consumed = this.read(budget - sent);
+      this.used += consumed;
+      sent = Number(this.field('packets')) - before;
+      const stop = Number(this.field('stop'));
+      if (stop === STOP.budget || stop === STOP.noSlot) break;
+      if (stop === STOP.paced) { this.waitUntil = this.field('next_ns'); break; }
+      if (stop === STOP.corrupt) throw this.corrupt();
+      if (stop === STOP.otherBlock) { this.otherBlock(); continue; }
+      if (!this.refill()) this.endOfPass();
+    }
+    if (limit && Number(this.field('packets')) >= limit) this.finished = true;
+    return sent;
+  }
+
+  private read(budget: number): number {
+    const { exports, self, port } = this.ctx;
+    const at = this.buffer + this.used;
+    const len = this.have - this.used;
+    if (this.format.kind === 'pcap') return exports.FromPcap__readPcap(self, at, len, budget, port, this.format.swapped, this.format.nanos);
+    return exports.FromPcap__readPcapng(self, at, len, budget, port, this.format.swapped, this.ifaceTable, this.interfaces.length);
+  }
+
+  private endOfPass(): void {
+    if (this.have > this.used) {
+      this.ctx.log(`ignored ${this.have - this.used} bytes at the end of ${this.ctx.params.file}: a record cut off`);
+    }
+    if (!this.ctx.params.loop || this.field('packets') === 0n) { this.finished = true; return; }
+    // Shift the next pass so that its first packet follows the last one by the file's mean gap.
+    const first = this.field('first_ns') - this.field('ts_offset');
+    const last = this.field('last_ns');
+    const packetsPerPass = this.passes === 0 ? Number(this.field('packets')) : 0;
+    const span = last - this.field('ts_offset') - first;
+    const gap = packetsPerPass > 1 ? span / BigInt(packetsPerPass - 1) : 1000n;
+    this.setField('ts_offset', last - first + gap);
+    this.passes++;
+    this.startPass();
+  }
+
+  /** pcapng blocks without packets: section headers, interface descriptions, statistics, names. */
+  private otherBlock(): void {
+    const u8 = this.ctx.arena.u8;
+    const block = Buffer.from(u8.buffer, u8.byteOffset + this.buffer + this.used, this.have - this.used);
+    const result = readPcapngBlock(block, this.format, this.interfaces, `${this.ctx.params.file} at byte ${this.fileOffset + this.used}`);
+    if (result.interfaces) this.writeInterfaces(result.interfaces);
+    this.used += result.length;
+  }
+
+  private writeInterfaces(interfaces: Interface[]): void {
+    if (interfaces.length > MAX_INTERFACES) throw new EnvironmentError(`${this.ctx.params.file} describes more than ${MAX_INTERFACES} interfaces`);
+    this.interfaces = interfaces;
+    const v = this.ctx.arena.view;
+    interfaces.forEach((iface, i) => {
+      v.setUint32(this.ifaceTable + 16 * i, iface.linkType, true);
+      v.setUint32(this.ifaceTable + 16 * i + 4, iface.scale.kind, true);
+      v.setBigUint64(this.ifaceTable + 16 * i + 8, iface.scale.factor, true);
+    });
+  }
+
+  private corrupt(): EnvironmentError {
+    return new EnvironmentError(`${this.ctx.name}: ${this.ctx.params.file} is corrupt at byte ${this.fileOffset + this.used}: a record length makes no sense`,
+      'the file may be truncated in the middle or not a capture; tshark -r FILE shows where');
+  }
+
+  /** Lets through the records due by now; the first record sets the start of the trace's time. */
+  private pace(budget: number): number {
+    const now = process.hrtime.bigint();
+    if (!this.paceStart) {
+      if (this.field('packets') === 0n) { this.setField('until_ns', 0n); return Math.min(budget, 1); }
+      this.paceStart = { wall: now, ts: this.field('first_ns') };
+    }
+    const until = this.paceStart.ts + (now - this.paceStart.wall);
+    this.setField('until_ns', until > 0n ? until : 1n);
+    return budget;
+  }
+
+  waitNs(): number {
+    if (this.ctx.params.timing !== 'original' || !this.paceStart) return 0;
+    const due = this.waitUntil - this.paceStart.ts;
+    const elapsed = process.hrtime.bigint() - this.paceStart.wall;
+    return due > elapsed ? Number(due - elapsed) : 0;
+  }
+
+  progress(): number | undefined {
+    if (this.ctx.params.count) return Number(this.field('packets')) / this.ctx.params.count;
+    if (this.ctx.params.loop) return undefined;
+    return Math.min(1, (this.fileOffset + this.used) / this.size);
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}

@@ -1,0 +1,118 @@
+import { ioAllocate, ioSubmit, ioRoom } from "wirepath";
+import { FromPcapState } from "./layout";
+
+// Per-record loops of FromPcap, run on the I/O side over a buffer of file bytes in linear memory.
+// Each returns the bytes it consumed and says in self.stop why it stopped; the TypeScript half
+// (element.ts) refills the buffer and handles the rare pcapng blocks that carry no packet.
+
+export const STOP_BUDGET: u64 = 0;
+export const STOP_NEED_MORE: u64 = 1;
+export const STOP_OTHER_BLOCK: u64 = 2;
+export const STOP_CORRUPT: u64 = 3;
+export const STOP_PACED: u64 = 4;
+export const STOP_NO_SLOT: u64 = 5;
+
+/** Largest record accepted; anything longer is a corrupt length field. */
+const MAX_RECORD: u32 = 4 << 20;
+const EPB: u32 = 6;
+const SPB: u32 = 3;
+
+@inline function u32At(addr: usize, swapped: bool): u32 {
+  const v = load<u32>(addr);
+  return swapped ? bswap<u32>(v) : v;
+}
+
+/** Copies one record into a fresh slot and submits it; false when the pool has no free slot. */
+function submit(self: FromPcapState, data: usize, caplen: u32, wire: u32, ts: u64, port: u16): bool {
+  const p = ioAllocate();
+  if (!p) { self.stop = STOP_NO_SLOT; return false; }
+  const room = ioRoom(p);
+  const copy = caplen < room ? caplen : room;
+  if (copy < caplen) self.truncated++;
+  memory.copy(p.data, data, copy);
+  p.length = copy;
+  p.wireLength = wire;
+  p.timestamp = ts;
+  if (self.first_ns == 0) self.first_ns = ts;
+  self.last_ns = ts;
+  self.packets++;
+  self.bytes += wire;
+  ioSubmit(p, port);
+  return true;
+}
+
+/** Paced sources stop at the first record later than self.until_ns (0: no pacing). */
+@inline function paced(self: FromPcapState, ts: u64): bool {
+  if (self.until_ns != 0 && ts > self.until_ns) { self.next_ns = ts; self.stop = STOP_PACED; return true; }
+  return false;
+}
+
+/** Classic pcap records: [ts_sec][ts_frac][incl_len][orig_len] then the frame. */
+export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, nanos: bool): u32 {
+  let at: u32 = 0;
+  let sent: u32 = 0;
+  self.stop = STOP_BUDGET;
+  while (sent < budget) {
+    if (len - at < 16) { self.stop = STOP_NEED_MORE; break; }
+    const rec = buf + at;
+    const caplen = u32At(rec + 8, swapped);
+    if (caplen > MAX_RECORD) { self.stop = STOP_CORRUPT; break; }
+    if (len - at - 16 < caplen) { self.stop = STOP_NEED_MORE; break; }
+    const frac = <u64>u32At(rec + 4, swapped);
+    const ts = <u64>u32At(rec, swapped) * 1_000_000_000 + (nanos ? frac : frac * 1000) + self.ts_offset;
+    if (paced(self, ts)) break;
+    if (!submit(self, rec + 16, caplen, u32At(rec + 12, swapped), ts, port)) break;
+    at += 16 + caplen;
+    sent++;
+  }
+  return at;
+}
+
+/**
+ * pcapng Enhanced and Simple Packet Blocks. `ifaces` holds 16 bytes per interface (from its IDB):
+ * [linktype u32][scale kind u32: 0 multiply, 1 divide, 2 binary fraction][factor u64].
+ */
+export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, ifaces: usize, ifaceCount: u32): u32 {
+  let at: u32 = 0;
+  let sent: u32 = 0;
+  self.stop = STOP_BUDGET;
+  while (sent < budget) {
+    if (len - at < 12) { self.stop = STOP_NEED_MORE; break; }
+    const block = buf + at;
+    const type = u32At(block, swapped);
+    const total = u32At(block + 4, swapped);
+    if (total < 12 || (total & 3) != 0 || total > MAX_RECORD) { self.stop = STOP_CORRUPT; break; }
+    if (len - at < total) { self.stop = STOP_NEED_MORE; break; }
+    if (type == EPB) {
+      if (total < 32) { self.stop = STOP_CORRUPT; break; }
+      const iface = u32At(block + 8, swapped);
+      const caplen = u32At(block + 20, swapped);
+      if (iface >= ifaceCount || caplen > total - 32) { self.stop = STOP_CORRUPT; break; }
+      const units = (<u64>u32At(block + 12, swapped) << 32) | <u64>u32At(block + 16, swapped);
+      const ts = toNanoseconds(ifaces + (<usize>iface << 4), units) + self.ts_offset;
+      if (paced(self, ts)) break;
+      if (!submit(self, block + 28, caplen, u32At(block + 24, swapped), ts, port)) break;
+    } else if (type == SPB) {
+      if (total < 16 || ifaceCount == 0) { self.stop = STOP_CORRUPT; break; }
+      const wire = u32At(block + 8, swapped);
+      const caplen = wire < total - 16 ? wire : total - 16;
+      if (!submit(self, block + 12, caplen, wire, self.last_ns, port)) break;
+    } else {
+      self.stop = STOP_OTHER_BLOCK;
+      break;
+    }
+    at += total;
+    sent++;
+  }
+  return at;
+}
+
+function toNanoseconds(iface: usize, units: u64): u64 {
+  const kind = load<u32>(iface, 4);
+  const factor = load<u64>(iface, 8);
+  if (kind == 0) return units * factor;
+  if (kind == 1) return units / factor;
+  const whole = units >> factor;
+  const fraction = units & ((<u64>1 << factor) - 1);
+  return whole * 1_000_000_000 + ((fraction * 1_000_000_000) >> factor);
+}

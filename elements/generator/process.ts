@@ -1,0 +1,77 @@
+import { ioAllocate, ioSubmit, Ethernet, IPv4, Transport, Wire, IPPROTO_TCP, IPPROTO_UDP } from "wirepath";
+import { GeneratorState } from "./layout";
+
+const TEMPLATE: u32 = 64;
+const SERVICES: StaticArray<u16> = [53, 80, 123, 443, 853, 1194, 3478, 5060, 8080, 8443];
+
+/** xorshift64*: small, fast and deterministic. */
+function next(self: GeneratorState): u64 {
+  let x = self.rng;
+  x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+  self.rng = x;
+  return x * 0x2545f4914f6cdd1d;
+}
+
+/** Builds each flow's first 64 bytes (headers with checksums valid for a zero payload) into self.templates. */
+export function buildTemplates(self: GeneratorState, scratch: usize): void {
+  self.rng = (<u64>self.seed << 1) | 0x9e3779b97f4a7c15;
+  const size = self.frame_size;
+  for (let f: u32 = 0; f < self.flows; f++) {
+    memory.fill(scratch, 0, size);
+    const r = next(self);
+    const tcp = self.protocol == 1 || (self.protocol == 0 && (r & 1) == 0);
+    Ethernet.setAddress(scratch, 0x020000000002); // 02:00:00:00:00:02
+    Ethernet.setAddress(scratch + 6, 0x010000000002); // 02:00:00:00:00:01
+    Wire.set16(scratch + 12, 0x0800);
+    const ip = scratch + 14;
+    store<u8>(ip, 0x45);
+    Wire.set16(ip + 2, <u16>(size - 14));
+    Wire.set16(ip + 4, <u16>f);
+    Wire.set16(ip + 6, 0x4000);
+    store<u8>(ip + 8, 64);
+    store<u8>(ip + 9, tcp ? IPPROTO_TCP : IPPROTO_UDP);
+    Wire.set32(ip + 12, self.src_net_address | (<u32>(r >> 8) & ~self.src_net_mask));
+    Wire.set32(ip + 16, self.dst_net_address | (<u32>(r >> 40) & ~self.dst_net_mask));
+    IPv4.setHeaderChecksum(ip);
+    const l4 = ip + 20;
+    const r2 = next(self);
+    Wire.set16(l4, <u16>(1024 + <u32>(r2 % 64512)));
+    Wire.set16(l4 + 2, unchecked(SERVICES[<i32>((r2 >> 32) % 10)]));
+    if (tcp) {
+      Wire.set32(l4 + 4, <u32>(r2 >> 16));
+      store<u8>(l4 + 12, 0x50);
+      store<u8>(l4 + 13, 0x18);
+      Wire.set16(l4 + 14, 65535);
+    } else {
+      Wire.set16(l4 + 4, <u16>(size - 34));
+    }
+    Transport.setChecksum(ip, l4);
+    memory.copy(<usize>self.templates + <usize>f * TEMPLATE, scratch, size < TEMPLATE ? size : TEMPLATE);
+  }
+}
+
+/** Sends up to `budget` packets; returns how many. Stops at count, at the pacing limit, or when no slot is free. */
+export function generate(self: GeneratorState, budget: u32, port: u16): u32 {
+  const size = self.frame_size;
+  const head = size < TEMPLATE ? size : TEMPLATE;
+  const interval = <u64>1_000_000_000 / <u64>self.rate;
+  let sent: u32 = 0;
+  while (sent < budget) {
+    if (self.count != 0 && self.packets >= <u64>self.count) break;
+    const ts = self.start_ns + self.packets * interval;
+    if (self.until_ns != 0 && ts > self.until_ns) break;
+    const p = ioAllocate();
+    if (!p) break;
+    const flow = <u32>(next(self) >> 33) % self.flows;
+    memory.copy(p.data, <usize>self.templates + <usize>flow * TEMPLATE, head);
+    if (size > TEMPLATE) memory.fill(p.data + TEMPLATE, 0, size - TEMPLATE);
+    p.length = size;
+    p.wireLength = size;
+    p.timestamp = ts;
+    ioSubmit(p, port);
+    self.packets++;
+    self.bytes += size;
+    sent++;
+  }
+  return sent;
+}

@@ -1,0 +1,176 @@
+// The wirepath command line: run, check, elements, graph, build, docs.
+
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { writeFileSync } from 'node:fs';
+import { loadConfig, type PipelineConfig } from './config.ts';
+import { ConfigErrors, EnvironmentError } from './errors.ts';
+import { CompileError } from './compile.ts';
+import { buildGraph } from './graph.ts';
+import { generateGraph } from './codegen.ts';
+import { compileGraph } from './compile.ts';
+import { Pipeline, type RunResult } from './pipeline.ts';
+import { loadRegistry } from './registry.ts';
+import { renderGraph } from './render-graph.ts';
+import { elementDoc, elementReference, updateReadme } from './docs.ts';
+import { statsTable, liveLine } from './report.ts';
+
+/** Exit codes scripts can rely on. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, environment: 3, interrupted: 130 } as const;
+
+const USAGE = `usage: wirepath <command> [options]
+
+commands:
+  run CONFIG        run a pipeline until its sources end (Ctrl-C stops it cleanly)
+  check CONFIG      validate a config without running it
+  elements [TYPE]   list the element types, or show one type's documentation
+  graph CONFIG      print the graph (--format dot|mermaid)
+  build CONFIG      compile the config's fast path into the cache
+  docs              print the element reference (--write README.md updates it in place)
+
+options for run, check, graph, build:
+  --set NAME.PARAM=VALUE   override a parameter (repeatable)
+  --elements DIR           also load the element folders in DIR (repeatable)
+options for run:
+  --json                   print one JSON object of results at exit
+  --clock trace|wall       the elements' clock: packet timestamps (default) or real time
+  --quiet                  no live line and no table
+
+exit codes: 0 done, 1 runtime failure, 2 bad usage or invalid config, 3 missing file, device or permission,
+130 stopped by a signal (outputs were still written completely)`;
+
+const OPTIONS = {
+  set: { type: 'string', multiple: true },
+  elements: { type: 'string', multiple: true },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean' },
+  clock: { type: 'string' },
+  format: { type: 'string' },
+  write: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} satisfies ParseArgsConfig['options'];
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+  } catch (e) {
+    process.stderr.write(`wirepath: ${(e as Error).message}\n\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  const { values, positionals } = parsed;
+  const [command, target] = positionals;
+  if (values.help || !command) {
+    process.stdout.write(USAGE + '\n');
+    return command || values.help ? EXIT.ok : EXIT.usage;
+  }
+  const load = () => {
+    if (!target) throw new UsageError(`${command} needs a CONFIG file`);
+    return loadConfig(target, { overrides: values.set, elementDirs: values.elements });
+  };
+  try {
+    switch (command) {
+      case 'run': return await run(await load(), values);
+      case 'check': {
+        const config = await load();
+        buildGraph(config);
+        process.stdout.write(`${config.file}: ok (${config.elements.size} elements, ${config.connections.length} connections)\n`);
+        return EXIT.ok;
+      }
+      case 'build': {
+        const config = await load();
+        const graph = buildGraph(config);
+        const compiled = await compileGraph(generateGraph(graph), [...new Set(graph.nodes.map((n) => n.type.dir))]);
+        process.stdout.write(`${config.file}: fast path ${compiled.hash} ${compiled.cached ? 'already cached' : 'compiled'}\n`);
+        return EXIT.ok;
+      }
+      case 'graph': {
+        const format = values.format ?? 'dot';
+        if (format !== 'dot' && format !== 'mermaid') throw new UsageError(`--format must be dot or mermaid, not '${format}'`);
+        process.stdout.write(renderGraph(buildGraph(await load()), format));
+        return EXIT.ok;
+      }
+      case 'elements': {
+        const registry = await loadRegistry(values.elements ?? []);
+        if (!target) {
+          const width = Math.max(...[...registry.keys()].map((k) => k.length));
+          for (const type of [...registry.values()].sort((a, b) => a.type.localeCompare(b.type))) {
+            process.stdout.write(`${type.type.padEnd(width)}  ${type.summary}\n`);
+          }
+          return EXIT.ok;
+        }
+        const type = registry.get(target);
+        if (!type) throw new UsageError(`no element type '${target}'; 'wirepath elements' lists them`);
+        process.stdout.write(elementDoc(type));
+        return EXIT.ok;
+      }
+      case 'docs': {
+        const registry = await loadRegistry(values.elements ?? []);
+        if (values.write) {
+          updateReadme(values.write, elementReference(registry));
+          process.stdout.write(`updated the element reference in ${values.write}\n`);
+        } else process.stdout.write(elementReference(registry));
+        return EXIT.ok;
+      }
+      default:
+        throw new UsageError(`unknown command '${command}'`);
+    }
+  } catch (e) {
+    return report(e);
+  }
+}
+
+class UsageError extends Error {}
+
+function report(e: unknown): number {
+  if (e instanceof ConfigErrors) {
+    process.stderr.write(e.errors.map((x) => x.format()).join('\n') + `\n${e.errors.length} error${e.errors.length > 1 ? 's' : ''}\n`);
+    return EXIT.usage;
+  }
+  if (e instanceof UsageError) {
+    process.stderr.write(`wirepath: ${e.message}\n\n${USAGE}\n`);
+    return EXIT.usage;
+  }
+  if (e instanceof EnvironmentError) {
+    process.stderr.write(`wirepath: ${e.format()}\n`);
+    return EXIT.environment;
+  }
+  if (e instanceof CompileError) {
+    process.stderr.write(`wirepath: ${e.message}\n`);
+    return EXIT.failure;
+  }
+  process.stderr.write(`wirepath: ${(e as Error)?.stack ?? e}\n`);
+  return EXIT.failure;
+}
+
+async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boolean; clock?: string }): Promise<number> {
+  const clock = values.clock ?? 'trace';
+  if (clock !== 'trace' && clock !== 'wall') throw new UsageError(`--clock must be trace or wall, not '${clock}'`);
+  const live = !values.json && !values.quiet && process.stderr.isTTY;
+  const pipeline = await Pipeline.create(config, { clock, log: (m) => process.stderr.write(`wirepath: ${m}\n`) });
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(EXIT.interrupted);
+    interrupted = true;
+    pipeline.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let result: RunResult;
+  const started = performance.now();
+  let lastLine = 0;
+  try {
+    result = await pipeline.run((p) => {
+      const now = performance.now();
+      if (!live || now - lastLine < 250) return;
+      lastLine = now;
+      process.stderr.write('\r' + liveLine(p.packetsIn(), (now - started) / 1000, p.progress()) + '\x1b[K');
+    });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    if (live) process.stderr.write('\r\x1b[K');
+  }
+  if (values.json) process.stdout.write(JSON.stringify(result) + '\n');
+  else if (!values.quiet) process.stdout.write(statsTable(result));
+  return result.interrupted ? EXIT.interrupted : EXIT.ok;
+}

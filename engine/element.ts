@@ -1,0 +1,143 @@
+// What an element author writes in an element's element.ts: the declaration that names, documents,
+// parameterises and exposes the element. The batch loop is in process.ts beside it (AssemblyScript).
+
+import type { FastType, ParamSpec } from './params.ts';
+import type { MemoryArena } from './memory.ts';
+
+/** StateAlyzr's classes of element state; the engine moves, merges and snapshots state by them. */
+export type Scope = 'per-flow' | 'cross-flow' | 'all-flows' | 'config';
+export type MergeRule = 'sum' | 'max' | 'min';
+
+export interface ScalarState {
+  kind: 'scalar';
+  doc: string;
+  type: FastType;
+  scope: 'all-flows';
+  merge: MergeRule;
+  /** Working state of an I/O element's loop, not a statistic: no handler, not in the counters. */
+  internal?: boolean;
+}
+
+export interface FlowTableState {
+  kind: 'flow-table';
+  doc: string;
+  scope: 'per-flow';
+  /** The fields of each entry's value, in the generated `<Type><Name>Entry` class. */
+  value: Record<string, FastType>;
+  /** Most live entries, from the element's parameters. */
+  capacity: (params: any) => number;
+  /** Idle timeout in ns, from the element's parameters. */
+  timeout: (params: any) => number;
+}
+
+export type StateField = ScalarState | FlowTableState;
+
+export const state = {
+  /** A 64-bit event counter; shards' values add up. */
+  counter: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'sum' }),
+  /** A 64-bit value whose shards' values merge by max or min (a first or last timestamp). */
+  gauge: (doc: string, merge: MergeRule): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge }),
+  /** A 64-bit working value the I/O side and the fast path share (not shown as a counter). */
+  internal: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'max', internal: true }),
+  /** A flow table keyed by the IPv4 5-tuple, with a fixed capacity and an idle timeout. */
+  flowTable: (t: Omit<FlowTableState, 'kind' | 'scope'>): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', ...t }),
+};
+
+export interface PortSpec {
+  name: string;
+  doc: string;
+  /** An optional output may be left unconnected; its packets are then dropped and counted. */
+  optional?: boolean;
+}
+
+/** What a handler sees of one element: its parameters and its state, merged over shards. */
+export interface ElementView {
+  readonly name: string;
+  readonly params: Record<string, unknown>;
+  /** A scalar state field, merged over shards by its rule. */
+  read(field: string): bigint;
+  /** Zeroes every scalar state field on every shard. */
+  reset(): void;
+  /** Sets a fast-path parameter on every shard (takes effect from the next batch). */
+  setParam(name: string, value: unknown): void;
+}
+
+export interface HandlerSpec {
+  doc: string;
+  read?: (view: ElementView) => unknown;
+  write?: (view: ElementView, value: string) => void;
+}
+
+/** The I/O side of a source: reads packets into slots and submits them to the shards. */
+export interface SourceDriver {
+  /** Submits up to `budget` packets; returns how many it submitted. */
+  pump(budget: number): number;
+  /** True once the source will submit nothing more. */
+  readonly done: boolean;
+  /** Nanoseconds to wait before the next pump is worth it (pacing), or 0. */
+  waitNs?(): number;
+  /** Fraction of the input read so far, for a progress bar; undefined when unknown. */
+  progress?(): number | undefined;
+  close(): void;
+}
+
+/** The I/O side of a sink: writes out the packets the shards sent it. */
+export interface SinkDriver {
+  /** Writes the packets of the sink's batch at `batch` and returns their slots to the pool. */
+  write(batch: number): void;
+  /** Finishes the output completely (flushes and closes files). */
+  close(): void;
+}
+
+export interface IoContext {
+  readonly name: string;
+  readonly params: any;
+  /** The I/O instance's exports: the runtime's io functions plus this element's `ioExports`. */
+  readonly exports: Record<string, any>;
+  readonly arena: MemoryArena;
+  /** Address of this element's state block on the I/O side. */
+  readonly self: number;
+  /** Offset of a field of the element's layout class in its state block. */
+  fieldOffset(field: string): number;
+  /** Source or sink number, to pass to the fast path. */
+  readonly port: number;
+  readonly configFile: string;
+  /** Bytes of frame a packet slot holds. */
+  readonly slotRoom: number;
+  log(message: string): void;
+}
+
+export interface ElementDefinition {
+  type: string;
+  summary: string;
+  description?: string;
+  /** Input port count; an element with several receives `port` as the 4th argument of process. */
+  inputs: number;
+  outputs: PortSpec[] | ((params: any) => PortSpec[]);
+  params: Record<string, ParamSpec<any>>;
+  state?: Record<string, StateField>;
+  handlers?: Record<string, HandlerSpec>;
+  /** A config snippet that uses the element. */
+  example: string;
+  /** Most packets an element emits on one output per packet it receives (2 for an element that splits packets in two). */
+  expands?: number;
+  /** Sources and sinks run on the I/O side; their process.ts holds the per-packet I/O loops. */
+  source?: (ctx: IoContext) => SourceDriver;
+  sink?: (ctx: IoContext) => SinkDriver;
+  /** Functions of process.ts the TypeScript half calls on the I/O side. */
+  ioExports?: string[];
+}
+
+/** An element as the engine knows it: its declaration plus where its files are. */
+export interface ElementType extends ElementDefinition {
+  dir: string;
+  kind: 'element' | 'source' | 'sink';
+}
+
+export function defineElement<const D extends ElementDefinition>(definition: D): D {
+  return definition;
+}
+
+export function outputsOf(type: ElementDefinition, params: Record<string, unknown>): PortSpec[] {
+  return typeof type.outputs === 'function' ? type.outputs(params) : type.outputs;
+}

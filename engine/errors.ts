@@ -1,0 +1,63 @@
+// One error type for everything a user can get wrong: a message, where it is, and what to do.
+
+export interface SourcePosition {
+  file: string;
+  line: number;
+  col: number;
+}
+
+export class ConfigError {
+  constructor(
+    readonly message: string,
+    readonly position?: SourcePosition,
+    readonly hint?: string,
+  ) {}
+
+  format(): string {
+    const where = this.position ? `${this.position.file}:${this.position.line}:${this.position.col}: ` : '';
+    return where + this.message + (this.hint ? `\n  hint: ${this.hint}` : '');
+  }
+}
+
+/** Thrown with every error found in one file, so they are reported together. */
+export class ConfigErrors extends Error {
+  constructor(readonly errors: ConfigError[]) {
+    super(errors.map((e) => e.format()).join('\n'));
+    this.name = 'ConfigErrors';
+  }
+}
+
+/** A failure of the world outside the config: a missing file, a device, a permission. */
+export class EnvironmentError extends Error {
+  constructor(message: string, readonly hint?: string) {
+    super(message);
+    this.name = 'EnvironmentError';
+  }
+
+  format(): string {
+    return this.message + (this.hint ? `\n  hint: ${this.hint}` : '');
+  }
+}
+
+/** The closest candidate by edit distance, when it is close enough to be a likely typo. */
+export function didYouMean(word: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) { best = c; bestDistance = d; }
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}

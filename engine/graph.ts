@@ -1,0 +1,140 @@
+// Checks a config's connections against the elements' ports and orders the graph for execution.
+
+import { ConfigError, ConfigErrors, didYouMean } from './errors.ts';
+import { outputsOf, type ElementType, type PortSpec } from './element.ts';
+import type { ElementInstance, PipelineConfig } from './config.ts';
+import type { Endpoint } from './connections.ts';
+
+export interface GraphNode {
+  /** Position in execution (topological) order. */
+  index: number;
+  name: string;
+  type: ElementType;
+  instance: ElementInstance;
+  inputs: number;
+  outputs: PortSpec[];
+  /** For each output port, the node and input port it feeds, or null when an optional port is left open. */
+  targets: ({ node: string; port: number } | null)[];
+  /** For each input port, the nodes that feed it. */
+  feeders: { node: string; port: number }[][];
+  /** For each input port, the most packets its batch can receive in one step. */
+  inputCapacity: number[];
+  /** Number among the graph's sources (FromPcap, Generator...) or sinks (ToPcap...), or -1. */
+  sourceId: number;
+  sinkId: number;
+}
+
+export interface Graph {
+  nodes: GraphNode[];
+  byName: Map<string, GraphNode>;
+  sources: GraphNode[];
+  sinks: GraphNode[];
+}
+
+export function buildGraph(config: PipelineConfig): Graph {
+  const errors: ConfigError[] = [];
+  const byName = new Map<string, GraphNode>();
+  for (const instance of config.elements.values()) {
+    const outputs = outputsOf(instance.type, instance.params);
+    byName.set(instance.name, {
+      index: -1, name: instance.name, type: instance.type, instance,
+      inputs: instance.type.inputs, outputs,
+      targets: outputs.map(() => null),
+      feeders: Array.from({ length: instance.type.inputs }, () => []),
+      inputCapacity: [], sourceId: -1, sinkId: -1,
+    });
+  }
+
+  const lookup = (end: Endpoint): GraphNode | undefined => {
+    const node = byName.get(end.name);
+    if (!node) {
+      const guess = didYouMean(end.name, byName.keys());
+      errors.push(new ConfigError(`connection names unknown element '${end.name}'`, end.position,
+        guess ? `did you mean '${guess}'?` : `declare it under elements: or use one of ${[...byName.keys()].join(', ')}`));
+    }
+    return node;
+  };
+
+  for (const { from, to } of config.connections) {
+    const a = lookup(from), b = lookup(to);
+    if (!a || !b) continue;
+    let ok = true;
+    if (from.port >= a.outputs.length) {
+      ok = false;
+      errors.push(new ConfigError(`${a.name} (${a.type.type}) has no output ${from.port}`, from.position,
+        a.outputs.length ? `its outputs are ${a.outputs.map((p, i) => `[${i}] ${p.name}`).join(', ')}` : `${a.type.type} has no outputs`));
+    }
+    if (to.port >= b.inputs) {
+      ok = false;
+      errors.push(new ConfigError(`${b.name} (${b.type.type}) has no input ${to.port}`, to.position,
+        b.inputs ? `its inputs are 0..${b.inputs - 1}` : `${b.type.type} is a source and has no inputs`));
+    }
+    if (!ok) continue;
+    const existing = a.targets[from.port];
+    if (existing) {
+      errors.push(new ConfigError(`output ${a.name}[${from.port}] is connected twice (to ${existing.node} and ${b.name})`, from.position,
+        'an output feeds exactly one input; put a Tee in between to copy packets to both'));
+      continue;
+    }
+    a.targets[from.port] = { node: b.name, port: to.port };
+    b.feeders[to.port].push({ node: a.name, port: from.port });
+  }
+
+  for (const node of byName.values()) {
+    node.outputs.forEach((port, i) => {
+      if (!node.targets[i] && !port.optional) {
+        errors.push(new ConfigError(`output ${node.name}[${i}] (${port.name}) is not connected`, node.instance.position,
+          `connect it, e.g. "${node.name}[${i}] -> drop" with drop: { type: Discard }`));
+      }
+    });
+    node.feeders.forEach((feeders, i) => {
+      if (feeders.length === 0) {
+        errors.push(new ConfigError(`nothing feeds ${node.name}${node.inputs > 1 ? `[${i}]` : ''}`, node.instance.position,
+          `connect an output to it, e.g. "src -> ${node.inputs > 1 ? `[${i}]` : ''}${node.name}", or remove it`));
+      }
+    });
+  }
+  if (errors.length) throw new ConfigErrors(errors);
+
+  const nodes = topologicalOrder(byName, errors);
+  if (errors.length) throw new ConfigErrors(errors);
+  let sources = 0, sinks = 0;
+  for (const node of nodes) {
+    if (node.type.kind === 'source') node.sourceId = sources++;
+    if (node.type.kind === 'sink') node.sinkId = sinks++;
+  }
+  computeCapacities(nodes, config.batch);
+  return { nodes, byName, sources: nodes.filter((n) => n.sourceId >= 0), sinks: nodes.filter((n) => n.sinkId >= 0) };
+}
+
+function topologicalOrder(byName: Map<string, GraphNode>, errors: ConfigError[]): GraphNode[] {
+  const pending = new Map([...byName.values()].map((n) => [n.name, n.feeders.reduce((s, f) => s + f.length, 0)]));
+  const ready = [...byName.values()].filter((n) => pending.get(n.name) === 0);
+  const order: GraphNode[] = [];
+  while (ready.length) {
+    const node = ready.shift()!;
+    node.index = order.length;
+    order.push(node);
+    for (const t of node.targets) {
+      if (!t) continue;
+      const left = pending.get(t.node)! - 1;
+      pending.set(t.node, left);
+      if (left === 0) ready.push(byName.get(t.node)!);
+    }
+  }
+  if (order.length < byName.size) {
+    const stuck = [...byName.values()].filter((n) => n.index < 0);
+    errors.push(new ConfigError(`the connections form a cycle through ${stuck.map((n) => n.name).join(', ')}`, stuck[0].instance.position,
+      'packets must flow from sources to sinks without returning to an element they passed'));
+  }
+  return order;
+}
+
+function computeCapacities(nodes: GraphNode[], batch: number): void {
+  const outCapacity = new Map<string, number>();
+  for (const node of nodes) {
+    node.inputCapacity = node.feeders.map((feeders) => feeders.reduce((sum, f) => sum + outCapacity.get(f.node)!, 0));
+    const received = node.type.kind === 'source' ? batch : node.inputCapacity.reduce((a, b) => a + b, 0);
+    outCapacity.set(node.name, received * (node.type.expands ?? 1));
+  }
+}

@@ -1,0 +1,39 @@
+// Every element's handlers: the ones it declares, plus one read handler per state field, a
+// read/write handler per parameter (writes only for parameters the fast path reads) and `reset`.
+
+import type { ElementType, HandlerSpec } from './element.ts';
+
+export interface Handler extends HandlerSpec {
+  /** Shown in the per-element counters table and the --json output. */
+  counter?: boolean;
+}
+
+export function handlersOf(type: ElementType): Record<string, Handler> {
+  const handlers: Record<string, Handler> = {};
+  for (const [name, spec] of Object.entries(type.params)) {
+    handlers[name] = {
+      doc: `the ${name} parameter (${spec.type.description})`,
+      read: (view) => (view.params[name] === undefined ? '' : spec.type.format(view.params[name])),
+      write: spec.type.fast ? (view, value) => view.setParam(name, parseHandlerValue(value)) : undefined,
+    };
+  }
+  const state = Object.entries(type.state ?? {}).filter(([, s]) => s.kind !== 'scalar' || !s.internal);
+  for (const [name, s] of state) {
+    handlers[name] = {
+      doc: s.kind === 'flow-table' ? `live entries of ${name}: ${s.doc}` : s.doc,
+      read: (view) => Number(view.read(name)),
+      counter: true,
+    };
+  }
+  if (state.length) handlers.reset = { doc: 'zeroes the counters', write: (view) => view.reset() };
+  for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.read !== undefined && !h.write };
+  return handlers;
+}
+
+/** Handler values come as text; numbers and booleans are written as they are in YAML. */
+function parseHandlerValue(text: string): unknown {
+  const t = text.trim();
+  if (t === 'true' || t === 'false') return t === 'true';
+  if (/^-?\d+$/.test(t)) return Number(t);
+  return t;
+}

@@ -1,0 +1,59 @@
+// The one shared WebAssembly.Memory of a pipeline, and a bump allocator over it. Everything the
+// fast path touches (slots, rings, batches, element state, flow tables, I/O buffers) is laid out
+// here by the engine before the shards start; nothing is allocated per packet.
+
+const PAGE = 65536;
+/** Kept free at the bottom: the module's own static data, if any, lives there. */
+const RESERVED = 1 << 20;
+/** The modules are compiled with this maximum (engine/compile.ts); a memory may not exceed it. */
+export const MAX_PAGES = 65536;
+
+export class MemoryArena {
+  readonly memory: WebAssembly.Memory;
+  private top = RESERVED;
+  private u8View: Uint8Array;
+  private dataView: DataView;
+
+  constructor(memory?: WebAssembly.Memory) {
+    this.memory = memory ?? new WebAssembly.Memory({ initial: RESERVED / PAGE, maximum: MAX_PAGES, shared: true });
+    this.u8View = new Uint8Array(this.memory.buffer);
+    this.dataView = new DataView(this.memory.buffer);
+  }
+
+  /** Allocates `bytes` zeroed bytes aligned to `align`, growing the memory when needed. */
+  alloc(bytes: number, align = 64): number {
+    const start = Math.ceil(this.top / align) * align;
+    const end = start + bytes;
+    const have = this.memory.buffer.byteLength;
+    if (end > have) {
+      const pages = Math.ceil((end - have) / PAGE);
+      if (have / PAGE + pages > MAX_PAGES) throw new RangeError(`the pipeline needs ${end} bytes of memory, more than the 4 GiB WebAssembly allows`);
+      this.memory.grow(pages);
+    }
+    this.top = end;
+    return start;
+  }
+
+  get used(): number {
+    return this.top;
+  }
+
+  get u8(): Uint8Array {
+    if (this.u8View.byteLength !== this.memory.buffer.byteLength) this.refresh();
+    return this.u8View;
+  }
+
+  get view(): DataView {
+    if (this.dataView.byteLength !== this.memory.buffer.byteLength) this.refresh();
+    return this.dataView;
+  }
+
+  get i32(): Int32Array {
+    return new Int32Array(this.memory.buffer);
+  }
+
+  private refresh(): void {
+    this.u8View = new Uint8Array(this.memory.buffer);
+    this.dataView = new DataView(this.memory.buffer);
+  }
+}

@@ -1,0 +1,221 @@
+// Typed element parameters: one declaration validates the config value, documents it, and says
+// how it reaches the fast path (the fields of the element's generated layout class).
+
+/** Types a value can have in an element's layout class in linear memory. */
+export type FastType = 'u8' | 'u16' | 'u32' | 'u64' | 'i32' | 'bool';
+
+export interface FastField {
+  name: string;
+  type: FastType;
+}
+
+export class ParamTypeError extends Error {
+  constructor(message: string, readonly hint?: string) {
+    super(message);
+  }
+}
+
+export interface ParamType<T> {
+  /** What the value is, for errors and docs: "an IPv4 address". */
+  description: string;
+  parse(raw: unknown): T;
+  format(value: T): string;
+  /** The layout fields that carry the value to the fast path; absent for values the fast path never reads. */
+  fast?(name: string): FastField[];
+  /** The values of those fields, in the same order. */
+  encode?(value: T): (number | bigint)[];
+}
+
+export interface ParamSpec<T = unknown> {
+  type: ParamType<T>;
+  doc: string;
+  default?: T;
+  required: boolean;
+}
+
+interface ParamOptions<T> {
+  default?: T;
+  required?: boolean;
+}
+
+function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}): ParamSpec<T> {
+  return { type, doc, default: options.default, required: options.required ?? false };
+}
+
+const fail = (message: string, hint?: string): never => {
+  throw new ParamTypeError(message, hint);
+};
+
+function describe(raw: unknown): string {
+  return typeof raw === 'string' ? `'${raw}'` : JSON.stringify(raw);
+}
+
+export function parseIPv4(raw: unknown): number {
+  const text = String(raw);
+  const parts = text.split('.');
+  if (typeof raw !== 'string' || parts.length !== 4 || !parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255)) {
+    fail(`${describe(raw)} is not an IPv4 address`, 'write four decimal numbers 0-255 separated by dots, e.g. 203.0.113.7');
+  }
+  return parts.reduce((acc, p) => acc * 256 + Number(p), 0);
+}
+
+export function formatIPv4(value: number): string {
+  return [24, 16, 8, 0].map((s) => (value >>> s) & 255).join('.');
+}
+
+export interface Cidr {
+  address: number;
+  prefix: number;
+  mask: number;
+}
+
+export function parseCidr(raw: unknown): Cidr {
+  const text = String(raw);
+  const m = /^([^/]+)\/(\d{1,2})$/.exec(text);
+  if (typeof raw !== 'string' || !m || Number(m[2]) > 32) {
+    fail(`${describe(raw)} is not a CIDR prefix`, 'write ADDRESS/LENGTH with a length 0-32, e.g. 100.64.0.0/10');
+  }
+  const address = parseIPv4(m![1]);
+  const prefix = Number(m![2]);
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  if ((address & mask) >>> 0 !== address) {
+    fail(`${describe(raw)} has bits set past its /${prefix}`, `did you mean ${formatIPv4((address & mask) >>> 0)}/${prefix}?`);
+  }
+  return { address, prefix, mask };
+}
+
+const DURATION_UNITS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9, d: 86400e9 };
+
+/** A duration in nanoseconds: '300s', '5m', '1.5h', '250ms'; a bare number means seconds. */
+export function parseDuration(raw: unknown): number {
+  if (typeof raw === 'number' && raw >= 0) return Math.round(raw * 1e9);
+  const m = typeof raw === 'string' ? /^(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)$/.exec(raw.trim()) : null;
+  if (!m) fail(`${describe(raw)} is not a duration`, "write a number with a unit: ns, us, ms, s, m, h or d, e.g. '300s' or '2h'");
+  return Math.round(Number(m![1]) * DURATION_UNITS[m![2]]);
+}
+
+export function formatDuration(ns: number): string {
+  for (const [unit, scale] of [['h', 3600e9], ['m', 60e9], ['s', 1e9], ['ms', 1e6], ['us', 1e3]] as const) {
+    if (ns >= scale && ns % scale === 0) return `${ns / scale}${unit}`;
+  }
+  return `${ns}ns`;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1 << 20, g: 1e9, gb: 1e9, gib: 1 << 30 };
+
+/** A size in bytes: 1500, '64B', '2KiB', '16MiB'. */
+export function parseSize(raw: unknown): number {
+  if (typeof raw === 'number' && Number.isInteger(raw) && raw >= 0) return raw;
+  const m = typeof raw === 'string' ? /^(\d+)\s*([a-zA-Z]*)$/.exec(raw.trim()) : null;
+  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined) fail(`${describe(raw)} is not a size`, "write a whole number of bytes, optionally with a unit: B, KiB, MiB, GiB (or k, M, G), e.g. '64B'");
+  return Number(m![1]) * unit!;
+}
+
+export function parseMac(raw: unknown): number[] {
+  const m = typeof raw === 'string' ? /^([0-9a-fA-F]{2})([:-])([0-9a-fA-F]{2})\2([0-9a-fA-F]{2})\2([0-9a-fA-F]{2})\2([0-9a-fA-F]{2})\2([0-9a-fA-F]{2})$/.exec(raw) : null;
+  if (!m) fail(`${describe(raw)} is not an Ethernet address`, 'write six hex bytes separated by colons, e.g. 02:00:00:00:00:01');
+  return [m![1], m![3], m![4], m![5], m![6], m![7]].map((h) => parseInt(h, 16));
+}
+
+function intRange(raw: unknown, min: number, max: number, what: string): number {
+  if (typeof raw !== 'number' || !Number.isInteger(raw)) fail(`${describe(raw)} is not ${what}`, `write a whole number from ${min} to ${max}`);
+  if ((raw as number) < min || (raw as number) > max) fail(`${raw} is out of range for ${what}`, `use a value from ${min} to ${max}`);
+  return raw as number;
+}
+
+export const types = {
+  ipv4: {
+    description: 'an IPv4 address',
+    parse: parseIPv4,
+    format: formatIPv4,
+    fast: (name) => [{ name, type: 'u32' }],
+    encode: (value) => [value],
+  } satisfies ParamType<number>,
+  cidr: {
+    description: 'a CIDR prefix',
+    parse: parseCidr,
+    format: (c) => `${formatIPv4(c.address)}/${c.prefix}`,
+    fast: (name) => [{ name: `${name}_address`, type: 'u32' }, { name: `${name}_mask`, type: 'u32' }],
+    encode: (c) => [c.address, c.mask],
+  } satisfies ParamType<Cidr>,
+  port: {
+    description: 'a port number',
+    parse: (raw) => intRange(raw, 0, 65535, 'a port number'),
+    format: String,
+    fast: (name) => [{ name, type: 'u16' }],
+    encode: (value) => [value],
+  } satisfies ParamType<number>,
+  duration: {
+    description: 'a duration',
+    parse: parseDuration,
+    format: formatDuration,
+    fast: (name) => [{ name, type: 'u64' }],
+    encode: (value) => [BigInt(value)],
+  } satisfies ParamType<number>,
+  size: {
+    description: 'a size in bytes',
+    parse: parseSize,
+    format: String,
+    fast: (name) => [{ name, type: 'u32' }],
+    encode: (value) => [value],
+  } satisfies ParamType<number>,
+  mac: {
+    description: 'an Ethernet address',
+    parse: parseMac,
+    format: (b) => b.map((x) => x.toString(16).padStart(2, '0')).join(':'),
+    // The six bytes in wire order in the low bytes of a little-endian u64, as Ethernet.setAddress takes them.
+    fast: (name) => [{ name, type: 'u64' }],
+    encode: (b) => [b.reduceRight((acc, x) => (acc << 8n) | BigInt(x), 0n)],
+  } satisfies ParamType<number[]>,
+  bool: {
+    description: 'true or false',
+    parse: (raw) => (typeof raw === 'boolean' ? raw : fail(`${describe(raw)} is not true or false`, 'write true or false')),
+    format: String,
+    fast: (name) => [{ name, type: 'bool' }],
+    encode: (value) => [value ? 1 : 0],
+  } satisfies ParamType<boolean>,
+  string: {
+    description: 'a string',
+    parse: (raw) => (typeof raw === 'string' && raw.length > 0 ? raw : fail(`${describe(raw)} is not a non-empty string`)),
+    format: String,
+  } satisfies ParamType<string>,
+};
+
+export function intType(min: number, max: number): ParamType<number> {
+  return {
+    description: `a whole number from ${min} to ${max}`,
+    parse: (raw) => intRange(raw, min, max, 'a whole number'),
+    format: String,
+    fast: (name) => [{ name, type: min < 0 ? 'i32' : max > 0xffffffff ? 'u64' : 'u32' }],
+    encode: (value) => [max > 0xffffffff ? BigInt(value) : value],
+  };
+}
+
+export function enumType<const V extends string>(values: readonly V[]): ParamType<V> {
+  return {
+    description: `one of ${values.join(', ')}`,
+    parse: (raw) => {
+      if (typeof raw === 'string' && (values as readonly string[]).includes(raw)) return raw as V;
+      const close = typeof raw === 'string' ? values.find((v) => v.toLowerCase() === raw.toLowerCase()) : undefined;
+      return fail(`${describe(raw)} is not one of ${values.join(', ')}`, close ? `did you mean ${close}?` : undefined);
+    },
+    format: String,
+    fast: (name) => [{ name, type: 'u8' }],
+    encode: (value) => [values.indexOf(value)],
+  };
+}
+
+/** Parameter declarations for element authors: `param.ipv4('the new source address')`. */
+export const param = {
+  ipv4: (doc: string, o?: ParamOptions<number>) => spec(types.ipv4, doc, o),
+  cidr: (doc: string, o?: ParamOptions<Cidr>) => spec(types.cidr, doc, o),
+  port: (doc: string, o?: ParamOptions<number>) => spec(types.port, doc, o),
+  duration: (doc: string, o?: ParamOptions<number>) => spec(types.duration, doc, o),
+  size: (doc: string, o?: ParamOptions<number>) => spec(types.size, doc, o),
+  mac: (doc: string, o?: ParamOptions<number[]>) => spec(types.mac, doc, o),
+  bool: (doc: string, o?: ParamOptions<boolean>) => spec(types.bool, doc, o),
+  string: (doc: string, o?: ParamOptions<string>) => spec(types.string, doc, o),
+  int: (doc: string, min: number, max: number, o?: ParamOptions<number>) => spec(intType(min, max), doc, o),
+  enum: <const V extends string>(doc: string, values: readonly V[], o?: ParamOptions<V>) => spec(enumType(values), doc, o),
+};

@@ -1,0 +1,52 @@
+// Finds element folders (each with element.ts and process.ts) and loads their declarations.
+
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { ElementDefinition, ElementType } from './element.ts';
+
+export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const BUILTIN_ELEMENTS = join(PROJECT_ROOT, 'elements');
+
+export type Registry = Map<string, ElementType>;
+
+function isElementDir(dir: string): boolean {
+  return existsSync(join(dir, 'element.ts'));
+}
+
+/** Element folders in `dir`: the folder itself when it is one, else its subfolders that are. */
+export function elementDirs(dir: string): string[] {
+  if (isElementDir(dir)) return [dir];
+  return readdirSync(dir)
+    .map((name) => join(dir, name))
+    .filter((d) => statSync(d).isDirectory() && isElementDir(d))
+    .sort();
+}
+
+async function loadElement(dir: string): Promise<ElementType> {
+  const module = await import(pathToFileURL(join(dir, 'element.ts')).href);
+  const definition: ElementDefinition = module.default;
+  if (!definition || typeof definition.type !== 'string') {
+    throw new Error(`${join(dir, 'element.ts')} must export default defineElement({...})`);
+  }
+  const kind = definition.source ? 'source' : definition.sink ? 'sink' : 'element';
+  return { ...definition, dir, kind };
+}
+
+/** The built-in elements plus those in `extraDirs` (a user's element folders); a later one may not reuse a type name. */
+export async function loadRegistry(extraDirs: string[] = []): Promise<Registry> {
+  const registry: Registry = new Map();
+  const dirs = [BUILTIN_ELEMENTS, ...extraDirs.map((d) => resolve(d))];
+  for (const base of dirs) {
+    if (!existsSync(base)) throw new Error(`element folder ${base} does not exist`);
+    for (const dir of elementDirs(base)) {
+      const element = await loadElement(dir);
+      const existing = registry.get(element.type);
+      if (existing && existing.dir !== dir) {
+        throw new Error(`element type ${element.type} in ${dir} is already defined in ${existing.dir}`);
+      }
+      registry.set(element.type, element);
+    }
+  }
+  return registry;
+}
