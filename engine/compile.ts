@@ -3,7 +3,8 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, renameSync } from 'node:fs';
-import { join, resolve, sep } from 'node:path';
+import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { PROJECT_ROOT } from './registry.ts';
 import { ENTRY_PATH, type GeneratedGraph } from './codegen.ts';
 import { MAX_PAGES } from './memory.ts';
@@ -50,7 +51,15 @@ function contentHash(generated: GeneratedGraph, elementDirs: string[]): string {
   return h.digest('hex').slice(0, 32);
 }
 
-const WIREPATH_PACKAGE = `${sep}node_modules${sep}wirepath${sep}`;
+function runCompiler(generated: GeneratedGraph): Promise<{ binary: Uint8Array } | { error: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const worker = new Worker(new URL('./compile-worker.js', import.meta.url), {
+      workerData: { entry: ENTRY_PATH, flags: ASC_FLAGS, files: [...generated.files], projectRoot: PROJECT_ROOT },
+    });
+    worker.once('message', (m) => { resolvePromise(m); void worker.terminate(); });
+    worker.once('error', reject);
+  });
+}
 
 export async function compileGraph(generated: GeneratedGraph, elementDirs: string[]): Promise<CompiledGraph> {
   const hash = contentHash(generated, elementDirs);
@@ -58,27 +67,9 @@ export async function compileGraph(generated: GeneratedGraph, elementDirs: strin
   if (existsSync(cached)) {
     return { module: await WebAssembly.compile(readFileSync(cached)), hash, cached: true };
   }
-  const { default: asc } = await import('assemblyscript/asc');
-  let binary: Uint8Array | undefined;
-  let diagnostics = '';
-  const result = await asc.main([ENTRY_PATH.slice(1), '--baseDir', '/', '-o', 'graph.wasm', ...ASC_FLAGS], {
-    readFile: (name: string, baseDir: string) => {
-      const path = resolve(baseDir, name);
-      const packaged = path.indexOf(WIREPATH_PACKAGE);
-      // `import ... from "wirepath"` in an element resolves to this project's assembly/ runtime.
-      const real = packaged >= 0 ? join(PROJECT_ROOT, 'assembly', path.slice(packaged + WIREPATH_PACKAGE.length).replace(/^index\.ts$/, 'index.ts')) : path;
-      const virtual = generated.files.get(real);
-      if (virtual !== undefined) return virtual;
-      return existsSync(real) ? readFileSync(real, 'utf8') : null;
-    },
-    writeFile: (name: string, contents: Uint8Array | string) => {
-      if (name.endsWith('.wasm')) binary = contents as Uint8Array;
-    },
-    listFiles: () => [],
-    stdout: { write: (s: string) => { diagnostics += s; return true; } } as any,
-    stderr: { write: (s: string) => { diagnostics += s; return true; } } as any,
-  } as any);
-  if (result.error || !binary) throw new CompileError(diagnostics || String(result.error));
+  const result = await runCompiler(generated);
+  if ('error' in result) throw new CompileError(result.error);
+  const binary: Uint8Array = result.binary;
   mkdirSync(CACHE_DIR, { recursive: true });
   const temp = `${cached}.${process.pid}.tmp`;
   writeFileSync(temp, binary);
