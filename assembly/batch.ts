@@ -1,5 +1,6 @@
 import { Packet } from "./packet";
 import { dropPacket } from "./shard";
+import { copyBytes } from "./bytes";
 
 // A batch is a vector of packet addresses: [count u32][capacity u32][addresses u32...].
 // Elements receive one batch per call and push packets to output batches (VPP's vectors).
@@ -45,7 +46,7 @@ export class Outputs {
     const have = out.count;
     if (have + count <= out.capacity) {
       const base = changetype<usize>(out) + BATCH_HEADER;
-      memory.copy(base + (<usize>have << 2), changetype<usize>(batch) + BATCH_HEADER, <usize>count << 2);
+      copyBytes(base + (<usize>have << 2), changetype<usize>(batch) + BATCH_HEADER, <usize>count << 2);
       out.count = have + count;
     } else {
       for (let i: u32 = 0; i < count; i++) out.push(batch.packet(i));

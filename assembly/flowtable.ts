@@ -1,5 +1,6 @@
 import { Packet } from "./packet";
 import { IPv4, Transport } from "./headers";
+import { copyBytes, zeroBytes } from "./bytes";
 
 // Open-addressing flow table with linear probing in linear memory, a fixed capacity chosen from the
 // config, and lazy idle expiry on the batch clock: an entry whose last-seen time is older than the
@@ -99,9 +100,9 @@ export class FlowTable {
     if (!reuse || this.live >= this.capacity) { this.full++; return 0; }
     store<u32>(reuse, ENTRY_LIVE);
     store<u32>(reuse, hash, 4);
-    memory.copy(reuse + ENTRY_KEY, key, KEY_SIZE);
+    copyBytes(reuse + ENTRY_KEY, key, KEY_SIZE);
     store<u64>(reuse, now, ENTRY_LAST_SEEN);
-    memory.fill(reuse + ENTRY_VALUE, 0, this.entrySize - ENTRY_VALUE);
+    zeroBytes(reuse + ENTRY_VALUE, this.entrySize - ENTRY_VALUE);
     this.live++;
     this.inserts++;
     flowCreated = true;

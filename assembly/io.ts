@@ -1,6 +1,7 @@
-import { Packet, PORT_FREE, DEFAULT_DATA_OFFSET } from "./packet";
-import { Ring, Stack, RING_TAIL } from "./ring";
+import { Packet, DEFAULT_DATA_OFFSET } from "./packet";
+import { Ring, Stack, RING_TAIL, ENTRY_RECYCLE } from "./ring";
 import { Batch } from "./batch";
+import { zeroBytes } from "./bytes";
 import { IPv4, Transport } from "./headers";
 
 // The I/O side: the thread that reads sources and writes sinks. It alone allocates slots from the
@@ -16,8 +17,8 @@ export const IO_BUCKET_MASK: u32 = 16;
 export const IO_SINKS: u32 = 20;
 export const IO_NO_SLOT: u32 = 24;
 export const IO_SLOT_SIZE: u32 = 32;
-/** Per shard record: [rx ring][out ring][stash][rx head][ring-full drops u64]. */
-export const SHARD_RECORD: u32 = 24;
+/** Per shard record: [rx ring][out ring][stash][rx head][ring-full drops u64][rx limit]. */
+export const SHARD_RECORD: u32 = 32;
 
 let io: usize = 0;
 let freeSlots: Stack = changetype<Stack>(0);
@@ -28,7 +29,9 @@ export function ioInit(context: usize): void {
   const shards = load<u32>(context, IO_SHARD_COUNT);
   for (let s: u32 = 0; s < shards; s++) {
     const rec = shardRecord(s);
-    store<u32>(rec, changetype<Ring>(load<u32>(rec)).head, 12);
+    const ring = changetype<Ring>(load<u32>(rec));
+    store<u32>(rec, ring.head, 12);
+    store<u32>(rec, ring.limit(), 24);
   }
 }
 
@@ -44,7 +47,7 @@ export function ioAllocate(): Packet | null {
     return null;
   }
   const p = changetype<Packet>(slot);
-  memory.fill(slot, 0, 32);
+  zeroBytes(slot, 32);
   p.dataOffset = DEFAULT_DATA_OFFSET;
   return p;
 }
@@ -67,20 +70,30 @@ export function ioSubmit(p: Packet, source: u16): void {
   p.port = source;
   const shards = load<u32>(io, IO_SHARD_COUNT);
   const shard = shards == 1 ? 0 : steer(p);
-  enqueue(shardRecord(shard), p);
+  if (!enqueue(shardRecord(shard), changetype<u32>(p))) {
+    store<u64>(shardRecord(shard), load<u64>(shardRecord(shard), 16) + 1, 16);
+    ioRelease(p);
+  }
 }
 
-@inline function enqueue(rec: usize, p: Packet): bool {
+@inline function enqueue(rec: usize, entry: u32): bool {
   const ring = changetype<Ring>(load<u32>(rec));
   const head = load<u32>(rec, 12);
-  if (ring.space(head) == 0) {
-    store<u64>(rec, load<u64>(rec, 16) + 1, 16);
-    ioRelease(p);
-    return false;
+  if (head == load<u32>(rec, 24)) {
+    const limit = ring.limit();
+    store<u32>(rec, limit, 24);
+    if (head == limit) return false;
   }
-  ring.setEntry(head, changetype<u32>(p));
+  ring.setEntry(head, entry);
   store<u32>(rec, head + 1, 12);
   return true;
+}
+
+/** Free entries of a shard's receive ring (reads the consumer's tail: once per batch, not per packet). */
+@inline function ringSpace(rec: usize): u32 {
+  const limit = changetype<Ring>(load<u32>(rec)).limit();
+  store<u32>(rec, limit, 24);
+  return limit - load<u32>(rec, 12);
 }
 
 /** The shard for a packet: a symmetric 5-tuple hash looked up in the bucket indirection table. */
@@ -113,8 +126,7 @@ export function ioSpace(): u32 {
   const shards = load<u32>(io, IO_SHARD_COUNT);
   let space = freeSlots.count;
   for (let s: u32 = 0; s < shards; s++) {
-    const rec = shardRecord(s);
-    const free = changetype<Ring>(load<u32>(rec)).space(load<u32>(rec, 12));
+    const free = ringSpace(shardRecord(s));
     if (free < space) space = free;
   }
   return space;
@@ -134,8 +146,8 @@ export function ioPublish(): u32 {
 }
 
 /**
- * Keeps each shard's clone stash at least half full by sending it free slots (port PORT_FREE)
- * through its receive ring. Call before ioPublish.
+ * Keeps each shard's clone stash at least half full by sending it free slots (marked
+ * ENTRY_RECYCLE) through its receive ring. Call before ioPublish.
  */
 export function ioTopUpStashes(): void {
   const shards = load<u32>(io, IO_SHARD_COUNT);
@@ -146,9 +158,7 @@ export function ioTopUpStashes(): void {
     for (let i = 0; i < want; i++) {
       const slot = freeSlots.pop();
       if (slot == 0) return;
-      const p = changetype<Packet>(slot);
-      p.port = PORT_FREE;
-      if (!enqueue(rec, p)) return;
+      if (!enqueue(rec, slot | ENTRY_RECYCLE)) { freeSlots.push(slot); return; }
     }
   }
 }
@@ -166,11 +176,12 @@ export function ioCollect(): u32 {
     const head = out.head;
     let tail = load<u32>(changetype<usize>(out), RING_TAIL);
     while (tail != head) {
-      const p = changetype<Packet>(out.entry(tail));
+      const entry = out.entry(tail);
       tail++;
-      if (p.port == PORT_FREE) {
-        ioRelease(p);
+      if (entry & ENTRY_RECYCLE) {
+        freeSlots.push(entry & ~ENTRY_RECYCLE);
       } else {
+        const p = changetype<Packet>(entry);
         changetype<Batch>(load<u32>(sinks + (<usize>p.port << 2))).push(p);
         toSinks++;
       }

@@ -12,8 +12,6 @@ export const META_PORT: u32 = 20;
 export const META_SIZE: u32 = 32;
 /** Where a frame starts in a fresh slot: 32 bytes of metadata, then 96 bytes of headroom. */
 export const DEFAULT_DATA_OFFSET: u16 = 128;
-/** Port value of a packet handed back to the I/O side only to recycle its slot. */
-export const PORT_FREE: u16 = 0xffff;
 
 @unmanaged
 export class Packet {

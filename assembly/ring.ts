@@ -7,6 +7,11 @@ export const RING_TAIL: u32 = 64;
 export const RING_SLEEP: u32 = 128;
 export const RING_MASK: u32 = 192;
 export const RING_ENTRIES: u32 = 256;
+/**
+ * An entry is a slot address (slots are aligned to at least 256 bytes); bit 0 set marks a slot that
+ * only changes hands to be recycled, so the receiver need not touch the slot itself.
+ */
+export const ENTRY_RECYCLE: u32 = 1;
 
 @unmanaged
 export class Ring {
@@ -25,8 +30,12 @@ export class Ring {
   @inline publishHead(head: u32): void { atomic.store<u32>(changetype<usize>(this), head, RING_HEAD); }
   @inline publishTail(tail: u32): void { atomic.store<u32>(changetype<usize>(this), tail, RING_TAIL); }
 
-  /** Free entries the producer may still write, seen from a producer whose next index is `head`. */
-  @inline space(head: u32): u32 { return this.mask + 1 - (head - this.tail); }
+  /**
+   * The index the producer may write up to (exclusive): the consumer's tail plus the capacity.
+   * Producers keep it and reload it only when they reach it, so that they do not read the line
+   * the consumer writes for every entry.
+   */
+  @inline limit(): u32 { return this.tail + this.mask + 1; }
 }
 
 /** A stack of u32 values: [count u32][capacity u32][values...]. Used for free slot lists. */

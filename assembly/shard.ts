@@ -1,6 +1,7 @@
-import { Packet, PORT_FREE, DEFAULT_DATA_OFFSET } from "./packet";
-import { Ring, Stack } from "./ring";
+import { Packet, DEFAULT_DATA_OFFSET } from "./packet";
+import { Ring, Stack, ENTRY_RECYCLE } from "./ring";
 import { Batch } from "./batch";
+import { copyBytes } from "./bytes";
 
 // Per-instance (that is, per-shard) state lives in WebAssembly globals, which every instance has
 // its own copy of, and in the shard context block the engine lays out in shared memory.
@@ -14,6 +15,8 @@ export const CTX_BATCHES: u32 = 16;
 export const CTX_PACKETS: u32 = 24;
 export const CTX_NO_BUFFER: u32 = 32;
 export const CTX_LEAKED: u32 = 40;
+/** 16 bytes of scratch for building flow keys. */
+export const CTX_KEY: u32 = 48;
 
 let ctx: usize = 0;
 let rxRing: Ring = changetype<Ring>(0);
@@ -21,6 +24,7 @@ let outRing: Ring = changetype<Ring>(0);
 let stash: Stack = changetype<Stack>(0);
 let slotSize: u32 = 0;
 let outHead: u32 = 0;
+let outLimit: u32 = 0;
 let receivedTail: u32 = 0;
 let batchTime: u64 = 0;
 
@@ -31,6 +35,7 @@ export function shardInit(context: usize): void {
   stash = changetype<Stack>(load<u32>(context, CTX_STASH));
   slotSize = load<u32>(context, CTX_SLOT_SIZE);
   outHead = outRing.head;
+  outLimit = outRing.limit();
 }
 
 /** The time of the current batch in nanoseconds: read once per batch, the same for every element. */
@@ -38,25 +43,32 @@ export function shardInit(context: usize): void {
   return batchTime;
 }
 
+/** This shard's 16-byte scratch buffer for a flow key (FlowKey.fromPacket writes into it). */
+@inline export function keyBuffer(): usize {
+  return ctx + CTX_KEY;
+}
+
 /** Bytes a packet's slot can hold from its current data offset on. */
 @inline export function packetRoom(p: Packet): u32 {
   return slotSize - <u32>p.dataOffset;
 }
 
-@inline function sendOut(p: Packet, port: u16): void {
-  p.port = port;
-  if (outRing.space(outHead) == 0) {
-    // The out ring holds every slot of the pool, so this is unreachable; count rather than overrun.
-    store<u64>(ctx, load<u64>(ctx, CTX_LEAKED) + 1, CTX_LEAKED);
-    return;
+@inline function sendOut(entry: u32): void {
+  if (outHead == outLimit) {
+    outLimit = outRing.limit();
+    if (outHead == outLimit) {
+      // The out ring holds every slot of the pool, so this is unreachable; count rather than overrun.
+      store<u64>(ctx, load<u64>(ctx, CTX_LEAKED) + 1, CTX_LEAKED);
+      return;
+    }
   }
-  outRing.setEntry(outHead, changetype<u32>(p));
+  outRing.setEntry(outHead, entry);
   outHead++;
 }
 
 /** Gives a packet's slot back: kept for clones while the stash has room, else returned to the I/O side. */
 export function freePacket(p: Packet): void {
-  if (!stash.push(changetype<u32>(p))) sendOut(p, PORT_FREE);
+  if (!stash.push(changetype<u32>(p))) sendOut(changetype<u32>(p) | ENTRY_RECYCLE);
 }
 
 /** Drops a packet. Elements count their own drop reasons; this only recycles the slot. */
@@ -66,7 +78,8 @@ export function freePacket(p: Packet): void {
 
 /** Hands a packet to sink number `sink` on the I/O side (a file or a device writer). */
 @inline export function sendToSink(p: Packet, sink: u16): void {
-  sendOut(p, sink);
+  p.port = sink;
+  sendOut(changetype<u32>(p));
 }
 
 /** A copy of `p` in a new slot, or null when no slot is free (counted as no_buffer). */
@@ -77,16 +90,16 @@ export function clonePacket(p: Packet): Packet | null {
     return null;
   }
   const q = changetype<Packet>(slot);
-  memory.copy(slot, changetype<usize>(p), 32); // metadata
+  copyBytes(slot, changetype<usize>(p), 32); // metadata
   q.dataOffset = DEFAULT_DATA_OFFSET;
-  memory.copy(q.data, p.data, p.length);
+  copyBytes(q.data, p.data, p.length);
   return q;
 }
 
 /**
  * Takes up to `max` packets from the receive ring and appends each to the batch of the source that
  * read it (`sources` is an array of batch addresses indexed by source number). Slots the I/O side
- * sends to refill the stash arrive with port PORT_FREE. `time` is the batch's wall-clock time in ns,
+ * sends to refill the stash arrive marked ENTRY_RECYCLE. `time` is the batch's wall-clock time in ns,
  * or 0 to run on trace time. Returns the number of ring entries taken.
  */
 export function shardReceive(sources: usize, max: u32, time: u64): u32 {
@@ -98,14 +111,14 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
   let taken: u32 = 0;
   let packets: u32 = 0;
   while (tail != head && taken < max) {
-    const p = changetype<Packet>(rxRing.entry(tail));
+    const entry = rxRing.entry(tail);
     tail++;
     taken++;
-    const port = p.port;
-    if (port == PORT_FREE) {
-      freePacket(p);
+    if (entry & ENTRY_RECYCLE) {
+      freePacket(changetype<Packet>(entry & ~ENTRY_RECYCLE));
     } else {
-      changetype<Batch>(load<u32>(sources + (<usize>port << 2))).push(p);
+      const p = changetype<Packet>(entry);
+      changetype<Batch>(load<u32>(sources + (<usize>p.port << 2))).push(p);
       if (!time && p.timestamp > batchTime) batchTime = p.timestamp;
       packets++;
     }
