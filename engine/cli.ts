@@ -1,9 +1,9 @@
 // The wirepath command line: run, check, elements, graph, build, docs.
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { loadConfig, type PipelineConfig } from './config.ts';
-import { ConfigErrors, EnvironmentError } from './errors.ts';
+import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
 import { generateGraph } from './codegen.ts';
@@ -21,7 +21,7 @@ const USAGE = `usage: wirepath <command> [options]
 
 commands:
   run CONFIG        run a pipeline until its sources end (Ctrl-C stops it cleanly)
-  check CONFIG      validate a config without running it
+  check CONFIG      validate a config without running it (- reads it from stdin)
   elements [TYPE]   list the element types, or show one type's documentation
   graph CONFIG      print the graph (--format dot|mermaid)
   build CONFIG      compile the config's fast path into the cache
@@ -33,6 +33,7 @@ options for run, check, graph, build:
 options for run:
   --json                   print one JSON object of results at exit
   --clock trace|wall       the elements' clock: packet timestamps (default) or real time
+  --inline                 run the shard on the I/O thread (one thread, run to completion)
   --quiet                  no live line and no table
 
 exit codes: 0 done, 1 runtime failure, 2 bad usage or invalid config, 3 missing file, device or permission,
@@ -44,6 +45,7 @@ const OPTIONS = {
   json: { type: 'boolean' },
   quiet: { type: 'boolean' },
   clock: { type: 'string' },
+  inline: { type: 'boolean' },
   format: { type: 'string' },
   write: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -58,16 +60,24 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.usage;
   }
   const { values, positionals } = parsed;
-  const [command, target] = positionals;
-  if (values.help || !command) {
+  const [command, target, ...extra] = positionals;
+  if (values.help) {
     process.stdout.write(USAGE + '\n');
-    return command || values.help ? EXIT.ok : EXIT.usage;
+    return EXIT.ok;
   }
+  if (!command) return report(new UsageError('no command given'));
   const load = () => {
     if (!target) throw new UsageError(`${command} needs a CONFIG file`);
-    return loadConfig(target, { overrides: values.set, elementDirs: values.elements });
+    const options = { overrides: values.set, elementDirs: values.elements };
+    if (target === '-') return loadConfig('<stdin>', { ...options, text: readFileSync(0, 'utf8') });
+    return loadConfig(target, options);
   };
+  // A missing or broken --elements folder is a usage mistake, not a crash.
+  const loadTypes = () => loadRegistry(values.elements ?? []).catch((e: Error) => {
+    throw new ConfigErrors([new ConfigError(e.message, undefined, 'each --elements folder holds element folders, each with element.ts and process.ts')]);
+  });
   try {
+    if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
     switch (command) {
       case 'run': return await run(await load(), values);
       case 'check': {
@@ -90,7 +100,7 @@ export async function main(argv: string[]): Promise<number> {
         return EXIT.ok;
       }
       case 'elements': {
-        const registry = await loadRegistry(values.elements ?? []);
+        const registry = await loadTypes();
         if (!target) {
           const width = Math.max(...[...registry.keys()].map((k) => k.length));
           for (const type of [...registry.values()].sort((a, b) => a.type.localeCompare(b.type))) {
@@ -104,7 +114,8 @@ export async function main(argv: string[]): Promise<number> {
         return EXIT.ok;
       }
       case 'docs': {
-        const registry = await loadRegistry(values.elements ?? []);
+        if (target) throw new UsageError(`unexpected argument '${target}'`);
+        const registry = await loadTypes();
         if (values.write) {
           updateReadme(values.write, elementReference(registry));
           process.stdout.write(`updated the element reference in ${values.write}\n`);
@@ -142,11 +153,11 @@ function report(e: unknown): number {
   return EXIT.failure;
 }
 
-async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boolean; clock?: string }): Promise<number> {
+async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean }): Promise<number> {
   const clock = values.clock ?? 'trace';
   if (clock !== 'trace' && clock !== 'wall') throw new UsageError(`--clock must be trace or wall, not '${clock}'`);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
-  const pipeline = await Pipeline.create(config, { clock, log: (m) => process.stderr.write(`wirepath: ${m}\n`) });
+  const pipeline = await Pipeline.create(config, { clock, threads: values.inline ? 'inline' : 'worker', log: (m) => process.stderr.write(`wirepath: ${m}\n`) });
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(EXIT.interrupted);
