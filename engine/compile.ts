@@ -13,7 +13,7 @@ const ASC_VERSION = JSON.parse(readFileSync(join(PROJECT_ROOT, 'node_modules/ass
 
 /** Flags measured in ../shared/research/spike-node-wasm.md §1: stub runtime, imported shared memory. */
 export const ASC_FLAGS = [
-  '-O3', '--noAssert', '--runtime', 'stub', '--enable', 'threads', '--importMemory', '--sharedMemory',
+  '-O3', '--debug', '--noAssert', '--runtime', 'stub', '--enable', 'threads', '--enable', 'simd', '--importMemory', '--sharedMemory',
   '--initialMemory', '16', '--maximumMemory', String(MAX_PAGES),
 ];
 
