@@ -42,6 +42,7 @@ export interface LoadOptions {
 
 const TOP_LEVEL = ['elements', 'connections', 'element_dirs', 'batch', 'slot_size', 'pool_slots'];
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const LINE_FOLD = /[ \t]*\r?\n\s*/y;
 
 /** Positions of YAML nodes as FILE:LINE:COL. */
 export class Positions {
@@ -60,51 +61,75 @@ export class Positions {
 
   /** Position of the `index`th character of a scalar's value (skipping an opening quote). */
   inside(node: Scalar, index: number): SourcePosition {
-    const start = node.range![0];
+    const [start, end] = node.range!;
     const quoted = this.text[start] === '"' || this.text[start] === "'";
-    return this.at(start + (quoted ? 1 : 0) + index);
+    let at = start + (quoted ? 1 : 0);
+    for (let i = 0; i < index && at < end; i++) {
+      // A line break of a scalar wrapped over lines, with the blanks around it, is one space of the value.
+      LINE_FOLD.lastIndex = at;
+      at += LINE_FOLD.exec(this.text)?.[0].length ?? 1;
+    }
+    return this.at(at);
   }
 }
 
 export async function loadConfig(file: string, options: LoadOptions = {}): Promise<PipelineConfig> {
   const errors: ConfigError[] = [];
-  if (options.text === undefined && !existsSync(file)) {
-    throw new ConfigErrors([new ConfigError(`config file ${file} does not exist`, undefined, 'give the path of a YAML config, e.g. configs/default.yaml')]);
-  }
-  const text = options.text ?? readFileSync(file, 'utf8');
+  const text = options.text ?? readConfigFile(file);
   const pos = new Positions(file, text);
   const doc = parseDocument(text, { lineCounter: pos.lineCounter, prettyErrors: false, uniqueKeys: true });
+  const textLines = text.split('\n');
   for (const e of doc.errors) {
-    errors.push(new ConfigError(`YAML syntax: ${e.message.split('\n')[0]}`, pos.at(e.pos[0]), 'fix the YAML syntax; indentation and unclosed brackets or quotes are the usual causes'));
+    const at = pos.at(e.pos[0]);
+    // YAML reads `- [1]count -> drop` as a list followed by junk.
+    const hint = e.code === 'DUPLICATE_KEY' ? 'each key may appear once in a mapping; give each element its own name'
+      : /^\s*-\s*\[\s*\d+\s*\]\s*[A-Za-z_]/.test(textLines[at.line - 1]) ? 'quote a connection that starts with an input port: - "[1]count -> drop"'
+      : 'fix the YAML syntax; indentation and unclosed brackets or quotes are the usual causes';
+    errors.push(new ConfigError(`YAML syntax: ${e.message.split('\n')[0]}`, at, hint));
   }
+  // The tree of a file with syntax errors is a guess; checking it would report mistakes that are not there.
+  if (errors.length) throw new ConfigErrors(errors);
   const overridden = applyOverrides(doc, options.overrides ?? [], errors);
 
   const root = doc.contents;
   if (!isMap(root)) {
-    if (!errors.length) errors.push(new ConfigError('a config is a mapping with `elements:` and `connections:`', pos.of(root), 'see configs/default.yaml for an example'));
+    errors.push(new ConfigError('a config is a mapping with `elements:` and `connections:`', pos.of(root), 'see configs/default.yaml for an example'));
     throw new ConfigErrors(errors);
   }
+  // Top-level keys that a misspelt key probably meant: not reported again as missing.
+  const meant = new Set<string>();
   for (const pair of root.items) {
-    const key = String((pair.key as Scalar).value);
+    const key = String(valueOf(pair.key));
     if (!TOP_LEVEL.includes(key)) {
       const guess = didYouMean(key, TOP_LEVEL);
+      if (guess) meant.add(guess);
       errors.push(new ConfigError(`unknown top-level key '${key}'`, pos.of(pair.key as Node), guess ? `did you mean '${guess}'?` : `the keys are ${TOP_LEVEL.join(', ')}`));
     }
   }
 
   const baseDir = dirname(resolve(file));
-  const elementDirs = [...(options.elementDirs ?? [])];
+  const elementDirs: string[] = [];
+  for (const dir of options.elementDirs ?? []) {
+    if (existsSync(dir)) elementDirs.push(resolve(dir));
+    else errors.push(new ConfigError(`--elements ${dir}: the folder does not exist`, undefined, 'give a folder that holds element folders'));
+  }
   const dirsNode = root.get('element_dirs', true) as Node | undefined;
   if (dirsNode) {
-    if (isSeq(dirsNode)) for (const item of dirsNode.items) elementDirs.push(resolve(baseDir, String((item as Scalar).value)));
-    else errors.push(new ConfigError('element_dirs must be a list of folders', pos.of(dirsNode), 'write element_dirs: [./my-elements]'));
+    if (isSeq(dirsNode)) {
+      for (const item of dirsNode.items as Node[]) {
+        const dir = valueOf(item);
+        if (typeof dir !== 'string') errors.push(new ConfigError('element_dirs lists folders, as strings', pos.of(item, pos.of(dirsNode)), 'write element_dirs: [./my-elements]'));
+        else if (!existsSync(resolve(baseDir, dir))) errors.push(new ConfigError(`element folder '${dir}' does not exist`, pos.of(item), 'folders are relative to the config file'));
+        else elementDirs.push(resolve(baseDir, dir));
+      }
+    } else errors.push(new ConfigError('element_dirs must be a list of folders', pos.of(dirsNode), 'write element_dirs: [./my-elements]'));
   }
   let registry: Registry;
   try {
     registry = await loadRegistry(elementDirs);
   } catch (e) {
     errors.push(new ConfigError((e as Error).message, pos.of(dirsNode), 'each folder must hold element folders, each with element.ts and process.ts'));
-    throw new ConfigErrors(errors);
+    throw new ConfigErrors(inFileOrder(errors));
   }
 
   const number = (key: string, min: number, max: number, fallback: number, powerOfTwo = false): number => {
@@ -112,7 +137,8 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     if (!node) return fallback;
     const v = node.value;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max || (powerOfTwo && (v & (v - 1)) !== 0)) {
-      errors.push(new ConfigError(`${key} must be a whole number from ${min} to ${max}${powerOfTwo ? ' and a power of two' : ''}`, pos.of(node)));
+      errors.push(new ConfigError(`${key} must be a whole number from ${min} to ${max}${powerOfTwo ? ' and a power of two' : ''}`, pos.of(node),
+        `leave it out for the default, ${fallback}`));
       return fallback;
     }
     return v;
@@ -121,30 +147,51 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   const slotSize = number('slot_size', 256, 65536, 2048, true);
   const poolSlots = number('pool_slots', 64, 1 << 20, 16384, true);
 
-  const elements = readElements(root, registry, pos, overridden, errors);
+  const elements = readElements(root, registry, pos, overridden, meant, errors);
   const connectionsNode = root.get('connections', true) as Node | undefined;
   let connections: Connection[] = [];
   if (!connectionsNode) {
-    errors.push(new ConfigError('the config has no connections', pos.of(root), "add `connections:` with lines like 'src -> count -> drop'"));
+    if (!meant.has('connections')) errors.push(new ConfigError('the config has no connections', pos.of(root), "add `connections:` with lines like 'src -> count -> drop'"));
   } else if (!isSeq(connectionsNode)) {
     errors.push(new ConfigError('connections must be a list of strings', pos.of(connectionsNode), "write each chain as a list item: - src -> count -> drop"));
   } else {
     connections = parseConnections(connectionsNode.items as Node[], pos, errors);
   }
 
-  if (errors.length) throw new ConfigErrors(errors);
+  if (errors.length) throw new ConfigErrors(inFileOrder(errors));
   return { file, batch, slotSize, poolSlots, elements, connections, registry };
 }
 
-function readElements(root: YAMLMap, registry: Registry, pos: Positions, overridden: Set<string>, errors: ConfigError[]): Map<string, ElementInstance> {
+function readConfigFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const what = code === 'ENOENT' ? 'does not exist' : code === 'EISDIR' ? 'is a folder' : `cannot be read (${code})`;
+    throw new ConfigErrors([new ConfigError(`config file ${file} ${what}`, undefined, 'give the path of a YAML config, e.g. configs/default.yaml')]);
+  }
+}
+
+/** Errors sorted by where they are, those of the command line (no position) first. */
+export function inFileOrder(errors: ConfigError[]): ConfigError[] {
+  const key = (e: ConfigError) => (e.position ? e.position.line * 1e6 + e.position.col : 0);
+  return [...errors].sort((a, b) => key(a) - key(b));
+}
+
+/** The value of a scalar node; any other node as it is (a key may be a list, for instance). */
+function valueOf(node: unknown): unknown {
+  return isScalar(node) ? node.value : node;
+}
+
+function readElements(root: YAMLMap, registry: Registry, pos: Positions, overridden: Set<string>, meant: Set<string>, errors: ConfigError[]): Map<string, ElementInstance> {
   const elements = new Map<string, ElementInstance>();
   const node = root.get('elements', true) as Node | undefined;
   if (!node || !isMap(node)) {
-    errors.push(new ConfigError('the config has no elements', pos.of(node ?? root), 'add `elements:` mapping names to { type: ..., params }'));
+    if (node || !meant.has('elements')) errors.push(new ConfigError('the config has no elements', pos.of(node ?? root), 'add `elements:` mapping names to { type: ..., params }'));
     return elements;
   }
   for (const pair of node.items) {
-    const name = String((pair.key as Scalar).value);
+    const name = String(valueOf(pair.key));
     const at = pos.of(pair.key as Node);
     if (!NAME.test(name)) {
       errors.push(new ConfigError(`element name '${name}' is not a valid name`, at, 'use letters, digits and _ , starting with a letter'));
@@ -152,11 +199,12 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
     }
     const body = pair.value as Node;
     if (!isMap(body)) {
-      errors.push(new ConfigError(`element '${name}' must be a mapping with a type`, pos.of(body, at), `write ${name}: { type: Counter }`));
+      const asType = isScalar(body) && typeof body.value === 'string' ? body.value : 'Counter';
+      errors.push(new ConfigError(`element '${name}' must be a mapping with a type`, pos.of(body, at), `write ${name}: { type: ${asType} }`));
       continue;
     }
     const typeNode = body.get('type', true) as Scalar | undefined;
-    if (!typeNode) {
+    if (!typeNode || typeNode.value === null || typeNode.value === '') {
       errors.push(new ConfigError(`element '${name}' has no type`, at, `add type:, one of ${[...registry.keys()].sort().join(', ')}`));
       continue;
     }
@@ -170,14 +218,15 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
     const params: Record<string, unknown> = {};
     for (const item of body.items) {
       if (!isPair(item)) continue;
-      const key = String((item.key as Scalar).value);
+      const key = String(valueOf(item.key));
       if (key === 'type') continue;
       const keyAt = pos.of(item.key as Node, at);
       const spec = type.params[key];
       if (!spec) {
         const guess = didYouMean(key, Object.keys(type.params));
         const known = Object.keys(type.params);
-        errors.push(new ConfigError(`${typeName} has no parameter '${key}'`, keyAt,
+        const from = overridden.has(`${name}.${key}`) ? ' (set on the command line)' : '';
+        errors.push(new ConfigError(`${typeName} has no parameter '${key}'${from}`, keyAt,
           guess ? `did you mean '${guess}'?` : known.length ? `its parameters are ${known.join(', ')}` : `${typeName} takes no parameters`));
         continue;
       }
@@ -186,7 +235,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       try {
         params[key] = spec.type.parse(raw);
       } catch (e) {
-        if (!(e instanceof ParamTypeError)) throw e;
+        if (!ParamTypeError.is(e)) throw e;
         const from = overridden.has(`${name}.${key}`) ? ' (set on the command line)' : '';
         errors.push(new ConfigError(`${name}.${key}: ${e.message}${from}`, pos.of(valueNode, keyAt), e.hint));
       }
@@ -207,6 +256,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
 /** Applies `name.param=value` overrides to the document; returns the paths it set. */
 function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[]): Set<string> {
   const set = new Set<string>();
+  const elements = doc.get('elements', true);
   for (const o of overrides) {
     const m = /^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(o);
     if (!m) {
@@ -214,13 +264,20 @@ function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[
       continue;
     }
     const [, name, key, value] = m;
-    if (!doc.hasIn(['elements', name])) {
-      errors.push(new ConfigError(`--set ${o}: the config has no element '${name}'`));
+    const body = isMap(elements) ? elements.get(name, true) : undefined;
+    if (body === undefined) {
+      const guess = didYouMean(name, isMap(elements) ? elements.items.map((p) => String(valueOf(p.key))) : []);
+      errors.push(new ConfigError(`--set ${o}: the config has no element '${name}'`, undefined, guess ? `did you mean '${guess}'?` : undefined));
       continue;
     }
+    // An element that is not a mapping is reported by readElements.
+    if (!isMap(body)) continue;
     let parsed: unknown;
     try { parsed = parseYamlValue(value); } catch { parsed = value; }
-    doc.setIn(['elements', name, key], parsed ?? value);
+    // Nodes, not plain values, so that readElements reads them like the file's own.
+    const pair = body.items.find((p) => valueOf(p.key) === key);
+    if (pair) pair.value = doc.createNode(parsed ?? value);
+    else body.items.push(doc.createPair(key, parsed ?? value));
     set.add(`${name}.${key}`);
   }
   return set;

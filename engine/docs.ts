@@ -1,7 +1,8 @@
 // Element documentation, generated from each element's own declaration: `wirepath elements TYPE`
 // prints it and the README's element reference is made from it, so the two cannot drift.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { EnvironmentError } from './errors.ts';
 import { outputsOf, type ElementType } from './element.ts';
 import { handlersOf } from './handlers.ts';
 import type { Registry } from './registry.ts';
@@ -16,7 +17,7 @@ export function elementDoc(type: ElementType): string {
   const lines = [`## ${type.type}`, '', `${type.summary}.`, ''];
   if (type.description) lines.push(type.description, '');
   const inputs = type.inputs === 0 ? 'none (a source)' : type.inputs === 1 ? '1' : `${type.inputs} (0..${type.inputs - 1})`;
-  lines.push(`**Ports.** Inputs: ${inputs}. Outputs: ${outputs.length === 0 ? 'none' : ''}`);
+  lines.push(`**Ports.** Inputs: ${inputs}. Outputs:${outputs.length === 0 ? ' none' : ''}`);
   outputs.forEach((p, i) => lines.push(`- [${i}] ${p.name}: ${p.doc}${p.optional ? ' (optional)' : ''}`));
   if (typeof type.outputs === 'function') lines.push('- (the number of outputs follows the parameters; shown here with the defaults)');
   lines.push('');
@@ -36,8 +37,9 @@ export function elementDoc(type: ElementType): string {
     const scope = s.kind === 'scalar' ? `${s.scope}, merged by ${s.merge}` : `${s.scope} flow table`;
     lines.push(`- ${name} (${scope}): ${s.doc}`);
   }
-  lines.push('', '**Handlers.**');
-  for (const [name, h] of Object.entries(handlersOf(type))) {
+  const handlers = Object.entries(handlersOf(type));
+  lines.push('', '**Handlers.**' + (handlers.length ? '' : ' None.'));
+  for (const [name, h] of handlers) {
     const mode = h.read && h.write ? 'read/write' : h.read ? 'read' : 'write';
     lines.push(`- ${name} (${mode}): ${h.doc}`);
   }
@@ -53,8 +55,11 @@ export function elementReference(registry: Registry): string {
 }
 
 export function updateReadme(file: string, reference: string): void {
+  if (!existsSync(file)) throw new EnvironmentError(`${file} does not exist`, 'give the README to update, e.g. --write README.md');
   const text = readFileSync(file, 'utf8');
   const start = text.indexOf(BEGIN), end = text.indexOf(END);
-  if (start < 0 || end < start) throw new Error(`${file} has no ${BEGIN} ... ${END} markers`);
+  if (start < 0 || end < start) {
+    throw new EnvironmentError(`${file} has no element reference markers`, `put the lines ${BEGIN} and ${END} where the reference goes`);
+  }
   writeFileSync(file, text.slice(0, start + BEGIN.length) + '\n\n' + reference + '\n' + text.slice(end));
 }

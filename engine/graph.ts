@@ -2,7 +2,7 @@
 
 import { ConfigError, ConfigErrors, didYouMean } from './errors.ts';
 import { outputsOf, type ElementType, type PortSpec } from './element.ts';
-import type { ElementInstance, PipelineConfig } from './config.ts';
+import { inFileOrder, type ElementInstance, type PipelineConfig } from './config.ts';
 import type { Endpoint } from './connections.ts';
 
 export interface GraphNode {
@@ -45,9 +45,13 @@ export function buildGraph(config: PipelineConfig): Graph {
     });
   }
 
+  // A name in the middle of a chain is in two connections at one position: reported once.
+  const reported = new Set<string>();
   const lookup = (end: Endpoint): GraphNode | undefined => {
     const node = byName.get(end.name);
-    if (!node) {
+    const where = `${end.position.line}:${end.position.col}`;
+    if (!node && !reported.has(where)) {
+      reported.add(where);
       const guess = didYouMean(end.name, byName.keys());
       errors.push(new ConfigError(`connection names unknown element '${end.name}'`, end.position,
         guess ? `did you mean '${guess}'?` : `declare it under elements: or use one of ${[...byName.keys()].join(', ')}`));
@@ -55,25 +59,27 @@ export function buildGraph(config: PipelineConfig): Graph {
     return node;
   };
 
+  // What a rejected connection meant to join, already reported: not reported again as left open.
+  const triedOutputs = new Set<string>();
+  const triedInputs = new Set<string>();
   for (const { from, to } of config.connections) {
     const a = lookup(from), b = lookup(to);
-    if (!a || !b) continue;
-    let ok = true;
-    if (from.port >= a.outputs.length) {
-      ok = false;
+    if (a && from.port >= a.outputs.length) {
       errors.push(new ConfigError(`${a.name} (${a.type.type}) has no output ${from.port}`, from.position,
         a.outputs.length ? `its outputs are ${a.outputs.map((p, i) => `[${i}] ${p.name}`).join(', ')}` : `${a.type.type} has no outputs`));
     }
-    if (to.port >= b.inputs) {
-      ok = false;
+    if (b && to.port >= b.inputs) {
       errors.push(new ConfigError(`${b.name} (${b.type.type}) has no input ${to.port}`, to.position,
-        b.inputs ? `its inputs are 0..${b.inputs - 1}` : `${b.type.type} is a source and has no inputs`));
+        b.inputs === 0 ? `${b.type.type} is a source and has no inputs` : b.inputs === 1 ? 'it has one input, [0]' : `its inputs are [0] to [${b.inputs - 1}]`));
     }
-    if (!ok) continue;
-    const existing = a.targets[from.port];
-    if (existing) {
+    const existing = a?.targets[from.port];
+    if (a && b && existing && to.port < b.inputs) {
       errors.push(new ConfigError(`output ${a.name}[${from.port}] is connected twice (to ${existing.node} and ${b.name})`, from.position,
         'an output feeds exactly one input; put a Tee in between to copy packets to both'));
+    }
+    if (!a || !b || from.port >= a.outputs.length || to.port >= b.inputs || existing) {
+      triedOutputs.add(`${from.name}[${from.port}]`);
+      triedInputs.add(to.name);
       continue;
     }
     a.targets[from.port] = { node: b.name, port: to.port };
@@ -82,19 +88,19 @@ export function buildGraph(config: PipelineConfig): Graph {
 
   for (const node of byName.values()) {
     node.outputs.forEach((port, i) => {
-      if (!node.targets[i] && !port.optional) {
+      if (!node.targets[i] && !port.optional && !triedOutputs.has(`${node.name}[${i}]`)) {
         errors.push(new ConfigError(`output ${node.name}[${i}] (${port.name}) is not connected`, node.instance.position,
           `connect it, e.g. "${node.name}[${i}] -> drop" with drop: { type: Discard }`));
       }
     });
     node.feeders.forEach((feeders, i) => {
-      if (feeders.length === 0) {
+      if (feeders.length === 0 && !triedInputs.has(node.name)) {
         errors.push(new ConfigError(`nothing feeds ${node.name}${node.inputs > 1 ? `[${i}]` : ''}`, node.instance.position,
           `connect an output to it, e.g. "src -> ${node.inputs > 1 ? `[${i}]` : ''}${node.name}", or remove it`));
       }
     });
   }
-  if (errors.length) throw new ConfigErrors(errors);
+  if (errors.length) throw new ConfigErrors(inFileOrder(errors));
 
   const nodes = topologicalOrder(byName, errors);
   if (errors.length) throw new ConfigErrors(errors);
@@ -123,11 +129,26 @@ function topologicalOrder(byName: Map<string, GraphNode>, errors: ConfigError[])
     }
   }
   if (order.length < byName.size) {
-    const stuck = [...byName.values()].filter((n) => n.index < 0);
-    errors.push(new ConfigError(`the connections form a cycle through ${stuck.map((n) => n.name).join(', ')}`, stuck[0].instance.position,
+    const cycle = onCycles(byName, [...byName.values()].filter((n) => n.index < 0));
+    errors.push(new ConfigError(`the connections form a cycle through ${cycle.map((n) => n.name).join(', ')}`, cycle[0].instance.position,
       'packets must flow from sources to sinks without returning to an element they passed'));
   }
   return order;
+}
+
+/** Of the nodes the ordering could not place, those on a cycle: the others only hang below one. */
+function onCycles(byName: Map<string, GraphNode>, stuck: GraphNode[]): GraphNode[] {
+  const left = new Set(stuck);
+  for (let removed = true; removed;) {
+    removed = false;
+    for (const node of left) {
+      if (!node.targets.some((t) => t && left.has(byName.get(t.node)!))) {
+        left.delete(node);
+        removed = true;
+      }
+    }
+  }
+  return stuck.filter((n) => left.has(n));
 }
 
 function computeCapacities(nodes: GraphNode[], batch: number): void {

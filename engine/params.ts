@@ -12,6 +12,15 @@ export interface FastField {
 export class ParamTypeError extends Error {
   constructor(message: string, readonly hint?: string) {
     super(message);
+    this.name = 'ParamTypeError';
+  }
+
+  /**
+   * By name, not instanceof: element.ts files are imported by URL, so their parameter types may come
+   * from another instance of this module (tsx's CommonJS and ESM loaders, or another copy of wirepath).
+   */
+  static is(e: unknown): e is ParamTypeError {
+    return e instanceof Error && e.name === 'ParamTypeError';
   }
 }
 
@@ -47,7 +56,8 @@ const fail = (message: string, hint?: string): never => {
 };
 
 function describe(raw: unknown): string {
-  return typeof raw === 'string' ? `'${raw}'` : JSON.stringify(raw);
+  // JSON would show Infinity and NaN (YAML's .inf and .nan) as null.
+  return typeof raw === 'string' ? `'${raw}'` : typeof raw === 'number' ? String(raw) : JSON.stringify(raw);
 }
 
 export function parseIPv4(raw: unknown): number {
@@ -88,7 +98,7 @@ const DURATION_UNITS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1
 
 /** A duration in nanoseconds: '300s', '5m', '1.5h', '250ms'; a bare number means seconds. */
 export function parseDuration(raw: unknown): number {
-  if (typeof raw === 'number' && raw >= 0) return Math.round(raw * 1e9);
+  if (typeof raw === 'number' && Number.isFinite(raw) && raw >= 0) return Math.round(raw * 1e9);
   const m = typeof raw === 'string' ? /^(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)$/.exec(raw.trim()) : null;
   if (!m) fail(`${describe(raw)} is not a duration`, "write a number with a unit: ns, us, ms, s, m, h or d, e.g. '300s' or '2h'");
   return Math.round(Number(m![1]) * DURATION_UNITS[m![2]]);
@@ -155,7 +165,11 @@ export const types = {
   } satisfies ParamType<number>,
   size: {
     description: 'a size in bytes',
-    parse: parseSize,
+    // The fast path holds it in a u32.
+    parse: (raw) => {
+      const bytes = parseSize(raw);
+      return bytes <= 0xffffffff ? bytes : fail(`${describe(raw)} is too large`, 'a size is at most 4294967295 bytes (4 GiB - 1)');
+    },
     format: String,
     fast: (name) => [{ name, type: 'u32' }],
     encode: (value) => [value],
@@ -177,7 +191,7 @@ export const types = {
   } satisfies ParamType<boolean>,
   string: {
     description: 'a string',
-    parse: (raw) => (typeof raw === 'string' && raw.length > 0 ? raw : fail(`${describe(raw)} is not a non-empty string`)),
+    parse: (raw) => (typeof raw === 'string' && raw.length > 0 ? raw : fail(`${describe(raw)} is not a non-empty string`, "quote a value YAML would read as a number or a boolean, e.g. '2024'")),
     format: String,
   } satisfies ParamType<string>,
 };

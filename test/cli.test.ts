@@ -1,0 +1,349 @@
+// The wirepath command as a user runs it: output, error reports and exit codes.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { loadRegistry } from '../engine/registry.ts';
+import { elementDoc, elementReference } from '../engine/docs.ts';
+import { ROOT, cli, tempDir, removeDir, readPcap } from './helpers.ts';
+
+const USAGE_START = 'usage: wirepath <command> [options]\n';
+
+let dir: string;
+test.before(() => { dir = tempDir('wirepath-cli-'); });
+test.after(() => removeDir(dir));
+
+/** Writes a config into the temp folder and returns its name there. */
+function writeConfig(name: string, ...lines: string[]): string {
+  writeFileSync(join(dir, name), lines.join('\n') + '\n');
+  return name;
+}
+
+// --- check ------------------------------------------------------------------------------------
+
+test('check: the default config is valid', () => {
+  const r = cli(['check', 'configs/default.yaml']);
+  assert.is(r.stderr, '');
+  assert.is(r.stdout, 'configs/default.yaml: ok (7 elements, 7 connections)\n');
+  assert.is(r.status, 0);
+});
+
+/** A config with three mistakes. */
+const brokenConfig = () => writeConfig('broken.yaml',
+  'elements:',
+  '  src: { type: FromPcap, file: in.pcap }',
+  '  count: { type: Countr }',
+  '  drop: { type: Discard, colour: red }',
+  'connections:',
+  '  - src -> -> drop');
+
+test('check: a broken config prints every error as FILE:LINE:COL with its hint, then the count, and exits 2', () => {
+  const r = cli(['check', brokenConfig()], dir);
+  assert.is(r.status, 2);
+  assert.is(r.stdout, '');
+  assert.is(r.stderr, [
+    "broken.yaml:3:18: unknown element type 'Countr'",
+    "  hint: did you mean 'Counter'?",
+    "broken.yaml:4:26: Discard has no parameter 'colour'",
+    '  hint: Discard takes no parameters',
+    'broken.yaml:6:12: connection: an element name is missing',
+    '  hint: write NAME, NAME[OUT] or [IN]NAME between arrows, e.g. "tee[1] -> [0]count"',
+    '3 errors',
+    '',
+  ].join('\n'));
+});
+
+test('check: graph errors are reported the same way', () => {
+  const file = writeConfig('open.yaml',
+    'elements:',
+    '  src: { type: FromPcap, file: in.pcap }',
+    '  tee: { type: Tee }',
+    '  drop: { type: Discard }',
+    'connections:',
+    '  - src -> tee -> drop');
+  const r = cli(['check', file], dir);
+  assert.is(r.status, 2);
+  assert.is(r.stderr, 'open.yaml:3:3: output tee[1] (copy1) is not connected\n'
+    + '  hint: connect it, e.g. "tee[1] -> drop" with drop: { type: Discard }\n1 error\n');
+});
+
+test('check: --set overrides are applied and checked', () => {
+  assert.is(cli(['check', 'configs/default.yaml', '--set', 'tee.outputs=2', '--set', 'src.loop=true']).status, 0);
+  const r = cli(['check', 'configs/default.yaml', '--set', 'rw.ip_src=203.0.113.300', '--set', 'rw2.dscp=1']);
+  assert.is(r.status, 2);
+  assert.is(r.stderr, [
+    "--set rw2.dscp=1: the config has no element 'rw2'",
+    "  hint: did you mean 'rw'?",
+    "configs/default.yaml:7:27: rw.ip_src: '203.0.113.300' is not an IPv4 address (set on the command line)",
+    '  hint: write four decimal numbers 0-255 separated by dots, e.g. 203.0.113.7',
+    '2 errors',
+    '',
+  ].join('\n'));
+});
+
+test('check: a missing config file exits 2', () => {
+  const r = cli(['check', 'no-such-config.yaml']);
+  assert.is(r.status, 2);
+  assert.is(r.stderr, 'config file no-such-config.yaml does not exist\n  hint: give the path of a YAML config, e.g. configs/default.yaml\n1 error\n');
+});
+
+test('check: a folder instead of a config exits 2 without a stack trace', () => {
+  const r = cli(['check', 'configs']);
+  assert.is(r.status, 2);
+  assert.is(r.stderr, 'config file configs is a folder\n  hint: give the path of a YAML config, e.g. configs/default.yaml\n1 error\n');
+});
+
+test('check: - reads the config from stdin', () => {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/wirepath.js'), 'check', '-'], {
+    cwd: join(ROOT, 'configs'), input: readFileSync(join(ROOT, 'configs/default.yaml')), encoding: 'utf8',
+  });
+  assert.is(r.stdout, '<stdin>: ok (7 elements, 7 connections)\n');
+  assert.is(r.status, 0);
+});
+
+test('check: a missing --elements folder exits 2', () => {
+  const r = cli(['check', 'configs/default.yaml', '--elements', 'no-such-folder']);
+  assert.is(r.status, 2);
+  assert.is(r.stderr, '--elements no-such-folder: the folder does not exist\n  hint: give a folder that holds element folders\n1 error\n');
+});
+
+test('check: without a config, or with two, is a usage error', () => {
+  const none = cli(['check']);
+  assert.is(none.status, 2);
+  assert.ok(none.stderr.startsWith('wirepath: check needs a CONFIG file\n\n' + USAGE_START));
+  const two = cli(['check', 'configs/default.yaml', 'configs/other.yaml']);
+  assert.is(two.status, 2);
+  assert.ok(two.stderr.startsWith("wirepath: unexpected argument 'configs/other.yaml'\n"));
+});
+
+// --- elements and docs --------------------------------------------------------------------------
+
+test('elements: lists every built-in type with its summary', async () => {
+  const registry = await loadRegistry();
+  const r = cli(['elements']);
+  assert.is(r.status, 0);
+  const lines = r.stdout.trimEnd().split('\n');
+  assert.equal(lines.map((l) => l.split(' ')[0]), ['CheckIPHeader', 'Counter', 'Discard', 'FromPcap', 'Generator', 'Rewrite', 'Tee', 'ToPcap']);
+  for (const line of lines) {
+    const [, type, summary] = /^(\S+) +(.+)$/.exec(line)!;
+    assert.is(summary, registry.get(type)!.summary);
+  }
+  assert.ok(lines.includes('Rewrite        rewrites Ethernet addresses, IPv4 addresses, ports, TTL and DSCP'));
+});
+
+test('elements TYPE: prints the documentation of one type', async () => {
+  const r = cli(['elements', 'Rewrite']);
+  assert.is(r.status, 0);
+  const doc = r.stdout;
+  assert.is(doc, elementDoc((await loadRegistry()).get('Rewrite')!));
+  for (const part of [
+    '## Rewrite\n\nrewrites Ethernet addresses, IPv4 addresses, ports, TTL and DSCP.\n',
+    '**Ports.** Inputs: 1. Outputs:\n- [0] out: rewritten packets\n- [1] expired: packets whose TTL ran out (with dec_ttl) (optional)\n',
+    '| name | type | default | description |\n|---|---|---|---|\n',
+    '| ip_src | an IPv4 address | (unset) | new IPv4 source address |\n',
+    '| dec_ttl | true or false | false | decrement the TTL, sending expired packets to output 1 |\n',
+    '| dscp | a whole number from 0 to 63 | (unset) | new DSCP value (the ECN bits are kept) |\n',
+    '**State.**\n- rewritten (all-flows, merged by sum): packets whose IPv4 header was processed\n',
+    '**Handlers.**\n',
+    '- ip_src (read/write): the ip_src parameter (an IPv4 address)\n',
+    '- reset (write): zeroes the counters\n',
+    '**Example.**\n\n```yaml\nrw: { type: Rewrite, ip_src: 203.0.113.7, dec_ttl: true }\n```\n',
+  ]) assert.ok(doc.includes(part), `the doc lacks:\n${part}`);
+});
+
+test('elements TYPE: a type without parameters, state or handlers says so', () => {
+  const r = cli(['elements', 'Discard']);
+  assert.is(r.status, 0);
+  for (const part of ['**Ports.** Inputs: 1. Outputs: none\n', '**Parameters.** None.\n', '**State.** None beyond', '**Handlers.** None.\n']) {
+    assert.ok(r.stdout.includes(part), `the doc lacks:\n${part}`);
+  }
+  assert.ok(cli(['elements', 'FromPcap']).stdout.includes('| file | a string | (required) | the capture file, relative to the config file |\n'));
+});
+
+test('elements: an unknown type exits 2', () => {
+  const r = cli(['elements', 'Nope']);
+  assert.is(r.status, 2);
+  assert.ok(r.stderr.startsWith("wirepath: no element type 'Nope'; 'wirepath elements' lists them\n"));
+  assert.is(r.stdout, '');
+});
+
+test('elements: a missing --elements folder exits 2 without a stack trace', () => {
+  const r = cli(['elements', '--elements', '/no/such/folder']);
+  assert.is(r.status, 2);
+  assert.ok(r.stderr.startsWith('element folder /no/such/folder does not exist\n'));
+  assert.not.match(r.stderr, /\n\s+at /);
+});
+
+test('docs: prints the element reference of every type', async () => {
+  const r = cli(['docs']);
+  assert.is(r.status, 0);
+  assert.is(r.stdout, elementReference(await loadRegistry()));
+  for (const type of ['CheckIPHeader', 'Counter', 'Discard', 'FromPcap', 'Generator', 'Rewrite', 'Tee', 'ToPcap']) {
+    assert.ok(r.stdout.includes(`### ${type}\n`), type);
+  }
+  assert.not.ok(/^## /m.test(r.stdout), 'types are level-3 headings in the reference');
+});
+
+test('docs --write: replaces the text between the markers and nothing else', async () => {
+  const begin = '<!-- element-reference:begin (generated by `npm run docs`; edit the elements instead) -->';
+  const end = '<!-- element-reference:end -->';
+  const readme = join(dir, 'README.md');
+  writeFileSync(readme, `# Title\n\n${begin}\nold text\n${end}\n\nAfter.\n`);
+  const r = cli(['docs', '--write', readme]);
+  assert.is(r.status, 0);
+  assert.is(r.stdout, `updated the element reference in ${readme}\n`);
+  assert.is(readFileSync(readme, 'utf8'), `# Title\n\n${begin}\n\n${elementReference(await loadRegistry())}\n${end}\n\nAfter.\n`);
+});
+
+test('docs --write: a missing file or one without markers exits 3 without a stack trace', () => {
+  const missing = cli(['docs', '--write', join(dir, 'nope.md')]);
+  assert.is(missing.status, 3);
+  assert.ok(missing.stderr.startsWith(`wirepath: ${join(dir, 'nope.md')} does not exist\n`));
+  writeFileSync(join(dir, 'plain.md'), '# No markers\n');
+  const plain = cli(['docs', '--write', join(dir, 'plain.md')]);
+  assert.is(plain.status, 3);
+  assert.ok(plain.stderr.startsWith(`wirepath: ${join(dir, 'plain.md')} has no element reference markers\n`));
+  assert.is(readFileSync(join(dir, 'plain.md'), 'utf8'), '# No markers\n');
+});
+
+// --- graph ------------------------------------------------------------------------------------
+
+test('graph --format dot: nodes with types, edges with port labels', () => {
+  const r = cli(['graph', 'configs/default.yaml', '--format', 'dot']);
+  assert.is(r.status, 0);
+  const lines = r.stdout.split('\n');
+  assert.is(lines[0], 'digraph wirepath {');
+  assert.ok(lines.includes('  "rw" [label="rw :: Rewrite"];'));
+  const edges = lines.filter((l) => l.includes(' -> '));
+  assert.equal(edges.sort(), [
+    '  "check" -> "drop" [taillabel="1", headlabel="0"];',
+    '  "check" -> "rw" [taillabel="0", headlabel="0"];',
+    '  "count" -> "drop" [taillabel="0", headlabel="0"];',
+    '  "rw" -> "tee" [taillabel="0", headlabel="0"];',
+    '  "src" -> "check" [taillabel="0", headlabel="0"];',
+    '  "tee" -> "count" [taillabel="1", headlabel="0"];',
+    '  "tee" -> "out" [taillabel="0", headlabel="0"];',
+  ]);
+  assert.is(cli(['graph', 'configs/default.yaml']).stdout, r.stdout, 'dot is the default');
+});
+
+test('graph --format mermaid: a flowchart with the same edges', () => {
+  const r = cli(['graph', 'configs/default.yaml', '--format', 'mermaid']);
+  assert.is(r.status, 0);
+  const lines = r.stdout.split('\n');
+  assert.is(lines[0], 'flowchart LR');
+  assert.ok(lines.includes('  rw["rw :: Rewrite"]'));
+  assert.equal(lines.filter((l) => l.includes('-->')).sort(), [
+    '  check -- "0 → 0" --> rw',
+    '  check -- "1 → 0" --> drop',
+    '  count -- "0 → 0" --> drop',
+    '  rw -- "0 → 0" --> tee',
+    '  src -- "0 → 0" --> check',
+    '  tee -- "0 → 0" --> out',
+    '  tee -- "1 → 0" --> count',
+  ]);
+});
+
+test('graph --format mermaid: elements named like Mermaid keywords (end, click) get other ids', () => {
+  const file = writeConfig('keywords.yaml',
+    'elements:',
+    '  src: { type: FromPcap, file: in.pcap }',
+    '  click: { type: Counter }',
+    '  end: { type: Discard }',
+    'connections:',
+    '  - src -> click -> end');
+  const r = cli(['graph', file, '--format', 'mermaid'], dir);
+  assert.is(r.status, 0);
+  assert.is(r.stdout, [
+    'flowchart LR',
+    '  src["src :: FromPcap"]',
+    '  click_["click :: Counter"]',
+    '  end_["end :: Discard"]',
+    '  src -- "0 → 0" --> click_',
+    '  click_ -- "0 → 0" --> end_',
+    '',
+  ].join('\n'));
+});
+
+test('graph: a bad --format exits 2; an invalid config exits 2 with its errors', () => {
+  const bad = cli(['graph', 'configs/default.yaml', '--format', 'svg']);
+  assert.is(bad.status, 2);
+  assert.ok(bad.stderr.startsWith("wirepath: --format must be dot or mermaid, not 'svg'\n"));
+  assert.is(bad.stdout, '');
+  const broken = cli(['graph', brokenConfig()], dir);
+  assert.is(broken.status, 2);
+  assert.ok(broken.stderr.endsWith('3 errors\n'));
+});
+
+// --- run --------------------------------------------------------------------------------------
+
+test('run --json: one JSON object with the totals and every element counters by name', () => {
+  const out = join(dir, 'run-out.pcap');
+  const r = cli(['run', 'configs/default.yaml', '--json', '--set', `out.file=${out}`]);
+  assert.is(r.status, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split('\n');
+  assert.is(lines.length, 1, 'one line of JSON');
+  const result = JSON.parse(lines[0]);
+  assert.is(result.packets_in, 2000);
+  assert.is(result.packets_out, 2000);
+  assert.is(typeof result.wall_seconds, 'number');
+  assert.is(typeof result.packets_per_second, 'number');
+  assert.is(result.interrupted, false);
+  assert.equal(Object.keys(result.elements), ['src', 'check', 'rw', 'tee', 'out', 'count', 'drop']);
+  const e = result.elements;
+  assert.equal([e.src.type, e.src.out, e.src.packets], ['FromPcap', [2000], 2000]);
+  assert.equal([e.check.in, e.check.out, e.check.bad_checksum], [2000, [2000, 0], 0]);
+  assert.equal([e.rw.in, e.rw.rewritten, e.rw.expired], [2000, 2000, 0]);
+  assert.equal([e.tee.out, e.tee.no_buffer], [[2000, 2000], 0]);
+  assert.equal([e.out.in, e.out.packets], [2000, 2000]);
+  assert.equal([e.count.type, e.count.packets], ['Counter', 2000]);
+  assert.is(e.drop.in, 2000);
+  assert.is(readPcap(out).records.length, 2000);
+});
+
+test('run: a missing capture file exits 3 and names the file', () => {
+  const out = join(dir, 'never.pcap');
+  const r = cli(['run', 'configs/default.yaml', '--set', 'src.file=missing.pcap', '--set', `out.file=${out}`]);
+  assert.is(r.status, 3);
+  assert.ok(r.stderr.includes(`src: cannot open ${join(ROOT, 'configs/missing.pcap')}: ENOENT`), r.stderr);
+  assert.ok(r.stderr.includes('hint: check the file parameter; relative paths start at the config file'));
+  assert.not.match(r.stderr, /\n\s+at /);
+});
+
+test('run: a bad --clock exits 2 before running', () => {
+  const out = join(dir, 'clock.pcap');
+  const r = cli(['run', 'configs/default.yaml', '--clock', 'sundial', '--set', `out.file=${out}`]);
+  assert.is(r.status, 2);
+  assert.ok(r.stderr.startsWith("wirepath: --clock must be trace or wall, not 'sundial'\n"));
+  assert.not.ok(existsSync(out));
+});
+
+// --- usage ------------------------------------------------------------------------------------
+
+test('usage: an unknown command exits 2', () => {
+  const r = cli(['frobnicate']);
+  assert.is(r.status, 2);
+  assert.ok(r.stderr.startsWith("wirepath: unknown command 'frobnicate'\n\n" + USAGE_START));
+});
+
+test('usage: an unknown option exits 2', () => {
+  const r = cli(['check', 'configs/default.yaml', '--colour']);
+  assert.is(r.status, 2);
+  assert.ok(r.stderr.startsWith("wirepath: Unknown option '--colour'"));
+});
+
+test('usage: --help exits 0 with the usage on stdout; no command exits 2 with it on stderr', () => {
+  const help = cli(['--help']);
+  assert.is(help.status, 0);
+  assert.ok(help.stdout.startsWith(USAGE_START));
+  assert.ok(help.stdout.includes('exit codes: 0 done, 1 runtime failure, 2 bad usage or invalid config, 3 missing file'));
+  assert.is(cli(['run', '-h']).status, 0);
+  const none = cli([]);
+  assert.is(none.status, 2);
+  assert.is(none.stdout, '');
+  assert.ok(none.stderr.startsWith('wirepath: no command given\n\n' + USAGE_START));
+});
+
+test.run();

@@ -1,0 +1,547 @@
+// Config validation: every kind of mistake is reported at FILE:LINE:COL with a message and a hint,
+// all mistakes of a file at once, in file order.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { loadConfig, type LoadOptions } from '../engine/config.ts';
+import { buildGraph } from '../engine/graph.ts';
+import { ConfigErrors, type ConfigError } from '../engine/errors.ts';
+import { parseDuration, formatDuration, parseSize, parseIPv4, formatIPv4, parseCidr, parseMac, ParamTypeError } from '../engine/params.ts';
+import { ROOT, tempDir, removeDir } from './helpers.ts';
+
+const FILE = 'pipeline.yaml';
+
+/** A config of these lines, so that line N of the file is the Nth argument. */
+const lines = (...l: string[]) => l.join('\n') + '\n';
+
+/** Lines 1-6 of a valid config; its connections start on line 7. */
+const ELEMENTS = [
+  'elements:',
+  '  src: { type: FromPcap, file: in.pcap }',
+  '  count: { type: Counter }',
+  '  tee: { type: Tee }',
+  '  drop: { type: Discard }',
+  'connections:',
+];
+const CHAINS = ['  - src -> count -> tee -> drop', '  - tee[1] -> drop'];
+
+/** Every error that loading and wiring the config reports. */
+async function errorsOf(text: string, options: LoadOptions = {}, file = FILE): Promise<ConfigError[]> {
+  try {
+    buildGraph(await loadConfig(file, { text, ...options }));
+  } catch (e) {
+    if (e instanceof ConfigErrors) return e.errors;
+    throw e;
+  }
+  throw new Error('the config was accepted');
+}
+
+/** The errors as 'LINE:COL message' (or just the message, for the command line's), for comparing lists. */
+const summary = (errors: ConfigError[]) => errors.map((e) => (e.position ? `${e.position.line}:${e.position.col} ${e.message}` : e.message));
+
+/** Asserts that the config has exactly one error, at `where` (FILE:LINE:COL or '' for none), with this message and hint. */
+async function expectError(text: string, where: string, message: string, hint: string | undefined, options: LoadOptions = {}): Promise<void> {
+  const errors = await errorsOf(text, options);
+  assert.is(errors.length, 1, `expected one error, got:\n${errors.map((e) => e.format()).join('\n')}`);
+  const [e] = errors;
+  assert.is(e.position ? `${e.position.file}:${e.position.line}:${e.position.col}` : '', where);
+  assert.is(e.message, message);
+  assert.is(e.hint, hint);
+}
+
+test('the base config is valid', async () => {
+  const config = await loadConfig(FILE, { text: lines(...ELEMENTS, ...CHAINS) });
+  const graph = buildGraph(config);
+  assert.equal(graph.nodes.map((n) => n.name), ['src', 'count', 'tee', 'drop']);
+  assert.is(config.batch, 256);
+});
+
+// --- YAML and the top level -------------------------------------------------------------------
+
+test('YAML: an unclosed flow mapping is reported where the parser notices it', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap', '  drop: { type: Discard }', 'connections:', '  - src -> drop'),
+    'pipeline.yaml:3:3', 'YAML syntax: Flow map in block collection must be sufficiently indented and end with a }',
+    'fix the YAML syntax; indentation and unclosed brackets or quotes are the usual causes');
+});
+
+test('YAML: bad indentation', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '   drop: { type: Discard }', 'connections:', '  - src -> drop'),
+    'pipeline.yaml:3:1', 'YAML syntax: All mapping items must start at the same column',
+    'fix the YAML syntax; indentation and unclosed brackets or quotes are the usual causes');
+});
+
+test('YAML: a file with syntax errors reports only them, not guesses about its broken tree', async () => {
+  const errors = await errorsOf(lines('elements:', '\tsrc: { type: Nope }', 'connections:', '  - src -> drop'));
+  assert.equal(summary(errors), ['2:1 YAML syntax: Tabs are not allowed as indentation']);
+});
+
+test('YAML: a name used twice', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  src: { type: Discard }', 'connections:', '  - src -> src'),
+    'pipeline.yaml:3:3', 'YAML syntax: Map keys must be unique', 'each key may appear once in a mapping; give each element its own name');
+});
+
+test('top level: a list, a scalar or nothing is not a config', async () => {
+  for (const text of ['- src -> drop\n', 'hello\n', '']) {
+    await expectError(text, 'pipeline.yaml:1:1', 'a config is a mapping with `elements:` and `connections:`', 'see configs/default.yaml for an example');
+  }
+});
+
+test('top level: an unknown key, with the key it probably meant (not reported again as missing)', async () => {
+  await expectError(lines(...ELEMENTS.slice(0, 5), 'connection:', ...CHAINS),
+    'pipeline.yaml:6:1', "unknown top-level key 'connection'", "did you mean 'connections'?");
+  await expectError(lines('colour: red', ...ELEMENTS, ...CHAINS),
+    'pipeline.yaml:1:1', "unknown top-level key 'colour'", 'the keys are elements, connections, element_dirs, batch, slot_size, pool_slots');
+});
+
+test('top level: no elements, no connections', async () => {
+  const errors = await errorsOf(lines('batch: 64'));
+  assert.equal(summary(errors), ['1:1 the config has no elements', '1:1 the config has no connections']);
+  assert.is(errors[0].hint, 'add `elements:` mapping names to { type: ..., params }');
+  assert.is(errors[1].hint, "add `connections:` with lines like 'src -> count -> drop'");
+  await expectError(lines(...ELEMENTS, '  src: drop'), 'pipeline.yaml:7:3', 'connections must be a list of strings',
+    'write each chain as a list item: - src -> count -> drop');
+});
+
+// --- elements ---------------------------------------------------------------------------------
+
+test('element: without a type', async () => {
+  const known = 'add type:, one of CheckIPHeader, Counter, Discard, FromPcap, Generator, Rewrite, Tee, ToPcap';
+  await expectError(lines('elements:', '  src: { file: in.pcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'),
+    'pipeline.yaml:2:3', "element 'src' has no type", known);
+  await expectError(lines('elements:', '  src: { type: , file: in.pcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'),
+    'pipeline.yaml:2:3', "element 'src' has no type", known);
+});
+
+test('element: a bare type instead of a mapping', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  drop: Discard', 'connections:', '  - src -> drop'),
+    'pipeline.yaml:3:9', "element 'drop' must be a mapping with a type", 'write drop: { type: Discard }');
+});
+
+test('element: a name that connections cannot use', async () => {
+  const errors = await errorsOf(lines('elements:', '  my-src: { type: FromPcap, file: in.pcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'));
+  assert.equal(summary(errors), ["2:3 element name 'my-src' is not a valid name"]);
+  assert.is(errors[0].hint, 'use letters, digits and _ , starting with a letter');
+});
+
+test('element: an unknown type, with did-you-mean', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  count: { type: Countr }', '  drop: { type: Discard }', 'connections:', '  - src -> count -> drop'),
+    'pipeline.yaml:3:18', "unknown element type 'Countr'", "did you mean 'Counter'?");
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  fw: { type: Firewall }', '  drop: { type: Discard }', 'connections:', '  - src -> fw -> drop'),
+    'pipeline.yaml:3:15', "unknown element type 'Firewall'", 'known types: CheckIPHeader, Counter, Discard, FromPcap, Generator, Rewrite, Tee, ToPcap');
+});
+
+test('element: an unknown parameter, with did-you-mean (and the required one it meant is missing)', async () => {
+  const errors = await errorsOf(lines('elements:', '  src: { type: FromPcap, fle: in.pcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'));
+  assert.equal(summary(errors), ["2:3 FromPcap 'src' needs parameter 'file' (a string)", "2:26 FromPcap has no parameter 'fle'"]);
+  assert.is(errors[0].hint, 'add file: ... — the capture file, relative to the config file');
+  assert.is(errors[1].hint, "did you mean 'file'?");
+});
+
+test('element: an unknown parameter without a close match lists the parameters', async () => {
+  await expectError(lines(...ELEMENTS.slice(0, 3), '  tee: { type: Tee, colour: red }', ...ELEMENTS.slice(4), ...CHAINS),
+    'pipeline.yaml:4:21', "Tee has no parameter 'colour'", 'its parameters are outputs');
+  await expectError(lines(...ELEMENTS.slice(0, 2), '  count: { type: Counter, rate: 5 }', ...ELEMENTS.slice(3), ...CHAINS),
+    'pipeline.yaml:3:27', "Counter has no parameter 'rate'", 'Counter takes no parameters');
+});
+
+test('element: a missing required parameter', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'),
+    'pipeline.yaml:2:3', "FromPcap 'src' needs parameter 'file' (a string)", 'add file: ... — the capture file, relative to the config file');
+});
+
+// --- parameter types --------------------------------------------------------------------------
+
+/**
+ * Asserts the error of one parameter, written on line 5 of a config as `    KEY: VALUE` (so its value
+ * starts at column 7 + KEY's length), with `more` parameter lines after it.
+ */
+async function expectParamError(type: string, key: string, value: string, message: string, hint: string | undefined, more: string[] = [], options: LoadOptions = {}) {
+  const text = lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  el:', `    type: ${type}`, `    ${key}: ${value}`, ...more,
+    '  drop: { type: Discard }', 'connections:', '  - src -> el -> drop');
+  await expectError(text, `pipeline.yaml:5:${7 + key.length}`, `el.${key}: ${message}`, hint, options);
+}
+
+test('param: IPv4 addresses', async () => {
+  const hint = 'write four decimal numbers 0-255 separated by dots, e.g. 203.0.113.7';
+  await expectParamError('Rewrite', 'ip_src', '203.0.113.300', "'203.0.113.300' is not an IPv4 address", hint);
+  await expectParamError('Rewrite', 'ip_dst', '10.0.0', "'10.0.0' is not an IPv4 address", hint);
+  await expectParamError('Rewrite', 'ip_dst', '010.0.0.1', "'010.0.0.1' is not an IPv4 address", hint);
+  await expectParamError('Rewrite', 'ip_dst', '12', '12 is not an IPv4 address', hint);
+});
+
+test('param: CIDR prefixes', async () => {
+  await expectParamError('Generator', 'src_net', '10.0.0.1/8', "'10.0.0.1/8' has bits set past its /8", 'did you mean 10.0.0.0/8?');
+  await expectParamError('Generator', 'dst_net', '198.18.0.0/33', "'198.18.0.0/33' is not a CIDR prefix", 'write ADDRESS/LENGTH with a length 0-32, e.g. 100.64.0.0/10');
+  await expectParamError('Generator', 'dst_net', '198.18.0.0', "'198.18.0.0' is not a CIDR prefix", 'write ADDRESS/LENGTH with a length 0-32, e.g. 100.64.0.0/10');
+});
+
+test('param: ports', async () => {
+  await expectParamError('Rewrite', 'src_port', '70000', '70000 is out of range for a port number', 'use a value from 0 to 65535');
+  await expectParamError('Rewrite', 'dst_port', 'http', "'http' is not a port number", 'write a whole number from 0 to 65535');
+  await expectParamError('Rewrite', 'dst_port', '-1', '-1 is out of range for a port number', 'use a value from 0 to 65535');
+});
+
+test('param: enums, with a hint when the case is wrong', async () => {
+  await expectParamError('FromPcap', 'timing', 'slow', "'slow' is not one of fast, original", undefined, ['    file: in.pcap']);
+  await expectParamError('ToPcap', 'resolution', 'NS', "'NS' is not one of us, ns", 'did you mean ns?', ['    file: out.pcap']);
+});
+
+test('param: booleans (YAML 1.2: yes is a string)', async () => {
+  await expectParamError('FromPcap', 'loop', 'yes', "'yes' is not true or false", 'write true or false', ['    file: in.pcap']);
+  await expectParamError('Rewrite', 'dec_ttl', '1', '1 is not true or false', 'write true or false');
+});
+
+test('param: whole numbers out of range or not whole', async () => {
+  await expectParamError('Rewrite', 'dscp', '64', '64 is out of range for a whole number', 'use a value from 0 to 63');
+  await expectParamError('Generator', 'frame_size', '1.5', '1.5 is not a whole number', 'write a whole number from 60 to 9216');
+  await expectParamError('Tee', 'outputs', 'two', "'two' is not a whole number", 'write a whole number from 1 to 64');
+});
+
+test('param: Ethernet addresses', async () => {
+  const hint = 'write six hex bytes separated by colons, e.g. 02:00:00:00:00:01';
+  await expectParamError('Rewrite', 'eth_src', '02:00:00:00:00', "'02:00:00:00:00' is not an Ethernet address", hint);
+  await expectParamError('Rewrite', 'eth_dst', '02:00:00:00:00:0g', "'02:00:00:00:00:0g' is not an Ethernet address", hint);
+  await expectParamError('Rewrite', 'eth_dst', '02:00-00:00:00:01', "'02:00-00:00:00:01' is not an Ethernet address", hint);
+});
+
+test('param: strings that YAML reads as numbers', async () => {
+  await expectParamError('ToPcap', 'file', '2024', '2024 is not a non-empty string', "quote a value YAML would read as a number or a boolean, e.g. '2024'");
+});
+
+/** A folder with a user element `Units` that takes a duration and a size (no built-in does). */
+function unitsElement(dir: string): string {
+  const folder = join(dir, 'elements', 'units');
+  mkdirSync(folder, { recursive: true });
+  writeFileSync(join(folder, 'element.ts'), `import { defineElement, param } from ${JSON.stringify(pathToFileURL(join(ROOT, 'engine/api.ts')).href)};
+export default defineElement({
+  type: 'Units',
+  summary: 'takes a duration and a size',
+  inputs: 1,
+  outputs: [{ name: 'out', doc: 'every packet' }],
+  params: { idle: param.duration('idle timeout', { default: 30e9 }), room: param.size('buffer size', { default: 2048 }) },
+  example: 'u: { type: Units, idle: 5m }',
+});
+`);
+  return join(dir, 'elements');
+}
+
+test('param: durations and sizes (of a user element)', async () => {
+  const dir = tempDir();
+  try {
+    const options = { elementDirs: [unitsElement(dir)] };
+    const durationHint = "write a number with a unit: ns, us, ms, s, m, h or d, e.g. '300s' or '2h'";
+    const sizeHint = "write a whole number of bytes, optionally with a unit: B, KiB, MiB, GiB (or k, M, G), e.g. '64B'";
+    await expectParamError('Units', 'idle', '5 minutes', "'5 minutes' is not a duration", durationHint, [], options);
+    await expectParamError('Units', 'idle', '-3', '-3 is not a duration', durationHint, [], options);
+    await expectParamError('Units', 'idle', '.inf', 'Infinity is not a duration', durationHint, [], options);
+    await expectParamError('Units', 'room', '2 kilobytes', "'2 kilobytes' is not a size", sizeHint, [], options);
+    await expectParamError('Units', 'room', '1.5KiB', "'1.5KiB' is not a size", sizeHint, [], options);
+    await expectParamError('Units', 'room', '8GiB', "'8GiB' is too large", 'a size is at most 4294967295 bytes (4 GiB - 1)', [], options);
+
+    const config = await loadConfig(FILE, { ...options, text: lines('elements:', '  src: { type: FromPcap, file: in.pcap }',
+      '  u: { type: Units, idle: 1.5h, room: 16MiB }', '  v: { type: Units }', '  drop: { type: Discard }', 'connections:', '  - src -> u -> v -> drop') });
+    assert.equal(config.elements.get('u')!.params, { idle: 5400e9, room: 16 << 20 });
+    assert.equal(config.elements.get('v')!.params, { idle: 30e9, room: 2048 });
+  } finally {
+    removeDir(dir);
+  }
+});
+
+// --- --set overrides --------------------------------------------------------------------------
+
+test('--set: replaces a parameter of the file and adds one it does not have', async () => {
+  const config = await loadConfig(FILE, { text: lines(...ELEMENTS, ...CHAINS), overrides: ['src.file=other.pcap', 'src.loop=true', 'src.count=10'] });
+  assert.equal(config.elements.get('src')!.params, { file: 'other.pcap', timing: 'fast', loop: true, count: 10, preload: false });
+});
+
+test('--set: an override reaches the graph checks', async () => {
+  await expectError(lines(...ELEMENTS, ...CHAINS), 'pipeline.yaml:4:3', 'output tee[2] (copy2) is not connected',
+    'connect it, e.g. "tee[2] -> drop" with drop: { type: Discard }', { overrides: ['tee.outputs=3'] });
+});
+
+test('--set: a bad value is reported at the parameter (or the element when the file has no such parameter)', async () => {
+  await expectError(lines(...ELEMENTS, ...CHAINS), 'pipeline.yaml:2:26', 'src.file: [1,2] is not a non-empty string (set on the command line)',
+    "quote a value YAML would read as a number or a boolean, e.g. '2024'", { overrides: ['src.file=[1, 2]'] });
+  await expectError(lines(...ELEMENTS, ...CHAINS), 'pipeline.yaml:4:3', "tee.outputs: 'many' is not a whole number (set on the command line)",
+    'write a whole number from 1 to 64', { overrides: ['tee.outputs=many'] });
+  await expectError(lines(...ELEMENTS, ...CHAINS), 'pipeline.yaml:3:3', "Counter has no parameter 'rate' (set on the command line)",
+    'Counter takes no parameters', { overrides: ['count.rate=5'] });
+});
+
+test('--set: an unknown element, with did-you-mean', async () => {
+  await expectError(lines(...ELEMENTS, ...CHAINS), '', "--set cuont.rate=5: the config has no element 'cuont'", "did you mean 'count'?", { overrides: ['cuont.rate=5'] });
+});
+
+test('--set: malformed overrides', async () => {
+  for (const o of ['src.file', 'file=x.pcap', 'src.file.x=1', '=1']) {
+    await expectError(lines(...ELEMENTS, ...CHAINS), '', `--set ${o}: expected NAME.PARAM=VALUE`, 'for example --set src.file=trace.pcap', { overrides: [o] });
+  }
+});
+
+test('--set: an element that is not a mapping is reported once, not a crash', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  drop: Discard', 'connections:', '  - src -> drop'),
+    'pipeline.yaml:3:9', "element 'drop' must be a mapping with a type", 'write drop: { type: Discard }', { overrides: ['drop.x=1'] });
+});
+
+// --- connection syntax: the column is inside the string -----------------------------------------
+
+const SYNTAX_HINT = 'write NAME, NAME[OUT] or [IN]NAME between arrows, e.g. "tee[1] -> [0]count"';
+
+test('connection: an element name missing between arrows', async () => {
+  await expectError(lines(...ELEMENTS, '  - src -> -> drop'), 'pipeline.yaml:7:12', 'connection: an element name is missing', SYNTAX_HINT);
+  await expectError(lines(...ELEMENTS, '  - src -> drop ->'), 'pipeline.yaml:7:19', 'connection: an element name is missing', SYNTAX_HINT);
+});
+
+test('connection: a quoted string shifts the column by the quote', async () => {
+  await expectError(lines(...ELEMENTS, '  - "src -> -> drop"'), 'pipeline.yaml:7:13', 'connection: an element name is missing', SYNTAX_HINT);
+  await expectError(lines(...ELEMENTS, "  - 'src -> drop[0]'"), 'pipeline.yaml:7:17',
+    'connection: an output port on the last element of a chain connects nothing', 'add "-> NAME" after it');
+});
+
+test('connection: a bad port', async () => {
+  await expectError(lines(...ELEMENTS, '  - src[x] -> drop'), 'pipeline.yaml:7:5', "connection: 'src[x]' is not an element reference", SYNTAX_HINT);
+  await expectError(lines(...ELEMENTS, '  - src -> [-1]drop'), 'pipeline.yaml:7:12', "connection: '[-1]drop' is not an element reference", SYNTAX_HINT);
+});
+
+test('connection: a chain of one element', async () => {
+  await expectError(lines(...ELEMENTS, '  - src'), 'pipeline.yaml:7:5', 'connection: a chain needs at least two elements joined by ->', 'e.g. "src -> drop"');
+});
+
+test('connection: a chain that starts with [ must be quoted in YAML, and the hint says so', async () => {
+  await expectError(lines(...ELEMENTS, ...CHAINS, '  - [0]count -> drop'), 'pipeline.yaml:9:8', 'YAML syntax: Unexpected scalar at node end',
+    'quote a connection that starts with an input port: - "[1]count -> drop"');
+});
+
+test('connection: an input port on the first element, an output port on the last', async () => {
+  await expectError(lines(...ELEMENTS, '  - "[0]src -> drop"'), 'pipeline.yaml:7:6',
+    'connection: an input port on the first element of a chain connects nothing', 'write "src" or put an element before it');
+  await expectError(lines(...ELEMENTS, '  - src -> drop[0]'), 'pipeline.yaml:7:16',
+    'connection: an output port on the last element of a chain connects nothing', 'add "-> NAME" after it');
+});
+
+test('connection: a chain wrapped over lines points at the right line', async () => {
+  await expectError(lines(...ELEMENTS, '  - src -> count', '      -> tee ->', '    drop[0]'), 'pipeline.yaml:9:9',
+    'connection: an output port on the last element of a chain connects nothing', 'add "-> NAME" after it');
+});
+
+test('connection: not a string', async () => {
+  await expectError(lines(...ELEMENTS, '  - 42'), 'pipeline.yaml:7:5', 'a connection is a string like "a -> b"', 'quote it if it holds YAML special characters');
+});
+
+// --- the graph --------------------------------------------------------------------------------
+
+test('graph: an unknown element in a connection, with did-you-mean, reported once', async () => {
+  await expectError(lines(...ELEMENTS, '  - src -> count -> tee -> dorp -> drop', '  - tee[1] -> drop'),
+    'pipeline.yaml:7:28', "connection names unknown element 'dorp'", "did you mean 'drop'?");
+  await expectError(lines(...ELEMENTS, '  - src -> count -> tee -> drop', '  - tee[1] -> sink'),
+    'pipeline.yaml:8:15', "connection names unknown element 'sink'", 'declare it under elements: or use one of src, count, tee, drop');
+});
+
+test('graph: an output port out of range', async () => {
+  const errors = await errorsOf(lines(...ELEMENTS, '  - src -> count[1] -> tee -> drop', '  - tee[1] -> drop'));
+  // count[0] is indeed open; tee is not reported as unfed, since the rejected connection meant to feed it.
+  assert.equal(summary(errors), ['3:3 output count[0] (out) is not connected', '7:17 count (Counter) has no output 1']);
+  assert.is(errors[1].hint, 'its outputs are [0] out');
+  await expectError(lines(...ELEMENTS, ...CHAINS, '  - drop[0] -> count'),
+    'pipeline.yaml:9:9', 'drop (Discard) has no output 0', 'Discard has no outputs');
+});
+
+test('graph: an input port out of range, and an input into a source', async () => {
+  await expectError(lines(...ELEMENTS, '  - src -> [1]count -> tee -> drop', '  - tee[1] -> drop'),
+    'pipeline.yaml:7:12', 'count (Counter) has no input 1', 'it has one input, [0]');
+  await expectError(lines(...ELEMENTS, '  - src -> count -> tee -> drop', '  - tee[1] -> src'),
+    'pipeline.yaml:8:15', 'src (FromPcap) has no input 0', 'FromPcap is a source and has no inputs');
+});
+
+test('graph: an output connected twice', async () => {
+  await expectError(lines(...ELEMENTS, ...CHAINS, '  - count -> drop'), 'pipeline.yaml:9:5',
+    'output count[0] is connected twice (to tee and drop)', 'an output feeds exactly one input; put a Tee in between to copy packets to both');
+});
+
+test('graph: a required output left unconnected (an optional one may be)', async () => {
+  await expectError(lines(...ELEMENTS, '  - src -> count -> tee -> drop'), 'pipeline.yaml:4:3',
+    'output tee[1] (copy1) is not connected', 'connect it, e.g. "tee[1] -> drop" with drop: { type: Discard }');
+  const config = await loadConfig(FILE, { text: lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  check: { type: CheckIPHeader }',
+    '  rw: { type: Rewrite, dec_ttl: true }', '  drop: { type: Discard }', 'connections:', '  - src -> check -> rw -> drop') });
+  assert.equal(buildGraph(config).byName.get('check')!.targets, [{ node: 'rw', port: 0 }, null]);
+});
+
+test('graph: an element nothing feeds', async () => {
+  await expectError(lines(...ELEMENTS.slice(0, 5), '  idle: { type: Counter }', 'connections:', ...CHAINS, '  - idle -> drop'),
+    'pipeline.yaml:6:3', 'nothing feeds idle', 'connect an output to it, e.g. "src -> idle", or remove it');
+});
+
+test('graph: a cycle names the elements on it (not those below it)', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  a: { type: Counter }', '  b: { type: Counter }',
+    '  tee: { type: Tee }', '  drop: { type: Discard }', 'connections:', '  - src -> a -> tee -> drop', '  - tee[1] -> b -> a'),
+  'pipeline.yaml:3:3', 'the connections form a cycle through a, b, tee', 'packets must flow from sources to sinks without returning to an element they passed');
+});
+
+// --- engine settings and element folders -------------------------------------------------------
+
+test('settings: bad batch, slot_size and pool_slots values', async () => {
+  const errors = await errorsOf(lines('batch: 0', 'slot_size: 1000', 'pool_slots: many', ...ELEMENTS, ...CHAINS));
+  assert.equal(summary(errors), [
+    '1:8 batch must be a whole number from 1 to 4096',
+    '2:12 slot_size must be a whole number from 256 to 65536 and a power of two',
+    '3:13 pool_slots must be a whole number from 64 to 1048576 and a power of two',
+  ]);
+  assert.equal(errors.map((e) => e.hint), ['leave it out for the default, 256', 'leave it out for the default, 2048', 'leave it out for the default, 16384']);
+  await expectError(lines('batch: 5000', ...ELEMENTS, ...CHAINS), 'pipeline.yaml:1:8', 'batch must be a whole number from 1 to 4096', 'leave it out for the default, 256');
+  await expectError(lines('pool_slots: 32', ...ELEMENTS, ...CHAINS), 'pipeline.yaml:1:13',
+    'pool_slots must be a whole number from 64 to 1048576 and a power of two', 'leave it out for the default, 16384');
+  const config = await loadConfig(FILE, { text: lines('batch: 64', 'slot_size: 4096', 'pool_slots: 1024', ...ELEMENTS, ...CHAINS) });
+  assert.equal([config.batch, config.slotSize, config.poolSlots], [64, 4096, 1024]);
+});
+
+test('element_dirs: each missing folder is reported at its item, relative to the config file', async () => {
+  const dir = tempDir();
+  try {
+    const errors = await errorsOf(lines('element_dirs: [./nope, ../also-nope]', ...ELEMENTS, ...CHAINS), {}, join(dir, 'pipeline.yaml'));
+    assert.equal(summary(errors), ["1:16 element folder './nope' does not exist", "1:24 element folder '../also-nope' does not exist"]);
+    assert.is(errors[0].position!.file, join(dir, 'pipeline.yaml'));
+    assert.is(errors[0].hint, 'folders are relative to the config file');
+    const notList = await errorsOf(lines('element_dirs: ./nope', ...ELEMENTS, ...CHAINS), {}, join(dir, 'pipeline.yaml'));
+    assert.equal(summary(notList), ['1:15 element_dirs must be a list of folders']);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('element_dirs: a folder that exists adds its elements', async () => {
+  const dir = tempDir();
+  try {
+    unitsElement(dir);
+    const config = await loadConfig(join(dir, 'pipeline.yaml'), { text: lines('element_dirs: [./elements]', ...ELEMENTS.slice(0, 3),
+      '  u: { type: Units, idle: 250ms }', ...ELEMENTS.slice(3), '  - src -> count -> u -> tee -> drop', '  - tee[1] -> drop') });
+    assert.is(config.elements.get('u')!.params.idle, 250e6);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('--elements: a missing folder is reported without a file position', async () => {
+  await expectError(lines(...ELEMENTS, ...CHAINS), '', '--elements /no/such/folder: the folder does not exist',
+    'give a folder that holds element folders', { elementDirs: ['/no/such/folder'] });
+});
+
+// --- all at once ------------------------------------------------------------------------------
+
+test('all the mistakes of a file are reported at once, in file order', async () => {
+  const errors = await errorsOf(lines(
+    'batch: 0',
+    'elements:',
+    '  src: { type: FromPcap, file: in.pcap }',
+    '  count: { type: Countr }',
+    '  rw: { type: Rewrite, ip_src: 10.0.0.256 }',
+    '  drop: { type: Discard, colour: red }',
+    'connections:',
+    '  - src -> -> drop',
+    'flavour: vanilla',
+  ), { overrides: ['nope.x=1'] });
+  assert.equal(summary(errors), [
+    "--set nope.x=1: the config has no element 'nope'",
+    '1:8 batch must be a whole number from 1 to 4096',
+    "4:18 unknown element type 'Countr'",
+    "5:32 rw.ip_src: '10.0.0.256' is not an IPv4 address",
+    "6:26 Discard has no parameter 'colour'",
+    '8:12 connection: an element name is missing',
+    "9:1 unknown top-level key 'flavour'",
+  ]);
+  const thrown = await loadConfig(FILE, { text: lines('batch: 0', 'elements:', '  count: { type: Countr }', 'connections:', '  - count -> count') }).catch((e) => e);
+  assert.instance(thrown, ConfigErrors);
+  assert.is(thrown.message, thrown.errors.map((e: ConfigError) => e.format()).join('\n'));
+  assert.ok(thrown.message.startsWith('pipeline.yaml:1:8: batch must be a whole number from 1 to 4096\n  hint: leave it out for the default, 256\n'));
+});
+
+test('all the graph mistakes of a file are reported at once, in file order', async () => {
+  const errors = await errorsOf(lines(
+    'elements:',
+    '  src: { type: FromPcap, file: in.pcap }',
+    '  count: { type: Counter }',
+    '  tee: { type: Tee, outputs: 3 }',
+    '  idle: { type: Counter }',
+    '  drop: { type: Discard }',
+    'connections:',
+    '  - src -> count -> tee -> drop',
+    '  - tee[1] -> dorp',
+    '  - count -> drop',
+    '  - idle[1] -> drop',
+  ));
+  assert.equal(summary(errors), [
+    '4:3 output tee[2] (copy2) is not connected',
+    '5:3 output idle[0] (out) is not connected',
+    '5:3 nothing feeds idle',
+    "9:15 connection names unknown element 'dorp'",
+    '10:5 output count[0] is connected twice (to tee and drop)',
+    '11:9 idle (Counter) has no output 1',
+  ]);
+  assert.ok(errors.every((e) => e.hint), 'every graph error has a hint');
+});
+
+// --- the parameter parsers ----------------------------------------------------------------------
+
+const throwsParamError = (f: () => unknown) => assert.throws(f, (e: unknown) => e instanceof ParamTypeError);
+
+test('parseDuration: units, fractions, bare seconds', () => {
+  assert.is(parseDuration('300s'), 300e9);
+  assert.is(parseDuration('5m'), 300e9);
+  assert.is(parseDuration('1.5h'), 5400e9);
+  assert.is(parseDuration('250ms'), 250e6);
+  assert.is(parseDuration('20us'), 20e3);
+  assert.is(parseDuration('7ns'), 7);
+  assert.is(parseDuration('2d'), 2 * 86400e9);
+  assert.is(parseDuration(' 10 s '), 10e9);
+  assert.is(parseDuration(30), 30e9);
+  assert.is(parseDuration(0.5), 0.5e9);
+  for (const bad of ['5', '5 min', 's', '-5s', '1e3s', -1, Infinity, NaN, null, true]) throwsParamError(() => parseDuration(bad));
+});
+
+test('formatDuration: the largest whole unit', () => {
+  assert.is(formatDuration(300e9), '5m');
+  assert.is(formatDuration(5400e9), '90m');
+  assert.is(formatDuration(7200e9), '2h');
+  assert.is(formatDuration(250e6), '250ms');
+  assert.is(formatDuration(1500), '1500ns');
+});
+
+test('parseSize: bytes, decimal and binary units', () => {
+  assert.is(parseSize(1500), 1500);
+  assert.is(parseSize('64B'), 64);
+  assert.is(parseSize('2KiB'), 2048);
+  assert.is(parseSize('2 kib'), 2048);
+  assert.is(parseSize('2k'), 2000);
+  assert.is(parseSize('2KB'), 2000);
+  assert.is(parseSize('16MiB'), 16 << 20);
+  assert.is(parseSize('1G'), 1e9);
+  assert.is(parseSize('1GiB'), 2 ** 30);
+  for (const bad of ['1.5KiB', '2 kilobytes', 'KiB', '-1', -1, 1.5, null]) throwsParamError(() => parseSize(bad));
+});
+
+test('parseIPv4 and formatIPv4 round trip', () => {
+  for (const text of ['0.0.0.0', '10.0.0.1', '203.0.113.7', '255.255.255.255', '192.168.100.200']) {
+    assert.is(formatIPv4(parseIPv4(text)), text);
+  }
+  assert.is(parseIPv4('255.255.255.255'), 0xffffffff);
+  assert.is(parseIPv4('1.2.3.4'), 0x01020304);
+  for (const bad of ['256.0.0.1', '1.2.3', '1.2.3.4.5', '01.2.3.4', '1.2.3.x', '', 0x01020304]) throwsParamError(() => parseIPv4(bad));
+});
+
+test('parseCidr: address, prefix and mask', () => {
+  assert.equal(parseCidr('100.64.0.0/10'), { address: 0x64400000, prefix: 10, mask: 0xffc00000 });
+  assert.equal(parseCidr('0.0.0.0/0'), { address: 0, prefix: 0, mask: 0 });
+  assert.equal(parseCidr('203.0.113.7/32'), { address: 0xcb007107, prefix: 32, mask: 0xffffffff });
+  assert.equal(parseCidr('240.0.0.0/4'), { address: 0xf0000000, prefix: 4, mask: 0xf0000000 });
+  for (const bad of ['10.0.0.1/8', '10.0.0.0/33', '10.0.0.0', '10.0.0.0/', '/8', '10.0.0.256/8', 8]) throwsParamError(() => parseCidr(bad));
+});
+
+test('parseMac: colons or dashes, any case', () => {
+  assert.equal(parseMac('02:00:00:00:00:01'), [2, 0, 0, 0, 0, 1]);
+  assert.equal(parseMac('AA-bb-CC-dd-EE-ff'), [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+  for (const bad of ['02:00:00:00:00', '02:00:00:00:00:01:02', '02:00-00:00:00:01', '0g:00:00:00:00:01', '020000000001', 2]) throwsParamError(() => parseMac(bad));
+});
+
+test.run();
