@@ -3,18 +3,20 @@ import { IPv4, Transport } from "./headers";
 import { copyBytes, zeroBytes } from "./bytes";
 
 // Open-addressing flow table with linear probing in linear memory, a fixed capacity chosen from the
-// config, and lazy idle expiry on the batch clock: an entry whose last-seen time is older than the
-// timeout counts as gone; a sweep per batch turns a few of those into free slots. Never evicts a
-// live entry: when `capacity` entries are live an insert fails and is counted as `full`.
+// config, and lazy expiry on the batch clock: each entry carries the time it expires (a coarse
+// deadline, no timer structure to keep sorted); an entry past it counts as gone, and a sweep per
+// batch turns a few of those into free slots. Never evicts a live entry: when `capacity` entries are
+// live an insert fails and is counted as `full`. The table's `timeout` is the default idle timeout;
+// elements whose entries live by other rules (a TCP state machine) set each entry's deadline.
 //
-// Entry layout: [state u32][hash u32][key 16 B][lastSeen u64][value ...]. The engine lays out the
+// Entry layout: [state u32][hash u32][key 16 B][expires u64][value ...]. The engine lays out the
 // header below (engine/layout.ts mirrors it) and the entries array.
 
 export const ENTRY_EMPTY: u32 = 0;
 export const ENTRY_LIVE: u32 = 1;
 export const ENTRY_TOMBSTONE: u32 = 2;
 export const ENTRY_KEY: u32 = 8;
-export const ENTRY_LAST_SEEN: u32 = 24;
+export const ENTRY_EXPIRES: u32 = 24;
 export const ENTRY_VALUE: u32 = 32;
 export const KEY_SIZE: u32 = 16;
 
@@ -49,7 +51,7 @@ export class FlowTable {
   entrySize: u32;
   capacity: u32;   // most live entries allowed
   live: u32;
-  timeout: u64;    // idle timeout in ns
+  timeout: u64;    // default idle timeout in ns
   cursor: u32;     // sweep position
   entries: u32;    // address of the entries array
   inserts: u64;
@@ -61,10 +63,34 @@ export class FlowTable {
   }
 
   @inline private isExpired(e: usize, now: u64): bool {
-    return now - load<u64>(e, ENTRY_LAST_SEEN) > this.timeout && now >= load<u64>(e, ENTRY_LAST_SEEN);
+    return now >= load<u64>(e, ENTRY_EXPIRES);
   }
 
-  /** Value address of the live entry for `key`, or 0. Refreshes its last-seen time. */
+  /** Sets when the entry whose value is at `value` expires: `timeout` ns from `now`. */
+  @inline static refresh(value: usize, now: u64, timeout: u64): void {
+    store<u64>(value - ENTRY_VALUE, now + timeout, ENTRY_EXPIRES);
+  }
+
+  /** When the entry whose value is at `value` expires. */
+  @inline static expires(value: usize): u64 {
+    return load<u64>(value - ENTRY_VALUE, ENTRY_EXPIRES);
+  }
+
+  /** Value address of the live entry for `key`, or 0. Does not change its deadline. */
+  find(key: usize, hash: u32, now: u64): usize {
+    for (let i: u32 = 0; i < this.slots; i++) {
+      const e = this.entry(hash + i);
+      const state = load<u32>(e);
+      if (state == ENTRY_EMPTY) return 0;
+      if (state == ENTRY_LIVE && load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
+        if (this.isExpired(e, now)) { this.retire(e); return 0; }
+        return e + ENTRY_VALUE;
+      }
+    }
+    return 0;
+  }
+
+  /** Value address of the live entry for `key`, or 0. Pushes its deadline to now + the table's timeout. */
   lookup(key: usize, hash: u32, now: u64): usize {
     for (let i: u32 = 0; i < this.slots; i++) {
       const e = this.entry(hash + i);
@@ -72,7 +98,7 @@ export class FlowTable {
       if (state == ENTRY_EMPTY) return 0;
       if (state == ENTRY_LIVE && load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
         if (this.isExpired(e, now)) { this.retire(e); return 0; }
-        store<u64>(e, now, ENTRY_LAST_SEEN);
+        store<u64>(e, now + this.timeout, ENTRY_EXPIRES);
         return e + ENTRY_VALUE;
       }
     }
@@ -80,8 +106,9 @@ export class FlowTable {
   }
 
   /**
-   * Value address for `key`, creating a zeroed entry when there is none (then `FlowTable.created`
-   * is true). Returns 0 when the table is full; nothing live is evicted.
+   * Value address for `key`, creating a zeroed entry when there is none (then `flowCreated` is
+   * true). Either way the deadline becomes now + the table's timeout. Returns 0 when the table is
+   * full; nothing live is evicted.
    */
   lookupOrInsert(key: usize, hash: u32, now: u64): usize {
     flowCreated = false;
@@ -93,7 +120,7 @@ export class FlowTable {
       if (state == ENTRY_TOMBSTONE) { if (!reuse) reuse = e; continue; }
       if (this.isExpired(e, now)) { this.retire(e); if (!reuse) reuse = e; continue; }
       if (load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
-        store<u64>(e, now, ENTRY_LAST_SEEN);
+        store<u64>(e, now + this.timeout, ENTRY_EXPIRES);
         return e + ENTRY_VALUE;
       }
     }
@@ -101,7 +128,7 @@ export class FlowTable {
     store<u32>(reuse, ENTRY_LIVE);
     store<u32>(reuse, hash, 4);
     copyBytes(reuse + ENTRY_KEY, key, KEY_SIZE);
-    store<u64>(reuse, now, ENTRY_LAST_SEEN);
+    store<u64>(reuse, now + this.timeout, ENTRY_EXPIRES);
     zeroBytes(reuse + ENTRY_VALUE, this.entrySize - ENTRY_VALUE);
     this.live++;
     this.inserts++;

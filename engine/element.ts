@@ -30,7 +30,22 @@ export interface FlowTableState {
   timeout: (params: any) => number;
 }
 
-export type StateField = ScalarState | FlowTableState;
+/**
+ * Read-only data computed from the parameters when the pipeline starts (a classifier's decision
+ * program, a load balancer's lookup table): config state, the same on every shard. The layout field
+ * holds its address.
+ */
+export interface DataState {
+  kind: 'data';
+  doc: string;
+  scope: 'config';
+  /** Bytes to allocate for these parameters. */
+  size: (params: any) => number;
+  /** Writes the data: `bytes` is a view of exactly `size(params)` bytes at `address` in the shared memory. */
+  init: (params: any, bytes: DataView, address: number) => void;
+}
+
+export type StateField = ScalarState | FlowTableState | DataState;
 
 export const state = {
   /** A 64-bit event counter; shards' values add up. */
@@ -39,6 +54,8 @@ export const state = {
   gauge: (doc: string, merge: MergeRule): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge }),
   /** A 64-bit working value the I/O side and the fast path share (not shown as a counter). */
   internal: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'max', internal: true }),
+  /** Read-only data made from the parameters at start (see DataState). */
+  data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => ({ kind: 'data', scope: 'config', ...d }),
   /** A flow table keyed by the IPv4 5-tuple, with a fixed capacity and an idle timeout. */
   flowTable: (t: Omit<FlowTableState, 'kind' | 'scope'>): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', ...t }),
 };

@@ -17,7 +17,7 @@ export function handlersOf(type: ElementType): Record<string, Handler> {
       write: spec.type.fast ? (view, value) => view.setParam(name, parseHandlerValue(value)) : undefined,
     };
   }
-  const state = Object.entries(type.state ?? {}).filter(([, s]) => s.kind !== 'scalar' || !s.internal);
+  const state = Object.entries(type.state ?? {}).filter(([, s]) => (s.kind !== 'scalar' || !s.internal) && s.kind !== 'data');
   for (const [name, s] of state) {
     handlers[name] = {
       doc: s.kind === 'flow-table' ? `live entries of ${name}: ${s.doc}` : s.doc,

@@ -20,8 +20,8 @@ export const FlowTableLayout = {
   entryValue: 32,
 } as const;
 
-type FieldType = FastType | 'FlowTable';
-const SIZE: Record<FieldType, number> = { u64: 8, u32: 4, i32: 4, FlowTable: 4, u16: 2, u8: 1, bool: 1 };
+type FieldType = FastType | 'FlowTable' | 'usize';
+const SIZE: Record<FieldType, number> = { u64: 8, u32: 4, i32: 4, FlowTable: 4, usize: 4, u16: 2, u8: 1, bool: 1 };
 
 export interface LayoutField {
   name: string;
@@ -59,6 +59,7 @@ export function elementLayout(type: ElementType): ElementLayout {
   const tables: ElementLayout['tables'] = [];
   for (const [name, s] of Object.entries(type.state ?? {})) {
     if (s.kind === 'scalar') fields.push({ name, type: s.type, from: { state: name } });
+    else if (s.kind === 'data') fields.push({ name, type: 'usize', from: { state: name } });
     else {
       fields.push({ name, type: 'FlowTable', from: { state: name } });
       const entryFields = Object.entries(s.value).map(([n, t]) => ({ name: n, type: t, from: { state: n } }));

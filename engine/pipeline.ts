@@ -215,6 +215,7 @@ export class Pipeline {
     for (const field of layout.fields) {
       if ('param' in field.from || 'has' in field.from) this.writeParam(block, node, field);
       else if (field.type === 'FlowTable') this.u32(block + field.offset, this.flowTable(node, field.from.state));
+      else if (field.type === 'usize') this.u32(block + field.offset, this.configData(node, field.from.state));
     }
     return block;
   }
@@ -230,6 +231,22 @@ export class Pipeline {
     if (value === undefined) return;
     const encoded = node.type.params[field.from.param].type.encode!(value)[field.from.index];
     writeField(this.arena.view, block + field.offset, field.type, encoded);
+  }
+
+  /** Config data is read-only, so every shard's block points at one copy. */
+  private readonly dataCopies = new Map<string, number>();
+
+  private configData(node: GraphNode, name: string): number {
+    const key = `${node.name}.${name}`;
+    const existing = this.dataCopies.get(key);
+    if (existing !== undefined) return existing;
+    const spec = node.type.state![name];
+    if (spec.kind !== 'data') throw new Error(`${name} is not config data`);
+    const size = spec.size(node.instance.params);
+    const address = this.arena.alloc(Math.max(size, 8), 64);
+    spec.init(node.instance.params, new DataView(this.arena.memory.buffer, address, size), address);
+    this.dataCopies.set(key, address);
+    return address;
   }
 
   private flowTable(node: GraphNode, name: string): number {
@@ -441,7 +458,7 @@ export class Pipeline {
       },
       reset: () => {
         for (const f of layout.fields) {
-          if (!('state' in f.from) || f.type === 'FlowTable') continue;
+          if (!('state' in f.from) || f.type === 'FlowTable' || f.type === 'usize') continue;
           for (const b of blocks) writeField(v, b + f.offset, f.type, 0n);
         }
         for (const shard of this.shards) {

@@ -74,7 +74,7 @@ export function writePcap(file: string, frames: (Buffer | { data: Buffer; sec?: 
   header.writeUInt16LE(4, 6);
   header.writeUInt32LE(options.snaplen ?? 65535, 16);
   header.writeUInt32LE(1, 20);
-  const parts = [header];
+  const parts: Buffer[] = [header];
   frames.forEach((f, i) => {
     const rec = Buffer.isBuffer(f) ? { data: f } : f;
     const h = Buffer.alloc(16);
