@@ -1,5 +1,5 @@
 import { Packet } from "./packet";
-import { IPv4, Transport } from "./headers";
+import { IPv4, Transport, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP } from "./headers";
 import { copyBytes, zeroBytes } from "./bytes";
 
 // Open-addressing flow table with linear probing in linear memory, a fixed capacity chosen from the
@@ -20,7 +20,10 @@ export const ENTRY_EXPIRES: u32 = 24;
 export const ENTRY_VALUE: u32 = 32;
 export const KEY_SIZE: u32 = 16;
 
-/** A 5-tuple key: [src u32][dst u32][sport u16][dport u16][proto u8][pad 3]. */
+/**
+ * A 5-tuple key: [src u32][dst u32][ports u32: sport << 16 | dport][proto u32]. ICMP queries and
+ * replies put their identifier where the source port goes.
+ */
 export namespace FlowKey {
   /** Fills `key` with the packet's IPv4 5-tuple (ports 0 for non-first fragments and other protocols). */
   export function fromPacket(p: Packet, key: usize): bool {
@@ -29,8 +32,27 @@ export namespace FlowKey {
     store<u32>(key, IPv4.src(ip));
     store<u32>(key, IPv4.dst(ip), 4);
     const l4 = Transport.header(p, ip);
-    store<u32>(key, l4 ? (<u32>Transport.srcPort(l4) << 16) | <u32>Transport.dstPort(l4) : 0, 8);
+    const proto = IPv4.protocol(ip);
+    let ports: u32 = 0;
+    if (l4 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) ports = (<u32>Transport.srcPort(l4) << 16) | <u32>Transport.dstPort(l4);
+    // An ICMP query and its reply share the identifier (in the port slot; the dispatcher steers by it).
+    else if (l4 && proto == IPPROTO_ICMP && FlowKey.isIcmpQuery(ICMP.type(l4))) ports = <u32>Wire.get16(l4 + 4) << 16;
+    store<u32>(key, ports, 8);
     store<u32>(key, <u32>IPv4.protocol(ip), 12);
+    return true;
+  }
+
+  /** ICMP messages that come in query/reply pairs matched by identifier (RFC 792, RFC 950). */
+  export function isIcmpQuery(type: u8): bool {
+    return type == 0 || type == 8 || (type >= 13 && type <= 18);
+  }
+
+  /** Fills `key` with the packet's IPv4 source address alone (a cross-flow key: per host). */
+  export function fromSource(p: Packet, key: usize): bool {
+    const ip = IPv4.header(p);
+    if (!ip) return false;
+    store<u64>(key, <u64>IPv4.src(ip));
+    store<u64>(key, 0, 8);
     return true;
   }
 

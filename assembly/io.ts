@@ -2,7 +2,8 @@ import { Packet, DEFAULT_DATA_OFFSET } from "./packet";
 import { Ring, Stack, RING_TAIL, ENTRY_RECYCLE } from "./ring";
 import { Batch } from "./batch";
 import { zeroBytes } from "./bytes";
-import { IPv4, Transport } from "./headers";
+import { FlowKey } from "./flowtable";
+import { IPv4, Transport, ICMP, Wire, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from "./headers";
 
 // The I/O side: the thread that reads sources and writes sinks. It alone allocates slots from the
 // pool's free stack; shards give slots back through their out rings. Sources call ioAllocate and
@@ -17,6 +18,12 @@ export const IO_BUCKET_MASK: u32 = 16;
 export const IO_SINKS: u32 = 20;
 export const IO_NO_SLOT: u32 = 24;
 export const IO_SLOT_SIZE: u32 = 32;
+/** 1 while packets must be steered through the bucket table (more than one shard, or a move). */
+export const IO_STEER: u32 = 36;
+/** Packets held while their bucket moves: a Stack in arrival order. */
+export const IO_HELD: u32 = 40;
+/** Bucket table value for a bucket whose state is moving: its packets wait in the held list. */
+export const BUCKET_HELD: u8 = 0xff;
 /** Per shard record: [rx ring][out ring][stash][rx head][ring-full drops u64][rx limit]. */
 export const SHARD_RECORD: u32 = 32;
 
@@ -68,8 +75,11 @@ export function ioAllocate(): Packet | null {
  */
 export function ioSubmit(p: Packet, source: u16): void {
   p.port = source;
-  const shards = load<u32>(io, IO_SHARD_COUNT);
-  const shard = shards == 1 ? 0 : steer(p);
+  const shard = load<u32>(io, IO_STEER) ? steer(p) : 0;
+  if (shard == BUCKET_HELD) {
+    changetype<Stack>(load<u32>(io, IO_HELD)).push(changetype<u32>(p));
+    return;
+  }
   if (!enqueue(shardRecord(shard), changetype<u32>(p))) {
     store<u64>(shardRecord(shard), load<u64>(shardRecord(shard), 16) + 1, 16);
     ioRelease(p);
@@ -103,18 +113,71 @@ function steer(p: Packet): u32 {
   return <u32>load<u8>(<usize>load<u32>(io, IO_BUCKETS) + <usize>(h & load<u32>(io, IO_BUCKET_MASK)));
 }
 
-/** A hash that is the same for both directions of a connection (RSS with a symmetric key). */
+/**
+ * A hash that is the same for both directions of a connection (RSS with a symmetric key): of the
+ * 5-tuple, or of addresses and protocol for fragments (their later pieces carry no ports, and all
+ * pieces of a datagram must meet on one shard).
+ */
 export function symmetricHash(p: Packet): u32 {
   const ip = IPv4.header(p);
   if (!ip) return 0;
-  const a = IPv4.src(ip), b = IPv4.dst(ip);
   let ports: u32 = 0;
-  const l4 = Transport.header(p, ip);
-  if (l4) ports = <u32>Transport.srcPort(l4) ^ <u32>Transport.dstPort(l4);
+  const proto = IPv4.protocol(ip);
+  if (!IPv4.isFragment(ip)) {
+    const l4 = Transport.header(p, ip);
+    if (l4 && proto == IPPROTO_ICMP) return icmpHash(p, ip, l4);
+    if (l4) ports = <u32>Transport.srcPort(l4) ^ <u32>Transport.dstPort(l4);
+  }
+  return symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), ports, proto);
+}
+
+/**
+ * ICMP queries (echo, timestamp, information, address mask) meet their replies by identifier; an
+ * error goes where the flow it reports on goes (the header it quotes, ports included).
+ */
+function icmpHash(p: Packet, ip: usize, l4: usize): u32 {
+  const type = ICMP.type(l4);
+  const end = ip + IPv4.totalLength(ip);
+  if (type == 3 || type == 4 || type == 5 || type == 11 || type == 12) {
+    const inner = l4 + 8;
+    if (inner + 20 <= end && (load<u8>(inner) >> 4) == 4) {
+      const hl = IPv4.headerLength(inner);
+      const innerProto = IPv4.protocol(inner);
+      let ports: u32 = 0;
+      if ((innerProto == IPPROTO_TCP || innerProto == IPPROTO_UDP) && IPv4.fragmentOffset(inner) == 0 && inner + hl + 4 <= end) {
+        ports = <u32>Transport.srcPort(inner + hl) ^ <u32>Transport.dstPort(inner + hl);
+      }
+      return symmetricHashOf(IPv4.src(inner), IPv4.dst(inner), ports, innerProto);
+    }
+  }
+  return symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), FlowKey.isIcmpQuery(type) ? <u32>Wire.get16(l4 + 4) : 0, IPPROTO_ICMP);
+}
+
+/** The symmetric hash from its parts: `ports` is the xor of the two ports (0 for fragments). */
+export function symmetricHashOf(a: u32, b: u32, ports: u32, protocol: u8): u32 {
   let h = (a ^ b) * 0x9e3779b1 + (a + b);
-  h ^= (ports | (<u32>IPv4.protocol(ip) << 16)) * 0x85ebca77;
+  h ^= (ports | (<u32>protocol << 16)) * 0x85ebca77;
   h ^= h >>> 16; h *= 0x85ebca6b; h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
   return h;
+}
+
+/**
+ * Hands the oldest held packets, in arrival order, to `shard`: as many as its receive ring has room
+ * for, at most `limit`. Only one group of buckets moves at a time, so every held packet goes to the
+ * group's new owner. Returns how many were released; the rest stay held, in order.
+ */
+export function ioReleaseHeld(shard: u32, limit: u32): u32 {
+  const held = changetype<Stack>(load<u32>(io, IO_HELD));
+  const rec = shardRecord(shard);
+  let n = held.count;
+  if (n > limit) n = limit;
+  const room = ringSpace(rec);
+  if (n > room) n = room;
+  const entries = changetype<usize>(held) + 8;
+  for (let i: u32 = 0; i < n; i++) enqueue(rec, load<u32>(entries + (<usize>i << 2)));
+  memory.copy(entries, entries + (<usize>n << 2), <usize>(held.count - n) << 2);
+  held.count -= n;
+  return n;
 }
 
 /**
@@ -146,7 +209,7 @@ export function ioPublish(): u32 {
 }
 
 /**
- * Keeps each shard's clone stash at least half full by sending it free slots (marked
+ * Refills each shard's clone stash by sending it free slots (marked
  * ENTRY_RECYCLE) through its receive ring. Call before ioPublish.
  */
 export function ioTopUpStashes(): void {
@@ -154,7 +217,7 @@ export function ioTopUpStashes(): void {
   for (let s: u32 = 0; s < shards; s++) {
     const rec = shardRecord(s);
     const stash = changetype<Stack>(load<u32>(rec, 8));
-    const want = <i32>(stash.capacity >> 1) - <i32>atomic.load<u32>(changetype<usize>(stash));
+    const want = <i32>stash.capacity - <i32>atomic.load<u32>(changetype<usize>(stash));
     for (let i = 0; i < want; i++) {
       const slot = freeSlots.pop();
       if (slot == 0) return;

@@ -38,6 +38,11 @@ export function shardInit(context: usize): void {
   outLimit = outRing.limit();
 }
 
+/** The shard's clock for the engine's own use (exports between batches). */
+export function shardNow(): u64 {
+  return batchTime;
+}
+
 /** The time of the current batch in nanoseconds: read once per batch, the same for every element. */
 @inline export function now(): u64 {
   return batchTime;

@@ -2,7 +2,7 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { loadConfig, type PipelineConfig } from './config.ts';
+import { loadConfig, MAX_SHARDS, type PipelineConfig } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
@@ -13,6 +13,8 @@ import { loadRegistry } from './registry.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
 import { statsTable, liveLine } from './report.ts';
+import { filterCapture } from './filter.ts';
+import { verify } from './verify.ts';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, environment: 3, interrupted: 130 } as const;
@@ -24,7 +26,11 @@ commands:
   check CONFIG      validate a config without running it (- reads it from stdin)
   elements [TYPE]   list the element types, or show one type's documentation
   graph CONFIG      print the graph (--format dot|mermaid)
+  verify CONFIG     check output equivalence: one shard vs. several with scale events
+                    (--trace FILE --shards 1,2,4 --scale-every K)
   build CONFIG      compile the config's fast path into the cache
+  filter EXPR FILE  count the packets of a capture that a filter expression matches (-v: list them:
+                    number in the file from 1, timestamp, length), on the compiled fast path
   docs              print the element reference (--write README.md updates it in place)
 
 options for run, check, graph, build:
@@ -34,6 +40,7 @@ options for run:
   --json                   print one JSON object of results at exit
   --clock trace|wall       the elements' clock: packet timestamps (default) or real time
   --inline                 run the shard on the I/O thread (one thread, run to completion)
+  --shards N               shard workers to start with (default: the config's shards, or cores - 1)
   --quiet                  no live line and no table
 
 exit codes: 0 done, 1 runtime failure, 2 bad usage or invalid config, 3 missing file, device or permission,
@@ -46,8 +53,12 @@ const OPTIONS = {
   quiet: { type: 'boolean' },
   clock: { type: 'string' },
   inline: { type: 'boolean' },
+  shards: { type: 'string' },
+  trace: { type: 'string' },
+  'scale-every': { type: 'string' },
   format: { type: 'string' },
   write: { type: 'string' },
+  verbose: { type: 'boolean', short: 'v' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
 
@@ -69,14 +80,15 @@ export async function main(argv: string[]): Promise<number> {
   const load = () => {
     if (!target) throw new UsageError(`${command} needs a CONFIG file`);
     const options = { overrides: values.set, elementDirs: values.elements };
-    if (target === '-') return loadConfig('<stdin>', { ...options, text: readFileSync(0, 'utf8') });
-    return loadConfig(target, options);
+    const config = target === '-' ? loadConfig('<stdin>', { ...options, text: readFileSync(0, 'utf8') }) : loadConfig(target, options);
+    return config.then((c) => { printWarnings(c); return c; });
   };
   // A missing or broken --elements folder is a usage mistake, not a crash.
   const loadTypes = () => loadRegistry(values.elements ?? []).catch((e: Error) => {
     throw new ConfigErrors([new ConfigError(e.message, undefined, 'each --elements folder holds element folders, each with element.ts and process.ts')]);
   });
   try {
+    if (command === 'filter') return await filter(target, extra, values.verbose ?? false);
     if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
     switch (command) {
       case 'run': return await run(await load(), values);
@@ -92,6 +104,22 @@ export async function main(argv: string[]): Promise<number> {
         const compiled = await compileGraph(generateGraph(graph), [...new Set(graph.nodes.map((n) => n.type.dir))]);
         process.stdout.write(`${config.file}: fast path ${compiled.hash} ${compiled.cached ? 'already cached' : 'compiled'}\n`);
         return EXIT.ok;
+      }
+      case 'verify': {
+        const shards = (values.shards ?? '1,2').split(',').map(Number);
+        const scaleEvery = Number(values['scale-every'] ?? 10000);
+        if (shards.some((n) => !Number.isInteger(n) || n < 1) || !Number.isInteger(scaleEvery) || scaleEvery < 1) {
+          throw new UsageError('--shards takes counts like 1,2,4 and --scale-every a number of packets');
+        }
+        if (!target) throw new UsageError('verify needs a CONFIG file');
+        const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace: values.trace, shards, scaleEvery });
+        for (const r of result.scaleEvents) {
+          process.stdout.write(`scale ${r.from} -> ${r.to}: ${r.buckets_moved} buckets, ${r.flows_moved} flows moved in ${r.milliseconds.toFixed(1)} ms, ${r.packets_held} held, ${r.packets_lost} lost\n`);
+        }
+        process.stdout.write(result.equivalent
+          ? `equivalent: ${result.packets} packets in ${result.flows} flows, same packets in the same order per flow with ${result.scaleEvents.length} scale events\n`
+          : `NOT equivalent: ${result.difference}\n`);
+        return result.equivalent ? EXIT.ok : EXIT.failure;
       }
       case 'graph': {
         const format = values.format ?? 'dot';
@@ -132,6 +160,19 @@ export async function main(argv: string[]): Promise<number> {
 
 class UsageError extends Error {}
 
+async function filter(expression: string | undefined, [file, ...rest]: string[], verbose: boolean): Promise<number> {
+  if (expression === undefined || file === undefined) throw new UsageError("filter needs an expression and a capture file: wirepath filter 'tcp port 80' trace.pcap");
+  if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}' (quote the expression as one argument)`);
+  const { matched, packets } = await filterCapture(expression, file, verbose, (m) => process.stderr.write(`wirepath: ${m}\n`));
+  process.stdout.write(`${matched} of ${packets} packets match\n`);
+  return EXIT.ok;
+}
+
+/** Warnings go to stderr and never change the exit code. */
+function printWarnings(config: PipelineConfig): void {
+  for (const w of config.warnings) process.stderr.write(w.format() + '\n');
+}
+
 function report(e: unknown): number {
   if (e instanceof ConfigErrors) {
     process.stderr.write(e.errors.map((x) => x.format()).join('\n') + `\n${e.errors.length} error${e.errors.length > 1 ? 's' : ''}\n`);
@@ -153,11 +194,13 @@ function report(e: unknown): number {
   return EXIT.failure;
 }
 
-async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean }): Promise<number> {
+async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; shards?: string }): Promise<number> {
+  const shards = values.shards === undefined ? undefined : Number(values.shards);
+  if (shards !== undefined && (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS)) throw new UsageError(`--shards must be a whole number from 1 to ${MAX_SHARDS}`);
   const clock = values.clock ?? 'trace';
   if (clock !== 'trace' && clock !== 'wall') throw new UsageError(`--clock must be trace or wall, not '${clock}'`);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
-  const pipeline = await Pipeline.create(config, { clock, threads: values.inline ? 'inline' : 'worker', log: (m) => process.stderr.write(`wirepath: ${m}\n`) });
+  const pipeline = await Pipeline.create(config, { clock, shards, threads: values.inline ? 'inline' : 'worker', log: (m) => process.stderr.write(`wirepath: ${m}\n`) });
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(EXIT.interrupted);

@@ -4,7 +4,7 @@
 // a parameter does not recompile.
 
 import { join, relative, dirname, sep } from 'node:path';
-import type { Graph } from './graph.ts';
+import { sharesTarget, type Graph } from './graph.ts';
 import { elementLayout, layoutSource, nodeRecords, GraphHeader, type ElementLayout } from './layout.ts';
 import { PROJECT_ROOT } from './registry.ts';
 import type { ElementType } from './element.ts';
@@ -36,8 +36,9 @@ export function generateGraph(graph: Graph): GeneratedGraph {
     // The runtime is imported as the package "wirepath", as elements import it, so that there is one copy of it.
     'import { Batch, Outputs, freePacket, sendToSink } from "wirepath";',
     'import { shardReceive, shardPublish } from "wirepath/shard";',
-    'export { shardInit } from "wirepath/shard";',
-    'export { ioInit, ioSubmit, ioSpace, ioPublish, ioTopUpStashes, ioCollect, ioSlotsInUse, symmetricHash } from "wirepath/io";',
+    'export { shardInit, shardNow } from "wirepath/shard";',
+    'export { ioInit, ioSubmit, ioSpace, ioPublish, ioTopUpStashes, ioCollect, ioSlotsInUse, ioReleaseHeld, symmetricHash, symmetricHashOf } from "wirepath/io";',
+    'export { tableExport, exportDone, tableImport } from "wirepath/migrate";',
   ];
   for (const type of [...types.values()].sort((a, b) => a.type.localeCompare(b.type))) {
     const layout = elementLayout(type);
@@ -78,8 +79,11 @@ export function generateGraph(graph: Graph): GeneratedGraph {
         const self = `changetype<${layouts.get(node.type.type)!.className}>(load<u32>(g, ${r.self}))`;
         const outs = `changetype<Outputs>(g + ${r.outputs[0] ?? r.self})`;
         lines.push(`      ${alias(node.type)}.process(${self}, input, ${outs}${node.inputs > 1 ? `, ${port}` : ''});`);
+        const shared = sharesTarget(node);
         node.outputs.forEach((_, i) => {
-          if (node.targets[i]) lines.push(`      store<u64>(g, load<u64>(g, ${r.outPackets[i]}) + (out${i}.count - before${i}), ${r.outPackets[i]});`);
+          if (!node.targets[i]) return;
+          lines.push(`      store<u64>(g, load<u64>(g, ${r.outPackets[i]}) + (out${i}.count - before${i}), ${r.outPackets[i]});`);
+          if (shared[i]) lines.push(`      changetype<Outputs>(g + ${r.forwards[i]}).pushAll(0, out${i});`, `      out${i}.count = 0;`);
         });
         if (node.targets.some((t) => !t)) {
           lines.push(

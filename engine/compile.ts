@@ -3,7 +3,7 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, renameSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { PROJECT_ROOT } from './registry.ts';
 import { ENTRY_PATH, type GeneratedGraph } from './codegen.ts';
@@ -44,7 +44,9 @@ function contentHash(generated: GeneratedGraph, elementDirs: string[]): string {
   const h = createHash('sha256');
   h.update(ASC_VERSION + '\0' + ASC_FLAGS.join(' ') + '\0');
   for (const [path, text] of [...generated.files].sort()) h.update(path + '\0' + text + '\0');
-  for (const file of [...sourcesOf(join(PROJECT_ROOT, 'assembly')), ...elementDirs.flatMap(sourcesOf)]) {
+  // Whole element collections, not just the folders used: an element may import a sibling's files.
+  const collections = [...new Set(elementDirs.map((d) => dirname(d)))].sort();
+  for (const file of [...sourcesOf(join(PROJECT_ROOT, 'assembly')), ...collections.flatMap(sourcesOf)]) {
     h.update(file + '\0');
     h.update(readFileSync(file));
   }

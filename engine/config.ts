@@ -1,12 +1,13 @@
 // Reads a pipeline config (YAML), keeping every node's position, and checks it against the element
 // declarations. Every mistake in a file is collected and reported at once as FILE:LINE:COL.
 
+import { availableParallelism } from 'node:os';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, parse as parseYamlValue } from 'yaml';
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
-import { ConfigError, ConfigErrors, didYouMean, type SourcePosition } from './errors.ts';
-import { ParamTypeError } from './params.ts';
+import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
+import { ParamTypeError, type ValueLocation } from './params.ts';
 import { loadRegistry, type Registry } from './registry.ts';
 import type { ElementType } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
@@ -26,9 +27,13 @@ export interface PipelineConfig {
   slotSize: number;
   /** Packet slots in the pool shared by the I/O side and the shards. */
   poolSlots: number;
+  /** Shard workers to start with: `shards:` or, by default, one per core beyond the I/O thread. */
+  shards: number;
   elements: Map<string, ElementInstance>;
   connections: Connection[];
   registry: Registry;
+  /** Valid but probably unintended settings (elements' `warnings`), in file order. */
+  warnings: ConfigWarning[];
 }
 
 export interface LoadOptions {
@@ -40,7 +45,10 @@ export interface LoadOptions {
   text?: string;
 }
 
-const TOP_LEVEL = ['elements', 'connections', 'element_dirs', 'batch', 'slot_size', 'pool_slots'];
+/** Most shards a pipeline runs (bucket table entries are one byte; 0xff marks a moving bucket). */
+export const MAX_SHARDS = 64;
+
+const TOP_LEVEL = ['elements', 'connections', 'element_dirs', 'batch', 'slot_size', 'pool_slots', 'shards'];
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const LINE_FOLD = /[ \t]*\r?\n\s*/y;
 
@@ -59,9 +67,18 @@ export class Positions {
     return node?.range ? this.at(node.range[0]) : fallback ?? { file: this.file, line: 1, col: 1 };
   }
 
+  /** Position of a place inside a parameter's value node: an item of a list, a character of a string. */
+  within(node: Node | null | undefined, at: ValueLocation, fallback: SourcePosition): SourcePosition {
+    let target = node;
+    if (at.item !== undefined && isSeq(node)) target = (node.items[at.item] as Node | undefined) ?? node;
+    if (at.offset !== undefined && isScalar(target)) return this.inside(target, at.offset);
+    return this.of(target, fallback);
+  }
+
   /** Position of the `index`th character of a scalar's value (skipping an opening quote). */
   inside(node: Scalar, index: number): SourcePosition {
-    const [start, end] = node.range!;
+    if (!node.range) return this.of(node);
+    const [start, end] = node.range;
     const quoted = this.text[start] === '"' || this.text[start] === "'";
     let at = start + (quoted ? 1 : 0);
     for (let i = 0; i < index && at < end; i++) {
@@ -146,8 +163,11 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   const batch = number('batch', 1, 4096, 256);
   const slotSize = number('slot_size', 256, 65536, 2048, true);
   const poolSlots = number('pool_slots', 64, 1 << 20, 16384, true);
+  // The I/O thread polls, so more shards than cores - 1 only share cores (spike §3: 0.5-0.7x).
+  const shards = number('shards', 1, MAX_SHARDS, Math.max(1, availableParallelism() - 1));
 
-  const elements = readElements(root, registry, pos, overridden, meant, errors);
+  const warnings: ConfigWarning[] = [];
+  const elements = readElements(root, registry, pos, overridden, meant, errors, warnings);
   const connectionsNode = root.get('connections', true) as Node | undefined;
   let connections: Connection[] = [];
   if (!connectionsNode) {
@@ -159,7 +179,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   }
 
   if (errors.length) throw new ConfigErrors(inFileOrder(errors));
-  return { file, batch, slotSize, poolSlots, elements, connections, registry };
+  return { file, batch, slotSize, poolSlots, shards, elements, connections, registry, warnings: inFileOrder(warnings) };
 }
 
 function readConfigFile(file: string): string {
@@ -173,7 +193,7 @@ function readConfigFile(file: string): string {
 }
 
 /** Errors sorted by where they are, those of the command line (no position) first. */
-export function inFileOrder(errors: ConfigError[]): ConfigError[] {
+export function inFileOrder<E extends ConfigError>(errors: E[]): E[] {
   const key = (e: ConfigError) => (e.position ? e.position.line * 1e6 + e.position.col : 0);
   return [...errors].sort((a, b) => key(a) - key(b));
 }
@@ -183,7 +203,8 @@ function valueOf(node: unknown): unknown {
   return isScalar(node) ? node.value : node;
 }
 
-function readElements(root: YAMLMap, registry: Registry, pos: Positions, overridden: Set<string>, meant: Set<string>, errors: ConfigError[]): Map<string, ElementInstance> {
+function readElements(root: YAMLMap, registry: Registry, pos: Positions, overridden: Set<string>, meant: Set<string>, errors: ConfigError[],
+  warnings: ConfigWarning[]): Map<string, ElementInstance> {
   const elements = new Map<string, ElementInstance>();
   const node = root.get('elements', true) as Node | undefined;
   if (!node || !isMap(node)) {
@@ -216,6 +237,8 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       continue;
     }
     const params: Record<string, unknown> = {};
+    const valueNodes = new Map<string, Node>();
+    const errorsBefore = errors.length;
     for (const item of body.items) {
       if (!isPair(item)) continue;
       const key = String(valueOf(item.key));
@@ -231,13 +254,14 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
         continue;
       }
       const valueNode = item.value as Node;
+      valueNodes.set(key, valueNode);
       const raw = isScalar(valueNode) ? valueNode.value : valueNode?.toJSON();
       try {
         params[key] = spec.type.parse(raw);
       } catch (e) {
         if (!ParamTypeError.is(e)) throw e;
         const from = overridden.has(`${name}.${key}`) ? ' (set on the command line)' : '';
-        errors.push(new ConfigError(`${name}.${key}: ${e.message}${from}`, pos.of(valueNode, keyAt), e.hint));
+        errors.push(new ConfigError(`${name}.${key}: ${e.message}${from}`, pos.within(valueNode, e.at, keyAt), e.hint));
       }
     }
     for (const [key, spec] of Object.entries(type.params)) {
@@ -246,6 +270,11 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
         errors.push(new ConfigError(`${typeName} '${name}' needs parameter '${key}' (${spec.type.description})`, at, `add ${key}: ... — ${spec.doc}`));
       } else if (spec.default !== undefined) {
         params[key] = spec.default;
+      }
+    }
+    if (errors.length === errorsBefore) {
+      for (const w of type.warnings?.(params) ?? []) {
+        warnings.push(new ConfigWarning(`${name}.${w.param}: ${w.message}`, pos.within(valueNodes.get(w.param), w.at ?? {}, at), w.hint));
       }
     }
     elements.set(name, { name, type, params, position: at });

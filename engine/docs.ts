@@ -34,7 +34,7 @@ export function elementDoc(type: ElementType): string {
   const state = Object.entries(type.state ?? {}).filter(([, s]) => s.kind !== 'scalar' || !s.internal);
   lines.push('**State.**' + (state.length ? '' : ' None beyond the per-port packet counts every element has.'));
   for (const [name, s] of state) {
-    const scope = s.kind === 'scalar' ? `${s.scope}, merged by ${s.merge}` : s.kind === 'data' ? 'config data, the same on every shard' : `${s.scope} flow table`;
+    const scope = s.kind === 'scalar' ? `${s.scope}, merged by ${s.merge}` : s.kind === 'data' ? 'config data, the same on every shard' : `${s.scope} table`;
     lines.push(`- ${name} (${scope}): ${s.doc}`);
   }
   const handlers = Object.entries(handlersOf(type));

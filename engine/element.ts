@@ -1,7 +1,7 @@
 // What an element author writes in an element's element.ts: the declaration that names, documents,
 // parameterises and exposes the element. The batch loop is in process.ts beside it (AssemblyScript).
 
-import type { FastType, ParamSpec } from './params.ts';
+import type { FastType, ParamSpec, ValueLocation } from './params.ts';
 import type { MemoryArena } from './memory.ts';
 
 /** StateAlyzr's classes of element state; the engine moves, merges and snapshots state by them. */
@@ -21,7 +21,12 @@ export interface ScalarState {
 export interface FlowTableState {
   kind: 'flow-table';
   doc: string;
-  scope: 'per-flow';
+  /**
+   * per-flow: keyed by the 5-tuple, moved with the flow's bucket when shards scale. cross-flow: keyed
+   * by the source address; each shard keeps the part it saw, and the parts add up (on read, in
+   * snapshots, when a shard is retired).
+   */
+  scope: 'per-flow' | 'cross-flow';
   /** The fields of each entry's value, in the generated `<Type><Name>Entry` class. */
   value: Record<string, FastType>;
   /** Most live entries, from the element's parameters. */
@@ -56,8 +61,10 @@ export const state = {
   internal: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'max', internal: true }),
   /** Read-only data made from the parameters at start (see DataState). */
   data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => ({ kind: 'data', scope: 'config', ...d }),
-  /** A flow table keyed by the IPv4 5-tuple, with a fixed capacity and an idle timeout. */
+  /** A flow table keyed by the IPv4 5-tuple (FlowKey.fromPacket), with a fixed capacity and an idle timeout. */
   flowTable: (t: Omit<FlowTableState, 'kind' | 'scope'>): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', ...t }),
+  /** A table keyed by the source address (FlowKey.fromSource) whose u64 values add up across shards. */
+  sourceTable: (t: Omit<FlowTableState, 'kind' | 'scope'>): FlowTableState => ({ kind: 'flow-table', scope: 'cross-flow', ...t }),
 };
 
 export interface PortSpec {
@@ -81,6 +88,8 @@ export interface ElementView {
 
 export interface HandlerSpec {
   doc: string;
+  /** Shown in the counters table and in --json; by default a read-only handler is. */
+  counter?: boolean;
   read?: (view: ElementView) => unknown;
   write?: (view: ElementView, value: string) => void;
 }
@@ -124,6 +133,15 @@ export interface IoContext {
   log(message: string): void;
 }
 
+/** Something valid but probably not meant (a rule that can never match), reported at config load without failing it. */
+export interface ParamWarning {
+  message: string;
+  /** The parameter it is about, and where inside its value. */
+  param: string;
+  at?: ValueLocation;
+  hint?: string;
+}
+
 export interface ElementDefinition {
   type: string;
   summary: string;
@@ -134,10 +152,14 @@ export interface ElementDefinition {
   params: Record<string, ParamSpec<any>>;
   state?: Record<string, StateField>;
   handlers?: Record<string, HandlerSpec>;
+  /** Warnings about parameter values that parse but are probably mistakes; called once the parameters are valid. */
+  warnings?: (params: any) => ParamWarning[];
   /** A config snippet that uses the element. */
   example: string;
   /** Most packets an element emits on one output per packet it receives (2 for an element that splits packets in two). */
   expands?: number;
+  /** Copies it makes with clonePacket per packet it receives (Tee: outputs - 1); sizes the shard's clone stash. */
+  clones?: (params: any) => number;
   /** Sources and sinks run on the I/O side; their process.ts holds the per-packet I/O loops. */
   source?: (ctx: IoContext) => SourceDriver;
   sink?: (ctx: IoContext) => SinkDriver;

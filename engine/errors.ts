@@ -19,6 +19,14 @@ export class ConfigError {
   }
 }
 
+/** Something valid but probably not meant: printed on stderr, the config still loads. */
+export class ConfigWarning extends ConfigError {
+  override format(): string {
+    const where = this.position ? `${this.position.file}:${this.position.line}:${this.position.col}: ` : '';
+    return `${where}warning: ${this.message}` + (this.hint ? `\n  hint: ${this.hint}` : '');
+  }
+}
+
 /** Thrown with every error found in one file, so they are reported together. */
 export class ConfigErrors extends Error {
   constructor(readonly errors: ConfigError[]) {

@@ -159,3 +159,12 @@ function computeCapacities(nodes: GraphNode[], batch: number): void {
     outCapacity.set(node.name, received * (node.type.expands ?? 1));
   }
 }
+
+/**
+ * For each output port, whether another output of the same element feeds the same input: such ports
+ * get a batch of their own, emptied into the shared input after the element runs, so that each
+ * port's packet count stays its own.
+ */
+export function sharesTarget(node: GraphNode): boolean[] {
+  return node.targets.map((t, i) => t !== null && node.targets.some((u, j) => j !== i && u !== null && u.node === t.node && u.port === t.port));
+}

@@ -3,10 +3,7 @@
 
 import type { ElementType, HandlerSpec } from './element.ts';
 
-export interface Handler extends HandlerSpec {
-  /** Shown in the per-element counters table and the --json output. */
-  counter?: boolean;
-}
+export type Handler = HandlerSpec;
 
 export function handlersOf(type: ElementType): Record<string, Handler> {
   const handlers: Record<string, Handler> = {};
@@ -26,7 +23,7 @@ export function handlersOf(type: ElementType): Record<string, Handler> {
     };
   }
   if (state.length) handlers.reset = { doc: 'zeroes the counters', write: (view) => view.reset() };
-  for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.read !== undefined && !h.write };
+  for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.counter ?? (h.read !== undefined && !h.write) };
   return handlers;
 }
 

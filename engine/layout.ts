@@ -7,13 +7,13 @@ import type { FastType } from './params.ts';
 import type { Graph, GraphNode } from './graph.ts';
 
 /** assembly/packet.ts */
-export const Meta = { length: 0, wireLength: 4, timestamp: 8, dataOffset: 16, l3Offset: 18, port: 20, size: 32, defaultDataOffset: 128 } as const;
+export const Meta = { length: 0, wireLength: 4, timestamp: 8, dataOffset: 16, l3Offset: 18, port: 20, annotation: 24, size: 32, defaultDataOffset: 128 } as const;
 /** assembly/ring.ts */
 export const RingLayout = { head: 0, tail: 64, sleep: 128, mask: 192, entries: 256 } as const;
 /** assembly/shard.ts */
 export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, size: 64 } as const;
 /** assembly/io.ts */
-export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, size: 64, shardRecord: 32 } as const;
+export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, size: 64, shardRecord: 32 } as const;
 /** assembly/flowtable.ts: the FlowTable header and its entries. */
 export const FlowTableLayout = {
   slots: 0, entrySize: 4, capacity: 8, live: 12, timeout: 16, cursor: 24, entries: 28, inserts: 32, full: 40, expired: 48, size: 56,
@@ -97,6 +97,8 @@ export interface NodeRecord {
   self: number;
   inputs: number[];
   outputs: number[];
+  /** Per output, the input batch it feeds when the port has a batch of its own (see sharesTarget). */
+  forwards: number[];
   inPackets: number;
   holeDrops: number;
   outPackets: number[];
@@ -111,11 +113,12 @@ export function nodeRecords(graph: Graph): NodeRecord[] {
   return graph.nodes.map((node: GraphNode) => {
     const inputs = Array.from({ length: node.inputs }, (_, i) => base + 4 + 4 * i);
     const outputs = node.outputs.map((_, i) => base + 4 + 4 * node.inputs + 4 * i);
-    let at = Math.ceil((base + 4 + 4 * (node.inputs + node.outputs.length)) / 8) * 8;
+    const forwards = node.outputs.map((_, i) => base + 4 + 4 * (node.inputs + node.outputs.length) + 4 * i);
+    let at = Math.ceil((base + 4 + 4 * (node.inputs + 2 * node.outputs.length)) / 8) * 8;
     const inPackets = at; at += 8;
     const holeDrops = at; at += 8;
     const outPackets = node.outputs.map(() => { const o = at; at += 8; return o; });
-    const record = { base, self: base, inputs, outputs, inPackets, holeDrops, outPackets, size: at - base };
+    const record = { base, self: base, inputs, outputs, forwards, inPackets, holeDrops, outPackets, size: at - base };
     base = at;
     return record;
   });

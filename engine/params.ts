@@ -9,8 +9,16 @@ export interface FastField {
   type: FastType;
 }
 
+/** Where inside a parameter's value an error or a warning is: an item of a list, a character of a string. */
+export interface ValueLocation {
+  /** Index of the item in a list value. */
+  item?: number;
+  /** Index of the character in a string value (or in the string item). */
+  offset?: number;
+}
+
 export class ParamTypeError extends Error {
-  constructor(message: string, readonly hint?: string) {
+  constructor(message: string, readonly hint?: string, public at: ValueLocation = {}) {
     super(message);
     this.name = 'ParamTypeError';
   }
@@ -206,6 +214,25 @@ export function intType(min: number, max: number): ParamType<number> {
   };
 }
 
+/** A YAML list whose items are each parsed by `item`; an item's error says which item it is. */
+export function listType<T>(item: ParamType<T>): ParamType<T[]> {
+  return {
+    description: `a list of ${item.description.replace(/^an? /, '')}s`,
+    parse: (raw) => {
+      if (!Array.isArray(raw) || raw.length === 0) fail(`${describe(raw)} is not a non-empty list`, "write a YAML list: [a, b] or one '- item' per line");
+      return (raw as unknown[]).map((value, index) => {
+        try {
+          return item.parse(value);
+        } catch (e) {
+          if (ParamTypeError.is(e)) e.at = { ...e.at, item: index };
+          throw e;
+        }
+      });
+    },
+    format: (values) => values.map((v) => item.format(v)).join(', '),
+  };
+}
+
 export function enumType<const V extends string>(values: readonly V[]): ParamType<V> {
   return {
     description: `one of ${values.join(', ')}`,
@@ -230,6 +257,9 @@ export const param = {
   mac: (doc: string, o?: ParamOptions<number[]>) => spec(types.mac, doc, o),
   bool: (doc: string, o?: ParamOptions<boolean>) => spec(types.bool, doc, o),
   string: (doc: string, o?: ParamOptions<string>) => spec(types.string, doc, o),
+  /** A list of strings; with `item`, each string is parsed by that type (errors point at the item). */
+  strings: <T = string>(doc: string, o?: ParamOptions<T[]> & { item?: ParamType<T> }) =>
+    spec(listType(o?.item ?? (types.string as unknown as ParamType<T>)), doc, o),
   int: (doc: string, min: number, max: number, o?: ParamOptions<number>) => spec(intType(min, max), doc, o),
   enum: <const V extends string>(doc: string, values: readonly V[], o?: ParamOptions<V>) => spec(enumType(values), doc, o),
 };

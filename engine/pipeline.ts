@@ -1,10 +1,9 @@
 // A running pipeline: lays out memory, instantiates the I/O side and starts the shard workers, then
 // moves batches between sources, shards and sinks until the sources are done or it is stopped.
 
-import { Worker } from 'node:worker_threads';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { PipelineConfig } from './config.ts';
-import { buildGraph, type Graph, type GraphNode } from './graph.ts';
+import { MAX_SHARDS, type PipelineConfig } from './config.ts';
+import { buildGraph, sharesTarget, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
@@ -12,6 +11,8 @@ import { Meta, RingLayout, ShardContext, IoContext, FlowTableLayout, GraphHeader
 import type { ElementView, SinkDriver, SourceDriver, IoContext as DriverContext } from './element.ts';
 import { EnvironmentError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
+import { Shard, Op } from './shard.ts';
+import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 
 export interface PipelineOptions {
   /** 'trace' runs the elements' clock on the packets' timestamps (deterministic); 'wall' on real time. */
@@ -22,6 +23,10 @@ export interface PipelineOptions {
    * debugging). Both run the same compiled graph over the same rings.
    */
   threads?: 'worker' | 'inline';
+  /** Shards to start with (default: the config's `shards`). */
+  shards?: number;
+  /** Scale events to start when this many packets have been read (for tests and `wirepath verify`). */
+  scaleAt?: { packets: number; shards: number }[];
   log?: (message: string) => void;
 }
 
@@ -46,20 +51,19 @@ export interface RunResult {
   elements: Record<string, ElementStats>;
 }
 
-interface Shard {
-  context: number;
-  descriptor: number;
-  rxRing: number;
-  outRing: number;
-  control: SharedArrayBuffer;
-  worker?: Worker;
-  /** The shard's instance on this thread, in inline mode. */
-  inline?: Record<string, any>;
-  /** Address of each node's state block on this shard. */
-  blocks: number[];
-}
 
 const BATCH_HEADER = 8;
+/** A flow's key and deadline ahead of its value in a transfer record (assembly/migrate.ts). */
+const TRANSFER_KEY = 24;
+const TRANSFER_BYTES = 4 << 20;
+
+/** Waits, yielding to the event loop, until `done()`; `poke` runs each round (to wake or collect). */
+async function until(done: () => boolean, poke: () => void): Promise<void> {
+  while (!done()) {
+    poke();
+    await new Promise((r) => setImmediate(r));
+  }
+}
 const nextPowerOfTwo = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
 export class Pipeline {
@@ -68,8 +72,20 @@ export class Pipeline {
   private readonly layouts: Map<string, ElementLayout>;
   private readonly records: NodeRecord[];
   private io!: Record<string, any>;
+  /** The I/O side's instance of the compiled module (tools and tests call its exports). */
+  get fastPath(): Record<string, any> {
+    return this.io;
+  }
   private ioContext = 0;
   private shards: Shard[] = [];
+  /** Shards removed by scaling in: their all-flows state still counts (merged on read). */
+  private retired: Shard[] = [];
+  private shardRecords = 0;
+  private buckets = 0;
+  private held = 0;
+  private started = false;
+  private scaling: Promise<ScaleReport> | undefined;
+  readonly scaleReports: ScaleReport[] = [];
   private sources: { node: GraphNode; driver: SourceDriver; submitted: number }[] = [];
   private sinks: { node: GraphNode; driver: SinkDriver; batch: number; written: number }[] = [];
   /** Address of each source and sink node's state block on the I/O side. */
@@ -93,7 +109,13 @@ export class Pipeline {
     this.clock = options.clock ?? 'trace';
     this.threads = options.threads ?? 'worker';
     this.pumpBudget = this.threads === 'inline' ? config.batch : config.batch * 4;
+    this.initialShards = options.shards ?? config.shards;
+    this.scaleAt = [...(options.scaleAt ?? [])].sort((a, b) => a.packets - b.packets);
   }
+
+  private readonly scaleAt: { packets: number; shards: number }[];
+
+  private readonly initialShards: number;
 
   static async create(config: PipelineConfig, options: PipelineOptions = {}): Promise<Pipeline> {
     const graph = buildGraph(config);
@@ -107,7 +129,6 @@ export class Pipeline {
 
   private setUp(): void {
     const { config, arena, graph } = this;
-    const shardCount = 1;
     const pool = config.poolSlots;
     const poolBase = arena.alloc(pool * config.slotSize, config.slotSize);
     const freeStack = arena.alloc(8 + 4 * pool, 8);
@@ -118,36 +139,23 @@ export class Pipeline {
     for (let i = 0; i < pool; i++) view.setUint32(freeStack + 8 + 4 * i, poolBase + (pool - 1 - i) * config.slotSize, true);
 
     this.ioContext = arena.alloc(IoContext.size);
-    const shardRecords = arena.alloc(IoContext.shardRecord * shardCount, 8);
-    const buckets = arena.alloc(1024, 8);
+    this.shardRecords = arena.alloc(IoContext.shardRecord * MAX_SHARDS, 8);
+    this.buckets = arena.alloc(BUCKETS, 8);
+    this.held = arena.alloc(8 + 4 * pool, 8);
+    this.u32(this.held + 4, pool);
     const sinkTable = arena.alloc(4 * Math.max(1, graph.sinks.length), 8);
     this.u32(this.ioContext + IoContext.freeStack, freeStack);
-    this.u32(this.ioContext + IoContext.shardCount, shardCount);
-    this.u32(this.ioContext + IoContext.shards, shardRecords);
-    this.u32(this.ioContext + IoContext.buckets, buckets);
-    this.u32(this.ioContext + IoContext.bucketMask, 1023);
+    this.u32(this.ioContext + IoContext.shards, this.shardRecords);
+    this.u32(this.ioContext + IoContext.buckets, this.buckets);
+    this.u32(this.ioContext + IoContext.bucketMask, BUCKETS - 1);
     this.u32(this.ioContext + IoContext.sinks, sinkTable);
     this.u32(this.ioContext + IoContext.slotSize, config.slotSize);
+    this.u32(this.ioContext + IoContext.held, this.held);
 
-    const ringCapacity = nextPowerOfTwo(pool);
-    const stashCapacity = Math.max(64, 2 * config.batch);
-    for (let s = 0; s < shardCount; s++) {
-      const rxRing = this.ring(ringCapacity);
-      const outRing = this.ring(ringCapacity);
-      const stash = arena.alloc(8 + 4 * stashCapacity, 8);
-      this.u32(stash + 4, stashCapacity);
-      const context = arena.alloc(ShardContext.size);
-      this.u32(context + ShardContext.rxRing, rxRing);
-      this.u32(context + ShardContext.outRing, outRing);
-      this.u32(context + ShardContext.stash, stash);
-      this.u32(context + ShardContext.slotSize, config.slotSize);
-      const record = shardRecords + s * IoContext.shardRecord;
-      this.u32(record, rxRing);
-      this.u32(record + 4, outRing);
-      this.u32(record + 8, stash);
-      const { descriptor, blocks } = this.layOutGraph();
-      this.shards.push({ context, descriptor, rxRing, outRing, blocks, control: new SharedArrayBuffer(16) });
-    }
+    const shardCount = this.initialShards;
+    for (let s = 0; s < shardCount; s++) this.shards.push(this.createShard(s));
+    this.setBuckets(planBuckets(new Uint8Array(BUCKETS), 0, shardCount));
+    this.u32(this.ioContext + IoContext.shardCount, shardCount);
     for (const sink of graph.sinks) {
       const batch = this.batch(pool);
       this.u32(sinkTable + 4 * sink.sinkId, batch);
@@ -161,6 +169,56 @@ export class Pipeline {
       if (size !== layout.size) throw new Error(`layout of ${type} disagrees between engine (${layout.size} B) and compiler (${size} B)`);
     }
     this.io.ioInit(this.ioContext);
+  }
+
+  /** Lays out a shard's memory and registers it with the I/O side (its thread starts in start()). */
+  private createShard(id: number): Shard {
+    const { arena, config } = this;
+    const ringCapacity = nextPowerOfTwo(config.poolSlots);
+    const stashCapacity = this.stashCapacity();
+    const rxRing = this.ring(ringCapacity);
+    const outRing = this.ring(ringCapacity);
+    const stash = arena.alloc(8 + 4 * stashCapacity, 8);
+    this.u32(stash + 4, stashCapacity);
+    const context = arena.alloc(ShardContext.size);
+    this.u32(context + ShardContext.rxRing, rxRing);
+    this.u32(context + ShardContext.outRing, outRing);
+    this.u32(context + ShardContext.stash, stash);
+    this.u32(context + ShardContext.slotSize, config.slotSize);
+    const record = this.shardRecords + id * IoContext.shardRecord;
+    arena.u8.fill(0, record, record + IoContext.shardRecord);
+    this.u32(record, rxRing);
+    this.u32(record + 4, outRing);
+    this.u32(record + 8, stash);
+    const { descriptor, blocks } = this.layOutGraph();
+    return new Shard(id, { context, descriptor, rxRing, outRing, stash, blocks }, arena);
+  }
+
+  /**
+   * A shard's clone stash holds the copies of one I/O round (the I/O side refills it once a round):
+   * the packets a round can bring, times the copies each element makes of what it receives.
+   */
+  private stashCapacity(): number {
+    const rounds = this.pumpBudget / this.config.batch;
+    const copiesPerStep = this.graph.nodes.reduce((sum, n) => sum + (n.type.clones?.(n.instance.params) ?? 0) * n.inputCapacity.reduce((a, b) => a + b, 0), 0);
+    // Never more than a quarter of the pool, so that sources always find slots.
+    return Math.min(this.config.poolSlots >> 2, Math.max(64, 2 * rounds * copiesPerStep));
+  }
+
+  private startShard(shard: Shard): void {
+    if (this.threads === 'inline') shard.startInline(this.compiled.module, { env: this.imports() });
+    else shard.startWorker(this.compiled.module, this.config.batch, this.clock);
+  }
+
+  /** Writes the bucket table (a shard number, or HELD, per bucket) and turns steering on when needed. */
+  private setBuckets(assignment: Uint8Array): void {
+    this.arena.u8.set(assignment, this.buckets);
+    const steer = this.shards.length > 1 || assignment.some((b) => b !== 0);
+    this.u32(this.ioContext + IoContext.steer, steer ? 1 : 0);
+  }
+
+  private bucketTable(): Uint8Array {
+    return this.arena.u8.slice(this.buckets, this.buckets + BUCKETS);
   }
 
   private imports() {
@@ -197,8 +255,12 @@ export class Pipeline {
     const blocks = graph.nodes.map((node) => {
       const r = records[node.index];
       inputBatches[node.index].forEach((b, port) => this.u32(descriptor + r.inputs[port], b));
+      const shared = sharesTarget(node);
+      const received = node.inputCapacity.reduce((a, b) => a + b, 0) * (node.type.expands ?? 1);
       node.targets.forEach((t, port) => {
-        this.u32(descriptor + r.outputs[port], t ? inputBatches[graph.byName.get(t.node)!.index][t.port] : hole);
+        const target = t ? inputBatches[graph.byName.get(t.node)!.index][t.port] : hole;
+        this.u32(descriptor + r.forwards[port], target);
+        this.u32(descriptor + r.outputs[port], shared[port] ? this.batch(received) : target);
       });
       if (node.sourceId >= 0) this.u32(sourceTable + 4 * node.sourceId, this.arena.view.getUint32(descriptor + r.outputs[0], true));
       const block = node.type.kind === 'element' ? this.stateBlock(node) : 0;
@@ -274,23 +336,8 @@ export class Pipeline {
       this.sources.push({ node, driver, submitted: 0 });
     }
     for (const sink of this.sinks) sink.driver = sink.node.type.sink!(this.driverContext(sink.node, sink.node.sinkId));
-    for (const shard of this.shards) {
-      if (this.threads === 'inline') {
-        shard.inline = new WebAssembly.Instance(this.compiled.module, { env: this.imports() }).exports as Record<string, any>;
-        shard.inline.shardInit(shard.context);
-        continue;
-      }
-      shard.worker = new Worker(new URL('./shard-worker.js', import.meta.url), {
-        workerData: {
-          module: this.compiled.module, memory: this.arena.memory, context: shard.context, descriptor: shard.descriptor,
-          batch: this.config.batch, control: shard.control, rxRing: shard.rxRing, clock: this.clock,
-        },
-      });
-      shard.worker.on('message', (m) => {
-        if (m.error) this.failure ??= new Error(`shard worker failed: ${m.error.message}`);
-      });
-      shard.worker.on('error', (e) => { this.failure ??= e; });
-    }
+    for (const shard of this.shards) this.startShard(shard);
+    this.started = true;
   }
 
   private driverContext(node: GraphNode, port: number): DriverContext {
@@ -322,6 +369,7 @@ export class Pipeline {
     try {
       for (;;) {
         if (this.failure) throw this.failure;
+        for (const shard of this.shards) if (shard.failed) throw shard.failed;
         let moved = 0;
         this.io.ioTopUpStashes();
         if (!this.stopRequested) {
@@ -336,8 +384,11 @@ export class Pipeline {
         this.publish();
         this.runInline();
         moved += this.collect();
+        if (this.scaleAt.length && !this.scaling && this.packetsIn() >= this.scaleAt[0].packets) {
+          this.scale(this.scaleAt.shift()!.shards).catch((e) => { this.failure ??= e; });
+        }
         const sourcesDone = this.stopRequested || this.sources.every((s) => s.driver.done);
-        if (sourcesDone && this.shardsIdle()) {
+        if (sourcesDone && !this.scaling && this.heldCount() === 0 && this.shardsIdle()) {
           this.collect();
           if (this.shardsIdle()) { finishedAt = performance.now(); break; }
         }
@@ -351,7 +402,7 @@ export class Pipeline {
           }
         } else {
           idleRounds = 0;
-          if (now - lastYield > 50) {
+          if (now - lastYield > (this.scaling ? 0 : 50)) {
             onTick?.(this);
             await yieldToEventLoop();
             lastYield = performance.now();
@@ -377,19 +428,20 @@ export class Pipeline {
 
   /** Inline mode: each shard takes everything in its ring, on this thread. */
   private runInline(): void {
+    if (this.threads !== 'inline') return;
     const time = this.clock === 'wall' ? process.hrtime.bigint() : 0n;
-    for (const shard of this.shards) {
-      if (!shard.inline) continue;
-      while (shard.inline.shardStep(shard.descriptor, this.config.batch, time)) { /* until the ring is empty */ }
-    }
+    for (const shard of this.shards) shard.runInline(this.config.batch, time);
+  }
+
+  private heldCount(): number {
+    return this.arena.view.getUint32(this.held, true);
   }
 
   private publish(): void {
     const sleeping = this.io.ioPublish();
     if (!sleeping) return;
-    const i32 = this.arena.i32;
     this.shards.forEach((shard, s) => {
-      if (sleeping & (1 << s)) Atomics.notify(i32, (shard.rxRing + RingLayout.head) >> 2);
+      if (sleeping & (1 << s)) shard.wake();
     });
   }
 
@@ -407,21 +459,220 @@ export class Pipeline {
 
   /** True when every shard has finished every batch it was given and sent nothing not yet collected. */
   private shardsIdle(): boolean {
-    const v = this.arena.view;
-    return this.shards.every((s) =>
-      v.getUint32(s.rxRing + RingLayout.head, true) === v.getUint32(s.rxRing + RingLayout.tail, true) &&
-      v.getUint32(s.outRing + RingLayout.head, true) === v.getUint32(s.outRing + RingLayout.tail, true));
+    return this.shards.every((s) => s.idle());
   }
 
   private async shutdown(): Promise<void> {
-    await Promise.all(this.shards.map(async (shard) => {
-      if (!shard.worker) return;
-      Atomics.store(new Int32Array(shard.control), 0, 1);
-      Atomics.notify(this.arena.i32, (shard.rxRing + RingLayout.head) >> 2);
-      await shard.worker.terminate();
-    }));
+    await this.scaling?.catch(() => undefined);
+    await Promise.all(this.shards.map((shard) => shard.stop()));
     for (const s of this.sources) s.driver.close();
     for (const s of this.sinks) s.driver?.close();
+  }
+
+  /** The flow tables of every element on a shard, with their scope. */
+  private tablesOf(shard: Shard): { node: string; name: string; scope: 'per-flow' | 'cross-flow'; address: number; recordSize: number }[] {
+    const v = this.arena.view;
+    return this.graph.nodes.flatMap((node) => Object.entries(node.type.state ?? {}).flatMap(([name, spec]) => {
+      if (spec.kind !== 'flow-table') return [];
+      const field = this.layouts.get(node.type.type)!.fields.find((f) => f.name === name)!;
+      const address = v.getUint32(shard.memory.blocks[node.index] + field.offset, true);
+      const entrySize = v.getUint32(address + FlowTableLayout.entrySize, true);
+      return [{ node: node.name, name, scope: spec.scope, address, recordSize: TRANSFER_KEY + entrySize - FlowTableLayout.entryValue }];
+    }));
+  }
+
+  private transfer = 0;
+  private transferBuffer(): number {
+    this.transfer ||= this.arena.alloc(TRANSFER_BYTES, 64);
+    return this.transfer;
+  }
+
+  /**
+   * Changes the number of shards while traffic flows. Buckets move between shards one (from, to)
+   * group at a time: their packets are held, the old owner finishes what it was given, exports the
+   * groups' per-flow state on its own thread, the new owner imports it on its own, and the held
+   * packets are released in arrival order. No packet is dropped and no flow is reordered.
+   */
+  async scale(target: number): Promise<ScaleReport> {
+    if (!Number.isInteger(target) || target < 1 || target > MAX_SHARDS) throw new RangeError(`shard count must be a whole number from 1 to ${MAX_SHARDS}`);
+    if (!this.started) throw new Error('the pipeline is not running');
+    if (this.scaling) throw new Error('a scale event is already in progress');
+    this.scaling = this.moveToShards(target);
+    try {
+      const report = await this.scaling;
+      this.scaleReports.push(report);
+      this.log(`scaled ${report.from} -> ${report.to} shards: ${report.buckets_moved} buckets, ${report.flows_moved} flows moved in ${report.milliseconds.toFixed(1)} ms, ${report.packets_held} packets held, ${report.packets_lost} lost`);
+      return report;
+    } finally {
+      this.scaling = undefined;
+    }
+  }
+
+  private lostSoFar(): number {
+    const v = this.arena.view;
+    const ringFull = this.shards.reduce((sum, s) => sum + Number(v.getBigUint64(this.shardRecords + s.id * IoContext.shardRecord + 16, true)), 0);
+    return ringFull + Number(v.getBigUint64(this.ioContext + IoContext.noSlot, true));
+  }
+
+  private async moveToShards(target: number): Promise<ScaleReport> {
+    const started = performance.now();
+    const from = this.shards.length;
+    const lostBefore = this.lostSoFar();
+    for (let id = from; id < target; id++) {
+      const shard = this.createShard(id);
+      this.startShard(shard);
+      this.shards.push(shard);
+    }
+    this.u32(this.ioContext + IoContext.shardCount, this.shards.length);
+    const current = this.bucketTable();
+    const next = planBuckets(current, from, target);
+    const report: ScaleReport = { from, to: target, buckets_moved: 0, flows_moved: 0, flows_not_moved: 0, milliseconds: 0, packets_held: 0, packets_lost: 0 };
+    for (const move of bucketMoves(current, next)) {
+      const table = this.bucketTable();
+      for (const b of move.buckets) table[b] = HELD;
+      this.setBuckets(table);
+      // Everything submitted for these buckets before they were held is in the old owner's ring,
+      // before this mark; the old owner keeps serving its other buckets meanwhile.
+      this.publish();
+      const source = this.shards[move.from];
+      const received = source.head('rx');
+      await until(() => source.passed('rx', received), () => source.wake());
+      const moved = await this.moveFlows(source, this.shards[move.to], move.buckets);
+      report.flows_moved += moved.flows;
+      report.flows_not_moved += moved.failed;
+      // Sinks must get the old owner's packets of these buckets before any the new owner sends.
+      const sent = source.head('out');
+      await until(() => source.passed('out', sent), () => this.collect());
+      // Release in arrival order; packets still arriving for these buckets queue behind. Only when
+      // none is left does the table send them straight to the new owner.
+      while (this.heldCount() > 0) {
+        report.packets_held += this.io.ioReleaseHeld(move.to, 0xffffffff);
+        this.publish();
+        if (this.heldCount() > 0) await new Promise((r) => setImmediate(r));
+      }
+      for (const b of move.buckets) table[b] = move.to;
+      this.setBuckets(table);
+      report.buckets_moved += move.buckets.length;
+    }
+    for (const shard of this.shards.slice(target)) await this.retire(shard);
+    this.shards.length = target;
+    this.u32(this.ioContext + IoContext.shardCount, target);
+    this.setBuckets(next);
+    report.packets_lost = this.lostSoFar() - lostBefore;
+    report.milliseconds = performance.now() - started;
+    return report;
+  }
+
+  /** Exports the per-flow entries of `buckets` from one shard and imports them into another, table by table. */
+  private async moveFlows(from: Shard, to: Shard, buckets: number[]): Promise<{ flows: number; failed: number }> {
+    const map = this.arena.alloc(BUCKETS, 8);
+    for (const b of buckets) this.arena.u8[map + b] = 1;
+    const buffer = this.transferBuffer();
+    const targets = this.tablesOf(to);
+    let flows = 0, failed = 0;
+    for (const [i, table] of this.tablesOf(from).entries()) {
+      if (table.scope !== 'per-flow') continue;
+      const capacity = Math.floor(TRANSFER_BYTES / table.recordSize) * table.recordSize;
+      let resume = 0;
+      for (let done = 0; !done; resume = 1) {
+        const [count, finished] = await from.run(Op.export, [table.address, map, BUCKETS - 1, buffer, capacity, resume]);
+        done = finished;
+        if (count === 0) continue;
+        const [notImported] = await to.run(Op.import, [targets[i].address, buffer, count, 0]);
+        flows += count - notImported;
+        failed += notImported;
+      }
+    }
+    return { flows, failed };
+  }
+
+  /** Stops a shard whose buckets have all moved away; its all-flows and cross-flow state stays readable. */
+  private async retire(shard: Shard): Promise<void> {
+    await until(() => shard.idle(), () => { this.publish(); this.collect(); });
+    await shard.stop();
+    // Its clone stash goes back to the pool.
+    const v = this.arena.view;
+    const stash = shard.memory.stash;
+    const free = v.getUint32(this.ioContext + IoContext.freeStack, true);
+    let count = v.getUint32(free, true);
+    for (let i = 0; i < v.getUint32(stash, true); i++) v.setUint32(free + 8 + 4 * count++, v.getUint32(stash + 8 + 4 * i, true), true);
+    v.setUint32(free, count, true);
+    v.setUint32(stash, 0, true);
+    this.retired.push(shard);
+  }
+
+  /**
+   * All element state: scalars merged by their rules, every table's live entries (per-flow from the
+   * shard that owns them; cross-flow from every shard, to be added up on restore).
+   */
+  async snapshot(): Promise<Snapshot> {
+    const elements: Snapshot['elements'] = {};
+    for (const node of this.graph.nodes) {
+      if (node.type.kind !== 'element' || !node.type.state) continue;
+      const view = this.view(node.name);
+      const scalars: Record<string, string> = {};
+      for (const [name, spec] of Object.entries(node.type.state)) if (spec.kind === 'scalar') scalars[name] = String(view.read(name));
+      elements[node.name] = { type: node.type.type, scalars, tables: {} };
+    }
+    const buffer = this.transferBuffer();
+    for (const shard of [...this.shards, ...this.retired]) {
+      const running = shard.running;
+      for (const table of this.tablesOf(shard)) {
+        const capacity = Math.floor(TRANSFER_BYTES / table.recordSize) * table.recordSize;
+        const chunks: Buffer[] = [];
+        let resume = 0;
+        for (let done = 0; !done; resume = 1) {
+          const args = [table.address, 0, BUCKETS - 1, buffer, capacity, resume];
+          const [count, finished] = running ? await shard.run(Op.export, args)
+            : [this.io.tableExport(...args.slice(0, 5), 0n, resume), this.io.exportDone(table.address) ? 1 : 0];
+          done = finished;
+          chunks.push(Buffer.from(this.arena.u8.slice(buffer, buffer + count * table.recordSize)));
+        }
+        const entry = elements[table.node].tables[table.name] ??= { scope: table.scope, record_size: table.recordSize, records: '' };
+        entry.records = Buffer.concat([Buffer.from(entry.records, 'base64'), ...chunks]).toString('base64');
+      }
+    }
+    return { format: 'wirepath-snapshot/1', date: new Date().toISOString(), elements };
+  }
+
+  /**
+   * Loads a snapshot before the pipeline starts, into any number of shards: scalars into shard 0,
+   * per-flow entries into the shard that owns their bucket, cross-flow entries added up in shard 0.
+   */
+  restore(snapshot: Snapshot): void {
+    if (this.started) throw new Error('restore a snapshot before the pipeline starts');
+    if (snapshot.format !== 'wirepath-snapshot/1') throw new Error(`not a wirepath snapshot (format ${snapshot.format})`);
+    const v = this.arena.view;
+    const buffer = this.transferBuffer();
+    const owners = this.bucketTable();
+    for (const [name, saved] of Object.entries(snapshot.elements)) {
+      const node = this.graph.byName.get(name);
+      if (!node || node.type.type !== saved.type) throw new Error(`the snapshot's element ${name} (${saved.type}) is not in this config`);
+      const layout = this.layouts.get(node.type.type)!;
+      for (const [field, value] of Object.entries(saved.scalars)) {
+        const f = layout.fields.find((x) => x.name === field);
+        if (f) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
+      }
+      for (const [table, data] of Object.entries(saved.tables)) {
+        const records = Buffer.from(data.records, 'base64');
+        const perShard = this.shards.map(() => [] as Buffer[]);
+        for (let at = 0; at < records.length; at += data.record_size) {
+          const r = records.subarray(at, at + data.record_size);
+          const shard = data.scope === 'per-flow' ? owners[this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]) & (BUCKETS - 1)] : 0;
+          perShard[shard].push(r);
+        }
+        for (const shard of this.shards) {
+          const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table)!;
+          const all = Buffer.concat(perShard[shard.id]);
+          for (let at = 0; at < all.length; at += TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size)) {
+            const chunk = all.subarray(at, at + TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size));
+            this.arena.u8.set(chunk, buffer);
+            const failed = this.io.tableImport(target.address, buffer, chunk.length / data.record_size, 0n, data.scope === 'cross-flow' ? 1 : 0);
+            if (failed) this.log(`restore: ${name}.${table} on shard ${shard.id} is full; ${failed} entries left out`);
+          }
+        }
+      }
+    }
   }
 
   /** Source progress from 0 to 1 (the least advanced source), or undefined when unknown. */
@@ -439,7 +690,8 @@ export class Pipeline {
     const node = this.graph.byName.get(name);
     if (!node) throw new Error(`no element '${name}'`);
     const layout = this.layouts.get(node.type.type)!;
-    const blocks = node.type.kind === 'element' ? this.shards.map((s) => s.blocks[node.index]) : [this.ioBlocks.get(name)!];
+    const everyShard = [...this.shards, ...this.retired];
+    const blocks = node.type.kind === 'element' ? everyShard.map((s) => s.memory.blocks[node.index]) : [this.ioBlocks.get(name)!];
     const v = this.arena.view;
     const fieldOf = (field: string) => {
       const f = layout.fields.find((x) => x.name === field);
@@ -451,8 +703,10 @@ export class Pipeline {
       read: (field) => {
         const f = fieldOf(field);
         const spec = node.type.state?.[field];
-        const values = blocks.map((b) => readField(v, b + f.offset, f.type));
+        let values = blocks.map((b) => readField(v, b + f.offset, f.type));
         const merge = spec?.kind === 'scalar' ? spec.merge : 'sum';
+        // A shard that never set a first-seen time holds 0, which is no minimum.
+        if (merge === 'min' && values.some((x) => x !== 0n)) values = values.filter((x) => x !== 0n);
         if (f.type === 'FlowTable') return values.reduce((s, h) => s + BigInt(v.getUint32(Number(h) + FlowTableLayout.live, true)), 0n);
         return values.reduce((a, b) => (merge === 'sum' ? a + b : merge === 'max' ? (a > b ? a : b) : a < b ? a : b));
       },
@@ -461,9 +715,9 @@ export class Pipeline {
           if (!('state' in f.from) || f.type === 'FlowTable' || f.type === 'usize') continue;
           for (const b of blocks) writeField(v, b + f.offset, f.type, 0n);
         }
-        for (const shard of this.shards) {
+        for (const shard of everyShard) {
           const r = this.records[node.index];
-          for (const off of [r.inPackets, r.holeDrops, ...r.outPackets]) v.setBigUint64(shard.descriptor + off, 0n, true);
+          for (const off of [r.inPackets, r.holeDrops, ...r.outPackets]) v.setBigUint64(shard.memory.descriptor + off, 0n, true);
         }
       },
       setParam: (param, raw) => {
@@ -484,7 +738,7 @@ export class Pipeline {
     const out: Record<string, ElementStats> = {};
     for (const node of this.graph.nodes) {
       const r = this.records[node.index];
-      const sum = (off: number) => this.shards.reduce((s, shard) => s + Number(v.getBigUint64(shard.descriptor + off, true)), 0);
+      const sum = (off: number) => [...this.shards, ...this.retired].reduce((s, shard) => s + Number(v.getBigUint64(shard.memory.descriptor + off, true)), 0);
       const source = this.sources.find((s) => s.node === node);
       const stats: ElementStats = {
         type: node.type.type,
@@ -501,16 +755,16 @@ export class Pipeline {
     return out;
   }
 
-  /** Counters of the runtime itself: per shard batches and packets, pool exhaustion. */
-  runtimeStats(): Record<string, number> {
+  /** Counters of the runtime itself: per shard batches, packets and drops; pool exhaustion. */
+  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; ring_full_drops: number }[]; pool_exhausted: number } {
     const v = this.arena.view;
-    const shard = this.shards[0];
     return {
-      shard_batches: Number(v.getBigUint64(shard.context + ShardContext.batches, true)),
-      shard_packets: Number(v.getBigUint64(shard.context + ShardContext.packets, true)),
-      clone_no_buffer: Number(v.getBigUint64(shard.context + ShardContext.noBuffer, true)),
+      shards: this.shards.map((shard) => ({
+        shard: shard.id,
+        ...shard.counters(),
+        ring_full_drops: Number(v.getBigUint64(this.shardRecords + shard.id * IoContext.shardRecord + 16, true)),
+      })),
       pool_exhausted: Number(v.getBigUint64(this.ioContext + IoContext.noSlot, true)),
-      ring_full_drops: Number(v.getBigUint64(this.arena.view.getUint32(this.ioContext + IoContext.shards, true) + 16, true)),
     };
   }
 
@@ -549,4 +803,27 @@ function writeField(v: DataView, addr: number, type: string, value: number | big
     case 'u16': v.setUint16(addr, Number(value), true); break;
     default: v.setUint8(addr, Number(value));
   }
+}
+
+/** What one scale event did and cost (issue: every figure the operator asks for). */
+export interface ScaleReport {
+  from: number;
+  to: number;
+  buckets_moved: number;
+  flows_moved: number;
+  /** Entries the new owner's full table could not take (their flows start afresh there). */
+  flows_not_moved: number;
+  milliseconds: number;
+  packets_held: number;
+  packets_lost: number;
+}
+
+export interface Snapshot {
+  format: 'wirepath-snapshot/1';
+  date: string;
+  elements: Record<string, {
+    type: string;
+    scalars: Record<string, string>;
+    tables: Record<string, { scope: 'per-flow' | 'cross-flow'; record_size: number; records: string }>;
+  }>;
 }

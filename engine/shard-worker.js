@@ -1,30 +1,45 @@
-// A shard: one worker thread running the compiled graph on batches from its receive ring.
+// A shard: one worker thread running the compiled graph on batches from its receive ring, and,
+// between batches, the operations the engine posts in its mailbox (engine/shard.ts).
 // Plain JavaScript so that a worker starts without a TypeScript loader.
 
 import { workerData, parentPort } from 'node:worker_threads';
 
-const { module, memory, context, descriptor, batch, control, rxRing, clock } = workerData;
-const STOP = 0;
+const { module, memory, context, descriptor, batch, mailbox, rxRing, clock } = workerData;
 const SPIN_BEFORE_SLEEP = 200;
+const M = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11 };
+const OP_EXPORT = 1;
 
 const env = { memory, abort: () => { throw new Error('abort called in the fast path'); }, seed: () => 0, trace: () => {} };
-const instance = new WebAssembly.Instance(module, { env });
-const { shardInit, shardStep } = instance.exports;
-shardInit(context);
+const x = new WebAssembly.Instance(module, { env }).exports;
+x.shardInit(context);
 
 const ring = new Int32Array(memory.buffer, rxRing, 64);
 const HEAD = 0, TAIL = 16, SLEEP = 32; // RingLayout offsets / 4
-const flags = new Int32Array(control);
+const box = new Int32Array(mailbox);
+
+function runPosted() {
+  const a = (i) => box[M.args + i];
+  const now = x.shardNow();
+  if (box[M.op] === OP_EXPORT) {
+    box[M.result] = x.tableExport(a(0), a(1), a(2), a(3), a(4), now, a(5));
+    box[M.result2] = x.exportDone(a(0)) ? 1 : 0;
+  } else {
+    box[M.result] = x.tableImport(a(0), a(1), a(2), now, a(3));
+  }
+  Atomics.store(box, M.done, Atomics.load(box, M.posted));
+  Atomics.notify(box, M.done);
+}
 
 try {
   let idle = 0;
-  while (Atomics.load(flags, STOP) === 0) {
-    const taken = shardStep(descriptor, batch, clock === 'wall' ? process.hrtime.bigint() : 0n);
+  while (Atomics.load(box, M.stop) === 0) {
+    if (Atomics.load(box, M.posted) !== Atomics.load(box, M.done)) runPosted();
+    const taken = x.shardStep(descriptor, batch, clock === 'wall' ? process.hrtime.bigint() : 0n);
     if (taken) { idle = 0; continue; }
     if (++idle < SPIN_BEFORE_SLEEP) continue;
     Atomics.store(ring, SLEEP, 1);
     const tail = Atomics.load(ring, TAIL);
-    if (Atomics.load(ring, HEAD) === tail) Atomics.wait(ring, HEAD, tail, 20);
+    if (Atomics.load(ring, HEAD) === tail && Atomics.load(box, M.posted) === Atomics.load(box, M.done)) Atomics.wait(ring, HEAD, tail, 20);
     Atomics.store(ring, SLEEP, 0);
   }
   parentPort.postMessage({ stopped: true });

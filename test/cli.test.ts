@@ -125,7 +125,7 @@ test('elements: lists every built-in type with its summary', async () => {
   const r = cli(['elements']);
   assert.is(r.status, 0);
   const lines = r.stdout.trimEnd().split('\n');
-  assert.equal(lines.map((l) => l.split(' ')[0]), ['CheckIPHeader', 'Counter', 'Discard', 'FromPcap', 'Generator', 'Rewrite', 'Tee', 'ToPcap']);
+  assert.equal(lines.map((l) => l.split(' ')[0]), [...registry.keys()].sort());
   for (const line of lines) {
     const [, type, summary] = /^(\S+) +(.+)$/.exec(line)!;
     assert.is(summary, registry.get(type)!.summary);
@@ -180,7 +180,7 @@ test('docs: prints the element reference of every type', async () => {
   const r = cli(['docs']);
   assert.is(r.status, 0);
   assert.is(r.stdout, elementReference(await loadRegistry()));
-  for (const type of ['CheckIPHeader', 'Counter', 'Discard', 'FromPcap', 'Generator', 'Rewrite', 'Tee', 'ToPcap']) {
+  for (const type of ['CheckIPHeader', 'Classifier', 'Counter', 'Discard', 'Filter', 'FlowStats', 'FromPcap', 'Generator', 'Print', 'Rewrite', 'Tee', 'ToPcap']) {
     assert.ok(r.stdout.includes(`### ${type}\n`), type);
   }
   assert.not.ok(/^## /m.test(r.stdout), 'types are level-3 headings in the reference');

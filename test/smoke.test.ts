@@ -26,4 +26,24 @@ connections:
   }
 });
 
+test('two outputs of one element into one input keep their own counts', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), [ipv4Frame(), ipv4Frame(), ipv4Frame({ ttl: 1 })]);
+    const result = await runConfig(dir, `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  rw: { type: Rewrite, dec_ttl: true }
+  drop: { type: Discard }
+connections:
+  - src -> rw -> drop
+  - rw[1] -> drop
+`);
+    assert.equal(result.elements.rw.out, [2, 1]);
+    assert.is(result.elements.drop.in, 3);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test.run();

@@ -70,7 +70,7 @@ test('--elements DIR loads user elements for the CLI too', () => {
   assert.is(listed.status, 0);
   assert.match(listed.stdout, /FlowCount\s+counts packets per IPv4 5-tuple/);
   const doc = cli(['elements', 'FlowCount', '--elements', USER_ELEMENTS]);
-  assert.match(doc.stdout, /flows \(per-flow flow table\)/);
+  assert.match(doc.stdout, /flows \(per-flow table\)/);
 });
 
 test.run();

@@ -16,7 +16,8 @@ export default defineElement({
     + 'slot are cut to fit and counted in truncated. With timing: original the packets leave at the pace of their '
     + 'timestamps; with fast, as fast as the shards take them. A file source never drops a packet for want of room: it '
     + 'waits for the shards. With loop, the file is read again and again, its timestamps shifted so that time keeps '
-    + 'going forward; count stops after that many packets. preload reads the whole file into memory first (an in-memory trace).',
+    + 'going forward; count stops after that many packets. preload reads the whole file into memory first (an in-memory trace). '
+    + "Each packet's annotation is its number in the file, from 1 (Wireshark's frame number; Print shows it).",
   inputs: 0,
   outputs: [{ name: 'out', doc: 'the packets read' }],
   params: {
@@ -55,6 +56,7 @@ class PcapReader implements SourceDriver {
   private have = 0;
   private used = 0;
   private passes = 0;
+  private period = 0n;
   private finished = false;
   private paceStart?: { wall: bigint; ts: bigint };
   private waitUntil = 0n;
@@ -162,15 +164,24 @@ class PcapReader implements SourceDriver {
       this.ctx.log(`ignored ${this.have - this.used} bytes at the end of ${this.ctx.params.file}: a record cut off`);
     }
     if (!this.ctx.params.loop || this.field('packets') === 0n) { this.finished = true; return; }
-    // Shift the next pass so that its first packet follows the last one by the file's mean gap.
-    const first = this.field('first_ns') - this.field('ts_offset');
-    const last = this.field('last_ns');
-    const packetsPerPass = this.passes === 0 ? Number(this.field('packets')) : 0;
-    const span = last - this.field('ts_offset') - first;
-    const gap = packetsPerPass > 1 ? span / BigInt(packetsPerPass - 1) : 1000n;
-    this.setField('ts_offset', last - first + gap);
+    if (this.passes === 0) this.period = this.passPeriod();
+    this.setField('ts_offset', this.field('ts_offset') + this.period);
     this.passes++;
     this.startPass();
+  }
+
+  /**
+   * How far each pass's timestamps move from the previous pass's, measured on the first pass: its span
+   * plus its mean gap (at least 1 ns; 1 us for a single packet), so that the next pass's first packet
+   * follows the last one. Never negative: a file whose last packet is older than its first moves by the gap.
+   */
+  private passPeriod(): bigint {
+    const first = this.field('first_ns');
+    const last = this.field('last_ns');
+    const packets = this.field('packets');
+    const span = last > first ? last - first : 0n;
+    const gap = packets > 1n ? span / (packets - 1n) : 1000n;
+    return span + (gap > 0n ? gap : 1n);
   }
 
   /** pcapng blocks without packets: section headers, interface descriptions, statistics, names. */

@@ -1,4 +1,4 @@
-import { ioAllocate, ioSubmit, ioRoom } from "wirepath";
+import { ioAllocate, ioSubmit, ioRoom, copyBytes } from "wirepath";
 import { FromPcapState } from "./layout";
 
 // Per-record loops of FromPcap, run on the I/O side over a buffer of file bytes in linear memory.
@@ -16,6 +16,8 @@ export const STOP_NO_SLOT: u64 = 5;
 const MAX_RECORD: u32 = 4 << 20;
 const EPB: u32 = 6;
 const SPB: u32 = 3;
+const SHB: u32 = 0x0a0d0d0a;
+const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
 
 @inline function u32At(addr: usize, swapped: bool): u32 {
   const v = load<u32>(addr);
@@ -29,11 +31,13 @@ function submit(self: FromPcapState, data: usize, caplen: u32, wire: u32, ts: u6
   const room = ioRoom(p);
   const copy = caplen < room ? caplen : room;
   if (copy < caplen) self.truncated++;
-  memory.copy(p.data, data, copy);
+  copyBytes(p.data, data, copy);
   p.length = copy;
   p.wireLength = wire;
   p.timestamp = ts;
-  if (self.first_ns == 0) self.first_ns = ts;
+  // The packet's number in the file from 1, as tcpdump -# and Wireshark count (continuing across loops).
+  p.annotation = <u32>(self.packets + 1);
+  if (self.packets == 0) self.first_ns = ts; // a timestamp of 0 is a valid first one
   self.last_ns = ts;
   self.packets++;
   self.bytes += wire;
@@ -80,7 +84,8 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
     if (len - at < 12) { self.stop = STOP_NEED_MORE; break; }
     const block = buf + at;
     const type = u32At(block, swapped);
-    const total = u32At(block + 4, swapped);
+    // A section header may switch the byte order: its length is in the order it declares.
+    const total = u32At(block + 4, type == SHB ? load<u32>(block + 8) != BYTE_ORDER_MAGIC : swapped);
     if (total < 12 || (total & 3) != 0 || total > MAX_RECORD) { self.stop = STOP_CORRUPT; break; }
     if (len - at < total) { self.stop = STOP_NEED_MORE; break; }
     if (type == EPB) {

@@ -1,4 +1,4 @@
-import { ioAllocate, ioSubmit, Ethernet, IPv4, Transport, Wire, IPPROTO_TCP, IPPROTO_UDP } from "wirepath";
+import { ioAllocate, ioSubmit, Ethernet, IPv4, Transport, Wire, IPPROTO_TCP, IPPROTO_UDP, copyBytes, zeroBytes } from "wirepath";
 import { GeneratorState } from "./layout";
 
 const TEMPLATE: u32 = 64;
@@ -63,8 +63,8 @@ export function generate(self: GeneratorState, budget: u32, port: u16): u32 {
     const p = ioAllocate();
     if (!p) break;
     const flow = <u32>(next(self) >> 33) % self.flows;
-    memory.copy(p.data, <usize>self.templates + <usize>flow * TEMPLATE, head);
-    if (size > TEMPLATE) memory.fill(p.data + TEMPLATE, 0, size - TEMPLATE);
+    copyBytes(p.data, <usize>self.templates + <usize>flow * TEMPLATE, head);
+    if (size > TEMPLATE) zeroBytes(p.data + TEMPLATE, size - TEMPLATE);
     p.length = size;
     p.wireLength = size;
     p.timestamp = ts;

@@ -13,5 +13,6 @@ export default defineElement({
   state: {
     no_buffer: state.counter('copies not made for want of a free slot'),
   },
+  clones: (p: { outputs: number }) => p.outputs - 1,
   example: 'tee: { type: Tee, outputs: 2 }',
 });

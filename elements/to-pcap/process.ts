@@ -1,4 +1,4 @@
-import { Batch, ioRelease } from "wirepath";
+import { Batch, ioRelease, copyBytes } from "wirepath";
 import { ToPcapState } from "./layout";
 
 /**
@@ -18,7 +18,7 @@ export function writePcap(self: ToPcapState, batch: Batch, start: u32, buf: usiz
     store<u32>(rec, <u32>(nanos ? fraction : fraction / 1000), 4);
     store<u32>(rec, len, 8);
     store<u32>(rec, p.wireLength > p.length ? p.wireLength : p.length, 12);
-    memory.copy(rec + 16, p.data, len);
+    copyBytes(rec + 16, p.data, len);
     ioRelease(p);
     self.packets++;
     self.bytes += len;

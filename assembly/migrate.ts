@@ -1,0 +1,78 @@
+import { FlowTable, FlowKey, ENTRY_LIVE, ENTRY_TOMBSTONE, ENTRY_KEY, ENTRY_EXPIRES, ENTRY_VALUE, KEY_SIZE } from "./flowtable";
+import { symmetricHashOf } from "./io";
+import { copyBytes } from "./bytes";
+
+// Moving per-flow state between shards: a shard exports the live entries of the buckets that move
+// (removing them) into a transfer buffer; the new owner imports them. Records in the buffer are
+// [key 16 B][expires u64][value], the entry minus its bookkeeping. Runs on the owning shard's thread
+// only: a shard never writes another shard's table.
+
+/** Bucket of a 5-tuple key, as the dispatcher computes it for the packets of that flow. */
+@inline function bucketOf(key: usize, mask: u32): u32 {
+  const ports = load<u32>(key, 8);
+  return symmetricHashOf(load<u32>(key), load<u32>(key, 4), (ports >>> 16) ^ (ports & 0xffff), <u8>load<u32>(key, 12)) & mask;
+}
+
+let exportCursor: u32 = 0;
+
+/**
+ * Moves the live entries of `table` whose bucket is marked in `buckets` (one byte per bucket, non-zero
+ * = moving; `buckets` 0 means every entry, for snapshots, which keep the entries) into `out`. Resumes
+ * where the last call stopped when `resume` is true. Returns the records written; `exportDone()` says
+ * whether the whole table was walked.
+ */
+export function tableExport(table: FlowTable, buckets: usize, mask: u32, out: usize, capacity: u32, now: u64, resume: bool): u32 {
+  if (!resume) exportCursor = 0;
+  const record = KEY_SIZE + 8 + table.entrySize - ENTRY_VALUE;
+  let written: u32 = 0;
+  while (exportCursor < table.slots) {
+    const e = table.entry(exportCursor);
+    if (load<u32>(e) == ENTRY_LIVE && load<u64>(e, ENTRY_EXPIRES) > now
+        && (!buckets || load<u8>(buckets + bucketOf(e + ENTRY_KEY, mask)))) {
+      if ((written + 1) * record > capacity) return written;
+      const r = out + <usize>(written * record);
+      copyBytes(r, e + ENTRY_KEY, KEY_SIZE + 8);
+      copyBytes(r + KEY_SIZE + 8, e + ENTRY_VALUE, table.entrySize - ENTRY_VALUE);
+      if (buckets) {
+        store<u32>(e, ENTRY_TOMBSTONE);
+        table.live--;
+      }
+      written++;
+    }
+    exportCursor++;
+  }
+  return written;
+}
+
+export function exportDone(table: FlowTable): bool {
+  return exportCursor >= table.slots;
+}
+
+/**
+ * Inserts `count` records into `table`. With `merge` (0: replace; 1: add the u64 words of the value,
+ * for cross-flow counters that several shards kept), an existing entry is combined. Returns the
+ * records that did not fit (the table was full).
+ */
+export function tableImport(table: FlowTable, input: usize, count: u32, now: u64, merge: bool): u32 {
+  const record = KEY_SIZE + 8 + table.entrySize - ENTRY_VALUE;
+  const valueSize = table.entrySize - ENTRY_VALUE;
+  let failed: u32 = 0;
+  for (let i: u32 = 0; i < count; i++) {
+    const r = input + <usize>(i * record);
+    const expires = load<u64>(r, KEY_SIZE);
+    if (expires <= now) continue;
+    const existing = table.find(r, FlowKey.hash(r), now);
+    if (existing && merge) {
+      for (let w: u32 = 0; w + 8 <= valueSize; w += 8) {
+        store<u64>(existing + w, load<u64>(existing + w) + load<u64>(r + KEY_SIZE + 8 + w));
+      }
+      if (expires > FlowTable.expires(existing)) FlowTable.refresh(existing, 0, expires);
+      continue;
+    }
+    const value = existing ? existing : table.lookupOrInsert(r, FlowKey.hash(r), now);
+    if (!value) { failed++; continue; }
+    copyBytes(value, r + KEY_SIZE + 8, valueSize);
+    FlowTable.refresh(value, 0, expires);
+  }
+  return failed;
+}

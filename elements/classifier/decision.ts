@@ -1,0 +1,435 @@
+// Compiles an ordered list of rules (first match wins) into one decision DAG of masked compares,
+// shared between rules, and writes it into linear memory for the fast path (program.ts).
+//
+// The DAG is built like a BDD over the rule list: test the next atom of the first rule still
+// undecided, and in each branch simplify every rule with what that branch knows (the value of the
+// field, that the capture is long enough or not), so an atom known on a path is never tested again.
+// When many rules test one field for equality (1000 prefixes, 1000 ports) the node is a hash lookup
+// on that field instead of a chain of tests. States reached twice are built once (memoised).
+
+import { Formulas, lower, type Atom, type Field, type Formula } from './lower.ts';
+import { parseExpression, type Expr } from './expression.ts';
+
+export const NO_MATCH = 0x7ffffffe;
+const TERMINAL = 0x80000000;
+const EMPTY_SLOT = 0xffffffff;
+/** A field that rules need to equal at least this many different values becomes one hash lookup (fewer: a chain of tests is cheaper). */
+const MIN_LOOKUP_VALUES = 4;
+/** Past this many nodes the rules stop sharing knowledge across rule boundaries (linear size). */
+const MAX_NODES = 50_000;
+
+export const NODE_SIZE = 32;
+export const HEADER_SIZE = 32;
+const BASE_CODE = { frame: 0, transport: 1, wire: 2 } as const;
+const OP_CODE = { eq: 0, gt: 1, ge: 2, lookup: 3 } as const;
+
+type Target = number;
+const terminal = (rule: number): Target => (TERMINAL | rule) >>> 0;
+export const isTerminal = (t: Target) => t >= TERMINAL;
+
+interface TestNode { kind: 'test'; atom: Atom; yes: Target; no: Target; fault: Target }
+interface LookupNode { kind: 'lookup'; field: Field; fieldKey: string; mask: number; entries: Map<number, Target>; otherwise: Target; fault: Target }
+type DecisionNode = TestNode | LookupNode;
+
+/** What a path through the DAG knows about the packet. Immutable: each branch makes its own. */
+class Facts {
+  constructor(
+    /** The capture has at least `longer` bytes, and fewer than `shorter`. */
+    readonly longer = 0,
+    readonly shorter = Infinity,
+    /** The same for reads behind an IPv4 header at l3: transport offset + size known to fit / not to fit. */
+    readonly transportFits = new Map<number, number>(),
+    readonly transportFails = new Map<number, number>(),
+    readonly atoms = new Map<number, boolean>(),
+    /** Known values of masked fields: fieldKey -> [mask, value] pairs. */
+    readonly equal = new Map<string, [number, number][]>(),
+    /** Values a masked field is known not to have (the default branch of a lookup): `fieldKey/mask`. */
+    readonly excluded = new Map<string, Set<number>>(),
+  ) {}
+
+  static readonly NONE = new Facts();
+  private cachedKey?: string;
+
+  private copy(changes: Partial<Facts>): Facts {
+    const c = { ...this, ...changes };
+    return new Facts(c.longer, c.shorter, c.transportFits, c.transportFails, c.atoms, c.equal, c.excluded);
+  }
+
+  /** 'fault', 'ok' or undefined (unknown) for reading this field. */
+  readable(field: Field): 'ok' | 'fault' | undefined {
+    if (field.base === 'wire') return 'ok';
+    const end = field.offset + field.size;
+    if (field.base === 'frame') return end <= this.longer ? 'ok' : end >= this.shorter ? 'fault' : undefined;
+    if (end <= (this.transportFits.get(field.l3) ?? 0)) return 'ok';
+    return end >= (this.transportFails.get(field.l3) ?? Infinity) ? 'fault' : undefined;
+  }
+
+  /** The atom's value when this path decides it: true, false, or 'fault'. */
+  decide(atom: Atom): boolean | 'fault' | undefined {
+    const readable = this.readable(atom.field);
+    if (readable !== 'ok') return readable;
+    const known = this.atoms.get(atom.id);
+    if (known !== undefined) return known;
+    for (const [mask, value] of this.equal.get(atom.fieldKey) ?? []) {
+      if ((atom.mask & mask) >>> 0 === atom.mask) return compare(atom, (value & atom.mask) >>> 0);
+      const common = (atom.mask & mask) >>> 0;
+      if (atom.compare === 'eq' && ((atom.value & common) >>> 0) !== ((value & common) >>> 0)) return false;
+    }
+    if (atom.compare === 'eq' && this.excluded.get(`${atom.fieldKey}/${atom.mask}`)?.has(atom.value)) return false;
+    return undefined;
+  }
+
+  read(field: Field): Facts {
+    if (field.base === 'wire' || this.readable(field) === 'ok') return this;
+    const end = field.offset + field.size;
+    if (field.base === 'frame') return this.copy({ longer: end });
+    return this.copy({ transportFits: new Map(this.transportFits).set(field.l3, end) });
+  }
+
+  failed(field: Field): Facts {
+    const end = field.offset + field.size;
+    if (field.base === 'frame') return this.copy({ shorter: Math.min(this.shorter, end) });
+    return this.copy({ transportFails: new Map(this.transportFails).set(field.l3, Math.min(end, this.transportFails.get(field.l3) ?? Infinity)) });
+  }
+
+  withAtom(atom: Atom, value: boolean): Facts {
+    const next = this.read(atom.field).copy({ atoms: new Map(this.atoms).set(atom.id, value) });
+    if (!value || atom.compare !== 'eq') return next;
+    return next.withValue(atom.fieldKey, atom.mask, atom.value);
+  }
+
+  withValue(fieldKey: string, mask: number, value: number): Facts {
+    const equal = new Map(this.equal).set(fieldKey, [...(this.equal.get(fieldKey) ?? []), [mask, value]]);
+    return this.copy({ equal });
+  }
+
+  withExcluded(fieldKey: string, mask: number, values: Set<number>): Facts {
+    return this.copy({ excluded: new Map(this.excluded).set(`${fieldKey}/${mask}`, values) });
+  }
+
+  get key(): string {
+    if (this.cachedKey === undefined) {
+      const parts = [this.longer, this.shorter, [...this.transportFits], [...this.transportFails],
+        [...this.atoms].sort((a, b) => a[0] - b[0]).map(([id, v]) => `${id}${v ? '+' : '-'}`).join(','),
+        [...this.equal].sort().map(([k, v]) => `${k}=${v.join(';')}`).join(','),
+        [...this.excluded].sort().map(([k, v]) => `${k}!${setId(v)}`).join(',')];
+      this.cachedKey = JSON.stringify(parts);
+    }
+    return this.cachedKey;
+  }
+}
+
+let nextSetId = 0;
+const setIds = new WeakMap<Set<number>, number>();
+/** Excluded-value sets are keyed by identity: one lookup node makes one set, shared by its default branch. */
+function setId(s: Set<number>): number {
+  let id = setIds.get(s);
+  if (id === undefined) { id = nextSetId++; setIds.set(s, id); }
+  return id;
+}
+
+function compare(atom: Atom, value: number): boolean {
+  return atom.compare === 'eq' ? value === atom.value : atom.compare === 'gt' ? value > atom.value : value >= atom.value;
+}
+
+interface RuleState { rule: number; formula: Formula }
+
+export interface CompiledRules {
+  nodes: DecisionNode[];
+  root: Target;
+  /** Rules that some packet can reach (false for a rule that never matches or is shadowed). */
+  reachable: boolean[];
+  /** 'shared' when knowledge is shared across rules; 'chained' for rule sets too large for that. */
+  mode: 'shared' | 'chained';
+}
+
+class BudgetExceeded extends Error {}
+
+/** Builds the decision DAG of formulas (made by one Formulas) evaluated in order, first match wins. */
+export function buildDecisions(f: Formulas, formulas: Formula[]): CompiledRules {
+  try {
+    return new Builder(f, formulas, 'shared').result();
+  } catch (e) {
+    if (!(e instanceof BudgetExceeded)) throw e;
+    return new Builder(f, formulas, 'chained').result();
+  }
+}
+
+class Builder {
+  readonly nodes: DecisionNode[] = [];
+  private readonly nodeIds = new Map<string, Target>();
+  private readonly memo = new Map<string, Target>();
+  private readonly necessary = new Map<number, Map<string, number>>();
+  private readonly root: Target;
+
+  constructor(private readonly f: Formulas, private readonly formulas: Formula[], private readonly mode: 'shared' | 'chained') {
+    this.root = mode === 'shared'
+      ? this.build(formulas.map((formula, rule) => ({ rule, formula })), Facts.NONE)
+      : this.chainStart(0);
+  }
+
+  result(): CompiledRules {
+    const reachable = this.formulas.map(() => false);
+    const seen = new Set<Target>();
+    const visit = (t: Target) => {
+      if (seen.has(t)) return;
+      seen.add(t);
+      if (isTerminal(t)) {
+        const rule = t - TERMINAL;
+        if (rule !== NO_MATCH) reachable[rule] = true;
+        return;
+      }
+      const n = this.nodes[t];
+      if (n.kind === 'test') { visit(n.yes); visit(n.no); } else { n.entries.forEach(visit); visit(n.otherwise); }
+      visit(n.fault);
+    };
+    visit(this.root);
+    return { nodes: this.nodes, root: this.root, reachable, mode: this.mode };
+  }
+
+  private node(n: DecisionNode): Target {
+    if (n.kind === 'test' && n.yes === n.no && n.no === n.fault) return n.yes;
+    const key = n.kind === 'test' ? `t${n.atom.id}:${n.yes}:${n.no}:${n.fault}`
+      : `l${n.fieldKey}/${n.mask}:${[...n.entries].join(';')}:${n.otherwise}:${n.fault}`;
+    let id = this.nodeIds.get(key);
+    if (id === undefined) {
+      if (this.nodes.length >= MAX_NODES && this.mode === 'shared') throw new BudgetExceeded();
+      id = this.nodes.length;
+      this.nodes.push(n);
+      this.nodeIds.set(key, id);
+    }
+    return id;
+  }
+
+  /** A formula with every atom the facts decide replaced by its value. */
+  private simplify(formula: Formula, facts: Facts, memo: Map<number, Formula>): Formula {
+    const cached = memo.get(formula.id);
+    if (cached) return cached;
+    let out: Formula;
+    switch (formula.kind) {
+      case 'atom': {
+        const v = facts.decide(formula.atom);
+        out = v === undefined ? formula : v === 'fault' ? this.f.FAULT : v ? this.f.TRUE : this.f.FALSE;
+        break;
+      }
+      case 'not': out = this.f.not(this.simplify(formula.arg, facts, memo)); break;
+      case 'and': {
+        const left = this.simplify(formula.left, facts, memo);
+        out = left.kind === 'false' || left.kind === 'fault' ? left : this.f.and(left, this.simplify(formula.right, facts, memo));
+        break;
+      }
+      case 'or': {
+        const left = this.simplify(formula.left, facts, memo);
+        out = left.kind === 'true' || left.kind === 'fault' ? left : this.f.or(left, this.simplify(formula.right, facts, memo));
+        break;
+      }
+      default: out = formula;
+    }
+    memo.set(formula.id, out);
+    return out;
+  }
+
+  private simplifyAll(rules: RuleState[], facts: Facts): RuleState[] {
+    const memo = new Map<number, Formula>();
+    return rules.map((r) => ({ rule: r.rule, formula: this.simplify(r.formula, facts, memo) }));
+  }
+
+  private build(input: RuleState[], facts: Facts): Target {
+    // A rule that is false or read past the capture does not match; the next one is tried.
+    const rules = input.filter((r) => r.formula.kind !== 'false' && r.formula.kind !== 'fault');
+    if (rules.length === 0) return terminal(NO_MATCH);
+    if (rules[0].formula.kind === 'true') return terminal(rules[0].rule);
+    const key = rules.map((r) => `${r.rule}:${r.formula.id}`).join(',') + facts.key;
+    const known = this.memo.get(key);
+    if (known !== undefined) return known;
+    const atom = firstAtom(rules[0].formula);
+    const branch = (knows: Facts) => this.build(this.simplifyAll(rules, knows), knows);
+    const target = this.lookup(atom, rules, facts) ?? this.test(atom, facts, branch);
+    this.memo.set(key, target);
+    return target;
+  }
+
+  /** A hash lookup on the atom's masked field when enough rules need that field to equal some value. */
+  private lookup(atom: Atom, rules: RuleState[], facts: Facts): Target | undefined {
+    if (atom.compare !== 'eq' || atom.field.base === 'wire') return undefined;
+    const key = `${atom.fieldKey}/${atom.mask}`;
+    const needs = rules.map((r) => this.necessaryValues(r.formula).get(key));
+    const values = new Set(needs.filter((v): v is number => v !== undefined));
+    if (values.size < MIN_LOOKUP_VALUES) return undefined;
+    const read = facts.read(atom.field);
+    const entries = new Map<number, Target>();
+    for (const value of values) {
+      const branch = read.withValue(atom.fieldKey, atom.mask, value);
+      // A rule that needs another value cannot match here; only the others are simplified.
+      const candidates = rules.filter((_, i) => needs[i] === undefined || needs[i] === value);
+      entries.set(value, this.build(this.simplifyAll(candidates, branch), branch));
+    }
+    const rest = read.withExcluded(atom.fieldKey, atom.mask, values);
+    return this.node({
+      kind: 'lookup', field: atom.field, fieldKey: atom.fieldKey, mask: atom.mask, entries,
+      otherwise: this.build(this.simplifyAll(rules.filter((_, i) => needs[i] === undefined), rest), rest),
+      fault: facts.readable(atom.field) === 'ok' ? terminal(NO_MATCH) : this.build(this.simplifyAll(rules, facts.failed(atom.field)), facts.failed(atom.field)),
+    });
+  }
+
+  /** A test of the atom; its short-capture branch only when this path does not know the field is there. */
+  private test(atom: Atom, facts: Facts, branch: (knows: Facts) => Target): Target {
+    const no = branch(facts.withAtom(atom, false));
+    const fault = facts.readable(atom.field) === 'ok' ? no : branch(facts.failed(atom.field));
+    return this.node({ kind: 'test', atom, yes: branch(facts.withAtom(atom, true)), no, fault });
+  }
+
+  /** Masked fields whose value the formula fixes whenever it is true: `fieldKey/mask` -> value. */
+  private necessaryValues(formula: Formula): Map<string, number> {
+    let out = this.necessary.get(formula.id);
+    if (out) return out;
+    out = new Map();
+    if (formula.kind === 'atom' && formula.atom.compare === 'eq') out.set(`${formula.atom.fieldKey}/${formula.atom.mask}`, formula.atom.value);
+    else if (formula.kind === 'and') out = new Map([...this.necessaryValues(formula.left), ...this.necessaryValues(formula.right)]);
+    else if (formula.kind === 'or') {
+      const right = this.necessaryValues(formula.right);
+      for (const [k, v] of this.necessaryValues(formula.left)) if (right.get(k) === v) out.set(k, v);
+    }
+    this.necessary.set(formula.id, out);
+    return out;
+  }
+
+  // Chained mode: each rule is decided with what its own tests taught; a failing rule goes to the next rule's start.
+  private readonly starts = new Map<number, Target>();
+
+  private chainStart(rule: number): Target {
+    let t = this.starts.get(rule);
+    if (t === undefined) {
+      t = rule === this.formulas.length ? terminal(NO_MATCH) : this.chain(rule, this.formulas[rule], Facts.NONE);
+      this.starts.set(rule, t);
+    }
+    return t;
+  }
+
+  private chain(rule: number, formula: Formula, facts: Facts): Target {
+    const f = this.simplify(formula, facts, new Map());
+    if (f.kind === 'true') return terminal(rule);
+    if (f.kind === 'false' || f.kind === 'fault') return this.chainStart(rule + 1);
+    const key = `${rule}:${f.id}${facts.key}`;
+    const known = this.memo.get(key);
+    if (known !== undefined) return known;
+    const target = this.test(firstAtom(f), facts, (knows) => this.chain(rule, f, knows));
+    this.memo.set(key, target);
+    return target;
+  }
+}
+
+/** The atom a formula evaluates first (constants are folded away, so the leftmost leaf is one). */
+function firstAtom(formula: Formula): Atom {
+  switch (formula.kind) {
+    case 'atom': return formula.atom;
+    case 'not': return firstAtom(formula.arg);
+    case 'and': case 'or': return firstAtom(formula.left);
+    default: throw new Error(`no atom in a constant formula (${formula.kind})`);
+  }
+}
+
+// --- rule sets: parse, compile, check ------------------------------------------------------------
+
+export interface RuleSet {
+  expressions: Expr[];
+  compiled: CompiledRules;
+}
+
+export function compileRules(expressions: Expr[]): RuleSet {
+  const f = new Formulas();
+  return { expressions, compiled: buildDecisions(f, expressions.map((e) => lower(e, f))) };
+}
+
+export interface RuleWarning { rule: number; message: string; hint?: string }
+
+/** Rules no packet can reach: those that can never match, and those shadowed by earlier rules (naming one when one alone does). */
+export function unreachableRules(set: RuleSet, texts: string[], noun: string): RuleWarning[] {
+  const warnings: RuleWarning[] = [];
+  set.compiled.reachable.forEach((reachable, rule) => {
+    if (reachable) return;
+    if (!compileRules([set.expressions[rule]]).compiled.reachable[0]) {
+      warnings.push({ rule, message: `${noun} ${rule + 1} ('${texts[rule]}') can never match`, hint: 'it asks for things no packet has at once; check its protocols and fields' });
+      return;
+    }
+    const by = set.expressions.findIndex((e, j) => j < rule && !compileRules([e, set.expressions[rule]]).compiled.reachable[1]);
+    warnings.push(by >= 0
+      ? { rule, message: `${noun} ${rule + 1} ('${texts[rule]}') is shadowed by ${noun} ${by + 1} ('${texts[by]}'): it never sees a packet`, hint: 'move it before that rule or remove it' }
+      : { rule, message: `${noun} ${rule + 1} ('${texts[rule]}') is shadowed by the ${noun}s before it: it never sees a packet`, hint: 'move it earlier or remove it' });
+  });
+  return warnings;
+}
+
+export function parseRules(texts: string[]): Expr[] {
+  return texts.map(parseExpression);
+}
+
+// --- the program in linear memory ----------------------------------------------------------------
+
+/**
+ * Layout: a 32-byte header [root u32][node count u32], then the nodes, 32 bytes each:
+ *   [op u8: == > >= lookup][base u8: frame, transport, wire][size u8][pad u8][offset u16][l3 u16][mask u32]
+ *   [value u32][yes u32][no u32][short u32][pad u32]
+ * and after them the hash tables of lookup nodes, [key u32][target u32] per slot (target ~0: empty).
+ * A lookup node holds its table's byte offset from the program start in `yes`, and 32 - log2(slots) in `value`.
+ * Targets are node indices, or TERMINAL | rule (TERMINAL | NO_MATCH when no rule matches).
+ */
+export function programSize(compiled: CompiledRules): number {
+  return HEADER_SIZE + compiled.nodes.length * NODE_SIZE + compiled.nodes.reduce((s, n) => s + (n.kind === 'lookup' ? 8 * tableSlots(n.entries.size) : 0), 0);
+}
+
+const tableSlots = (entries: number) => 2 ** Math.max(1, Math.ceil(Math.log2(entries * 2)));
+const hashSlot = (value: number, shift: number) => Math.imul(value, 0x9e3779b1) >>> shift;
+
+export function writeProgram(compiled: CompiledRules, view: DataView): void {
+  view.setUint32(0, compiled.root, true);
+  view.setUint32(4, compiled.nodes.length, true);
+  let tables = HEADER_SIZE + compiled.nodes.length * NODE_SIZE;
+  compiled.nodes.forEach((n, i) => {
+    const at = HEADER_SIZE + i * NODE_SIZE;
+    const field = n.kind === 'test' ? n.atom.field : n.field;
+    view.setUint8(at, n.kind === 'test' ? OP_CODE[n.atom.compare] : OP_CODE.lookup);
+    view.setUint8(at + 1, BASE_CODE[field.base]);
+    view.setUint8(at + 2, field.size);
+    view.setUint16(at + 4, field.offset, true);
+    view.setUint16(at + 6, field.l3, true);
+    view.setUint32(at + 8, n.kind === 'test' ? n.atom.mask : n.mask, true);
+    view.setUint32(at + 24, n.fault, true);
+    if (n.kind === 'test') {
+      view.setUint32(at + 12, n.atom.value, true);
+      view.setUint32(at + 16, n.yes, true);
+      view.setUint32(at + 20, n.no, true);
+      return;
+    }
+    const slots = tableSlots(n.entries.size);
+    const shift = 32 - Math.log2(slots);
+    view.setUint32(at + 12, shift, true);
+    view.setUint32(at + 16, tables, true);
+    view.setUint32(at + 20, n.otherwise, true);
+    for (let s = 0; s < slots; s++) view.setUint32(tables + 8 * s + 4, EMPTY_SLOT, true);
+    for (const [value, target] of n.entries) {
+      let s = hashSlot(value, shift);
+      while (view.getUint32(tables + 8 * s + 4, true) !== EMPTY_SLOT) s = (s + 1) & (slots - 1);
+      view.setUint32(tables + 8 * s, value, true);
+      view.setUint32(tables + 8 * s + 4, target, true);
+    }
+    tables += 8 * slots;
+  });
+}
+
+/** The program as text, one node per line (like Click's `program` handler). */
+export function describeProgram(compiled: CompiledRules, outcome: (rule: number) => string): string {
+  const target = (t: Target) => (isTerminal(t) ? `[${t - TERMINAL === NO_MATCH ? 'no match' : outcome(t - TERMINAL)}]` : `${t}`);
+  const fieldText = (field: Field) => field.base === 'wire' ? 'len' : field.base === 'frame'
+    ? `frame[${field.offset}:${field.size}]` : `transport(ip@${field.l3})[${field.offset}:${field.size}]`;
+  const hex = (v: number) => `0x${v.toString(16)}`;
+  const lines = compiled.nodes.map((n, i) => {
+    if (n.kind === 'test') {
+      const op = { eq: '==', gt: '>', ge: '>=' }[n.atom.compare];
+      return `${i}: ${fieldText(n.atom.field)} & ${hex(n.atom.mask)} ${op} ${hex(n.atom.value)}  yes -> ${target(n.yes)}  no -> ${target(n.no)}  short -> ${target(n.fault)}`;
+    }
+    const cases = [...n.entries].map(([v, t]) => `${hex(v)} -> ${target(t)}`).join(', ');
+    return `${i}: ${fieldText(n.field)} & ${hex(n.mask)} in {${cases}}  else -> ${target(n.otherwise)}  short -> ${target(n.fault)}`;
+  });
+  return [`root -> ${target(compiled.root)} (${compiled.nodes.length} nodes, ${compiled.mode})`, ...lines].join('\n');
+}

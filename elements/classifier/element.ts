@@ -1,0 +1,37 @@
+import { defineElement, param, state } from '../../engine/api.ts';
+import { expressionType, programState, programText, reachabilityWarnings, type Rule } from './rules.ts';
+
+export default defineElement({
+  type: 'Classifier',
+  summary: 'sends each packet to the output of the first pattern it matches',
+  description: 'Pattern N sends what it matches to output N; the first matching pattern wins, `-` matches everything, and '
+    + 'a packet no pattern matches is dropped and counted in unmatched. Patterns are tcpdump filter expressions (libpcap\'s '
+    + 'pcap-filter syntax: host, net, port, portrange, src/dst, ip, ip6, tcp, udp, icmp, proto N, vlan [ID], less, greater, '
+    + 'byte expressions such as tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn, and/or/not) or Click IPClassifier spellings '
+    + '(syn, tcp opt ack, dst tcp port > 1023, ip ttl < 10, ip frag, icmp type 8, a bare 10.0.0.0/8), and they match what '
+    + 'tcpdump matches: port and TCP-flag tests see first fragments only, `vlan` shifts what follows by the tag, `and` and '
+    + '`or` group from the left with equal precedence, and a pattern that reads past the captured bytes does not match. '
+    + 'All patterns compile into one decision program of masked compares, shared between patterns, with a hash lookup '
+    + 'where many patterns test one field; a pattern that can never match or is shadowed by earlier ones is warned about.',
+  inputs: 1,
+  outputs: (params) => ((params.patterns as Rule[] | undefined) ?? [undefined]).map((rule, i) => ({
+    name: `${i}`,
+    doc: rule ? `packets matching '${rule.text}' (and no earlier pattern)` : 'packets whose first matching pattern is pattern N',
+  })),
+  params: {
+    patterns: param.strings('the patterns, one per output, in order', { required: true, item: expressionType }),
+  },
+  state: {
+    program: programState((p) => p.patterns),
+    unmatched: state.counter('packets no pattern matched (dropped)'),
+  },
+  handlers: {
+    program: {
+      doc: 'the compiled decision program, one node per line',
+      counter: false,
+      read: (view) => programText(view.params.patterns as Rule[], (n) => `output ${n}`),
+    },
+  },
+  warnings: (params) => reachabilityWarnings('patterns', params.patterns, 'pattern'),
+  example: "cl: { type: Classifier, patterns: ['tcp dst port 80 or 443', 'udp dst port 53', '-'] }\n# connections: src -> cl, cl[0] -> web, cl[1] -> dns, cl[2] -> other",
+});

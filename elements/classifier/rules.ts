@@ -1,0 +1,61 @@
+// What Classifier and Filter share: the expression parameter type, the compiled rule set (made once
+// per parameter value), its program in config data, and the warnings about unreachable rules.
+
+import { ParamTypeError, state, type ParamType, type ParamWarning } from '../../engine/api.ts';
+import { ExpressionError, parseExpression, type Expr } from './expression.ts';
+import { compileRules, describeProgram, programSize, unreachableRules, writeProgram, type RuleSet } from './decision.ts';
+
+export interface Rule {
+  /** The expression as written. */
+  text: string;
+  expr: Expr;
+}
+
+/** Parses `text` as an expression; an error points at its column (plus `offset`, where the expression starts in the value). */
+export function parseRule(text: string, offset = 0): Rule {
+  try {
+    return { text, expr: parseExpression(text) };
+  } catch (e) {
+    if (!(e instanceof ExpressionError)) throw e;
+    throw new ParamTypeError(`${e.message} (column ${offset + e.col + 1})`, e.hint, { offset: offset + e.col });
+  }
+}
+
+export const expressionType: ParamType<Rule> = {
+  description: 'a filter expression',
+  parse: (raw) => {
+    if (typeof raw !== 'string') throw new ParamTypeError(`${JSON.stringify(raw)} is not an expression`, "quote it: 'tcp dst port 80'");
+    return parseRule(raw);
+  },
+  format: (rule) => rule.text,
+};
+
+const compiledSets = new WeakMap<object, RuleSet>();
+
+/** The rule set of a parameter value, compiled once however often it is asked for. */
+export function compiled(rules: Rule[]): RuleSet {
+  let set = compiledSets.get(rules);
+  if (!set) {
+    set = compileRules(rules.map((r) => r.expr));
+    compiledSets.set(rules, set);
+  }
+  return set;
+}
+
+/** The config-data state holding the decision program of the rules `rulesOf(params)`. */
+export function programState(rulesOf: (params: any) => Rule[]) {
+  return state.data({
+    doc: 'the decision program all rules compile into (shared by the shards)',
+    size: (params) => programSize(compiled(rulesOf(params)).compiled),
+    init: (params, view) => writeProgram(compiled(rulesOf(params)).compiled, view),
+  });
+}
+
+/** Warnings for rules that no packet reaches, pointing at each rule's item in `param`. */
+export function reachabilityWarnings(param: string, rules: Rule[], noun: string): ParamWarning[] {
+  return unreachableRules(compiled(rules), rules.map((r) => r.text), noun).map((w) => ({ param, at: { item: w.rule }, message: w.message, hint: w.hint }));
+}
+
+export function programText(rules: Rule[], outcome: (rule: number) => string): string {
+  return describeProgram(compiled(rules).compiled, outcome);
+}

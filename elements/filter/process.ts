@@ -1,0 +1,155 @@
+import { Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, now, dropPacket } from "wirepath";
+import { FilterState, FilterConnectionsEntry } from "./layout";
+import { classify, NO_MATCH } from "../classifier/program";
+
+const DENY: u32 = 0xffffffff;
+/** engine/config.ts MAX_SHARDS: how many rows of hit counters rule_table holds. */
+const MAX_SHARDS: u32 = 64;
+/** rule_table (element.ts): [rule count u32][rows claimed u32][action u32 per rule][hit rows from 8-byte alignment]. */
+const ACTIONS: usize = 8;
+
+// Connection states: TCP walks SYN_SENT -> SYN_RECEIVED -> ESTABLISHED -> CLOSING; UDP and ICMP are DATAGRAM.
+const SYN_SENT: u8 = 1;
+const SYN_RECEIVED: u8 = 2;
+const ESTABLISHED: u8 = 3;
+const CLOSING: u8 = 4;
+const DATAGRAM: u8 = 5;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO: u8 = 8;
+const SYN_ACK: u8 = TCP.SYN | TCP.ACK;
+
+// Per packet, set by connectionKey: the packet's source endpoint and what kind of packet it is.
+let packetSrc: u32 = 0;
+let packetPort: u16 = 0;
+let tcpFlags: u8 = 0;
+let icmpType: u8 = 0;
+let protocol: u8 = 0;
+
+export function process(self: FilterState, batch: Batch, out: Outputs): void {
+  if (!self.hit_row) claimHitRow(self);
+  const hits = <usize>self.hit_row;
+  const t = now();
+  for (let i: u32 = 0; i < batch.count; i++) {
+    const p = batch.packet(i);
+    const key = self.stateful && connectionKey(p) ? keyBuffer() : 0;
+    if (key) {
+      const hash = FlowKey.hash(key);
+      const entry = self.connections.find(key, hash, t);
+      if (entry) {
+        if (follow(self, changetype<FilterConnectionsEntry>(entry), key, hash, t)) { self.tracked++; out.push(0, p); }
+        else { self.invalid++; dropPacket(p); }
+        continue;
+      }
+    }
+    const rule = classify(self.program, p);
+    let action: u32 = self.default == 0 ? DENY : 0;
+    if (rule != NO_MATCH) {
+      action = load<u32>(self.rule_table + ACTIONS + (<usize>rule << 2));
+      const hit = hits + (<usize>rule << 3);
+      store<u64>(hit, load<u64>(hit) + 1);
+    }
+    if (action == DENY) { self.denied++; dropPacket(p); continue; }
+    if (action == 0) {
+      if (key && opens() && !open(self, key, t)) { dropPacket(p); continue; }
+      self.allowed++;
+    }
+    out.push(<i32>action, p);
+  }
+  if (self.stateful) self.connections.sweep(t, 8);
+}
+
+/** Takes the next free row of hit counters for this shard (each shard claims one row, once, atomically). */
+function claimHitRow(self: FilterState): void {
+  const table = self.rule_table;
+  const rules = load<u32>(table);
+  const claimed = atomic.add<u32>(table + 4, 1);
+  const row = claimed < MAX_SHARDS ? claimed : MAX_SHARDS - 1;
+  const rows = (ACTIONS + (<usize>rules << 2) + 7) & ~<usize>7;
+  self.hit_row = <u64>(table + rows + <usize>row * <usize>rules * 8);
+}
+
+/**
+ * Writes the connection key of an IPv4 TCP, UDP or ICMP echo packet into keyBuffer(): the two endpoints
+ * in a fixed order, so that both directions find one entry. False for anything else (no connection).
+ */
+function connectionKey(p: Packet): bool {
+  const ip = IPv4.header(p);
+  if (!ip) return false;
+  const l4 = Transport.header(p, ip);
+  if (!l4) return false;
+  protocol = IPv4.protocol(ip);
+  let srcPort: u16, dstPort: u16;
+  if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+    srcPort = Transport.srcPort(l4);
+    dstPort = Transport.dstPort(l4);
+    tcpFlags = protocol == IPPROTO_TCP ? TCP.flags(l4) : 0;
+  } else if (protocol == IPPROTO_ICMP) {
+    icmpType = ICMP.type(l4);
+    if (icmpType != ICMP_ECHO && icmpType != ICMP_ECHO_REPLY) return false;
+    // An echo exchange is identified by its identifier, on both sides.
+    srcPort = dstPort = Wire16(l4 + 4);
+  } else return false;
+  const src = IPv4.src(ip), dst = IPv4.dst(ip);
+  packetSrc = src;
+  packetPort = srcPort;
+  const srcFirst = src < dst || (src == dst && srcPort <= dstPort);
+  const key = keyBuffer();
+  store<u32>(key, srcFirst ? src : dst);
+  store<u32>(key, srcFirst ? dst : src, 4);
+  store<u32>(key, srcFirst ? (<u32>srcPort << 16) | dstPort : (<u32>dstPort << 16) | srcPort, 8);
+  store<u32>(key, <u32>protocol, 12);
+  return true;
+}
+
+@inline function Wire16(addr: usize): u16 { return bswap<u16>(load<u16>(addr)); }
+
+/** True when an allowed packet starts a connection: a TCP SYN, a UDP datagram, an ICMP echo request. */
+@inline function opens(): bool {
+  if (protocol == IPPROTO_TCP) return (tcpFlags & (TCP.SYN | TCP.ACK | TCP.RST | TCP.FIN)) == TCP.SYN;
+  if (protocol == IPPROTO_ICMP) return icmpType == ICMP_ECHO;
+  return true;
+}
+
+/** Creates the entry of a connection the rules allowed; false when the table is full and when_full is deny. */
+function open(self: FilterState, key: usize, t: u64): bool {
+  const value = self.connections.lookupOrInsert(key, FlowKey.hash(key), t);
+  if (!value) { self.table_full++; return self.when_full == 1; }
+  const entry = changetype<FilterConnectionsEntry>(value);
+  if (flowCreated) {
+    entry.orig_src = packetSrc;
+    entry.orig_port = packetPort;
+    entry.state = protocol == IPPROTO_TCP ? SYN_SENT : DATAGRAM;
+  }
+  FlowTable.refresh(value, t, timeout(self, entry.state));
+  return true;
+}
+
+/** Moves a tracked connection on with this packet; false when the packet does not fit its state. */
+function follow(self: FilterState, entry: FilterConnectionsEntry, key: usize, hash: u32, t: u64): bool {
+  const fromOriginator = packetSrc == entry.orig_src && packetPort == entry.orig_port;
+  if (protocol == IPPROTO_ICMP) {
+    if (icmpType != (fromOriginator ? ICMP_ECHO : ICMP_ECHO_REPLY)) return false;
+  } else if (protocol == IPPROTO_TCP) {
+    if (tcpFlags & TCP.RST) { self.connections.remove(key, hash); return true; }
+    const syn = (tcpFlags & SYN_ACK) == TCP.SYN, synAck = (tcpFlags & SYN_ACK) == SYN_ACK;
+    const state = entry.state;
+    if (state == SYN_SENT) {
+      if (!fromOriginator && synAck) entry.state = SYN_RECEIVED;
+      else if (!(fromOriginator && syn)) return false;
+    } else if (state == SYN_RECEIVED) {
+      if (fromOriginator && (tcpFlags & SYN_ACK) == TCP.ACK) entry.state = ESTABLISHED;
+      else if (!(fromOriginator ? syn : synAck)) return false;
+    }
+    if (tcpFlags & TCP.FIN && entry.state >= ESTABLISHED) entry.state = CLOSING;
+  }
+  FlowTable.refresh(changetype<usize>(entry), t, timeout(self, entry.state));
+  return true;
+}
+
+@inline function timeout(self: FilterState, state: u8): u64 {
+  if (state == ESTABLISHED) return self.tcp_established;
+  if (state == CLOSING) return self.tcp_closing;
+  if (state == DATAGRAM) return protocol == IPPROTO_ICMP ? self.icmp_timeout : self.udp_timeout;
+  return self.tcp_handshake;
+}

@@ -1,0 +1,37 @@
+// `wirepath filter 'EXPR' FILE`: runs a one-pattern Classifier over a capture on the compiled fast
+// path (the same code a pipeline runs) and reports which packets match, to compare with tcpdump.
+
+import { resolve } from 'node:path';
+import { loadConfig } from './config.ts';
+import { ConfigError, ConfigErrors } from './errors.ts';
+import { ParamTypeError } from './params.ts';
+import { Pipeline } from './pipeline.ts';
+import { parseRule } from '../elements/classifier/rules.ts';
+
+export interface FilterResult {
+  matched: number;
+  packets: number;
+}
+
+/** Counts the packets of `file` that `expression` matches; with `verbose`, Print writes one line per match first. */
+export async function filterCapture(expression: string, file: string, verbose: boolean, warn: (message: string) => void): Promise<FilterResult> {
+  try {
+    parseRule(expression);
+  } catch (e) {
+    if (!ParamTypeError.is(e)) throw e;
+    const col = e.at.offset ?? 0;
+    throw new ConfigErrors([new ConfigError(`filter expression, ${e.message}\n  ${expression}\n  ${' '.repeat(col)}^`, undefined, e.hint)]);
+  }
+  const text = [
+    'elements:',
+    `  src: { type: FromPcap, file: ${JSON.stringify(resolve(file))} }`,
+    `  match: { type: Classifier, patterns: [${JSON.stringify(expression)}] }`,
+    `  out: { type: ${verbose ? 'Print' : 'Discard'} }`,
+    'connections:',
+    '  - src -> match -> out',
+  ].join('\n');
+  const config = await loadConfig('<filter>', { text });
+  for (const w of config.warnings) warn(`warning: ${w.message.replace(/^match\.patterns: pattern 1 /, 'the expression ')}`);
+  const result = await (await Pipeline.create(config, { threads: 'inline' })).run();
+  return { matched: result.elements.match.out[0], packets: result.packets_in };
+}

@@ -1,0 +1,139 @@
+// One shard: its region of the shared memory (rings, clone stash, context block, graph descriptor
+// with its batches and element state blocks) and the thread that runs the compiled graph on it: a
+// worker, or the I/O thread itself in inline mode. The engine talks to a running worker through a
+// small mailbox in shared memory that the worker checks between batches.
+
+import { Worker } from 'node:worker_threads';
+import { RingLayout, ShardContext } from './layout.ts';
+import type { MemoryArena } from './memory.ts';
+
+/** Mailbox words (Int32Array indices); shard-worker.js uses the same numbers. */
+export const Mailbox = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11, size: 16 } as const;
+export const Op = { export: 1, import: 2 } as const;
+
+export interface ShardMemory {
+  context: number;
+  descriptor: number;
+  rxRing: number;
+  outRing: number;
+  stash: number;
+  /** Address of each node's state block (0 for sources and sinks). */
+  blocks: number[];
+}
+
+export class Shard {
+  readonly mailbox = new Int32Array(new SharedArrayBuffer(4 * Mailbox.size));
+  private worker?: Worker;
+  private instance?: Record<string, any>;
+  private failure?: Error;
+
+  constructor(readonly id: number, readonly memory: ShardMemory, private readonly arena: MemoryArena) {}
+
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
+  /** True while a thread runs the shard (after stop(), the engine may touch its state directly). */
+  get running(): boolean {
+    return this.worker !== undefined || this.instance !== undefined;
+  }
+
+  startWorker(module: WebAssembly.Module, batch: number, clock: 'trace' | 'wall'): void {
+    this.worker = new Worker(new URL('./shard-worker.js', import.meta.url), {
+      workerData: {
+        module, memory: this.arena.memory, context: this.memory.context, descriptor: this.memory.descriptor,
+        batch, mailbox: this.mailbox.buffer, rxRing: this.memory.rxRing, clock,
+      },
+    });
+    this.worker.on('message', (m) => {
+      if (m.error) this.failure ??= new Error(`shard ${this.id} failed: ${m.error.message}`);
+    });
+    this.worker.on('error', (e) => { this.failure ??= e; });
+  }
+
+  startInline(module: WebAssembly.Module, imports: WebAssembly.Imports): void {
+    this.instance = new WebAssembly.Instance(module, imports).exports as Record<string, any>;
+    this.instance.shardInit(this.memory.context);
+  }
+
+  /** Inline mode: runs steps until the receive ring is empty. */
+  runInline(batch: number, time: bigint): void {
+    if (!this.instance) return;
+    while (this.instance.shardStep(this.memory.descriptor, batch, time)) { /* until the ring is empty */ }
+  }
+
+  /** Wakes the worker if it sleeps on its receive ring. */
+  wake(): void {
+    Atomics.notify(this.arena.i32, (this.memory.rxRing + RingLayout.head) >> 2);
+  }
+
+  /** True when the shard has finished every batch it was given and everything it sent was collected. */
+  idle(): boolean {
+    const v = this.arena.view;
+    const { rxRing, outRing } = this.memory;
+    return v.getUint32(rxRing + RingLayout.head, true) === v.getUint32(rxRing + RingLayout.tail, true)
+      && v.getUint32(outRing + RingLayout.head, true) === v.getUint32(outRing + RingLayout.tail, true);
+  }
+
+  /** Where the receive ring's published head (or, with `out`, the out ring's head) is now. */
+  head(ring: 'rx' | 'out'): number {
+    return this.arena.view.getUint32((ring === 'rx' ? this.memory.rxRing : this.memory.outRing) + RingLayout.head, true);
+  }
+
+  /** True once the ring's consumer has taken every entry before index `mark` (indices run free and wrap). */
+  passed(ring: 'rx' | 'out', mark: number): boolean {
+    const tail = this.arena.view.getUint32((ring === 'rx' ? this.memory.rxRing : this.memory.outRing) + RingLayout.tail, true);
+    return ((tail - mark) | 0) >= 0;
+  }
+
+  /**
+   * Runs an operation on the shard's own thread, between two batches, and returns its results:
+   * export or import of flow table entries (a shard's tables are written only by its thread).
+   */
+  async run(op: number, args: number[]): Promise<[number, number]> {
+    if (this.instance) return this.runHere(op, args);
+    const m = this.mailbox;
+    m[Mailbox.op] = op;
+    args.forEach((a, i) => { m[Mailbox.args + i] = a; });
+    const posted = Atomics.add(m, Mailbox.posted, 1) + 1;
+    this.wake();
+    while (Atomics.load(m, Mailbox.done) !== posted) {
+      if (this.failure) throw this.failure;
+      const seen = Atomics.load(m, Mailbox.done);
+      const wait = (Atomics as any).waitAsync(m, Mailbox.done, seen, 50);
+      if (wait.async) await wait.value;
+    }
+    return [m[Mailbox.result], m[Mailbox.result2]];
+  }
+
+  private runHere(op: number, args: number[]): [number, number] {
+    const x = this.instance!;
+    const now = x.shardNow();
+    if (op === Op.export) {
+      const [table, buckets, mask, out, capacity, resume] = args;
+      const n = x.tableExport(table, buckets, mask, out, capacity, now, resume);
+      return [n, x.exportDone(table) ? 1 : 0];
+    }
+    const [table, input, count, merge] = args;
+    return [x.tableImport(table, input, count, now, merge), 0];
+  }
+
+  /** The shard's counters from its context block. */
+  counters(): { batches: number; packets: number; no_buffer: number } {
+    const v = this.arena.view;
+    const c = this.memory.context;
+    return {
+      batches: Number(v.getBigUint64(c + ShardContext.batches, true)),
+      packets: Number(v.getBigUint64(c + ShardContext.packets, true)),
+      no_buffer: Number(v.getBigUint64(c + ShardContext.noBuffer, true)),
+    };
+  }
+
+  async stop(): Promise<void> {
+    Atomics.store(this.mailbox, Mailbox.stop, 1);
+    this.wake();
+    await this.worker?.terminate();
+    this.worker = undefined;
+    this.instance = undefined;
+  }
+}

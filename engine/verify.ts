@@ -1,0 +1,113 @@
+// Output equivalence (StateAlyzr): the same trace through one shard, and through several shards with
+// scale events along the way, must leave every sink with the same packets per flow, in the same order,
+// byte for byte.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, type LoadOptions } from './config.ts';
+import { Pipeline, type ScaleReport } from './pipeline.ts';
+import { EnvironmentError } from './errors.ts';
+
+export interface VerifyOptions extends LoadOptions {
+  trace?: string;
+  /** Shard counts: the run starts with the first and scales through the others in turn. */
+  shards: number[];
+  /** Packets between scale events. */
+  scaleEvery: number;
+}
+
+export interface VerifyResult {
+  equivalent: boolean;
+  packets: number;
+  flows: number;
+  scaleEvents: ScaleReport[];
+  /** The first difference, in words, when not equivalent. */
+  difference?: string;
+}
+
+interface Frame { ts: string; bytes: Buffer }
+
+/** Records of a pcap written by ToPcap, grouped by flow (IPv4 5-tuple, or 'other'), in file order. */
+function flowsOf(file: string): Map<string, Frame[]> {
+  const b = readFileSync(file);
+  const flows = new Map<string, Frame[]>();
+  for (let at = 24; at + 16 <= b.length;) {
+    const len = b.readUInt32LE(at + 8);
+    const bytes = b.subarray(at + 16, at + 16 + len);
+    const key = flowKey(bytes);
+    if (!flows.has(key)) flows.set(key, []);
+    flows.get(key)!.push({ ts: `${b.readUInt32LE(at)}.${b.readUInt32LE(at + 4)}`, bytes });
+    at += 16 + len;
+  }
+  return flows;
+}
+
+function flowKey(f: Buffer): string {
+  let off = 12;
+  while (off + 2 <= f.length && (f.readUInt16BE(off) === 0x8100 || f.readUInt16BE(off) === 0x88a8)) off += 4;
+  if (off + 2 > f.length || f.readUInt16BE(off) !== 0x0800 || f.length < off + 22) return 'other';
+  const ip = off + 2;
+  const proto = f[ip + 9];
+  const addrs = `${f.subarray(ip + 12, ip + 16).join('.')}>${f.subarray(ip + 16, ip + 20).join('.')}/${proto}`;
+  const hl = (f[ip] & 15) * 4;
+  const first = (f.readUInt16BE(ip + 6) & 0x1fff) === 0;
+  if (first && (proto === 6 || proto === 17) && f.length >= ip + hl + 4) return `${addrs}:${f.readUInt16BE(ip + hl)}>${f.readUInt16BE(ip + hl + 2)}`;
+  return addrs;
+}
+
+function compare(sink: string, expected: Map<string, Frame[]>, actual: Map<string, Frame[]>): string | undefined {
+  for (const [flow, want] of expected) {
+    const got = actual.get(flow) ?? [];
+    for (let i = 0; i < Math.max(want.length, got.length); i++) {
+      if (!got[i]) return `${sink}: flow ${flow} has ${got.length} packets, one shard gave ${want.length}`;
+      if (!want[i]) return `${sink}: flow ${flow} has ${got.length} packets, one shard gave ${want.length}`;
+      if (!want[i].bytes.equals(got[i].bytes) || want[i].ts !== got[i].ts) {
+        return `${sink}: flow ${flow}, packet ${i + 1} differs: expected ts ${want[i].ts} ${want[i].bytes.toString('hex')}, got ts ${got[i].ts} ${got[i].bytes.toString('hex')}`;
+      }
+    }
+  }
+  for (const flow of actual.keys()) if (!expected.has(flow)) return `${sink}: flow ${flow} appears only with several shards`;
+  return undefined;
+}
+
+export async function verify(configFile: string, options: VerifyOptions): Promise<VerifyResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'wirepath-verify-'));
+  try {
+    const run = async (label: string, shards: number, scaleAt: { packets: number; shards: number }[]) => {
+      const probe = await loadConfig(configFile, options);
+      const overrides = [...(options.overrides ?? [])];
+      const sinks: string[] = [];
+      for (const e of probe.elements.values()) {
+        if (e.type.type === 'ToPcap') { overrides.push(`${e.name}.file=${join(dir, `${label}-${e.name}.pcap`)}`); sinks.push(e.name); }
+        if (options.trace && e.type.type === 'FromPcap') overrides.push(`${e.name}.file=${options.trace}`);
+      }
+      if (!sinks.length) throw new EnvironmentError(`${configFile} has no ToPcap sink to compare`, 'verify compares what ToPcap elements write');
+      const pipeline = await Pipeline.create(await loadConfig(configFile, { ...options, overrides }), { shards, scaleAt });
+      const result = await pipeline.run();
+      return { result, reports: pipeline.scaleReports, outputs: new Map(sinks.map((s) => [s, flowsOf(join(dir, `${label}-${s}.pcap`))])) };
+    };
+    const baseline = await run('one', 1, []);
+    const [first, ...rest] = options.shards;
+    const cycle = rest.length ? rest : [first];
+    const events = Array.from({ length: Math.max(0, Math.floor(baseline.result.packets_in / options.scaleEvery)) }, (_, i) => ({
+      packets: (i + 1) * options.scaleEvery, shards: [...cycle, first][i % (cycle.length + 1)],
+    })).filter((e) => e.packets < baseline.result.packets_in);
+    const scaled = await run('scaled', first, events);
+    let difference: string | undefined;
+    for (const [sink, expected] of baseline.outputs) {
+      difference ??= compare(sink, expected, scaled.outputs.get(sink)!);
+    }
+    const lost = scaled.reports.reduce((s, r) => s + r.packets_lost, 0);
+    if (!difference && lost) difference = `${lost} packets lost during scale events`;
+    return {
+      equivalent: !difference,
+      packets: baseline.result.packets_in,
+      flows: [...baseline.outputs.values()].reduce((s, m) => s + m.size, 0),
+      scaleEvents: scaled.reports,
+      difference,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

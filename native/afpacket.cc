@@ -1,0 +1,384 @@
+// AF_PACKET I/O for FromDevice and ToDevice: a TPACKET_V3 receive ring whose frames are copied
+// straight into packet slots of the shared WebAssembly memory, and sendmmsg of frames that stay in
+// that memory. The per-packet work is here, in C; JavaScript calls once per burst. Every copy into
+// the memory is checked against the slot's room and the memory's length.
+
+#include <napi.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/ethtool.h>
+#include <linux/if_packet.h>
+#include <linux/sockios.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+/** What receive() writes per frame (24 bytes; elements/from-device/process.ts reads it). */
+struct RxDesc {
+  uint32_t slot;    // packet slot the frame went to; 0 when it was dropped
+  uint32_t length;  // bytes copied
+  uint32_t wire;    // bytes the frame had
+  uint32_t status;  // RX_* below
+  uint64_t timestamp;
+};
+constexpr uint32_t RX_OK = 0, RX_NO_SLOT = 1, RX_OVERSIZE = 2, RX_CSUM_PARTIAL = 4;
+
+struct Socket {
+  int fd = -1;
+  std::string ifname;
+  uint8_t* ring = nullptr;
+  size_t ringBytes = 0;
+  uint32_t blockSize = 0, blockCount = 0;
+  uint32_t block = 0;                 // the block being read
+  uint32_t left = 0;                  // frames of it not read yet
+  tpacket3_hdr* frame = nullptr;      // next frame of it
+  uint64_t kernelPackets = 0, kernelDrops = 0;
+};
+
+std::vector<Socket*> sockets;
+
+Napi::Value fail(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  e.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Value failErrno(Napi::Env env, const std::string& ifname, const std::string& what, int err) {
+  if (err == EPERM || err == EACCES) {
+    return fail(env, "EPERM", ifname + ": " + what + ": permission denied (AF_PACKET needs root or CAP_NET_RAW, and changing offloads CAP_NET_ADMIN)");
+  }
+  if (err == ENODEV || err == ENXIO) return fail(env, "ENODEV", ifname + ": no such device in this network namespace");
+  if (err == ENETDOWN) return fail(env, "ENETDOWN", ifname + ": the interface is down");
+  return fail(env, "EIO", ifname + ": " + what + ": " + strerror(err));
+}
+
+Socket* socketArg(const Napi::CallbackInfo& info) {
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  if (id >= sockets.size() || !sockets[id]) {
+    Napi::Error::New(info.Env(), "afpacket: socket is closed").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return sockets[id];
+}
+
+/** An ioctl on an interface by name through a throwaway datagram socket; returns errno or 0. */
+int ifreqIoctl(const std::string& ifname, unsigned long request, ifreq& ifr) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  memset(ifr.ifr_name, 0, IFNAMSIZ);
+  strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
+  int r = ioctl(fd, request, &ifr);
+  int err = r < 0 ? errno : 0;
+  close(fd);
+  return err;
+}
+
+/**
+ * Checks that the interface exists, is up, and that its MTU plus an Ethernet and a VLAN header fits
+ * a slot's room. Returns its index, or 0 after throwing.
+ */
+unsigned checkInterface(Napi::Env env, const std::string& ifname, uint32_t room) {
+  if (ifname.empty() || ifname.size() >= IFNAMSIZ) { fail(env, "EINVAL", "'" + ifname + "' is not an interface name"); return 0; }
+  unsigned index = if_nametoindex(ifname.c_str());
+  if (!index) { failErrno(env, ifname, "if_nametoindex", ENODEV); return 0; }
+  ifreq ifr{};
+  if (int err = ifreqIoctl(ifname, SIOCGIFFLAGS, ifr)) { failErrno(env, ifname, "SIOCGIFFLAGS", err); return 0; }
+  if (!(ifr.ifr_flags & IFF_UP)) { failErrno(env, ifname, "", ENETDOWN); return 0; }
+  if (int err = ifreqIoctl(ifname, SIOCGIFMTU, ifr)) { failErrno(env, ifname, "SIOCGIFMTU", err); return 0; }
+  if (uint32_t(ifr.ifr_mtu) + 18 > room) {
+    fail(env, "EMSGSIZE", ifname + ": MTU " + std::to_string(ifr.ifr_mtu) + " plus 18 B of Ethernet and VLAN header is larger than a slot's " +
+      std::to_string(room) + " B of frame room");
+    return 0;
+  }
+  return index;
+}
+
+Socket* openSocket(Napi::Env env, const std::string& ifname, int protocol) {
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, protocol);
+  if (fd < 0) { failErrno(env, ifname, "socket(AF_PACKET)", errno); return nullptr; }
+  auto* s = new Socket();
+  s->fd = fd;
+  s->ifname = ifname;
+  return s;
+}
+
+bool bindTo(Napi::Env env, Socket* s, unsigned index, int protocol) {
+  sockaddr_ll addr{};
+  addr.sll_family = AF_PACKET;
+  addr.sll_protocol = protocol;
+  addr.sll_ifindex = index;
+  if (bind(s->fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) { failErrno(env, s->ifname, "bind", errno); return false; }
+  return true;
+}
+
+uint32_t remember(Socket* s) {
+  for (uint32_t i = 0; i < sockets.size(); i++) {
+    if (!sockets[i]) { sockets[i] = s; return i; }
+  }
+  sockets.push_back(s);
+  return sockets.size() - 1;
+}
+
+void release(Socket* s) {
+  if (s->ring) munmap(s->ring, s->ringBytes);
+  if (s->fd >= 0) close(s->fd);
+  delete s;
+}
+
+/**
+ * openRx(ifname, {room, blockSize, blockCount, retireMs, fanout, promiscuous}) -> socket id.
+ * A TPACKET_V3 ring bound to the interface, not seeing its own outgoing frames; with fanout > 0 it
+ * joins that PACKET_FANOUT group (hash mode: a flow stays on one socket).
+ */
+Napi::Value OpenRx(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = info[0].As<Napi::String>();
+  Napi::Object o = info[1].As<Napi::Object>();
+  auto num = [&](const char* k) { return o.Get(k).As<Napi::Number>().Uint32Value(); };
+  unsigned index = checkInterface(env, ifname, num("room"));
+  if (!index) return env.Undefined();
+  Socket* s = openSocket(env, ifname, htons(ETH_P_ALL));
+  if (!s) return env.Undefined();
+  auto bad = [&](const char* what) { int err = errno; release(s); return failErrno(env, ifname, what, err); };
+  int v3 = TPACKET_V3;
+  if (setsockopt(s->fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof v3) < 0) return bad("PACKET_VERSION");
+  int one = 1;
+  if (setsockopt(s->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) return bad("PACKET_IGNORE_OUTGOING");
+  tpacket_req3 req{};
+  req.tp_block_size = num("blockSize");
+  req.tp_block_nr = num("blockCount");
+  req.tp_frame_size = 2048;
+  req.tp_frame_nr = uint64_t(req.tp_block_size) * req.tp_block_nr / req.tp_frame_size;
+  req.tp_retire_blk_tov = num("retireMs");
+  if (setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) return bad("PACKET_RX_RING");
+  s->blockSize = req.tp_block_size;
+  s->blockCount = req.tp_block_nr;
+  s->ringBytes = size_t(s->blockSize) * s->blockCount;
+  void* map = mmap(nullptr, s->ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, s->fd, 0);
+  if (map == MAP_FAILED) map = mmap(nullptr, s->ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+  if (map == MAP_FAILED) return bad("mmap");
+  s->ring = static_cast<uint8_t*>(map);
+  if (!bindTo(env, s, index, htons(ETH_P_ALL))) { release(s); return env.Undefined(); }
+  if (uint32_t group = num("fanout")) {
+    int arg = int((group & 0xffff) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16));
+    if (setsockopt(s->fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) return bad("PACKET_FANOUT");
+  }
+  if (o.Get("promiscuous").ToBoolean()) {
+    packet_mreq mr{};
+    mr.mr_ifindex = index;
+    mr.mr_type = PACKET_MR_PROMISC;
+    if (setsockopt(s->fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) < 0) return bad("PACKET_MR_PROMISC");
+  }
+  return Napi::Number::New(env, remember(s));
+}
+
+/** openTx(ifname, room) -> socket id: a socket that receives nothing and sends whole frames. */
+Napi::Value OpenTx(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = info[0].As<Napi::String>();
+  unsigned index = checkInterface(env, ifname, info[1].As<Napi::Number>().Uint32Value());
+  if (!index) return env.Undefined();
+  Socket* s = openSocket(env, ifname, 0);
+  if (!s) return env.Undefined();
+  if (!bindTo(env, s, index, 0)) { release(s); return env.Undefined(); }
+  return Napi::Number::New(env, remember(s));
+}
+
+/** A bounds check of [at, at + bytes) against the memory. */
+inline bool inside(uint64_t at, uint64_t bytes, uint64_t length) {
+  return at <= length && bytes <= length - at;
+}
+
+/**
+ * receive(id, memory, slots, slotCount, descs, budget, dataOffset, room, snaplen) -> frames.
+ * Takes up to `budget` ready frames off the ring without waiting. `slots` is a stack of `slotCount`
+ * free packet-slot addresses (u32) in `memory`; each frame pops one and is copied to slot + dataOffset,
+ * at most min(room, snaplen) bytes. A frame longer than `room` on the wire (a GSO/GRO aggregate) is
+ * dropped as RX_OVERSIZE rather than cut; with no slot left, frames are taken off the ring and marked
+ * RX_NO_SLOT, so a full pool never stalls the kernel ring. One RxDesc per frame goes to `descs`.
+ */
+Napi::Value Receive(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Socket* s = socketArg(info);
+  if (!s) return env.Undefined();
+  Napi::Uint8Array memory = info[1].As<Napi::Uint8Array>();
+  uint8_t* mem = memory.Data();
+  uint64_t length = memory.ByteLength();
+  uint32_t slots = info[2].As<Napi::Number>().Uint32Value();
+  uint32_t slotCount = info[3].As<Napi::Number>().Uint32Value();
+  uint32_t descs = info[4].As<Napi::Number>().Uint32Value();
+  uint32_t budget = info[5].As<Napi::Number>().Uint32Value();
+  uint32_t dataOffset = info[6].As<Napi::Number>().Uint32Value();
+  uint32_t room = info[7].As<Napi::Number>().Uint32Value();
+  uint32_t snaplen = info[8].As<Napi::Number>().Uint32Value();
+  if (!inside(slots, uint64_t(slotCount) * 4, length) || !inside(descs, uint64_t(budget) * sizeof(RxDesc), length) || (slots & 3) || (descs & 7)) {
+    return fail(env, "ERANGE", s->ifname + ": receive: slot stack or descriptors outside the memory");
+  }
+  uint32_t keep = room < snaplen ? room : snaplen;
+  auto* stack = reinterpret_cast<uint32_t*>(mem + slots);
+  auto* out = reinterpret_cast<RxDesc*>(mem + descs);
+  uint32_t n = 0;
+  while (n < budget) {
+    auto* block = reinterpret_cast<tpacket_block_desc*>(s->ring + size_t(s->block) * s->blockSize);
+    if (!s->left) {
+      if (!(__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) break;
+      s->left = block->hdr.bh1.num_pkts;
+      s->frame = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
+      if (!s->left) { __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE); s->block = (s->block + 1) % s->blockCount; continue; }
+    }
+    tpacket3_hdr* f = s->frame;
+    RxDesc& d = out[n++];
+    d.wire = f->tp_len;
+    d.timestamp = uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec;
+    d.status = (f->tp_status & TP_STATUS_CSUMNOTREADY) ? RX_CSUM_PARTIAL : RX_OK;
+    d.slot = 0;
+    d.length = 0;
+    if (f->tp_len > room) {
+      d.status |= RX_OVERSIZE;
+    } else if (!slotCount) {
+      d.status |= RX_NO_SLOT;
+    } else {
+      uint32_t slot = stack[--slotCount];
+      uint32_t copy = f->tp_snaplen < keep ? f->tp_snaplen : keep;
+      if (!inside(uint64_t(slot) + dataOffset, copy, length)) {
+        return fail(env, "ERANGE", s->ifname + ": receive: slot " + std::to_string(slot) + " outside the memory");
+      }
+      memcpy(mem + slot + dataOffset, reinterpret_cast<uint8_t*>(f) + f->tp_mac, copy);
+      d.slot = slot;
+      d.length = copy;
+    }
+    if (--s->left) {
+      s->frame = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(f) + f->tp_next_offset);
+    } else {
+      __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+      s->block = (s->block + 1) % s->blockCount;
+    }
+  }
+  return Napi::Number::New(env, n);
+}
+
+/**
+ * send(id, memory, descs, count) -> frames sent. `descs` holds `count` pairs of u32 (frame address,
+ * length) in `memory`; the frames go out with sendmmsg straight from there. Frames the kernel refuses
+ * (a full queue, a frame too long) are skipped, not retried: the caller counts count - sent as errors.
+ */
+Napi::Value Send(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Socket* s = socketArg(info);
+  if (!s) return env.Undefined();
+  Napi::Uint8Array memory = info[1].As<Napi::Uint8Array>();
+  uint8_t* mem = memory.Data();
+  uint64_t length = memory.ByteLength();
+  uint32_t descs = info[2].As<Napi::Number>().Uint32Value();
+  uint32_t count = info[3].As<Napi::Number>().Uint32Value();
+  if (!inside(descs, uint64_t(count) * 8, length) || (descs & 3)) return fail(env, "ERANGE", s->ifname + ": send: descriptors outside the memory");
+  const auto* d = reinterpret_cast<const uint32_t*>(mem + descs);
+  constexpr uint32_t CHUNK = 256;
+  iovec iov[CHUNK];
+  mmsghdr msgs[CHUNK];
+  uint32_t sent = 0;
+  for (uint32_t at = 0; at < count;) {
+    uint32_t k = count - at < CHUNK ? count - at : CHUNK;
+    for (uint32_t i = 0; i < k; i++) {
+      uint32_t addr = d[2 * (at + i)], len = d[2 * (at + i) + 1];
+      if (!inside(addr, len, length)) return fail(env, "ERANGE", s->ifname + ": send: frame outside the memory");
+      iov[i] = { mem + addr, len };
+      msgs[i] = {};
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int r = sendmmsg(s->fd, msgs, k, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENETDOWN || errno == ENXIO || errno == ENODEV) return failErrno(env, s->ifname, "sendmmsg", errno);
+      at++;  // the first frame was refused (ENOBUFS, EMSGSIZE...): skip it
+      continue;
+    }
+    sent += r;
+    at += r;
+  }
+  return Napi::Number::New(env, sent);
+}
+
+/** stats(id) -> {packets, drops}: PACKET_STATISTICS since the socket opened (the kernel resets on read). */
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Socket* s = socketArg(info);
+  if (!s) return env.Undefined();
+  tpacket_stats_v3 st{};
+  socklen_t len = sizeof st;
+  if (getsockopt(s->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
+    s->kernelPackets += st.tp_packets;
+    s->kernelDrops += st.tp_drops;
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("packets", Napi::Number::New(env, double(s->kernelPackets)));
+  o.Set("drops", Napi::Number::New(env, double(s->kernelDrops)));
+  return o;
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Socket* s = socketArg(info);
+  if (s) {
+    sockets[info[0].As<Napi::Number>().Uint32Value()] = nullptr;
+    release(s);
+  }
+  return info.Env().Undefined();
+}
+
+/** The offloads that make frames larger than the MTU or leave checksums unfinished, by legacy ethtool command. */
+struct Offload { const char* name; uint32_t get, set; };
+constexpr Offload OFFLOADS[] = {
+  { "gro", ETHTOOL_GGRO, ETHTOOL_SGRO },
+  { "gso", ETHTOOL_GGSO, ETHTOOL_SGSO },
+  { "tso", ETHTOOL_GTSO, ETHTOOL_STSO },
+  { "tx-checksum", ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM },
+  { "rx-checksum", ETHTOOL_GRXCSUM, ETHTOOL_SRXCSUM },
+};
+
+/** disableOffloads(ifname) -> names of the offloads it turned off (those already off are not listed). */
+Napi::Value DisableOffloads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = info[0].As<Napi::String>();
+  if (!if_nametoindex(ifname.c_str())) return failErrno(env, ifname, "", ENODEV);
+  Napi::Array changed = Napi::Array::New(env);
+  for (const Offload& o : OFFLOADS) {
+    ethtool_value v{};
+    v.cmd = o.get;
+    ifreq ifr{};
+    ifr.ifr_data = reinterpret_cast<char*>(&v);
+    if (ifreqIoctl(ifname, SIOCETHTOOL, ifr) != 0 || !v.data) continue;  // not supported, or already off
+    v = { o.set, 0 };
+    ifr.ifr_data = reinterpret_cast<char*>(&v);
+    if (int err = ifreqIoctl(ifname, SIOCETHTOOL, ifr)) return failErrno(env, ifname, std::string("turning off ") + o.name, err);
+    changed.Set(changed.Length(), Napi::String::New(env, o.name));
+  }
+  return changed;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("openRx", Napi::Function::New(env, OpenRx));
+  exports.Set("openTx", Napi::Function::New(env, OpenTx));
+  exports.Set("receive", Napi::Function::New(env, Receive));
+  exports.Set("send", Napi::Function::New(env, Send));
+  exports.Set("stats", Napi::Function::New(env, Stats));
+  exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("disableOffloads", Napi::Function::New(env, DisableOffloads));
+  exports.Set("rxDescBytes", Napi::Number::New(env, sizeof(RxDesc)));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(afpacket, Init)

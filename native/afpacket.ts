@@ -1,0 +1,55 @@
+// The AF_PACKET addon (native/afpacket.cc), loaded on first use so that a machine without it runs
+// everything but the device elements.
+
+import { createRequire } from 'node:module';
+import { EnvironmentError } from '../engine/errors.ts';
+
+export interface RxOptions {
+  /** Bytes of frame a slot holds: the MTU must fit, and longer frames are dropped as oversize. */
+  room: number;
+  blockSize: number;
+  blockCount: number;
+  /** Block retire timeout: the most a frame waits in a part-filled ring block. */
+  retireMs: number;
+  /** PACKET_FANOUT group id (hash mode), 0 for none. */
+  fanout: number;
+  promiscuous: boolean;
+}
+
+export interface AfPacket {
+  openRx(ifname: string, options: RxOptions): number;
+  openTx(ifname: string, room: number): number;
+  receive(id: number, memory: Uint8Array, slots: number, slotCount: number, descs: number, budget: number, dataOffset: number, room: number, snaplen: number): number;
+  send(id: number, memory: Uint8Array, descs: number, count: number): number;
+  stats(id: number): { packets: number; drops: number };
+  close(id: number): void;
+  disableOffloads(ifname: string): string[];
+  /** Bytes of one receive descriptor. */
+  rxDescBytes: number;
+}
+
+let addon: AfPacket | undefined;
+
+export function afpacket(element: string): AfPacket {
+  if (addon) return addon;
+  try {
+    addon = createRequire(import.meta.url)('./build/Release/afpacket.node') as AfPacket;
+    return addon;
+  } catch (e) {
+    throw new EnvironmentError(`${element}: the AF_PACKET addon is not built (${(e as Error).message.split('\n')[0]})`,
+      'build it with `npm run build:native` (needs a C++ compiler, make and python3); `npm install` tries and says why it failed');
+  }
+}
+
+/** Turns an addon error (its code: ENODEV, ENETDOWN, EPERM, EMSGSIZE) into an EnvironmentError with a hint. */
+export function deviceError(element: string, e: unknown): unknown {
+  const code = (e as { code?: string }).code;
+  const hints: Record<string, string> = {
+    ENODEV: 'check the interface name (`ip link` lists them); run wirepath in the network namespace that holds it (`ip netns exec NS ...`)',
+    ENETDOWN: 'bring it up: ip link set dev IFACE up',
+    EPERM: 'run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN (setcap cap_net_raw,cap_net_admin+ep $(which node))',
+    EMSGSIZE: 'raise slot_size in the config (a power of two, e.g. 4096) or lower the interface MTU',
+  };
+  if (!code || !(code in hints)) return e;
+  return new EnvironmentError(`${element}: ${(e as Error).message}`, hints[code]);
+}

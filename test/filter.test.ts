@@ -1,0 +1,231 @@
+// Filter: rules, default policy, per-rule hits, numbered outputs; the stateful connection table on the
+// trace's virtual clock (batch: 1 makes the clock per packet); and the expression errors with columns.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { tempDir, removeDir, runConfig, writePcap, readPcap, ipv4Frame, cli, ROOT, type FrameSpec } from './helpers.ts';
+import { parseExpression } from '../elements/classifier/expression.ts';
+import { loadConfig } from '../engine/config.ts';
+
+const T0 = 1_700_000_000;
+const CLIENT = '100.64.0.1', SERVER = '198.18.0.1';
+const SYN = 0x02, ACK = 0x10, SYN_ACK = 0x12, FIN_ACK = 0x11, RST = 0x04, PSH_ACK = 0x18;
+
+/** A frame spec; icmpType patches the ICMP type (ipv4Frame writes echo requests). */
+type Spec = FrameSpec & { icmpType?: number };
+type Packet = [seconds: number, spec: Spec];
+const out = (spec: Spec): Spec => ({ src: CLIENT, dst: SERVER, sport: 40000, dport: 80, ...spec });
+const back = (spec: Spec): Spec => ({ src: SERVER, dst: CLIENT, sport: 80, dport: 40000, ...spec });
+
+function frame(spec: Spec): Buffer {
+  const f = ipv4Frame(spec);
+  if (spec.icmpType !== undefined) f[34] = spec.icmpType;
+  return f;
+}
+
+const config = (filter: string) => `
+batch: 1
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  fw:  { type: Filter, ${filter} }
+  out: { type: ToPcap, file: out.pcap }
+connections:
+  - src -> fw -> out
+`;
+
+/** Runs the packets through the filter; returns which packets (by number from 1) came out, and the filter's counters. */
+async function run(filter: string, packets: Packet[]) {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), packets.map(([s, spec], i) => ({ data: frame(spec), sec: T0 + s, usec: i })));
+    const result = await runConfig(dir, config(filter), { threads: 'inline' });
+    const passed = readPcap(join(dir, 'out.pcap')).records.map((r) => r.frac + 1);
+    return { passed, fw: result.elements.fw as Record<string, any> };
+  } finally {
+    removeDir(dir);
+  }
+}
+
+const STATEFUL = `stateful: true, rules: ['allow tcp dst port 80 and src net 100.64.0.0/10', 'allow udp dst port 53', 'allow icmp[icmptype] = icmp-echo']`;
+
+test('stateless rules: first match decides, default policy, numbered outputs, per-rule hits', async () => {
+  const { passed, fw } = await run(`rules: ['deny tcp dst port 22', 'allow tcp', 'deny udp'], default: allow`, [
+    [0, out({ dport: 22 })], [0, out({})], [0, out({ proto: 'udp', dport: 53 })], [0, out({ proto: 'icmp' })], [0, back({ tcpFlags: SYN_ACK })],
+  ]);
+  assert.equal(passed, [2, 4, 5]);
+  assert.equal(fw.hits, [1, 2, 1]);
+  assert.is(fw.denied, 2);
+  assert.is(fw.allowed, 3);
+});
+
+test('stateful: replies of allowed connections pass; reply-looking packets without a connection are dropped', async () => {
+  const { passed, fw } = await run(STATEFUL, [
+    [0, out({ tcpFlags: SYN })],                                         // 1 allowed, opens
+    [0, back({ tcpFlags: SYN_ACK })],                                    // 2 tracked
+    [0, out({ tcpFlags: ACK })],                                         // 3 tracked: established
+    [0, back({ tcpFlags: PSH_ACK })],                                    // 4 tracked
+    [0, back({ src: '198.18.0.9', tcpFlags: SYN_ACK })],                 // 5 no connection: denied
+    [0, out({ proto: 'udp', sport: 40001, dport: 53 })],                 // 6 allowed, opens
+    [0, back({ proto: 'udp', sport: 53, dport: 40001 })],                // 7 tracked
+    [0, back({ proto: 'udp', src: '198.18.0.53', sport: 53, dport: 40002 })], // 8 no query: denied
+    [0, out({ proto: 'icmp' })],                                         // 9 echo request: allowed, opens
+    [0, back({ proto: 'icmp', icmpType: 0 })],                           // 10 echo reply: tracked
+    [0, back({ proto: 'icmp', src: '198.18.0.7', icmpType: 0 })],        // 11 reply without request: denied
+    [0, out({ sport: 40003, tcpFlags: SYN })],                           // 12 allowed, opens
+    [0, back({ dport: 40003, tcpFlags: PSH_ACK })],                      // 13 data before the SYN-ACK: invalid
+    [0, out({ tcpFlags: RST })],                                         // 14 tracked, ends the connection
+    [0, back({ tcpFlags: PSH_ACK })],                                    // 15 no connection any more: denied
+    [0, out({ sport: 40004, tcpFlags: ACK })],                           // 16 allowed by the rules but opens nothing
+    [0, back({ dport: 40004, tcpFlags: ACK })],                          // 17 so its reply is denied
+  ]);
+  assert.equal(passed, [1, 2, 3, 4, 6, 7, 9, 10, 12, 14, 16]);
+  assert.is(fw.allowed, 5);
+  assert.is(fw.tracked, 6);
+  assert.is(fw.denied, 5);
+  assert.is(fw.invalid, 1);
+  assert.is(fw.connections, 3, 'the UDP flow, the ICMP exchange and the half-open TCP connection are live');
+});
+
+test('stateful timeouts run on the trace clock, per TCP state', async () => {
+  const timeouts = 'tcp_handshake: 30s, tcp_established: 60s, tcp_closing: 10s, udp_timeout: 30s, icmp_timeout: 5s';
+  const { passed } = await run(`${STATEFUL}, ${timeouts}`, [
+    [0, out({ proto: 'udp', sport: 40001, dport: 53 })],                 // 1 opens
+    [25, back({ proto: 'udp', sport: 53, dport: 40001 })],               // 2 within 30 s: tracked (idle timer restarts)
+    [54, back({ proto: 'udp', sport: 53, dport: 40001 })],               // 3 29 s idle: tracked
+    [90, back({ proto: 'udp', sport: 53, dport: 40001 })],               // 4 36 s idle: expired, denied
+    [100, out({ sport: 40002, tcpFlags: SYN })],                         // 5 opens
+    [140, back({ dport: 40002, tcpFlags: SYN_ACK })],                    // 6 40 s into the handshake: expired, denied
+    [200, out({ sport: 40003, tcpFlags: SYN })],                         // 7 opens
+    [201, back({ dport: 40003, tcpFlags: SYN_ACK })],                    // 8 tracked
+    [202, out({ sport: 40003, tcpFlags: ACK })],                         // 9 established
+    [252, back({ dport: 40003, tcpFlags: PSH_ACK })],                    // 10 50 s idle < 60 s: tracked
+    [253, out({ sport: 40003, tcpFlags: FIN_ACK })],                     // 11 closing
+    [262, back({ dport: 40003, tcpFlags: FIN_ACK })],                    // 12 9 s < 10 s: tracked
+    [280, back({ dport: 40003, tcpFlags: ACK })],                        // 13 18 s after the last: expired, denied
+    [300, out({ proto: 'icmp' })],                                       // 14 opens
+    [306, back({ proto: 'icmp', icmpType: 0 })],                         // 15 6 s > 5 s: denied
+  ]);
+  assert.equal(passed, [1, 2, 3, 5, 7, 8, 9, 10, 11, 12, 14]);
+});
+
+test('a full table takes no new connection: when_full deny drops it, allow passes it untracked; both are counted', async () => {
+  const flows: Packet[] = [1, 2, 3].flatMap((n) => [
+    [n, out({ proto: 'udp', sport: 40000 + n, dport: 53 })],
+    [n, back({ proto: 'udp', sport: 53, dport: 40000 + n })],
+  ] as Packet[]);
+  const denied = await run(`${STATEFUL}, capacity: 2`, flows);
+  assert.equal(denied.passed, [1, 2, 3, 4]);
+  assert.is(denied.fw.table_full, 1);
+  const allowed = await run(`${STATEFUL}, capacity: 2, when_full: allow`, flows);
+  assert.equal(allowed.passed, [1, 2, 3, 4, 5], 'the third query passes, its reply does not');
+  assert.is(allowed.fw.table_full, 1);
+});
+
+// --- expression errors ---------------------------------------------------------------------------
+
+const ERRORS: [expression: string, column: number, message: RegExp][] = [
+  ['', 0, /empty/],
+  ['tcp $ udp', 4, /unexpected character '\$'/],
+  ['tcp)', 3, /unmatched '\)'/],
+  ['(tcp', 4, /expected '\)' to close the '\(' at column 1/],
+  ['tcp and', 4, /'and' needs something after it/],
+  ['tcp udp', 4, /unexpected 'udp'/],
+  ['tcpp', 0, /unexpected 'tcpp'/],
+  ['ip[0:3] = 1', 5, /1, 2 or 4 bytes/],
+  ['tcp[13] & 2', 11, /expected a comparison/],
+  ['ip[8] = ip[9]', 8, /two packet fields/],
+  ['ip[2:2] - 20 > 0', 8, /'-' on a packet field/],
+  ['ip[0] = 1 / 0', 10, /division by zero/],
+  ['ip[0] = 1.2.3.4', 8, /expected a value to compare with/],
+  ['tcp proto 6', 4, /'proto' follows ip or ip6/],
+  ['tcp opt foo', 8, /'tcp opt' takes a flag/],
+  ['port 70000', 5, /too large for a port/],
+  ['portrange 10', 10, /expected a port range/],
+  ['portrange 10-70000', 13, /port 70000 is out of range/],
+  ['host 10.1', 5, /a host is a full IPv4 address/],
+  ['host 1.2.3.999', 5, /is not an IPv4 address/],
+  ['net 10.0.0.0/33', 12, /\/33 is not a prefix length/],
+  ['net 10.0.0.1/8', 4, /bits set outside its mask/],
+  ['net 10.0.0.0 mask 255', 18, /expected a netmask/],
+  ['icmp port 80', 0, /'icmp' cannot qualify a port/],
+  ['ip6 host 1.2.3.4', 0, /IPv6|cannot qualify/],
+  ['src', 3, /cannot follow src/],
+  ['vlan 7 and less x', 16, /expected a length/],
+  ['vlan 5000', 5, /too large for a VLAN ID/],
+];
+
+for (const [expression, column, message] of ERRORS) {
+  test(`expression error at column ${column + 1}: '${expression}'`, () => {
+    try {
+      parseExpression(expression);
+    } catch (e) {
+      assert.is((e as Error).name, 'ExpressionError');
+      assert.match((e as Error).message, message);
+      assert.is((e as { col: number }).col, column);
+      return;
+    }
+    assert.unreachable('no error');
+  });
+}
+
+test('an expression error in a config points at FILE:LINE:COL of the character, in Classifier and in Filter rules', async () => {
+  const file = 'bad.yaml';
+  const text = [
+    'elements:',
+    '  src: { type: FromPcap, file: in.pcap }',
+    "  cl: { type: Classifier, patterns: ['tcp', 'udp port 7o'] }",
+    '  fw:',
+    '    type: Filter',
+    '    rules:',
+    "      - allow tcp and",
+    "  fw2: { type: Filter, rules: [allow udp, '2 ip[0:3] = 1'] }",
+    '  drop: { type: Discard }',
+    'connections:',
+    '  - src -> cl -> fw -> fw2 -> drop',
+    '  - cl[1] -> drop',
+  ].join('\n');
+  const error = await loadConfig(file, { text }).then(() => undefined, (e) => e);
+  assert.is(error?.name, 'ConfigErrors');
+  const lines = error.errors.map((e: { format(): string }) => e.format().split('\n')[0]);
+  assert.equal(lines, [
+    "bad.yaml:3:56: cl.patterns: unexpected 'o' (column 11)",
+    "bad.yaml:7:19: fw.rules: 'and' needs something after it (column 11)",
+    'bad.yaml:8:51: fw2.rules: a field is 1, 2 or 4 bytes, not 3 (column 8)',
+  ]);
+});
+
+test('unreachable rules are warned about with their position; the config still loads', async () => {
+  const text = [
+    'elements:',
+    '  src: { type: FromPcap, file: in.pcap }',
+    "  cl: { type: Classifier, patterns: ['tcp', 'tcp dst port 80', 'tcp and udp', '-'] }",
+    '  drop: { type: Discard }',
+    'connections:',
+    '  - src -> cl -> drop',
+    '  - cl[1] -> drop',
+    '  - cl[2] -> drop',
+    '  - cl[3] -> drop',
+  ].join('\n');
+  const config = await loadConfig('w.yaml', { text });
+  const warnings = config.warnings.map((w) => w.format().split('\n')[0]);
+  assert.equal(warnings, [
+    "w.yaml:3:45: warning: cl.patterns: pattern 2 ('tcp dst port 80') is shadowed by pattern 1 ('tcp'): it never sees a packet",
+    "w.yaml:3:64: warning: cl.patterns: pattern 3 ('tcp and udp') can never match",
+  ]);
+});
+
+test('wirepath filter counts and lists matching packets on the compiled path', () => {
+  const file = join(ROOT, 'test/fixtures/captures/real.pcap');
+  const r = cli(['filter', 'tcp[tcpflags] & tcp-syn != 0', file, '-v']);
+  assert.is(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.match(lines.at(-1)!, /^\d+ of 77 packets match$/);
+  const numbers = lines.slice(0, -1).map((l) => Number(l.split(' ')[0]));
+  assert.is(numbers.length, Number(lines.at(-1)!.split(' ')[0]));
+  assert.ok(numbers.every((n, i) => n >= 1 && n <= 77 && (i === 0 || n > numbers[i - 1])));
+  const bad = cli(['filter', 'tcp port', file]);
+  assert.is(bad.status, 2);
+  assert.match(bad.stderr, /filter expression, expected a port, found the end of the expression \(column 9\)\n  tcp port\n {10}\^/);
+});
+
+test.run();

@@ -1,0 +1,149 @@
+// Malformed frames never crash the pipeline: CheckIPHeader counts and drops them, Rewrite passes what
+// it cannot parse, and neither touches a byte outside a frame.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { ROOT, readPcap, writePcap, ipv4Frame, internetChecksum } from './helpers.ts';
+import { inTempDir, runInOrder, assertRecords, recordsOf, editIpHeader, arpFrame, ipv6Frame, withMacs, checksumVerdicts } from './golden.ts';
+
+/** mulberry32: a small seeded generator, so that the garbage is the same on every run. */
+function random(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+/** Random bytes; every other frame claims IPv4 (ethertype 0x0800, version 4) so that parsing goes deeper. */
+function garbage(count: number, seed: number): Buffer[] {
+  const next = random(seed);
+  return Array.from({ length: count }, (_, i) => {
+    const frame = Buffer.from(Array.from({ length: Math.floor(next() * 150) }, () => Math.floor(next() * 256)));
+    if (i % 2 && frame.length >= 15) {
+      frame.writeUInt16BE(0x0800, 12);
+      frame[14] = 0x40 | (frame[14] & 15);
+    }
+    return frame;
+  });
+}
+
+const tcp = ipv4Frame({ payload: 20 });
+const vlanUdp = ipv4Frame({ vlan: 9, proto: 'udp', payload: 10 });
+const cuts = (frame: Buffer) => Array.from({ length: frame.length + 1 }, (_, n) => frame.subarray(0, n)); // from zero-length on
+const FRAMES: Buffer[] = [
+  ...cuts(tcp),
+  ...cuts(vlanUdp),
+  Buffer.alloc(0),
+  ipv4Frame({ payload: 9000 - 54 }), // jumbo: cut to the slot
+  ...[0, 1, 2, 3, 4].map((ihl) => editIpHeader(tcp, (ip) => { ip[0] = 0x40 | ihl; })),
+  editIpHeader(tcp, (ip) => ip.writeUInt16BE(0xffff, 2)), // total length beyond the frame
+  ...[20, 28, 39].map((total) => editIpHeader(tcp, (ip) => ip.writeUInt16BE(total, 2))), // transport header cut by total length
+  (() => { const f = Buffer.from(tcp); f[14 + 20 + 12] = 0xf0; return f; })(), // TCP data offset beyond the segment
+  arpFrame(),
+  ipv6Frame(),
+  ...garbage(300, 42),
+];
+
+/** Offset of the IPv4 header Rewrite processes (after up to two VLAN tags), or -1: the rule of assembly/headers.ts IPv4.header. */
+function ipv4HeaderAt(f: Buffer): number {
+  if (f.length < 14) return -1;
+  let at = 12;
+  let type = f.readUInt16BE(at);
+  for (let tags = 0; tags < 2 && (type === 0x8100 || type === 0x88a8); tags++) {
+    at += 4;
+    if (at + 2 > f.length) return -1;
+    type = f.readUInt16BE(at);
+  }
+  const ip = at + 2;
+  if (type !== 0x0800 || f.length < ip + 20 || f[ip] >> 4 !== 4) return -1;
+  const hl = (f[ip] & 15) * 4;
+  const total = f.readUInt16BE(ip + 2);
+  return hl >= 20 && total >= hl && total <= f.length - ip ? ip : -1;
+}
+
+const SLOT_ROOM = 2048 - 128; // default slot size less metadata and headroom
+const captured = (f: Buffer) => f.subarray(0, SLOT_ROOM);
+const passesCheck = (f: Buffer) => {
+  const ip = ipv4HeaderAt(captured(f));
+  return ip >= 0 && internetChecksum(f.subarray(ip, ip + (f[ip] & 15) * 4)) === 0;
+};
+
+const REWRITE = 'ip_src: 203.0.113.9, src_port: 4242, dst_port: 8080, dec_ttl: true';
+
+test('malformed frames through src -> check -> rw -> out are counted and dropped; what comes out is valid', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), FRAMES);
+  const result = await runInOrder(dir, `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  check: { type: CheckIPHeader }
+  rw: { type: Rewrite, ${REWRITE} }
+  out: { type: ToPcap, file: out.pcap }
+  drop: { type: Discard }
+connections:
+  - src -> check -> rw -> out
+  - check[1] -> drop
+`);
+  const { src, check, rw, drop } = result.elements;
+  assert.is(result.packets_in, FRAMES.length);
+  assert.is(src.truncated, 1, 'the jumbo frame');
+  const good = FRAMES.filter(passesCheck);
+  assert.equal(check.out, [good.length, FRAMES.length - good.length]);
+  const reasons = ['not_ipv4', 'truncated', 'bad_version', 'bad_header_length', 'bad_total_length', 'bad_checksum'];
+  assert.is(reasons.reduce((sum, r) => sum + (check[r] as number), 0), check.out[1], 'bad counters add up to output 1');
+  assert.is(drop.in, check.out[1]);
+  const kept = good.filter((f) => f[ipv4HeaderAt(f) + 8] > 1); // TTL 0 and 1 expire
+  assert.is(rw.not_ipv4, 0);
+  assert.is(rw.expired, good.length - kept.length);
+  assert.is(rw.rewritten, kept.length);
+  assert.is(rw.unconnected_drops, rw.expired, 'expired packets dropped at the open output');
+  assert.is(result.packets_out, kept.length);
+  assert.is(result.packets_in, result.packets_out + drop.in + rw.unconnected_drops, 'every packet accounted for');
+  // CheckIPHeader vouches for IP headers only: a transport checksum is as good as it came in.
+  const verdicts = checksumVerdicts(join(dir, 'out.pcap'));
+  assert.ok(verdicts.every((v) => v.ip === '1'), 'IP checksums good');
+  writePcap(join(dir, 'kept.pcap'), kept);
+  assert.equal(verdicts, checksumVerdicts(join(dir, 'kept.pcap')), 'transport checksums good where they were');
+  assert.ok(verdicts.filter((v) => v.tcp === '1' || v.udp === '1').length >= 2, 'the whole TCP and UDP frames checked good');
+}));
+
+test('Rewrite alone touches no byte outside a frame, reads none, and passes what it cannot parse', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), FRAMES);
+  const run = async (pattern: number) => {
+    const result = await runInOrder(dir, `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  fill: { type: SlotGuard, mode: fill, pattern: ${pattern} }
+  rw: { type: Rewrite, eth_dst: 0a:0b:0c:0d:0e:0f, ${REWRITE} }
+  guard: { type: SlotGuard, mode: check, pattern: ${pattern} }
+  out: { type: ToPcap, file: out.pcap }
+connections:
+  - src -> fill -> rw -> guard -> out
+  - rw[1] -> guard
+`, { elementDirs: [join(ROOT, 'test/fixtures/slot-guard')] });
+    assert.is(result.elements.guard.clobbered, 0, `bytes outside frames changed (pattern ${pattern})`);
+    assert.is(result.packets_out, FRAMES.length);
+    assert.is(result.elements.rw.not_ipv4, FRAMES.filter((f) => ipv4HeaderAt(captured(f)) < 0).length);
+    return readFileSync(join(dir, 'out.pcap'));
+  };
+  const output = await run(0x00);
+  assert.ok(output.equals(await run(0xff)), 'the output does not depend on the bytes outside the frames');
+
+  const records = readPcap(join(dir, 'out.pcap')).records;
+  const inputs = readPcap(join(dir, 'in.pcap')).records.map((r) => ({ ...r, caplen: captured(r.data).length, data: captured(r.data) }));
+  const unparsed = (i: number) => ipv4HeaderAt(inputs[i].data) < 0;
+  const expected = inputs.map((r) => ({ ...r, data: withMacs(r.data, { dst: '0a0b0c0d0e0f' }) }));
+  assertRecords(records.filter((_, i) => unparsed(i)), expected.filter((_, i) => unparsed(i)), 'frames without an IPv4 header: Ethernet rewrite only');
+  assert.equal(records.map((r) => r.caplen), inputs.map((r) => r.caplen), 'lengths');
+  writePcap(join(dir, 'captured.pcap'), FRAMES.map((f) => ({ data: captured(f), origlen: f.length })));
+  assert.equal(checksumVerdicts(join(dir, 'out.pcap')), checksumVerdicts(join(dir, 'captured.pcap')), 'checksums good where they were, bad where they were');
+}));
+
+test('the garbage is the same on every run', () => {
+  assert.equal(recordsOf(garbage(5, 42)), recordsOf(garbage(5, 42)));
+});
+
+test.run();

@@ -1,0 +1,310 @@
+// FromPcap and ToPcap: round trips byte for byte, both byte orders, pcapng (converted and hand-built),
+// looping, preloading, files larger than the stream buffer, cut-off files, oversized records, errors.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { ROOT, readPcap, writePcap, ipv4Frame, tshark, type PcapRecord } from './helpers.ts';
+import { inTempDir, runInOrder, assertRecords, arpFrame, ipv6Frame } from './golden.ts';
+
+/** FromPcap -> ToPcap with the given parameters of each. */
+const copy = (src: string, out = '') => `
+elements:
+  src: { type: FromPcap, ${src} }
+  out: { type: ToPcap, file: out.pcap, ${out} }
+connections:
+  - src -> out
+`;
+
+const read = (dir: string, name: string) => readFileSync(join(dir, name));
+const output = (dir: string) => readPcap(join(dir, 'out.pcap')).records;
+
+/** Assorted frames (0 to 1514 bytes, one captured short of its wire length) with fractions at the edges of a second. */
+function sampleTrace(nanos: boolean) {
+  const frames: { data: Buffer; origlen?: number }[] = [
+    { data: ipv4Frame() }, { data: ipv4Frame({ proto: 'udp', payload: 1472 }) }, { data: ipv4Frame({ proto: 'icmp' }) },
+    { data: arpFrame() }, { data: ipv6Frame() }, { data: Buffer.alloc(0) }, { data: Buffer.from([0xff]) },
+    { data: ipv4Frame({ vlan: 3 }) }, { data: ipv4Frame({ payload: 1000 }).subarray(0, 128), origlen: 1060 },
+  ];
+  const fractions = [0, 1, nanos ? 999_999_999 : 999_999, 12_345];
+  return frames.map((f, i) => ({ ...f, sec: 1_700_000_000 + i, usec: fractions[i % fractions.length] }));
+}
+
+/** The same classic pcap file in big-endian byte order, as written on a big-endian machine. */
+function bigEndian(le: Buffer): Buffer {
+  const be = Buffer.from(le);
+  const swap32 = (at: number) => be.writeUInt32BE(le.readUInt32LE(at), at);
+  const swap16 = (at: number) => be.writeUInt16BE(le.readUInt16LE(at), at);
+  [0, 8, 12, 16, 20].forEach(swap32);
+  [4, 6].forEach(swap16);
+  for (let at = 24; at < le.length; at += 16 + le.readUInt32LE(at + 8)) [0, 4, 8, 12].forEach((f) => swap32(at + f));
+  return be;
+}
+
+for (const nanos of [false, true]) {
+  const resolution = nanos ? 'ns' : 'us';
+  for (const order of ['little', 'big']) {
+    test(`a ${order}-endian ${resolution} pcap through ToPcap (resolution: ${resolution}, same snaplen) is the little-endian file byte for byte`, () => inTempDir(async (dir) => {
+      const trace = sampleTrace(nanos);
+      writePcap(join(dir, 'le.pcap'), trace, { nanos, snaplen: 1600 });
+      writeFileSync(join(dir, 'in.pcap'), order === 'big' ? bigEndian(read(dir, 'le.pcap')) : read(dir, 'le.pcap'));
+      const result = await runInOrder(dir, copy('file: in.pcap', `resolution: ${resolution}, snaplen: 1600`));
+      assert.is(result.elements.src.packets, trace.length);
+      assert.is(result.elements.src.bytes, trace.reduce((sum, f) => sum + (f.origlen ?? f.data.length), 0));
+      assertRecords(output(dir), readPcap(join(dir, 'le.pcap')).records, 'records');
+      assert.ok(read(dir, 'out.pcap').equals(read(dir, 'le.pcap')), 'out.pcap is le.pcap byte for byte');
+    }));
+  }
+}
+
+const CONVERTERS = [
+  { tool: 'tshark', nanos: false, args: (from: string, to: string) => ['-r', from, '-w', to, '-F', 'pcapng'] },
+  { tool: 'editcap', nanos: true, args: (from: string, to: string) => ['-F', 'pcapng', from, to] },
+];
+
+function convert(c: (typeof CONVERTERS)[number], from: string, to: string): void {
+  const r = spawnSync(c.tool, c.args(from, to), { encoding: 'utf8' });
+  assert.is(r.status, 0, `${c.tool} failed: ${r.stderr}`);
+}
+
+for (const c of CONVERTERS) {
+  test(`a pcapng file written by ${c.tool} reads back as the pcap it came from`, () => inTempDir(async (dir) => {
+    writePcap(join(dir, 'in.pcap'), sampleTrace(c.nanos), { nanos: c.nanos });
+    convert(c, join(dir, 'in.pcap'), join(dir, 'in.pcapng'));
+    await runInOrder(dir, copy('file: in.pcapng', `resolution: ${c.nanos ? 'ns' : 'us'}`));
+    assertRecords(output(dir), readPcap(join(dir, 'in.pcap')).records, 'records');
+    assert.ok(read(dir, 'out.pcap').equals(read(dir, 'in.pcap')), 'out.pcap is in.pcap byte for byte');
+  }));
+}
+
+/** Builders of pcapng blocks in one byte order: [type][total length][body padded to 4 bytes][total length]. */
+function pcapngBlocks(bigEndian: boolean) {
+  const int = (bytes: 2 | 4, v: number) => {
+    const b = Buffer.alloc(bytes);
+    if (bytes === 2) b[bigEndian ? 'writeUInt16BE' : 'writeUInt16LE'](v);
+    else b[bigEndian ? 'writeUInt32BE' : 'writeUInt32LE'](v);
+    return b;
+  };
+  const pad = (b: Buffer) => Buffer.concat([b, Buffer.alloc(-b.length & 3)]);
+  const block = (type: number, ...body: Buffer[]) => {
+    const padded = pad(Buffer.concat(body));
+    const length = int(4, 12 + padded.length);
+    return Buffer.concat([int(4, type), length, padded, length]);
+  };
+  // Options and name records share a layout: [code][length][value padded], ended by code 0.
+  const option = (code: number, value: Buffer) => Buffer.concat([int(2, code), int(2, value.length), pad(value)]);
+  const END = Buffer.alloc(4);
+  return {
+    section: () => block(0x0a0d0d0a, int(4, 0x1a2b3c4d), int(2, 1), int(2, 0), Buffer.alloc(8, 0xff)),
+    iface: (tsresol?: number, linkType = 1) =>
+      block(1, int(2, linkType), int(2, 0), int(4, 0), ...(tsresol === undefined ? [] : [option(9, Buffer.from([tsresol])), END])),
+    enhanced: (iface: number, units: bigint, data: Buffer, comment?: string) => block(6, int(4, iface), int(4, Number(units >> 32n)),
+      int(4, Number(units & 0xffffffffn)), int(4, data.length), int(4, data.length), pad(data), ...(comment ? [option(1, Buffer.from(comment)), END] : [])),
+    simple: (data: Buffer) => block(3, int(4, data.length), data),
+    names: () => block(4, option(1, Buffer.concat([Buffer.from([192, 0, 2, 1]), Buffer.from('host.test\0')])), END),
+    statistics: (iface: number) => block(5, int(4, iface), int(4, 0), int(4, 0)),
+  };
+}
+
+// Interface 0 has no if_tsresol (microseconds), then microseconds, nanoseconds and 2^-20 s units.
+const TSRESOL = [undefined, 6, 9, 0x80 | 20];
+const UNITS_PER_SECOND = [1_000_000n, 1_000_000n, 1_000_000_000n, 1n << 20n];
+const PACKETS = [
+  { iface: 0, sub: 1n, data: ipv4Frame() },
+  { iface: 2, sub: 999_999_999n, data: ipv4Frame({ proto: 'udp' }) },
+  { iface: 1, sub: 500_000n, data: arpFrame(), comment: 'an option after the frame' },
+  { iface: 3, sub: 3n * 2048n, data: ipv4Frame({ proto: 'icmp' }) }, // 2048 units are exactly 1953125 ns
+  { iface: 2, sub: 7n, data: ipv6Frame() },
+];
+const SPB_FRAME = ipv4Frame({ proto: 'udp', payload: 3 }); // odd length: padded in its block
+const SPB_AFTER = 2; // the simple packet block follows this packet and has its timestamp
+
+function handBuiltPcapng(bigEndian: boolean): Buffer {
+  const b = pcapngBlocks(bigEndian);
+  const blocks = [b.section(), ...TSRESOL.map((r) => b.iface(r)), b.names()];
+  PACKETS.forEach((p, i) => {
+    blocks.push(b.enhanced(p.iface, (1_700_000_000n + BigInt(i)) * UNITS_PER_SECOND[p.iface] + p.sub, p.data, p.comment));
+    if (i === 0) blocks.push(b.statistics(0));
+    if (i === SPB_AFTER) blocks.push(b.simple(SPB_FRAME));
+  });
+  return Buffer.concat(blocks);
+}
+
+/** What ToPcap (resolution: ns) writes for the hand-built file. */
+function handBuiltRecords(): PcapRecord[] {
+  const records = PACKETS.map((p, i) => ({ sec: 1_700_000_000 + i, frac: Number(p.sub * 1_000_000_000n / UNITS_PER_SECOND[p.iface]), data: p.data }));
+  records.splice(SPB_AFTER + 1, 0, { ...records[SPB_AFTER], data: SPB_FRAME });
+  return records.map((r) => ({ ...r, caplen: r.data.length, origlen: r.data.length }));
+}
+
+const HAND_BUILT = [
+  { layout: 'little-endian', bytes: () => handBuiltPcapng(false), sections: 1 },
+  { layout: 'big-endian', bytes: () => handBuiltPcapng(true), sections: 1 },
+  { layout: 'a little-endian and a big-endian section', bytes: () => Buffer.concat([handBuiltPcapng(false), handBuiltPcapng(true)]), sections: 2 },
+];
+
+for (const h of HAND_BUILT) {
+  test(`a hand-built pcapng (${h.layout}; interfaces of four resolutions, EPB, SPB, NRB, ISB) gives tshark's frames and times`, () => inTempDir(async (dir) => {
+    writeFileSync(join(dir, 'in.pcapng'), h.bytes());
+    await runInOrder(dir, copy('file: in.pcapng', 'resolution: ns'));
+    const records = output(dir);
+    assertRecords(records, Array(h.sections).fill(handBuiltRecords()).flat(), 'records');
+    const epochs = records.map((r) => `${r.sec}.${String(r.frac).padStart(9, '0')}`);
+    // tshark gives a simple packet block no time; compare the enhanced ones.
+    const spb = (i: number) => i % (PACKETS.length + 1) === SPB_AFTER + 1;
+    const theirs = tshark(join(dir, 'in.pcapng'), ['frame.time_epoch', 'frame.len']);
+    assert.equal(epochs.filter((_, i) => !spb(i)), theirs.map(([t]) => t).filter((_, i) => !spb(i)), 'timestamps as tshark reads them');
+    assert.equal(records.map((r) => String(r.origlen)), theirs.map(([, len]) => len), 'lengths as tshark reads them');
+  }));
+}
+
+const LOOPS = [
+  { name: 'three packets 10 us apart, from time 0', usecs: [0, 10, 20], count: 10, expected: [0, 10, 20, 30, 40, 50, 60, 70, 80, 90] },
+  { name: 'one packet', usecs: [5], count: 4, expected: [5, 6, 7, 8] },
+];
+
+for (const l of LOOPS) {
+  test(`loop with count (${l.name}): count packets, each pass after the last by the mean gap`, () => inTempDir(async (dir) => {
+    const frames = l.usecs.map((usec, i) => ({ data: ipv4Frame({ sport: 1000 + i }), sec: 0, usec }));
+    writePcap(join(dir, 'in.pcap'), frames);
+    const result = await runInOrder(dir, copy(`file: in.pcap, loop: true, count: ${l.count}`));
+    assert.is(result.elements.src.packets, l.count);
+    const records = output(dir);
+    assert.equal(records.map((r) => r.sec * 1e6 + r.frac), l.expected, 'timestamps in us');
+    assert.equal(records.map((r) => r.data.toString('hex')), l.expected.map((_, i) => frames[i % frames.length].data.toString('hex')), 'frames');
+  }));
+}
+
+test('count without loop stops early', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), sampleTrace(false));
+  await runInOrder(dir, copy('file: in.pcap, count: 2'));
+  assertRecords(output(dir), readPcap(join(dir, 'in.pcap')).records.slice(0, 2), 'records');
+}));
+
+test('ToPcap cuts frames longer than snaplen and keeps their wire length', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), sampleTrace(false));
+  await runInOrder(dir, copy('file: in.pcap', 'snaplen: 64'));
+  const expected = readPcap(join(dir, 'in.pcap')).records.map((r) => ({ ...r, caplen: Math.min(r.caplen, 64), data: r.data.subarray(0, 64) }));
+  assertRecords(output(dir), expected, 'records');
+  assert.is(readPcap(join(dir, 'out.pcap')).snaplen, 64);
+}));
+
+for (const extra of ['', ', loop: true, count: 25']) {
+  test(`preload gives the same output as streaming {file: in.pcap${extra}}`, () => inTempDir(async (dir) => {
+    writePcap(join(dir, 'in.pcap'), sampleTrace(false));
+    const outputOf = async (preload: boolean) => {
+      await runInOrder(dir, copy(`file: in.pcap${extra}, preload: ${preload}`));
+      return read(dir, 'out.pcap');
+    };
+    const streamed = await outputOf(false);
+    assert.ok(readPcap(join(dir, 'out.pcap')).records.length > 0);
+    assert.ok((await outputOf(true)).equals(streamed), 'preloaded output is the streamed output');
+  }));
+}
+
+test('a file larger than the 8 MiB stream buffer round-trips byte for byte, streamed and preloaded', () => inTempDir(async (dir) => {
+  const packets = 200_000;
+  const gen = spawnSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', String(packets), '-f', '1000', '-o', join(dir, 'in.pcap')], { encoding: 'utf8' });
+  assert.is(gen.status, 0, gen.stderr);
+  assert.ok(read(dir, 'in.pcap').length > 8 << 20);
+  for (const preload of [false, true]) {
+    const result = await runInOrder(dir, copy(`file: in.pcap, preload: ${preload}`));
+    assert.is(result.packets_out, packets);
+    assert.ok(read(dir, 'out.pcap').equals(read(dir, 'in.pcap')), `out.pcap is in.pcap byte for byte (preload: ${preload})`);
+  }
+}));
+
+test('full-size frames, more per batch than ToPcap buffers at once (1 MiB), round-trip byte for byte', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), Array.from({ length: 3000 }, (_, i) => ipv4Frame({ proto: 'udp', sport: i, payload: 1472 })));
+  const result = await runInOrder(dir, copy('file: in.pcap'));
+  assert.is(result.packets_out, 3000);
+  assert.ok(read(dir, 'out.pcap').equals(read(dir, 'in.pcap')), 'out.pcap is in.pcap byte for byte');
+}));
+
+const FIVE = Array.from({ length: 5 }, (_, i) => ipv4Frame({ sport: 2000 + i })); // 60 bytes each
+const CUTS = [
+  { name: 'pcap cut inside the last frame', file: 'in.pcap', cut: 10 },
+  { name: 'pcap cut inside the last record header', file: 'in.pcap', cut: 60 + 8 },
+  { name: 'pcapng cut inside the last block', file: 'in.pcapng', cut: 10 },
+];
+
+for (const c of CUTS) {
+  test(`a ${c.name} gives the complete records and says what it ignored`, () => inTempDir(async (dir) => {
+    writePcap(join(dir, 'in.pcap'), FIVE);
+    if (c.file === 'in.pcapng') convert(CONVERTERS[0], join(dir, 'in.pcap'), join(dir, 'in.pcapng'));
+    const whole = read(dir, c.file);
+    const complete = readPcap(join(dir, 'in.pcap')).records.slice(0, 4);
+    writeFileSync(join(dir, c.file), whole.subarray(0, whole.length - c.cut));
+    const log: string[] = [];
+    await runInOrder(dir, copy(`file: ${c.file}`), { log: (m) => log.push(m) });
+    assertRecords(output(dir), complete, 'records');
+    assert.ok(log.some((m) => /bytes at the end of .*a record cut off/.test(m)), `log: ${log.join('; ')}`);
+  }));
+}
+
+// A slot holds 32 bytes of metadata and 96 of headroom before the frame.
+const SLOTS = [{ slotSize: 2048, room: 2048 - 128 }, { slotSize: 16384, room: 9000 }];
+
+for (const s of SLOTS) {
+  test(`a 9000-byte frame in ${s.slotSize}-byte slots keeps ${s.room} bytes, its wire length, and counts a cut`, () => inTempDir(async (dir) => {
+    const jumbo = ipv4Frame({ payload: 9000 - 54 });
+    writePcap(join(dir, 'in.pcap'), [ipv4Frame(), jumbo, ipv4Frame({ proto: 'udp' })]);
+    const result = await runInOrder(dir, `slot_size: ${s.slotSize}\n${copy('file: in.pcap')}`);
+    assert.is(result.elements.src.truncated, s.room < jumbo.length ? 1 : 0);
+    const expected = readPcap(join(dir, 'in.pcap')).records;
+    expected[1] = { ...expected[1], caplen: s.room, data: jumbo.subarray(0, s.room) };
+    assertRecords(output(dir), expected, 'records');
+  }));
+}
+
+function pcapHeaderWith(patch: (header: Buffer) => void, records: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(24);
+  header.writeUInt32LE(0xa1b2c3d4, 0);
+  header.writeUInt16LE(2, 4);
+  header.writeUInt16LE(4, 6);
+  header.writeUInt32LE(65535, 16);
+  header.writeUInt32LE(1, 20);
+  patch(header);
+  return Buffer.concat([header, records]);
+}
+
+const ERRORS: { name: string; bytes?: () => Buffer; message: RegExp }[] = [
+  { name: 'a pcap of link type 101 (raw IP)', bytes: () => pcapHeaderWith((h) => h.writeUInt32LE(101, 20)), message: /link type 101/ },
+  {
+    name: 'a pcapng whose interface is not Ethernet',
+    bytes: () => { const b = pcapngBlocks(false); return Buffer.concat([b.section(), b.iface(6, 113), b.enhanced(0, 1n, ipv4Frame())]); },
+    message: /link type 113/,
+  },
+  { name: 'a text file', bytes: () => Buffer.from('this is not a capture file, but it is long enough\n'), message: /not a pcap or pcapng file/ },
+  { name: 'an empty file', bytes: () => Buffer.alloc(0), message: /too short/ },
+  { name: 'a pcap whose record length makes no sense', bytes: () => pcapHeaderWith(() => {}, Buffer.alloc(16, 0x7f)), message: /corrupt/ },
+  { name: 'a missing file', message: /cannot open/ },
+];
+
+for (const e of ERRORS) {
+  test(`${e.name} gives a clear EnvironmentError`, () => inTempDir(async (dir) => {
+    if (e.bytes) writeFileSync(join(dir, 'in.pcap'), e.bytes());
+    try {
+      await runInOrder(dir, copy('file: in.pcap'));
+    } catch (error) {
+      // By name: uvu loads this file through require, the engine loads elements through import().
+      assert.is((error as Error).name, 'EnvironmentError');
+      assert.match((error as Error).message, e.message);
+      return;
+    }
+    assert.unreachable('the run succeeded');
+  }));
+}
+
+test('timing: original takes at least about as long as the trace', () => inTempDir(async (dir) => {
+  const span = 300; // ms
+  writePcap(join(dir, 'in.pcap'), [0, span / 2, span].map((ms) => ({ data: ipv4Frame(), sec: 1_700_000_000, usec: ms * 1000 })));
+  const started = performance.now(); // a lower bound only: compiling or a busy machine can only add time
+  const result = await runInOrder(dir, copy('file: in.pcap, timing: original'));
+  assert.is(result.packets_out, 3);
+  assert.ok(performance.now() - started >= span * 0.8, `took ${performance.now() - started} ms`);
+}));
+
+test.run();
