@@ -1,1 +1,0 @@
-cmd_Release/afpacket.node := ln -f "Release/obj.target/afpacket.node" "Release/afpacket.node" 2>/dev/null || (rm -rf "Release/afpacket.node" && cp -af "Release/obj.target/afpacket.node" "Release/afpacket.node")

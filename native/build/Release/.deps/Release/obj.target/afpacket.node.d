@@ -1,1 +1,0 @@
-cmd_Release/obj.target/afpacket.node := g++ -o Release/obj.target/afpacket.node -shared -pthread -rdynamic -m64  -Wl,-soname=afpacket.node -Wl,--start-group Release/obj.target/afpacket/afpacket.o -Wl,--end-group 
