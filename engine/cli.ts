@@ -15,6 +15,8 @@ import { elementDoc, elementReference, updateReadme } from './docs.ts';
 import { statsTable, liveLine } from './report.ts';
 import { filterCapture } from './filter.ts';
 import { verify } from './verify.ts';
+import { startControl, type ControlServer } from './control.ts';
+import { resolve as resolvePath } from 'node:path';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, environment: 3, interrupted: 130 } as const;
@@ -26,6 +28,9 @@ commands:
   check CONFIG      validate a config without running it (- reads it from stdin)
   elements [TYPE]   list the element types, or show one type's documentation
   graph CONFIG      print the graph (--format dot|mermaid)
+  ctl COMMAND       talk to a running pipeline's control API:
+                    stats | graph | metrics | scale N | read ELEMENT.HANDLER |
+                    write ELEMENT.HANDLER VALUE | snapshot [FILE]
   verify CONFIG     check output equivalence: one shard vs. several with scale events
                     (--trace FILE --shards 1,2,4 --scale-every K)
   build CONFIG      compile the config's fast path into the cache
@@ -42,6 +47,11 @@ options for run:
   --inline                 run the shard on the I/O thread (one thread, run to completion)
   --shards N               shard workers to start with (default: the config's shards, or cores - 1)
   --quiet                  no live line and no table
+  --control PORT           serve the control API on 127.0.0.1:PORT (0 picks a free port)
+  --token TOKEN            the control API's token (default: a random one, printed at start)
+options for ctl:
+  --control PORT|URL       where the pipeline's control API is (default $WIREPATH_CONTROL)
+  --token TOKEN            the token, for calls that change something (default $WIREPATH_TOKEN)
 
 exit codes: 0 done, 1 runtime failure, 2 bad usage or invalid config, 3 missing file, device or permission,
 130 stopped by a signal (outputs were still written completely)`;
@@ -54,6 +64,8 @@ const OPTIONS = {
   clock: { type: 'string' },
   inline: { type: 'boolean' },
   shards: { type: 'string' },
+  control: { type: 'string' },
+  token: { type: 'string' },
   trace: { type: 'string' },
   'scale-every': { type: 'string' },
   format: { type: 'string' },
@@ -89,6 +101,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   try {
     if (command === 'filter') return await filter(target, extra, values.verbose ?? false);
+    if (command === 'ctl') return await ctl(positionals.slice(1), values);
     if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
     switch (command) {
       case 'run': return await run(await load(), values);
@@ -194,13 +207,62 @@ function report(e: unknown): number {
   return EXIT.failure;
 }
 
-async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; shards?: string }): Promise<number> {
+async function ctl(args: string[], values: { control?: string; token?: string }): Promise<number> {
+  const where = values.control ?? process.env.WIREPATH_CONTROL;
+  if (!where) throw new UsageError('ctl needs --control PORT (or WIREPATH_CONTROL): the port `wirepath run --control` printed');
+  const base = /^\d+$/.test(where) ? `http://127.0.0.1:${where}` : where.replace(/\/$/, '');
+  const token = values.token ?? process.env.WIREPATH_TOKEN;
+  const [command, ...rest] = args;
+  const element = (spec: string | undefined) => {
+    const m = /^([^.]+)\.(.+)$/.exec(spec ?? '');
+    if (!m) throw new UsageError(`write ELEMENT.HANDLER, e.g. count.packets (got '${spec ?? ''}')`);
+    return `/elements/${encodeURIComponent(m[1])}/${encodeURIComponent(m[2])}`;
+  };
+  const calls: Record<string, () => [string, string, unknown?]> = {
+    stats: () => ['GET', '/stats'],
+    graph: () => ['GET', '/graph'],
+    metrics: () => ['GET', '/metrics'],
+    scale: () => ['POST', '/scale', { shards: Number(rest[0]) }],
+    read: () => ['GET', element(rest[0])],
+    write: () => ['PUT', element(rest[0]), { value: rest[1] ?? '' }],
+    snapshot: () => ['POST', '/snapshot', rest[0] ? { file: resolvePath(rest[0]) } : {}],
+  };
+  const call = calls[command ?? ''];
+  if (!call) throw new UsageError(`ctl commands: ${Object.keys(calls).join(', ')}`);
+  const [method, path, body] = call();
+  let response: Response;
+  try {
+    response = await fetch(base + path, {
+      method,
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new EnvironmentError(`no control API answers at ${base}`, 'start the pipeline with `wirepath run CONFIG --control PORT` and use the port it prints');
+  }
+  const text = await response.text();
+  if (!response.ok) {
+    process.stderr.write(`wirepath ctl: ${response.status} ${JSON.parse(text).error}\n`);
+    return EXIT.failure;
+  }
+  process.stdout.write(response.headers.get('content-type')?.startsWith('application/json') ? JSON.stringify(JSON.parse(text), null, 2) + '\n' : text);
+  return EXIT.ok;
+}
+
+async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; shards?: string; control?: string; token?: string }): Promise<number> {
   const shards = values.shards === undefined ? undefined : Number(values.shards);
   if (shards !== undefined && (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS)) throw new UsageError(`--shards must be a whole number from 1 to ${MAX_SHARDS}`);
   const clock = values.clock ?? 'trace';
   if (clock !== 'trace' && clock !== 'wall') throw new UsageError(`--clock must be trace or wall, not '${clock}'`);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
   const pipeline = await Pipeline.create(config, { clock, shards, threads: values.inline ? 'inline' : 'worker', log: (m) => process.stderr.write(`wirepath: ${m}\n`) });
+  let control: ControlServer | undefined;
+  if (values.control !== undefined) {
+    const port = Number(values.control);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--control takes a port number, not '${values.control}'`);
+    control = await startControl(pipeline, { port, token: values.token });
+    process.stderr.write(`wirepath: control API on ${control.url}, token ${control.token}\n`);
+  }
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(EXIT.interrupted);
@@ -220,6 +282,7 @@ async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boo
       process.stderr.write('\r' + liveLine(p.packetsIn(), (now - started) / 1000, p.progress()) + '\x1b[K');
     });
   } finally {
+    await control?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     if (live) process.stderr.write('\r\x1b[K');

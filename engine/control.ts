@@ -1,0 +1,168 @@
+// The control API: a small HTTP server on loopback. Reading is open to local clients; every call
+// that changes something needs the token (printed at start, or given). Bad requests get a clear 4xx
+// and change nothing; the pipeline keeps running whatever a client sends.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import type { Pipeline } from './pipeline.ts';
+import { handlersOf } from './handlers.ts';
+
+export interface ControlOptions {
+  port: number;
+  token?: string;
+  host?: string;
+}
+
+export interface ControlServer {
+  url: string;
+  token: string;
+  close(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+const MAX_BODY = 1 << 20;
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.on('data', (chunk) => {
+      body += chunk;
+      if (body.length > MAX_BODY) reject(new HttpError(413, 'request body larger than 1 MiB'));
+    });
+    req.on('end', () => resolve(body));
+    req.on('error', reject);
+  });
+}
+
+function parseJson(body: string): any {
+  try {
+    return body.trim() ? JSON.parse(body) : {};
+  } catch (e) {
+    throw new HttpError(400, `malformed JSON: ${(e as Error).message}`);
+  }
+}
+
+function authorised(req: IncomingMessage, token: string): boolean {
+  const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+  const a = Buffer.from(given), b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Prometheus text exposition of every element counter and the shards' counters. */
+export function metrics(pipeline: Pipeline): string {
+  const lines: string[] = [];
+  const series = new Map<string, string[]>();
+  const add = (name: string, help: string, labels: Record<string, string | number>, value: number) => {
+    if (!series.has(name)) series.set(name, [`# HELP ${name} ${help}`, `# TYPE ${name} counter`]);
+    const l = Object.entries(labels).map(([k, v]) => `${k}="${String(v).replace(/["\\\n]/g, '_')}"`).join(',');
+    series.get(name)!.push(`${name}{${l}} ${value}`);
+  };
+  for (const [element, s] of Object.entries(pipeline.stats())) {
+    add('wirepath_element_packets_in_total', 'packets an element received', { element, type: s.type }, s.in);
+    s.out.forEach((n, port) => add('wirepath_element_packets_out_total', 'packets an element sent, per output port', { element, type: s.type, port }, n));
+    add('wirepath_element_unconnected_drops_total', 'packets sent to an unconnected optional output', { element, type: s.type }, s.unconnected_drops);
+    for (const [counter, value] of Object.entries(s)) {
+      if (typeof value === 'number' && !['in', 'unconnected_drops'].includes(counter)) {
+        add(`wirepath_${counter}`, `${s.type} handler ${counter}`, { element, type: s.type }, value);
+      }
+    }
+  }
+  const runtime = pipeline.runtimeStats();
+  for (const shard of runtime.shards) {
+    add('wirepath_shard_packets_total', 'packets a shard processed', { shard: shard.shard }, shard.packets);
+    add('wirepath_shard_batches_total', 'batches a shard processed', { shard: shard.shard }, shard.batches);
+    add('wirepath_shard_ring_full_drops_total', 'packets dropped because the shard ring was full', { shard: shard.shard }, shard.ring_full_drops);
+    add('wirepath_shard_clone_no_buffer_total', 'copies not made for want of a slot', { shard: shard.shard }, shard.no_buffer);
+  }
+  add('wirepath_pool_exhausted_total', 'packets not read for want of a free slot', {}, runtime.pool_exhausted);
+  for (const s of series.values()) lines.push(...s);
+  return lines.join('\n') + '\n';
+}
+
+export function startControl(pipeline: Pipeline, options: ControlOptions): Promise<ControlServer> {
+  const token = options.token ?? randomBytes(16).toString('hex');
+  const host = options.host ?? '127.0.0.1';
+
+  const route = async (req: IncomingMessage): Promise<unknown> => {
+    const url = new URL(req.url ?? '/', 'http://control');
+    const method = req.method ?? 'GET';
+    const changes = method !== 'GET' && method !== 'HEAD';
+    if (changes && !authorised(req, token)) throw new HttpError(401, 'this call changes the pipeline: send the token as "Authorization: Bearer TOKEN"');
+    const handler = /^\/elements\/([^/]+)\/([^/]+)$/.exec(url.pathname);
+    if (method === 'GET' && url.pathname === '/graph') {
+      return {
+        elements: pipeline.graph.nodes.map((n) => ({ name: n.name, type: n.type.type, params: n.instance.params, handlers: Object.keys(handlersOf(n.type)) })),
+        connections: pipeline.graph.nodes.flatMap((n) => n.targets.flatMap((t, port) => (t ? [{ from: n.name, port, to: t.node, input: t.port }] : []))),
+      };
+    }
+    if (method === 'GET' && url.pathname === '/stats') {
+      return { elements: pipeline.stats(), runtime: pipeline.runtimeStats(), scale_events: pipeline.scaleReports };
+    }
+    if (method === 'GET' && url.pathname === '/metrics') return { text: metrics(pipeline) };
+    if (handler && (method === 'GET' || method === 'PUT')) {
+      const [element, name] = handler.slice(1).map(decodeURIComponent);
+      const node = pipeline.graph.byName.get(element);
+      if (!node) throw new HttpError(404, `no element '${element}'`);
+      const h = handlersOf(node.type)[name];
+      if (!h) throw new HttpError(404, `${element} (${node.type.type}) has no handler '${name}'; its handlers: ${Object.keys(handlersOf(node.type)).join(', ')}`);
+      if (method === 'GET') {
+        if (!h.read) throw new HttpError(405, `${element}.${name} is write-only`);
+        return { element, handler: name, value: h.read(pipeline.view(element)) };
+      }
+      if (!h.write) throw new HttpError(405, `${element}.${name} is read-only`);
+      const body = parseJson(await readBody(req));
+      const value = body.value === undefined ? '' : String(body.value);
+      try {
+        h.write(pipeline.view(element), value);
+      } catch (e) {
+        throw new HttpError(400, `${element}.${name}: ${(e as Error).message}`);
+      }
+      return { element, handler: name, written: value };
+    }
+    if (method === 'POST' && url.pathname === '/scale') {
+      const { shards } = parseJson(await readBody(req));
+      if (!Number.isInteger(shards) || shards < 1 || shards > 64) throw new HttpError(400, 'send {"shards": N} with N a whole number from 1 to 64');
+      try {
+        return await pipeline.scale(shards);
+      } catch (e) {
+        throw new HttpError(409, (e as Error).message);
+      }
+    }
+    if (method === 'POST' && url.pathname === '/snapshot') {
+      const { file } = parseJson(await readBody(req));
+      const snapshot = await pipeline.snapshot();
+      if (typeof file === 'string') {
+        writeFileSync(file, JSON.stringify(snapshot));
+        return { written: file };
+      }
+      return snapshot;
+    }
+    throw new HttpError(404, `no ${method} ${url.pathname}; see the README's control API section`);
+  };
+
+  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    route(req).then((result) => {
+      const text = result && typeof result === 'object' && 'text' in result ? (result as { text: string }).text : undefined;
+      res.writeHead(200, { 'content-type': text !== undefined ? 'text/plain; version=0.0.4' : 'application/json' });
+      res.end(text ?? JSON.stringify(result) + '\n');
+    }, (e) => {
+      const status = e instanceof HttpError ? e.status : 500;
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: (e as Error).message }) + '\n');
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, host, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : options.port;
+      resolve({ url: `http://${host}:${port}`, token, close: () => new Promise((r) => server.close(() => r())) });
+    });
+  });
+}

@@ -1,0 +1,131 @@
+// The control API and `wirepath ctl` against a running pipeline: reads are open, changes need the
+// token, bad requests get a 4xx and the pipeline keeps running.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { writeFileSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { tempDir, removeDir, ROOT, type CliResult } from './helpers.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { startControl, type ControlServer } from '../engine/control.ts';
+
+const dir = tempDir();
+let pipeline: Pipeline;
+let control: ControlServer;
+let running: Promise<unknown>;
+
+test.before(async () => {
+  const file = join(dir, 'live.yaml');
+  writeFileSync(file, `
+elements:
+  gen: { type: Generator, count: 0, flows: 200, timing: original, rate: 50000 }
+  stats: { type: FlowStats }
+  count: { type: Counter }
+  drop: { type: Discard }
+connections:
+  - gen -> stats -> count -> drop
+`);
+  pipeline = await Pipeline.create(await loadConfig(file), { shards: 1 });
+  running = pipeline.run();
+  control = await startControl(pipeline, { port: 0, token: 'secret-token' });
+  while (pipeline.packetsIn() < 1000) await new Promise((r) => setTimeout(r, 20));
+});
+
+test.after(async () => {
+  pipeline.stop();
+  await running;
+  await control.close();
+  removeDir(dir);
+});
+
+/** The CLI, run without blocking this process (whose event loop serves the control API). */
+const cli = (args: string[]) => new Promise<CliResult>((resolve) => {
+  execFile(process.execPath, [join(ROOT, 'bin/wirepath.js'), ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+    resolve({ status: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+  });
+});
+
+const call = async (method: string, path: string, body?: unknown, token?: string) => {
+  const r = await fetch(control.url + path, {
+    method, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
+  const text = await r.text();
+  return { status: r.status, text, json: r.headers.get('content-type')?.includes('json') ? JSON.parse(text) : undefined };
+};
+
+test('GET /graph, /stats, /metrics and handlers need no token', async () => {
+  const graph = await call('GET', '/graph');
+  assert.is(graph.status, 200);
+  assert.equal(graph.json.elements.map((e: any) => e.name), ['gen', 'stats', 'count', 'drop']);
+  assert.equal(graph.json.connections[0], { from: 'gen', port: 0, to: 'stats', input: 0 });
+  const stats = await call('GET', '/stats');
+  assert.ok(stats.json.elements.count.packets > 0);
+  assert.is(stats.json.runtime.shards.length, 1);
+  const metrics = await call('GET', '/metrics');
+  assert.match(metrics.text, /# TYPE wirepath_element_packets_in_total counter/);
+  assert.match(metrics.text, /wirepath_packets\{element="count",type="Counter"\} \d+/);
+  const handler = await call('GET', '/elements/count/packets');
+  assert.ok(handler.json.value > 0);
+});
+
+test('changes need the token', async () => {
+  for (const token of [undefined, 'wrong']) {
+    assert.is((await call('POST', '/scale', { shards: 2 }, token)).status, 401);
+    assert.is((await call('PUT', '/elements/count/reset', {}, token)).status, 401);
+  }
+  assert.is(pipeline.runtimeStats().shards.length, 1, 'nothing changed');
+});
+
+test('bad requests get clear 4xx answers and the pipeline keeps running', async () => {
+  const before = pipeline.packetsIn();
+  const cases: [string, string, unknown, number, RegExp][] = [
+    ['POST', '/scale', '{"shards": ', 400, /malformed JSON/],
+    ['POST', '/scale', { shards: 0 }, 400, /whole number from 1 to 64/],
+    ['POST', '/scale', { shards: 'two' }, 400, /whole number/],
+    ['GET', '/elements/nope/packets', undefined, 404, /no element 'nope'/],
+    ['GET', '/elements/count/nope', undefined, 404, /has no handler 'nope'/],
+    ['PUT', '/elements/count/packets', { value: 1 }, 405, /read-only/],
+    ['GET', '/nowhere', undefined, 404, /no GET \/nowhere/],
+  ];
+  for (const [method, path, body, status, message] of cases) {
+    const r = await call(method, path, body, 'secret-token');
+    assert.is(r.status, status, `${method} ${path}`);
+    assert.match(r.json.error, message);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok(pipeline.packetsIn() > before, 'still running');
+});
+
+test('POST /scale changes the shard count while traffic flows, losing nothing', async () => {
+  const out = await call('POST', '/scale', { shards: 2 }, 'secret-token');
+  assert.is(out.status, 200);
+  assert.is(out.json.from, 1);
+  assert.is(out.json.to, 2);
+  assert.is(out.json.packets_lost, 0);
+  assert.is(pipeline.runtimeStats().shards.length, 2);
+  const back = await call('POST', '/scale', { shards: 1 }, 'secret-token');
+  assert.is(back.json.packets_lost, 0);
+});
+
+test('wirepath ctl reads, writes and snapshots', async () => {
+  const env = ['--control', control.url, '--token', 'secret-token'];
+  const read = await cli(['ctl', 'read', 'count.packets', ...env]);
+  assert.is(read.status, 0, read.stderr);
+  assert.ok(JSON.parse(read.stdout).value > 0);
+  assert.is((await cli(['ctl', 'write', 'count.reset', '', ...env])).status, 0);
+  const file = join(dir, 'snap.json');
+  assert.is((await cli(['ctl', 'snapshot', file, ...env])).status, 0);
+  const snapshot = JSON.parse(readFileSync(file, 'utf8'));
+  assert.is(snapshot.format, 'wirepath-snapshot/1');
+  assert.ok(Number(snapshot.elements.stats.scalars.total_packets) > 0);
+  const refused = await cli(['ctl', 'scale', '2', '--control', control.url]);
+  assert.is(refused.status, 1);
+  assert.match(refused.stderr, /401 .*token/);
+  const nobody = await cli(['ctl', 'stats', '--control', '1']);
+  assert.is(nobody.status, 3);
+  assert.match(nobody.stderr, /no control API answers at http:\/\/127.0.0.1:1/);
+});
+
+test.run();
