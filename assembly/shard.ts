@@ -17,6 +17,8 @@ export const CTX_NO_BUFFER: u32 = 32;
 export const CTX_LEAKED: u32 = 40;
 /** 16 bytes of scratch for building flow keys. */
 export const CTX_KEY: u32 = 48;
+/** The receive index after the batch being processed: a restarted shard resumes there. */
+export const CTX_TAKEN: u32 = 64;
 
 let ctx: usize = 0;
 let rxRing: Ring = changetype<Ring>(0);
@@ -129,6 +131,7 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
     }
   }
   receivedTail = tail;
+  store<u32>(ctx, tail, CTX_TAKEN);
   if (packets) {
     store<u64>(ctx, load<u64>(ctx, CTX_BATCHES) + 1, CTX_BATCHES);
     store<u64>(ctx, load<u64>(ctx, CTX_PACKETS) + packets, CTX_PACKETS);

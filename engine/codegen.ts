@@ -78,6 +78,7 @@ export function generateGraph(graph: Graph): GeneratedGraph {
         node.outputs.forEach((_, i) => lines.push(`      const out${i} = changetype<Batch>(load<u32>(g, ${r.outputs[i]}));`, `      const before${i} = out${i}.count;`));
         const self = `changetype<${layouts.get(node.type.type)!.className}>(load<u32>(g, ${r.self}))`;
         const outs = `changetype<Outputs>(g + ${r.outputs[0] ?? r.self})`;
+        lines.push(`      store<u32>(g, ${node.index}, ${GraphHeader.running});`);
         lines.push(`      ${alias(node.type)}.process(${self}, input, ${outs}${node.inputs > 1 ? `, ${port}` : ''});`);
         const shared = sharesTarget(node);
         node.outputs.forEach((_, i) => {

@@ -11,7 +11,7 @@ export const Meta = { length: 0, wireLength: 4, timestamp: 8, dataOffset: 16, l3
 /** assembly/ring.ts */
 export const RingLayout = { head: 0, tail: 64, sleep: 128, mask: 192, entries: 256 } as const;
 /** assembly/shard.ts */
-export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, size: 64 } as const;
+export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, size: 128 } as const;
 /** assembly/io.ts */
 export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, size: 64, shardRecord: 32 } as const;
 /** assembly/flowtable.ts: the FlowTable header and its entries. */
@@ -105,8 +105,11 @@ export interface NodeRecord {
   size: number;
 }
 
-/** The graph descriptor: [source table addr][hole batch addr] then one record per node. */
-export const GraphHeader = { sourceTable: 0, hole: 4, size: 8 } as const;
+/**
+ * The graph descriptor: [source table addr][hole batch addr][node running now] then one record per
+ * node. The running node tells a crash report which element failed.
+ */
+export const GraphHeader = { sourceTable: 0, hole: 4, running: 8, size: 16 } as const;
 
 export function nodeRecords(graph: Graph): NodeRecord[] {
   let base: number = GraphHeader.size;

@@ -208,6 +208,7 @@ export class Pipeline {
   private startShard(shard: Shard): void {
     if (this.threads === 'inline') shard.startInline(this.compiled.module, { env: this.imports() });
     else shard.startWorker(this.compiled.module, this.config.batch, this.clock);
+    shard.onCrash = (error) => this.recover(shard, error);
   }
 
   /** Writes the bucket table (a shard number, or HELD, per bucket) and turns steering on when needed. */
@@ -632,7 +633,53 @@ export class Pipeline {
         entry.records = Buffer.concat([Buffer.from(entry.records, 'base64'), ...chunks]).toString('base64');
       }
     }
-    return { format: 'wirepath-snapshot/1', date: new Date().toISOString(), elements };
+    this.lastSnapshot = { format: 'wirepath-snapshot/1', date: new Date().toISOString(), elements };
+    return this.lastSnapshot;
+  }
+
+  /** The state a crashed shard restarts from. */
+  private lastSnapshot: Snapshot | undefined;
+  readonly crashReports: CrashReport[] = [];
+
+  /**
+   * A shard's fast path threw. Report the element that was running and the batch it was on, skip
+   * that batch (its packets are lost and counted), reload the shard's flows from the last snapshot
+   * (or start them empty) and start a new worker on the same memory. Other shards never stop.
+   */
+  private recover(shard: Shard, error: Error): void {
+    const v = this.arena.view;
+    const { descriptor, context, rxRing } = shard.memory;
+    const node = this.graph.nodes[v.getUint32(descriptor + GraphHeader.running, true)];
+    const r = this.records[node.index];
+    let firstPacket = '';
+    for (const off of r.inputs) {
+      const batch = v.getUint32(descriptor + off, true);
+      if (v.getUint32(batch, true) === 0 || firstPacket) continue;
+      const p = v.getUint32(batch + BATCH_HEADER, true);
+      const data = p + v.getUint16(p + Meta.dataOffset, true);
+      firstPacket = Buffer.from(this.arena.u8.slice(data, data + Math.min(64, v.getUint32(p + Meta.length, true)))).toString('hex');
+    }
+    // Every batch of the shard is emptied: their packets are lost (their slots too: counted, not reused).
+    const batches = new Set<number>([v.getUint32(descriptor + GraphHeader.hole, true)]);
+    for (const rec of this.records) for (const off of [...rec.inputs, ...rec.outputs]) batches.add(v.getUint32(descriptor + off, true));
+    let lost = 0;
+    for (const b of batches) { lost += v.getUint32(b, true); v.setUint32(b, 0, true); }
+    Atomics.store(this.arena.i32, (rxRing + RingLayout.tail) >> 2, v.getUint32(context + ShardContext.taken, true));
+    for (const table of this.tablesOf(shard)) {
+      const entries = v.getUint32(table.address + FlowTableLayout.entries, true);
+      const size = v.getUint32(table.address + FlowTableLayout.slots, true) * v.getUint32(table.address + FlowTableLayout.entrySize, true);
+      this.arena.u8.fill(0, entries, entries + size);
+      v.setUint32(table.address + FlowTableLayout.live, 0, true);
+    }
+    const restored = this.lastSnapshot ? this.loadTables(this.lastSnapshot, shard) : 0;
+    const report: CrashReport = {
+      shard: shard.id, element: node.name, type: node.type.type, error: error.message,
+      packets_lost: lost, first_packet: firstPacket, restored_entries: restored, from_snapshot: this.lastSnapshot?.date ?? null,
+    };
+    this.crashReports.push(report);
+    this.log(`shard ${shard.id} crashed in ${node.name} (${node.type.type}): ${error.message}; first packet of its batch: ${firstPacket}; `
+      + `${lost} packets lost; restarted ${this.lastSnapshot ? `from the snapshot of ${this.lastSnapshot.date} (${restored} entries)` : 'with empty tables (no snapshot taken yet)'}`);
+    this.startShard(shard);
   }
 
   /**
@@ -643,8 +690,6 @@ export class Pipeline {
     if (this.started) throw new Error('restore a snapshot before the pipeline starts');
     if (snapshot.format !== 'wirepath-snapshot/1') throw new Error(`not a wirepath snapshot (format ${snapshot.format})`);
     const v = this.arena.view;
-    const buffer = this.transferBuffer();
-    const owners = this.bucketTable();
     for (const [name, saved] of Object.entries(snapshot.elements)) {
       const node = this.graph.byName.get(name);
       if (!node || node.type.type !== saved.type) throw new Error(`the snapshot's element ${name} (${saved.type}) is not in this config`);
@@ -653,27 +698,44 @@ export class Pipeline {
         const f = layout.fields.find((x) => x.name === field);
         if (f) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
       }
+    }
+    for (const shard of this.shards) this.loadTables(snapshot, shard);
+  }
+
+  /**
+   * Imports into one shard's tables the snapshot's entries it owns: per-flow entries of its buckets,
+   * and (on shard 0) the cross-flow entries, added up. Runs while no thread runs the shard.
+   */
+  private loadTables(snapshot: Snapshot, shard: Shard): number {
+    const buffer = this.transferBuffer();
+    const owners = this.bucketTable();
+    let loaded = 0;
+    for (const [name, saved] of Object.entries(snapshot.elements)) {
       for (const [table, data] of Object.entries(saved.tables)) {
+        const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table);
+        if (!target) continue;
         const records = Buffer.from(data.records, 'base64');
-        const perShard = this.shards.map(() => [] as Buffer[]);
+        const mine: Buffer[] = [];
         for (let at = 0; at < records.length; at += data.record_size) {
           const r = records.subarray(at, at + data.record_size);
-          const shard = data.scope === 'per-flow' ? owners[this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]) & (BUCKETS - 1)] : 0;
-          perShard[shard].push(r);
+          const owner = data.scope === 'per-flow' ? owners[this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]) & (BUCKETS - 1)] : 0;
+          if (owner === shard.id) mine.push(r);
         }
-        for (const shard of this.shards) {
-          const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table)!;
-          const all = Buffer.concat(perShard[shard.id]);
-          for (let at = 0; at < all.length; at += TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size)) {
-            const chunk = all.subarray(at, at + TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size));
-            this.arena.u8.set(chunk, buffer);
-            const failed = this.io.tableImport(target.address, buffer, chunk.length / data.record_size, 0n, data.scope === 'cross-flow' ? 1 : 0);
-            if (failed) this.log(`restore: ${name}.${table} on shard ${shard.id} is full; ${failed} entries left out`);
-          }
+        const all = Buffer.concat(mine);
+        const chunkBytes = TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size);
+        for (let at = 0; at < all.length; at += chunkBytes) {
+          const chunk = all.subarray(at, at + chunkBytes);
+          this.arena.u8.set(chunk, buffer);
+          const count = chunk.length / data.record_size;
+          const failed = this.io.tableImport(target.address, buffer, count, 0n, data.scope === 'cross-flow' ? 1 : 0);
+          if (failed) this.log(`${name}.${table} on shard ${shard.id} is full; ${failed} snapshot entries left out`);
+          loaded += count - failed;
         }
       }
     }
+    return loaded;
   }
+
 
   /** Source progress from 0 to 1 (the least advanced source), or undefined when unknown. */
   progress(): number | undefined {
@@ -816,6 +878,18 @@ export interface ScaleReport {
   milliseconds: number;
   packets_held: number;
   packets_lost: number;
+}
+
+export interface CrashReport {
+  shard: number;
+  element: string;
+  type: string;
+  error: string;
+  packets_lost: number;
+  /** The first 64 bytes, in hex, of the first packet of the batch the element was working on. */
+  first_packet: string;
+  restored_entries: number;
+  from_snapshot: string | null;
 }
 
 export interface Snapshot {

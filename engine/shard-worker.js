@@ -44,5 +44,6 @@ try {
   }
   parentPort.postMessage({ stopped: true });
 } catch (error) {
-  parentPort.postMessage({ error: { message: error.message, stack: error.stack } });
+  // The engine reports where it happened (the descriptor names the running element) and restarts the shard.
+  parentPort.postMessage({ crash: { message: error.message, stack: error.stack } });
 }

@@ -27,6 +27,9 @@ export class Shard {
   private instance?: Record<string, any>;
   private failure?: Error;
 
+  /** Called when the worker's fast path throws (a trap); the engine reports it and restarts the shard. */
+  onCrash: (error: Error) => void = (error) => { this.failure ??= error; };
+
   constructor(readonly id: number, readonly memory: ShardMemory, private readonly arena: MemoryArena) {}
 
   get failed(): Error | undefined {
@@ -46,7 +49,12 @@ export class Shard {
       },
     });
     this.worker.on('message', (m) => {
-      if (m.error) this.failure ??= new Error(`shard ${this.id} failed: ${m.error.message}`);
+      if (m.crash) {
+        this.worker = undefined;
+        const error = new Error(m.crash.message);
+        error.stack = m.crash.stack;
+        this.onCrash(error);
+      }
     });
     this.worker.on('error', (e) => { this.failure ??= e; });
   }

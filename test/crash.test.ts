@@ -1,0 +1,60 @@
+// A shard whose fast path traps is reported with the element and the packet, restarted from the last
+// snapshot, and the other shards keep running.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tempDir, removeDir, ROOT } from './helpers.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+
+const PACKETS = 20000;
+const POISON = 19000;
+
+test('a crashing shard is reported, restarted from the snapshot, and the others run on', async () => {
+  const dir = tempDir();
+  try {
+    // 20k packets 100 us apart (2 s at timing: original); packet 19000 gets the TTL that crashes.
+    const trace = join(dir, 'trace.pcap');
+    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', String(PACKETS), '-f', '300', '-o', trace, '--gap-us', '100', '--seed', '9']);
+    const bytes = readFileSync(trace);
+    const poisoned = 24 + POISON * 80;
+    bytes[poisoned + 16 + 22] = 13; // TTL; the IP checksum no longer matters to anyone here
+    writeFileSync(trace, bytes);
+    const poisonHex = bytes.subarray(poisoned + 16, poisoned + 16 + 64).toString('hex');
+    writeFileSync(join(dir, 'c.yaml'), `
+element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
+elements:
+  src: { type: FromPcap, file: trace.pcap, timing: original }
+  crash: { type: CrashOn, ttl: 13 }
+  stats: { type: FlowStats }
+  drop: { type: Discard }
+connections:
+  - src -> crash -> stats -> drop
+`);
+    const logs: string[] = [];
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 2, log: (m) => logs.push(m) });
+    const running = pipeline.run();
+    while (pipeline.packetsIn() < PACKETS / 2) await new Promise((r) => setTimeout(r, 20));
+    const snapshot = await pipeline.snapshot();
+    const result = await running;
+
+    assert.is(pipeline.crashReports.length, 1);
+    const report = pipeline.crashReports[0];
+    assert.is(report.element, 'crash');
+    assert.is(report.type, 'CrashOn');
+    assert.match(report.error, /unreachable/);
+    assert.ok(report.packets_lost >= 1 && report.packets_lost <= 256, `lost ${report.packets_lost}: the crashing batch only`);
+    assert.ok(report.from_snapshot === snapshot.date && report.restored_entries > 0, 'restarted from the snapshot');
+    // The poisoned packet is the one the report shows when it heads its batch; it is always in the lost batch.
+    assert.ok(report.first_packet.length > 0);
+    if (report.packets_lost === 1) assert.is(report.first_packet, poisonHex);
+    assert.match(logs.join('\n'), /shard \d crashed in crash \(CrashOn\)/);
+    assert.is(result.elements.drop.in, PACKETS - report.packets_lost, 'every other packet went through');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test.run();
