@@ -2,13 +2,14 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { loadConfig, MAX_SHARDS, type PipelineConfig } from './config.ts';
+import { loadConfig, MAX_SHARDS, type LoadOptions, type PipelineConfig } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph } from './compile.ts';
-import { Pipeline, type RunResult } from './pipeline.ts';
+import { Pipeline, type PipelineOptions, type RunResult } from './pipeline.ts';
+import { Supervisor } from './supervisor.ts';
 import { loadRegistry } from './registry.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
@@ -30,7 +31,7 @@ commands:
   graph CONFIG      print the graph (--format dot|mermaid)
   ctl COMMAND       talk to a running pipeline's control API:
                     stats | graph | metrics | scale N | read ELEMENT.HANDLER |
-                    write ELEMENT.HANDLER VALUE | snapshot [FILE]
+                    write ELEMENT.HANDLER VALUE | snapshot [FILE] | reload CONFIG
   verify CONFIG     check output equivalence: one shard vs. several with scale events
                     (--trace FILE --shards 1,2,4 --scale-every K)
   build CONFIG      compile the config's fast path into the cache
@@ -104,7 +105,7 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'ctl') return await ctl(positionals.slice(1), values);
     if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
     switch (command) {
-      case 'run': return await run(await load(), values);
+      case 'run': return await run(await load(), { overrides: values.set, elementDirs: values.elements }, values);
       case 'check': {
         const config = await load();
         buildGraph(config);
@@ -226,6 +227,10 @@ async function ctl(args: string[], values: { control?: string; token?: string })
     read: () => ['GET', element(rest[0])],
     write: () => ['PUT', element(rest[0]), { value: rest[1] ?? '' }],
     snapshot: () => ['POST', '/snapshot', rest[0] ? { file: resolvePath(rest[0]) } : {}],
+    reload: () => {
+      if (!rest[0]) throw new UsageError('ctl reload needs the new CONFIG file');
+      return ['POST', '/reload', { config: readFileSync(rest[0], 'utf8') }];
+    },
   };
   const call = calls[command ?? ''];
   if (!call) throw new UsageError(`ctl commands: ${Object.keys(calls).join(', ')}`);
@@ -249,25 +254,26 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   return EXIT.ok;
 }
 
-async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; shards?: string; control?: string; token?: string }): Promise<number> {
+async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; shards?: string; control?: string; token?: string }): Promise<number> {
   const shards = values.shards === undefined ? undefined : Number(values.shards);
   if (shards !== undefined && (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS)) throw new UsageError(`--shards must be a whole number from 1 to ${MAX_SHARDS}`);
   const clock = values.clock ?? 'trace';
   if (clock !== 'trace' && clock !== 'wall') throw new UsageError(`--clock must be trace or wall, not '${clock}'`);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
-  const pipeline = await Pipeline.create(config, { clock, shards, threads: values.inline ? 'inline' : 'worker', log: (m) => process.stderr.write(`wirepath: ${m}\n`) });
+  const options: PipelineOptions = { clock, shards, threads: values.inline ? 'inline' : 'worker', log: (m) => process.stderr.write(`wirepath: ${m}\n`) };
+  const supervisor = new Supervisor(await Pipeline.create(config, options), config.file, load, options);
   let control: ControlServer | undefined;
   if (values.control !== undefined) {
     const port = Number(values.control);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--control takes a port number, not '${values.control}'`);
-    control = await startControl(pipeline, { port, token: values.token });
+    control = await startControl({ pipeline: () => supervisor.pipeline(), reload: (text) => supervisor.reload(text) }, { port, token: values.token });
     process.stderr.write(`wirepath: control API on ${control.url}, token ${control.token}\n`);
   }
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(EXIT.interrupted);
     interrupted = true;
-    pipeline.stop();
+    supervisor.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -275,7 +281,7 @@ async function run(config: PipelineConfig, values: { json?: boolean; quiet?: boo
   const started = performance.now();
   let lastLine = 0;
   try {
-    result = await pipeline.run((p) => {
+    result = await supervisor.run((p) => {
       const now = performance.now();
       if (!live || now - lastLine < 250) return;
       lastLine = now;

@@ -14,6 +14,12 @@ export interface ControlOptions {
   host?: string;
 }
 
+/** What the control API drives: the running pipeline, and (from `wirepath run`) reloading it. */
+export interface ControlTarget {
+  pipeline(): Pipeline;
+  reload?(configText: string): Promise<unknown>;
+}
+
 export interface ControlServer {
   url: string;
   token: string;
@@ -85,11 +91,12 @@ export function metrics(pipeline: Pipeline): string {
   return lines.join('\n') + '\n';
 }
 
-export function startControl(pipeline: Pipeline, options: ControlOptions): Promise<ControlServer> {
+export function startControl(target: ControlTarget, options: ControlOptions): Promise<ControlServer> {
   const token = options.token ?? randomBytes(16).toString('hex');
   const host = options.host ?? '127.0.0.1';
 
   const route = async (req: IncomingMessage): Promise<unknown> => {
+    const pipeline = target.pipeline();
     const url = new URL(req.url ?? '/', 'http://control');
     const method = req.method ?? 'GET';
     const changes = method !== 'GET' && method !== 'HEAD';
@@ -132,6 +139,17 @@ export function startControl(pipeline: Pipeline, options: ControlOptions): Promi
         return await pipeline.scale(shards);
       } catch (e) {
         throw new HttpError(409, (e as Error).message);
+      }
+    }
+    if (method === 'POST' && url.pathname === '/reload') {
+      if (!target.reload) throw new HttpError(501, 'this pipeline cannot be reloaded');
+      const { config } = parseJson(await readBody(req));
+      if (typeof config !== 'string') throw new HttpError(400, 'send {"config": "...the new YAML config..."}');
+      try {
+        return await target.reload(config);
+      } catch (e) {
+        const errors = (e as { errors?: { format(): string }[] }).errors;
+        throw new HttpError(400, errors ? `the new config is invalid; nothing changed:\n${errors.map((x) => x.format()).join('\n')}` : (e as Error).message);
       }
     }
     if (method === 'POST' && url.pathname === '/snapshot') {

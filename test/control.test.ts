@@ -28,7 +28,7 @@ connections:
 `);
   pipeline = await Pipeline.create(await loadConfig(file), { shards: 1 });
   running = pipeline.run();
-  control = await startControl(pipeline, { port: 0, token: 'secret-token' });
+  control = await startControl({ pipeline: () => pipeline }, { port: 0, token: 'secret-token' });
   while (pipeline.packetsIn() < 1000) await new Promise((r) => setTimeout(r, 20));
 });
 

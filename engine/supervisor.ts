@@ -1,0 +1,68 @@
+// Runs a pipeline and replaces it on reload: the new config is validated and compiled while the old
+// pipeline keeps running, so a config that fails changes nothing; then the old one is drained, and
+// the elements that keep their name and type carry their state (scalars and tables) into the new one.
+
+import { loadConfig, type LoadOptions } from './config.ts';
+import { Pipeline, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
+
+export interface ReloadReport {
+  kept: string[];
+  added: string[];
+  removed: string[];
+}
+
+export class Supervisor {
+  private next: { pipeline: Pipeline; done: (r: ReloadReport) => void; fail: (e: Error) => void } | undefined;
+  private stopped = false;
+
+  constructor(private current: Pipeline, private readonly file: string, private readonly load: LoadOptions, private readonly options: PipelineOptions) {}
+
+  pipeline(): Pipeline {
+    return this.current;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.current.stop();
+  }
+
+  async run(onTick?: (p: Pipeline) => void): Promise<RunResult> {
+    for (;;) {
+      const result = await this.current.run(onTick);
+      const next = this.next;
+      if (!next || this.stopped) return result;
+      this.next = undefined;
+      try {
+        const report = carryOver(await this.current.snapshot(), next.pipeline);
+        this.current = next.pipeline;
+        next.done(report);
+      } catch (e) {
+        next.fail(e as Error);
+        return result;
+      }
+    }
+  }
+
+  /** Replaces the running pipeline with one built from `text` (YAML); throws ConfigErrors and changes nothing when it is invalid. */
+  async reload(text: string): Promise<ReloadReport> {
+    if (this.next) throw new Error('a reload is already in progress');
+    const config = await loadConfig(this.file, { ...this.load, text });
+    const pipeline = await Pipeline.create(config, this.options);
+    return new Promise((done, fail) => {
+      this.next = { pipeline, done, fail };
+      this.current.stop();
+    });
+  }
+}
+
+/** Restores into `next` the state of the elements whose name and type it shares with the snapshot. */
+function carryOver(snapshot: Snapshot, next: Pipeline): ReloadReport {
+  const kept: Snapshot['elements'] = {};
+  const report: ReloadReport = { kept: [], added: [], removed: [] };
+  for (const [name, state] of Object.entries(snapshot.elements)) {
+    if (next.graph.byName.get(name)?.type.type === state.type) { kept[name] = state; report.kept.push(name); } else report.removed.push(name);
+  }
+  for (const node of next.graph.nodes) if (node.type.kind === 'element' && node.type.state && !(node.name in snapshot.elements)) report.added.push(node.name);
+  next.restore({ ...snapshot, elements: kept });
+  return report;
+}

@@ -1,0 +1,62 @@
+// `wirepath ctl reload` swaps the running config: an invalid one changes nothing; a valid one keeps
+// the state of the elements whose name and type stay.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { spawn, execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { tempDir, removeDir, ROOT } from './helpers.ts';
+
+const wirepath = (args: string[]) => new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+  execFile(process.execPath, [join(ROOT, 'bin/wirepath.js'), ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+    resolve({ status: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+  });
+});
+
+const config = (extra: string) => `
+elements:
+  gen: { type: Generator, count: 0, flows: 50, timing: original, rate: 20000 }
+  stats: { type: FlowStats }
+${extra}
+  drop: { type: Discard }
+connections:
+  - gen -> stats -> ${extra ? 'count -> ' : ''}drop
+`;
+
+test('reload: an invalid config changes nothing; a valid one keeps the state of kept elements', async () => {
+  const dir = tempDir();
+  const child = spawn(process.execPath, [join(ROOT, 'bin/wirepath.js'), 'run', join(dir, 'a.yaml'), '--control', '0', '--quiet', '--shards', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    writeFileSync(join(dir, 'a.yaml'), config(''));
+    writeFileSync(join(dir, 'bad.yaml'), config('  count: { type: Countr }'));
+    writeFileSync(join(dir, 'b.yaml'), config('  count: { type: Counter }'));
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    while (!/token (\w+)/.test(stderr)) await new Promise((r) => setTimeout(r, 50));
+    const [, url, token] = /control API on (\S+), token (\w+)/.exec(stderr)!;
+    const ctl = (...args: string[]) => wirepath(['ctl', ...args, '--control', url, '--token', token]);
+    const packets = async () => Number(JSON.parse((await ctl('read', 'stats.total_packets')).stdout).value);
+    while ((await packets()) < 500) await new Promise((r) => setTimeout(r, 50));
+
+    const bad = await ctl('reload', join(dir, 'bad.yaml'));
+    assert.is(bad.status, 1);
+    assert.match(bad.stderr, /400 the new config is invalid; nothing changed/);
+    assert.match(bad.stderr, /unknown element type 'Countr'/);
+    const before = await packets();
+    assert.ok(before >= 500, 'still running the old config');
+
+    const good = await ctl('reload', join(dir, 'b.yaml'));
+    assert.is(good.status, 0, good.stderr);
+    assert.equal(JSON.parse(good.stdout), { kept: ['stats'], added: ['count'], removed: [] });
+    const after = await packets();
+    assert.ok(after >= before, `FlowStats kept its count (${before} -> ${after})`);
+    const graph = JSON.parse((await ctl('graph')).stdout);
+    assert.ok(graph.elements.some((e: { name: string }) => e.name === 'count'), 'the new element runs');
+  } finally {
+    child.kill('SIGINT');
+    await new Promise((r) => child.on('exit', r));
+    removeDir(dir);
+  }
+});
+
+test.run();
