@@ -1,13 +1,14 @@
 // Single-shard throughput of the fast path on an in-memory trace (FromPcap with preload and loop),
-// 64-byte frames, 1k and 100k flows, batch sizes 32 and 256; plus the cost per added element and
-// the startup time from config to first packet with a warm compile cache.
+// 64-byte frames, 1k and 100k flows, batch sizes 32 and 256, on one thread (the shard run inline
+// after each read: the single-thread figure); the same through a shard worker and its rings; the
+// cost per added element; the startup time from config to first packet with a warm compile cache.
 
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../engine/config.ts';
-import { Pipeline } from '../engine/pipeline.ts';
+import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
 import { median } from './machine.ts';
 import { printTable, writeResults, type BenchRow } from './results.ts';
 
@@ -17,7 +18,7 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const PACKETS = Number(process.env.BENCH_PACKETS ?? 10_000_000);
 
 /** 1M-packet traces of 64-byte frames made by the same generator as the Click anchor (anchor-gen-pcap.py). */
-function trace(flows: number): string {
+export function trace(flows: number): string {
   const file = join(TRACES, `udp_tcp_1M_f${flows / 1000}k.pcap`);
   if (!existsSync(file)) {
     mkdirSync(TRACES, { recursive: true });
@@ -27,13 +28,13 @@ function trace(flows: number): string {
   return file;
 }
 
-const CHAINS: Record<string, string> = {
+export const CHAINS: Record<string, string> = {
   'counter-discard': 'src -> c1 -> drop',
   'check-rewrite-counter-discard': 'src -> check -> rw -> c1 -> drop',
   'counters-5-discard': 'src -> c1 -> c2 -> c3 -> c4 -> c5 -> drop',
 };
 
-function config(traceFile: string, chain: string, batch: number): string {
+export function config(traceFile: string, chain: string, batch: number): string {
   return `
 batch: ${batch}
 elements:
@@ -53,14 +54,14 @@ connections:
     .replace(/^ {2}- check\[1\] -> drop\n/m, chain.includes('check') ? '  - check[1] -> drop\n' : '');
 }
 
-async function measure(name: string, yaml: string): Promise<BenchRow> {
+export async function measure(name: string, yaml: string, options: PipelineOptions = { threads: 'inline', shards: 1 }): Promise<BenchRow> {
   const dir = join(TRACES, 'configs');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${name}.yaml`);
   writeFileSync(file, yaml);
   const seconds: number[] = [];
   for (let i = 0; i < RUNS; i++) {
-    const pipeline = await Pipeline.create(await loadConfig(file));
+    const pipeline = await Pipeline.create(await loadConfig(file), options);
     const result = await pipeline.run();
     if (result.packets_in !== PACKETS) throw new Error(`${name}: ${result.packets_in} packets, expected ${PACKETS}`);
     seconds.push(result.busy_seconds);
@@ -88,14 +89,16 @@ export async function main(): Promise<void> {
     for (const batch of [32, 256]) {
       for (const [chain, text] of Object.entries(CHAINS)) {
         if (chain === 'counters-5-discard' && (flows !== 1000 || batch !== 256)) continue;
-        const row = await measure(`${chain} ${flows / 1000}k flows batch ${batch}`, config(file, text, batch));
+        const row = await measure(`${chain} ${flows / 1000}k flows batch ${batch}, one thread`, config(file, text, batch));
         rows.push(row);
         console.error(`${row.name}: ${row.mpps?.toFixed(2)} Mpps`);
       }
     }
   }
+  const worker = await measure('counter-discard 1k flows batch 256, one shard worker through the rings', config(trace(1000), CHAINS['counter-discard'], 256), { threads: 'worker', shards: 1 });
+  rows.push(worker);
   const at = (n: string) => rows.find((r) => r.name === n)!.ns_per_packet!;
-  const perElement = (at('counters-5-discard 1k flows batch 256') - at('counter-discard 1k flows batch 256')) / 4;
+  const perElement = (at('counters-5-discard 1k flows batch 256, one thread') - at('counter-discard 1k flows batch 256, one thread')) / 4;
   rows.push({ name: 'added cost of one Counter (5 vs 1 Counter, 1k flows, batch 256)', mpps: null, ns_per_packet: perElement, runs: RUNS });
   rows.push(startup());
   printTable('Single-shard pipeline throughput (in-memory trace, 64 B frames, median of runs)', rows, ['spread', 'first_packet_ms']);
