@@ -7,6 +7,13 @@ const CALL_OUT_ABOVE: usize = 512;
 @inline export function copyBytes(dst: usize, src: usize, len: usize): void {
   if (len > CALL_OUT_ABOVE) { memory.copy(dst, src, len); return; }
   let i: usize = 0;
+  // 64 bytes per round: V8 puts an interrupt check on every loop back edge.
+  for (; i + 64 <= len; i += 64) {
+    v128.store(dst + i, v128.load(src + i));
+    v128.store(dst + i, v128.load(src + i, 16), 16);
+    v128.store(dst + i, v128.load(src + i, 32), 32);
+    v128.store(dst + i, v128.load(src + i, 48), 48);
+  }
   for (; i + 16 <= len; i += 16) v128.store(dst + i, v128.load(src + i));
   if (i + 8 <= len) { store<u64>(dst + i, load<u64>(src + i)); i += 8; }
   if (i + 4 <= len) { store<u32>(dst + i, load<u32>(src + i)); i += 4; }

@@ -114,17 +114,9 @@ export class FlowTable {
 
   /** Value address of the live entry for `key`, or 0. Pushes its deadline to now + the table's timeout. */
   lookup(key: usize, hash: u32, now: u64): usize {
-    for (let i: u32 = 0; i < this.slots; i++) {
-      const e = this.entry(hash + i);
-      const state = load<u32>(e);
-      if (state == ENTRY_EMPTY) return 0;
-      if (state == ENTRY_LIVE && load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
-        if (this.isExpired(e, now)) { this.retire(e); return 0; }
-        store<u64>(e, now + this.timeout, ENTRY_EXPIRES);
-        return e + ENTRY_VALUE;
-      }
-    }
-    return 0;
+    const value = this.find(key, hash, now);
+    if (value) FlowTable.refresh(value, now, this.timeout);
+    return value;
   }
 
   /**

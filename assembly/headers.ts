@@ -63,8 +63,15 @@ export namespace IPv4 {
    * IHL is at least 5 and whose total length covers the header and fits in the frame.
    */
   export function header(p: Packet): usize {
-    if (Ethernet.etherType(p) != ETHERTYPE_IPV4) return 0;
-    const off = <u32>p.l3Offset;
+    // The offset found by the first parse is kept in the packet (elements that change the layer 2
+    // header reset it to 0); only the ethertype before it is read again.
+    let off = <u32>p.l3Offset;
+    if (off == 0) {
+      if (Ethernet.etherType(p) != ETHERTYPE_IPV4) return 0;
+      off = <u32>p.l3Offset;
+    } else if (off > p.length || be16(p.data + off - 2) != ETHERTYPE_IPV4) {
+      return 0;
+    }
     if (p.length < off + MIN_HEADER) return 0;
     const avail = p.length - off;
     const ip = p.data + off;
@@ -93,7 +100,12 @@ export namespace IPv4 {
 
   /** True when the header checksum verifies. */
   @inline export function checksumValid(ip: usize): bool {
-    return fold(sumBytes(ip, headerLength(ip))) == 0xffff;
+    const hl = headerLength(ip);
+    // The usual 20-byte header in five loads, without a loop.
+    if (hl == MIN_HEADER) {
+      return fold(<u64>load<u32>(ip) + <u64>load<u32>(ip, 4) + <u64>load<u32>(ip, 8) + <u64>load<u32>(ip, 12) + <u64>load<u32>(ip, 16)) == 0xffff;
+    }
+    return fold(sumBytes(ip, hl)) == 0xffff;
   }
 
   export function setHeaderChecksum(ip: usize): void {

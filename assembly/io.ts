@@ -1,7 +1,6 @@
 import { Packet, DEFAULT_DATA_OFFSET } from "./packet";
 import { Ring, Stack, RING_TAIL, ENTRY_RECYCLE } from "./ring";
 import { Batch } from "./batch";
-import { zeroBytes } from "./bytes";
 import { FlowKey } from "./flowtable";
 import { IPv4, Transport, ICMP, Wire, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from "./headers";
 
@@ -54,7 +53,9 @@ export function ioAllocate(): Packet | null {
     return null;
   }
   const p = changetype<Packet>(slot);
-  zeroBytes(slot, 32);
+  // The 32 bytes of metadata, without a loop (V8 checks for interrupts on every back edge).
+  v128.store(slot, i64x2.splat(0));
+  v128.store(slot, i64x2.splat(0), 16);
   p.dataOffset = DEFAULT_DATA_OFFSET;
   return p;
 }

@@ -23,7 +23,7 @@ export class Packet {
   timestamp: u64;
   /** Offset of the frame's first byte from the start of the slot. */
   dataOffset: u16;
-  /** Offset of the network header from the frame start, set by the header parser; 0 = not parsed. */
+  /** Offset of the network header from the frame start, set by the header parser; 0 = not parsed. An element that changes the layer 2 header (or moves the data) sets it back to 0. */
   l3Offset: u16;
   /** On the way in, the source that read it; on the way out, the sink it goes to. */
   port: u16;
