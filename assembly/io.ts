@@ -254,8 +254,3 @@ export function ioCollect(): u32 {
   }
   return toSinks;
 }
-
-/** Packets still owned by shards: submitted or in flight back (free stack size vs. pool size). */
-export function ioSlotsInUse(): u32 {
-  return freeSlots.capacity - freeSlots.count;
-}
