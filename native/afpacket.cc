@@ -204,8 +204,8 @@ inline bool inside(uint64_t at, uint64_t bytes, uint64_t length) {
  * receive(id, memory, slots, slotCount, descs, budget, dataOffset, room, snaplen) -> frames.
  * Takes up to `budget` ready frames off the ring without waiting. `slots` is a stack of `slotCount`
  * free packet-slot addresses (u32) in `memory`; each frame pops one and is copied to slot + dataOffset,
- * at most min(room, snaplen) bytes. A frame longer than `room` on the wire (a GSO/GRO aggregate) is
- * dropped as RX_OVERSIZE rather than cut; with no slot left, frames are taken off the ring and marked
+ * at most min(room, snaplen) bytes. A frame whose first `snaplen` bytes do not fit `room` (a GSO/GRO
+ * aggregate) is dropped as RX_OVERSIZE rather than cut by accident; with no slot left, frames are taken off the ring and marked
  * RX_NO_SLOT, so a full pool never stalls the kernel ring. One RxDesc per frame goes to `descs`.
  */
 Napi::Value Receive(const Napi::CallbackInfo& info) {
@@ -244,7 +244,7 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
     d.status = (f->tp_status & TP_STATUS_CSUMNOTREADY) ? RX_CSUM_PARTIAL : RX_OK;
     d.slot = 0;
     d.length = 0;
-    if (f->tp_len > room) {
+    if ((f->tp_len < snaplen ? f->tp_len : snaplen) > room) {
       d.status |= RX_OVERSIZE;
     } else if (!slotCount) {
       d.status |= RX_NO_SLOT;

@@ -53,3 +53,17 @@ export function deviceError(element: string, e: unknown): unknown {
   if (!code || !(code in hints)) return e;
   return new EnvironmentError(`${element}: ${(e as Error).message}`, hints[code]);
 }
+
+/**
+ * Turns off the offloads that would hand the engine frames larger than the MTU (GRO, GSO, TSO) or
+ * with unfinished checksums, on an interface the config names, and says so in the log.
+ */
+export function disableOffloads(element: string, addon: AfPacket, device: string, log: (m: string) => void): void {
+  let changed: string[];
+  try {
+    changed = addon.disableOffloads(device);
+  } catch (e) {
+    throw deviceError(element, e);
+  }
+  if (changed.length) log(`turned off offloads on ${device}: ${changed.join(', ')} (frames must fit a slot; offloads: keep leaves them on)`);
+}

@@ -14,7 +14,7 @@ import { ROOT, tempDir, removeDir } from './helpers.ts';
 import { loadRegistry } from '../engine/registry.ts';
 
 /** The built-in types as hints list them, whatever elements the project has. */
-const BUILT_IN = [...(await loadRegistry()).keys()].sort().join(', ');
+const builtIn = async () => [...(await loadRegistry()).keys()].sort().join(', ');
 
 const FILE = 'pipeline.yaml';
 
@@ -112,7 +112,7 @@ test('top level: no elements, no connections', async () => {
 // --- elements ---------------------------------------------------------------------------------
 
 test('element: without a type', async () => {
-  const known = `add type:, one of ${BUILT_IN}`;
+  const known = `add type:, one of ${await builtIn()}`;
   await expectError(lines('elements:', '  src: { file: in.pcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'),
     'pipeline.yaml:2:3', "element 'src' has no type", known);
   await expectError(lines('elements:', '  src: { type: , file: in.pcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'),
@@ -134,7 +134,7 @@ test('element: an unknown type, with did-you-mean', async () => {
   await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  count: { type: Countr }', '  drop: { type: Discard }', 'connections:', '  - src -> count -> drop'),
     'pipeline.yaml:3:18', "unknown element type 'Countr'", "did you mean 'Counter'?");
   await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  fw: { type: Firewall }', '  drop: { type: Discard }', 'connections:', '  - src -> fw -> drop'),
-    'pipeline.yaml:3:15', "unknown element type 'Firewall'", `known types: ${BUILT_IN}`);
+    'pipeline.yaml:3:15', "unknown element type 'Firewall'", `known types: ${await builtIn()}`);
 });
 
 test('element: an unknown parameter, with did-you-mean (and the required one it meant is missing)', async () => {

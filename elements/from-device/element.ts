@@ -1,0 +1,98 @@
+import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
+import { Meta } from '../../engine/layout.ts';
+import { afpacket, deviceError, disableOffloads, type AfPacket } from '../../native/afpacket.ts';
+
+/** Receive ring: 512 blocks of 64 KiB (32 MiB); a part-filled block is handed over after 1 ms. */
+const RING = { blockSize: 64 << 10, blockCount: 512, retireMs: 1 };
+/** Pumps between reads of the kernel's drop counter (a system call). */
+const STATS_EVERY = 4096;
+
+export default defineElement({
+  type: 'FromDevice',
+  summary: 'receives packets from a network interface (AF_PACKET)',
+  description: 'Receives every frame arriving on a Linux interface through an AF_PACKET socket with a TPACKET_V3 ring; the '
+    + 'native addon (native/) copies each frame straight into a packet slot of the shared memory, a burst per call, without '
+    + 'per-packet JavaScript. It is a live source: it never waits for the shards. A packet that finds the shard\'s ring full is '
+    + 'dropped and counted by the engine (ring-full drops), one that finds no free slot is counted in no_slot, and frames the '
+    + 'kernel could not queue in time are in kernel_drops. Frames leaving the interface (sent by ToDevice or by the host) are '
+    + 'not seen. snaplen cuts frames on purpose; a frame whose kept part does not fit a slot is dropped and counted in oversize. '
+    + 'With offloads: disable (the default) it turns off GRO, GSO, TSO and checksum offloads on the interface and logs it: an '
+    + 'aggregated frame larger than a slot cannot be forwarded, and is dropped and counted in oversize. Peers on the same link '
+    + '(the other end of a veth) must turn off TSO and TX checksum offload themselves (ethtool -K DEV tso off gso off tx off), or '
+    + 'their TCP frames arrive too large (oversize) or with unfinished checksums (csum_partial). With fanout, sockets that '
+    + 'name the same group share the interface\'s traffic by flow hash (PACKET_FANOUT). Needs root or CAP_NET_RAW (and '
+    + 'CAP_NET_ADMIN to change offloads). Runs until the pipeline is stopped (Ctrl-C or SIGTERM).',
+  inputs: 0,
+  outputs: [{ name: 'out', doc: 'the frames received, timestamped by the kernel' }],
+  params: {
+    device: param.string('the interface to receive from', { required: true }),
+    burst: param.int('most frames taken off the ring per call', 1, 4096, { default: 256 }),
+    fanout: param.int('PACKET_FANOUT group id shared with other sockets on the interface (0: none)', 0, 65535, { default: 0 }),
+    snaplen: param.int('most bytes kept of each frame', 64, 65535, { default: 65535 }),
+    promiscuous: param.bool('receive frames addressed to other hosts too', { default: true }),
+    offloads: param.enum('turn off the interface\'s GRO/GSO/TSO/checksum offloads, or keep them', ['disable', 'keep'], { default: 'disable' }),
+  },
+  state: {
+    packets: state.counter('frames received and handed to the shards'),
+    bytes: state.counter('bytes of those frames, as on the wire'),
+    no_slot: state.counter('frames dropped: no free packet slot'),
+    oversize: state.counter('frames dropped: longer than a slot (a GRO/GSO aggregate)'),
+    csum_partial: state.counter('frames whose checksum a sender\'s offload left unfinished (forwarded as they are)'),
+    kernel_drops: state.counter('frames the kernel dropped: the receive ring was full'),
+  },
+  ioExports: ['reserve', 'submit', 'unreserve'],
+  source: (ctx) => new DeviceReader(ctx),
+  example: 'src: { type: FromDevice, device: eth0, burst: 256 }',
+});
+
+class DeviceReader implements SourceDriver {
+  private readonly addon: AfPacket;
+  private readonly socket: number;
+  /** Free slots held for the next frames: a stack of slot addresses the addon pops. */
+  private readonly slots: number;
+  private reserved = 0;
+  private readonly descs: number;
+  private pumps = 0;
+
+  constructor(private readonly ctx: IoContext) {
+    const { name, params, arena } = ctx;
+    this.addon = afpacket(name);
+    if (params.offloads === 'disable') disableOffloads(name, this.addon, params.device, ctx.log);
+    try {
+      this.socket = this.addon.openRx(params.device, { room: ctx.slotRoom, ...RING, fanout: params.fanout, promiscuous: params.promiscuous });
+    } catch (e) {
+      throw deviceError(name, e);
+    }
+    this.slots = arena.alloc(4 * params.burst, 8);
+    this.descs = arena.alloc(this.addon.rxDescBytes * params.burst, 8);
+  }
+
+  get done(): boolean {
+    return false;
+  }
+
+  pump(budget: number): number {
+    const { ctx, addon } = this;
+    const { exports, self, params } = ctx;
+    this.reserved = exports.FromDevice__reserve(this.slots, this.reserved, params.burst);
+    const frames = addon.receive(this.socket, ctx.arena.u8, this.slots, this.reserved, this.descs, Math.min(budget, params.burst),
+      Meta.defaultDataOffset, ctx.slotRoom, params.snaplen);
+    if (++this.pumps % STATS_EVERY === 0) this.readKernelDrops();
+    if (!frames) return 0;
+    const submitted = exports.FromDevice__submit(self, this.descs, frames, ctx.port);
+    this.reserved -= submitted;
+    return submitted;
+  }
+
+  private readKernelDrops(): void {
+    const at = this.ctx.self + this.ctx.fieldOffset('kernel_drops');
+    this.ctx.arena.view.setBigUint64(at, BigInt(this.addon.stats(this.socket).drops), true);
+  }
+
+  close(): void {
+    this.readKernelDrops();
+    this.addon.close(this.socket);
+    this.ctx.exports.FromDevice__unreserve(this.slots, this.reserved);
+    this.reserved = 0;
+  }
+}

@@ -1,0 +1,25 @@
+import { Batch, ioRelease } from "wirepath";
+import { ToDeviceState } from "./layout";
+
+/**
+ * Writes (frame address, length) pairs for packets [start, start + most) of `batch` to `descs`, for
+ * the addon's sendmmsg; returns how many.
+ */
+export function frames(self: ToDeviceState, batch: Batch, start: u32, most: u32, descs: usize): u32 {
+  const end = batch.count - start < most ? batch.count : start + most;
+  for (let i = start; i < end; i++) {
+    const p = batch.packet(i);
+    const d = descs + (<usize>(i - start) << 3);
+    store<u32>(d, <u32>p.data);
+    store<u32>(d, p.length, 4);
+    self.bytes += p.length;
+  }
+  return end - start;
+}
+
+/** Counts a burst of `count` packets from `start` of which the kernel took `sent`, and frees their slots. */
+export function sent(self: ToDeviceState, batch: Batch, start: u32, count: u32, sent: u32): void {
+  for (let i = start; i < start + count; i++) ioRelease(batch.packet(i));
+  self.packets += sent;
+  self.errors += count - sent;
+}
