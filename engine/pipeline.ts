@@ -81,6 +81,7 @@ export class Pipeline {
   /** Shards removed by scaling in: their all-flows state still counts (merged on read). */
   private retired: Shard[] = [];
   private shardRecords = 0;
+  private freeStack = 0;
   private buckets = 0;
   private held = 0;
   private started = false;
@@ -132,7 +133,7 @@ export class Pipeline {
     const { config, arena, graph } = this;
     const pool = config.poolSlots;
     const poolBase = arena.alloc(pool * config.slotSize, config.slotSize);
-    const freeStack = arena.alloc(8 + 4 * pool, 8);
+    const freeStack = (this.freeStack = arena.alloc(8 + 4 * pool, 8));
     const view = arena.view;
     view.setUint32(freeStack, pool, true);
     view.setUint32(freeStack + 4, pool, true);
@@ -184,7 +185,9 @@ export class Pipeline {
     const context = arena.alloc(ShardContext.size);
     this.u32(context + ShardContext.rxRing, rxRing);
     this.u32(context + ShardContext.outRing, outRing);
-    this.u32(context + ShardContext.stash, stash);
+    // Inline, the shard runs on the I/O thread, so it frees into and copies from the pool's own free
+    // stack: no slot travels back through the out ring.
+    this.u32(context + ShardContext.stash, this.threads === 'inline' ? this.freeStack : stash);
     this.u32(context + ShardContext.slotSize, config.slotSize);
     const record = this.shardRecords + id * IoContext.shardRecord;
     arena.u8.fill(0, record, record + IoContext.shardRecord);
@@ -373,7 +376,7 @@ export class Pipeline {
         if (this.failure) throw this.failure;
         for (const shard of this.shards) if (shard.failed) throw shard.failed;
         let moved = 0;
-        this.io.ioTopUpStashes();
+        if (this.threads === 'worker') this.io.ioTopUpStashes();
         if (!this.stopRequested) {
           for (const source of this.sources) {
             if (source.driver.done) continue;

@@ -26,6 +26,36 @@ connections:
   }
 });
 
+test('inline mode (one thread, shard frees into the pool directly) gives what a worker gives', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), Array.from({ length: 3000 }, (_, i) => ipv4Frame({ sport: 1000 + (i % 50), ttl: i % 7 })));
+    const yaml = (out: string) => `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  rw: { type: Rewrite, ip_src: 203.0.113.7, dec_ttl: true }
+  tee: { type: Tee, outputs: 3 }
+  a: { type: ToPcap, file: ${out}-a.pcap }
+  b: { type: ToPcap, file: ${out}-b.pcap }
+  drop: { type: Discard }
+connections:
+  - src -> rw -> tee -> a
+  - tee[1] -> b
+  - tee[2] -> drop
+  - rw[1] -> drop
+`;
+    const inline = await runConfig(dir, yaml('inline'), { threads: 'inline', shards: 1 });
+    const worker = await runConfig(dir, yaml('worker'), { threads: 'worker', shards: 1 });
+    assert.equal(inline.elements, worker.elements);
+    for (const sink of ['a', 'b']) {
+      assert.equal(readPcap(join(dir, `inline-${sink}.pcap`)).records.map((r) => r.data.toString('hex')), readPcap(join(dir, `worker-${sink}.pcap`)).records.map((r) => r.data.toString('hex')));
+    }
+    assert.is(inline.elements.tee.no_buffer, 0);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('two outputs of one element into one input keep their own counts', async () => {
   const dir = tempDir();
   try {
