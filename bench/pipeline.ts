@@ -54,20 +54,39 @@ connections:
     .replace(/^ {2}- check\[1\] -> drop\n/m, chain.includes('check') ? '  - check[1] -> drop\n' : '');
 }
 
-export async function measure(name: string, yaml: string, options: PipelineOptions = { threads: 'inline', shards: 1 }): Promise<BenchRow> {
+export interface Case {
+  name: string;
+  yaml: string;
+  options?: PipelineOptions;
+}
+
+/**
+ * Runs the cases round-robin, one run of each in turn, RUNS times: on a shared, noisy machine the
+ * cases compared with each other then see the same conditions. Rows report medians.
+ */
+export async function measureSideBySide(cases: Case[]): Promise<BenchRow[]> {
   const dir = join(TRACES, 'configs');
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${name}.yaml`);
-  writeFileSync(file, yaml);
-  const seconds: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const pipeline = await Pipeline.create(await loadConfig(file), options);
-    const result = await pipeline.run();
-    if (result.packets_in !== PACKETS) throw new Error(`${name}: ${result.packets_in} packets, expected ${PACKETS}`);
-    seconds.push(result.busy_seconds);
+  const files = cases.map((c, i) => {
+    const file = join(dir, `case-${i}.yaml`);
+    writeFileSync(file, c.yaml);
+    return file;
+  });
+  const seconds = cases.map(() => [] as number[]);
+  for (let run = 0; run < RUNS; run++) {
+    for (const [i, c] of cases.entries()) {
+      const pipeline = await Pipeline.create(await loadConfig(files[i]), c.options ?? { threads: 'inline', shards: 1 });
+      const result = await pipeline.run();
+      if (result.packets_in !== PACKETS) throw new Error(`${c.name}: ${result.packets_in} packets, expected ${PACKETS}`);
+      seconds[i].push(result.busy_seconds);
+    }
   }
-  const s = median(seconds);
-  return { name, mpps: PACKETS / s / 1e6, ns_per_packet: (s * 1e9) / PACKETS, runs: RUNS, packets: PACKETS, spread: `${(Math.min(...seconds) * 1e3).toFixed(0)}-${(Math.max(...seconds) * 1e3).toFixed(0)} ms` };
+  return cases.map((c, i) => {
+    const s = median(seconds[i]);
+    const row: BenchRow = { name: c.name, mpps: PACKETS / s / 1e6, ns_per_packet: (s * 1e9) / PACKETS, runs: RUNS, packets: PACKETS, spread: `${(Math.min(...seconds[i]) * 1e3).toFixed(0)}-${(Math.max(...seconds[i]) * 1e3).toFixed(0)} ms` };
+    console.error(`${row.name}: ${row.mpps?.toFixed(2)} Mpps`);
+    return row;
+  });
 }
 
 function startup(): BenchRow {
@@ -83,23 +102,23 @@ function startup(): BenchRow {
 }
 
 export async function main(): Promise<void> {
-  const rows: BenchRow[] = [];
+  const cases: Case[] = [];
   for (const flows of [1000, 100_000]) {
     const file = trace(flows);
     for (const batch of [32, 256]) {
       for (const [chain, text] of Object.entries(CHAINS)) {
         if (chain === 'counters-5-discard' && (flows !== 1000 || batch !== 256)) continue;
-        const row = await measure(`${chain} ${flows / 1000}k flows batch ${batch}, one thread`, config(file, text, batch));
-        rows.push(row);
-        console.error(`${row.name}: ${row.mpps?.toFixed(2)} Mpps`);
+        cases.push({ name: `${chain} ${flows / 1000}k flows batch ${batch}, one thread`, yaml: config(file, text, batch) });
       }
     }
   }
-  const worker = await measure('counter-discard 1k flows batch 256, one shard worker through the rings', config(trace(1000), CHAINS['counter-discard'], 256), { threads: 'worker', shards: 1 });
-  rows.push(worker);
+  cases.push({ name: 'counter-discard 1k flows batch 256, one shard worker through the rings', yaml: config(trace(1000), CHAINS['counter-discard'], 256), options: { threads: 'worker', shards: 1 } });
+  const rows = await measureSideBySide(cases);
   const at = (n: string) => rows.find((r) => r.name === n)!.ns_per_packet!;
   const perElement = (at('counters-5-discard 1k flows batch 256, one thread') - at('counter-discard 1k flows batch 256, one thread')) / 4;
   rows.push({ name: 'added cost of one Counter (5 vs 1 Counter, 1k flows, batch 256)', mpps: null, ns_per_packet: perElement, runs: RUNS });
+  const perCheckRewrite = (at('check-rewrite-counter-discard 1k flows batch 256, one thread') - at('counter-discard 1k flows batch 256, one thread')) / 2;
+  rows.push({ name: 'added cost of CheckIPHeader and of Rewrite, each (average of the two)', mpps: null, ns_per_packet: perCheckRewrite, runs: RUNS });
   rows.push(startup());
   printTable('Single-shard pipeline throughput (in-memory trace, 64 B frames, median of runs)', rows, ['spread', 'first_packet_ms']);
   console.log(`\nwrote ${writeResults('pipeline', rows)}`);

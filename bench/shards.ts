@@ -13,7 +13,7 @@ import { elementLayout } from '../engine/layout.ts';
 import { loadRegistry } from '../engine/registry.ts';
 import { median } from './machine.ts';
 import { printTable, writeResults, type BenchRow } from './results.ts';
-import { measure, trace, config, CHAINS } from './pipeline.ts';
+import { measureSideBySide, trace, config, CHAINS } from './pipeline.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const TRACES = join(HERE, 'traces');
@@ -74,15 +74,18 @@ export async function main(): Promise<void> {
   const rows: BenchRow[] = [];
   const file = trace(1000);
   const yaml = config(file, CHAINS['counter-discard'], 256);
-  const single = await measure('counter-discard 1k flows batch 256, one thread (no rings crossed)', yaml, { threads: 'inline', shards: 1 });
+  const shardCounts = Array.from({ length: Math.max(2, availableParallelism() - 1) }, (_, i) => i + 1);
+  const measured = await measureSideBySide([
+    { name: 'counter-discard 1k flows batch 256, one thread (no rings crossed)', yaml, options: { threads: 'inline', shards: 1 } },
+    ...shardCounts.map((shards) => ({ name: `counter-discard 1k flows batch 256, ${shards} shard worker${shards > 1 ? 's' : ''} behind the dispatcher`, yaml, options: { threads: 'worker' as const, shards } })),
+  ]);
+  const [single, ...curve] = measured;
   rows.push(single);
-  for (let shards = 1; shards <= Math.max(2, availableParallelism() - 1); shards++) {
-    const row = await measure(`counter-discard 1k flows batch 256, ${shards} shard worker${shards > 1 ? 's' : ''} behind the dispatcher`, yaml, { threads: 'worker', shards });
+  curve.forEach((row, i) => {
     row.ratio_to_one_thread = Math.round((row.mpps! / single.mpps!) * 100) / 100;
-    if (shards > availableParallelism() - 1) row.note = `more shards than cores - 1 (${availableParallelism()} cores): shown for the curve`;
+    if (shardCounts[i] > availableParallelism() - 1) row.note = `more shards than cores - 1 (${availableParallelism()} cores): shown for the curve`;
     rows.push(row);
-    console.error(`${row.name}: ${row.mpps?.toFixed(2)} Mpps`);
-  }
+  });
   rows.push(await moveFlows());
   rows.push(...(await memoryPerFlow()));
   printTable('Shards (medians)', rows, ['ratio_to_one_thread', 'milliseconds', 'flows_moved', 'packets_held', 'packets_lost', 'bytes_per_entry', 'bytes_per_flow_at_capacity_1M']);
