@@ -58,7 +58,7 @@ export const state = {
   /** A 64-bit value whose shards' values merge by max or min (a first or last timestamp). */
   gauge: (doc: string, merge: MergeRule): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge }),
   /** A 64-bit working value the I/O side and the fast path share (not shown as a counter). */
-  internal: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'max', internal: true }),
+  internal: (doc: string, merge: MergeRule = 'max'): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge, internal: true }),
   /** Read-only data made from the parameters at start (see DataState). */
   data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => ({ kind: 'data', scope: 'config', ...d }),
   /** A flow table keyed by the IPv4 5-tuple (FlowKey.fromPacket), with a fixed capacity and an idle timeout. */

@@ -11,8 +11,8 @@ export default defineElement({
   state: {
     packets: state.counter('packets received'),
     bytes: state.counter('bytes received, as on the wire'),
-    first_ns: state.gauge('clock time of the first batch, in ns', 'min'),
-    last_ns: state.gauge('clock time of the latest batch, in ns', 'max'),
+    first_ns: state.internal('clock time of the first batch, in ns', 'min'),
+    last_ns: state.internal('clock time of the latest batch, in ns'),
   },
   handlers: {
     rate: {
