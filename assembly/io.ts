@@ -21,6 +21,11 @@ export const IO_SLOT_SIZE: u32 = 32;
 export const IO_STEER: u32 = 36;
 /** Packets held while their bucket moves: a Stack in arrival order. */
 export const IO_HELD: u32 = 40;
+/** Per source, how its packets are steered (a byte each: STEER_FLOW, STEER_SOURCE, STEER_DESTINATION). */
+export const IO_SOURCE_STEERING: u32 = 44;
+export const STEER_FLOW: u8 = 0;
+export const STEER_SOURCE: u8 = 1;
+export const STEER_DESTINATION: u8 = 2;
 /** Bucket table value for a bucket whose state is moving: its packets wait in the held list. */
 export const BUCKET_HELD: u8 = 0xff;
 /** Per shard record: [rx ring][out ring][stash][rx head][ring-full drops u64][rx limit]. */
@@ -109,7 +114,8 @@ export function ioSubmit(p: Packet, source: u16): void {
 
 /** The shard for a packet: a symmetric 5-tuple hash looked up in the bucket indirection table. */
 function steer(p: Packet): u32 {
-  const h = symmetricHash(p);
+  const mode = load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port);
+  const h = mode == STEER_FLOW ? symmetricHash(p) : endpointHash(p, mode == STEER_SOURCE);
   p.hash = h;
   return <u32>load<u8>(<usize>load<u32>(io, IO_BUCKETS) + <usize>(h & load<u32>(io, IO_BUCKET_MASK)));
 }
@@ -152,6 +158,21 @@ function icmpHash(p: Packet, ip: usize, l4: usize): u32 {
     }
   }
   return symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), FlowKey.isIcmpQuery(type) ? <u32>Wire.get16(l4 + 4) : 0, IPPROTO_ICMP);
+}
+
+/**
+ * The hash of one address of the packet, for state owned by a host rather than a flow (a NAT's
+ * subscriber): every packet from (or to) that address reaches the shard that owns it.
+ */
+function endpointHash(p: Packet, source: bool): u32 {
+  const ip = IPv4.header(p);
+  if (!ip) return 0;
+  return addressHash(source ? IPv4.src(ip) : IPv4.dst(ip));
+}
+
+/** The bucket hash of an address (host-owned state and its migration agree on it). */
+export function addressHash(address: u32): u32 {
+  return symmetricHashOf(address, 0, 0, 0);
 }
 
 /** The symmetric hash from its parts: `ports` is the xor of the two ports (0 for fragments). */

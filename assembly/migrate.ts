@@ -1,5 +1,5 @@
 import { FlowTable, FlowKey, ENTRY_LIVE, ENTRY_TOMBSTONE, ENTRY_KEY, ENTRY_EXPIRES, ENTRY_VALUE, KEY_SIZE } from "./flowtable";
-import { symmetricHashOf } from "./io";
+import { symmetricHashOf, addressHash } from "./io";
 import { copyBytes } from "./bytes";
 
 // Moving per-flow state between shards: a shard exports the live entries of the buckets that move
@@ -7,8 +7,13 @@ import { copyBytes } from "./bytes";
 // [key 16 B][expires u64][value], the entry minus its bookkeeping. Runs on the owning shard's thread
 // only: a shard never writes another shard's table.
 
-/** Bucket of a 5-tuple key, as the dispatcher computes it for the packets of that flow. */
-@inline function bucketOf(key: usize, mask: u32): u32 {
+/** Keys of tables owned by flows (a 5-tuple) or by hosts (an address in the key's first word). */
+export const OWNER_FLOW: u32 = 0;
+export const OWNER_ADDRESS: u32 = 1;
+
+/** Bucket of a key, as the dispatcher computes it for the packets that reach this entry. */
+@inline function bucketOf(key: usize, owner: u32, mask: u32): u32 {
+  if (owner == OWNER_ADDRESS) return addressHash(load<u32>(key)) & mask;
   const ports = load<u32>(key, 8);
   return symmetricHashOf(load<u32>(key), load<u32>(key, 4), (ports >>> 16) ^ (ports & 0xffff), <u8>load<u32>(key, 12)) & mask;
 }
@@ -16,19 +21,20 @@ import { copyBytes } from "./bytes";
 let exportCursor: u32 = 0;
 
 /**
- * Moves the live entries of `table` whose bucket is marked in `buckets` (one byte per bucket, non-zero
- * = moving; `buckets` 0 means every entry, for snapshots, which keep the entries) into `out`. Resumes
+ * Moves the live entries of `table` whose bucket (by `owner`: OWNER_FLOW or OWNER_ADDRESS) is marked in
+ * `buckets` (one byte per bucket, non-zero = moving; `buckets` 0 means every entry, for snapshots,
+ * which keep the entries) into `out`. Resumes
  * where the last call stopped when `resume` is true. Returns the records written; `exportDone()` says
  * whether the whole table was walked.
  */
-export function tableExport(table: FlowTable, buckets: usize, mask: u32, out: usize, capacity: u32, now: u64, resume: bool): u32 {
+export function tableExport(table: FlowTable, buckets: usize, mask: u32, out: usize, capacity: u32, now: u64, resume: bool, owner: u32): u32 {
   if (!resume) exportCursor = 0;
   const record = KEY_SIZE + 8 + table.entrySize - ENTRY_VALUE;
   let written: u32 = 0;
   while (exportCursor < table.slots) {
     const e = table.entry(exportCursor);
     if (load<u32>(e) == ENTRY_LIVE && load<u64>(e, ENTRY_EXPIRES) > now
-        && (!buckets || load<u8>(buckets + bucketOf(e + ENTRY_KEY, mask)))) {
+        && (!buckets || load<u8>(buckets + bucketOf(e + ENTRY_KEY, owner, mask)))) {
       if ((written + 1) * record > capacity) return written;
       const r = out + <usize>(written * record);
       copyBytes(r, e + ENTRY_KEY, KEY_SIZE + 8);

@@ -27,6 +27,13 @@ export interface FlowTableState {
    * snapshots, when a shard is retired).
    */
   scope: 'per-flow' | 'cross-flow';
+  /**
+   * What decides the shard of an entry: its flow (the key is a 5-tuple) or its host (the key's first
+   * word is an address; the element's packets come from sources that steer by that address).
+   */
+  owner: 'flow' | 'address';
+  /** True when every shard keeps a part of each entry and the parts add up, instead of one owner. */
+  merges: boolean;
   /** The fields of each entry's value, in the generated `<Type><Name>Entry` class. */
   value: Record<string, FastType>;
   /** Most live entries, from the element's parameters. */
@@ -52,6 +59,8 @@ export interface DataState {
 
 export type StateField = ScalarState | FlowTableState | DataState;
 
+type TableDeclaration = Omit<FlowTableState, 'kind' | 'scope' | 'owner' | 'merges'>;
+
 export const state = {
   /** A 64-bit event counter; shards' values add up. */
   counter: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'sum' }),
@@ -62,9 +71,14 @@ export const state = {
   /** Read-only data made from the parameters at start (see DataState). */
   data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => ({ kind: 'data', scope: 'config', ...d }),
   /** A flow table keyed by the IPv4 5-tuple (FlowKey.fromPacket), with a fixed capacity and an idle timeout. */
-  flowTable: (t: Omit<FlowTableState, 'kind' | 'scope'>): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', ...t }),
-  /** A table keyed by the source address (FlowKey.fromSource) whose u64 values add up across shards. */
-  sourceTable: (t: Omit<FlowTableState, 'kind' | 'scope'>): FlowTableState => ({ kind: 'flow-table', scope: 'cross-flow', ...t }),
+  flowTable: (t: TableDeclaration): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', owner: 'flow', merges: false, ...t }),
+  /**
+   * A table keyed by the source address (FlowKey.fromSource). By default each shard keeps the part it
+   * saw and the u64 values add up; with `owned`, one shard owns each address (its packets must come
+   * from sources with `steer: source-address`) and the entry moves with the address's bucket.
+   */
+  sourceTable: ({ owned, ...t }: TableDeclaration & { owned?: boolean }): FlowTableState =>
+    ({ kind: 'flow-table', scope: 'cross-flow', owner: 'address', merges: !owned, ...t }),
 };
 
 export interface PortSpec {

@@ -11,6 +11,7 @@ import { Meta, RingLayout, ShardContext, IoContext, FlowTableLayout, GraphHeader
 import type { ElementView, SinkDriver, SourceDriver, IoContext as DriverContext } from './element.ts';
 import { EnvironmentError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
+import { STEERING } from './registry.ts';
 import { Shard, Op } from './shard.ts';
 import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 
@@ -56,6 +57,8 @@ const BATCH_HEADER = 8;
 /** A flow's key and deadline ahead of its value in a transfer record (assembly/migrate.ts). */
 const TRANSFER_KEY = 24;
 const TRANSFER_BYTES = 4 << 20;
+/** assembly/migrate.ts OWNER_FLOW and OWNER_ADDRESS. */
+const OWNER = { flow: 0, address: 1 } as const;
 
 /** Waits, yielding to the event loop, until `done()`; `poke` runs each round (to wake or collect). */
 async function until(done: () => boolean, poke: () => void): Promise<void> {
@@ -153,6 +156,9 @@ export class Pipeline {
     this.u32(this.ioContext + IoContext.sinks, sinkTable);
     this.u32(this.ioContext + IoContext.slotSize, config.slotSize);
     this.u32(this.ioContext + IoContext.held, this.held);
+    const steering = arena.alloc(Math.max(8, graph.sources.length), 8);
+    for (const source of graph.sources) arena.u8[steering + source.sourceId] = STEERING.indexOf((source.instance.params.steer ?? 'flow') as (typeof STEERING)[number]);
+    this.u32(this.ioContext + IoContext.sourceSteering, steering);
 
     const shardCount = this.initialShards;
     for (let s = 0; s < shardCount; s++) this.shards.push(this.createShard(s));
@@ -474,15 +480,15 @@ export class Pipeline {
     for (const s of this.sinks) s.driver?.close();
   }
 
-  /** The flow tables of every element on a shard, with their scope. */
-  private tablesOf(shard: Shard): { node: string; name: string; scope: 'per-flow' | 'cross-flow'; address: number; recordSize: number }[] {
+  /** The flow tables of every element on a shard, with what decides their entries' shard. */
+  private tablesOf(shard: Shard): { node: string; name: string; scope: 'per-flow' | 'cross-flow'; owner: 'flow' | 'address'; merges: boolean; address: number; recordSize: number }[] {
     const v = this.arena.view;
     return this.graph.nodes.flatMap((node) => Object.entries(node.type.state ?? {}).flatMap(([name, spec]) => {
       if (spec.kind !== 'flow-table') return [];
       const field = this.layouts.get(node.type.type)!.fields.find((f) => f.name === name)!;
       const address = v.getUint32(shard.memory.blocks[node.index] + field.offset, true);
       const entrySize = v.getUint32(address + FlowTableLayout.entrySize, true);
-      return [{ node: node.name, name, scope: spec.scope, address, recordSize: TRANSFER_KEY + entrySize - FlowTableLayout.entryValue }];
+      return [{ node: node.name, name, scope: spec.scope, owner: spec.owner, merges: spec.merges, address, recordSize: TRANSFER_KEY + entrySize - FlowTableLayout.entryValue }];
     }));
   }
 
@@ -576,11 +582,11 @@ export class Pipeline {
     const targets = this.tablesOf(to);
     let flows = 0, failed = 0;
     for (const [i, table] of this.tablesOf(from).entries()) {
-      if (table.scope !== 'per-flow') continue;
+      if (table.merges) continue;
       const capacity = Math.floor(TRANSFER_BYTES / table.recordSize) * table.recordSize;
       let resume = 0;
       for (let done = 0; !done; resume = 1) {
-        const [count, finished] = await from.run(Op.export, [table.address, map, BUCKETS - 1, buffer, capacity, resume]);
+        const [count, finished] = await from.run(Op.export, [table.address, map, BUCKETS - 1, buffer, capacity, resume, OWNER[table.owner]]);
         done = finished;
         if (count === 0) continue;
         const [notImported] = await to.run(Op.import, [targets[i].address, buffer, count, 0]);
@@ -627,13 +633,13 @@ export class Pipeline {
         const chunks: Buffer[] = [];
         let resume = 0;
         for (let done = 0; !done; resume = 1) {
-          const args = [table.address, 0, BUCKETS - 1, buffer, capacity, resume];
+          const args = [table.address, 0, BUCKETS - 1, buffer, capacity, resume, OWNER[table.owner]];
           const [count, finished] = running ? await shard.run(Op.export, args)
-            : [this.io.tableExport(...args.slice(0, 5), 0n, resume), this.io.exportDone(table.address) ? 1 : 0];
+            : [this.io.tableExport(...args.slice(0, 5), 0n, resume, OWNER[table.owner]), this.io.exportDone(table.address) ? 1 : 0];
           done = finished;
           chunks.push(Buffer.from(this.arena.u8.slice(buffer, buffer + count * table.recordSize)));
         }
-        const entry = elements[table.node].tables[table.name] ??= { scope: table.scope, record_size: table.recordSize, records: '' };
+        const entry = elements[table.node].tables[table.name] ??= { scope: table.scope, owner: table.owner, merges: table.merges, record_size: table.recordSize, records: '' };
         entry.records = Buffer.concat([Buffer.from(entry.records, 'base64'), ...chunks]).toString('base64');
       }
     }
@@ -722,7 +728,8 @@ export class Pipeline {
         const mine: Buffer[] = [];
         for (let at = 0; at < records.length; at += data.record_size) {
           const r = records.subarray(at, at + data.record_size);
-          const owner = data.scope === 'per-flow' ? owners[this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]) & (BUCKETS - 1)] : 0;
+          const hash = data.owner === 'address' ? this.io.addressHash(r.readUInt32LE(0)) : this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]);
+          const owner = data.merges ? 0 : owners[hash & (BUCKETS - 1)];
           if (owner === shard.id) mine.push(r);
         }
         const all = Buffer.concat(mine);
@@ -731,7 +738,7 @@ export class Pipeline {
           const chunk = all.subarray(at, at + chunkBytes);
           this.arena.u8.set(chunk, buffer);
           const count = chunk.length / data.record_size;
-          const failed = this.io.tableImport(target.address, buffer, count, 0n, data.scope === 'cross-flow' ? 1 : 0);
+          const failed = this.io.tableImport(target.address, buffer, count, 0n, data.merges ? 1 : 0);
           if (failed) this.log(`${name}.${table} on shard ${shard.id} is full; ${failed} snapshot entries left out`);
           loaded += count - failed;
         }
@@ -902,6 +909,6 @@ export interface Snapshot {
   elements: Record<string, {
     type: string;
     scalars: Record<string, string>;
-    tables: Record<string, { scope: 'per-flow' | 'cross-flow'; record_size: number; records: string }>;
+    tables: Record<string, { scope: 'per-flow' | 'cross-flow'; owner: 'flow' | 'address'; merges: boolean; record_size: number; records: string }>;
   }>;
 }

@@ -4,11 +4,20 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ElementDefinition, ElementType } from './element.ts';
+import { param } from './params.ts';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const BUILTIN_ELEMENTS = join(PROJECT_ROOT, 'elements');
 
 export type Registry = Map<string, ElementType>;
+
+/** The `steer` values of sources, in the order of assembly/io.ts STEER_FLOW, STEER_SOURCE, STEER_DESTINATION. */
+export const STEERING = ['flow', 'source-address', 'destination-address'] as const;
+
+/** Every source takes `steer`: how the dispatcher picks the shard for its packets. */
+const STEER_PARAM = param.enum(
+  'how the dispatcher picks the shard of each packet: by its flow (symmetric 5-tuple), or by its source or destination address (for state owned by a host, such as a NAT subscriber)',
+  STEERING, { default: 'flow' });
 
 function isElementDir(dir: string): boolean {
   return existsSync(join(dir, 'element.ts'));
@@ -30,7 +39,8 @@ async function loadElement(dir: string): Promise<ElementType> {
     throw new Error(`${join(dir, 'element.ts')} must export default defineElement({...})`);
   }
   const kind = definition.source ? 'source' : definition.sink ? 'sink' : 'element';
-  return { ...definition, dir, kind };
+  const params = kind === 'source' ? { ...definition.params, steer: STEER_PARAM } : definition.params;
+  return { ...definition, params, dir, kind };
 }
 
 /** The built-in elements plus those in `extraDirs` (a user's element folders); a later one may not reuse a type name. */

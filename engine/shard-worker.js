@@ -22,7 +22,7 @@ function runPosted() {
   const a = (i) => box[M.args + i];
   const now = x.shardNow();
   if (box[M.op] === OP_EXPORT) {
-    box[M.result] = x.tableExport(a(0), a(1), a(2), a(3), a(4), now, a(5));
+    box[M.result] = x.tableExport(a(0), a(1), a(2), a(3), a(4), now, a(5), a(6));
     box[M.result2] = x.exportDone(a(0)) ? 1 : 0;
   } else {
     box[M.result] = x.tableImport(a(0), a(1), a(2), now, a(3));

@@ -118,8 +118,8 @@ export class Shard {
     const x = this.instance!;
     const now = x.shardNow();
     if (op === Op.export) {
-      const [table, buckets, mask, out, capacity, resume] = args;
-      const n = x.tableExport(table, buckets, mask, out, capacity, now, resume);
+      const [table, buckets, mask, out, capacity, resume, owner] = args;
+      const n = x.tableExport(table, buckets, mask, out, capacity, now, resume, owner);
       return [n, x.exportDone(table) ? 1 : 0];
     }
     const [table, input, count, merge] = args;

@@ -258,7 +258,7 @@ test('param: durations and sizes (of a user element)', async () => {
 
 test('--set: replaces a parameter of the file and adds one it does not have', async () => {
   const config = await loadConfig(FILE, { text: lines(...ELEMENTS, ...CHAINS), overrides: ['src.file=other.pcap', 'src.loop=true', 'src.count=10'] });
-  assert.equal(config.elements.get('src')!.params, { file: 'other.pcap', timing: 'fast', loop: true, count: 10, preload: false });
+  assert.equal(config.elements.get('src')!.params, { file: 'other.pcap', timing: 'fast', loop: true, count: 10, preload: false, steer: 'flow' });
 });
 
 test('--set: an override reaches the graph checks', async () => {

@@ -124,5 +124,37 @@ test('a snapshot restored into a new pipeline (with another shard count) carries
   assert.equal(flowRecords(await b.snapshot(), 'flows'), flowRecords(await whole.pipeline.snapshot(), 'flows'));
 });
 
+test('state owned by a host moves with its address when sources steer by source address', async () => {
+  const file = join(dir, 'hosts.yaml');
+  writeFileSync(file, `
+element_dirs: [${join(ROOT, 'test/fixtures/user-elements')}]
+elements:
+  src: { type: FromPcap, file: trace.pcap, steer: source-address }
+  hosts: { type: HostCount }
+  out: { type: ToPcap, file: hosts.pcap }
+connections:
+  - src -> hosts -> out
+`);
+  const hostRecords = async (options: PipelineOptions) => {
+    const pipeline = await Pipeline.create(await loadConfig(file), options);
+    await pipeline.run();
+    const t = (await pipeline.snapshot()).elements.hosts.tables.hosts;
+    assert.is(t.merges, false);
+    const bytes = Buffer.from(t.records, 'base64');
+    const keys: string[] = [], records: string[] = [];
+    for (let at = 0; at < bytes.length; at += t.record_size) {
+      keys.push(bytes.subarray(at, at + 16).toString('hex'));
+      records.push(bytes.subarray(at, at + 16).toString('hex') + bytes.subarray(at + 24, at + t.record_size).toString('hex'));
+    }
+    return { keys, records: records.sort(), reports: pipeline.scaleReports };
+  };
+  const one = await hostRecords({ shards: 1 });
+  const scaled = await hostRecords({ shards: 1, scaleAt: [{ packets: 8000, shards: 2 }, { packets: 16000, shards: 4 }, { packets: 28000, shards: 1 }] });
+  assert.ok(scaled.reports.every((r) => r.packets_lost === 0));
+  assert.ok(scaled.reports.some((r) => r.flows_moved > 0), 'host entries moved');
+  assert.is(new Set(scaled.keys).size, scaled.keys.length, 'each host is owned by exactly one shard');
+  assert.equal(scaled.records, one.records, 'every host counted as one shard counts it');
+});
+
 test.after(() => removeDir(dir));
 test.run();
