@@ -102,7 +102,8 @@ export class Pipeline {
   /**
    * Packets a source may submit per round. Inline, about 256 (a round costs a few microseconds of
    * JavaScript, and 256 slots just written still sit in the L1 cache when the shard reads them);
-   * with a worker, a few batches ahead of it.
+   * with a worker, at least 4096: the round's fixed cost and the hand-over to the other core are
+   * paid per round (measured: 15 Mpps at 1024 per round, 19 at 4096, batch 256).
    */
   private readonly pumpBudget: number;
 
@@ -113,7 +114,7 @@ export class Pipeline {
     this.log = options.log ?? (() => {});
     this.clock = options.clock ?? 'trace';
     this.threads = options.threads ?? 'worker';
-    this.pumpBudget = this.threads === 'inline' ? Math.max(config.batch, 256) : config.batch * 4;
+    this.pumpBudget = this.threads === 'inline' ? Math.max(config.batch, 256) : Math.max(config.batch * 4, 4096);
     this.initialShards = options.shards ?? config.shards;
     this.scaleAt = [...(options.scaleAt ?? [])].sort((a, b) => a.packets - b.packets);
   }
