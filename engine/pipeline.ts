@@ -106,6 +106,8 @@ export class Pipeline {
    * paid per round (measured: 15 Mpps at 1024 per round, 19 at 4096, batch 256).
    */
   private readonly pumpBudget: number;
+  /** Most copies (clonePacket) the graph makes of one packet: the sum of its elements' `clones`. */
+  private readonly copiesPerPacket: number;
 
   private constructor(readonly config: PipelineConfig, graph: Graph, readonly compiled: CompiledGraph, layouts: Map<string, ElementLayout>, options: PipelineOptions) {
     this.graph = graph;
@@ -114,7 +116,11 @@ export class Pipeline {
     this.log = options.log ?? (() => {});
     this.clock = options.clock ?? 'trace';
     this.threads = options.threads ?? 'worker';
-    this.pumpBudget = this.threads === 'inline' ? Math.max(config.batch, 256) : Math.max(config.batch * 4, 4096);
+    this.copiesPerPacket = graph.nodes.reduce((sum, n) => sum + (n.type.clones?.(n.instance.params) ?? 0), 0);
+    // With copies, a round is as large as the copies of two rounds fit a quarter of the pool.
+    const roundWithCopies = Math.floor((config.poolSlots >> 2) / (2 * Math.max(1, this.copiesPerPacket)));
+    this.pumpBudget = this.threads === 'inline' ? Math.max(config.batch, 256)
+      : Math.max(config.batch, Math.min(Math.max(config.batch * 4, 4096), this.copiesPerPacket ? roundWithCopies : Infinity));
     this.initialShards = options.shards ?? config.shards;
     this.scaleAt = [...(options.scaleAt ?? [])].sort((a, b) => a.packets - b.packets);
   }
@@ -206,14 +212,11 @@ export class Pipeline {
   }
 
   /**
-   * A shard's clone stash holds the copies of one I/O round (the I/O side refills it once a round):
-   * the packets a round can bring, times the copies each element makes of what it receives.
+   * A shard's clone stash holds the copies of two I/O rounds (the I/O side refills it once a round),
+   * and never more than a quarter of the pool, so that sources always find slots.
    */
   private stashCapacity(): number {
-    const rounds = this.pumpBudget / this.config.batch;
-    const copiesPerStep = this.graph.nodes.reduce((sum, n) => sum + (n.type.clones?.(n.instance.params) ?? 0) * n.inputCapacity.reduce((a, b) => a + b, 0), 0);
-    // Never more than a quarter of the pool, so that sources always find slots.
-    return Math.min(this.config.poolSlots >> 2, Math.max(64, 2 * rounds * copiesPerStep));
+    return Math.min(this.config.poolSlots >> 2, Math.max(64, 2 * this.pumpBudget * this.copiesPerPacket));
   }
 
   private startShard(shard: Shard): void {
@@ -384,7 +387,7 @@ export class Pipeline {
         for (const shard of this.shards) if (shard.failed) throw shard.failed;
         let moved = 0;
         if (this.threads === 'worker') this.io.ioTopUpStashes();
-        if (!this.stopRequested) {
+        if (!this.stopRequested && !this.stashCouldRunDry()) {
           for (const source of this.sources) {
             if (source.driver.done) continue;
             const n = source.driver.pump(this.pumpBudget);
@@ -436,6 +439,15 @@ export class Pipeline {
       interrupted: this.stopRequested,
       elements: this.stats(),
     };
+  }
+
+  /**
+   * Copies come from a shard's stash, refilled once a round: a graph that copies must not get more
+   * than a round ahead of a shard, or the copies of the queued rounds would not fit.
+   */
+  private stashCouldRunDry(): boolean {
+    return this.copiesPerPacket > 0 && this.threads === 'worker'
+      && this.shards.some((s) => ((s.head('rx') - s.tail('rx')) | 0) >= this.pumpBudget);
   }
 
   /** Inline mode: each shard takes everything in its ring, on this thread. */

@@ -88,6 +88,11 @@ export class Shard {
     return this.arena.view.getUint32((ring === 'rx' ? this.memory.rxRing : this.memory.outRing) + RingLayout.head, true);
   }
 
+  /** Where the ring's consumer is: the next index it will take. */
+  tail(ring: 'rx' | 'out'): number {
+    return this.arena.view.getUint32((ring === 'rx' ? this.memory.rxRing : this.memory.outRing) + RingLayout.tail, true);
+  }
+
   /** True once the ring's consumer has taken every entry before index `mark` (indices run free and wrap). */
   passed(ring: 'rx' | 'out', mark: number): boolean {
     const tail = this.arena.view.getUint32((ring === 'rx' ? this.memory.rxRing : this.memory.outRing) + RingLayout.tail, true);
