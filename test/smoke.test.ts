@@ -56,6 +56,24 @@ connections:
   }
 });
 
+test('ToPcap creates the folder of its file (npm start on a fresh clone writes into out/)', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), [ipv4Frame()]);
+    const result = await runConfig(dir, `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  out: { type: ToPcap, file: not/yet/there/out.pcap }
+connections:
+  - src -> out
+`);
+    assert.is(result.packets_out, 1);
+    assert.is(readPcap(join(dir, 'not/yet/there/out.pcap')).records.length, 1);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('two outputs of one element into one input keep their own counts', async () => {
   const dir = tempDir();
   try {

@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { defineElement, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
@@ -8,8 +8,8 @@ const BUFFER = 1 << 20;
 export default defineElement({
   type: 'ToPcap',
   summary: 'writes packets to a pcap file',
-  description: 'Writes every packet it receives to a classic pcap file (link type Ethernet), in the order the shards '
-    + 'hand them over, with their timestamps at micro- or nanosecond resolution. Frames longer than snaplen are cut '
+  description: 'Writes every packet it receives to a classic pcap file (link type Ethernet; its folder is created if '
+    + 'missing), in the order the shards hand them over, with their timestamps at micro- or nanosecond resolution. Frames longer than snaplen are cut '
     + 'and keep their original length in the record. The file is complete when the pipeline ends, also after Ctrl-C.',
   inputs: 1,
   outputs: [],
@@ -35,9 +35,10 @@ class PcapWriter implements SinkDriver {
   constructor(private readonly ctx: IoContext) {
     const path = resolve(dirname(ctx.configFile), ctx.params.file);
     try {
+      mkdirSync(dirname(path), { recursive: true });
       this.fd = openSync(path, 'w');
     } catch (e) {
-      throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder exists and is writable');
+      throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
     }
     const header = Buffer.alloc(24);
     header.writeUInt32LE(ctx.params.resolution === 'ns' ? 0xa1b23c4d : 0xa1b2c3d4, 0);
