@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, now, dropPacket } from "wirepath";
+import { Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, now, dropPacket } from "wirepath";
 import { FilterState, FilterConnectionsEntry } from "./layout";
 import { classify, NO_MATCH } from "../classifier/program";
 
@@ -87,8 +87,10 @@ function connectionKey(p: Packet): bool {
   } else if (protocol == IPPROTO_ICMP) {
     icmpType = ICMP.type(l4);
     if (icmpType != ICMP_ECHO && icmpType != ICMP_ECHO_REPLY) return false;
-    // An echo exchange is identified by its identifier, on both sides.
-    srcPort = dstPort = Wire16(l4 + 4);
+    // An echo exchange is identified by its identifier, on both sides; it stands where the source
+    // port goes, as in FlowKey, so that the dispatcher and state moves agree on the connection's shard.
+    srcPort = Wire.get16(l4 + 4);
+    dstPort = 0;
   } else return false;
   const src = IPv4.src(ip), dst = IPv4.dst(ip);
   packetSrc = src;
@@ -97,12 +99,12 @@ function connectionKey(p: Packet): bool {
   const key = keyBuffer();
   store<u32>(key, srcFirst ? src : dst);
   store<u32>(key, srcFirst ? dst : src, 4);
-  store<u32>(key, srcFirst ? (<u32>srcPort << 16) | dstPort : (<u32>dstPort << 16) | srcPort, 8);
+  // An echo's identifier stays where the source port goes in either direction.
+  const ports = protocol == IPPROTO_ICMP ? <u32>srcPort << 16 : srcFirst ? (<u32>srcPort << 16) | dstPort : (<u32>dstPort << 16) | srcPort;
+  store<u32>(key, ports, 8);
   store<u32>(key, <u32>protocol, 12);
   return true;
 }
-
-@inline function Wire16(addr: usize): u16 { return bswap<u16>(load<u16>(addr)); }
 
 /** True when an allowed packet starts a connection: a TCP SYN, a UDP datagram, an ICMP echo request. */
 @inline function opens(): bool {
