@@ -21,11 +21,14 @@ export const IO_SLOT_SIZE: u32 = 32;
 export const IO_STEER: u32 = 36;
 /** Packets held while their bucket moves: a Stack in arrival order. */
 export const IO_HELD: u32 = 40;
-/** Per source, how its packets are steered (a byte each: STEER_FLOW, STEER_SOURCE, STEER_DESTINATION). */
+/** Per source, how its packets are steered (a byte each: STEER_FLOW, STEER_SOURCE, STEER_DESTINATION, STEER_ELEMENT). */
 export const IO_SOURCE_STEERING: u32 = 44;
+/** Per source steered by an element, the element's state block (a u32 each) for its steer function. */
+export const IO_STEERING_STATE: u32 = 48;
 export const STEER_FLOW: u8 = 0;
 export const STEER_SOURCE: u8 = 1;
 export const STEER_DESTINATION: u8 = 2;
+export const STEER_ELEMENT: u8 = 3;
 /** Bucket table value for a bucket whose state is moving: its packets wait in the held list. */
 export const BUCKET_HELD: u8 = 0xff;
 /** Per shard record: [rx ring][out ring][stash][rx head][ring-full drops u64][rx limit]. */
@@ -33,6 +36,13 @@ export const SHARD_RECORD: u32 = 32;
 
 let io: usize = 0;
 let freeSlots: Stack = changetype<Stack>(0);
+
+/** The graph's `steer` functions of elements, by source (set by the generated entry). */
+let elementSteering: (p: Packet, self: usize) => u32 = (p: Packet, self: usize): u32 => 0;
+
+export function ioSetElementSteering(steering: (p: Packet, self: usize) => u32): void {
+  elementSteering = steering;
+}
 
 export function ioInit(context: usize): void {
   io = context;
@@ -112,10 +122,12 @@ export function ioSubmit(p: Packet, source: u16): void {
   return limit - load<u32>(rec, 12);
 }
 
-/** The shard for a packet: a symmetric 5-tuple hash looked up in the bucket indirection table. */
+/** The shard for a packet: its source's steering hash (by default the symmetric 5-tuple's) looked up in the bucket indirection table. */
 function steer(p: Packet): u32 {
   const mode = load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port);
-  const h = mode == STEER_FLOW ? symmetricHash(p) : endpointHash(p, mode == STEER_SOURCE);
+  const h = mode == STEER_FLOW ? symmetricHash(p)
+    : mode == STEER_ELEMENT ? elementSteering(p, <usize>load<u32>(<usize>load<u32>(io, IO_STEERING_STATE) + (<usize>p.port << 2)))
+    : endpointHash(p, mode == STEER_SOURCE);
   p.hash = h;
   return <u32>load<u8>(<usize>load<u32>(io, IO_BUCKETS) + <usize>(h & load<u32>(io, IO_BUCKET_MASK)));
 }

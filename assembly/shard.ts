@@ -19,6 +19,8 @@ export const CTX_LEAKED: u32 = 40;
 export const CTX_KEY: u32 = 48;
 /** The receive index after the batch being processed: a restarted shard resumes there. */
 export const CTX_TAKEN: u32 = 64;
+/** The clock of the last batch with packets, for the control plane (handlers that stamp changes). */
+export const CTX_NOW: u32 = 72;
 
 let ctx: usize = 0;
 let rxRing: Ring = changetype<Ring>(0);
@@ -135,6 +137,7 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
   if (packets) {
     store<u64>(ctx, load<u64>(ctx, CTX_BATCHES) + 1, CTX_BATCHES);
     store<u64>(ctx, load<u64>(ctx, CTX_PACKETS) + packets, CTX_PACKETS);
+    store<u64>(ctx, batchTime, CTX_NOW);
   }
   return taken;
 }

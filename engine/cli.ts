@@ -30,7 +30,7 @@ commands:
   elements [TYPE]   list the element types, or show one type's documentation
   graph CONFIG      print the graph (--format dot|mermaid)
   ctl COMMAND       talk to a running pipeline's control API:
-                    stats | graph | metrics | scale N | read ELEMENT.HANDLER |
+                    stats | graph | metrics | scale N | read ELEMENT.HANDLER [ARG] |
                     write ELEMENT.HANDLER VALUE | snapshot [FILE] | reload CONFIG
   verify CONFIG     check output equivalence: one shard vs. several with scale events
                     (--trace FILE --shards 1,2,4 --scale-every K)
@@ -224,7 +224,7 @@ async function ctl(args: string[], values: { control?: string; token?: string })
     graph: () => ['GET', '/graph'],
     metrics: () => ['GET', '/metrics'],
     scale: () => ['POST', '/scale', { shards: Number(rest[0]) }],
-    read: () => ['GET', element(rest[0])],
+    read: () => ['GET', element(rest[0]) + (rest[1] ? `?arg=${encodeURIComponent(rest[1])}` : '')],
     write: () => ['PUT', element(rest[0]), { value: rest[1] ?? '' }],
     snapshot: () => ['POST', '/snapshot', rest[0] ? { file: resolvePath(rest[0]) } : {}],
     reload: () => {

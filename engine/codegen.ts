@@ -25,6 +25,24 @@ const spec = (absolute: string) => {
 };
 const alias = (type: ElementType) => `T_${type.type}`;
 
+/** The dispatcher's call into the `steer` functions of elements that sources name in `steer`. */
+function elementSteering(graph: Graph, layouts: Map<string, ElementLayout>): string[] {
+  const cases = graph.sources.flatMap((source) => {
+    const by = graph.byName.get(String(source.instance.params.steer));
+    return by ? [`    case ${source.sourceId}: return ${alias(by.type)}.steer(changetype<${layouts.get(by.type.type)!.className}>(self), p);`] : [];
+  });
+  if (!cases.length) return [];
+  return [
+    'import { Packet } from "wirepath";',
+    'import { ioSetElementSteering } from "wirepath/io";',
+    'function steerByElement(p: Packet, self: usize): u32 {',
+    '  switch (p.port) {', ...cases, '  }',
+    '  return 0;',
+    '}',
+    'ioSetElementSteering(steerByElement);',
+  ];
+}
+
 export function generateGraph(graph: Graph): GeneratedGraph {
   const files = new Map<string, string>();
   const layouts = new Map<string, ElementLayout>();
@@ -51,6 +69,7 @@ export function generateGraph(graph: Graph): GeneratedGraph {
     for (const fn of type.ioExports ?? []) lines.push(`export { ${fn} as ${type.type}__${fn} } from "${spec(process)}";`);
   }
 
+  lines.push(...elementSteering(graph, layouts));
   const records = nodeRecords(graph);
   lines.push(
     '',

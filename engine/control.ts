@@ -120,7 +120,11 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       if (!h) throw new HttpError(404, `${element} (${node.type.type}) has no handler '${name}'; its handlers: ${Object.keys(handlersOf(node.type)).join(', ')}`);
       if (method === 'GET') {
         if (!h.read) throw new HttpError(405, `${element}.${name} is write-only`);
-        return { element, handler: name, value: h.read(pipeline.view(element)) };
+        try {
+          return { element, handler: name, value: h.read(pipeline.view(element), url.searchParams.get('arg') ?? undefined) };
+        } catch (e) {
+          throw new HttpError(400, `${element}.${name}: ${(e as Error).message}`);
+        }
       }
       if (!h.write) throw new HttpError(405, `${element}.${name} is read-only`);
       const body = parseJson(await readBody(req));

@@ -51,6 +51,11 @@ export interface DataState {
   kind: 'data';
   doc: string;
   scope: 'config';
+  /**
+   * Shared working state instead of read-only data: shards write it (atomically: they share one copy),
+   * and snapshots save and restore it (a NAT's table of which subscriber owns each external port block).
+   */
+  shared?: boolean;
   /** Bytes to allocate for these parameters. */
   size: (params: any) => number;
   /** Writes the data: `bytes` is a view of exactly `size(params)` bytes at `address` in the shared memory. */
@@ -70,8 +75,12 @@ export const state = {
   internal: (doc: string, merge: MergeRule = 'max'): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge, internal: true }),
   /** Read-only data made from the parameters at start (see DataState). */
   data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => ({ kind: 'data', scope: 'config', ...d }),
-  /** A flow table keyed by the IPv4 5-tuple (FlowKey.fromPacket), with a fixed capacity and an idle timeout. */
-  flowTable: (t: TableDeclaration): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', owner: 'flow', merges: false, ...t }),
+  /**
+   * A flow table keyed by the IPv4 5-tuple (FlowKey.fromPacket), with a fixed capacity and an idle
+   * timeout. With `owner: 'address'` its entries belong to the host in the key's first word and move
+   * with that address's bucket (a NAT's sessions move with their subscriber).
+   */
+  flowTable: (t: TableDeclaration & { owner?: 'flow' | 'address' }): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', owner: 'flow', merges: false, ...t }),
   /**
    * A table keyed by the source address (FlowKey.fromSource). By default each shard keeps the part it
    * saw and the u64 values add up; with `owned`, one shard owns each address (its packets must come
@@ -98,13 +107,28 @@ export interface ElementView {
   reset(): void;
   /** Sets a fast-path parameter on every shard (takes effect from the next batch). */
   setParam(name: string, value: unknown): void;
+  /** A state.data region, writable: shards see a change from their next batch. */
+  data(field: string): DataView;
+  /** The live entries of a table on every shard (per-flow entries from their owner; cross-flow parts not added up). */
+  entries(table: string): TableEntry[];
+  /** The pipeline's clock in ns (the trace's time with a virtual clock). */
+  now(): bigint;
+}
+
+export interface TableEntry {
+  shard: number;
+  /** The key's four 32-bit words, as FlowKey writes them. */
+  key: [number, number, number, number];
+  expires: bigint;
+  value: Record<string, bigint>;
 }
 
 export interface HandlerSpec {
   doc: string;
   /** Shown in the counters table and in --json; by default a read-only handler is. */
   counter?: boolean;
-  read?: (view: ElementView) => unknown;
+  /** `arg` is what follows the handler's name (`ctl read nat.subscriber 100.64.0.5`), or undefined. */
+  read?: (view: ElementView, arg?: string) => unknown;
   write?: (view: ElementView, value: string) => void;
 }
 
@@ -179,6 +203,13 @@ export interface ElementDefinition {
   sink?: (ctx: IoContext) => SinkDriver;
   /** Functions of process.ts the TypeScript half calls on the I/O side. */
   ioExports?: string[];
+  /**
+   * The element steers packets to shards: process.ts exports `steer(self, p: Packet): u32`, which the
+   * dispatcher calls for the packets of sources configured with `steer: NAME` of this element. It returns
+   * a hash; the packet goes to the shard that owns bucket `hash & (1024 - 1)`. `self` is shard 0's
+   * state block (tables there are shard 0's; shared data is everyone's). The doc says which packets it is for.
+   */
+  steer?: string;
 }
 
 /** An element as the engine knows it: its declaration plus where its files are. */

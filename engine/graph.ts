@@ -1,6 +1,7 @@
 // Checks a config's connections against the elements' ports and orders the graph for execution.
 
 import { ConfigError, ConfigErrors, didYouMean } from './errors.ts';
+import { STEERING } from './registry.ts';
 import { outputsOf, type ElementType, type PortSpec } from './element.ts';
 import { inFileOrder, type ElementInstance, type PipelineConfig } from './config.ts';
 import type { Endpoint } from './connections.ts';
@@ -99,6 +100,12 @@ export function buildGraph(config: PipelineConfig): Graph {
           `connect an output to it, e.g. "src -> ${node.inputs > 1 ? `[${i}]` : ''}${node.name}", or remove it`));
       }
     });
+    const steer = node.type.kind === 'source' ? String(node.instance.params.steer) : 'flow';
+    if (!(STEERING as readonly string[]).includes(steer) && !byName.get(steer)?.type.steer) {
+      const steering = [...byName.values()].filter((n) => n.type.steer).map((n) => n.name);
+      errors.push(new ConfigError(`${node.name}.steer: '${steer}' is neither ${STEERING.join(', ')} nor an element that steers`, node.instance.position,
+        steering.length ? `elements here that steer: ${steering.join(', ')}` : `use ${STEERING.join(', ')}`));
+    }
   }
   if (errors.length) throw new ConfigErrors(inFileOrder(errors));
 

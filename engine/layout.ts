@@ -11,14 +11,16 @@ export const Meta = { length: 0, wireLength: 4, timestamp: 8, dataOffset: 16, l3
 /** assembly/ring.ts */
 export const RingLayout = { head: 0, tail: 64, sleep: 128, mask: 192, entries: 256 } as const;
 /** assembly/shard.ts */
-export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, size: 128 } as const;
+export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, now: 72, size: 128 } as const;
 /** assembly/io.ts */
-export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, sourceSteering: 44, size: 64, shardRecord: 32 } as const;
+export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, sourceSteering: 44, steeringState: 48, size: 64, shardRecord: 32 } as const;
 /** assembly/flowtable.ts: the FlowTable header and its entries. */
 export const FlowTableLayout = {
   slots: 0, entrySize: 4, capacity: 8, live: 12, timeout: 16, cursor: 24, entries: 28, inserts: 32, full: 40, expired: 48, size: 56,
-  entryValue: 32,
+  entryKey: 8, entryExpires: 24, entryValue: 32,
 } as const;
+/** assembly/flowtable.ts ENTRY_LIVE. */
+export const FLOW_ENTRY_LIVE = 1;
 
 type FieldType = FastType | 'FlowTable' | 'usize';
 const SIZE: Record<FieldType, number> = { u64: 8, u32: 4, i32: 4, FlowTable: 4, usize: 4, u16: 2, u8: 1, bool: 1 };

@@ -262,4 +262,6 @@ export const param = {
     spec(listType(o?.item ?? (types.string as unknown as ParamType<T>)), doc, o),
   int: (doc: string, min: number, max: number, o?: ParamOptions<number>) => spec(intType(min, max), doc, o),
   enum: <const V extends string>(doc: string, values: readonly V[], o?: ParamOptions<V>) => spec(enumType(values), doc, o),
+  /** A type of the element's own (parse throws ParamTypeError for a bad value). */
+  custom: <T>(doc: string, type: ParamType<T>, o?: ParamOptions<T>) => spec(type, doc, o),
 };

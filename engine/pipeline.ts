@@ -7,11 +7,11 @@ import { buildGraph, sharesTarget, type Graph, type GraphNode } from './graph.ts
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
-import { Meta, RingLayout, ShardContext, IoContext, FlowTableLayout, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
-import type { ElementView, SinkDriver, SourceDriver, IoContext as DriverContext } from './element.ts';
+import { Meta, RingLayout, ShardContext, IoContext, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
+import type { DataState, ElementView, TableEntry, SinkDriver, SourceDriver, IoContext as DriverContext } from './element.ts';
 import { EnvironmentError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
-import { STEERING } from './registry.ts';
+import { STEERING, STEER_ELEMENT } from './registry.ts';
 import { Shard, Op } from './shard.ts';
 import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 
@@ -163,12 +163,9 @@ export class Pipeline {
     this.u32(this.ioContext + IoContext.sinks, sinkTable);
     this.u32(this.ioContext + IoContext.slotSize, config.slotSize);
     this.u32(this.ioContext + IoContext.held, this.held);
-    const steering = arena.alloc(Math.max(8, graph.sources.length), 8);
-    for (const source of graph.sources) arena.u8[steering + source.sourceId] = STEERING.indexOf((source.instance.params.steer ?? 'flow') as (typeof STEERING)[number]);
-    this.u32(this.ioContext + IoContext.sourceSteering, steering);
-
     const shardCount = this.initialShards;
     for (let s = 0; s < shardCount; s++) this.shards.push(this.createShard(s));
+    this.writeSteering();
     this.setBuckets(planBuckets(new Uint8Array(BUCKETS), 0, shardCount));
     this.u32(this.ioContext + IoContext.shardCount, shardCount);
     for (const sink of graph.sinks) {
@@ -308,6 +305,21 @@ export class Pipeline {
     if (value === undefined) return;
     const encoded = node.type.params[field.from.param].type.encode!(value)[field.from.index];
     writeField(this.arena.view, block + field.offset, field.type, encoded);
+  }
+
+  /** Per source, its steering mode, and for sources steered by an element that element's block on shard 0. */
+  private writeSteering(): void {
+    const sources = this.graph.sources;
+    const modes = this.arena.alloc(Math.max(8, sources.length), 8);
+    const blocks = this.arena.alloc(Math.max(8, sources.length * 4), 8);
+    for (const source of sources) {
+      const steer = String(source.instance.params.steer ?? 'flow');
+      const by = this.graph.byName.get(steer);
+      this.arena.u8[modes + source.sourceId] = by ? STEER_ELEMENT : STEERING.indexOf(steer as (typeof STEERING)[number]);
+      if (by) this.u32(blocks + source.sourceId * 4, this.shards[0].memory.blocks[by.index]);
+    }
+    this.u32(this.ioContext + IoContext.sourceSteering, modes);
+    this.u32(this.ioContext + IoContext.steeringState, blocks);
   }
 
   /** Config data is read-only, so every shard's block points at one copy. */
@@ -636,7 +648,12 @@ export class Pipeline {
       const view = this.view(node.name);
       const scalars: Record<string, string> = {};
       for (const [name, spec] of Object.entries(node.type.state)) if (spec.kind === 'scalar') scalars[name] = String(view.read(name));
-      elements[node.name] = { type: node.type.type, scalars, tables: {} };
+      const data = Object.entries(node.type.state).filter(([, spec]) => spec.kind === 'data' && spec.shared)
+        .map(([name]) => {
+          const bytes = view.data(name);
+          return [name, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')];
+        });
+      elements[node.name] = { type: node.type.type, scalars, tables: {}, ...(data.length ? { data: Object.fromEntries(data) } : {}) };
     }
     const buffer = this.transferBuffer();
     for (const shard of [...this.shards, ...this.retired]) {
@@ -720,6 +737,10 @@ export class Pipeline {
       for (const [field, value] of Object.entries(saved.scalars)) {
         const f = layout.fields.find((x) => x.name === field);
         if (f) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
+      }
+      for (const [field, bytes] of Object.entries(saved.data ?? {})) {
+        const target = this.view(name).data(field);
+        new Uint8Array(target.buffer, target.byteOffset, target.byteLength).set(Buffer.from(bytes, 'base64').subarray(0, target.byteLength));
       }
     }
     for (const shard of this.shards) this.loadTables(snapshot, shard);
@@ -806,6 +827,33 @@ export class Pipeline {
           for (const off of [r.inPackets, r.holeDrops, ...r.outPackets]) v.setBigUint64(shard.memory.descriptor + off, 0n, true);
         }
       },
+      data: (field) => {
+        if (node.type.state?.[field]?.kind !== 'data') throw new Error(`${node.type.type} has no data '${field}'`);
+        const address = v.getUint32(blocks[0] + fieldOf(field).offset, true);
+        return new DataView(this.arena.memory.buffer, address, (node.type.state[field] as DataState).size(node.instance.params));
+      },
+      entries: (table) => {
+        const spec = node.type.state?.[table];
+        if (spec?.kind !== 'flow-table') throw new Error(`${node.type.type} has no table '${table}'`);
+        const entry = layout.tables.find((t) => t.state === table)!.entry;
+        const now = this.clockNow();
+        return everyShard.flatMap((shard) => {
+          const t = v.getUint32(shard.memory.blocks[node.index] + fieldOf(table).offset, true);
+          const slots = v.getUint32(t + FlowTableLayout.slots, true), size = v.getUint32(t + FlowTableLayout.entrySize, true);
+          const base = v.getUint32(t + FlowTableLayout.entries, true);
+          const found: TableEntry[] = [];
+          for (let i = 0; i < slots; i++) {
+            const e = base + i * size;
+            const expires = v.getBigUint64(e + FlowTableLayout.entryExpires, true);
+            if (v.getUint32(e, true) !== FLOW_ENTRY_LIVE || expires <= now) continue;
+            const key = [0, 4, 8, 12].map((o) => v.getUint32(e + FlowTableLayout.entryKey + o, true)) as TableEntry['key'];
+            const value = Object.fromEntries(entry.fields.map((f) => [f.name, readField(v, e + FlowTableLayout.entryValue + f.offset, f.type)]));
+            found.push({ shard: shard.id, key, expires, value });
+          }
+          return found;
+        });
+      },
+      now: () => this.clockNow(),
       setParam: (param, raw) => {
         const spec = node.type.params[param];
         if (!spec) throw new Error(`${node.type.type} has no parameter '${param}'`);
@@ -816,6 +864,15 @@ export class Pipeline {
         }
       },
     };
+  }
+
+  /** The elements' clock: the latest batch time of any shard (trace time with the virtual clock). */
+  clockNow(): bigint {
+    const latest = [...this.shards, ...this.retired].reduce((m, shard) => {
+      const t = this.arena.view.getBigUint64(shard.memory.context + ShardContext.now, true);
+      return t > m ? t : m;
+    }, 0n);
+    return latest || (this.clock === 'wall' ? process.hrtime.bigint() : 0n);
   }
 
   /** Every element's counters: packets in and out per port, drops, and its read handlers. */
@@ -923,5 +980,7 @@ export interface Snapshot {
     type: string;
     scalars: Record<string, string>;
     tables: Record<string, { scope: 'per-flow' | 'cross-flow'; owner: 'flow' | 'address'; merges: boolean; record_size: number; records: string }>;
+    /** Shared data regions (state.data with `shared`), base64. */
+    data?: Record<string, string>;
   }>;
 }

@@ -4,20 +4,32 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ElementDefinition, ElementType } from './element.ts';
-import { param } from './params.ts';
+import { param, ParamTypeError } from './params.ts';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const BUILTIN_ELEMENTS = join(PROJECT_ROOT, 'elements');
 
 export type Registry = Map<string, ElementType>;
 
-/** The `steer` values of sources, in the order of assembly/io.ts STEER_FLOW, STEER_SOURCE, STEER_DESTINATION. */
+/**
+ * The built-in `steer` values of sources, in the order of assembly/io.ts STEER_FLOW, STEER_SOURCE,
+ * STEER_DESTINATION; any other value names an element that declares `steer` (assembly/io.ts STEER_ELEMENT).
+ */
 export const STEERING = ['flow', 'source-address', 'destination-address'] as const;
+export const STEER_ELEMENT = STEERING.length;
 
 /** Every source takes `steer`: how the dispatcher picks the shard for its packets. */
-const STEER_PARAM = param.enum(
-  'how the dispatcher picks the shard of each packet: by its flow (symmetric 5-tuple), or by its source or destination address (for state owned by a host, such as a NAT subscriber)',
-  STEERING, { default: 'flow' });
+const STEER_PARAM = param.custom<string>(
+  'how the dispatcher picks the shard of each packet: by its flow (symmetric 5-tuple), by its source or destination address (for state owned by a host), or by an element of the config that declares `steer` (a NAT steers replies to the shard of the subscriber that owns their port block)',
+  {
+    description: `one of ${STEERING.join(', ')}, or the name of an element that steers`,
+    parse: (raw) => {
+      if (typeof raw === 'string' && /^[A-Za-z_][A-Za-z0-9_-]*$/.test(raw)) return raw;
+      throw new ParamTypeError(`${JSON.stringify(raw)} is not one of ${STEERING.join(', ')} nor an element name`);
+    },
+    format: String,
+  },
+  { default: 'flow' });
 
 function isElementDir(dir: string): boolean {
   return existsSync(join(dir, 'element.ts'));
