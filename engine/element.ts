@@ -204,6 +204,11 @@ export interface ElementDefinition {
   /** Functions of process.ts the TypeScript half calls on the I/O side. */
   ioExports?: string[];
   /**
+   * Control-plane work done on the main thread while the pipeline runs, every `everyMs` and once more
+   * with `final` when it stops (a NAT writes its port-block log; a load balancer checks backends).
+   */
+  periodic?: { everyMs: number; run: (view: ElementView, final: boolean) => void };
+  /**
    * The element steers packets to shards: process.ts exports `steer(self, p: Packet): u32`, which the
    * dispatcher calls for the packets of sources configured with `steer: NAME` of this element. It returns
    * a hash; the packet goes to the shard that owns bucket `hash & (1024 - 1)`. `self` is shard 0's

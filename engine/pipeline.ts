@@ -411,6 +411,7 @@ export class Pipeline {
         this.publish();
         this.runInline();
         moved += this.collect();
+        this.runPeriodic(false);
         if (this.scaleAt.length && !this.scaling && this.packetsIn() >= this.scaleAt[0].packets) {
           this.scale(this.scaleAt.shift()!.shards).catch((e) => { this.failure ??= e; });
         }
@@ -493,6 +494,20 @@ export class Pipeline {
     return toSinks;
   }
 
+  private readonly periodicLast = new Map<string, number>();
+
+  /** Runs the elements' periodic tasks that are due (every one of them when `final`: the run ends). */
+  private runPeriodic(final: boolean): void {
+    const now = performance.now();
+    for (const node of this.graph.nodes) {
+      const task = node.type.periodic;
+      if (!task) continue;
+      if (!final && now - (this.periodicLast.get(node.name) ?? 0) < task.everyMs) continue;
+      this.periodicLast.set(node.name, now);
+      task.run(this.view(node.name), final);
+    }
+  }
+
   /** True when every shard has finished every batch it was given and sent nothing not yet collected. */
   private shardsIdle(): boolean {
     return this.shards.every((s) => s.idle());
@@ -501,6 +516,7 @@ export class Pipeline {
   private async shutdown(): Promise<void> {
     await this.scaling?.catch(() => undefined);
     await Promise.all(this.shards.map((shard) => shard.stop()));
+    this.runPeriodic(true);
     for (const s of this.sources) s.driver.close();
     for (const s of this.sinks) s.driver?.close();
   }

@@ -1,0 +1,210 @@
+import { mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { defineElement, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
+import { parseCidr, parseIPv4, formatIPv4, type Cidr } from '../../engine/params.ts';
+import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, PROTOCOLS, type NatParams } from './pool.ts';
+
+/** A pool or prefix item: `203.0.113.0/28` or a single address. */
+const prefixType: ParamType<Cidr> = {
+  description: 'an IPv4 address or CIDR prefix',
+  parse: (raw) => (typeof raw === 'string' && !raw.includes('/') ? { address: parseIPv4(raw), prefix: 32, mask: 0xffffffff } : parseCidr(raw)),
+  format: (c) => `${formatIPv4(c.address)}/${c.prefix}`,
+};
+
+const MAPPINGS = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'] as const;
+
+/** Log files are opened once per element and pipeline; the final periodic run closes them. */
+const logs = new WeakMap<object, { write(line: string): void; close(): void }>();
+
+export default defineElement({
+  type: 'NAT',
+  summary: 'carrier-grade NAT44: port-block allocation, RFC 4787/5382/5508/6888/7857 behaviour, state that moves with its subscriber',
+  description: 'Translates packets from subscribers (input 0, inside addresses) to the external pool (output 0) and back '
+    + '(input 1 to output 1). Each subscriber gets one external address for all its sessions (paired pooling) and blocks of '
+    + 'ports_per_block ports on it, per protocol (TCP, UDP, ICMP identifiers), up to blocks_per_subscriber of each; one log '
+    + 'record per block allocated or released, none per session. Mappings are endpoint-independent by default (one external '
+    + 'port per inside address and port whatever the destination); filtering of inbound packets is endpoint-independent, '
+    + 'address-dependent or address-and-port-dependent. No external port is shared by two mappings; inside ports below 1024 '
+    + 'map below 1024; a released block is not given to anyone for quarantine. Outbound packets refresh mappings; TCP '
+    + 'sessions follow SYN, established, FIN and RST with their own timeouts (RFC 5382, RFC 7857); ICMP echo identifiers are '
+    + 'translated like ports, and ICMP errors about a translated flow are translated with the header they quote (checksums '
+    + 'included). Fragments: outbound ones are translated in any order; an inbound later fragment follows its first one. '
+    + 'Packets from inside to a pool address are hairpinned back inside with the sender\'s external address and port. When '
+    + 'no mapping can be made the packet is dropped and counted (and with icmp_errors an ICMP host unreachable goes back); '
+    + 'a live mapping is never evicted. With deterministic: true each inside address has a fixed external address and port '
+    + 'range (RFC 7422, VPP\'s arithmetic), so no block log is needed. With shards, sources on the inside steer by '
+    + 'source-address and sources on the outside by this element (steer: NAME): each subscriber and every mapping of it '
+    + 'lives on one shard and moves with it when the pipeline scales.',
+  inputs: 2,
+  outputs: [
+    { name: 'outside', doc: 'translated packets going out, and exempt packets untranslated' },
+    { name: 'inside', doc: 'translated packets coming in, hairpinned packets, and ICMP errors the NAT sends back' },
+  ],
+  params: {
+    pool: param.strings('external addresses and prefixes (need not be contiguous)', { required: true, item: prefixType }),
+    inside: param.strings('subscriber prefixes: packets from other sources are dropped', { default: ['100.64.0.0/10'].map(parseCidr) as never, item: prefixType }),
+    ports_per_block: param.int('ports in each block a subscriber is given (a power of two)', 8, 1024, { default: 512 }),
+    blocks_per_subscriber: param.int('most blocks of each protocol one subscriber holds', 1, 4, { default: 4 }),
+    mapping: param.enum('mapping behaviour (RFC 4787 §4.1)', MAPPINGS, { default: 'endpoint-independent' }),
+    filtering: param.enum('which inbound packets a mapping accepts (RFC 4787 §5)', MAPPINGS, { default: 'endpoint-independent' }),
+    port_preservation: param.bool('keep the inside port when it is free: a new block is the one that holds it when that one is free (off: ports are random within blocks, RFC 6888 REQ-15)', { default: false }),
+    parity: param.bool('keep the parity of the inside port (RFC 4787 REQ-3)', { default: false }),
+    udp_timeout: param.duration('UDP mapping idle timeout (at least 120 s, RFC 4787 REQ-5)', { default: 300e9 }),
+    tcp_established: param.duration('idle timeout of an established TCP session (RFC 5382: at least 2 h 4 min)', { default: 7440e9 }),
+    tcp_transitory: param.duration('idle timeout of a TCP session opening or closing (RFC 5382: at least 4 min)', { default: 240e9 }),
+    tcp_rst: param.duration('how long a session lives after a RST (RFC 7857 §2.2)', { default: 240e9 }),
+    icmp_timeout: param.duration('ICMP query mapping idle timeout (RFC 5508: at least 60 s)', { default: 60e9 }),
+    quarantine: param.duration('how long a released block is not given to another subscriber (RFC 6888 REQ-8)', { default: 120e9 }),
+    exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: prefixType }),
+    exempt_ports: param.strings('destination ports not translated', { default: [] as never, item: { description: 'a port', parse: (raw) => types16(raw), format: String } }),
+    deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422)', { default: false }),
+    icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
+    icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
+    log: param.string('where block records go: a file (JSON lines, appended) or - for stdout; none when absent', {}),
+    max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
+    max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
+  },
+  state: {
+    pool: state.data({
+      doc: 'the external pool and who holds each port block (shared by the shards, saved in snapshots), and the block log queue',
+      shared: true,
+      size: (p: NatParams) => poolLayout(p).size,
+      init: (p: NatParams, bytes) => writePool(p, bytes),
+    }),
+    subscribers: state.sourceTable({
+      owned: true,
+      doc: 'per subscriber (inside address): its external address, its blocks and until when each is in use',
+      value: {
+        external: 'u32',
+        b0: 'u32', b1: 'u32', b2: 'u32', b3: 'u32', b4: 'u32', b5: 'u32', b6: 'u32', b7: 'u32', b8: 'u32', b9: 'u32', b10: 'u32', b11: 'u32',
+        u0: 'u32', u1: 'u32', u2: 'u32', u3: 'u32', u4: 'u32', u5: 'u32', u6: 'u32', u7: 'u32', u8: 'u32', u9: 'u32', u10: 'u32', u11: 'u32',
+        last_s: 'u32', mappings: 'u32',
+      },
+      capacity: (p) => p.max_subscribers,
+      timeout: (p) => p.udp_timeout,
+    }),
+    mappings: state.flowTable({
+      owner: 'address',
+      doc: 'mappings both ways (inside port to external port, and back) and address-dependent filter entries, keyed by subscriber',
+      value: { port: 'u16', remote_port: 'u16', remote: 'u32' },
+      capacity: (p) => p.max_sessions * 2,
+      timeout: (p) => p.udp_timeout,
+    }),
+    sessions: state.flowTable({
+      owner: 'address',
+      doc: 'sessions by inside 5-tuple: external port, TCP state, the mapping deadline they last set',
+      value: { external: 'u32', external_port: 'u16', tcp: 'u8', mapping_until: 'u64' },
+      capacity: (p) => p.max_sessions,
+      timeout: (p) => p.udp_timeout,
+    }),
+    translated_out: state.counter('packets translated inside to outside'),
+    translated_in: state.counter('packets translated outside to inside'),
+    hairpinned: state.counter('packets from inside to a pool address sent back inside'),
+    exempted: state.counter('packets passed untranslated (exempt destinations or ports)'),
+    mappings_created: state.counter('mappings made'),
+    blocks_allocated: state.counter('port blocks given to subscribers'),
+    blocks_released: state.counter('port blocks given back'),
+    icmp_sent: state.counter('ICMP errors sent back inside'),
+    drop_not_inside: state.counter('dropped: source outside the inside prefixes'),
+    drop_no_mapping: state.counter('dropped: inbound packet for no mapping (or not to the pool)'),
+    drop_filtered: state.counter('dropped: inbound packet the filtering behaviour refuses'),
+    drop_unsolicited_syn: state.counter('dropped silently: inbound TCP SYN without a mapping (RFC 5382 REQ-4)'),
+    drop_invalid_tcp: state.counter('dropped: inbound TCP segment other than a SYN for a mapping without its session'),
+    drop_ports_exhausted: state.counter('dropped: the subscriber holds all its blocks and every port of them'),
+    drop_pool_exhausted: state.counter('dropped: no free block (or address) in the pool'),
+    drop_table_full: state.counter('dropped: the subscriber, mapping or session table is full'),
+    drop_malformed: state.counter('dropped: not IPv4 TCP/UDP/ICMP, truncated, or an ICMP error quoting too little'),
+    drop_fragment: state.counter('dropped: inbound later fragment with no first fragment seen'),
+    drop_unsupported: state.counter('dropped: other protocols and ICMP types the NAT does not translate'),
+    log_lost: state.counter('block records lost because the log queue was full (the log is written every 200 ms)'),
+    scan_cursor: state.internal('where the search for idle blocks goes on (per shard)'),
+  },
+  handlers: {
+    blocks: {
+      doc: 'blocks in use per external address and protocol',
+      read: (view) => blocksInUse(view.data('pool'), view.params as NatParams),
+      counter: false,
+    },
+    drops: {
+      doc: 'packets dropped, by reason',
+      read: (view) => Object.fromEntries(DROPS.map((d) => [d.slice(5), Number(view.read(d))])),
+      counter: false,
+    },
+    subscriber: {
+      doc: 'one subscriber (ctl read NAT.subscriber ADDRESS): its external address, blocks and mappings',
+      read: (view, arg) => subscriberView(view, arg),
+      counter: false,
+    },
+  },
+  periodic: {
+    everyMs: 200,
+    run: (view, final) => writeLog(view, final),
+  },
+  steer: 'for sources on the outside: each packet goes to the shard of the subscriber that holds its destination port block '
+    + '(for an ICMP error, the block of the packet it quotes); give inside sources steer: source-address',
+  warnings: (p: NatParams) => [
+    ...(p.udp_timeout < 120e9 ? [{ param: 'udp_timeout', message: 'is below the 120 s RFC 4787 REQ-5 requires', hint: 'use at least 120s (300s is the default)' }] : []),
+    ...((p.ports_per_block & (p.ports_per_block - 1)) !== 0 ? [{ param: 'ports_per_block', message: 'is not a power of two; it is rounded down', hint: 'use 64, 128, 256, 512 or 1024' }] : []),
+  ],
+  example: [
+    'nat: { type: NAT, pool: [203.0.113.0/28], inside: [100.64.0.0/10], ports_per_block: 512, log: nat-blocks.jsonl }',
+    '# connections: inside_in -> [0]nat, outside_in -> [1]nat, nat[0] -> outside_out, nat[1] -> inside_out',
+  ].join('\n'),
+});
+
+const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
+  'drop_pool_exhausted', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_unsupported'];
+
+function types16(raw: unknown): number {
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > 65535) throw new ParamTypeError(`${JSON.stringify(raw)} is not a port from 1 to 65535`);
+  return raw;
+}
+
+/** Block records from the shards' queue, written as JSON lines. */
+function writeLog(view: ElementView, final: boolean): void {
+  const p = view.params as NatParams;
+  if (!p.log) return;
+  let log = logs.get(view.params);
+  if (!log) {
+    log = openLog(p.log);
+    logs.set(view.params, log);
+  }
+  for (const record of drainLog(view.data('pool'))) log.write(JSON.stringify(record) + '\n');
+  if (final) {
+    log.close();
+    logs.delete(view.params);
+  }
+}
+
+function openLog(path: string): { write(line: string): void; close(): void } {
+  if (path === '-') return { write: (line) => process.stdout.write(line), close: () => undefined };
+  mkdirSync(dirname(path), { recursive: true });
+  const fd = openSync(path, 'a');
+  return { write: (line) => writeSync(fd, line), close: () => closeSync(fd) };
+}
+
+function subscriberView(view: ElementView, arg: string | undefined): unknown {
+  if (!arg) throw new Error('name the subscriber: ctl read NAT.subscriber 100.64.0.5');
+  const inside = parseIPv4(arg);
+  const p = view.params as NatParams;
+  const sub = view.entries('subscribers').find((e) => e.key[0] === inside);
+  const external = sub ? Number(sub.value.external) : p.deterministic ? deterministicRange(p, inside)?.address : undefined;
+  const blocks = sub ? Object.entries(sub.value).filter(([k, v]) => /^b\d+$/.test(k) && v !== 0n)
+    .map(([k, v]) => ({ protocol: PROTOCOLS[Math.floor(Number(k.slice(1)) / 4)], ...blockPorts(p, Number(v) - 1) })) : [];
+  const mappings = view.entries('mappings').filter((e) => e.key[0] === inside && (e.key[3] >>> 8) === 1).map((e) => ({
+    protocol: protocolName(e.key[3] & 0xff), inside_port: e.key[2] >>> 16, external: `${formatIPv4(external ?? 0)}:${Number(e.value.port)}`,
+    ...(e.key[1] ? { remote: formatIPv4(e.key[1]) } : {}), expires_ns: String(e.expires), shard: e.shard,
+  }));
+  if (!sub && !mappings.length) return { subscriber: arg, mappings: [], note: 'no state for this subscriber' };
+  return { subscriber: arg, external: external === undefined ? null : formatIPv4(external), blocks, mappings };
+}
+
+function blockPorts(p: NatParams, block: number): { first_port: number; last_port: number } {
+  const size = 1 << Math.floor(Math.log2(p.ports_per_block));
+  const first = (block % (65536 / size)) * size;
+  return { first_port: first, last_port: first + size - 1 };
+}
+
+function protocolName(proto: number): string {
+  return proto === 6 ? 'tcp' : proto === 17 ? 'udp' : proto === 1 ? 'icmp' : String(proto);
+}

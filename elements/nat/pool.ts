@@ -1,0 +1,169 @@
+// The NAT's shared data (state `pool`): the external pool, the inside and exempt prefixes, who holds
+// each port block, and the queue of block records the shards write and the main thread logs.
+// process.ts reads the same layout (the POOL_* constants there mirror HEADER below).
+
+import { formatIPv4, type Cidr } from '../../engine/params.ts';
+
+export interface NatParams {
+  pool: Cidr[];
+  inside: Cidr[];
+  exempt: Cidr[];
+  exempt_ports: number[];
+  ports_per_block: number;
+  udp_timeout: number;
+  deterministic: boolean;
+  icmp_source?: number;
+  log?: string;
+  [other: string]: unknown;
+}
+
+/** Byte offsets of the header's u32 fields. */
+export const HEADER = {
+  addresses: 0, blockShift: 4, deterministic: 8, detPorts: 12, detRatio: 16, insideCount: 20,
+  logWrite: 24, logRead: 28, logCapacity: 32, exemptCount: 36, addressesAt: 40, blocksAt: 44,
+  insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, size: 128,
+} as const;
+
+export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
+const LOG_CAPACITY = 4096;
+const LOG_RECORD = 32;
+/** Usable ports of an address in deterministic mode (1024-65535, RFC 7422). */
+const DETERMINISTIC_PORTS = 64512;
+const MOST_BLOCKS = 1 << 22;
+
+/** Every address of the pool, sorted, without duplicates. */
+export function poolAddresses(p: NatParams): number[] {
+  const all = new Set<number>();
+  for (const c of p.pool) for (let i = 0; i < 2 ** (32 - c.prefix); i++) all.add((c.address + i) >>> 0);
+  return [...all].sort((a, b) => a - b);
+}
+
+function blockShift(p: NatParams): number {
+  return Math.floor(Math.log2(p.ports_per_block));
+}
+
+export function poolLayout(p: NatParams) {
+  const addresses = poolAddresses(p);
+  const blocks = PROTOCOLS.length * addresses.length * (65536 >> blockShift(p));
+  if (blocks > MOST_BLOCKS) {
+    throw new Error(`a pool of ${addresses.length} addresses with ${p.ports_per_block}-port blocks has ${blocks} blocks; at most ${MOST_BLOCKS}: use larger blocks or a smaller pool`);
+  }
+  const addressesAt = HEADER.size;
+  const insideAt = addressesAt + addresses.length * 4;
+  const exemptAt = insideAt + p.inside.length * 12;
+  const exemptPortsAt = exemptAt + p.exempt.length * 8;
+  const logAt = exemptPortsAt + 8192;
+  const blocksAt = logAt + LOG_CAPACITY * LOG_RECORD;
+  return { addresses, addressesAt, insideAt, exemptAt, exemptPortsAt, logAt, blocksAt, size: blocksAt + (p.deterministic ? 0 : blocks * 8) };
+}
+
+export function writePool(p: NatParams, v: DataView): void {
+  const l = poolLayout(p);
+  const set = (at: number, value: number) => v.setUint32(at, value >>> 0, true);
+  const insideCount = p.inside.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
+  const ratio = Math.max(1, Math.ceil(insideCount / l.addresses.length));
+  set(HEADER.addresses, l.addresses.length);
+  set(HEADER.blockShift, blockShift(p));
+  set(HEADER.deterministic, p.deterministic ? 1 : 0);
+  set(HEADER.detRatio, ratio);
+  set(HEADER.detPorts, Math.floor(DETERMINISTIC_PORTS / ratio));
+  set(HEADER.insideCount, p.inside.length);
+  set(HEADER.logCapacity, LOG_CAPACITY);
+  set(HEADER.exemptCount, p.exempt.length);
+  set(HEADER.addressesAt, l.addressesAt);
+  set(HEADER.blocksAt, l.blocksAt);
+  set(HEADER.insideAt, l.insideAt);
+  set(HEADER.exemptAt, l.exemptAt);
+  set(HEADER.logAt, l.logAt);
+  set(HEADER.exemptPortsAt, l.exemptPortsAt);
+  set(HEADER.icmpSource, p.icmp_source ?? l.addresses[0]);
+  set(HEADER.poolMin, l.addresses[0]);
+  set(HEADER.poolMax, l.addresses[l.addresses.length - 1]);
+  l.addresses.forEach((a, i) => set(l.addressesAt + i * 4, a));
+  let first = 0;
+  p.inside.forEach((c, i) => {
+    set(l.insideAt + i * 12, c.address);
+    set(l.insideAt + i * 12 + 4, c.mask);
+    set(l.insideAt + i * 12 + 8, first);
+    first += 2 ** (32 - c.prefix);
+  });
+  p.exempt.forEach((c, i) => {
+    set(l.exemptAt + i * 8, c.address);
+    set(l.exemptAt + i * 8 + 4, c.mask);
+  });
+  for (const port of p.exempt_ports) v.setUint8(l.exemptPortsAt + (port >> 3), v.getUint8(l.exemptPortsAt + (port >> 3)) | (1 << (port & 7)));
+}
+
+/** The external address and port range of an inside address in deterministic mode (VPP's det44 arithmetic). */
+export function deterministicRange(p: NatParams, inside: number): { address: number; first: number; last: number } | undefined {
+  const addresses = poolAddresses(p);
+  const total = p.inside.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
+  const ratio = Math.max(1, Math.ceil(total / addresses.length));
+  const ports = Math.floor(DETERMINISTIC_PORTS / ratio);
+  let first = 0;
+  for (const c of p.inside) {
+    if (((inside & c.mask) >>> 0) === c.address) {
+      const index = first + (inside - c.address);
+      const start = 1024 + (index % ratio) * ports;
+      return { address: addresses[Math.floor(index / ratio)], first: start, last: start + ports - 1 };
+    }
+    first += 2 ** (32 - c.prefix);
+  }
+  return undefined;
+}
+
+/** Blocks held now, per external address and protocol. */
+export function blocksInUse(v: DataView, p: NatParams): Record<string, Record<string, number>> {
+  if (p.deterministic) return {};
+  const count = v.getUint32(HEADER.addresses, true);
+  const perAddress = 65536 >> v.getUint32(HEADER.blockShift, true);
+  const blocksAt = v.getUint32(HEADER.blocksAt, true);
+  const addressesAt = v.getUint32(HEADER.addressesAt, true);
+  const out: Record<string, Record<string, number>> = {};
+  for (let a = 0; a < count; a++) {
+    const row: Record<string, number> = {};
+    PROTOCOLS.forEach((proto, c) => {
+      let used = 0;
+      for (let b = 0; b < perAddress; b++) if (v.getUint32(blocksAt + ((c * count + a) * perAddress + b) * 8, true)) used++;
+      if (used) row[proto] = used;
+    });
+    if (Object.keys(row).length) out[formatIPv4(v.getUint32(addressesAt + a * 4, true))] = row;
+  }
+  return out;
+}
+
+export interface BlockRecord {
+  time: string;
+  event: 'allocate' | 'release';
+  subscriber: string;
+  external: string;
+  ports: string;
+  protocol: string;
+}
+
+/**
+ * The block records the shards queued since the last call. A shard claims a record's index, writes it,
+ * then stores its sequence number (index + 1) last: a record is complete once its number is there.
+ */
+export function drainLog(v: DataView): BlockRecord[] {
+  const capacity = v.getUint32(HEADER.logCapacity, true);
+  const at = v.getUint32(HEADER.logAt, true);
+  let read = v.getUint32(HEADER.logRead, true);
+  const records: BlockRecord[] = [];
+  for (;;) {
+    const r = at + (read % capacity) * LOG_RECORD;
+    if (Atomics.load(new Uint32Array(v.buffer, v.byteOffset + r, 1), 0) !== ((read + 1) >>> 0)) break;
+    const ns = v.getBigUint64(r + 24, true);
+    records.push({
+      time: new Date(Number(ns / 1_000_000n)).toISOString(),
+      event: v.getUint8(r + 4) === 1 ? 'allocate' : 'release',
+      subscriber: formatIPv4(v.getUint32(r + 8, true)),
+      external: formatIPv4(v.getUint32(r + 12, true)),
+      ports: `${v.getUint16(r + 16, true)}-${v.getUint16(r + 18, true)}`,
+      protocol: PROTOCOLS[v.getUint8(r + 5)],
+    });
+    read = (read + 1) >>> 0;
+  }
+  Atomics.store(new Uint32Array(v.buffer, v.byteOffset + HEADER.logRead, 1), 0, read);
+  return records;
+}

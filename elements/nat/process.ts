@@ -1,0 +1,877 @@
+import {
+  Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
+  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, keyBuffer, flowCreated, now, dropPacket, addressHash, checksum, updateChecksum16,
+  updateChecksum32, copyBytes,
+} from "wirepath";
+import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
+
+// The pool data's header (pool.ts HEADER): u32 fields at these offsets.
+const POOL_ADDRESSES: usize = 0;
+const POOL_BLOCK_SHIFT: usize = 4;
+const POOL_DETERMINISTIC: usize = 8;
+const POOL_DET_PORTS: usize = 12;
+const POOL_DET_RATIO: usize = 16;
+const POOL_INSIDE_COUNT: usize = 20;
+const POOL_LOG_WRITE: usize = 24;
+const POOL_LOG_READ: usize = 28;
+const POOL_LOG_CAPACITY: usize = 32;
+const POOL_EXEMPT_COUNT: usize = 36;
+const POOL_ADDRESSES_AT: usize = 40;
+const POOL_BLOCKS_AT: usize = 44;
+const POOL_INSIDE_AT: usize = 48;
+const POOL_EXEMPT_AT: usize = 52;
+const POOL_LOG_AT: usize = 56;
+const POOL_EXEMPT_PORTS_AT: usize = 60;
+const POOL_ICMP_SOURCE: usize = 64;
+const POOL_MIN: usize = 68;
+const POOL_MAX: usize = 72;
+const LOG_RECORD: usize = 32;
+
+// Outputs.
+const OUTSIDE = 0;
+const INSIDE = 1;
+
+// Kinds of entries in the mappings table (the key's last word: protocol | kind << 8).
+const KIND_OUT: u32 = 1;    // [inside][remote or 0][inside port << 16 | remote port or 0] -> external port
+const KIND_IN: u32 = 2;     // [inside][0][external port << 16] -> inside port, remote
+const KIND_FILTER: u32 = 3; // [inside][remote][external port << 16] -> a remote address the mapping has sent to
+const KIND_FRAGMENT: u32 = 4; // [external][remote][IP id] -> inside address, for the later fragments of an inbound datagram
+
+// Mapping and filtering behaviours (element.ts MAPPINGS).
+const ENDPOINT_INDEPENDENT: u8 = 0;
+const ADDRESS_DEPENDENT: u8 = 1;
+const ADDRESS_AND_PORT_DEPENDENT: u8 = 2;
+
+// TCP session bits: which directions were seen, FIN, RST.
+const TCP_OUT: u8 = 1;
+const TCP_IN: u8 = 2;
+const TCP_FIN: u8 = 4;
+const TCP_RST: u8 = 8;
+
+const FRAGMENT_TIMEOUT: u64 = 2_000_000_000;
+const SECOND: u64 = 1_000_000_000;
+/** Subscriber entries live until the NAT removes them (after giving their blocks back). */
+const FOREVER: u64 = 0x7fffffffffffffff;
+/** Blocks slots per protocol in a subscriber entry (b0..b11: TCP, UDP, ICMP). */
+const SLOTS: u32 = 4;
+const FAILED: u32 = 0x10000;
+
+// Why a mapping could not be made.
+const FAIL_TABLE: u32 = 1;
+const FAIL_PORTS: u32 = 2;
+const FAIL_POOL: u32 = 3;
+
+// Per packet, set by the parsers.
+let protocol: u8 = 0;
+let localPort: u16 = 0;  // the inside host's port (outbound: source; inbound: after lookup)
+let remotePort: u16 = 0;
+let failure: u32 = 0;
+
+export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
+  const t = now();
+  for (let i: u32 = 0; i < batch.count; i++) {
+    const p = batch.packet(i);
+    if (port == 0) outbound(self, p, out, t);
+    else inbound(self, p, out, t, false);
+  }
+  releaseIdleBlocks(self, t, 4);
+  self.sessions.sweep(t, 8);
+  self.mappings.sweep(t, 8);
+}
+
+/** Shards steer the outside's packets here: to the subscriber that holds the destination port (see element.ts `steer`). */
+export function steer(self: NATState, p: Packet): u32 {
+  const ip = IPv4.header(p);
+  if (!ip) return 0;
+  let external = IPv4.dst(ip);
+  let port: u16 = 0;
+  let proto = IPv4.protocol(ip);
+  const l4 = Transport.header(p, ip);
+  if (!l4) return addressHash(external);
+  if (proto == IPPROTO_ICMP) {
+    const type = ICMP.type(l4);
+    if (isIcmpError(type)) {
+      const inner = quoted(ip, l4);
+      if (!inner) return 0;
+      external = IPv4.src(inner);
+      proto = IPv4.protocol(inner);
+      port = quotedPort(inner, true);
+    } else port = Wire.get16(l4 + 4);
+  } else port = Transport.dstPort(l4);
+  const pool = <usize>self.pool;
+  const a = poolIndex(pool, external);
+  if (a < 0) return addressHash(external);
+  const owner = ownerOf(pool, <u32>a, port, classOf(proto));
+  return addressHash(owner ? owner : external);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inside to outside.
+
+function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
+  const ip = IPv4.header(p);
+  if (!ip) { self.drop_malformed++; dropPacket(p); return; }
+  const pool = <usize>self.pool;
+  const inside = IPv4.src(ip);
+  const remote = IPv4.dst(ip);
+  if (!isInside(pool, inside)) { self.drop_not_inside++; dropPacket(p); return; }
+  if (IPv4.fragmentOffset(ip) != 0) { outboundLaterFragment(self, p, ip, out, t); return; }
+  const l4 = Transport.header(p, ip);
+  if (!l4) { self.drop_malformed++; dropPacket(p); return; }
+  protocol = IPv4.protocol(ip);
+  if (protocol == IPPROTO_ICMP) {
+    const type = ICMP.type(l4);
+    if (isIcmpError(type)) { outboundIcmpError(self, p, ip, l4, out, t); return; }
+    if (!isIcmpRequest(type)) { self.drop_unsupported++; dropPacket(p); return; }
+    localPort = Wire.get16(l4 + 4);
+    remotePort = 0;
+  } else if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+    localPort = Transport.srcPort(l4);
+    remotePort = Transport.dstPort(l4);
+  } else { self.drop_unsupported++; dropPacket(p); return; }
+  if (isExempt(pool, remote, protocol == IPPROTO_ICMP ? 0 : remotePort)) { self.exempted++; out.push(OUTSIDE, p); return; }
+
+  const session = outboundSession(self, inside, remote, t);
+  if (!session) { refuse(self, p, ip, out); return; }
+  const s = changetype<NATSessionsEntry>(session);
+  const flags: u8 = protocol == IPPROTO_TCP ? TCP.flags(l4) : 0;
+  const deadline = t + sessionTimeout(self, s, flags, TCP_OUT);
+  FlowTable.refresh(session, 0, deadline);
+  // Outbound packets refresh the mapping (RFC 4787 REQ-6); at most once a second per session.
+  if (deadline > s.mapping_until + SECOND) {
+    refreshMapping(self, inside, remote, s.external_port, deadline, t);
+    s.mapping_until = deadline;
+  }
+  IPv4.setSrc(p, ip, s.external);
+  setLocalPort(ip, l4, s.external_port, true);
+  self.translated_out++;
+  if (poolIndex(pool, remote) >= 0) {
+    // Hairpinning (RFC 4787 REQ-9): back inside, seen from the sender's external address and port.
+    inbound(self, p, out, t, true);
+    return;
+  }
+  out.push(OUTSIDE, p);
+}
+
+/** The session of the packet's inside 5-tuple, made (with its mapping) when there is none; 0 when it cannot be. */
+function outboundSession(self: NATState, inside: u32, remote: u32, t: u64): usize {
+  const key = keyBuffer();
+  sessionKey(key, inside, remote, localPort, remotePort);
+  const hash = FlowKey.hash(key);
+  const found = self.sessions.find(key, hash, t);
+  if (found) return found;
+  const mapped = outboundMapping(self, inside, remote, t);
+  if (mapped & FAILED) { failure = mapped & 0xffff; return 0; }
+  const external = subscriberExternal(self, inside, t);
+  sessionKey(key, inside, remote, localPort, remotePort);
+  const session = self.sessions.lookupOrInsert(key, hash, t);
+  if (!session) { failure = FAIL_TABLE; return 0; }
+  const s = changetype<NATSessionsEntry>(session);
+  s.external = external;
+  s.external_port = <u16>mapped;
+  s.tcp = 0;
+  s.mapping_until = 0;
+  if (self.filtering == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t);
+  return session;
+}
+
+/** The external port of the mapping for (inside, local port) toward this remote, made when there is none; FAILED | reason when it cannot be. */
+function outboundMapping(self: NATState, inside: u32, remote: u32, t: u64): u32 {
+  const key = keyBuffer();
+  mappingOutKey(self, key, inside, remote);
+  const hash = FlowKey.hash(key);
+  const found = self.mappings.find(key, hash, t);
+  if (found) return <u32>changetype<NATMappingsEntry>(found).port;
+
+  const subscriber = subscriberEntry(self, inside, t);
+  if (!subscriber) return FAILED | FAIL_TABLE;
+  const sub = changetype<NATSubscribersEntry>(subscriber);
+  const external = allocatePort(self, sub, inside, t);
+  if (external & FAILED) return external;
+  const deadline = t + protocolTimeout(self);
+  mappingOutKey(self, key, inside, remote);
+  const forward = self.mappings.lookupOrInsert(key, hash, t);
+  if (!forward) return FAILED | FAIL_TABLE;
+  const f = changetype<NATMappingsEntry>(forward);
+  f.port = <u16>external;
+  FlowTable.refresh(forward, 0, deadline);
+  mappingInKey(key, inside, <u16>external);
+  const back = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
+  if (!back) {
+    mappingOutKey(self, key, inside, remote);
+    self.mappings.remove(key, hash);
+    return FAILED | FAIL_TABLE;
+  }
+  const b = changetype<NATMappingsEntry>(back);
+  b.port = localPort;
+  b.remote = remote;
+  b.remote_port = remotePort;
+  FlowTable.refresh(back, 0, deadline);
+  holdBlockUntil(self, sub, <u16>external, deadline);
+  sub.mappings++;
+  self.mappings_created++;
+  return external;
+}
+
+/** Pushes the deadlines of a mapping (both directions, and its filter entry) and of its block. */
+function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16, deadline: u64, t: u64): void {
+  const key = keyBuffer();
+  mappingOutKey(self, key, inside, remote);
+  const forward = self.mappings.find(key, FlowKey.hash(key), t);
+  if (forward && FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
+  mappingInKey(key, inside, external);
+  const back = self.mappings.find(key, FlowKey.hash(key), t);
+  if (back && FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
+  if (self.filtering == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, t);
+  store<u32>(key, inside); store<u32>(key, 0, 4); store<u64>(key, 0, 8);
+  const subscriber = self.subscribers.find(key, FlowKey.hash(key), t);
+  if (subscriber) holdBlockUntil(self, changetype<NATSubscribersEntry>(subscriber), external, deadline);
+}
+
+/** Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in. */
+function allowFrom(self: NATState, inside: u32, remote: u32, external: u16, t: u64): void {
+  const key = keyBuffer();
+  filterKey(key, inside, remote, external);
+  const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
+  if (entry) FlowTable.refresh(entry, t, protocolTimeout(self));
+}
+
+/** A later fragment carries no ports: only the address changes, to the subscriber's (paired pooling). */
+function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64): void {
+  const inside = IPv4.src(ip);
+  protocol = IPv4.protocol(ip);
+  if (isExempt(<usize>self.pool, IPv4.dst(ip), 0)) { self.exempted++; out.push(OUTSIDE, p); return; }
+  const subscriber = subscriberEntry(self, inside, t);
+  const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
+  if (!external) { self.drop_pool_exhausted++; dropPacket(p); return; }
+  IPv4.setSrc(p, ip, external);
+  self.translated_out++;
+  out.push(OUTSIDE, p);
+}
+
+/** An ICMP error from inside about a packet that came in: the quoted packet's destination is translated too. */
+function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: Outputs, t: u64): void {
+  const inner = quoted(ip, l4);
+  if (!inner) { self.drop_malformed++; dropPacket(p); return; }
+  const inside = IPv4.src(ip);
+  protocol = IPv4.protocol(inner);
+  localPort = quotedPort(inner, false);
+  remotePort = protocol == IPPROTO_ICMP ? 0 : quotedPort(inner, true);
+  const key = keyBuffer();
+  sessionKey(key, IPv4.dst(inner), IPv4.src(inner), localPort, remotePort);
+  const session = self.sessions.find(key, FlowKey.hash(key), t);
+  if (!session || IPv4.dst(inner) != inside) { self.drop_no_mapping++; dropPacket(p); return; }
+  const s = changetype<NATSessionsEntry>(session);
+  rewriteQuoted(ip, l4, inner, false, s.external, s.external_port);
+  IPv4.setSrc(p, ip, s.external);
+  self.translated_out++;
+  out.push(OUTSIDE, p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outside to inside (and hairpinned packets, whose source is already translated).
+
+function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool): void {
+  const ip = IPv4.header(p);
+  if (!ip) { self.drop_malformed++; dropPacket(p); return; }
+  const pool = <usize>self.pool;
+  const external = IPv4.dst(ip);
+  const remote = IPv4.src(ip);
+  const a = poolIndex(pool, external);
+  if (a < 0) {
+    // Replies to exempt traffic come back to the inside address itself.
+    if (isInside(pool, external) && isExempt(pool, remote, 0)) { self.exempted++; out.push(INSIDE, p); return; }
+    self.drop_no_mapping++; dropPacket(p); return;
+  }
+  if (IPv4.fragmentOffset(ip) != 0) { inboundLaterFragment(self, p, ip, out, t); return; }
+  const l4 = Transport.header(p, ip);
+  if (!l4) { self.drop_malformed++; dropPacket(p); return; }
+  protocol = IPv4.protocol(ip);
+  let externalPort: u16 = 0;
+  if (protocol == IPPROTO_ICMP) {
+    const type = ICMP.type(l4);
+    if (isIcmpError(type)) { inboundIcmpError(self, p, ip, l4, out, t); return; }
+    if (!isIcmpReply(type)) { self.drop_unsupported++; dropPacket(p); return; }
+    externalPort = Wire.get16(l4 + 4);
+    remotePort = 0;
+  } else if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+    externalPort = Transport.dstPort(l4);
+    remotePort = Transport.srcPort(l4);
+  } else { self.drop_unsupported++; dropPacket(p); return; }
+  const flags: u8 = protocol == IPPROTO_TCP ? TCP.flags(l4) : 0;
+  const syn = (flags & (TCP.SYN | TCP.ACK)) == TCP.SYN;
+
+  const inside = ownerOf(pool, <u32>a, externalPort, classOf(protocol));
+  const key = keyBuffer();
+  let back: usize = 0;
+  if (inside) {
+    mappingInKey(key, inside, externalPort);
+    back = self.mappings.find(key, FlowKey.hash(key), t);
+  }
+  if (!back) {
+    if (syn) self.drop_unsolicited_syn++;
+    else self.drop_no_mapping++;
+    dropPacket(p);
+    return;
+  }
+  const m = changetype<NATMappingsEntry>(back);
+  localPort = m.port;
+  // A mapping made for one remote (address- or port-dependent mapping) is that remote's alone.
+  if ((self.mapping >= ADDRESS_DEPENDENT && m.remote != remote) || (self.mapping == ADDRESS_AND_PORT_DEPENDENT && m.remote_port != remotePort)) {
+    self.drop_filtered++; dropPacket(p); return;
+  }
+  sessionKey(key, inside, remote, localPort, remotePort);
+  const hash = FlowKey.hash(key);
+  let session = self.sessions.find(key, hash, t);
+  if (!session) {
+    if (!admits(self, inside, remote, externalPort, t)) { self.drop_filtered++; dropPacket(p); return; }
+    // A TCP connection from outside starts with a SYN; anything else without a session is stale.
+    if (protocol == IPPROTO_TCP && !syn) { self.drop_invalid_tcp++; dropPacket(p); return; }
+    sessionKey(key, inside, remote, localPort, remotePort);
+    session = self.sessions.lookupOrInsert(key, hash, t);
+    if (!session) { self.drop_table_full++; dropPacket(p); return; }
+    const fresh = changetype<NATSessionsEntry>(session);
+    fresh.external = external;
+    fresh.external_port = externalPort;
+    fresh.tcp = 0;
+    fresh.mapping_until = 0;
+  }
+  const s = changetype<NATSessionsEntry>(session);
+  FlowTable.refresh(session, t, sessionTimeout(self, s, flags, TCP_IN));
+  IPv4.setDst(p, ip, inside);
+  setLocalPort(ip, l4, localPort, false);
+  if (IPv4.moreFragments(ip)) rememberFragment(self, external, remote, ip, inside, t);
+  if (hairpin) self.hairpinned++;
+  else self.translated_in++;
+  out.push(INSIDE, p);
+}
+
+/** Whether the filtering behaviour lets a packet from `remote` start a session on the mapping. */
+function admits(self: NATState, inside: u32, remote: u32, externalPort: u16, t: u64): bool {
+  if (self.filtering == ENDPOINT_INDEPENDENT) return true;
+  if (self.filtering == ADDRESS_AND_PORT_DEPENDENT) return false;
+  const key = keyBuffer();
+  filterKey(key, inside, remote, externalPort);
+  return self.mappings.find(key, FlowKey.hash(key), t) != 0;
+}
+
+/** An ICMP error from outside about a packet that went out: translated back, with the packet it quotes. */
+function inboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: Outputs, t: u64): void {
+  const inner = quoted(ip, l4);
+  if (!inner) { self.drop_malformed++; dropPacket(p); return; }
+  const pool = <usize>self.pool;
+  const external = IPv4.src(inner);
+  protocol = IPv4.protocol(inner);
+  const externalPort = quotedPort(inner, true);
+  const a = poolIndex(pool, external);
+  const inside = a < 0 ? 0 : ownerOf(pool, <u32>a, externalPort, classOf(protocol));
+  const key = keyBuffer();
+  let back: usize = 0;
+  if (inside) {
+    mappingInKey(key, inside, externalPort);
+    back = self.mappings.find(key, FlowKey.hash(key), t);
+  }
+  if (!back || IPv4.dst(ip) != external) { self.drop_no_mapping++; dropPacket(p); return; }
+  // ICMP never refreshes nor ends a mapping (RFC 4787 REQ-12, RFC 5382 REQ-10).
+  rewriteQuoted(ip, l4, inner, true, inside, changetype<NATMappingsEntry>(back).port);
+  IPv4.setDst(p, ip, inside);
+  self.translated_in++;
+  out.push(INSIDE, p);
+}
+
+/** A later fragment of an inbound datagram goes where its first fragment went. */
+function inboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64): void {
+  const key = keyBuffer();
+  fragmentKey(key, IPv4.dst(ip), IPv4.src(ip), ip);
+  const entry = self.mappings.find(key, FlowKey.hash(key), t);
+  if (!entry) { self.drop_fragment++; dropPacket(p); return; }
+  IPv4.setDst(p, ip, changetype<NATMappingsEntry>(entry).remote);
+  self.translated_in++;
+  out.push(INSIDE, p);
+}
+
+/** Notes where the later fragments of an inbound datagram must go (they carry no port to look up). */
+function rememberFragment(self: NATState, external: u32, remote: u32, ip: usize, inside: u32, t: u64): void {
+  const key = keyBuffer();
+  fragmentKey(key, external, remote, ip);
+  const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
+  if (!entry) return;
+  changetype<NATMappingsEntry>(entry).remote = inside;
+  FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscribers, blocks and ports.
+
+function subscriberEntry(self: NATState, inside: u32, t: u64): usize {
+  const key = keyBuffer();
+  store<u32>(key, inside); store<u32>(key, 0, 4); store<u64>(key, 0, 8);
+  const entry = self.subscribers.lookupOrInsert(key, FlowKey.hash(key), t);
+  if (!entry) return 0;
+  if (flowCreated) changetype<NATSubscribersEntry>(entry).external = 0;
+  FlowTable.refresh(entry, 0, FOREVER);
+  changetype<NATSubscribersEntry>(entry).last_s = <u32>(t / SECOND);
+  return entry;
+}
+
+function subscriberExternal(self: NATState, inside: u32, t: u64): u32 {
+  const key = keyBuffer();
+  store<u32>(key, inside); store<u32>(key, 0, 4); store<u64>(key, 0, 8);
+  const entry = self.subscribers.find(key, FlowKey.hash(key), t);
+  return entry ? changetype<NATSubscribersEntry>(entry).external : 0;
+}
+
+/**
+ * The subscriber's external address: fixed in deterministic mode; otherwise chosen once, where a block
+ * of the current protocol is free, and kept for every protocol (paired pooling, RFC 4787 REQ-2).
+ */
+function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t: u64): u32 {
+  if (sub.external) return sub.external;
+  const pool = <usize>self.pool;
+  const count = load<u32>(pool + POOL_ADDRESSES);
+  if (load<u32>(pool + POOL_DETERMINISTIC)) {
+    const index = insideIndex(pool, inside);
+    if (index < 0) return 0;
+    const a = <u32>index / load<u32>(pool + POOL_DET_RATIO);
+    if (a >= count) return 0;
+    sub.external = addressAt(pool, a);
+    return sub.external;
+  }
+  const start = addressHash(inside) % count;
+  for (let i: u32 = 0; i < count; i++) {
+    const a = (start + i) % count;
+    if (freeBlock(pool, a, classOf(protocol), localPort < 1024, addressHash(inside), 0, quarantineEnd(self, t)) >= 0) {
+      sub.external = addressAt(pool, a);
+      return sub.external;
+    }
+  }
+  return 0;
+}
+
+/**
+ * A free external port for a new mapping of (inside, localPort): the inside port itself when it is free
+ * in a block the subscriber holds (port preservation), else the next free one of its blocks of the
+ * protocol and range (0-1023 or 1024-65535; same parity with `parity`), else one of a newly claimed block.
+ */
+function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: u64): u32 {
+  const pool = <usize>self.pool;
+  const external = assignAddress(self, sub, inside, t);
+  if (!external) return FAILED | FAIL_POOL;
+  const cls = classOf(protocol);
+  const low = localPort < 1024;
+  if (load<u32>(pool + POOL_DETERMINISTIC)) {
+    const ports = load<u32>(pool + POOL_DET_PORTS);
+    const first = 1024 + (<u32>insideIndex(pool, inside) % load<u32>(pool + POOL_DET_RATIO)) * ports;
+    const port = freePortIn(self, inside, first, first + ports - 1, t);
+    return port >= 0 ? <u32>port : FAILED | FAIL_PORTS;
+  }
+  const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
+  const slots = changetype<usize>(sub) + offsetof<NATSubscribersEntry>("b0") + <usize>(cls * SLOTS << 2);
+  let held: u32 = 0;
+  for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
+    const block = load<u32>(slots + (<usize>slot << 2));
+    if (!block) continue;
+    held++;
+    const first = ((block - 1) & ((65536 >> shift) - 1)) << shift;
+    if ((first < 1024) != low) continue;
+    const port = freePortIn(self, inside, first, first + (1 << shift) - 1, t);
+    if (port >= 0) return <u32>port;
+  }
+  if (held >= self.blocks_per_subscriber) return FAILED | FAIL_PORTS;
+  const a = poolIndex(pool, external);
+  const lowBlocks: u32 = 1024 >> shift;
+  const seed = self.port_preservation ? (<u32>localPort >> shift) - (low ? 0 : lowBlocks) : addressHash(inside ^ <u32>t);
+  const b = freeBlock(pool, <u32>a, cls, low, seed, inside, quarantineEnd(self, t));
+  if (b < 0) return FAILED | FAIL_POOL;
+  for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
+    if (load<u32>(slots + (<usize>slot << 2))) continue;
+    const global = (cls * load<u32>(pool + POOL_ADDRESSES) + <u32>a) * (65536 >> shift) + <u32>b;
+    store<u32>(slots + (<usize>slot << 2), global + 1);
+    store<u32>(slots + (<usize>(SLOTS * 3 + 0) << 2) + (<usize>slot << 2), <u32>(t / SECOND));
+    const first = <u32>b << shift;
+    logBlock(self, 1, cls, inside, external, first, first + (1 << shift) - 1, t);
+    self.blocks_allocated++;
+    const port = freePortIn(self, inside, first, first + (1 << shift) - 1, t);
+    return port >= 0 ? <u32>port : FAILED | FAIL_PORTS;
+  }
+  return FAILED | FAIL_PORTS;
+}
+
+/** A port of [first, last] that no mapping of the subscriber uses: the inside port if it fits, else from a hashed start. */
+function freePortIn(self: NATState, inside: u32, first: u32, last: u32, t: u64): i32 {
+  const key = keyBuffer();
+  const lowest = first == 0 ? <u32>1 : first;
+  if (self.port_preservation && <u32>localPort >= lowest && <u32>localPort <= last && portFree(self, key, inside, localPort, t)) return <i32>localPort;
+  const size = last - lowest + 1;
+  const step: u32 = self.parity ? 2 : 1;
+  let start = lowest + addressHash(inside ^ (<u32>localPort << 16) ^ <u32>t) % size;
+  if (self.parity && ((start ^ <u32>localPort) & 1)) start++;
+  for (let i: u32 = 0; i < size; i += step) {
+    let port = start + i;
+    if (port > last) port -= size;
+    if (port < lowest) continue;
+    if (portFree(self, key, inside, <u16>port, t)) return <i32>port;
+  }
+  return -1;
+}
+
+@inline function portFree(self: NATState, key: usize, inside: u32, port: u16, t: u64): bool {
+  mappingInKey(key, inside, port);
+  return self.mappings.find(key, FlowKey.hash(key), t) == 0;
+}
+
+/**
+ * Claims (when `owner` is set) or finds a free block of class `cls` in the low or high range of address
+ * `a`, starting at a hashed place (RFC 6888 REQ-15: hard to guess). A block released after `releasedBefore`
+ * (seconds) is still in quarantine. Returns the block number, or -1.
+ */
+function freeBlock(pool: usize, a: u32, cls: u32, low: bool, seed: u32, owner: u32, releasedBefore: u32): i32 {
+  const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
+  const perAddress: u32 = 65536 >> shift;
+  const lowBlocks: u32 = 1024 >> shift;
+  const from = low ? 0 : lowBlocks;
+  const count = low ? lowBlocks : perAddress - lowBlocks;
+  const row = <usize>load<u32>(pool + POOL_BLOCKS_AT) + <usize>((cls * load<u32>(pool + POOL_ADDRESSES) + a) * perAddress) * 8;
+  for (let i: u32 = 0; i < count; i++) {
+    const b = from + (seed + i) % count;
+    const record = pool + row + (<usize>b << 3);
+    if (atomic.load<u32>(record) != 0) continue;
+    const released = load<u32>(record, 4);
+    if (released != 0 && released > releasedBefore) continue;
+    if (!owner) return <i32>b;
+    if (atomic.cmpxchg<u32>(record, 0, owner) == 0) return <i32>b;
+  }
+  return -1;
+}
+
+/** Blocks released after this second (the clock's) are still in quarantine. */
+function quarantineEnd(self: NATState, t: u64): u32 {
+  const q = self.quarantine / SECOND;
+  const nowS = t / SECOND;
+  return nowS > q ? <u32>(nowS - q) : 0;
+}
+
+/** Records that a mapping of the packet's protocol in the block of `port` lives until `deadline` (the block is given back after). */
+function holdBlockUntil(self: NATState, sub: NATSubscribersEntry, port: u16, deadline: u64): void {
+  const shift = load<u32>(<usize>self.pool + POOL_BLOCK_SHIFT);
+  const until = <u32>(deadline / SECOND) + 1;
+  const base = changetype<usize>(sub) + offsetof<NATSubscribersEntry>("b0");
+  const first = classOf(protocol) * SLOTS;
+  for (let slot = first; slot < first + SLOTS; slot++) {
+    const block = load<u32>(base + (<usize>slot << 2));
+    if (!block || ((block - 1) & ((65536 >> shift) - 1)) != (<u32>port >> shift)) continue;
+    const at = base + (<usize>(SLOTS * 3 + slot) << 2);
+    if (load<u32>(at) < until) store<u32>(at, until);
+  }
+}
+
+/**
+ * Gives back the blocks whose mappings have all expired, looking at `budget` subscriber entries per
+ * batch, and removes subscribers that hold nothing and have been idle for the UDP timeout.
+ */
+function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
+  const pool = <usize>self.pool;
+  const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
+  const table = self.subscribers;
+  const nowS = <u32>(t / SECOND);
+  const count = load<u32>(pool + POOL_ADDRESSES);
+  const perAddress: u32 = 65536 >> shift;
+  for (let n: u32 = 0; n < budget; n++) {
+    const e = table.entry(<u32>self.scan_cursor);
+    self.scan_cursor++;
+    if (load<u32>(e) != ENTRY_LIVE) continue;
+    const inside = load<u32>(e, ENTRY_KEY);
+    const sub = changetype<NATSubscribersEntry>(e + ENTRY_VALUE);
+    const base = e + ENTRY_VALUE + offsetof<NATSubscribersEntry>("b0");
+    let held: u32 = 0;
+    for (let slot: u32 = 0; slot < SLOTS * 3; slot++) {
+      const block = load<u32>(base + (<usize>slot << 2));
+      if (!block) continue;
+      const until = load<u32>(base + (<usize>(SLOTS * 3 + slot) << 2));
+      if (until > nowS) { held++; continue; }
+      const global = block - 1;
+      const record = pool + <usize>load<u32>(pool + POOL_BLOCKS_AT) + (<usize>global << 3);
+      store<u32>(record, nowS, 4);
+      atomic.store<u32>(record, 0);
+      store<u32>(base + (<usize>slot << 2), 0);
+      const first = (global % perAddress) << shift;
+      const a = (global / perAddress) % count;
+      logBlock(self, 2, slot / SLOTS, inside, addressAt(pool, a), first, first + (1 << shift) - 1, t);
+      self.blocks_released++;
+    }
+    if (!held && nowS > sub.last_s + <u32>(self.udp_timeout / SECOND)) table.remove(e + ENTRY_KEY, load<u32>(e, 4));
+  }
+}
+
+/** Queues a block record for the main thread's log (pool.ts drainLog); counted, not waited for, when the queue is full. */
+function logBlock(self: NATState, event: u8, cls: u32, inside: u32, external: u32, first: u32, last: u32, t: u64): void {
+  const pool = <usize>self.pool;
+  const capacity = load<u32>(pool + POOL_LOG_CAPACITY);
+  let index: u32 = 0;
+  for (;;) {
+    index = atomic.load<u32>(pool + POOL_LOG_WRITE);
+    if (index - atomic.load<u32>(pool + POOL_LOG_READ) >= capacity) { self.log_lost++; return; }
+    if (atomic.cmpxchg<u32>(pool + POOL_LOG_WRITE, index, index + 1) == index) break;
+  }
+  const r = pool + <usize>load<u32>(pool + POOL_LOG_AT) + <usize>(index % capacity) * LOG_RECORD;
+  store<u8>(r, event, 4);
+  store<u8>(r, <u8>cls, 5);
+  store<u32>(r, inside, 8);
+  store<u32>(r, external, 12);
+  store<u16>(r, <u16>first, 16);
+  store<u16>(r, <u16>last, 18);
+  store<u64>(r, t, 24);
+  atomic.store<u32>(r, index + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pool data.
+
+/** Index of `address` in the sorted pool, or -1. */
+function poolIndex(pool: usize, address: u32): i32 {
+  if (address < load<u32>(pool + POOL_MIN) || address > load<u32>(pool + POOL_MAX)) return -1;
+  const at = pool + <usize>load<u32>(pool + POOL_ADDRESSES_AT);
+  let lo: i32 = 0;
+  let hi: i32 = <i32>load<u32>(pool + POOL_ADDRESSES) - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const value = load<u32>(at + (<usize>mid << 2));
+    if (value == address) return mid;
+    if (value < address) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+@inline function addressAt(pool: usize, a: u32): u32 {
+  return load<u32>(pool + <usize>load<u32>(pool + POOL_ADDRESSES_AT) + (<usize>a << 2));
+}
+
+/** The inside address that holds external port `port` of pool address `a` for class `cls`, or 0. */
+function ownerOf(pool: usize, a: u32, port: u16, cls: u32): u32 {
+  if (load<u32>(pool + POOL_DETERMINISTIC)) {
+    const ports = load<u32>(pool + POOL_DET_PORTS);
+    const ratio = load<u32>(pool + POOL_DET_RATIO);
+    if (port < 1024 || (<u32>port - 1024) / ports >= ratio) return 0;
+    return insideAddress(pool, a * ratio + (<u32>port - 1024) / ports);
+  }
+  const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
+  const perAddress: u32 = 65536 >> shift;
+  const global = (cls * load<u32>(pool + POOL_ADDRESSES) + a) * perAddress + (<u32>port >> shift);
+  return atomic.load<u32>(pool + <usize>load<u32>(pool + POOL_BLOCKS_AT) + (<usize>global << 3));
+}
+
+function isInside(pool: usize, address: u32): bool {
+  return insideIndex(pool, address) >= 0;
+}
+
+/** Position of an inside address among all inside addresses (prefixes in config order), or -1. */
+function insideIndex(pool: usize, address: u32): i32 {
+  const at = pool + <usize>load<u32>(pool + POOL_INSIDE_AT);
+  const count = load<u32>(pool + POOL_INSIDE_COUNT);
+  for (let i: u32 = 0; i < count; i++) {
+    const prefix = at + <usize>i * 12;
+    const base = load<u32>(prefix);
+    if ((address & load<u32>(prefix, 4)) == base) return <i32>(load<u32>(prefix, 8) + (address - base));
+  }
+  return -1;
+}
+
+/** The inside address at position `index` (the inverse of insideIndex), or 0. */
+function insideAddress(pool: usize, index: u32): u32 {
+  const at = pool + <usize>load<u32>(pool + POOL_INSIDE_AT);
+  const count = load<u32>(pool + POOL_INSIDE_COUNT);
+  for (let i: u32 = 0; i < count; i++) {
+    const prefix = at + <usize>i * 12;
+    const first = load<u32>(prefix, 8);
+    const size = ~load<u32>(prefix, 4) + 1;
+    if (index >= first && (size == 0 || index - first < size)) return load<u32>(prefix) + (index - first);
+  }
+  return 0;
+}
+
+function isExempt(pool: usize, address: u32, port: u16): bool {
+  if (port && (load<u8>(pool + <usize>load<u32>(pool + POOL_EXEMPT_PORTS_AT) + (<usize>port >> 3)) >> (port & 7)) & 1) return true;
+  const count = load<u32>(pool + POOL_EXEMPT_COUNT);
+  if (!count) return false;
+  const at = pool + <usize>load<u32>(pool + POOL_EXEMPT_AT);
+  for (let i: u32 = 0; i < count; i++) {
+    if ((address & load<u32>(at + <usize>i * 8, 4)) == load<u32>(at + <usize>i * 8)) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys, timers, headers.
+
+@inline function classOf(proto: u8): u32 {
+  return proto == IPPROTO_TCP ? 0 : proto == IPPROTO_UDP ? 1 : 2;
+}
+
+@inline function sessionKey(key: usize, inside: u32, remote: u32, local: u16, remotePortValue: u16): void {
+  store<u32>(key, inside);
+  store<u32>(key, remote, 4);
+  store<u32>(key, (<u32>local << 16) | <u32>remotePortValue, 8);
+  store<u32>(key, <u32>protocol, 12);
+}
+
+@inline function mappingOutKey(self: NATState, key: usize, inside: u32, remote: u32): void {
+  store<u32>(key, inside);
+  store<u32>(key, self.mapping >= ADDRESS_DEPENDENT ? remote : 0, 4);
+  store<u32>(key, (<u32>localPort << 16) | (self.mapping == ADDRESS_AND_PORT_DEPENDENT ? <u32>remotePort : 0), 8);
+  store<u32>(key, <u32>protocol | (KIND_OUT << 8), 12);
+}
+
+@inline function mappingInKey(key: usize, inside: u32, external: u16): void {
+  store<u32>(key, inside);
+  store<u32>(key, 0, 4);
+  store<u32>(key, <u32>external << 16, 8);
+  store<u32>(key, <u32>protocol | (KIND_IN << 8), 12);
+}
+
+@inline function filterKey(key: usize, inside: u32, remote: u32, external: u16): void {
+  store<u32>(key, inside);
+  store<u32>(key, remote, 4);
+  store<u32>(key, <u32>external << 16, 8);
+  store<u32>(key, <u32>protocol | (KIND_FILTER << 8), 12);
+}
+
+@inline function fragmentKey(key: usize, external: u32, remote: u32, ip: usize): void {
+  store<u32>(key, external);
+  store<u32>(key, remote, 4);
+  store<u32>(key, <u32>IPv4.id(ip), 8);
+  store<u32>(key, <u32>IPv4.protocol(ip) | (KIND_FRAGMENT << 8), 12);
+}
+
+function protocolTimeout(self: NATState): u64 {
+  return protocol == IPPROTO_UDP ? self.udp_timeout : protocol == IPPROTO_ICMP ? self.icmp_timeout : self.tcp_transitory;
+}
+
+/**
+ * Follows a session's TCP state for a packet in direction `way` and returns its idle timeout:
+ * established once both sides have sent, transitory while opening or after a FIN, tcp_rst after a RST
+ * until another packet comes (RFC 7857 §2.2). A SYN after a FIN starts a new connection.
+ */
+function sessionTimeout(self: NATState, s: NATSessionsEntry, flags: u8, way: u8): u64 {
+  if (protocol != IPPROTO_TCP) return protocolTimeout(self);
+  let state = s.tcp;
+  if ((flags & (TCP.SYN | TCP.ACK)) == TCP.SYN && (state & TCP_FIN)) state = 0;
+  state |= way;
+  if (flags & TCP.RST) state |= TCP_RST;
+  else state &= ~TCP_RST;
+  if (flags & TCP.FIN) state |= TCP_FIN;
+  s.tcp = state;
+  if (state & TCP_RST) return self.tcp_rst;
+  if (state & TCP_FIN) return self.tcp_transitory;
+  return (state & (TCP_OUT | TCP_IN)) == (TCP_OUT | TCP_IN) ? self.tcp_established : self.tcp_transitory;
+}
+
+/** Sets the inside host's port: the source port going out, the destination port coming in (ICMP: the identifier). */
+function setLocalPort(ip: usize, l4: usize, port: u16, source: bool): void {
+  if (protocol == IPPROTO_ICMP) {
+    const old = Wire.get16(l4 + 4);
+    Wire.set16(l4 + 4, port);
+    Wire.set16(l4 + 2, updateChecksum16(Wire.get16(l4 + 2), old, port));
+  } else if (source) Transport.setSrcPort(ip, l4, port);
+  else Transport.setDstPort(ip, l4, port);
+}
+
+@inline function isIcmpError(type: u8): bool {
+  return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+}
+
+@inline function isIcmpRequest(type: u8): bool {
+  return type == 8 || type == 13 || type == 15 || type == 17;
+}
+
+@inline function isIcmpReply(type: u8): bool {
+  return type == 0 || type == 14 || type == 16 || type == 18;
+}
+
+/**
+ * The IPv4 header an ICMP error quotes, or 0 when the quote is too short for it and the 8 bytes of
+ * transport header the NAT needs (RFC 792), or is not a first fragment of TCP, UDP or an ICMP query.
+ */
+function quoted(ip: usize, l4: usize): usize {
+  const end = ip + IPv4.totalLength(ip);
+  const inner = l4 + 8;
+  if (inner + 20 > end || (load<u8>(inner) >> 4) != 4) return 0;
+  const hl = IPv4.headerLength(inner);
+  if (hl < 20 || inner + hl + 8 > end || IPv4.fragmentOffset(inner) != 0) return 0;
+  const proto = IPv4.protocol(inner);
+  if (proto == IPPROTO_ICMP) return isIcmpRequest(ICMP.type(inner + hl)) || isIcmpReply(ICMP.type(inner + hl)) ? inner : 0;
+  return proto == IPPROTO_TCP || proto == IPPROTO_UDP ? inner : 0;
+}
+
+/** The quoted packet's source (or destination) port; for a quoted ICMP query, its identifier. */
+function quotedPort(inner: usize, source: bool): u16 {
+  const l4 = inner + IPv4.headerLength(inner);
+  if (IPv4.protocol(inner) == IPPROTO_ICMP) return Wire.get16(l4 + 4);
+  return source ? Wire.get16(l4) : Wire.get16(l4 + 2);
+}
+
+/**
+ * Rewrites the quoted packet's source (or destination) address and port, with its IP checksum and,
+ * when quoted whole enough, its UDP or TCP checksum; then recomputes the ICMP checksum over the message.
+ */
+function rewriteQuoted(ip: usize, l4: usize, inner: usize, source: bool, address: u32, port: u16): void {
+  const end = ip + IPv4.totalLength(ip);
+  const hl = IPv4.headerLength(inner);
+  const innerL4 = inner + hl;
+  const proto = IPv4.protocol(inner);
+  const addressAt = inner + (source ? 12 : 16);
+  const oldAddress = Wire.get32(addressAt);
+  Wire.set32(addressAt, address);
+  Wire.set16(inner + 10, updateChecksum32(Wire.get16(inner + 10), oldAddress, address));
+  const portAt = proto == IPPROTO_ICMP ? innerL4 + 4 : innerL4 + (source ? 0 : 2);
+  const oldPort = Wire.get16(portAt);
+  Wire.set16(portAt, port);
+  const checkAt = proto == IPPROTO_UDP ? innerL4 + 6 : proto == IPPROTO_TCP ? innerL4 + 16 : innerL4 + 2;
+  if (checkAt + 2 <= end && !(proto == IPPROTO_UDP && Wire.get16(checkAt) == 0)) {
+    let check = Wire.get16(checkAt);
+    if (proto != IPPROTO_ICMP) check = updateChecksum32(check, oldAddress, address);
+    Wire.set16(checkAt, updateChecksum16(check, oldPort, port));
+  }
+  Wire.set16(l4 + 2, 0);
+  Wire.set16(l4 + 2, checksum(l4, <u32>(end - l4)));
+}
+
+/** No mapping could be made: counted by reason, dropped, and with icmp_errors answered with ICMP host unreachable. */
+function refuse(self: NATState, p: Packet, ip: usize, out: Outputs): void {
+  if (failure == FAIL_PORTS) self.drop_ports_exhausted++;
+  else if (failure == FAIL_POOL) self.drop_pool_exhausted++;
+  else self.drop_table_full++;
+  if (self.icmp_errors && hostUnreachable(self, p, ip)) { self.icmp_sent++; out.push(INSIDE, p); return; }
+  dropPacket(p);
+}
+
+/**
+ * Turns the packet, in place, into an ICMP destination unreachable (host unreachable, RFC 6888 REQ-11)
+ * back to its sender, quoting its IP header and first 8 bytes. False when the packet has no room in front.
+ */
+function hostUnreachable(self: NATState, p: Packet, ip: usize): bool {
+  const l2 = <u32>(ip - p.data);
+  if (<u32>p.dataOffset < 28 + 32) return false;
+  const quote = min(IPv4.totalLength(ip), IPv4.headerLength(ip) + 8);
+  const data = p.data - 28;
+  copyBytes(data, p.data + 6, 6);
+  copyBytes(data + 6, p.data, 6);
+  copyBytes(data + 12, p.data + 12, l2 - 12);
+  const header = data + l2;
+  const sender = IPv4.src(ip);
+  Wire.set32(header, 0x45000000 | (20 + 8 + quote));
+  Wire.set32(header + 4, 0);
+  Wire.set32(header + 8, 0x40010000);
+  Wire.set32(header + 12, load<u32>(<usize>self.pool + POOL_ICMP_SOURCE));
+  Wire.set32(header + 16, sender);
+  Wire.set16(header + 10, checksum(header, 20));
+  const icmp = header + 20;
+  Wire.set32(icmp, 0x03010000);
+  Wire.set32(icmp + 4, 0);
+  Wire.set16(icmp + 2, checksum(icmp, 8 + quote));
+  p.dataOffset -= 28;
+  p.length = l2 + 28 + quote;
+  p.wireLength = p.length;
+  p.l3Offset = 0;
+  return true;
+}
