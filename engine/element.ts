@@ -101,6 +101,8 @@ export interface PortSpec {
 export interface ElementView {
   readonly name: string;
   readonly params: Record<string, unknown>;
+  /** The config file, to resolve paths in parameters against its folder. */
+  readonly configFile: string;
   /** A scalar state field, merged over shards by its rule. */
   read(field: string): bigint;
   /** Zeroes every scalar state field on every shard. */

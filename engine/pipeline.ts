@@ -822,7 +822,7 @@ export class Pipeline {
       return f;
     };
     return {
-      name, params: node.instance.params,
+      name, params: node.instance.params, configFile: this.config.file,
       read: (field) => {
         const f = fieldOf(field);
         const spec = node.type.state?.[field];

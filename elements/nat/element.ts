@@ -1,5 +1,5 @@
 import { mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { defineElement, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, type Cidr } from '../../engine/params.ts';
 import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, PROTOCOLS, type NatParams } from './pool.ts';
@@ -60,7 +60,7 @@ export default defineElement({
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422)', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
-    log: param.string('where block records go: a file (JSON lines, appended) or - for stdout; none when absent', {}),
+    log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
   },
@@ -166,7 +166,7 @@ function writeLog(view: ElementView, final: boolean): void {
   if (!p.log) return;
   let log = logs.get(view.params);
   if (!log) {
-    log = openLog(p.log);
+    log = openLog(p.log === '-' ? p.log : resolve(dirname(view.configFile), p.log));
     logs.set(view.params, log);
   }
   for (const record of drainLog(view.data('pool'))) log.write(JSON.stringify(record) + '\n');

@@ -2,6 +2,7 @@
 // each port block, and the queue of block records the shards write and the main thread logs.
 // process.ts reads the same layout (the POOL_* constants there mirror HEADER below).
 
+import { randomBytes } from 'node:crypto';
 import { formatIPv4, type Cidr } from '../../engine/params.ts';
 
 export interface NatParams {
@@ -21,7 +22,7 @@ export interface NatParams {
 export const HEADER = {
   addresses: 0, blockShift: 4, deterministic: 8, detPorts: 12, detRatio: 16, insideCount: 20,
   logWrite: 24, logRead: 28, logCapacity: 32, exemptCount: 36, addressesAt: 40, blocksAt: 44,
-  insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, size: 128,
+  insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, salt: 76, size: 128,
 } as const;
 
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
@@ -79,6 +80,9 @@ export function writePool(p: NatParams, v: DataView): void {
   set(HEADER.icmpSource, p.icmp_source ?? l.addresses[0]);
   set(HEADER.poolMin, l.addresses[0]);
   set(HEADER.poolMax, l.addresses[l.addresses.length - 1]);
+  // Ports and blocks are picked from a place hashed with this salt: hard to guess (RFC 6888 REQ-15), and
+  // the same in every run in deterministic mode (whose ranges are public anyway).
+  set(HEADER.salt, p.deterministic ? 0 : randomBytes(4).readUInt32LE(0));
   l.addresses.forEach((a, i) => set(l.addressesAt + i * 4, a));
   let first = 0;
   p.inside.forEach((c, i) => {

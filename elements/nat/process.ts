@@ -25,6 +25,7 @@ const POOL_EXEMPT_PORTS_AT: usize = 60;
 const POOL_ICMP_SOURCE: usize = 64;
 const POOL_MIN: usize = 68;
 const POOL_MAX: usize = 72;
+const POOL_SALT: usize = 76;
 const LOG_RECORD: usize = 32;
 
 // Outputs.
@@ -116,32 +117,42 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
   const remote = IPv4.dst(ip);
   if (!isInside(pool, inside)) { self.drop_not_inside++; dropPacket(p); return; }
   if (IPv4.fragmentOffset(ip) != 0) { outboundLaterFragment(self, p, ip, out, t); return; }
+  protocol = IPv4.protocol(ip);
+  if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_ICMP) { self.drop_unsupported++; dropPacket(p); return; }
   const l4 = Transport.header(p, ip);
   if (!l4) { self.drop_malformed++; dropPacket(p); return; }
-  protocol = IPv4.protocol(ip);
   if (protocol == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
     if (isIcmpError(type)) { outboundIcmpError(self, p, ip, l4, out, t); return; }
     if (!isIcmpRequest(type)) { self.drop_unsupported++; dropPacket(p); return; }
     localPort = Wire.get16(l4 + 4);
     remotePort = 0;
-  } else if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+  } else {
     localPort = Transport.srcPort(l4);
     remotePort = Transport.dstPort(l4);
-  } else { self.drop_unsupported++; dropPacket(p); return; }
+  }
   if (isExempt(pool, remote, protocol == IPPROTO_ICMP ? 0 : remotePort)) { self.exempted++; out.push(OUTSIDE, p); return; }
 
-  const session = outboundSession(self, inside, remote, t);
+  let session = outboundSession(self, inside, remote, t);
   if (!session) { refuse(self, p, ip, out); return; }
-  const s = changetype<NATSessionsEntry>(session);
+  let s = changetype<NATSessionsEntry>(session);
   const flags: u8 = protocol == IPPROTO_TCP ? TCP.flags(l4) : 0;
   const deadline = t + sessionTimeout(self, s, flags, TCP_OUT);
-  FlowTable.refresh(session, 0, deadline);
   // Outbound packets refresh the mapping (RFC 4787 REQ-6); at most once a second per session.
   if (deadline > s.mapping_until + SECOND) {
-    refreshMapping(self, inside, remote, s.external_port, deadline, t);
+    if (!refreshMapping(self, inside, remote, s.external_port, deadline, t)) {
+      // The mapping expired before this session (its last refresh was under a second ago): start over.
+      const key = keyBuffer();
+      sessionKey(key, inside, remote, localPort, remotePort);
+      self.sessions.remove(key, FlowKey.hash(key));
+      session = outboundSession(self, inside, remote, t);
+      if (!session) { refuse(self, p, ip, out); return; }
+      s = changetype<NATSessionsEntry>(session);
+      sessionTimeout(self, s, flags, TCP_OUT);
+    }
     s.mapping_until = deadline;
   }
+  FlowTable.refresh(session, 0, deadline);
   IPv4.setSrc(p, ip, s.external);
   setLocalPort(ip, l4, s.external_port, true);
   self.translated_out++;
@@ -213,19 +224,21 @@ function outboundMapping(self: NATState, inside: u32, remote: u32, t: u64): u32 
   return external;
 }
 
-/** Pushes the deadlines of a mapping (both directions, and its filter entry) and of its block. */
-function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16, deadline: u64, t: u64): void {
+/** Pushes the deadlines of a mapping (both directions, and its filter entry) and of its block; false when the mapping is gone. */
+function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16, deadline: u64, t: u64): bool {
   const key = keyBuffer();
   mappingOutKey(self, key, inside, remote);
   const forward = self.mappings.find(key, FlowKey.hash(key), t);
-  if (forward && FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
   mappingInKey(key, inside, external);
   const back = self.mappings.find(key, FlowKey.hash(key), t);
-  if (back && FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
+  if (!forward || !back) return false;
+  if (FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
+  if (FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
   if (self.filtering == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, t);
   store<u32>(key, inside); store<u32>(key, 0, 4); store<u64>(key, 0, 8);
   const subscriber = self.subscribers.find(key, FlowKey.hash(key), t);
   if (subscriber) holdBlockUntil(self, changetype<NATSubscribersEntry>(subscriber), external, deadline);
+  return true;
 }
 
 /** Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in. */
@@ -284,9 +297,10 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     self.drop_no_mapping++; dropPacket(p); return;
   }
   if (IPv4.fragmentOffset(ip) != 0) { inboundLaterFragment(self, p, ip, out, t); return; }
+  protocol = IPv4.protocol(ip);
+  if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_ICMP) { self.drop_unsupported++; dropPacket(p); return; }
   const l4 = Transport.header(p, ip);
   if (!l4) { self.drop_malformed++; dropPacket(p); return; }
-  protocol = IPv4.protocol(ip);
   let externalPort: u16 = 0;
   if (protocol == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
@@ -294,10 +308,10 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     if (!isIcmpReply(type)) { self.drop_unsupported++; dropPacket(p); return; }
     externalPort = Wire.get16(l4 + 4);
     remotePort = 0;
-  } else if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+  } else {
     externalPort = Transport.dstPort(l4);
     remotePort = Transport.srcPort(l4);
-  } else { self.drop_unsupported++; dropPacket(p); return; }
+  }
   const flags: u8 = protocol == IPPROTO_TCP ? TCP.flags(l4) : 0;
   const syn = (flags & (TCP.SYN | TCP.ACK)) == TCP.SYN;
 
@@ -337,7 +351,10 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     fresh.mapping_until = 0;
   }
   const s = changetype<NATSessionsEntry>(session);
-  FlowTable.refresh(session, t, sessionTimeout(self, s, flags, TCP_IN));
+  // Only outbound packets keep a mapping (RFC 4787 REQ-6): a session does not outlive it.
+  const deadline = t + sessionTimeout(self, s, flags, TCP_IN);
+  const mappingEnds = FlowTable.expires(back);
+  FlowTable.refresh(session, 0, deadline < mappingEnds ? deadline : mappingEnds);
   IPv4.setDst(p, ip, inside);
   setLocalPort(ip, l4, localPort, false);
   if (IPv4.moreFragments(ip)) rememberFragment(self, external, remote, ip, inside, t);
@@ -440,7 +457,7 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
   const start = addressHash(inside) % count;
   for (let i: u32 = 0; i < count; i++) {
     const a = (start + i) % count;
-    if (freeBlock(pool, a, classOf(protocol), localPort < 1024, addressHash(inside), 0, quarantineEnd(self, t)) >= 0) {
+    if (freeBlock(pool, a, classOf(protocol), localPort < 1024, addressHash(inside ^ load<u32>(pool + POOL_SALT)), 0, quarantineEnd(self, t)) >= 0) {
       sub.external = addressAt(pool, a);
       return sub.external;
     }
@@ -480,7 +497,7 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
   if (held >= self.blocks_per_subscriber) return FAILED | FAIL_PORTS;
   const a = poolIndex(pool, external);
   const lowBlocks: u32 = 1024 >> shift;
-  const seed = self.port_preservation ? (<u32>localPort >> shift) - (low ? 0 : lowBlocks) : addressHash(inside ^ <u32>t);
+  const seed = self.port_preservation ? (<u32>localPort >> shift) - (low ? 0 : lowBlocks) : addressHash(inside ^ load<u32>(pool + POOL_SALT)) + held;
   const b = freeBlock(pool, <u32>a, cls, low, seed, inside, quarantineEnd(self, t));
   if (b < 0) return FAILED | FAIL_POOL;
   for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
@@ -504,7 +521,7 @@ function freePortIn(self: NATState, inside: u32, first: u32, last: u32, t: u64):
   if (self.port_preservation && <u32>localPort >= lowest && <u32>localPort <= last && portFree(self, key, inside, localPort, t)) return <i32>localPort;
   const size = last - lowest + 1;
   const step: u32 = self.parity ? 2 : 1;
-  let start = lowest + addressHash(inside ^ (<u32>localPort << 16) ^ <u32>t) % size;
+  let start = lowest + addressHash(inside ^ (<u32>localPort << 16) ^ load<u32>(<usize>self.pool + POOL_SALT)) % size;
   if (self.parity && ((start ^ <u32>localPort) & 1)) start++;
   for (let i: u32 = 0; i < size; i += step) {
     let port = start + i;

@@ -1,0 +1,358 @@
+// NAT: the RFC 4787/5382/5508/6888/7857/7422 checklist rows that apply to a NAT44 without ALGs, as
+// pcap-in/pcap-out runs on the trace's virtual clock (batch: 1 makes the clock per packet). One capture
+// holds both directions in time order; a Classifier sends inside sources to the NAT's input 0.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, internetChecksum, type FrameSpec } from './helpers.ts';
+import { checksumVerdicts } from './golden.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { handlersOf } from '../engine/handlers.ts';
+
+const T0 = 1_700_000_000;
+const A = '100.64.0.1', B = '100.64.0.2', R1 = '198.18.0.1', R2 = '198.18.0.2';
+const SYN = 0x02, ACK = 0x10, SYN_ACK = 0x12, RST = 0x04, PSH_ACK = 0x18;
+
+type Spec = FrameSpec & { icmpType?: number; icmpId?: number };
+type Packet = [seconds: number, spec: Spec | Buffer];
+
+function frame(spec: Spec): Buffer {
+  const f = ipv4Frame(spec);
+  if (spec.icmpType !== undefined || spec.icmpId !== undefined) {
+    if (spec.icmpType !== undefined) f[34] = spec.icmpType;
+    if (spec.icmpId !== undefined) f.writeUInt16BE(spec.icmpId, 38);
+    f.writeUInt16BE(0, 36);
+    f.writeUInt16BE(internetChecksum(f.subarray(34)), 36);
+  }
+  return f;
+}
+
+interface Seen { n: number; src: string; dst: string; sport: number; dport: number; proto: number; bytes: Buffer }
+
+function decode(r: { frac: number; data: Buffer }): Seen {
+  const d = r.data, l4 = 14 + (d[14] & 15) * 4;
+  const addr = (o: number) => [...d.subarray(o, o + 4)].join('.');
+  const proto = d[23];
+  const icmp = proto === 1;
+  return {
+    n: r.frac + 1, src: addr(26), dst: addr(30), proto, bytes: d,
+    sport: icmp ? d.readUInt16BE(l4 + 4) : (d.readUInt16BE(20) & 0x1fff) ? 0 : d.readUInt16BE(l4),
+    dport: icmp ? d[l4] : (d.readUInt16BE(20) & 0x1fff) ? 0 : d.readUInt16BE(l4 + 2),
+  };
+}
+
+const config = (nat: string) => `
+batch: 1
+shards: 1
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
+  nat: { type: NAT, ${nat.includes('pool:') ? nat : `pool: [203.0.113.1, 203.0.113.2], ${nat}`} }
+  outside: { type: ToPcap, file: outside.pcap }
+  inside: { type: ToPcap, file: inside.pcap }
+connections:
+  - src -> side
+  - side[0] -> [0]nat
+  - side[1] -> [1]nat
+  - nat[0] -> outside
+  - nat[1] -> inside
+`;
+
+/** Runs the packets (in order) through a NAT with these parameters; what left each side, its counters, handlers and block log. */
+async function run(nat: string, packets: Packet[]) {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), packets.map(([s, spec], i) => ({ data: Buffer.isBuffer(spec) ? spec : frame(spec), sec: T0 + s, usec: i })));
+    writeFileSync(join(dir, 'nat.yaml'), config(`${nat}${nat ? ', ' : ''}log: blocks.jsonl`));
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'nat.yaml')), { threads: 'inline' });
+    const result = await pipeline.run();
+    const handlers = handlersOf(pipeline.graph.byName.get('nat')!.type);
+    const view = pipeline.view('nat');
+    const verdicts = { inside: checksumVerdicts(join(dir, 'inside.pcap')), outside: checksumVerdicts(join(dir, 'outside.pcap')) };
+    const log = readFileSync(join(dir, 'blocks.jsonl'), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    return {
+      outside: readPcap(join(dir, 'outside.pcap')).records.map(decode),
+      inside: readPcap(join(dir, 'inside.pcap')).records.map(decode),
+      nat: result.elements.nat as Record<string, any>,
+      subscriber: (address: string) => handlers.subscriber.read!(view, address) as any,
+      blocks: handlers.blocks.read!(view) as any,
+      log,
+      verdicts: (side: 'inside' | 'outside') => verdicts[side],
+    };
+  } finally {
+    removeDir(dir);
+  }
+}
+
+const udp = (src: string, dst: string, sport: number, dport: number, more: Spec = {}): Spec => ({ proto: 'udp', src, dst, sport, dport, ...more });
+const tcp = (src: string, dst: string, sport: number, dport: number, tcpFlags: number): Spec => ({ proto: 'tcp', src, dst, sport, dport, tcpFlags });
+
+test('U1/T1 endpoint-independent mapping, U2/R4 paired pooling, U3 no port overloading', async () => {
+  const r = await run('', [
+    [0, udp(A, R1, 5000, 53)], [1, udp(A, R2, 5000, 53)], [2, udp(A, R1, 5000, 123)],
+    [3, tcp(A, R1, 5000, 80, SYN)], [4, { proto: 'icmp', src: A, dst: R1 }],
+    [5, udp(B, R1, 5000, 53)],
+  ]);
+  const [u1, u2, u3, t1, i1, b1] = r.outside;
+  assert.is(r.outside.length, 6);
+  assert.is(`${u1.src}:${u1.sport}`, `${u2.src}:${u2.sport}`, 'same mapping toward another host');
+  assert.is(`${u1.src}:${u1.sport}`, `${u3.src}:${u3.sport}`, 'same mapping toward another port');
+  assert.ok(u1.src.startsWith('203.0.113.'));
+  assert.is(t1.src, u1.src, 'TCP from the same host: same external address');
+  assert.is(i1.src, u1.src, 'ICMP from the same host: same external address');
+  assert.is.not(`${b1.src}:${b1.sport}`, `${u1.src}:${u1.sport}`, 'another subscriber never shares an external address and port');
+  r.verdicts('outside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0' && v.tcp !== '0' && v.icmp !== '0', `checksums of packet ${i + 1}`));
+  assert.is(r.nat.translated_out, 6);
+  assert.is(r.nat.mappings_created, 4, 'one per inside endpoint and protocol');
+});
+
+test('U4 port ranges kept, port preservation and U5 parity', async () => {
+  const r = await run('port_preservation: true', [[0, udp(A, R1, 500, 53)], [1, udp(A, R1, 40000, 53)], [2, udp(B, R1, 40000, 53)]]);
+  assert.is(r.outside[0].sport, 500, 'a low port kept');
+  assert.is(r.outside[1].sport, 40000, 'a high port kept');
+  assert.ok(r.outside[2].sport !== 40000 || r.outside[2].src !== r.outside[1].src, 'the second subscriber with that port gets another');
+  const parity = await run('parity: true', Array.from({ length: 20 }, (_, i): Packet => [i, udp(A, R1, 1000 + i * 3, 53)]));
+  parity.outside.forEach((o, i) => {
+    assert.is(o.sport % 2, (1000 + i * 3) % 2, `parity of mapping ${i}`);
+    assert.is(o.sport < 1024, 1000 + i * 3 < 1024, `range of mapping ${i}`);
+  });
+});
+
+test('U9/T3 filtering: endpoint-independent, address-dependent, address-and-port-dependent', async () => {
+  for (const [filtering, expected] of [['endpoint-independent', [2, 3, 4]], ['address-dependent', [2, 3]], ['address-and-port-dependent', [2]]] as const) {
+    // The external port is learnt from a first run; the mapping is the same in the second (port preserved).
+    const first = await run(`filtering: ${filtering}, port_preservation: true`, [[0, udp(A, R1, 5000, 53)]]);
+    const ext = first.outside[0];
+    const second = await run(`filtering: ${filtering}, port_preservation: true`, [
+      [0, udp(A, R1, 5000, 53)],
+      [1, udp(R1, ext.src, 53, ext.sport)],
+      [2, udp(R1, ext.src, 99, ext.sport)],
+      [3, udp(R2, ext.src, 53, ext.sport)],
+    ]);
+    assert.equal(second.inside.map((s) => s.n), expected, filtering);
+    second.inside.forEach((s) => assert.is(`${s.dst}:${s.dport}`, `${A}:5000`));
+    assert.is(second.nat.drop_filtered, 3 - expected.length);
+  }
+});
+
+test('U6/U7 UDP timeout of 300 s, refreshed by outbound packets only', async () => {
+  const ext = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]])).outside[0].src;
+  const r = await run('port_preservation: true', [
+    [0, udp(A, R1, 5000, 53)],
+    [200, udp(R1, ext, 53, 5000)],   // 2: in, does not refresh the mapping
+    [299, udp(R1, ext, 53, 5000)],   // 3: still in time
+    [301, udp(R1, ext, 53, 5000)],   // 4: the mapping expired at 300
+    [400, udp(A, R1, 5000, 53)],     // 5: a new mapping (port preserved: the same port)
+    [650, udp(A, R1, 5000, 53)],     // 6: refreshes it
+    [900, udp(R1, ext, 53, 5000)],   // 7: alive until 950
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [2, 3, 7]);
+  assert.is(r.nat.drop_no_mapping, 1);
+  const short = await run('udp_timeout: 120s', [[0, udp(A, R1, 5000, 53)]]);
+  assert.is(short.outside.length, 1);
+});
+
+test('U10/T8 hairpinning: a packet to another subscriber\'s external address arrives from the sender\'s external address', async () => {
+  const first = await run('port_preservation: true', [[0, udp(B, R1, 7000, 53)], [1, udp(A, R1, 6000, 53)]]);
+  const bExt = first.outside[0], aExt = first.outside[1];
+  const r = await run('port_preservation: true', [
+    [0, udp(B, R1, 7000, 53)], [1, udp(A, R1, 6000, 53)],
+    [2, udp(A, bExt.src, 6000, bExt.sport)],
+    [3, tcp(A, bExt.src, 6001, 7000, SYN)],
+  ]);
+  assert.is(r.inside.length, 1, 'the UDP packet comes back in; the TCP SYN meets no TCP mapping of B');
+  const h = r.inside[0];
+  assert.is(`${h.src}:${h.sport}`, `${aExt.src}:${aExt.sport}`, 'source: A\'s external address and port');
+  assert.is(`${h.dst}:${h.dport}`, `${B}:7000`);
+  assert.is(r.nat.hairpinned, 1);
+  assert.is(r.verdicts('inside')[0].udp, '1', 'UDP checksum of the hairpinned packet');
+});
+
+test('R10 ICMP echo identifiers are mapped like ports, with good checksums', async () => {
+  const first = await run('port_preservation: true', [[0, { proto: 'icmp', src: A, dst: R1, icmpId: 0x1234 }]]);
+  const out = first.outside[0];
+  const r = await run('port_preservation: true', [
+    [0, { proto: 'icmp', src: A, dst: R1, icmpId: 0x1234 }],
+    [1, { proto: 'icmp', src: R1, dst: out.src, icmpType: 0, icmpId: out.sport }],
+    [2, { proto: 'icmp', src: R1, dst: out.src, icmpType: 0, icmpId: (out.sport + 1) & 0xffff }],
+    [3, { proto: 'icmp', src: R1, dst: out.src, icmpType: 8, icmpId: out.sport }],
+  ]);
+  assert.is(r.inside.length, 1);
+  assert.is(r.inside[0].sport, 0x1234, 'the reply carries the inside identifier');
+  assert.is(r.inside[0].dst, A);
+  assert.is(r.verdicts('inside')[0].icmp, '1');
+  assert.is(r.verdicts('outside')[0].icmp, '1');
+  assert.is(r.nat.drop_no_mapping, 1, 'a reply with an unknown identifier');
+  assert.is(r.nat.drop_unsupported, 1, 'an echo request from outside');
+});
+
+/** An ICMP error from `from` about `about` (quoting its IP header and `quote` bytes after it). */
+function icmpError(from: string, about: Buffer, type = 3, code = 3, quote = 8): Buffer {
+  const inner = about.subarray(14, 14 + 20 + quote);
+  const icmp = Buffer.concat([Buffer.from([type, code, 0, 0, 0, 0, 0, 0]), inner]);
+  icmp.writeUInt16BE(internetChecksum(icmp), 2);
+  const f = ipv4Frame({ proto: 'icmp', src: from, dst: [...about.subarray(26, 30)].join('.'), payload: 0 });
+  const ip = Buffer.from(f.subarray(14, 34));
+  ip.writeUInt16BE(20 + icmp.length, 2);
+  ip.writeUInt16BE(0, 10);
+  ip.writeUInt16BE(internetChecksum(ip), 10);
+  return Buffer.concat([f.subarray(0, 14), ip, icmp]);
+}
+
+test('T9/U13/T10 ICMP errors are translated with the packet they quote; they do not end the mapping', async () => {
+  const first = await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]]);
+  const sent = first.outside[0].bytes;
+  const ext = first.outside[0];
+  const truncated = icmpError(R1, sent, 3, 3, 4);
+  const r = await run('port_preservation: true', [
+    [0, udp(A, R1, 5000, 53)],
+    [1, icmpError(R2, sent)],            // a router on the way: port unreachable about A's datagram
+    [2, icmpError(R2, sent, 11, 0, 14)], // time exceeded, quoting the whole datagram (its UDP checksum too)
+    [3, truncated],                      // quotes 4 bytes of UDP: malformed
+    [4, udp(R1, ext.src, 53, ext.sport)],
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [2, 3, 5]);
+  const error = r.inside[0].bytes;
+  assert.is([...error.subarray(30, 34)].join('.'), A, 'outer destination');
+  assert.is([...error.subarray(14 + 20 + 8 + 12, 14 + 20 + 8 + 16)].join('.'), A, 'quoted source address');
+  assert.is(error.readUInt16BE(14 + 20 + 8 + 20), 5000, 'quoted source port');
+  const quotedIp = error.subarray(42, 62);
+  assert.is(internetChecksum(quotedIp), 0, 'quoted IP header checksum');
+  r.verdicts('inside').slice(0, 2).forEach((v, i) => assert.ok(v.ip === '1,1' && v.icmp === '1', `checksums of packet ${i + 1} (outer and quoted IP, ICMP): ${JSON.stringify(v)}`));
+  assert.is(r.nat.drop_malformed, 1);
+  const whole = r.inside[1].bytes.subarray(42);
+  const udpPart = whole.subarray(20);
+  const pseudo = Buffer.concat([whole.subarray(12, 20), Buffer.from([0, 17]), Buffer.from([udpPart.length >> 8, udpPart.length & 255])]);
+  let sum = 0;
+  for (let i = 0; i < pseudo.length; i += 2) sum += pseudo.readUInt16BE(i);
+  assert.is(internetChecksum(udpPart, sum), 0, 'the quoted UDP checksum, fixed for the inside address and port');
+});
+
+test('U15 fragments: outbound in any order; inbound later fragments follow their first', async () => {
+  const first = await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]]);
+  const ext = first.outside[0].src;
+  const r = await run('port_preservation: true', [
+    [0, udp(A, R1, 5000, 53, { fragOffset: 2, payload: 16 })],            // later fragment first
+    [1, udp(A, R1, 5000, 53, { moreFragments: true, payload: 8 })],
+    [2, udp(R1, ext, 53, 5000, { moreFragments: true, payload: 8 })],
+    [3, udp(R1, ext, 53, 5000, { fragOffset: 2, payload: 16 })],
+    [4, udp(R2, ext, 53, 5000, { fragOffset: 2, payload: 16 })],           // no first fragment
+  ]);
+  assert.equal(r.outside.map((s) => [s.n, s.src]), [[1, ext], [2, ext]]);
+  assert.equal(r.inside.map((s) => [s.n, s.dst]), [[3, A], [4, A]]);
+  assert.is(r.nat.drop_fragment, 1);
+  r.verdicts('outside').concat(r.verdicts('inside')).forEach((v) => assert.is(v.ip, '1'));
+});
+
+test('T2/T4/T5/R1/R2 TCP: simultaneous open, unsolicited SYN, established and transitory timeouts, 4 minutes after RST', async () => {
+  const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 6000, 80, SYN)]])).outside[0].src;
+  const r = await run('port_preservation: true', [
+    [0, tcp(A, R1, 6000, 80, SYN)],
+    [1, tcp(R1, ext, 80, 6000, SYN)],            // 2: simultaneous open
+    [2, tcp(A, R1, 6000, 80, SYN_ACK)],
+    [3, tcp(R1, ext, 80, 6000, ACK)],            // 4: established
+    [7000, tcp(R1, ext, 80, 6000, PSH_ACK)],     // 5: idle under 7440 s: passes
+    [7001, tcp(A, R1, 6000, 80, ACK)],           // 6: the ACK going out refreshes the mapping
+    [7001, tcp(R2, ext, 443, 6000, ACK)],        // 7: no session, not a SYN
+    [7002, tcp(R2, ext, 443, 6999, SYN)],        // 8: unsolicited SYN, no mapping
+    [7003, tcp(A, R1, 6001, 81, SYN)],           // 9: a second connection that never opens
+    [7003 + 250, tcp(R1, ext, 81, 6001, SYN_ACK)], // 10: after the 240 s transitory timeout
+    [8000, tcp(A, R1, 6000, 80, RST)],           // 11: RST: the session lives 240 s more
+    [8200, tcp(R1, ext, 80, 6000, ACK)],         // 12: within 240 s of the RST: passes (and ends the RST state)
+    [8201, tcp(A, R1, 6000, 80, RST)],           // 13
+    [8201 + 250, tcp(R1, ext, 80, 6000, ACK)],   // 14: too late
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [2, 4, 5, 12]);
+  assert.is(r.nat.drop_unsolicited_syn, 1, 'the unsolicited SYN is dropped silently');
+  assert.is(r.nat.drop_invalid_tcp, 2, 'an ACK without a session, and one after the RST timeout (the mapping lives on)');
+  assert.is(r.nat.icmp_sent, 0);
+  // Sequence numbers and options pass untouched.
+  assert.is(r.outside[0].bytes.readUInt32BE(38), 1000);
+  assert.is(r.inside[0].bytes.readUInt32BE(38), 1000);
+  r.verdicts('inside').concat(r.verdicts('outside')).forEach((v) => assert.ok(v.ip === '1' && v.tcp === '1'));
+});
+
+test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never evict a live mapping', async () => {
+  const packets: Packet[] = Array.from({ length: 10 }, (_, i) => [i, udp(A, R1, 40000 + i, 53)]);
+  const r = await run('ports_per_block: 8, blocks_per_subscriber: 1', packets);
+  assert.is(r.outside.length, 8, 'one block of 8 ports');
+  assert.is(r.nat.drop_ports_exhausted, 2);
+  const again = await run('ports_per_block: 8, blocks_per_subscriber: 1, icmp_errors: true', [...packets, [20, udp(A, R1, 40000, 53)]]);
+  assert.is(again.outside.length, 9, 'the first mapping still works');
+  assert.is(again.inside.length, 2, 'an ICMP error for each refused packet');
+  const icmp = again.inside[0].bytes;
+  assert.equal([icmp[34], icmp[35]], [3, 1], 'destination unreachable, host unreachable');
+  assert.is(again.inside[0].dst, A);
+  assert.is(again.inside[0].src, '203.0.113.1');
+  again.verdicts('inside').forEach((v) => assert.ok(v.ip === '1,1' && v.icmp === '1', JSON.stringify(v)));
+  assert.is(again.nat.icmp_sent, 2);
+});
+
+test('C3/C11 a pool with no block left: counted drops; non-contiguous pools are used whole', async () => {
+  // Two addresses, 63 blocks of 1024 high ports each: 126 subscribers fit, the 127th does not.
+  const packets: Packet[] = Array.from({ length: 127 }, (_, i) => [i, udp(`100.64.1.${i}`, R1, 40000, 53)]);
+  const r = await run('ports_per_block: 1024', packets);
+  assert.is(r.outside.length, 126);
+  assert.is(r.nat.drop_pool_exhausted, 1);
+  assert.equal(new Set(r.outside.map((o) => o.src)), new Set(['203.0.113.1', '203.0.113.2']));
+  assert.equal(r.blocks, { '203.0.113.1': { udp: 63 }, '203.0.113.2': { udp: 63 } });
+});
+
+test('C8/C12/C14 blocks are logged once each, released when idle, and quarantined for 120 s', async () => {
+  const one = 'pool: [203.0.113.1], port_preservation: true, ports_per_block: 1024, max_subscribers: 4';
+  const packets: Packet[] = [
+    [0, udp(A, R1, 40000, 53)],
+    // Batches after the mapping's 300 s let the NAT find the idle block and release it.
+    ...Array.from({ length: 8 }, (_, i): Packet => [301 + i, udp('100.64.9.9', R1, 1, 2, { fragOffset: 1 })]),
+    [310, udp(B, R1, 40000, 53)],   // would prefer A's old block: quarantined
+    [500, udp('100.64.0.3', R1, 40000, 53)], // after 120 s: gets it
+  ];
+  const r = await run(one, packets);
+  assert.is(r.outside[0].sport, 40000);
+  const b = r.outside.find((o) => o.n === 10)!, c = r.outside.find((o) => o.n === 11)!;
+  assert.ok(b.sport < 39936 || b.sport > 40959, `B's port ${b.sport} is not from A's released block`);
+  assert.is(c.sport, 40000, 'after the quarantine the block is given out again');
+  const events = r.log.map((l: any) => `${l.event} ${l.subscriber} ${l.ports} ${l.protocol}`);
+  assert.equal(events.filter((e: string) => e.includes(A)), [`allocate ${A} 39936-40959 udp`, `release ${A} 39936-40959 udp`]);
+  assert.ok(r.log.every((l: any) => !('destination' in l) && Object.keys(l).sort().join() === 'event,external,ports,protocol,subscriber,time'), 'nothing about destinations');
+  assert.is(r.nat.blocks_released >= 1, true);
+});
+
+test('deterministic mode (RFC 7422): VPP det44 vectors', async () => {
+  // VPP: nat44 deterministic in 10.0.0.0/18 out 1.1.1.0/30: 10.0.0.2 -> 1.1.1.0:1054-1068; 1.1.1.1:1276 -> 10.0.16.16.
+  const det = "deterministic: true, inside: [100.64.0.0/18], pool: ['203.0.113.0/30']";
+  const r = await run(det, [[0, udp('100.64.0.2', R1, 5000, 53)], [1, udp('100.64.16.16', R1, 5000, 53)]]);
+  const [a, b] = r.outside;
+  assert.is(a.src, '203.0.113.0');
+  assert.ok(a.sport >= 1054 && a.sport <= 1068, `port ${a.sport} in 1054-1068`);
+  assert.is(b.src, '203.0.113.1');
+  assert.ok(b.sport >= 1264 && b.sport <= 1278, `port ${b.sport} in the range that holds 1276`);
+  const back = await run(det, [[0, udp('100.64.16.16', R1, 5000, 53)], [1, udp(R1, b.src, 53, b.sport)]]);
+  assert.equal(back.inside.map((s) => `${s.dst}:${s.dport}`), ['100.64.16.16:5000'], 'the reverse direction by arithmetic');
+  assert.equal(back.log, [], 'no block records in deterministic mode');
+});
+
+test('bad input: sources outside the inside prefixes, exempt destinations, other protocols, the subscriber view', async () => {
+  const r = await run("inside: [100.64.0.0/24], exempt: ['198.18.5.0/24'], exempt_ports: [179]", [
+    [0, udp('100.64.9.1', R1, 5000, 53)],
+    [1, udp(A, '198.18.5.5', 5000, 53)],
+    [2, udp(A, R1, 5000, 179)],
+    [3, { proto: 47, src: A, dst: R1 }],
+    [4, udp(A, R1, 5000, 53)],
+    [5, Buffer.from(ipv4Frame(udp(A, R1, 5000, 53)).subarray(0, 30))],
+  ]);
+  assert.equal(r.outside.map((o) => [o.n, o.src]), [[2, A], [3, A], [5, r.outside[2].src]]);
+  assert.is(r.nat.drop_not_inside, 1, JSON.stringify(r.nat));
+  assert.is(r.nat.exempted, 2);
+  assert.is(r.nat.drop_unsupported, 1, JSON.stringify(r.nat));
+  assert.is(r.nat.drop_malformed, 1, JSON.stringify(r.nat));
+  const view = r.subscriber(A);
+  assert.is(view.external, r.outside[2].src);
+  assert.equal(view.mappings.map((m: any) => [m.protocol, m.inside_port, m.external]), [['udp', 5000, `${r.outside[2].src}:${r.outside[2].sport}`]]);
+  assert.is(view.blocks.length, 1);
+  assert.is(r.subscriber('100.64.7.7').note, 'no state for this subscriber');
+});
+
+test.run();
