@@ -217,7 +217,7 @@ export function intType(min: number, max: number): ParamType<number> {
 /** A YAML list whose items are each parsed by `item`; an item's error says which item it is. */
 export function listType<T>(item: ParamType<T>): ParamType<T[]> {
   return {
-    description: `a list of ${item.description.replace(/^an? /, '')}s`,
+    description: `a list, each ${item.description}`,
     parse: (raw) => {
       if (!Array.isArray(raw) || raw.length === 0) fail(`${describe(raw)} is not a non-empty list`, "write a YAML list: [a, b] or one '- item' per line");
       return (raw as unknown[]).map((value, index) => {

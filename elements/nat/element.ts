@@ -6,7 +6,7 @@ import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, PROTO
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
 const prefixType: ParamType<Cidr> = {
-  description: 'an IPv4 address or CIDR prefix',
+  description: 'an IPv4 prefix (an address alone is a /32)',
   parse: (raw) => (typeof raw === 'string' && !raw.includes('/') ? { address: parseIPv4(raw), prefix: 32, mask: 0xffffffff } : parseCidr(raw)),
   format: (c) => `${formatIPv4(c.address)}/${c.prefix}`,
 };
@@ -32,9 +32,9 @@ export default defineElement({
     + 'Packets from inside to a pool address are hairpinned back inside with the sender\'s external address and port. When '
     + 'no mapping can be made the packet is dropped and counted (and with icmp_errors an ICMP host unreachable goes back); '
     + 'a live mapping is never evicted. With deterministic: true each inside address has a fixed external address and port '
-    + 'range (RFC 7422, VPP\'s arithmetic), so no block log is needed. With shards, sources on the inside steer by '
-    + 'source-address and sources on the outside by this element (steer: NAME): each subscriber and every mapping of it '
-    + 'lives on one shard and moves with it when the pipeline scales.',
+    + 'range (RFC 7422, VPP\'s arithmetic), so no block log is needed. With shards, give the sources steer: NAME (this element\'s '
+    + 'name; inside sources may use source-address): each subscriber and every mapping of it lives on one shard and moves '
+    + 'with it when the pipeline scales.',
   inputs: 2,
   outputs: [
     { name: 'outside', doc: 'translated packets going out, and exempt packets untranslated' },
@@ -140,8 +140,8 @@ export default defineElement({
     everyMs: 200,
     run: (view, final) => writeLog(view, final),
   },
-  steer: 'for sources on the outside: each packet goes to the shard of the subscriber that holds its destination port block '
-    + '(for an ICMP error, the block of the packet it quotes); give inside sources steer: source-address',
+  steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
+    + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
   warnings: (p: NatParams) => [
     ...(p.udp_timeout < 120e9 ? [{ param: 'udp_timeout', message: 'is below the 120 s RFC 4787 REQ-5 requires', hint: 'use at least 120s (300s is the default)' }] : []),
     ...((p.ports_per_block & (p.ports_per_block - 1)) !== 0 ? [{ param: 'ports_per_block', message: 'is not a power of two; it is rounded down', hint: 'use 64, 128, 256, 512 or 1024' }] : []),

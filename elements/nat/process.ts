@@ -80,10 +80,13 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
   self.mappings.sweep(t, 8);
 }
 
-/** Shards steer the outside's packets here: to the subscriber that holds the destination port (see element.ts `steer`). */
+/** The dispatcher's steering (element.ts `steer`): by the subscriber that sent the packet, or that holds its destination port. */
 export function steer(self: NATState, p: Packet): u32 {
   const ip = IPv4.header(p);
   if (!ip) return 0;
+  const pool = <usize>self.pool;
+  // From a subscriber (also when hairpinned): its own shard.
+  if (isInside(pool, IPv4.src(ip))) return addressHash(IPv4.src(ip));
   let external = IPv4.dst(ip);
   let port: u16 = 0;
   let proto = IPv4.protocol(ip);
@@ -99,7 +102,6 @@ export function steer(self: NATState, p: Packet): u32 {
       port = quotedPort(inner, true);
     } else port = Wire.get16(l4 + 4);
   } else port = Transport.dstPort(l4);
-  const pool = <usize>self.pool;
   const a = poolIndex(pool, external);
   if (a < 0) return addressHash(external);
   const owner = ownerOf(pool, <u32>a, port, classOf(proto));
