@@ -5,7 +5,9 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   pipeline: () => import('./pipeline.ts').then((m) => m.main()),
   shards: () => import('./shards.ts').then((m) => m.main()),
   classifier: () => import('./classifier.ts').then((m) => m.main()),
+  nat: () => import('./nat.ts').then((m) => m.main()),
   veth: () => import('./veth.ts').then((m) => m.main()),
+  lb: () => import('./lb.ts').then((m) => m.main()),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

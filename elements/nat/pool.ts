@@ -22,7 +22,7 @@ export interface NatParams {
 export const HEADER = {
   addresses: 0, blockShift: 4, deterministic: 8, detPorts: 12, detRatio: 16, insideCount: 20,
   logWrite: 24, logRead: 28, logCapacity: 32, exemptCount: 36, addressesAt: 40, blocksAt: 44,
-  insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, salt: 76, size: 128,
+  insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, salt: 76, logging: 80, size: 128,
 } as const;
 
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
@@ -30,7 +30,7 @@ const LOG_CAPACITY = 4096;
 const LOG_RECORD = 32;
 /** Usable ports of an address in deterministic mode (1024-65535, RFC 7422). */
 const DETERMINISTIC_PORTS = 64512;
-const MOST_BLOCKS = 1 << 22;
+const MOST_BLOCKS = 1 << 23;
 
 /** Every address of the pool, sorted, without duplicates. */
 export function poolAddresses(p: NatParams): number[] {
@@ -70,6 +70,7 @@ export function writePool(p: NatParams, v: DataView): void {
   set(HEADER.detPorts, Math.floor(DETERMINISTIC_PORTS / ratio));
   set(HEADER.insideCount, p.inside.length);
   set(HEADER.logCapacity, LOG_CAPACITY);
+  set(HEADER.logging, p.log ? 1 : 0);
   set(HEADER.exemptCount, p.exempt.length);
   set(HEADER.addressesAt, l.addressesAt);
   set(HEADER.blocksAt, l.blocksAt);

@@ -26,6 +26,7 @@ const POOL_ICMP_SOURCE: usize = 64;
 const POOL_MIN: usize = 68;
 const POOL_MAX: usize = 72;
 const POOL_SALT: usize = 76;
+const POOL_LOGGING: usize = 80;
 const LOG_RECORD: usize = 32;
 
 // Outputs.
@@ -155,8 +156,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
     s.mapping_until = deadline;
   }
   FlowTable.refresh(session, 0, deadline);
-  IPv4.setSrc(p, ip, s.external);
-  setLocalPort(ip, l4, s.external_port, true);
+  translate(ip, l4, s.external, s.external_port, true);
   self.translated_out++;
   if (poolIndex(pool, remote) >= 0) {
     // Hairpinning (RFC 4787 REQ-9): back inside, seen from the sender's external address and port.
@@ -357,8 +357,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   const deadline = t + sessionTimeout(self, s, flags, TCP_IN);
   const mappingEnds = FlowTable.expires(back);
   FlowTable.refresh(session, 0, deadline < mappingEnds ? deadline : mappingEnds);
-  IPv4.setDst(p, ip, inside);
-  setLocalPort(ip, l4, localPort, false);
+  translate(ip, l4, inside, localPort, false);
   if (IPv4.moreFragments(ip)) rememberFragment(self, external, remote, ip, inside, t);
   if (hairpin) self.hairpinned++;
   else self.translated_in++;
@@ -625,6 +624,7 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
 /** Queues a block record for the main thread's log (pool.ts drainLog); counted, not waited for, when the queue is full. */
 function logBlock(self: NATState, event: u8, cls: u32, inside: u32, external: u32, first: u32, last: u32, t: u64): void {
   const pool = <usize>self.pool;
+  if (!load<u32>(pool + POOL_LOGGING)) return;
   const capacity = load<u32>(pool + POOL_LOG_CAPACITY);
   let index: u32 = 0;
   for (;;) {
@@ -785,14 +785,25 @@ function sessionTimeout(self: NATState, s: NATSessionsEntry, flags: u8, way: u8)
   return (state & (TCP_OUT | TCP_IN)) == (TCP_OUT | TCP_IN) ? self.tcp_established : self.tcp_transitory;
 }
 
-/** Sets the inside host's port: the source port going out, the destination port coming in (ICMP: the identifier). */
-function setLocalPort(ip: usize, l4: usize, port: u16, source: bool): void {
-  if (protocol == IPPROTO_ICMP) {
-    const old = Wire.get16(l4 + 4);
-    Wire.set16(l4 + 4, port);
-    Wire.set16(l4 + 2, updateChecksum16(Wire.get16(l4 + 2), old, port));
-  } else if (source) Transport.setSrcPort(ip, l4, port);
-  else Transport.setDstPort(ip, l4, port);
+/**
+ * Rewrites the inside host's address and port: the source going out, the destination coming in (for
+ * ICMP queries the identifier), with the IP checksum and the transport checksum updated once for both.
+ */
+function translate(ip: usize, l4: usize, address: u32, port: u16, source: bool): void {
+  const addressAt = ip + (source ? 12 : 16);
+  const oldAddress = Wire.get32(addressAt);
+  Wire.set32(addressAt, address);
+  Wire.set16(ip + 10, updateChecksum32(Wire.get16(ip + 10), oldAddress, address));
+  const portAt = protocol == IPPROTO_ICMP ? l4 + 4 : l4 + (source ? 0 : 2);
+  const oldPort = Wire.get16(portAt);
+  Wire.set16(portAt, port);
+  const checkAt = protocol == IPPROTO_TCP ? l4 + 16 : protocol == IPPROTO_UDP ? l4 + 6 : l4 + 2;
+  const check = Wire.get16(checkAt);
+  if (protocol == IPPROTO_ICMP) { Wire.set16(checkAt, updateChecksum16(check, oldPort, port)); return; }
+  if (protocol == IPPROTO_UDP && check == 0) return; // no checksum stays none (RFC 768)
+  let updated = updateChecksum16(updateChecksum32(check, oldAddress, address), oldPort, port);
+  if (protocol == IPPROTO_UDP && updated == 0) updated = 0xffff;
+  Wire.set16(checkAt, updated);
 }
 
 @inline function isIcmpError(type: u8): bool {

@@ -1,0 +1,96 @@
+// The NAT (issue 6): CheckIPHeader -> NAT -> Discard on one thread, 64-byte frames of the traces the
+// Click anchor used (anchor-gen-pcap.py: random inside clients in 100.64.0.0/10, so about one
+// subscriber per flow), at 1k, 100k and 1M sessions, next to Click's IPRewriter on this machine type
+// (anchor-click.md §3.5: 7.0-7.6 Mpps at 1k flows, 1.6 Mpps at 100k); the memory per session and per
+// subscriber; and a scale event that moves 100k sessions between shard workers while the trace runs.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { median } from './machine.ts';
+import { trace, measureSideBySide, PACKETS } from './pipeline.ts';
+import { printTable, writeResults, type BenchRow } from './results.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const CLICK_MPPS: Record<number, number> = { 1000: 7.3, 100_000: 1.62 };
+
+/** Table capacity for `sessions` sessions with room to spare (tables never evict). */
+const capacity = (sessions: number) => Math.max(4096, Math.ceil(sessions * 1.25));
+
+function natConfig(traceFile: string, sessions: number, count = PACKETS): string {
+  return `
+batch: 256
+elements:
+  src:   { type: FromPcap, file: ${traceFile}, preload: true, loop: true, count: ${count}, steer: nat }
+  check: { type: CheckIPHeader }
+  nat:   { type: NAT, pool: [203.0.113.0/24], ports_per_block: ${sessions > 200_000 ? 8 : 64}, blocks_per_subscriber: 1,
+           max_subscribers: ${capacity(sessions)}, max_sessions: ${capacity(sessions)}, udp_timeout: 1h, tcp_transitory: 1h }
+  drop:  { type: Discard }
+connections:
+  - src -> check -> nat
+  - check[1] -> [1]nat
+  - nat[0] -> drop
+  - nat[1] -> drop
+`;
+}
+
+/** Bytes of a table of `entries` capacity whose entries are 32 bytes of header plus `value` (slots: a power of two >= 1.5 x capacity). */
+const tableBytes = (entries: number, value: number) => 2 ** Math.ceil(Math.log2(Math.ceil(entries * 1.5) + 1)) * (32 + value);
+
+async function memory(sessions: number): Promise<BenchRow> {
+  const dir = join(HERE, 'traces', 'configs');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'nat-memory.yaml');
+  writeFileSync(file, natConfig(trace(sessions), sessions, 1_000_000));
+  const pipeline = await Pipeline.create(await loadConfig(file), { threads: 'inline', shards: 1 });
+  await pipeline.run();
+  const view = pipeline.view('nat');
+  const live = { sessions: Number(view.read('sessions')), subscribers: Number(view.read('subscribers')), mappings: Number(view.read('mappings')) };
+  const cap = capacity(sessions);
+  // Value sizes from element.ts: sessions 16 B, mappings 8 B (two entries per mapping), subscribers 108 B.
+  const perSession = (tableBytes(cap, 16) + tableBytes(cap * 2, 8)) / cap;
+  return {
+    name: `memory at ${sessions / 1000}k sessions (table capacity ${cap})`, mpps: null, ns_per_packet: null, runs: 1, ...live,
+    bytes_per_session: Math.round(perSession), bytes_per_subscriber: Math.round(tableBytes(cap, 108) / cap),
+  };
+}
+
+async function scaleEvent(): Promise<BenchRow> {
+  const dir = join(HERE, 'traces', 'configs');
+  const file = join(dir, 'nat-scale.yaml');
+  writeFileSync(file, `pool_slots: 65536\n${natConfig(trace(100_000), 100_000, 600_000).replace('loop: true, ', '')}`);
+  const ms: number[] = [], moved: number[] = [], held: number[] = [], lost: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    // One worker takes the trace, a second joins; then all of it moves back to one: every session crosses.
+    const pipeline = await Pipeline.create(await loadConfig(file), { shards: 2, scaleAt: [{ packets: 400_000, shards: 1 }] });
+    await pipeline.run();
+    const report = pipeline.scaleReports[0];
+    ms.push(report.milliseconds);
+    moved.push(report.flows_moved);
+    held.push(report.packets_held);
+    lost.push(report.packets_lost);
+  }
+  return {
+    name: 'scale 2 -> 1 during the 100k-flow trace: move half the subscribers with their sessions and mappings', mpps: null, ns_per_packet: null, runs: RUNS,
+    milliseconds: Math.round(median(ms) * 10) / 10, entries_moved: median(moved), packets_held: median(held), packets_lost: Math.max(...lost),
+  };
+}
+
+export async function main(): Promise<void> {
+  const sizes = [1000, 100_000, 1_000_000];
+  const rows = await measureSideBySide(sizes.map((sessions) => ({
+    name: `CheckIPHeader -> NAT -> Discard, ${sessions / 1000}k sessions, one thread`, yaml: natConfig(trace(sessions), sessions),
+  })));
+  rows.forEach((row, i) => {
+    const click = CLICK_MPPS[sizes[i]];
+    if (click) Object.assign(row, { click_mpps: click, ratio_to_click: Math.round((row.mpps! / click) * 100) / 100 });
+  });
+  rows.push(await memory(100_000));
+  rows.push(await scaleEvent());
+  printTable('NAT (in-memory traces, 64 B frames, medians of runs)', rows,
+    ['click_mpps', 'ratio_to_click', 'sessions', 'subscribers', 'bytes_per_session', 'bytes_per_subscriber', 'milliseconds', 'entries_moved', 'packets_held', 'packets_lost']);
+  console.log(`\nwrote ${writeResults('nat', rows)}`);
+}
