@@ -1,0 +1,84 @@
+// The NAT's handlers through the control API and `wirepath ctl` while traffic flows on two shards:
+// a subscriber's mappings (wherever its shard), blocks per external address, drops by reason.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { tempDir, removeDir, ROOT, type CliResult } from './helpers.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { startControl, type ControlServer } from '../engine/control.ts';
+import { formatIPv4 } from '../engine/params.ts';
+
+const dir = tempDir();
+let pipeline: Pipeline;
+let control: ControlServer;
+let running: Promise<unknown>;
+
+test.before(async () => {
+  const file = join(dir, 'nat.yaml');
+  writeFileSync(file, `
+elements:
+  gen: { type: Generator, count: 0, flows: 500, protocol: udp, timing: original, rate: 50000, steer: nat }
+  side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
+  nat: { type: NAT, pool: [203.0.113.0/28] }
+  drop: { type: Discard }
+connections:
+  - gen -> side
+  - side[0] -> [0]nat
+  - side[1] -> [1]nat
+  - nat[0] -> drop
+  - nat[1] -> drop
+`);
+  pipeline = await Pipeline.create(await loadConfig(file), { shards: 2 });
+  running = pipeline.run();
+  control = await startControl({ pipeline: () => pipeline }, { port: 0, token: 'secret-token' });
+  // The shard workers start after the first packets are queued: wait for the subscribers themselves.
+  while (Number(pipeline.view('nat').read('subscribers')) < 400) await new Promise((r) => setTimeout(r, 20));
+});
+
+test.after(async () => {
+  pipeline.stop();
+  await running;
+  await control.close();
+  removeDir(dir);
+});
+
+const cli = (args: string[]) => new Promise<CliResult>((resolve) => {
+  execFile(process.execPath, [join(ROOT, 'bin/wirepath.js'), ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+    resolve({ status: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+  });
+});
+
+test('ctl read nat.subscriber ADDRESS lists its mappings, from the shard that owns it', async () => {
+  const entries = pipeline.view('nat').entries('subscribers');
+  assert.ok(entries.length > 100, `subscribers on the shards: ${entries.length} of ${pipeline.view('nat').read('subscribers')}`);
+  assert.equal(new Set(entries.map((e) => e.shard)), new Set([0, 1]), 'both shards hold subscribers');
+  const address = formatIPv4(entries[0].key[0]);
+  const r = await cli(['ctl', 'read', 'nat.subscriber', address, '--control', control.url]);
+  assert.is(r.status, 0, r.stderr);
+  const value = JSON.parse(r.stdout).value;
+  assert.is(value.subscriber, address);
+  assert.match(value.external, /^203\.0\.113\.\d+$/);
+  assert.ok(value.mappings.length >= 1, 'its mappings');
+  for (const m of value.mappings) {
+    assert.is(m.protocol, 'udp');
+    assert.is(m.shard, entries[0].shard, 'every mapping lives on the subscriber\'s shard');
+    assert.ok(m.external.startsWith(`${value.external}:`), 'on its one external address');
+  }
+  assert.is(value.blocks.length, 1);
+});
+
+test('blocks per external address and drops by reason; a bad subscriber argument is a 400', async () => {
+  const blocks = await (await fetch(`${control.url}/elements/nat/blocks`)).json();
+  const total = Object.values(blocks.value as Record<string, { udp?: number }>).reduce((n, row) => n + (row.udp ?? 0), 0);
+  assert.is(total, Number(pipeline.view('nat').read('subscribers')), 'one UDP block per subscriber');
+  const drops = await (await fetch(`${control.url}/elements/nat/drops`)).json();
+  assert.is(drops.value.not_inside, 0);
+  const bad = await cli(['ctl', 'read', 'nat.subscriber', 'not-an-address', '--control', control.url]);
+  assert.is(bad.status, 1);
+  assert.match(bad.stderr, /400 nat.subscriber: 'not-an-address' is not an IPv4 address/);
+});
+
+test.run();
