@@ -1,4 +1,4 @@
-import { Packet, DEFAULT_DATA_OFFSET } from "./packet";
+import { Packet, DEFAULT_DATA_OFFSET, PORT_RESTEER } from "./packet";
 import { Ring, Stack, RING_TAIL, ENTRY_RECYCLE } from "./ring";
 import { Batch } from "./batch";
 import { FlowKey } from "./flowtable";
@@ -268,6 +268,7 @@ export function ioCollect(): u32 {
   const shards = load<u32>(io, IO_SHARD_COUNT);
   const sinks = <usize>load<u32>(io, IO_SINKS);
   let toSinks: u32 = 0;
+  let resteered: u32 = 0;
   for (let s: u32 = 0; s < shards; s++) {
     const out = changetype<Ring>(load<u32>(shardRecord(s), 4));
     const head = out.head;
@@ -279,11 +280,20 @@ export function ioCollect(): u32 {
         freeSlots.push(entry & ~ENTRY_RECYCLE);
       } else {
         const p = changetype<Packet>(entry);
+        if (p.port & PORT_RESTEER) {
+          ioSubmit(p, p.port & ~PORT_RESTEER);
+          resteered++;
+          continue;
+        }
         changetype<Batch>(load<u32>(sinks + (<usize>p.port << 2))).push(p);
         toSinks++;
       }
     }
     out.publishTail(tail);
+  }
+  // Packets handed back are published at once, so that a pipeline never looks idle while they wait.
+  if (resteered) {
+    for (let s: u32 = 0; s < shards; s++) changetype<Ring>(load<u32>(shardRecord(s))).publishHead(load<u32>(shardRecord(s), 12));
   }
   return toSinks;
 }

@@ -12,6 +12,10 @@ export const META_PORT: u32 = 20;
 export const META_SIZE: u32 = 32;
 /** Where a frame starts in a fresh slot: 32 bytes of metadata, then 96 bytes of headroom. */
 export const DEFAULT_DATA_OFFSET: u16 = 128;
+/** `flags` bit of a packet an element handed back to the dispatcher (resteer): it comes round once more. */
+export const PACKET_RESTEERED: u16 = 1;
+/** `port` of a packet on its way back to the dispatcher: this bit plus the number of the source it came from. */
+export const PORT_RESTEER: u16 = 0x8000;
 
 @unmanaged
 export class Packet {

@@ -1,4 +1,4 @@
-import { Packet, DEFAULT_DATA_OFFSET } from "./packet";
+import { Packet, DEFAULT_DATA_OFFSET, PACKET_RESTEERED, PORT_RESTEER } from "./packet";
 import { Ring, Stack, ENTRY_RECYCLE } from "./ring";
 import { Batch } from "./batch";
 import { copyBytes } from "./bytes";
@@ -88,6 +88,17 @@ export function freePacket(p: Packet): void {
 /** Hands a packet to sink number `sink` on the I/O side (a file or a device writer). */
 @inline export function sendToSink(p: Packet, sink: u16): void {
   p.port = sink;
+  sendOut(changetype<u32>(p));
+}
+
+/**
+ * Hands a packet back to the dispatcher, which steers it again as if its source had just read it: for
+ * a packet that another shard's state must handle (a NAT's hairpinned packet to a subscriber on
+ * another shard). It enters the graph there at its source, with PACKET_RESTEERED set in `flags`.
+ */
+export function resteer(p: Packet): void {
+  p.flags |= PACKET_RESTEERED;
+  p.port |= PORT_RESTEER;
   sendOut(changetype<u32>(p));
 }
 

@@ -23,7 +23,7 @@ function config(name: string, nat: string): string {
 elements:
   src: { type: FromPcap, file: ${name}.pcap, steer: nat }
   side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
-  nat: { type: NAT, pool: [203.0.113.0/26], ${nat} }
+  nat: { type: NAT, ${nat.includes('pool:') ? nat : `pool: [203.0.113.0/26], ${nat}`} }
   outside: { type: ToPcap, file: ${name}-outside.pcap }
   inside: { type: ToPcap, file: ${name}-inside.pcap }
 connections:
@@ -107,6 +107,19 @@ test('deterministic mode: replies reach their subscribers across the moves; outp
   inside.forEach(({ data: d }) => assert.is(`${[...d.subarray(30, 34)].join('.')}:${d.readUInt16BE(36)}`, `${subscriber(d.readUInt32BE(42))}:${10000 + d.readUInt32BE(42)}`));
   const equivalence = await verify(config('both', nat), { shards: [1, 2, 1], scaleEvery: 20_000 });
   assert.ok(equivalence.equivalent, equivalence.difference);
+});
+
+test('hairpinning between subscribers on different shards: the packet is handed to its target\'s shard', async () => {
+  // Deterministic mode, so the external endpoints are known: 100.64.0.5 holds 203.0.113.0:1099-1113, 100.64.0.2 1054-1068.
+  const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
+  const udp = (src: string, sport: number, dst: string, dport: number) => ipv4Frame({ proto: 'udp', src, dst, sport, dport });
+  writePcap(join(dir, 'hairpin.pcap'), [udp('100.64.0.5', 1100, '198.18.0.1', 53), udp('100.64.0.2', 1060, '198.18.0.1', 53), udp('100.64.0.2', 1060, '203.0.113.0', 1100)]);
+  const { counters } = await run('hairpin', nat, { shards: 2 });
+  assert.is(counters.hairpin_handovers, 1, JSON.stringify(counters));
+  assert.is(counters.hairpinned, 1, JSON.stringify(counters));
+  const [delivered] = readPcap(join(dir, 'hairpin-inside.pcap')).records.map((r) => r.data);
+  assert.is(`${[...delivered.subarray(26, 30)].join('.')}:${delivered.readUInt16BE(34)}`, '203.0.113.0:1060', 'from A\'s external endpoint');
+  assert.is(`${[...delivered.subarray(30, 34)].join('.')}:${delivered.readUInt16BE(36)}`, '100.64.0.5:1100', 'to B');
 });
 
 test.after(() => removeDir(dir));

@@ -33,8 +33,8 @@ export default defineElement({
     + 'no mapping can be made the packet is dropped and counted (and with icmp_errors an ICMP host unreachable goes back); '
     + 'a live mapping is never evicted. With deterministic: true each inside address has a fixed external address and port '
     + 'range (RFC 7422, VPP\'s arithmetic), so no block log is needed. With shards, give the sources steer: NAME (this element\'s '
-    + 'name; inside sources may use source-address): each subscriber and every mapping of it lives on one shard and moves '
-    + 'with it when the pipeline scales.',
+    + 'name): each subscriber and every mapping of it lives on one shard and moves with it when the pipeline scales; a '
+    + 'hairpinned packet for a subscriber on another shard is handed to that shard.',
   inputs: 2,
   outputs: [
     { name: 'outside', doc: 'translated packets going out, and exempt packets untranslated' },
@@ -100,6 +100,7 @@ export default defineElement({
     translated_out: state.counter('packets translated inside to outside'),
     translated_in: state.counter('packets translated outside to inside'),
     hairpinned: state.counter('packets from inside to a pool address sent back inside'),
+    hairpin_handovers: state.counter('hairpinned packets handed to the shard of their target subscriber'),
     exempted: state.counter('packets passed untranslated (exempt destinations or ports)'),
     mappings_created: state.counter('mappings made'),
     blocks_allocated: state.counter('port blocks given to subscribers'),

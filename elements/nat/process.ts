@@ -1,6 +1,6 @@
 import {
   Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
-  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, keyBuffer, flowCreated, now, dropPacket, addressHash, checksum, updateChecksum16,
+  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, flowCreated, now, dropPacket, resteer, addressHash, checksum, updateChecksum16,
   updateChecksum32, copyBytes,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
@@ -113,6 +113,8 @@ export function steer(self: NATState, p: Packet): u32 {
 // Inside to outside.
 
 function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
+  // A hairpinned packet handed over by the sender's shard: already translated, now for its target.
+  if (p.flags & PACKET_RESTEERED) { inbound(self, p, out, t, true); return; }
   const ip = IPv4.header(p);
   if (!ip) { self.drop_malformed++; dropPacket(p); return; }
   const pool = <usize>self.pool;
@@ -324,6 +326,12 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     mappingInKey(key, inside, externalPort);
     back = self.mappings.find(key, FlowKey.hash(key), t);
   }
+  if (!back && hairpin && inside && !(p.flags & PACKET_RESTEERED)) {
+    // The target subscriber lives on another shard: the dispatcher takes the packet there (once).
+    self.hairpin_handovers++;
+    resteer(p);
+    return;
+  }
   if (!back) {
     if (syn) self.drop_unsolicited_syn++;
     else self.drop_no_mapping++;
@@ -359,7 +367,8 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   FlowTable.refresh(session, 0, deadline < mappingEnds ? deadline : mappingEnds);
   translate(ip, l4, inside, localPort, false);
   if (IPv4.moreFragments(ip)) rememberFragment(self, external, remote, ip, inside, t);
-  if (hairpin) self.hairpinned++;
+  // A hairpinned packet handed over by another shard may come in on either input (by its source address).
+  if (hairpin || (p.flags & PACKET_RESTEERED)) self.hairpinned++;
   else self.translated_in++;
   out.push(INSIDE, p);
 }
