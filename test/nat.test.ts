@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, internetChecksum, type FrameSpec } from './helpers.ts';
+import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, internetChecksum, cli, type FrameSpec } from './helpers.ts';
 import { checksumVerdicts } from './golden.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
@@ -353,6 +353,34 @@ test('bad input: sources outside the inside prefixes, exempt destinations, other
   assert.equal(view.mappings.map((m: any) => [m.protocol, m.inside_port, m.external]), [['udp', 5000, `${r.outside[2].src}:${r.outside[2].sport}`]]);
   assert.is(view.blocks.length, 1);
   assert.is(r.subscriber('100.64.7.7').note, 'no state for this subscriber');
+});
+
+test('bad configs: a UDP timeout under 120 s, a block size that is no power of two, steering by an element that does not steer', async () => {
+  const dir = tempDir();
+  try {
+    const yaml = (nat: string, steer: string) => `elements:
+  src: { type: FromPcap, file: in.pcap, steer: ${steer} }
+  nat: { type: NAT, pool: [203.0.113.1]${nat} }
+  out: { type: Discard }
+connections:
+  - src -> [0]nat
+  - src -> [1]nat
+  - nat[0] -> out
+  - nat[1] -> out
+`;
+    writeFileSync(join(dir, 'bad.yaml'), yaml(', udp_timeout: 60s, ports_per_block: 100', 'nat'));
+    writePcap(join(dir, 'in.pcap'), []);
+    const params = cli(['check', join(dir, 'bad.yaml')]);
+    assert.is(params.status, 2);
+    assert.match(params.stderr, /bad\.yaml:3:\d+: nat\.udp_timeout: 1m is shorter than the 120 s RFC 4787 REQ-5 requires/);
+    assert.match(params.stderr, /bad\.yaml:3:\d+: nat\.ports_per_block: 100 is not a power of two\n {2}hint: use 64 or 128/);
+    writeFileSync(join(dir, 'steer.yaml'), yaml('', 'out'));
+    const steer = cli(['check', join(dir, 'steer.yaml')]);
+    assert.is(steer.status, 2);
+    assert.match(steer.stderr, /steer\.yaml:2:3: src\.steer: 'out' is neither flow, source-address, destination-address nor an element that steers\n {2}hint: elements here that steer: nat/);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test.run();

@@ -1,7 +1,7 @@
 import { mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { defineElement, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
-import { parseCidr, parseIPv4, formatIPv4, type Cidr } from '../../engine/params.ts';
+import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, PROTOCOLS, type NatParams } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
@@ -12,6 +12,27 @@ const prefixType: ParamType<Cidr> = {
 };
 
 const MAPPINGS = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'] as const;
+
+/** The UDP mapping timeout: RFC 4787 REQ-5 forbids less than 120 s. */
+const udpTimeoutType: ParamType<number> = {
+  ...types.duration,
+  parse: (raw) => {
+    const ns = types.duration.parse(raw);
+    if (ns < 120e9) throw new ParamTypeError(`${types.duration.format(ns)} is shorter than the 120 s RFC 4787 REQ-5 requires`, 'use at least 120s (300s is the default)');
+    return ns;
+  },
+};
+
+/** Ports per block: a power of two, so that a port's block is a shift away. */
+const blockSizeType: ParamType<number> = {
+  ...intType(8, 1024),
+  description: 'a power of two from 8 to 1024',
+  parse: (raw) => {
+    const n = intType(8, 1024).parse(raw);
+    if (n & (n - 1)) throw new ParamTypeError(`${n} is not a power of two`, `use ${2 ** Math.floor(Math.log2(n))} or ${2 ** Math.ceil(Math.log2(n))}`);
+    return n;
+  },
+};
 
 /** Log files are opened once per element and pipeline; the final periodic run closes them. */
 const logs = new WeakMap<object, { write(line: string): void; close(): void }>();
@@ -43,13 +64,13 @@ export default defineElement({
   params: {
     pool: param.strings('external addresses and prefixes (need not be contiguous)', { required: true, item: prefixType }),
     inside: param.strings('subscriber prefixes: packets from other sources are dropped', { default: ['100.64.0.0/10'].map(parseCidr) as never, item: prefixType }),
-    ports_per_block: param.int('ports in each block a subscriber is given (a power of two)', 8, 1024, { default: 512 }),
+    ports_per_block: param.custom('ports in each block a subscriber is given', blockSizeType, { default: 512 }),
     blocks_per_subscriber: param.int('most blocks of each protocol one subscriber holds', 1, 4, { default: 4 }),
     mapping: param.enum('mapping behaviour (RFC 4787 §4.1)', MAPPINGS, { default: 'endpoint-independent' }),
     filtering: param.enum('which inbound packets a mapping accepts (RFC 4787 §5)', MAPPINGS, { default: 'endpoint-independent' }),
     port_preservation: param.bool('keep the inside port when it is free: a new block is the one that holds it when that one is free (off: ports are random within blocks, RFC 6888 REQ-15)', { default: false }),
     parity: param.bool('keep the parity of the inside port (RFC 4787 REQ-3)', { default: false }),
-    udp_timeout: param.duration('UDP mapping idle timeout (at least 120 s, RFC 4787 REQ-5)', { default: 300e9 }),
+    udp_timeout: param.custom('UDP mapping idle timeout (at least 120 s, RFC 4787 REQ-5)', udpTimeoutType, { default: 300e9 }),
     tcp_established: param.duration('idle timeout of an established TCP session (RFC 5382: at least 2 h 4 min)', { default: 7440e9 }),
     tcp_transitory: param.duration('idle timeout of a TCP session opening or closing (RFC 5382: at least 4 min)', { default: 240e9 }),
     tcp_rst: param.duration('how long a session lives after a RST (RFC 7857 §2.2)', { default: 240e9 }),
@@ -143,10 +164,6 @@ export default defineElement({
   },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
-  warnings: (p: NatParams) => [
-    ...(p.udp_timeout < 120e9 ? [{ param: 'udp_timeout', message: 'is below the 120 s RFC 4787 REQ-5 requires', hint: 'use at least 120s (300s is the default)' }] : []),
-    ...((p.ports_per_block & (p.ports_per_block - 1)) !== 0 ? [{ param: 'ports_per_block', message: 'is not a power of two; it is rounded down', hint: 'use 64, 128, 256, 512 or 1024' }] : []),
-  ],
   example: [
     'nat: { type: NAT, pool: [203.0.113.0/28], inside: [100.64.0.0/10], ports_per_block: 512, log: nat-blocks.jsonl }',
     '# connections: inside_in -> [0]nat, outside_in -> [1]nat, nat[0] -> outside_out, nat[1] -> inside_out',
