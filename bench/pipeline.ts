@@ -15,7 +15,7 @@ import { printTable, writeResults, type BenchRow } from './results.ts';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const TRACES = join(HERE, 'traces');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
-const PACKETS = Number(process.env.BENCH_PACKETS ?? 10_000_000);
+export const PACKETS = Number(process.env.BENCH_PACKETS ?? 10_000_000);
 
 /** 1M-packet traces of 64-byte frames made by the same generator as the Click anchor (anchor-gen-pcap.py). */
 export function trace(flows: number): string {

@@ -35,16 +35,12 @@ export type RouteMode = 'bridge' | 'router';
 /** What the engine namespace's kernel does: nothing (wirepath runs there), IP forwarding, or forwarding with nftables masquerade. */
 export type KernelMode = 'off' | 'forward' | 'nat';
 
-export interface Topology {
+export interface Topology extends NamespaceTools {
   readonly prefix: string;
   readonly ns: { client: string; engine: string; server: string };
   readonly dev: { client: string; engineClient: string; engineServer: string; server: string };
   route(mode: RouteMode): void;
   kernel(mode: KernelMode): void;
-  /** Runs a command in a namespace and waits for it; throws when it fails, with its stderr. */
-  run(ns: string, args: string[], options?: { input?: string | Buffer; timeout?: number; check?: boolean }): SpawnSyncReturns<Buffer>;
-  /** Starts a command in a namespace; it is killed (by its process group) when the topology is deleted. */
-  start(ns: string, args: string[], options?: SpawnOptions): ChildProcess;
 }
 
 export function available(): string | undefined {
@@ -62,11 +58,21 @@ function sh(args: string[], options: { input?: string | Buffer; timeout?: number
   return r;
 }
 
-/** Builds the topology, runs `body` on it, and deletes it whatever happens. */
-export async function withTopology<T>(body: (t: Topology) => Promise<T>): Promise<T> {
+/** Runs commands in the namespaces of withNamespaces; processes it starts are killed when they are deleted. */
+export interface NamespaceTools {
+  /** Runs a command in a namespace and waits for it; throws when it fails, with its stderr. */
+  run(ns: string, args: string[], options?: { input?: string | Buffer; timeout?: number; check?: boolean }): SpawnSyncReturns<Buffer>;
+  /** Starts a command in a namespace; it is killed (by its process group) when the namespaces are deleted. */
+  start(ns: string, args: string[], options?: SpawnOptions): ChildProcess;
+}
+
+/**
+ * Creates one namespace per name, called PREFIX-NAME with a per-run prefix (lo up, IPv6 off), runs `body`
+ * with their names, and deletes them whatever happens (deleting a namespace deletes its veth ends).
+ */
+export async function withNamespaces<const N extends string, T>(names: readonly N[], body: (ns: Record<N, string>, prefix: string, tools: NamespaceTools) => Promise<T>): Promise<T> {
   const prefix = `wp${randomBytes(3).toString('hex')}`;
-  const ns = { client: `${prefix}-client`, engine: `${prefix}-engine`, server: `${prefix}-server` };
-  const dev = { client: `${prefix}c0`, engineClient: `${prefix}ec`, engineServer: `${prefix}es`, server: `${prefix}s0` };
+  const ns = Object.fromEntries(names.map((name) => [name, `${prefix}-${name}`])) as Record<N, string>;
   const children: ChildProcess[] = [];
   const inNs = (name: string, args: string[]) => ['ip', 'netns', 'exec', name, ...args];
   const deleteAll = () => {
@@ -75,7 +81,7 @@ export async function withTopology<T>(body: (t: Topology) => Promise<T>): Promis
         try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
       }
     }
-    for (const name of Object.values(ns)) sh(['ip', 'netns', 'del', name], { check: false });
+    for (const name of Object.values<string>(ns)) sh(['ip', 'netns', 'del', name], { check: false });
   };
   // Also when the process exits or is interrupted mid-run: a namespace left behind would hold the veths.
   const onSignal = (signal: NodeJS.Signals) => {
@@ -86,20 +92,43 @@ export async function withTopology<T>(body: (t: Topology) => Promise<T>): Promis
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    for (const name of Object.values(ns)) {
+    for (const name of Object.values<string>(ns)) {
       sh(['ip', 'netns', 'add', name]);
       sh(inNs(name, ['sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']));
       sh(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
     }
-    sh(['ip', 'link', 'add', dev.client, 'netns', ns.client, 'address', MACS.client, 'type', 'veth',
-      'peer', 'name', dev.engineClient, 'netns', ns.engine, 'address', MACS.engineClient]);
-    sh(['ip', 'link', 'add', dev.server, 'netns', ns.server, 'address', MACS.server, 'type', 'veth',
-      'peer', 'name', dev.engineServer, 'netns', ns.engine, 'address', MACS.engineServer]);
-    const ends: [string, string][] = [[ns.client, dev.client], [ns.engine, dev.engineClient], [ns.engine, dev.engineServer], [ns.server, dev.server]];
-    for (const [name, d] of ends) {
-      sh(inNs(name, ['ethtool', '-K', d, 'tx', 'off', 'rx', 'off', 'tso', 'off', 'gso', 'off', 'gro', 'off']));
-      sh(['ip', '-n', name, 'link', 'set', d, 'up']);
-    }
+    return await body(ns, prefix, {
+      run: (name, args, options) => sh(inNs(name, args), options),
+      start(name, args, options = {}) {
+        const child = spawn('ip', ['netns', 'exec', name, ...args], { stdio: 'pipe', ...options, detached: true });
+        children.push(child);
+        return child;
+      },
+    });
+  } finally {
+    deleteAll();
+    process.removeListener('exit', deleteAll);
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+/** A veth pair between two namespaces, [namespace, device, MAC] at each end, up, with offloads off. */
+export function vethPair(a: [string, string, string], b: [string, string, string], mtu?: number): void {
+  sh(['ip', 'link', 'add', a[1], 'netns', a[0], 'address', a[2], 'type', 'veth', 'peer', 'name', b[1], 'netns', b[0], 'address', b[2]]);
+  for (const [name, d] of [a, b]) {
+    sh(['ip', 'netns', 'exec', name, 'ethtool', '-K', d, 'tx', 'off', 'rx', 'off', 'tso', 'off', 'gso', 'off', 'gro', 'off']);
+    sh(['ip', '-n', name, 'link', 'set', d, ...(mtu ? ['mtu', String(mtu)] : []), 'up']);
+  }
+}
+
+/** Builds the topology, runs `body` on it, and deletes it whatever happens. */
+export async function withTopology<T>(body: (t: Topology) => Promise<T>): Promise<T> {
+  return withNamespaces(['client', 'engine', 'server'], async (ns, prefix, tools) => {
+    const dev = { client: `${prefix}c0`, engineClient: `${prefix}ec`, engineServer: `${prefix}es`, server: `${prefix}s0` };
+    const inNs = (name: string, args: string[]) => ['ip', 'netns', 'exec', name, ...args];
+    vethPair([ns.client, dev.client, MACS.client], [ns.engine, dev.engineClient, MACS.engineClient]);
+    vethPair([ns.server, dev.server, MACS.server], [ns.engine, dev.engineServer, MACS.engineServer]);
     sh(['ip', '-n', ns.client, 'addr', 'add', `${ADDRESSES.client}/24`, 'dev', dev.client]);
     sh(['ip', '-n', ns.server, 'addr', 'add', `${ADDRESSES.server}/24`, 'dev', dev.server]);
 
@@ -133,22 +162,12 @@ export async function withTopology<T>(body: (t: Topology) => Promise<T>): Promis
           });
         }
       },
-      run: (name, args, options) => sh(inNs(name, args), options),
-      start(name, args, options = {}) {
-        const child = spawn('ip', ['netns', 'exec', name, ...args], { stdio: 'pipe', ...options, detached: true });
-        children.push(child);
-        return child;
-      },
+      ...tools,
     };
     topology.route('bridge');
     topology.kernel('off');
-    return await body(topology);
-  } finally {
-    deleteAll();
-    process.removeListener('exit', deleteAll);
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
-  }
+    return body(topology);
+  });
 }
 
 /** Resolves when `child` exits, with its exit code (or 128 + signal number, as a shell reports it). */
@@ -178,7 +197,7 @@ export interface Engine {
  * Starts `wirepath run CONFIG ARGS...` in the engine namespace and waits until it holds `sockets`
  * AF_PACKET sockets (every FromDevice and ToDevice open), or until it exits (then the caller reads why).
  */
-export async function startEngine(t: Topology, args: string[], sockets: number, cwd: string): Promise<Engine> {
+export async function startEngine(t: NamespaceTools & { ns: { engine: string } }, args: string[], sockets: number, cwd: string): Promise<Engine> {
   const child = t.start(t.ns.engine, [process.execPath, 'bin/wirepath.js', 'run', ...args], { cwd });
   let stdout = '';
   let stderr = '';

@@ -1,0 +1,119 @@
+import { Batch, Outputs, Packet, IPv4, Transport, TCP, Wire, FlowKey, FlowTable, IPPROTO_TCP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16 } from "wirepath";
+import { BeamerBackendState, BeamerBackendConnectionsEntry } from "./layout";
+
+const LOCAL = 0;
+const FORWARDED = 1;
+const OTHER = 2;
+
+const IPPROTO_IPIP: u8 = 4;
+/** LoadBalancer's option, first in the outer header: [158][16][flags][0][previous backend][generation][age ms]. */
+const OPTION_TYPE: u8 = 158;
+const OPTION_LENGTH: u8 = 16;
+const OPTION_END: u32 = 20 + 16;
+/** The flags byte's bit 0, seen in the 16-bit word of the flags byte and the next one. */
+const MARK_FORWARDED: u16 = 0x0100;
+const CLOSING_WINDOW: u32 = 65536;
+
+export function process(self: BeamerBackendState, batch: Batch, out: Outputs): void {
+  const table = self.connections;
+  const t = now();
+  const key = keyBuffer();
+  for (let i: u32 = 0; i < batch.count; i++) {
+    const p = batch.packet(i);
+    const ip = IPv4.header(p);
+    if (!ip || IPv4.protocol(ip) != IPPROTO_IPIP || IPv4.dst(ip) != self.address) { self.other++; out.push(OTHER, p); continue; }
+    const hl = IPv4.headerLength(ip);
+    const inner = ip + hl;
+    // A fragmented outer packet cannot be taken apart without reassembly.
+    if (IPv4.isFragment(ip) || !innerValid(inner, IPv4.totalLength(ip) - hl)) { self.malformed++; dropPacket(p); continue; }
+    const l4 = IPv4.protocol(inner) == IPPROTO_TCP ? Transport.header(p, inner) : 0;
+    if (l4) {
+      innerKey(inner, l4, key);
+      const hash = FlowKey.hash(key);
+      const flags = TCP.flags(l4);
+      if ((flags & (TCP.SYN | TCP.ACK)) == TCP.SYN) {
+        const value = table.lookupOrInsert(key, hash, t);
+        if (!value) self.table_full++;
+        else {
+          if (flowCreated) self.learned++;
+          changetype<BeamerBackendConnectionsEntry>(value).closing = 0;
+        }
+      } else {
+        const value = table.find(key, hash, t);
+        const seq = TCP.seq(l4);
+        if (value && belongs(changetype<BeamerBackendConnectionsEntry>(value), seq)) {
+          const entry = changetype<BeamerBackendConnectionsEntry>(value);
+          if (flags & (TCP.FIN | TCP.RST)) {
+            entry.closing = 1;
+            entry.end_seq = seq + IPv4.totalLength(inner) - IPv4.headerLength(inner) - TCP.dataOffset(l4) + (flags & TCP.FIN ? 1 : 0);
+          }
+          FlowTable.refresh(value, t, entry.closing ? self.fin_timeout : self.timeout);
+        } else if (self.daisy_chain && daisyChain(self, p, ip, hl)) {
+          self.forwarded++;
+          out.push(FORWARDED, p);
+          continue;
+        } else self.unknown++;
+      }
+    }
+    decapsulate(p, hl);
+    self.delivered++;
+    out.push(LOCAL, p);
+  }
+  table.sweep(t, 8);
+}
+
+/**
+ * After a FIN or RST only the last packets of a connection belong to it: those up to CLOSING_WINDOW
+ * bytes before the end of its sequence space. A client that reuses the 5-tuple for a new connection
+ * (HTTP servers close first, so the client's port is free at once) starts at a random sequence number
+ * and is then not taken for the old one, which would stall it on a server that no longer knows it.
+ */
+@inline function belongs(entry: BeamerBackendConnectionsEntry, seq: u32): bool {
+  return !entry.closing || entry.end_seq - seq <= CLOSING_WINDOW;
+}
+
+/** True when `room` bytes at `inner` hold a whole IPv4 header and the packet its total length claims. */
+function innerValid(inner: usize, room: u32): bool {
+  if (room < IPv4.MIN_HEADER) return false;
+  const vihl = load<u8>(inner);
+  const hl = (<u32>vihl & 15) << 2;
+  const total = IPv4.totalLength(inner);
+  return (vihl >> 4) == 4 && hl >= IPv4.MIN_HEADER && total >= hl && total <= room;
+}
+
+/** The inner TCP packet's 5-tuple, as FlowKey.fromPacket writes it. */
+function innerKey(inner: usize, l4: usize, key: usize): void {
+  store<u32>(key, IPv4.src(inner));
+  store<u32>(key, IPv4.dst(inner), 4);
+  store<u32>(key, (<u32>Transport.srcPort(l4) << 16) | <u32>Transport.dstPort(l4), 8);
+  store<u32>(key, <u32>IPPROTO_TCP, 12);
+}
+
+/**
+ * Re-addresses the packet to the previous backend its option names, if the bucket changed within the
+ * window and no backend forwarded it before, and marks it forwarded. False when it stays here.
+ */
+function daisyChain(self: BeamerBackendState, p: Packet, ip: usize, hl: u32): bool {
+  if (hl < OPTION_END || load<u8>(ip, 20) != OPTION_TYPE || load<u8>(ip, 21) != OPTION_LENGTH) return false;
+  const flags = Wire.get16(ip + 22);
+  const previous = Wire.get32(ip + 24);
+  const ageNs = <u64>Wire.get32(ip + 32) * 1000000;
+  if (flags & MARK_FORWARDED || previous == 0 || previous == self.address || ageNs >= self.daisy_window) return false;
+  IPv4.setDst(p, ip, previous);
+  const marked = flags | MARK_FORWARDED;
+  Wire.set16(ip + 22, marked);
+  Wire.set16(ip + 10, updateChecksum16(Wire.get16(ip + 10), flags, marked));
+  return true;
+}
+
+/** Removes the outer header, keeping the layer 2 header in front of the inner packet. */
+function decapsulate(p: Packet, hl: u32): void {
+  const l2 = <usize>p.l3Offset;
+  const from = p.data;
+  // copyBytes copies forwards in blocks: only for headers that do not overlap their new place.
+  if (l2 <= <usize>hl) copyBytes(from + hl, from, l2);
+  else memory.copy(from + hl, from, l2);
+  p.dataOffset += <u16>hl;
+  p.length -= hl;
+  p.wireLength = p.wireLength > hl ? p.wireLength - hl : p.length;
+}

@@ -1,0 +1,234 @@
+import { defineElement, param, state, ParamTypeError, type ElementView, type ParamType } from '../../engine/api.ts';
+import { MAX_SHARDS } from '../../engine/config.ts';
+import { parseIPv4, formatIPv4, intType, types } from '../../engine/params.ts';
+import { isPrime } from './maglev.ts';
+import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type Vip } from './table.ts';
+
+const VIP = /^\s*(\S+)\s+(tcp|udp)\s+(\d+|any)\s*$/i;
+const BACKEND = /^\s*([A-Za-z0-9_.-]{1,31})\s+(\S+)(?:\s+(\d+))?\s*$/;
+const MAX_WEIGHT = 1_000_000;
+
+const vipType: ParamType<Vip> = {
+  description: 'a virtual service: ADDRESS tcp|udp PORT|any',
+  parse: (raw) => {
+    const m = typeof raw === 'string' ? VIP.exec(raw) : null;
+    if (!m) throw new ParamTypeError(`${JSON.stringify(raw)} is not ADDRESS PROTOCOL PORT`, "write e.g. '198.18.100.1 tcp 80' or '198.18.100.1 udp any'");
+    const port = m[3].toLowerCase() === 'any' ? undefined : types.port.parse(Number(m[3]));
+    return { address: parseIPv4(m[1]), protocol: m[2].toLowerCase() as Vip['protocol'], port };
+  },
+  format: formatVip,
+};
+
+function parseBackend(raw: unknown): Backend {
+  const m = typeof raw === 'string' ? BACKEND.exec(raw) : null;
+  if (!m) throw new ParamTypeError(`${JSON.stringify(raw)} is not NAME ADDRESS [WEIGHT]`, "write e.g. 'web1 198.18.1.11 2' (a name of up to 31 letters, digits, '_', '.', '-'; weight 1 by default)");
+  const weight = m[3] === undefined ? 1 : Number(m[3]);
+  if (weight > MAX_WEIGHT) throw new ParamTypeError(`weight ${weight} is too large`, `use a weight from 0 to ${MAX_WEIGHT}`);
+  return { name: m[1], address: parseIPv4(m[2]), weight };
+}
+
+const formatBackend = (b: Backend) => `${b.name} ${formatIPv4(b.address)} ${b.weight}`;
+
+/** Names and addresses are unique: a name is how the control plane and the table sort backends. */
+function checkUnique(list: Backend[], at?: (i: number) => { item: number }): void {
+  list.forEach((b, i) => {
+    const j = list.findIndex((o) => o.name === b.name || o.address === b.address);
+    if (j !== i) throw new ParamTypeError(`backend ${b.name} (${formatIPv4(b.address)}) repeats the ${list[j].name === b.name ? 'name' : 'address'} of ${list[j].name}`, undefined, at?.(i));
+  });
+}
+
+const backendsType: ParamType<Backend[]> = {
+  description: 'a list of backends: NAME ADDRESS [WEIGHT]',
+  parse: (raw) => {
+    if (!Array.isArray(raw) || raw.length === 0) throw new ParamTypeError(`${JSON.stringify(raw)} is not a non-empty list`, "write a YAML list: ['web1 198.18.1.11', 'web2 198.18.1.12 2']");
+    const list = raw.map((item, i) => {
+      try { return parseBackend(item); } catch (e) { if (ParamTypeError.is(e)) e.at = { item: i }; throw e; }
+    });
+    checkUnique(list, (item) => ({ item }));
+    return list;
+  },
+  format: (list) => list.map(formatBackend).join(', '),
+};
+
+/** max_backends sizes the table: not a fast-path parameter, so no handler can change it under the table. */
+const slotCountType: ParamType<number> = { ...intType(1, NONE), fast: undefined, encode: undefined };
+
+const primeType: ParamType<number> = {
+  description: 'a prime from 7 to 4194301',
+  parse: (raw) => {
+    if (typeof raw !== 'number' || raw < 7 || raw > 4194301 || !isPrime(raw)) throw new ParamTypeError(`${JSON.stringify(raw)} is not a prime from 7 to 4194301`, 'Maglev needs a prime table size, well above 100 x the backends: 65537 or 655373');
+    return raw;
+  },
+  format: String,
+};
+
+/** counters data: [rows claimed u32][unused u32], then one row per shard of [packets u64][bytes u64] per VIP, then per backend slot. */
+const ROWS = 8;
+const rowBytes = (p: any) => (p.vips.length + p.max_backends) * 16;
+
+function rowSums(view: ElementView, first: number, count: number): { packets: number; bytes: number }[] {
+  const counters = view.data('counters');
+  const row = rowBytes(view.params);
+  return Array.from({ length: count }, (_, i) => {
+    let packets = 0n, bytes = 0n;
+    for (let r = 0; r < MAX_SHARDS; r++) {
+      const at = ROWS + r * row + (first + i) * 16;
+      packets += counters.getBigUint64(at, true);
+      bytes += counters.getBigUint64(at + 8, true);
+    }
+    return { packets: Number(packets), bytes: Number(bytes) };
+  });
+}
+
+/** Applies a change of the backend list; an error leaves the table as it was. */
+function change(view: ElementView, edit: (list: Backend[]) => Backend[]): void {
+  const table = new LiveTable(view.data('table'));
+  const next = edit([...table.backends().values()]);
+  checkUnique(next);
+  table.update(next, view.now());
+}
+
+function named(list: Backend[], name: string): Backend {
+  const found = list.find((b) => b.name === name.trim());
+  if (!found) throw new Error(`no backend '${name.trim()}'; the backends are ${list.map((b) => b.name).sort().join(', ') || 'none'}`);
+  return found;
+}
+
+function parseWeight(text: string | undefined): number {
+  const weight = Number(text);
+  if (text === undefined || !Number.isInteger(weight) || weight < 0 || weight > MAX_WEIGHT) throw new Error(`${JSON.stringify(text ?? '')} is not a weight from 0 to ${MAX_WEIGHT}`);
+  return weight;
+}
+
+export default defineElement({
+  type: 'LoadBalancer',
+  summary: 'stateless layer-4 load balancer mux (Beamer): Maglev buckets, IP-in-IP to backends, daisy-chaining hints',
+  description: 'Sends packets addressed to a virtual service (VIP: address, tcp or udp, a port or any port) to a backend, '
+    + 'encapsulated IP-in-IP: an outer IPv4 header (protocol 4) is put between the Ethernet header and the packet, in the '
+    + 'slot\'s headroom, addressed to the backend, from an address of `source` whose host part is the flow hash (so receivers '
+    + 'can spread flows over queues). The mux keeps no per-connection state: a packet\'s bucket is a hash of its source '
+    + 'address and source port (as Beamer does; the destination is the VIP anyway), mapped onto the table\'s buckets, and '
+    + 'the bucket names the backend, so any mux with the same table sends any packet to the same place. Fragments carry no '
+    + 'ports: every fragment (the first too, so that a datagram stays together) matches a VIP by address and protocol and '
+    + 'is hashed by its source address alone. An ICMP error sent to a VIP (fragmentation needed, unreachable, time '
+    + 'exceeded, ...) is hashed by the connection it quotes (the quoted destination address and port), so it reaches the '
+    + 'backend of that connection. The table is Maglev\'s (prime size, backends sorted by name first, weights respected); '
+    + 'each bucket also remembers its previous backend and the generation and time of its last change, and the outer '
+    + 'header carries them in an IPv4 option (type 158, RFC 4727 experimental, 16 bytes: [158][16][flags][0][previous '
+    + 'backend address][generation][milliseconds since the change, as the mux sees it]) for BeamerBackend\'s daisy '
+    + 'chaining. The option carries the age of the change rather than its time so that muxes and backends need no shared '
+    + 'clock. Backends are added, drained (weight 0: no new bucket, its connections go on through daisy chaining), '
+    + 'removed and re-weighted at run time through the write handlers; the table is rebuilt and only the buckets whose '
+    + 'backend changed get a new previous backend, generation and time. A change naming an unknown backend fails with '
+    + 'an error and changes nothing. The table lives in shared data, so snapshots and reloads keep it as it is, '
+    + 'run-time changes included (change the backends of a running pipeline through the handlers). Packets that are not for a VIP (or not IPv4) leave on output 1, or are dropped if it is not '
+    + 'connected; a packet to a VIP whose headers are truncated is counted in malformed and dropped. Health checks are '
+    + 'not implemented yet: drain a failing backend from outside.',
+  inputs: 1,
+  outputs: [
+    { name: 'encapsulated', doc: 'packets to a VIP, encapsulated to their backend' },
+    { name: 'other', doc: 'packets not for a VIP, unchanged', optional: true },
+  ],
+  params: {
+    vips: param.strings('the virtual services: ADDRESS tcp|udp PORT|any', { required: true, item: vipType }),
+    backends: param.custom('the backends: NAME ADDRESS [WEIGHT] (weight 1 by default, 0 = drained)', backendsType, { required: true }),
+    table_size: param.custom('Maglev table size M (buckets), a prime', primeType, { default: 65537 }),
+    max_backends: param.custom('most backends at once, removed ones still remembered by buckets included', slotCountType, { default: 256 }),
+    source: param.cidr('outer source addresses: the flow hash chooses the host part', { required: true }),
+  },
+  state: {
+    table: state.data({
+      doc: 'VIPs, backends and per bucket the current and previous backend, generation and time of the last change',
+      shared: true,
+      size: tableBytes,
+      init: (p, view) => initTable(p, view),
+    }),
+    counters: state.data({
+      doc: 'per shard, packets and bytes per VIP and per backend',
+      size: (p) => ROWS + MAX_SHARDS * rowBytes(p),
+      init: (_, view) => new Uint8Array(view.buffer, view.byteOffset, view.byteLength).fill(0),
+    }),
+    counter_row: state.internal("address of this shard's row of counters"),
+    encapsulated: state.counter('packets encapsulated to a backend'),
+    other: state.counter('packets not for a VIP (output 1)'),
+    fragments: state.counter('fragments for a VIP (hashed by source address)'),
+    icmp_errors: state.counter('ICMP errors about a VIP connection (sent to its backend)'),
+    malformed: state.counter('packets to a VIP with truncated headers (dropped)'),
+    no_backend: state.counter('packets to a VIP whose bucket has no backend: every weight is 0 (dropped)'),
+    no_headroom: state.counter('packets without the 36 bytes of headroom the outer header needs (dropped)'),
+  },
+  handlers: {
+    backends: {
+      doc: 'the backends now: name, address, weight, buckets, packets and bytes sent to each',
+      read: (view) => {
+        const table = new LiveTable(view.data('table'));
+        const live = table.backends();
+        const buckets = new Map<number, number>();
+        for (let i = 0; i < table.size; i++) {
+          const current = table.bucket(i).current;
+          buckets.set(current, (buckets.get(current) ?? 0) + 1);
+        }
+        const vips = (view.params.vips as Vip[]).length;
+        return [...live].map(([slot, b]) => ({ name: b.name, address: formatIPv4(b.address), weight: b.weight, buckets: buckets.get(slot) ?? 0, ...rowSums(view, vips + slot, 1)[0] }));
+      },
+    },
+    vips: {
+      doc: 'packets and bytes sent to each VIP',
+      read: (view) => {
+        const vips = view.params.vips as Vip[];
+        return rowSums(view, 0, vips.length).map((c, i) => ({ vip: formatVip(vips[i]), ...c }));
+      },
+    },
+    buckets: {
+      doc: 'the table: size, generation and buckets moved by the last change; with an argument N, bucket N (current and previous backend, generation, time of change)',
+      counter: false,
+      read: (view, arg) => {
+        const table = new LiveTable(view.data('table'));
+        if (arg === undefined) return { size: table.size, generation: table.generation, moved_last_change: table.lastMoved };
+        const index = Number(arg);
+        if (!Number.isInteger(index) || index < 0 || index >= table.size) throw new Error(`bucket ${JSON.stringify(arg)} is not a number from 0 to ${table.size - 1}`);
+        const b = table.describe(index);
+        return { bucket: index, ...b, changed_ns: String(b.changed_ns) };
+      },
+    },
+    add_backend: {
+      doc: "adds a backend: 'NAME ADDRESS [WEIGHT]'",
+      write: (view, value) => change(view, (list) => [...list, parseBackend(value)]),
+    },
+    remove_backend: {
+      doc: "removes a backend: 'NAME' (its buckets remember it as their previous backend)",
+      write: (view, value) => change(view, (list) => {
+        const target = named(list, value);
+        return list.filter((b) => b !== target);
+      }),
+    },
+    set_weight: {
+      doc: "changes a backend's weight: 'NAME WEIGHT'",
+      write: (view, value) => change(view, (list) => {
+        const [name, weight] = value.trim().split(/\s+/);
+        const target = named(list, name);
+        const w = parseWeight(weight);
+        return list.map((b) => (b === target ? { ...b, weight: w } : b));
+      }),
+    },
+    drain: {
+      doc: "drains a backend (weight 0): 'NAME'",
+      write: (view, value) => change(view, (list) => {
+        const target = named(list, value);
+        return list.map((b) => (b === target ? { ...b, weight: 0 } : b));
+      }),
+    },
+    reset: {
+      doc: 'zeroes the counters, per VIP and per backend too',
+      write: (view) => {
+        // view.reset() also zeroes each shard's counter_row, so the rows are claimed again from the first.
+        view.reset();
+        const counters = view.data('counters');
+        new Uint8Array(counters.buffer, counters.byteOffset, counters.byteLength).fill(0);
+      },
+    },
+  },
+  example: "lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24,\n"
+    + "      backends: ['web1 198.18.1.11', 'web2 198.18.1.12', 'web3 198.18.1.13 2'] }\n"
+    + '# connections: src -> lb -> out; lb[1] -> local   # control: wirepath ctl write lb.drain web2',
+});

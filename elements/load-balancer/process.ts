@@ -1,0 +1,170 @@
+import { Batch, Outputs, Packet, IPv4, Transport, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, META_SIZE, copyBytes, dropPacket, now } from "wirepath";
+import { LoadBalancerState } from "./layout";
+
+const ENCAPSULATED = 0;
+const OTHER = 1;
+
+// The table (table.ts describes it).
+const HEADER: usize = 64;
+const VIP_ENTRY: usize = 16;
+const BACKEND_ENTRY: usize = 48;
+const BUCKET_ENTRY: usize = 16;
+const NONE: u32 = 0xffff;
+/** engine/config.ts MAX_SHARDS: rows of counters. */
+const MAX_SHARDS: u32 = 64;
+const ROWS: usize = 8;
+
+/** The outer header: 20 bytes and the 16-byte option (element.ts documents it). */
+const OUTER: u32 = 36;
+const OPTION_TYPE: u8 = 158;
+const IPPROTO_IPIP: u8 = 4;
+const DONT_FRAGMENT: u16 = 0x4000;
+
+const NOT_VIP: i32 = -1;
+const MALFORMED: i32 = -2;
+
+// Set by classify for a VIP packet: the hash that picks its bucket.
+let flowHash: u32 = 0;
+
+export function process(self: LoadBalancerState, batch: Batch, out: Outputs): void {
+  if (!self.counter_row) claimRow(self);
+  const table = self.table;
+  const size = load<u32>(table);
+  const vips = load<u32>(table, 4);
+  const backends = table + HEADER + <usize>vips * VIP_ENTRY;
+  const buckets = backends + <usize>load<u32>(table, 8) * BACKEND_ENTRY;
+  const vipRow = <usize>self.counter_row;
+  const backendRow = vipRow + <usize>vips * 16;
+  const t = now();
+  for (let i: u32 = 0; i < batch.count; i++) {
+    const p = batch.packet(i);
+    const ip = IPv4.header(p);
+    const vip = ip ? classify(self, table + HEADER, vips, p, ip) : NOT_VIP;
+    if (vip == NOT_VIP) { self.other++; out.push(OTHER, p); continue; }
+    if (vip == MALFORMED) { self.malformed++; dropPacket(p); continue; }
+    const bucket = buckets + <usize>((<u64>flowHash * <u64>size) >> 32) * BUCKET_ENTRY;
+    const word = atomic.load<u64>(bucket);
+    const current = <u32>word & 0xffff;
+    if (current == NONE) { self.no_backend++; dropPacket(p); continue; }
+    if (<u32>p.dataOffset < META_SIZE + OUTER) { self.no_headroom++; dropPacket(p); continue; }
+    const previous = <u32>(word >> 16) & 0xffff;
+    const age = previous == NONE ? <u64>0xffffffff : ageMs(t, load<u64>(bucket, 8));
+    encapsulate(p, ip, self.source_address | (flowHash & ~self.source_mask), load<u32>(backends + <usize>current * BACKEND_ENTRY),
+      previous == NONE ? 0 : load<u32>(backends + <usize>previous * BACKEND_ENTRY), <u32>(word >> 32), <u32>age);
+    const bytes = <u64>p.wireLength;
+    count(vipRow + (<usize>vip << 4), bytes);
+    count(backendRow + (<usize>current << 4), bytes);
+    self.encapsulated++;
+    out.push(ENCAPSULATED, p);
+  }
+}
+
+/** Milliseconds from `changed` to `t`, at most 2^32 - 1 (a change stamped after this batch's clock is 0 old). */
+@inline function ageMs(t: u64, changed: u64): u64 {
+  const ms = t > changed ? (t - changed) / 1000000 : 0;
+  return ms < 0xffffffff ? ms : 0xffffffff;
+}
+
+@inline function count(at: usize, bytes: u64): void {
+  store<u64>(at, load<u64>(at) + 1);
+  store<u64>(at, load<u64>(at, 8) + bytes, 8);
+}
+
+/**
+ * The VIP a packet is for, and its bucket hash in flowHash; NOT_VIP, or MALFORMED for a packet to a
+ * VIP address whose headers are cut short.
+ */
+function classify(self: LoadBalancerState, vipTable: usize, vips: u32, p: Packet, ip: usize): i32 {
+  const proto = IPv4.protocol(ip);
+  const dst = IPv4.dst(ip);
+  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    if (IPv4.isFragment(ip)) {
+      const vip = findVip(vipTable, vips, dst, proto, 0, false);
+      if (vip >= 0) { self.fragments++; flowHash = hashOf(IPv4.src(ip), 0); }
+      return vip;
+    }
+    const l4 = Transport.header(p, ip);
+    if (!l4) return findVip(vipTable, vips, dst, proto, 0, false) >= 0 ? MALFORMED : NOT_VIP;
+    const vip = findVip(vipTable, vips, dst, proto, Transport.dstPort(l4), true);
+    if (vip >= 0) flowHash = hashOf(IPv4.src(ip), Transport.srcPort(l4));
+    return vip;
+  }
+  if (proto != IPPROTO_ICMP) return NOT_VIP;
+  const l4 = Transport.header(p, ip);
+  if (!l4 || !isError(ICMP.type(l4))) return NOT_VIP;
+  // The error quotes the header of a packet the VIP sent (RFC 792): source VIP:port, destination the client.
+  const quoted = l4 + 8;
+  const room = IPv4.totalLength(ip) - IPv4.headerLength(ip) - 8;
+  const vihl = room >= IPv4.MIN_HEADER ? load<u8>(quoted) : 0;
+  const qhl = (<u32>vihl & 15) << 2;
+  if ((vihl >> 4) != 4 || qhl < IPv4.MIN_HEADER || qhl + 4 > room) return findVip(vipTable, vips, dst, 0, 0, false) >= 0 ? MALFORMED : NOT_VIP;
+  const qproto = IPv4.protocol(quoted);
+  const ports = IPv4.fragmentOffset(quoted) == 0;
+  const vip = findVip(vipTable, vips, IPv4.src(quoted), qproto, ports ? Wire.get16(quoted + qhl) : 0, ports);
+  if (vip >= 0) {
+    self.icmp_errors++;
+    flowHash = hashOf(IPv4.dst(quoted), ports ? <u32>Wire.get16(quoted + qhl + 2) : 0);
+  }
+  return vip;
+}
+
+/** Destination unreachable, source quench, redirect, time exceeded, parameter problem. */
+@inline function isError(type: u8): bool {
+  return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+}
+
+/** Index of the VIP for address, protocol (0: any) and port (when checkPort), or NOT_VIP. A short list: scanned. */
+function findVip(table: usize, vips: u32, address: u32, proto: u8, port: u16, checkPort: bool): i32 {
+  for (let i: u32 = 0; i < vips; i++) {
+    const v = table + <usize>i * VIP_ENTRY;
+    if (load<u32>(v) != address) continue;
+    if (proto && load<u8>(v, 6) != proto) continue;
+    if (checkPort && !load<u8>(v, 7) && load<u16>(v, 4) != port) continue;
+    return <i32>i;
+  }
+  return NOT_VIP;
+}
+
+/** The bucket hash of a source address and port (murmur3's finaliser). */
+@inline function hashOf(address: u32, port: u32): u32 {
+  let h = address * 0x9e3779b1 ^ (port * 0x85ebca77 + 0x165667b1);
+  h ^= h >>> 16; h *= 0x85ebca6b; h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
+  return h;
+}
+
+/** Puts the outer header between the layer 2 header and the packet, in the headroom. */
+function encapsulate(p: Packet, inner: usize, src: u32, dst: u32, previous: u32, generation: u32, age: u32): void {
+  const l2 = <usize>p.l3Offset;
+  const from = p.data;
+  p.dataOffset -= <u16>OUTER;
+  p.length += OUTER;
+  p.wireLength += OUTER;
+  copyBytes(p.data, from, l2);
+  const ip = p.data + l2;
+  store<u8>(ip, 0x40 | <u8>(OUTER >> 2));
+  store<u8>(ip, IPv4.tos(inner), 1);
+  Wire.set16(ip + 2, <u16>(IPv4.totalLength(inner) + OUTER));
+  store<u16>(ip, 0, 4);
+  Wire.set16(ip + 6, Wire.get16(inner + 6) & DONT_FRAGMENT);
+  store<u8>(ip, 64, 8);
+  store<u8>(ip, IPPROTO_IPIP, 9);
+  Wire.set32(ip + 12, src);
+  Wire.set32(ip + 16, dst);
+  store<u8>(ip, OPTION_TYPE, 20);
+  store<u8>(ip, 16, 21);
+  store<u16>(ip, 0, 22);
+  Wire.set32(ip + 24, previous);
+  Wire.set32(ip + 28, generation);
+  Wire.set32(ip + 32, age);
+  IPv4.setHeaderChecksum(ip);
+}
+
+/** Takes the next free row of counters for this shard (each shard claims one row, once, atomically). */
+function claimRow(self: LoadBalancerState): void {
+  const counters = self.counters;
+  const claimed = atomic.add<u32>(counters, 1);
+  const row = claimed < MAX_SHARDS ? claimed : MAX_SHARDS - 1;
+  const table = self.table;
+  const rowBytes = (<usize>load<u32>(table, 4) + <usize>load<u32>(table, 8)) << 4;
+  self.counter_row = <u64>(counters + ROWS + <usize>row * rowBytes);
+}

@@ -1,0 +1,393 @@
+// LoadBalancer and BeamerBackend on captures: the encapsulation as tshark dissects it, VIP matching,
+// fragments, ICMP errors, malformed packets, the control handlers, and daisy chaining on the trace's
+// virtual clock (the mux's table changes between paced packets).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { tempDir, removeDir, runConfig, writePcap, readPcap, ipv4Frame, tshark, internetChecksum, type FrameSpec } from './helpers.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
+import { LiveTable } from '../elements/load-balancer/table.ts';
+
+const T0 = 1_700_000_000;
+const VIP = '198.18.100.1';
+const BACKENDS = ['web1 198.18.1.11', 'web2 198.18.1.12', 'web3 198.18.1.13 2'];
+const ADDRESS: Record<string, string> = { web1: '198.18.1.11', web2: '198.18.1.12', web3: '198.18.1.13' };
+const SYN = 0x02, ACK = 0x10, PSH_ACK = 0x18;
+
+const lb = (extra = '') => `{ type: LoadBalancer, vips: ['${VIP} tcp 80', '${VIP} udp any'], source: 198.18.0.0/24, backends: ${JSON.stringify(BACKENDS)}${extra} }`;
+
+const muxConfig = (other: boolean) => `
+batch: 1
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  lb:  ${lb()}
+  out: { type: ToPcap, file: out.pcap }
+${other ? '  rest: { type: ToPcap, file: other.pcap }\n' : ''}connections:
+  - src -> lb -> out
+${other ? '  - lb[1] -> rest\n' : ''}`;
+
+const client = (spec: FrameSpec): FrameSpec => ({ src: '100.64.0.2', dst: VIP, sport: 40000, dport: 80, ...spec });
+const ip = (b: Buffer, at: number) => [...b.subarray(at, at + 4)].join('.');
+
+/** The outer header of an encapsulated frame (untagged Ethernet), and its inner packet. */
+function outer(frame: Buffer) {
+  const hl = (frame[14] & 15) * 4;
+  return {
+    protocol: frame[23], hl, src: ip(frame, 26), dst: ip(frame, 30),
+    option: { type: frame[34], length: frame[35], flags: frame[36], previous: ip(frame, 38), generation: frame.readUInt32BE(42), ageMs: frame.readUInt32BE(46) },
+    inner: frame.subarray(14 + hl),
+  };
+}
+
+async function runMux(frames: Buffer[], other = true, options: PipelineOptions = { threads: 'inline' }) {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), frames);
+    const result = await runConfig(dir, muxConfig(other), options);
+    const out = readPcap(join(dir, 'out.pcap')).records.map((r) => r.data);
+    const rest = other ? readPcap(join(dir, 'other.pcap')).records.map((r) => r.data) : [];
+    const fields = tshark(join(dir, 'out.pcap'), ['ip.checksum.status', 'ip.proto', 'ip.len', 'tcp.checksum.status', 'udp.checksum.status']);
+    return { out, rest, fields, lb: result.elements.lb as Record<string, any> };
+  } finally {
+    removeDir(dir);
+  }
+}
+
+test('packets to a VIP leave encapsulated: outer IPv4 with the option, valid checksums (tshark), the inner packet unchanged', async () => {
+  const frames = [client({ tcpFlags: SYN }), client({}), client({ sport: 40001 }), client({ proto: 'udp', dport: 5353 })].map(ipv4Frame);
+  const { out, fields, lb } = await runMux(frames);
+  assert.is(out.length, 4);
+  out.forEach((frame, i) => {
+    const o = outer(frame);
+    assert.is(o.protocol, 4);
+    assert.is(o.hl, 36);
+    assert.ok(o.src.startsWith('198.18.0.'), o.src);
+    assert.ok(Object.values(ADDRESS).includes(o.dst), o.dst);
+    assert.equal({ ...o.option, ageMs: 0 }, { type: 158, length: 16, flags: 0, previous: '0.0.0.0', generation: 0, ageMs: 0 });
+    assert.is(o.option.ageMs, 0xffffffff, 'no previous backend: the oldest age');
+    assert.ok(o.inner.equals(frames[i].subarray(14)), `frame ${i}: inner packet changed`);
+    assert.ok(frame.subarray(0, 14).equals(frames[i].subarray(0, 14)), 'Ethernet header kept');
+    // tshark: outer IP checksum good (status 1 = good), protocol 4 and the inner header dissected behind it.
+    assert.is(fields[i][0].split(',')[0], '1');
+    assert.is(fields[i][1].split(',')[0], '4');
+  });
+  assert.is(outer(out[0]).dst, outer(out[1]).dst, 'one connection, one backend');
+  assert.is(outer(out[0]).src, outer(out[1]).src, 'one connection, one outer source');
+  assert.is(lb.encapsulated, 4);
+  assert.equal(lb.vips.map((v: any) => v.packets), [3, 1]);
+  assert.is(lb.backends.reduce((s: number, b: any) => s + b.packets, 0), 4);
+});
+
+test('connections spread by weight: 6000 source ports, web3 (weight 2) gets about half', async () => {
+  const frames = Array.from({ length: 6000 }, (_, i) => ipv4Frame(client({ src: `100.64.${i % 200}.${1 + (i % 250)}`, sport: 10000 + i })));
+  const { out, lb } = await runMux(frames);
+  const counts: Record<string, number> = {};
+  for (const frame of out) counts[outer(frame).dst] = (counts[outer(frame).dst] ?? 0) + 1;
+  const share = (name: string) => counts[ADDRESS[name]] / out.length;
+  assert.ok(Math.abs(share('web3') - 0.5) < 0.03, `web3 ${share('web3')}`);
+  assert.ok(Math.abs(share('web1') - 0.25) < 0.03, `web1 ${share('web1')}`);
+  assert.equal(lb.backends.map((b: any) => b.buckets), [16384, 16384, 32769]);
+  // Outer sources spread too: the flow hash picks the host part of 198.18.0.0/24.
+  assert.ok(new Set(out.map((f) => outer(f).src)).size > 200);
+});
+
+test('no per-flow state: two shards send every packet where one does', async () => {
+  const frames = Array.from({ length: 3000 }, (_, i) => ipv4Frame(client({ src: `100.64.7.${i % 250}`, sport: 20000 + i })));
+  const one = await runMux(frames);
+  const two = await runMux(frames, true, { shards: 2 });
+  const sorted = (out: Buffer[]) => out.map((f) => f.toString('hex')).sort();
+  assert.is(two.out.length, frames.length);
+  assert.equal(sorted(two.out), sorted(one.out));
+  assert.is(two.lb.backends.reduce((s: number, b: any) => s + b.packets, 0), frames.length, 'both shards count');
+});
+
+test('not for a VIP: other address, other port, other protocol, ICMP echo, ARP leave on output 1 unchanged; unconnected, dropped and counted', async () => {
+  const arp = Buffer.concat([Buffer.from('ffffffffffff020000000001', 'hex'), Buffer.from([0x08, 0x06]), Buffer.alloc(28)]);
+  const frames = [ipv4Frame(client({ dst: '198.18.100.2' })), ipv4Frame(client({ dport: 81 })), ipv4Frame(client({ proto: 47 })), ipv4Frame(client({ proto: 'icmp' })), arp];
+  const { out, rest, lb } = await runMux(frames);
+  assert.is(out.length, 0);
+  assert.is(rest.length, frames.length);
+  rest.forEach((f, i) => assert.ok(f.equals(frames[i])));
+  assert.is(lb.other, 5);
+  const dropped = await runMux(frames, false);
+  assert.is(dropped.lb.other, 5);
+  assert.is(dropped.lb.unconnected_drops, 5);
+});
+
+test('fragments: all fragments of a datagram go to one backend, hashed by the source address (counted)', async () => {
+  // Different source ports land on different backends; fragments of any of them follow the address alone.
+  const sources = ['100.64.1.1', '100.64.1.2', '100.64.1.3', '100.64.1.4'];
+  const frames = sources.flatMap((src) => [
+    ipv4Frame(client({ src, proto: 'udp', dport: 4000, moreFragments: true, payload: 64 })),
+    ipv4Frame(client({ src, proto: 'udp', fragOffset: 9, payload: 40 })),
+    ipv4Frame(client({ src, fragOffset: 20, payload: 40 })),
+  ]);
+  const { out, lb } = await runMux(frames);
+  assert.is(out.length, frames.length);
+  assert.is(lb.fragments, frames.length);
+  for (let i = 0; i < out.length; i += 3) {
+    assert.is(outer(out[i]).dst, outer(out[i + 1]).dst);
+    assert.is(outer(out[i]).dst, outer(out[i + 2]).dst);
+    assert.is(outer(out[i]).option.flags, 0);
+  }
+});
+
+/** An ICMP error from a router to the VIP, quoting the first bytes of a packet VIP:80 -> client:port. */
+function icmpError(port: number, type = 3, code = 4): Buffer {
+  const quoted = ipv4Frame({ src: VIP, dst: '100.64.0.2', sport: 80, dport: port, payload: 0 }).subarray(14, 14 + 28);
+  const icmp = Buffer.concat([Buffer.from([type, code, 0, 0, 0, 0, 0x05, 0xdc]), quoted]);
+  icmp.writeUInt16BE(internetChecksum(icmp), 2);
+  const frame = ipv4Frame({ src: '100.64.0.254', dst: VIP, proto: 'icmp', payload: 0 });
+  const header = Buffer.from(frame.subarray(0, 34));
+  header.writeUInt16BE(20 + icmp.length, 16);
+  header.writeUInt16BE(0, 24);
+  header.writeUInt16BE(internetChecksum(header.subarray(14, 34)), 24);
+  return Buffer.concat([header, icmp]);
+}
+
+test('ICMP errors about a VIP connection go to the backend of the connection they quote', async () => {
+  const ports = Array.from({ length: 30 }, (_, i) => 41000 + i * 7);
+  const frames = ports.flatMap((port) => [ipv4Frame(client({ sport: port })), icmpError(port), icmpError(port, 11, 0)]);
+  const { out, lb } = await runMux(frames);
+  assert.is(out.length, frames.length);
+  assert.is(lb.icmp_errors, 60);
+  assert.ok(new Set(out.map((f) => outer(f).dst)).size > 1, 'the connections use several backends');
+  for (let i = 0; i < out.length; i += 3) {
+    assert.is(outer(out[i + 1]).dst, outer(out[i]).dst, `port ${ports[i / 3]}: unreachable`);
+    assert.is(outer(out[i + 2]).dst, outer(out[i]).dst, `port ${ports[i / 3]}: time exceeded`);
+    assert.ok(out[i + 1].subarray(50).equals(frames[i + 1].subarray(14)));
+  }
+});
+
+test('malformed: a TCP header cut short, an ICMP error with a truncated quote, to a VIP: counted and dropped, never read past', async () => {
+  const cut = ipv4Frame(client({ payload: 0 })).subarray(0, 14 + 20 + 10);
+  cut.writeUInt16BE(30, 16);
+  cut.writeUInt16BE(0, 24);
+  cut.writeUInt16BE(internetChecksum(cut.subarray(14, 34)), 24);
+  const shortQuote = icmpError(40000).subarray(0, 14 + 20 + 8 + 12);
+  shortQuote.writeUInt16BE(40, 16);
+  shortQuote.writeUInt16BE(0, 24);
+  shortQuote.writeUInt16BE(internetChecksum(shortQuote.subarray(14, 34)), 24);
+  const { out, rest, lb } = await runMux([cut, shortQuote, ipv4Frame(client({}))]);
+  assert.is(lb.malformed, 2);
+  assert.is(out.length, 1);
+  assert.is(rest.length, 0);
+});
+
+// --- control ------------------------------------------------------------------------------------
+
+async function livePipeline(dir: string, yaml: string) {
+  const file = join(dir, 'config.yaml');
+  writeFileSync(file, yaml);
+  return Pipeline.create(await loadConfig(file), { threads: 'inline' });
+}
+
+test('add, drain, set weight, remove: only moved buckets change; an unknown backend is an error and changes nothing', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), [ipv4Frame(client({}))]);
+    const p = await livePipeline(dir, muxConfig(false));
+    const read = () => p.handlerRead('lb', 'backends') as any[];
+    const table = () => p.handlerRead('lb', 'buckets') as { size: number; generation: number; moved_last_change: number };
+    const snapshot = () => {
+      const live = new LiveTable(p.view('lb').data('table'));
+      return Array.from({ length: 65537 }, (_, i) => JSON.stringify({ ...live.describe(i), changed_ns: undefined }));
+    };
+    assert.equal(table(), { size: 65537, generation: 0, moved_last_change: 0 });
+
+    p.handlerWrite('lb', 'add_backend', 'web4 198.18.1.14');
+    const afterAdd = snapshot();
+    const moved = table().moved_last_change;
+    const gained = read().find((b) => b.name === 'web4').buckets;
+    console.log(`  add a 4th backend (weights 1,1,2,1): ${moved} buckets moved (${(moved / 65537 * 100).toFixed(2)}%), ${moved - gained} of them between old backends`);
+    assert.ok(gained <= moved && moved - gained < 0.01 * 65537, 'nearly every moved bucket went to the new backend');
+    assert.ok(Math.abs(moved / 65537 - 0.2) < 0.01);
+    const b = afterAdd.map((s) => JSON.parse(s)).find((x) => x.current === 'web4');
+    assert.is(b.generation, 1);
+    assert.ok(['web1', 'web2', 'web3'].includes(b.previous));
+
+    for (const [handler, value, pattern] of [
+      ['drain', 'nosuch', /no backend 'nosuch'; the backends are web1, web2, web3, web4/],
+      ['remove_backend', 'web9', /no backend 'web9'/],
+      ['set_weight', 'web1 x', /"x" is not a weight/],
+      ['add_backend', 'web1 198.18.1.20', /repeats the name of web1/],
+      ['add_backend', 'web5 198.18.1.11', /repeats the address of web1/],
+      ['add_backend', 'web5', /is not NAME ADDRESS/],
+      ['add_backend', 'web5 198.18.1.300', /is not an IPv4 address/],
+    ] as const) {
+      assert.throws(() => p.handlerWrite('lb', handler, value), pattern);
+    }
+    assert.is(table().generation, 1, 'failed changes leave the generation');
+    assert.equal(snapshot(), afterAdd, 'and every bucket');
+
+    p.handlerWrite('lb', 'drain', 'web4');
+    assert.is(read().find((x) => x.name === 'web4').weight, 0);
+    assert.is(read().find((x) => x.name === 'web4').buckets, 0);
+    const drained = snapshot().map((s) => JSON.parse(s));
+    const wrong = drained.findIndex((x, i) => {
+      const before = JSON.parse(afterAdd[i]);
+      return before.current === x.current ? JSON.stringify(x) !== afterAdd[i] : x.previous !== before.current || x.generation !== 2;
+    });
+    assert.is(wrong, -1, 'buckets that kept their backend are unchanged; moved ones name their former backend, generation 2');
+    assert.ok(drained.filter((x) => x.previous === 'web4').length >= 13107);
+
+    p.handlerWrite('lb', 'set_weight', 'web1 3');
+    assert.is(read().find((x) => x.name === 'web1').weight, 3);
+    p.handlerWrite('lb', 'remove_backend', 'web4');
+    assert.equal(read().map((x) => x.name), ['web1', 'web2', 'web3']);
+    assert.is(table().moved_last_change, 0, 'removing a drained backend moves nothing');
+    // A removed backend is still named as the previous backend of the buckets it had.
+    assert.ok(snapshot().some((s) => JSON.parse(s).previous === 'web4'));
+    p.handlerWrite('lb', 'drain', 'web1');
+    p.handlerWrite('lb', 'drain', 'web2');
+    p.handlerWrite('lb', 'drain', 'web3');
+    const result = await p.run();
+    assert.is((result.elements.lb as any).no_backend, 1, 'every weight 0: no backend');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+// --- daisy chaining ------------------------------------------------------------------------------
+
+/** Three BeamerBackends in a row (each passes what is not for it to the next), each with its own local output. */
+const backendsConfig = (extra: string) => `
+batch: 1
+elements:
+  src: { type: FromPcap, file: encapsulated.pcap }
+${Object.entries(ADDRESS).map(([name, address]) => `  ${name}: { type: BeamerBackend, address: ${address}${extra} }\n  ${name}_local: { type: ToPcap, file: ${name}.pcap }`).join('\n')}
+  fwd: { type: ToPcap, file: forwarded.pcap }
+connections:
+  - src -> web1 -> web1_local
+  - web1[2] -> web2 -> web2_local
+  - web2[2] -> web3 -> web3_local
+  - web1[1] -> fwd
+  - web2[1] -> fwd
+  - web3[1] -> fwd
+`;
+
+/**
+ * The mux on paced packets (1 per second of trace time, read at that pace): after the first
+ * `before` packets, `change` runs on the live pipeline. Returns the encapsulated frames.
+ */
+async function muxWithChange(dir: string, frames: [seconds: number, spec: FrameSpec][], before: number, change: (p: Pipeline) => void) {
+  writePcap(join(dir, 'in.pcap'), frames.map(([s, spec], i) => ({ data: ipv4Frame(spec), sec: T0 + s, usec: i })));
+  const p = await livePipeline(dir, muxConfig(false).replace('file: in.pcap', 'file: in.pcap, timing: original'));
+  const running = p.run();
+  while (p.handlerRead('lb', 'encapsulated') as number < before) await new Promise((r) => setTimeout(r, 10));
+  change(p);
+  await running;
+  return readPcap(join(dir, 'out.pcap')).records.map((r) => r.data);
+}
+
+test('daisy chaining: after a drain, packets of an old connection reach the new backend and are forwarded, once, to the old one', async () => {
+  const dir = tempDir();
+  try {
+    const conn: FrameSpec = client({ sport: 40000 });
+    const frames: [number, FrameSpec][] = [
+      [0, { ...conn, tcpFlags: SYN }],          // 1 the connection starts on its bucket's backend
+      [1, { ...conn, tcpFlags: ACK }],           // 2 (the bucket moves before this one)
+      [2, { ...conn, tcpFlags: PSH_ACK }],       // 3
+      [2, { ...conn, sport: 40000, dport: 80, tcpFlags: PSH_ACK, payload: 100 }], // 4
+      [6, { ...conn, tcpFlags: PSH_ACK }],       // 5 after the 5 s daisy window
+    ];
+    let first = '';
+    const out = await muxWithChange(dir, frames, 1, (p) => {
+      first = (p.handlerRead('lb', 'backends') as any[]).find((b) => b.packets === 1).name;
+      p.handlerWrite('lb', 'drain', first);
+    });
+    const oldAddress = ADDRESS[first];
+    assert.is(outer(out[0]).dst, oldAddress);
+    const moved = outer(out[1]);
+    assert.is.not(moved.dst, oldAddress);
+    assert.is(moved.option.previous, oldAddress);
+    assert.is(moved.option.generation, 1);
+    assert.ok(moved.option.ageMs >= 500 && moved.option.ageMs <= 1500, `age ${moved.option.ageMs} ms`);
+    assert.ok(outer(out[4]).option.ageMs >= 5000, `age ${outer(out[4]).option.ageMs} ms`);
+    writePcap(join(dir, 'encapsulated.pcap'), out);
+
+    // Daisy chaining on: the new backend forwards packets 2-4 to the old one; packet 5 comes after the window.
+    let r = await runConfig(dir, backendsConfig(', daisy_window: 5s'), { threads: 'inline' });
+    const by = (name: string) => r.elements[name] as Record<string, any>;
+    const newName = Object.keys(ADDRESS).find((n) => ADDRESS[n] === moved.dst)!;
+    assert.is(by(first).learned, 1);
+    assert.is(by(first).delivered, 1);
+    assert.is(by(newName).forwarded, 3);
+    assert.is(by(newName).unknown, 1, 'after the window: delivered (the server would reset it)');
+    const forwarded = readPcap(join(dir, 'forwarded.pcap')).records.map((x) => x.data);
+    assert.is(forwarded.length, 3);
+    forwarded.forEach((f, i) => {
+      assert.is(outer(f).dst, oldAddress);
+      assert.is(outer(f).option.flags, 1, 'marked forwarded');
+      assert.ok(outer(f).inner.equals(ipv4Frame(frames[i + 1][1]).subarray(14)));
+    });
+    const fields = tshark(join(dir, 'forwarded.pcap'), ['ip.checksum.status']);
+    assert.ok(fields.every(([s]) => s.split(',')[0] === '1'), 'outer checksums still good');
+    const local = readPcap(join(dir, `${first}.pcap`)).records.map((x) => x.data);
+    assert.ok(local[0].equals(ipv4Frame(frames[0][1])), 'decapsulated: the original frame');
+
+    // The old backend takes the forwarded packets and delivers them, and never forwards them again.
+    writePcap(join(dir, 'encapsulated.pcap'), forwarded);
+    r = await runConfig(dir, backendsConfig(', daisy_window: 5s'), { threads: 'inline' });
+    assert.is(by(first).delivered, 3);
+    assert.is(by(first).forwarded, 0);
+    const delivered = readPcap(join(dir, `${first}.pcap`)).records.map((x) => x.data);
+    delivered.forEach((f, i) => assert.ok(f.equals(ipv4Frame(frames[i + 1][1])), `packet ${i + 2}`));
+
+    // Daisy chaining off: the new backend delivers the old connection's packets to its own server.
+    writePcap(join(dir, 'encapsulated.pcap'), out);
+    r = await runConfig(dir, backendsConfig(', daisy_chain: false'), { threads: 'inline' });
+    assert.is(by(newName).forwarded, 0);
+    assert.is(by(newName).unknown, 4);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('BeamerBackend: not for it, plain IP-in-IP without the option, truncated inner packets', async () => {
+  const dir = tempDir();
+  try {
+    const inner = ipv4Frame(client({ tcpFlags: ACK })).subarray(14);
+    const plain = Buffer.from(ipv4Frame({ src: '198.18.0.9', dst: ADDRESS.web1, proto: 4, payload: inner }));
+    const truncated = Buffer.from(ipv4Frame({ src: '198.18.0.9', dst: ADDRESS.web1, proto: 4, payload: inner.subarray(0, 30) }));
+    const frames = [plain, truncated, ipv4Frame(client({})), ipv4Frame({ src: '198.18.0.9', dst: '198.18.1.99', proto: 4, payload: inner })];
+    writePcap(join(dir, 'encapsulated.pcap'), frames);
+    const r = await runConfig(dir, backendsConfig(''), { threads: 'inline' });
+    const web1 = r.elements.web1 as Record<string, any>;
+    assert.is(web1.delivered, 1);
+    assert.is(web1.unknown, 1, 'no option: delivered');
+    assert.is(web1.malformed, 1);
+    assert.is((r.elements.web3 as any).other, 2);
+    assert.ok(readPcap(join(dir, 'web1.pcap')).records[0].data.equals(Buffer.concat([plain.subarray(0, 14), inner])));
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('BeamerBackend: after a FIN, a new connection on the same 5-tuple is not taken for the old one', async () => {
+  const dir = tempDir();
+  try {
+    /** A client packet to the VIP with sequence number `seq`, in plain IP-in-IP to web1. */
+    const tunnelled = (tcpFlags: number, seq: number) => {
+      const inner = Buffer.from(ipv4Frame(client({ tcpFlags })).subarray(14));
+      inner.writeUInt32BE(seq >>> 0, 24);
+      return ipv4Frame({ src: '198.18.0.9', dst: ADDRESS.web1, proto: 4, payload: inner });
+    };
+    writePcap(join(dir, 'encapsulated.pcap'), [
+      tunnelled(SYN, 999), tunnelled(PSH_ACK, 1000),
+      tunnelled(0x11, 1006),           // FIN-ACK with 6 bytes of data: the sequence space ends at 1013
+      tunnelled(ACK, 1013),            // the last ACK: still the old connection
+      tunnelled(PSH_ACK, 0x80000000),  // the same 5-tuple, elsewhere in sequence space: not known here
+    ]);
+    const web1 = (await runConfig(dir, backendsConfig(''), { threads: 'inline' })).elements.web1 as Record<string, any>;
+    assert.is(web1.learned, 1);
+    assert.is(web1.delivered, 5);
+    assert.is(web1.unknown, 1);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test.run();
