@@ -56,6 +56,11 @@ export interface DataState {
    * and snapshots save and restore it (a NAT's table of which subscriber owns each external port block).
    */
   shared?: boolean;
+  /**
+   * For shared data: the parameters its layout depends on. A snapshot's copy is restored (after a reload,
+   * say) only into data laid out by equal values of them; otherwise the data starts afresh from `init`.
+   */
+  layout?: (params: any) => unknown;
   /** Bytes to allocate for these parameters. */
   size: (params: any) => number;
   /** Writes the data: `bytes` is a view of exactly `size(params)` bytes at `address` in the shared memory. */
@@ -105,7 +110,7 @@ export interface ElementView {
   readonly configFile: string;
   /** A scalar state field, merged over shards by its rule. */
   read(field: string): bigint;
-  /** Zeroes every scalar state field on every shard. */
+  /** Zeroes every counter and gauge on every shard (not `internal` working state). */
   reset(): void;
   /** Sets a fast-path parameter on every shard (takes effect from the next batch). */
   setParam(name: string, value: unknown): void;

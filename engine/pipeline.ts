@@ -664,11 +664,11 @@ export class Pipeline {
       const view = this.view(node.name);
       const scalars: Record<string, string> = {};
       for (const [name, spec] of Object.entries(node.type.state)) if (spec.kind === 'scalar') scalars[name] = String(view.read(name));
-      const data = Object.entries(node.type.state).filter(([, spec]) => spec.kind === 'data' && spec.shared)
-        .map(([name]) => {
-          const bytes = view.data(name);
-          return [name, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')];
-        });
+      const data = Object.entries(node.type.state).flatMap(([name, spec]) => {
+        if (spec.kind !== 'data' || !spec.shared) return [];
+        const bytes = view.data(name);
+        return [[name, { layout: dataLayout(spec, node.instance.params), bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }]];
+      });
       elements[node.name] = { type: node.type.type, scalars, tables: {}, ...(data.length ? { data: Object.fromEntries(data) } : {}) };
     }
     const buffer = this.transferBuffer();
@@ -754,9 +754,15 @@ export class Pipeline {
         const f = layout.fields.find((x) => x.name === field);
         if (f) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
       }
-      for (const [field, bytes] of Object.entries(saved.data ?? {})) {
+      for (const [field, { layout, bytes }] of Object.entries(saved.data ?? {})) {
+        const spec = node.type.state?.[field];
+        // Laid out by other parameters (a reload that changed them): it starts afresh.
+        if (spec?.kind !== 'data' || layout !== dataLayout(spec, node.instance.params)) {
+          this.log(`${name}.${field}: its parameters changed, so it starts afresh instead of from the snapshot`);
+          continue;
+        }
         const target = this.view(name).data(field);
-        new Uint8Array(target.buffer, target.byteOffset, target.byteLength).set(Buffer.from(bytes, 'base64').subarray(0, target.byteLength));
+        new Uint8Array(target.buffer, target.byteOffset, target.byteLength).set(Buffer.from(bytes, 'base64'));
       }
     }
     for (const shard of this.shards) this.loadTables(snapshot, shard);
@@ -836,6 +842,9 @@ export class Pipeline {
       reset: () => {
         for (const f of layout.fields) {
           if (!('state' in f.from) || f.type === 'FlowTable' || f.type === 'usize') continue;
+          // Working state (a shard's claimed row of counters, a scan position) is not a counter.
+          const spec = node.type.state?.[f.from.state];
+          if (spec?.kind === 'scalar' && spec.internal) continue;
           for (const b of blocks) writeField(v, b + f.offset, f.type, 0n);
         }
         for (const shard of everyShard) {
@@ -944,6 +953,11 @@ export class Pipeline {
   }
 }
 
+/** What lays out a shared data region, as one string: its size and the parameters it declares as its layout. */
+function dataLayout(spec: DataState, params: Record<string, unknown>): string {
+  return JSON.stringify([spec.size(params), spec.layout?.(params) ?? null], (_, value) => (typeof value === 'bigint' ? String(value) : value));
+}
+
 function readField(v: DataView, addr: number, type: string): bigint {
   switch (type) {
     case 'u64': return v.getBigUint64(addr, true);
@@ -996,7 +1010,7 @@ export interface Snapshot {
     type: string;
     scalars: Record<string, string>;
     tables: Record<string, { scope: 'per-flow' | 'cross-flow'; owner: 'flow' | 'address'; merges: boolean; record_size: number; records: string }>;
-    /** Shared data regions (state.data with `shared`), base64. */
-    data?: Record<string, string>;
+    /** Shared data regions (state.data with `shared`), base64, with what laid each out (DataState.layout). */
+    data?: Record<string, { layout: string; bytes: string }>;
   }>;
 }

@@ -122,5 +122,29 @@ test('hairpinning between subscribers on different shards: the packet is handed 
   assert.is(`${[...delivered.subarray(30, 34)].join('.')}:${delivered.readUInt16BE(36)}`, '100.64.0.5:1100', 'to B');
 });
 
+test('a snapshot carries subscribers, mappings and who holds each block into a new pipeline, also with another shard count', async () => {
+  trace('before', 1);
+  const nat = 'max_subscribers: 16384, ports_per_block: 64';
+  const first = await Pipeline.create(await loadConfig(config('before', nat)), { shards: 2 });
+  await first.run();
+  const snapshot = await first.snapshot();
+  const before = externalsOf(join(dir, 'before-outside.pcap'));
+  trace('after', 1);
+  const second = await Pipeline.create(await loadConfig(config('after', nat)), { shards: 1, threads: 'inline' });
+  second.restore(snapshot);
+  const counters = (await second.run()).elements.nat as Record<string, number>;
+  // Counters carry on from the snapshot's: none grew.
+  const saved = snapshot.elements.nat.scalars;
+  assert.is(counters.mappings_created, Number(saved.mappings_created), 'every mapping came back');
+  assert.is(counters.blocks_allocated, Number(saved.blocks_allocated), 'no block given out again');
+  assert.is(counters.translated_out, 2 * SUBSCRIBERS);
+  for (const [i, set] of externalsOf(join(dir, 'after-outside.pcap'))) assert.equal([...set], [...before.get(i)!], `subscriber ${i}`);
+  // With another pool the blocks are laid out differently: that state starts afresh (and says so).
+  const logs: string[] = [];
+  const other = await Pipeline.create(await loadConfig(config('after', `${nat}, pool: [203.0.113.64/26]`)), { shards: 1, threads: 'inline', log: (m: string) => logs.push(m) });
+  other.restore(snapshot);
+  assert.ok(logs.some((m) => m.includes('nat.pool: its parameters changed, so it starts afresh')), logs.join('\n'));
+});
+
 test.after(() => removeDir(dir));
 test.run();

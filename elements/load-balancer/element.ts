@@ -140,6 +140,7 @@ export default defineElement({
     table: state.data({
       doc: 'VIPs, backends and per bucket the current and previous backend, generation and time of the last change',
       shared: true,
+      layout: (p) => [p.vips, p.max_backends, p.table_size, p.source],
       size: tableBytes,
       init: (p, view) => initTable(p, view),
     }),
@@ -221,10 +222,10 @@ export default defineElement({
     reset: {
       doc: 'zeroes the counters, per VIP and per backend too',
       write: (view) => {
-        // view.reset() also zeroes each shard's counter_row, so the rows are claimed again from the first.
         view.reset();
+        // The rows stay claimed by their shards (counter_row is working state): only their counts are zeroed.
         const counters = view.data('counters');
-        new Uint8Array(counters.buffer, counters.byteOffset, counters.byteLength).fill(0);
+        new Uint8Array(counters.buffer, counters.byteOffset + ROWS, counters.byteLength - ROWS).fill(0);
       },
     },
   },

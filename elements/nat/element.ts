@@ -89,6 +89,7 @@ export default defineElement({
     pool: state.data({
       doc: 'the external pool and who holds each port block (shared by the shards, saved in snapshots), and the block log queue',
       shared: true,
+      layout: (p: NatParams) => [p.pool, p.inside, p.exempt, p.exempt_ports, p.ports_per_block, p.deterministic, p.icmp_source, p.log !== undefined],
       size: (p: NatParams) => poolLayout(p).size,
       init: (p: NatParams, bytes) => writePool(p, bytes),
     }),
