@@ -120,6 +120,8 @@ export interface ElementView {
   entries(table: string): TableEntry[];
   /** The pipeline's clock in ns (the trace's time with a virtual clock). */
   now(): bigint;
+  /** Writes a line to the pipeline's log, prefixed with the element's name. */
+  log(message: string): void;
 }
 
 export interface TableEntry {

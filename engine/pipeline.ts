@@ -879,6 +879,7 @@ export class Pipeline {
         });
       },
       now: () => this.clockNow(),
+      log: (message) => this.log(`${name}: ${message}`),
       setParam: (param, raw) => {
         const spec = node.type.params[param];
         if (!spec) throw new Error(`${node.type.type} has no parameter '${param}'`);

@@ -3,6 +3,10 @@ import { MAX_SHARDS } from '../../engine/config.ts';
 import { parseIPv4, formatIPv4, intType, types } from '../../engine/params.ts';
 import { isPrime } from './maglev.ts';
 import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type Vip } from './table.ts';
+import { checkHealth, healthReport, type HealthState } from './health.ts';
+
+/** Each running element's health-check state (by its parameters object, one per pipeline). */
+const healthStates = new WeakMap<object, HealthState>();
 
 const VIP = /^\s*(\S+)\s+(tcp|udp)\s+(\d+|any)\s*$/i;
 const BACKEND = /^\s*([A-Za-z0-9_.-]{1,31})\s+(\S+)(?:\s+(\d+))?\s*$/;
@@ -121,9 +125,12 @@ export default defineElement({
     + 'removed and re-weighted at run time through the write handlers; the table is rebuilt and only the buckets whose '
     + 'backend changed get a new previous backend, generation and time. A change naming an unknown backend fails with '
     + 'an error and changes nothing. The table lives in shared data, so snapshots and reloads keep it as it is, '
-    + 'run-time changes included (change the backends of a running pipeline through the handlers). Packets that are not for a VIP (or not IPv4) leave on output 1, or are dropped if it is not '
-    + 'connected; a packet to a VIP whose headers are truncated is counted in malformed and dropped. Health checks are '
-    + 'not implemented yet: drain a failing backend from outside.',
+    + 'run-time changes included, as long as the VIPs, table size and max_backends stay the same (change the backends of a '
+    + 'running pipeline through the handlers). Packets that are not for a VIP (or not IPv4) leave on output 1, or are '
+    + 'dropped if it is not connected; a packet to a VIP whose headers are truncated is counted in malformed and dropped. '
+    + 'With health_check (tcp: a connect; http: a GET, healthy below status 500) the control plane checks every backend '
+    + 'each health_interval from wirepath\'s own network namespace; health_failures failures in a row drain it, as many '
+    + 'successes give its weight back (handler health).',
   inputs: 1,
   outputs: [
     { name: 'encapsulated', doc: 'packets to a VIP, encapsulated to their backend' },
@@ -135,6 +142,12 @@ export default defineElement({
     table_size: param.custom('Maglev table size M (buckets), a prime', primeType, { default: 65537 }),
     max_backends: param.custom('most backends at once, removed ones still remembered by buckets included', slotCountType, { default: 256 }),
     source: param.cidr('outer source addresses: the flow hash chooses the host part', { required: true }),
+    health_check: param.enum('how backends are checked: none, a TCP connect, or an HTTP GET (a status below 500 is healthy)', ['none', 'tcp', 'http'], { default: 'none' }),
+    health_port: param.port('port the checks connect to', { default: 80 }),
+    health_path: param.string('path of the HTTP check', { default: '/' }),
+    health_interval: param.duration('time between two checks of a backend', { default: 2e9 }),
+    health_timeout: param.duration('how long a check waits for an answer', { default: 1e9 }),
+    health_failures: param.int('checks in a row that drain a backend (failed) or give its weight back (passed)', 1, 100, { default: 3 }),
   },
   state: {
     table: state.data({
@@ -219,6 +232,11 @@ export default defineElement({
         return list.map((b) => (b === target ? { ...b, weight: 0 } : b));
       }),
     },
+    health: {
+      doc: 'per backend, the checks passed (positive) or failed (negative) in a row, and whether the checks drained it',
+      counter: false,
+      read: (view) => healthReport(healthStates.get(view.params)),
+    },
     reset: {
       doc: 'zeroes the counters, per VIP and per backend too',
       write: (view) => {
@@ -227,6 +245,16 @@ export default defineElement({
         const counters = view.data('counters');
         new Uint8Array(counters.buffer, counters.byteOffset + ROWS, counters.byteLength - ROWS).fill(0);
       },
+    },
+  },
+  periodic: {
+    everyMs: 100,
+    run: (view, final) => {
+      if (final || view.params.health_check === 'none') return;
+      let health = healthStates.get(view.params);
+      if (!health) healthStates.set(view.params, health = { backends: new Map() });
+      const backends = [...new LiveTable(view.data('table')).backends().values()];
+      checkHealth(view, health, backends, (name, weight) => change(view, (list) => list.map((b) => (b.name === name ? { ...b, weight } : b))));
     },
   },
   example: "lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24,\n"
