@@ -93,10 +93,11 @@ test('U1/T1 endpoint-independent mapping, U2/R4 paired pooling, U3 no port overl
   const r = await run('', [
     [0, udp(A, R1, 5000, 53)], [1, udp(A, R2, 5000, 53)], [2, udp(A, R1, 5000, 123)],
     [3, tcp(A, R1, 5000, 80, SYN)], [4, { proto: 'icmp', src: A, dst: R1 }],
-    [5, udp(B, R1, 5000, 53)],
+    [5, udp(B, R1, 5000, 53)], [6, tcp(A, R2, 5000, 443, SYN)],
   ]);
-  const [u1, u2, u3, t1, i1, b1] = r.outside;
-  assert.is(r.outside.length, 6);
+  const [u1, u2, u3, t1, i1, b1, t2] = r.outside;
+  assert.is(r.outside.length, 7);
+  assert.is(`${t1.src}:${t1.sport}`, `${t2.src}:${t2.sport}`, 'TCP: the same mapping toward another host (T1)');
   assert.is(`${u1.src}:${u1.sport}`, `${u2.src}:${u2.sport}`, 'same mapping toward another host');
   assert.is(`${u1.src}:${u1.sport}`, `${u3.src}:${u3.sport}`, 'same mapping toward another port');
   assert.ok(u1.src.startsWith('203.0.113.'));
@@ -104,7 +105,7 @@ test('U1/T1 endpoint-independent mapping, U2/R4 paired pooling, U3 no port overl
   assert.is(i1.src, u1.src, 'ICMP from the same host: same external address');
   assert.is.not(`${b1.src}:${b1.sport}`, `${u1.src}:${u1.sport}`, 'another subscriber never shares an external address and port');
   r.verdicts('outside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0' && v.tcp !== '0' && v.icmp !== '0', `checksums of packet ${i + 1}`));
-  assert.is(r.nat.translated_out, 6);
+  assert.is(r.nat.translated_out, 7);
   assert.is(r.nat.mappings_created, 4, 'one per inside endpoint and protocol');
 });
 
@@ -161,14 +162,19 @@ test('U10/T8 hairpinning: a packet to another subscriber\'s external address arr
   const r = await run('port_preservation: true', [
     [0, udp(B, R1, 7000, 53)], [1, udp(A, R1, 6000, 53)],
     [2, udp(A, bExt.src, 6000, bExt.sport)],
-    [3, tcp(A, bExt.src, 6001, 7000, SYN)],
+    [3, tcp(A, bExt.src, 6001, 7000, SYN)],      // B has no TCP mapping yet: dropped
+    [4, tcp(B, R1, 7000, 80, SYN)],              // now it has (port preserved: 7000)
+    [5, tcp(A, bExt.src, 6001, 7000, SYN)],      // T8: hairpinned TCP
   ]);
-  assert.is(r.inside.length, 1, 'the UDP packet comes back in; the TCP SYN meets no TCP mapping of B');
+  assert.equal(r.inside.map((s) => s.n), [3, 6], 'the UDP datagram and the second TCP SYN come back in');
+  assert.is(`${r.inside[1].dst}:${r.inside[1].dport}`, `${B}:7000`);
+  assert.is(r.inside[1].src, aExt.src, 'the TCP SYN from A\'s external address');
   const h = r.inside[0];
   assert.is(`${h.src}:${h.sport}`, `${aExt.src}:${aExt.sport}`, 'source: A\'s external address and port');
   assert.is(`${h.dst}:${h.dport}`, `${B}:7000`);
-  assert.is(r.nat.hairpinned, 1);
+  assert.is(r.nat.hairpinned, 2);
   assert.is(r.verdicts('inside')[0].udp, '1', 'UDP checksum of the hairpinned packet');
+  assert.is(r.verdicts('inside')[1].tcp, '1', 'TCP checksum of the hairpinned packet');
 });
 
 test('R10 ICMP echo identifiers are mapped like ports, with good checksums', async () => {
@@ -292,13 +298,13 @@ test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never e
 });
 
 test('C3/C11 a pool with no block left: counted drops; non-contiguous pools are used whole', async () => {
-  // Two addresses, 63 blocks of 1024 high ports each: 126 subscribers fit, the 127th does not.
+  // Two addresses apart, 63 blocks of 1024 high ports each: 126 subscribers fit, the 127th does not.
   const packets: Packet[] = Array.from({ length: 127 }, (_, i) => [i, udp(`100.64.1.${i}`, R1, 40000, 53)]);
-  const r = await run('ports_per_block: 1024', packets);
+  const r = await run("pool: ['203.0.113.1', '203.0.113.9/32'], ports_per_block: 1024", packets);
   assert.is(r.outside.length, 126);
   assert.is(r.nat.drop_pool_exhausted, 1);
-  assert.equal(new Set(r.outside.map((o) => o.src)), new Set(['203.0.113.1', '203.0.113.2']));
-  assert.equal(r.blocks, { '203.0.113.1': { udp: 63 }, '203.0.113.2': { udp: 63 } });
+  assert.equal(new Set(r.outside.map((o) => o.src)), new Set(['203.0.113.1', '203.0.113.9']));
+  assert.equal(r.blocks, { '203.0.113.1': { udp: 63 }, '203.0.113.9': { udp: 63 } });
 });
 
 test('C8/C12/C14 blocks are logged once each, released when idle, and quarantined for 120 s', async () => {
