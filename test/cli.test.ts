@@ -2,7 +2,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { loadRegistry } from '../engine/registry.ts';
@@ -28,6 +28,14 @@ test('check: the default config is valid', () => {
   assert.is(r.stderr, '');
   assert.is(r.stdout, 'configs/default.yaml: ok (7 elements, 7 connections)\n');
   assert.is(r.status, 0);
+});
+
+test('check: every bundled config is valid', () => {
+  for (const name of readdirSync(join(ROOT, 'configs')).filter((f) => f.endsWith('.yaml'))) {
+    const r = cli(['check', `configs/${name}`]);
+    assert.is(r.status, 0, `${name}: ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^configs/${name.replace('.', '\\.')}: ok`));
+  }
 });
 
 /** A config with three mistakes. */
