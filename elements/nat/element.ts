@@ -96,7 +96,7 @@ export default defineElement({
     }),
     subscribers: state.sourceTable({
       owned: true,
-      doc: 'per subscriber (inside address): its external address, its blocks and until when each is in use',
+      doc: 'per subscriber (inside address): its external address, its blocks and until when each is in use, mappings made',
       value: {
         external: 'u32',
         b0: 'u32', b1: 'u32', b2: 'u32', b3: 'u32', b4: 'u32', b5: 'u32', b6: 'u32', b7: 'u32', b8: 'u32', b9: 'u32', b10: 'u32', b11: 'u32',
@@ -216,7 +216,7 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
     ...(e.key[1] ? { remote: formatIPv4(e.key[1]) } : {}), expires_ns: String(e.expires), shard: e.shard,
   }));
   if (!sub && !mappings.length) return { subscriber: arg, mappings: [], note: 'no state for this subscriber' };
-  return { subscriber: arg, external: external === undefined ? null : formatIPv4(external), blocks, mappings };
+  return { subscriber: arg, external: external === undefined ? null : formatIPv4(external), mappings_made: sub ? Number(sub.value.mappings) : 0, blocks, mappings };
 }
 
 function blockPorts(p: NatParams, block: number): { first_port: number; last_port: number } {
