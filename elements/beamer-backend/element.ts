@@ -19,8 +19,9 @@ export default defineElement({
     + 'With daisy_chain: false nothing is forwarded (to measure what daisy chaining saves). Packets that are not '
     + 'IP-in-IP to `address` leave on output 2, or are dropped if it is not connected; an IP-in-IP packet that is a '
     + 'fragment (there is no reassembly) or whose inner packet is cut short is counted in malformed and dropped. Its '
-    + 'table is per-flow state keyed by the inner flow, while the dispatcher steers by the outer header (addresses only): '
-    + 'run it on one shard.',
+    + 'table is per-flow state keyed by the inner flow: with shards, give its sources steer: NAME (this element), which '
+    + 'steers an IP-in-IP packet by its inner connection, so every packet finds its entry and entries move with their '
+    + 'connections when the pipeline scales.',
   inputs: 1,
   outputs: [
     { name: 'local', doc: 'decapsulated packets, for the local server' },
@@ -50,6 +51,7 @@ export default defineElement({
     other: state.counter('packets that are not IP-in-IP to this backend (output 2)'),
     malformed: state.counter('IP-in-IP packets to this backend that are fragments or whose inner packet is cut short (dropped)'),
   },
+  steer: 'IP-in-IP packets by their inner TCP connection (the key of its table), other packets by their own flow',
   example: 'bb: { type: BeamerBackend, address: 198.18.1.11, daisy_window: 10m }\n'
     + '# connections: from_fabric -> bb -> to_server; bb[1] -> to_fabric',
 });

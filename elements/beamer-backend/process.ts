@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, IPv4, Transport, TCP, Wire, FlowKey, FlowTable, IPPROTO_TCP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16 } from "wirepath";
+import { Batch, Outputs, Packet, IPv4, Transport, TCP, Wire, FlowKey, FlowTable, IPPROTO_TCP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16, symmetricHash, symmetricHashOf } from "wirepath";
 import { BeamerBackendState, BeamerBackendConnectionsEntry } from "./layout";
 
 const LOCAL = 0;
@@ -60,6 +60,25 @@ export function process(self: BeamerBackendState, batch: Batch, out: Outputs): v
     out.push(LOCAL, p);
   }
   table.sweep(t, 8);
+}
+
+/**
+ * The dispatcher's steering (element.ts `steer`): an IP-in-IP packet by its inner TCP connection, as its
+ * table entry is keyed, so the packet finds the entry on whichever shard holds it; anything else by its
+ * own flow (the same hash for a packet before a LoadBalancer encapsulates it).
+ */
+export function steer(self: BeamerBackendState, p: Packet): u32 {
+  const ip = IPv4.header(p);
+  if (ip && IPv4.protocol(ip) == IPPROTO_IPIP && !IPv4.isFragment(ip)) {
+    const hl = IPv4.headerLength(ip);
+    const inner = ip + hl;
+    if (innerValid(inner, IPv4.totalLength(ip) - hl) && IPv4.protocol(inner) == IPPROTO_TCP && IPv4.fragmentOffset(inner) == 0
+        && IPv4.headerLength(inner) + 4 <= IPv4.totalLength(inner)) {
+      const l4 = inner + IPv4.headerLength(inner);
+      return symmetricHashOf(IPv4.src(inner), IPv4.dst(inner), <u32>(Transport.srcPort(l4) ^ Transport.dstPort(l4)), IPPROTO_TCP);
+    }
+  }
+  return symmetricHash(p);
 }
 
 /**
