@@ -273,6 +273,9 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       }
     }
     if (errors.length === errorsBefore) {
+      for (const e of type.invalid?.(params) ?? []) {
+        errors.push(new ConfigError(`${name}.${e.param}: ${e.message}`, pos.within(valueNodes.get(e.param), e.at ?? {}, at), e.hint));
+      }
       for (const w of type.warnings?.(params) ?? []) {
         warnings.push(new ConfigWarning(`${name}.${w.param}: ${w.message}`, pos.within(valueNodes.get(w.param), w.at ?? {}, at), w.hint));
       }

@@ -201,6 +201,8 @@ export interface ElementDefinition {
   handlers?: Record<string, HandlerSpec>;
   /** Warnings about parameter values that parse but are probably mistakes; called once the parameters are valid. */
   warnings?: (params: any) => ParamWarning[];
+  /** Mistakes that only a combination of parameters shows (each parameter alone is valid): config errors. */
+  invalid?: (params: any) => ParamWarning[];
   /** A config snippet that uses the element. */
   example: string;
   /** Most packets an element emits on one output per packet it receives (2 for an element that splits packets in two). */

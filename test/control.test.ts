@@ -4,8 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync, readFileSync } from 'node:fs';
-import { execFile } from 'node:child_process';
-import { tempDir, removeDir, ROOT, type CliResult } from './helpers.ts';
+import { tempDir, removeDir, cliAsync } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
 import { startControl, type ControlServer } from '../engine/control.ts';
@@ -39,12 +38,6 @@ test.after(async () => {
   removeDir(dir);
 });
 
-/** The CLI, run without blocking this process (whose event loop serves the control API). */
-const cli = (args: string[]) => new Promise<CliResult>((resolve) => {
-  execFile(process.execPath, [join(ROOT, 'bin/wirepath.js'), ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
-    resolve({ status: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
-  });
-});
 
 const call = async (method: string, path: string, body?: unknown, token?: string) => {
   const r = await fetch(control.url + path, {
@@ -111,19 +104,19 @@ test('POST /scale changes the shard count while traffic flows, losing nothing', 
 
 test('wirepath ctl reads, writes and snapshots', async () => {
   const env = ['--control', control.url, '--token', 'secret-token'];
-  const read = await cli(['ctl', 'read', 'count.packets', ...env]);
+  const read = await cliAsync(['ctl', 'read', 'count.packets', ...env]);
   assert.is(read.status, 0, read.stderr);
   assert.ok(JSON.parse(read.stdout).value > 0);
-  assert.is((await cli(['ctl', 'write', 'count.reset', '', ...env])).status, 0);
+  assert.is((await cliAsync(['ctl', 'write', 'count.reset', '', ...env])).status, 0);
   const file = join(dir, 'snap.json');
-  assert.is((await cli(['ctl', 'snapshot', file, ...env])).status, 0);
+  assert.is((await cliAsync(['ctl', 'snapshot', file, ...env])).status, 0);
   const snapshot = JSON.parse(readFileSync(file, 'utf8'));
   assert.is(snapshot.format, 'wirepath-snapshot/1');
   assert.ok(Number(snapshot.elements.stats.scalars.total_packets) > 0);
-  const refused = await cli(['ctl', 'scale', '2', '--control', control.url]);
+  const refused = await cliAsync(['ctl', 'scale', '2', '--control', control.url]);
   assert.is(refused.status, 1);
   assert.match(refused.stderr, /401 .*token/);
-  const nobody = await cli(['ctl', 'stats', '--control', '1']);
+  const nobody = await cliAsync(['ctl', 'stats', '--control', '1']);
   assert.is(nobody.status, 3);
   assert.match(nobody.stderr, /no control API answers at http:\/\/127.0.0.1:1/);
 });

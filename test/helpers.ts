@@ -3,7 +3,7 @@
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type LoadOptions } from '../engine/config.ts';
 import { Pipeline, type PipelineOptions, type RunResult } from '../engine/pipeline.ts';
@@ -37,6 +37,15 @@ export interface CliResult {
 export function cli(args: string[], cwd = ROOT): CliResult {
   const r = spawnSync(process.execPath, [join(ROOT, 'bin/wirepath.js'), ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The wirepath command, without blocking this process (whose event loop may serve the control API it talks to). */
+export function cliAsync(args: string[]): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [join(ROOT, 'bin/wirepath.js'), ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ status: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+    });
+  });
 }
 
 export interface PcapRecord {

@@ -4,8 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { execFile } from 'node:child_process';
-import { tempDir, removeDir, ROOT, type CliResult } from './helpers.ts';
+import { tempDir, removeDir, cliAsync } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
 import { startControl, type ControlServer } from '../engine/control.ts';
@@ -45,18 +44,13 @@ test.after(async () => {
   removeDir(dir);
 });
 
-const cli = (args: string[]) => new Promise<CliResult>((resolve) => {
-  execFile(process.execPath, [join(ROOT, 'bin/wirepath.js'), ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
-    resolve({ status: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
-  });
-});
 
 test('ctl read nat.subscriber ADDRESS lists its mappings, from the shard that owns it', async () => {
   const entries = pipeline.view('nat').entries('subscribers');
   assert.ok(entries.length > 100, `subscribers on the shards: ${entries.length} of ${pipeline.view('nat').read('subscribers')}`);
   assert.equal(new Set(entries.map((e) => e.shard)), new Set([0, 1]), 'both shards hold subscribers');
   const address = formatIPv4(entries[0].key[0]);
-  const r = await cli(['ctl', 'read', 'nat.subscriber', address, '--control', control.url]);
+  const r = await cliAsync(['ctl', 'read', 'nat.subscriber', address, '--control', control.url]);
   assert.is(r.status, 0, r.stderr);
   const value = JSON.parse(r.stdout).value;
   assert.is(value.subscriber, address);
@@ -76,7 +70,7 @@ test('blocks per external address and drops by reason; a bad subscriber argument
   assert.is(total, Number(pipeline.view('nat').read('subscribers')), 'one UDP block per subscriber');
   const drops = await (await fetch(`${control.url}/elements/nat/drops`)).json();
   assert.is(drops.value.not_inside, 0);
-  const bad = await cli(['ctl', 'read', 'nat.subscriber', 'not-an-address', '--control', control.url]);
+  const bad = await cliAsync(['ctl', 'read', 'nat.subscriber', 'not-an-address', '--control', control.url]);
   assert.is(bad.status, 1);
   assert.match(bad.stderr, /400 nat.subscriber: 'not-an-address' is not an IPv4 address/);
 });

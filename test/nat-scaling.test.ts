@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, type FrameSpec } from './helpers.ts';
+import { tempDir, removeDir, writePcap, readPcap, ipv4Frame } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
 import { verify } from '../engine/verify.ts';

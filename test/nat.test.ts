@@ -381,6 +381,10 @@ connections:
     assert.is(params.status, 2);
     assert.match(params.stderr, /bad\.yaml:3:\d+: nat\.udp_timeout: 1m is shorter than the 120 s RFC 4787 REQ-5 requires/);
     assert.match(params.stderr, /bad\.yaml:3:\d+: nat\.ports_per_block: 100 is not a power of two\n {2}hint: use 64 or 128/);
+    writeFileSync(join(dir, 'big.yaml'), yaml(', pool: [203.0.0.0/16], ports_per_block: 8', 'nat').replace('pool: [203.0.113.1], ', ''));
+    const big = cli(['check', join(dir, 'big.yaml')]);
+    assert.is(big.status, 2);
+    assert.match(big.stderr, /big\.yaml:3:\d+: nat\.pool: 1610612736 port blocks \(8 ports each, three protocols\), more than the 8388608 a NAT holds\n {2}hint: use larger blocks/);
     writeFileSync(join(dir, 'steer.yaml'), yaml('', 'out'));
     const steer = cli(['check', join(dir, 'steer.yaml')]);
     assert.is(steer.status, 2);

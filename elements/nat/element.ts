@@ -2,7 +2,7 @@ import { mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { defineElement, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
-import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, PROTOCOLS, type NatParams } from './pool.ts';
+import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, blockCount, PROTOCOLS, MOST_BLOCKS, type NatParams } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
 const prefixType: ParamType<Cidr> = {
@@ -78,7 +78,7 @@ export default defineElement({
     icmp_timeout: param.duration('ICMP query mapping idle timeout (RFC 5508: at least 60 s)', { default: 60e9 }),
     quarantine: param.duration('how long a released block is not given to another subscriber (RFC 6888 REQ-8)', { default: 120e9 }),
     exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: prefixType }),
-    exempt_ports: param.strings('destination ports not translated', { default: [] as never, item: { description: 'a port', parse: (raw) => types16(raw), format: String } }),
+    exempt_ports: param.strings('destination ports not translated', { default: [] as never, item: types.port }),
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422)', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
@@ -166,6 +166,11 @@ export default defineElement({
   },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
+  invalid: (p: NatParams) => (blockCount(p) > MOST_BLOCKS ? [{
+    param: 'pool',
+    message: `${blockCount(p)} port blocks (${p.ports_per_block} ports each, three protocols), more than the ${MOST_BLOCKS} a NAT holds`,
+    hint: 'use larger blocks (ports_per_block) or a smaller pool',
+  }] : []),
   example: [
     'nat: { type: NAT, pool: [203.0.113.0/28], inside: [100.64.0.0/10], ports_per_block: 512, log: nat-blocks.jsonl }',
     '# connections: inside_in -> [0]nat, outside_in -> [1]nat, nat[0] -> outside_out, nat[1] -> inside_out',
@@ -174,11 +179,6 @@ export default defineElement({
 
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
   'drop_pool_exhausted', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_unsupported'];
-
-function types16(raw: unknown): number {
-  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > 65535) throw new ParamTypeError(`${JSON.stringify(raw)} is not a port from 1 to 65535`);
-  return raw;
-}
 
 /** Block records from the shards' queue, written as JSON lines. */
 function writeLog(view: ElementView, final: boolean): void {

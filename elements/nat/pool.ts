@@ -30,7 +30,8 @@ const LOG_CAPACITY = 4096;
 const LOG_RECORD = 32;
 /** Usable ports of an address in deterministic mode (1024-65535, RFC 7422). */
 const DETERMINISTIC_PORTS = 64512;
-const MOST_BLOCKS = 1 << 23;
+/** Most port blocks a pool may have (8 bytes of owner table each). */
+export const MOST_BLOCKS = 1 << 23;
 
 /** Every address of the pool, sorted, without duplicates. */
 export function poolAddresses(p: NatParams): number[] {
@@ -43,12 +44,14 @@ function blockShift(p: NatParams): number {
   return Math.floor(Math.log2(p.ports_per_block));
 }
 
+/** Port blocks of the pool's prefixes, over its three protocols (counted without listing the addresses: a /0 is a mistake to report, not to enumerate). */
+export function blockCount(p: NatParams): number {
+  return PROTOCOLS.length * p.pool.reduce((n, c) => n + 2 ** (32 - c.prefix), 0) * (65536 >> blockShift(p));
+}
+
 export function poolLayout(p: NatParams) {
   const addresses = poolAddresses(p);
   const blocks = PROTOCOLS.length * addresses.length * (65536 >> blockShift(p));
-  if (blocks > MOST_BLOCKS) {
-    throw new Error(`a pool of ${addresses.length} addresses with ${p.ports_per_block}-port blocks has ${blocks} blocks; at most ${MOST_BLOCKS}: use larger blocks or a smaller pool`);
-  }
   const addressesAt = HEADER.size;
   const insideAt = addressesAt + addresses.length * 4;
   const exemptAt = insideAt + p.inside.length * 12;

@@ -906,7 +906,7 @@ function hostUnreachable(self: NATState, p: Packet, ip: usize): bool {
   Wire.set32(header + 8, 0x40010000);
   Wire.set32(header + 12, load<u32>(<usize>self.pool + POOL_ICMP_SOURCE));
   Wire.set32(header + 16, sender);
-  Wire.set16(header + 10, checksum(header, 20));
+  IPv4.setHeaderChecksum(header);
   const icmp = header + 20;
   Wire.set32(icmp, 0x03010000);
   Wire.set32(icmp + 4, 0);
