@@ -3,6 +3,7 @@
 // the graph's shape (types, ports, connections); parameters and state live in memory, so changing
 // a parameter does not recompile.
 
+import { createHash } from 'node:crypto';
 import { join, relative, dirname, sep } from 'node:path';
 import { sharesTarget, type Graph } from './graph.ts';
 import { elementLayout, layoutSource, nodeRecords, GraphHeader, type ElementLayout } from './layout.ts';
@@ -43,7 +44,12 @@ function elementSteering(graph: Graph, layouts: Map<string, ElementLayout>): str
   ];
 }
 
-export function generateGraph(graph: Graph): GeneratedGraph {
+export interface GenerateOptions {
+  /** Compile code made for each instance's parameters where its element offers it (default true). */
+  specialize?: boolean;
+}
+
+export function generateGraph(graph: Graph, options: GenerateOptions = {}): GeneratedGraph {
   const files = new Map<string, string>();
   const layouts = new Map<string, ElementLayout>();
   const types = new Map<string, ElementType>();
@@ -67,6 +73,20 @@ export function generateGraph(graph: Graph): GeneratedGraph {
     lines.push(`import { ${layout.className} } from "${spec(join(type.dir, 'layout.ts'))}";`);
     lines.push(`export function layoutSize_${type.type}(): usize { return offsetof<${layout.className}>(); }`);
     for (const fn of type.ioExports ?? []) lines.push(`export { ${fn} as ${type.type}__${fn} } from "${spec(process)}";`);
+  }
+
+  // Per-instance modules, one per distinct source (two instances with equal parameters share one).
+  const moduleOf = new Map<number, string>();
+  for (const node of graph.nodes) {
+    const source = options.specialize === false ? undefined : node.type.specialize?.(node.instance.params);
+    if (source === undefined) continue;
+    const name = `S_${node.type.type}_${createHash('sha256').update(source).digest('hex').slice(0, 12)}`;
+    const path = join(node.type.dir, `${name}.ts`);
+    if (!files.has(path)) {
+      files.set(path, source);
+      lines.push(`import * as ${name} from "${spec(path)}";`);
+    }
+    moduleOf.set(node.index, name);
   }
 
   lines.push(...elementSteering(graph, layouts));
@@ -98,7 +118,7 @@ export function generateGraph(graph: Graph): GeneratedGraph {
         const self = `changetype<${layouts.get(node.type.type)!.className}>(load<u32>(g, ${r.self}))`;
         const outs = `changetype<Outputs>(g + ${r.outputs[0] ?? r.self})`;
         lines.push(`      store<u32>(g, ${node.index}, ${GraphHeader.running});`);
-        lines.push(`      ${alias(node.type)}.process(${self}, input, ${outs}${node.inputs > 1 ? `, ${port}` : ''});`);
+        lines.push(`      ${moduleOf.get(node.index) ?? alias(node.type)}.process(${self}, input, ${outs}${node.inputs > 1 ? `, ${port}` : ''});`);
         const shared = sharesTarget(node);
         node.outputs.forEach((_, i) => {
           if (!node.targets[i]) return;

@@ -226,6 +226,14 @@ export interface ElementDefinition {
    * state block (tables there are shard 0's; shared data is everyone's). The doc says which packets it is for.
    */
   steer?: string;
+  /**
+   * Code made for this instance's parameters (as Click's fastclassifier compiles an IPClassifier's rules):
+   * AssemblyScript source of a module that replaces process.ts for this instance, exporting the same
+   * `process`. It lives in the element's folder, so it imports the element's files as process.ts does
+   * (`./process`, `./layout`). Undefined where process.ts serves as well. A change of the parameters
+   * it depends on means a new compile.
+   */
+  specialize?: (params: any) => string | undefined;
 }
 
 /** An element as the engine knows it: its declaration plus where its files are. */

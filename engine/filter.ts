@@ -1,5 +1,7 @@
-// `wirepath filter 'EXPR' FILE`: runs a one-pattern Classifier over a capture on the compiled fast
-// path (the same code a pipeline runs) and reports which packets match, to compare with tcpdump.
+// `wirepath filter 'EXPR' FILE`: runs a one-pattern Classifier over a capture on the fast path and
+// reports which packets match, to compare with tcpdump. The decision program is interpreted rather
+// than compiled as code for the expression: each new expression then starts at once (the tests check
+// that both ways agree with tcpdump).
 
 import { resolve } from 'node:path';
 import { loadConfig } from './config.ts';
@@ -32,6 +34,6 @@ export async function filterCapture(expression: string, file: string, verbose: b
   ].join('\n');
   const config = await loadConfig('<filter>', { text });
   for (const w of config.warnings) warn(`warning: ${w.message.replace(/^match\.patterns: pattern 1 /, 'the expression ')}`);
-  const result = await (await Pipeline.create(config, { threads: 'inline' })).run();
+  const result = await (await Pipeline.create(config, { threads: 'inline', specialize: false })).run();
   return { matched: result.elements.match.out[0], packets: result.packets_in };
 }

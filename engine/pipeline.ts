@@ -28,6 +28,11 @@ export interface PipelineOptions {
   shards?: number;
   /** Scale events to start when this many packets have been read (for tests and `wirepath verify`). */
   scaleAt?: { packets: number; shards: number }[];
+  /**
+   * Compile code made for each element instance's parameters where the element offers it (default
+   * true). False runs every instance on its type's generic code: no compile per parameter change.
+   */
+  specialize?: boolean;
   log?: (message: string) => void;
 }
 
@@ -131,7 +136,7 @@ export class Pipeline {
 
   static async create(config: PipelineConfig, options: PipelineOptions = {}): Promise<Pipeline> {
     const graph = buildGraph(config);
-    const generated = generateGraph(graph);
+    const generated = generateGraph(graph, { specialize: options.specialize });
     const elementDirs = [...new Set(graph.nodes.map((n) => n.type.dir))];
     const compiled = await compileGraph(generated, elementDirs);
     const pipeline = new Pipeline(config, graph, compiled, generated.layouts, options);

@@ -159,7 +159,7 @@ class Builder {
   readonly nodes: DecisionNode[] = [];
   private readonly nodeIds = new Map<string, Target>();
   private readonly memo = new Map<string, Target>();
-  private readonly necessary = new Map<number, Map<string, number>>();
+  private readonly necessary = new Map<number, Map<string, Set<number>>>();
   private readonly root: Target;
 
   constructor(private readonly f: Formulas, private readonly formulas: Formula[], private readonly mode: 'shared' | 'chained') {
@@ -249,19 +249,19 @@ class Builder {
     return target;
   }
 
-  /** A hash lookup on the atom's masked field when enough rules need that field to equal some value. */
+  /** A hash lookup on the atom's masked field when the rules need that field to equal enough different values. */
   private lookup(atom: Atom, rules: RuleState[], facts: Facts): Target | undefined {
     if (atom.compare !== 'eq' || atom.field.base === 'wire') return undefined;
     const key = `${atom.fieldKey}/${atom.mask}`;
     const needs = rules.map((r) => this.necessaryValues(r.formula).get(key));
-    const values = new Set(needs.filter((v): v is number => v !== undefined));
+    const values = new Set(needs.flatMap((v) => (v ? [...v] : [])));
     if (values.size < MIN_LOOKUP_VALUES) return undefined;
     const read = facts.read(atom.field);
     const entries = new Map<number, Target>();
     for (const value of values) {
       const branch = read.withValue(atom.fieldKey, atom.mask, value);
-      // A rule that needs another value cannot match here; only the others are simplified.
-      const candidates = rules.filter((_, i) => needs[i] === undefined || needs[i] === value);
+      // A rule that needs other values cannot match here; only the others are simplified.
+      const candidates = rules.filter((_, i) => needs[i] === undefined || needs[i]!.has(value));
       entries.set(value, this.build(this.simplifyAll(candidates, branch), branch));
     }
     const rest = read.withExcluded(atom.fieldKey, atom.mask, values);
@@ -279,16 +279,25 @@ class Builder {
     return this.node({ kind: 'test', atom, yes: branch(facts.withAtom(atom, true)), no, fault });
   }
 
-  /** Masked fields whose value the formula fixes whenever it is true: `fieldKey/mask` -> value. */
-  private necessaryValues(formula: Formula): Map<string, number> {
+  /** Masked fields whose value the formula confines whenever it is true: `fieldKey/mask` -> the values it allows. */
+  private necessaryValues(formula: Formula): Map<string, Set<number>> {
     let out = this.necessary.get(formula.id);
     if (out) return out;
     out = new Map();
-    if (formula.kind === 'atom' && formula.atom.compare === 'eq') out.set(`${formula.atom.fieldKey}/${formula.atom.mask}`, formula.atom.value);
-    else if (formula.kind === 'and') out = new Map([...this.necessaryValues(formula.left), ...this.necessaryValues(formula.right)]);
-    else if (formula.kind === 'or') {
+    if (formula.kind === 'atom' && formula.atom.compare === 'eq') out.set(`${formula.atom.fieldKey}/${formula.atom.mask}`, new Set([formula.atom.value]));
+    else if (formula.kind === 'and') {
       const right = this.necessaryValues(formula.right);
-      for (const [k, v] of this.necessaryValues(formula.left)) if (right.get(k) === v) out.set(k, v);
+      out = new Map(right);
+      for (const [k, v] of this.necessaryValues(formula.left)) {
+        const both = right.get(k);
+        out.set(k, both ? new Set([...v].filter((x) => both.has(x))) : v);
+      }
+    } else if (formula.kind === 'or') {
+      const right = this.necessaryValues(formula.right);
+      for (const [k, v] of this.necessaryValues(formula.left)) {
+        const either = right.get(k);
+        if (either) out.set(k, new Set([...v, ...either]));
+      }
     }
     this.necessary.set(formula.id, out);
     return out;
@@ -380,11 +389,25 @@ export function programSize(compiled: CompiledRules): number {
 
 const tableSlots = (entries: number) => 2 ** Math.max(1, Math.ceil(Math.log2(entries * 2)));
 const hashSlot = (value: number, shift: number) => Math.imul(value, 0x9e3779b1) >>> shift;
+/** A lookup node's table: its byte offset from the program start and 32 - log2(slots). */
+export interface LookupTable { offset: number; shift: number }
+
+/** Where the program keeps each lookup node's hash table (undefined for test nodes). */
+export function lookupTables(compiled: CompiledRules): (LookupTable | undefined)[] {
+  let offset = HEADER_SIZE + compiled.nodes.length * NODE_SIZE;
+  return compiled.nodes.map((n) => {
+    if (n.kind !== 'lookup') return undefined;
+    const slots = tableSlots(n.entries.size);
+    const table = { offset, shift: 32 - Math.log2(slots) };
+    offset += 8 * slots;
+    return table;
+  });
+}
 
 export function writeProgram(compiled: CompiledRules, view: DataView): void {
   view.setUint32(0, compiled.root, true);
   view.setUint32(4, compiled.nodes.length, true);
-  let tables = HEADER_SIZE + compiled.nodes.length * NODE_SIZE;
+  const tables = lookupTables(compiled);
   compiled.nodes.forEach((n, i) => {
     const at = HEADER_SIZE + i * NODE_SIZE;
     const field = n.kind === 'test' ? n.atom.field : n.field;
@@ -401,19 +424,18 @@ export function writeProgram(compiled: CompiledRules, view: DataView): void {
       view.setUint32(at + 20, n.no, true);
       return;
     }
-    const slots = tableSlots(n.entries.size);
-    const shift = 32 - Math.log2(slots);
+    const { offset, shift } = tables[i]!;
+    const slots = 2 ** (32 - shift);
     view.setUint32(at + 12, shift, true);
-    view.setUint32(at + 16, tables, true);
+    view.setUint32(at + 16, offset, true);
     view.setUint32(at + 20, n.otherwise, true);
-    for (let s = 0; s < slots; s++) view.setUint32(tables + 8 * s + 4, EMPTY_SLOT, true);
+    for (let s = 0; s < slots; s++) view.setUint32(offset + 8 * s + 4, EMPTY_SLOT, true);
     for (const [value, target] of n.entries) {
       let s = hashSlot(value, shift);
-      while (view.getUint32(tables + 8 * s + 4, true) !== EMPTY_SLOT) s = (s + 1) & (slots - 1);
-      view.setUint32(tables + 8 * s, value, true);
-      view.setUint32(tables + 8 * s + 4, target, true);
+      while (view.getUint32(offset + 8 * s + 4, true) !== EMPTY_SLOT) s = (s + 1) & (slots - 1);
+      view.setUint32(offset + 8 * s, value, true);
+      view.setUint32(offset + 8 * s + 4, target, true);
     }
-    tables += 8 * slots;
   });
 }
 

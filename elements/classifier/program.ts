@@ -17,6 +17,15 @@ const BASE_TRANSPORT: u8 = 1;
 const BASE_WIRE: u8 = 2;
 const EMPTY_SLOT: u32 = 0xffffffff;
 
+/**
+ * A decider walks the decision program: a class with `decide(program, p): u32`, given to an element's
+ * batch loop as a type parameter so that the call is direct. specialize.ts makes deciders that run the
+ * rules as code; this one interprets the program.
+ */
+@unmanaged export class Interpreter {
+  @inline decide(program: usize, p: Packet): u32 { return classify(program, p); }
+}
+
 /** The number of the first rule the packet matches, or NO_MATCH. */
 export function classify(program: usize, p: Packet): u32 {
   const data = p.data;
@@ -47,14 +56,13 @@ export function classify(program: usize, p: Packet): u32 {
     if (op == OP_EQ) at = value == operand ? load<u32>(node, 16) : load<u32>(node, 20);
     else if (op == OP_GT) at = value > operand ? load<u32>(node, 16) : load<u32>(node, 20);
     else if (op == OP_GE) at = value >= operand ? load<u32>(node, 16) : load<u32>(node, 20);
-    else at = lookup(program, node, value, operand);
+    else at = lookupTarget(program + <usize>load<u32>(node, 16), value, operand, load<u32>(node, 20));
   }
   return at & ~TERMINAL;
 }
 
-/** A lookup node: the target stored for `value` in the node's hash table, else its default. */
-function lookup(program: usize, node: usize, value: u32, shift: u32): u32 {
-  const table = program + <usize>load<u32>(node, 16);
+/** The target a lookup node's hash table (at `table`, 2^(32 - shift) slots) holds for `value`, else `otherwise`. */
+export function lookupTarget(table: usize, value: u32, shift: u32, otherwise: u32): u32 {
   const mask: u32 = (<u32>0xffffffff) >>> shift;
   let slot = (value * 0x9e3779b1) >>> shift;
   let entry = table + (<usize>slot << 3);
@@ -64,5 +72,5 @@ function lookup(program: usize, node: usize, value: u32, shift: u32): u32 {
     entry = table + (<usize>slot << 3);
   }
   const target = load<u32>(entry, 4);
-  return target == EMPTY_SLOT ? load<u32>(node, 20) : target;
+  return target == EMPTY_SLOT ? otherwise : target;
 }

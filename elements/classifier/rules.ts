@@ -1,9 +1,10 @@
 // What Classifier and Filter share: the expression parameter type, the compiled rule set (made once
-// per parameter value), its program in config data, and the warnings about unreachable rules.
+// per parameter value), its program in config data and as code, and the warnings about unreachable rules.
 
 import { ParamTypeError, state, type ParamType, type ParamWarning } from '../../engine/api.ts';
 import { ExpressionError, parseExpression, type Expr } from './expression.ts';
 import { compileRules, describeProgram, programSize, unreachableRules, writeProgram, type RuleSet } from './decision.ts';
+import { decisionModule, type DecisionModule } from './specialize.ts';
 
 export interface Rule {
   /** The expression as written. */
@@ -49,6 +50,11 @@ export function programState(rulesOf: (params: any) => Rule[]) {
     size: (params) => programSize(compiled(rulesOf(params)).compiled),
     init: (params, view) => writeProgram(compiled(rulesOf(params)).compiled, view),
   });
+}
+
+/** An element's `specialize`: the decision program of the rules `rulesOf(params)` as code. */
+export function rulesAsCode(rulesOf: (params: any) => Rule[], module: DecisionModule): (params: any) => string | undefined {
+  return (params) => decisionModule(compiled(rulesOf(params)).compiled, module);
 }
 
 /** Warnings for rules that no packet reaches, pointing at each rule's item in `param`. */

@@ -1,6 +1,6 @@
 import { Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, now, dropPacket } from "wirepath";
 import { FilterState, FilterConnectionsEntry } from "./layout";
-import { classify, NO_MATCH } from "../classifier/program";
+import { Interpreter, NO_MATCH } from "../classifier/program";
 
 const DENY: u32 = 0xffffffff;
 /** engine/config.ts MAX_SHARDS: how many rows of hit counters rule_table holds. */
@@ -27,6 +27,12 @@ let icmpType: u8 = 0;
 let protocol: u8 = 0;
 
 export function process(self: FilterState, batch: Batch, out: Outputs): void {
+  processWith<Interpreter>(self, batch, out);
+}
+
+/** The batch loop around a decider (classifier/program.ts): a type parameter, so its call is direct. */
+@inline export function processWith<Decider>(self: FilterState, batch: Batch, out: Outputs): void {
+  const decider = changetype<Decider>(0);
   if (!self.hit_row) claimHitRow(self);
   const hits = <usize>self.hit_row;
   const t = now();
@@ -42,7 +48,7 @@ export function process(self: FilterState, batch: Batch, out: Outputs): void {
         continue;
       }
     }
-    const rule = classify(self.program, p);
+    const rule = decider.decide(self.program, p);
     let action: u32 = self.default == 0 ? DENY : 0;
     if (rule != NO_MATCH) {
       action = load<u32>(self.rule_table + ACTIONS + (<usize>rule << 2));
