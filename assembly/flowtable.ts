@@ -79,6 +79,8 @@ export class FlowTable {
   inserts: u64;
   full: u64;
   expired: u64;
+  expiryHandler: u32; // whenExpired: a function's address in the compiled module, or 0
+  expiryContext: u32;
 
   @inline entry(index: u32): usize {
     return <usize>this.entries + <usize>(index & (this.slots - 1)) * <usize>this.entrySize;
@@ -183,10 +185,23 @@ export class FlowTable {
     this.cursor = c & (this.slots - 1);
   }
 
+  /**
+   * Has `handler(value, context)` called for each entry that expires from now on, once it is a
+   * tombstone (not for entries removed or moved to another shard). Set it before each batch: the
+   * address of a function belongs to the compiled module. The entry is dead by then: the handler may
+   * use its key and value as scratch (the shard's key buffer may be in use by the table's caller).
+   */
+  whenExpired(handler: (value: usize, context: usize) => void, context: usize): void {
+    this.expiryHandler = changetype<u32>(handler);
+    this.expiryContext = <u32>context;
+  }
+
   private retire(e: usize): void {
     store<u32>(e, ENTRY_TOMBSTONE);
     this.live--;
     this.expired++;
+    const handler = this.expiryHandler;
+    if (handler) changetype<(value: usize, context: usize) => void>(handler)(e + ENTRY_VALUE, <usize>this.expiryContext);
   }
 }
 

@@ -16,7 +16,7 @@ export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, bat
 export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, sourceSteering: 44, steeringState: 48, size: 64, shardRecord: 32 } as const;
 /** assembly/flowtable.ts: the FlowTable header and its entries. */
 export const FlowTableLayout = {
-  slots: 0, entrySize: 4, capacity: 8, live: 12, timeout: 16, cursor: 24, entries: 28, inserts: 32, full: 40, expired: 48, size: 56,
+  slots: 0, entrySize: 4, capacity: 8, live: 12, timeout: 16, cursor: 24, entries: 28, inserts: 32, full: 40, expired: 48, expiryHandler: 56, expiryContext: 60, size: 64,
   entryKey: 8, entryExpires: 24, entryValue: 32,
 } as const;
 /** assembly/flowtable.ts ENTRY_LIVE. */

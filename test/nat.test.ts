@@ -297,6 +297,33 @@ test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never e
   assert.is(again.nat.icmp_sent, 2);
 });
 
+test('C5 per-subscriber session limit: new sessions past it are refused; sessions that end (time out or are never made) free room', async () => {
+  const ext = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]])).outside[0].src;
+  const r = await run('sessions_per_subscriber: 3, port_preservation: true', [
+    [0, udp(A, R1, 5000, 53)], [1, udp(A, R2, 5000, 53)], [2, udp(A, R1, 5001, 53)], // three sessions
+    [3, udp(A, R1, 5000, 53)],                  // 4: an existing session: passes
+    [4, udp(A, R2, 5001, 53)],                  // 5: a fourth: refused
+    [5, udp(R2, ext, 53, 5002)],                // 6: inbound to no mapping: not a session, not counted as one
+    [6, udp(B, R1, 5000, 53)],                  // 7: another subscriber has its own limit
+    [7, udp(R2, ext, 99, 5000)],                // 8: inbound from a new remote (EIF) would be a fourth session: refused
+    [400, udp(A, R2, 5001, 53)],                // 9: every session of A timed out (300 s): room again
+  ]);
+  assert.equal(r.outside.map((s) => s.n), [1, 2, 3, 4, 7, 9]);
+  assert.is(r.nat.drop_session_limit, 2);
+  assert.is(r.nat.drop_no_mapping, 1);
+  assert.is(r.subscriber(A).sessions, 1, 'the session of packet 9 (the three before it timed out)');
+  assert.is(r.subscriber(B).sessions, 1);
+  // One session expires while another keeps the mapping alive: found expired, it is counted off at once.
+  const partial = await run('sessions_per_subscriber: 2', [
+    [0, udp(A, R1, 5000, 53)], [200, udp(A, R2, 5000, 53)],
+    [350, udp(A, R1, 5000, 53)],                // 3: its old session expired at 300: a new one fits
+    [351, udp(A, R1, 5001, 53)],                // 4: a third would not
+  ]);
+  assert.equal(partial.outside.map((s) => s.n), [1, 2, 3]);
+  assert.is(partial.nat.drop_session_limit, 1);
+  assert.is(partial.subscriber(A).sessions, 2);
+});
+
 test('C3/C11 a pool with no block left: counted drops; non-contiguous pools are used whole', async () => {
   // Two addresses apart, 63 blocks of 1024 high ports each: 126 subscribers fit, the 127th does not.
   const packets: Packet[] = Array.from({ length: 127 }, (_, i) => [i, udp(`100.64.1.${i}`, R1, 40000, 53)]);

@@ -53,7 +53,8 @@ export default defineElement({
     + 'included). Fragments: outbound ones are translated in any order; an inbound later fragment follows its first one. '
     + 'Packets from inside to a pool address are hairpinned back inside with the sender\'s external address and port. When '
     + 'no mapping can be made the packet is dropped and counted (and with icmp_errors an ICMP host unreachable goes back); '
-    + 'a live mapping is never evicted. With deterministic: true each inside address has a fixed external address and port '
+    + 'a live mapping is never evicted. sessions_per_subscriber caps the sessions (5-tuples) one subscriber has at once, '
+    + 'across its mappings: a session past it is refused like a mapping that cannot be made. With deterministic: true each inside address has a fixed external address and port '
     + 'range (RFC 7422, VPP\'s arithmetic), so no block log is needed. With shards, give the sources steer: NAME (this element\'s '
     + 'name): each subscriber and every mapping of it lives on one shard and moves with it when the pipeline scales; a '
     + 'hairpinned packet for a subscriber on another shard is handed to that shard.',
@@ -85,6 +86,7 @@ export default defineElement({
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
+    sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions', 0, 1 << 24, { default: 0 }),
   },
   state: {
     pool: state.data({
@@ -96,12 +98,12 @@ export default defineElement({
     }),
     subscribers: state.sourceTable({
       owned: true,
-      doc: 'per subscriber (inside address): its external address, its blocks and until when each is in use, mappings made',
+      doc: 'per subscriber (inside address): its external address, its blocks and until when each is in use, mappings made, sessions live, when its last mapping expires',
       value: {
         external: 'u32',
         b0: 'u32', b1: 'u32', b2: 'u32', b3: 'u32', b4: 'u32', b5: 'u32', b6: 'u32', b7: 'u32', b8: 'u32', b9: 'u32', b10: 'u32', b11: 'u32',
         u0: 'u32', u1: 'u32', u2: 'u32', u3: 'u32', u4: 'u32', u5: 'u32', u6: 'u32', u7: 'u32', u8: 'u32', u9: 'u32', u10: 'u32', u11: 'u32',
-        last_s: 'u32', mappings: 'u32',
+        last_s: 'u32', mappings: 'u32', sessions: 'u32', mappings_until_s: 'u32',
       },
       capacity: (p) => p.max_subscribers,
       timeout: (p) => p.udp_timeout,
@@ -136,6 +138,7 @@ export default defineElement({
     drop_invalid_tcp: state.counter('dropped: inbound TCP segment other than a SYN for a mapping without its session'),
     drop_ports_exhausted: state.counter('dropped: the subscriber holds all its blocks and every port of them'),
     drop_pool_exhausted: state.counter('dropped: no free block (or address) in the pool'),
+    drop_session_limit: state.counter('dropped: a new session would pass the subscriber\'s sessions_per_subscriber'),
     drop_table_full: state.counter('dropped: the subscriber, mapping or session table is full'),
     drop_malformed: state.counter('dropped: not IPv4 TCP/UDP/ICMP, truncated, or an ICMP error quoting too little'),
     drop_fragment: state.counter('dropped: inbound later fragment with no first fragment seen'),
@@ -178,7 +181,7 @@ export default defineElement({
 });
 
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
-  'drop_pool_exhausted', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_unsupported'];
+  'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_unsupported'];
 
 /** Block records from the shards' queue, written as JSON lines. */
 function writeLog(view: ElementView, final: boolean): void {
@@ -216,7 +219,8 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
     ...(e.key[1] ? { remote: formatIPv4(e.key[1]) } : {}), expires_ns: String(e.expires), shard: e.shard,
   }));
   if (!sub && !mappings.length) return { subscriber: arg, mappings: [], note: 'no state for this subscriber' };
-  return { subscriber: arg, external: external === undefined ? null : formatIPv4(external), mappings_made: sub ? Number(sub.value.mappings) : 0, blocks, mappings };
+  return { subscriber: arg, external: external === undefined ? null : formatIPv4(external), mappings_made: sub ? Number(sub.value.mappings) : 0,
+    sessions: sub ? Number(sub.value.sessions) : 0, blocks, mappings };
 }
 
 function blockPorts(p: NatParams, block: number): { first_port: number; last_port: number } {

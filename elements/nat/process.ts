@@ -62,6 +62,7 @@ const FAILED: u32 = 0x10000;
 const FAIL_TABLE: u32 = 1;
 const FAIL_PORTS: u32 = 2;
 const FAIL_POOL: u32 = 3;
+const FAIL_SESSIONS: u32 = 4;
 
 // Per packet, set by the parsers.
 let protocol: u8 = 0;
@@ -71,6 +72,7 @@ let failure: u32 = 0;
 
 export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
   const t = now();
+  self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
     if (port == 0) outbound(self, p, out, t);
@@ -152,7 +154,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
       // The mapping is gone (the table was full when it was to be made again): start over.
       const key = keyBuffer();
       sessionKey(key, inside, remote, localPort, remotePort);
-      self.sessions.remove(key, FlowKey.hash(key));
+      if (self.sessions.remove(key, FlowKey.hash(key))) countSession(self, inside, t, -1);
       session = outboundSession(self, inside, remote, t);
       if (!session) { refuse(self, p, ip, out); return; }
       s = changetype<NATSessionsEntry>(session);
@@ -178,12 +180,14 @@ function outboundSession(self: NATState, inside: u32, remote: u32, t: u64): usiz
   const hash = FlowKey.hash(key);
   const found = self.sessions.find(key, hash, t);
   if (found) return found;
+  if (!sessionAllowed(self, inside, t)) { failure = FAIL_SESSIONS; return 0; }
   const mapped = outboundMapping(self, inside, remote, t);
   if (mapped & FAILED) { failure = mapped & 0xffff; return 0; }
   const external = subscriberExternal(self, inside, t);
   sessionKey(key, inside, remote, localPort, remotePort);
   const session = self.sessions.lookupOrInsert(key, hash, t);
   if (!session) { failure = FAIL_TABLE; return 0; }
+  countSession(self, inside, t, 1);
   const s = changetype<NATSessionsEntry>(session);
   s.external = external;
   s.external_port = <u16>mapped;
@@ -242,9 +246,8 @@ function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16,
   if (FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
   if (FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
   if (self.filtering == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, t);
-  store<u32>(key, inside); store<u32>(key, 0, 4); store<u64>(key, 0, 8);
-  const subscriber = self.subscribers.find(key, FlowKey.hash(key), t);
-  if (subscriber) holdBlockUntil(self, changetype<NATSubscribersEntry>(subscriber), external, deadline);
+  const sub = findSubscriber(self, inside, key, t);
+  if (sub) holdBlockUntil(self, sub, external, deadline);
   return true;
 }
 
@@ -354,9 +357,11 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     if (!admits(self, inside, remote, externalPort, t)) { self.drop_filtered++; dropPacket(p); return; }
     // A TCP connection from outside starts with a SYN; anything else without a session is stale.
     if (protocol == IPPROTO_TCP && !syn) { self.drop_invalid_tcp++; dropPacket(p); return; }
+    if (!sessionAllowed(self, inside, t)) { self.drop_session_limit++; dropPacket(p); return; }
     sessionKey(key, inside, remote, localPort, remotePort);
     session = self.sessions.lookupOrInsert(key, hash, t);
     if (!session) { self.drop_table_full++; dropPacket(p); return; }
+    countSession(self, inside, t, 1);
     const fresh = changetype<NATSessionsEntry>(session);
     fresh.external = external;
     fresh.external_port = externalPort;
@@ -433,9 +438,14 @@ function rememberFragment(self: NATState, external: u32, remote: u32, ip: usize,
 // ---------------------------------------------------------------------------------------------
 // Subscribers, blocks and ports.
 
+/** The subscribers table's key: the inside address. */
+@inline function subscriberKey(key: usize, inside: u32): void {
+  store<u32>(key, inside); store<u32>(key, 0, 4); store<u64>(key, 0, 8);
+}
+
 function subscriberEntry(self: NATState, inside: u32, t: u64): usize {
   const key = keyBuffer();
-  store<u32>(key, inside); store<u32>(key, 0, 4); store<u64>(key, 0, 8);
+  subscriberKey(key, inside);
   const entry = self.subscribers.lookupOrInsert(key, FlowKey.hash(key), t);
   if (!entry) return 0;
   if (flowCreated) changetype<NATSubscribersEntry>(entry).external = 0;
@@ -444,11 +454,47 @@ function subscriberEntry(self: NATState, inside: u32, t: u64): usize {
   return entry;
 }
 
-function subscriberExternal(self: NATState, inside: u32, t: u64): u32 {
-  const key = keyBuffer();
-  store<u32>(key, inside); store<u32>(key, 0, 4); store<u64>(key, 0, 8);
+/** The subscriber's entry, if it has one (does not make one). */
+function findSubscriber(self: NATState, inside: u32, key: usize, t: u64): NATSubscribersEntry | null {
+  subscriberKey(key, inside);
   const entry = self.subscribers.find(key, FlowKey.hash(key), t);
-  return entry ? changetype<NATSubscribersEntry>(entry).external : 0;
+  return entry ? changetype<NATSubscribersEntry>(entry) : null;
+}
+
+/**
+ * Whether the subscriber may have one more session (sessions_per_subscriber). Sessions are counted off
+ * as the table finds them expired (lookups, the sweep); once every mapping of the subscriber has expired,
+ * so has every session (none outlives its mapping), and the count starts again from 0.
+ */
+function sessionAllowed(self: NATState, inside: u32, t: u64): bool {
+  if (!self.sessions_per_subscriber) return true;
+  const sub = findSubscriber(self, inside, keyBuffer(), t);
+  if (!sub) return true;
+  if (sub.sessions >= self.sessions_per_subscriber && <u32>(t / SECOND) >= sub.mappings_until_s) sub.sessions = 0;
+  return sub.sessions < self.sessions_per_subscriber;
+}
+
+/** Counts a session made (+1) or ended (-1) in its subscriber's entry. */
+function countSession(self: NATState, inside: u32, t: u64, change: i32): void {
+  const sub = findSubscriber(self, inside, keyBuffer(), t);
+  if (sub && (change > 0 || sub.sessions > 0)) sub.sessions = <u32>(<i32>sub.sessions + change);
+}
+
+/**
+ * A session expired (FlowTable.whenExpired): one session fewer for its subscriber, the first word
+ * of its key. The dead entry's key holds the subscriber key for the lookup: the shard's key buffer
+ * may be in use by the table operation that found the session expired.
+ */
+function sessionExpired(value: usize, context: usize): void {
+  const self = changetype<NATState>(context);
+  const key = value - ENTRY_VALUE + ENTRY_KEY;
+  const sub = findSubscriber(self, load<u32>(key), key, now());
+  if (sub && sub.sessions > 0) sub.sessions--;
+}
+
+function subscriberExternal(self: NATState, inside: u32, t: u64): u32 {
+  const sub = findSubscriber(self, inside, keyBuffer(), t);
+  return sub ? sub.external : 0;
 }
 
 /**
@@ -585,6 +631,7 @@ function quarantineEnd(self: NATState, t: u64): u32 {
 function holdBlockUntil(self: NATState, sub: NATSubscribersEntry, port: u16, deadline: u64): void {
   const shift = load<u32>(<usize>self.pool + POOL_BLOCK_SHIFT);
   const until = <u32>(deadline / SECOND) + 1;
+  if (sub.mappings_until_s < until) sub.mappings_until_s = until;
   const base = changetype<usize>(sub) + offsetof<NATSubscribersEntry>("b0");
   const first = classOf(protocol) * SLOTS;
   for (let slot = first; slot < first + SLOTS; slot++) {
@@ -882,6 +929,7 @@ function rewriteQuoted(ip: usize, l4: usize, inner: usize, source: bool, address
 function refuse(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   if (failure == FAIL_PORTS) self.drop_ports_exhausted++;
   else if (failure == FAIL_POOL) self.drop_pool_exhausted++;
+  else if (failure == FAIL_SESSIONS) self.drop_session_limit++;
   else self.drop_table_full++;
   if (self.icmp_errors && hostUnreachable(self, p, ip)) { self.icmp_sent++; out.push(INSIDE, p); return; }
   dropPacket(p);
