@@ -102,15 +102,29 @@ export function resteer(p: Packet): void {
   sendOut(changetype<u32>(p));
 }
 
-/** A copy of `p` in a new slot, or null when no slot is free (counted as no_buffer). */
-export function clonePacket(p: Packet): Packet | null {
+/**
+ * An empty packet in a new slot (zero metadata, the usual headroom), or null when no slot is free
+ * (counted as no_buffer). Slots come from the shard's stash (at least 64, refilled every I/O round): an
+ * element that makes packets for many of those it receives declares how many (`clones`) to size it.
+ */
+export function newPacket(): Packet | null {
   const slot = stash.pop();
   if (slot == 0) {
     store<u64>(ctx, load<u64>(ctx, CTX_NO_BUFFER) + 1, CTX_NO_BUFFER);
     return null;
   }
+  v128.store(slot, i64x2.splat(0));
+  v128.store(slot, i64x2.splat(0), 16);
   const q = changetype<Packet>(slot);
-  copyBytes(slot, changetype<usize>(p), 32); // metadata
+  q.dataOffset = DEFAULT_DATA_OFFSET;
+  return q;
+}
+
+/** A copy of `p` in a new slot, or null when no slot is free (counted as no_buffer). */
+export function clonePacket(p: Packet): Packet | null {
+  const q = newPacket();
+  if (!q) return null;
+  copyBytes(changetype<usize>(q), changetype<usize>(p), 32); // metadata
   q.dataOffset = DEFAULT_DATA_OFFSET;
   copyBytes(q.data, p.data, p.length);
   return q;

@@ -281,6 +281,36 @@ test('T2/T4/T5/R1/R2 TCP: simultaneous open, unsolicited SYN, established and tr
   r.verdicts('inside').concat(r.verdicts('outside')).forEach((v) => assert.ok(v.ip === '1' && v.tcp === '1'));
 });
 
+test('T4 with syn_icmp: an unsolicited SYN is answered with ICMP port unreachable after 6 s, unless an outbound SYN of its connection came', async () => {
+  const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 5000, 80, SYN)]])).outside[0].src;
+  // Packets that keep batches coming, so that the table's sweep goes over every entry: before 6 s and after.
+  const fill = (from: number) => Array.from({ length: 300 }, (_, i): Packet => [from + i / 1000, udp(B, R2, 7000, 53)]);
+  const filler = [...fill(4), ...fill(9)];
+  const r = await run('port_preservation: true, syn_icmp: true', [
+    [0, tcp(A, R1, 5000, 80, SYN)],
+    [1, tcp(R2, ext, 1234, 6000, SYN)],          // 2: no mapping, in no one's block: answered after 6 s
+    [2, tcp(R1, ext, 443, 5001, SYN)],           // 3: no mapping yet, in A's block ...
+    [3, tcp(A, R1, 5001, 443, SYN)],             // 4: ... and A opens that connection: 3 is never answered
+    ...filler,
+  ]);
+  const answers = r.outside.filter((o) => o.proto === 1);
+  assert.is(answers.length, 1, 'one answer');
+  const [icmp] = answers;
+  assert.is(icmp.src, ext);
+  assert.is(icmp.dst, R2);
+  assert.equal([icmp.bytes[34], icmp.bytes[35]], [3, 3], 'destination unreachable, port unreachable');
+  const quoted = icmp.bytes.subarray(42);
+  assert.is([...quoted.subarray(12, 16)].join('.'), R2, 'it quotes the SYN: its source ...');
+  assert.is(quoted.readUInt16BE(22), 6000, '... and destination port');
+  // Packets carry their index in the input as the timestamp's fraction: the answer left with the filler from 9 s on.
+  assert.ok(icmp.n - 1 >= 4 + 300, `not before 6 s (sent with packet ${icmp.n})`);
+  r.verdicts('outside').forEach((v) => assert.ok(v.ip.split(',').every((x) => x === '1') && v.icmp !== '0', JSON.stringify(v)));
+  assert.is(r.nat.syn_icmp_sent, 1);
+  assert.is(r.nat.drop_unsolicited_syn, 2);
+  const silent = await run('port_preservation: true', [[1, tcp(R2, ext, 1234, 6000, SYN)], ...filler]);
+  assert.is(silent.outside.filter((o) => o.proto === 1).length, 0, 'without syn_icmp: dropped silently');
+});
+
 test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never evict a live mapping', async () => {
   const packets: Packet[] = Array.from({ length: 10 }, (_, i) => [i, udp(A, R1, 40000 + i, 53)]);
   const r = await run('ports_per_block: 8, blocks_per_subscriber: 1', packets);

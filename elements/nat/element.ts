@@ -48,7 +48,9 @@ export default defineElement({
     + 'address-dependent or address-and-port-dependent. No external port is shared by two mappings; inside ports below 1024 '
     + 'map below 1024; a released block is not given to anyone for quarantine. Outbound packets refresh mappings (a mapping lives its timeout after the last one, and up to an eighth more: '
     + 'it is refreshed in steps, not per packet); TCP '
-    + 'sessions follow SYN, established, FIN and RST with their own timeouts (RFC 5382, RFC 7857); ICMP echo identifiers are '
+    + 'sessions follow SYN, established, FIN and RST with their own timeouts (RFC 5382, RFC 7857); an unsolicited inbound SYN is '
+    + 'dropped, and with syn_icmp answered with ICMP port unreachable after 6 s unless an outbound SYN of its connection came '
+    + '(RFC 5382 REQ-4); ICMP echo identifiers are '
     + 'translated like ports, and ICMP errors about a translated flow are translated with the header they quote (checksums '
     + 'included). Fragments: outbound ones are translated in any order; an inbound later fragment follows its first one. '
     + 'Packets from inside to a pool address are hairpinned back inside with the sender\'s external address and port. When '
@@ -59,6 +61,8 @@ export default defineElement({
     + 'name): each subscriber and every mapping of it lives on one shard and moves with it when the pipeline scales; a '
     + 'hairpinned packet for a subscriber on another shard is handed to that shard.',
   inputs: 2,
+  // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in.
+  expands: 2,
   outputs: [
     { name: 'outside', doc: 'translated packets going out, and exempt packets untranslated' },
     { name: 'inside', doc: 'translated packets coming in, hairpinned packets, and ICMP errors the NAT sends back' },
@@ -82,6 +86,7 @@ export default defineElement({
     exempt_ports: param.strings('destination ports not translated', { default: [] as never, item: types.port }),
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422)', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
+    syn_icmp: param.bool('answer an unsolicited inbound SYN with ICMP port unreachable after 6 s unless an outbound SYN of its connection came (RFC 5382 REQ-4; off: dropped silently, as REQ-4a allows)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
@@ -122,6 +127,13 @@ export default defineElement({
       capacity: (p) => p.max_sessions,
       timeout: (p) => p.udp_timeout,
     }),
+    unsolicited: state.flowTable({
+      owner: 'address',
+      doc: 'unsolicited inbound SYNs waiting 6 s for an outbound SYN of their connection (syn_icmp): their Ethernet addresses and first 28 bytes',
+      value: { frame0: 'u64', frame1: 'u64', frame2: 'u64', frame3: 'u64', frame4: 'u64' },
+      capacity: () => 4096,
+      timeout: () => 6e9,
+    }),
     translated_out: state.counter('packets translated inside to outside'),
     translated_in: state.counter('packets translated outside to inside'),
     hairpinned: state.counter('packets from inside to a pool address sent back inside'),
@@ -131,6 +143,7 @@ export default defineElement({
     blocks_allocated: state.counter('port blocks given to subscribers'),
     blocks_released: state.counter('port blocks given back'),
     icmp_sent: state.counter('ICMP errors sent back inside'),
+    syn_icmp_sent: state.counter('ICMP port unreachable sent out for unsolicited SYNs (syn_icmp)'),
     drop_not_inside: state.counter('dropped: source outside the inside prefixes'),
     drop_no_mapping: state.counter('dropped: inbound packet for no mapping (or not to the pool)'),
     drop_filtered: state.counter('dropped: inbound packet the filtering behaviour refuses'),

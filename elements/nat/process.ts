@@ -1,6 +1,6 @@
 import {
-  Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
-  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, flowCreated, now, dropPacket, resteer, addressHash, checksum, updateChecksum16,
+  Batch, Outputs, Packet, FlowTable, FlowKey, Ethernet, IPv4, Transport, TCP, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
+  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, flowCreated, now, dropPacket, newPacket, resteer, addressHash, checksum, updateChecksum16,
   updateChecksum32, copyBytes,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
@@ -70,9 +70,17 @@ let localPort: u16 = 0;  // the inside host's port (outbound: source; inbound: a
 let remotePort: u16 = 0;
 let failure: u32 = 0;
 
+// While a batch runs: where the answers to unsolicited SYNs go, and how many more it may send (each
+// output has room for twice the packets its inputs bring: expands in element.ts).
+let answers: Outputs | null = null;
+let answerBudget: u32 = 0;
+
 export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
   const t = now();
   self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
+  self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
+  answers = out;
+  answerBudget = batch.capacity;
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
     if (port == 0) outbound(self, p, out, t);
@@ -81,6 +89,8 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
   releaseIdleBlocks(self, t, 4);
   self.sessions.sweep(t, 8);
   self.mappings.sweep(t, 8);
+  self.unsolicited.sweep(t, 32);
+  answers = null;
 }
 
 /** The dispatcher's steering (element.ts `steer`): by the subscriber that sent the packet, or that holds its destination port. */
@@ -164,6 +174,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
   }
   FlowTable.refresh(session, 0, deadline);
   translate(ip, l4, s.external, s.external_port, true);
+  if (self.syn_icmp && (flags & (TCP.SYN | TCP.ACK)) == TCP.SYN) forgetUnsolicited(self, inside, s.external, s.external_port, remote);
   self.translated_out++;
   if (poolIndex(pool, remote) >= 0) {
     // Hairpinning (RFC 4787 REQ-9): back inside, seen from the sender's external address and port.
@@ -339,8 +350,10 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     return;
   }
   if (!back) {
-    if (syn) self.drop_unsolicited_syn++;
-    else self.drop_no_mapping++;
+    if (syn) {
+      self.drop_unsolicited_syn++;
+      if (self.syn_icmp) rememberUnsolicited(self, p, ip, inside ? inside : external, external, externalPort, remote, t);
+    } else self.drop_no_mapping++;
     dropPacket(p);
     return;
   }
@@ -433,6 +446,74 @@ function rememberFragment(self: NATState, external: u32, remote: u32, ip: usize,
   if (!entry) return;
   changetype<NATMappingsEntry>(entry).remote = inside;
   FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unsolicited inbound SYNs (RFC 5382 REQ-4, with syn_icmp): no answer for 6 s (the unsolicited
+// table's timeout); if an outbound SYN of the connection comes meanwhile, the inbound one was part of
+// a simultaneous open and is forgotten; otherwise, when its entry expires, ICMP port unreachable goes
+// back to the sender. The entry keeps what the answer quotes: the frame's Ethernet addresses, and the
+// IP header and 8 bytes (only for 14-byte Ethernet headers and IP headers without options).
+
+const QUOTED: u32 = 28;
+
+/** The unsolicited table's key: first the address whose shard handles the connection (the block's subscriber, else the external address); the remote port is the packet's. */
+@inline function unsolicitedKey(key: usize, owner: u32, external: u32, externalPort: u16, remote: u32): void {
+  store<u32>(key, owner);
+  store<u32>(key, remote, 4);
+  store<u32>(key, (<u32>externalPort << 16) | <u32>remotePort, 8);
+  store<u32>(key, external, 12);
+}
+
+function rememberUnsolicited(self: NATState, p: Packet, ip: usize, owner: u32, external: u32, externalPort: u16, remote: u32, t: u64): void {
+  if (ip != p.data + Ethernet.HEADER || IPv4.headerLength(ip) != 20 || IPv4.totalLength(ip) < QUOTED) return;
+  const key = keyBuffer();
+  unsolicitedKey(key, owner, external, externalPort, remote);
+  const entry = self.unsolicited.lookupOrInsert(key, FlowKey.hash(key), t);
+  if (!entry) return; // full: dropped silently, as REQ-4a allows
+  copyBytes(entry, p.data, 12);
+  copyBytes(entry + 12, ip, QUOTED);
+}
+
+/** An outbound SYN for a connection an inbound SYN is waiting on: that one gets no answer. */
+function forgetUnsolicited(self: NATState, inside: u32, external: u32, externalPort: u16, remote: u32): void {
+  const key = keyBuffer();
+  unsolicitedKey(key, inside, external, externalPort, remote);
+  if (self.unsolicited.remove(key, FlowKey.hash(key))) return;
+  // Waiting since before the block was the subscriber's.
+  unsolicitedKey(key, external, external, externalPort, remote);
+  self.unsolicited.remove(key, FlowKey.hash(key));
+}
+
+/** An unsolicited SYN waited 6 s without an outbound SYN (FlowTable.whenExpired): ICMP port unreachable to its sender. */
+function answerUnsolicited(value: usize, context: usize): void {
+  const self = changetype<NATState>(context);
+  if (!answers || !answerBudget) return; // expired outside a batch (a move between shards) or too many at once: silent
+  const p = newPacket();
+  if (!p) return;
+  answerBudget--;
+  const key = value - ENTRY_VALUE + ENTRY_KEY;
+  const data = p.data;
+  copyBytes(data, value + 6, 6);
+  copyBytes(data + 6, value, 6);
+  Wire.set16(data + 12, ETHERTYPE_IPV4);
+  const ip = data + Ethernet.HEADER;
+  Wire.set32(ip, 0x45000000 | (20 + 8 + QUOTED));
+  Wire.set32(ip + 4, 0);
+  Wire.set32(ip + 8, 0x40010000);
+  Wire.set32(ip + 12, load<u32>(key, 12));
+  Wire.set32(ip + 16, load<u32>(key, 4));
+  IPv4.setHeaderChecksum(ip);
+  const icmp = ip + 20;
+  Wire.set32(icmp, 0x03030000);
+  Wire.set32(icmp + 4, 0);
+  copyBytes(icmp + 8, value + 12, QUOTED);
+  Wire.set16(icmp + 2, checksum(icmp, 8 + QUOTED));
+  p.length = Ethernet.HEADER + 20 + 8 + QUOTED;
+  p.wireLength = p.length;
+  p.timestamp = now();
+  self.syn_icmp_sent++;
+  changetype<Outputs>(answers).push(OUTSIDE, p);
 }
 
 // ---------------------------------------------------------------------------------------------
