@@ -122,6 +122,26 @@ test('hairpinning between subscribers on different shards: the packet is handed 
   assert.is(`${[...delivered.subarray(30, 34)].join('.')}:${delivered.readUInt16BE(36)}`, '100.64.0.5:1100', 'to B');
 });
 
+test('inbound fragments: the later ones follow their first fragment to its subscriber\'s shard', async () => {
+  const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
+  const subscribers = Array.from({ length: 16 }, (_, i) => subscriber(i + 1));
+  const address = (d: Buffer, at: number) => [...d.subarray(at, at + 4)].join('.');
+  const out = (s: string) => ipv4Frame({ proto: 'udp', src: s, dst: '198.18.0.1', sport: 5000, dport: 53 });
+  // Where each subscriber is mapped (deterministic: the same in every run).
+  writePcap(join(dir, 'fragments-learn.pcap'), subscribers.map(out));
+  await run('fragments-learn', nat, { shards: 1 });
+  const externals = readPcap(join(dir, 'fragments-learn-outside.pcap')).records.map((r) => ({ dst: address(r.data, 26), dport: r.data.readUInt16BE(34) }));
+  const reply = { proto: 'udp' as const, src: '198.18.0.1', sport: 53 };
+  writePcap(join(dir, 'fragments.pcap'), [...subscribers.map(out), ...externals.flatMap((e) => [
+    ipv4Frame({ ...reply, ...e, moreFragments: true, payload: 8 }),
+    ipv4Frame({ ...reply, ...e, fragOffset: 2, payload: 16 }),
+  ])]);
+  const { counters } = await run('fragments', nat, { shards: 2 });
+  assert.is(counters.drop_fragment, 0, JSON.stringify(counters));
+  const delivered = readPcap(join(dir, 'fragments-inside.pcap')).records.map((r) => address(r.data, 30));
+  assert.equal([...delivered].sort(), subscribers.flatMap((s) => [s, s]).sort(), 'both fragments reach every subscriber');
+});
+
 test('a snapshot carries subscribers, mappings and who holds each block into a new pipeline, also with another shard count', async () => {
   trace('before', 1);
   const nat = 'max_subscribers: 16384, ports_per_block: 64';

@@ -53,6 +53,7 @@ export default defineElement({
     + '(RFC 5382 REQ-4); ICMP echo identifiers are '
     + 'translated like ports, and ICMP errors about a translated flow are translated with the header they quote (checksums '
     + 'included). Fragments: outbound ones are translated in any order; an inbound later fragment follows its first one. '
+    + 'With shards, the later fragments of an inbound datagram go to the shard its first fragment went to, when that one came first. '
     + 'Packets from inside to a pool address are hairpinned back inside with the sender\'s external address and port. When '
     + 'no mapping can be made the packet is dropped and counted (and with icmp_errors an ICMP host unreachable goes back); '
     + 'a live mapping is never evicted. sessions_per_subscriber caps the sessions (5-tuples) one subscriber has at once, '
@@ -100,6 +101,14 @@ export default defineElement({
       layout: (p: NatParams) => [p.pool, p.inside, p.exempt, p.exempt_ports, p.ports_per_block, p.deterministic, p.icmp_source, p.log !== undefined],
       size: (p: NatParams) => poolLayout(p).size,
       init: (p: NatParams, bytes) => writePool(p, bytes),
+    }),
+    fragment_owners: state.data({
+      doc: 'the dispatcher\'s memory of inbound fragmented datagrams: whose subscriber\'s shard their first fragment went to, so that '
+        + 'the later fragments (no ports) follow it; written only by steer',
+      shared: true,
+      layout: () => FRAGMENT_OWNERS,
+      size: () => FRAGMENT_OWNERS * 8,
+      init: () => undefined,
     }),
     subscribers: state.sourceTable({
       owned: true,
@@ -192,6 +201,9 @@ export default defineElement({
     '# connections: inside_in -> [0]nat, outside_in -> [1]nat, nat[0] -> outside_out, nat[1] -> inside_out',
   ].join('\n'),
 });
+
+/** Slots of fragment_owners (process.ts FRAGMENT_OWNERS): datagrams in flight through the dispatcher at once. */
+const FRAGMENT_OWNERS = 4096;
 
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
   'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_unsupported'];

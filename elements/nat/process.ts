@@ -1,6 +1,6 @@
 import {
   Batch, Outputs, Packet, FlowTable, FlowKey, Ethernet, IPv4, Transport, TCP, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
-  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, flowCreated, now, dropPacket, newPacket, resteer, addressHash, checksum, updateChecksum16,
+  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, flowCreated, now, dropPacket, newPacket, resteer, addressHash, symmetricHashOf, checksum, updateChecksum16,
   updateChecksum32, copyBytes,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
@@ -103,6 +103,8 @@ export function steer(self: NATState, p: Packet): u32 {
   let external = IPv4.dst(ip);
   let port: u16 = 0;
   let proto = IPv4.protocol(ip);
+  // A later fragment (no ports) follows its datagram's first fragment, where that one came first.
+  if (IPv4.fragmentOffset(ip) != 0) return addressHash(fragmentOwner(self, ip, 0));
   const l4 = Transport.header(p, ip);
   if (!l4) return addressHash(external);
   if (proto == IPPROTO_ICMP) {
@@ -118,7 +120,29 @@ export function steer(self: NATState, p: Packet): u32 {
   const a = poolIndex(pool, external);
   if (a < 0) return addressHash(external);
   const owner = ownerOf(pool, <u32>a, port, classOf(proto));
-  return addressHash(owner ? owner : external);
+  const target = owner ? owner : external;
+  if (IPv4.moreFragments(ip)) fragmentOwner(self, ip, target);
+  return addressHash(target);
+}
+
+/** Slots of fragment_owners (element.ts): [datagram tag u32][address whose shard has it u32] each. */
+const FRAGMENT_OWNERS: u32 = 4096;
+
+/**
+ * The dispatcher's memory of inbound fragmented datagrams (it alone reads and writes it, in steer):
+ * records `owner` for the packet's datagram when it is not 0, and returns the one recorded, or the
+ * packet's destination when none is (a later fragment that came first, or one whose slot another
+ * datagram took since: its shard counts it as a fragment without a first).
+ */
+function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
+  const tag = symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), <u32>IPv4.id(ip), IPv4.protocol(ip)) | 1;
+  const slot = <usize>self.fragment_owners + (<usize>(tag & (FRAGMENT_OWNERS - 1)) << 3);
+  if (owner) {
+    store<u32>(slot, tag);
+    store<u32>(slot, owner, 4);
+    return owner;
+  }
+  return load<u32>(slot) == tag ? load<u32>(slot, 4) : IPv4.dst(ip);
 }
 
 // ---------------------------------------------------------------------------------------------
