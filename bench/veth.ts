@@ -2,7 +2,7 @@
 // run: (a) Linux forwarding, (b) Linux nftables NAT (masquerade), (c) wirepath as a bridge
 // (configs/bridge.yaml), (d) wirepath with Classifier -> Counter -> Rewrite (configs/nat-bridge.yaml).
 // For each: 64-byte UDP packets per second (bench/udp-sender.ts, sendmmsg on the addon; received
-// frames counted on the server's interface) and TCP Gbit/s (one iperf3 stream). Offloads are off on
+// frames counted on the server's interface), TCP Gbit/s (one iperf3 stream) and the ping round trip. Offloads are off on
 // all four veth ends, as in ../shared/research/anchor-click.md §4. Each wirepath row carries its ratio
 // to the matching kernel row: the bridge to forwarding, the Rewrite pipeline to NAT. Medians of
 // BENCH_RUNS trials (default 3) of BENCH_SECONDS (default 5). Needs root.
@@ -60,6 +60,14 @@ function udpTrial(t: Topology, route: RouteMode) {
   return { sentMpps: sent / seconds / 1e6, mpps: received / seconds / 1e6, loss: sent ? Math.max(0, 1 - received / sent) : 0 };
 }
 
+/** One latency trial: 200 pings 10 ms apart; their average round trip in ms. */
+function pingTrial(t: Topology): number {
+  const r = t.run(t.ns.client, ['ping', '-c', '200', '-i', '0.01', '-q', ADDRESSES.server], { timeout: 60_000 });
+  const rtt = /= [\d.]+\/([\d.]+)\//.exec(r.stdout.toString());
+  if (!rtt) throw new Error(`ping: ${r.stdout}${r.stderr}`);
+  return Number(rtt[1]);
+}
+
 function spinWait(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
@@ -83,13 +91,15 @@ async function measure(t: Topology, setup: Setup) {
     if (engine && engine.child.exitCode !== null) throw new Error(`${setup.name}: wirepath exited: ${engine.stderr()}`);
     const udp = [];
     const tcp = [];
+    const rtt = [];
     for (let i = 0; i < RUNS; i++) {
       udp.push(udpTrial(t, setup.route));
       tcp.push(await tcpTrial(t));
+      rtt.push(pingTrial(t));
     }
     // Stopped before its counters are read; stop() again in finally is then a no-op.
     await engine?.stop();
-    return { udp, tcp, engineOutput: engine?.stdout() ?? '' };
+    return { udp, tcp, rtt, engineOutput: engine?.stdout() ?? '' };
   } finally {
     await engine?.stop();
   }
@@ -124,7 +134,7 @@ export async function main(): Promise<void> {
     for (let i = 0; i < RUNS; i++) drains.push(await drain(t));
     const drainMpps = median(drains.map((d) => d.frames / d.seconds / 1e6));
     console.error(`receive path (ring drained into WASM memory): ${drainMpps.toFixed(1)} Mpps, ${median(drains.map((d) => d.frames))} frames`);
-    rows.push({ name: 'receive path: TPACKET_V3 ring drained into WASM memory, 64 B', mpps: drainMpps, ns_per_packet: 1e3 / drainMpps, runs: RUNS,
+    rows.push({ name: 'receive path: TPACKET_V2 ring drained into WASM memory, 64 B', mpps: drainMpps, ns_per_packet: 1e3 / drainMpps, runs: RUNS,
       frames: median(drains.map((d) => d.frames)) });
     for (const setup of SETUPS) {
       const m = await measure(t, setup);
@@ -138,6 +148,7 @@ export async function main(): Promise<void> {
         loss: +median(m.udp.map((u) => u.loss)).toFixed(4), trials_mpps: m.udp.map((u) => +u.mpps.toFixed(3)),
       });
       rows.push({ name: `${setup.name}: TCP 1 stream`, mpps: null, ns_per_packet: null, runs: RUNS, gbps: +gbps.toFixed(3), trials_gbps: m.tcp.map((g) => +g.toFixed(3)) });
+      rows.push({ name: `${setup.name}: ping round trip`, mpps: null, ns_per_packet: null, runs: RUNS, rtt_ms: +median(m.rtt).toFixed(3), trials_rtt_ms: m.rtt });
     }
   });
   for (const setup of SETUPS.filter((s) => s.versus)) {
@@ -149,6 +160,6 @@ export async function main(): Promise<void> {
       row.versus = setup.versus;
     }
   }
-  printTable(`Throughput through the engine namespace on veth (offloads off, ${SECONDS} s trials, median of ${RUNS})`, rows, ['gbps', 'sent_mpps', 'loss', 'ratio', 'versus']);
+  printTable(`Throughput and latency through the engine namespace on veth (offloads off, ${SECONDS} s trials, median of ${RUNS})`, rows, ['gbps', 'sent_mpps', 'loss', 'rtt_ms', 'ratio', 'versus']);
   console.log(`\nwrote ${writeResults('veth', rows)}`);
 }

@@ -149,6 +149,12 @@ export interface SourceDriver {
   readonly done: boolean;
   /** Nanoseconds to wait before the next pump is worth it (pacing), or 0. */
   waitNs?(): number;
+  /**
+   * Sleeps up to `maxMs` until this source, or another of its kind in the process, may have packets
+   * (a device source sleeps in the kernel). Called, on one of them, when every source has it and
+   * none has anything: the engine then spends no CPU and wakes at once instead of after a timer.
+   */
+  idle?(maxMs: number): void;
   /** Fraction of the input read so far, for a progress bar; undefined when unknown. */
   progress?(): number | undefined;
   close(): void;

@@ -15,6 +15,11 @@ import { STEERING, STEER_ELEMENT } from './registry.ts';
 import { Shard, Op } from './shard.ts';
 import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 
+/** Longest an idle pipeline sleeps in its sources' wait before it looks at its timers and requests again. */
+const IDLE_SLEEP_MS = 10;
+/** Idle rounds (about a microsecond each) the I/O side keeps collecting while shards still hold packets. */
+const SPIN_WHILE_IN_FLIGHT = 20_000;
+
 export interface PipelineOptions {
   /** 'trace' runs the elements' clock on the packets' timestamps (deterministic); 'wall' on real time. */
   clock?: 'trace' | 'wall';
@@ -429,8 +434,17 @@ export class Pipeline {
         if (moved === 0) {
           idleRounds++;
           const wait = Math.min(...this.sources.map((s) => (s.driver.done ? Infinity : s.driver.waitNs?.() ?? 0)));
-          if (idleRounds > 50 || wait > 0) {
-            await new Promise((r) => setTimeout(r, Math.max(0, Math.min(10, (Number.isFinite(wait) ? wait : 1e6) / 1e6))));
+          // While shard workers still have packets, keep collecting (their output is due in microseconds) rather than sleep a timer's millisecond.
+          const inFlight = this.threads === 'worker' && !this.shardsIdle();
+          if (wait > 0 || (idleRounds > 50 && !(inFlight && idleRounds < SPIN_WHILE_IN_FLIGHT))) {
+            const live = this.sources.filter((s) => !s.driver.done);
+            if (wait === 0 && live.length && live.every((s) => s.driver.idle) && !this.scaling && !inFlight) {
+              // Nothing in flight: sleep in the sources' own wait (a device's poll), woken by the next packet.
+              live[0].driver.idle!(IDLE_SLEEP_MS);
+              await yieldToEventLoop();
+            } else {
+              await new Promise((r) => setTimeout(r, Math.max(0, Math.min(10, (Number.isFinite(wait) ? wait : 1e6) / 1e6))));
+            }
             lastYield = performance.now();
           }
         } else {

@@ -1,6 +1,8 @@
-// AF_PACKET I/O for FromDevice and ToDevice: a TPACKET_V3 receive ring whose frames are copied
+// AF_PACKET I/O for FromDevice and ToDevice: a TPACKET_V2 receive ring whose frames are copied
 // straight into packet slots of the shared WebAssembly memory, and sendmmsg of frames that stay in
-// that memory. The per-packet work is here, in C; JavaScript calls once per burst. Every copy into
+// that memory. V2 rather than V3: a V3 block reaches user space only when full or when its retire
+// timer fires, which added about a millisecond per hop at low rates (ping through the engine); a V2
+// frame is readable, and wakes poll(), as soon as the kernel has written it. The per-packet work is here, in C; JavaScript calls once per burst. Every copy into
 // the memory is checked against the slot's room and the memory's length.
 
 #include <napi.h>
@@ -12,6 +14,7 @@
 #include <linux/sockios.h>
 #include <net/ethernet.h>
 #include <net/if.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -38,10 +41,8 @@ struct Socket {
   std::string ifname;
   uint8_t* ring = nullptr;
   size_t ringBytes = 0;
-  uint32_t blockSize = 0, blockCount = 0;
-  uint32_t block = 0;                 // the block being read
-  uint32_t left = 0;                  // frames of it not read yet
-  tpacket3_hdr* frame = nullptr;      // next frame of it
+  uint32_t frameSize = 0, frameCount = 0;
+  uint32_t frame = 0;                 // the next frame to read
   uint64_t kernelPackets = 0, kernelDrops = 0;
 };
 
@@ -137,9 +138,10 @@ void release(Socket* s) {
 }
 
 /**
- * openRx(ifname, {room, blockSize, blockCount, retireMs, fanout, promiscuous}) -> socket id.
- * A TPACKET_V3 ring bound to the interface, not seeing its own outgoing frames; with fanout > 0 it
- * joins that PACKET_FANOUT group (hash mode: a flow stays on one socket).
+ * openRx(ifname, {room, ringBytes, fanout, promiscuous}) -> socket id. A TPACKET_V2 ring of about
+ * `ringBytes`, its frames large enough for `room` bytes of frame behind the ring's own header, bound to
+ * the interface and not seeing its own outgoing frames; with fanout > 0 it joins that PACKET_FANOUT
+ * group (hash mode: a flow stays on one socket).
  */
 Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -151,20 +153,23 @@ Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   Socket* s = openSocket(env, ifname, htons(ETH_P_ALL));
   if (!s) return env.Undefined();
   auto bad = [&](const char* what) { int err = errno; release(s); return failErrno(env, ifname, what, err); };
-  int v3 = TPACKET_V3;
-  if (setsockopt(s->fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof v3) < 0) return bad("PACKET_VERSION");
+  int v2 = TPACKET_V2;
+  if (setsockopt(s->fd, SOL_PACKET, PACKET_VERSION, &v2, sizeof v2) < 0) return bad("PACKET_VERSION");
   int one = 1;
   if (setsockopt(s->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) return bad("PACKET_IGNORE_OUTGOING");
-  tpacket_req3 req{};
-  req.tp_block_size = num("blockSize");
-  req.tp_block_nr = num("blockCount");
-  req.tp_frame_size = 2048;
-  req.tp_frame_nr = uint64_t(req.tp_block_size) * req.tp_block_nr / req.tp_frame_size;
-  req.tp_retire_blk_tov = num("retireMs");
+  // The frame sits behind the ring's header and the kernel's alignment: 128 bytes cover them.
+  uint32_t frameSize = 256;
+  while (frameSize < num("room") + 128) frameSize <<= 1;
+  uint32_t blockSize = frameSize > (64u << 10) ? frameSize : (64u << 10);
+  tpacket_req req{};
+  req.tp_block_size = blockSize;
+  req.tp_block_nr = num("ringBytes") / blockSize > 0 ? num("ringBytes") / blockSize : 1;
+  req.tp_frame_size = frameSize;
+  req.tp_frame_nr = blockSize / frameSize * req.tp_block_nr;
   if (setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) return bad("PACKET_RX_RING");
-  s->blockSize = req.tp_block_size;
-  s->blockCount = req.tp_block_nr;
-  s->ringBytes = size_t(s->blockSize) * s->blockCount;
+  s->frameSize = frameSize;
+  s->frameCount = req.tp_frame_nr;
+  s->ringBytes = size_t(blockSize) * req.tp_block_nr;
   void* map = mmap(nullptr, s->ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, s->fd, 0);
   if (map == MAP_FAILED) map = mmap(nullptr, s->ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
   if (map == MAP_FAILED) return bad("mmap");
@@ -230,18 +235,13 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
   auto* out = reinterpret_cast<RxDesc*>(mem + descs);
   uint32_t n = 0;
   while (n < budget) {
-    auto* block = reinterpret_cast<tpacket_block_desc*>(s->ring + size_t(s->block) * s->blockSize);
-    if (!s->left) {
-      if (!(__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) break;
-      s->left = block->hdr.bh1.num_pkts;
-      s->frame = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
-      if (!s->left) { __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE); s->block = (s->block + 1) % s->blockCount; continue; }
-    }
-    tpacket3_hdr* f = s->frame;
+    auto* f = reinterpret_cast<tpacket2_hdr*>(s->ring + size_t(s->frame) * s->frameSize);
+    uint32_t status = __atomic_load_n(&f->tp_status, __ATOMIC_ACQUIRE);
+    if (!(status & TP_STATUS_USER)) break;
     RxDesc& d = out[n++];
     d.wire = f->tp_len;
     d.timestamp = uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec;
-    d.status = (f->tp_status & TP_STATUS_CSUMNOTREADY) ? RX_CSUM_PARTIAL : RX_OK;
+    d.status = (status & TP_STATUS_CSUMNOTREADY) ? RX_CSUM_PARTIAL : RX_OK;
     d.slot = 0;
     d.length = 0;
     if ((f->tp_len < snaplen ? f->tp_len : snaplen) > room) {
@@ -251,19 +251,15 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
     } else {
       uint32_t slot = stack[--slotCount];
       uint32_t copy = f->tp_snaplen < keep ? f->tp_snaplen : keep;
-      if (!inside(uint64_t(slot) + dataOffset, copy, length)) {
+      if (!inside(uint64_t(slot) + dataOffset, copy, length) || uint64_t(f->tp_mac) + copy > s->frameSize) {
         return fail(env, "ERANGE", s->ifname + ": receive: slot " + std::to_string(slot) + " outside the memory");
       }
       memcpy(mem + slot + dataOffset, reinterpret_cast<uint8_t*>(f) + f->tp_mac, copy);
       d.slot = slot;
       d.length = copy;
     }
-    if (--s->left) {
-      s->frame = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(f) + f->tp_next_offset);
-    } else {
-      __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-      s->block = (s->block + 1) % s->blockCount;
-    }
+    __atomic_store_n(&f->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    s->frame = s->frame + 1 == s->frameCount ? 0 : s->frame + 1;
   }
   return Napi::Number::New(env, n);
 }
@@ -316,7 +312,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Socket* s = socketArg(info);
   if (!s) return env.Undefined();
-  tpacket_stats_v3 st{};
+  tpacket_stats st{};
   socklen_t len = sizeof st;
   if (getsockopt(s->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
     s->kernelPackets += st.tp_packets;
@@ -367,6 +363,25 @@ Napi::Value DisableOffloads(const Napi::CallbackInfo& info) {
   return changed;
 }
 
+/**
+ * wait(ids, timeoutMs) -> how many of the receive sockets have frames to read. Sleeps in poll() until
+ * one of them has a frame, or the timeout passes: an idle engine then spends no CPU, and wakes as the
+ * next frame arrives instead of after a timer.
+ */
+Napi::Value Wait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array ids = info[0].As<Napi::Array>();
+  int timeoutMs = info[1].As<Napi::Number>().Int32Value();
+  std::vector<pollfd> fds;
+  for (uint32_t i = 0; i < ids.Length(); i++) {
+    uint32_t id = ids.Get(i).As<Napi::Number>().Uint32Value();
+    if (id < sockets.size() && sockets[id]) fds.push_back({ sockets[id]->fd, POLLIN, 0 });
+  }
+  if (fds.empty()) return Napi::Number::New(env, 0);
+  int ready = poll(fds.data(), fds.size(), timeoutMs);
+  return Napi::Number::New(env, ready < 0 ? 0 : ready);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openRx", Napi::Function::New(env, OpenRx));
   exports.Set("openTx", Napi::Function::New(env, OpenTx));
@@ -374,6 +389,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("send", Napi::Function::New(env, Send));
   exports.Set("stats", Napi::Function::New(env, Stats));
   exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("wait", Napi::Function::New(env, Wait));
   exports.Set("disableOffloads", Napi::Function::New(env, DisableOffloads));
   exports.Set("rxDescBytes", Napi::Number::New(env, sizeof(RxDesc)));
   return exports;

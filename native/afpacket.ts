@@ -7,10 +7,8 @@ import { EnvironmentError } from '../engine/errors.ts';
 export interface RxOptions {
   /** Bytes of frame a slot holds: the MTU must fit, and longer frames are dropped as oversize. */
   room: number;
-  blockSize: number;
-  blockCount: number;
-  /** Block retire timeout: the most a frame waits in a part-filled ring block. */
-  retireMs: number;
+  /** Bytes of the ring: how much the kernel can queue while nobody reads. */
+  ringBytes: number;
   /** PACKET_FANOUT group id (hash mode), 0 for none. */
   fanout: number;
   promiscuous: boolean;
@@ -23,6 +21,8 @@ export interface AfPacket {
   send(id: number, memory: Uint8Array, descs: number, count: number): number;
   stats(id: number): { packets: number; drops: number };
   close(id: number): void;
+  /** Sleeps until one of the receive sockets `ids` has frames to read, at most `timeoutMs`; how many have. */
+  wait(ids: number[], timeoutMs: number): number;
   disableOffloads(ifname: string): string[];
   /** Bytes of one receive descriptor. */
   rxDescBytes: number;

@@ -147,7 +147,7 @@ connections:
         import { afpacket } from ${JSON.stringify(join(ROOT, 'native/afpacket.ts'))};
         const a = afpacket('probe');
         const mem = new Uint8Array(new SharedArrayBuffer(65536));
-        const rx = a.openRx(${JSON.stringify(t.dev.engineClient)}, { room: 1920, blockSize: 65536, blockCount: 4, retireMs: 1, fanout: 0, promiscuous: false });
+        const rx = a.openRx(${JSON.stringify(t.dev.engineClient)}, { room: 1920, ringBytes: 262144, fanout: 0, promiscuous: false });
         const tx = a.openTx(${JSON.stringify(t.dev.engineClient)}, 1920);
         const codes = [];
         const attempt = (f) => { try { f(); codes.push('ok'); } catch (e) { codes.push(e.code); } };

@@ -2,15 +2,15 @@ import { defineElement, param, state, type IoContext, type SourceDriver } from '
 import { Meta } from '../../engine/layout.ts';
 import { afpacket, deviceError, disableOffloads, type AfPacket } from '../../native/afpacket.ts';
 
-/** Receive ring: 512 blocks of 64 KiB (32 MiB); a part-filled block is handed over after 1 ms. */
-const RING = { blockSize: 64 << 10, blockCount: 512, retireMs: 1 };
+/** Receive ring: 32 MiB (16k frames of 2 KiB with the default slot size). */
+const RING = { ringBytes: 32 << 20 };
 /** Pumps between reads of the kernel's drop counter (a system call). */
 const STATS_EVERY = 4096;
 
 export default defineElement({
   type: 'FromDevice',
   summary: 'receives packets from a network interface (AF_PACKET)',
-  description: 'Receives every frame arriving on a Linux interface through an AF_PACKET socket with a TPACKET_V3 ring; the '
+  description: 'Receives every frame arriving on a Linux interface through an AF_PACKET socket with a TPACKET_V2 ring; the '
     + 'native addon (native/) copies each frame straight into a packet slot of the shared memory, a burst per call, without '
     + 'per-packet JavaScript. It is a live source: it never waits for the shards. A packet that finds the shard\'s ring full is '
     + 'dropped and counted by the engine (ring-full drops), one that finds no free slot is counted in no_slot, and frames the '
@@ -45,6 +45,9 @@ export default defineElement({
   example: 'src: { type: FromDevice, device: eth0, burst: 256 }',
 });
 
+/** Receive sockets open in this process: an idle engine sleeps until any of them has frames. */
+const openSockets = new Set<number>();
+
 class DeviceReader implements SourceDriver {
   private readonly addon: AfPacket;
   private readonly socket: number;
@@ -63,8 +66,13 @@ class DeviceReader implements SourceDriver {
     } catch (e) {
       throw deviceError(name, e);
     }
+    openSockets.add(this.socket);
     this.slots = arena.alloc(4 * params.burst, 8);
     this.descs = arena.alloc(this.addon.rxDescBytes * params.burst, 8);
+  }
+
+  idle(maxMs: number): void {
+    this.addon.wait([...openSockets], maxMs);
   }
 
   get done(): boolean {
@@ -91,6 +99,7 @@ class DeviceReader implements SourceDriver {
 
   close(): void {
     this.readKernelDrops();
+    openSockets.delete(this.socket);
     this.addon.close(this.socket);
     this.ctx.exports.FromDevice__unreserve(this.slots, this.reserved);
     this.reserved = 0;
