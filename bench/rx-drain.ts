@@ -1,7 +1,7 @@
-// The receive path alone, for bench/veth.ts: lets the TPACKET_V2 ring fill while nobody reads it,
+// The receive path alone, for bench/veth.ts: lets a TPACKET_V3 (or V2) ring fill while nobody reads it,
 // then drains it into slots of a shared WebAssembly.Memory as FromDevice does (bursts of 256 through
 // the addon) and times the drain.
-//   node --import tsx bench/rx-drain.ts DEVICE
+//   node --import tsx bench/rx-drain.ts DEVICE [2|3]
 // Prints "ready" once the socket is open, waits for a line on stdin (the ring is full), then prints
 // {"frames": n, "seconds": s} as JSON.
 
@@ -13,7 +13,7 @@ const SLOT = 2048;
 const SLOTS = 16384;
 const DATA_OFFSET = 128;
 const addon = afpacket('rx-drain');
-const socket = addon.openRx(process.argv[2], { room: SLOT - DATA_OFFSET, ringBytes: 32 << 20, fanout: 0, promiscuous: true });
+const socket = addon.openRx(process.argv[2], { room: SLOT - DATA_OFFSET, ringBytes: 32 << 20, version: process.argv[3] === '2' ? 2 : 3, retireMs: 1, fanout: 0, promiscuous: true });
 const memory = new WebAssembly.Memory({ initial: 1 + (SLOTS * SLOT) / 65536, maximum: 1 + (SLOTS * SLOT) / 65536, shared: true });
 const u8 = new Uint8Array(memory.buffer);
 // Touch every page first: a running engine's slots are warm, page faults are not the receive path.

@@ -1,6 +1,7 @@
 // Throughput between two network namespaces through the engine namespace (test/topology.ts), in one
 // run: (a) Linux forwarding, (b) Linux nftables NAT (masquerade), (c) wirepath as a bridge
-// (configs/bridge.yaml), (d) wirepath with Classifier -> Counter -> Rewrite (configs/nat-bridge.yaml).
+// (configs/bridge.yaml; also with the TPACKET_V2 ring), (d) wirepath with Classifier -> Counter -> Rewrite
+// (configs/nat-bridge.yaml).
 // For each: 64-byte UDP packets per second (bench/udp-sender.ts, sendmmsg on the addon; received
 // frames counted on the server's interface), TCP Gbit/s (one iperf3 stream) and the ping round trip. Offloads are off on
 // all four veth ends, as in ../shared/research/anchor-click.md §4. Each wirepath row carries its ratio
@@ -27,13 +28,17 @@ interface Setup {
   versus?: string;
 }
 
+/** configs/bridge.yaml on the engine's two interfaces, with more --set arguments. */
+const bridge = (t: Topology, ...extra: string[]) => ['configs/bridge.yaml', '--set', `a_in.device=${t.dev.engineClient}`, '--set', `b_out.device=${t.dev.engineClient}`,
+  '--set', `b_in.device=${t.dev.engineServer}`, '--set', `a_out.device=${t.dev.engineServer}`, ...extra];
+
 const SETUPS: Setup[] = [
   { name: 'Linux forwarding', route: 'router', kernel: 'forward' },
   { name: 'Linux nftables NAT', route: 'router', kernel: 'nat' },
+  { name: 'wirepath bridge', route: 'bridge', kernel: 'off', versus: 'Linux forwarding', engine: (t) => bridge(t) },
   {
-    name: 'wirepath bridge', route: 'bridge', kernel: 'off', versus: 'Linux forwarding',
-    engine: (t) => ['configs/bridge.yaml', '--set', `a_in.device=${t.dev.engineClient}`, '--set', `b_out.device=${t.dev.engineClient}`,
-      '--set', `b_in.device=${t.dev.engineServer}`, '--set', `a_out.device=${t.dev.engineServer}`],
+    name: 'wirepath bridge, ring: v2', route: 'bridge', kernel: 'off', versus: 'Linux forwarding',
+    engine: (t) => bridge(t, '--set', 'a_in.ring=v2', '--set', 'b_in.ring=v2'),
   },
   {
     name: 'wirepath Classifier -> Rewrite', route: 'router', kernel: 'off', versus: 'Linux nftables NAT',
@@ -109,10 +114,10 @@ async function measure(t: Topology, setup: Setup) {
  * The receive path alone: the engine-side ring filled by the sender for a second while nobody reads,
  * then drained into WebAssembly memory (bench/rx-drain.ts).
  */
-async function drain(t: Topology) {
+async function drain(t: Topology, version: 2 | 3) {
   t.route('bridge');
   t.kernel('off');
-  const drainer = t.start(t.ns.engine, [process.execPath, '--import', 'tsx', join(ROOT, 'bench/rx-drain.ts'), t.dev.engineClient], { cwd: ROOT });
+  const drainer = t.start(t.ns.engine, [process.execPath, '--import', 'tsx', join(ROOT, 'bench/rx-drain.ts'), t.dev.engineClient, String(version)], { cwd: ROOT });
   let out = '';
   drainer.stdout!.on('data', (d) => (out += d));
   await waitFor(() => out.includes('ready') || drainer.exitCode !== null, 30_000, 'rx-drain to open its socket');
@@ -130,12 +135,14 @@ export async function main(): Promise<void> {
   }
   const rows: BenchRow[] = [];
   await withTopology(async (t) => {
-    const drains = [];
-    for (let i = 0; i < RUNS; i++) drains.push(await drain(t));
-    const drainMpps = median(drains.map((d) => d.frames / d.seconds / 1e6));
-    console.error(`receive path (ring drained into WASM memory): ${drainMpps.toFixed(1)} Mpps, ${median(drains.map((d) => d.frames))} frames`);
-    rows.push({ name: 'receive path: TPACKET_V2 ring drained into WASM memory, 64 B', mpps: drainMpps, ns_per_packet: 1e3 / drainMpps, runs: RUNS,
-      frames: median(drains.map((d) => d.frames)) });
+    for (const version of [3, 2] as const) {
+      const drains = [];
+      for (let i = 0; i < RUNS; i++) drains.push(await drain(t, version));
+      const drainMpps = median(drains.map((d) => d.frames / d.seconds / 1e6));
+      console.error(`receive path (TPACKET_V${version} ring drained into WASM memory): ${drainMpps.toFixed(1)} Mpps, ${median(drains.map((d) => d.frames))} frames`);
+      rows.push({ name: `receive path: TPACKET_V${version} ring drained into WASM memory, 64 B`, mpps: drainMpps, ns_per_packet: 1e3 / drainMpps, runs: RUNS,
+        frames: median(drains.map((d) => d.frames)) });
+    }
     for (const setup of SETUPS) {
       const m = await measure(t, setup);
       const mpps = median(m.udp.map((u) => u.mpps));

@@ -1,8 +1,9 @@
 // AF_PACKET I/O for FromDevice and ToDevice: a TPACKET_V2 receive ring whose frames are copied
 // straight into packet slots of the shared WebAssembly memory, and sendmmsg of frames that stay in
-// that memory. V2 rather than V3: a V3 block reaches user space only when full or when its retire
-// timer fires, which added about a millisecond per hop at low rates (ping through the engine); a V2
-// frame is readable, and wakes poll(), as soon as the kernel has written it. The per-packet work is here, in C; JavaScript calls once per burst. Every copy into
+// that memory. The ring is TPACKET_V3 by default: frames packed into blocks, the fastest to drain; a
+// block reaches user space only when full or when its retire timer (1 ms) fires, which at low rates
+// adds about a millisecond per hop. TPACKET_V2 (version: 2) makes each frame readable, and wakes
+// poll(), as soon as the kernel has written it: the lowest latency, at a cost per frame. The per-packet work is here, in C; JavaScript calls once per burst. Every copy into
 // the memory is checked against the slot's room and the memory's length.
 
 #include <napi.h>
@@ -41,8 +42,11 @@ struct Socket {
   std::string ifname;
   uint8_t* ring = nullptr;
   size_t ringBytes = 0;
-  uint32_t frameSize = 0, frameCount = 0;
-  uint32_t frame = 0;                 // the next frame to read
+  int version = TPACKET_V3;
+  uint32_t unitSize = 0, unitCount = 0;  // V3: its blocks; V2: its frames
+  uint32_t unit = 0;                     // the block (V3) or frame (V2) to read next
+  uint32_t left = 0;                     // V3: frames of the block not read yet
+  tpacket3_hdr* frame = nullptr;         // V3: the next frame of the block
   uint64_t kernelPackets = 0, kernelDrops = 0;
 };
 
@@ -138,10 +142,11 @@ void release(Socket* s) {
 }
 
 /**
- * openRx(ifname, {room, ringBytes, fanout, promiscuous}) -> socket id. A TPACKET_V2 ring of about
- * `ringBytes`, its frames large enough for `room` bytes of frame behind the ring's own header, bound to
- * the interface and not seeing its own outgoing frames; with fanout > 0 it joins that PACKET_FANOUT
- * group (hash mode: a flow stays on one socket).
+ * openRx(ifname, {room, ringBytes, version, retireMs, fanout, promiscuous}) -> socket id. A TPACKET_V3
+ * (or, with version 2, V2) ring of about `ringBytes`, its frames large enough for `room` bytes of frame
+ * behind the ring's own header, V3 blocks retired after `retireMs`; bound to the interface and not
+ * seeing its own outgoing frames; with fanout > 0 it joins that PACKET_FANOUT group (hash mode: a flow
+ * stays on one socket).
  */
 Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -153,23 +158,26 @@ Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   Socket* s = openSocket(env, ifname, htons(ETH_P_ALL));
   if (!s) return env.Undefined();
   auto bad = [&](const char* what) { int err = errno; release(s); return failErrno(env, ifname, what, err); };
-  int v2 = TPACKET_V2;
-  if (setsockopt(s->fd, SOL_PACKET, PACKET_VERSION, &v2, sizeof v2) < 0) return bad("PACKET_VERSION");
+  s->version = num("version") == 2 ? TPACKET_V2 : TPACKET_V3;
+  if (setsockopt(s->fd, SOL_PACKET, PACKET_VERSION, &s->version, sizeof s->version) < 0) return bad("PACKET_VERSION");
   int one = 1;
   if (setsockopt(s->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) return bad("PACKET_IGNORE_OUTGOING");
   // The frame sits behind the ring's header and the kernel's alignment: 128 bytes cover them.
   uint32_t frameSize = 256;
   while (frameSize < num("room") + 128) frameSize <<= 1;
   uint32_t blockSize = frameSize > (64u << 10) ? frameSize : (64u << 10);
-  tpacket_req req{};
+  uint32_t blocks = num("ringBytes") / blockSize > 0 ? num("ringBytes") / blockSize : 1;
+  tpacket_req3 req{};  // its first four fields are tpacket_req, V2's request
   req.tp_block_size = blockSize;
-  req.tp_block_nr = num("ringBytes") / blockSize > 0 ? num("ringBytes") / blockSize : 1;
+  req.tp_block_nr = blocks;
   req.tp_frame_size = frameSize;
-  req.tp_frame_nr = blockSize / frameSize * req.tp_block_nr;
-  if (setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) return bad("PACKET_RX_RING");
-  s->frameSize = frameSize;
-  s->frameCount = req.tp_frame_nr;
-  s->ringBytes = size_t(blockSize) * req.tp_block_nr;
+  req.tp_frame_nr = blockSize / frameSize * blocks;
+  req.tp_retire_blk_tov = num("retireMs");
+  socklen_t reqBytes = s->version == TPACKET_V2 ? sizeof(tpacket_req) : sizeof req;
+  if (setsockopt(s->fd, SOL_PACKET, PACKET_RX_RING, &req, reqBytes) < 0) return bad("PACKET_RX_RING");
+  s->unitSize = s->version == TPACKET_V2 ? frameSize : blockSize;
+  s->unitCount = s->version == TPACKET_V2 ? req.tp_frame_nr : blocks;
+  s->ringBytes = size_t(blockSize) * blocks;
   void* map = mmap(nullptr, s->ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, s->fd, 0);
   if (map == MAP_FAILED) map = mmap(nullptr, s->ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
   if (map == MAP_FAILED) return bad("mmap");
@@ -234,32 +242,57 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
   auto* stack = reinterpret_cast<uint32_t*>(mem + slots);
   auto* out = reinterpret_cast<RxDesc*>(mem + descs);
   uint32_t n = 0;
-  while (n < budget) {
-    auto* f = reinterpret_cast<tpacket2_hdr*>(s->ring + size_t(s->frame) * s->frameSize);
-    uint32_t status = __atomic_load_n(&f->tp_status, __ATOMIC_ACQUIRE);
-    if (!(status & TP_STATUS_USER)) break;
+  uint32_t badSlot = 0;
+  // One frame: its descriptor, and its bytes copied into a slot; false when that slot lies outside the memory.
+  auto take = [&](const uint8_t* frame, uint32_t status, uint32_t len, uint32_t captured, uint32_t mac, uint64_t timestamp) {
     RxDesc& d = out[n++];
-    d.wire = f->tp_len;
-    d.timestamp = uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec;
+    d.wire = len;
+    d.timestamp = timestamp;
     d.status = (status & TP_STATUS_CSUMNOTREADY) ? RX_CSUM_PARTIAL : RX_OK;
     d.slot = 0;
     d.length = 0;
-    if ((f->tp_len < snaplen ? f->tp_len : snaplen) > room) {
+    if ((len < snaplen ? len : snaplen) > room) {
       d.status |= RX_OVERSIZE;
     } else if (!slotCount) {
       d.status |= RX_NO_SLOT;
     } else {
       uint32_t slot = stack[--slotCount];
-      uint32_t copy = f->tp_snaplen < keep ? f->tp_snaplen : keep;
-      if (!inside(uint64_t(slot) + dataOffset, copy, length) || uint64_t(f->tp_mac) + copy > s->frameSize) {
-        return fail(env, "ERANGE", s->ifname + ": receive: slot " + std::to_string(slot) + " outside the memory");
-      }
-      memcpy(mem + slot + dataOffset, reinterpret_cast<uint8_t*>(f) + f->tp_mac, copy);
+      uint32_t copy = captured < keep ? captured : keep;
+      if (!inside(uint64_t(slot) + dataOffset, copy, length)) { badSlot = slot; return false; }
+      memcpy(mem + slot + dataOffset, frame + mac, copy);
       d.slot = slot;
       d.length = copy;
     }
-    __atomic_store_n(&f->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-    s->frame = s->frame + 1 == s->frameCount ? 0 : s->frame + 1;
+    return true;
+  };
+  auto outside = [&]() { return fail(env, "ERANGE", s->ifname + ": receive: slot " + std::to_string(badSlot) + " outside the memory"); };
+  if (s->version == TPACKET_V2) {
+    while (n < budget) {
+      auto* f = reinterpret_cast<tpacket2_hdr*>(s->ring + size_t(s->unit) * s->unitSize);
+      uint32_t status = __atomic_load_n(&f->tp_status, __ATOMIC_ACQUIRE);
+      if (!(status & TP_STATUS_USER)) break;
+      if (!take(reinterpret_cast<uint8_t*>(f), status, f->tp_len, f->tp_snaplen, f->tp_mac, uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec)) return outside();
+      __atomic_store_n(&f->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+      s->unit = s->unit + 1 == s->unitCount ? 0 : s->unit + 1;
+    }
+    return Napi::Number::New(env, n);
+  }
+  while (n < budget) {
+    auto* block = reinterpret_cast<tpacket_block_desc*>(s->ring + size_t(s->unit) * s->unitSize);
+    if (!s->left) {
+      if (!(__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) break;
+      s->left = block->hdr.bh1.num_pkts;
+      s->frame = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt);
+      if (!s->left) { __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE); s->unit = (s->unit + 1) % s->unitCount; continue; }
+    }
+    tpacket3_hdr* f = s->frame;
+    if (!take(reinterpret_cast<uint8_t*>(f), f->tp_status, f->tp_len, f->tp_snaplen, f->tp_mac, uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec)) return outside();
+    if (--s->left) {
+      s->frame = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(f) + f->tp_next_offset);
+    } else {
+      __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+      s->unit = (s->unit + 1) % s->unitCount;
+    }
   }
   return Napi::Number::New(env, n);
 }
@@ -312,8 +345,8 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Socket* s = socketArg(info);
   if (!s) return env.Undefined();
-  tpacket_stats st{};
-  socklen_t len = sizeof st;
+  tpacket_stats_v3 st{};  // V2 fills its first two fields, tpacket_stats
+  socklen_t len = s->version == TPACKET_V2 ? sizeof(tpacket_stats) : sizeof st;
   if (getsockopt(s->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
     s->kernelPackets += st.tp_packets;
     s->kernelDrops += st.tp_drops;
@@ -365,8 +398,8 @@ Napi::Value DisableOffloads(const Napi::CallbackInfo& info) {
 
 /**
  * wait(ids, timeoutMs) -> how many of the receive sockets have frames to read. Sleeps in poll() until
- * one of them has a frame, or the timeout passes: an idle engine then spends no CPU, and wakes as the
- * next frame arrives instead of after a timer.
+ * one of them has frames (a V3 block handed over, a V2 frame written), or the timeout passes: an idle
+ * engine then spends no CPU, and wakes as frames arrive instead of after a timer.
  */
 Napi::Value Wait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

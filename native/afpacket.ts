@@ -9,6 +9,10 @@ export interface RxOptions {
   room: number;
   /** Bytes of the ring: how much the kernel can queue while nobody reads. */
   ringBytes: number;
+  /** TPACKET_V3 (frames packed in blocks, fastest to drain) or V2 (each frame readable at once: lowest latency). */
+  version: 2 | 3;
+  /** V3: the most a frame waits in a part-filled block. */
+  retireMs: number;
   /** PACKET_FANOUT group id (hash mode), 0 for none. */
   fanout: number;
   promiscuous: boolean;

@@ -41,13 +41,13 @@ const skip = available();
 if (skip) {
   console.log(`device tests skipped: ${skip}`);
 } else {
-  test('TCP: an 8 MB HTTP download through the bridge arrives intact (sha256)', async () => {
+  for (const ring of ['v3', 'v2']) test(`TCP: an 8 MB HTTP download through the bridge arrives intact (sha256), ring: ${ring}`, async () => {
     const dir = tempDir();
     try {
       const blob = randomBytes(8 << 20);
       writeFileSync(join(dir, 'blob'), blob);
       await withTopology(async (t) => {
-        const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t)], 4, ROOT);
+        const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--set', `a_in.ring=${ring}`, '--set', `b_in.ring=${ring}`], 4, ROOT);
         t.start(t.ns.server, ['python3', '-m', 'http.server', '8080', '--bind', ADDRESSES.server, '--directory', dir]);
         // The server needs a moment to listen; curl retries refused connections.
         const r = t.run(t.ns.client, ['curl', '-sS', '--retry', '20', '--retry-connrefused', '--retry-delay', '1', '-m', '60',
@@ -147,7 +147,7 @@ connections:
         import { afpacket } from ${JSON.stringify(join(ROOT, 'native/afpacket.ts'))};
         const a = afpacket('probe');
         const mem = new Uint8Array(new SharedArrayBuffer(65536));
-        const rx = a.openRx(${JSON.stringify(t.dev.engineClient)}, { room: 1920, ringBytes: 262144, fanout: 0, promiscuous: false });
+        const rx = a.openRx(${JSON.stringify(t.dev.engineClient)}, { room: 1920, ringBytes: 262144, version: 3, retireMs: 1, fanout: 0, promiscuous: false });
         const tx = a.openTx(${JSON.stringify(t.dev.engineClient)}, 1920);
         const codes = [];
         const attempt = (f) => { try { f(); codes.push('ok'); } catch (e) { codes.push(e.code); } };
