@@ -1,7 +1,8 @@
 // Generates the AssemblyScript entry of a graph: one straight-line function that runs each element's
 // batch loop in topological order, plus the exports the I/O side needs. The code depends only on
 // the graph's shape (types, ports, connections); parameters and state live in memory, so changing
-// a parameter does not recompile.
+// a parameter does not recompile, except for an element that turns its parameters into code
+// (`specialize`: a Classifier's patterns), whose per-instance module is part of the entry.
 
 import { createHash } from 'node:crypto';
 import { join, relative, dirname, sep } from 'node:path';
