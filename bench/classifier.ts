@@ -1,7 +1,8 @@
 // Cost of the classification step and of the stateful filter, single thread (threads: 'inline'): each
 // figure is the difference between a pipeline with the element and the same pipeline without it,
 // run alternately in one process, medians of the runs. 64-byte frames from an in-memory trace.
-//   10 rules: Click's 8-rule IPClassifier benchmark (anchor-click.md §3.1, b2) plus two more;
+//   10 rules: Click's 8-rule IPClassifier benchmark (anchor-click.md §3.1, b2) plus two more, as code
+//     made for the rules (what pipelines run) and interpreted (specialize off), side by side;
 //   1000 rules: random /24 destination prefixes of 198.18.0.0/15 with a destination port each;
 //   stateful: 100k concurrent UDP connections (every flow of the trace is tracked).
 
@@ -60,24 +61,24 @@ ${Array.from({ length: element ? outputs - 1 : 0 }, (_, i) => `  - el[${i + 1}] 
 
 const filter = (rules: string[], extra = '') => `{ type: Filter, ${extra}rules: ${JSON.stringify(rules.map((r) => `allow ${r}`))} }`;
 
-async function runOnce(name: string, yaml: string): Promise<{ seconds: number; pipeline: Pipeline }> {
+async function runOnce(name: string, yaml: string, specialize = true): Promise<{ seconds: number; pipeline: Pipeline }> {
   const dir = join(TRACES, 'configs');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `classifier-${name.replace(/[^A-Za-z0-9]+/g, '-')}.yaml`);
   writeFileSync(file, yaml);
-  const p = await Pipeline.create(await loadConfig(file), { threads: 'inline' });
+  const p = await Pipeline.create(await loadConfig(file), { threads: 'inline', specialize });
   const result = await p.run();
   if (result.packets_in !== PACKETS) throw new Error(`${name}: ${result.packets_in} packets, expected ${PACKETS}`);
   return { seconds: result.busy_seconds, pipeline: p };
 }
 
 /** The element's added cost: runs with and without it alternately, the difference of the medians. */
-async function step(name: string, traceFile: string, element: string, outputs = 1): Promise<BenchRow & { last: Pipeline }> {
+async function step(name: string, traceFile: string, element: string, outputs = 1, specialize = true): Promise<BenchRow & { last: Pipeline }> {
   const without: number[] = [], withIt: number[] = [];
   let last!: Pipeline;
   for (let i = 0; i < RUNS; i++) {
     without.push((await runOnce(`${name}-baseline`, pipeline(traceFile, undefined, 0))).seconds);
-    const r = await runOnce(name, pipeline(traceFile, element, outputs));
+    const r = await runOnce(name, pipeline(traceFile, element, outputs), specialize);
     withIt.push(r.seconds);
     last = r.pipeline;
   }
@@ -98,7 +99,9 @@ export async function main(): Promise<void> {
     console.error(`${row.name}: ${row.ns_per_packet?.toFixed(1)} ns/packet`);
   };
 
-  report(await step('Classifier, 10 rules (classification step)', mixed, `{ type: Classifier, patterns: ${JSON.stringify([...TEN_RULES, '-'])} }`, TEN_RULES.length + 1));
+  const classifier = `{ type: Classifier, patterns: ${JSON.stringify([...TEN_RULES, '-'])} }`;
+  report(await step('Classifier, 10 rules (classification step)', mixed, classifier, TEN_RULES.length + 1));
+  report(await step('Classifier, 10 rules, decision program interpreted (specialize off)', mixed, classifier, TEN_RULES.length + 1, false));
   const ten = await step('Filter, 10 rules (classification step)', mixed, filter(TEN_RULES));
   report(ten);
   const rules = thousandRules();

@@ -434,11 +434,14 @@ export class Pipeline {
         if (moved === 0) {
           idleRounds++;
           const wait = Math.min(...this.sources.map((s) => (s.driver.done ? Infinity : s.driver.waitNs?.() ?? 0)));
-          // While shard workers still have packets, keep collecting (their output is due in microseconds) rather than sleep a timer's millisecond.
+          // Live sources (devices) wait in the kernel when idle. While shard workers still hold their packets,
+          // the I/O side keeps collecting (the output is due in microseconds) rather than sleep a timer's
+          // millisecond; file sources keep the timer, so that the I/O thread leaves the cores to the shards.
+          const live = this.sources.filter((s) => !s.driver.done);
+          const waitsInKernel = wait === 0 && live.length > 0 && live.every((s) => s.driver.idle);
           const inFlight = this.threads === 'worker' && !this.shardsIdle();
-          if (wait > 0 || (idleRounds > 50 && !(inFlight && idleRounds < SPIN_WHILE_IN_FLIGHT))) {
-            const live = this.sources.filter((s) => !s.driver.done);
-            if (wait === 0 && live.length && live.every((s) => s.driver.idle) && !this.scaling && !inFlight) {
+          if (wait > 0 || (idleRounds > 50 && !(waitsInKernel && inFlight && idleRounds < SPIN_WHILE_IN_FLIGHT))) {
+            if (waitsInKernel && !this.scaling && !inFlight) {
               // Nothing in flight: sleep in the sources' own wait (a device's poll), woken by the next packet.
               live[0].driver.idle!(IDLE_SLEEP_MS);
               await yieldToEventLoop();

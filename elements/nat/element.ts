@@ -112,7 +112,7 @@ export default defineElement({
     }),
     subscribers: state.sourceTable({
       owned: true,
-      doc: 'per subscriber (inside address): its external address, its blocks and until when each is in use, mappings made, sessions live, when its last mapping expires',
+      doc: 'per subscriber (inside address): its external address, its blocks and until when each is in use, mappings made, sessions live (with sessions_per_subscriber), when its last mapping expires',
       value: {
         external: 'u32',
         b0: 'u32', b1: 'u32', b2: 'u32', b3: 'u32', b4: 'u32', b5: 'u32', b6: 'u32', b7: 'u32', b8: 'u32', b9: 'u32', b10: 'u32', b11: 'u32',
@@ -140,7 +140,7 @@ export default defineElement({
       owner: 'address',
       doc: 'unsolicited inbound SYNs waiting 6 s for an outbound SYN of their connection (syn_icmp): their Ethernet addresses and first 28 bytes',
       value: { frame0: 'u64', frame1: 'u64', frame2: 'u64', frame3: 'u64', frame4: 'u64' },
-      capacity: () => 4096,
+      capacity: (p) => (p.syn_icmp ? 4096 : 1),
       timeout: () => 6e9,
     }),
     translated_out: state.counter('packets translated inside to outside'),
@@ -245,7 +245,7 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
   }));
   if (!sub && !mappings.length) return { subscriber: arg, mappings: [], note: 'no state for this subscriber' };
   return { subscriber: arg, external: external === undefined ? null : formatIPv4(external), mappings_made: sub ? Number(sub.value.mappings) : 0,
-    sessions: sub ? Number(sub.value.sessions) : 0, blocks, mappings };
+    ...(p.sessions_per_subscriber ? { sessions: sub ? Number(sub.value.sessions) : 0 } : {}), blocks, mappings };
 }
 
 function blockPorts(p: NatParams, block: number): { first_port: number; last_port: number } {

@@ -77,8 +77,9 @@ let answerBudget: u32 = 0;
 
 export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
   const t = now();
-  self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
-  self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
+  // Sessions are counted, and unsolicited SYNs remembered, only when the options that need them are on.
+  if (self.sessions_per_subscriber) self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
+  if (self.syn_icmp) self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
   answers = out;
   answerBudget = batch.capacity;
   for (let i: u32 = 0; i < batch.count; i++) {
@@ -89,7 +90,7 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
   releaseIdleBlocks(self, t, 4);
   self.sessions.sweep(t, 8);
   self.mappings.sweep(t, 8);
-  self.unsolicited.sweep(t, 32);
+  if (self.syn_icmp) self.unsolicited.sweep(t, 32);
   answers = null;
 }
 
@@ -579,8 +580,9 @@ function sessionAllowed(self: NATState, inside: u32, t: u64): bool {
   return sub.sessions < self.sessions_per_subscriber;
 }
 
-/** Counts a session made (+1) or ended (-1) in its subscriber's entry. */
+/** Counts a session made (+1) or ended (-1) in its subscriber's entry (only with sessions_per_subscriber). */
 function countSession(self: NATState, inside: u32, t: u64, change: i32): void {
+  if (!self.sessions_per_subscriber) return;
   const sub = findSubscriber(self, inside, keyBuffer(), t);
   if (sub && (change > 0 || sub.sessions > 0)) sub.sessions = <u32>(<i32>sub.sessions + change);
 }
