@@ -10,7 +10,7 @@ const STATS_EVERY = 4096;
 export default defineElement({
   type: 'FromDevice',
   summary: 'receives packets from a network interface (AF_PACKET)',
-  description: 'Receives every frame arriving on a Linux interface through an AF_PACKET socket with a TPACKET_V3 ring (or V2: ring); the '
+  description: 'Receives every frame arriving on a Linux interface through an AF_PACKET socket with a TPACKET_V3 ring (TPACKET_V2 with ring: v2); the '
     + 'native addon (native/) copies each frame straight into a packet slot of the shared memory, a burst per call, without '
     + 'per-packet JavaScript. It is a live source: it never waits for the shards. A packet that finds the shard\'s ring full is '
     + 'dropped and counted by the engine (ring-full drops), one that finds no free slot is counted in no_slot, and frames the '

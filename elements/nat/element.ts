@@ -140,7 +140,7 @@ export default defineElement({
       owner: 'address',
       doc: 'unsolicited inbound SYNs waiting 6 s for an outbound SYN of their connection (syn_icmp): their Ethernet addresses and first 28 bytes',
       value: { frame0: 'u64', frame1: 'u64', frame2: 'u64', frame3: 'u64', frame4: 'u64' },
-      capacity: (p) => (p.syn_icmp ? 4096 : 1),
+      capacity: () => 4096,
       timeout: () => 6e9,
     }),
     translated_out: state.counter('packets translated inside to outside'),
