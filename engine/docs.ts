@@ -34,7 +34,7 @@ export function elementDoc(type: ElementType): string {
   const state = Object.entries(type.state ?? {}).filter(([, s]) => s.kind !== 'scalar' || !s.internal);
   lines.push('**State.**' + (state.length ? '' : ' None beyond the per-port packet counts every element has.'));
   for (const [name, s] of state) {
-    const scope = s.kind === 'scalar' ? `${s.scope}, merged by ${s.merge}` : s.kind === 'data' ? (s.shared ? 'shared by all shards, written by them, saved in snapshots' : 'config data, the same on every shard') : `${s.scope} table${s.owner === 'address' && s.scope === 'per-flow' ? ', owned by the address in its key' : ''}`;
+    const scope = s.kind === 'scalar' ? `${s.scope}, merged by ${s.merge}` : s.kind === 'data' ? (s.shared ? 'shared working state, one copy for every shard, saved in snapshots' : 'config data, the same on every shard') : `${s.scope} table${s.owner === 'address' && s.scope === 'per-flow' ? ', owned by the address in its key' : ''}`;
     lines.push(`- ${name} (${scope}): ${s.doc}`);
   }
   const handlers = Object.entries(handlersOf(type));
