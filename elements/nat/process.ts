@@ -523,17 +523,8 @@ function answerUnsolicited(value: usize, context: usize): void {
   copyBytes(data + 6, value, 6);
   Wire.set16(data + 12, ETHERTYPE_IPV4);
   const ip = data + Ethernet.HEADER;
-  Wire.set32(ip, 0x45000000 | (20 + 8 + QUOTED));
-  Wire.set32(ip + 4, 0);
-  Wire.set32(ip + 8, 0x40010000);
-  Wire.set32(ip + 12, load<u32>(key, 12));
-  Wire.set32(ip + 16, load<u32>(key, 4));
-  IPv4.setHeaderChecksum(ip);
-  const icmp = ip + 20;
-  Wire.set32(icmp, 0x03030000);
-  Wire.set32(icmp + 4, 0);
-  copyBytes(icmp + 8, value + 12, QUOTED);
-  Wire.set16(icmp + 2, checksum(icmp, 8 + QUOTED));
+  copyBytes(ip + 28, value + 12, QUOTED);
+  writeUnreachable(ip, ICMP_PORT_UNREACHABLE, load<u32>(key, 12), load<u32>(key, 4), QUOTED);
   p.length = Ethernet.HEADER + 20 + 8 + QUOTED;
   p.wireLength = p.length;
   p.timestamp = now();
@@ -1042,6 +1033,26 @@ function refuse(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   dropPacket(p);
 }
 
+const ICMP_HOST_UNREACHABLE: u32 = 1;
+const ICMP_PORT_UNREACHABLE: u32 = 3;
+
+/**
+ * Writes at `ip` an IPv4 header from `src` to `dst` and an ICMP destination unreachable with `code`,
+ * whose quote (`quoted` bytes of the packet it is about) is already at ip + 28.
+ */
+function writeUnreachable(ip: usize, code: u32, src: u32, dst: u32, quoted: u32): void {
+  Wire.set32(ip, 0x45000000 | (20 + 8 + quoted));
+  Wire.set32(ip + 4, 0);
+  Wire.set32(ip + 8, 0x40010000);
+  Wire.set32(ip + 12, src);
+  Wire.set32(ip + 16, dst);
+  IPv4.setHeaderChecksum(ip);
+  const icmp = ip + 20;
+  Wire.set32(icmp, 0x03000000 | (code << 16));
+  Wire.set32(icmp + 4, 0);
+  Wire.set16(icmp + 2, checksum(icmp, 8 + quoted));
+}
+
 /**
  * Turns the packet, in place, into an ICMP destination unreachable (host unreachable, RFC 6888 REQ-11)
  * back to its sender, quoting its IP header and first 8 bytes. False when the packet has no room in front.
@@ -1054,18 +1065,7 @@ function hostUnreachable(self: NATState, p: Packet, ip: usize): bool {
   copyBytes(data, p.data + 6, 6);
   copyBytes(data + 6, p.data, 6);
   copyBytes(data + 12, p.data + 12, l2 - 12);
-  const header = data + l2;
-  const sender = IPv4.src(ip);
-  Wire.set32(header, 0x45000000 | (20 + 8 + quote));
-  Wire.set32(header + 4, 0);
-  Wire.set32(header + 8, 0x40010000);
-  Wire.set32(header + 12, load<u32>(<usize>self.pool + POOL_ICMP_SOURCE));
-  Wire.set32(header + 16, sender);
-  IPv4.setHeaderChecksum(header);
-  const icmp = header + 20;
-  Wire.set32(icmp, 0x03010000);
-  Wire.set32(icmp + 4, 0);
-  Wire.set16(icmp + 2, checksum(icmp, 8 + quote));
+  writeUnreachable(data + l2, ICMP_HOST_UNREACHABLE, load<u32>(<usize>self.pool + POOL_ICMP_SOURCE), IPv4.src(ip), quote);
   p.dataOffset -= 28;
   p.length = l2 + 28 + quote;
   p.wireLength = p.length;
