@@ -36,6 +36,7 @@ export const SHARD_RECORD: u32 = 32;
 
 let io: usize = 0;
 let freeSlots: Stack = changetype<Stack>(0);
+let freshRoom: u32 = 0;
 
 /** The graph's `steer` functions of elements, by source (set by the generated entry). */
 let elementSteering: (p: Packet, self: usize) => u32 = (p: Packet, self: usize): u32 => 0;
@@ -47,6 +48,7 @@ export function ioSetElementSteering(steering: (p: Packet, self: usize) => u32):
 export function ioInit(context: usize): void {
   io = context;
   freeSlots = changetype<Stack>(load<u32>(context, IO_FREE_STACK));
+  freshRoom = load<u32>(context, IO_SLOT_SIZE) - DEFAULT_DATA_OFFSET;
   const shards = load<u32>(context, IO_SHARD_COUNT);
   for (let s: u32 = 0; s < shards; s++) {
     const rec = shardRecord(s);
@@ -61,23 +63,21 @@ export function ioInit(context: usize): void {
 }
 
 /** A fresh slot from the pool, or null when every slot is in use (counted as no_slot). */
-export function ioAllocate(): Packet | null {
+@inline export function ioAllocate(): Packet | null {
   const slot = freeSlots.pop();
   if (slot == 0) {
     store<u64>(io, load<u64>(io, IO_NO_SLOT) + 1, IO_NO_SLOT);
     return null;
   }
-  const p = changetype<Packet>(slot);
-  // The 32 bytes of metadata, without a loop (V8 checks for interrupts on every back edge).
+  // The 32 bytes of metadata in two stores: zeros, but the data offset (the u16 at byte 16).
   v128.store(slot, i64x2.splat(0));
-  v128.store(slot, i64x2.splat(0), 16);
-  p.dataOffset = DEFAULT_DATA_OFFSET;
-  return p;
+  v128.store(slot, i32x4(DEFAULT_DATA_OFFSET, 0, 0, 0), 16);
+  return changetype<Packet>(slot);
 }
 
-/** Bytes a fresh packet's slot can hold. */
-@inline export function ioRoom(p: Packet): u32 {
-  return load<u32>(io, IO_SLOT_SIZE) - <u32>p.dataOffset;
+/** Bytes a fresh packet's slot can hold (from the default data offset on). */
+@inline export function ioRoom(): u32 {
+  return freshRoom;
 }
 
 /** Returns a slot to the pool without sending it anywhere. */
@@ -89,8 +89,13 @@ export function ioAllocate(): Packet | null {
  * Hands a packet read by source number `source` to the shard that owns it. When that shard's ring
  * is full the packet is dropped and counted for the shard: a source is never blocked forever.
  */
-export function ioSubmit(p: Packet, source: u16): void {
+@inline export function ioSubmit(p: Packet, source: u16): void {
   p.port = source;
+  // Inlined into every source's loop: one shard and no move in progress is the common case.
+  if (load<u32>(io, IO_STEER) || !enqueue(shardRecord(0), changetype<u32>(p))) submitSteered(p);
+}
+
+function submitSteered(p: Packet): void {
   const shard = load<u32>(io, IO_STEER) ? steer(p) : 0;
   if (shard == BUCKET_HELD) {
     changetype<Stack>(load<u32>(io, IO_HELD)).push(changetype<u32>(p));
@@ -281,7 +286,8 @@ export function ioCollect(): u32 {
       } else {
         const p = changetype<Packet>(entry);
         if (p.port & PORT_RESTEER) {
-          ioSubmit(p, p.port & ~PORT_RESTEER);
+          p.port &= ~PORT_RESTEER;
+          submitSteered(p);
           resteered++;
           continue;
         }

@@ -76,8 +76,12 @@ export function shardNow(): u64 {
 }
 
 /** Gives a packet's slot back: kept for clones while the stash has room, else returned to the I/O side. */
-export function freePacket(p: Packet): void {
-  if (!stash.push(changetype<u32>(p))) sendOut(changetype<u32>(p) | ENTRY_RECYCLE);
+@inline export function freePacket(p: Packet): void {
+  if (!stash.push(changetype<u32>(p))) recycle(p);
+}
+
+function recycle(p: Packet): void {
+  sendOut(changetype<u32>(p) | ENTRY_RECYCLE);
 }
 
 /** Drops a packet. Elements count their own drop reasons; this only recycles the slot. */

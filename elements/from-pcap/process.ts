@@ -24,30 +24,38 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
   return swapped ? bswap<u32>(v) : v;
 }
 
-/** Copies one record into a fresh slot and submits it; false when the pool has no free slot. */
-function submit(self: FromPcapState, data: usize, caplen: u32, wire: u32, ts: u64, port: u16): bool {
+/**
+ * Copies one record into a fresh slot and submits it as the file's packet number `number` (counted
+ * from 1, as tcpdump -# and Wireshark count, continuing across loops); false when the pool has no free
+ * slot. The loops count packets, bytes and the latest time in locals and store them once per call.
+ */
+@inline function submit(self: FromPcapState, data: usize, caplen: u32, wire: u32, ts: u64, port: u16, number: u64): bool {
   const p = ioAllocate();
   if (!p) { self.stop = STOP_NO_SLOT; return false; }
-  const room = ioRoom(p);
+  const room = ioRoom();
   const copy = caplen < room ? caplen : room;
   if (copy < caplen) self.truncated++;
   copyBytes(p.data, data, copy);
   p.length = copy;
   p.wireLength = wire;
   p.timestamp = ts;
-  // The packet's number in the file from 1, as tcpdump -# and Wireshark count (continuing across loops).
-  p.annotation = <u32>(self.packets + 1);
-  if (self.packets == 0) self.first_ns = ts; // a timestamp of 0 is a valid first one
-  self.last_ns = ts;
-  self.packets++;
-  self.bytes += wire;
+  p.annotation = <u32>number;
+  if (number == 1) self.first_ns = ts; // a timestamp of 0 is a valid first one
   ioSubmit(p, port);
   return true;
 }
 
-/** Paced sources stop at the first record later than self.until_ns (0: no pacing). */
-@inline function paced(self: FromPcapState, ts: u64): bool {
-  if (self.until_ns != 0 && ts > self.until_ns) { self.next_ns = ts; self.stop = STOP_PACED; return true; }
+/** Stores what a loop counted in its locals. */
+@inline function account(self: FromPcapState, sent: u32, bytes: u64, last: u64): void {
+  if (sent == 0) return;
+  self.packets += sent;
+  self.bytes += bytes;
+  self.last_ns = last;
+}
+
+/** Paced sources stop at the first record later than `until` (self.until_ns; 0: no pacing). */
+@inline function paced(self: FromPcapState, until: u64, ts: u64): bool {
+  if (until != 0 && ts > until) { self.next_ns = ts; self.stop = STOP_PACED; return true; }
   return false;
 }
 
@@ -55,6 +63,11 @@ function submit(self: FromPcapState, data: usize, caplen: u32, wire: u32, ts: u6
 export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, nanos: bool): u32 {
   let at: u32 = 0;
   let sent: u32 = 0;
+  let bytes: u64 = 0;
+  let last: u64 = 0;
+  const base = self.packets;
+  const offset = self.ts_offset;
+  const until = self.until_ns;
   self.stop = STOP_BUDGET;
   while (sent < budget) {
     if (len - at < 16) { self.stop = STOP_NEED_MORE; break; }
@@ -63,12 +76,16 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
     if (caplen > MAX_RECORD) { self.stop = STOP_CORRUPT; break; }
     if (len - at - 16 < caplen) { self.stop = STOP_NEED_MORE; break; }
     const frac = <u64>u32At(rec + 4, swapped);
-    const ts = <u64>u32At(rec, swapped) * 1_000_000_000 + (nanos ? frac : frac * 1000) + self.ts_offset;
-    if (paced(self, ts)) break;
-    if (!submit(self, rec + 16, caplen, u32At(rec + 12, swapped), ts, port)) break;
+    const ts = <u64>u32At(rec, swapped) * 1_000_000_000 + (nanos ? frac : frac * 1000) + offset;
+    if (paced(self, until, ts)) break;
+    const wire = u32At(rec + 12, swapped);
+    if (!submit(self, rec + 16, caplen, wire, ts, port, base + sent + 1)) break;
+    bytes += wire;
+    last = ts;
     at += 16 + caplen;
     sent++;
   }
+  account(self, sent, bytes, last);
   return at;
 }
 
@@ -79,6 +96,11 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
 export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, ifaces: usize, ifaceCount: u32): u32 {
   let at: u32 = 0;
   let sent: u32 = 0;
+  let bytes: u64 = 0;
+  let last: u64 = self.last_ns;
+  const base = self.packets;
+  const offset = self.ts_offset;
+  const until = self.until_ns;
   self.stop = STOP_BUDGET;
   while (sent < budget) {
     if (len - at < 12) { self.stop = STOP_NEED_MORE; break; }
@@ -94,14 +116,18 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
       const caplen = u32At(block + 20, swapped);
       if (iface >= ifaceCount || caplen > total - 32) { self.stop = STOP_CORRUPT; break; }
       const units = (<u64>u32At(block + 12, swapped) << 32) | <u64>u32At(block + 16, swapped);
-      const ts = toNanoseconds(ifaces + (<usize>iface << 4), units) + self.ts_offset;
-      if (paced(self, ts)) break;
-      if (!submit(self, block + 28, caplen, u32At(block + 24, swapped), ts, port)) break;
+      const ts = toNanoseconds(ifaces + (<usize>iface << 4), units) + offset;
+      if (paced(self, until, ts)) break;
+      const wire = u32At(block + 24, swapped);
+      if (!submit(self, block + 28, caplen, wire, ts, port, base + sent + 1)) break;
+      bytes += wire;
+      last = ts;
     } else if (type == SPB) {
       if (total < 16 || ifaceCount == 0) { self.stop = STOP_CORRUPT; break; }
       const wire = u32At(block + 8, swapped);
       const caplen = wire < total - 16 ? wire : total - 16;
-      if (!submit(self, block + 12, caplen, wire, self.last_ns, port)) break;
+      if (!submit(self, block + 12, caplen, wire, last, port, base + sent + 1)) break;
+      bytes += wire;
     } else {
       self.stop = STOP_OTHER_BLOCK;
       break;
@@ -109,6 +135,7 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
     at += total;
     sent++;
   }
+  account(self, sent, bytes, last);
   return at;
 }
 
