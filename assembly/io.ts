@@ -1,8 +1,8 @@
-import { Packet, DEFAULT_DATA_OFFSET, PORT_RESTEER } from "./packet";
+import { Packet, DEFAULT_DATA_OFFSET, PORT_RESTEER, PACKET_WAITED } from "./packet";
 import { Ring, Stack, RING_TAIL, ENTRY_RECYCLE } from "./ring";
 import { Batch } from "./batch";
 import { FlowKey } from "./flowtable";
-import { IPv4, Transport, ICMP, Wire, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from "./headers";
+import { IPv4, Transport, ICMP, Wire, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ETHERTYPE_IPV4 } from "./headers";
 
 // The I/O side: the thread that reads sources and writes sinks. It alone allocates slots from the
 // pool's free stack; shards give slots back through their out rings. Sources call ioAllocate and
@@ -25,10 +25,17 @@ export const IO_HELD: u32 = 40;
 export const IO_SOURCE_STEERING: u32 = 44;
 /** Per source steered by an element, the element's state block (a u32 each) for its steer function. */
 export const IO_STEERING_STATE: u32 = 48;
+/** The area where later fragments wait for their first (FRAGMENTS_* below). */
+export const IO_FRAGMENTS: u32 = 52;
 export const STEER_FLOW: u8 = 0;
 export const STEER_SOURCE: u8 = 1;
 export const STEER_DESTINATION: u8 = 2;
 export const STEER_ELEMENT: u8 = 3;
+/** Source mode bit: its later fragments wait for their datagram's first fragment (an element downstream needs the first first). */
+export const ORDER_FRAGMENTS: u8 = 0x80;
+/** IO_STEER bits: steer through the bucket table; look at fragments of sources with ORDER_FRAGMENTS. */
+export const STEER_BUCKETS: u32 = 1;
+export const STEER_FRAGMENTS: u32 = 2;
 /** Bucket table value for a bucket whose state is moving: its packets wait in the held list. */
 export const BUCKET_HELD: u8 = 0xff;
 /** Per shard record: [rx ring][out ring][stash][rx head][ring-full drops u64][rx limit]. */
@@ -91,12 +98,18 @@ export function ioInit(context: usize): void {
  */
 @inline export function ioSubmit(p: Packet, source: u16): void {
   p.port = source;
-  // Inlined into every source's loop: one shard and no move in progress is the common case.
+  // Inlined into every source's loop: one shard, no move in progress and no fragment ordering is the common case.
   if (load<u32>(io, IO_STEER) || !enqueue(shardRecord(0), changetype<u32>(p))) submitSteered(p);
 }
 
 function submitSteered(p: Packet): void {
-  const shard = load<u32>(io, IO_STEER) ? steer(p) : 0;
+  const steering = load<u32>(io, IO_STEER);
+  if ((steering & STEER_FRAGMENTS) && orderedFragment(p)) orderFragment(p, steering);
+  else enqueueSteered(p, steering);
+}
+
+function enqueueSteered(p: Packet, steering: u32): void {
+  const shard = steering & STEER_BUCKETS ? steer(p) : 0;
   if (shard == BUCKET_HELD) {
     changetype<Stack>(load<u32>(io, IO_HELD)).push(changetype<u32>(p));
     return;
@@ -129,12 +142,138 @@ function submitSteered(p: Packet): void {
 
 /** The shard for a packet: its source's steering hash (by default the symmetric 5-tuple's) looked up in the bucket indirection table. */
 function steer(p: Packet): u32 {
-  const mode = load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port);
+  const mode = load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port) & ~ORDER_FRAGMENTS;
   const h = mode == STEER_FLOW ? symmetricHash(p)
     : mode == STEER_ELEMENT ? elementSteering(p, <usize>load<u32>(<usize>load<u32>(io, IO_STEERING_STATE) + (<usize>p.port << 2)))
     : endpointHash(p, mode == STEER_SOURCE);
   p.hash = h;
   return <u32>load<u8>(<usize>load<u32>(io, IO_BUCKETS) + <usize>(h & load<u32>(io, IO_BUCKET_MASK)));
+}
+
+// Later fragments that come before their first. An element that reads ports (a NAT) can only place a
+// datagram's later fragments (they carry none) once it has seen the first; for the sources whose packets
+// reach such an element, a later fragment whose first has not come yet waits here, on the I/O side,
+// and is sent on right after its first fragment. A fragment waits at most FRAGMENT_WAIT_NS of packet
+// time, and at most FRAGMENTS_WAITING wait at once (then the oldest goes on): either way it goes on as
+// it came, and the element decides what to do with it. Nothing here is state a snapshot carries.
+// Area (engine/layout.ts FragmentArea): [waiting u32][released u32][clock u64][waited u64][unmatched u64][pad to 64]
+//       [seen tags: FRAGMENTS_SEEN u32][waiting: FRAGMENTS_WAITING × (tag u32, slot u32)][released: FRAGMENTS_WAITING × slot u32]
+export const FRAGMENTS_WAITING_COUNT: u32 = 0;
+export const FRAGMENTS_RELEASED: u32 = 4;
+export const FRAGMENTS_CLOCK: u32 = 8;
+export const FRAGMENTS_WAITED: u32 = 16;
+export const FRAGMENTS_UNMATCHED: u32 = 24;
+export const FRAGMENTS_SEEN_AT: u32 = 64;
+/** Datagrams whose first fragment is remembered (by tag, direct-mapped). */
+export const FRAGMENTS_SEEN: u32 = 4096;
+export const FRAGMENTS_WAITING: u32 = 256;
+export const FRAGMENTS_WAITING_AT: u32 = FRAGMENTS_SEEN_AT + FRAGMENTS_SEEN * 4;
+export const FRAGMENTS_RELEASED_AT: u32 = FRAGMENTS_WAITING_AT + FRAGMENTS_WAITING * 8;
+/** Short next to how long hosts keep the pieces of a datagram to reassemble it (RFC 791: 15 s and up). */
+const FRAGMENT_WAIT_NS: u64 = 2_000_000_000;
+
+/** Whether `p` is an IPv4 fragment from a source whose fragments are put in order (and moves the clock they wait on). */
+@inline function orderedFragment(p: Packet): bool {
+  if (!(load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port) & ORDER_FRAGMENTS)) return false;
+  const area = <usize>load<u32>(io, IO_FRAGMENTS);
+  if (p.timestamp > load<u64>(area, FRAGMENTS_CLOCK)) store<u64>(area, p.timestamp, FRAGMENTS_CLOCK);
+  // Untagged IPv4 in a few loads (flags and offset are the wire's bytes 20-21); other frames parsed in full.
+  if (p.length >= 22 && load<u16>(p.data, 12) == bswap<u16>(ETHERTYPE_IPV4)) return (load<u16>(p.data, 20) & bswap<u16>(0x3fff)) != 0 && IPv4.header(p) != 0;
+  const ip = IPv4.header(p);
+  return ip != 0 && IPv4.isFragment(ip);
+}
+
+/**
+ * An IPv4 fragment in order: a first fragment goes on and takes the later ones that came before it
+ * along; a later fragment whose first has not come waits for it (one that waited once goes on).
+ */
+function orderFragment(p: Packet, steering: u32): void {
+  const ip = IPv4.header(p);
+  const area = <usize>load<u32>(io, IO_FRAGMENTS);
+  const tag = symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), <u32>IPv4.id(ip), IPv4.protocol(ip)) | 1;
+  const seen = area + FRAGMENTS_SEEN_AT + (<usize>(tag & (FRAGMENTS_SEEN - 1)) << 2);
+  if (IPv4.fragmentOffset(ip) == 0) {
+    store<u32>(seen, tag);
+    enqueueSteered(p, steering);
+    releaseWaiting(area, tag, 0);
+  } else if (load<u32>(seen) == tag || (p.flags & PACKET_WAITED)) {
+    enqueueSteered(p, steering);
+  } else {
+    let waiting = load<u32>(area, FRAGMENTS_WAITING_COUNT);
+    if (waiting == FRAGMENTS_WAITING) {
+      releaseOldest(area);
+      waiting--;
+    }
+    const entry = area + FRAGMENTS_WAITING_AT + (<usize>waiting << 3);
+    store<u32>(entry, tag);
+    store<u32>(entry, changetype<u32>(p), 4);
+    store<u32>(area, waiting + 1, FRAGMENTS_WAITING_COUNT);
+    store<u64>(area, load<u64>(area, FRAGMENTS_WAITED) + 1, FRAGMENTS_WAITED);
+    p.flags |= PACKET_WAITED;
+  }
+  // Those released (by their first, or to make room) go on after this one, in the order they came.
+  submitReleased(area);
+}
+
+/**
+ * Moves the waiting fragments tagged `tag` (any tag when 0) that came before `before` ns (any time when
+ * 0) to the released list, keeping the others, both in the order they came.
+ */
+function releaseWaiting(area: usize, tag: u32, before: u64): void {
+  const waiting = load<u32>(area, FRAGMENTS_WAITING_COUNT);
+  let released = load<u32>(area, FRAGMENTS_RELEASED);
+  let kept: u32 = 0;
+  for (let i: u32 = 0; i < waiting; i++) {
+    const entry = area + FRAGMENTS_WAITING_AT + (<usize>i << 3);
+    const slot = load<u32>(entry, 4);
+    const goes = (tag == 0 || load<u32>(entry) == tag) && (before == 0 || changetype<Packet>(slot).timestamp < before);
+    if (goes) {
+      store<u32>(area + FRAGMENTS_RELEASED_AT + (<usize>released << 2), slot);
+      released++;
+      // Released for want of their first (not by it): the element sees them as they are.
+      if (tag == 0) store<u64>(area, load<u64>(area, FRAGMENTS_UNMATCHED) + 1, FRAGMENTS_UNMATCHED);
+    } else {
+      if (kept != i) store<u64>(area + FRAGMENTS_WAITING_AT + (<usize>kept << 3), load<u64>(entry));
+      kept++;
+    }
+  }
+  store<u32>(area, kept, FRAGMENTS_WAITING_COUNT);
+  store<u32>(area, released, FRAGMENTS_RELEASED);
+}
+
+/** The oldest waiting fragment goes on, to make room (at most FRAGMENTS_WAITING wait). */
+function releaseOldest(area: usize): void {
+  const released = load<u32>(area, FRAGMENTS_RELEASED);
+  store<u32>(area + FRAGMENTS_RELEASED_AT + (<usize>released << 2), load<u32>(area + FRAGMENTS_WAITING_AT, 4));
+  store<u32>(area, released + 1, FRAGMENTS_RELEASED);
+  store<u64>(area, load<u64>(area, FRAGMENTS_UNMATCHED) + 1, FRAGMENTS_UNMATCHED);
+  const waiting = load<u32>(area, FRAGMENTS_WAITING_COUNT) - 1;
+  memory.copy(area + FRAGMENTS_WAITING_AT, area + FRAGMENTS_WAITING_AT + 8, <usize>waiting << 3);
+  store<u32>(area, waiting, FRAGMENTS_WAITING_COUNT);
+}
+
+/** Submits the released fragments, in order, as their source had just read them. */
+function submitReleased(area: usize): void {
+  const released = load<u32>(area, FRAGMENTS_RELEASED);
+  if (!released) return;
+  const steering = load<u32>(io, IO_STEER);
+  for (let i: u32 = 0; i < released; i++) enqueueSteered(changetype<Packet>(load<u32>(area + FRAGMENTS_RELEASED_AT + (<usize>i << 2))), steering);
+  store<u32>(area, 0, FRAGMENTS_RELEASED);
+}
+
+/**
+ * Lets the fragments that waited longer than FRAGMENT_WAIT_NS go on (every one with `all`, when the
+ * sources are done); returns how many went. The engine calls it once per round.
+ */
+export function ioReleaseFragments(all: bool): u32 {
+  const area = <usize>load<u32>(io, IO_FRAGMENTS);
+  if (!load<u32>(area, FRAGMENTS_WAITING_COUNT)) return 0;
+  const clock = load<u64>(area, FRAGMENTS_CLOCK);
+  if (all) releaseWaiting(area, 0, 0);
+  else if (clock > FRAGMENT_WAIT_NS) releaseWaiting(area, 0, clock - FRAGMENT_WAIT_NS);
+  const released = load<u32>(area, FRAGMENTS_RELEASED);
+  submitReleased(area);
+  return released;
 }
 
 /**
@@ -286,8 +425,9 @@ export function ioCollect(): u32 {
       } else {
         const p = changetype<Packet>(entry);
         if (p.port & PORT_RESTEER) {
+          // Handed back by an element (already past any fragment ordering): steered again, as it is.
           p.port &= ~PORT_RESTEER;
-          submitSteered(p);
+          enqueueSteered(p, load<u32>(io, IO_STEER));
           resteered++;
           continue;
         }

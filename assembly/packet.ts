@@ -14,6 +14,8 @@ export const META_SIZE: u32 = 32;
 export const DEFAULT_DATA_OFFSET: u16 = 128;
 /** `flags` bit of a packet an element handed back to the dispatcher (resteer): it comes round once more. */
 export const PACKET_RESTEERED: u16 = 1;
+/** `flags` bit of a later fragment that waited on the I/O side for its datagram's first fragment (assembly/io.ts). */
+export const PACKET_WAITED: u16 = 2;
 /** `port` of a packet on its way back to the dispatcher: this bit plus the number of the source it came from. */
 export const PORT_RESTEER: u16 = 0x8000;
 

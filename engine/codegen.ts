@@ -62,7 +62,7 @@ export function generateGraph(graph: Graph, options: GenerateOptions = {}): Gene
     'import { Batch, Outputs, freePacket, sendToSink } from "wirepath";',
     'import { shardReceive, shardPublish } from "wirepath/shard";',
     'export { shardInit, shardNow } from "wirepath/shard";',
-    'export { ioInit, ioSpace, ioPublish, ioTopUpStashes, ioCollect, ioReleaseHeld, symmetricHashOf, addressHash } from "wirepath/io";',
+    'export { ioInit, ioSpace, ioPublish, ioTopUpStashes, ioCollect, ioReleaseHeld, ioReleaseFragments, symmetricHashOf, addressHash } from "wirepath/io";',
     'export { tableExport, exportDone, tableImport } from "wirepath/migrate";',
   ];
   for (const type of [...types.values()].sort((a, b) => a.type.localeCompare(b.type))) {

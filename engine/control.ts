@@ -87,6 +87,8 @@ export function metrics(pipeline: Pipeline): string {
     add('wirepath_shard_clone_no_buffer_total', 'copies not made for want of a slot', { shard: shard.shard }, shard.no_buffer);
   }
   add('wirepath_pool_exhausted_total', 'packets not read for want of a free slot', {}, runtime.pool_exhausted);
+  add('wirepath_later_fragments_waited_total', 'later fragments that waited for their datagram\'s first fragment', {}, runtime.later_fragments_waited);
+  add('wirepath_later_fragments_without_first_total', 'later fragments that went on without their first fragment', {}, runtime.later_fragments_without_first);
   for (const s of series.values()) lines.push(...s);
   return lines.join('\n') + '\n';
 }

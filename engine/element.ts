@@ -233,6 +233,13 @@ export interface ElementDefinition {
    */
   steer?: string;
   /**
+   * The element must see a datagram's first fragment before its later ones (which carry no ports): for
+   * the sources whose packets reach it, the I/O side holds a later fragment that comes before its first
+   * and sends it on right after the first (or, when the first does not come within 2 s of packet time,
+   * as it is).
+   */
+  firstFragmentFirst?: boolean;
+  /**
    * Code made for this instance's parameters (as Click's fastclassifier compiles an IPClassifier's rules):
    * AssemblyScript source of a module that replaces process.ts for this instance, exporting the same
    * `process`. It lives in the element's folder, so it imports the element's files as process.ts does

@@ -175,3 +175,14 @@ function computeCapacities(nodes: GraphNode[], batch: number): void {
 export function sharesTarget(node: GraphNode): boolean[] {
   return node.targets.map((t, i) => t !== null && node.targets.some((u, j) => j !== i && u !== null && u.node === t.node && u.port === t.port));
 }
+
+/** Whether packets from `from` can reach (downstream, through any outputs) a node for which `test` holds. */
+export function reaches(graph: Graph, from: GraphNode, test: (node: GraphNode) => boolean): boolean {
+  const seen = new Set<GraphNode>();
+  const visit = (node: GraphNode): boolean => {
+    if (seen.has(node)) return false;
+    seen.add(node);
+    return test(node) || node.targets.some((t) => t !== null && visit(graph.byName.get(t.node)!));
+  };
+  return from.targets.some((t) => t !== null && visit(graph.byName.get(t.node)!));
+}

@@ -13,7 +13,10 @@ export const RingLayout = { head: 0, tail: 64, sleep: 128, mask: 192, entries: 2
 /** assembly/shard.ts */
 export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, now: 72, size: 128 } as const;
 /** assembly/io.ts */
-export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, sourceSteering: 44, steeringState: 48, size: 64, shardRecord: 32 } as const;
+export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, sourceSteering: 44, steeringState: 48, fragments: 52, size: 64, shardRecord: 32 } as const;
+/** assembly/io.ts IO_STEER bits and the area where later fragments wait for their first (FRAGMENTS_*). */
+export const Steering = { buckets: 1, fragments: 2, orderFragments: 0x80 } as const;
+export const FragmentArea = { waited: 16, unmatched: 24, size: 64 + 4096 * 4 + 256 * 8 + 256 * 4 } as const;
 /** assembly/flowtable.ts: the FlowTable header and its entries. */
 export const FlowTableLayout = {
   slots: 0, entrySize: 4, capacity: 8, live: 12, timeout: 16, cursor: 24, entries: 28, inserts: 32, full: 40, expired: 48, expiryHandler: 56, expiryContext: 60, size: 64,

@@ -3,11 +3,11 @@
 
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { MAX_SHARDS, type PipelineConfig } from './config.ts';
-import { buildGraph, sharesTarget, type Graph, type GraphNode } from './graph.ts';
+import { buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
-import { Meta, RingLayout, ShardContext, IoContext, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
+import { Meta, RingLayout, ShardContext, IoContext, Steering, FragmentArea, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import type { DataState, ElementView, TableEntry, SinkDriver, SourceDriver, IoContext as DriverContext } from './element.ts';
 import { EnvironmentError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
@@ -97,6 +97,9 @@ export class Pipeline {
   private freeStack = 0;
   private buckets = 0;
   private held = 0;
+  private fragments = 0;
+  /** Some source's packets reach an element that needs first fragments first (IO_STEER's fragment bit). */
+  private ordersFragments = false;
   private started = false;
   private scaling: Promise<ScaleReport> | undefined;
   readonly scaleReports: ScaleReport[] = [];
@@ -173,6 +176,9 @@ export class Pipeline {
     this.u32(this.ioContext + IoContext.sinks, sinkTable);
     this.u32(this.ioContext + IoContext.slotSize, config.slotSize);
     this.u32(this.ioContext + IoContext.held, this.held);
+    this.fragments = arena.alloc(FragmentArea.size, 64);
+    arena.u8.fill(0, this.fragments, this.fragments + FragmentArea.size);
+    this.u32(this.ioContext + IoContext.fragments, this.fragments);
     const shardCount = this.initialShards;
     for (let s = 0; s < shardCount; s++) this.shards.push(this.createShard(s));
     this.writeSteering();
@@ -236,7 +242,7 @@ export class Pipeline {
   private setBuckets(assignment: Uint8Array): void {
     this.arena.u8.set(assignment, this.buckets);
     const steer = this.shards.length > 1 || assignment.some((b) => b !== 0);
-    this.u32(this.ioContext + IoContext.steer, steer ? 1 : 0);
+    this.u32(this.ioContext + IoContext.steer, (steer ? Steering.buckets : 0) | (this.ordersFragments ? Steering.fragments : 0));
   }
 
   private bucketTable(): Uint8Array {
@@ -325,7 +331,9 @@ export class Pipeline {
     for (const source of sources) {
       const steer = String(source.instance.params.steer ?? 'flow');
       const by = this.graph.byName.get(steer);
-      this.arena.u8[modes + source.sourceId] = by ? STEER_ELEMENT : STEERING.indexOf(steer as (typeof STEERING)[number]);
+      const ordered = reaches(this.graph, source, (n) => n.type.firstFragmentFirst === true);
+      this.ordersFragments ||= ordered;
+      this.arena.u8[modes + source.sourceId] = (by ? STEER_ELEMENT : STEERING.indexOf(steer as (typeof STEERING)[number])) | (ordered ? Steering.orderFragments : 0);
       if (by) this.u32(blocks + source.sourceId * 4, this.shards[0].memory.blocks[by.index]);
     }
     this.u32(this.ioContext + IoContext.sourceSteering, modes);
@@ -418,6 +426,7 @@ export class Pipeline {
             if (n && !firstPacketAt) firstPacketAt = performance.now();
           }
         }
+        if (this.ordersFragments) this.io.ioReleaseFragments(false);
         this.publish();
         this.runInline();
         moved += this.collect();
@@ -427,6 +436,8 @@ export class Pipeline {
         }
         const sourcesDone = this.stopRequested || this.sources.every((s) => s.driver.done);
         if (sourcesDone && !this.scaling && this.heldCount() === 0 && this.shardsIdle()) {
+          // Later fragments still waiting for a first that will not come go on as they are.
+          if (this.ordersFragments && this.io.ioReleaseFragments(true) > 0) { this.publish(); continue; }
           this.collect();
           if (this.shardsIdle()) { finishedAt = performance.now(); break; }
         }
@@ -947,7 +958,7 @@ export class Pipeline {
   }
 
   /** Counters of the runtime itself: per shard batches, packets and drops; pool exhaustion. */
-  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; ring_full_drops: number }[]; pool_exhausted: number } {
+  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; ring_full_drops: number }[]; pool_exhausted: number; later_fragments_waited: number; later_fragments_without_first: number } {
     const v = this.arena.view;
     return {
       shards: this.shards.map((shard) => ({
@@ -956,6 +967,8 @@ export class Pipeline {
         ring_full_drops: Number(v.getBigUint64(this.shardRecords + shard.id * IoContext.shardRecord + 16, true)),
       })),
       pool_exhausted: Number(v.getBigUint64(this.ioContext + IoContext.noSlot, true)),
+      later_fragments_waited: Number(v.getBigUint64(this.fragments + FragmentArea.waited, true)),
+      later_fragments_without_first: Number(v.getBigUint64(this.fragments + FragmentArea.unmatched, true)),
     };
   }
 

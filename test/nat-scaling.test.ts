@@ -67,7 +67,7 @@ function externalsOf(file: string): Map<number, Set<string>> {
 async function run(name: string, nat: string, options: PipelineOptions) {
   const pipeline = await Pipeline.create(await loadConfig(config(name, nat)), options);
   const result = await pipeline.run();
-  return { counters: result.elements.nat as Record<string, number>, reports: pipeline.scaleReports };
+  return { counters: result.elements.nat as Record<string, number>, reports: pipeline.scaleReports, runtime: pipeline.runtimeStats() };
 }
 
 test('dynamic blocks: 10k subscribers keep their external address and port through 1 -> 2 -> 1 shards, 0 lost', async () => {
@@ -122,7 +122,7 @@ test('hairpinning between subscribers on different shards: the packet is handed 
   assert.is(`${[...delivered.subarray(30, 34)].join('.')}:${delivered.readUInt16BE(36)}`, '100.64.0.5:1100', 'to B');
 });
 
-test('inbound fragments: the later ones follow their first fragment to its subscriber\'s shard', async () => {
+test('inbound fragments, in and out of order: the later ones follow their first fragment to its subscriber\'s shard', async () => {
   const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
   const subscribers = Array.from({ length: 16 }, (_, i) => subscriber(i + 1));
   const address = (d: Buffer, at: number) => [...d.subarray(at, at + 4)].join('.');
@@ -132,12 +132,15 @@ test('inbound fragments: the later ones follow their first fragment to its subsc
   await run('fragments-learn', nat, { shards: 1 });
   const externals = readPcap(join(dir, 'fragments-learn-outside.pcap')).records.map((r) => ({ dst: address(r.data, 26), dport: r.data.readUInt16BE(34) }));
   const reply = { proto: 'udp' as const, src: '198.18.0.1', sport: 53 };
-  writePcap(join(dir, 'fragments.pcap'), [...subscribers.map(out), ...externals.flatMap((e) => [
-    ipv4Frame({ ...reply, ...e, moreFragments: true, payload: 8 }),
-    ipv4Frame({ ...reply, ...e, fragOffset: 2, payload: 16 }),
-  ])]);
-  const { counters } = await run('fragments', nat, { shards: 2 });
+  // Every other datagram's later fragment comes before its first.
+  writePcap(join(dir, 'fragments.pcap'), [...subscribers.map(out), ...externals.flatMap((e, i) => {
+    const pieces = [ipv4Frame({ ...reply, ...e, id: 0x100 + i, moreFragments: true, payload: 8 }), ipv4Frame({ ...reply, ...e, id: 0x100 + i, fragOffset: 2, payload: 16 })];
+    return i % 2 ? pieces.reverse() : pieces;
+  })]);
+  const { counters, runtime } = await run('fragments', nat, { shards: 2 });
   assert.is(counters.drop_fragment, 0, JSON.stringify(counters));
+  assert.is(runtime.later_fragments_waited, subscribers.length / 2, 'the later fragments that came first waited');
+  assert.is(runtime.later_fragments_without_first, 0);
   const delivered = readPcap(join(dir, 'fragments-inside.pcap')).records.map((r) => address(r.data, 30));
   assert.equal([...delivered].sort(), subscribers.flatMap((s) => [s, s]).sort(), 'both fragments reach every subscriber');
 });

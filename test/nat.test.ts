@@ -76,6 +76,7 @@ async function run(nat: string, packets: Packet[]) {
       outside: readPcap(join(dir, 'outside.pcap')).records.map(decode),
       inside: readPcap(join(dir, 'inside.pcap')).records.map(decode),
       nat: result.elements.nat as Record<string, any>,
+      runtime: pipeline.runtimeStats(),
       subscriber: (address: string) => handlers.subscriber.read!(view, address) as any,
       blocks: handlers.blocks.read!(view) as any,
       log,
@@ -237,19 +238,24 @@ test('T9/U13/T10 ICMP errors are translated with the packet they quote; they do 
   assert.is(internetChecksum(udpPart, sum), 0, 'the quoted UDP checksum, fixed for the inside address and port');
 });
 
-test('U15 fragments: outbound in any order; inbound later fragments follow their first', async () => {
+test('U15 fragments in and out of order: a later fragment that comes first waits for its first and follows it', async () => {
   const first = await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]]);
   const ext = first.outside[0].src;
   const r = await run('port_preservation: true', [
-    [0, udp(A, R1, 5000, 53, { fragOffset: 2, payload: 16 })],            // later fragment first
+    [0, udp(A, R1, 5000, 53, { fragOffset: 2, payload: 16 })],            // 1: outbound, later fragment first
     [1, udp(A, R1, 5000, 53, { moreFragments: true, payload: 8 })],
-    [2, udp(R1, ext, 53, 5000, { moreFragments: true, payload: 8 })],
+    [2, udp(R1, ext, 53, 5000, { moreFragments: true, payload: 8 })],      // 3: inbound in order
     [3, udp(R1, ext, 53, 5000, { fragOffset: 2, payload: 16 })],
-    [4, udp(R2, ext, 53, 5000, { fragOffset: 2, payload: 16 })],           // no first fragment
+    [4, udp(R1, ext, 53, 5000, { fragOffset: 2, payload: 16, id: 0x2222 })], // 5: inbound, later fragment first
+    [4, udp(R1, ext, 53, 5000, { moreFragments: true, payload: 8, id: 0x2222 })],
+    [5, udp(R2, ext, 53, 5000, { fragOffset: 2, payload: 16 })],           // 7: no first fragment: waits 2 s, then goes on
+    [9, udp(A, R1, 5000, 53)],
   ]);
-  assert.equal(r.outside.map((s) => [s.n, s.src]), [[1, ext], [2, ext]]);
-  assert.equal(r.inside.map((s) => [s.n, s.dst]), [[3, A], [4, A]]);
+  assert.equal(r.outside.map((s) => [s.n, s.src]), [[2, ext], [1, ext], [8, ext]]);
+  assert.equal(r.inside.map((s) => [s.n, s.dst]), [[3, A], [4, A], [6, A], [5, A]]);
   assert.is(r.nat.drop_fragment, 1);
+  assert.is(r.runtime.later_fragments_waited, 3);
+  assert.is(r.runtime.later_fragments_without_first, 1);
   r.verdicts('outside').concat(r.verdicts('inside')).forEach((v) => assert.is(v.ip, '1'));
 });
 

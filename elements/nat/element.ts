@@ -52,7 +52,7 @@ export default defineElement({
     + 'dropped, and with syn_icmp answered with ICMP port unreachable after 6 s unless an outbound SYN of its connection came '
     + '(RFC 5382 REQ-4); ICMP echo identifiers are '
     + 'translated like ports, and ICMP errors about a translated flow are translated with the header they quote (checksums '
-    + 'included). Fragments: outbound ones are translated in any order; an inbound later fragment follows its first one. '
+    + 'included). Fragments are translated in any order: an inbound later fragment that comes before its datagram\'s first waits (at most 2 s) and follows it. '
     + 'With shards, the later fragments of an inbound datagram go to the shard its first fragment went to, when that one came first. '
     + 'Packets from inside to a pool address are hairpinned back inside with the sender\'s external address and port. When '
     + 'no mapping can be made the packet is dropped and counted (and with icmp_errors an ICMP host unreachable goes back); '
@@ -64,6 +64,8 @@ export default defineElement({
   inputs: 2,
   // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in.
   expands: 2,
+  // An inbound later fragment is placed by the mapping its first fragment found.
+  firstFragmentFirst: true,
   outputs: [
     { name: 'outside', doc: 'translated packets going out, and exempt packets untranslated' },
     { name: 'inside', doc: 'translated packets coming in, hairpinned packets, and ICMP errors the NAT sends back' },
