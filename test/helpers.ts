@@ -117,6 +117,7 @@ export interface FrameSpec {
   /** Fragment offset in 8-byte units and the more-fragments flag. */
   fragOffset?: number;
   moreFragments?: boolean;
+  dontFragment?: boolean;
   /** The IPv4 identification (0x1111 when not given). */
   id?: number;
   vlan?: number;
@@ -167,7 +168,7 @@ export function ipv4Frame(spec: FrameSpec = {}): Buffer {
   iph[1] = spec.tos ?? 0;
   iph.writeUInt16BE(20 + segment.length, 2);
   iph.writeUInt16BE(spec.id ?? 0x1111, 4);
-  iph.writeUInt16BE(((spec.moreFragments ? 1 : 0) << 13) | (spec.fragOffset ?? 0), 6);
+  iph.writeUInt16BE((spec.dontFragment ? 0x4000 : 0) | ((spec.moreFragments ? 1 : 0) << 13) | (spec.fragOffset ?? 0), 6);
   iph[8] = spec.ttl ?? 64;
   iph[9] = proto;
   src.copy(iph, 12);

@@ -333,6 +333,23 @@ test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never e
   assert.is(again.nat.icmp_sent, 2);
 });
 
+test('U14 a packet larger than the outside MTU with DF set: dropped, ICMP fragmentation needed naming the MTU goes back', async () => {
+  const r = await run('mtu: 576', [
+    [0, udp(A, R1, 5000, 53, { dontFragment: true, payload: 600 })],   // 1: too big, DF
+    [1, udp(A, R1, 5001, 53, { payload: 600 })],                        // 2: too big, may be fragmented on: leaves as it is
+    [2, udp(A, R1, 5002, 53, { dontFragment: true, payload: 500 })],   // 3: fits
+  ]);
+  assert.equal(r.outside.map((s) => s.n), [2, 3]);
+  assert.is(r.nat.drop_too_big, 1);
+  assert.is(r.inside.length, 1);
+  const icmp = r.inside[0].bytes;
+  assert.equal([icmp[34], icmp[35], icmp.readUInt16BE(40)], [3, 4, 576], 'destination unreachable, fragmentation needed, next-hop MTU');
+  assert.equal([r.inside[0].src, r.inside[0].dst], ['203.0.113.1', A]);
+  assert.equal([...icmp.subarray(42 + 12, 42 + 16)].join('.'), A, 'it quotes the packet as its sender sent it');
+  assert.is(icmp.readUInt16BE(42 + 20), 5000, 'with its source port');
+  r.verdicts('inside').forEach((v) => assert.ok(v.ip === '1,1' && v.icmp === '1', JSON.stringify(v)));
+});
+
 test('C5 per-subscriber session limit: new sessions past it are refused; sessions that end (time out or are never made) free room', async () => {
   const ext = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]])).outside[0].src;
   const r = await run('sessions_per_subscriber: 3, port_preservation: true', [
@@ -425,7 +442,7 @@ test('bad input: sources outside the inside prefixes, exempt destinations, other
   assert.is(r.subscriber('100.64.7.7').note, 'no state for this subscriber');
 });
 
-test('bad configs: a UDP timeout under 120 s, a block size that is no power of two, steering by an element that does not steer', async () => {
+test('bad configs: a UDP timeout under 120 s, a block size that is no power of two, an MTU below 68, steering by an element that does not steer', async () => {
   const dir = tempDir();
   try {
     const yaml = (nat: string, steer: string) => `elements:
@@ -448,6 +465,10 @@ connections:
     const big = cli(['check', join(dir, 'big.yaml')]);
     assert.is(big.status, 2);
     assert.match(big.stderr, /big\.yaml:3:\d+: nat\.pool: 1610612736 port blocks \(8 ports each, three protocols\), more than the 8388608 a NAT holds\n {2}hint: use larger blocks/);
+    writeFileSync(join(dir, 'mtu.yaml'), yaml(', mtu: 40', 'nat'));
+    const mtu = cli(['check', join(dir, 'mtu.yaml')]);
+    assert.is(mtu.status, 2);
+    assert.match(mtu.stderr, /mtu\.yaml:3:\d+: nat\.mtu: mtu 40 is below IPv4's least MTU, 68\n {2}hint: the outside link's MTU/);
     writeFileSync(join(dir, 'steer.yaml'), yaml('', 'out'));
     const steer = cli(['check', join(dir, 'steer.yaml')]);
     assert.is(steer.status, 2);

@@ -89,6 +89,9 @@ export default defineElement({
     exempt_ports: param.strings('destination ports not translated', { default: [] as never, item: types.port }),
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422)', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
+    mtu: param.int('largest IPv4 packet (total length in bytes) the outside link takes: a larger one from inside with DF set is '
+      + 'dropped and answered with ICMP fragmentation needed, naming this MTU (RFC 4787 REQ-13); one without DF leaves as it is '
+      + '(the NAT does not fragment); 0: no limit', 0, 65535, { default: 0 }),
     syn_icmp: param.bool('answer an unsolicited inbound SYN with ICMP port unreachable after 6 s unless an outbound SYN of its connection came (RFC 5382 REQ-4; off: dropped silently, as REQ-4a allows)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
@@ -166,6 +169,7 @@ export default defineElement({
     drop_table_full: state.counter('dropped: the subscriber, mapping or session table is full'),
     drop_malformed: state.counter('dropped: not IPv4 TCP/UDP/ICMP, truncated, or an ICMP error quoting too little'),
     drop_fragment: state.counter('dropped: inbound later fragment with no first fragment seen'),
+    drop_too_big: state.counter('dropped: from inside, larger than mtu with DF set (answered with ICMP fragmentation needed)'),
     drop_unsupported: state.counter('dropped: other protocols and ICMP types the NAT does not translate'),
     log_lost: state.counter('block records lost because the log queue was full (the log is written every 200 ms)'),
     scan_cursor: state.internal('where the search for idle blocks goes on (per shard)'),
@@ -193,11 +197,14 @@ export default defineElement({
   },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
-  invalid: (p: NatParams) => (blockCount(p) > MOST_BLOCKS ? [{
-    param: 'pool',
-    message: `${blockCount(p)} port blocks (${p.ports_per_block} ports each, three protocols), more than the ${MOST_BLOCKS} a NAT holds`,
-    hint: 'use larger blocks (ports_per_block) or a smaller pool',
-  }] : []),
+  invalid: (p: NatParams & { mtu: number }) => [
+    ...(blockCount(p) > MOST_BLOCKS ? [{
+      param: 'pool',
+      message: `${blockCount(p)} port blocks (${p.ports_per_block} ports each, three protocols), more than the ${MOST_BLOCKS} a NAT holds`,
+      hint: 'use larger blocks (ports_per_block) or a smaller pool',
+    }] : []),
+    ...(p.mtu > 0 && p.mtu < 68 ? [{ param: 'mtu', message: `mtu ${p.mtu} is below IPv4's least MTU, 68`, hint: 'the outside link\'s MTU, e.g. 1500; 0 for no limit' }] : []),
+  ],
   example: [
     'nat: { type: NAT, pool: [203.0.113.0/28], inside: [100.64.0.0/10], ports_per_block: 512, log: nat-blocks.jsonl }',
     '# connections: inside_in -> [0]nat, outside_in -> [1]nat, nat[0] -> outside_out, nat[1] -> inside_out',
@@ -208,7 +215,7 @@ export default defineElement({
 const FRAGMENT_OWNERS = 4096;
 
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
-  'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_unsupported'];
+  'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_unsupported'];
 
 /** Block records from the shards' queue, written as JSON lines. */
 function writeLog(view: ElementView, final: boolean): void {

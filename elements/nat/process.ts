@@ -158,6 +158,10 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
   const inside = IPv4.src(ip);
   const remote = IPv4.dst(ip);
   if (!isInside(pool, inside)) { self.drop_not_inside++; dropPacket(p); return; }
+  if (self.mtu && IPv4.totalLength(ip) > self.mtu && (Wire.get16(ip + 6) & IP_DONT_FRAGMENT) && poolIndex(pool, remote) < 0) {
+    tooBig(self, p, ip, out);
+    return;
+  }
   if (IPv4.fragmentOffset(ip) != 0) { outboundLaterFragment(self, p, ip, out, t); return; }
   protocol = IPv4.protocol(ip);
   if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_ICMP) { self.drop_unsupported++; dropPacket(p); return; }
@@ -1029,18 +1033,28 @@ function refuse(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   else if (failure == FAIL_POOL) self.drop_pool_exhausted++;
   else if (failure == FAIL_SESSIONS) self.drop_session_limit++;
   else self.drop_table_full++;
-  if (self.icmp_errors && hostUnreachable(self, p, ip)) { self.icmp_sent++; out.push(INSIDE, p); return; }
+  if (self.icmp_errors && answerUnreachable(self, p, ip, ICMP_HOST_UNREACHABLE, 0)) { self.icmp_sent++; out.push(INSIDE, p); return; }
   dropPacket(p);
 }
 
+/** Larger than the outside link takes, and not to be fragmented: dropped, and answered with ICMP fragmentation needed (RFC 1191). */
+function tooBig(self: NATState, p: Packet, ip: usize, out: Outputs): void {
+  self.drop_too_big++;
+  if (answerUnreachable(self, p, ip, ICMP_FRAGMENTATION_NEEDED, self.mtu)) { self.icmp_sent++; out.push(INSIDE, p); return; }
+  dropPacket(p);
+}
+
+const IP_DONT_FRAGMENT: u16 = 0x4000;
 const ICMP_HOST_UNREACHABLE: u32 = 1;
 const ICMP_PORT_UNREACHABLE: u32 = 3;
+const ICMP_FRAGMENTATION_NEEDED: u32 = 4;
 
 /**
- * Writes at `ip` an IPv4 header from `src` to `dst` and an ICMP destination unreachable with `code`,
- * whose quote (`quoted` bytes of the packet it is about) is already at ip + 28.
+ * Writes at `ip` an IPv4 header from `src` to `dst` and an ICMP destination unreachable with `code`
+ * (and, for fragmentation needed, the next hop's MTU), whose quote (`quoted` bytes of the packet it is
+ * about) is already at ip + 28.
  */
-function writeUnreachable(ip: usize, code: u32, src: u32, dst: u32, quoted: u32): void {
+function writeUnreachable(ip: usize, code: u32, src: u32, dst: u32, quoted: u32, nextHopMtu: u32 = 0): void {
   Wire.set32(ip, 0x45000000 | (20 + 8 + quoted));
   Wire.set32(ip + 4, 0);
   Wire.set32(ip + 8, 0x40010000);
@@ -1049,15 +1063,16 @@ function writeUnreachable(ip: usize, code: u32, src: u32, dst: u32, quoted: u32)
   IPv4.setHeaderChecksum(ip);
   const icmp = ip + 20;
   Wire.set32(icmp, 0x03000000 | (code << 16));
-  Wire.set32(icmp + 4, 0);
+  Wire.set32(icmp + 4, nextHopMtu);
   Wire.set16(icmp + 2, checksum(icmp, 8 + quoted));
 }
 
 /**
- * Turns the packet, in place, into an ICMP destination unreachable (host unreachable, RFC 6888 REQ-11)
- * back to its sender, quoting its IP header and first 8 bytes. False when the packet has no room in front.
+ * Turns the packet, in place, into an ICMP destination unreachable with `code` (host unreachable, RFC 6888
+ * REQ-11; fragmentation needed, RFC 4787 REQ-13) back to its sender, from the NAT's ICMP source address,
+ * quoting its IP header and first 8 bytes. False when the packet has no room in front.
  */
-function hostUnreachable(self: NATState, p: Packet, ip: usize): bool {
+function answerUnreachable(self: NATState, p: Packet, ip: usize, code: u32, nextHopMtu: u32): bool {
   const l2 = <u32>(ip - p.data);
   if (<u32>p.dataOffset < 28 + 32) return false;
   const quote = min(IPv4.totalLength(ip), IPv4.headerLength(ip) + 8);
@@ -1065,7 +1080,7 @@ function hostUnreachable(self: NATState, p: Packet, ip: usize): bool {
   copyBytes(data, p.data + 6, 6);
   copyBytes(data + 6, p.data, 6);
   copyBytes(data + 12, p.data + 12, l2 - 12);
-  writeUnreachable(data + l2, ICMP_HOST_UNREACHABLE, load<u32>(<usize>self.pool + POOL_ICMP_SOURCE), IPv4.src(ip), quote);
+  writeUnreachable(data + l2, code, load<u32>(<usize>self.pool + POOL_ICMP_SOURCE), IPv4.src(ip), quote, nextHopMtu);
   p.dataOffset -= 28;
   p.length = l2 + 28 + quote;
   p.wireLength = p.length;
