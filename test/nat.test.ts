@@ -338,9 +338,10 @@ test('U14 a packet larger than the outside MTU with DF set: dropped, ICMP fragme
     [0, udp(A, R1, 5000, 53, { dontFragment: true, payload: 600 })],   // 1: too big, DF
     [1, udp(A, R1, 5001, 53, { payload: 600 })],                        // 2: too big, may be fragmented on: leaves as it is
     [2, udp(A, R1, 5002, 53, { dontFragment: true, payload: 500 })],   // 3: fits
+    [3, { proto: 'icmp', src: A, dst: R1, icmpType: 3, dontFragment: true, payload: 600 }], // 4: an ICMP error: no error about it
   ]);
   assert.equal(r.outside.map((s) => s.n), [2, 3]);
-  assert.is(r.nat.drop_too_big, 1);
+  assert.is(r.nat.drop_too_big, 2);
   assert.is(r.inside.length, 1);
   const icmp = r.inside[0].bytes;
   assert.equal([icmp[34], icmp[35], icmp.readUInt16BE(40)], [3, 4, 576], 'destination unreachable, fragmentation needed, next-hop MTU');

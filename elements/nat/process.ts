@@ -1037,10 +1037,15 @@ function refuse(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   dropPacket(p);
 }
 
-/** Larger than the outside link takes, and not to be fragmented: dropped, and answered with ICMP fragmentation needed (RFC 1191). */
+/**
+ * Larger than the outside link takes, and not to be fragmented: dropped, and answered with ICMP
+ * fragmentation needed (RFC 1191), unless it is an ICMP error itself (RFC 1122: no error about an error).
+ */
 function tooBig(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   self.drop_too_big++;
-  if (answerUnreachable(self, p, ip, ICMP_FRAGMENTATION_NEEDED, self.mtu)) { self.icmp_sent++; out.push(INSIDE, p); return; }
+  const l4 = Transport.header(p, ip);
+  const icmpError = IPv4.protocol(ip) == IPPROTO_ICMP && l4 != 0 && isIcmpError(ICMP.type(l4));
+  if (!icmpError && answerUnreachable(self, p, ip, ICMP_FRAGMENTATION_NEEDED, self.mtu)) { self.icmp_sent++; out.push(INSIDE, p); return; }
   dropPacket(p);
 }
 
