@@ -104,7 +104,8 @@ export function ioInit(context: usize): void {
 
 function submitSteered(p: Packet): void {
   const steering = load<u32>(io, IO_STEER);
-  if ((steering & STEER_FRAGMENTS) && orderedFragment(p)) orderFragment(p, steering);
+  const ip = steering & STEER_FRAGMENTS ? orderedFragment(p) : 0;
+  if (ip) orderFragment(p, ip, steering);
   else enqueueSteered(p, steering);
 }
 
@@ -172,23 +173,25 @@ export const FRAGMENTS_RELEASED_AT: u32 = FRAGMENTS_WAITING_AT + FRAGMENTS_WAITI
 /** Short next to how long hosts keep the pieces of a datagram to reassemble it (RFC 791: 15 s and up). */
 const FRAGMENT_WAIT_NS: u64 = 2_000_000_000;
 
-/** Whether `p` is an IPv4 fragment from a source whose fragments are put in order (and moves the clock they wait on). */
-@inline function orderedFragment(p: Packet): bool {
-  if (!(load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port) & ORDER_FRAGMENTS)) return false;
+/**
+ * The IPv4 header of `p` when it is a fragment from a source whose fragments are put in order, else 0
+ * (and moves the clock they wait on).
+ */
+@inline function orderedFragment(p: Packet): usize {
+  if (!(load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port) & ORDER_FRAGMENTS)) return 0;
   const area = <usize>load<u32>(io, IO_FRAGMENTS);
   if (p.timestamp > load<u64>(area, FRAGMENTS_CLOCK)) store<u64>(area, p.timestamp, FRAGMENTS_CLOCK);
-  // Untagged IPv4 in a few loads (flags and offset are the wire's bytes 20-21); other frames parsed in full.
-  if (p.length >= 22 && load<u16>(p.data, 12) == bswap<u16>(ETHERTYPE_IPV4)) return (load<u16>(p.data, 20) & bswap<u16>(0x3fff)) != 0 && IPv4.header(p) != 0;
+  // Untagged IPv4 that is no fragment in a few loads (flags and offset are the wire's bytes 20-21).
+  if (p.length >= 22 && load<u16>(p.data, 12) == bswap<u16>(ETHERTYPE_IPV4) && (load<u16>(p.data, 20) & bswap<u16>(0x3fff)) == 0) return 0;
   const ip = IPv4.header(p);
-  return ip != 0 && IPv4.isFragment(ip);
+  return ip != 0 && IPv4.isFragment(ip) ? ip : 0;
 }
 
 /**
  * An IPv4 fragment in order: a first fragment goes on and takes the later ones that came before it
  * along; a later fragment whose first has not come waits for it (one that waited once goes on).
  */
-function orderFragment(p: Packet, steering: u32): void {
-  const ip = IPv4.header(p);
+function orderFragment(p: Packet, ip: usize, steering: u32): void {
   const area = <usize>load<u32>(io, IO_FRAGMENTS);
   const tag = symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), <u32>IPv4.id(ip), IPv4.protocol(ip)) | 1;
   const seen = area + FRAGMENTS_SEEN_AT + (<usize>(tag & (FRAGMENTS_SEEN - 1)) << 2);

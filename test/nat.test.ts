@@ -259,6 +259,21 @@ test('U15 fragments in and out of order: a later fragment that comes first waits
   r.verdicts('outside').concat(r.verdicts('inside')).forEach((v) => assert.is(v.ip, '1'));
 });
 
+test('U15 at most 256 later fragments wait: the oldest goes on when one more comes, the rest when the input ends', async () => {
+  const ext = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]])).outside[0].src;
+  const later = (id: number): Packet => [1, udp(R1, ext, 53, 5000, { fragOffset: 2, payload: 16, id })];
+  const firstOf = (id: number): Packet => [2, udp(R1, ext, 53, 5000, { moreFragments: true, payload: 8, id })];
+  const r = await run('port_preservation: true', [
+    [0, udp(A, R1, 5000, 53)],
+    ...Array.from({ length: 257 }, (_, i) => later(i + 1)),    // the 257th lets the later fragment of 1 go on alone
+    firstOf(1), firstOf(2),                                    // 259, 260: the later fragment of 2 follows its first
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [259, 260, 3]);
+  assert.is(r.runtime.later_fragments_waited, 257);
+  assert.is(r.runtime.later_fragments_without_first, 256, 'the one pushed out, and the 255 still waiting at the end');
+  assert.is(r.nat.drop_fragment, 256);
+});
+
 test('T2/T4/T5/R1/R2 TCP: simultaneous open, unsolicited SYN, established and transitory timeouts, 4 minutes after RST', async () => {
   const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 6000, 80, SYN)]])).outside[0].src;
   const r = await run('port_preservation: true', [
