@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { readPcap, tempDir, removeDir, runConfig, ROOT } from './helpers.ts';
 import { writeGenerated } from './fixtures/captures/generated.ts';
+import { compileRules, parseRules } from '../elements/classifier/decision.ts';
 
 /** An expression, or [ours, tcpdump's spelling of the same filter]. */
 const EXPRESSIONS: (string | [string, string])[] = [
@@ -65,7 +66,15 @@ const EXPRESSIONS: (string | [string, string])[] = [
   'icmp[8] = 0 or arp', 'ip[6:2] & 0x1fff != 0 or tcp[13] = 2', 'not (host 100.64.0.2 and port 8080)', 'port 8080 and (tcp[13] & 1 != 0 or tcp[13] & 4 != 0)',
   'tcp[2:2] = 80 or udp[2:2] = 53', 'ip and ip6', 'not not tcp', '((tcp))', 'ip[9] = 17 and udp[2:2] = 5353 and len > 80',
   ['-', 'len >= 0'], ['true', 'len >= 0'], ['false', 'len < 0'], ['tcp or false', 'tcp'], ['not -', 'len < 0'],
+  // one field equal to many values (a hash lookup in the bit vector)
+  'port 53 or port 80 or port 443 or port 5353 or port 8080', 'tcp dst port 22 or 80 or 443 or 8080 or 8443', 'not (udp port 53 or 123 or 5353 or 443)',
+  'ip proto 1 or ip proto 6 or ip proto 17 or ip proto 47', 'ip[8] = 1 or ip[8] = 64 or ip[8] = 63 or ip[8] = 128 or ip[8] = 255',
 ];
+
+/** Patterns for one Classifier: overlapping, so that the order decides (first match wins). */
+const MANY_PATTERNS = ['tcp dst port 80 or 443', 'udp dst port 53', 'udp dst port 123 and src net 100.64.0.0/12', 'tcp[tcpflags] & tcp-syn != 0',
+  'dst net 203.0.113.0/24 and udp', 'tcp dst port 8080 or 8443', 'arp', 'icmp[icmptype] == icmp-echo', 'ip6',
+  'port 5353 or port 8080 or port 443 or port 22 or port 80', 'len > 1000', 'ip[8] < 65 and not icmp', 'vlan and ip', 'not ip and not ip6'];
 
 const generated = tempDir('wirepath-classifier-');
 writeGenerated(join(generated, 'generated.pcap'));
@@ -145,6 +154,26 @@ EXPRESSIONS.forEach((entry, index) => {
     }
     checked++;
   });
+});
+
+test('a Classifier of many overlapping patterns sends each packet where the decision DAG sends it (first match wins)', async () => {
+  // As code these patterns run as a bit vector; interpreted, as the DAG that the tests above hold to tcpdump.
+  assert.ok(compileRules(parseRules(MANY_PATTERNS)).compiled.vector, 'the patterns fit a bit vector');
+  const outputs = async (specialize: boolean) => {
+    const names = Object.keys(CAPTURES) as (keyof typeof CAPTURES)[];
+    const yaml = ['elements:', ...names.flatMap((n) => [
+      `  src_${n}: { type: FromPcap, file: ${JSON.stringify(CAPTURES[n])} }`,
+      `  cl_${n}: { type: Classifier, patterns: ${JSON.stringify(MANY_PATTERNS)} }`,
+      ...MANY_PATTERNS.map((_, k) => `  out_${n}_${k}: { type: ToPcap, file: many-${specialize}-${n}-${k}.pcap }`)]),
+    'connections:', ...names.flatMap((n) => [`  - src_${n} -> cl_${n}`, ...MANY_PATTERNS.map((_, k) => `  - cl_${n}[${k}] -> out_${n}_${k}`)])].join('\n');
+    await runConfig(workDir, yaml, { threads: 'inline', specialize });
+    return names.map((n) => MANY_PATTERNS.map((_, k) => numbersOf(n, join(workDir, `many-${specialize}-${n}-${k}.pcap`))));
+  };
+  const code = await outputs(true);
+  const interpreted = await outputs(false);
+  assert.equal(code, interpreted);
+  // Every pattern but the last gets packets, so the order is really tested.
+  assert.ok(MANY_PATTERNS.slice(0, -1).every((_, k) => code.some((capture) => capture[k].length > 0)), JSON.stringify(code.map((c) => c.map((o) => o.length))));
 });
 
 test(`${EXPRESSIONS.length} expressions were checked on ${Object.keys(CAPTURES).length} captures`, () => {

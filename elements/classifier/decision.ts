@@ -9,6 +9,7 @@
 
 import { Formulas, lower, type Atom, type Field, type Formula } from './lower.ts';
 import { parseExpression, type Expr } from './expression.ts';
+import { planBitVector, vectorSize, writeVector, type BitVectorPlan } from './vector.ts';
 
 export const NO_MATCH = 0x7ffffffe;
 const TERMINAL = 0x80000000;
@@ -141,6 +142,8 @@ export interface CompiledRules {
   reachable: boolean[];
   /** 'shared' when knowledge is shared across rules; 'chained' for rule sets too large for that. */
   mode: 'shared' | 'chained';
+  /** The rules as a bit vector (vector.ts), when they fit one; its tables follow the DAG's in the program. */
+  vector?: BitVectorPlan;
 }
 
 class BudgetExceeded extends Error {}
@@ -347,7 +350,8 @@ export interface RuleSet {
 
 export function compileRules(expressions: Expr[]): RuleSet {
   const f = new Formulas();
-  return { expressions, compiled: buildDecisions(f, expressions.map((e) => lower(e, f))) };
+  const formulas = expressions.map((e) => lower(e, f));
+  return { expressions, compiled: { ...buildDecisions(f, formulas), vector: planBitVector(formulas) } };
 }
 
 export interface RuleWarning { rule: number; message: string; hint?: string }
@@ -384,6 +388,11 @@ export function parseRules(texts: string[]): Expr[] {
  * Targets are node indices, or TERMINAL | rule (TERMINAL | NO_MATCH when no rule matches).
  */
 export function programSize(compiled: CompiledRules): number {
+  return dagSize(compiled) + (compiled.vector ? vectorSize(compiled.vector) : 0);
+}
+
+/** Where the DAG's part of the program ends (a multiple of 8): the bit vector's tables start there. */
+export function dagSize(compiled: CompiledRules): number {
   return HEADER_SIZE + compiled.nodes.length * NODE_SIZE + compiled.nodes.reduce((s, n) => s + (n.kind === 'lookup' ? 8 * tableSlots(n.entries.size) : 0), 0);
 }
 
@@ -437,6 +446,7 @@ export function writeProgram(compiled: CompiledRules, view: DataView): void {
       view.setUint32(offset + 8 * s + 4, target, true);
     }
   });
+  if (compiled.vector) writeVector(compiled.vector, view, dagSize(compiled), NO_MATCH);
 }
 
 /** The program as text, one node per line (like Click's `program` handler). */
@@ -453,5 +463,6 @@ export function describeProgram(compiled: CompiledRules, outcome: (rule: number)
     const cases = [...n.entries].map(([v, t]) => `${hex(v)} -> ${target(t)}`).join(', ');
     return `${i}: ${fieldText(n.field)} & ${hex(n.mask)} in {${cases}}  else -> ${target(n.otherwise)}  short -> ${target(n.fault)}`;
   });
-  return [`root -> ${target(compiled.root)} (${compiled.nodes.length} nodes, ${compiled.mode})`, ...lines].join('\n');
+  const vector = compiled.vector ? `; as code, a bit vector of ${compiled.vector.termRules.length} terms for packets holding every field read` : '';
+  return [`root -> ${target(compiled.root)} (${compiled.nodes.length} nodes, ${compiled.mode}${vector})`, ...lines].join('\n');
 }

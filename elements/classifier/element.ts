@@ -12,7 +12,8 @@ export default defineElement({
     + 'tcpdump matches: port and TCP-flag tests see first fragments only, `vlan` shifts what follows by the tag, `and` and '
     + '`or` group from the left with equal precedence, and a pattern that reads past the captured bytes does not match. '
     + 'All patterns compile into one decision program of masked compares, shared between patterns, with a hash lookup '
-    + 'where many patterns test one field; a pattern that can never match or is shadowed by earlier ones is warned about.',
+    + 'where many patterns test one field, run as code made for the patterns (up to 64 terms without a branch, as a bit '
+    + 'vector); a pattern that can never match or is shadowed by earlier ones is warned about.',
   inputs: 1,
   outputs: (params) => ((params.patterns as Rule[] | undefined) ?? [undefined]).map((rule, i) => ({
     name: `${i}`,

@@ -5,8 +5,9 @@
 // program.ts does: same reads, same "short" branch for a read past the captured bytes, and the hash
 // tables of lookup nodes are the ones writeProgram puts in config data.
 
-import { isTerminal, lookupTables, NO_MATCH, type CompiledRules } from './decision.ts';
+import { dagSize, isTerminal, lookupTables, NO_MATCH, type CompiledRules } from './decision.ts';
 import type { Field } from './lower.ts';
+import { vectorLayout, type BitVectorPlan } from './vector.ts';
 
 const TERMINAL = 0x80000000;
 /**
@@ -25,6 +26,7 @@ export interface DecisionModule {
 }
 
 const hex = (v: number) => `0x${(v >>> 0).toString(16)}`;
+const hex64 = (v: bigint) => `<u64>0x${v.toString(16)}`;
 const args = 'data, length, wire, program';
 
 /** Where the branch to `target` goes: a rule number returned, or the next node called. */
@@ -93,11 +95,58 @@ export function decisionModule(compiled: CompiledRules, module: DecisionModule):
     '@unmanaged class Rules {',
     '  @inline decide(program: usize, p: Packet): u32 {',
     '    const data = p.data, length = p.length, wire = p.wireLength;',
-    `    ${branch(compiled.root)}`,
+    ...(compiled.vector && !isTerminal(compiled.root) ? vectorDecision(compiled.vector, dagSize(compiled), branch(compiled.root)) : [branch(compiled.root)]).map((l) => `    ${l}`),
     '  }',
     '}',
     '',
     ...nodes,
     '',
   ].join('\n');
+}
+
+/**
+ * Statements deciding with the bit vector (vector.ts) from the tables at `base`; a packet too short for
+ * some read takes `fallback` (the DAG).
+ */
+function vectorDecision(plan: BitVectorPlan, base: number, fallback: string): string[] {
+  const { tables, rules } = vectorLayout(plan, base);
+  const lines = [`if (length < ${plan.frameEnd}) ${fallback}`];
+  for (const [l3, end] of plan.transportEnds) {
+    lines.push(`const transport${l3}: u32 = ${l3} + ((<u32>load<u8>(data, ${l3}) & 15) << 2);`, `if (transport${l3} + ${end} > length) ${fallback}`);
+  }
+  const fields = new Map<string, string>();
+  /** The variable holding the field, declared on first use. */
+  const value = (field: Field): string => {
+    const key = `${field.base}:${field.offset}:${field.size}:${field.l3}`;
+    let name = fields.get(key);
+    if (!name) {
+      name = field.base === 'wire' ? 'wire' : `field${fields.size}`;
+      fields.set(key, name);
+      if (field.base === 'frame') lines.push(`const ${name} = ${read(field.size, 'data', field.offset)};`);
+      if (field.base === 'transport') lines.push(`const ${name} = ${read(field.size, `data + transport${field.l3}`, field.offset)};`);
+    }
+    return name;
+  };
+  const and = (name: string, mask: number, size: 1 | 2 | 4) => (mask >>> 0 === FULL_MASK[size] ? name : `(${name} & ${hex(mask)})`);
+  lines.push(`let terms: u64 = ${hex64(plan.all)};`);
+  for (const { atom, whenTrue, whenFalse } of plan.tests) {
+    const test = `${and(value(atom.field), atom.mask, atom.field.size)} ${COMPARE[atom.compare]} ${hex(atom.value)}`;
+    lines.push(`terms &= select<u64>(${hex64(whenTrue)}, ${hex64(whenFalse)}, ${test});`);
+  }
+  plan.fields.forEach((f, i) => {
+    const key = `key${i}`;
+    lines.push(`const ${key} = ${and(value(f.field), f.mask, f.field.size)};`);
+    if (f.hash) {
+      lines.push(
+        `const slot${i} = program + ${tables[i]} + (<usize>((${key} * ${hex(f.hash.multiplier)}) >>> ${f.hash.shift}) << 4);`,
+        `terms &= select<u64>(load<u64>(slot${i}, 8), ${hex64(f.otherwise)}, load<u32>(slot${i}) == ${key});`,
+      );
+      return;
+    }
+    // The values are different, so at most one compare holds: a chain of selects picks its terms.
+    const chain = [...f.entries].reduceRight((rest, [v, terms]) => `select<u64>(${hex64(terms)}, ${rest}, ${key} == ${hex(v)})`, hex64(f.otherwise));
+    lines.push(`terms &= ${chain};`);
+  });
+  lines.push(`return load<u32>(program + ${rules} + (<usize>ctz(terms) << 2));`);
+  return lines;
 }
