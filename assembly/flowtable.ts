@@ -19,6 +19,8 @@ export const ENTRY_KEY: u32 = 8;
 export const ENTRY_EXPIRES: u32 = 24;
 export const ENTRY_VALUE: u32 = 32;
 export const KEY_SIZE: u32 = 16;
+/** FlowTable.worthTouching: live entries beyond 1 MiB. */
+const TOUCH_ABOVE_BYTES: u64 = 1 << 20;
 
 /**
  * A 5-tuple key: [src u32][dst u32][ports u32: sport << 16 | dport][proto u32]. ICMP queries and
@@ -98,6 +100,23 @@ export class FlowTable {
   /** When the entry whose value is at `value` expires. */
   @inline static expires(value: usize): u64 {
     return load<u64>(value - ENTRY_VALUE, ENTRY_EXPIRES);
+  }
+
+  /** Whether touch() pays: the live entries outgrow what a core's L2 cache keeps (below that, lookups hit anyway). */
+  @inline worthTouching(): bool {
+    return <u64>this.live * <u64>this.entrySize > TOUCH_ABOVE_BYTES;
+  }
+
+  /**
+   * Reads the first slot `hash` probes, so that a batch loop can start the cache misses of many lookups
+   * before it makes the first: WebAssembly has no prefetch, but the processor overlaps independent loads
+   * that come close together (measured here: 165 ns per miss one after another, 30 ns overlapped), so
+   * touch the batch's slots in one short loop. Both ends of the entry, which may straddle two cache
+   * lines. Returns a value to keep, or the loads go.
+   */
+  @inline touch(hash: u32): u32 {
+    const e = this.entry(hash);
+    return load<u32>(e) + <u32>load<u8>(e + <usize>this.entrySize - 1);
   }
 
   /** Value address of the live entry for `key`, or 0. Does not change its deadline. */

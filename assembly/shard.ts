@@ -21,6 +21,10 @@ export const CTX_KEY: u32 = 48;
 export const CTX_TAKEN: u32 = 64;
 /** The clock of the last batch with packets, for the control plane (handlers that stamp changes). */
 export const CTX_NOW: u32 = 72;
+/** Address of this shard's BATCH_SCRATCH_BYTES of scratch (batchScratch). */
+export const CTX_SCRATCH: u32 = 80;
+/** Bytes of batchScratch(): 4 per packet of the largest batch the config allows. */
+export const BATCH_SCRATCH_BYTES: u32 = 16384;
 
 let ctx: usize = 0;
 let rxRing: Ring = changetype<Ring>(0);
@@ -31,6 +35,7 @@ let outHead: u32 = 0;
 let outLimit: u32 = 0;
 let receivedTail: u32 = 0;
 let batchTime: u64 = 0;
+let scratch: usize = 0;
 
 export function shardInit(context: usize): void {
   ctx = context;
@@ -38,6 +43,7 @@ export function shardInit(context: usize): void {
   outRing = changetype<Ring>(load<u32>(context, CTX_OUT_RING));
   stash = changetype<Stack>(load<u32>(context, CTX_STASH));
   slotSize = load<u32>(context, CTX_SLOT_SIZE);
+  scratch = <usize>load<u32>(context, CTX_SCRATCH);
   outHead = outRing.head;
   outLimit = outRing.limit();
 }
@@ -55,6 +61,14 @@ export function shardNow(): u64 {
 /** This shard's 16-byte scratch buffer for a flow key (FlowKey.fromPacket writes into it). */
 @inline export function keyBuffer(): usize {
   return ctx + CTX_KEY;
+}
+
+/**
+ * This shard's BATCH_SCRATCH_BYTES of scratch, for an element's arrays over one batch (a hash per
+ * packet, say): what is written there lasts until the element's process returns.
+ */
+@inline export function batchScratch(): usize {
+  return scratch;
 }
 
 /** Bytes a packet's slot can hold from its current data offset on. */

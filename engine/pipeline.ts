@@ -7,7 +7,7 @@ import { buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from '.
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
-import { Meta, RingLayout, ShardContext, IoContext, Steering, FragmentArea, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
+import { Meta, RingLayout, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import type { DataState, ElementView, TableEntry, SinkDriver, SourceDriver, IoContext as DriverContext } from './element.ts';
 import { EnvironmentError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
@@ -215,6 +215,7 @@ export class Pipeline {
     // stack: no slot travels back through the out ring.
     this.u32(context + ShardContext.stash, this.threads === 'inline' ? this.freeStack : stash);
     this.u32(context + ShardContext.slotSize, config.slotSize);
+    this.u32(context + ShardContext.scratch, arena.alloc(BATCH_SCRATCH_BYTES));
     const record = this.shardRecords + id * IoContext.shardRecord;
     arena.u8.fill(0, record, record + IoContext.shardRecord);
     this.u32(record, rxRing);

@@ -37,11 +37,11 @@ connections:
 }
 
 /** Rounds of packets, every subscriber once per round: its UDP datagram out (its number in the payload), and with `reply` the server's answer to its mapping. */
-function trace(name: string, rounds: number, reply?: Map<number, string>): void {
+function trace(name: string, rounds: number, reply?: Map<number, string>, subscribers = SUBSCRIBERS): void {
   const frames: { data: Buffer; sec: number; usec: number }[] = [];
   const payload = (i: number) => Buffer.from([i >> 24, (i >> 16) & 255, (i >> 8) & 255, i & 255]);
   for (let round = 0; round < rounds; round++) {
-    for (let i = 0; i < SUBSCRIBERS; i++) {
+    for (let i = 0; i < subscribers; i++) {
       frames.push({ data: ipv4Frame({ proto: 'udp', src: subscriber(i), dst: server(i), sport: 10000 + i, dport: 53, payload: payload(i) }), sec: T0 + round, usec: i });
       const mapped = reply?.get(i);
       if (mapped) {
@@ -88,6 +88,18 @@ test('dynamic blocks: 10k subscribers keep their external address and port throu
     all.add([...set][0]);
   }
   assert.is(all.size, SUBSCRIBERS, 'no two subscribers share an external address and port');
+});
+
+test('a session table larger than a core\'s cache share (30k sessions: each batch touches its lookups first): all translated, one mapping each', async () => {
+  const subscribers = 30_000; // 30k x 48-byte entries: past FlowTable.worthTouching's 1 MiB
+  trace('large', 2, undefined, subscribers);
+  const { counters } = await run('large', 'max_subscribers: 32768, max_sessions: 32768, ports_per_block: 64', { shards: 1, threads: 'inline' });
+  assert.is(counters.translated_out, 2 * subscribers, 'every packet translated');
+  assert.is(counters.mappings_created, subscribers, 'one mapping per subscriber');
+  const externals = externalsOf(join(dir, 'large-outside.pcap'));
+  assert.is(externals.size, subscribers);
+  assert.ok([...externals.values()].every((set) => set.size === 1), 'each subscriber left with one external address and port');
+  assert.is(new Set([...externals.values()].map((set) => [...set][0])).size, subscribers, 'no two share one');
 });
 
 test('deterministic mode: replies reach their subscribers across the moves; output equals one shard (wirepath verify)', async () => {
