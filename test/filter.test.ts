@@ -86,6 +86,29 @@ test('stateful: replies of allowed connections pass; reply-looking packets witho
   assert.is(fw.connections, 3, 'the UDP flow, the ICMP exchange and the half-open TCP connection are live');
 });
 
+test('a connection table larger than a core\'s cache share (30k connections: each batch touches its lookups first): replies still pass', async () => {
+  const clients = 30_000; // 30k x 40-byte entries: past FlowTable.worthTouching's 1 MiB
+  const client = (i: number) => `100.64.${i >> 8}.${i & 255}`;
+  const frames = [];
+  for (let i = 0; i < clients; i++) frames.push({ data: frame(out({ proto: 'udp', src: client(i), sport: 1024 + (i % 50000), dport: 53 })), sec: T0, usec: i });
+  for (let i = 0; i < clients; i++) {
+    frames.push({ data: frame(back({ proto: 'udp', dst: client(i), sport: 53, dport: 1024 + (i % 50000) })), sec: T0 + 1, usec: 2 * i });
+    frames.push({ data: frame(back({ proto: 'udp', dst: client(i), sport: 53, dport: 1023 })), sec: T0 + 1, usec: 2 * i + 1 }); // no such query
+  }
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), frames);
+    const result = await runConfig(dir, config(`stateful: true, capacity: 32768, rules: ['allow udp dst port 53']`).replace('batch: 1', 'batch: 256'), { threads: 'inline' });
+    const fw = result.elements.fw as Record<string, number>;
+    assert.is(fw.allowed, clients, 'queries allowed');
+    assert.is(fw.tracked, clients, 'every reply found its connection');
+    assert.is(fw.denied, clients, 'replies without a query denied');
+    assert.is(readPcap(join(dir, 'out.pcap')).records.length, 2 * clients);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('stateful timeouts run on the trace clock, per TCP state', async () => {
   const timeouts = 'tcp_handshake: 30s, tcp_established: 60s, tcp_closing: 10s, udp_timeout: 30s, icmp_timeout: 5s';
   const { passed } = await run(`${STATEFUL}, ${timeouts}`, [

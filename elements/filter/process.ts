@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, now, dropPacket } from "wirepath";
+import { Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, now, dropPacket, batchScratch, BATCH_SCRATCH_BYTES } from "wirepath";
 import { FilterState, FilterConnectionsEntry } from "./layout";
 import { Interpreter, NO_MATCH } from "../classifier/program";
 
@@ -36,6 +36,7 @@ export function process(self: FilterState, batch: Batch, out: Outputs): void {
   if (!self.hit_row) claimHitRow(self);
   const hits = <usize>self.hit_row;
   const t = now();
+  if (self.stateful && self.connections.worthTouching()) touchConnections(self, batch);
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
     const key = self.stateful && connectionKey(p) ? keyBuffer() : 0;
@@ -63,6 +64,28 @@ export function process(self: FilterState, batch: Batch, out: Outputs): void {
     out.push(<i32>action, p);
   }
   if (self.stateful) self.connections.sweep(t, 8);
+}
+
+/** What touchConnections read, kept so that its loads stay. */
+let touched: u32 = 0;
+
+/**
+ * Starts the connection lookups of a batch: hashes each packet's connection key, then touches every
+ * one's slot in one short loop before the first lookup, so that their cache misses overlap (as NAT's
+ * touchSessions; a large table misses on nearly every lookup).
+ */
+function touchConnections(self: FilterState, batch: Batch): void {
+  const hashes = batchScratch();
+  const count = min(batch.count, BATCH_SCRATCH_BYTES >> 2);
+  let n: u32 = 0;
+  for (let i: u32 = 0; i < count; i++) {
+    if (!connectionKey(batch.packet(i))) continue;
+    store<u32>(hashes + (<usize>n << 2), FlowKey.hash(keyBuffer()));
+    n++;
+  }
+  let sink: u32 = 0;
+  for (let i: u32 = 0; i < n; i++) sink += self.connections.touch(load<u32>(hashes + (<usize>i << 2)));
+  touched += sink;
 }
 
 /** Takes the next free row of hit counters for this shard (each shard claims one row, once, atomically). */
