@@ -6,7 +6,8 @@
 // frames counted on the server's interface), TCP Gbit/s (one iperf3 stream) and the ping round trip. Offloads are off on
 // all four veth ends, as in ../shared/research/anchor-click.md §4. Each wirepath row carries its ratio
 // to the matching kernel row: the bridge to forwarding, the Rewrite pipeline to NAT. Medians of
-// BENCH_RUNS trials (default 3) of BENCH_SECONDS (default 5). Needs root.
+// BENCH_RUNS trials (default 3) of BENCH_SECONDS (default 5), the setups taking turns (one trial of
+// each per round). Needs root.
 
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,20 +89,16 @@ async function tcpTrial(t: Topology): Promise<number> {
   return result.end.sum_received.bits_per_second / 1e9;
 }
 
-async function measure(t: Topology, setup: Setup) {
+/** One round of a setup: its engine started (if any), one UDP, one TCP and one ping trial, the engine stopped. */
+async function trial(t: Topology, setup: Setup) {
   t.route(setup.route);
   t.kernel(setup.kernel);
   const engine = setup.engine ? await startEngine(t, setup.engine(t), 4, ROOT) : undefined;
   try {
     if (engine && engine.child.exitCode !== null) throw new Error(`${setup.name}: wirepath exited: ${engine.stderr()}`);
-    const udp = [];
-    const tcp = [];
-    const rtt = [];
-    for (let i = 0; i < RUNS; i++) {
-      udp.push(udpTrial(t, setup.route));
-      tcp.push(await tcpTrial(t));
-      rtt.push(pingTrial(t));
-    }
+    const udp = udpTrial(t, setup.route);
+    const tcp = await tcpTrial(t);
+    const rtt = pingTrial(t);
     // Stopped before its counters are read; stop() again in finally is then a no-op.
     await engine?.stop();
     return { udp, tcp, rtt, engineOutput: engine?.stdout() ?? '' };
@@ -143,8 +140,13 @@ export async function main(): Promise<void> {
       rows.push({ name: `receive path: TPACKET_V${version} ring drained into WASM memory, 64 B`, mpps: drainMpps, ns_per_packet: 1e3 / drainMpps, runs: RUNS,
         frames: median(drains.map((d) => d.frames)) });
     }
+    // Round-robin: one trial of every setup per round, so that each ratio compares trials minutes apart at most
+    // (the machine's speed drifts over a run).
+    const trials = new Map(SETUPS.map((s) => [s, [] as Awaited<ReturnType<typeof trial>>[]]));
+    for (let i = 0; i < RUNS; i++) for (const setup of SETUPS) trials.get(setup)!.push(await trial(t, setup));
     for (const setup of SETUPS) {
-      const m = await measure(t, setup);
+      const runs = trials.get(setup)!;
+      const m = { udp: runs.map((r) => r.udp), tcp: runs.map((r) => r.tcp), rtt: runs.map((r) => r.rtt), engineOutput: runs.at(-1)!.engineOutput };
       const mpps = median(m.udp.map((u) => u.mpps));
       const gbps = median(m.tcp);
       console.error(`${setup.name}: UDP 64 B ${mpps.toFixed(3)} Mpps (sent ${median(m.udp.map((u) => u.sentMpps)).toFixed(3)}), TCP ${gbps.toFixed(2)} Gbit/s`);

@@ -48,8 +48,12 @@ export interface BitVectorPlan {
   transportEnds: Map<number, number>;
 }
 
-/** What a term needs of one masked field (equal to a value `in`, or to none `out`) or of one comparison (true or false). */
-type Constraint = { in: Set<number> } | { out: Set<number> } | boolean;
+/** What a term needs of one masked field: equal to a value `in` the set, or to none of those `out`. */
+type Values = { in: Set<number> } | { out: Set<number> };
+/** ... or of one comparison: true or false. */
+type Constraint = Values | boolean;
+const named = (v: Values) => ('in' in v ? v.in : v.out);
+const allows = (v: Values, value: number) => ('in' in v ? v.in.has(value) : !v.out.has(value));
 /** Constraint keys: `=fieldKey/mask` for equality, `<atom id` for comparisons. */
 type Term = Map<string, Constraint>;
 
@@ -87,9 +91,10 @@ export function planBitVector(formulas: Formula[]): BitVectorPlan | undefined {
       tests.push({ atom, whenTrue: left(key, (c) => c === true), whenFalse: left(key, (c) => c === false) });
       continue;
     }
-    const values = [...new Set(terms.flatMap((t) => { const c = t.get(key) as { in: Set<number> } | { out: Set<number> } | undefined; return c ? ['in' in c ? [...c.in] : [...c.out]] : []; }).flat())];
-    const entries = new Map(values.map((v) => [v, left(key, (c) => ('in' in (c as object) ? (c as { in: Set<number> }).in.has(v) : !(c as { out: Set<number> }).out.has(v)))] as const));
-    const otherwise = left(key, (c) => !('in' in (c as object)));
+    // Equality keys hold Values: the terms left for each value named, and for any other (only `out` ones allow it).
+    const values = [...new Set(terms.flatMap((t) => (t.has(key) ? [...named(t.get(key) as Values)] : [])))];
+    const entries = new Map(values.map((v) => [v, left(key, (c) => allows(c as Values, v))] as const));
+    const otherwise = left(key, (c) => 'out' in (c as Values));
     fields.push({ field: atom.field, mask: atom.mask, entries, otherwise, hash: values.length >= MIN_HASHED_VALUES ? perfectHash(values) : undefined });
   }
   const selects = tests.length + fields.reduce((s, f) => s + (f.hash ? 1 : f.entries.size), 0);
@@ -150,7 +155,7 @@ function conjoin(a: Term, b: Term): Term | undefined {
         if (c !== d) return undefined;
       } else if ('in' in c || 'in' in d) {
         const [inside, other] = 'in' in c ? [c, d] : [d as { in: Set<number> }, c];
-        const keep = [...inside.in].filter((v) => ('in' in other ? other.in.has(v) : !other.out.has(v)));
+        const keep = [...inside.in].filter((v) => allows(other, v));
         if (keep.length === 0) return undefined;
         both = { in: new Set(keep) };
       } else {
@@ -198,7 +203,7 @@ function merge(t: Term, u: Term): Term {
   const out = new Map(t);
   for (const [key, c] of u) {
     const d = t.get(key)!;
-    if (!sameConstraint(c, d)) out.set(key, { in: new Set([...(d as { in: Set<number> }).in, ...(c as { in: Set<number> }).in]) });
+    if (!sameConstraint(c, d)) out.set(key, { in: new Set([...named(d as Values), ...named(c as Values)]) });
   }
   return out;
 }
