@@ -83,9 +83,7 @@ function touchConnections(self: FilterState, batch: Batch): void {
     store<u32>(hashes + (<usize>n << 2), FlowKey.hash(keyBuffer()));
     n++;
   }
-  let sink: u32 = 0;
-  for (let i: u32 = 0; i < n; i++) sink += self.connections.touch(load<u32>(hashes + (<usize>i << 2)));
-  touched += sink;
+  touched += self.connections.touch(hashes, n);
 }
 
 /** Takes the next free row of hit counters for this shard (each shard claims one row, once, atomically). */

@@ -122,9 +122,7 @@ function touchSessions(self: NATState, batch: Batch): void {
     store<u32>(hashes + (<usize>n << 2), FlowKey.hash(key));
     n++;
   }
-  let sink: u32 = 0;
-  for (let i: u32 = 0; i < n; i++) sink += self.sessions.touch(load<u32>(hashes + (<usize>i << 2)));
-  touched += sink;
+  touched += self.sessions.touch(hashes, n);
 }
 
 /** The dispatcher's steering (element.ts `steer`): by the subscriber that sent the packet, or that holds its destination port. */
