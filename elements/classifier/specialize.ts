@@ -3,7 +3,8 @@
 // branches direct calls, which the optimizer inlines where a node has one parent. The packet then pays
 // a few compares instead of an interpreter's loads and dispatch per node. The code decides exactly as
 // program.ts does: same reads, same "short" branch for a read past the captured bytes, and the hash
-// tables of lookup nodes are the ones writeProgram puts in config data.
+// tables of lookup nodes are the ones writeProgram puts in config data. Rule sets that fit a bit vector
+// (vector.ts) decide without a branch; then the DAG's code serves the packets too short for it.
 
 import { dagSize, isTerminal, lookupTables, NO_MATCH, type CompiledRules } from './decision.ts';
 import type { Field } from './lower.ts';
@@ -53,7 +54,8 @@ function load(field: Field, fault: number): string[] {
   ];
 }
 
-const masked = (field: Field, mask: number) => (mask >>> 0 === FULL_MASK[field.size] ? 'value' : `(value & ${hex(mask)})`);
+/** `name` (the field's value) with the mask applied, unless the mask keeps the whole field. */
+const masked = (field: Field, mask: number, name = 'value') => (mask >>> 0 === FULL_MASK[field.size] ? name : `(${name} & ${hex(mask)})`);
 
 /**
  * The source of a module exporting `process` that runs the element's batch loop (`processWith` of
@@ -127,15 +129,14 @@ function vectorDecision(plan: BitVectorPlan, base: number, fallback: string): st
     }
     return name;
   };
-  const and = (name: string, mask: number, size: 1 | 2 | 4) => (mask >>> 0 === FULL_MASK[size] ? name : `(${name} & ${hex(mask)})`);
   lines.push(`let terms: u64 = ${hex64(plan.all)};`);
   for (const { atom, whenTrue, whenFalse } of plan.tests) {
-    const test = `${and(value(atom.field), atom.mask, atom.field.size)} ${COMPARE[atom.compare]} ${hex(atom.value)}`;
+    const test = `${masked(atom.field, atom.mask, value(atom.field))} ${COMPARE[atom.compare]} ${hex(atom.value)}`;
     lines.push(`terms &= select<u64>(${hex64(whenTrue)}, ${hex64(whenFalse)}, ${test});`);
   }
   plan.fields.forEach((f, i) => {
     const key = `key${i}`;
-    lines.push(`const ${key} = ${and(value(f.field), f.mask, f.field.size)};`);
+    lines.push(`const ${key} = ${masked(f.field, f.mask, value(f.field))};`);
     if (f.hash) {
       lines.push(
         `const slot${i} = program + ${tables[i]} + (<usize>((${key} * ${hex(f.hash.multiplier)}) >>> ${f.hash.shift}) << 4);`,
