@@ -156,24 +156,34 @@ EXPRESSIONS.forEach((entry, index) => {
   });
 });
 
+/** Per capture, per pattern, the packet numbers a Classifier of `patterns` sends to that pattern's output. */
+async function classifierOutputs(patterns: string[], name: string, specialize: boolean): Promise<number[][][]> {
+  const names = Object.keys(CAPTURES) as (keyof typeof CAPTURES)[];
+  const file = (n: string, k: number) => `${name}-${specialize}-${n}-${k}.pcap`;
+  const yaml = ['elements:', ...names.flatMap((n) => [
+    `  src_${n}: { type: FromPcap, file: ${JSON.stringify(CAPTURES[n])} }`,
+    `  cl_${n}: { type: Classifier, patterns: ${JSON.stringify(patterns)} }`,
+    ...patterns.map((_, k) => `  out_${n}_${k}: { type: ToPcap, file: ${file(n, k)} }`)]),
+  'connections:', ...names.flatMap((n) => [`  - src_${n} -> cl_${n}`, ...patterns.map((_, k) => `  - cl_${n}[${k}] -> out_${n}_${k}`)])].join('\n');
+  await runConfig(workDir, yaml, { threads: 'inline', specialize });
+  return names.map((n) => patterns.map((_, k) => numbersOf(n, join(workDir, file(n, k)))));
+}
+
 test('a Classifier of many overlapping patterns sends each packet where the decision DAG sends it (first match wins)', async () => {
   // As code these patterns run as a bit vector; interpreted, as the DAG that the tests above hold to tcpdump.
   assert.ok(compileRules(parseRules(MANY_PATTERNS)).compiled.vector, 'the patterns fit a bit vector');
-  const outputs = async (specialize: boolean) => {
-    const names = Object.keys(CAPTURES) as (keyof typeof CAPTURES)[];
-    const yaml = ['elements:', ...names.flatMap((n) => [
-      `  src_${n}: { type: FromPcap, file: ${JSON.stringify(CAPTURES[n])} }`,
-      `  cl_${n}: { type: Classifier, patterns: ${JSON.stringify(MANY_PATTERNS)} }`,
-      ...MANY_PATTERNS.map((_, k) => `  out_${n}_${k}: { type: ToPcap, file: many-${specialize}-${n}-${k}.pcap }`)]),
-    'connections:', ...names.flatMap((n) => [`  - src_${n} -> cl_${n}`, ...MANY_PATTERNS.map((_, k) => `  - cl_${n}[${k}] -> out_${n}_${k}`)])].join('\n');
-    await runConfig(workDir, yaml, { threads: 'inline', specialize });
-    return names.map((n) => MANY_PATTERNS.map((_, k) => numbersOf(n, join(workDir, `many-${specialize}-${n}-${k}.pcap`))));
-  };
-  const code = await outputs(true);
-  const interpreted = await outputs(false);
-  assert.equal(code, interpreted);
+  const code = await classifierOutputs(MANY_PATTERNS, 'many', true);
+  assert.equal(code, await classifierOutputs(MANY_PATTERNS, 'many', false));
   // Every pattern but the last gets packets, so the order is really tested.
   assert.ok(MANY_PATTERNS.slice(0, -1).every((_, k) => code.some((capture) => capture[k].length > 0)), JSON.stringify(code.map((c) => c.map((o) => o.length))));
+});
+
+test('patterns too many for a bit vector run as the DAG\'s code, and send each packet where the interpreted DAG sends it', async () => {
+  const patterns = [...Array.from({ length: 8 }, (_, i) => `udp port ${5350 + i} or tcp port ${8080 + i}`), ...MANY_PATTERNS];
+  const { compiled } = compileRules(parseRules(patterns));
+  assert.not.ok(compiled.vector, 'more than 64 terms');
+  assert.ok(compiled.nodes.length <= 256, 'small enough to run as code');
+  assert.equal(await classifierOutputs(patterns, 'dag', true), await classifierOutputs(patterns, 'dag', false));
 });
 
 test(`${EXPRESSIONS.length} expressions were checked on ${Object.keys(CAPTURES).length} captures`, () => {
