@@ -25,13 +25,40 @@ export function sumBytes(addr: usize, len: u32, initial: u64 = 0): u64 {
   return ~fold(sumBytes(addr, len, initial));
 }
 
-/** RFC 1624 eqn. 3: the new checksum after a 16-bit field changed from `old` to `updated`. */
-@inline export function updateChecksum16(check: u16, old: u16, updated: u16): u16 {
-  return ~fold(<u64>(~check & 0xffff) + <u64>(~old & 0xffff) + <u64>updated);
+/**
+ * Folds a 32-bit sum of 16-bit terms to 16 bits in two rounds: the first leaves at most 0x1fffe, the
+ * second at most 0xffff. Incremental updates use it in place of fold's four rounds on 64 bits.
+ */
+@inline function foldSmall(sum: u32): u32 {
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return (sum & 0xffff) + (sum >>> 16);
 }
 
-/** RFC 1624 eqn. 3 for a 32-bit field (an IPv4 address). */
+// Incremental updates (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')). Byte order does not matter as long as
+// every value is in the same one (RFC 1071 §2(B)): callers that hold the wire's bytes pass them as
+// loaded, without swapping. Several changes to one checksum add their deltas and apply them once.
+
+/** The change of a 16-bit field from `old` to `updated` (~m + m'), to add up and apply with adjustChecksum. */
+@inline export function delta16(old: u16, updated: u16): u32 {
+  return (~<u32>old & 0xffff) + <u32>updated;
+}
+
+/** The change of a 32-bit field (an IPv4 address): the deltas of its two halves. */
+@inline export function delta32(old: u32, updated: u32): u32 {
+  return (~old & 0xffff) + (~old >>> 16) + (updated & 0xffff) + (updated >>> 16);
+}
+
+/** The checksum after changes whose deltas add up to `delta` (fewer than 32768 of them). */
+@inline export function adjustChecksum(check: u16, delta: u32): u16 {
+  return <u16>~foldSmall((~<u32>check & 0xffff) + delta);
+}
+
+/** The new checksum after a 16-bit field changed from `old` to `updated`. */
+@inline export function updateChecksum16(check: u16, old: u16, updated: u16): u16 {
+  return adjustChecksum(check, delta16(old, updated));
+}
+
+/** The new checksum after a 32-bit field (an IPv4 address) changed from `old` to `updated`. */
 @inline export function updateChecksum32(check: u16, old: u32, updated: u32): u16 {
-  return ~fold(<u64>(~check & 0xffff) + <u64>(~old & 0xffff) + <u64>(~old >>> 16)
-    + <u64>(updated & 0xffff) + <u64>(updated >>> 16));
+  return adjustChecksum(check, delta32(old, updated));
 }

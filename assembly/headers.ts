@@ -113,18 +113,21 @@ export namespace IPv4 {
     setBe16(ip + 10, checksum(ip, headerLength(ip)));
   }
 
+  // The updates below work on the wire's bytes as loaded (little-endian words): the checksum
+  // arithmetic does not depend on byte order, so nothing is swapped.
+
   export function setTtl(ip: usize, value: u8): void {
-    const old = be16(ip + 8);
-    const updated = (<u16>value << 8) | (old & 0xff);
-    setBe16(ip + 8, updated);
-    setBe16(ip + 10, csum16(be16(ip + 10), old, updated));
+    const old = load<u16>(ip + 8); // TTL in the low byte, protocol in the high one
+    const updated = (old & 0xff00) | <u16>value;
+    store<u16>(ip + 8, updated);
+    store<u16>(ip + 10, csum16(load<u16>(ip + 10), old, updated));
   }
 
   export function setTos(ip: usize, value: u8): void {
-    const old = be16(ip);
-    const updated = (old & 0xff00) | <u16>value;
-    setBe16(ip, updated);
-    setBe16(ip + 10, csum16(be16(ip + 10), old, updated));
+    const old = load<u16>(ip); // version and IHL in the low byte, TOS in the high one
+    const updated = (old & 0xff) | (<u16>value << 8);
+    store<u16>(ip, updated);
+    store<u16>(ip + 10, csum16(load<u16>(ip + 10), old, updated));
   }
 
   /** Sets the source address, updating the IP checksum and the TCP/UDP pseudo-header checksum. */
@@ -138,11 +141,12 @@ export namespace IPv4 {
   }
 
   function setAddress(p: Packet, ip: usize, offset: u32, value: u32): void {
-    const old = be32(ip + offset);
-    setBe32(ip + offset, value);
-    setBe16(ip + 10, csum32(be16(ip + 10), old, value));
+    const old = load<u32>(ip + offset);
+    const wire = bswap<u32>(value);
+    store<u32>(ip + offset, wire);
+    store<u16>(ip + 10, csum32(load<u16>(ip + 10), old, wire));
     const l4 = Transport.header(p, ip);
-    if (l4) Transport.updateChecksum32(ip, l4, old, value);
+    if (l4) Transport.updateChecksum32(ip, l4, old, wire);
   }
 }
 
@@ -200,40 +204,43 @@ export namespace Transport {
     return proto == IPPROTO_TCP ? 16 : proto == IPPROTO_UDP ? 6 : -1;
   }
 
-  /** Applies a 32-bit change of a pseudo-header field to the TCP or UDP checksum. */
+  /**
+   * Applies a 32-bit change of a pseudo-header field (an address) to the TCP or UDP checksum. `old`
+   * and `value` are the field's bytes as loaded (wire order), as IPv4.setSrc passes them.
+   */
   export function updateChecksum32(ip: usize, l4: usize, old: u32, value: u32): void {
     const off = checksumOffset(ip);
     if (off < 0) return;
     const field = l4 + <usize>off;
-    const check = be16(field);
+    const check = load<u16>(field);
     if (off == 6 && check == 0) return; // UDP without checksum stays without (RFC 768)
-    let updated = csum32(check, old, value);
-    if (off == 6 && updated == 0) updated = 0xffff;
-    setBe16(field, updated);
+    const updated = csum32(check, old, value);
+    store<u16>(field, off == 6 && updated == 0 ? 0xffff : updated);
   }
 
-  /** Applies a 16-bit change of a covered field (a port) to the TCP or UDP checksum. */
+  /** Applies a 16-bit change of a covered field (a port) to the TCP or UDP checksum; wire order, as updateChecksum32. */
   export function updateChecksum16(ip: usize, l4: usize, old: u16, value: u16): void {
     const off = checksumOffset(ip);
     if (off < 0) return;
     const field = l4 + <usize>off;
-    const check = be16(field);
+    const check = load<u16>(field);
     if (off == 6 && check == 0) return;
-    let updated = csum16(check, old, value);
-    if (off == 6 && updated == 0) updated = 0xffff;
-    setBe16(field, updated);
+    const updated = csum16(check, old, value);
+    store<u16>(field, off == 6 && updated == 0 ? 0xffff : updated);
   }
 
   export function setSrcPort(ip: usize, l4: usize, value: u16): void {
-    const old = be16(l4);
-    setBe16(l4, value);
-    updateChecksum16(ip, l4, old, value);
+    const old = load<u16>(l4);
+    const wire = bswap<u16>(value);
+    store<u16>(l4, wire);
+    updateChecksum16(ip, l4, old, wire);
   }
 
   export function setDstPort(ip: usize, l4: usize, value: u16): void {
-    const old = be16(l4 + 2);
-    setBe16(l4 + 2, value);
-    updateChecksum16(ip, l4, old, value);
+    const old = load<u16>(l4 + 2);
+    const wire = bswap<u16>(value);
+    store<u16>(l4 + 2, wire);
+    updateChecksum16(ip, l4, old, wire);
   }
 
   /**

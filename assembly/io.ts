@@ -109,7 +109,7 @@ function submitSteered(p: Packet): void {
   else enqueueSteered(p, steering);
 }
 
-function enqueueSteered(p: Packet, steering: u32): void {
+@inline function enqueueSteered(p: Packet, steering: u32): void {
   const shard = steering & STEER_BUCKETS ? steer(p) : 0;
   if (shard == BUCKET_HELD) {
     changetype<Stack>(load<u32>(io, IO_HELD)).push(changetype<u32>(p));

@@ -11,13 +11,18 @@ export function process(self: CheckIPHeaderState, batch: Batch, out: Outputs): v
   }
 }
 
-function check(self: CheckIPHeaderState, p: Packet): i32 {
-  if (Ethernet.etherType(p) != ETHERTYPE_IPV4) {
+@inline function check(self: CheckIPHeaderState, p: Packet): i32 {
+  let off: u32 = Ethernet.HEADER;
+  // Untagged IPv4 in one load (0x0800 as loaded little-endian); anything else takes the full parse.
+  if (p.length >= Ethernet.HEADER && load<u16>(p.data + 12) == bswap<u16>(ETHERTYPE_IPV4)) {
+    p.l3Offset = <u16>off;
+  } else if (Ethernet.etherType(p) == ETHERTYPE_IPV4) {
+    off = <u32>p.l3Offset;
+  } else {
     if (self.non_ipv4 == 1 && p.length >= Ethernet.HEADER) return OK;
     self.not_ipv4++;
     return BAD;
   }
-  const off = <u32>p.l3Offset;
   if (p.length < off + IPv4.MIN_HEADER) { self.truncated++; return BAD; }
   const ip = p.data + off;
   const room = p.length - off;

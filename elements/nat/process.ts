@@ -1,7 +1,7 @@
 import {
   Batch, Outputs, Packet, FlowTable, FlowKey, Ethernet, IPv4, Transport, TCP, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
   ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, flowCreated, now, dropPacket, newPacket, resteer, addressHash, symmetricHashOf, checksum, updateChecksum16,
-  updateChecksum32, copyBytes,
+  updateChecksum32, delta16, delta32, adjustChecksum, copyBytes,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
 
@@ -982,20 +982,23 @@ function sessionTimeout(self: NATState, s: NATSessionsEntry, flags: u8, way: u8)
  * ICMP queries the identifier), with the IP checksum and the transport checksum updated once for both.
  */
 function translate(ip: usize, l4: usize, address: u32, port: u16, source: bool): void {
+  // On the wire's bytes as loaded: checksum updates do not depend on byte order (RFC 1071 §2(B)).
   const addressAt = ip + (source ? 12 : 16);
-  const oldAddress = Wire.get32(addressAt);
-  Wire.set32(addressAt, address);
-  Wire.set16(ip + 10, updateChecksum32(Wire.get16(ip + 10), oldAddress, address));
+  const oldAddress = load<u32>(addressAt);
+  const newAddress = bswap<u32>(address);
+  store<u32>(addressAt, newAddress);
+  const addressDelta = delta32(oldAddress, newAddress);
+  store<u16>(ip + 10, adjustChecksum(load<u16>(ip + 10), addressDelta));
   const portAt = protocol == IPPROTO_ICMP ? l4 + 4 : l4 + (source ? 0 : 2);
-  const oldPort = Wire.get16(portAt);
-  Wire.set16(portAt, port);
+  const oldPort = load<u16>(portAt);
+  const newPort = bswap<u16>(port);
+  store<u16>(portAt, newPort);
   const checkAt = protocol == IPPROTO_TCP ? l4 + 16 : protocol == IPPROTO_UDP ? l4 + 6 : l4 + 2;
-  const check = Wire.get16(checkAt);
-  if (protocol == IPPROTO_ICMP) { Wire.set16(checkAt, updateChecksum16(check, oldPort, port)); return; }
+  const check = load<u16>(checkAt);
+  if (protocol == IPPROTO_ICMP) { store<u16>(checkAt, adjustChecksum(check, delta16(oldPort, newPort))); return; }
   if (protocol == IPPROTO_UDP && check == 0) return; // no checksum stays none (RFC 768)
-  let updated = updateChecksum16(updateChecksum32(check, oldAddress, address), oldPort, port);
-  if (protocol == IPPROTO_UDP && updated == 0) updated = 0xffff;
-  Wire.set16(checkAt, updated);
+  const updated = adjustChecksum(check, addressDelta + delta16(oldPort, newPort));
+  store<u16>(checkAt, protocol == IPPROTO_UDP && updated == 0 ? 0xffff : updated);
 }
 
 @inline function isIcmpError(type: u8): bool {

@@ -1,35 +1,81 @@
-import { Batch, Outputs, Ethernet, IPv4, Transport, IPPROTO_TCP, IPPROTO_UDP } from "wirepath";
+import { Batch, Outputs, Ethernet, IPv4, Transport, IPPROTO_TCP, IPPROTO_UDP, delta16, delta32, adjustChecksum } from "wirepath";
 import { RewriteState } from "./layout";
 
 const OUT = 0;
 const EXPIRED = 1;
 
+// Every change to the IPv4 header adds its delta to one sum, applied to the header checksum once; the
+// address changes (in the pseudo-header) and the ports add theirs to a second, applied once to the TCP
+// or UDP checksum. Values are the wire's bytes as loaded: nothing is byte-swapped per packet.
+
 export function process(self: RewriteState, batch: Batch, out: Outputs): void {
+  const decTtl = self.dec_ttl != 0;
+  const ipSrc = bswap<u32>(self.ip_src);
+  const ipDst = bswap<u32>(self.ip_dst);
+  const srcPort = bswap<u16>(self.src_port);
+  const dstPort = bswap<u16>(self.dst_port);
+  const tos = <u16>self.dscp << 10; // the DSCP's place in the header's first 16 bits as loaded
+  const ports = self.has_src_port || self.has_dst_port;
+  let rewritten: u64 = 0;
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
     const ip = IPv4.header(p);
-    if (ip && self.dec_ttl) {
-      const ttl = IPv4.ttl(ip);
-      if (ttl <= 1) { self.expired++; out.push(EXPIRED, p); continue; }
-      IPv4.setTtl(ip, ttl - 1);
-    }
+    if (ip && decTtl && IPv4.ttl(ip) <= 1) { self.expired++; out.push(EXPIRED, p); continue; }
     if (p.length >= Ethernet.HEADER) {
       if (self.has_eth_src) Ethernet.setAddress(Ethernet.src(p), self.eth_src);
       if (self.has_eth_dst) Ethernet.setAddress(Ethernet.dst(p), self.eth_dst);
     }
     if (!ip) { self.not_ipv4++; out.push(OUT, p); continue; }
-    self.rewritten++;
-    if (self.has_ip_src) IPv4.setSrc(p, ip, self.ip_src);
-    if (self.has_ip_dst) IPv4.setDst(p, ip, self.ip_dst);
-    if (self.has_dscp) IPv4.setTos(ip, (<u8>self.dscp << 2) | (IPv4.tos(ip) & 3));
-    if (self.has_src_port || self.has_dst_port) {
-      const proto = IPv4.protocol(ip);
-      const l4 = Transport.header(p, ip);
-      if (l4 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
-        if (self.has_src_port) Transport.setSrcPort(ip, l4, self.src_port);
-        if (self.has_dst_port) Transport.setDstPort(ip, l4, self.dst_port);
+    rewritten++;
+    let header: u32 = 0;
+    let pseudo: u32 = 0;
+    if (decTtl) {
+      const old = load<u16>(ip + 8); // TTL in the low byte as loaded, the protocol in the high one
+      store<u16>(ip + 8, old - 1);
+      header += delta16(old, old - 1);
+    }
+    if (self.has_dscp) {
+      const old = load<u16>(ip); // version and IHL, then TOS
+      const updated = (old & 0x3ff) | tos;
+      store<u16>(ip, updated);
+      header += delta16(old, updated);
+    }
+    if (self.has_ip_src) {
+      const old = load<u32>(ip + 12);
+      store<u32>(ip + 12, ipSrc);
+      pseudo += delta32(old, ipSrc);
+    }
+    if (self.has_ip_dst) {
+      const old = load<u32>(ip + 16);
+      store<u32>(ip + 16, ipDst);
+      pseudo += delta32(old, ipDst);
+    }
+    header += pseudo;
+    if (header) store<u16>(ip + 10, adjustChecksum(load<u16>(ip + 10), header));
+    if (!pseudo && !ports) { out.push(OUT, p); continue; }
+    const proto = IPv4.protocol(ip);
+    const l4 = proto == IPPROTO_TCP || proto == IPPROTO_UDP ? Transport.header(p, ip) : 0;
+    if (l4) {
+      let segment = pseudo;
+      if (self.has_src_port) {
+        const old = load<u16>(l4);
+        store<u16>(l4, srcPort);
+        segment += delta16(old, srcPort);
+      }
+      if (self.has_dst_port) {
+        const old = load<u16>(l4 + 2);
+        store<u16>(l4 + 2, dstPort);
+        segment += delta16(old, dstPort);
+      }
+      const field = l4 + (proto == IPPROTO_TCP ? 16 : 6);
+      const check = load<u16>(field);
+      // A UDP checksum of 0 means none and stays so; one that comes out 0 is sent as 0xffff (RFC 768).
+      if (proto == IPPROTO_TCP || check != 0) {
+        const updated = adjustChecksum(check, segment);
+        store<u16>(field, proto == IPPROTO_UDP && updated == 0 ? 0xffff : updated);
       }
     }
     out.push(OUT, p);
   }
+  self.rewritten += rewritten;
 }
