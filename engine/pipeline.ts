@@ -233,10 +233,11 @@ export class Pipeline {
     return Math.min(this.config.poolSlots >> 2, Math.max(64, 2 * this.pumpBudget * this.copiesPerPacket));
   }
 
-  private startShard(shard: Shard): void {
-    if (this.threads === 'inline') shard.startInline(this.compiled.module, { env: this.imports() });
-    else shard.startWorker(this.compiled.module, this.config.batch, this.clock);
+  /** Starts the shard's thread; resolves when it is ready for batches. */
+  private async startShard(shard: Shard): Promise<void> {
     shard.onCrash = (error) => this.recover(shard, error);
+    if (this.threads === 'inline') shard.startInline(this.compiled.module, { env: this.imports() });
+    else await shard.startWorker(this.compiled.module, this.config.batch, this.clock);
   }
 
   /** Writes the bucket table (a shard number, or HELD, per bucket) and turns steering on when needed. */
@@ -382,7 +383,7 @@ export class Pipeline {
       this.sources.push({ node, driver, submitted: 0 });
     }
     for (const sink of this.sinks) sink.driver = sink.node.type.sink!(this.driverContext(sink.node, sink.node.sinkId));
-    for (const shard of this.shards) this.startShard(shard);
+    await Promise.all(this.shards.map((shard) => this.startShard(shard)));
     this.started = true;
   }
 
@@ -606,7 +607,8 @@ export class Pipeline {
     const lostBefore = this.lostSoFar();
     for (let id = from; id < target; id++) {
       const shard = this.createShard(id);
-      this.startShard(shard);
+      // Not awaited: the buckets start moving (their packets held) at once; the moves wait in its mailbox.
+      void this.startShard(shard);
       this.shards.push(shard);
     }
     this.u32(this.ioContext + IoContext.shardCount, this.shards.length);
@@ -769,7 +771,7 @@ export class Pipeline {
     this.crashReports.push(report);
     this.log(`shard ${shard.id} crashed in ${node.name} (${node.type.type}): ${error.message}; first packet of its batch: ${firstPacket}; `
       + `${lost} packets lost; restarted ${this.lastSnapshot ? `from the snapshot of ${this.lastSnapshot.date} (${restored} entries)` : 'with empty tables (no snapshot taken yet)'}`);
-    this.startShard(shard);
+    void this.startShard(shard);
   }
 
   /**

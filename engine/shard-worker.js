@@ -13,6 +13,7 @@ const OP_EXPORT = 1;
 const env = { memory, abort: () => { throw new Error('abort called in the fast path'); }, seed: () => 0, trace: () => {} };
 const x = new WebAssembly.Instance(module, { env }).exports;
 x.shardInit(context);
+parentPort.postMessage({ ready: true });
 
 const ring = new Int32Array(memory.buffer, rxRing, 64);
 const HEAD = 0, TAIL = 16, SLEEP = 32; // RingLayout offsets / 4

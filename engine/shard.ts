@@ -41,14 +41,22 @@ export class Shard {
     return this.worker !== undefined || this.instance !== undefined;
   }
 
-  startWorker(module: WebAssembly.Module, batch: number, clock: 'trace' | 'wall'): void {
+  /**
+   * Starts the worker; resolves once it has instantiated the module and is ready for batches (starting a
+   * thread and instantiating take a hundred milliseconds or more here: packets sent before then would wait
+   * in the ring).
+   */
+  startWorker(module: WebAssembly.Module, batch: number, clock: 'trace' | 'wall'): Promise<void> {
     this.worker = new Worker(new URL('./shard-worker.js', import.meta.url), {
       workerData: {
         module, memory: this.arena.memory, context: this.memory.context, descriptor: this.memory.descriptor,
         batch, mailbox: this.mailbox.buffer, rxRing: this.memory.rxRing, clock,
       },
     });
+    let ready: () => void;
+    const started = new Promise<void>((resolve) => { ready = resolve; });
     this.worker.on('message', (m) => {
+      if (m.ready) ready();
       if (m.crash) {
         this.worker = undefined;
         const error = new Error(m.crash.message);
@@ -56,7 +64,8 @@ export class Shard {
         this.onCrash(error);
       }
     });
-    this.worker.on('error', (e) => { this.failure ??= e; });
+    this.worker.on('error', (e) => { this.failure ??= e; ready(); });
+    return started;
   }
 
   startInline(module: WebAssembly.Module, imports: WebAssembly.Imports): void {
