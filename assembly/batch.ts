@@ -16,6 +16,11 @@ export class Batch {
     return changetype<Packet>(load<u32>(changetype<usize>(this) + BATCH_HEADER + (<usize>i << 2)));
   }
 
+  /** Puts `p` at position `i` (below count): for elements that keep their batch and pass it on whole. */
+  @inline set(i: u32, p: Packet): void {
+    store<u32>(changetype<usize>(this) + BATCH_HEADER + (<usize>i << 2), changetype<u32>(p));
+  }
+
   @inline push(p: Packet): void {
     const n = this.count;
     if (n < this.capacity) {

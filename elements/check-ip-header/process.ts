@@ -5,10 +5,16 @@ const OK = 0;
 const BAD = 1;
 
 export function process(self: CheckIPHeaderState, batch: Batch, out: Outputs): void {
-  for (let i: u32 = 0; i < batch.count; i++) {
+  // Good packets stay in the batch, which goes on whole; bad ones go to output 1 as they come.
+  const n = batch.count;
+  let kept: u32 = 0;
+  for (let i: u32 = 0; i < n; i++) {
     const p = batch.packet(i);
-    out.push(check(self, p), p);
+    if (check(self, p) == OK) batch.set(kept++, p);
+    else out.push(BAD, p);
   }
+  batch.count = kept;
+  out.pushAll(OK, batch);
 }
 
 @inline function check(self: CheckIPHeaderState, p: Packet): i32 {

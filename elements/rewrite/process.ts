@@ -17,15 +17,19 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
   const tos = <u16>self.dscp << 10; // the DSCP's place in the header's first 16 bits as loaded
   const ports = self.has_src_port || self.has_dst_port;
   let rewritten: u64 = 0;
-  for (let i: u32 = 0; i < batch.count; i++) {
+  // Packets for output 0 stay in the batch, which goes on whole; expired ones go to output 1 as they come.
+  const n = batch.count;
+  let kept: u32 = 0;
+  for (let i: u32 = 0; i < n; i++) {
     const p = batch.packet(i);
     const ip = IPv4.header(p);
     if (ip && decTtl && IPv4.ttl(ip) <= 1) { self.expired++; out.push(EXPIRED, p); continue; }
+    batch.set(kept++, p);
     if (p.length >= Ethernet.HEADER) {
       if (self.has_eth_src) Ethernet.setAddress(Ethernet.src(p), self.eth_src);
       if (self.has_eth_dst) Ethernet.setAddress(Ethernet.dst(p), self.eth_dst);
     }
-    if (!ip) { self.not_ipv4++; out.push(OUT, p); continue; }
+    if (!ip) { self.not_ipv4++; continue; }
     rewritten++;
     let header: u32 = 0;
     let pseudo: u32 = 0;
@@ -52,7 +56,7 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
     }
     header += pseudo;
     if (header) store<u16>(ip + 10, adjustChecksum(load<u16>(ip + 10), header));
-    if (!pseudo && !ports) { out.push(OUT, p); continue; }
+    if (!pseudo && !ports) continue;
     const proto = IPv4.protocol(ip);
     const l4 = proto == IPPROTO_TCP || proto == IPPROTO_UDP ? Transport.header(p, ip) : 0;
     if (l4) {
@@ -75,7 +79,8 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
         store<u16>(field, proto == IPPROTO_UDP && updated == 0 ? 0xffff : updated);
       }
     }
-    out.push(OUT, p);
   }
+  batch.count = kept;
+  out.pushAll(OUT, batch);
   self.rewritten += rewritten;
 }
