@@ -1,5 +1,5 @@
 import { Packet } from "./packet";
-import { sumBytes, checksum, fold, updateChecksum16 as csum16, updateChecksum32 as csum32 } from "./checksum";
+import { sumBytes, checksum, fold, updateChecksum32 as csum32 } from "./checksum";
 
 // Header accessors. Every parser checks each offset against the packet's length: a truncated or
 // lying header yields 0 ("no such header"), never a read past the frame. Field values are host order.
@@ -113,23 +113,6 @@ export namespace IPv4 {
     setBe16(ip + 10, checksum(ip, headerLength(ip)));
   }
 
-  // The updates below work on the wire's bytes as loaded (little-endian words): the checksum
-  // arithmetic does not depend on byte order, so nothing is swapped.
-
-  export function setTtl(ip: usize, value: u8): void {
-    const old = load<u16>(ip + 8); // TTL in the low byte, protocol in the high one
-    const updated = (old & 0xff00) | <u16>value;
-    store<u16>(ip + 8, updated);
-    store<u16>(ip + 10, csum16(load<u16>(ip + 10), old, updated));
-  }
-
-  export function setTos(ip: usize, value: u8): void {
-    const old = load<u16>(ip); // version and IHL in the low byte, TOS in the high one
-    const updated = (old & 0xff) | (<u16>value << 8);
-    store<u16>(ip, updated);
-    store<u16>(ip + 10, csum16(load<u16>(ip + 10), old, updated));
-  }
-
   /** Sets the source address, updating the IP checksum and the TCP/UDP pseudo-header checksum. */
   export function setSrc(p: Packet, ip: usize, value: u32): void {
     setAddress(p, ip, 12, value);
@@ -216,31 +199,6 @@ export namespace Transport {
     if (off == 6 && check == 0) return; // UDP without checksum stays without (RFC 768)
     const updated = csum32(check, old, value);
     store<u16>(field, off == 6 && updated == 0 ? 0xffff : updated);
-  }
-
-  /** Applies a 16-bit change of a covered field (a port) to the TCP or UDP checksum; wire order, as updateChecksum32. */
-  export function updateChecksum16(ip: usize, l4: usize, old: u16, value: u16): void {
-    const off = checksumOffset(ip);
-    if (off < 0) return;
-    const field = l4 + <usize>off;
-    const check = load<u16>(field);
-    if (off == 6 && check == 0) return;
-    const updated = csum16(check, old, value);
-    store<u16>(field, off == 6 && updated == 0 ? 0xffff : updated);
-  }
-
-  export function setSrcPort(ip: usize, l4: usize, value: u16): void {
-    const old = load<u16>(l4);
-    const wire = bswap<u16>(value);
-    store<u16>(l4, wire);
-    updateChecksum16(ip, l4, old, wire);
-  }
-
-  export function setDstPort(ip: usize, l4: usize, value: u16): void {
-    const old = load<u16>(l4 + 2);
-    const wire = bswap<u16>(value);
-    store<u16>(l4 + 2, wire);
-    updateChecksum16(ip, l4, old, wire);
   }
 
   /**
