@@ -1,7 +1,7 @@
 // Throughput between two network namespaces through the engine namespace (test/topology.ts), in one
 // run: (a) Linux forwarding, (b) Linux nftables NAT (masquerade), (c) wirepath as a bridge
 // (configs/bridge.yaml; also with the TPACKET_V2 ring), (d) wirepath with Classifier -> Counter -> Rewrite
-// (configs/nat-bridge.yaml).
+// (configs/nat-bridge.yaml); (c) and (d) with a shard worker (the default) and with --inline.
 // For each: 64-byte UDP packets per second (bench/udp-sender.ts, sendmmsg on the addon; received
 // frames counted on the server's interface), TCP Gbit/s (one iperf3 stream) and the ping round trip. Offloads are off on
 // all four veth ends, as in ../shared/research/anchor-click.md §4. Each wirepath row carries its ratio
@@ -33,19 +33,23 @@ interface Setup {
 const bridge = (t: Topology, ...extra: string[]) => ['configs/bridge.yaml', '--set', `a_in.device=${t.dev.engineClient}`, '--set', `b_out.device=${t.dev.engineClient}`,
   '--set', `b_in.device=${t.dev.engineServer}`, '--set', `a_out.device=${t.dev.engineServer}`, ...extra];
 
+/** configs/nat-bridge.yaml (Classifier -> Rewrite both ways) on the engine's two interfaces. */
+const classifierRewrite = (t: Topology, ...extra: string[]) => ['configs/nat-bridge.yaml', '--set', `from_client.device=${t.dev.engineClient}`,
+  '--set', `to_client.device=${t.dev.engineClient}`, '--set', `from_server.device=${t.dev.engineServer}`, '--set', `to_server.device=${t.dev.engineServer}`, ...extra];
+
+// Each wirepath setup also runs with --inline (the graph on the I/O thread): with two cores, a shard worker
+// and the I/O thread both poll while the peers' processes and the kernel's softirqs want the same cores.
 const SETUPS: Setup[] = [
   { name: 'Linux forwarding', route: 'router', kernel: 'forward' },
   { name: 'Linux nftables NAT', route: 'router', kernel: 'nat' },
   { name: 'wirepath bridge', route: 'bridge', kernel: 'off', versus: 'Linux forwarding', engine: (t) => bridge(t) },
+  { name: 'wirepath bridge, --inline', route: 'bridge', kernel: 'off', versus: 'Linux forwarding', engine: (t) => bridge(t, '--inline') },
   {
     name: 'wirepath bridge, ring: v2', route: 'bridge', kernel: 'off', versus: 'Linux forwarding',
     engine: (t) => bridge(t, '--set', 'a_in.ring=v2', '--set', 'b_in.ring=v2'),
   },
-  {
-    name: 'wirepath Classifier -> Rewrite', route: 'router', kernel: 'off', versus: 'Linux nftables NAT',
-    engine: (t) => ['configs/nat-bridge.yaml', '--set', `from_client.device=${t.dev.engineClient}`, '--set', `to_client.device=${t.dev.engineClient}`,
-      '--set', `from_server.device=${t.dev.engineServer}`, '--set', `to_server.device=${t.dev.engineServer}`],
-  },
+  { name: 'wirepath Classifier -> Rewrite', route: 'router', kernel: 'off', versus: 'Linux nftables NAT', engine: (t) => classifierRewrite(t) },
+  { name: 'wirepath Classifier -> Rewrite, --inline', route: 'router', kernel: 'off', versus: 'Linux nftables NAT', engine: (t) => classifierRewrite(t, '--inline') },
 ];
 
 function rxPackets(t: Topology): number {
