@@ -3,6 +3,7 @@ import { Ring, Stack, RING_TAIL, ENTRY_RECYCLE } from "./ring";
 import { Batch } from "./batch";
 import { FlowKey } from "./flowtable";
 import { IPv4, Transport, ICMP, Wire, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ETHERTYPE_IPV4 } from "./headers";
+import { orderWatching, orderStamp } from "./order";
 
 // The I/O side: the thread that reads sources and writes sinks. It alone allocates slots from the
 // pool's free stack; shards give slots back through their out rings. Sources call ioAllocate and
@@ -27,6 +28,8 @@ export const IO_SOURCE_STEERING: u32 = 44;
 export const IO_STEERING_STATE: u32 = 48;
 /** The area where later fragments wait for their first (FRAGMENTS_* below). */
 export const IO_FRAGMENTS: u32 = 52;
+/** The area where the order of moving buckets' packets is watched (assembly/order.ts). */
+export const IO_ORDER: u32 = 56;
 export const STEER_FLOW: u8 = 0;
 export const STEER_SOURCE: u8 = 1;
 export const STEER_DESTINATION: u8 = 2;
@@ -148,7 +151,10 @@ function steer(p: Packet): u32 {
     : mode == STEER_ELEMENT ? elementSteering(p, <usize>load<u32>(<usize>load<u32>(io, IO_STEERING_STATE) + (<usize>p.port << 2)))
     : endpointHash(p, mode == STEER_SOURCE);
   p.hash = h;
-  return <u32>load<u8>(<usize>load<u32>(io, IO_BUCKETS) + <usize>(h & load<u32>(io, IO_BUCKET_MASK)));
+  const bucket = h & load<u32>(io, IO_BUCKET_MASK);
+  const order = <usize>load<u32>(io, IO_ORDER);
+  if (orderWatching(order)) orderStamp(order, p, bucket);
+  return <u32>load<u8>(<usize>load<u32>(io, IO_BUCKETS) + <usize>bucket);
 }
 
 // Later fragments that come before their first. An element that reads ports (a NAT) can only place a

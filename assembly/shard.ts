@@ -2,6 +2,7 @@ import { Packet, DEFAULT_DATA_OFFSET, PACKET_RESTEERED, PORT_RESTEER } from "./p
 import { Ring, Stack, ENTRY_RECYCLE } from "./ring";
 import { Batch, BATCH_HEADER } from "./batch";
 import { copyBytes } from "./bytes";
+import { orderWatching, orderCheck } from "./order";
 
 // Per-instance (that is, per-shard) state lives in WebAssembly globals, which every instance has
 // its own copy of, and in the shard context block the engine lays out in shared memory.
@@ -25,6 +26,8 @@ export const CTX_NOW: u32 = 72;
 export const CTX_SCRATCH: u32 = 80;
 /** Bytes of batchScratch(): 4 per packet of the largest batch the config allows. */
 export const BATCH_SCRATCH_BYTES: u32 = 16384;
+/** Address of the area where the order of moving buckets' packets is watched (assembly/order.ts). */
+export const CTX_ORDER: u32 = 84;
 
 let ctx: usize = 0;
 let rxRing: Ring = changetype<Ring>(0);
@@ -36,6 +39,7 @@ let outLimit: u32 = 0;
 let receivedTail: u32 = 0;
 let batchTime: u64 = 0;
 let scratch: usize = 0;
+let order: usize = 0;
 
 export function shardInit(context: usize): void {
   ctx = context;
@@ -44,6 +48,7 @@ export function shardInit(context: usize): void {
   stash = changetype<Stack>(load<u32>(context, CTX_STASH));
   slotSize = load<u32>(context, CTX_SLOT_SIZE);
   scratch = <usize>load<u32>(context, CTX_SCRATCH);
+  order = <usize>load<u32>(context, CTX_ORDER);
   outHead = outRing.head;
   outLimit = outRing.limit();
 }
@@ -179,6 +184,7 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
   let batch = changetype<Batch>(0);
   let count: u32 = 0;
   let capacity: u32 = 0;
+  const watching = orderWatching(order);
   while (tail != head && taken < max) {
     const entry = rxRing.entry(tail);
     tail++;
@@ -188,6 +194,7 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
       continue;
     }
     const p = changetype<Packet>(entry);
+    if (watching) orderCheck(order, p);
     if (<u32>p.port != port) {
       if (port != 0xffffffff) batch.count = count;
       port = <u32>p.port;

@@ -66,7 +66,7 @@ async function scaleEvent(): Promise<BenchRow> {
   const dir = join(HERE, 'traces', 'configs');
   const file = join(dir, 'nat-scale.yaml');
   writeFileSync(file, `pool_slots: 65536\n${natConfig(trace(200_000), 200_000, 2_000_000)}`);
-  const ms: number[] = [], sessions: number[] = [], entries: number[] = [], held: number[] = [], lost: number[] = [];
+  const ms: number[] = [], sessions: number[] = [], entries: number[] = [], held: number[] = [], lost: number[] = [], reordered: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const pipeline = await Pipeline.create(await loadConfig(file), { shards: 2 });
     const running = pipeline.run();
@@ -78,10 +78,11 @@ async function scaleEvent(): Promise<BenchRow> {
     entries.push(report.flows_moved);
     held.push(report.packets_held);
     lost.push(report.packets_lost);
+    reordered.push(report.packets_reordered);
   }
   return {
     name: 'scale 2 -> 1 during a 200k-flow trace: the retired shard\'s subscribers move with their sessions and mappings', mpps: null, ns_per_packet: null, runs: RUNS,
-    milliseconds: Math.round(median(ms) * 10) / 10, sessions_moved: median(sessions), entries_moved: median(entries), packets_held: median(held), packets_lost: Math.max(...lost),
+    milliseconds: Math.round(median(ms) * 10) / 10, sessions_moved: median(sessions), entries_moved: median(entries), packets_held: median(held), packets_lost: Math.max(...lost), packets_reordered: Math.max(...reordered),
   };
 }
 
@@ -97,6 +98,6 @@ export async function main(): Promise<void> {
   rows.push(await memory(100_000));
   rows.push(await scaleEvent());
   printTable('NAT (in-memory traces, 64 B frames, medians of runs)', rows,
-    ['click_mpps', 'ratio_to_click', 'sessions', 'subscribers', 'bytes_per_session', 'bytes_per_subscriber', 'milliseconds', 'sessions_moved', 'entries_moved', 'packets_held', 'packets_lost']);
+    ['click_mpps', 'ratio_to_click', 'sessions', 'subscribers', 'bytes_per_session', 'bytes_per_subscriber', 'milliseconds', 'sessions_moved', 'entries_moved', 'packets_held', 'packets_lost', 'packets_reordered']);
   console.log(`\nwrote ${writeResults('nat', rows)}`);
 }

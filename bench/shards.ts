@@ -41,7 +41,7 @@ elements:
 connections:
   - src -> stats -> drop
 `);
-  const ms: number[] = [], flows: number[] = [], held: number[] = [], lost: number[] = [];
+  const ms: number[] = [], flows: number[] = [], held: number[] = [], lost: number[] = [], checked: number[] = [], reordered: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const pipeline = await Pipeline.create(await loadConfig(file), { shards: 2, scaleAt: [{ packets: 560_000, shards: 1 }] });
     await pipeline.run();
@@ -50,10 +50,13 @@ connections:
     flows.push(report.flows_moved);
     held.push(report.packets_held);
     lost.push(report.packets_lost);
+    checked.push(report.packets_checked);
+    reordered.push(report.packets_reordered);
   }
   return {
     name: 'scale 2 -> 1 during a trace: time to move the flows of half the buckets', mpps: null, ns_per_packet: null, runs: RUNS,
     milliseconds: Math.round(median(ms) * 10) / 10, flows_moved: median(flows), packets_held: median(held), packets_lost: Math.max(...lost),
+    packets_checked: median(checked), packets_reordered: Math.max(...reordered),
   };
 }
 
@@ -88,6 +91,6 @@ export async function main(): Promise<void> {
   });
   rows.push(await moveFlows());
   rows.push(...(await memoryPerFlow()));
-  printTable('Shards (medians)', rows, ['ratio_to_one_thread', 'milliseconds', 'flows_moved', 'packets_held', 'packets_lost', 'bytes_per_entry', 'bytes_per_flow_at_capacity_1M']);
+  printTable('Shards (medians)', rows, ['ratio_to_one_thread', 'milliseconds', 'flows_moved', 'packets_held', 'packets_lost', 'packets_checked', 'packets_reordered', 'bytes_per_entry', 'bytes_per_flow_at_capacity_1M']);
   console.log(`\nwrote ${writeResults('shards', rows)}`);
 }

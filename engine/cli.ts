@@ -128,7 +128,7 @@ export async function main(argv: string[]): Promise<number> {
         if (!target) throw new UsageError('verify needs a CONFIG file');
         const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace: values.trace, shards, scaleEvery });
         for (const r of result.scaleEvents) {
-          process.stdout.write(`scale ${r.from} -> ${r.to}: ${r.buckets_moved} buckets, ${r.flows_moved} flows moved in ${r.milliseconds.toFixed(1)} ms, ${r.packets_held} held, ${r.packets_lost} lost\n`);
+          process.stdout.write(`scale ${r.from} -> ${r.to}: ${r.buckets_moved} buckets, ${r.flows_moved} flows moved in ${r.milliseconds.toFixed(1)} ms, ${r.packets_held} held, ${r.packets_lost} lost, ${r.packets_reordered} of ${r.packets_checked} checked reordered\n`);
         }
         process.stdout.write(result.equivalent
           ? `equivalent: ${result.packets} packets in ${result.flows} flows, same packets in the same order per flow with ${result.scaleEvents.length} scale events\n`

@@ -7,7 +7,7 @@ import { buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from '.
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
-import { Meta, RingLayout, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
+import { Meta, RingLayout, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import type { DataState, ElementView, TableEntry, SinkDriver, SourceDriver, IoContext as DriverContext } from './element.ts';
 import { EnvironmentError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
@@ -179,6 +179,8 @@ export class Pipeline {
     this.fragments = arena.alloc(FragmentArea.size, 64);
     arena.u8.fill(0, this.fragments, this.fragments + FragmentArea.size);
     this.u32(this.ioContext + IoContext.fragments, this.fragments);
+    this.order = this.orderWatchArea(poolBase);
+    this.u32(this.ioContext + IoContext.order, this.order);
     const shardCount = this.initialShards;
     for (let s = 0; s < shardCount; s++) this.shards.push(this.createShard(s));
     this.writeSteering();
@@ -199,6 +201,46 @@ export class Pipeline {
     this.io.ioInit(this.ioContext);
   }
 
+  /** Lays out the area where scale events watch the order of moving buckets' packets (assembly/order.ts). */
+  private orderWatchArea(poolBase: number): number {
+    const { arena, config } = this;
+    const takenAt = OrderWatch.watchAt + BUCKETS;
+    const stampsAt = takenAt + 4 * BUCKETS;
+    const area = arena.alloc(stampsAt + 4 * config.poolSlots, 64);
+    arena.u8.fill(0, area, area + stampsAt + 4 * config.poolSlots);
+    this.u32(area + OrderWatch.poolBase, poolBase);
+    this.u32(area + OrderWatch.slotShift, Math.log2(config.slotSize));
+    this.u32(area + OrderWatch.bucketMask, BUCKETS - 1);
+    this.u32(area + OrderWatch.takenAt, takenAt);
+    this.u32(area + OrderWatch.stampsAt, stampsAt);
+    return area;
+  }
+
+  /**
+   * Starts watching the order of the packets of `buckets`: from now on the dispatcher stamps them and
+   * every shard checks the stamps as it takes them (assembly/order.ts).
+   */
+  private watchOrder(buckets: number[]): void {
+    for (const b of buckets) this.arena.u8[this.order + OrderWatch.watchAt + b] = 1;
+    Atomics.store(this.arena.i32, (this.order + OrderWatch.watching) >> 2, 1);
+  }
+
+  /**
+   * Stops watching, once every shard has finished the receive round it may have begun while watching;
+   * returns how many packets were checked and how many were taken out of order, and clears the area.
+   */
+  private async endOrderWatch(): Promise<{ checked: number; reordered: number }> {
+    Atomics.store(this.arena.i32, (this.order + OrderWatch.watching) >> 2, 0);
+    const heads = this.shards.map((s) => s.head('rx'));
+    await until(() => this.shards.every((s, i) => s.passed('rx', heads[i])), () => this.publish());
+    const v = this.arena.view;
+    const result = { checked: v.getUint32(this.order + OrderWatch.checked, true), reordered: Number(v.getBigUint64(this.order + OrderWatch.reordered, true)) };
+    const takenAt = this.order + v.getUint32(this.order + OrderWatch.takenAt, true);
+    this.arena.u8.fill(0, this.order + OrderWatch.checked, this.order + OrderWatch.reordered + 8);
+    this.arena.u8.fill(0, this.order + OrderWatch.watchAt, takenAt + 4 * BUCKETS + 4 * this.config.poolSlots);
+    return result;
+  }
+
   /** Lays out a shard's memory and registers it with the I/O side (its thread starts in start()). */
   private createShard(id: number): Shard {
     const { arena, config } = this;
@@ -216,6 +258,7 @@ export class Pipeline {
     this.u32(context + ShardContext.stash, this.threads === 'inline' ? this.freeStack : stash);
     this.u32(context + ShardContext.slotSize, config.slotSize);
     this.u32(context + ShardContext.scratch, arena.alloc(BATCH_SCRATCH_BYTES));
+    this.u32(context + ShardContext.order, this.order);
     const record = this.shardRecords + id * IoContext.shardRecord;
     arena.u8.fill(0, record, record + IoContext.shardRecord);
     this.u32(record, rxRing);
@@ -569,6 +612,8 @@ export class Pipeline {
   }
 
   private transfer = 0;
+  /** The area where scale events watch the order of moving buckets' packets. */
+  private order = 0;
   private transferBuffer(): number {
     this.transfer ||= this.arena.alloc(TRANSFER_BYTES, 64);
     return this.transfer;
@@ -588,7 +633,7 @@ export class Pipeline {
     try {
       const report = await this.scaling;
       this.scaleReports.push(report);
-      this.log(`scaled ${report.from} -> ${report.to} shards: ${report.buckets_moved} buckets, ${report.flows_moved} flows moved in ${report.milliseconds.toFixed(1)} ms, ${report.packets_held} packets held, ${report.packets_lost} lost`);
+      this.log(`scaled ${report.from} -> ${report.to} shards: ${report.buckets_moved} buckets, ${report.flows_moved} flows moved in ${report.milliseconds.toFixed(1)} ms, ${report.packets_held} packets held, ${report.packets_lost} lost, ${report.packets_reordered} of ${report.packets_checked} checked reordered`);
       return report;
     } finally {
       this.scaling = undefined;
@@ -614,10 +659,13 @@ export class Pipeline {
     this.u32(this.ioContext + IoContext.shardCount, this.shards.length);
     const current = this.bucketTable();
     const next = planBuckets(current, from, target);
-    const report: ScaleReport = { from, to: target, buckets_moved: 0, flows_moved: 0, flows_not_moved: 0, milliseconds: 0, packets_held: 0, packets_lost: 0 };
+    const report: ScaleReport = {
+      from, to: target, buckets_moved: 0, flows_moved: 0, flows_not_moved: 0, milliseconds: 0, packets_held: 0, packets_lost: 0, packets_checked: 0, packets_reordered: 0,
+    };
     for (const move of bucketMoves(current, next)) {
       const table = this.bucketTable();
       for (const b of move.buckets) table[b] = HELD;
+      this.watchOrder(move.buckets);
       this.setBuckets(table);
       // Everything submitted for these buckets before they were held is in the old owner's ring,
       // before this mark; the old owner keeps serving its other buckets meanwhile.
@@ -641,6 +689,12 @@ export class Pipeline {
       for (const b of move.buckets) table[b] = move.to;
       this.setBuckets(table);
       report.buckets_moved += move.buckets.length;
+      // The order is watched until the new owner has taken every packet released to it.
+      const released = this.shards[move.to].head('rx');
+      await until(() => this.shards[move.to].passed('rx', released), () => this.shards[move.to].wake());
+      const order = await this.endOrderWatch();
+      report.packets_checked += order.checked;
+      report.packets_reordered += order.reordered;
     }
     for (const shard of this.shards.slice(target)) await this.retire(shard);
     this.shards.length = target;
@@ -1028,6 +1082,10 @@ export interface ScaleReport {
   milliseconds: number;
   packets_held: number;
   packets_lost: number;
+  /** Packets of the moving buckets whose order the shards checked as they took them (assembly/order.ts). */
+  packets_checked: number;
+  /** Of those, packets taken after a later packet of their bucket (so of any of its flows): must be 0. */
+  packets_reordered: number;
 }
 
 export interface CrashReport {

@@ -78,8 +78,11 @@ test('scale 1 -> 2 -> 4 -> 1 during a trace: 0 lost, per-flow order kept, state 
     assert.is(r.packets_lost, 0);
     assert.is(r.flows_not_moved, 0);
     assert.ok(r.buckets_moved > 0);
+    assert.ok(r.packets_checked >= r.packets_held, `every held packet's order was checked (${r.from} -> ${r.to})`);
+    assert.is(r.packets_reordered, 0);
   }
   assert.ok(reports.some((r) => r.flows_moved > 0), 'flows moved');
+  assert.ok(reports.some((r) => r.packets_held > 0), 'packets were held');
   assert.is(scaled.result.packets_out, 40000);
   for (const counter of ['total_packets', 'total_bytes', 'new_flows', 'untracked']) {
     assert.is(scaled.result.elements.stats[counter], one.result.elements.stats[counter], counter);
