@@ -48,6 +48,20 @@ export function sumBytes(addr: usize, len: u32, initial: u64 = 0): u64 {
   return (~old & 0xffff) + (~old >>> 16) + (updated & 0xffff) + (updated >>> 16);
 }
 
+/** Stores `value` over the 16-bit field at `at` (both in wire order) and returns the change's delta. */
+@inline export function replace16(at: usize, value: u16): u32 {
+  const old = load<u16>(at);
+  store<u16>(at, value);
+  return delta16(old, value);
+}
+
+/** Stores `value` over the 32-bit field at `at` (both in wire order) and returns the change's delta. */
+@inline export function replace32(at: usize, value: u32): u32 {
+  const old = load<u32>(at);
+  store<u32>(at, value);
+  return delta32(old, value);
+}
+
 /** The checksum after changes whose deltas add up to `delta` (fewer than 32768 of them). */
 @inline export function adjustChecksum(check: u16, delta: u32): u16 {
   return <u16>~foldSmall((~<u32>check & 0xffff) + delta);

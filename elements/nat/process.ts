@@ -1,7 +1,7 @@
 import {
   Batch, Outputs, Packet, FlowTable, FlowKey, Ethernet, IPv4, Transport, TCP, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
   ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, flowCreated, now, dropPacket, newPacket, resteer, addressHash, symmetricHashOf, checksum, updateChecksum16,
-  updateChecksum32, delta16, delta32, adjustChecksum, copyBytes,
+  updateChecksum32, replace16, replace32, adjustChecksum, copyBytes,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
 
@@ -983,21 +983,14 @@ function sessionTimeout(self: NATState, s: NATSessionsEntry, flags: u8, way: u8)
  */
 function translate(ip: usize, l4: usize, address: u32, port: u16, source: bool): void {
   // On the wire's bytes as loaded: checksum updates do not depend on byte order (RFC 1071 §2(B)).
-  const addressAt = ip + (source ? 12 : 16);
-  const oldAddress = load<u32>(addressAt);
-  const newAddress = bswap<u32>(address);
-  store<u32>(addressAt, newAddress);
-  const addressDelta = delta32(oldAddress, newAddress);
+  const addressDelta = replace32(ip + (source ? 12 : 16), bswap<u32>(address));
   store<u16>(ip + 10, adjustChecksum(load<u16>(ip + 10), addressDelta));
-  const portAt = protocol == IPPROTO_ICMP ? l4 + 4 : l4 + (source ? 0 : 2);
-  const oldPort = load<u16>(portAt);
-  const newPort = bswap<u16>(port);
-  store<u16>(portAt, newPort);
+  const portDelta = replace16(protocol == IPPROTO_ICMP ? l4 + 4 : l4 + (source ? 0 : 2), bswap<u16>(port));
   const checkAt = protocol == IPPROTO_TCP ? l4 + 16 : protocol == IPPROTO_UDP ? l4 + 6 : l4 + 2;
   const check = load<u16>(checkAt);
-  if (protocol == IPPROTO_ICMP) { store<u16>(checkAt, adjustChecksum(check, delta16(oldPort, newPort))); return; }
+  if (protocol == IPPROTO_ICMP) { store<u16>(checkAt, adjustChecksum(check, portDelta)); return; }
   if (protocol == IPPROTO_UDP && check == 0) return; // no checksum stays none (RFC 768)
-  const updated = adjustChecksum(check, addressDelta + delta16(oldPort, newPort));
+  const updated = adjustChecksum(check, addressDelta + portDelta);
   store<u16>(checkAt, protocol == IPPROTO_UDP && updated == 0 ? 0xffff : updated);
 }
 

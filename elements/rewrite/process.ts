@@ -1,4 +1,4 @@
-import { Batch, Outputs, Ethernet, IPv4, Transport, IPPROTO_TCP, IPPROTO_UDP, delta16, delta32, adjustChecksum } from "wirepath";
+import { Batch, Outputs, Ethernet, IPv4, Transport, IPPROTO_TCP, IPPROTO_UDP, replace16, replace32, adjustChecksum } from "wirepath";
 import { RewriteState } from "./layout";
 
 const OUT = 0;
@@ -33,27 +33,11 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
     rewritten++;
     let header: u32 = 0;
     let pseudo: u32 = 0;
-    if (decTtl) {
-      const old = load<u16>(ip + 8); // TTL in the low byte as loaded, the protocol in the high one
-      store<u16>(ip + 8, old - 1);
-      header += delta16(old, old - 1);
-    }
-    if (self.has_dscp) {
-      const old = load<u16>(ip); // version and IHL, then TOS
-      const updated = (old & 0x3ff) | tos;
-      store<u16>(ip, updated);
-      header += delta16(old, updated);
-    }
-    if (self.has_ip_src) {
-      const old = load<u32>(ip + 12);
-      store<u32>(ip + 12, ipSrc);
-      pseudo += delta32(old, ipSrc);
-    }
-    if (self.has_ip_dst) {
-      const old = load<u32>(ip + 16);
-      store<u32>(ip + 16, ipDst);
-      pseudo += delta32(old, ipDst);
-    }
+    // As loaded, the TTL is the low byte of bytes 8-9 (the protocol the high one); TOS the high byte of 0-1.
+    if (decTtl) header += replace16(ip + 8, load<u16>(ip + 8) - 1);
+    if (self.has_dscp) header += replace16(ip, (load<u16>(ip) & 0x3ff) | tos);
+    if (self.has_ip_src) pseudo += replace32(ip + 12, ipSrc);
+    if (self.has_ip_dst) pseudo += replace32(ip + 16, ipDst);
     header += pseudo;
     if (header) store<u16>(ip + 10, adjustChecksum(load<u16>(ip + 10), header));
     if (!pseudo && !ports) continue;
@@ -61,16 +45,8 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
     const l4 = proto == IPPROTO_TCP || proto == IPPROTO_UDP ? Transport.header(p, ip) : 0;
     if (l4) {
       let segment = pseudo;
-      if (self.has_src_port) {
-        const old = load<u16>(l4);
-        store<u16>(l4, srcPort);
-        segment += delta16(old, srcPort);
-      }
-      if (self.has_dst_port) {
-        const old = load<u16>(l4 + 2);
-        store<u16>(l4 + 2, dstPort);
-        segment += delta16(old, dstPort);
-      }
+      if (self.has_src_port) segment += replace16(l4, srcPort);
+      if (self.has_dst_port) segment += replace16(l4 + 2, dstPort);
       const field = l4 + (proto == IPPROTO_TCP ? 16 : 6);
       const check = load<u16>(field);
       // A UDP checksum of 0 means none and stays so; one that comes out 0 is sent as 0xffff (RFC 768).
