@@ -1,7 +1,7 @@
 import {
   Batch, Outputs, Packet, FlowTable, FlowKey, Ethernet, IPv4, Transport, TCP, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
-  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, flowCreated, now, dropPacket, newPacket, resteer, addressHash, symmetricHashOf, checksum, updateChecksum16,
-  updateChecksum32, replace16, replace32, adjustChecksum, copyBytes,
+  ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, flowCreated, now, dropPacket, newPacket, resteer, addressHash, symmetricHashOf, checksum,
+  replace16, replace32, adjustChecksum, copyBytes,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
 
@@ -1037,18 +1037,13 @@ function rewriteQuoted(ip: usize, l4: usize, inner: usize, source: bool, address
   const hl = IPv4.headerLength(inner);
   const innerL4 = inner + hl;
   const proto = IPv4.protocol(inner);
-  const addressAt = inner + (source ? 12 : 16);
-  const oldAddress = Wire.get32(addressAt);
-  Wire.set32(addressAt, address);
-  Wire.set16(inner + 10, updateChecksum32(Wire.get16(inner + 10), oldAddress, address));
-  const portAt = proto == IPPROTO_ICMP ? innerL4 + 4 : innerL4 + (source ? 0 : 2);
-  const oldPort = Wire.get16(portAt);
-  Wire.set16(portAt, port);
+  // As translate, on the wire's bytes as loaded.
+  const addressDelta = replace32(inner + (source ? 12 : 16), bswap<u32>(address));
+  store<u16>(inner + 10, adjustChecksum(load<u16>(inner + 10), addressDelta));
+  const portDelta = replace16(proto == IPPROTO_ICMP ? innerL4 + 4 : innerL4 + (source ? 0 : 2), bswap<u16>(port));
   const checkAt = proto == IPPROTO_UDP ? innerL4 + 6 : proto == IPPROTO_TCP ? innerL4 + 16 : innerL4 + 2;
-  if (checkAt + 2 <= end && !(proto == IPPROTO_UDP && Wire.get16(checkAt) == 0)) {
-    let check = Wire.get16(checkAt);
-    if (proto != IPPROTO_ICMP) check = updateChecksum32(check, oldAddress, address);
-    Wire.set16(checkAt, updateChecksum16(check, oldPort, port));
+  if (checkAt + 2 <= end && !(proto == IPPROTO_UDP && load<u16>(checkAt) == 0)) {
+    store<u16>(checkAt, adjustChecksum(load<u16>(checkAt), proto == IPPROTO_ICMP ? portDelta : addressDelta + portDelta));
   }
   Wire.set16(l4 + 2, 0);
   Wire.set16(l4 + 2, checksum(l4, <u32>(end - l4)));
