@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { readPcap, tempDir, removeDir, runConfig, ROOT } from './helpers.ts';
 import { writeGenerated } from './fixtures/captures/generated.ts';
 import { compileRules, parseRules } from '../elements/classifier/decision.ts';
+import { splitOnEthertype } from '../elements/classifier/vector.ts';
 
 /** An expression, or [ours, tcpdump's spelling of the same filter]. */
 const EXPRESSIONS: (string | [string, string])[] = [
@@ -171,7 +172,8 @@ async function classifierOutputs(patterns: string[], name: string, specialize: b
 
 test('a Classifier of many overlapping patterns sends each packet where the decision DAG sends it (first match wins)', async () => {
   // As code these patterns run as a bit vector; interpreted, as the DAG that the tests above hold to tcpdump.
-  assert.ok(compileRules(parseRules(MANY_PATTERNS)).compiled.vector, 'the patterns fit a bit vector');
+  const { vector } = compileRules(parseRules(MANY_PATTERNS)).compiled;
+  assert.ok(vector && splitOnEthertype(vector), 'the patterns fit a bit vector, split on the ethertype');
   const code = await classifierOutputs(MANY_PATTERNS, 'many', true);
   assert.equal(code, await classifierOutputs(MANY_PATTERNS, 'many', false));
   // Every pattern but the last gets packets, so the order is really tested.

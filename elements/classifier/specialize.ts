@@ -8,7 +8,7 @@
 
 import { dagSize, isTerminal, lookupTables, NO_MATCH, type CompiledRules } from './decision.ts';
 import type { Field } from './lower.ts';
-import { vectorLayout, type BitVectorPlan } from './vector.ts';
+import { splitOnEthertype, vectorLayout, type AtomTest, type BitVectorPlan } from './vector.ts';
 
 const TERMINAL = 0x80000000;
 /**
@@ -35,9 +35,12 @@ function branch(target: number): string {
   return isTerminal(target) ? `return ${hex(target - TERMINAL)};` : `return node${target}(${args});`;
 }
 
-function read(size: 1 | 2 | 4, address: string, offset: number): string {
+/** A load of the field, as a number or (`wire`) in wire order, unswapped (vector.ts: wireOrder). */
+function read(size: 1 | 2 | 4, address: string, offset: number, wire = false): string {
   const at = offset ? `${address}, ${offset}` : address;
-  return size === 1 ? `<u32>load<u8>(${at})` : size === 2 ? `<u32>bswap<u16>(load<u16>(${at}))` : `bswap<u32>(load<u32>(${at}))`;
+  if (size === 1) return `<u32>load<u8>(${at})`;
+  if (wire) return size === 2 ? `<u32>load<u16>(${at})` : `load<u32>(${at})`;
+  return size === 2 ? `<u32>bswap<u16>(load<u16>(${at}))` : `bswap<u32>(load<u32>(${at}))`;
 }
 
 /** Statements that set `value` to the field, or take the `fault` branch when it lies past the capture. */
@@ -108,46 +111,69 @@ export function decisionModule(compiled: CompiledRules, module: DecisionModule):
 
 /**
  * Statements deciding with the bit vector (vector.ts) from the tables at `base`; a packet too short for
- * some read takes `fallback` (the DAG).
+ * some read takes `fallback` (the DAG). Split on the ethertype when that saves work (splitOnEthertype).
  */
 function vectorDecision(plan: BitVectorPlan, base: number, fallback: string): string[] {
   const { tables, rules } = vectorLayout(plan, base);
+  // Every read of every branch lies inside the capture, so libpcap's order of evaluation cannot matter.
   const lines = [`if (length < ${plan.frameEnd}) ${fallback}`];
   for (const [l3, end] of plan.transportEnds) {
     lines.push(`const transport${l3}: u32 = ${l3} + ((<u32>load<u8>(data, ${l3}) & 15) << 2);`, `if (transport${l3} + ${end} > length) ${fallback}`);
   }
-  const fields = new Map<string, string>();
-  /** The variable holding the field, declared on first use. */
-  const value = (field: Field): string => {
-    const key = `${field.base}:${field.offset}:${field.size}:${field.l3}`;
-    let name = fields.get(key);
-    if (!name) {
-      name = field.base === 'wire' ? 'wire' : `field${fields.size}`;
-      fields.set(key, name);
-      if (field.base === 'frame') lines.push(`const ${name} = ${read(field.size, 'data', field.offset)};`);
-      if (field.base === 'transport') lines.push(`const ${name} = ${read(field.size, `data + transport${field.l3}`, field.offset)};`);
+  /** A block deciding from `terms` with these tests and fields (indices in plan.fields). */
+  const decide = (terms: bigint, tests: AtomTest[], fields: number[]): string[] => {
+    if (tests.length === 0 && fields.length === 0) return [`return ${hex(terms ? plan.termRules[ctz(terms)] : NO_MATCH)};`];
+    const body: string[] = [];
+    const names = new Map<string, string>();
+    /** The variable holding the field, in wire order or as a number, declared on first use. */
+    const value = (field: Field, wire: boolean): string => {
+      if (field.base === 'wire') return 'wire';
+      const key = `${field.base}:${field.offset}:${field.size}:${field.l3}:${wire}`;
+      let name = names.get(key);
+      if (!name) {
+        name = `field${names.size}`;
+        names.set(key, name);
+        body.push(`const ${name} = ${read(field.size, field.base === 'frame' ? 'data' : `data + transport${field.l3}`, field.offset, wire)};`);
+      }
+      return name;
+    };
+    body.push(`let terms: u64 = ${hex64(terms)};`);
+    for (const { atom, whenTrue, whenFalse } of tests) {
+      const test = `${masked(atom.field, atom.mask, value(atom.field, false))} ${COMPARE[atom.compare]} ${hex(atom.value)}`;
+      body.push(`terms &= select<u64>(${hex64(whenTrue)}, ${hex64(whenFalse)}, ${test});`);
     }
-    return name;
+    for (const i of fields) {
+      const f = plan.fields[i];
+      const key = `key${i}`;
+      body.push(`const ${key} = ${masked(f.field, f.mask, value(f.field, true))};`);
+      if (f.hash) {
+        body.push(
+          `const slot${i} = program + ${tables[i]} + (<usize>((${key} * ${hex(f.hash.multiplier)}) >>> ${f.hash.shift}) << 4);`,
+          `terms &= select<u64>(load<u64>(slot${i}, 8), ${hex64(f.otherwise)}, load<u32>(slot${i}) == ${key});`,
+        );
+        continue;
+      }
+      // The values are different, so at most one compare holds: a chain of selects picks its terms.
+      const chain = [...f.entries].reduceRight((rest, [v, t]) => `select<u64>(${hex64(t)}, ${rest}, ${key} == ${hex(v)})`, hex64(f.otherwise));
+      body.push(`terms &= ${chain};`);
+    }
+    body.push(`return load<u32>(program + ${rules} + (<usize>ctz(terms) << 2));`);
+    return body;
   };
-  lines.push(`let terms: u64 = ${hex64(plan.all)};`);
-  for (const { atom, whenTrue, whenFalse } of plan.tests) {
-    const test = `${masked(atom.field, atom.mask, value(atom.field))} ${COMPARE[atom.compare]} ${hex(atom.value)}`;
-    lines.push(`terms &= select<u64>(${hex64(whenTrue)}, ${hex64(whenFalse)}, ${test});`);
+  const split = splitOnEthertype(plan);
+  if (!split) return [...lines, ...decide(plan.all, plan.tests, plan.fields.map((_, i) => i))];
+  const { field, mask } = plan.fields[split.field];
+  lines.push(`const ethertype = ${masked(field, mask, read(2, 'data', 12, true))};`);
+  for (const b of split.branches) {
+    const block = decide(b.terms, b.tests, b.fields).map((l) => `  ${l}`);
+    lines.push(b.value === undefined ? '{' : `if (ethertype == ${hex(b.value)}) {`, ...block, '}');
   }
-  plan.fields.forEach((f, i) => {
-    const key = `key${i}`;
-    lines.push(`const ${key} = ${masked(f.field, f.mask, value(f.field))};`);
-    if (f.hash) {
-      lines.push(
-        `const slot${i} = program + ${tables[i]} + (<usize>((${key} * ${hex(f.hash.multiplier)}) >>> ${f.hash.shift}) << 4);`,
-        `terms &= select<u64>(load<u64>(slot${i}, 8), ${hex64(f.otherwise)}, load<u32>(slot${i}) == ${key});`,
-      );
-      return;
-    }
-    // The values are different, so at most one compare holds: a chain of selects picks its terms.
-    const chain = [...f.entries].reduceRight((rest, [v, terms]) => `select<u64>(${hex64(terms)}, ${rest}, ${key} == ${hex(v)})`, hex64(f.otherwise));
-    lines.push(`terms &= ${chain};`);
-  });
-  lines.push(`return load<u32>(program + ${rules} + (<usize>ctz(terms) << 2));`);
   return lines;
 }
+
+/** The index of the lowest set bit. */
+const ctz = (v: bigint) => {
+  let i = 0;
+  while (!((v >> BigInt(i)) & 1n)) i++;
+  return i;
+};

@@ -34,36 +34,46 @@ export function process(self: FilterState, batch: Batch, out: Outputs): void {
 @inline export function processWith<Decider>(self: FilterState, batch: Batch, out: Outputs): void {
   const decider = changetype<Decider>(0);
   if (!self.hit_row) claimHitRow(self);
+  // Read once and counted in locals: the hit counters' stores could alias the state's fields.
   const hits = <usize>self.hit_row;
+  const actions = self.rule_table + ACTIONS;
+  const program = self.program;
+  const stateful = self.stateful;
+  const unmatched: u32 = self.default == 0 ? DENY : 0;
+  let allowed: u64 = 0, denied: u64 = 0, tracked: u64 = 0, invalid: u64 = 0;
   const t = now();
-  if (self.stateful && self.connections.worthTouching()) touchConnections(self, batch);
+  if (stateful && self.connections.worthTouching()) touchConnections(self, batch);
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
-    const key = self.stateful && connectionKey(p) ? keyBuffer() : 0;
+    const key = stateful && connectionKey(p) ? keyBuffer() : 0;
     if (key) {
       const hash = FlowKey.hash(key);
       const entry = self.connections.find(key, hash, t);
       if (entry) {
-        if (follow(self, changetype<FilterConnectionsEntry>(entry), key, hash, t)) { self.tracked++; out.push(0, p); }
-        else { self.invalid++; dropPacket(p); }
+        if (follow(self, changetype<FilterConnectionsEntry>(entry), key, hash, t)) { tracked++; out.push(0, p); }
+        else { invalid++; dropPacket(p); }
         continue;
       }
     }
-    const rule = decider.decide(self.program, p);
-    let action: u32 = self.default == 0 ? DENY : 0;
+    const rule = decider.decide(program, p);
+    let action = unmatched;
     if (rule != NO_MATCH) {
-      action = load<u32>(self.rule_table + ACTIONS + (<usize>rule << 2));
+      action = load<u32>(actions + (<usize>rule << 2));
       const hit = hits + (<usize>rule << 3);
       store<u64>(hit, load<u64>(hit) + 1);
     }
-    if (action == DENY) { self.denied++; dropPacket(p); continue; }
+    if (action == DENY) { denied++; dropPacket(p); continue; }
     if (action == 0) {
       if (key && opens() && !open(self, key, t)) { dropPacket(p); continue; }
-      self.allowed++;
+      allowed++;
     }
     out.push(<i32>action, p);
   }
-  if (self.stateful) self.connections.sweep(t, 8);
+  self.allowed += allowed;
+  self.denied += denied;
+  self.tracked += tracked;
+  self.invalid += invalid;
+  if (stateful) self.connections.sweep(t, 8);
 }
 
 /** What touchConnections read, kept so that its loads stay. */
