@@ -708,25 +708,38 @@ export class Pipeline {
     return report;
   }
 
-  /** Exports the per-flow entries of `buckets` from one shard and imports them into another, table by table. */
+  /**
+   * Exports the per-flow entries of `buckets` from one shard and imports them into another, table by
+   * table, through the two halves of the transfer buffer: the old owner fills one half while the new
+   * owner imports the other, on their own threads.
+   */
   private async moveFlows(from: Shard, to: Shard, buckets: number[]): Promise<{ flows: number; failed: number }> {
     const map = this.arena.alloc(BUCKETS, 8);
     for (const b of buckets) this.arena.u8[map + b] = 1;
-    const buffer = this.transferBuffer();
+    const halves = [this.transferBuffer(), this.transferBuffer() + TRANSFER_BYTES / 2];
     const targets = this.tablesOf(to);
-    let flows = 0, failed = 0;
-    for (const [i, table] of this.tablesOf(from).entries()) {
-      if (table.merges) continue;
-      const capacity = Math.floor(TRANSFER_BYTES / table.recordSize) * table.recordSize;
-      let resume = 0;
-      for (let done = 0; !done; resume = 1) {
-        const [count, finished] = await from.run(Op.export, [table.address, map, BUCKETS - 1, buffer, capacity, resume, OWNER[table.owner]]);
-        done = finished;
-        if (count === 0) continue;
-        const [notImported] = await to.run(Op.import, [targets[i].address, buffer, count, 0]);
-        flows += count - notImported;
-        failed += notImported;
+    let flows = 0, failed = 0, half = 0;
+    let importing = Promise.resolve();
+    try {
+      for (const [i, table] of this.tablesOf(from).entries()) {
+        if (table.merges) continue;
+        const capacity = Math.floor(TRANSFER_BYTES / 2 / table.recordSize) * table.recordSize;
+        for (let done = 0, resume = 0; !done; resume = 1) {
+          const buffer = halves[half];
+          const [count, finished] = await from.run(Op.export, [table.address, map, BUCKETS - 1, buffer, capacity, resume, OWNER[table.owner]]);
+          done = finished;
+          if (count === 0) continue;
+          // The other half's import must end before this one starts (and before the old owner fills that half).
+          await importing;
+          importing = to.run(Op.import, [targets[i].address, buffer, count, 0]).then(([notImported]) => {
+            flows += count - notImported;
+            failed += notImported;
+          });
+          half ^= 1;
+        }
       }
+    } finally {
+      await importing;
     }
     return { flows, failed };
   }
