@@ -21,6 +21,19 @@ const CALL_OUT_ABOVE: usize = 512;
   if (i < len) store<u8>(dst + i, load<u8>(src + i));
 }
 
+/**
+ * Copies `len` bytes in whole rounds of 64: up to 63 bytes past `len` are read from `src` and written
+ * to `dst`, so the caller must own both. A packet-sized copy then takes no branch on its length.
+ */
+@inline export function copyRounds(dst: usize, src: usize, len: usize): void {
+  for (let i: usize = 0; i < len; i += 64) {
+    v128.store(dst + i, v128.load(src + i));
+    v128.store(dst + i, v128.load(src + i, 16), 16);
+    v128.store(dst + i, v128.load(src + i, 32), 32);
+    v128.store(dst + i, v128.load(src + i, 48), 48);
+  }
+}
+
 @inline export function zeroBytes(dst: usize, len: usize): void {
   if (len > CALL_OUT_ABOVE) { memory.fill(dst, 0, len); return; }
   const zero = i64x2.splat(0);

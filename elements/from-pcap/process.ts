@@ -1,4 +1,4 @@
-import { ioAllocate, ioSubmit, ioRoom, copyBytes } from "wirepath";
+import { ioAllocate, ioSubmit, ioRoom, copyBytes, copyRounds } from "wirepath";
 import { FromPcapState } from "./layout";
 
 // Per-record loops of FromPcap, run on the I/O side over a buffer of file bytes in linear memory.
@@ -29,13 +29,15 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
  * from 1, as tcpdump -# and Wireshark count, continuing across loops); false when the pool has no free
  * slot. The loops count packets, bytes and the latest time in locals and store them once per call.
  */
-@inline function submit(self: FromPcapState, data: usize, caplen: u32, wire: u32, ts: u64, port: u16, number: u64): bool {
+@inline function submit(self: FromPcapState, data: usize, caplen: u32, wire: u32, ts: u64, port: u16, number: u64, spare: u32): bool {
   const p = ioAllocate();
   if (!p) { self.stop = STOP_NO_SLOT; return false; }
   const room = ioRoom();
   const copy = caplen < room ? caplen : room;
   if (copy < caplen) self.truncated++;
-  copyBytes(p.data, data, copy);
+  // Whole rounds of 64 bytes when the slot and the buffer both have the bytes past the record.
+  if (copy + 63 < room && spare >= 63) copyRounds(p.data, data, copy);
+  else copyBytes(p.data, data, copy);
   p.length = copy;
   p.wireLength = wire;
   p.timestamp = ts;
@@ -61,6 +63,12 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
 
 /** Classic pcap records: [ts_sec][ts_frac][incl_len][orig_len] then the frame. */
 export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, nanos: bool): u32 {
+  // One loop per file kind, each with its byte order and time unit as constants.
+  if (swapped) return nanos ? readRecords(self, buf, len, budget, port, true, true) : readRecords(self, buf, len, budget, port, true, false);
+  return nanos ? readRecords(self, buf, len, budget, port, false, true) : readRecords(self, buf, len, budget, port, false, false);
+}
+
+@inline function readRecords(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, nanos: bool): u32 {
   let at: u32 = 0;
   let sent: u32 = 0;
   let bytes: u64 = 0;
@@ -79,7 +87,7 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
     const ts = <u64>u32At(rec, swapped) * 1_000_000_000 + (nanos ? frac : frac * 1000) + offset;
     if (paced(self, until, ts)) break;
     const wire = u32At(rec + 12, swapped);
-    if (!submit(self, rec + 16, caplen, wire, ts, port, base + sent + 1)) break;
+    if (!submit(self, rec + 16, caplen, wire, ts, port, base + sent + 1, len - at - 16 - caplen)) break;
     bytes += wire;
     last = ts;
     at += 16 + caplen;
@@ -119,14 +127,14 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
       const ts = toNanoseconds(ifaces + (<usize>iface << 4), units) + offset;
       if (paced(self, until, ts)) break;
       const wire = u32At(block + 24, swapped);
-      if (!submit(self, block + 28, caplen, wire, ts, port, base + sent + 1)) break;
+      if (!submit(self, block + 28, caplen, wire, ts, port, base + sent + 1, len - at - 28 - caplen)) break;
       bytes += wire;
       last = ts;
     } else if (type == SPB) {
       if (total < 16 || ifaceCount == 0) { self.stop = STOP_CORRUPT; break; }
       const wire = u32At(block + 8, swapped);
       const caplen = wire < total - 16 ? wire : total - 16;
-      if (!submit(self, block + 12, caplen, wire, last, port, base + sent + 1)) break;
+      if (!submit(self, block + 12, caplen, wire, last, port, base + sent + 1, len - at - 12 - caplen)) break;
       bytes += wire;
     } else {
       self.stop = STOP_OTHER_BLOCK;
