@@ -8,6 +8,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
+import { Shard } from '../engine/shard.ts';
+import { MemoryArena } from '../engine/memory.ts';
 
 const PACKETS = 20000;
 const POISON = 19000;
@@ -55,6 +57,22 @@ connections:
   } finally {
     removeDir(dir);
   }
+});
+
+test('a shard worker that fails before it is ready ends its start with the error, not a hang', async () => {
+  // A module importing a function the worker does not provide: instantiating it throws in the worker.
+  const module = new WebAssembly.Module(new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00,
+    0x02, 0x0f, 0x01, 0x03, ...Buffer.from('env'), 0x07, ...Buffer.from('missing'), 0x00, 0x00,
+  ]));
+  const arena = new MemoryArena();
+  const shard = new Shard(0, { context: 0, descriptor: 0, rxRing: arena.alloc(4096, 64), outRing: 0, stash: 0, blocks: [] }, arena);
+  let timer!: NodeJS.Timeout;
+  const hang = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the start still waits after 20 s')), 20_000); });
+  await Promise.race([shard.startWorker(module, 256, 'trace'), hang]).finally(() => clearTimeout(timer));
+  assert.ok(shard.failed, 'the failure is the shard\'s');
+  assert.match(shard.failed!.message, /missing/);
+  await shard.stop();
 });
 
 test.run();
