@@ -127,13 +127,7 @@ export function wireOrder(size: 1 | 2 | 4, value: number): number {
   return (((value & 0xff) << 24) | ((value & 0xff00) << 8) | ((value >>> 8) & 0xff00) | (value >>> 24)) >>> 0;
 }
 
-/**
- * The plan split on the ethertype, when that leaves each branch less to evaluate: each value the rules
- * name (and any other) starts from the terms it leaves and keeps only the tests and fields that can
- * still clear one of them (an IPv4 packet skips every IPv6 read). Only the ethertype: in real traffic
- * its value hardly changes from packet to packet, so its branch is predicted, where one on a protocol
- * or a port would be missed on mixed traffic.
- */
+/** A plan split on one field's value. */
 export interface SplitPlan {
   /** Index in plan.fields of the field split on. */
   field: number;
@@ -141,6 +135,13 @@ export interface SplitPlan {
   branches: { value?: number; terms: bigint; tests: AtomTest[]; fields: number[] }[];
 }
 
+/**
+ * The plan split on the ethertype, when that leaves each branch less to evaluate: each value the rules
+ * name (and any other) starts from the terms it leaves and keeps only the tests and fields that can
+ * still clear one of them (an IPv4 packet skips every IPv6 read). Only the ethertype: in real traffic
+ * its value hardly changes from packet to packet, so its branch is predicted, where one on a protocol
+ * or a port would be missed on mixed traffic.
+ */
 export function splitOnEthertype(plan: BitVectorPlan): SplitPlan | undefined {
   const field = plan.fields.findIndex((f) => f.field.base === 'frame' && f.field.offset === 12 && f.field.size === 2 && f.entries.size <= MAX_SPLIT_VALUES);
   if (field < 0) return undefined;
