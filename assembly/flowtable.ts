@@ -116,11 +116,14 @@ export class FlowTable {
    */
   touch(hashes: usize, count: u32): u32 {
     let sink: u32 = 0;
-    for (let i: u32 = 0; i < count; i++) {
-      const e = this.entry(load<u32>(hashes + (<usize>i << 2)));
-      sink += load<u32>(e) + <u32>load<u8>(e + <usize>this.entrySize - 1);
-    }
+    for (let i: u32 = 0; i < count; i++) sink += this.touchSlot(load<u32>(hashes + (<usize>i << 2)));
     return sink;
+  }
+
+  /** Reads both ends of the first slot `hash` probes (see touch); returns a value to keep. */
+  @inline touchSlot(hash: u32): u32 {
+    const e = this.entry(hash);
+    return load<u32>(e) + <u32>load<u8>(e + <usize>this.entrySize - 1);
   }
 
   /** Value address of the live entry for `key`, or 0. Does not change its deadline. */

@@ -1,5 +1,4 @@
 import { FlowTable, FlowKey, ENTRY_LIVE, ENTRY_TOMBSTONE, ENTRY_KEY, ENTRY_EXPIRES, ENTRY_VALUE, KEY_SIZE } from "./flowtable";
-import { batchScratch } from "./shard";
 import { symmetricHashOf, addressHash } from "./io";
 import { copyBytes } from "./bytes";
 
@@ -66,17 +65,16 @@ const IMPORT_ROUND: u32 = 64;
 export function tableImport(table: FlowTable, input: usize, count: u32, now: u64, merge: bool): u32 {
   const record = KEY_SIZE + 8 + table.entrySize - ENTRY_VALUE;
   const valueSize = table.entrySize - ENTRY_VALUE;
-  const hashes = batchScratch();
   let failed: u32 = 0;
   for (let first: u32 = 0; first < count; first += IMPORT_ROUND) {
     const n = min(IMPORT_ROUND, count - first);
-    for (let i: u32 = 0; i < n; i++) store<u32>(hashes + (<usize>i << 2), FlowKey.hash(input + <usize>((first + i) * record)));
-    touched += table.touch(hashes, n);
+    // Hashed twice rather than kept: this runs on the I/O side too (snapshot restore), which has no scratch.
+    for (let i: u32 = 0; i < n; i++) touched += table.touchSlot(FlowKey.hash(input + <usize>((first + i) * record)));
     for (let i: u32 = 0; i < n; i++) {
       const r = input + <usize>((first + i) * record);
       const expires = load<u64>(r, KEY_SIZE);
       if (expires <= now) continue;
-      const hash = load<u32>(hashes + (<usize>i << 2));
+      const hash = FlowKey.hash(r);
       const existing = merge ? table.find(r, hash, now) : 0;
       if (existing) {
         for (let w: u32 = 0; w + 8 <= valueSize; w += 8) {
@@ -95,5 +93,5 @@ export function tableImport(table: FlowTable, input: usize, count: u32, now: u64
   return failed;
 }
 
-/** What touch() read, kept so that its loads stay. */
+/** What the touches read, kept so that their loads stay. */
 let touched: u32 = 0;
