@@ -101,6 +101,25 @@ test('scale 1 -> 2 -> 4 -> 1 during a trace: 0 lost, per-flow order kept, state 
   assert.equal(byFlow(join(dir, 'scaled.pcap')), byFlow(join(dir, 'one.pcap')));
 });
 
+test('a move larger than half the transfer buffer goes in rounds, export and import overlapping: every entry arrives intact', async () => {
+  // 100k flows: the 2 -> 1 move carries about 50k FlowStats records of 56 bytes, more than one 2 MiB half.
+  const many = join(dir, 'many.pcap');
+  execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', '200000', '-f', '100000', '-o', many, '--seed', '6']);
+  const extra = 'pool_slots: 65536';
+  const runMany = async (name: string, options: PipelineOptions) => {
+    const pipeline = await Pipeline.create(await loadConfig(configFile(name, extra), { overrides: [`src.file=${many}`, 'stats.capacity=131072'] }), options);
+    return { pipeline, result: await pipeline.run() };
+  };
+  const one = await runMany('many-one', { shards: 1 });
+  const scaled = await runMany('many-scaled', { shards: 2, scaleAt: [{ packets: 150_000, shards: 1 }] });
+  const [report] = scaled.pipeline.scaleReports;
+  assert.ok(report.flows_moved > 37_449, `${report.flows_moved} flows moved: more than one half of the transfer buffer holds`);
+  assert.is(report.flows_not_moved, 0);
+  assert.is(report.packets_lost, 0);
+  assert.is(report.packets_reordered, 0);
+  assert.equal(flowRecords(await scaled.pipeline.snapshot(), 'flows'), flowRecords(await one.pipeline.snapshot(), 'flows'));
+});
+
 test('wirepath verify finds the scaled runs equivalent', async () => {
   const result = await verify(configFile('verify'), { shards: [1, 2, 4], scaleEvery: 7000 });
   assert.ok(result.equivalent, result.difference);
