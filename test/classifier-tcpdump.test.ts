@@ -166,8 +166,14 @@ async function classifierOutputs(patterns: string[], name: string, specialize: b
     `  cl_${n}: { type: Classifier, patterns: ${JSON.stringify(patterns)} }`,
     ...patterns.map((_, k) => `  out_${n}_${k}: { type: ToPcap, file: ${file(n, k)} }`)]),
   'connections:', ...names.flatMap((n) => [`  - src_${n} -> cl_${n}`, ...patterns.map((_, k) => `  - cl_${n}[${k}] -> out_${n}_${k}`)])].join('\n');
-  await runConfig(workDir, yaml, { threads: 'inline', specialize });
-  return names.map((n) => patterns.map((_, k) => numbersOf(n, join(workDir, file(n, k)))));
+  const result = await runConfig(workDir, yaml, { threads: 'inline', specialize });
+  const outputs = names.map((n) => patterns.map((_, k) => numbersOf(n, join(workDir, file(n, k)))));
+  // What no pattern matched is counted: every packet is either sent out or counted.
+  names.forEach((n, i) => {
+    const sent = outputs[i].reduce((sum, o) => sum + o.length, 0);
+    assert.is(Number(result.elements[`cl_${n}`].unmatched) + sent, readPcap(CAPTURES[n]).records.length, `${n}: unmatched + sent`);
+  });
+  return outputs;
 }
 
 test('a Classifier of many overlapping patterns sends each packet where the decision DAG sends it (first match wins)', async () => {

@@ -6,12 +6,16 @@ import { Interpreter, NO_MATCH } from "./program";
 @inline export function processWith<Decider>(self: ClassifierState, batch: Batch, out: Outputs): void {
   const decider = changetype<Decider>(0);
   const program = self.program;
-  for (let i: u32 = 0; i < batch.count; i++) {
+  // In locals: the pushes' stores could alias the batch's count and the state's counter.
+  const n = batch.count;
+  let unmatched: u64 = 0;
+  for (let i: u32 = 0; i < n; i++) {
     const p = batch.packet(i);
     const output = decider.decide(program, p);
-    if (output == NO_MATCH) { self.unmatched++; dropPacket(p); }
+    if (output == NO_MATCH) { unmatched++; dropPacket(p); }
     else out.push(<i32>output, p);
   }
+  self.unmatched += unmatched;
 }
 
 export function process(self: ClassifierState, batch: Batch, out: Outputs): void {
