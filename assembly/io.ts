@@ -376,7 +376,8 @@ const RUN_AHEAD: u32 = 8192;
 
 /**
  * How many packets a source may submit now without any being dropped: the fewest free entries of
- * any shard's receive ring, and no more than the free slots. Sources that read files respect it;
+ * any shard's receive ring (counting no more than RUN_AHEAD waiting in it), and no more than the free
+ * slots. Sources that read files respect it;
  * live sources do not wait and count drops instead.
  */
 export function ioSpace(): u32 {
