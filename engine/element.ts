@@ -211,8 +211,11 @@ export interface ElementDefinition {
   invalid?: (params: any) => ParamWarning[];
   /** A config snippet that uses the element. */
   example: string;
-  /** Most packets an element emits on one output per packet it receives (2 for an element that splits packets in two). */
-  expands?: number;
+  /**
+   * Most packets an element emits on one output per packet it receives (2 for an element that splits packets in
+   * two), or a function of its parameters when they decide it (a NAT fragmenting to an MTU).
+   */
+  expands?: number | ((params: any) => number);
   /** Copies it makes with clonePacket per packet it receives (Tee: outputs - 1); sizes the shard's clone stash. */
   clones?: (params: any) => number;
   /** Sources and sinks run on the I/O side; their process.ts holds the per-packet I/O loops. */
@@ -261,4 +264,9 @@ export function defineElement<const D extends ElementDefinition>(definition: D):
 
 export function outputsOf(type: ElementDefinition, params: Record<string, unknown>): PortSpec[] {
   return typeof type.outputs === 'function' ? type.outputs(params) : type.outputs;
+}
+
+/** Most packets the element emits on one output per packet it receives (its `expands`, 1 when it declares none). */
+export function expansionOf(type: ElementDefinition, params: Record<string, unknown>): number {
+  return typeof type.expands === 'function' ? type.expands(params) : type.expands ?? 1;
 }

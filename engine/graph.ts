@@ -2,7 +2,7 @@
 
 import { ConfigError, ConfigErrors, didYouMean } from './errors.ts';
 import { STEERING } from './registry.ts';
-import { outputsOf, type ElementType, type PortSpec } from './element.ts';
+import { outputsOf, expansionOf, type ElementType, type PortSpec } from './element.ts';
 import { inFileOrder, type ElementInstance, type PipelineConfig } from './config.ts';
 import type { Endpoint } from './connections.ts';
 
@@ -163,7 +163,7 @@ function computeCapacities(nodes: GraphNode[], batch: number): void {
   for (const node of nodes) {
     node.inputCapacity = node.feeders.map((feeders) => feeders.reduce((sum, f) => sum + outCapacity.get(f.node)!, 0));
     const received = node.type.kind === 'source' ? batch : node.inputCapacity.reduce((a, b) => a + b, 0);
-    outCapacity.set(node.name, received * (node.type.expands ?? 1));
+    outCapacity.set(node.name, received * expansionOf(node.type, node.instance.params));
   }
 }
 

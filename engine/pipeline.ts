@@ -8,7 +8,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
 import { Meta, RingLayout, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
-import type { DataState, ElementView, TableEntry, SinkDriver, SourceDriver, IoContext as DriverContext } from './element.ts';
+import { expansionOf, type DataState, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { EnvironmentError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
 import { STEERING, STEER_ELEMENT } from './registry.ts';
@@ -329,7 +329,7 @@ export class Pipeline {
       const r = records[node.index];
       inputBatches[node.index].forEach((b, port) => this.u32(descriptor + r.inputs[port], b));
       const shared = sharesTarget(node);
-      const received = node.inputCapacity.reduce((a, b) => a + b, 0) * (node.type.expands ?? 1);
+      const received = node.inputCapacity.reduce((a, b) => a + b, 0) * expansionOf(node.type, node.instance.params);
       node.targets.forEach((t, port) => {
         const target = t ? inputBatches[graph.byName.get(t.node)!.index][t.port] : hole;
         this.u32(descriptor + r.forwards[port], target);

@@ -61,11 +61,11 @@ connections:
 `;
 
 /** Runs the packets (in order) through a NAT with these parameters; what left each side, its counters, handlers and block log. */
-async function run(nat: string, packets: Packet[]) {
+async function run(nat: string, packets: Packet[], topLevel = '') {
   const dir = tempDir();
   try {
     writePcap(join(dir, 'in.pcap'), packets.map(([s, spec], i) => ({ data: Buffer.isBuffer(spec) ? spec : frame(spec), sec: T0 + s, usec: i })));
-    writeFileSync(join(dir, 'nat.yaml'), config(`${nat}${nat ? ', ' : ''}log: blocks.jsonl`));
+    writeFileSync(join(dir, 'nat.yaml'), topLevel + config(`${nat}${nat ? ', ' : ''}log: blocks.jsonl`));
     const pipeline = await Pipeline.create(await loadConfig(join(dir, 'nat.yaml')), { threads: 'inline' });
     const result = await pipeline.run();
     const handlers = handlersOf(pipeline.graph.byName.get('nat')!.type);
@@ -351,11 +351,11 @@ test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never e
 test('U14 a packet larger than the outside MTU with DF set: dropped, ICMP fragmentation needed naming the MTU goes back', async () => {
   const r = await run('mtu: 576', [
     [0, udp(A, R1, 5000, 53, { dontFragment: true, payload: 600 })],   // 1: too big, DF
-    [1, udp(A, R1, 5001, 53, { payload: 600 })],                        // 2: too big, may be fragmented on: leaves as it is
+    [1, udp(A, R1, 5001, 53, { payload: 600 })],                        // 2: too big, may be fragmented: fragmented
     [2, udp(A, R1, 5002, 53, { dontFragment: true, payload: 500 })],   // 3: fits
     [3, { proto: 'icmp', src: A, dst: R1, icmpType: 3, dontFragment: true, payload: 600 }], // 4: an ICMP error: no error about it
   ]);
-  assert.equal(r.outside.map((s) => s.n), [2, 3]);
+  assert.equal(r.outside.map((s) => s.n), [2, 2, 3], 'the one without DF leaves in two fragments');
   assert.is(r.nat.drop_too_big, 2);
   assert.is(r.inside.length, 1);
   const icmp = r.inside[0].bytes;
@@ -364,6 +364,63 @@ test('U14 a packet larger than the outside MTU with DF set: dropped, ICMP fragme
   assert.equal([...icmp.subarray(42 + 12, 42 + 16)].join('.'), A, 'it quotes the packet as its sender sent it');
   assert.is(icmp.readUInt16BE(42 + 20), 5000, 'with its source port');
   r.verdicts('inside').forEach((v) => assert.ok(v.ip === '1,1' && v.icmp === '1', JSON.stringify(v)));
+});
+
+/** `frame` with IPv4 options after its 20-byte header (the header length, total length and checksum updated). */
+function withOptions(frame: Buffer, options: Buffer): Buffer {
+  const f = Buffer.concat([frame.subarray(0, 34), options, frame.subarray(34)]);
+  f[14] = 0x40 | ((20 + options.length) >> 2);
+  f.writeUInt16BE(f.length - 14, 16);
+  f.writeUInt16BE(0, 24);
+  f.writeUInt16BE(internetChecksum(f.subarray(14, 34 + options.length)), 24);
+  return f;
+}
+
+test('U14 without DF: a packet larger than the outside MTU leaves in fragments, in order, that add up to the translated datagram', async () => {
+  // No-operation, router alert (copied into every fragment), record route (first fragment only): 12 bytes.
+  const options = Buffer.from('01' + '94040000' + '07070400000000', 'hex');
+  const big = withOptions(frame(udp(A, R1, 5000, 53, { payload: 1200 })), options);
+  const packets: Packet[] = [
+    [0, big],                                                                     // 1: 1240 bytes, header 32
+    [1, udp(A, R1, 5001, 53, { payload: 700, moreFragments: true, id: 0x2222 })], // 2: a first fragment, split further
+    [2, udp(A, R1, 5001, 53, { payload: 700, fragOffset: 100, id: 0x2222 })],     // 3: its last fragment, split further
+    [3, udp(A, R1, 5002, 53, { payload: 500 })],                                  // 4: fits
+  ];
+  // Port preservation makes the external ports of the two runs equal.
+  const r = await run('mtu: 576, port_preservation: true', packets);
+  const whole = await run('port_preservation: true', packets);
+  assert.equal(r.outside.map((s) => s.n), [1, 1, 1, 2, 2, 3, 3, 4], 'each packet\'s fragments together and in order');
+  assert.is(r.nat.fragmented, 3);
+  assert.is(r.nat.translated_out, 4);
+  const ipOf = (s: Seen) => {
+    const d = s.bytes, hl = (d[14] & 15) * 4, field = d.readUInt16BE(20);
+    return { hl, total: d.readUInt16BE(16), id: d.readUInt16BE(18), offset: (field & 0x1fff) * 8, more: (field & 0x2000) !== 0, body: d.subarray(14 + hl, 14 + d.readUInt16BE(16)) };
+  };
+  const pieces = r.outside.map(ipOf);
+  pieces.forEach((f, i) => assert.ok(f.total <= 576 && f.offset % 8 === 0, `fragment ${i + 1}: ${f.total} bytes at ${f.offset}`));
+  r.outside.forEach((s) => assert.is(s.src, whole.outside[0].src, 'every fragment from the external address'));
+  // Packet 1: the options whose copied flag is set go into the later fragments, padded to a whole word.
+  assert.equal(pieces.slice(0, 3).map((f) => [f.hl, f.offset, f.more, f.id]), [[32, 0, true, 0x1111], [24, 544, true, 0x1111], [24, 1096, false, 0x1111]]);
+  assert.equal(r.outside[0].bytes.subarray(34, 46), options, 'the first fragment keeps every option');
+  assert.equal([...r.outside[1].bytes.subarray(34, 38)], [0x94, 4, 0, 0], 'a later one only the router alert');
+  assert.equal(Buffer.concat(pieces.slice(0, 3).map((f) => f.body)), ipOf(whole.outside[0]).body, 'the pieces add up to the translated datagram');
+  // Packets 2 and 3: fragments of one datagram, cut further; the offsets go on from theirs, the last keeps its flag.
+  assert.equal(pieces.slice(3, 7).map((f) => [f.offset, f.more]), [[0, true], [552, true], [800, true], [1352, false]]);
+  assert.equal(Buffer.concat(pieces.slice(3, 5).map((f) => f.body)), ipOf(whole.outside[1]).body);
+  assert.equal(Buffer.concat(pieces.slice(5, 7).map((f) => f.body)), ipOf(whole.outside[2]).body);
+  assert.equal(r.outside[7].bytes, whole.outside[3].bytes, 'a packet that fits is not touched');
+  // tshark checks every IP header and reassembles the first datagram, whose UDP checksum must verify.
+  r.verdicts('outside').forEach((v, i) => assert.is(v.ip, '1', `IP checksum of fragment ${i + 1}`));
+  assert.is(r.verdicts('outside').filter((v) => v.udp === '1').length, 2, 'packet 1 reassembled, and packet 4, with good UDP checksums');
+});
+
+test('U14 without DF: a packet whose fragments do not fit the output is dropped whole and counted', async () => {
+  // At mtu 68 the outputs have room for the 31 fragments of a 1500-byte packet; a jumbo needs 188.
+  const r = await run('mtu: 68', [[0, udp(A, R1, 5000, 53, { payload: 9000 })], [1, udp(A, R1, 5000, 53, { payload: 1472 })]], 'slot_size: 16384\n');
+  assert.is(r.nat.drop_no_buffer, 1);
+  assert.equal(r.outside.map((s) => s.n), Array(31).fill(2), 'none of the jumbo\'s, all of the next one\'s');
+  r.verdicts('outside').forEach((v, i) => assert.is(v.ip, '1', `IP checksum of fragment ${i + 1}`));
+  assert.is(r.verdicts('outside').filter((v) => v.udp === '1').length, 1, 'reassembled, with a good UDP checksum');
 });
 
 test('C5 per-subscriber session limit: new sessions past it are refused; sessions that end (time out or are never made) free room', async () => {

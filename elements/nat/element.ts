@@ -62,8 +62,10 @@ export default defineElement({
     + 'name): each subscriber and every mapping of it lives on one shard and moves with it when the pipeline scales; a '
     + 'hairpinned packet for a subscriber on another shard is handed to that shard.',
   inputs: 2,
-  // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in.
-  expands: 2,
+  // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in, and for the
+  // fragments of 1500-byte packets when mtu is smaller (larger packets are split while the room lasts).
+  expands: (p: { mtu: number }) => (fragmentsOf1500(p.mtu) > 1 ? 2 + fragmentsOf1500(p.mtu) : 2),
+  clones: (p: { mtu: number }) => fragmentsOf1500(p.mtu) - 1,
   // An inbound later fragment is placed by the mapping its first fragment found.
   firstFragmentFirst: true,
   outputs: [
@@ -90,8 +92,8 @@ export default defineElement({
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422)', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
     mtu: param.int('largest IPv4 packet (total length in bytes) the outside link takes: a larger one from inside with DF set is '
-      + 'dropped and answered with ICMP fragmentation needed, naming this MTU (RFC 4787 REQ-13); one without DF leaves as it is '
-      + '(the NAT does not fragment); 0: no limit', 0, 65535, { default: 0 }),
+      + 'dropped and answered with ICMP fragmentation needed, naming this MTU; one without DF leaves in fragments, in order (RFC 4787 '
+      + 'REQ-13; later fragments carry the options marked to be copied); 0: no limit', 0, 65535, { default: 0 }),
     syn_icmp: param.bool('answer an unsolicited inbound SYN with ICMP port unreachable after 6 s unless an outbound SYN of its connection came (RFC 5382 REQ-4; off: dropped silently, as REQ-4a allows)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
@@ -153,6 +155,7 @@ export default defineElement({
     hairpinned: state.counter('packets from inside to a pool address sent back inside'),
     hairpin_handovers: state.counter('hairpinned packets handed to the shard of their target subscriber'),
     exempted: state.counter('packets passed untranslated (exempt destinations or ports)'),
+    fragmented: state.counter('packets larger than mtu sent out in fragments'),
     mappings_created: state.counter('mappings made'),
     blocks_allocated: state.counter('port blocks given to subscribers'),
     blocks_released: state.counter('port blocks given back'),
@@ -170,6 +173,7 @@ export default defineElement({
     drop_malformed: state.counter('dropped: not IPv4 TCP/UDP/ICMP, truncated, or an ICMP error quoting too little'),
     drop_fragment: state.counter('dropped: inbound later fragment with no first fragment seen'),
     drop_too_big: state.counter('dropped: from inside, larger than mtu with DF set (answered with ICMP fragmentation needed)'),
+    drop_no_buffer: state.counter('dropped: larger than mtu, and no free slots or output room for all its fragments'),
     drop_unsupported: state.counter('dropped: other protocols and ICMP types the NAT does not translate'),
     log_lost: state.counter('block records lost because the log queue was full (the log is written every 200 ms)'),
     scan_cursor: state.internal('where the search for idle blocks goes on (per shard)'),
@@ -215,7 +219,12 @@ export default defineElement({
 const FRAGMENT_OWNERS = 4096;
 
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
-  'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_unsupported'];
+  'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
+
+/** Fragments a 1500-byte packet (a 20-byte header) leaves in at `mtu` (0: no limit, 1). */
+function fragmentsOf1500(mtu: number): number {
+  return mtu > 0 && mtu < 1500 ? Math.ceil(1480 / ((mtu - 20) & ~7)) : 1;
+}
 
 /** Block records from the shards' queue, written as JSON lines. */
 function writeLog(view: ElementView, final: boolean): void {

@@ -1,7 +1,7 @@
 import {
   Batch, Outputs, Packet, FlowTable, FlowKey, Ethernet, IPv4, Transport, TCP, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
   ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, flowCreated, now, dropPacket, newPacket, resteer, addressHash, symmetricHashOf, checksum,
-  replace16, replace32, adjustChecksum, copyBytes,
+  replace16, replace32, adjustChecksum, copyBytes, zeroBytes, META_SIZE,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
 
@@ -74,6 +74,8 @@ let failure: u32 = 0;
 // output has room for twice the packets its inputs bring: expands in element.ts).
 let answers: Outputs | null = null;
 let answerBudget: u32 = 0;
+/** Packets in the batch being run: room a fragmented packet must leave in the outside output for the rest. */
+let batchCount: u32 = 0;
 
 export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
   const t = now();
@@ -82,6 +84,7 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
   if (self.syn_icmp) self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
   answers = out;
   answerBudget = batch.capacity;
+  batchCount = batch.count;
   if (port == 0 && self.sessions.worthTouching()) touchSessions(self, batch);
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
@@ -208,7 +211,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
     localPort = Transport.srcPort(l4);
     remotePort = Transport.dstPort(l4);
   }
-  if (isExempt(pool, remote, protocol == IPPROTO_ICMP ? 0 : remotePort)) { self.exempted++; out.push(OUTSIDE, p); return; }
+  if (isExempt(pool, remote, protocol == IPPROTO_ICMP ? 0 : remotePort)) { self.exempted++; sendOut(self, p, out); return; }
 
   let session = outboundSession(self, inside, remote, t);
   if (!session) { refuse(self, p, ip, out); return; }
@@ -241,7 +244,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
     inbound(self, p, out, t, true);
     return;
   }
-  out.push(OUTSIDE, p);
+  sendOut(self, p, out);
 }
 
 /** The session of the packet's inside 5-tuple, made (with its mapping) when there is none; 0 when it cannot be. */
@@ -334,13 +337,13 @@ function allowFrom(self: NATState, inside: u32, remote: u32, external: u16, t: u
 function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64): void {
   const inside = IPv4.src(ip);
   protocol = IPv4.protocol(ip);
-  if (isExempt(<usize>self.pool, IPv4.dst(ip), 0)) { self.exempted++; out.push(OUTSIDE, p); return; }
+  if (isExempt(<usize>self.pool, IPv4.dst(ip), 0)) { self.exempted++; sendOut(self, p, out); return; }
   const subscriber = subscriberEntry(self, inside, t);
   const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
   if (!external) { self.drop_pool_exhausted++; dropPacket(p); return; }
   IPv4.setSrc(p, ip, external);
   self.translated_out++;
-  out.push(OUTSIDE, p);
+  sendOut(self, p, out);
 }
 
 /** An ICMP error from inside about a packet that came in: the quoted packet's destination is translated too. */
@@ -359,7 +362,7 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   rewriteQuoted(ip, l4, inner, false, s.external, s.external_port);
   IPv4.setSrc(p, ip, s.external);
   self.translated_out++;
-  out.push(OUTSIDE, p);
+  sendOut(self, p, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1060,6 +1063,97 @@ function refuse(self: NATState, p: Packet, ip: usize, out: Outputs): void {
 }
 
 /**
+ * Sends a packet out of the outside port. One larger than mtu (its DF flag clear: those with DF set were
+ * answered before translation) leaves in fragments (RFC 4787 REQ-13).
+ */
+function sendOut(self: NATState, p: Packet, out: Outputs): void {
+  if (self.mtu) {
+    const ip = IPv4.header(p);
+    if (ip && IPv4.totalLength(ip) > <u32>self.mtu) { fragment(self, p, ip, out); return; }
+  }
+  out.push(OUTSIDE, p);
+}
+
+/**
+ * Splits a packet into fragments of at most mtu bytes and sends them out in order (RFC 791): the packet
+ * itself, cut short, is the first; each later one carries the options whose copied flag is set, and the
+ * offsets go on from the packet's own (a fragment is fragmented further). The transport checksum covers
+ * the whole datagram and stays in the first. Without slots or room for all the pieces, nothing is sent.
+ */
+function fragment(self: NATState, p: Packet, ip: usize, out: Outputs): void {
+  const hl = IPv4.headerLength(ip);
+  const payload = IPv4.totalLength(ip) - hl;
+  const laterHl = laterHeader(ip, hl, 0);
+  // mtu is at least 68 and a header at most 60 bytes: every piece carries at least 8.
+  const first = (<u32>self.mtu - hl) & ~7;
+  const each = (<u32>self.mtu - laterHl) & ~7;
+  const pieces = 1 + (payload - first + each - 1) / each;
+  const dest = out.port(OUTSIDE);
+  if (dest.count + pieces + batchCount + answerBudget > dest.capacity) { self.drop_no_buffer++; dropPacket(p); return; }
+  const l2 = <u32>(ip - p.data);
+  const field = Wire.get16(ip + 6);
+  const mark = dest.count;
+  Wire.set16(ip + 2, <u16>(hl + first));
+  Wire.set16(ip + 6, field | IP_MORE_FRAGMENTS);
+  IPv4.setHeaderChecksum(ip);
+  p.length = l2 + hl + first;
+  p.wireLength = p.length;
+  dest.push(p);
+  // The bytes past the first piece are still in the packet's slot.
+  for (let at = first; at < payload; at += each) {
+    const q = newPacket();
+    if (!q) {
+      for (let i = mark; i < dest.count; i++) dropPacket(dest.packet(i));
+      dest.count = mark;
+      self.drop_no_buffer++;
+      return;
+    }
+    const size = min(each, payload - at);
+    copyBytes(changetype<usize>(q), changetype<usize>(p), META_SIZE); // at the packet's data offset, so it fits as the packet did
+    q.length = l2 + laterHl + size;
+    q.wireLength = q.length;
+    const qip = q.data + l2;
+    copyBytes(q.data, p.data, l2);
+    laterHeader(ip, hl, qip);
+    copyBytes(qip + laterHl, ip + hl + at, size);
+    Wire.set16(qip + 2, <u16>(laterHl + size));
+    const last = at + size == payload;
+    Wire.set16(qip + 6, <u16>((field & 0x1fff) + (at >> 3)) | (last ? field & IP_MORE_FRAGMENTS : IP_MORE_FRAGMENTS));
+    IPv4.setHeaderChecksum(qip);
+    dest.push(q);
+  }
+  self.fragmented++;
+}
+
+/**
+ * Length of the header of a later fragment of the datagram whose header (`hl` bytes) is at `ip`: the fixed
+ * 20 bytes and the options whose copied flag is set, padded to whole words; written at `to` unless it is 0.
+ * A malformed option list is copied up to where it goes wrong.
+ */
+function laterHeader(ip: usize, hl: u32, to: usize): u32 {
+  let length: u32 = IPv4.MIN_HEADER;
+  if (to) copyBytes(to, ip, IPv4.MIN_HEADER);
+  for (let at = IPv4.MIN_HEADER; at < hl;) {
+    const type = load<u8>(ip + at);
+    if (type == 0) break; // end of the option list
+    if (type == 1) { at++; continue; } // no-operation, not copied
+    const size = at + 1 < hl ? <u32>load<u8>(ip + at + 1) : 0;
+    if (size < 2 || at + size > hl) break;
+    if (type & 0x80) {
+      if (to) copyBytes(to + length, ip + at, size);
+      length += size;
+    }
+    at += size;
+  }
+  const padded = (length + 3) & ~3;
+  if (to) {
+    zeroBytes(to + length, padded - length); // end of the option list
+    store<u8>(to, 0x40 | <u8>(padded >> 2));
+  }
+  return padded;
+}
+
+/**
  * Larger than the outside link takes, and not to be fragmented: dropped, and answered with ICMP
  * fragmentation needed (RFC 1191), unless it is an ICMP error itself (RFC 1122: no error about an error).
  */
@@ -1072,6 +1166,7 @@ function tooBig(self: NATState, p: Packet, ip: usize, out: Outputs): void {
 }
 
 const IP_DONT_FRAGMENT: u16 = 0x4000;
+const IP_MORE_FRAGMENTS: u16 = 0x2000;
 const ICMP_HOST_UNREACHABLE: u32 = 1;
 const ICMP_PORT_UNREACHABLE: u32 = 3;
 const ICMP_FRAGMENTATION_NEEDED: u32 = 4;
