@@ -282,6 +282,61 @@ print(json.dumps(answered))
     });
   });
 
+  test('PCP: a subscriber maps a UDP port at its gateway; a server it never sent to reaches it at the assigned external address and port', async () => {
+    await withTopology(async (t) => {
+      natRoutes(t);
+      const engine = await startNat(t, 1);
+      // A MAP request (RFC 6887 §7.1, §11.1) for UDP port 7000, lifetime 600 s, from a real socket.
+      const mapped = python(t, `
+import struct
+s = udp('${ADDRESSES.client}', 5350)
+request = struct.pack('!BBHI', 2, 1, 0, 600) + bytes(10) + b'\\xff\\xff' + socket.inet_aton('${ADDRESSES.client}')
+request += bytes(range(1, 13)) + struct.pack('!B3xHH', 17, 7000, 0) + bytes(16)
+for attempt in range(5):
+    s.sendto(request, ('${ADDRESSES.clientGateway}', 5351))
+    try:
+        answer, peer = s.recvfrom(2048)
+        break
+    except socket.timeout:
+        pass
+else:
+    raise SystemExit('no PCP answer')
+print(json.dumps({'from': '%s:%d' % peer, 'length': len(answer), 'response': answer[1] >> 7, 'result': answer[3],
+    'lifetime': struct.unpack('!I', answer[4:8])[0], 'nonce': answer[24:36].hex(),
+    'port': struct.unpack('!H', answer[42:44])[0], 'address': socket.inet_ntoa(answer[56:60])}))
+`);
+      assert.equal([mapped.from, mapped.length, mapped.response, mapped.result, mapped.lifetime, mapped.nonce],
+        [`${ADDRESSES.clientGateway}:5351`, 60, 1, 0, 600, '0102030405060708090a0b0c'], JSON.stringify(mapped));
+      assert.match(mapped.address, POOL);
+      // The subscriber listens on its port; a server sends to the external endpoint, unsolicited.
+      const listener = t.start(t.ns.client, ['python3', '-u', '-c', `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('${ADDRESSES.client}', 7000))
+print('ready', flush=True)
+data, peer = s.recvfrom(2048)
+print('%s %s:%d' % (data.decode(), peer[0], peer[1]), flush=True)
+`]);
+      let heard = '';
+      listener.stdout!.on('data', (d) => (heard += d));
+      await waitFor(() => heard.includes('ready') || listener.exitCode !== null, 10_000, 'the subscriber to listen');
+      const send = `import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('${ADDRESSES.server}', 9999))
+for i in range(20):
+    s.sendto(b'unsolicited', ('${mapped.address}', ${mapped.port}))
+    time.sleep(0.1)
+`;
+      const sender = t.start(t.ns.server, ['python3', '-c', send]);
+      await waitFor(() => heard.includes('unsolicited') || listener.exitCode !== null, 10_000, 'the datagram to reach the subscriber');
+      sender.kill();
+      const stdout = await stopNat(engine);
+      assert.match(heard, new RegExp(`unsolicited ${ADDRESSES.server.replace(/\./g, '\\.')}:9999`), heard);
+      assert.match(stdout, /\bpcp_requests=1\b/, stdout);
+      assert.match(stdout, /\bpcp_mappings=1\b/, stdout);
+    });
+  });
+
   test('two shards: the download and endpoint-independent mapping hold', async () => {
     const dir = tempDir();
     try {

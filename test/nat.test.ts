@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, internetChecksum, cli, type FrameSpec } from './helpers.ts';
+import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, internetChecksum, cli, tshark, type FrameSpec } from './helpers.ts';
 import { checksumVerdicts } from './golden.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
@@ -71,6 +71,8 @@ async function run(nat: string, packets: Packet[], topLevel = '') {
     const handlers = handlersOf(pipeline.graph.byName.get('nat')!.type);
     const view = pipeline.view('nat');
     const verdicts = { inside: checksumVerdicts(join(dir, 'inside.pcap')), outside: checksumVerdicts(join(dir, 'outside.pcap')) };
+    // PCP answers as tshark's Port Control dissector reads them (frame number, then PCP_FIELDS).
+    const pcp = nat.includes('pcp_server') ? tshark(join(dir, 'inside.pcap'), ['frame.number', ...PCP_FIELDS], ['-Y', 'portcontrol']) : [];
     const log = readFileSync(join(dir, 'blocks.jsonl'), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
     return {
       outside: readPcap(join(dir, 'outside.pcap')).records.map(decode),
@@ -81,6 +83,7 @@ async function run(nat: string, packets: Packet[], topLevel = '') {
       blocks: handlers.blocks.read!(view) as any,
       log,
       verdicts: (side: 'inside' | 'outside') => verdicts[side],
+      pcp,
     };
   } finally {
     removeDir(dir);
@@ -88,6 +91,27 @@ async function run(nat: string, packets: Packet[], topLevel = '') {
 }
 
 const udp = (src: string, dst: string, sport: number, dport: number, more: Spec = {}): Spec => ({ proto: 'udp', src, dst, sport, dport, ...more });
+
+const PCP_FIELDS = ['portcontrol.version', 'portcontrol.r', 'portcontrol.opcode', 'portcontrol.result_code', 'portcontrol.lifetime_rsp',
+  'portcontrol.epoch_time', 'portcontrol.map.protocol', 'portcontrol.map.internal_port', 'portcontrol.map.rsp_assigned_external_port',
+  'portcontrol.map.rsp_assigned_ext_ip', 'portcontrol.map.nonce'];
+
+/** A PCP request (RFC 6887 §7.1): MAP (opcode 1) of an internal port by default, from `client` as it claims to be. */
+function pcpRequest(client: string, o: { protocol?: number; port?: number; lifetime?: number; version?: number; opcode?: number; options?: Buffer } = {}): Buffer {
+  const opcode = o.opcode ?? 1;
+  const m = Buffer.alloc(opcode === 1 ? 60 : 24);
+  m[0] = o.version ?? 2;
+  m[1] = opcode;
+  m.writeUInt32BE(o.lifetime ?? 3600, 4);
+  m.writeUInt16BE(0xffff, 18);
+  Buffer.from(client.split('.').map(Number)).copy(m, 20);
+  if (opcode === 1) {
+    for (let i = 0; i < 12; i++) m[24 + i] = i + 1; // the nonce
+    m[36] = o.protocol ?? 17;
+    m.writeUInt16BE(o.port ?? 7000, 40);
+  }
+  return Buffer.concat([m, o.options ?? Buffer.alloc(0)]);
+}
 const tcp = (src: string, dst: string, sport: number, dport: number, tcpFlags: number): Spec => ({ proto: 'tcp', src, dst, sport, dport, tcpFlags });
 
 test('U1/T1 endpoint-independent mapping, U2/R4 paired pooling, U3 no port overloading', async () => {
@@ -421,6 +445,71 @@ test('U14 without DF: a packet whose fragments do not fit the output is dropped 
   assert.equal(r.outside.map((s) => s.n), Array(31).fill(2), 'none of the jumbo\'s, all of the next one\'s');
   r.verdicts('outside').forEach((v, i) => assert.is(v.ip, '1', `IP checksum of fragment ${i + 1}`));
   assert.is(r.verdicts('outside').filter((v) => v.udp === '1').length, 1, 'reassembled, with a good UDP checksum');
+});
+
+test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetime, whatever the filtering; errors answered as the RFC says', async () => {
+  const PCP = '100.64.255.254';
+  const pcp = (s: number, req: Buffer): Packet => [s, udp(A, PCP, 5350, 5351, { payload: req })];
+  const r = await run('pcp_server: 100.64.255.254, filtering: address-and-port-dependent, port_preservation: true', [
+    pcp(0, pcpRequest(A, { port: 7000, lifetime: 3600 })),                 // 1: MAP UDP 7000
+    [1, udp(R1, '203.0.113.1', 9999, 7000)],                             // 2: unsolicited, from anyone: passes
+    pcp(2, pcpRequest(A, { protocol: 6, port: 8080, lifetime: 60 })),    // 3: MAP TCP 8080, 60 s asked: 120 s granted
+    [3, tcp(R2, '203.0.113.1', 40000, 8080, SYN)],                       // 4: a connection from outside: passes
+    pcp(4, pcpRequest(A, { port: 7000, lifetime: 0 })),                  // 5: delete the UDP one
+    [5, udp(R2, '203.0.113.1', 9999, 7000)],                             // 6: a new host: filtered again
+    [6, udp(R1, '203.0.113.1', 9999, 7000)],                             // 7: the session of packet 2 lives on
+    pcp(7, pcpRequest(A, { version: 1 })),                               // 8: UNSUPP_VERSION (1)
+    pcp(8, pcpRequest(A, { opcode: 2 })),                                // 9: PEER: UNSUPP_OPCODE (4)
+    pcp(9, pcpRequest(B, { port: 7001 })),                               // 10: claims another address: ADDRESS_MISMATCH (12)
+    pcp(10, pcpRequest(A, { port: 7002, options: Buffer.from('01000010' + '00'.repeat(16), 'hex') })), // 11: THIRD_PARTY: UNSUPP_OPTION (5)
+    pcp(11, pcpRequest(A, { protocol: 1 })),                             // 12: ICMP: UNSUPP_PROTOCOL (9)
+    pcp(12, Buffer.concat([pcpRequest(A), Buffer.from([0])])),           // 13: 61 bytes: MALFORMED_REQUEST (3)
+    pcp(13, Buffer.from([2])),                                           // 14: too short to answer: dropped
+    pcp(14, pcpRequest(A, { port: 7003, options: Buffer.from('80000000', 'hex') })), // 15: an optional option: skipped, mapped
+    pcp(15, pcpRequest(A, { opcode: 0 })),                               // 16: ANNOUNCE
+    [200, tcp(R1, '203.0.113.1', 40001, 8080, SYN)],                     // 17: the TCP mapping's 120 s are over
+  ]);
+  assert.equal(r.outside.length, 0, 'nothing of PCP goes out');
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 15, 16]);
+  const [version, rbit, opcode, result, lifetime, epoch, protocol, internal, external, address, nonce] = PCP_FIELDS.map((_, i) => i + 1);
+  const answers = r.pcp.filter((f) => f[rbit] === '1' || f[rbit] === 'True');
+  assert.equal(answers.map((f) => +f[result]), [0, 0, 0, 1, 4, 12, 5, 9, 3, 0, 0], 'result codes as tshark reads them');
+  answers.forEach((f) => assert.is(f[version], '2'));
+  assert.equal(answers.map((f) => +f[lifetime]), [3600, 120, 0, 1800, 1800, 1800, 1800, 1800, 1800, 3600, 0]);
+  assert.equal(answers.map((f) => +f[epoch]), [0, 2, 4, 7, 8, 9, 10, 11, 12, 14, 15], 'seconds since the server began answering');
+  const [udpMap, tcpMap] = answers;
+  assert.equal([udpMap[protocol], udpMap[internal], udpMap[external], udpMap[address]], ['17', '7000', '7000', '::ffff:203.0.113.1']);
+  assert.equal([tcpMap[protocol], tcpMap[internal], tcpMap[external]], ['6', '8080', '8080']);
+  assert.is(udpMap[nonce].replace(/:/g, ''), '0102030405060708090a0b0c', 'the nonce comes back');
+  assert.equal([r.inside[1].dst, r.inside[1].dport, r.inside[3].dport], [A, 7000, 8080], 'inbound reached the mapped ports');
+  const first = r.inside[0];
+  assert.equal([first.src, first.sport, first.dst, first.dport], [PCP, 5351, A, 5350], 'answered from the server to the client');
+  const mismatch = r.inside.find((s) => s.n === 10)!.bytes;
+  assert.is(mismatch.subarray(54, 66).toString('hex'), '000000000000ffff64400002', 'an error answer keeps the last 96 bits of the address claimed (§7.2)');
+  assert.is(first.bytes.subarray(54, 66).toString('hex'), '00'.repeat(12), 'a success\'s reserved bits are zero');
+  assert.is(r.nat.drop_filtered, 1);
+  assert.is(r.nat.drop_unsolicited_syn, 1);
+  assert.is(r.nat.pcp_requests, 11);
+  assert.is(r.nat.pcp_errors, 6);
+  const mappings = r.subscriber(A).mappings as { protocol: string; inside_port: number; pcp_expires_ns?: string }[];
+  const port = (n: number) => mappings.find((m) => m.protocol === 'udp' && m.inside_port === n);
+  assert.ok(port(7003)?.pcp_expires_ns, 'the subscriber view shows the PCP lifetime of a mapping made by MAP');
+  assert.ok(port(7000) && !port(7000)!.pcp_expires_ns, 'and none once it is deleted');
+  assert.is(r.nat.pcp_mappings, 4);
+  assert.is(r.nat.drop_malformed, 1);
+  r.verdicts('inside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0' && v.tcp !== '0', `checksums of packet ${i + 1}: ${JSON.stringify(v)}`));
+});
+
+test('C9 PCP needs endpoint-independent mapping: another is a config error', async () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir, 'pcp.yaml'), config('mapping: address-dependent, pcp_server: 100.64.255.254'));
+    const r = cli(['check', join(dir, 'pcp.yaml')]);
+    assert.is(r.status, 2);
+    assert.match(r.stderr, /pcp\.yaml:\d+:\d+: nat\.pcp_server: PCP maps a port for every remote host, which address-dependent mapping cannot do\n {2}hint: use mapping: endpoint-independent/);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test('C5 per-subscriber session limit: new sessions past it are refused; sessions that end (time out or are never made) free room', async () => {

@@ -60,7 +60,8 @@ export default defineElement({
     + 'across its mappings: a session past it is refused like a mapping that cannot be made. With deterministic: true each inside address has a fixed external address and port '
     + 'range (RFC 7422, VPP\'s arithmetic), so no block log is needed. With shards, give the sources steer: NAME (this element\'s '
     + 'name): each subscriber and every mapping of it lives on one shard and moves with it when the pipeline scales; a '
-    + 'hairpinned packet for a subscriber on another shard is handed to that shard.',
+    + 'hairpinned packet for a subscriber on another shard is handed to that shard. With pcp_server, subscribers open '
+    + 'their mappings to inbound traffic with PCP MAP requests (RFC 6887), answered by the NAT itself.',
   inputs: 2,
   // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in, and for the
   // fragments of 1500-byte packets when mtu is smaller (larger packets are split while the room lasts).
@@ -96,6 +97,9 @@ export default defineElement({
       + 'REQ-13; later fragments carry the options marked to be copied); 0: no limit', 0, 65535, { default: 0 }),
     syn_icmp: param.bool('answer an unsolicited inbound SYN with ICMP port unreachable after 6 s unless an outbound SYN of its connection came (RFC 5382 REQ-4; off: dropped silently, as REQ-4a allows)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
+    pcp_server: param.ipv4('address on the inside at which the NAT answers PCP (RFC 6887, UDP port 5351): subscribers map ports '
+      + 'for inbound traffic with MAP requests; unset: no PCP (packets to it are translated like any others)', {}),
+    pcp_max_lifetime: param.duration('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)', { default: 86400e9 }),
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
@@ -156,6 +160,10 @@ export default defineElement({
     hairpin_handovers: state.counter('hairpinned packets handed to the shard of their target subscriber'),
     exempted: state.counter('packets passed untranslated (exempt destinations or ports)'),
     fragmented: state.counter('packets larger than mtu sent out in fragments'),
+    pcp_requests: state.counter('PCP requests answered (pcp_server)'),
+    pcp_mappings: state.counter('PCP MAP requests granted: mappings made, renewed or deleted'),
+    pcp_errors: state.counter('PCP requests answered with an error result code'),
+    pcp_epoch_ns: state.internal('pipeline time at which the PCP server began answering: its answers count their epoch from it'),
     mappings_created: state.counter('mappings made'),
     blocks_allocated: state.counter('port blocks given to subscribers'),
     blocks_released: state.counter('port blocks given back'),
@@ -201,11 +209,15 @@ export default defineElement({
   },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
-  invalid: (p: NatParams & { mtu: number }) => [
+  invalid: (p: NatParams & { mtu: number; pcp_server?: number; mapping: string }) => [
     ...(blockCount(p) > MOST_BLOCKS ? [{
       param: 'pool',
       message: `${blockCount(p)} port blocks (${p.ports_per_block} ports each, three protocols), more than the ${MOST_BLOCKS} a NAT holds`,
       hint: 'use larger blocks (ports_per_block) or a smaller pool',
+    }] : []),
+    ...(p.pcp_server !== undefined && p.mapping !== 'endpoint-independent' ? [{
+      param: 'pcp_server', message: `PCP maps a port for every remote host, which ${p.mapping} mapping cannot do`,
+      hint: 'use mapping: endpoint-independent (the default) with pcp_server',
     }] : []),
     ...(p.mtu > 0 && p.mtu < 68 ? [{ param: 'mtu', message: `mtu ${p.mtu} is below IPv4's least MTU, 68`, hint: 'the outside link\'s MTU, e.g. 1500; 0 for no limit' }] : []),
   ],
@@ -257,10 +269,16 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
   const external = sub ? Number(sub.value.external) : p.deterministic ? deterministicRange(p, inside)?.address : undefined;
   const blocks = sub ? Object.entries(sub.value).filter(([k, v]) => /^b\d+$/.test(k) && v !== 0n)
     .map(([k, v]) => ({ protocol: PROTOCOLS[Math.floor(Number(k.slice(1)) / 4)], ...blockPorts(p, Number(v) - 1) })) : [];
-  const mappings = view.entries('mappings').filter((e) => e.key[0] === inside && (e.key[3] >>> 8) === 1).map((e) => ({
-    protocol: protocolName(e.key[3] & 0xff), inside_port: e.key[2] >>> 16, external: `${formatIPv4(external ?? 0)}:${Number(e.value.port)}`,
-    ...(e.key[1] ? { remote: formatIPv4(e.key[1]) } : {}), expires_ns: String(e.expires), shard: e.shard,
-  }));
+  const entries = view.entries('mappings').filter((e) => e.key[0] === inside);
+  // A PCP MAP's permission for any host: a filter entry (kind 3) with no remote, on the external port.
+  const pcp = (protocol: number, port: number) => entries.find((e) => e.key[3] === (protocol | (3 << 8)) && e.key[1] === 0 && e.key[2] >>> 16 === port);
+  const mappings = entries.filter((e) => (e.key[3] >>> 8) === 1).map((e) => {
+    const permit = pcp(e.key[3] & 0xff, Number(e.value.port));
+    return {
+      protocol: protocolName(e.key[3] & 0xff), inside_port: e.key[2] >>> 16, external: `${formatIPv4(external ?? 0)}:${Number(e.value.port)}`,
+      ...(e.key[1] ? { remote: formatIPv4(e.key[1]) } : {}), expires_ns: String(e.expires), ...(permit ? { pcp_expires_ns: String(permit.expires) } : {}), shard: e.shard,
+    };
+  });
   if (!sub && !mappings.length) return { subscriber: arg, mappings: [], note: 'no state for this subscriber' };
   return { subscriber: arg, external: external === undefined ? null : formatIPv4(external), mappings_made: sub ? Number(sub.value.mappings) : 0,
     ...(p.sessions_per_subscriber ? { sessions: sub ? Number(sub.value.sessions) : 0 } : {}), blocks, mappings };

@@ -4,6 +4,7 @@ import {
   replace16, replace32, adjustChecksum, copyBytes, zeroBytes, META_SIZE,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
+import { PCP_PORT, OP_MAP, HEADER, MAP_BODY, SUCCESS, SILENT, UNSUPP_VERSION, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA, checkRequest, errorLifetime, answer } from "./pcp";
 
 // The pool data's header (pool.ts HEADER): u32 fields at these offsets.
 const POOL_ADDRESSES: usize = 0;
@@ -192,6 +193,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
   const inside = IPv4.src(ip);
   const remote = IPv4.dst(ip);
   if (!isInside(pool, inside)) { self.drop_not_inside++; dropPacket(p); return; }
+  if (self.has_pcp_server && remote == self.pcp_server && isPcp(p, ip)) { pcpRequest(self, p, ip, out, t); return; }
   if (self.mtu && IPv4.totalLength(ip) > self.mtu && (Wire.get16(ip + 6) & IP_DONT_FRAGMENT) && poolIndex(pool, remote) < 0) {
     tooBig(self, p, ip, out);
     return;
@@ -365,6 +367,114 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   sendOut(self, p, out);
 }
 
+/** A UDP datagram, not a later fragment, to the PCP server's port. */
+@inline function isPcp(p: Packet, ip: usize): bool {
+  if (IPv4.protocol(ip) != IPPROTO_UDP || IPv4.fragmentOffset(ip) != 0) return false;
+  const udp = Transport.header(p, ip);
+  return udp != 0 && Transport.dstPort(udp) == PCP_PORT;
+}
+
+/** Lifetime in seconds the last pcpMap granted. */
+let pcpGranted: u32 = 0;
+
+/**
+ * A PCP request from a subscriber to pcp_server (RFC 6887): answered back inside, never translated. MAP
+ * makes, renews or deletes the subscriber's mapping of an inside port for inbound traffic; ANNOUNCE is
+ * answered with the epoch; anything else gets its error. A message too short to answer, or a response,
+ * is dropped and counted as malformed.
+ */
+function pcpRequest(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64): void {
+  const udp = Transport.header(p, ip);
+  const udpLength = <u32>Wire.get16(udp + 4);
+  const room = IPv4.totalLength(ip) - IPv4.headerLength(ip);
+  if (udpLength < 8 || udpLength > room) { self.drop_malformed++; dropPacket(p); return; }
+  const msg = udp + 8;
+  const received = udpLength - 8;
+  let result = checkRequest(msg, received, IPv4.src(ip));
+  if (result == SILENT) { self.drop_malformed++; dropPacket(p); return; }
+  const map = result == SUCCESS && load<u8>(msg, 1) == OP_MAP;
+  if (map) result = pcpMap(self, msg, IPv4.src(ip), t);
+  if (self.pcp_epoch_ns == 0) self.pcp_epoch_ns = t | 1; // 0 is "not begun"
+  const epoch = t > self.pcp_epoch_ns ? <u32>((t - self.pcp_epoch_ns) / SECOND) : 0;
+  // A success answers with the opcode's own part (options processed: none); an error with the request as it came.
+  const length = result != SUCCESS ? max(received, HEADER) : map ? HEADER + MAP_BODY : HEADER;
+  const lifetime = result != SUCCESS ? errorLifetime(<u8>result) : map ? pcpGranted : 0;
+  if (!answer(p, ip, udp, received, length, <u8>result, lifetime, epoch)) { self.drop_malformed++; dropPacket(p); return; }
+  self.pcp_requests++;
+  if (result != SUCCESS) self.pcp_errors++;
+  out.push(INSIDE, p);
+}
+
+/**
+ * MAP (RFC 6887 §11): maps the subscriber's internal port (TCP or UDP) for inbound traffic from any host,
+ * for the lifetime asked (within 2 minutes and pcp_max_lifetime), on the mapping its outbound traffic
+ * uses or would use (endpoint-independent), and writes the assigned external port and address into the
+ * request; a lifetime of 0 takes the permission back and leaves the mapping to its traffic. The suggested
+ * external port is not honoured: ports come from the subscriber's blocks. A result code.
+ */
+function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
+  protocol = load<u8>(msg, 36);
+  if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP) return UNSUPP_PROTOCOL;
+  localPort = Wire.get16(msg + 40);
+  remotePort = 0;
+  if (localPort == 0) return MALFORMED_REQUEST; // every port: only with protocol 0, which this server does not map
+  const requested = Wire.get32(msg + 4);
+  const key = keyBuffer();
+  if (requested == 0) {
+    mappingOutKey(self, key, inside, 0);
+    const forward = self.mappings.find(key, FlowKey.hash(key), t);
+    if (forward) {
+      const external = changetype<NATMappingsEntry>(forward).port;
+      filterKey(key, inside, 0, external);
+      self.mappings.remove(key, FlowKey.hash(key));
+      // The mapping goes on as one its traffic made, idle from now.
+      const deadline = t + protocolTimeout(self);
+      if (FlowTable.expires(forward) > deadline) setMappingDeadline(self, inside, external, deadline, t);
+      writeMapped(msg, subscriberExternal(self, inside, t), external);
+    }
+    pcpGranted = 0;
+    self.pcp_mappings++;
+    return SUCCESS;
+  }
+  const most = <u32>(self.pcp_max_lifetime / SECOND);
+  const lifetime = max<u32>(min<u32>(requested, most), min<u32>(120, most));
+  const made = self.mappings_created;
+  const mapped = outboundMapping(self, inside, 0, t);
+  if (mapped & FAILED) return (mapped & 0xffff) == FAIL_PORTS ? USER_EX_QUOTA : NO_RESOURCES;
+  const deadline = t + <u64>lifetime * SECOND;
+  // A mapping made for this request lives its lifetime, not an idle timeout; one that traffic uses, the longer of the two.
+  if (self.mappings_created != made) setMappingDeadline(self, inside, <u16>mapped, deadline, t);
+  else if (!refreshMapping(self, inside, 0, <u16>mapped, deadline, t)) return NO_RESOURCES;
+  // The permission for any remote host (admits), as long as the lifetime.
+  filterKey(key, inside, 0, <u16>mapped);
+  const permit = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
+  if (!permit) return NO_RESOURCES;
+  FlowTable.refresh(permit, 0, deadline);
+  writeMapped(msg, subscriberExternal(self, inside, t), <u16>mapped);
+  pcpGranted = lifetime;
+  self.pcp_mappings++;
+  return SUCCESS;
+}
+
+/** Sets when the mapping of (inside, localPort) to `external` ends, both directions. */
+function setMappingDeadline(self: NATState, inside: u32, external: u16, deadline: u64, t: u64): void {
+  const key = keyBuffer();
+  mappingOutKey(self, key, inside, 0);
+  const forward = self.mappings.find(key, FlowKey.hash(key), t);
+  if (forward) FlowTable.refresh(forward, 0, deadline);
+  mappingInKey(key, inside, external);
+  const back = self.mappings.find(key, FlowKey.hash(key), t);
+  if (back) FlowTable.refresh(back, 0, deadline);
+}
+
+/** The assigned external port and address of a MAP response (the address IPv4-mapped, ::ffff:a.b.c.d). */
+function writeMapped(msg: usize, external: u32, port: u16): void {
+  Wire.set16(msg + 42, port);
+  store<u64>(msg, 0, 44);
+  store<u32>(msg, 0xffff0000, 52);
+  Wire.set32(msg + 56, external);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Outside to inside (and hairpinned packets, whose source is already translated).
 
@@ -460,8 +570,11 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
 /** Whether the filtering behaviour lets a packet from `remote` start a session on the mapping. */
 function admits(self: NATState, inside: u32, remote: u32, externalPort: u16, t: u64): bool {
   if (self.filtering == ENDPOINT_INDEPENDENT) return true;
-  if (self.filtering == ADDRESS_AND_PORT_DEPENDENT) return false;
   const key = keyBuffer();
+  // A PCP MAP lets any host in (remote 0); address-dependent filtering, a host the mapping has sent to.
+  filterKey(key, inside, 0, externalPort);
+  if (self.mappings.find(key, FlowKey.hash(key), t)) return true;
+  if (self.filtering == ADDRESS_AND_PORT_DEPENDENT) return false;
   filterKey(key, inside, remote, externalPort);
   return self.mappings.find(key, FlowKey.hash(key), t) != 0;
 }
