@@ -97,7 +97,7 @@ const PCP_FIELDS = ['portcontrol.version', 'portcontrol.r', 'portcontrol.opcode'
   'portcontrol.map.rsp_assigned_ext_ip', 'portcontrol.map.nonce'];
 
 /** A PCP request (RFC 6887 §7.1): MAP (opcode 1) of an internal port by default, from `client` as it claims to be. */
-function pcpRequest(client: string, o: { protocol?: number; port?: number; lifetime?: number; version?: number; opcode?: number; options?: Buffer } = {}): Buffer {
+function pcpRequest(client: string, o: { protocol?: number; port?: number; lifetime?: number; version?: number; opcode?: number; options?: Buffer; nonce?: number } = {}): Buffer {
   const opcode = o.opcode ?? 1;
   const m = Buffer.alloc(opcode === 1 ? 60 : 24);
   m[0] = o.version ?? 2;
@@ -106,7 +106,7 @@ function pcpRequest(client: string, o: { protocol?: number; port?: number; lifet
   m.writeUInt16BE(0xffff, 18);
   Buffer.from(client.split('.').map(Number)).copy(m, 20);
   if (opcode === 1) {
-    for (let i = 0; i < 12; i++) m[24 + i] = i + 1; // the nonce
+    for (let i = 0; i < 12; i++) m[24 + i] = (o.nonce ?? 0) + i + 1; // the nonce
     m[36] = o.protocol ?? 17;
     m.writeUInt16BE(o.port ?? 7000, 40);
   }
@@ -468,15 +468,17 @@ test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetim
     pcp(14, pcpRequest(A, { port: 7003, options: Buffer.from('80000000', 'hex') })), // 15: an optional option: skipped, mapped
     pcp(15, pcpRequest(A, { opcode: 0 })),                               // 16: ANNOUNCE
     [200, tcp(R1, '203.0.113.1', 40001, 8080, SYN)],                     // 17: the TCP mapping's 120 s are over
+    pcp(201, pcpRequest(A, { port: 7003, lifetime: 0, nonce: 100 })),    // 18: another client's nonce: NOT_AUTHORIZED (2)
+    pcp(202, pcpRequest(A, { port: 7003, lifetime: 7200 })),             // 19: its own: renewed
   ]);
   assert.equal(r.outside.length, 0, 'nothing of PCP goes out');
-  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 15, 16]);
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 15, 16, 18, 19]);
   const [version, rbit, opcode, result, lifetime, epoch, protocol, internal, external, address, nonce] = PCP_FIELDS.map((_, i) => i + 1);
   const answers = r.pcp.filter((f) => f[rbit] === '1' || f[rbit] === 'True');
-  assert.equal(answers.map((f) => +f[result]), [0, 0, 0, 1, 4, 12, 5, 9, 3, 0, 0], 'result codes as tshark reads them');
+  assert.equal(answers.map((f) => +f[result]), [0, 0, 0, 1, 4, 12, 5, 9, 3, 0, 0, 2, 0], 'result codes as tshark reads them');
   answers.forEach((f) => assert.is(f[version], '2'));
-  assert.equal(answers.map((f) => +f[lifetime]), [3600, 120, 0, 1800, 1800, 1800, 1800, 1800, 1800, 3600, 0]);
-  assert.equal(answers.map((f) => +f[epoch]), [0, 2, 4, 7, 8, 9, 10, 11, 12, 14, 15], 'seconds since the server began answering');
+  assert.equal(answers.map((f) => +f[lifetime]), [3600, 120, 0, 1800, 1800, 1800, 1800, 1800, 1800, 3600, 0, 1800, 7200]);
+  assert.equal(answers.map((f) => +f[epoch]), [0, 2, 4, 7, 8, 9, 10, 11, 12, 14, 15, 201, 202], 'seconds since the server began answering');
   const [udpMap, tcpMap] = answers;
   assert.equal([udpMap[protocol], udpMap[internal], udpMap[external], udpMap[address]], ['17', '7000', '7000', '::ffff:203.0.113.1']);
   assert.equal([tcpMap[protocol], tcpMap[internal], tcpMap[external]], ['6', '8080', '8080']);
@@ -489,13 +491,13 @@ test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetim
   assert.is(first.bytes.subarray(54, 66).toString('hex'), '00'.repeat(12), 'a success\'s reserved bits are zero');
   assert.is(r.nat.drop_filtered, 1);
   assert.is(r.nat.drop_unsolicited_syn, 1);
-  assert.is(r.nat.pcp_requests, 11);
-  assert.is(r.nat.pcp_errors, 6);
+  assert.is(r.nat.pcp_requests, 13);
+  assert.is(r.nat.pcp_errors, 7);
   const mappings = r.subscriber(A).mappings as { protocol: string; inside_port: number; pcp_expires_ns?: string }[];
   const port = (n: number) => mappings.find((m) => m.protocol === 'udp' && m.inside_port === n);
   assert.ok(port(7003)?.pcp_expires_ns, 'the subscriber view shows the PCP lifetime of a mapping made by MAP');
   assert.ok(port(7000) && !port(7000)!.pcp_expires_ns, 'and none once it is deleted');
-  assert.is(r.nat.pcp_mappings, 4);
+  assert.is(r.nat.pcp_mappings, 5);
   assert.is(r.nat.drop_malformed, 1);
   r.verdicts('inside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0' && v.tcp !== '0', `checksums of packet ${i + 1}: ${JSON.stringify(v)}`));
 });

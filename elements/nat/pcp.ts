@@ -15,6 +15,7 @@ export const MAP_BODY: u32 = 36;
 // Result codes (§7.4).
 export const SUCCESS: u8 = 0;
 export const UNSUPP_VERSION: u8 = 1;
+export const NOT_AUTHORIZED: u8 = 2;
 export const MALFORMED_REQUEST: u8 = 3;
 export const UNSUPP_OPCODE: u8 = 4;
 export const UNSUPP_OPTION: u8 = 5;

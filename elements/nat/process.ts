@@ -4,7 +4,7 @@ import {
   replace16, replace32, adjustChecksum, copyBytes, zeroBytes, META_SIZE,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
-import { PCP_PORT, OP_MAP, HEADER, MAP_BODY, SUCCESS, SILENT, UNSUPP_VERSION, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA, checkRequest, errorLifetime, answer } from "./pcp";
+import { PCP_PORT, OP_MAP, HEADER, MAP_BODY, SUCCESS, SILENT, UNSUPP_VERSION, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA, checkRequest, errorLifetime, answer } from "./pcp";
 
 // The pool data's header (pool.ts HEADER): u32 fields at these offsets.
 const POOL_ADDRESSES: usize = 0;
@@ -397,7 +397,7 @@ function pcpRequest(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64):
   if (self.pcp_epoch_ns == 0) self.pcp_epoch_ns = t | 1; // 0 is "not begun"
   const epoch = t > self.pcp_epoch_ns ? <u32>((t - self.pcp_epoch_ns) / SECOND) : 0;
   // A success answers with the opcode's own part (options processed: none); an error with the request as it came.
-  const length = result != SUCCESS ? max(received, HEADER) : map ? HEADER + MAP_BODY : HEADER;
+  const length = result != SUCCESS ? max<u32>(received, HEADER) : map ? HEADER + MAP_BODY : HEADER;
   const lifetime = result != SUCCESS ? errorLifetime(<u8>result) : map ? pcpGranted : 0;
   if (!answer(p, ip, udp, received, length, <u8>result, lifetime, epoch)) { self.drop_malformed++; dropPacket(p); return; }
   self.pcp_requests++;
@@ -419,6 +419,8 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   remotePort = 0;
   if (localPort == 0) return MALFORMED_REQUEST; // every port: only with protocol 0, which this server does not map
   const requested = Wire.get32(msg + 4);
+  // The mapping nonce, 96 bits folded to the 64 a permit's value holds: only its client may renew or delete a mapping (§11.3).
+  const nonce = load<u64>(msg, 24) ^ <u64>load<u32>(msg, 32);
   const key = keyBuffer();
   if (requested == 0) {
     mappingOutKey(self, key, inside, 0);
@@ -426,7 +428,9 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
     if (forward) {
       const external = changetype<NATMappingsEntry>(forward).port;
       filterKey(key, inside, 0, external);
-      self.mappings.remove(key, FlowKey.hash(key));
+      const permit = self.mappings.find(key, FlowKey.hash(key), t);
+      if (permit && load<u64>(permit) != nonce) return NOT_AUTHORIZED;
+      if (permit) self.mappings.remove(key, FlowKey.hash(key));
       // The mapping goes on as one its traffic made, idle from now.
       const deadline = t + protocolTimeout(self);
       if (FlowTable.expires(forward) > deadline) setMappingDeadline(self, inside, external, deadline, t);
@@ -441,6 +445,9 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   const made = self.mappings_created;
   const mapped = outboundMapping(self, inside, 0, t);
   if (mapped & FAILED) return (mapped & 0xffff) == FAIL_PORTS ? USER_EX_QUOTA : NO_RESOURCES;
+  filterKey(key, inside, 0, <u16>mapped);
+  const held = self.mappings.find(key, FlowKey.hash(key), t);
+  if (held && load<u64>(held) != nonce) return NOT_AUTHORIZED;
   const deadline = t + <u64>lifetime * SECOND;
   // A mapping made for this request lives its lifetime, not an idle timeout; one that traffic uses, the longer of the two.
   if (self.mappings_created != made) setMappingDeadline(self, inside, <u16>mapped, deadline, t);
@@ -449,6 +456,7 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   filterKey(key, inside, 0, <u16>mapped);
   const permit = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
   if (!permit) return NO_RESOURCES;
+  store<u64>(permit, nonce); // the value's fields are a filter's, unused with remote 0
   FlowTable.refresh(permit, 0, deadline);
   writeMapped(msg, subscriberExternal(self, inside, t), <u16>mapped);
   pcpGranted = lifetime;
