@@ -430,10 +430,14 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
       filterKey(key, inside, 0, external);
       const permit = self.mappings.find(key, FlowKey.hash(key), t);
       if (permit && load<u64>(permit) != nonce) return NOT_AUTHORIZED;
-      if (permit) self.mappings.remove(key, FlowKey.hash(key));
-      // The mapping goes on as one its traffic made, idle from now.
-      const deadline = t + protocolTimeout(self);
-      if (FlowTable.expires(forward) > deadline) setMappingDeadline(self, inside, external, deadline, t);
+      if (permit) {
+        self.mappings.remove(key, FlowKey.hash(key));
+        // The mapping goes on as one its traffic made, idle from now (plus the eighth an outbound refresh adds,
+        // so that no session has counted on it for longer).
+        const timeout = protocolTimeout(self);
+        const deadline = t + timeout + (timeout >> 3);
+        if (FlowTable.expires(forward) > deadline) setMappingDeadline(self, inside, external, deadline, t);
+      }
       writeMapped(msg, subscriberExternal(self, inside, t), external);
     }
     pcpGranted = 0;
