@@ -282,7 +282,7 @@ print(json.dumps(answered))
     });
   });
 
-  test('PCP: a subscriber maps a UDP port at its gateway; a server it never sent to reaches it at the assigned external address and port', async () => {
+  test('PCP and NAT-PMP: subscribers map ports at their gateway (a PCP request from a socket, natpmpc); servers they never sent to reach them', async () => {
     await withTopology(async (t) => {
       natRoutes(t);
       const engine = await startNat(t, 1);
@@ -330,10 +330,38 @@ for i in range(20):
       const sender = t.start(t.ns.server, ['python3', '-c', send]);
       await waitFor(() => heard.includes('unsolicited') || listener.exitCode !== null, 10_000, 'the datagram to reach the subscriber');
       sender.kill();
-      const stdout = await stopNat(engine);
       assert.match(heard, new RegExp(`unsolicited ${ADDRESSES.server.replace(/\./g, '\\.')}:9999`), heard);
-      assert.match(stdout, /\bpcp_requests=1\b/, stdout);
-      assert.match(stdout, /\bpcp_mappings=1\b/, stdout);
+      // natpmpc (libnatpmp), a NAT-PMP client (RFC 6886, PCP's version 0): the public address, then a TCP port.
+      const address = t.run(t.ns.client, ['natpmpc', '-g', ADDRESSES.clientGateway], { check: false, timeout: 30_000 }).stdout.toString();
+      assert.match(address, new RegExp(`Public IP address : ${mapped.address.replace(/\./g, '\\.')}\\b`), address);
+      const tcp = t.run(t.ns.client, ['natpmpc', '-g', ADDRESSES.clientGateway, '-a', '0', '7100', 'tcp', '300'], { check: false, timeout: 30_000 }).stdout.toString();
+      const granted = /Mapped public port (\d+) protocol TCP to local port 7100 li[f]?e?time (\d+)/.exec(tcp);
+      assert.ok(granted, tcp);
+      assert.is(granted![2], '300', tcp);
+      // A connection from the server to the port natpmpc was given reaches the subscriber's listener.
+      const server = t.start(t.ns.client, ['python3', '-u', '-c', `
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('${ADDRESSES.client}', 7100)); s.listen(1)
+print('ready', flush=True)
+c, peer = s.accept()
+print('%s %s' % (c.recv(100).decode(), peer[0]), flush=True)
+`]);
+      let accepted = '';
+      server.stdout!.on('data', (d) => (accepted += d));
+      await waitFor(() => accepted.includes('ready') || server.exitCode !== null, 10_000, 'the subscriber to listen on TCP');
+      const connect = t.run(t.ns.server, ['python3', '-c', `
+import socket
+s = socket.create_connection(('${mapped.address}', ${granted![1]}), timeout=10)
+s.sendall(b'inbound-tcp')
+`], { check: false, timeout: 30_000 });
+      assert.is(connect.status, 0, connect.stderr.toString());
+      await waitFor(() => accepted.includes('inbound-tcp') || server.exitCode !== null, 10_000, 'the connection to reach the subscriber');
+      assert.match(accepted, new RegExp(`inbound-tcp ${ADDRESSES.server.replace(/\./g, '\\.')}`), accepted);
+      const stdout = await stopNat(engine);
+      // Clients retry a request whose answer is late: at least the three asked, and the two mappings.
+      const counter = (name: string) => Number(new RegExp(`\\b${name}=(\\d+)`).exec(stdout)?.[1] ?? 0);
+      assert.ok(counter('pcp_requests') >= 3 && counter('pcp_mappings') >= 2 && counter('pcp_errors') === 0, stdout);
     });
   });
 

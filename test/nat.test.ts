@@ -502,6 +502,27 @@ test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetim
   r.verdicts('inside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0' && v.tcp !== '0', `checksums of packet ${i + 1}: ${JSON.stringify(v)}`));
 });
 
+test('C9 PCP: a mapping lives its lifetime without traffic (its block held); a delete leaves a live TCP connection its mapping', async () => {
+  const PCP = '100.64.255.254';
+  const pcp = (s: number, req: Buffer): Packet => [s, udp(A, PCP, 5350, 5351, { payload: req })];
+  // A small subscriber table, so that the scan for idle blocks (a few entries per batch) passes A's entry in the two batches before packet 4.
+  const r = await run('pcp_server: 100.64.255.254, port_preservation: true, max_subscribers: 4', [
+    pcp(0, pcpRequest(A, { port: 7000, lifetime: 3600 })),       // 1: MAP UDP 7000 for an hour, no traffic on it
+    [998, udp(B, R1, 6000, 53)],                                  // 2: other batches run: idle blocks are given back
+    [999, udp(B, R1, 6000, 53)],                                  // 3
+    [1000, udp(R1, '203.0.113.1', 9999, 7000)],                   // 4: past the UDP timeout, within the lifetime: passes
+    [1001, tcp(A, R1, 8080, 80, SYN)],                            // 5: a connection from inside
+    [1002, tcp(R1, '203.0.113.1', 80, 8080, SYN_ACK)],            // 6
+    [1003, tcp(A, R1, 8080, 80, ACK)],                            // 7: established
+    pcp(1004, pcpRequest(A, { protocol: 6, port: 8080 })),        // 8: MAP its port
+    pcp(1005, pcpRequest(A, { protocol: 6, port: 8080, lifetime: 0 })), // 9: and delete it
+    [1400, tcp(R1, '203.0.113.1', 80, 8080, PSH_ACK)],            // 10: past the transitory timeout: the connection lives
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [1, 4, 6, 8, 9, 10]);
+  assert.equal([r.inside[1].dst, r.inside[1].dport, r.inside[5].dst, r.inside[5].dport], [A, 7000, A, 8080]);
+  assert.is(r.nat.drop_no_mapping, 0);
+});
+
 test('C9 PCP needs endpoint-independent mapping: another is a config error', async () => {
   const dir = tempDir();
   try {

@@ -97,8 +97,8 @@ export default defineElement({
       + 'REQ-13; later fragments carry the options marked to be copied); 0: no limit', 0, 65535, { default: 0 }),
     syn_icmp: param.bool('answer an unsolicited inbound SYN with ICMP port unreachable after 6 s unless an outbound SYN of its connection came (RFC 5382 REQ-4; off: dropped silently, as REQ-4a allows)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
-    pcp_server: param.ipv4('address on the inside at which the NAT answers PCP (RFC 6887, UDP port 5351): subscribers map ports '
-      + 'for inbound traffic with MAP requests; unset: no PCP (packets to it are translated like any others)', {}),
+    pcp_server: param.ipv4('address on the inside at which the NAT answers PCP (RFC 6887) and NAT-PMP (RFC 6886) on UDP port 5351: '
+      + 'subscribers map ports for inbound traffic; unset: no PCP (packets to it are translated like any others)', {}),
     pcp_max_lifetime: param.duration('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)', { default: 86400e9 }),
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
@@ -163,7 +163,6 @@ export default defineElement({
     pcp_requests: state.counter('PCP requests answered (pcp_server)'),
     pcp_mappings: state.counter('PCP MAP requests granted: mappings made, renewed or deleted'),
     pcp_errors: state.counter('PCP requests answered with an error result code'),
-    pcp_epoch_ns: state.internal('pipeline time at which the PCP server began answering: its answers count their epoch from it'),
     mappings_created: state.counter('mappings made'),
     blocks_allocated: state.counter('port blocks given to subscribers'),
     blocks_released: state.counter('port blocks given back'),

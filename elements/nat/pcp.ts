@@ -65,27 +65,38 @@ export function checkRequest(msg: usize, length: u32, source: u32): i32 {
 }
 
 /**
- * Turns the request (`received` bytes) into its response, in place, `length` bytes of PCP (the request's own bytes after the
- * header stay as they are, so an error response carries what the request asked), and the packet into
- * one back to its sender: Ethernet and IP addresses and UDP ports swapped, lengths and checksums anew.
- * False when the slot has no room for the response.
+ * Readies the slot for an answer of `length` bytes written over the request's `received` (zeros past the
+ * request, as a whole PCP header answering a shorter NAT-PMP message); false when the slot has no room.
  */
-export function answer(p: Packet, ip: usize, udp: usize, received: u32, length: u32, result: u8, lifetime: u32, epoch: u32): bool {
+export function prepareAnswer(p: Packet, udp: usize, received: u32, length: u32): bool {
   const msg = udp + 8;
-  const end = <u32>(msg - p.data) + length;
-  if (end > packetRoom(p)) return false;
-  const opcode = load<u8>(msg, 1) & 0x7f;
-  // An UNSUPP_VERSION answer to a shorter message (say NAT-PMP's) is a whole header, zeros past the request.
+  if (<u32>(msg - p.data) + length > packetRoom(p)) return false;
   if (received < length) zeroBytes(msg + received, length - received);
+  return true;
+}
+
+/**
+ * The response header over the request's (§7.2): the request's bytes after it stay, so an error answer carries
+ * what was asked. `parsed`: the request passed checkRequest (an error, if any, came from the opcode).
+ */
+export function writeHeader(msg: usize, result: u8, lifetime: u32, epoch: u32, parsed: bool): void {
+  const opcode = load<u8>(msg, 1) & 0x7f;
   store<u8>(msg, VERSION);
   store<u8>(msg, 0x80 | opcode, 1);
   store<u8>(msg, 0, 2);
   store<u8>(msg, result, 3);
   Wire.set32(msg + 4, lifetime);
   Wire.set32(msg + 8, epoch);
-  // Reserved; an error answer keeps there the last 96 bits of the client's address as the request gave it (§7.2).
-  if (result == SUCCESS) zeroBytes(msg + 12, 12);
-  // Back to the sender.
+  // Reserved; the answer to a request that could not be parsed keeps there the last 96 bits of the client's
+  // address as the request gave it (§7.2).
+  if (parsed) zeroBytes(msg + 12, 12);
+}
+
+/**
+ * Turns the packet, whose UDP payload is now an answer of `length` bytes, into one back to its sender:
+ * Ethernet and IP addresses and UDP ports swapped, lengths and checksums anew.
+ */
+export function sendBack(p: Packet, ip: usize, udp: usize, length: u32): void {
   const mac = load<u64>(p.data) & 0xffffffffffff;
   store<u32>(p.data, load<u32>(p.data, 6));
   store<u16>(p.data, load<u16>(p.data, 10), 4);
@@ -104,7 +115,6 @@ export function answer(p: Packet, ip: usize, udp: usize, received: u32, length: 
   store<u16>(udp, clientPort, 2);
   Wire.set16(udp + 4, <u16>(8 + length));
   Transport.setChecksum(ip, udp);
-  p.length = end;
-  p.wireLength = end;
-  return true;
+  p.length = <u32>(udp + 8 - p.data) + length;
+  p.wireLength = p.length;
 }

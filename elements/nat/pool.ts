@@ -18,11 +18,15 @@ export interface NatParams {
   [other: string]: unknown;
 }
 
-/** Byte offsets of the header's u32 fields. */
+/**
+ * Byte offsets of the header's u32 fields, and of one u64: the pipeline time at which the PCP server first
+ * answered, which every shard counts its epoch from (set by the first, with compare-and-swap).
+ */
 export const HEADER = {
   addresses: 0, blockShift: 4, deterministic: 8, detPorts: 12, detRatio: 16, insideCount: 20,
   logWrite: 24, logRead: 28, logCapacity: 32, exemptCount: 36, addressesAt: 40, blocksAt: 44,
-  insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, salt: 76, logging: 80, size: 128,
+  insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, salt: 76, logging: 80,
+  pcpEpoch: 88, size: 128,
 } as const;
 
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;

@@ -4,7 +4,7 @@ import {
   replace16, replace32, adjustChecksum, copyBytes, zeroBytes, META_SIZE,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
-import { PCP_PORT, OP_MAP, HEADER, MAP_BODY, SUCCESS, SILENT, UNSUPP_VERSION, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA, checkRequest, errorLifetime, answer } from "./pcp";
+import { PCP_PORT, OP_MAP, HEADER, MAP_BODY, SUCCESS, SILENT, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA, checkRequest, errorLifetime, prepareAnswer, writeHeader, sendBack } from "./pcp";
 
 // The pool data's header (pool.ts HEADER): u32 fields at these offsets.
 const POOL_ADDRESSES: usize = 0;
@@ -28,6 +28,7 @@ const POOL_MIN: usize = 68;
 const POOL_MAX: usize = 72;
 const POOL_SALT: usize = 76;
 const POOL_LOGGING: usize = 80;
+const POOL_PCP_EPOCH: usize = 88;
 const LOG_RECORD: usize = 32;
 
 // Outputs.
@@ -329,6 +330,7 @@ function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16,
 
 /** Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in. */
 function allowFrom(self: NATState, inside: u32, remote: u32, external: u16, t: u64): void {
+  if (remote == 0) return; // 0.0.0.0 is no host to allow, and its key is a PCP permit's
   const key = keyBuffer();
   filterKey(key, inside, remote, external);
   const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
@@ -374,14 +376,15 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   return udp != 0 && Transport.dstPort(udp) == PCP_PORT;
 }
 
-/** Lifetime in seconds the last pcpMap granted. */
-let pcpGranted: u32 = 0;
+/** What the last mapPort granted: the lifetime in seconds, and the external port (0: none). */
+let grantedLifetime: u32 = 0;
+let grantedPort: u16 = 0;
 
 /**
- * A PCP request from a subscriber to pcp_server (RFC 6887): answered back inside, never translated. MAP
- * makes, renews or deletes the subscriber's mapping of an inside port for inbound traffic; ANNOUNCE is
- * answered with the epoch; anything else gets its error. A message too short to answer, or a response,
- * is dropped and counted as malformed.
+ * A request to the PCP server's port from a subscriber (pcp_server): answered back inside, never translated.
+ * PCP (RFC 6887): MAP makes, renews or deletes a mapping for inbound traffic, ANNOUNCE is answered with the
+ * epoch, anything else gets its error. Version 0 is NAT-PMP (RFC 6886), PCP's predecessor, which a PCP server
+ * may answer (RFC 6887 Appendix A). A message too short to answer, or a response, is dropped as malformed.
  */
 function pcpRequest(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64): void {
   const udp = Transport.header(p, ip);
@@ -390,37 +393,110 @@ function pcpRequest(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64):
   if (udpLength < 8 || udpLength > room) { self.drop_malformed++; dropPacket(p); return; }
   const msg = udp + 8;
   const received = udpLength - 8;
-  let result = checkRequest(msg, received, IPv4.src(ip));
-  if (result == SILENT) { self.drop_malformed++; dropPacket(p); return; }
-  const map = result == SUCCESS && load<u8>(msg, 1) == OP_MAP;
-  if (map) result = pcpMap(self, msg, IPv4.src(ip), t);
-  if (self.pcp_epoch_ns == 0) self.pcp_epoch_ns = t | 1; // 0 is "not begun"
-  const epoch = t > self.pcp_epoch_ns ? <u32>((t - self.pcp_epoch_ns) / SECOND) : 0;
-  // A success answers with the opcode's own part (options processed: none); an error with the request as it came.
-  const length = result != SUCCESS ? max<u32>(received, HEADER) : map ? HEADER + MAP_BODY : HEADER;
-  const lifetime = result != SUCCESS ? errorLifetime(<u8>result) : map ? pcpGranted : 0;
-  if (!answer(p, ip, udp, received, length, <u8>result, lifetime, epoch)) { self.drop_malformed++; dropPacket(p); return; }
+  // Seconds since the server first answered, on any shard: a subscriber that moves sees no step back.
+  const began = <usize>self.pool + POOL_PCP_EPOCH;
+  atomic.cmpxchg<u64>(began, 0, t | 1); // 0 is "not begun"
+  const start = atomic.load<u64>(began);
+  const epoch = t > start ? <u32>((t - start) / SECOND) : 0;
+  const answered = received >= 2 && load<u8>(msg) == 0 ? natPmp(self, p, ip, udp, received, epoch, t) : pcp(self, p, ip, udp, received, epoch, t);
+  if (!answered) { self.drop_malformed++; dropPacket(p); return; }
   self.pcp_requests++;
-  if (result != SUCCESS) self.pcp_errors++;
   out.push(INSIDE, p);
 }
 
-/**
- * MAP (RFC 6887 §11): maps the subscriber's internal port (TCP or UDP) for inbound traffic from any host,
- * for the lifetime asked (within 2 minutes and pcp_max_lifetime), on the mapping its outbound traffic
- * uses or would use (endpoint-independent), and writes the assigned external port and address into the
- * request; a lifetime of 0 takes the permission back and leaves the mapping to its traffic. The suggested
- * external port is not honoured: ports come from the subscriber's blocks. A result code.
- */
+/** Answers a PCP request in place (see pcpRequest); false when it is not to be answered. */
+function pcp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32, epoch: u32, t: u64): bool {
+  const msg = udp + 8;
+  let result = checkRequest(msg, received, IPv4.src(ip));
+  if (result == SILENT) return false;
+  const map = result == SUCCESS && load<u8>(msg, 1) == OP_MAP;
+  if (map) result = pcpMap(self, msg, IPv4.src(ip), t);
+  // A success answers with the opcode's own part (options processed: none); an error with the request as it came.
+  const length = result != SUCCESS ? max<u32>(received, HEADER) : map ? HEADER + MAP_BODY : HEADER;
+  if (!prepareAnswer(p, udp, received, length)) return false;
+  writeHeader(msg, <u8>result, result != SUCCESS ? errorLifetime(<u8>result) : map ? grantedLifetime : 0, epoch, map || result == SUCCESS);
+  sendBack(p, ip, udp, length);
+  if (result != SUCCESS) self.pcp_errors++;
+  return true;
+}
+
+/** MAP (RFC 6887 §11) of the request at `msg`: mapPort, and the assigned external port and address written into it. A result code. */
 function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
-  protocol = load<u8>(msg, 36);
-  if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP) return UNSUPP_PROTOCOL;
-  localPort = Wire.get16(msg + 40);
+  const proto = load<u8>(msg, 36);
+  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return UNSUPP_PROTOCOL;
+  const internal = Wire.get16(msg + 40);
+  if (internal == 0) return MALFORMED_REQUEST; // every port: only with protocol 0, which this server does not map
+  // The mapping nonce, 96 bits folded to the 64 a permit's value holds.
+  const result = mapPort(self, inside, proto, internal, Wire.get32(msg + 4), load<u64>(msg, 24) ^ <u64>load<u32>(msg, 32), t);
+  if (result == SUCCESS && grantedPort) writeMapped(msg, subscriberExternal(self, inside, t), grantedPort);
+  return result;
+}
+
+// NAT-PMP (RFC 6886 §3): opcodes and result codes.
+const PMP_ADDRESS: u8 = 0;
+const PMP_MAP_UDP: u8 = 1;
+const PMP_MAP_TCP: u8 = 2;
+const PMP_REFUSED: u16 = 2;
+const PMP_NETWORK_FAILURE: u16 = 3;
+const PMP_NO_RESOURCES: u16 = 4;
+const PMP_UNSUPPORTED_OPCODE: u16 = 5;
+
+/**
+ * Answers a NAT-PMP request in place: the external address (opcode 0), or a UDP or TCP mapping (1, 2) made
+ * as a PCP MAP makes it (mapPort, with no nonce); false when it is not to be answered.
+ */
+function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32, epoch: u32, t: u64): bool {
+  const msg = udp + 8;
+  const opcode = load<u8>(msg, 1);
+  if (opcode & 0x80) return false; // a response
+  const inside = IPv4.src(ip);
+  let result: u16 = 0;
+  let length: u32 = 8;
+  if (opcode == PMP_ADDRESS) {
+    length = 12;
+    if (!prepareAnswer(p, udp, received, length)) return false;
+    const external = subscriberExternal(self, inside, t);
+    if (!external) result = PMP_NETWORK_FAILURE;
+    Wire.set32(msg + 8, external);
+  } else if (opcode == PMP_MAP_UDP || opcode == PMP_MAP_TCP) {
+    if (received < 12) return false;
+    length = 16;
+    const internal = Wire.get16(msg + 4);
+    const requested = Wire.get32(msg + 8);
+    const mapped = internal == 0 ? NOT_AUTHORIZED // all of the subscriber's mappings at once: not offered
+      : mapPort(self, inside, opcode == PMP_MAP_UDP ? IPPROTO_UDP : IPPROTO_TCP, internal, requested, 0, t);
+    result = mapped == SUCCESS ? 0 : mapped == NOT_AUTHORIZED ? PMP_REFUSED : PMP_NO_RESOURCES;
+    if (!prepareAnswer(p, udp, received, length)) return false;
+    Wire.set16(msg + 8, internal);
+    Wire.set16(msg + 10, mapped == SUCCESS ? grantedPort : 0);
+    Wire.set32(msg + 12, mapped == SUCCESS ? grantedLifetime : 0);
+  } else {
+    result = PMP_UNSUPPORTED_OPCODE;
+    if (!prepareAnswer(p, udp, received, length)) return false;
+  }
+  store<u8>(msg, 0);
+  store<u8>(msg, 0x80 | opcode, 1);
+  Wire.set16(msg + 2, result);
+  Wire.set32(msg + 4, epoch);
+  sendBack(p, ip, udp, length);
+  if (result != 0) self.pcp_errors++;
+  return true;
+}
+
+/**
+ * Maps the subscriber's internal port (TCP or UDP) for inbound traffic from any host, for the lifetime asked
+ * (within 2 minutes and pcp_max_lifetime), on the mapping its outbound traffic uses or would use
+ * (endpoint-independent); a lifetime of 0 takes the permission back and leaves the mapping to its traffic.
+ * Only the client that made a mapping (its `nonce`) may renew or delete it (RFC 6887 §11.3). The suggested
+ * external port is not honoured: ports come from the subscriber's blocks. A PCP result code; what was
+ * granted is in grantedLifetime and grantedPort.
+ */
+function mapPort(self: NATState, inside: u32, proto: u8, internal: u16, requested: u32, nonce: u64, t: u64): i32 {
+  protocol = proto;
+  localPort = internal;
   remotePort = 0;
-  if (localPort == 0) return MALFORMED_REQUEST; // every port: only with protocol 0, which this server does not map
-  const requested = Wire.get32(msg + 4);
-  // The mapping nonce, 96 bits folded to the 64 a permit's value holds: only its client may renew or delete a mapping (§11.3).
-  const nonce = load<u64>(msg, 24) ^ <u64>load<u32>(msg, 32);
+  grantedLifetime = 0;
+  grantedPort = 0;
   const key = keyBuffer();
   if (requested == 0) {
     mappingOutKey(self, key, inside, 0);
@@ -432,15 +508,14 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
       if (permit && load<u64>(permit) != nonce) return NOT_AUTHORIZED;
       if (permit) {
         self.mappings.remove(key, FlowKey.hash(key));
-        // The mapping goes on as one its traffic made, idle from now (plus the eighth an outbound refresh adds,
-        // so that no session has counted on it for longer).
-        const timeout = protocolTimeout(self);
+        // The mapping goes on as one its traffic made: no longer than an outbound packet now could have kept it
+        // (the longest session timeout and the eighth a refresh adds), so that no live session loses it.
+        const timeout = protocol == IPPROTO_UDP ? self.udp_timeout : max<u64>(self.tcp_established, self.tcp_transitory);
         const deadline = t + timeout + (timeout >> 3);
         if (FlowTable.expires(forward) > deadline) setMappingDeadline(self, inside, external, deadline, t);
       }
-      writeMapped(msg, subscriberExternal(self, inside, t), external);
+      grantedPort = external;
     }
-    pcpGranted = 0;
     self.pcp_mappings++;
     return SUCCESS;
   }
@@ -462,8 +537,8 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   if (!permit) return NO_RESOURCES;
   store<u64>(permit, nonce); // the value's fields are a filter's, unused with remote 0
   FlowTable.refresh(permit, 0, deadline);
-  writeMapped(msg, subscriberExternal(self, inside, t), <u16>mapped);
-  pcpGranted = lifetime;
+  grantedLifetime = lifetime;
+  grantedPort = <u16>mapped;
   self.pcp_mappings++;
   return SUCCESS;
 }
@@ -477,6 +552,9 @@ function setMappingDeadline(self: NATState, inside: u32, external: u16, deadline
   mappingInKey(key, inside, external);
   const back = self.mappings.find(key, FlowKey.hash(key), t);
   if (back) FlowTable.refresh(back, 0, deadline);
+  // The block stays the subscriber's as long (a block is given back once its mappings' time is over).
+  const sub = findSubscriber(self, inside, key, t);
+  if (sub) holdBlockUntil(self, sub, external, deadline);
 }
 
 /** The assigned external port and address of a MAP response (the address IPv4-mapped, ::ffff:a.b.c.d). */
@@ -677,6 +755,9 @@ function forgetUnsolicited(self: NATState, inside: u32, external: u32, externalP
 function answerUnsolicited(value: usize, context: usize): void {
   const self = changetype<NATState>(context);
   if (!answers || !answerBudget) return; // expired outside a batch (a move between shards) or too many at once: silent
+  // Both inputs' batches may answer into the one outside output; fragments may have filled it.
+  const dest = changetype<Outputs>(answers).port(OUTSIDE);
+  if (dest.count >= dest.capacity) return;
   const p = newPacket();
   if (!p) return;
   answerBudget--;
@@ -692,7 +773,7 @@ function answerUnsolicited(value: usize, context: usize): void {
   p.wireLength = p.length;
   p.timestamp = now();
   self.syn_icmp_sent++;
-  changetype<Outputs>(answers).push(OUTSIDE, p);
+  dest.push(p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1213,10 +1294,12 @@ function fragment(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   const first = (<u32>self.mtu - hl) & ~7;
   const each = (<u32>self.mtu - laterHl) & ~7;
   const pieces = 1 + (payload - first + each - 1) / each;
+  const field = Wire.get16(ip + 6);
+  // A fragment that would end past 64 KiB has no offsets for its pieces.
+  if (((<u32>field & 0x1fff) << 3) + payload > 0xffff) { self.drop_malformed++; dropPacket(p); return; }
   const dest = out.port(OUTSIDE);
   if (dest.count + pieces + batchCount + answerBudget > dest.capacity) { self.drop_no_buffer++; dropPacket(p); return; }
   const l2 = <u32>(ip - p.data);
-  const field = Wire.get16(ip + 6);
   const mark = dest.count;
   Wire.set16(ip + 2, <u16>(hl + first));
   Wire.set16(ip + 6, field | IP_MORE_FRAGMENTS);
