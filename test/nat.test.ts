@@ -73,6 +73,8 @@ async function run(nat: string, packets: Packet[], topLevel = '') {
     const verdicts = { inside: checksumVerdicts(join(dir, 'inside.pcap')), outside: checksumVerdicts(join(dir, 'outside.pcap')) };
     // PCP answers as tshark's Port Control dissector reads them (frame number, then PCP_FIELDS).
     const pcp = nat.includes('pcp_server') ? tshark(join(dir, 'inside.pcap'), ['frame.number', ...PCP_FIELDS], ['-Y', 'portcontrol']) : [];
+    const natPmp = nat.includes('pcp_server') ? tshark(join(dir, 'inside.pcap'), ['nat-pmp.opcode', 'nat-pmp.result_code', 'nat-pmp.sssoe', 'nat-pmp.external_ip',
+      'nat-pmp.internal_port', 'nat-pmp.external_port', 'nat-pmp.pml'], ['-Y', 'nat-pmp']) : [];
     const log = readFileSync(join(dir, 'blocks.jsonl'), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
     return {
       outside: readPcap(join(dir, 'outside.pcap')).records.map(decode),
@@ -84,6 +86,7 @@ async function run(nat: string, packets: Packet[], topLevel = '') {
       log,
       verdicts: (side: 'inside' | 'outside') => verdicts[side],
       pcp,
+      natPmp,
     };
   } finally {
     removeDir(dir);
@@ -521,6 +524,27 @@ test('C9 PCP: a mapping lives its lifetime without traffic (its block held); a d
   assert.equal(r.inside.map((s) => s.n), [1, 4, 6, 8, 9, 10]);
   assert.equal([r.inside[1].dst, r.inside[1].dport, r.inside[5].dst, r.inside[5].dport], [A, 7000, A, 8080]);
   assert.is(r.nat.drop_no_mapping, 0);
+});
+
+test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, a mapping, an unsupported opcode, a short request dropped', async () => {
+  const PCP = '100.64.255.254';
+  const pmp = (s: number, hex: string): Packet => [s, udp(A, PCP, 5350, 5351, { payload: Buffer.from(hex, 'hex') })];
+  const r = await run('pcp_server: 100.64.255.254, port_preservation: true', [
+    pmp(0, '0000'),                           // 1: the external address
+    pmp(1, '00010000' + '1b58' + '0000' + '00000e10'), // 2: map UDP 7000, an hour
+    [2, udp(R1, '203.0.113.1', 9999, 7000)],  // 3: reaches the subscriber
+    pmp(3, '0003'),                           // 4: opcode 3: unsupported (5)
+    pmp(4, '00020000' + '1f90'),              // 5: a TCP map cut short: dropped
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4]);
+  assert.equal(r.natPmp.slice(0, 2).map((f) => f.slice(0, 3)), [['128', '0', '0'], ['129', '0', '1']], 'opcode + 128, result, seconds since the epoch');
+  const unsupported = r.inside[3].bytes.subarray(42);
+  assert.equal([unsupported.length, unsupported[1], unsupported.readUInt16BE(2), unsupported.readUInt32BE(4)], [8, 131, 5, 3], 'opcode 3: result 5, unsupported opcode');
+  assert.is(r.natPmp[0][3], '203.0.113.1');
+  assert.equal(r.natPmp[1].slice(4), ['7000', '7000', '3600']);
+  assert.equal([r.inside[2].dst, r.inside[2].dport], [A, 7000]);
+  assert.is(r.nat.drop_malformed, 1);
+  r.verdicts('inside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0', `checksums of packet ${i + 1}: ${JSON.stringify(v)}`));
 });
 
 test('C9 PCP needs endpoint-independent mapping: another is a config error', async () => {

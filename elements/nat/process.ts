@@ -455,7 +455,10 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
   if (opcode == PMP_ADDRESS) {
     length = 12;
     if (!prepareAnswer(p, udp, received, length)) return false;
-    const external = subscriberExternal(self, inside, t);
+    // The address its mappings get: assigned now if it has none yet (paired pooling keeps it), where a UDP block is free.
+    protocol = IPPROTO_UDP;
+    const subscriber = subscriberEntry(self, inside, t);
+    const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
     if (!external) result = PMP_NETWORK_FAILURE;
     Wire.set32(msg + 8, external);
   } else if (opcode == PMP_MAP_UDP || opcode == PMP_MAP_TCP) {
