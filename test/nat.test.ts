@@ -97,21 +97,26 @@ const udp = (src: string, dst: string, sport: number, dport: number, more: Spec 
 
 const PCP_FIELDS = ['portcontrol.version', 'portcontrol.r', 'portcontrol.opcode', 'portcontrol.result_code', 'portcontrol.lifetime_rsp',
   'portcontrol.epoch_time', 'portcontrol.map.protocol', 'portcontrol.map.internal_port', 'portcontrol.map.rsp_assigned_external_port',
-  'portcontrol.map.rsp_assigned_ext_ip', 'portcontrol.map.nonce'];
+  'portcontrol.map.rsp_assigned_ext_ip', 'portcontrol.map.nonce', 'portcontrol.peer.rsp_assigned_external_port', 'portcontrol.peer.rsp_assigned_ext_ip'];
 
 /** A PCP request (RFC 6887 §7.1): MAP (opcode 1) of an internal port by default, from `client` as it claims to be. */
-function pcpRequest(client: string, o: { protocol?: number; port?: number; lifetime?: number; version?: number; opcode?: number; options?: Buffer; nonce?: number } = {}): Buffer {
-  const opcode = o.opcode ?? 1;
-  const m = Buffer.alloc(opcode === 1 ? 60 : 24);
+function pcpRequest(client: string, o: { protocol?: number; port?: number; lifetime?: number; version?: number; opcode?: number; options?: Buffer; nonce?: number; peer?: [string, number] } = {}): Buffer {
+  const opcode = o.peer ? 2 : o.opcode ?? 1;
+  const m = Buffer.alloc(opcode === 1 ? 60 : opcode === 2 ? 80 : 24);
   m[0] = o.version ?? 2;
   m[1] = opcode;
   m.writeUInt32BE(o.lifetime ?? 3600, 4);
   m.writeUInt16BE(0xffff, 18);
   Buffer.from(client.split('.').map(Number)).copy(m, 20);
-  if (opcode === 1) {
+  if (opcode === 1 || opcode === 2) {
     for (let i = 0; i < 12; i++) m[24 + i] = (o.nonce ?? 0) + i + 1; // the nonce
     m[36] = o.protocol ?? 17;
     m.writeUInt16BE(o.port ?? 7000, 40);
+  }
+  if (o.peer) {
+    m.writeUInt16BE(o.peer[1], 60);
+    m.writeUInt16BE(0xffff, 74);
+    Buffer.from(o.peer[0].split('.').map(Number)).copy(m, 76);
   }
   return Buffer.concat([m, o.options ?? Buffer.alloc(0)]);
 }
@@ -462,7 +467,7 @@ test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetim
     [5, udp(R2, '203.0.113.1', 9999, 7000)],                             // 6: a new host: filtered again
     [6, udp(R1, '203.0.113.1', 9999, 7000)],                             // 7: the session of packet 2 lives on
     pcp(7, pcpRequest(A, { version: 1 })),                               // 8: UNSUPP_VERSION (1)
-    pcp(8, pcpRequest(A, { opcode: 2 })),                                // 9: PEER: UNSUPP_OPCODE (4)
+    pcp(8, pcpRequest(A, { opcode: 3 })),                                // 9: AUTHENTICATION (RFC 7652): UNSUPP_OPCODE (4)
     pcp(9, pcpRequest(B, { port: 7001 })),                               // 10: claims another address: ADDRESS_MISMATCH (12)
     pcp(10, pcpRequest(A, { port: 7002, options: Buffer.from('01000010' + '00'.repeat(16), 'hex') })), // 11: THIRD_PARTY: UNSUPP_OPTION (5)
     pcp(11, pcpRequest(A, { protocol: 1 })),                             // 12: ICMP: UNSUPP_PROTOCOL (9)
@@ -524,6 +529,29 @@ test('C9 PCP: a mapping lives its lifetime without traffic (its block held); a d
   assert.equal(r.inside.map((s) => s.n), [1, 4, 6, 8, 9, 10]);
   assert.equal([r.inside[1].dst, r.inside[1].dport, r.inside[5].dst, r.inside[5].dport], [A, 7000, A, 8080]);
   assert.is(r.nat.drop_no_mapping, 0);
+});
+
+test('C9 PCP PEER: the session with one remote peer is made as its first packet would make it, and kept for the lifetime', async () => {
+  const PCP = '100.64.255.254';
+  const pcp = (s: number, req: Buffer): Packet => [s, udp(A, PCP, 5350, 5351, { payload: req })];
+  const r = await run('pcp_server: 100.64.255.254, filtering: address-and-port-dependent, port_preservation: true', [
+    pcp(0, pcpRequest(A, { port: 6000, lifetime: 1000, peer: [R1, 53] })), // 1: PEER UDP 6000 <-> R1:53
+    [500, udp(R1, '203.0.113.1', 53, 6000)],                               // 2: the peer, past the UDP timeout: passes
+    [501, udp(R2, '203.0.113.1', 53, 6000)],                               // 3: another host: filtered
+    pcp(502, pcpRequest(A, { port: 6000, lifetime: 0, peer: [R1, 53] })),  // 4: what is left: 497 s and some (the peer's packet did not shorten it)
+    pcp(503, pcpRequest(A, { port: 6001, peer: ['198.18.0.9', 0] })),      // 5: no remote port: MALFORMED_REQUEST
+    [504, udp(A, R1, 6000, 53)],                                           // 6: the subscriber's own packet uses it
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 4, 5]);
+  const [, rbit, opcode, result, lifetime, , , , , , , external, address] = PCP_FIELDS.map((_, i) => i + 1);
+  const answers = r.pcp.filter((f) => f[rbit] === '1' || f[rbit] === 'True');
+  assert.equal(answers.map((f) => [+f[opcode], +f[result], +f[lifetime]]), [[2, 0, 1000], [2, 0, 497], [2, 3, 1800]]);
+  assert.equal([answers[0][external], answers[0][address]], ['6000', '::ffff:203.0.113.1']);
+  assert.equal(r.pcp.length, 3, 'answers only');
+  assert.equal([r.inside[1].dst, r.inside[1].dport], [A, 6000]);
+  assert.equal([r.outside[0].src, r.outside[0].sport], ['203.0.113.1', 6000], 'the subscriber\'s packet leaves on the session PEER made');
+  assert.is(r.nat.drop_filtered, 1);
+  assert.is(r.nat.mappings_created, 1);
 });
 
 test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, a mapping, an unsupported opcode, a short request dropped', async () => {

@@ -61,7 +61,7 @@ export default defineElement({
     + 'range (RFC 7422, VPP\'s arithmetic), so no block log is needed. With shards, give the sources steer: NAME (this element\'s '
     + 'name): each subscriber and every mapping of it lives on one shard and moves with it when the pipeline scales; a '
     + 'hairpinned packet for a subscriber on another shard is handed to that shard. With pcp_server, subscribers open '
-    + 'their mappings to inbound traffic with PCP MAP requests (RFC 6887), answered by the NAT itself.',
+    + 'their mappings to inbound traffic with PCP MAP requests and make sessions with PEER (RFC 6887; NAT-PMP too), answered by the NAT itself.',
   inputs: 2,
   // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in, and for the
   // fragments of 1500-byte packets when mtu is smaller (larger packets are split while the room lasts).
@@ -161,7 +161,7 @@ export default defineElement({
     exempted: state.counter('packets passed untranslated (exempt destinations or ports)'),
     fragmented: state.counter('packets larger than mtu sent out in fragments'),
     pcp_requests: state.counter('PCP requests answered (pcp_server)'),
-    pcp_mappings: state.counter('PCP MAP requests granted: mappings made, renewed or deleted'),
+    pcp_mappings: state.counter('PCP MAP and PEER (and NAT-PMP) requests granted: mappings made, renewed or deleted'),
     pcp_errors: state.counter('PCP requests answered with an error result code'),
     mappings_created: state.counter('mappings made'),
     blocks_allocated: state.counter('port blocks given to subscribers'),

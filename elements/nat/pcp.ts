@@ -7,10 +7,13 @@ import { Packet, IPv4, Transport, Wire, zeroBytes, packetRoom } from "wirepath";
 export const PCP_PORT: u16 = 5351;
 export const OP_ANNOUNCE: u8 = 0;
 export const OP_MAP: u8 = 1;
+export const OP_PEER: u8 = 2;
 /** Common header of requests and responses (§7.1, §7.2). */
 export const HEADER: u32 = 24;
 /** MAP's opcode-specific part: nonce (12), protocol, 3 reserved, internal port, external port, external address (16) (§11.1). */
 export const MAP_BODY: u32 = 36;
+/** PEER's: MAP's, then the remote peer's port, 2 reserved, and its address (16) (§12.1). */
+export const PEER_BODY: u32 = 56;
 
 // Result codes (§7.4).
 export const SUCCESS: u8 = 0;
@@ -44,8 +47,8 @@ export function checkRequest(msg: usize, length: u32, source: u32): i32 {
   // The client's address as it sees it, IPv4-mapped (::ffff:a.b.c.d): another means a NAT in between.
   if (load<u64>(msg, 8) != 0 || load<u32>(msg, 16) != 0xffff0000 || Wire.get32(msg + 20) != source) return ADDRESS_MISMATCH;
   const opcode = load<u8>(msg, 1);
-  if (opcode != OP_MAP && opcode != OP_ANNOUNCE) return UNSUPP_OPCODE;
-  const body = opcode == OP_MAP ? MAP_BODY : 0;
+  if (opcode != OP_MAP && opcode != OP_PEER && opcode != OP_ANNOUNCE) return UNSUPP_OPCODE;
+  const body = opcode == OP_MAP ? MAP_BODY : opcode == OP_PEER ? PEER_BODY : 0;
   if (length < HEADER + body) return MALFORMED_REQUEST;
   // Options: [code][reserved][length u16][data, padded to 4]. This server processes none, so one in the
   // mandatory range (0-127) is refused and an optional one (128-255) is skipped (§7.3).

@@ -4,7 +4,7 @@ import {
   replace16, replace32, adjustChecksum, copyBytes, zeroBytes, META_SIZE,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
-import { PCP_PORT, OP_MAP, HEADER, MAP_BODY, SUCCESS, SILENT, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA, checkRequest, errorLifetime, prepareAnswer, writeHeader, sendBack } from "./pcp";
+import { PCP_PORT, OP_MAP, OP_PEER, HEADER, MAP_BODY, PEER_BODY, SUCCESS, SILENT, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA, checkRequest, errorLifetime, prepareAnswer, writeHeader, sendBack } from "./pcp";
 
 // The pool data's header (pool.ts HEADER): u32 fields at these offsets.
 const POOL_ADDRESSES: usize = 0;
@@ -238,7 +238,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
     }
     s.mapping_until = mappingDeadline;
   }
-  FlowTable.refresh(session, 0, deadline);
+  setSessionDeadline(session, s, deadline);
   translate(ip, l4, s.external, s.external_port, true);
   if (self.syn_icmp && (flags & (TCP.SYN | TCP.ACK)) == TCP.SYN) forgetUnsolicited(self, inside, s.external, s.external_port, remote);
   self.translated_out++;
@@ -264,6 +264,7 @@ function outboundSession(self: NATState, inside: u32, remote: u32, t: u64): usiz
   sessionKey(key, inside, remote, localPort, remotePort);
   const session = self.sessions.lookupOrInsert(key, hash, t);
   if (!session) { failure = FAIL_TABLE; return 0; }
+  FlowTable.refresh(session, 0, t); // its first packet sets its timer (setSessionDeadline)
   countSession(self, inside, t, 1);
   const s = changetype<NATSessionsEntry>(session);
   s.external = external;
@@ -409,12 +410,16 @@ function pcp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32, ep
   const msg = udp + 8;
   let result = checkRequest(msg, received, IPv4.src(ip));
   if (result == SILENT) return false;
-  const map = result == SUCCESS && load<u8>(msg, 1) == OP_MAP;
+  const opcode = load<u8>(msg, 1);
+  const parsed = result == SUCCESS;
+  const map = parsed && opcode == OP_MAP;
+  const peer = parsed && opcode == OP_PEER;
   if (map) result = pcpMap(self, msg, IPv4.src(ip), t);
+  if (peer) result = pcpPeer(self, msg, IPv4.src(ip), t);
   // A success answers with the opcode's own part (options processed: none); an error with the request as it came.
-  const length = result != SUCCESS ? max<u32>(received, HEADER) : map ? HEADER + MAP_BODY : HEADER;
+  const length = result != SUCCESS ? max<u32>(received, HEADER) : HEADER + (map ? MAP_BODY : peer ? PEER_BODY : 0);
   if (!prepareAnswer(p, udp, received, length)) return false;
-  writeHeader(msg, <u8>result, result != SUCCESS ? errorLifetime(<u8>result) : map ? grantedLifetime : 0, epoch, map || result == SUCCESS);
+  writeHeader(msg, <u8>result, result != SUCCESS ? errorLifetime(<u8>result) : map || peer ? grantedLifetime : 0, epoch, parsed);
   sendBack(p, ip, udp, length);
   if (result != SUCCESS) self.pcp_errors++;
   return true;
@@ -430,6 +435,51 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   const result = mapPort(self, inside, proto, internal, Wire.get32(msg + 4), load<u64>(msg, 24) ^ <u64>load<u32>(msg, 32), t);
   if (result == SUCCESS && grantedPort) writeMapped(msg, subscriberExternal(self, inside, t), grantedPort);
   return result;
+}
+
+/**
+ * PEER (RFC 6887 §12): the session of the subscriber's internal port with one remote peer, made as its first
+ * outbound packet would make it (its mapping too), and kept for the lifetime granted (within 2 minutes and
+ * pcp_max_lifetime); the assigned external port and address written into the request. A lifetime of 0 makes
+ * nothing and answers what the session has left. Traffic only pushes the session's timer further, but for a
+ * closing TCP connection (setSessionDeadline). A result code.
+ */
+function pcpPeer(self: NATState, msg: usize, inside: u32, t: u64): i32 {
+  protocol = load<u8>(msg, 36);
+  if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP) return UNSUPP_PROTOCOL;
+  localPort = Wire.get16(msg + 40);
+  remotePort = Wire.get16(msg + 60);
+  // The remote peer, IPv4-mapped (::ffff:a.b.c.d): this NAT translates IPv4 only.
+  if (localPort == 0 || remotePort == 0 || load<u64>(msg, 64) != 0 || load<u32>(msg, 72) != 0xffff0000) return MALFORMED_REQUEST;
+  const remote = Wire.get32(msg + 76);
+  const requested = Wire.get32(msg + 4);
+  grantedLifetime = 0;
+  const key = keyBuffer();
+  if (requested == 0) {
+    sessionKey(key, inside, remote, localPort, remotePort);
+    const found = self.sessions.find(key, FlowKey.hash(key), t);
+    if (found) {
+      const s = changetype<NATSessionsEntry>(found);
+      grantedLifetime = <u32>((FlowTable.expires(found) - t) / SECOND);
+      writeMapped(msg, s.external, s.external_port);
+    }
+    return SUCCESS;
+  }
+  const session = outboundSession(self, inside, remote, t);
+  if (!session) return failure == FAIL_PORTS || failure == FAIL_SESSIONS ? USER_EX_QUOTA : NO_RESOURCES;
+  const s = changetype<NATSessionsEntry>(session);
+  const most = <u32>(self.pcp_max_lifetime / SECOND);
+  const lifetime = max<u32>(min<u32>(requested, most), min<u32>(120, most));
+  const deadline = t + <u64>lifetime * SECOND;
+  if (deadline > s.mapping_until) {
+    if (!refreshMapping(self, inside, remote, s.external_port, deadline, t)) return NO_RESOURCES;
+    s.mapping_until = deadline;
+  }
+  if (FlowTable.expires(session) < deadline) FlowTable.refresh(session, 0, deadline);
+  writeMapped(msg, s.external, s.external_port);
+  grantedLifetime = lifetime;
+  self.pcp_mappings++;
+  return SUCCESS;
 }
 
 // NAT-PMP (RFC 6886 §3): opcodes and result codes.
@@ -640,6 +690,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     sessionKey(key, inside, remote, localPort, remotePort);
     session = self.sessions.lookupOrInsert(key, hash, t);
     if (!session) { self.drop_table_full++; dropPacket(p); return; }
+    FlowTable.refresh(session, 0, t); // its first packet sets its timer (setSessionDeadline)
     countSession(self, inside, t, 1);
     const fresh = changetype<NATSessionsEntry>(session);
     fresh.external = external;
@@ -651,7 +702,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   // Only outbound packets keep a mapping (RFC 4787 REQ-6): a session does not outlive it.
   const deadline = t + sessionTimeout(self, s, flags, TCP_IN);
   const mappingEnds = FlowTable.expires(back);
-  FlowTable.refresh(session, 0, deadline < mappingEnds ? deadline : mappingEnds);
+  setSessionDeadline(session, s, deadline < mappingEnds ? deadline : mappingEnds);
   translate(ip, l4, inside, localPort, false);
   if (IPv4.moreFragments(ip)) rememberFragment(self, external, remote, ip, inside, t);
   // A hairpinned packet handed over by another shard may come in on either input (by its source address).
@@ -1187,6 +1238,14 @@ function sessionTimeout(self: NATState, s: NATSessionsEntry, flags: u8, way: u8)
   if (state & TCP_RST) return self.tcp_rst;
   if (state & TCP_FIN) return self.tcp_transitory;
   return (state & (TCP_OUT | TCP_IN)) == (TCP_OUT | TCP_IN) ? self.tcp_established : self.tcp_transitory;
+}
+
+/**
+ * Moves a session's deadline: only later, so that a PCP PEER's lifetime holds, unless its TCP connection is
+ * closing (after a FIN or a RST the shorter timers apply).
+ */
+@inline function setSessionDeadline(session: usize, s: NATSessionsEntry, deadline: u64): void {
+  if (deadline > FlowTable.expires(session) || (s.tcp & (TCP_FIN | TCP_RST))) FlowTable.refresh(session, 0, deadline);
 }
 
 /**
