@@ -540,18 +540,30 @@ test('C9 PCP PEER: the session with one remote peer is made as its first packet 
     [501, udp(R2, '203.0.113.1', 53, 6000)],                               // 3: another host: filtered
     pcp(502, pcpRequest(A, { port: 6000, lifetime: 0, peer: [R1, 53] })),  // 4: what is left: 497 s and some (the peer's packet did not shorten it)
     pcp(503, pcpRequest(A, { port: 6001, peer: ['198.18.0.9', 0] })),      // 5: no remote port: MALFORMED_REQUEST
-    [504, udp(A, R1, 6000, 53)],                                           // 6: the subscriber's own packet uses it
+    [504, udp(A, R1, 6000, 53)],                                           // 6: the subscriber's own packet (its timer: 804 s)
+    [900, udp(R1, '203.0.113.1', 53, 6000)],                               // 7: still within the PEER's 1000 s: passes
+    pcp(901, pcpRequest(A, { port: 6010, lifetime: 3600 })),               // 8: MAP UDP 6010 (in 6000's block: preserved)
+    pcp(902, pcpRequest(A, { port: 6010, lifetime: 86400, peer: [R1, 53] })), // 9: and a PEER on it, for a day
+    pcp(903, pcpRequest(A, { port: 6010, lifetime: 0 })),                  // 10: the MAP deleted
+    [1400, udp(R1, '203.0.113.1', 53, 6010)],                              // 11: the PEER session keeps its mapping
+    pcp(1401, pcpRequest(A, { protocol: 6, port: 8000, lifetime: 3000, peer: [R2, 443] })), // 12: PEER TCP
+    [1402, tcp(A, R2, 8000, 443, SYN)],                                    // 13
+    [1403, tcp(R2, '203.0.113.1', 443, 8000, SYN_ACK)],                    // 14
+    [1404, tcp(A, R2, 8000, 443, 0x11)],                                   // 15: FIN: the transitory timer (240 s) applies
+    [1700, tcp(R2, '203.0.113.1', 443, 8000, ACK)],                        // 16: too late, PEER or not
   ]);
-  assert.equal(r.inside.map((s) => s.n), [1, 2, 4, 5]);
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 4, 5, 7, 8, 9, 10, 11, 12, 14]);
   const [, rbit, opcode, result, lifetime, , , , , , , external, address] = PCP_FIELDS.map((_, i) => i + 1);
   const answers = r.pcp.filter((f) => f[rbit] === '1' || f[rbit] === 'True');
-  assert.equal(answers.map((f) => [+f[opcode], +f[result], +f[lifetime]]), [[2, 0, 1000], [2, 0, 497], [2, 3, 1800]]);
+  assert.equal(answers.map((f) => [+f[opcode], +f[result], +f[lifetime]]),
+    [[2, 0, 1000], [2, 0, 497], [2, 3, 1800], [1, 0, 3600], [2, 0, 86400], [1, 0, 0], [2, 0, 3000]]);
   assert.equal([answers[0][external], answers[0][address]], ['6000', '::ffff:203.0.113.1']);
-  assert.equal(r.pcp.length, 3, 'answers only');
-  assert.equal([r.inside[1].dst, r.inside[1].dport], [A, 6000]);
-  assert.equal([r.outside[0].src, r.outside[0].sport], ['203.0.113.1', 6000], 'the subscriber\'s packet leaves on the session PEER made');
-  assert.is(r.nat.drop_filtered, 1);
-  assert.is(r.nat.mappings_created, 1);
+  assert.equal(r.pcp.length, 7, 'answers only');
+  assert.equal(r.inside.filter((s) => s.proto !== 17 || s.sport !== 5351).map((s) => `${s.dst}:${s.dport}`), [`${A}:6000`, `${A}:6000`, `${A}:6010`, `${A}:8000`]);
+  assert.equal([r.outside[0].src, r.outside[0].sport], ['203.0.113.1', 6000]);
+  assert.is(r.nat.drop_filtered, 2, 'packet 3, and packet 16 (its session over, nothing admits it)');
+  assert.is(r.nat.drop_no_mapping, 0);
+  assert.is(r.nat.mappings_created, 3);
 });
 
 test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, a mapping, an unsupported opcode, a short request dropped', async () => {

@@ -235,6 +235,8 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
       if (!session) { refuse(self, p, ip, out); return; }
       s = changetype<NATSessionsEntry>(session);
       sessionTimeout(self, s, flags, TCP_OUT);
+      // The new mapping lives as long as the session counts on (mapping_until below), not the idle timeout it was made with.
+      refreshMapping(self, inside, remote, s.external_port, mappingDeadline, t);
     }
     s.mapping_until = mappingDeadline;
   }
@@ -342,6 +344,7 @@ function allowFrom(self: NATState, inside: u32, remote: u32, external: u16, t: u
 function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64): void {
   const inside = IPv4.src(ip);
   protocol = IPv4.protocol(ip);
+  localPort = 0xffff; // no port to read: an address is chosen, if it must be, where high ports are free
   if (isExempt(<usize>self.pool, IPv4.dst(ip), 0)) { self.exempted++; sendOut(self, p, out); return; }
   const subscriber = subscriberEntry(self, inside, t);
   const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
@@ -452,6 +455,9 @@ function pcpPeer(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   // The remote peer, IPv4-mapped (::ffff:a.b.c.d): this NAT translates IPv4 only.
   if (localPort == 0 || remotePort == 0 || load<u64>(msg, 64) != 0 || load<u32>(msg, 72) != 0xffff0000) return MALFORMED_REQUEST;
   const remote = Wire.get32(msg + 76);
+  if (remote == 0) return MALFORMED_REQUEST;
+  // Traffic to an exempt destination is not translated: there is no session to make.
+  if (isExempt(<usize>self.pool, remote, remotePort)) return NOT_AUTHORIZED;
   const requested = Wire.get32(msg + 4);
   grantedLifetime = 0;
   const key = keyBuffer();
@@ -462,6 +468,8 @@ function pcpPeer(self: NATState, msg: usize, inside: u32, t: u64): i32 {
       const s = changetype<NATSessionsEntry>(found);
       grantedLifetime = <u32>((FlowTable.expires(found) - t) / SECOND);
       writeMapped(msg, s.external, s.external_port);
+    } else {
+      zeroBytes(msg + 42, 18); // no session: no external port or address to tell
     }
     return SUCCESS;
   }
@@ -474,6 +482,14 @@ function pcpPeer(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   if (deadline > s.mapping_until) {
     if (!refreshMapping(self, inside, remote, s.external_port, deadline, t)) return NO_RESOURCES;
     s.mapping_until = deadline;
+  }
+  // The mapping remembers (in its forward entry's unused remote field, in seconds) until when a PEER session
+  // needs it, so that a MAP delete does not cut it shorter.
+  mappingOutKey(self, key, inside, remote);
+  const forward = self.mappings.find(key, FlowKey.hash(key), t);
+  if (forward) {
+    const f = changetype<NATMappingsEntry>(forward);
+    f.remote = max<u32>(f.remote, <u32>(deadline / SECOND) + 1);
   }
   if (FlowTable.expires(session) < deadline) FlowTable.refresh(session, 0, deadline);
   writeMapped(msg, s.external, s.external_port);
@@ -505,8 +521,10 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
   if (opcode == PMP_ADDRESS) {
     length = 12;
     if (!prepareAnswer(p, udp, received, length)) return false;
-    // The address its mappings get: assigned now if it has none yet (paired pooling keeps it), where a UDP block is free.
+    // The address its mappings get: assigned now if it has none yet (paired pooling keeps it), where a UDP block
+    // of high ports is free.
     protocol = IPPROTO_UDP;
+    localPort = 0xffff;
     const subscriber = subscriberEntry(self, inside, t);
     const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
     if (!external) result = PMP_NETWORK_FAILURE;
@@ -521,7 +539,7 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
     result = mapped == SUCCESS ? 0 : mapped == NOT_AUTHORIZED ? PMP_REFUSED : PMP_NO_RESOURCES;
     if (!prepareAnswer(p, udp, received, length)) return false;
     Wire.set16(msg + 8, internal);
-    Wire.set16(msg + 10, mapped == SUCCESS ? grantedPort : 0);
+    Wire.set16(msg + 10, mapped == SUCCESS && requested != 0 ? grantedPort : 0); // a delete answers port 0 (RFC 6886 §3.4)
     Wire.set32(msg + 12, mapped == SUCCESS ? grantedLifetime : 0);
   } else {
     result = PMP_UNSUPPORTED_OPCODE;
@@ -562,9 +580,10 @@ function mapPort(self: NATState, inside: u32, proto: u8, internal: u16, requeste
       if (permit) {
         self.mappings.remove(key, FlowKey.hash(key));
         // The mapping goes on as one its traffic made: no longer than an outbound packet now could have kept it
-        // (the longest session timeout and the eighth a refresh adds), so that no live session loses it.
+        // (the longest session timeout and the eighth a refresh adds) or a PEER session needs it, so that no live
+        // session loses it.
         const timeout = protocol == IPPROTO_UDP ? self.udp_timeout : max<u64>(self.tcp_established, self.tcp_transitory);
-        const deadline = t + timeout + (timeout >> 3);
+        const deadline = max<u64>(t + timeout + (timeout >> 3), <u64>changetype<NATMappingsEntry>(forward).remote * SECOND);
         if (FlowTable.expires(forward) > deadline) setMappingDeadline(self, inside, external, deadline, t);
       }
       grantedPort = external;
