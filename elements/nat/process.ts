@@ -315,16 +315,19 @@ function outboundMapping(self: NATState, inside: u32, remote: u32, t: u64): u32 
   return external;
 }
 
-/** Pushes the deadlines of a mapping (both directions, and its filter entry) and of its block; false when the mapping is gone. */
-function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16, deadline: u64, t: u64): bool {
+/**
+ * Pushes the deadlines of a mapping (both directions, and its filter entry) and of its block to `deadline`, or
+ * with `exact` sets the mapping's to it (a PCP lifetime); false when the mapping is gone.
+ */
+function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16, deadline: u64, t: u64, exact: bool = false): bool {
   const key = keyBuffer();
   mappingOutKey(self, key, inside, remote);
   const forward = self.mappings.find(key, FlowKey.hash(key), t);
   mappingInKey(key, inside, external);
   const back = self.mappings.find(key, FlowKey.hash(key), t);
   if (!forward || !back) return false;
-  if (FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
-  if (FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
+  if (exact || FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
+  if (exact || FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
   if (self.filtering == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, t);
   const sub = findSubscriber(self, inside, key, t);
   if (sub) holdBlockUntil(self, sub, external, deadline);
@@ -378,6 +381,12 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   if (IPv4.protocol(ip) != IPPROTO_UDP || IPv4.fragmentOffset(ip) != 0) return false;
   const udp = Transport.header(p, ip);
   return udp != 0 && Transport.dstPort(udp) == PCP_PORT;
+}
+
+/** The lifetime granted for `requested` seconds: at least 2 minutes (RFC 6887 §15) and at most pcp_max_lifetime. */
+function grantedFor(self: NATState, requested: u32): u32 {
+  const most = <u32>(self.pcp_max_lifetime / SECOND);
+  return max<u32>(min<u32>(requested, most), min<u32>(120, most));
 }
 
 /** What the last mapPort granted: the lifetime in seconds, and the external port (0: none). */
@@ -476,8 +485,7 @@ function pcpPeer(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   const session = outboundSession(self, inside, remote, t);
   if (!session) return failure == FAIL_PORTS || failure == FAIL_SESSIONS ? USER_EX_QUOTA : NO_RESOURCES;
   const s = changetype<NATSessionsEntry>(session);
-  const most = <u32>(self.pcp_max_lifetime / SECOND);
-  const lifetime = max<u32>(min<u32>(requested, most), min<u32>(120, most));
+  const lifetime = grantedFor(self, requested);
   const deadline = t + <u64>lifetime * SECOND;
   if (deadline > s.mapping_until) {
     if (!refreshMapping(self, inside, remote, s.external_port, deadline, t)) return NO_RESOURCES;
@@ -516,11 +524,15 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
   const opcode = load<u8>(msg, 1);
   if (opcode & 0x80) return false; // a response
   const inside = IPv4.src(ip);
+  const map = opcode == PMP_MAP_UDP || opcode == PMP_MAP_TCP;
+  if (map && received < 12) return false;
+  // The answers: 8 bytes of header, then the external address (4) or the mapping (8).
+  const length: u32 = opcode == PMP_ADDRESS ? 12 : map ? 16 : 8;
+  const internal = map ? Wire.get16(msg + 4) : 0;
+  const requested = map ? Wire.get32(msg + 8) : 0;
+  if (!prepareAnswer(p, udp, received, length)) return false;
   let result: u16 = 0;
-  let length: u32 = 8;
   if (opcode == PMP_ADDRESS) {
-    length = 12;
-    if (!prepareAnswer(p, udp, received, length)) return false;
     // The address its mappings get: assigned now if it has none yet (paired pooling keeps it), where a UDP block
     // of high ports is free.
     protocol = IPPROTO_UDP;
@@ -529,21 +541,15 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
     const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
     if (!external) result = PMP_NETWORK_FAILURE;
     Wire.set32(msg + 8, external);
-  } else if (opcode == PMP_MAP_UDP || opcode == PMP_MAP_TCP) {
-    if (received < 12) return false;
-    length = 16;
-    const internal = Wire.get16(msg + 4);
-    const requested = Wire.get32(msg + 8);
+  } else if (map) {
     const mapped = internal == 0 ? NOT_AUTHORIZED // all of the subscriber's mappings at once: not offered
       : mapPort(self, inside, opcode == PMP_MAP_UDP ? IPPROTO_UDP : IPPROTO_TCP, internal, requested, 0, t);
     result = mapped == SUCCESS ? 0 : mapped == NOT_AUTHORIZED ? PMP_REFUSED : PMP_NO_RESOURCES;
-    if (!prepareAnswer(p, udp, received, length)) return false;
     Wire.set16(msg + 8, internal);
     Wire.set16(msg + 10, mapped == SUCCESS && requested != 0 ? grantedPort : 0); // a delete answers port 0 (RFC 6886 §3.4)
     Wire.set32(msg + 12, mapped == SUCCESS ? grantedLifetime : 0);
   } else {
     result = PMP_UNSUPPORTED_OPCODE;
-    if (!prepareAnswer(p, udp, received, length)) return false;
   }
   store<u8>(msg, 0);
   store<u8>(msg, 0x80 | opcode, 1);
@@ -584,15 +590,14 @@ function mapPort(self: NATState, inside: u32, proto: u8, internal: u16, requeste
         // session loses it.
         const timeout = protocol == IPPROTO_UDP ? self.udp_timeout : max<u64>(self.tcp_established, self.tcp_transitory);
         const deadline = max<u64>(t + timeout + (timeout >> 3), <u64>changetype<NATMappingsEntry>(forward).remote * SECOND);
-        if (FlowTable.expires(forward) > deadline) setMappingDeadline(self, inside, external, deadline, t);
+        if (FlowTable.expires(forward) > deadline) refreshMapping(self, inside, 0, external, deadline, t, true);
       }
       grantedPort = external;
     }
     self.pcp_mappings++;
     return SUCCESS;
   }
-  const most = <u32>(self.pcp_max_lifetime / SECOND);
-  const lifetime = max<u32>(min<u32>(requested, most), min<u32>(120, most));
+  const lifetime = grantedFor(self, requested);
   const made = self.mappings_created;
   const mapped = outboundMapping(self, inside, 0, t);
   if (mapped & FAILED) return (mapped & 0xffff) == FAIL_PORTS ? USER_EX_QUOTA : NO_RESOURCES;
@@ -601,7 +606,7 @@ function mapPort(self: NATState, inside: u32, proto: u8, internal: u16, requeste
   if (held && load<u64>(held) != nonce) return NOT_AUTHORIZED;
   const deadline = t + <u64>lifetime * SECOND;
   // A mapping made for this request lives its lifetime, not an idle timeout; one that traffic uses, the longer of the two.
-  if (self.mappings_created != made) setMappingDeadline(self, inside, <u16>mapped, deadline, t);
+  if (self.mappings_created != made) refreshMapping(self, inside, 0, <u16>mapped, deadline, t, true);
   else if (!refreshMapping(self, inside, 0, <u16>mapped, deadline, t)) return NO_RESOURCES;
   // The permission for any remote host (admits), as long as the lifetime.
   filterKey(key, inside, 0, <u16>mapped);
@@ -613,20 +618,6 @@ function mapPort(self: NATState, inside: u32, proto: u8, internal: u16, requeste
   grantedPort = <u16>mapped;
   self.pcp_mappings++;
   return SUCCESS;
-}
-
-/** Sets when the mapping of (inside, localPort) to `external` ends, both directions. */
-function setMappingDeadline(self: NATState, inside: u32, external: u16, deadline: u64, t: u64): void {
-  const key = keyBuffer();
-  mappingOutKey(self, key, inside, 0);
-  const forward = self.mappings.find(key, FlowKey.hash(key), t);
-  if (forward) FlowTable.refresh(forward, 0, deadline);
-  mappingInKey(key, inside, external);
-  const back = self.mappings.find(key, FlowKey.hash(key), t);
-  if (back) FlowTable.refresh(back, 0, deadline);
-  // The block stays the subscriber's as long (a block is given back once its mappings' time is over).
-  const sub = findSubscriber(self, inside, key, t);
-  if (sub) holdBlockUntil(self, sub, external, deadline);
 }
 
 /** The assigned external port and address of a MAP response (the address IPv4-mapped, ::ffff:a.b.c.d). */
