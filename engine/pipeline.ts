@@ -614,6 +614,9 @@ export class Pipeline {
   private transfer = 0;
   /** The area where scale events watch the order of moving buckets' packets. */
   private order = 0;
+  /** The buckets of the group being moved (moveFlows), one byte each. */
+  private moveMap = 0;
+
   private transferBuffer(): number {
     this.transfer ||= this.arena.alloc(TRANSFER_BYTES, 64);
     return this.transfer;
@@ -714,7 +717,10 @@ export class Pipeline {
    * owner imports the other, on their own threads.
    */
   private async moveFlows(from: Shard, to: Shard, buckets: number[]): Promise<{ flows: number; failed: number }> {
-    const map = this.arena.alloc(BUCKETS, 8);
+    // One map for every move (the arena never frees): a scale event moves its groups one at a time.
+    this.moveMap ||= this.arena.alloc(BUCKETS, 8);
+    const map = this.moveMap;
+    this.arena.u8.fill(0, map, map + BUCKETS);
     for (const b of buckets) this.arena.u8[map + b] = 1;
     const halves = [this.transferBuffer(), this.transferBuffer() + TRANSFER_BYTES / 2];
     const targets = this.tablesOf(to);

@@ -5,10 +5,10 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
-import { tempDir, removeDir, readPcap, ROOT } from './helpers.ts';
+import { tempDir, removeDir, readPcap, writePcap, ipv4Frame, internetChecksum, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
-import { verify } from '../engine/verify.ts';
+import { verify, flowsOf, compare } from '../engine/verify.ts';
 
 const dir = tempDir();
 const trace = join(dir, 'trace.pcap');
@@ -125,6 +125,31 @@ test('wirepath verify finds the scaled runs equivalent', async () => {
   assert.ok(result.equivalent, result.difference);
   assert.is(result.packets, 40000);
   assert.ok(result.scaleEvents.length >= 4);
+});
+
+test('wirepath verify\'s comparison: a flow\'s bytes and order count; the IP ID of a datagram that may be fragmented does not', () => {
+  const frames = [ipv4Frame({ proto: 'udp', id: 1 }), ipv4Frame({ proto: 'udp', id: 2, dontFragment: true }), ipv4Frame({ proto: 'udp', id: 3, payload: 8 })];
+  const differs = (change: (f: Buffer[]) => Buffer[]) => {
+    const [a, b] = [frames, change(frames.map((f) => Buffer.from(f)))].map((list, i) => {
+      const file = join(dir, `compare-${i}.pcap`);
+      writePcap(file, list.map((data, n) => ({ data, sec: 1, usec: n })));
+      return flowsOf(file);
+    });
+    return compare('out', a, b);
+  };
+  /** The frame with another IP ID (header checksum fixed). */
+  const renumbered = (f: Buffer) => {
+    f.writeUInt16BE(0x4242, 18);
+    f.writeUInt16BE(0, 24);
+    f.writeUInt16BE(internetChecksum(f.subarray(14, 34)), 24);
+    return f;
+  };
+  assert.is(differs((f) => f), undefined);
+  assert.is(differs((f) => [renumbered(f[0]), f[1], f[2]]), undefined, 'DF clear: the ID is free');
+  assert.match(differs((f) => [f[0], renumbered(f[1]), f[2]]) ?? '', 'packet 2 differs', 'DF set: the ID counts');
+  assert.match(differs((f) => { f[0][f[0].length - 1] ^= 1; return f; }) ?? '', 'packet 1 differs', 'a payload byte');
+  assert.match(differs((f) => [f[1], f[0], f[2]]) ?? '', 'differs', 'the order within a flow');
+  assert.match(differs((f) => f.slice(0, 2)) ?? '', 'has 2 packets, one shard gave 3');
 });
 
 test('a snapshot restored into a new pipeline (with another shard count) carries on the state', async () => {

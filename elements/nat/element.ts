@@ -53,6 +53,7 @@ export default defineElement({
     + '(RFC 5382 REQ-4); ICMP echo identifiers are '
     + 'translated like ports, and ICMP errors about a translated flow are translated with the header they quote (checksums '
     + 'included). Fragments are translated in any order: an inbound later fragment that comes before its datagram\'s first waits (at most 2 s) and follows it. '
+    + 'A datagram from inside that may be fragmented leaves with a new IP ID, unique per external address and destination, the same for all its fragments (rewrite_ip_id). '
     + 'With shards, the later fragments of an inbound datagram go to the shard its first fragment went to, when that one came first. '
     + 'Packets from inside to a pool address are hairpinned back inside with the sender\'s external address and port. When '
     + 'no mapping can be made the packet is dropped and counted (and with icmp_errors an ICMP host unreachable goes back); '
@@ -95,6 +96,9 @@ export default defineElement({
     mtu: param.int('largest IPv4 packet (total length in bytes) the outside link takes: a larger one from inside with DF set is '
       + 'dropped and answered with ICMP fragmentation needed, naming this MTU; one without DF leaves in fragments, in order (RFC 4787 '
       + 'REQ-13; later fragments carry the options marked to be copied); 0: no limit', 0, 65535, { default: 0 }),
+    rewrite_ip_id: param.bool('give every datagram from inside that may be fragmented (DF clear, or a fragment) a new IP ID, unique among those '
+      + 'sent from its external address to its destination, the same for all fragments of a datagram (RFC 7857 §10, RFC 6864 §5.3.1): '
+      + 'subscribers sharing an address would otherwise collide in the receiver\'s reassembly', { default: true }),
     syn_icmp: param.bool('answer an unsolicited inbound SYN with ICMP port unreachable after 6 s unless an outbound SYN of its connection came (RFC 5382 REQ-4; off: dropped silently, as REQ-4a allows)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
     pcp_server: param.ipv4('address on the inside at which the NAT answers PCP (RFC 6887) and NAT-PMP (RFC 6886) on UDP port 5351: '
@@ -135,7 +139,7 @@ export default defineElement({
     }),
     mappings: state.flowTable({
       owner: 'address',
-      doc: 'mappings both ways (inside port to external port, and back) and address-dependent filter entries, keyed by subscriber',
+      doc: 'mappings both ways (inside port to external port, and back), address-dependent filter entries and the new IP IDs of outbound fragmented datagrams, keyed by subscriber',
       value: { port: 'u16', remote_port: 'u16', remote: 'u32' },
       capacity: (p) => p.max_sessions * 2,
       timeout: (p) => p.udp_timeout,

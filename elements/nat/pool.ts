@@ -1,5 +1,5 @@
 // The NAT's shared data (state `pool`): the external pool, the inside and exempt prefixes, who holds
-// each port block, and the queue of block records the shards write and the main thread logs.
+// each port block, the IP ID counters, and the queue of block records the shards write and the main thread logs.
 // process.ts reads the same layout (the POOL_* constants there mirror HEADER below).
 
 import { randomBytes } from 'node:crypto';
@@ -26,11 +26,13 @@ export const HEADER = {
   addresses: 0, blockShift: 4, deterministic: 8, detPorts: 12, detRatio: 16, insideCount: 20,
   logWrite: 24, logRead: 28, logCapacity: 32, exemptCount: 36, addressesAt: 40, blocksAt: 44,
   insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, salt: 76, logging: 80,
-  pcpEpoch: 88, size: 128,
+  pcpEpoch: 88, idsAt: 96, size: 128,
 } as const;
 
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
 const LOG_CAPACITY = 4096;
+/** IP ID counters, one per hash bucket of (external address, destination, protocol): process.ts renumber. */
+export const ID_BUCKETS = 2048;
 const LOG_RECORD = 32;
 /** Usable ports of an address in deterministic mode (1024-65535, RFC 7422). */
 const DETERMINISTIC_PORTS = 64512;
@@ -60,9 +62,10 @@ export function poolLayout(p: NatParams) {
   const insideAt = addressesAt + addresses.length * 4;
   const exemptAt = insideAt + p.inside.length * 12;
   const exemptPortsAt = exemptAt + p.exempt.length * 8;
-  const logAt = exemptPortsAt + 8192;
+  const idsAt = exemptPortsAt + 8192;
+  const logAt = idsAt + ID_BUCKETS * 4;
   const blocksAt = logAt + LOG_CAPACITY * LOG_RECORD;
-  return { addresses, addressesAt, insideAt, exemptAt, exemptPortsAt, logAt, blocksAt, size: blocksAt + (p.deterministic ? 0 : blocks * 8) };
+  return { addresses, addressesAt, insideAt, exemptAt, exemptPortsAt, idsAt, logAt, blocksAt, size: blocksAt + (p.deterministic ? 0 : blocks * 8) };
 }
 
 export function writePool(p: NatParams, v: DataView): void {
@@ -85,12 +88,16 @@ export function writePool(p: NatParams, v: DataView): void {
   set(HEADER.exemptAt, l.exemptAt);
   set(HEADER.logAt, l.logAt);
   set(HEADER.exemptPortsAt, l.exemptPortsAt);
+  set(HEADER.idsAt, l.idsAt);
   set(HEADER.icmpSource, p.icmp_source ?? l.addresses[0]);
   set(HEADER.poolMin, l.addresses[0]);
   set(HEADER.poolMax, l.addresses[l.addresses.length - 1]);
   // Ports and blocks are picked from a place hashed with this salt: hard to guess (RFC 6888 REQ-15), and
   // the same in every run in deterministic mode (whose ranges are public anyway).
   set(HEADER.salt, p.deterministic ? 0 : randomBytes(4).readUInt32LE(0));
+  // The ID counters start at random places, so that the IDs a NAT sends are hard to guess (RFC 7739).
+  const ids = randomBytes(ID_BUCKETS * 4);
+  new Uint8Array(v.buffer, v.byteOffset + l.idsAt, ids.length).set(ids);
   l.addresses.forEach((a, i) => set(l.addressesAt + i * 4, a));
   let first = 0;
   p.inside.forEach((c, i) => {

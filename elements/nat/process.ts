@@ -29,6 +29,9 @@ const POOL_MAX: usize = 72;
 const POOL_SALT: usize = 76;
 const POOL_LOGGING: usize = 80;
 const POOL_PCP_EPOCH: usize = 88;
+const POOL_IDS_AT: usize = 96;
+/** IP ID counters in the pool (pool.ts ID_BUCKETS). */
+const ID_BUCKETS: u32 = 2048;
 const LOG_RECORD: usize = 32;
 
 // Outputs.
@@ -40,6 +43,7 @@ const KIND_OUT: u32 = 1;    // [inside][remote or 0][inside port << 16 | remote 
 const KIND_IN: u32 = 2;     // [inside][0][external port << 16] -> inside port, remote
 const KIND_FILTER: u32 = 3; // [inside][remote][external port << 16] -> a remote address the mapping has sent to
 const KIND_FRAGMENT: u32 = 4; // [external][remote][IP id] -> inside address, for the later fragments of an inbound datagram
+const KIND_IP_ID: u32 = 5;    // [inside][remote][IP id] -> the IP ID every fragment of an outbound datagram leaves with
 
 // Mapping and filtering behaviours (element.ts MAPPINGS).
 const ENDPOINT_INDEPENDENT: u8 = 0;
@@ -242,6 +246,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
   }
   setSessionDeadline(session, s, deadline);
   translate(ip, l4, s.external, s.external_port, true);
+  if (!renumber(self, ip, inside, s.external, t)) { dropPacket(p); return; }
   if (self.syn_icmp && (flags & (TCP.SYN | TCP.ACK)) == TCP.SYN) forgetUnsolicited(self, inside, s.external, s.external_port, remote);
   self.translated_out++;
   if (poolIndex(pool, remote) >= 0) {
@@ -353,6 +358,7 @@ function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Output
   const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
   if (!external) { self.drop_pool_exhausted++; dropPacket(p); return; }
   IPv4.setSrc(p, ip, external);
+  if (!renumber(self, ip, inside, external, t)) { dropPacket(p); return; }
   self.translated_out++;
   sendOut(self, p, out);
 }
@@ -372,6 +378,7 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   const s = changetype<NATSessionsEntry>(session);
   rewriteQuoted(ip, l4, inner, false, s.external, s.external_port);
   IPv4.setSrc(p, ip, s.external);
+  if (!renumber(self, ip, inside, s.external, t)) { dropPacket(p); return; }
   self.translated_out++;
   sendOut(self, p, out);
 }
@@ -766,6 +773,51 @@ function inboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs
   IPv4.setDst(p, ip, changetype<NATMappingsEntry>(entry).remote);
   self.translated_in++;
   out.push(INSIDE, p);
+}
+
+/**
+ * Gives a datagram from inside that may be fragmented (DF clear, or a fragment already) a new IP ID (RFC 7857
+ * §10, RFC 6864 §5.3.1): subscribers sharing an external address would otherwise send a host the same IDs,
+ * and its reassembly would mix their fragments. The IDs come from counters in the shared pool, one per hash
+ * bucket of (external address, destination, protocol) as Linux's ip_idents, taken with an atomic add so that
+ * shards sharing an address never hand out the same one, and started at random places (RFC 7739). The
+ * fragments of one datagram keep one new ID through an entry keyed by the old one. False when that entry
+ * cannot be made (the table is full; counted): the packet is to be dropped.
+ */
+@inline function renumber(self: NATState, ip: usize, inside: u32, external: u32, t: u64): bool {
+  const field = Wire.get16(ip + 6);
+  // Atomic datagrams (DF set, not a fragment) are never fragmented, so their ID means nothing (RFC 6864 §4).
+  if (!self.rewrite_ip_id || (field & (IP_DONT_FRAGMENT | IP_MORE_FRAGMENTS | IP_FRAGMENT_OFFSET)) == IP_DONT_FRAGMENT) return true;
+  return giveNewId(self, ip, field, inside, external, t);
+}
+
+function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external: u32, t: u64): bool {
+  const remote = IPv4.dst(ip);
+  const proto = IPv4.protocol(ip);
+  let id: u16;
+  if (field & (IP_MORE_FRAGMENTS | IP_FRAGMENT_OFFSET)) {
+    const key = keyBuffer();
+    store<u32>(key, inside);
+    store<u32>(key, remote, 4);
+    store<u32>(key, <u32>IPv4.id(ip), 8);
+    store<u32>(key, <u32>proto | (KIND_IP_ID << 8), 12);
+    const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
+    if (!entry) { self.drop_table_full++; return false; }
+    const e = changetype<NATMappingsEntry>(entry);
+    if (flowCreated) e.port = nextId(self, external, remote, proto);
+    FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
+    id = e.port;
+  } else {
+    id = nextId(self, external, remote, proto);
+  }
+  store<u16>(ip + 10, adjustChecksum(load<u16>(ip + 10), replace16(ip + 4, bswap<u16>(id))));
+  return true;
+}
+
+@inline function nextId(self: NATState, external: u32, remote: u32, proto: u8): u16 {
+  const pool = <usize>self.pool;
+  const bucket = symmetricHashOf(external ^ load<u32>(pool + POOL_SALT), remote, 0, proto) & (ID_BUCKETS - 1);
+  return <u16>atomic.add<u32>(pool + <usize>load<u32>(pool + POOL_IDS_AT) + (<usize>bucket << 2), 1);
 }
 
 /** Notes where the later fragments of an inbound datagram must go (they carry no port to look up). */
@@ -1368,7 +1420,7 @@ function fragment(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   const pieces = 1 + (payload - first + each - 1) / each;
   const field = Wire.get16(ip + 6);
   // A fragment that would end past 64 KiB has no offsets for its pieces.
-  if (((<u32>field & 0x1fff) << 3) + payload > 0xffff) { self.drop_malformed++; dropPacket(p); return; }
+  if (((<u32>field & IP_FRAGMENT_OFFSET) << 3) + payload > 0xffff) { self.drop_malformed++; dropPacket(p); return; }
   const dest = out.port(OUTSIDE);
   if (dest.count + pieces + batchCount + answerBudget > dest.capacity) { self.drop_no_buffer++; dropPacket(p); return; }
   const l2 = <u32>(ip - p.data);
@@ -1398,7 +1450,7 @@ function fragment(self: NATState, p: Packet, ip: usize, out: Outputs): void {
     copyBytes(qip + laterHl, ip + hl + at, size);
     Wire.set16(qip + 2, <u16>(laterHl + size));
     const last = at + size == payload;
-    Wire.set16(qip + 6, <u16>((field & 0x1fff) + (at >> 3)) | (last ? field & IP_MORE_FRAGMENTS : IP_MORE_FRAGMENTS));
+    Wire.set16(qip + 6, <u16>((field & IP_FRAGMENT_OFFSET) + (at >> 3)) | (last ? field & IP_MORE_FRAGMENTS : IP_MORE_FRAGMENTS));
     IPv4.setHeaderChecksum(qip);
     dest.push(q);
   }
@@ -1447,6 +1499,7 @@ function tooBig(self: NATState, p: Packet, ip: usize, out: Outputs): void {
 
 const IP_DONT_FRAGMENT: u16 = 0x4000;
 const IP_MORE_FRAGMENTS: u16 = 0x2000;
+const IP_FRAGMENT_OFFSET: u16 = 0x1fff;
 const ICMP_HOST_UNREACHABLE: u32 = 1;
 const ICMP_PORT_UNREACHABLE: u32 = 3;
 const ICMP_FRAGMENTATION_NEEDED: u32 = 4;
