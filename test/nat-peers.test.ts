@@ -331,13 +331,14 @@ for i in range(20):
       await waitFor(() => heard.includes('unsolicited') || listener.exitCode !== null, 10_000, 'the datagram to reach the subscriber');
       sender.kill();
       assert.match(heard, new RegExp(`unsolicited ${ADDRESSES.server.replace(/\./g, '\\.')}:9999`), heard);
-      // natpmpc (libnatpmp), a NAT-PMP client (RFC 6886, PCP's version 0): the public address, then a TCP port.
+      // natpmpc (libnatpmp), a NAT-PMP client (RFC 6886, PCP's version 0): the public address, then a TCP port
+      // with the public port it suggests.
       const address = t.run(t.ns.client, ['natpmpc', '-g', ADDRESSES.clientGateway], { check: false, timeout: 30_000 }).stdout.toString();
       assert.match(address, new RegExp(`Public IP address : ${mapped.address.replace(/\./g, '\\.')}\\b`), address);
-      const tcp = t.run(t.ns.client, ['natpmpc', '-g', ADDRESSES.clientGateway, '-a', '0', '7100', 'tcp', '300'], { check: false, timeout: 30_000 }).stdout.toString();
+      const tcp = t.run(t.ns.client, ['natpmpc', '-g', ADDRESSES.clientGateway, '-a', '17100', '7100', 'tcp', '300'], { check: false, timeout: 30_000 }).stdout.toString();
       const granted = /Mapped public port (\d+) protocol TCP to local port 7100 li[f]?e?time (\d+)/.exec(tcp);
       assert.ok(granted, tcp);
-      assert.is(granted![2], '300', tcp);
+      assert.equal([granted![1], granted![2]], ['17100', '300'], tcp);
       // A connection from the server to the port natpmpc was given reaches the subscriber's listener.
       const server = t.start(t.ns.client, ['python3', '-u', '-c', `
 import socket

@@ -100,7 +100,8 @@ const PCP_FIELDS = ['portcontrol.version', 'portcontrol.r', 'portcontrol.opcode'
   'portcontrol.map.rsp_assigned_ext_ip', 'portcontrol.map.nonce', 'portcontrol.peer.rsp_assigned_external_port', 'portcontrol.peer.rsp_assigned_ext_ip'];
 
 /** A PCP request (RFC 6887 §7.1): MAP (opcode 1) of an internal port by default, from `client` as it claims to be. */
-function pcpRequest(client: string, o: { protocol?: number; port?: number; lifetime?: number; version?: number; opcode?: number; options?: Buffer; nonce?: number; peer?: [string, number] } = {}): Buffer {
+function pcpRequest(client: string, o: { protocol?: number; port?: number; lifetime?: number; version?: number; opcode?: number; options?: Buffer; nonce?: number; peer?: [string, number];
+  suggest?: [address: string | undefined, port: number] } = {}): Buffer {
   const opcode = o.peer ? 2 : o.opcode ?? 1;
   const m = Buffer.alloc(opcode === 1 ? 60 : opcode === 2 ? 80 : 24);
   m[0] = o.version ?? 2;
@@ -112,6 +113,13 @@ function pcpRequest(client: string, o: { protocol?: number; port?: number; lifet
     for (let i = 0; i < 12; i++) m[24 + i] = (o.nonce ?? 0) + i + 1; // the nonce
     m[36] = o.protocol ?? 17;
     m.writeUInt16BE(o.port ?? 7000, 40);
+    if (o.suggest) {
+      m.writeUInt16BE(o.suggest[1], 42);
+      if (o.suggest[0]) {
+        m.writeUInt16BE(0xffff, 54);
+        Buffer.from(o.suggest[0].split('.').map(Number)).copy(m, 56);
+      }
+    }
   }
   if (o.peer) {
     m.writeUInt16BE(o.peer[1], 60);
@@ -550,6 +558,38 @@ test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetim
   assert.is(r.nat.pcp_mappings, 5);
   assert.is(r.nat.drop_malformed, 1);
   r.verdicts('inside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0' && v.tcp !== '0', `checksums of packet ${i + 1}: ${JSON.stringify(v)}`));
+});
+
+test('C9 PCP suggested external port and address: taken when free; with PREFER_FAILURE those or nothing (CANNOT_PROVIDE_EXTERNAL)', async () => {
+  const PCP = '100.64.255.254';
+  const from = (client: string) => (s: number, req: Buffer): Packet => [s, udp(client, PCP, 5350, 5351, { payload: req })];
+  const [a, b] = [from(A), from(B)];
+  const PREFER_FAILURE = Buffer.from('02000000', 'hex');
+  const r = await run('pcp_server: 100.64.255.254', [
+    a(0, pcpRequest(A, { port: 7000, suggest: [undefined, 40000] })),                          // 1: a new block, the one with 40000
+    a(1, pcpRequest(A, { port: 7001, suggest: [undefined, 40001] })),                          // 2: in the block A holds
+    a(2, pcpRequest(A, { port: 7000, suggest: [undefined, 45000] })),                          // 3: renewed: its own port stays
+    a(3, pcpRequest(A, { port: 7000, suggest: [undefined, 45000], options: PREFER_FAILURE })), // 4: 11, the mapping untouched
+    a(4, pcpRequest(A, { port: 7002, suggest: [undefined, 100], options: PREFER_FAILURE })),   // 5: a low port for a high one: 11
+    a(5, pcpRequest(A, { port: 7003, suggest: [undefined, 100] })),                            // 6: without the option: another port
+    b(6, pcpRequest(B, { port: 7000, suggest: ['203.0.113.1', 40002], options: PREFER_FAILURE })), // 7: in A's block: 11
+    b(7, pcpRequest(B, { port: 7001, suggest: ['203.0.113.1', 41000], options: PREFER_FAILURE })), // 8: a free block there: given
+    a(8, pcpRequest(A, { port: 7005, suggest: ['203.0.113.2', 0], options: PREFER_FAILURE })),  // 9: not A's address: 11
+    a(9, pcpRequest(A, { port: 7006, options: Buffer.concat([PREFER_FAILURE, PREFER_FAILURE]) })), // 10: twice: MALFORMED_OPTION (6)
+    [10, udp(R1, '203.0.113.1', 9999, 40000)],                                                 // 11: reaches A:7000
+    [11, udp(R1, '203.0.113.1', 9999, 41000)],                                                 // 12: reaches B:7001
+  ]);
+  const [, , , result, lifetime, , , internal, external, address] = PCP_FIELDS.map((_, i) => i + 1);
+  assert.equal(r.pcp.map((f) => [+f[result], +f[lifetime]]), [[0, 3600], [0, 3600], [0, 3600], [11, 30], [11, 30], [0, 3600], [11, 30], [0, 3600], [11, 30], [6, 1800]]);
+  const granted = r.pcp.filter((f) => f[result] === '0').map((f) => [+f[internal], +f[external], f[address]]);
+  assert.equal(granted.slice(0, 3), [[7000, 40000, '::ffff:203.0.113.1'], [7001, 40001, '::ffff:203.0.113.1'], [7000, 40000, '::ffff:203.0.113.1']]);
+  assert.ok(granted[3][1] >= 1024 && granted[3][1] !== 100, `port ${granted[3][1]}: the inside port's range is kept (RFC 4787 REQ-3)`);
+  assert.equal(granted[4], [7001, 41000, '::ffff:203.0.113.1']);
+  assert.equal(r.inside.filter((s) => s.sport !== 5351).map((s) => `${s.dst}:${s.dport}`), [`${A}:7000`, `${B}:7001`]);
+  const mapped = (who: string) => (r.subscriber(who).mappings as { inside_port: number; external: string }[]).map((m) => `${m.inside_port}>${m.external}`).sort();
+  assert.ok(!mapped(A).some((m) => m.startsWith('7002>') || m.startsWith('7005>')), 'refused requests made no mapping');
+  assert.equal(mapped(B), ['7001>203.0.113.1:41000']);
+  assert.is(r.nat.pcp_errors, 5);
 });
 
 test('C9 PCP: a mapping lives its lifetime without traffic (its block held); a delete leaves a live TCP connection its mapping', async () => {

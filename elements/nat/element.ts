@@ -102,7 +102,7 @@ export default defineElement({
     syn_icmp: param.bool('answer an unsolicited inbound SYN with ICMP port unreachable after 6 s unless an outbound SYN of its connection came (RFC 5382 REQ-4; off: dropped silently, as REQ-4a allows)', { default: false }),
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
     pcp_server: param.ipv4('address on the inside at which the NAT answers PCP (RFC 6887) and NAT-PMP (RFC 6886) on UDP port 5351: '
-      + 'subscribers map ports for inbound traffic; unset: no PCP (packets to it are translated like any others)', {}),
+      + 'subscribers map ports for inbound traffic (a suggested external port is taken when free; PREFER_FAILURE honoured); unset: no PCP (packets to it are translated like any others)', {}),
     pcp_max_lifetime: param.duration('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)', { default: 86400e9 }),
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),

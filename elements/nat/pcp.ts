@@ -26,9 +26,16 @@ export const MALFORMED_OPTION: u8 = 6;
 export const NO_RESOURCES: u8 = 8;
 export const UNSUPP_PROTOCOL: u8 = 9;
 export const USER_EX_QUOTA: u8 = 10;
+export const CANNOT_PROVIDE_EXTERNAL: u8 = 11;
 export const ADDRESS_MISMATCH: u8 = 12;
 /** Not a result code: the request is dropped without an answer. */
 export const SILENT: i32 = -1;
+
+/** The PREFER_FAILURE option (§13.2): a MAP wants its suggested external port and address, or no mapping. */
+const OPTION_PREFER_FAILURE: u8 = 2;
+
+/** The last request checkRequest passed carried PREFER_FAILURE. */
+export let preferFailure = false;
 
 const VERSION: u8 = 2;
 const MAX_MESSAGE: u32 = 1100;
@@ -50,13 +57,22 @@ export function checkRequest(msg: usize, length: u32, source: u32): i32 {
   if (opcode != OP_MAP && opcode != OP_PEER && opcode != OP_ANNOUNCE) return UNSUPP_OPCODE;
   const body = opcode == OP_MAP ? MAP_BODY : opcode == OP_PEER ? PEER_BODY : 0;
   if (length < HEADER + body) return MALFORMED_REQUEST;
-  // Options: [code][reserved][length u16][data, padded to 4]. This server processes none, so one in the
-  // mandatory range (0-127) is refused and an optional one (128-255) is skipped (§7.3).
+  // Options: [code][reserved][length u16][data, padded to 4]. This server processes PREFER_FAILURE (a MAP's,
+  // empty, at most once); any other in the mandatory range (0-127: THIRD_PARTY, FILTER) is refused and an
+  // optional one (128-255) is skipped (§7.3).
+  preferFailure = false;
   for (let at = HEADER + body; at < length;) {
     if (at + 4 > length) return MALFORMED_OPTION;
-    const size = (<u32>Wire.get16(msg + at + 2) + 3) & ~3;
+    const code = load<u8>(msg + at);
+    const data = <u32>Wire.get16(msg + at + 2);
+    const size = (data + 3) & ~3;
     if (at + 4 + size > length) return MALFORMED_OPTION;
-    if (load<u8>(msg + at) < 128) return UNSUPP_OPTION;
+    if (code == OPTION_PREFER_FAILURE && opcode == OP_MAP) {
+      if (data != 0 || preferFailure) return MALFORMED_OPTION;
+      preferFailure = true;
+    } else if (code < 128) {
+      return UNSUPP_OPTION;
+    }
     at += 4 + size;
   }
   return SUCCESS;
@@ -64,7 +80,8 @@ export function checkRequest(msg: usize, length: u32, source: u32): i32 {
 
 /** The lifetime an error response carries: how long the client should take the error to last. */
 @inline export function errorLifetime(result: u8): u32 {
-  return result == NO_RESOURCES || result == USER_EX_QUOTA ? SHORT_ERROR_S : LONG_ERROR_S;
+  // The suggested port may be free again soon, as resources and quota may.
+  return result == NO_RESOURCES || result == USER_EX_QUOTA || result == CANNOT_PROVIDE_EXTERNAL ? SHORT_ERROR_S : LONG_ERROR_S;
 }
 
 /**

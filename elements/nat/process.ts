@@ -4,7 +4,10 @@ import {
   replace16, replace32, adjustChecksum, copyBytes, zeroBytes, META_SIZE,
 } from "wirepath";
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
-import { PCP_PORT, OP_MAP, OP_PEER, HEADER, MAP_BODY, PEER_BODY, SUCCESS, SILENT, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA, checkRequest, errorLifetime, prepareAnswer, writeHeader, sendBack } from "./pcp";
+import {
+  PCP_PORT, OP_MAP, OP_PEER, HEADER, MAP_BODY, PEER_BODY, SUCCESS, SILENT, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA,
+  CANNOT_PROVIDE_EXTERNAL, preferFailure, checkRequest, errorLifetime, prepareAnswer, writeHeader, sendBack,
+} from "./pcp";
 
 // The pool data's header (pool.ts HEADER): u32 fields at these offsets.
 const POOL_ADDRESSES: usize = 0;
@@ -75,6 +78,13 @@ let protocol: u8 = 0;
 let localPort: u16 = 0;  // the inside host's port (outbound: source; inbound: after lookup)
 let remotePort: u16 = 0;
 let failure: u32 = 0;
+/**
+ * While a PCP or NAT-PMP request makes a mapping: the external port and address the client suggested (0: none),
+ * taken when free; with `wantedOnly` (PREFER_FAILURE), those or no mapping.
+ */
+let wantedPort: u16 = 0;
+let wantedAddress: u32 = 0;
+let wantedOnly = false;
 
 // While a batch runs: where the answers to unsolicited SYNs go, and how many more it may send (each
 // output has room for twice the packets its inputs bring: expands in element.ts).
@@ -450,8 +460,13 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return UNSUPP_PROTOCOL;
   const internal = Wire.get16(msg + 40);
   if (internal == 0) return MALFORMED_REQUEST; // every port: only with protocol 0, which this server does not map
+  // The suggested external address, IPv4-mapped (::ffff:a.b.c.d); all zeros: none. An IPv6 one this NAT cannot give.
+  const mapped = load<u64>(msg, 44) == 0 && load<u32>(msg, 52) == 0xffff0000;
+  const none = load<u64>(msg, 44) == 0 && load<u64>(msg, 52) == 0;
+  if (!mapped && !none && preferFailure) return CANNOT_PROVIDE_EXTERNAL;
   // The mapping nonce, 96 bits folded to the 64 a permit's value holds.
-  const result = mapPort(self, inside, proto, internal, Wire.get32(msg + 4), load<u64>(msg, 24) ^ <u64>load<u32>(msg, 32), t);
+  const result = mapPort(self, inside, proto, internal, Wire.get32(msg + 4), load<u64>(msg, 24) ^ <u64>load<u32>(msg, 32), t,
+    Wire.get16(msg + 42), mapped ? Wire.get32(msg + 56) : 0, preferFailure);
   if (result == SUCCESS && grantedPort) writeMapped(msg, subscriberExternal(self, inside, t), grantedPort);
   return result;
 }
@@ -550,7 +565,7 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
     Wire.set32(msg + 8, external);
   } else if (map) {
     const mapped = internal == 0 ? NOT_AUTHORIZED // all of the subscriber's mappings at once: not offered
-      : mapPort(self, inside, opcode == PMP_MAP_UDP ? IPPROTO_UDP : IPPROTO_TCP, internal, requested, 0, t);
+      : mapPort(self, inside, opcode == PMP_MAP_UDP ? IPPROTO_UDP : IPPROTO_TCP, internal, requested, 0, t, Wire.get16(msg + 6), 0, false);
     result = mapped == SUCCESS ? 0 : mapped == NOT_AUTHORIZED ? PMP_REFUSED : PMP_NO_RESOURCES;
     Wire.set16(msg + 8, internal);
     Wire.set16(msg + 10, mapped == SUCCESS && requested != 0 ? grantedPort : 0); // a delete answers port 0 (RFC 6886 §3.4)
@@ -571,11 +586,24 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
  * Maps the subscriber's internal port (TCP or UDP) for inbound traffic from any host, for the lifetime asked
  * (within 2 minutes and pcp_max_lifetime), on the mapping its outbound traffic uses or would use
  * (endpoint-independent); a lifetime of 0 takes the permission back and leaves the mapping to its traffic.
- * Only the client that made a mapping (its `nonce`) may renew or delete it (RFC 6887 §11.3). The suggested
- * external port is not honoured: ports come from the subscriber's blocks. A PCP result code; what was
- * granted is in grantedLifetime and grantedPort.
+ * Only the client that made a mapping (its `nonce`) may renew or delete it (RFC 6887 §11.3). A new mapping
+ * takes the suggested external port (`port`, 0: none) when it is free in a block the subscriber holds or in a
+ * free block it may claim, and the suggested address (`address`) when the subscriber has none yet and that
+ * one has room; with `only` (PREFER_FAILURE, §13.2) those or nothing: CANNOT_PROVIDE_EXTERNAL. A PCP result
+ * code; what was granted is in grantedLifetime and grantedPort.
  */
-function mapPort(self: NATState, inside: u32, proto: u8, internal: u16, requested: u32, nonce: u64, t: u64): i32 {
+function mapPort(self: NATState, inside: u32, proto: u8, internal: u16, requested: u32, nonce: u64, t: u64, port: u16, address: u32, only: bool): i32 {
+  wantedPort = port;
+  wantedAddress = address;
+  wantedOnly = only;
+  const result = mapPortAsWanted(self, inside, proto, internal, requested, nonce, t);
+  wantedPort = 0;
+  wantedAddress = 0;
+  wantedOnly = false;
+  return result;
+}
+
+function mapPortAsWanted(self: NATState, inside: u32, proto: u8, internal: u16, requested: u32, nonce: u64, t: u64): i32 {
   protocol = proto;
   localPort = internal;
   remotePort = 0;
@@ -605,9 +633,19 @@ function mapPort(self: NATState, inside: u32, proto: u8, internal: u16, requeste
     return SUCCESS;
   }
   const lifetime = grantedFor(self, requested);
+  if (wantedOnly && wantedAddress) {
+    const external = subscriberExternal(self, inside, t);
+    if (external && external != wantedAddress) return CANNOT_PROVIDE_EXTERNAL;
+  }
   const made = self.mappings_created;
   const mapped = outboundMapping(self, inside, 0, t);
-  if (mapped & FAILED) return (mapped & 0xffff) == FAIL_PORTS ? USER_EX_QUOTA : NO_RESOURCES;
+  if (mapped & FAILED) {
+    const reason = mapped & 0xffff;
+    if (wantedOnly && (reason == FAIL_PORTS || reason == FAIL_POOL)) return CANNOT_PROVIDE_EXTERNAL;
+    return reason == FAIL_PORTS ? USER_EX_QUOTA : NO_RESOURCES;
+  }
+  // An existing mapping keeps its port (endpoint-independent: one per internal port).
+  if (wantedOnly && wantedPort && <u16>mapped != wantedPort) return CANNOT_PROVIDE_EXTERNAL;
   filterKey(key, inside, 0, <u16>mapped);
   const held = self.mappings.find(key, FlowKey.hash(key), t);
   if (held && load<u64>(held) != nonce) return NOT_AUTHORIZED;
@@ -967,14 +1005,23 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
     const index = insideIndex(pool, inside);
     if (index < 0) return 0;
     const a = <u32>index / load<u32>(pool + POOL_DET_RATIO);
-    if (a >= count) return 0;
+    if (a >= count || (wantedOnly && wantedAddress && addressAt(pool, a) != wantedAddress)) return 0;
     sub.external = addressAt(pool, a);
     return sub.external;
+  }
+  const salted = addressHash(inside ^ load<u32>(pool + POOL_SALT));
+  if (wantedAddress) {
+    const a = poolIndex(pool, wantedAddress);
+    if (a >= 0 && freeBlock(pool, <u32>a, classOf(protocol), localPort < 1024, salted, 0, quarantineEnd(self, t)) >= 0) {
+      sub.external = wantedAddress;
+      return sub.external;
+    }
+    if (wantedOnly) return 0;
   }
   const start = addressHash(inside) % count;
   for (let i: u32 = 0; i < count; i++) {
     const a = (start + i) % count;
-    if (freeBlock(pool, a, classOf(protocol), localPort < 1024, addressHash(inside ^ load<u32>(pool + POOL_SALT)), 0, quarantineEnd(self, t)) >= 0) {
+    if (freeBlock(pool, a, classOf(protocol), localPort < 1024, salted, 0, quarantineEnd(self, t)) >= 0) {
       sub.external = addressAt(pool, a);
       return sub.external;
     }
@@ -983,9 +1030,10 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
 }
 
 /**
- * A free external port for a new mapping of (inside, localPort): the inside port itself when it is free
- * in a block the subscriber holds (port preservation), else the next free one of its blocks of the
- * protocol and range (0-1023 or 1024-65535; same parity with `parity`), else one of a newly claimed block.
+ * A free external port for a new mapping of (inside, localPort): the suggested one (wantedPort) or the inside
+ * port itself (port preservation) when it is free in a block the subscriber holds, else the next free one of
+ * its blocks of the protocol and range (0-1023 or 1024-65535; same parity with `parity`), else one of a newly
+ * claimed block (the suggested port's, when that one is free).
  */
 function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: u64): u32 {
   const pool = <usize>self.pool;
@@ -1002,20 +1050,28 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
   const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
   const slots = changetype<usize>(sub) + offsetof<NATSubscribersEntry>("b0") + <usize>(cls * SLOTS << 2);
   let held: u32 = 0;
-  for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
-    const block = load<u32>(slots + (<usize>slot << 2));
-    if (!block) continue;
-    held++;
-    const first = ((block - 1) & ((65536 >> shift) - 1)) << shift;
-    if ((first < 1024) != low) continue;
-    const port = freePortIn(self, inside, first, first + (1 << shift) - 1, t);
-    if (port >= 0) return <u32>port;
+  // A held block with the suggested port in it is tried first.
+  for (let pass: u32 = wantedPort ? 0 : 1; pass < 2; pass++) {
+    held = 0;
+    for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
+      const block = load<u32>(slots + (<usize>slot << 2));
+      if (!block) continue;
+      held++;
+      const first = ((block - 1) & ((65536 >> shift) - 1)) << shift;
+      if ((first < 1024) != low || (pass == 0 && first != (<u32>wantedPort >> shift) << shift)) continue;
+      const port = freePortIn(self, inside, first, first + (1 << shift) - 1, t);
+      if (port >= 0) return <u32>port;
+    }
   }
   if (held >= self.blocks_per_subscriber) return FAILED | FAIL_PORTS;
   const a = poolIndex(pool, external);
   const lowBlocks: u32 = 1024 >> shift;
-  const seed = self.port_preservation ? (<u32>localPort >> shift) - (low ? 0 : lowBlocks) : addressHash(inside ^ load<u32>(pool + POOL_SALT)) + held;
-  const b = freeBlock(pool, <u32>a, cls, low, seed, inside, quarantineEnd(self, t));
+  // The block of the suggested port (in the inside port's range), else of the inside port itself, else a hashed one.
+  const wantedHere = wantedPort != 0 && (wantedPort < 1024) == low;
+  if (wantedOnly && wantedPort && !wantedHere) return FAILED | FAIL_PORTS;
+  const seed = wantedHere ? (<u32>wantedPort >> shift) - (low ? 0 : lowBlocks)
+    : self.port_preservation ? (<u32>localPort >> shift) - (low ? 0 : lowBlocks) : addressHash(inside ^ load<u32>(pool + POOL_SALT)) + held;
+  const b = freeBlock(pool, <u32>a, cls, low, seed, inside, quarantineEnd(self, t), wantedOnly && wantedPort != 0);
   if (b < 0) return FAILED | FAIL_POOL;
   for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
     if (load<u32>(slots + (<usize>slot << 2))) continue;
@@ -1031,10 +1087,15 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
   return FAILED | FAIL_PORTS;
 }
 
-/** A port of [first, last] that no mapping of the subscriber uses: the inside port if it fits, else from a hashed start. */
+/**
+ * A port of [first, last] that no mapping of the subscriber uses: the suggested one (wantedPort) if it fits, else
+ * (unless only it will do) the inside port if it fits, else from a hashed start.
+ */
 function freePortIn(self: NATState, inside: u32, first: u32, last: u32, t: u64): i32 {
   const key = keyBuffer();
   const lowest = first == 0 ? <u32>1 : first;
+  if (<u32>wantedPort >= lowest && <u32>wantedPort <= last && portFree(self, key, inside, wantedPort, t)) return <i32>wantedPort;
+  if (wantedOnly && wantedPort) return -1;
   if (self.port_preservation && <u32>localPort >= lowest && <u32>localPort <= last && portFree(self, key, inside, localPort, t)) return <i32>localPort;
   const size = last - lowest + 1;
   const step: u32 = self.parity ? 2 : 1;
@@ -1056,17 +1117,18 @@ function freePortIn(self: NATState, inside: u32, first: u32, last: u32, t: u64):
 
 /**
  * Claims (when `owner` is set) or finds a free block of class `cls` in the low or high range of address
- * `a`, starting at a hashed place (RFC 6888 REQ-15: hard to guess). A block released after `releasedBefore`
+ * `a`, starting at a hashed place (RFC 6888 REQ-15: hard to guess; with `seedOnly`, only the seed's). A block released after `releasedBefore`
  * (seconds) is still in quarantine. Returns the block number, or -1.
  */
-function freeBlock(pool: usize, a: u32, cls: u32, low: bool, seed: u32, owner: u32, releasedBefore: u32): i32 {
+function freeBlock(pool: usize, a: u32, cls: u32, low: bool, seed: u32, owner: u32, releasedBefore: u32, seedOnly: bool = false): i32 {
   const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
   const perAddress: u32 = 65536 >> shift;
   const lowBlocks: u32 = 1024 >> shift;
   const from = low ? 0 : lowBlocks;
   const count = low ? lowBlocks : perAddress - lowBlocks;
   const row = <usize>load<u32>(pool + POOL_BLOCKS_AT) + <usize>((cls * load<u32>(pool + POOL_ADDRESSES) + a) * perAddress) * 8;
-  for (let i: u32 = 0; i < count; i++) {
+  const tries: u32 = seedOnly ? 1 : count;
+  for (let i: u32 = 0; i < tries; i++) {
     const b = from + (seed + i) % count;
     const record = pool + row + (<usize>b << 3);
     if (atomic.load<u32>(record) != 0) continue;
