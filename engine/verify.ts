@@ -1,7 +1,8 @@
 // Output equivalence (StateAlyzr): the same trace through one shard, and through several shards with
 // scale events along the way, must leave every sink with the same packets per flow, in the same order,
 // byte for byte; but for the IP ID (and so the header checksum) of datagrams that may be fragmented, which
-// a NAT draws from counters its shards share (RFC 6864): those depend on the order in which shards run.
+// a NAT draws from counters its shards share (RFC 6864): those depend on the order in which shards run, so
+// they are held to grouping datagrams alike (compare).
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -62,24 +63,54 @@ function flowKey(f: Buffer): string {
   return addrs;
 }
 
-/** The frame as compared: a datagram that may be fragmented (DF clear, or a fragment) with its ID and header checksum zeroed. */
-function compared(f: Buffer): Buffer {
+const DONT_FRAGMENT = 0x4000;
+const FLAGS_AND_OFFSET = 0x7fff;
+
+/** Where the IPv4 header of a datagram that may be fragmented (DF clear, or a fragment) starts: its ID is free. */
+function freeIdAt(f: Buffer): number | undefined {
   const ip = ipv4At(f);
-  if (ip === undefined || (f.readUInt16BE(ip + 6) & 0x7fff) === 0x4000) return f;
-  const copy = Buffer.from(f);
-  copy.fill(0, ip + 4, ip + 6);
-  copy.fill(0, ip + 10, ip + 12);
-  return copy;
+  return ip === undefined || (f.readUInt16BE(ip + 6) & FLAGS_AND_OFFSET) === DONT_FRAGMENT ? undefined : ip;
 }
 
+function headerChecksumGood(f: Buffer, ip: number): boolean {
+  const end = ip + (f[ip] & 15) * 4;
+  if (end > f.length) return false;
+  let sum = 0;
+  for (let at = ip; at < end; at += 2) sum += f.readUInt16BE(at);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum === 0xffff;
+}
+
+/**
+ * The first difference between one shard's frames (`expected`) and the scaled run's, per flow. A datagram that
+ * may be fragmented is compared without its ID and header checksum; but both checksums must be good, and the
+ * IDs must group datagrams alike: an ID of one run stands for one ID of the other, for each source,
+ * destination and protocol (so fragments that shared an ID still do).
+ */
 export function compare(sink: string, expected: Map<string, Frame[]>, actual: Map<string, Frame[]>): string | undefined {
+  const ids = new Map<string, string>();
+  const idsBack = new Map<string, string>();
   for (const [flow, want] of expected) {
     const got = actual.get(flow) ?? [];
     for (let i = 0; i < Math.max(want.length, got.length); i++) {
-      if (!got[i]) return `${sink}: flow ${flow} has ${got.length} packets, one shard gave ${want.length}`;
-      if (!want[i]) return `${sink}: flow ${flow} has ${got.length} packets, one shard gave ${want.length}`;
-      if (!compared(want[i].bytes).equals(compared(got[i].bytes)) || want[i].ts !== got[i].ts) {
-        return `${sink}: flow ${flow}, packet ${i + 1} differs: expected ts ${want[i].ts} ${want[i].bytes.toString('hex')}, got ts ${got[i].ts} ${got[i].bytes.toString('hex')}`;
+      if (!got[i] || !want[i]) return `${sink}: flow ${flow} has ${got.length} packets, one shard gave ${want.length}`;
+      const w = want[i].bytes, g = got[i].bytes;
+      const ip = freeIdAt(w);
+      let same: boolean;
+      if (ip !== undefined && freeIdAt(g) === ip && w.length === g.length) {
+        if (!headerChecksumGood(w, ip) || !headerChecksumGood(g, ip)) return `${sink}: flow ${flow}, packet ${i + 1}: bad IP header checksum`;
+        const triple = `${w.subarray(ip + 12, ip + 20).toString('hex')}/${w[ip + 9]}`;
+        const [a, b] = [`${triple}#${w.readUInt16BE(ip + 4)}`, `${triple}#${g.readUInt16BE(ip + 4)}`];
+        if ((ids.get(a) ?? b) !== b || (idsBack.get(b) ?? a) !== a) return `${sink}: flow ${flow}, packet ${i + 1}: its IP ID groups it with other datagrams than one shard did`;
+        ids.set(a, b);
+        idsBack.set(b, a);
+        const masked = (f: Buffer) => Buffer.concat([f.subarray(0, ip + 4), f.subarray(ip + 6, ip + 10), f.subarray(ip + 12)]);
+        same = masked(w).equals(masked(g));
+      } else {
+        same = w.equals(g);
+      }
+      if (!same || want[i].ts !== got[i].ts) {
+        return `${sink}: flow ${flow}, packet ${i + 1} differs: expected ts ${want[i].ts} ${w.toString('hex')}, got ts ${got[i].ts} ${g.toString('hex')}`;
       }
     }
   }

@@ -65,7 +65,9 @@ async function run(nat: string, packets: Packet[], topLevel = '') {
   const dir = tempDir();
   try {
     writePcap(join(dir, 'in.pcap'), packets.map(([s, spec], i) => ({ data: Buffer.isBuffer(spec) ? spec : frame(spec), sec: T0 + s, usec: i })));
-    writeFileSync(join(dir, 'nat.yaml'), topLevel + config(`${nat}${nat ? ', ' : ''}log: blocks.jsonl`));
+    // topLevel may set its own batch size.
+    const body = config(`${nat}${nat ? ', ' : ''}log: blocks.jsonl`).replace(/^batch: 1\n/m, topLevel.includes('batch:') ? '' : 'batch: 1\n');
+    writeFileSync(join(dir, 'nat.yaml'), topLevel + body);
     const pipeline = await Pipeline.create(await loadConfig(join(dir, 'nat.yaml')), { threads: 'inline' });
     const result = await pipeline.run();
     const handlers = handlersOf(pipeline.graph.byName.get('nat')!.type);
@@ -505,6 +507,41 @@ test('U14 without DF: a packet whose fragments do not fit the output is dropped 
   assert.is(r.verdicts('outside').filter((v) => v.udp === '1').length, 1, 'reassembled, with a good UDP checksum');
 });
 
+test('U14 without DF, many packets in one batch: each leaves whole in its fragments, in order, or is dropped whole and counted', async () => {
+  // 16 packets in one batch at mtu 576: eight of 1500 bytes (3 pieces each), eight of 8000 (15 each). The outside
+  // output has room for the pieces of 1500-byte packets from both inputs (expands), so some large ones find none.
+  const sizes = Array.from({ length: 16 }, (_, i) => (i % 2 ? 7972 : 1472));
+  const r = await run('mtu: 576', sizes.map((payload, i): Packet => [0, udp(A, R1, 5000 + i, 53, { payload, id: 0x100 + i })]), 'batch: 16\nslot_size: 8192\n');
+  const ipOf = (s: Seen) => ({ n: s.n, id: s.bytes.readUInt16BE(18), offset: (s.bytes.readUInt16BE(20) & 0x1fff) * 8, more: (s.bytes[20] & 0x20) !== 0, payload: s.bytes.readUInt16BE(16) - 20 });
+  const pieces = r.outside.map(ipOf);
+  const passed = [...new Set(pieces.map((f) => f.n))];
+  for (const n of passed) {
+    const own = pieces.filter((f) => f.n === n);
+    const first = pieces.findIndex((f) => f.n === n);
+    assert.equal(pieces.slice(first, first + own.length), own, `packet ${n}: its fragments together`);
+    assert.equal(own.map((f) => f.offset), own.reduce((at: number[], f, i) => [...at, i ? at[i - 1] + own[i - 1].payload : 0], []), `packet ${n}: offsets run on`);
+    assert.equal(own.map((f) => f.more), own.map((_, i) => i < own.length - 1), `packet ${n}: only the last without MF`);
+    assert.is(own.reduce((sum, f) => sum + f.payload, 0), sizes[n - 1] + 8, `packet ${n}: every byte`);
+    assert.is(new Set(own.map((f) => f.id)).size, 1, `packet ${n}: one ID`);
+  }
+  assert.equal(passed, [...passed].sort((x, y) => x - y), 'in their order');
+  assert.ok(sizes.every((size, i) => size > 1472 || passed.includes(i + 1)), 'every 1500-byte packet leaves');
+  assert.ok(passed.length < 16, 'the output had no room for all the large ones');
+  assert.is(r.nat.drop_no_buffer, 16 - passed.length);
+  assert.is(r.nat.fragmented, passed.length);
+  r.verdicts('outside').forEach((v, i) => assert.is(v.ip, '1', `IP checksum of fragment ${i + 1}`));
+  assert.is(r.verdicts('outside').filter((v) => v.udp === '1').length, passed.length, 'tshark reassembles each, UDP checksum good');
+});
+
+test('U14 without DF: a packet whose pieces find too few free slots is dropped whole, and those it took come back', async () => {
+  // 128 slots of 16 KiB: a 9000-byte packet at mtu 68 needs 187 more.
+  const r = await run('mtu: 68', [[0, udp(A, R1, 5000, 53, { payload: 9000 })], [1, udp(A, R1, 5000, 53, { payload: 1472 })], [2, udp(A, R1, 5000, 53, { payload: 1472 })]],
+    'pool_slots: 128\nslot_size: 16384\n');
+  assert.is(r.nat.drop_no_buffer, 1);
+  assert.equal(r.outside.map((s) => s.n), [...Array(31).fill(2), ...Array(31).fill(3)], 'the next ones leave whole, on the slots given back');
+  assert.is(r.verdicts('outside').filter((v) => v.udp === '1').length, 2);
+});
+
 test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetime, whatever the filtering; errors answered as the RFC says', async () => {
   const PCP = '100.64.255.254';
   const pcp = (s: number, req: Buffer): Packet => [s, udp(A, PCP, 5350, 5351, { payload: req })];
@@ -563,7 +600,8 @@ test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetim
 test('C9 PCP suggested external port and address: taken when free; with PREFER_FAILURE those or nothing (CANNOT_PROVIDE_EXTERNAL)', async () => {
   const PCP = '100.64.255.254';
   const from = (client: string) => (s: number, req: Buffer): Packet => [s, udp(client, PCP, 5350, 5351, { payload: req })];
-  const [a, b] = [from(A), from(B)];
+  const C = '100.64.0.3';
+  const [a, b, c] = [from(A), from(B), from(C)];
   const PREFER_FAILURE = Buffer.from('02000000', 'hex');
   const r = await run('pcp_server: 100.64.255.254', [
     a(0, pcpRequest(A, { port: 7000, suggest: [undefined, 40000] })),                          // 1: a new block, the one with 40000
@@ -578,18 +616,23 @@ test('C9 PCP suggested external port and address: taken when free; with PREFER_F
     a(9, pcpRequest(A, { port: 7006, options: Buffer.concat([PREFER_FAILURE, PREFER_FAILURE]) })), // 10: twice: MALFORMED_OPTION (6)
     [10, udp(R1, '203.0.113.1', 9999, 40000)],                                                 // 11: reaches A:7000
     [11, udp(R1, '203.0.113.1', 9999, 41000)],                                                 // 12: reaches B:7001
+    a(12, pcpRequest(A, { port: 7007, suggest: [undefined, 50000] })),                          // 13: a block A may still claim
+    c(13, pcpRequest(C, { port: 7000, suggest: ['203.0.113.1', 40003], options: PREFER_FAILURE })), // 14: 11, and C gets no address
   ]);
   const [, , , result, lifetime, , , internal, external, address] = PCP_FIELDS.map((_, i) => i + 1);
-  assert.equal(r.pcp.map((f) => [+f[result], +f[lifetime]]), [[0, 3600], [0, 3600], [0, 3600], [11, 30], [11, 30], [0, 3600], [11, 30], [0, 3600], [11, 30], [6, 1800]]);
+  assert.equal(r.pcp.map((f) => [+f[result], +f[lifetime]]),
+    [[0, 3600], [0, 3600], [0, 3600], [11, 30], [11, 30], [0, 3600], [11, 30], [0, 3600], [11, 30], [6, 1800], [0, 3600], [11, 30]]);
   const granted = r.pcp.filter((f) => f[result] === '0').map((f) => [+f[internal], +f[external], f[address]]);
   assert.equal(granted.slice(0, 3), [[7000, 40000, '::ffff:203.0.113.1'], [7001, 40001, '::ffff:203.0.113.1'], [7000, 40000, '::ffff:203.0.113.1']]);
   assert.ok(granted[3][1] >= 1024 && granted[3][1] !== 100, `port ${granted[3][1]}: the inside port's range is kept (RFC 4787 REQ-3)`);
-  assert.equal(granted[4], [7001, 41000, '::ffff:203.0.113.1']);
+  assert.equal(granted.slice(4), [[7001, 41000, '::ffff:203.0.113.1'], [7007, 50000, '::ffff:203.0.113.1']]);
+  assert.ok(!['203.0.113.1', '203.0.113.2'].includes(r.subscriber(C).external), 'a refused request pinned no address');
   assert.equal(r.inside.filter((s) => s.sport !== 5351).map((s) => `${s.dst}:${s.dport}`), [`${A}:7000`, `${B}:7001`]);
   const mapped = (who: string) => (r.subscriber(who).mappings as { inside_port: number; external: string }[]).map((m) => `${m.inside_port}>${m.external}`).sort();
   assert.ok(!mapped(A).some((m) => m.startsWith('7002>') || m.startsWith('7005>')), 'refused requests made no mapping');
   assert.equal(mapped(B), ['7001>203.0.113.1:41000']);
-  assert.is(r.nat.pcp_errors, 5);
+  assert.ok(mapped(A).includes('7000>203.0.113.1:40000'), 'the mapping a PREFER_FAILURE request could not move is as it was');
+  assert.is(r.nat.pcp_errors, 6);
 });
 
 test('C9 PCP: a mapping lives its lifetime without traffic (its block held); a delete leaves a live TCP connection its mapping', async () => {

@@ -127,7 +127,7 @@ test('wirepath verify finds the scaled runs equivalent', async () => {
   assert.ok(result.scaleEvents.length >= 4);
 });
 
-test('wirepath verify\'s comparison: a flow\'s bytes and order count; the IP ID of a datagram that may be fragmented does not', () => {
+test('wirepath verify\'s comparison: a flow\'s bytes and order count; the IP ID of a datagram that may be fragmented only as a grouping', () => {
   const frames = [ipv4Frame({ proto: 'udp', id: 1 }), ipv4Frame({ proto: 'udp', id: 2, dontFragment: true }), ipv4Frame({ proto: 'udp', id: 3, payload: 8 })];
   const differs = (change: (f: Buffer[]) => Buffer[]) => {
     const [a, b] = [frames, change(frames.map((f) => Buffer.from(f)))].map((list, i) => {
@@ -138,14 +138,17 @@ test('wirepath verify\'s comparison: a flow\'s bytes and order count; the IP ID 
     return compare('out', a, b);
   };
   /** The frame with another IP ID (header checksum fixed). */
-  const renumbered = (f: Buffer) => {
-    f.writeUInt16BE(0x4242, 18);
+  const renumbered = (f: Buffer, id = 0x4242) => {
+    f.writeUInt16BE(id, 18);
     f.writeUInt16BE(0, 24);
     f.writeUInt16BE(internetChecksum(f.subarray(14, 34)), 24);
     return f;
   };
   assert.is(differs((f) => f), undefined);
   assert.is(differs((f) => [renumbered(f[0]), f[1], f[2]]), undefined, 'DF clear: the ID is free');
+  assert.is(differs((f) => [renumbered(f[0], 0x4242), f[1], renumbered(f[2], 0x4343)]), undefined, 'as long as it groups datagrams alike');
+  assert.match(differs((f) => [renumbered(f[0]), f[1], renumbered(f[2])]) ?? '', 'groups it with other datagrams', 'two datagrams under one ID');
+  assert.match(differs((f) => { f[0][24] ^= 1; return f; }) ?? '', 'bad IP header checksum');
   assert.match(differs((f) => [f[0], renumbered(f[1]), f[2]]) ?? '', 'packet 2 differs', 'DF set: the ID counts');
   assert.match(differs((f) => { f[0][f[0].length - 1] ^= 1; return f; }) ?? '', 'packet 1 differs', 'a payload byte');
   assert.match(differs((f) => [f[1], f[0], f[2]]) ?? '', 'differs', 'the order within a flow');

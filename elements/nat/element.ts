@@ -139,7 +139,7 @@ export default defineElement({
     }),
     mappings: state.flowTable({
       owner: 'address',
-      doc: 'mappings both ways (inside port to external port, and back), address-dependent filter entries and the new IP IDs of outbound fragmented datagrams, keyed by subscriber',
+      doc: 'mappings both ways (inside port to external port, and back) and address-dependent filter entries, keyed by subscriber',
       value: { port: 'u16', remote_port: 'u16', remote: 'u32' },
       capacity: (p) => p.max_sessions * 2,
       timeout: (p) => p.udp_timeout,
@@ -150,6 +150,14 @@ export default defineElement({
       value: { external: 'u32', external_port: 'u16', tcp: 'u8', mapping_until: 'u64' },
       capacity: (p) => p.max_sessions,
       timeout: (p) => p.udp_timeout,
+    }),
+    fragment_ids: state.flowTable({
+      owner: 'address',
+      doc: 'the new IP ID of each outbound fragmented datagram (rewrite_ip_id), kept 2 s after its last fragment; a table of its own, so that '
+        + 'fragments cannot crowd mappings out',
+      value: { id: 'u16' },
+      capacity: () => 4096,
+      timeout: () => 2e9,
     }),
     unsolicited: state.flowTable({
       owner: 'address',
@@ -180,7 +188,7 @@ export default defineElement({
     drop_ports_exhausted: state.counter('dropped: the subscriber holds all its blocks and every port of them'),
     drop_pool_exhausted: state.counter('dropped: no free block (or address) in the pool'),
     drop_session_limit: state.counter('dropped: a new session would pass the subscriber\'s sessions_per_subscriber'),
-    drop_table_full: state.counter('dropped: the subscriber, mapping or session table is full'),
+    drop_table_full: state.counter('dropped: the subscriber, mapping or session table is full (or, for a fragment, fragment_ids)'),
     drop_malformed: state.counter('dropped: not IPv4 TCP/UDP/ICMP, truncated, or an ICMP error quoting too little'),
     drop_fragment: state.counter('dropped: inbound later fragment with no first fragment seen'),
     drop_too_big: state.counter('dropped: from inside, larger than mtu with DF set (answered with ICMP fragmentation needed)'),
@@ -236,7 +244,7 @@ const FRAGMENT_OWNERS = 4096;
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
   'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
 
-/** Fragments a 1500-byte packet (a 20-byte header) leaves in at `mtu` (0: no limit, 1). */
+/** Fragments a 1500-byte packet (a 20-byte header) leaves in at `mtu` (0: no limit, 1); process.ts has the same for its room checks. */
 function fragmentsOf1500(mtu: number): number {
   return mtu > 0 && mtu < 1500 ? Math.ceil(1480 / ((mtu - 20) & ~7)) : 1;
 }

@@ -48,6 +48,7 @@ const SHORT_ERROR_S: u32 = 30;
  * (SUCCESS when the opcode may go ahead), or SILENT for a message not to answer.
  */
 export function checkRequest(msg: usize, length: u32, source: u32): i32 {
+  preferFailure = false;
   if (length < 2 || (load<u8>(msg, 1) & 0x80)) return SILENT; // too short to answer, or a response
   if (load<u8>(msg) != VERSION) return UNSUPP_VERSION;
   if (length < HEADER || length > MAX_MESSAGE || (length & 3) != 0) return MALFORMED_REQUEST;
@@ -60,7 +61,6 @@ export function checkRequest(msg: usize, length: u32, source: u32): i32 {
   // Options: [code][reserved][length u16][data, padded to 4]. This server processes PREFER_FAILURE (a MAP's,
   // empty, at most once); any other in the mandatory range (0-127: THIRD_PARTY, FILTER) is refused and an
   // optional one (128-255) is skipped (§7.3).
-  preferFailure = false;
   for (let at = HEADER + body; at < length;) {
     if (at + 4 > length) return MALFORMED_OPTION;
     const code = load<u8>(msg + at);

@@ -26,13 +26,13 @@ export const HEADER = {
   addresses: 0, blockShift: 4, deterministic: 8, detPorts: 12, detRatio: 16, insideCount: 20,
   logWrite: 24, logRead: 28, logCapacity: 32, exemptCount: 36, addressesAt: 40, blocksAt: 44,
   insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, salt: 76, logging: 80,
-  pcpEpoch: 88, idsAt: 96, size: 128,
+  pcpEpoch: 88, idsAt: 96, idBuckets: 100, size: 128,
 } as const;
 
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
 const LOG_CAPACITY = 4096;
-/** IP ID counters, one per hash bucket of (external address, destination, protocol): process.ts renumber. */
-export const ID_BUCKETS = 2048;
+/** IP ID counters (a power of two), one per hash bucket of (external address, destination, protocol): process.ts renumber. */
+const ID_BUCKETS = 2048;
 const LOG_RECORD = 32;
 /** Usable ports of an address in deterministic mode (1024-65535, RFC 7422). */
 const DETERMINISTIC_PORTS = 64512;
@@ -89,6 +89,7 @@ export function writePool(p: NatParams, v: DataView): void {
   set(HEADER.logAt, l.logAt);
   set(HEADER.exemptPortsAt, l.exemptPortsAt);
   set(HEADER.idsAt, l.idsAt);
+  set(HEADER.idBuckets, ID_BUCKETS);
   set(HEADER.icmpSource, p.icmp_source ?? l.addresses[0]);
   set(HEADER.poolMin, l.addresses[0]);
   set(HEADER.poolMax, l.addresses[l.addresses.length - 1]);

@@ -3,7 +3,7 @@ import {
   ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, flowCreated, now, dropPacket, newPacket, resteer, addressHash, symmetricHashOf, checksum,
   replace16, replace32, adjustChecksum, copyBytes, zeroBytes, META_SIZE,
 } from "wirepath";
-import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry } from "./layout";
+import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry, NATFragmentIdsEntry } from "./layout";
 import {
   PCP_PORT, OP_MAP, OP_PEER, HEADER, MAP_BODY, PEER_BODY, SUCCESS, SILENT, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA,
   CANNOT_PROVIDE_EXTERNAL, preferFailure, checkRequest, errorLifetime, prepareAnswer, writeHeader, sendBack,
@@ -33,8 +33,7 @@ const POOL_SALT: usize = 76;
 const POOL_LOGGING: usize = 80;
 const POOL_PCP_EPOCH: usize = 88;
 const POOL_IDS_AT: usize = 96;
-/** IP ID counters in the pool (pool.ts ID_BUCKETS). */
-const ID_BUCKETS: u32 = 2048;
+const POOL_ID_BUCKETS: usize = 100;
 const LOG_RECORD: usize = 32;
 
 // Outputs.
@@ -46,7 +45,6 @@ const KIND_OUT: u32 = 1;    // [inside][remote or 0][inside port << 16 | remote 
 const KIND_IN: u32 = 2;     // [inside][0][external port << 16] -> inside port, remote
 const KIND_FILTER: u32 = 3; // [inside][remote][external port << 16] -> a remote address the mapping has sent to
 const KIND_FRAGMENT: u32 = 4; // [external][remote][IP id] -> inside address, for the later fragments of an inbound datagram
-const KIND_IP_ID: u32 = 5;    // [inside][remote][IP id] -> the IP ID every fragment of an outbound datagram leaves with
 
 // Mapping and filtering behaviours (element.ts MAPPINGS).
 const ENDPOINT_INDEPENDENT: u8 = 0;
@@ -90,8 +88,13 @@ let wantedOnly = false;
 // output has room for twice the packets its inputs bring: expands in element.ts).
 let answers: Outputs | null = null;
 let answerBudget: u32 = 0;
-/** Packets in the batch being run: room a fragmented packet must leave in the outside output for the rest. */
-let batchCount: u32 = 0;
+// The outside output's room is shared by the two inputs as element.ts `expands` sizes it: each packet of an
+// input batch's capacity may take the pieces of a 1500-byte packet and one answer. A batch stays within its
+// share whatever the other input's does; a packet that needs more pieces takes only room that the packets
+// after it in the batch, and the answers still to come, cannot need (fragment).
+let outsideAtStart: u32 = 0;
+let outsideShare: u32 = 0;
+let packetsLeft: u32 = 0;
 
 export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
   const t = now();
@@ -100,16 +103,19 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
   if (self.syn_icmp) self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
   answers = out;
   answerBudget = batch.capacity;
-  batchCount = batch.count;
+  outsideAtStart = out.port(OUTSIDE).count;
+  outsideShare = batch.capacity * roomPerPacket(self);
   if (port == 0 && self.sessions.worthTouching()) touchSessions(self, batch);
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
+    packetsLeft = batch.count - i - 1;
     if (port == 0) outbound(self, p, out, t);
     else inbound(self, p, out, t, false);
   }
   releaseIdleBlocks(self, t, 4);
   self.sessions.sweep(t, 8);
   self.mappings.sweep(t, 8);
+  self.fragment_ids.sweep(t, 4);
   if (self.syn_icmp) self.unsolicited.sweep(t, 32);
   answers = null;
 }
@@ -445,7 +451,7 @@ function pcp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32, ep
   const peer = parsed && opcode == OP_PEER;
   if (map) result = pcpMap(self, msg, IPv4.src(ip), t);
   if (peer) result = pcpPeer(self, msg, IPv4.src(ip), t);
-  // A success answers with the opcode's own part (options processed: none); an error with the request as it came.
+  // A success answers with the opcode's own part (options are not repeated); an error with the request as it came.
   const length = result != SUCCESS ? max<u32>(received, HEADER) : HEADER + (map ? MAP_BODY : peer ? PEER_BODY : 0);
   if (!prepareAnswer(p, udp, received, length)) return false;
   writeHeader(msg, <u8>result, result != SUCCESS ? errorLifetime(<u8>result) : map || peer ? grantedLifetime : 0, epoch, parsed);
@@ -460,13 +466,15 @@ function pcpMap(self: NATState, msg: usize, inside: u32, t: u64): i32 {
   if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return UNSUPP_PROTOCOL;
   const internal = Wire.get16(msg + 40);
   if (internal == 0) return MALFORMED_REQUEST; // every port: only with protocol 0, which this server does not map
-  // The suggested external address, IPv4-mapped (::ffff:a.b.c.d); all zeros: none. An IPv6 one this NAT cannot give.
-  const mapped = load<u64>(msg, 44) == 0 && load<u32>(msg, 52) == 0xffff0000;
-  const none = load<u64>(msg, 44) == 0 && load<u64>(msg, 52) == 0;
-  if (!mapped && !none && preferFailure) return CANNOT_PROVIDE_EXTERNAL;
+  const lifetime = Wire.get32(msg + 4);
+  // The suggested external address: IPv4-mapped (::ffff:a.b.c.d), or all zeros for none; an IPv6 one this NAT cannot give.
+  const top = load<u64>(msg, 44);
+  const mark = load<u32>(msg, 52);
+  const ipv4 = top == 0 && mark == 0xffff0000;
+  if (!ipv4 && (top | <u64>mark | <u64>load<u32>(msg, 56)) != 0 && preferFailure && lifetime != 0) return CANNOT_PROVIDE_EXTERNAL;
   // The mapping nonce, 96 bits folded to the 64 a permit's value holds.
-  const result = mapPort(self, inside, proto, internal, Wire.get32(msg + 4), load<u64>(msg, 24) ^ <u64>load<u32>(msg, 32), t,
-    Wire.get16(msg + 42), mapped ? Wire.get32(msg + 56) : 0, preferFailure);
+  const result = mapPort(self, inside, proto, internal, lifetime, load<u64>(msg, 24) ^ <u64>load<u32>(msg, 32), t,
+    Wire.get16(msg + 42), ipv4 ? Wire.get32(msg + 56) : 0, preferFailure);
   if (result == SUCCESS && grantedPort) writeMapped(msg, subscriberExternal(self, inside, t), grantedPort);
   return result;
 }
@@ -818,9 +826,10 @@ function inboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs
  * §10, RFC 6864 §5.3.1): subscribers sharing an external address would otherwise send a host the same IDs,
  * and its reassembly would mix their fragments. The IDs come from counters in the shared pool, one per hash
  * bucket of (external address, destination, protocol) as Linux's ip_idents, taken with an atomic add so that
- * shards sharing an address never hand out the same one, and started at random places (RFC 7739). The
- * fragments of one datagram keep one new ID through an entry keyed by the old one. False when that entry
- * cannot be made (the table is full; counted): the packet is to be dropped.
+ * shards sharing an address do not hand out the same one before a bucket's 65536 wrap, and started at random
+ * places (not hidden further, RFC 7739's concern: a host that shares a bucket sees its counter move). The
+ * fragments of one datagram keep one new ID through an entry keyed by the old one (fragment_ids). False when
+ * that entry cannot be made (the table is full; counted): the packet is to be dropped.
  */
 @inline function renumber(self: NATState, ip: usize, inside: u32, external: u32, t: u64): bool {
   const field = Wire.get16(ip + 6);
@@ -838,13 +847,13 @@ function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external:
     store<u32>(key, inside);
     store<u32>(key, remote, 4);
     store<u32>(key, <u32>IPv4.id(ip), 8);
-    store<u32>(key, <u32>proto | (KIND_IP_ID << 8), 12);
-    const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
+    store<u32>(key, <u32>proto, 12);
+    const entry = self.fragment_ids.lookupOrInsert(key, FlowKey.hash(key), t);
     if (!entry) { self.drop_table_full++; return false; }
-    const e = changetype<NATMappingsEntry>(entry);
-    if (flowCreated) e.port = nextId(self, external, remote, proto);
+    const e = changetype<NATFragmentIdsEntry>(entry);
+    if (flowCreated) e.id = nextId(self, external, remote, proto);
     FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
-    id = e.port;
+    id = e.id;
   } else {
     id = nextId(self, external, remote, proto);
   }
@@ -854,7 +863,8 @@ function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external:
 
 @inline function nextId(self: NATState, external: u32, remote: u32, proto: u8): u16 {
   const pool = <usize>self.pool;
-  const bucket = symmetricHashOf(external ^ load<u32>(pool + POOL_SALT), remote, 0, proto) & (ID_BUCKETS - 1);
+  const salt = load<u32>(pool + POOL_SALT);
+  const bucket = symmetricHashOf(external ^ salt, remote ^ rotr(salt, 16), 0, proto) & (load<u32>(pool + POOL_ID_BUCKETS) - 1);
   return <u16>atomic.add<u32>(pool + <usize>load<u32>(pool + POOL_IDS_AT) + (<usize>bucket << 2), 1);
 }
 
@@ -1009,10 +1019,16 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
     sub.external = addressAt(pool, a);
     return sub.external;
   }
-  const salted = addressHash(inside ^ load<u32>(pool + POOL_SALT));
+  const cls = classOf(protocol);
+  const low = localPort < 1024;
+  // With PREFER_FAILURE and a suggested port, only an address where that port's block is free will do: a
+  // request refused pins no address on the subscriber.
+  const strict = wantedOnly && wantedPort != 0;
+  if (strict && (wantedPort < 1024) != low) return 0;
+  const seed = strict ? blockSeed(pool, low, wantedPort) : addressHash(inside ^ load<u32>(pool + POOL_SALT));
   if (wantedAddress) {
     const a = poolIndex(pool, wantedAddress);
-    if (a >= 0 && freeBlock(pool, <u32>a, classOf(protocol), localPort < 1024, salted, 0, quarantineEnd(self, t)) >= 0) {
+    if (a >= 0 && freeBlock(pool, <u32>a, cls, low, seed, 0, quarantineEnd(self, t), strict) >= 0) {
       sub.external = wantedAddress;
       return sub.external;
     }
@@ -1021,7 +1037,7 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
   const start = addressHash(inside) % count;
   for (let i: u32 = 0; i < count; i++) {
     const a = (start + i) % count;
-    if (freeBlock(pool, a, classOf(protocol), localPort < 1024, salted, 0, quarantineEnd(self, t)) >= 0) {
+    if (freeBlock(pool, a, cls, low, seed, 0, quarantineEnd(self, t), strict) >= 0) {
       sub.external = addressAt(pool, a);
       return sub.external;
     }
@@ -1029,17 +1045,22 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
   return 0;
 }
 
+/** The place of `port`'s block among the blocks of its range (0-1023 or 1024-65535): a seed for freeBlock that finds that block first. */
+@inline function blockSeed(pool: usize, low: bool, port: u16): u32 {
+  const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
+  return (<u32>port >> shift) - (low ? 0 : 1024 >> shift);
+}
+
 /**
- * A free external port for a new mapping of (inside, localPort): the suggested one (wantedPort) or the inside
- * port itself (port preservation) when it is free in a block the subscriber holds, else the next free one of
- * its blocks of the protocol and range (0-1023 or 1024-65535; same parity with `parity`), else one of a newly
- * claimed block (the suggested port's, when that one is free).
+ * A free external port for a new mapping of (inside, localPort): the suggested one (wantedPort, in the inside
+ * port's range) when it is free in a block the subscriber holds or in a free block it may claim; else the
+ * inside port itself (port preservation) or the next free one of its blocks of the protocol and range
+ * (0-1023 or 1024-65535; same parity with `parity`); else one of a newly claimed block.
  */
 function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: u64): u32 {
   const pool = <usize>self.pool;
   const external = assignAddress(self, sub, inside, t);
   if (!external) return FAILED | FAIL_POOL;
-  const cls = classOf(protocol);
   const low = localPort < 1024;
   if (load<u32>(pool + POOL_DETERMINISTIC)) {
     const ports = load<u32>(pool + POOL_DET_PORTS);
@@ -1048,34 +1069,52 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
     return port >= 0 ? <u32>port : FAILED | FAIL_PORTS;
   }
   const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
-  const slots = changetype<usize>(sub) + offsetof<NATSubscribersEntry>("b0") + <usize>(cls * SLOTS << 2);
+  const slots = changetype<usize>(sub) + offsetof<NATSubscribersEntry>("b0") + <usize>(classOf(protocol) * SLOTS << 2);
+  const wantedHere = wantedPort != 0 && (wantedPort < 1024) == low;
   let held: u32 = 0;
-  // A held block with the suggested port in it is tried first.
-  for (let pass: u32 = wantedPort ? 0 : 1; pass < 2; pass++) {
-    held = 0;
-    for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
-      const block = load<u32>(slots + (<usize>slot << 2));
-      if (!block) continue;
-      held++;
-      const first = ((block - 1) & ((65536 >> shift) - 1)) << shift;
-      if ((first < 1024) != low || (pass == 0 && first != (<u32>wantedPort >> shift) << shift)) continue;
-      const port = freePortIn(self, inside, first, first + (1 << shift) - 1, t);
-      if (port >= 0) return <u32>port;
+  let wantedHeld = false;
+  for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
+    const block = load<u32>(slots + (<usize>slot << 2));
+    if (!block) continue;
+    held++;
+    if (wantedHere && ((block - 1) & ((65536 >> shift) - 1)) == <u32>wantedPort >> shift) wantedHeld = true;
+  }
+  if (wantedHere) {
+    if (wantedHeld && portFree(self, keyBuffer(), inside, wantedPort, t)) return <u32>wantedPort;
+    if (!wantedHeld && held < self.blocks_per_subscriber) {
+      const port = claimBlock(self, slots, external, blockSeed(pool, low, wantedPort), true, inside, t);
+      if (!(port & FAILED)) return port;
     }
   }
+  if (wantedOnly && wantedPort) return FAILED | FAIL_PORTS;
+  for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
+    const block = load<u32>(slots + (<usize>slot << 2));
+    if (!block) continue;
+    const first = ((block - 1) & ((65536 >> shift) - 1)) << shift;
+    if ((first < 1024) != low) continue;
+    const port = freePortIn(self, inside, first, first + (1 << shift) - 1, t);
+    if (port >= 0) return <u32>port;
+  }
   if (held >= self.blocks_per_subscriber) return FAILED | FAIL_PORTS;
-  const a = poolIndex(pool, external);
-  const lowBlocks: u32 = 1024 >> shift;
-  // The block of the suggested port (in the inside port's range), else of the inside port itself, else a hashed one.
-  const wantedHere = wantedPort != 0 && (wantedPort < 1024) == low;
-  if (wantedOnly && wantedPort && !wantedHere) return FAILED | FAIL_PORTS;
-  const seed = wantedHere ? (<u32>wantedPort >> shift) - (low ? 0 : lowBlocks)
-    : self.port_preservation ? (<u32>localPort >> shift) - (low ? 0 : lowBlocks) : addressHash(inside ^ load<u32>(pool + POOL_SALT)) + held;
-  const b = freeBlock(pool, <u32>a, cls, low, seed, inside, quarantineEnd(self, t), wantedOnly && wantedPort != 0);
+  const seed = self.port_preservation ? blockSeed(pool, low, localPort) : addressHash(inside ^ load<u32>(pool + POOL_SALT)) + held;
+  return claimBlock(self, slots, external, seed, false, inside, t);
+}
+
+/**
+ * Claims a free block of the packet's protocol and range on `external` (from `seed`; only that one with
+ * `seedOnly`) into a free slot of the subscriber's `slots`, logs it, and returns a free port of it (freePortIn),
+ * or FAILED | the reason. The caller has seen that a slot is free.
+ */
+function claimBlock(self: NATState, slots: usize, external: u32, seed: u32, seedOnly: bool, inside: u32, t: u64): u32 {
+  const pool = <usize>self.pool;
+  const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
+  const cls = classOf(protocol);
+  const a = <u32>poolIndex(pool, external);
+  const b = freeBlock(pool, a, cls, localPort < 1024, seed, inside, quarantineEnd(self, t), seedOnly);
   if (b < 0) return FAILED | FAIL_POOL;
   for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
     if (load<u32>(slots + (<usize>slot << 2))) continue;
-    const global = (cls * load<u32>(pool + POOL_ADDRESSES) + <u32>a) * (65536 >> shift) + <u32>b;
+    const global = (cls * load<u32>(pool + POOL_ADDRESSES) + a) * (65536 >> shift) + <u32>b;
     store<u32>(slots + (<usize>slot << 2), global + 1);
     store<u32>(slots + (<usize>(SLOTS * 3 + 0) << 2) + (<usize>slot << 2), <u32>(t / SECOND));
     const first = <u32>b << shift;
@@ -1484,7 +1523,8 @@ function fragment(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   // A fragment that would end past 64 KiB has no offsets for its pieces.
   if (((<u32>field & IP_FRAGMENT_OFFSET) << 3) + payload > 0xffff) { self.drop_malformed++; dropPacket(p); return; }
   const dest = out.port(OUTSIDE);
-  if (dest.count + pieces + batchCount + answerBudget > dest.capacity) { self.drop_no_buffer++; dropPacket(p); return; }
+  const taken = dest.count - outsideAtStart;
+  if (taken + pieces + packetsLeft * fragmentsOf1500(self) + answerBudget > outsideShare) { self.drop_no_buffer++; dropPacket(p); return; }
   const l2 = <u32>(ip - p.data);
   const mark = dest.count;
   Wire.set16(ip + 2, <u16>(hl + first));
@@ -1557,6 +1597,19 @@ function tooBig(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   const icmpError = IPv4.protocol(ip) == IPPROTO_ICMP && l4 != 0 && isIcmpError(ICMP.type(l4));
   if (!icmpError && answerUnreachable(self, p, ip, ICMP_FRAGMENTATION_NEEDED, self.mtu)) { self.icmp_sent++; out.push(INSIDE, p); return; }
   dropPacket(p);
+}
+
+/** Fragments a 1500-byte packet (a 20-byte header) leaves in at mtu: element.ts fragmentsOf1500. */
+function fragmentsOf1500(self: NATState): u32 {
+  if (self.mtu == 0 || self.mtu >= 1500) return 1;
+  const each = (<u32>self.mtu - 20) & ~7;
+  return (1480 + each - 1) / each;
+}
+
+/** Room in the outside output per packet of an input's capacity: element.ts expands. */
+function roomPerPacket(self: NATState): u32 {
+  const pieces = fragmentsOf1500(self);
+  return pieces > 1 ? 2 + pieces : 2;
 }
 
 const IP_DONT_FRAGMENT: u16 = 0x4000;
