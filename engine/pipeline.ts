@@ -858,6 +858,9 @@ export class Pipeline {
     if (this.started) throw new Error('restore a snapshot before the pipeline starts');
     if (snapshot.format !== 'wirepath-snapshot/1') throw new Error(`not a wirepath snapshot (format ${snapshot.format})`);
     const v = this.arena.view;
+    // An element whose shared data starts afresh starts afresh as a whole: its tables may point into that data
+    // (a NAT's subscribers name the port blocks its pool says who holds).
+    const afresh = new Set<string>();
     for (const [name, saved] of Object.entries(snapshot.elements)) {
       const node = this.graph.byName.get(name);
       if (!node || node.type.type !== saved.type) throw new Error(`the snapshot's element ${name} (${saved.type}) is not in this config`);
@@ -870,25 +873,27 @@ export class Pipeline {
         const spec = node.type.state?.[field];
         // Laid out by other parameters (a reload that changed them): it starts afresh.
         if (spec?.kind !== 'data' || layout !== dataLayout(spec, node.instance.params)) {
-          this.log(`${name}.${field}: its parameters changed, so it starts afresh instead of from the snapshot`);
+          this.log(`${name}.${field}: its parameters changed, so it starts afresh instead of from the snapshot, and so do ${name}'s tables`);
+          afresh.add(name);
           continue;
         }
         const target = this.view(name).data(field);
         new Uint8Array(target.buffer, target.byteOffset, target.byteLength).set(Buffer.from(bytes, 'base64'));
       }
     }
-    for (const shard of this.shards) this.loadTables(snapshot, shard);
+    for (const shard of this.shards) this.loadTables(snapshot, shard, afresh);
   }
 
   /**
    * Imports into one shard's tables the snapshot's entries it owns: per-flow entries of its buckets,
-   * and (on shard 0) the cross-flow entries, added up. Runs while no thread runs the shard.
+   * and (on shard 0) the cross-flow entries, added up; none of the elements in `skip`. Runs while no thread runs the shard.
    */
-  private loadTables(snapshot: Snapshot, shard: Shard): number {
+  private loadTables(snapshot: Snapshot, shard: Shard, skip = new Set<string>()): number {
     const buffer = this.transferBuffer();
     const owners = this.bucketTable();
     let loaded = 0;
     for (const [name, saved] of Object.entries(snapshot.elements)) {
+      if (skip.has(name)) continue;
       for (const [table, data] of Object.entries(saved.tables)) {
         const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table);
         if (!target) continue;

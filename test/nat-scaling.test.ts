@@ -174,11 +174,14 @@ test('a snapshot carries subscribers, mappings and who holds each block into a n
   assert.is(counters.blocks_allocated, Number(saved.blocks_allocated), 'no block given out again');
   assert.is(counters.translated_out, 2 * SUBSCRIBERS);
   for (const [i, set] of externalsOf(join(dir, 'after-outside.pcap'))) assert.equal([...set], [...before.get(i)!], `subscriber ${i}`);
-  // With another pool the blocks are laid out differently: that state starts afresh (and says so).
+  // With another pool the blocks are laid out differently: that state starts afresh (and says so), and so do the
+  // tables, whose subscribers name blocks of the old pool (else the new pool would give their blocks out again).
   const logs: string[] = [];
   const other = await Pipeline.create(await loadConfig(config('after', `${nat}, pool: [203.0.113.64/26]`)), { shards: 1, threads: 'inline', log: (m: string) => logs.push(m) });
   other.restore(snapshot);
-  assert.ok(logs.some((m) => m.includes('nat.pool: its parameters changed, so it starts afresh')), logs.join('\n'));
+  assert.ok(logs.some((m) => m.includes('nat.pool: its parameters changed, so it starts afresh instead of from the snapshot, and so do nat\'s tables')), logs.join('\n'));
+  assert.equal(['subscribers', 'mappings', 'sessions'].map((t) => other.view('nat').entries(t).length), [0, 0, 0]);
+  assert.ok(snapshot.elements.nat.tables.subscribers, 'the snapshot had them');
 });
 
 test.after(() => removeDir(dir));
