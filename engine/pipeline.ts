@@ -1001,6 +1001,14 @@ export class Pipeline {
         const spec = node.type.params[param];
         if (!spec) throw new Error(`${node.type.type} has no parameter '${param}'`);
         const value = spec.type.parse(raw);
+        const next = { ...node.instance.params, [param]: value };
+        // What a config would refuse is refused here too; and the batches were sized by the parameters.
+        const problem = node.type.invalid?.(next)[0];
+        if (problem) throw new Error(`${param}: ${problem.message}${problem.hint ? ` (${problem.hint})` : ''}`);
+        const sizes = (params: Record<string, unknown>) => `${expansionOf(node.type, params)}/${node.type.clones?.(params) ?? 0}`;
+        if (sizes(next) !== sizes(node.instance.params)) {
+          throw new Error(`${param}: this value changes how much room ${node.name}'s outputs need; change it in the config and reload`);
+        }
         node.instance.params[param] = value;
         for (const b of blocks) for (const f of layout.fields) {
           if (('param' in f.from && f.from.param === param) || ('has' in f.from && f.from.has === param)) this.writeParam(b, node, f);

@@ -65,6 +65,8 @@ function flowKey(f: Buffer): string {
 
 const DONT_FRAGMENT = 0x4000;
 const FLAGS_AND_OFFSET = 0x7fff;
+/** More fragments, or an offset: a fragment. */
+const FRAGMENT = 0x3fff;
 
 /** Where the IPv4 header of a datagram that may be fragmented (DF clear, or a fragment) starts: its ID is free. */
 function freeIdAt(f: Buffer): number | undefined {
@@ -83,8 +85,8 @@ function headerChecksumGood(f: Buffer, ip: number): boolean {
 
 /**
  * The first difference between one shard's frames (`expected`) and the scaled run's, per flow. A datagram that
- * may be fragmented is compared without its ID and header checksum; but both checksums must be good, and the
- * IDs must group datagrams alike: an ID of one run stands for one ID of the other, for each source,
+ * may be fragmented is compared without its ID and header checksum; but both checksums must then be good, and
+ * fragments' IDs must group them alike: an ID of one run stands for one ID of the other, for each source,
  * destination and protocol (so fragments that shared an ID still do).
  */
 export function compare(sink: string, expected: Map<string, Frame[]>, actual: Map<string, Frame[]>): string | undefined {
@@ -96,18 +98,18 @@ export function compare(sink: string, expected: Map<string, Frame[]>, actual: Ma
       if (!got[i] || !want[i]) return `${sink}: flow ${flow} has ${got.length} packets, one shard gave ${want.length}`;
       const w = want[i].bytes, g = got[i].bytes;
       const ip = freeIdAt(w);
-      let same: boolean;
-      if (ip !== undefined && freeIdAt(g) === ip && w.length === g.length) {
-        if (!headerChecksumGood(w, ip) || !headerChecksumGood(g, ip)) return `${sink}: flow ${flow}, packet ${i + 1}: bad IP header checksum`;
-        const triple = `${w.subarray(ip + 12, ip + 20).toString('hex')}/${w[ip + 9]}`;
-        const [a, b] = [`${triple}#${w.readUInt16BE(ip + 4)}`, `${triple}#${g.readUInt16BE(ip + 4)}`];
-        if ((ids.get(a) ?? b) !== b || (idsBack.get(b) ?? a) !== a) return `${sink}: flow ${flow}, packet ${i + 1}: its IP ID groups it with other datagrams than one shard did`;
-        ids.set(a, b);
-        idsBack.set(b, a);
+      let same = w.equals(g);
+      if (ip !== undefined && freeIdAt(g) === ip) {
+        if (!same && (!headerChecksumGood(w, ip) || !headerChecksumGood(g, ip))) return `${sink}: flow ${flow}, packet ${i + 1}: bad IP header checksum`;
+        if (w.readUInt16BE(ip + 6) & FRAGMENT) {
+          const triple = `${w.subarray(ip + 12, ip + 20).toString('hex')}/${w[ip + 9]}`;
+          const [a, b] = [`${triple}#${w.readUInt16BE(ip + 4)}`, `${triple}#${g.readUInt16BE(ip + 4)}`];
+          if ((ids.get(a) ?? b) !== b || (idsBack.get(b) ?? a) !== a) return `${sink}: flow ${flow}, packet ${i + 1}: its IP ID groups it with other fragments than one shard did`;
+          ids.set(a, b);
+          idsBack.set(b, a);
+        }
         const masked = (f: Buffer) => Buffer.concat([f.subarray(0, ip + 4), f.subarray(ip + 6, ip + 10), f.subarray(ip + 12)]);
-        same = masked(w).equals(masked(g));
-      } else {
-        same = w.equals(g);
+        same ||= masked(w).equals(masked(g));
       }
       if (!same || want[i].ts !== got[i].ts) {
         return `${sink}: flow ${flow}, packet ${i + 1} differs: expected ts ${want[i].ts} ${w.toString('hex')}, got ts ${got[i].ts} ${g.toString('hex')}`;

@@ -75,4 +75,21 @@ test('blocks per external address and drops by reason; a bad subscriber argument
   assert.match(bad.stderr, /400 nat.subscriber: 'not-an-address' is not an IPv4 address/);
 });
 
+test('a parameter written while running: refused when a config would refuse it, or when it changes the room the outputs were sized for', async () => {
+  const write = (handler: string, value: unknown) => fetch(`${control.url}/elements/nat/${handler}`, {
+    method: 'PUT', headers: { authorization: 'Bearer secret-token', 'content-type': 'application/json' }, body: JSON.stringify({ value }),
+  });
+  const tiny = await write('mtu', 20);
+  assert.is(tiny.status, 400);
+  assert.match((await tiny.json()).error, /mtu 20 is below IPv4's least MTU, 68/);
+  const sizing = await write('mtu', 576);
+  assert.is(sizing.status, 400);
+  assert.match((await sizing.json()).error, /changes how much room nat's outputs need; change it in the config and reload/);
+  const read = async (handler: string) => (await (await fetch(`${control.url}/elements/nat/${handler}`)).json()).value;
+  assert.is(await read('mtu'), '0', 'unchanged');
+  const fine = await write('icmp_errors', true);
+  assert.is(fine.status, 200, 'a parameter that sizes nothing is written');
+  assert.is(await read('icmp_errors'), 'true');
+});
+
 test.run();

@@ -618,14 +618,16 @@ test('C9 PCP suggested external port and address: taken when free; with PREFER_F
     [11, udp(R1, '203.0.113.1', 9999, 41000)],                                                 // 12: reaches B:7001
     a(12, pcpRequest(A, { port: 7007, suggest: [undefined, 50000] })),                          // 13: a block A may still claim
     c(13, pcpRequest(C, { port: 7000, suggest: ['203.0.113.1', 40003], options: PREFER_FAILURE })), // 14: 11, and C gets no address
+    a(14, pcpRequest(A, { port: 7010, suggest: [undefined, 40000] })),                          // 15: taken by 7000: another port
   ]);
   const [, , , result, lifetime, , , internal, external, address] = PCP_FIELDS.map((_, i) => i + 1);
   assert.equal(r.pcp.map((f) => [+f[result], +f[lifetime]]),
-    [[0, 3600], [0, 3600], [0, 3600], [11, 30], [11, 30], [0, 3600], [11, 30], [0, 3600], [11, 30], [6, 1800], [0, 3600], [11, 30]]);
+    [[0, 3600], [0, 3600], [0, 3600], [11, 30], [11, 30], [0, 3600], [11, 30], [0, 3600], [11, 30], [6, 1800], [0, 3600], [11, 30], [0, 3600]]);
   const granted = r.pcp.filter((f) => f[result] === '0').map((f) => [+f[internal], +f[external], f[address]]);
   assert.equal(granted.slice(0, 3), [[7000, 40000, '::ffff:203.0.113.1'], [7001, 40001, '::ffff:203.0.113.1'], [7000, 40000, '::ffff:203.0.113.1']]);
   assert.ok(granted[3][1] >= 1024 && granted[3][1] !== 100, `port ${granted[3][1]}: the inside port's range is kept (RFC 4787 REQ-3)`);
-  assert.equal(granted.slice(4), [[7001, 41000, '::ffff:203.0.113.1'], [7007, 50000, '::ffff:203.0.113.1']]);
+  assert.equal(granted.slice(4, 6), [[7001, 41000, '::ffff:203.0.113.1'], [7007, 50000, '::ffff:203.0.113.1']]);
+  assert.ok(granted[6][0] === 7010 && granted[6][1] !== 40000 && granted[6][1] >= 1024, `7010 -> ${granted[6][1]}: the suggested port was taken`);
   assert.ok(!['203.0.113.1', '203.0.113.2'].includes(r.subscriber(C).external), 'a refused request pinned no address');
   assert.equal(r.inside.filter((s) => s.sport !== 5351).map((s) => `${s.dst}:${s.dport}`), [`${A}:7000`, `${B}:7001`]);
   const mapped = (who: string) => (r.subscriber(who).mappings as { inside_port: number; external: string }[]).map((m) => `${m.inside_port}>${m.external}`).sort();
@@ -700,8 +702,10 @@ test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, a mapping, an 
     [2, udp(R1, '203.0.113.1', 9999, 7000)],  // 3: reaches the subscriber
     pmp(3, '0003'),                           // 4: opcode 3: unsupported (5)
     pmp(4, '00020000' + '1f90'),              // 5: a TCP map cut short: dropped
+    pmp(5, '00010000' + '1b59' + '9c40' + '00000e10'), // 6: map UDP 7001 suggesting public port 40000
   ]);
-  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4]);
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4, 6]);
+  assert.equal(r.natPmp.find((f) => f[4] === '7001')?.slice(4), ['7001', '40000', '3600'], 'the suggested public port, free, is given');
   assert.equal(r.natPmp.slice(0, 2).map((f) => f.slice(0, 3)), [['128', '0', '0'], ['129', '0', '1']], 'opcode + 128, result, seconds since the epoch');
   const unsupported = r.inside[3].bytes.subarray(42);
   assert.equal([unsupported.length, unsupported[1], unsupported.readUInt16BE(2), unsupported.readUInt32BE(4)], [8, 131, 5, 3], 'opcode 3: result 5, unsupported opcode');

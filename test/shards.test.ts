@@ -129,8 +129,8 @@ test('wirepath verify finds the scaled runs equivalent', async () => {
 
 test('wirepath verify\'s comparison: a flow\'s bytes and order count; the IP ID of a datagram that may be fragmented only as a grouping', () => {
   const frames = [ipv4Frame({ proto: 'udp', id: 1 }), ipv4Frame({ proto: 'udp', id: 2, dontFragment: true }), ipv4Frame({ proto: 'udp', id: 3, payload: 8 })];
-  const differs = (change: (f: Buffer[]) => Buffer[]) => {
-    const [a, b] = [frames, change(frames.map((f) => Buffer.from(f)))].map((list, i) => {
+  const differs = (change: (f: Buffer[]) => Buffer[], base = frames) => {
+    const [a, b] = [base, change(base.map((f) => Buffer.from(f)))].map((list, i) => {
       const file = join(dir, `compare-${i}.pcap`);
       writePcap(file, list.map((data, n) => ({ data, sec: 1, usec: n })));
       return flowsOf(file);
@@ -146,9 +146,12 @@ test('wirepath verify\'s comparison: a flow\'s bytes and order count; the IP ID 
   };
   assert.is(differs((f) => f), undefined);
   assert.is(differs((f) => [renumbered(f[0]), f[1], f[2]]), undefined, 'DF clear: the ID is free');
-  assert.is(differs((f) => [renumbered(f[0], 0x4242), f[1], renumbered(f[2], 0x4343)]), undefined, 'as long as it groups datagrams alike');
-  assert.match(differs((f) => [renumbered(f[0]), f[1], renumbered(f[2])]) ?? '', 'groups it with other datagrams', 'two datagrams under one ID');
   assert.match(differs((f) => { f[0][24] ^= 1; return f; }) ?? '', 'bad IP header checksum');
+  // Fragments: an ID must stand for the same one in both runs.
+  const fragments = [ipv4Frame({ proto: 'udp', id: 5, moreFragments: true }), ipv4Frame({ proto: 'udp', id: 6, moreFragments: true }), ipv4Frame({ proto: 'udp', id: 5, fragOffset: 1 })];
+  assert.is(differs((f) => [renumbered(f[0], 0x4242), renumbered(f[1], 0x4343), renumbered(f[2], 0x4242)], fragments), undefined, 'grouped alike');
+  assert.match(differs((f) => [renumbered(f[0], 0x4242), renumbered(f[1], 0x4242), renumbered(f[2], 0x4242)], fragments) ?? '', 'groups it with other fragments', 'two datagrams under one ID');
+  assert.match(differs((f) => [renumbered(f[0], 0x4242), renumbered(f[1], 0x4343), renumbered(f[2], 0x4444)], fragments) ?? '', 'groups it with other fragments', 'one datagram under two IDs');
   assert.match(differs((f) => [f[0], renumbered(f[1]), f[2]]) ?? '', 'packet 2 differs', 'DF set: the ID counts');
   assert.match(differs((f) => { f[0][f[0].length - 1] ^= 1; return f; }) ?? '', 'packet 1 differs', 'a payload byte');
   assert.match(differs((f) => [f[1], f[0], f[2]]) ?? '', 'differs', 'the order within a flow');

@@ -115,7 +115,7 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
   releaseIdleBlocks(self, t, 4);
   self.sessions.sweep(t, 8);
   self.mappings.sweep(t, 8);
-  self.fragment_ids.sweep(t, 4);
+  self.fragment_ids.sweep(t, 8);
   if (self.syn_icmp) self.unsolicited.sweep(t, 32);
   answers = null;
 }
@@ -262,7 +262,7 @@ function outbound(self: NATState, p: Packet, out: Outputs, t: u64): void {
   }
   setSessionDeadline(session, s, deadline);
   translate(ip, l4, s.external, s.external_port, true);
-  if (!renumber(self, ip, inside, s.external, t)) { dropPacket(p); return; }
+  renumber(self, ip, inside, s.external, t);
   if (self.syn_icmp && (flags & (TCP.SYN | TCP.ACK)) == TCP.SYN) forgetUnsolicited(self, inside, s.external, s.external_port, remote);
   self.translated_out++;
   if (poolIndex(pool, remote) >= 0) {
@@ -374,7 +374,7 @@ function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Output
   const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
   if (!external) { self.drop_pool_exhausted++; dropPacket(p); return; }
   IPv4.setSrc(p, ip, external);
-  if (!renumber(self, ip, inside, external, t)) { dropPacket(p); return; }
+  renumber(self, ip, inside, external, t);
   self.translated_out++;
   sendOut(self, p, out);
 }
@@ -394,7 +394,7 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   const s = changetype<NATSessionsEntry>(session);
   rewriteQuoted(ip, l4, inner, false, s.external, s.external_port);
   IPv4.setSrc(p, ip, s.external);
-  if (!renumber(self, ip, inside, s.external, t)) { dropPacket(p); return; }
+  renumber(self, ip, inside, s.external, t);
   self.translated_out++;
   sendOut(self, p, out);
 }
@@ -828,17 +828,17 @@ function inboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs
  * bucket of (external address, destination, protocol) as Linux's ip_idents, taken with an atomic add so that
  * shards sharing an address do not hand out the same one before a bucket's 65536 wrap, and started at random
  * places (not hidden further, RFC 7739's concern: a host that shares a bucket sees its counter move). The
- * fragments of one datagram keep one new ID through an entry keyed by the old one (fragment_ids). False when
- * that entry cannot be made (the table is full; counted): the packet is to be dropped.
+ * fragments of one datagram keep one new ID through an entry keyed by the old one (fragment_ids; when that table
+ * is full, an ID hashed from the key).
  */
-@inline function renumber(self: NATState, ip: usize, inside: u32, external: u32, t: u64): bool {
+@inline function renumber(self: NATState, ip: usize, inside: u32, external: u32, t: u64): void {
   const field = Wire.get16(ip + 6);
   // Atomic datagrams (DF set, not a fragment) are never fragmented, so their ID means nothing (RFC 6864 §4).
-  if (!self.rewrite_ip_id || (field & (IP_DONT_FRAGMENT | IP_MORE_FRAGMENTS | IP_FRAGMENT_OFFSET)) == IP_DONT_FRAGMENT) return true;
-  return giveNewId(self, ip, field, inside, external, t);
+  if (!self.rewrite_ip_id || (field & (IP_DONT_FRAGMENT | IP_MORE_FRAGMENTS | IP_FRAGMENT_OFFSET)) == IP_DONT_FRAGMENT) return;
+  giveNewId(self, ip, field, inside, external, t);
 }
 
-function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external: u32, t: u64): bool {
+function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external: u32, t: u64): void {
   const remote = IPv4.dst(ip);
   const proto = IPv4.protocol(ip);
   let id: u16;
@@ -848,17 +848,22 @@ function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external:
     store<u32>(key, remote, 4);
     store<u32>(key, <u32>IPv4.id(ip), 8);
     store<u32>(key, <u32>proto, 12);
-    const entry = self.fragment_ids.lookupOrInsert(key, FlowKey.hash(key), t);
-    if (!entry) { self.drop_table_full++; return false; }
-    const e = changetype<NATFragmentIdsEntry>(entry);
-    if (flowCreated) e.id = nextId(self, external, remote, proto);
-    FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
-    id = e.id;
+    const hash = FlowKey.hash(key);
+    const entry = self.fragment_ids.lookupOrInsert(key, hash, t);
+    if (entry) {
+      const e = changetype<NATFragmentIdsEntry>(entry);
+      if (flowCreated) e.id = nextId(self, external, remote, proto);
+      FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
+      id = e.id;
+    } else {
+      // The table is full: an ID from the key itself, the same for every fragment that finds no entry either.
+      id = <u16>(symmetricHashOf(hash, load<u32>(<usize>self.pool + POOL_SALT), 0, proto) >>> 16);
+      self.fragment_ids_full++;
+    }
   } else {
     id = nextId(self, external, remote, proto);
   }
   store<u16>(ip + 10, adjustChecksum(load<u16>(ip + 10), replace16(ip + 4, bswap<u16>(id))));
-  return true;
 }
 
 @inline function nextId(self: NATState, external: u32, remote: u32, proto: u8): u16 {
@@ -1026,16 +1031,12 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
   const strict = wantedOnly && wantedPort != 0;
   if (strict && (wantedPort < 1024) != low) return 0;
   const seed = strict ? blockSeed(pool, low, wantedPort) : addressHash(inside ^ load<u32>(pool + POOL_SALT));
-  if (wantedAddress) {
-    const a = poolIndex(pool, wantedAddress);
-    if (a >= 0 && freeBlock(pool, <u32>a, cls, low, seed, 0, quarantineEnd(self, t), strict) >= 0) {
-      sub.external = wantedAddress;
-      return sub.external;
-    }
-    if (wantedOnly) return 0;
-  }
-  const start = addressHash(inside) % count;
-  for (let i: u32 = 0; i < count; i++) {
+  // The suggested address first (with PREFER_FAILURE, only it), else from a hashed place.
+  const wanted = wantedAddress ? poolIndex(pool, wantedAddress) : -1;
+  if (wantedAddress && wantedOnly && wanted < 0) return 0;
+  const start = wanted >= 0 ? <u32>wanted : addressHash(inside) % count;
+  const tries: u32 = wanted >= 0 && wantedOnly ? 1 : count;
+  for (let i: u32 = 0; i < tries; i++) {
     const a = (start + i) % count;
     if (freeBlock(pool, a, cls, low, seed, 0, quarantineEnd(self, t), strict) >= 0) {
       sub.external = addressAt(pool, a);
@@ -1524,7 +1525,11 @@ function fragment(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   if (((<u32>field & IP_FRAGMENT_OFFSET) << 3) + payload > 0xffff) { self.drop_malformed++; dropPacket(p); return; }
   const dest = out.port(OUTSIDE);
   const taken = dest.count - outsideAtStart;
-  if (taken + pieces + packetsLeft * fragmentsOf1500(self) + answerBudget > outsideShare) { self.drop_no_buffer++; dropPacket(p); return; }
+  if (taken + pieces + packetsLeft * fragmentsOf1500(self) + answerBudget > outsideShare || dest.count + pieces > dest.capacity) {
+    self.drop_no_buffer++;
+    dropPacket(p);
+    return;
+  }
   const l2 = <u32>(ip - p.data);
   const mark = dest.count;
   Wire.set16(ip + 2, <u16>(hl + first));
