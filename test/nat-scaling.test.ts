@@ -157,6 +157,21 @@ test('inbound fragments, in and out of order: the later ones follow their first 
   assert.equal([...delivered].sort(), subscribers.flatMap((s) => [s, s]).sort(), 'both fragments reach every subscriber');
 });
 
+test('R9 across shards: subscribers on two shards behind one external address never send a server the same IP ID', async () => {
+  // 200 subscribers, one external address, 5 datagrams each (DF clear) to one server: one ID counter for all of them.
+  const frames: { data: Buffer; sec: number; usec: number }[] = [];
+  for (let round = 0; round < 5; round++) {
+    for (let i = 0; i < 200; i++) frames.push({ data: ipv4Frame({ proto: 'udp', src: subscriber(i), dst: '198.18.0.1', sport: 10000 + i, dport: 53, id: round }), sec: T0 + round, usec: i });
+  }
+  writePcap(join(dir, 'ids.pcap'), frames);
+  const pipeline = await Pipeline.create(await loadConfig(config('ids', 'pool: [203.0.113.1], ports_per_block: 64')), { shards: 2 });
+  await pipeline.run();
+  assert.equal(new Set(pipeline.view('nat').entries('subscribers').map((e) => e.shard)), new Set([0, 1]), 'subscribers on both shards');
+  const ids = readPcap(join(dir, 'ids-outside.pcap')).records.map((r) => r.data.readUInt16BE(18));
+  assert.is(ids.length, 1000);
+  assert.is(new Set(ids).size, 1000, 'a thousand datagrams, a thousand IDs');
+});
+
 test('a snapshot carries subscribers, mappings and who holds each block into a new pipeline, also with another shard count', async () => {
   trace('before', 1);
   const nat = 'max_subscribers: 16384, ports_per_block: 64';
