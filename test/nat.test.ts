@@ -693,18 +693,25 @@ test('C9 PCP PEER: the session with one remote peer is made as its first packet 
   assert.is(r.nat.mappings_created, 3);
 });
 
-test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, a mapping, an unsupported opcode, a short request dropped', async () => {
+test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, mappings, delete all, an unsupported opcode, a short request dropped', async () => {
   const PCP = '100.64.255.254';
   const pmp = (s: number, hex: string): Packet => [s, udp(A, PCP, 5350, 5351, { payload: Buffer.from(hex, 'hex') })];
-  const r = await run('pcp_server: 100.64.255.254, port_preservation: true', [
+  const r = await run('pcp_server: 100.64.255.254, port_preservation: true, filtering: address-dependent', [
     pmp(0, '0000'),                           // 1: the external address
     pmp(1, '00010000' + '1b58' + '0000' + '00000e10'), // 2: map UDP 7000, an hour
     [2, udp(R1, '203.0.113.1', 9999, 7000)],  // 3: reaches the subscriber
     pmp(3, '0003'),                           // 4: opcode 3: unsupported (5)
     pmp(4, '00020000' + '1f90'),              // 5: a TCP map cut short: dropped
     pmp(5, '00010000' + '1b59' + '9c40' + '00000e10'), // 6: map UDP 7001 suggesting public port 40000
+    pmp(6, '00020000' + '1f90' + '0000' + '00000e10'), // 7: map TCP 8080
+    pmp(7, '00010000' + '0000' + '0000' + '00000000'), // 8: delete every UDP mapping (§3.4)
+    [8, udp(R1, '203.0.113.1', 9999, 40000)], // 9: no longer admitted from a host A never sent to
+    [9, tcp(R1, '203.0.113.1', 40001, 8080, SYN)], // 10: the TCP mapping stays
+    pmp(10, '00010000' + '0000' + '1234' + '00000000'), // 11: internal port 0 with an external port: refused (2)
   ]);
-  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4, 6]);
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4, 6, 7, 8, 10, 11]);
+  assert.is(r.nat.drop_filtered, 1);
+  assert.equal(r.natPmp.filter((f) => f[4] === '0').map((f) => [f[0], f[1], f[5], f[6]]), [['129', '0', '0', '0'], ['129', '2', '0', '0']], 'delete all: done; refused with an external port');
   assert.equal(r.natPmp.find((f) => f[4] === '7001')?.slice(4), ['7001', '40000', '3600'], 'the suggested public port, free, is given');
   assert.equal(r.natPmp.slice(0, 2).map((f) => f.slice(0, 3)), [['128', '0', '0'], ['129', '0', '1']], 'opcode + 128, result, seconds since the epoch');
   const unsupported = r.inside[3].bytes.subarray(42);

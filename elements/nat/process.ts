@@ -572,8 +572,10 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
     if (!external) result = PMP_NETWORK_FAILURE;
     Wire.set32(msg + 8, external);
   } else if (map) {
-    const mapped = internal == 0 ? NOT_AUTHORIZED // all of the subscriber's mappings at once: not offered
-      : mapPort(self, inside, opcode == PMP_MAP_UDP ? IPPROTO_UDP : IPPROTO_TCP, internal, requested, 0, t, Wire.get16(msg + 6), 0, false);
+    const proto = opcode == PMP_MAP_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+    // Internal port 0: with lifetime 0 (and external port 0), every mapping of the protocol it asked for (§3.4).
+    const mapped = internal != 0 ? mapPort(self, inside, proto, internal, requested, 0, t, Wire.get16(msg + 6), 0, false)
+      : requested == 0 && Wire.get16(msg + 6) == 0 ? unmapAll(self, inside, proto, t) : NOT_AUTHORIZED;
     result = mapped == SUCCESS ? 0 : mapped == NOT_AUTHORIZED ? PMP_REFUSED : PMP_NO_RESOURCES;
     Wire.set16(msg + 8, internal);
     Wire.set16(msg + 10, mapped == SUCCESS && requested != 0 ? grantedPort : 0); // a delete answers port 0 (RFC 6886 §3.4)
@@ -588,6 +590,48 @@ function natPmp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32,
   sendBack(p, ip, udp, length);
   if (result != 0) self.pcp_errors++;
   return true;
+}
+
+/**
+ * Deletes every mapping of the protocol the subscriber made with NAT-PMP (a permit with no nonce), as a delete of
+ * each would (mapPort), found by the external ports of its blocks (or its deterministic range): a few thousand
+ * lookups, for a request a client sends when it takes an address over. SUCCESS.
+ */
+function unmapAll(self: NATState, inside: u32, proto: u8, t: u64): i32 {
+  protocol = proto;
+  grantedLifetime = 0;
+  grantedPort = 0;
+  const pool = <usize>self.pool;
+  const key = keyBuffer();
+  const sub = findSubscriber(self, inside, key, t);
+  if (!sub) return SUCCESS;
+  const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
+  const deterministic = load<u32>(pool + POOL_DETERMINISTIC) != 0;
+  const slots = changetype<usize>(sub) + offsetof<NATSubscribersEntry>("b0") + <usize>(classOf(proto) * SLOTS << 2);
+  const ranges: u32 = deterministic ? 1 : self.blocks_per_subscriber;
+  for (let slot: u32 = 0; slot < ranges; slot++) {
+    let first: u32 = 0;
+    let last: u32 = 0;
+    if (deterministic) {
+      const ports = load<u32>(pool + POOL_DET_PORTS);
+      first = 1024 + (<u32>insideIndex(pool, inside) % load<u32>(pool + POOL_DET_RATIO)) * ports;
+      last = first + ports - 1;
+    } else {
+      const block = load<u32>(slots + (<usize>slot << 2));
+      if (!block) continue;
+      first = ((block - 1) & ((65536 >> shift) - 1)) << shift;
+      last = first + (1 << shift) - 1;
+    }
+    for (let port = max<u32>(first, 1); port <= last; port++) {
+      filterKey(key, inside, 0, <u16>port);
+      const permit = self.mappings.find(key, FlowKey.hash(key), t);
+      if (!permit || load<u64>(permit) != 0) continue;
+      mappingInKey(key, inside, <u16>port);
+      const back = self.mappings.find(key, FlowKey.hash(key), t);
+      if (back) mapPort(self, inside, proto, changetype<NATMappingsEntry>(back).port, 0, 0, t, 0, 0, false);
+    }
+  }
+  return SUCCESS;
 }
 
 /**
