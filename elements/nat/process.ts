@@ -613,13 +613,12 @@ function unmapAll(self: NATState, inside: u32, proto: u8, t: u64): i32 {
     let first: u32 = 0;
     let last: u32 = 0;
     if (deterministic) {
-      const ports = load<u32>(pool + POOL_DET_PORTS);
-      first = 1024 + (<u32>insideIndex(pool, inside) % load<u32>(pool + POOL_DET_RATIO)) * ports;
-      last = first + ports - 1;
+      first = deterministicStart(pool, inside);
+      last = first + load<u32>(pool + POOL_DET_PORTS) - 1;
     } else {
       const block = load<u32>(slots + (<usize>slot << 2));
       if (!block) continue;
-      first = ((block - 1) & ((65536 >> shift) - 1)) << shift;
+      first = blockStart(block, shift);
       last = first + (1 << shift) - 1;
     }
     for (let port = max<u32>(first, 1); port <= last; port++) {
@@ -1090,6 +1089,16 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
   return 0;
 }
 
+/** The first port of the block a subscriber's block slot holds (its global block number + 1). */
+@inline function blockStart(block: u32, shift: u32): u32 {
+  return ((block - 1) & ((65536 >> shift) - 1)) << shift;
+}
+
+/** The first port of an inside address's range in deterministic mode (RFC 7422). */
+@inline function deterministicStart(pool: usize, inside: u32): u32 {
+  return 1024 + (<u32>insideIndex(pool, inside) % load<u32>(pool + POOL_DET_RATIO)) * load<u32>(pool + POOL_DET_PORTS);
+}
+
 /** The place of `port`'s block among the blocks of its range (0-1023 or 1024-65535): a seed for freeBlock that finds that block first. */
 @inline function blockSeed(pool: usize, low: bool, port: u16): u32 {
   const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
@@ -1109,7 +1118,7 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
   const low = localPort < 1024;
   if (load<u32>(pool + POOL_DETERMINISTIC)) {
     const ports = load<u32>(pool + POOL_DET_PORTS);
-    const first = 1024 + (<u32>insideIndex(pool, inside) % load<u32>(pool + POOL_DET_RATIO)) * ports;
+    const first = deterministicStart(pool, inside);
     const port = freePortIn(self, inside, first, first + ports - 1, t);
     return port >= 0 ? <u32>port : FAILED | FAIL_PORTS;
   }
@@ -1122,7 +1131,7 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
     const block = load<u32>(slots + (<usize>slot << 2));
     if (!block) continue;
     held++;
-    if (wantedHere && ((block - 1) & ((65536 >> shift) - 1)) == <u32>wantedPort >> shift) wantedHeld = true;
+    if (wantedHere && blockStart(block, shift) == (<u32>wantedPort >> shift) << shift) wantedHeld = true;
   }
   if (wantedHere) {
     if (wantedHeld && portFree(self, keyBuffer(), inside, wantedPort, t)) return <u32>wantedPort;
@@ -1135,7 +1144,7 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
   for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
     const block = load<u32>(slots + (<usize>slot << 2));
     if (!block) continue;
-    const first = ((block - 1) & ((65536 >> shift) - 1)) << shift;
+    const first = blockStart(block, shift);
     if ((first < 1024) != low) continue;
     const port = freePortIn(self, inside, first, first + (1 << shift) - 1, t);
     if (port >= 0) return <u32>port;
@@ -1240,7 +1249,7 @@ function holdBlockUntil(self: NATState, sub: NATSubscribersEntry, port: u16, dea
   const first = classOf(protocol) * SLOTS;
   for (let slot = first; slot < first + SLOTS; slot++) {
     const block = load<u32>(base + (<usize>slot << 2));
-    if (!block || ((block - 1) & ((65536 >> shift) - 1)) != (<u32>port >> shift)) continue;
+    if (!block || blockStart(block, shift) != (<u32>port >> shift) << shift) continue;
     const at = base + (<usize>(SLOTS * 3 + slot) << 2);
     if (load<u32>(at) < until) store<u32>(at, until);
   }
