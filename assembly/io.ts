@@ -101,8 +101,11 @@ export function ioInit(context: usize): void {
  */
 @inline export function ioSubmit(p: Packet, source: u16): void {
   p.port = source;
-  // Inlined into every source's loop: one shard, no move in progress and no fragment ordering is the common case.
-  if (load<u32>(io, IO_STEER) || !enqueue(shardRecord(0), changetype<u32>(p))) submitSteered(p);
+  // Inlined into every source's loop, for the common cases: one shard and no move in progress; and with
+  // fragment ordering on, a packet that is plainly no fragment while none waits (ordering has nothing to do).
+  const steering = load<u32>(io, IO_STEER);
+  const direct = steering == 0 || (steering == STEER_FRAGMENTS && plainlyNoFragment(p) && !fragmentsWaiting());
+  if (!direct || !enqueue(shardRecord(0), changetype<u32>(p))) submitSteered(p);
 }
 
 function submitSteered(p: Packet): void {
@@ -187,10 +190,18 @@ const FRAGMENT_WAIT_NS: u64 = 2_000_000_000;
   if (!(load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port) & ORDER_FRAGMENTS)) return 0;
   const area = <usize>load<u32>(io, IO_FRAGMENTS);
   if (p.timestamp > load<u64>(area, FRAGMENTS_CLOCK)) store<u64>(area, p.timestamp, FRAGMENTS_CLOCK);
-  // Untagged IPv4 that is no fragment in a few loads (flags and offset are the wire's bytes 20-21).
-  if (p.length >= 22 && load<u16>(p.data, 12) == bswap<u16>(ETHERTYPE_IPV4) && (load<u16>(p.data, 20) & bswap<u16>(0x3fff)) == 0) return 0;
+  if (plainlyNoFragment(p)) return 0;
   const ip = IPv4.header(p);
   return ip != 0 && IPv4.isFragment(ip) ? ip : 0;
+}
+
+/** Untagged IPv4 that is no fragment, told in a few loads (flags and offset are the wire's bytes 20-21). */
+@inline function plainlyNoFragment(p: Packet): bool {
+  return p.length >= 22 && load<u16>(p.data, 12) == bswap<u16>(ETHERTYPE_IPV4) && (load<u16>(p.data, 20) & bswap<u16>(0x3fff)) == 0;
+}
+
+@inline function fragmentsWaiting(): bool {
+  return load<u32>(<usize>load<u32>(io, IO_FRAGMENTS), FRAGMENTS_WAITING_COUNT) != 0;
 }
 
 /**

@@ -157,6 +157,23 @@ test('inbound fragments, in and out of order: the later ones follow their first 
   assert.equal([...delivered].sort(), subscribers.flatMap((s) => [s, s]).sort(), 'both fragments reach every subscriber');
 });
 
+test('a later fragment whose first does not come goes on after 2 s of packet time, also among plain packets on one shard', async () => {
+  const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
+  const out = (sec: number) => ({ data: ipv4Frame({ proto: 'udp', src: subscriber(1), dst: '198.18.0.1', sport: 5000, dport: 53 }), sec: T0 + sec, usec: 0 });
+  writePcap(join(dir, 'late-learn.pcap'), [out(0)]);
+  await run('late-learn', nat, { shards: 1 });
+  const [learned] = readPcap(join(dir, 'late-learn-outside.pcap')).records;
+  const reply = { proto: 'udp' as const, src: '198.18.0.1', sport: 53, dst: [...learned.data.subarray(26, 30)].join('.'), dport: learned.data.readUInt16BE(34), id: 7 };
+  // The later fragment waits; plain packets (batches of them: the wait is checked between batches) move the
+  // packet clock past 2 s; its first comes only at 5 s, too late.
+  writePcap(join(dir, 'late.pcap'), [out(0), { data: ipv4Frame({ ...reply, fragOffset: 2, payload: 16 }), sec: T0, usec: 1 }, out(1),
+    ...Array.from({ length: 2000 }, () => out(3)),
+    { data: ipv4Frame({ ...reply, moreFragments: true, payload: 8 }), sec: T0 + 5, usec: 0 }]);
+  const { runtime } = await run('late', nat, { shards: 1, threads: 'inline' });
+  assert.is(runtime.later_fragments_waited, 1);
+  assert.is(runtime.later_fragments_without_first, 1, 'released by the packet clock before its first came');
+});
+
 test('R9 across shards: subscribers on two shards behind one external address never send a server the same IP ID', async () => {
   // 200 subscribers, one external address, 5 datagrams each (DF clear) to one server: one ID counter for all of them.
   const frames: { data: Buffer; sec: number; usec: number }[] = [];
