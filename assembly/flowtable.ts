@@ -59,7 +59,7 @@ export namespace FlowKey {
   }
 
   /** Hash of a 16-byte key (murmur3's 32-bit finaliser over xor-folded words). */
-  export function hash(key: usize): u32 {
+  @inline export function hash(key: usize): u32 {
     let h = load<u32>(key) * 0x9e3779b1;
     h ^= load<u32>(key, 4) * 0x85ebca77;
     h = rotl<u32>(h, 13) ^ load<u32>(key, 8) * 0xc2b2ae3d;
@@ -127,7 +127,7 @@ export class FlowTable {
   }
 
   /** Value address of the live entry for `key`, or 0. Does not change its deadline. */
-  find(key: usize, hash: u32, now: u64): usize {
+  @inline find(key: usize, hash: u32, now: u64): usize {
     for (let i: u32 = 0; i < this.slots; i++) {
       const e = this.entry(hash + i);
       const state = load<u32>(e);

@@ -60,9 +60,10 @@ export namespace IPv4 {
 
   /**
    * Address of the packet's IPv4 header, or 0 unless the frame carries one whose version is 4, whose
-   * IHL is at least 5 and whose total length covers the header and fits in the frame.
+   * IHL is at least 5 and whose total length covers the header and fits in the frame. Inlined, as
+   * Transport.header: elements call them per packet, and a call costs more than their checks.
    */
-  export function header(p: Packet): usize {
+  @inline export function header(p: Packet): usize {
     // The offset found by the first parse is kept in the packet (elements that change the layer 2
     // header reset it to 0); only the ethertype before it is read again.
     let off = <u32>p.l3Offset;
@@ -160,7 +161,7 @@ export namespace Transport {
    * Address of the transport header of an IPv4 packet (from IPv4.header), or 0 when the packet is
    * a non-first fragment or too short for the protocol's fixed header (TCP: also its data offset).
    */
-  export function header(p: Packet, ip: usize): usize {
+  @inline export function header(p: Packet, ip: usize): usize {
     if (fragmentOffsetNonZero(ip)) return 0;
     const hl = IPv4.headerLength(ip);
     const room = IPv4.totalLength(ip) - hl;
