@@ -18,7 +18,7 @@ export const IO_BUCKET_MASK: u32 = 16;
 export const IO_SINKS: u32 = 20;
 export const IO_NO_SLOT: u32 = 24;
 export const IO_SLOT_SIZE: u32 = 32;
-/** 1 while packets must be steered through the bucket table (more than one shard, or a move). */
+/** Bits: STEER_BUCKETS while packets must be steered through the bucket table (more than one shard, or a move), STEER_FRAGMENTS while some source orders fragments. */
 export const IO_STEER: u32 = 36;
 /** Packets held while their bucket moves: a Stack in arrival order. */
 export const IO_HELD: u32 = 40;
@@ -170,6 +170,7 @@ function steer(p: Packet): u32 {
 //       [seen tags: FRAGMENTS_SEEN u32][waiting: FRAGMENTS_WAITING × (tag u32, slot u32)][released: FRAGMENTS_WAITING × slot u32]
 export const FRAGMENTS_WAITING_COUNT: u32 = 0;
 export const FRAGMENTS_RELEASED: u32 = 4;
+/** Packet time: the latest timestamp of an ordered source's packet, moved only while fragments wait (plain packets skip it otherwise). */
 export const FRAGMENTS_CLOCK: u32 = 8;
 export const FRAGMENTS_WAITED: u32 = 16;
 export const FRAGMENTS_UNMATCHED: u32 = 24;
@@ -286,8 +287,8 @@ function submitReleased(area: usize): void {
  * sources are done); returns how many went. The engine calls it once per round.
  */
 export function ioReleaseFragments(all: bool): u32 {
+  if (!fragmentsWaiting()) return 0;
   const area = <usize>load<u32>(io, IO_FRAGMENTS);
-  if (!load<u32>(area, FRAGMENTS_WAITING_COUNT)) return 0;
   const clock = load<u64>(area, FRAGMENTS_CLOCK);
   if (all) releaseWaiting(area, 0, 0);
   else if (clock > FRAGMENT_WAIT_NS) releaseWaiting(area, 0, clock - FRAGMENT_WAIT_NS);

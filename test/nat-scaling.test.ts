@@ -157,7 +157,7 @@ test('inbound fragments, in and out of order: the later ones follow their first 
   assert.equal([...delivered].sort(), subscribers.flatMap((s) => [s, s]).sort(), 'both fragments reach every subscriber');
 });
 
-test('a later fragment whose first does not come goes on after 2 s of packet time, also among plain packets on one shard', async () => {
+test('a later fragment whose first comes too late goes on after 2 s of packet time, also among plain packets on one shard', async () => {
   const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
   const out = (sec: number) => ({ data: ipv4Frame({ proto: 'udp', src: subscriber(1), dst: '198.18.0.1', sport: 5000, dport: 53 }), sec: T0 + sec, usec: 0 });
   writePcap(join(dir, 'late-learn.pcap'), [out(0)]);

@@ -623,7 +623,7 @@ test('C9 PCP suggested external port and address: taken when free; with PREFER_F
   const [, , , result, lifetime, , , internal, external, address] = PCP_FIELDS.map((_, i) => i + 1);
   assert.equal(r.pcp.map((f) => [+f[result], +f[lifetime]]),
     [[0, 3600], [0, 3600], [0, 3600], [11, 30], [11, 30], [0, 3600], [11, 30], [0, 3600], [11, 30], [6, 1800], [0, 3600], [11, 30], [0, 3600]]);
-  const granted = r.pcp.filter((f) => f[result] === '0').map((f) => [+f[internal], +f[external], f[address]]);
+  const granted = r.pcp.filter((f) => f[result] === '0').map((f): [number, number, string] => [+f[internal], +f[external], f[address]]);
   assert.equal(granted.slice(0, 3), [[7000, 40000, '::ffff:203.0.113.1'], [7001, 40001, '::ffff:203.0.113.1'], [7000, 40000, '::ffff:203.0.113.1']]);
   assert.ok(granted[3][1] >= 1024 && granted[3][1] !== 100, `port ${granted[3][1]}: the inside port's range is kept (RFC 4787 REQ-3)`);
   assert.equal(granted.slice(4, 6), [[7001, 41000, '::ffff:203.0.113.1'], [7007, 50000, '::ffff:203.0.113.1']]);
