@@ -10,6 +10,8 @@ import type { Graph, GraphNode } from './graph.ts';
 export const Meta = { length: 0, wireLength: 4, timestamp: 8, dataOffset: 16, l3Offset: 18, port: 20, annotation: 24, size: 32, defaultDataOffset: 128 } as const;
 /** assembly/ring.ts */
 export const RingLayout = { head: 0, tail: 64, sleep: 128, mask: 192, entries: 256 } as const;
+/** assembly/ring.ts ENTRY_RECYCLE: a ring entry that carries a free slot, not a packet. */
+export const ENTRY_RECYCLE = 1;
 /** assembly/shard.ts */
 export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, now: 72, scratch: 80, order: 84, size: 128 } as const;
 /** assembly/shard.ts BATCH_SCRATCH_BYTES: each shard's scratch for elements' per-batch arrays. */

@@ -7,7 +7,7 @@ import { buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from '.
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
-import { Meta, RingLayout, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
+import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, type DataState, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { EnvironmentError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
@@ -754,14 +754,26 @@ export class Pipeline {
   private async retire(shard: Shard): Promise<void> {
     await until(() => shard.idle(), () => { this.publish(); this.collect(); });
     await shard.stop();
-    // Its clone stash goes back to the pool.
+    // Its clone stash goes back to the pool, and so do the refills the I/O side sent it after its last step
+    // (still in its receive ring, published or not); a capacity of 0 stops further refills, which the I/O
+    // side sends every shard it counts until the scale event ends.
     const v = this.arena.view;
     const stash = shard.memory.stash;
+    v.setUint32(stash + 4, 0, true);
+    const slots: number[] = [];
+    for (let i = 0; i < v.getUint32(stash, true); i++) slots.push(v.getUint32(stash + 8 + 4 * i, true));
+    v.setUint32(stash, 0, true);
+    const ring = shard.memory.rxRing;
+    const mask = v.getUint32(ring + RingLayout.mask, true);
+    const head = v.getUint32(this.shardRecords + shard.id * IoContext.shardRecord + 12, true);
+    for (let i = shard.tail('rx'); i !== head; i = (i + 1) >>> 0) {
+      const entry = v.getUint32(ring + RingLayout.entries + 4 * (i & mask), true);
+      if (entry & ENTRY_RECYCLE) slots.push((entry & ~ENTRY_RECYCLE) >>> 0);
+    }
     const free = v.getUint32(this.ioContext + IoContext.freeStack, true);
     let count = v.getUint32(free, true);
-    for (let i = 0; i < v.getUint32(stash, true); i++) v.setUint32(free + 8 + 4 * count++, v.getUint32(stash + 8 + 4 * i, true), true);
+    for (const slot of slots) v.setUint32(free + 8 + 4 * count++, slot, true);
     v.setUint32(free, count, true);
-    v.setUint32(stash, 0, true);
     this.retired.push(shard);
   }
 
