@@ -10,11 +10,14 @@ export function liveLine(packets: number, seconds: number, progress: number | un
   return `${bar}${si(packets)} packets  ${si(rate)}pps  ${seconds.toFixed(1)}s`;
 }
 
+const holdsRecords = (v: unknown): boolean => typeof v === 'object' && v !== null && (!Array.isArray(v) || v.some((item) => typeof item === 'object'));
+
 export function statsTable(result: RunResult): string {
   const rows = [['element', 'type', 'in', 'out', 'counters']];
   for (const [name, s] of Object.entries(result.elements)) {
     const { type, in: input, out, unconnected_drops, ...counters } = s;
-    const extra = Object.entries(counters).filter(([, v]) => v !== 0).map(([k, v]) => `${k}=${v}`);
+    // Handlers that read as records (a LoadBalancer's backends) do not fit a line: --json has them.
+    const extra = Object.entries(counters).filter(([, v]) => v !== 0 && !holdsRecords(v)).map(([k, v]) => `${k}=${v}`);
     if (unconnected_drops) extra.unshift(`unconnected_drops=${unconnected_drops}`);
     rows.push([name, type, String(input), out.join(' / '), extra.join(' ')]);
   }

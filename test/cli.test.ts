@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { loadRegistry } from '../engine/registry.ts';
 import { elementDoc, elementReference } from '../engine/docs.ts';
+import { statsTable } from '../engine/report.ts';
 import { ROOT, cli, tempDir, removeDir, readPcap } from './helpers.ts';
 
 const USAGE_START = 'usage: wirepath <command> [options]\n';
@@ -286,6 +287,16 @@ test('graph: a bad --format exits 2; an invalid config exits 2 with its errors',
 });
 
 // --- run --------------------------------------------------------------------------------------
+
+test('run: the final table shows counters and lists of numbers, and leaves records (a LoadBalancer\'s backends) to --json', () => {
+  const table = statsTable({
+    packets_in: 3, packets_out: 3, wall_seconds: 1, packets_per_second: 3, interrupted: false,
+    elements: { lb: { type: 'LoadBalancer', in: 3, out: [2, 1], unconnected_drops: 0, encapsulated: 2, hits: [1, 2], backends: [{ name: 'web1', packets: 2 }], vips: {} } },
+  } as never);
+  const row = table.split('\n').find((l) => l.startsWith('lb '))!;
+  assert.match(row, /encapsulated=2 hits=1,2$/);
+  assert.not.match(table, /object Object/);
+});
 
 test('run --json: one JSON object with the totals and every element counters by name', () => {
   const out = join(dir, 'run-out.pcap');
