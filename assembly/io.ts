@@ -425,12 +425,10 @@ export function ioPublish(): u32 {
  */
 export function ioTopUpStashes(): void {
   const shards = load<u32>(io, IO_SHARD_COUNT);
-  // The stashes share three quarters of the pool: sources always find the rest, however many shards there are.
-  const share = <i32>((freeSlots.capacity >> 2) * 3 / shards);
   for (let s: u32 = 0; s < shards; s++) {
     const rec = shardRecord(s);
     const stash = changetype<Stack>(load<u32>(rec, 8));
-    const want = min(<i32>stash.capacity, share) - <i32>atomic.load<u32>(changetype<usize>(stash));
+    const want = <i32>stash.capacity - <i32>atomic.load<u32>(changetype<usize>(stash));
     for (let i = 0; i < want; i++) {
       const slot = freeSlots.pop();
       if (slot == 0) return;

@@ -185,7 +185,7 @@ export class Pipeline {
     for (let s = 0; s < shardCount; s++) this.shards.push(this.createShard(s));
     this.writeSteering();
     this.setBuckets(planBuckets(new Uint8Array(BUCKETS), 0, shardCount));
-    this.u32(this.ioContext + IoContext.shardCount, shardCount);
+    this.setShardCount(shardCount);
     for (const sink of graph.sinks) {
       const batch = this.batch(pool);
       this.u32(sinkTable + 4 * sink.sinkId, batch);
@@ -274,6 +274,16 @@ export class Pipeline {
    */
   private stashCapacity(): number {
     return Math.min(this.config.poolSlots >> 2, Math.max(64, 2 * this.pumpBudget * this.copiesPerPacket));
+  }
+
+  /**
+   * Tells the I/O side how many shards there are (the first `count` of this.shards), and gives their clone
+   * stashes at most three quarters of the pool between them, so that sources always find slots.
+   */
+  private setShardCount(count: number): void {
+    this.u32(this.ioContext + IoContext.shardCount, count);
+    const share = Math.min(this.stashCapacity(), Math.floor((this.config.poolSlots * 3) / 4 / count));
+    for (const shard of this.shards.slice(0, count)) this.u32(shard.memory.stash + 4, share);
   }
 
   /** Starts the shard's thread; resolves when it is ready for batches. */
@@ -659,7 +669,7 @@ export class Pipeline {
       void this.startShard(shard);
       this.shards.push(shard);
     }
-    this.u32(this.ioContext + IoContext.shardCount, this.shards.length);
+    this.setShardCount(this.shards.length);
     const current = this.bucketTable();
     const next = planBuckets(current, from, target);
     const report: ScaleReport = {
@@ -698,7 +708,7 @@ export class Pipeline {
     }
     for (const shard of this.shards.slice(target)) await this.retire(shard);
     this.shards.length = target;
-    this.u32(this.ioContext + IoContext.shardCount, target);
+    this.setShardCount(target);
     this.setBuckets(next);
     report.milliseconds = performance.now() - started;
     report.packets_lost = this.lostSoFar() - lostBefore;
