@@ -107,7 +107,8 @@ function recycle(p: Packet): void {
 export function freeBatch(batch: Batch): void {
   const n = batch.count;
   const have = stash.count;
-  if (n <= stash.capacity - have) {
+  // The count may stand above a capacity lowered when the shard count grew.
+  if (have <= stash.capacity && n <= stash.capacity - have) {
     copyBytes(changetype<usize>(stash) + 8 + (<usize>have << 2), changetype<usize>(batch) + BATCH_HEADER, <usize>n << 2);
     stash.count = have + n;
     return;
@@ -139,7 +140,7 @@ export function resteer(p: Packet): void {
 
 /**
  * An empty packet in a new slot (zero metadata, the usual headroom), or null when no slot is free
- * (counted as no_buffer). Slots come from the shard's stash (at least 64, refilled every I/O round): an
+ * (counted as no_buffer). Slots come from the shard's stash (refilled every I/O round up to its share of the pool): an
  * element that makes packets for many of those it receives declares how many (`clones`) to size it.
  */
 export function newPacket(): Packet | null {

@@ -764,6 +764,7 @@ export class Pipeline {
   private async retire(shard: Shard): Promise<void> {
     await until(() => shard.idle(), () => { this.publish(); this.collect(); });
     await shard.stop();
+    this.collect();
     // Its clone stash goes back to the pool, and so do the refills the I/O side sent it after its last step
     // (still in its receive ring, published or not); a capacity of 0 stops further refills, which the I/O
     // side sends every shard it counts until the scale event ends.
@@ -780,6 +781,7 @@ export class Pipeline {
       const entry = v.getUint32(ring + RingLayout.entries + 4 * (i & mask), true);
       if (entry & ENTRY_RECYCLE) slots.push((entry & ~ENTRY_RECYCLE) >>> 0);
     }
+    this.u32(ring + RingLayout.tail, head);
     const free = v.getUint32(this.ioContext + IoContext.freeStack, true);
     let count = v.getUint32(free, true);
     for (const slot of slots) v.setUint32(free + 8 + 4 * count++, slot, true);

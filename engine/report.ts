@@ -10,7 +10,7 @@ export function liveLine(packets: number, seconds: number, progress: number | un
   return `${bar}${si(packets)} packets  ${si(rate)}pps  ${seconds.toFixed(1)}s`;
 }
 
-const holdsRecords = (v: unknown): boolean => typeof v === 'object' && v !== null && (!Array.isArray(v) || v.some((item) => typeof item === 'object'));
+const holdsRecords = (v: unknown): boolean => typeof v === 'object' && v !== null && (!Array.isArray(v) || v.length === 0 || v.some((item) => typeof item === 'object'));
 
 export function statsTable(result: RunResult): string {
   const rows = [['element', 'type', 'in', 'out', 'counters']];

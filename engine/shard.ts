@@ -152,8 +152,20 @@ export class Shard {
   }
 
   async stop(): Promise<void> {
+    // A crash reported while it stops must not start it again.
+    this.onCrash = () => {};
     Atomics.store(this.mailbox, Mailbox.stop, 1);
     this.wake();
+    // It ends its step and says so before the thread goes, so that its rings and stash are left whole.
+    const worker = this.worker;
+    if (worker) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 2000);
+        const done = () => { clearTimeout(timer); resolve(); };
+        worker.on('message', (m) => { if (m.stopped) done(); });
+        worker.once('exit', done);
+      });
+    }
     await this.worker?.terminate();
     this.worker = undefined;
     this.instance = undefined;

@@ -201,6 +201,15 @@ test('four shards with a Tee and the default pool: the clone stashes leave the s
   assert.is(e.tee.no_buffer, 0);
   assert.is(e.counted.packets, allowed);
   assert.is(e.balanced.packets + e.others.packets, allowed);
+  // Scaled 2 -> 4 while the trace runs: the two stashes filled at half the shards' share stand above their new
+  // capacity, and what the shards free must not be written past them.
+  const scaled = await Pipeline.create(await loadConfig(everyElement('two-to-four')), { shards: 2, scaleAt: [{ packets: 10_000, shards: 4 }] });
+  const r = await scaled.run();
+  const s = r.elements as Record<string, any>;
+  assert.is(r.packets_in, 40000);
+  assert.is(s.counted.packets, allowed);
+  assert.is(s.balanced.packets + s.others.packets + s.tee.no_buffer, allowed);
+  assert.is(scaled.scaleReports[0].packets_lost, 0);
 });
 
 test('wirepath verify\'s comparison: a flow\'s bytes and order count; the IP ID of a datagram that may be fragmented only as a grouping', () => {
