@@ -1,7 +1,7 @@
 // Throughput between two network namespaces through the engine namespace (test/topology.ts), in one
 // run: (a) Linux forwarding, (b) Linux nftables NAT (masquerade), (c) wirepath as a bridge
 // (configs/bridge.yaml; also with the TPACKET_V2 ring), (d) wirepath with Classifier -> Counter -> Rewrite
-// (configs/nat-bridge.yaml); (c) and (d) with a shard worker (the default) and with --inline.
+// (configs/nat-bridge.yaml); (c) and (d) on a shard worker and on the I/O thread.
 // For each: 64-byte UDP packets per second (bench/udp-sender.ts, sendmmsg on the addon; received
 // frames counted on the server's interface), TCP Gbit/s (one iperf3 stream) and the ping round trip. Offloads are off on
 // all four veth ends, as in ../shared/research/anchor-click.md §4. Each wirepath row carries its ratio
@@ -9,6 +9,7 @@
 // BENCH_RUNS trials (default 3) of BENCH_SECONDS (default 5), the setups taking turns (one trial of
 // each per round). Needs root.
 
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { median } from './machine.ts';
@@ -37,19 +38,24 @@ const bridge = (t: Topology, ...extra: string[]) => ['configs/bridge.yaml', '--s
 const classifierRewrite = (t: Topology, ...extra: string[]) => ['configs/nat-bridge.yaml', '--set', `from_client.device=${t.dev.engineClient}`,
   '--set', `to_client.device=${t.dev.engineClient}`, '--set', `from_server.device=${t.dev.engineServer}`, '--set', `to_server.device=${t.dev.engineServer}`, ...extra];
 
-// Each wirepath setup also runs with --inline (the graph on the I/O thread): with two cores, a shard worker
-// and the I/O thread both poll while the peers' processes and the kernel's softirqs want the same cores.
+// Each wirepath setup runs on a shard worker and on the I/O thread (--threads worker / inline): with two
+// cores, a shard worker and the I/O thread both poll while the peers' processes and the kernel's softirqs
+// want the same cores. threads: auto, the default, picks the I/O thread for a device on two cores or fewer.
+const DEFAULT_THREADS = availableParallelism() <= 2 ? 'inline' : 'worker';
+const where = (threads: 'worker' | 'inline') => `${threads === 'worker' ? 'shard worker' : 'I/O thread'}${threads === DEFAULT_THREADS ? ' (the default here)' : ''}`;
 const SETUPS: Setup[] = [
   { name: 'Linux forwarding', route: 'router', kernel: 'forward' },
   { name: 'Linux nftables NAT', route: 'router', kernel: 'nat' },
-  { name: 'wirepath bridge', route: 'bridge', kernel: 'off', versus: 'Linux forwarding', engine: (t) => bridge(t) },
-  { name: 'wirepath bridge, --inline', route: 'bridge', kernel: 'off', versus: 'Linux forwarding', engine: (t) => bridge(t, '--inline') },
+  ...(['worker', 'inline'] as const).map((threads): Setup => (
+    { name: `wirepath bridge, ${where(threads)}`, route: 'bridge', kernel: 'off', versus: 'Linux forwarding', engine: (t) => bridge(t, '--threads', threads) })),
   {
     name: 'wirepath bridge, ring: v2', route: 'bridge', kernel: 'off', versus: 'Linux forwarding',
     engine: (t) => bridge(t, '--set', 'a_in.ring=v2', '--set', 'b_in.ring=v2'),
   },
-  { name: 'wirepath Classifier -> Rewrite', route: 'router', kernel: 'off', versus: 'Linux nftables NAT', engine: (t) => classifierRewrite(t) },
-  { name: 'wirepath Classifier -> Rewrite, --inline', route: 'router', kernel: 'off', versus: 'Linux nftables NAT', engine: (t) => classifierRewrite(t, '--inline') },
+  ...(['worker', 'inline'] as const).map((threads): Setup => ({
+    name: `wirepath Classifier -> Rewrite, ${where(threads)}`, route: 'router', kernel: 'off', versus: 'Linux nftables NAT',
+    engine: (t) => classifierRewrite(t, '--threads', threads),
+  })),
 ];
 
 function rxPackets(t: Topology): number {

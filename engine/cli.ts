@@ -2,7 +2,7 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { loadConfig, MAX_SHARDS, type LoadOptions, type PipelineConfig } from './config.ts';
+import { loadConfig, MAX_SHARDS, type LoadOptions, type PipelineConfig, type ThreadMode } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
@@ -45,7 +45,9 @@ options for run, check, graph, build:
 options for run:
   --json                   print one JSON object of results at exit
   --clock trace|wall       the elements' clock: packet timestamps (default) or real time
-  --inline                 run the shard on the I/O thread (one thread, run to completion)
+  --threads auto|worker|inline  where shards run: worker threads, or run to completion on the I/O thread
+                           (default: the config's threads; auto is inline only for a device source on <= 2 cores)
+  --inline                 the same as --threads inline
   --shards N               shard workers to start with (default: the config's shards, or cores - 1)
   --quiet                  no live line and no table
   --control PORT           serve the control API on 127.0.0.1:PORT (0 picks a free port)
@@ -64,6 +66,7 @@ const OPTIONS = {
   quiet: { type: 'boolean' },
   clock: { type: 'string' },
   inline: { type: 'boolean' },
+  threads: { type: 'string' },
   shards: { type: 'string' },
   control: { type: 'string' },
   token: { type: 'string' },
@@ -254,13 +257,15 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   return EXIT.ok;
 }
 
-async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; shards?: string; control?: string; token?: string }): Promise<number> {
+async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string }): Promise<number> {
   const shards = values.shards === undefined ? undefined : Number(values.shards);
   if (shards !== undefined && (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS)) throw new UsageError(`--shards must be a whole number from 1 to ${MAX_SHARDS}`);
   const clock = values.clock ?? 'trace';
   if (clock !== 'trace' && clock !== 'wall') throw new UsageError(`--clock must be trace or wall, not '${clock}'`);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
-  const options: PipelineOptions = { clock, shards, threads: values.inline ? 'inline' : 'worker', log: (m) => process.stderr.write(`wirepath: ${m}\n`) };
+  const threads = values.inline ? 'inline' : values.threads;
+  if (threads !== undefined && !['auto', 'worker', 'inline'].includes(threads)) throw new UsageError(`--threads must be auto, worker or inline, not '${threads}'`);
+  const options: PipelineOptions = { clock, shards, threads: threads as ThreadMode | undefined, log: (m) => process.stderr.write(`wirepath: ${m}\n`) };
   const supervisor = new Supervisor(await Pipeline.create(config, options), config.file, load, options);
   let control: ControlServer | undefined;
   if (values.control !== undefined) {

@@ -29,6 +29,8 @@ export interface PipelineConfig {
   poolSlots: number;
   /** Shard workers to start with: `shards:` or, by default, one per core beyond the I/O thread. */
   shards: number;
+  /** Where shards run: `threads:` worker, inline (on the I/O thread) or auto (the default; see Pipeline). */
+  threads: ThreadMode;
   elements: Map<string, ElementInstance>;
   connections: Connection[];
   registry: Registry;
@@ -45,10 +47,13 @@ export interface LoadOptions {
   text?: string;
 }
 
+export type ThreadMode = 'auto' | 'worker' | 'inline';
+const THREAD_MODES: ThreadMode[] = ['auto', 'worker', 'inline'];
+
 /** Most shards a pipeline runs (bucket table entries are one byte; 0xff marks a moving bucket). */
 export const MAX_SHARDS = 64;
 
-const TOP_LEVEL = ['elements', 'connections', 'element_dirs', 'batch', 'slot_size', 'pool_slots', 'shards'];
+const TOP_LEVEL = ['elements', 'connections', 'element_dirs', 'batch', 'slot_size', 'pool_slots', 'shards', 'threads'];
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const LINE_FOLD = /[ \t]*\r?\n\s*/y;
 
@@ -165,6 +170,12 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   const poolSlots = number('pool_slots', 64, 1 << 20, 16384, true);
   // The I/O thread polls, so more shards than cores - 1 only share cores (spike §3: 0.5-0.7x).
   const shards = number('shards', 1, MAX_SHARDS, Math.max(1, availableParallelism() - 1));
+  const threadsNode = root.get('threads', true) as Scalar | undefined;
+  const threads = (threadsNode?.value ?? 'auto') as ThreadMode;
+  if (!THREAD_MODES.includes(threads)) {
+    errors.push(new ConfigError(`threads must be one of ${THREAD_MODES.join(', ')}`, pos.of(threadsNode),
+      'leave it out for auto: shard workers, or the I/O thread when a device source shares two cores or fewer with the kernel'));
+  }
 
   const warnings: ConfigWarning[] = [];
   const elements = readElements(root, registry, pos, overridden, meant, errors, warnings);
@@ -179,7 +190,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   }
 
   if (errors.length) throw new ConfigErrors(inFileOrder(errors));
-  return { file, batch, slotSize, poolSlots, shards, elements, connections, registry, warnings: inFileOrder(warnings) };
+  return { file, batch, slotSize, poolSlots, shards, threads, elements, connections, registry, warnings: inFileOrder(warnings) };
 }
 
 function readConfigFile(file: string): string {

@@ -221,6 +221,11 @@ export interface ElementDefinition {
   /** Sources and sinks run on the I/O side; their process.ts holds the per-packet I/O loops. */
   source?: (ctx: IoContext) => SourceDriver;
   sink?: (ctx: IoContext) => SinkDriver;
+  /**
+   * A source the outside world feeds at its own pace (a network device), whose kernel side needs CPU
+   * too: with `threads: auto` on two cores or fewer, its graph runs on the I/O thread.
+   */
+  live?: boolean;
   /** Functions of process.ts the TypeScript half calls on the I/O side. */
   ioExports?: string[];
   /**

@@ -1,8 +1,9 @@
 // A running pipeline: lays out memory, instantiates the I/O side and starts the shard workers, then
 // moves batches between sources, shards and sinks until the sources are done or it is stopped.
 
+import { availableParallelism } from 'node:os';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { MAX_SHARDS, type PipelineConfig } from './config.ts';
+import { MAX_SHARDS, type PipelineConfig, type ThreadMode } from './config.ts';
 import { buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
@@ -25,10 +26,10 @@ export interface PipelineOptions {
   clock?: 'trace' | 'wall';
   /**
    * 'worker' runs the shard in a worker thread fed through the rings; 'inline' runs it on the I/O
-   * thread, run to completion after each pump (one thread: for measuring the fast path alone and for
-   * debugging). Both run the same compiled graph over the same rings.
+   * thread, run to completion after each pump (one thread). Both run the same compiled graph over the
+   * same rings. Default: the config's `threads`.
    */
-  threads?: 'worker' | 'inline';
+  threads?: ThreadMode;
   /** Shards to start with (default: the config's `shards`). */
   shards?: number;
   /** Scale events to start when this many packets have been read (for tests and `wirepath verify`). */
@@ -128,7 +129,7 @@ export class Pipeline {
     this.records = nodeRecords(graph);
     this.log = options.log ?? (() => {});
     this.clock = options.clock ?? 'trace';
-    this.threads = options.threads ?? 'worker';
+    this.threads = this.threadsFor(options.threads ?? config.threads, graph);
     this.copiesPerPacket = graph.nodes.reduce((sum, n) => sum + (n.type.clones?.(n.instance.params) ?? 0), 0);
     // With copies, a round is as large as the copies of two rounds fit a quarter of the pool.
     const roundWithCopies = Math.floor((config.poolSlots >> 2) / (2 * Math.max(1, this.copiesPerPacket)));
@@ -139,6 +140,19 @@ export class Pipeline {
   }
 
   private readonly scaleAt: { packets: number; shards: number }[];
+
+  /**
+   * `threads: auto` runs shard workers, but a graph fed by a device on two cores or fewer runs on the
+   * I/O thread: the kernel's side of the device (its softirqs, the peers on a veth) needs the other
+   * core, and a polling worker would take it (bench/veth: 1.1-1.2x against 0.6-0.8x of Linux forwarding).
+   */
+  private threadsFor(mode: ThreadMode, graph: Graph): 'worker' | 'inline' {
+    if (mode !== 'auto') return mode;
+    const device = graph.sources.find((n) => n.type.live);
+    if (!device || availableParallelism() > 2) return 'worker';
+    this.log(`shards run on the I/O thread: ${device.name} is a device and the kernel needs one of the ${availableParallelism()} cores (threads: worker to change)`);
+    return 'inline';
+  }
 
   private readonly initialShards: number;
 

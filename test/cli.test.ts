@@ -92,6 +92,13 @@ test('check: --set overrides are applied and checked', () => {
   ].join('\n'));
 });
 
+test('run: --threads takes auto, worker or inline', () => {
+  const r = cli(['run', 'configs/default.yaml', '--threads', 'two']);
+  assert.is(r.status, 2);
+  assert.match(r.stderr, "--threads must be auto, worker or inline, not 'two'");
+  assert.is(cli(['run', 'configs/default.yaml', '--threads', 'inline', '--quiet']).status, 0);
+});
+
 test('check: a missing config file exits 2', () => {
   const r = cli(['check', 'no-such-config.yaml']);
   assert.is(r.status, 2);

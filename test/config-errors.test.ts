@@ -97,7 +97,7 @@ test('top level: an unknown key, with the key it probably meant (not reported ag
   await expectError(lines(...ELEMENTS.slice(0, 5), 'connection:', ...CHAINS),
     'pipeline.yaml:6:1', "unknown top-level key 'connection'", "did you mean 'connections'?");
   await expectError(lines('colour: red', ...ELEMENTS, ...CHAINS),
-    'pipeline.yaml:1:1', "unknown top-level key 'colour'", 'the keys are elements, connections, element_dirs, batch, slot_size, pool_slots, shards');
+    'pipeline.yaml:1:1', "unknown top-level key 'colour'", 'the keys are elements, connections, element_dirs, batch, slot_size, pool_slots, shards, threads');
 });
 
 test('top level: no elements, no connections', async () => {
@@ -399,6 +399,13 @@ test('settings: bad batch, slot_size and pool_slots values', async () => {
     'pool_slots must be a whole number from 64 to 1048576 and a power of two', 'leave it out for the default, 16384');
   const config = await loadConfig(FILE, { text: lines('batch: 64', 'slot_size: 4096', 'pool_slots: 1024', ...ELEMENTS, ...CHAINS) });
   assert.equal([config.batch, config.slotSize, config.poolSlots], [64, 4096, 1024]);
+});
+
+test('settings: threads is auto, worker or inline', async () => {
+  await expectError(lines('threads: 2', ...ELEMENTS, ...CHAINS), 'pipeline.yaml:1:10', 'threads must be one of auto, worker, inline',
+    'leave it out for auto: shard workers, or the I/O thread when a device source shares two cores or fewer with the kernel');
+  assert.is((await loadConfig(FILE, { text: lines(...ELEMENTS, ...CHAINS) })).threads, 'auto');
+  assert.is((await loadConfig(FILE, { text: lines('threads: inline', ...ELEMENTS, ...CHAINS) })).threads, 'inline');
 });
 
 test('element_dirs: each missing folder is reported at its item, relative to the config file', async () => {

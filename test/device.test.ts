@@ -7,6 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, tempDir, removeDir, readPcap } from './helpers.ts';
 import { withTopology, startEngine, waitFor, exited, available, ADDRESSES, type Topology } from './topology.ts';
@@ -41,13 +42,16 @@ const skip = available();
 if (skip) {
   console.log(`device tests skipped: ${skip}`);
 } else {
-  for (const ring of ['v3', 'v2']) test(`TCP: an 8 MB HTTP download through the bridge arrives intact (sha256), ring: ${ring}`, async () => {
+  // Both rings, and both places the graph runs: a shard worker, and the default, which on two cores
+  // or fewer is the I/O thread (said on standard error).
+  for (const [ring, threads] of [['v3', 'worker'], ['v2', 'auto']]) test(`TCP: an 8 MB HTTP download through the bridge arrives intact (sha256), ring: ${ring}, threads: ${threads}`, async () => {
     const dir = tempDir();
     try {
       const blob = randomBytes(8 << 20);
       writeFileSync(join(dir, 'blob'), blob);
       await withTopology(async (t) => {
-        const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--set', `a_in.ring=${ring}`, '--set', `b_in.ring=${ring}`], 4, ROOT);
+        const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--set', `a_in.ring=${ring}`, '--set', `b_in.ring=${ring}`,
+          ...(threads === 'auto' ? [] : ['--threads', threads])], 4, ROOT);
         t.start(t.ns.server, ['python3', '-m', 'http.server', '8080', '--bind', ADDRESSES.server, '--directory', dir]);
         // The server needs a moment to listen; curl retries refused connections.
         const r = t.run(t.ns.client, ['curl', '-sS', '--retry', '20', '--retry-connrefused', '--retry-delay', '1', '-m', '60',
@@ -56,6 +60,8 @@ if (skip) {
         assert.is(sha256(readFileSync(join(dir, 'got'))), sha256(blob));
         assert.is(await engine.stop(), 130, engine.stderr());
         assert.match(engine.stdout(), /b_in\s+FromDevice/);
+        const onIoThread = threads === 'auto' && availableParallelism() <= 2;
+        assert.is(/shards run on the I\/O thread: a_in is a device/.test(engine.stderr()), onIoThread, engine.stderr());
       });
     } finally {
       removeDir(dir);

@@ -20,7 +20,8 @@ export default defineElement({
     + 'aggregated frame larger than a slot cannot be forwarded, and is dropped and counted in oversize. Peers on the same link '
     + '(the other end of a veth) must turn off TSO and TX checksum offload themselves (ethtool -K DEV tso off gso off tx off), or '
     + 'their TCP frames arrive too large (oversize) or with unfinished checksums (csum_partial). With fanout, sockets that '
-    + 'name the same group share the interface\'s traffic by flow hash (PACKET_FANOUT). Needs root or CAP_NET_RAW (and '
+    + 'name the same group share the interface\'s traffic by flow hash (PACKET_FANOUT). On a machine with two cores or fewer, '
+    + 'threads: auto (the default) runs the graph of a config with a FromDevice on the I/O thread, leaving a core to the kernel. Needs root or CAP_NET_RAW (and '
     + 'CAP_NET_ADMIN to change offloads). Runs until the pipeline is stopped (Ctrl-C or SIGTERM).',
   inputs: 0,
   outputs: [{ name: 'out', doc: 'the frames received, timestamped by the kernel' }],
@@ -44,6 +45,7 @@ export default defineElement({
   },
   ioExports: ['reserve', 'submit', 'unreserve'],
   source: (ctx) => new DeviceReader(ctx),
+  live: true,
   example: 'src: { type: FromDevice, device: eth0, burst: 256 }',
 });
 
