@@ -20,6 +20,8 @@ import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 const IDLE_SLEEP_MS = 10;
 /** Idle rounds (about a microsecond each) the I/O side keeps collecting while shards still hold packets. */
 const SPIN_WHILE_IN_FLIGHT = 20_000;
+/** No packet moved this long while some should: run() fails and says what is stuck, rather than hang. */
+const STALL_MS = 10_000;
 
 export interface PipelineOptions {
   /** 'trace' runs the elements' clock on the packets' timestamps (deterministic); 'wall' on real time. */
@@ -40,6 +42,8 @@ export interface PipelineOptions {
    */
   specialize?: boolean;
   log?: (message: string) => void;
+  /** How long no packet may move while some should before run() fails with what is stuck (default 10 s). */
+  stallMs?: number;
 }
 
 export interface ElementStats {
@@ -136,6 +140,7 @@ export class Pipeline {
     this.pumpBudget = this.threads === 'inline' ? Math.max(config.batch, 256)
       : Math.max(config.batch, Math.min(Math.max(config.batch * 4, 4096), this.copiesPerPacket ? roundWithCopies : Infinity));
     this.initialShards = options.shards ?? config.shards;
+    this.stallMs = options.stallMs ?? STALL_MS;
     this.scaleAt = [...(options.scaleAt ?? [])].sort((a, b) => a.packets - b.packets);
   }
 
@@ -155,6 +160,8 @@ export class Pipeline {
   }
 
   private readonly initialShards: number;
+
+  private readonly stallMs: number;
 
   static async create(config: PipelineConfig, options: PipelineOptions = {}): Promise<Pipeline> {
     const graph = buildGraph(config);
@@ -480,6 +487,8 @@ export class Pipeline {
     let idleRounds = 0;
     let firstPacketAt = 0;
     let finishedAt = 0;
+    let progressAt = performance.now();
+    let tails = '';
     try {
       for (;;) {
         if (this.failure) throw this.failure;
@@ -514,6 +523,13 @@ export class Pipeline {
         if (moved === 0) {
           idleRounds++;
           const wait = Math.min(...this.sources.map((s) => (s.driver.done ? Infinity : s.driver.waitNs?.() ?? 0)));
+          if (idleRounds % 1000 === 0) {
+            // A shard taking packets is progress too (a graph that sends nothing back).
+            const taken = this.shards.map((shard) => shard.tail('rx')).join();
+            if (taken !== tails || !this.shouldMove(wait)) progressAt = now;
+            tails = taken;
+            if (now - progressAt > this.stallMs) throw new Error(this.stallReport(now - progressAt));
+          }
           // Live sources (devices) wait in the kernel when idle. While shard workers still hold their packets,
           // the I/O side keeps collecting (the output is due in microseconds) rather than sleep a timer's
           // millisecond; file sources keep the timer, so that the I/O thread leaves the cores to the shards.
@@ -532,6 +548,7 @@ export class Pipeline {
           }
         } else {
           idleRounds = 0;
+          progressAt = now;
           if (now - lastYield > (this.scaling ? 0 : 50)) {
             onTick?.(this);
             await yieldToEventLoop();
@@ -613,6 +630,30 @@ export class Pipeline {
   /** True when every shard has finished every batch it was given and sent nothing not yet collected. */
   private shardsIdle(): boolean {
     return this.shards.every((s) => s.idle());
+  }
+
+  /**
+   * Whether packets should be moving: a shard has some to take or to give back, packets are held, or a
+   * source that reads a file (not paced, not live) is not done. Idle devices and paced sources may wait.
+   */
+  private shouldMove(wait: number): boolean {
+    const reading = this.sources.some((s) => !s.driver.done && !s.driver.idle);
+    return !this.shardsIdle() || this.heldCount() > 0 || (reading && wait === 0 && !this.stopRequested);
+  }
+
+  /** What a pipeline that moves no packet is stuck on: a shard that takes none, or slots that went missing. */
+  private stallReport(ms: number): string {
+    const seconds = (ms / 1000).toFixed(0);
+    const v = this.arena.view;
+    const stuck = this.shards.find((s) => s.head('rx') !== s.tail('rx'));
+    if (stuck) {
+      const node = this.graph.nodes[v.getUint32(stuck.memory.descriptor + GraphHeader.running, true)];
+      return `shard ${stuck.id} has taken no packet for ${seconds} s, ${(stuck.head('rx') - stuck.tail('rx')) >>> 0} waiting; the last element it ran is `
+        + `'${node.name}' (${node.type.type}): an element whose process never returns?`;
+    }
+    const free = v.getUint32(this.freeStack, true);
+    return `no packet has moved for ${seconds} s: ${free} of ${this.config.poolSlots} packet slots are free and no shard holds packets, `
+      + `${this.heldCount()} held; slots went missing: a bug in wirepath, please report it with the config`;
   }
 
   private async shutdown(): Promise<void> {

@@ -59,6 +59,34 @@ connections:
   }
 });
 
+test('a shard whose element never returns fails the run after the stall time, naming the element', async () => {
+  const dir = tempDir();
+  try {
+    const trace = join(dir, 'trace.pcap');
+    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', '5000', '-f', '50', '-o', trace, '--seed', '3']);
+    const bytes = readFileSync(trace);
+    bytes[24 + 3000 * 80 + 16 + 22] = 13; // packet 3000's TTL
+    writeFileSync(trace, bytes);
+    writeFileSync(join(dir, 's.yaml'), `
+element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
+elements:
+  src: { type: FromPcap, file: trace.pcap }
+  spin: { type: SpinOn, ttl: 13 }
+  drop: { type: Discard }
+connections:
+  - src -> spin -> drop
+`);
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 's.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
+    const started = performance.now();
+    const error = await pipeline.run().then(() => undefined, (e: Error) => e);
+    assert.ok(error, 'the run fails instead of hanging');
+    assert.match(error!.message, /^shard 0 has taken no packet for 1 s, \d+ waiting; the last element it ran is 'spin' \(SpinOn\)/);
+    assert.ok(performance.now() - started < 15_000, 'within the stall time and the stop of the worker');
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a shard worker that fails before it is ready ends its start with the error, not a hang', async () => {
   // A module importing a function the worker does not provide: instantiating it throws in the worker.
   const module = new WebAssembly.Module(new Uint8Array([
