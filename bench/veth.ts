@@ -49,7 +49,7 @@ const SETUPS: Setup[] = [
   ...(['worker', 'inline'] as const).map((threads): Setup => (
     { name: `wirepath bridge, ${where(threads)}`, route: 'bridge', kernel: 'off', versus: 'Linux forwarding', engine: (t) => bridge(t, '--threads', threads) })),
   {
-    name: 'wirepath bridge, ring: v2', route: 'bridge', kernel: 'off', versus: 'Linux forwarding',
+    name: `wirepath bridge, ring: v2, ${where(DEFAULT_THREADS)}`, route: 'bridge', kernel: 'off', versus: 'Linux forwarding',
     engine: (t) => bridge(t, '--set', 'a_in.ring=v2', '--set', 'b_in.ring=v2'),
   },
   ...(['worker', 'inline'] as const).map((threads): Setup => ({

@@ -2,7 +2,7 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { loadConfig, MAX_SHARDS, type LoadOptions, type PipelineConfig, type ThreadMode } from './config.ts';
+import { loadConfig, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
@@ -263,9 +263,10 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   const clock = values.clock ?? 'trace';
   if (clock !== 'trace' && clock !== 'wall') throw new UsageError(`--clock must be trace or wall, not '${clock}'`);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
-  const threads = values.inline ? 'inline' : values.threads;
-  if (threads !== undefined && !['auto', 'worker', 'inline'].includes(threads)) throw new UsageError(`--threads must be auto, worker or inline, not '${threads}'`);
-  const options: PipelineOptions = { clock, shards, threads: threads as ThreadMode | undefined, log: (m) => process.stderr.write(`wirepath: ${m}\n`) };
+  if (values.inline && values.threads !== undefined && values.threads !== 'inline') throw new UsageError(`--inline runs the shards on the I/O thread: leave out --threads ${values.threads}`);
+  const threads = THREAD_MODES.find((mode) => mode === (values.inline ? 'inline' : values.threads));
+  if (values.threads !== undefined && !threads) throw new UsageError(`--threads must be ${THREAD_MODES.join(', ')}, not '${values.threads}'`);
+  const options: PipelineOptions = { clock, shards, threads, log: (m) => process.stderr.write(`wirepath: ${m}\n`) };
   const supervisor = new Supervisor(await Pipeline.create(config, options), config.file, load, options);
   let control: ControlServer | undefined;
   if (values.control !== undefined) {

@@ -48,7 +48,7 @@ export interface LoadOptions {
 }
 
 export type ThreadMode = 'auto' | 'worker' | 'inline';
-const THREAD_MODES: ThreadMode[] = ['auto', 'worker', 'inline'];
+export const THREAD_MODES: ThreadMode[] = ['auto', 'worker', 'inline'];
 
 /** Most shards a pipeline runs (bucket table entries are one byte; 0xff marks a moving bucket). */
 export const MAX_SHARDS = 64;

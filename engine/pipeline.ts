@@ -27,9 +27,9 @@ export interface PipelineOptions {
   /** 'trace' runs the elements' clock on the packets' timestamps (deterministic); 'wall' on real time. */
   clock?: 'trace' | 'wall';
   /**
-   * 'worker' runs the shard in a worker thread fed through the rings; 'inline' runs it on the I/O
+   * 'worker' runs each shard in a worker thread fed through the rings; 'inline' runs them on the I/O
    * thread, run to completion after each pump (one thread). Both run the same compiled graph over the
-   * same rings. Default: the config's `threads`.
+   * same rings. 'auto' chooses (threadsFor). Default: the config's `threads`.
    */
   threads?: ThreadMode;
   /** Shards to start with (default: the config's `shards`). */
@@ -487,8 +487,11 @@ export class Pipeline {
     let idleRounds = 0;
     let firstPacketAt = 0;
     let finishedAt = 0;
+    // The stall watch: packets move when a shard takes some from its ring or sends some out.
     let progressAt = performance.now();
-    let tails = '';
+    let checkedAt = progressAt;
+    let taken = this.rxTails();
+    let collected = 0;
     try {
       for (;;) {
         if (this.failure) throw this.failure;
@@ -507,7 +510,9 @@ export class Pipeline {
         if (this.ordersFragments) this.io.ioReleaseFragments(false);
         this.publish();
         this.runInline();
-        moved += this.collect();
+        const out = this.collect();
+        moved += out;
+        collected += out;
         this.runPeriodic(false);
         if (this.scaleAt.length && !this.scaling && this.packetsIn() >= this.scaleAt[0].packets) {
           this.scale(this.scaleAt.shift()!.shards).catch((e) => { this.failure ??= e; });
@@ -520,16 +525,17 @@ export class Pipeline {
           if (this.shardsIdle()) { finishedAt = performance.now(); break; }
         }
         const now = performance.now();
+        if (now - checkedAt >= Math.min(1000, this.stallMs / 4)) {
+          const tails = this.rxTails();
+          if (tails !== taken || collected > 0 || !this.shouldMove()) progressAt = now;
+          taken = tails;
+          collected = 0;
+          checkedAt = now;
+          if (now - progressAt >= this.stallMs) throw new Error(this.stallReport(now - progressAt));
+        }
         if (moved === 0) {
           idleRounds++;
           const wait = Math.min(...this.sources.map((s) => (s.driver.done ? Infinity : s.driver.waitNs?.() ?? 0)));
-          if (idleRounds % 1000 === 0) {
-            // A shard taking packets is progress too (a graph that sends nothing back).
-            const taken = this.shards.map((shard) => shard.tail('rx')).join();
-            if (taken !== tails || !this.shouldMove(wait)) progressAt = now;
-            tails = taken;
-            if (now - progressAt > this.stallMs) throw new Error(this.stallReport(now - progressAt));
-          }
           // Live sources (devices) wait in the kernel when idle. While shard workers still hold their packets,
           // the I/O side keeps collecting (the output is due in microseconds) rather than sleep a timer's
           // millisecond; file sources keep the timer, so that the I/O thread leaves the cores to the shards.
@@ -548,7 +554,6 @@ export class Pipeline {
           }
         } else {
           idleRounds = 0;
-          progressAt = now;
           if (now - lastYield > (this.scaling ? 0 : 50)) {
             onTick?.(this);
             await yieldToEventLoop();
@@ -632,13 +637,20 @@ export class Pipeline {
     return this.shards.every((s) => s.idle());
   }
 
+  /** Where each shard's consumer is in its receive ring. */
+  private rxTails(): string {
+    return this.shards.map((shard) => shard.tail('rx')).join();
+  }
+
   /**
-   * Whether packets should be moving: a shard has some to take or to give back, packets are held, or a
-   * source that reads a file (not paced, not live) is not done. Idle devices and paced sources may wait.
+   * Whether packets should be moving: a shard has some to take or to give back, or a source that reads a
+   * file and is not paced is not done (it may be waiting for slots). Devices may be idle, paced sources
+   * wait; while the shards scale, held packets may fill the pool and sources wait for the move.
    */
-  private shouldMove(wait: number): boolean {
-    const reading = this.sources.some((s) => !s.driver.done && !s.driver.idle);
-    return !this.shardsIdle() || this.heldCount() > 0 || (reading && wait === 0 && !this.stopRequested);
+  private shouldMove(): boolean {
+    if (!this.shardsIdle()) return true;
+    if (this.scaling || this.stopRequested) return false;
+    return this.heldCount() > 0 || this.sources.some((s) => !s.driver.done && !s.node.type.live && !(s.driver.waitNs?.() ?? 0));
   }
 
   /** What a pipeline that moves no packet is stuck on: a shard that takes none, or slots that went missing. */
@@ -652,8 +664,8 @@ export class Pipeline {
         + `'${node.name}' (${node.type.type}): an element whose process never returns?`;
     }
     const free = v.getUint32(this.freeStack, true);
-    return `no packet has moved for ${seconds} s: ${free} of ${this.config.poolSlots} packet slots are free and no shard holds packets, `
-      + `${this.heldCount()} held; slots went missing: a bug in wirepath, please report it with the config`;
+    return `no packet has moved for ${seconds} s: ${free} of ${this.config.poolSlots} packet slots are free and no shard holds packets; `
+      + 'slots went missing: a bug in wirepath, please report it with the config';
   }
 
   private async shutdown(): Promise<void> {

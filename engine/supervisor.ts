@@ -28,7 +28,15 @@ export class Supervisor {
 
   async run(onTick?: (p: Pipeline) => void): Promise<RunResult> {
     for (;;) {
-      const result = await this.current.run(onTick);
+      let result: RunResult;
+      try {
+        result = await this.current.run(onTick);
+      } catch (e) {
+        // A reload waiting for this run's end gets its answer too.
+        this.next?.fail(e as Error);
+        this.next = undefined;
+        throw e;
+      }
       const next = this.next;
       if (!next || this.stopped) return result;
       this.next = undefined;

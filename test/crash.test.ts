@@ -80,7 +80,7 @@ connections:
     const started = performance.now();
     const error = await pipeline.run().then(() => undefined, (e: Error) => e);
     assert.ok(error, 'the run fails instead of hanging');
-    assert.match(error!.message, /^shard 0 has taken no packet for 1 s, \d+ waiting; the last element it ran is 'spin' \(SpinOn\)/);
+    assert.match(error!.message, /^shard 0 has taken no packet for \d+ s, \d+ waiting; the last element it ran is 'spin' \(SpinOn\)/);
     assert.ok(performance.now() - started < 15_000, 'within the stall time and the stop of the worker');
   } finally {
     removeDir(dir);
