@@ -182,6 +182,13 @@ connections:
   assert.is(made.packets, 30000);
 });
 
+test('with the shards on the I/O thread (threads: inline, the default for devices on two cores) scaling keeps the output too', async () => {
+  const result = await verify(everyElement('inline', 'threads: inline\npool_slots: 65536'), { shards: [1, 2, 4], scaleEvery: 7000 });
+  assert.ok(result.equivalent, result.difference);
+  assert.ok(result.scaleEvents.length >= 4);
+  for (const r of result.scaleEvents) assert.is(r.packets_lost, 0);
+});
+
 test('a graph that copies, scaled 1 -> 3 -> 1 again and again: retired shards give back their clone slots', async () => {
   // Before, the refills sent to a retiring shard stayed in its receive ring: the pool ran dry and the run stalled.
   const result = await verify(everyElement('cycles'), { shards: [1, 3], scaleEvery: 5000 });
