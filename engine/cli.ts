@@ -265,7 +265,7 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   const live = !values.json && !values.quiet && process.stderr.isTTY;
   if (values.inline && values.threads !== undefined && values.threads !== 'inline') throw new UsageError(`--inline runs the shards on the I/O thread: leave out --threads ${values.threads}`);
   const threads = THREAD_MODES.find((mode) => mode === (values.inline ? 'inline' : values.threads));
-  if (values.threads !== undefined && !threads) throw new UsageError(`--threads must be ${THREAD_MODES.join(', ')}, not '${values.threads}'`);
+  if (values.threads !== undefined && !threads) throw new UsageError(`--threads must be one of ${THREAD_MODES.join(', ')}, not '${values.threads}'`);
   const options: PipelineOptions = { clock, shards, threads, log: (m) => process.stderr.write(`wirepath: ${m}\n`) };
   const supervisor = new Supervisor(await Pipeline.create(config, options), config.file, load, options);
   let control: ControlServer | undefined;

@@ -2,7 +2,7 @@
 // moves batches between sources, shards and sinks until the sources are done or it is stopped.
 
 import { availableParallelism } from 'node:os';
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { MAX_SHARDS, type PipelineConfig, type ThreadMode } from './config.ts';
 import { buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
@@ -162,6 +162,9 @@ export class Pipeline {
   private readonly initialShards: number;
 
   private readonly stallMs: number;
+
+  /** The stall watch's marks (watchStalls): when it last looked, when packets last moved, each shard's tail. */
+  private stall = { checkedAt: 0, progressAt: 0, collected: 0, shards: new Map<Shard, { tail: number; at: number }>() };
 
   static async create(config: PipelineConfig, options: PipelineOptions = {}): Promise<Pipeline> {
     const graph = buildGraph(config);
@@ -487,11 +490,8 @@ export class Pipeline {
     let idleRounds = 0;
     let firstPacketAt = 0;
     let finishedAt = 0;
-    // The stall watch: packets move when a shard takes some from its ring or sends some out.
-    let progressAt = performance.now();
-    let checkedAt = progressAt;
-    let taken = this.rxTails();
-    let collected = 0;
+    const begun = performance.now();
+    this.stall = { checkedAt: begun, progressAt: begun, collected: 0, shards: new Map() };
     try {
       for (;;) {
         if (this.failure) throw this.failure;
@@ -512,7 +512,7 @@ export class Pipeline {
         this.runInline();
         const out = this.collect();
         moved += out;
-        collected += out;
+        this.stall.collected += out;
         this.runPeriodic(false);
         if (this.scaleAt.length && !this.scaling && this.packetsIn() >= this.scaleAt[0].packets) {
           this.scale(this.scaleAt.shift()!.shards).catch((e) => { this.failure ??= e; });
@@ -525,14 +525,7 @@ export class Pipeline {
           if (this.shardsIdle()) { finishedAt = performance.now(); break; }
         }
         const now = performance.now();
-        if (now - checkedAt >= Math.min(1000, this.stallMs / 4)) {
-          const tails = this.rxTails();
-          if (tails !== taken || collected > 0 || !this.shouldMove()) progressAt = now;
-          taken = tails;
-          collected = 0;
-          checkedAt = now;
-          if (now - progressAt >= this.stallMs) throw new Error(this.stallReport(now - progressAt));
-        }
+        this.watchStalls(now);
         if (moved === 0) {
           idleRounds++;
           const wait = Math.min(...this.sources.map((s) => (s.driver.done ? Infinity : s.driver.waitNs?.() ?? 0)));
@@ -637,15 +630,41 @@ export class Pipeline {
     return this.shards.every((s) => s.idle());
   }
 
-  /** Where each shard's consumer is in its receive ring. */
-  private rxTails(): string {
-    return this.shards.map((shard) => shard.tail('rx')).join();
+  /**
+   * The stall watch, every quarter of the stall time (at most a second): run() fails when a shard has packets
+   * waiting and takes none for the stall time, or when packets should move (shouldMove) and none did. Progress
+   * is a shard taking packets or sending some out. After the I/O thread itself was away (a paused process),
+   * nothing is judged until the shards have had their time.
+   */
+  private watchStalls(now: number): void {
+    const watch = this.stall;
+    const every = Math.min(1000, this.stallMs / 4);
+    if (now - watch.checkedAt < every) return;
+    const away = now - watch.checkedAt > 3 * every;
+    watch.checkedAt = now;
+    let moved = watch.collected > 0;
+    watch.collected = 0;
+    const seen = watch.shards;
+    watch.shards = new Map();
+    for (const shard of this.shards) {
+      const tail = shard.tail('rx');
+      const before = seen.get(shard);
+      if (away || !before || before.tail !== tail || shard.head('rx') === tail) {
+        moved ||= before?.tail !== tail;
+        watch.shards.set(shard, { tail, at: now });
+      } else {
+        watch.shards.set(shard, before);
+        if (now - before.at >= this.stallMs) throw new Error(this.stuckShardReport(shard, now - before.at));
+      }
+    }
+    if (away || moved || !this.shouldMove()) watch.progressAt = now;
+    else if (now - watch.progressAt >= this.stallMs) throw new Error(this.missingSlotsReport(now - watch.progressAt));
   }
 
   /**
-   * Whether packets should be moving: a shard has some to take or to give back, or a source that reads a
-   * file and is not paced is not done (it may be waiting for slots). Devices may be idle, paced sources
-   * wait; while the shards scale, held packets may fill the pool and sources wait for the move.
+   * Whether packets should be moving: a shard has some to take or to give back, packets are held while no
+   * move goes on, or a source that reads a file is not done and not waiting for its next packet's time (it
+   * may be waiting for slots). Devices may be idle; while shards scale, held packets may fill the pool.
    */
   private shouldMove(): boolean {
     if (!this.shardsIdle()) return true;
@@ -653,23 +672,22 @@ export class Pipeline {
     return this.heldCount() > 0 || this.sources.some((s) => !s.driver.done && !s.node.type.live && !(s.driver.waitNs?.() ?? 0));
   }
 
-  /** What a pipeline that moves no packet is stuck on: a shard that takes none, or slots that went missing. */
-  private stallReport(ms: number): string {
-    const seconds = (ms / 1000).toFixed(0);
-    const v = this.arena.view;
-    const stuck = this.shards.find((s) => s.head('rx') !== s.tail('rx'));
-    if (stuck) {
-      const node = this.graph.nodes[v.getUint32(stuck.memory.descriptor + GraphHeader.running, true)];
-      return `shard ${stuck.id} has taken no packet for ${seconds} s, ${(stuck.head('rx') - stuck.tail('rx')) >>> 0} waiting; the last element it ran is `
-        + `'${node.name}' (${node.type.type}): an element whose process never returns?`;
-    }
-    const free = v.getUint32(this.freeStack, true);
-    return `no packet has moved for ${seconds} s: ${free} of ${this.config.poolSlots} packet slots are free and no shard holds packets; `
-      + 'slots went missing: a bug in wirepath, please report it with the config';
+  private stuckShardReport(shard: Shard, ms: number): string {
+    const node = this.graph.nodes[this.arena.view.getUint32(shard.memory.descriptor + GraphHeader.running, true)];
+    return `shard ${shard.id} has taken no packet for ${(ms / 1000).toFixed(0)} s, ${(shard.head('rx') - shard.tail('rx')) >>> 0} waiting; `
+      + `the last element it ran is '${node.name}' (${node.type.type}): an element whose process never returns?`;
+  }
+
+  private missingSlotsReport(ms: number): string {
+    const held = this.heldCount();
+    const why = held ? `${held} packets are held for a bucket move that is not going on` : 'a source waits for packet slots';
+    return `no packet has moved for ${(ms / 1000).toFixed(0)} s while ${why}: ${this.arena.view.getUint32(this.freeStack, true)} of `
+      + `${this.config.poolSlots} slots are free and no shard holds packets. A bug in wirepath: please report it with the config`;
   }
 
   private async shutdown(): Promise<void> {
-    await this.scaling?.catch(() => undefined);
+    // A scale event that outlives the stall time is stuck itself (a run that failed may have left it so).
+    if (this.scaling) await Promise.race([this.scaling.catch(() => undefined), sleep(this.stallMs, undefined, { ref: false })]);
     await Promise.all(this.shards.map((shard) => shard.stop()));
     this.runPeriodic(true);
     for (const s of this.sources) s.driver.close();

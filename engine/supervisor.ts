@@ -14,6 +14,7 @@ export interface ReloadReport {
 export class Supervisor {
   private next: { pipeline: Pipeline; done: (r: ReloadReport) => void; fail: (e: Error) => void } | undefined;
   private stopped = false;
+  private ended = false;
 
   constructor(private current: Pipeline, private readonly file: string, private readonly load: LoadOptions, private readonly options: PipelineOptions) {}
 
@@ -33,12 +34,14 @@ export class Supervisor {
         result = await this.current.run(onTick);
       } catch (e) {
         // A reload waiting for this run's end gets its answer too.
-        this.next?.fail(e as Error);
-        this.next = undefined;
+        this.end(e as Error);
         throw e;
       }
       const next = this.next;
-      if (!next || this.stopped) return result;
+      if (!next || this.stopped) {
+        this.end(new Error('the pipeline stopped before the new config could take its place'));
+        return result;
+      }
       this.next = undefined;
       try {
         const report = carryOver(await this.current.snapshot(), next.pipeline);
@@ -51,11 +54,19 @@ export class Supervisor {
     }
   }
 
+  /** No run follows: a reload that waits is told why. */
+  private end(why: Error): void {
+    this.ended = true;
+    this.next?.fail(why);
+    this.next = undefined;
+  }
+
   /** Replaces the running pipeline with one built from `text` (YAML); throws ConfigErrors and changes nothing when it is invalid. */
   async reload(text: string): Promise<ReloadReport> {
     if (this.next) throw new Error('a reload is already in progress');
     const config = await loadConfig(this.file, { ...this.load, text });
     const pipeline = await Pipeline.create(config, this.options);
+    if (this.ended) throw new Error('the pipeline has ended: there is nothing to reload');
     return new Promise((done, fail) => {
       this.next = { pipeline, done, fail };
       this.current.stop();

@@ -95,7 +95,7 @@ test('check: --set overrides are applied and checked', () => {
 test('run: --threads takes auto, worker or inline', () => {
   const r = cli(['run', 'configs/default.yaml', '--threads', 'two']);
   assert.is(r.status, 2);
-  assert.match(r.stderr, "--threads must be auto, worker, inline, not 'two'");
+  assert.match(r.stderr, "--threads must be one of auto, worker, inline, not 'two'");
   assert.match(cli(['run', 'configs/default.yaml', '--inline', '--threads', 'worker']).stderr, '--inline runs the shards on the I/O thread: leave out --threads worker');
   assert.is(cli(['run', 'configs/default.yaml', '--threads', 'inline', '--quiet']).status, 0);
 });
