@@ -462,6 +462,16 @@ export class Pipeline {
     for (const sink of this.sinks) sink.driver = sink.node.type.sink!(this.driverContext(sink.node, sink.node.sinkId));
     await Promise.all(this.shards.map((shard) => this.startShard(shard)));
     this.started = true;
+    this.warnIfOversubscribed(this.shards.length);
+  }
+
+  /** Says so when polling shard workers and the I/O thread outnumber the cores (spike §3: they only share them). */
+  private warnIfOversubscribed(shards: number): void {
+    const cores = availableParallelism();
+    if (this.threads !== 'worker' || shards + 1 <= cores) return;
+    this.log(`${shards} shard worker${shards > 1 ? 's' : ''} and the I/O thread poll on ${cores} core${cores > 1 ? 's' : ''}: they take turns and each `
+      + `runs a fraction of the time (bench/shards: two workers on two cores ran at 0.15x one); ${Math.max(1, cores - 1)} shard${cores > 2 ? 's' : ''} `
+      + `or threads: inline keep to the cores`);
   }
 
   private driverContext(node: GraphNode, port: number): DriverContext {
@@ -731,6 +741,7 @@ export class Pipeline {
     try {
       const report = await this.scaling;
       this.scaleReports.push(report);
+      if (report.to > report.from) this.warnIfOversubscribed(report.to);
       this.log(`scaled ${report.from} -> ${report.to} shards: ${report.buckets_moved} buckets, ${report.flows_moved} flows moved in ${report.milliseconds.toFixed(1)} ms, ${report.packets_held} packets held, ${report.packets_lost} lost, ${report.packets_reordered} of ${report.packets_checked} checked reordered`);
       return report;
     } finally {

@@ -3,6 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
 import { tempDir, removeDir, readPcap, writePcap, ipv4Frame, internetChecksum, ROOT } from './helpers.ts';
@@ -66,6 +67,22 @@ test('rings wrap around many times without losing or reordering a packet', async
   assert.is(result.packets_out, 40000);
   const input = readPcap(trace).records, output = readPcap(join(dir, 'wrap.pcap')).records;
   assert.ok(output.every((r, i) => r.data.equals(input[i].data)), 'one shard keeps the trace order');
+});
+
+test('more polling shard workers than cores - 1 are said to share the cores; cores - 1 are not', async () => {
+  const cores = availableParallelism();
+  const logs = (shards: number) => {
+    const lines: string[] = [];
+    return { lines, options: { shards, threads: 'worker' as const, log: (m: string) => lines.push(m) } };
+  };
+  const over = logs(cores);
+  await run('over', over.options);
+  assert.ok(over.lines.some((l) => new RegExp(`^${cores} shard workers? and the I/O thread poll on ${cores} cores?: they take turns`).test(l)), over.lines.join('\n'));
+  if (cores > 1) {
+    const fit = logs(cores - 1);
+    await run('fit', fit.options);
+    assert.not.ok(fit.lines.some((l) => l.includes('take turns')), fit.lines.join('\n'));
+  }
 });
 
 test('scale 1 -> 2 -> 4 -> 1 during a trace: 0 lost, per-flow order kept, state equal to one shard', async () => {
