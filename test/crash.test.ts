@@ -8,6 +8,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
+import { Supervisor } from '../engine/supervisor.ts';
+import { IoContext } from '../engine/layout.ts';
 import { Shard } from '../engine/shard.ts';
 import { MemoryArena } from '../engine/memory.ts';
 
@@ -85,6 +87,39 @@ connections:
       assert.match(error!.message, /^shard \d has taken no packet for \d+ s, \d+ waiting; the last element it ran is 'spin' \(SpinOn\)/);
       assert.ok(performance.now() - started < 15_000, 'within the stall time and the stop of the worker');
     }
+    // A reload asked for while the run is stuck waits for its end, and is told why nothing took over.
+    const stuck = await Pipeline.create(await loadConfig(join(dir, 's.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
+    const supervisor = new Supervisor(stuck, join(dir, 's.yaml'), {}, { shards: 1, threads: 'worker', stallMs: 1000 });
+    const running = supervisor.run().then(() => undefined, (e: Error) => e);
+    while (stuck.packetsIn() < 3000) await new Promise((r) => setTimeout(r, 20));
+    const reload = supervisor.reload(readFileSync(join(dir, 's.yaml'), 'utf8')).then(() => undefined, (e: Error) => e);
+    const error = await running;
+    assert.match(error!.message, /^shard 0 has taken no packet/);
+    assert.is((await reload)?.message, error!.message);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('a run whose packet slots went missing fails after the stall time and says so', async () => {
+  const dir = tempDir();
+  try {
+    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', '2000', '-f', '20', '-o', join(dir, 'trace.pcap'), '--seed', '5']);
+    writeFileSync(join(dir, 'm.yaml'), `
+elements:
+  src: { type: FromPcap, file: trace.pcap }
+  drop: { type: Discard }
+connections:
+  - src -> drop
+`);
+    const config = await loadConfig(join(dir, 'm.yaml'));
+    const pipeline = await Pipeline.create(config, { shards: 1, threads: 'worker', stallMs: 1000 });
+    // Every free slot taken away (as a leak would): the source can read nothing, no shard holds a packet.
+    const freeStack = pipeline.arena.view.getUint32((pipeline as any).ioContext + IoContext.freeStack, true);
+    pipeline.arena.view.setUint32(freeStack, 0, true);
+    const error = await pipeline.run().then(() => undefined, (e: Error) => e);
+    assert.ok(error, 'the run fails instead of hanging');
+    assert.match(error!.message, /^no packet has moved for \d+ s while a source waits for packet slots: 0 of 16384 slots are free/);
   } finally {
     removeDir(dir);
   }
