@@ -1,6 +1,7 @@
 // Finds element folders (each with element.ts and process.ts) and loads their declarations.
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
+import { register } from 'node:module';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ElementDefinition, ElementType } from './element.ts';
@@ -10,6 +11,9 @@ export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..
 export const BUILTIN_ELEMENTS = join(PROJECT_ROOT, 'elements');
 
 export type Registry = Map<string, ElementType>;
+
+// A user's element folder may be anywhere: its element.ts imports 'wirepath' and loads as an ES module (element-hooks.js).
+register(new URL('./element-hooks.js', import.meta.url));
 
 /**
  * The built-in `steer` values of sources, in the order of assembly/io.ts STEER_FLOW, STEER_SOURCE,

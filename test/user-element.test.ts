@@ -2,6 +2,7 @@
 // path as the built-in ones, and its flow table keeps flows on the trace's virtual clock.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { cpSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, removeDir, runConfig, writePcap, ipv4Frame, cli, ROOT } from './helpers.ts';
 
@@ -71,6 +72,21 @@ test('--elements DIR loads user elements for the CLI too', () => {
   assert.match(listed.stdout, /FlowCount\s+counts packets per IPv4 5-tuple/);
   const doc = cli(['elements', 'FlowCount', '--elements', USER_ELEMENTS]);
   assert.match(doc.stdout, /flows \(per-flow table\)/);
+});
+
+test('an element folder anywhere, without package.json or node_modules, loads and runs', () => {
+  const dir = tempDir();
+  try {
+    // The temporary folder is outside this package: 'wirepath' resolves only through the engine's own hooks.
+    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
+    trace(dir, [['A', 0], ['B', 1], ['A', 2]]);
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
+    const run = cli(['run', 'config.yaml', '--json'], dir);
+    assert.is(run.status, 0, run.stderr);
+    assert.is(JSON.parse(run.stdout).elements.fc.new_flows, 2);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test.run();
