@@ -9,10 +9,10 @@
 // BENCH_RUNS trials (default 3) of BENCH_SECONDS (default 5), the setups taking turns (one trial of
 // each per round). Needs root.
 
-import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { median } from './machine.ts';
+import { devicesRunInline } from '../engine/pipeline.ts';
 import { printTable, writeResults, type BenchRow } from './results.ts';
 import { withTopology, startEngine, available, exited, waitFor, MACS, ADDRESSES, type Topology, type RouteMode, type KernelMode } from '../test/topology.ts';
 
@@ -41,7 +41,7 @@ const classifierRewrite = (t: Topology, ...extra: string[]) => ['configs/nat-bri
 // Each wirepath setup runs on a shard worker and on the I/O thread (--threads worker / inline): with two
 // cores, a shard worker and the I/O thread both poll while the peers' processes and the kernel's softirqs
 // want the same cores. threads: auto, the default, picks the I/O thread for a device on two cores or fewer.
-const DEFAULT_THREADS = availableParallelism() <= 2 ? 'inline' : 'worker';
+const DEFAULT_THREADS = devicesRunInline() ? 'inline' : 'worker';
 const where = (threads: 'worker' | 'inline') => `${threads === 'worker' ? 'shard worker' : 'I/O thread'}${threads === DEFAULT_THREADS ? ' (the default here)' : ''}`;
 const SETUPS: Setup[] = [
   { name: 'Linux forwarding', route: 'router', kernel: 'forward' },

@@ -84,6 +84,9 @@ async function until(done: () => boolean, poke: () => void): Promise<void> {
 }
 const nextPowerOfTwo = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
+/** Whether `threads: auto` runs a graph fed by a device on the I/O thread here: on two cores or fewer (Pipeline.threadsFor). */
+export const devicesRunInline = (): boolean => availableParallelism() <= 2;
+
 export class Pipeline {
   readonly arena = new MemoryArena();
   readonly graph: Graph;
@@ -154,7 +157,7 @@ export class Pipeline {
   private threadsFor(mode: ThreadMode, graph: Graph): 'worker' | 'inline' {
     if (mode !== 'auto') return mode;
     const device = graph.sources.find((n) => n.type.live);
-    if (!device || availableParallelism() > 2) return 'worker';
+    if (!device || !devicesRunInline()) return 'worker';
     this.log(`shards run on the I/O thread: ${device.name} is a device and the kernel needs one of the ${availableParallelism()} cores (threads: worker to change)`);
     return 'inline';
   }
