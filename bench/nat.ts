@@ -101,6 +101,6 @@ export async function main(): Promise<void> {
   rows.push(await memory(100_000));
   rows.push(await scaleEvent());
   printTable('NAT (in-memory traces, 64 B frames, medians of runs)', rows,
-    ['click_mpps', 'ratio_to_click', 'sessions', 'subscribers', 'bytes_per_session', 'bytes_per_subscriber', 'milliseconds', 'sessions_moved', 'entries_moved', 'packets_held', 'packets_lost', 'packets_reordered']);
+    ['click_mpps', 'ratio_to_click', 'core_round_trip_ns', 'sessions', 'subscribers', 'bytes_per_session', 'bytes_per_subscriber', 'milliseconds', 'sessions_moved', 'entries_moved', 'packets_held', 'packets_lost', 'packets_reordered']);
   console.log(`\nwrote ${writeResults('nat', rows)}`);
 }

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
-import { median } from './machine.ts';
+import { median, coreRoundTripNs } from './machine.ts';
 import { printTable, writeResults, type BenchRow } from './results.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -73,8 +73,11 @@ export async function measureSideBySide(cases: Case[]): Promise<BenchRow[]> {
     return file;
   });
   const seconds = cases.map(() => [] as number[]);
+  // Before each trial on shard workers, the cores' round trip (machine.ts): those rows move with it.
+  const roundTrips = cases.map(() => [] as number[]);
   for (let run = 0; run < RUNS; run++) {
     for (const [i, c] of cases.entries()) {
+      if (c.options?.threads === 'worker') roundTrips[i].push(Math.round(await coreRoundTripNs()));
       const pipeline = await Pipeline.create(await loadConfig(files[i]), c.options ?? { threads: 'inline', shards: 1 });
       const result = await pipeline.run();
       if (result.packets_in !== PACKETS) throw new Error(`${c.name}: ${result.packets_in} packets, expected ${PACKETS}`);
@@ -84,6 +87,10 @@ export async function measureSideBySide(cases: Case[]): Promise<BenchRow[]> {
   return cases.map((c, i) => {
     const s = median(seconds[i]);
     const row: BenchRow = { name: c.name, mpps: PACKETS / s / 1e6, ns_per_packet: (s * 1e9) / PACKETS, runs: RUNS, packets: PACKETS, spread: `${(Math.min(...seconds[i]) * 1e3).toFixed(0)}-${(Math.max(...seconds[i]) * 1e3).toFixed(0)} ms` };
+    if (roundTrips[i].length) {
+      row.core_round_trip_ns = `${Math.min(...roundTrips[i])}-${Math.max(...roundTrips[i])}`;
+      row.trials = seconds[i].map((t, k) => ({ mpps: +(PACKETS / t / 1e6).toFixed(2), core_round_trip_ns: roundTrips[i][k] }));
+    }
     console.error(`${row.name}: ${row.mpps?.toFixed(2)} Mpps`);
     return row;
   });
@@ -120,6 +127,6 @@ export async function main(): Promise<void> {
   const perCheckRewrite = (at('check-rewrite-counter-discard 1k flows batch 256, one thread') - at('counter-discard 1k flows batch 256, one thread')) / 2;
   rows.push({ name: 'added cost of CheckIPHeader and of Rewrite, each (average of the two)', mpps: null, ns_per_packet: perCheckRewrite, runs: RUNS });
   rows.push(startup());
-  printTable('Single-shard pipeline throughput (in-memory trace, 64 B frames, median of runs)', rows, ['spread', 'first_packet_ms']);
+  printTable('Single-shard pipeline throughput (in-memory trace, 64 B frames, median of runs)', rows, ['spread', 'core_round_trip_ns', 'first_packet_ms']);
   console.log(`\nwrote ${writeResults('pipeline', rows)}`);
 }

@@ -38,4 +38,9 @@ export function printTable(title: string, rows: BenchRow[], extraColumns: string
   console.log(line(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const b of body) console.log(line(b));
+  // Rows on shard workers: each trial with the cores' round trip measured just before it (machine.ts).
+  for (const r of rows) {
+    const trials = r.trials as { mpps: number; core_round_trip_ns: number }[] | undefined;
+    if (trials) console.log(`  ${r.name}: ${trials.map((t) => `${t.mpps} Mpps at ${t.core_round_trip_ns} ns`).join(', ')}`);
+  }
 }

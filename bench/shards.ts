@@ -91,6 +91,6 @@ export async function main(): Promise<void> {
   });
   rows.push(await moveFlows());
   rows.push(...(await memoryPerFlow()));
-  printTable('Shards (medians)', rows, ['ratio_to_one_thread', 'milliseconds', 'flows_moved', 'packets_held', 'packets_lost', 'packets_checked', 'packets_reordered', 'bytes_per_entry', 'bytes_per_flow_at_capacity_1M']);
+  printTable('Shards (medians)', rows, ['ratio_to_one_thread', 'core_round_trip_ns', 'milliseconds', 'flows_moved', 'packets_held', 'packets_lost', 'packets_checked', 'packets_reordered', 'bytes_per_entry', 'bytes_per_flow_at_capacity_1M']);
   console.log(`\nwrote ${writeResults('shards', rows)}`);
 }
