@@ -3,7 +3,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { loadConfig, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
-import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
+import { ConfigError, ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
 import { generateGraph } from './codegen.ts';
@@ -203,7 +203,7 @@ function report(e: unknown): number {
     process.stderr.write(`wirepath: ${e.format()}\n`);
     return EXIT.environment;
   }
-  if (e instanceof CompileError) {
+  if (e instanceof CompileError || e instanceof StallError) {
     process.stderr.write(`wirepath: ${e.message}\n`);
     return EXIT.failure;
   }

@@ -47,6 +47,14 @@ export class EnvironmentError extends Error {
   }
 }
 
+/** A pipeline that stopped moving (the stall watch in pipeline.ts): its message says what is stuck. */
+export class StallError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StallError';
+  }
+}
+
 /** The closest candidate by edit distance, when it is close enough to be a likely typo. */
 export function didYouMean(word: string, candidates: Iterable<string>): string | undefined {
   let best: string | undefined;

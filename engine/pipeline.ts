@@ -10,7 +10,7 @@ import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, type DataState, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
-import { EnvironmentError } from './errors.ts';
+import { EnvironmentError, StallError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
 import { STEERING, STEER_ELEMENT } from './registry.ts';
 import { Shard, Op } from './shard.ts';
@@ -667,11 +667,11 @@ export class Pipeline {
         watch.shards.set(shard, { tail, at: now });
       } else {
         watch.shards.set(shard, before);
-        if (now - before.at >= this.stallMs) throw new Error(this.stuckShardReport(shard, now - before.at));
+        if (now - before.at >= this.stallMs) throw new StallError(this.stuckShardReport(shard, now - before.at));
       }
     }
     if (away || moved || !this.shouldMove()) watch.progressAt = now;
-    else if (now - watch.progressAt >= this.stallMs) throw new Error(this.missingSlotsReport(now - watch.progressAt));
+    else if (now - watch.progressAt >= this.stallMs) throw new StallError(this.missingSlotsReport(now - watch.progressAt));
   }
 
   /**
@@ -694,8 +694,15 @@ export class Pipeline {
   private missingSlotsReport(ms: number): string {
     const held = this.heldCount();
     const why = held ? `${held} packets are held for a bucket move that is not going on` : 'a source waits for packet slots';
-    return `no packet has moved for ${(ms / 1000).toFixed(0)} s while ${why}: ${this.arena.view.getUint32(this.freeStack, true)} of `
-      + `${this.config.poolSlots} slots are free and no shard holds packets. A bug in wirepath: please report it with the config`;
+    const report = `no packet has moved for ${(ms / 1000).toFixed(0)} s while ${why}: ${this.arena.view.getUint32(this.freeStack, true)} of `
+      + `${this.config.poolSlots} slots are free and no shard holds packets`;
+    // A packet an element neither pushes nor drops keeps its slot for good: name those that passed on fewer than they took.
+    const stats = this.stats();
+    const short = this.graph.nodes.filter((n) => n.type.kind === 'element' && n.outputs.length > 0)
+      .map((n) => ({ n, s: stats[n.name] })).filter(({ s }) => s.in > s.out.reduce((a, b) => a + b, 0));
+    if (!short.length) return `${report}. A bug in wirepath: please report it with the config`;
+    return `${report}. Slots are lost when an element neither pushes nor drops (dropPacket) a packet it received; these passed on `
+      + `fewer packets than they took: ${short.map(({ n, s }) => `'${n.name}' (${n.type.type}) ${s.in} in, ${s.out.reduce((a, b) => a + b, 0)} out`).join(', ')}`;
   }
 
   private async shutdown(): Promise<void> {
@@ -950,11 +957,16 @@ export class Pipeline {
       const data = p + v.getUint16(p + Meta.dataOffset, true);
       firstPacket = Buffer.from(this.arena.u8.slice(data, data + Math.min(64, v.getUint32(p + Meta.length, true)))).toString('hex');
     }
-    // Every batch of the shard is emptied: their packets are lost (their slots too: counted, not reused).
+    // Every batch of the shard is emptied: their packets are lost (their slots too: counted, not reused). A packet
+    // the element had pushed on before it failed is in its input batch and in an output batch: counted once.
     const batches = new Set<number>([v.getUint32(descriptor + GraphHeader.hole, true)]);
     for (const rec of this.records) for (const off of [...rec.inputs, ...rec.outputs]) batches.add(v.getUint32(descriptor + off, true));
-    let lost = 0;
-    for (const b of batches) { lost += v.getUint32(b, true); v.setUint32(b, 0, true); }
+    const lostSlots = new Set<number>();
+    for (const b of batches) {
+      for (let i = 0; i < v.getUint32(b, true); i++) lostSlots.add(v.getUint32(b + BATCH_HEADER + 4 * i, true));
+      v.setUint32(b, 0, true);
+    }
+    const lost = lostSlots.size;
     Atomics.store(this.arena.i32, (rxRing + RingLayout.tail) >> 2, v.getUint32(context + ShardContext.taken, true));
     for (const table of this.tablesOf(shard)) {
       const entries = v.getUint32(table.address + FlowTableLayout.entries, true);

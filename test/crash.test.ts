@@ -12,6 +12,7 @@ import { Supervisor } from '../engine/supervisor.ts';
 import { IoContext } from '../engine/layout.ts';
 import { Shard } from '../engine/shard.ts';
 import { MemoryArena } from '../engine/memory.ts';
+import { StallError } from '../engine/errors.ts';
 
 const PACKETS = 20000;
 const POISON = 19000;
@@ -31,7 +32,7 @@ test('a crashing shard is reported, restarted from the snapshot, and the others 
 element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
 elements:
   src: { type: FromPcap, file: trace.pcap, timing: original }
-  crash: { type: CrashOn, ttl: 13 }
+  crash: { type: FaultOn, ttl: 13, fault: crash }
   stats: { type: FlowStats }
   drop: { type: Discard }
 connections:
@@ -47,14 +48,14 @@ connections:
     assert.is(pipeline.crashReports.length, 1);
     const report = pipeline.crashReports[0];
     assert.is(report.element, 'crash');
-    assert.is(report.type, 'CrashOn');
+    assert.is(report.type, 'FaultOn');
     assert.match(report.error, /unreachable/);
     assert.ok(report.packets_lost >= 1 && report.packets_lost <= 256, `lost ${report.packets_lost}: the crashing batch only`);
     assert.ok(report.from_snapshot === snapshot.date && report.restored_entries > 0, 'restarted from the snapshot');
     // The poisoned packet is the one the report shows when it heads its batch; it is always in the lost batch.
     assert.ok(report.first_packet.length > 0);
     if (report.packets_lost === 1) assert.is(report.first_packet, poisonHex);
-    assert.match(logs.join('\n'), /shard \d crashed in crash \(CrashOn\)/);
+    assert.match(logs.join('\n'), /shard \d crashed in crash \(FaultOn\)/);
     assert.is(result.elements.drop.in, PACKETS - report.packets_lost, 'every other packet went through');
   } finally {
     removeDir(dir);
@@ -73,7 +74,7 @@ test('a shard whose element never returns fails the run after the stall time, na
 element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
 elements:
   src: { type: FromPcap, file: trace.pcap }
-  spin: { type: SpinOn, ttl: 13 }
+  spin: { type: FaultOn, ttl: 13, fault: spin }
   drop: { type: Discard }
 connections:
   - src -> spin -> drop
@@ -84,7 +85,7 @@ connections:
       const started = performance.now();
       const error = await pipeline.run().then(() => undefined, (e: Error) => e);
       assert.ok(error, 'the run fails instead of hanging');
-      assert.match(error!.message, /^shard \d has taken no packet for \d+ s, \d+ waiting; the last element it ran is 'spin' \(SpinOn\)/);
+      assert.match(error!.message, /^shard \d has taken no packet for \d+ s, \d+ waiting; the last element it ran is 'spin' \(FaultOn\)/);
       assert.ok(performance.now() - started < 15_000, 'within the stall time and the stop of the worker');
     }
     // A reload asked for while the run is stuck waits for its end, and is told why nothing took over.
@@ -120,6 +121,32 @@ connections:
     const error = await pipeline.run().then(() => undefined, (e: Error) => e);
     assert.ok(error, 'the run fails instead of hanging');
     assert.match(error!.message, /^no packet has moved for \d+ s while a source waits for packet slots: 0 of 16384 slots are free/);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('an element that loses packets is named when the slots run out', async () => {
+  const dir = tempDir();
+  try {
+    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', '3000', '-f', '20', '-o', join(dir, 'trace.pcap'), '--seed', '5']);
+    writeFileSync(join(dir, 'l.yaml'), `
+element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
+pool_slots: 1024
+elements:
+  src: { type: FromPcap, file: trace.pcap }
+  check: { type: CheckIPHeader }
+  lose: { type: FaultOn, ttl: 64, fault: lose }
+  drop: { type: Discard }
+connections:
+  - src -> check -> lose -> drop
+  - check[1] -> drop
+`);
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'l.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
+    const error = await pipeline.run().then(() => undefined, (e: Error) => e);
+    assert.instance(error, StallError);
+    assert.match(error!.message, /0 of 1024 slots are free/);
+    assert.match(error!.message, /passed on fewer packets than they took: 'lose' \(FaultOn\) \d+ in, 0 out$/, 'CheckIPHeader passed all it took: not named');
   } finally {
     removeDir(dir);
   }
