@@ -128,8 +128,9 @@ export async function main(argv: string[]): Promise<number> {
         if (shards.some((n) => !Number.isInteger(n) || n < 1) || !Number.isInteger(scaleEvery) || scaleEvery < 1) {
           throw new UsageError('--shards takes counts like 1,2,4 and --scale-every a number of packets');
         }
+        if (shards.every((n) => n === 1)) throw new UsageError('--shards needs a count above 1: one shard is what the runs are compared with');
         if (!target) throw new UsageError('verify needs a CONFIG file');
-        const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace: values.trace, shards, scaleEvery });
+        const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace: values.trace && resolvePath(values.trace), shards, scaleEvery });
         for (const r of result.scaleEvents) {
           process.stdout.write(`scale ${r.from} -> ${r.to}: ${r.buckets_moved} buckets, ${r.flows_moved} flows moved in ${r.milliseconds.toFixed(1)} ms, ${r.packets_held} held, ${r.packets_lost} lost, ${r.packets_reordered} of ${r.packets_checked} checked reordered\n`);
         }

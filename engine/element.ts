@@ -212,6 +212,11 @@ export interface ElementDefinition {
   /** A config snippet that uses the element. */
   example: string;
   /**
+   * Why two runs of one trace give different output with these parameters (a random choice, say), or
+   * undefined when they do not: `wirepath verify` refuses such a config and says this, with `hint`.
+   */
+  varies?: (params: any) => { why: string; hint?: string } | undefined;
+  /**
    * Most packets an element emits on one output per packet it receives (2 for an element that splits packets in
    * two), or a function of its parameters when they decide it (a NAT fragmenting to an MTU).
    */

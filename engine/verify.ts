@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type LoadOptions } from './config.ts';
 import { Pipeline, type ScaleReport } from './pipeline.ts';
-import { EnvironmentError } from './errors.ts';
+import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
 
 export interface VerifyOptions extends LoadOptions {
   trace?: string;
@@ -136,17 +136,25 @@ export async function verify(configFile: string, options: VerifyOptions): Promis
       const result = await pipeline.run();
       return { result, reports: pipeline.scaleReports, outputs: new Map(sinks.map((s) => [s, flowsOf(join(dir, `${label}-${s}.pcap`))])) };
     };
+    // Output that differs from run to run by design cannot be compared.
+    const varying = [...(await loadConfig(configFile, options)).elements.values()].flatMap((e) => {
+      const reason = e.type.varies?.(e.params);
+      return reason ? [new ConfigError(`verify cannot compare runs of '${e.name}' (${e.type.type}): ${reason.why}`, e.position, reason.hint)] : [];
+    });
+    if (varying.length) throw new ConfigErrors(varying);
     const baseline = await run('one', 1, []);
     const [first, ...rest] = options.shards;
     const cycle = rest.length ? rest : [first];
+    // Only events that change the count: with one count (--shards 2) the run stays on it.
     const events = Array.from({ length: Math.max(0, Math.floor(baseline.result.packets_in / options.scaleEvery)) }, (_, i) => ({
       packets: (i + 1) * options.scaleEvery, shards: [...cycle, first][i % (cycle.length + 1)],
-    })).filter((e) => e.packets < baseline.result.packets_in);
+    })).filter((e, i, all) => e.packets < baseline.result.packets_in && e.shards !== (i ? all[i - 1].shards : first));
     const scaled = await run('scaled', first, events);
     let difference: string | undefined;
     for (const [sink, expected] of baseline.outputs) {
       difference ??= compare(sink, expected, scaled.outputs.get(sink)!);
     }
+    if (![...baseline.outputs.values()].some((flows) => flows.size)) difference = 'no packet reached a ToPcap sink in the one-shard run: nothing to compare';
     const lost = scaled.reports.reduce((s, r) => s + r.packets_lost, 0);
     if (!difference && lost) difference = `${lost} packets lost during scale events`;
     return {

@@ -347,6 +347,40 @@ test('run: a bad --clock exits 2 before running', () => {
   assert.not.ok(existsSync(out));
 });
 
+// --- verify -----------------------------------------------------------------------------------
+
+test('verify: --trace is a path from where the command runs; one shard count is no comparison', () => {
+  // The config lives in the temp folder, the trace is named from the project root (the working directory).
+  writeConfig('v.yaml', readFileSync(join(ROOT, 'configs/default.yaml'), 'utf8').replace('../traces/demo.pcap', 'nowhere.pcap'));
+  const r = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1,2', '--scale-every', '500']);
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /equivalent: 2000 packets in 64 flows, same packets in the same order per flow with 3 scale events\n$/);
+  const one = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1']);
+  assert.is(one.status, 2);
+  assert.ok(one.stderr.startsWith('wirepath: --shards needs a count above 1'));
+});
+
+test('verify: a NAT that picks ports at random is refused with the way to verify it; output that nothing reaches is no equivalence', () => {
+  writeConfig('vn.yaml',
+    'elements:',
+    `  src: { type: FromPcap, file: ${join(ROOT, 'traces/demo.pcap')}, steer: nat }`,
+    '  nat: { type: NAT, pool: [203.0.113.0/28] }',
+    '  check: { type: CheckIPHeader }',
+    '  out: { type: ToPcap, file: out.pcap }',
+    'connections:',
+    '  - src -> check -> [0]nat',
+    '  - check[1] -> [1]nat # nothing: the trace has no bad header',
+    '  - nat[0] -> out',
+    '  - nat[1] -> out');
+  const random = cli(['verify', join(dir, 'vn.yaml')]);
+  assert.is(random.status, 2);
+  assert.match(random.stderr, /vn\.yaml:3:3: verify cannot compare runs of 'nat' \(NAT\): it picks external addresses and ports from a random start.*\n {2}hint: verify it with deterministic: true/);
+  // Deterministic, but for inside addresses none of the trace's are in: everything is dropped, nothing compared.
+  const none = cli(['verify', join(dir, 'vn.yaml'), '--set', 'nat.deterministic=true', '--set', 'nat.inside=[100.64.0.0/24]']);
+  assert.is(none.status, 1);
+  assert.match(none.stdout, /NOT equivalent: no packet reached a ToPcap sink in the one-shard run: nothing to compare/);
+});
+
 // --- usage ------------------------------------------------------------------------------------
 
 test('usage: an unknown command exits 2', () => {

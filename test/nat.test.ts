@@ -854,6 +854,11 @@ connections:
     const mtu = cli(['check', join(dir, 'mtu.yaml')]);
     assert.is(mtu.status, 2);
     assert.match(mtu.stderr, /mtu\.yaml:3:\d+: nat\.mtu: mtu 40 is below IPv4's least MTU, 68\n {2}hint: the outside link's MTU/);
+    // Deterministic mode with more inside addresses (the default 100.64.0.0/10) than one address's 64512 ports can share.
+    writeFileSync(join(dir, 'det.yaml'), yaml(', deterministic: true', 'nat'));
+    const det = cli(['check', join(dir, 'det.yaml')]);
+    assert.is(det.status, 2);
+    assert.match(det.stderr, /det\.yaml:3:\d+: nat\.deterministic: deterministic mode would give each of the 4194304 inside addresses less than one of the 64512 ports of the pool\n {2}hint: smaller inside prefixes, or a pool of at least 66 addresses/);
     writeFileSync(join(dir, 'steer.yaml'), yaml('', 'out'));
     const steer = cli(['check', join(dir, 'steer.yaml')]);
     assert.is(steer.status, 2);

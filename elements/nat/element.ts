@@ -2,7 +2,7 @@ import { mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { defineElement, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
-import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, blockCount, PROTOCOLS, MOST_BLOCKS, type NatParams } from './pool.ts';
+import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
 const prefixType: ParamType<Cidr> = {
@@ -231,8 +231,18 @@ export default defineElement({
       param: 'pcp_server', message: `PCP maps a port for every remote host, which ${p.mapping} mapping cannot do`,
       hint: 'use mapping: endpoint-independent (the default) with pcp_server',
     }] : []),
+    ...(p.deterministic && deterministicShare(p).ports === 0 ? [{
+      param: 'deterministic',
+      message: `deterministic mode would give each of the ${deterministicShare(p).inside} inside addresses less than one of the `
+        + `${poolAddresses(p).length * DETERMINISTIC_PORTS} ports of the pool`,
+      hint: `smaller inside prefixes, or a pool of at least ${Math.ceil(deterministicShare(p).inside / DETERMINISTIC_PORTS)} addresses`,
+    }] : []),
     ...(p.mtu > 0 && p.mtu < 68 ? [{ param: 'mtu', message: `mtu ${p.mtu} is below IPv4's least MTU, 68`, hint: 'the outside link\'s MTU, e.g. 1500; 0 for no limit' }] : []),
   ],
+  varies: (p: { deterministic: boolean }) => (p.deterministic ? undefined : {
+    why: 'it picks external addresses and ports from a random start (RFC 6888 REQ-15), and with several shards in the order subscribers come',
+    hint: 'verify it with deterministic: true (RFC 7422), which maps each subscriber the same way in every run',
+  }),
   example: [
     'nat: { type: NAT, pool: [203.0.113.0/28], inside: [100.64.0.0/10], ports_per_block: 512, log: nat-blocks.jsonl }',
     '# connections: inside_in -> [0]nat, outside_in -> [1]nat, nat[0] -> outside_out, nat[1] -> inside_out',

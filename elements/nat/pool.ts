@@ -35,7 +35,7 @@ const LOG_CAPACITY = 4096;
 const ID_BUCKETS = 2048;
 const LOG_RECORD = 32;
 /** Usable ports of an address in deterministic mode (1024-65535, RFC 7422). */
-const DETERMINISTIC_PORTS = 64512;
+export const DETERMINISTIC_PORTS = 64512;
 /** Most port blocks a pool may have (8 bytes of owner table each). */
 export const MOST_BLOCKS = 1 << 23;
 
@@ -71,13 +71,12 @@ export function poolLayout(p: NatParams) {
 export function writePool(p: NatParams, v: DataView): void {
   const l = poolLayout(p);
   const set = (at: number, value: number) => v.setUint32(at, value >>> 0, true);
-  const insideCount = p.inside.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
-  const ratio = Math.max(1, Math.ceil(insideCount / l.addresses.length));
+  const { ratio, ports } = deterministicShare(p);
   set(HEADER.addresses, l.addresses.length);
   set(HEADER.blockShift, blockShift(p));
   set(HEADER.deterministic, p.deterministic ? 1 : 0);
   set(HEADER.detRatio, ratio);
-  set(HEADER.detPorts, Math.floor(DETERMINISTIC_PORTS / ratio));
+  set(HEADER.detPorts, ports);
   set(HEADER.insideCount, p.inside.length);
   set(HEADER.logCapacity, LOG_CAPACITY);
   set(HEADER.logging, p.log ? 1 : 0);
@@ -114,12 +113,20 @@ export function writePool(p: NatParams, v: DataView): void {
   for (const port of p.exempt_ports) v.setUint8(l.exemptPortsAt + (port >> 3), v.getUint8(l.exemptPortsAt + (port >> 3)) | (1 << (port & 7)));
 }
 
+/**
+ * Deterministic mode's split: inside addresses per pool address (`ratio`), and the ports each gets (0 when
+ * the inside prefixes hold more addresses than the pool has ports for: a config error).
+ */
+export function deterministicShare(p: NatParams): { inside: number; ratio: number; ports: number } {
+  const inside = p.inside.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
+  const ratio = Math.max(1, Math.ceil(inside / poolAddresses(p).length));
+  return { inside, ratio, ports: Math.floor(DETERMINISTIC_PORTS / ratio) };
+}
+
 /** The external address and port range of an inside address in deterministic mode (VPP's det44 arithmetic). */
 export function deterministicRange(p: NatParams, inside: number): { address: number; first: number; last: number } | undefined {
   const addresses = poolAddresses(p);
-  const total = p.inside.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
-  const ratio = Math.max(1, Math.ceil(total / addresses.length));
-  const ports = Math.floor(DETERMINISTIC_PORTS / ratio);
+  const { ratio, ports } = deterministicShare(p);
   let first = 0;
   for (const c of p.inside) {
     if (((inside & c.mask) >>> 0) === c.address) {
