@@ -3,7 +3,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { loadConfig, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
-import { ConfigError, ConfigErrors, EnvironmentError, StallError } from './errors.ts';
+import { ConfigError, ConfigErrors, EnvironmentError, StallError, didYouMean } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
 import { generateGraph } from './codegen.ts';
@@ -36,7 +36,7 @@ commands:
                     (--trace FILE --shards 1,2,4 --scale-every K)
   build CONFIG      compile the config's fast path into the cache
   filter EXPR FILE  count the packets of a capture that a filter expression matches (-v: list them:
-                    number in the file from 1, timestamp, length), on the compiled fast path
+                    number in the file from 1, timestamp, length), through FromPcap -> Classifier
   docs              print the element reference (--write README.md updates it in place)
 
 options for run, check, graph, build:
@@ -52,6 +52,14 @@ options for run:
   --quiet                  no live line and no table
   --control PORT           serve the control API on 127.0.0.1:PORT (0 picks a free port)
   --token TOKEN            the control API's token (default: a random one, printed at start)
+options for verify:
+  --trace FILE             the capture every FromPcap of the config reads instead of its own file
+  --shards 1,2,4           shard counts the scaled run goes through in turn (default 1,2)
+  --scale-every K          packets between scale events (default 10000)
+options for graph, filter, docs:
+  --format dot|mermaid     graph: the output's format
+  -v, --verbose            filter: list the matching packets
+  --write FILE             docs: update FILE's element reference in place
 options for ctl:
   --control PORT|URL       where the pipeline's control API is (default $WIREPATH_CONTROL)
   --token TOKEN            the token, for calls that change something (default $WIREPATH_TOKEN)
@@ -155,7 +163,10 @@ export async function main(argv: string[]): Promise<number> {
           return EXIT.ok;
         }
         const type = registry.get(target);
-        if (!type) throw new UsageError(`no element type '${target}'; 'wirepath elements' lists them`);
+        if (!type) {
+          const close = didYouMean(target, registry.keys());
+          throw new UsageError(`no element type '${target}'${close ? ` (did you mean ${close}?)` : ''}; 'wirepath elements' lists them`);
+        }
         process.stdout.write(elementDoc(type));
         return EXIT.ok;
       }
@@ -192,6 +203,8 @@ function printWarnings(config: PipelineConfig): void {
 }
 
 function report(e: unknown): number {
+  // The reader of the output went away (wirepath filter -v ... | head): nothing more to say.
+  if ((e as NodeJS.ErrnoException)?.code === 'EPIPE') return EXIT.ok;
   if (e instanceof ConfigErrors) {
     process.stderr.write(e.errors.map((x) => x.format()).join('\n') + `\n${e.errors.length} error${e.errors.length > 1 ? 's' : ''}\n`);
     return EXIT.usage;

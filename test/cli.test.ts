@@ -184,6 +184,13 @@ test('elements: an unknown type exits 2', () => {
   assert.is(r.status, 2);
   assert.ok(r.stderr.startsWith("wirepath: no element type 'Nope'; 'wirepath elements' lists them\n"));
   assert.is(r.stdout, '');
+  assert.ok(cli(['elements', 'Countr']).stderr.startsWith("wirepath: no element type 'Countr' (did you mean Counter?)"));
+});
+
+test('filter -v into a reader that stops early ends quietly with exit 0', () => {
+  const r = spawnSync('bash', ['-c', `node bin/wirepath.js filter tcp traces/demo.pcap -v | head -1; echo "exit \${PIPESTATUS[0]}" >&2`], { cwd: ROOT, encoding: 'utf8' });
+  assert.match(r.stdout, /^1 1700000000\.000000 64\n$/);
+  assert.is(r.stderr, 'exit 0\n');
 });
 
 test('elements: a missing --elements folder exits 2 without a stack trace', () => {
