@@ -51,12 +51,21 @@ export interface ParamSpec<T = unknown> {
 }
 
 interface ParamOptions<T> {
-  default?: T;
+  /** The value, or its text as a config would write it ('30s', '10.0.0.1'), parsed as the config's would be. */
+  default?: T | string;
   required?: boolean;
 }
 
 function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}): ParamSpec<T> {
-  return { type, doc, default: options.default, required: options.required ?? false };
+  let value = options.default;
+  if (typeof value === 'string') {
+    try {
+      value = type.parse(value);
+    } catch (e) {
+      throw new Error(`parameter '${doc}': default ${(e as Error).message}`);
+    }
+  }
+  return { type, doc, default: value as T | undefined, required: options.required ?? false };
 }
 
 const fail = (message: string, hint?: string): never => {

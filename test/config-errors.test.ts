@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { loadConfig, type LoadOptions } from '../engine/config.ts';
 import { buildGraph } from '../engine/graph.ts';
 import { ConfigErrors, type ConfigError } from '../engine/errors.ts';
-import { parseDuration, formatDuration, parseSize, parseIPv4, formatIPv4, parseCidr, parseMac, ParamTypeError } from '../engine/params.ts';
+import { parseDuration, formatDuration, parseSize, parseIPv4, formatIPv4, parseCidr, parseMac, ParamTypeError, param } from '../engine/params.ts';
 import { ROOT, tempDir, removeDir } from './helpers.ts';
 import { loadRegistry } from '../engine/registry.ts';
 
@@ -509,6 +509,14 @@ test('parseDuration: units, fractions, bare seconds', () => {
   assert.is(parseDuration(30), 30e9);
   assert.is(parseDuration(0.5), 0.5e9);
   for (const bad of ['5', '5 min', 's', '-5s', '1e3s', -1, Infinity, NaN, null, true]) throwsParamError(() => parseDuration(bad));
+});
+
+test('a parameter default written as text is parsed as in a config; a bad one fails at declaration', () => {
+  assert.is(param.duration('idle', { default: '30s' }).default, 30e9);
+  assert.is(param.duration('idle', { default: 30e9 }).default, 30e9, 'a number is the value itself (ns)');
+  assert.is(param.ipv4('address', { default: '10.0.0.1' }).default, 0x0a000001);
+  assert.is(param.string('name', { default: '30s' }).default, '30s');
+  assert.throws(() => param.duration('idle', { default: '30 parsecs' }), /parameter 'idle': default '30 parsecs' is not a duration/);
 });
 
 test('formatDuration: the largest whole unit', () => {
