@@ -27,4 +27,6 @@ const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wa
   stdout: output,
   stderr: output,
 });
-parentPort.postMessage(result.error || !binary ? { error: diagnostics || String(result.error) } : { binary });
+// The compiler names files relative to its base directory, the root: give them back their leading slash.
+const located = diagnostics.replace(/(└─ in )(?!~lib\/)(?=[^\s/])/g, '$1/');
+parentPort.postMessage(result.error || !binary ? { error: located || String(result.error) } : { binary });

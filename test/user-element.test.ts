@@ -2,7 +2,7 @@
 // path as the built-in ones, and its flow table keeps flows on the trace's virtual clock.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cpSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, removeDir, runConfig, writePcap, ipv4Frame, cli, ROOT } from './helpers.ts';
 
@@ -84,6 +84,23 @@ test('an element folder anywhere, without package.json or node_modules, loads an
     const run = cli(['run', 'config.yaml', '--json'], dir);
     assert.is(run.status, 0, run.stderr);
     assert.is(JSON.parse(run.stdout).elements.fc.new_flows, 2);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('a mistake in an element\'s process.ts is reported with its file\'s absolute path, line and column', () => {
+  const dir = tempDir();
+  try {
+    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
+    const processFile = join(dir, 'flow-count', 'process.ts');
+    writeFileSync(processFile, readFileSync(processFile, 'utf8').replace('entry.packets++', 'entry.pakets++'));
+    trace(dir, [['A', 0]]);
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
+    const run = cli(['run', 'config.yaml'], dir);
+    assert.is(run.status, 1);
+    assert.match(run.stderr, /the fast path did not compile:\nERROR TS2339: Property 'pakets' does not exist/);
+    assert.ok(run.stderr.includes(`└─ in ${processFile}(`), run.stderr);
   } finally {
     removeDir(dir);
   }
