@@ -11,6 +11,7 @@ import { ParamTypeError, type ValueLocation } from './params.ts';
 import { loadRegistry, type Registry } from './registry.ts';
 import type { ElementType } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
+import { buildGraph } from './graph.ts';
 
 export interface ElementInstance {
   name: string;
@@ -178,19 +179,27 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   }
 
   const warnings: ConfigWarning[] = [];
-  const elements = readElements(root, registry, pos, overridden, meant, errors, warnings);
+  const flawed = new Set<string>();
+  const elements = readElements(root, registry, pos, overridden, meant, errors, warnings, flawed);
   const connectionsNode = root.get('connections', true) as Node | undefined;
   let connections: Connection[] = [];
+  let connectionsRead = false;
   if (!connectionsNode) {
     if (!meant.has('connections')) errors.push(new ConfigError('the config has no connections', pos.of(root), "add `connections:` with lines like 'src -> count -> drop'"));
   } else if (!isSeq(connectionsNode)) {
     errors.push(new ConfigError('connections must be a list of strings', pos.of(connectionsNode), "write each chain as a list item: - src -> count -> drop"));
   } else {
+    const before = errors.length;
     connections = parseConnections(connectionsNode.items as Node[], pos, errors);
+    connectionsRead = errors.length === before;
   }
 
-  if (errors.length) throw new ConfigErrors(inFileOrder(errors));
-  return { file, batch, slotSize, poolSlots, shards, threads, elements, connections, registry, warnings: inFileOrder(warnings) };
+  const config = { file, batch, slotSize, poolSlots, shards, threads, elements, connections, registry, warnings: inFileOrder(warnings) };
+  if (errors.length) {
+    if (connectionsRead) errors.push(...connectionErrors(config, root, flawed));
+    throw new ConfigErrors(inFileOrder(errors));
+  }
+  return config;
 }
 
 function readConfigFile(file: string): string {
@@ -214,8 +223,26 @@ function valueOf(node: unknown): unknown {
   return isScalar(node) ? node.value : node;
 }
 
+/**
+ * The graph's mistakes (buildGraph) in a config that has others, so that all are reported at once; none when
+ * an element is missing (its name would be reported again as unknown) or one whose parameters failed has
+ * ports that its parameters decide (they would be judged from defaults it was not given).
+ */
+function connectionErrors(config: PipelineConfig, root: YAMLMap, flawed: Set<string>): ConfigError[] {
+  const declared = root.get('elements', true);
+  if (!isMap(declared) || declared.items.length !== config.elements.size) return [];
+  if ([...flawed].some((name) => !Array.isArray(config.elements.get(name)!.type.outputs))) return [];
+  try {
+    buildGraph(config);
+  } catch (e) {
+    if (e instanceof ConfigErrors) return e.errors;
+  }
+  return [];
+}
+
+/** Reads the elements; the names of those with mistakes in their parameters go into `flawed`. */
 function readElements(root: YAMLMap, registry: Registry, pos: Positions, overridden: Set<string>, meant: Set<string>, errors: ConfigError[],
-  warnings: ConfigWarning[]): Map<string, ElementInstance> {
+  warnings: ConfigWarning[], flawed: Set<string>): Map<string, ElementInstance> {
   const elements = new Map<string, ElementInstance>();
   const node = root.get('elements', true) as Node | undefined;
   if (!node || !isMap(node)) {
@@ -283,7 +310,8 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
         params[key] = spec.default;
       }
     }
-    if (errors.length === errorsBefore) {
+    if (errors.length !== errorsBefore) flawed.add(name);
+    else {
       for (const e of type.invalid?.(params) ?? []) {
         errors.push(new ConfigError(`${name}.${e.param}: ${e.message}`, pos.within(valueNodes.get(e.param), e.at ?? {}, at), e.hint));
       }

@@ -163,8 +163,11 @@ test('element: a missing required parameter', async () => {
  * starts at column 7 + KEY's length), with `more` parameter lines after it.
  */
 async function expectParamError(type: string, key: string, value: string, message: string, hint: string | undefined, more: string[] = [], options: LoadOptions = {}) {
+  // Wired as its kind wants: the connections are judged with the parameters' mistakes.
+  const kind = (await loadRegistry()).get(type)?.kind;
   const text = lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  el:', `    type: ${type}`, `    ${key}: ${value}`, ...more,
-    '  drop: { type: Discard }', 'connections:', '  - src -> el -> drop');
+    ...(kind === 'sink' ? [] : ['  drop: { type: Discard }']), 'connections:',
+    ...(kind === 'source' ? ['  - src -> drop', '  - el -> drop'] : kind === 'sink' ? ['  - src -> el'] : ['  - src -> el -> drop']));
   await expectError(text, `pipeline.yaml:5:${7 + key.length}`, `el.${key}: ${message}`, hint, options);
 }
 
@@ -342,6 +345,19 @@ test('graph: an unknown element in a connection, with did-you-mean, reported onc
     'pipeline.yaml:7:28', "connection names unknown element 'dorp'", "did you mean 'drop'?");
   await expectError(lines(...ELEMENTS, '  - src -> count -> tee -> drop', '  - tee[1] -> sink'),
     'pipeline.yaml:8:15', "connection names unknown element 'sink'", 'declare it under elements: or use one of src, count, tee, drop');
+});
+
+test('graph: mistakes in the connections come with the others of the file, unless ports depend on a failed parameter', async () => {
+  // A bad parameter of an element whose ports are fixed, an unknown top-level key: the wiring is judged too.
+  const withBadParam = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap, count: -1 }', '  count: { type: Counter }',
+    '  tee: { type: Tee }', '  drop: { type: Discard }', 'connections:', '  - src -> count -> tee -> drop', '  - tee[1] -> dorp'));
+  assert.equal(summary(withBadParam), ['2:48 src.count: -1 is out of range for a whole number', "8:15 connection names unknown element 'dorp'"]);
+  const withUnknownKey = await errorsOf(lines('bach: 32', ...ELEMENTS, '  - src -> count -> tee -> drop', '  - tee[1] -> count'));
+  assert.equal(summary(withUnknownKey), ["1:1 unknown top-level key 'bach'", '4:3 the connections form a cycle through count, tee']);
+  // The Tee's outputs are what its parameter says: with that parameter wrong, its ports cannot be judged.
+  const withBadOutputs = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  count: { type: Counter }',
+    "  tee: { type: Tee, outputs: 'three' }", '  drop: { type: Discard }', 'connections:', '  - src -> count -> tee -> drop', '  - tee[2] -> drop'));
+  assert.equal(summary(withBadOutputs), ["4:30 tee.outputs: 'three' is not a whole number"]);
 });
 
 test('graph: an output port out of range', async () => {
