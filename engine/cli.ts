@@ -13,6 +13,7 @@ import { Supervisor } from './supervisor.ts';
 import { loadRegistry } from './registry.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
+import { runtimeReference } from './runtime-doc.ts';
 import { statsTable, liveLine } from './report.ts';
 import { filterCapture } from './filter.ts';
 import { verify } from './verify.ts';
@@ -174,8 +175,8 @@ export async function main(argv: string[]): Promise<number> {
         if (target) throw new UsageError(`unexpected argument '${target}'`);
         const registry = await loadTypes();
         if (values.write) {
-          updateReadme(values.write, elementReference(registry));
-          process.stdout.write(`updated the element reference in ${values.write}\n`);
+          await updateReadme(values.write, elementReference(registry), runtimeReference);
+          process.stdout.write(`updated the references in ${values.write}\n`);
         } else process.stdout.write(elementReference(registry));
         return EXIT.ok;
       }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { loadRegistry } from '../engine/registry.ts';
 import { elementDoc, elementReference } from '../engine/docs.ts';
+import { runtimeReference } from '../engine/runtime-doc.ts';
 import { statsTable } from '../engine/report.ts';
 import { ROOT, cli, tempDir, removeDir, readPcap } from './helpers.ts';
 
@@ -217,8 +218,19 @@ test('docs --write: replaces the text between the markers and nothing else', asy
   writeFileSync(readme, `# Title\n\n${begin}\nold text\n${end}\n\nAfter.\n`);
   const r = cli(['docs', '--write', readme]);
   assert.is(r.status, 0);
-  assert.is(r.stdout, `updated the element reference in ${readme}\n`);
+  assert.is(r.stdout, `updated the references in ${readme}\n`);
   assert.is(readFileSync(readme, 'utf8'), `# Title\n\n${begin}\n\n${elementReference(await loadRegistry())}\n${end}\n\nAfter.\n`);
+});
+
+test('the README\'s element and runtime references are those the elements and assembly/ give (npm run docs)', async () => {
+  const readme = join(dir, 'README-now.md');
+  writeFileSync(readme, readFileSync(join(ROOT, 'README.md'), 'utf8'));
+  assert.is(cli(['docs', '--write', readme]).status, 0);
+  assert.ok(readFileSync(readme, 'utf8') === readFileSync(join(ROOT, 'README.md'), 'utf8'), 'README.md is out of date: run npm run docs');
+  const runtime = await runtimeReference();
+  for (const entry of ['- `IPv4.header(p: Packet): usize`: Address of the packet\'s IPv4 header', '- `dropPacket(p: Packet): void`', '  - `pushAll(n: i32, batch: Batch): void`']) {
+    assert.ok(runtime.includes(entry), entry);
+  }
 });
 
 test('docs --write: a missing file or one without markers exits 3 without a stack trace', () => {
@@ -302,6 +314,19 @@ test('graph: a bad --format exits 2; an invalid config exits 2 with its errors',
 });
 
 // --- run --------------------------------------------------------------------------------------
+
+test('run: the bundled NAT on a capture (configs/nat-trace.yaml) translates every subscriber packet and logs its blocks', () => {
+  const out = join(dir, 'nat-trace.pcap'), log = join(dir, 'nat-trace.jsonl');
+  const r = cli(['run', 'configs/nat-trace.yaml', '--json', '--set', `out.file=${out}`, '--set', `nat.log=${log}`]);
+  assert.is(r.status, 0, r.stderr);
+  const nat = JSON.parse(r.stdout).elements.nat;
+  assert.is(nat.translated_out, 2000);
+  assert.is(nat.blocks_allocated, nat.subscribers);
+  const sources = readPcap(out).records.map((rec) => [...rec.data.subarray(26, 30)].join('.'));
+  assert.is(sources.length, 2000);
+  assert.ok(sources.every((a) => /^203\.0\.113\.([0-9]|1[0-5])$/.test(a)), 'every packet leaves from the pool 203.0.113.0/28');
+  assert.is(readFileSync(log, 'utf8').trim().split('\n').length, nat.blocks_allocated);
+});
 
 test('run: the final table shows counters and lists of numbers, and leaves records (a LoadBalancer\'s backends) to --json', () => {
   const table = statsTable({
