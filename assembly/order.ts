@@ -32,11 +32,17 @@ export const ORDER_WATCH_AT: u32 = 64;
   return atomic.load<u32>(area, ORDER_WATCHING) != 0;
 }
 
-/** The dispatcher's half: stamps a packet of bucket `bucket` when the bucket is watched. */
+/**
+ * The dispatcher's half, for every packet submitted while watching: stamps a packet of a watched bucket,
+ * and clears the stamp of any other, so that its slot's previous packet's stamp cannot make it look stamped
+ * once its own bucket's move begins (the groups of a scale event are watched one after another).
+ */
 export function orderStamp(area: usize, p: Packet, bucket: u32): void {
-  if (!load<u8>(area + ORDER_WATCH_AT + <usize>bucket)) return;
-  const stamp = load<u32>(area, ORDER_NEXT_STAMP) + 1;
-  store<u32>(area, stamp, ORDER_NEXT_STAMP);
+  let stamp: u32 = 0;
+  if (load<u8>(area + ORDER_WATCH_AT + <usize>bucket)) {
+    stamp = load<u32>(area, ORDER_NEXT_STAMP) + 1;
+    store<u32>(area, stamp, ORDER_NEXT_STAMP);
+  }
   store<u32>(stampAt(area, p), stamp);
 }
 

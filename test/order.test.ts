@@ -41,6 +41,8 @@ async function watch(watched: number[]) {
     /** The dispatcher submits the packet in slot i, of bucket b. */
     submit: (i: number, b: number) => x.stamp(area, slot(i), b),
     early: (i: number, b: number) => x.early(slot(i), b),
+    /** The move of bucket b begins (a later group of the same scale event). */
+    watchAlso: (b: number) => { arena.u8[area + OrderWatch.watchAt + b] = 1; },
     /** A shard takes the packet in slot i. */
     take: (i: number) => x.check(area, slot(i)),
     counts: () => ({ checked: v.getUint32(area + OrderWatch.checked, true), reordered: Number(v.getBigUint64(area + OrderWatch.reordered, true)) }),
@@ -77,6 +79,16 @@ test('a packet from before the watch (unstamped) is older than every stamped one
   late.early(0, 3); late.submit(1, 3);
   late.take(1); late.take(0);
   assert.equal(late.counts(), { checked: 2, reordered: 1 });
+});
+
+test('a slot reused by a bucket whose move begins later carries no stamp of its previous packet', async () => {
+  const w = await watch([3]);
+  w.submit(0, 3); w.take(0);
+  // Slot 0 comes back and carries a packet of bucket 5, then another one comes in slot 1: neither is stamped yet.
+  w.submit(0, 5); w.submit(1, 5);
+  w.watchAlso(5);
+  w.take(0); w.take(1);
+  assert.equal(w.counts(), { checked: 3, reordered: 0 });
 });
 
 test('unwatched buckets are neither stamped nor checked', async () => {
