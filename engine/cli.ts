@@ -1,7 +1,7 @@
 // The wirepath command line: run, check, elements, graph, build, docs.
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { loadConfig, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError, StallError, didYouMean } from './errors.ts';
 import { CompileError } from './compile.ts';
@@ -234,7 +234,7 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   const [command, ...rest] = args;
   const element = (spec: string | undefined) => {
     const m = /^([^.]+)\.(.+)$/.exec(spec ?? '');
-    if (!m) throw new UsageError(`write ELEMENT.HANDLER, e.g. count.packets (got '${spec ?? ''}')`);
+    if (!m) throw new UsageError(`name the handler as ELEMENT.HANDLER, e.g. count.packets (got '${spec ?? ''}')`);
     return `/elements/${encodeURIComponent(m[1])}/${encodeURIComponent(m[2])}`;
   };
   const calls: Record<string, () => [string, string, unknown?]> = {
@@ -247,7 +247,9 @@ async function ctl(args: string[], values: { control?: string; token?: string })
     snapshot: () => ['POST', '/snapshot', rest[0] ? { file: resolvePath(rest[0]) } : {}],
     reload: () => {
       if (!rest[0]) throw new UsageError('ctl reload needs the new CONFIG file');
-      return ['POST', '/reload', { config: readFileSync(rest[0], 'utf8') }];
+      const file = resolvePath(rest[0]);
+      if (!existsSync(file)) throw new EnvironmentError(`config file ${rest[0]} does not exist`, 'give the path of the new YAML config');
+      return ['POST', '/reload', { config: readFileSync(file, 'utf8'), file }];
     },
   };
   const call = calls[command ?? ''];
@@ -287,7 +289,7 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   if (values.control !== undefined) {
     const port = Number(values.control);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--control takes a port number, not '${values.control}'`);
-    control = await startControl({ pipeline: () => supervisor.pipeline(), reload: (text) => supervisor.reload(text) }, { port, token: values.token });
+    control = await startControl({ pipeline: () => supervisor.pipeline(), reload: (text, file) => supervisor.reload(text, file) }, { port, token: values.token });
     process.stderr.write(`wirepath: control API on ${control.url}, token ${control.token}\n`);
   }
   let interrupted = false;

@@ -17,7 +17,7 @@ export interface ControlOptions {
 /** What the control API drives: the running pipeline, and (from `wirepath run`) reloading it. */
 export interface ControlTarget {
   pipeline(): Pipeline;
-  reload?(configText: string): Promise<unknown>;
+  reload?(configText: string, file?: string): Promise<unknown>;
 }
 
 export interface ControlServer {
@@ -46,12 +46,16 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
+/** The request's JSON object ({} for an empty body); anything else (null, a list, a number) is a 400. */
 function parseJson(body: string): any {
+  let value: unknown;
   try {
-    return body.trim() ? JSON.parse(body) : {};
+    value = body.trim() ? JSON.parse(body) : {};
   } catch (e) {
     throw new HttpError(400, `malformed JSON: ${(e as Error).message}`);
   }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new HttpError(400, `send a JSON object, not ${JSON.stringify(value)}`);
+  return value;
 }
 
 function authorised(req: IncomingMessage, token: string): boolean {
@@ -149,10 +153,12 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
     }
     if (method === 'POST' && url.pathname === '/reload') {
       if (!target.reload) throw new HttpError(501, 'this pipeline cannot be reloaded');
-      const { config } = parseJson(await readBody(req));
-      if (typeof config !== 'string') throw new HttpError(400, 'send {"config": "...the new YAML config..."}');
+      const { config, file } = parseJson(await readBody(req));
+      if (typeof config !== 'string' || (file !== undefined && typeof file !== 'string')) {
+        throw new HttpError(400, 'send {"config": "...the new YAML config...", "file": "its path (for its relative paths and error positions)"}');
+      }
       try {
-        return await target.reload(config);
+        return await target.reload(config, file);
       } catch (e) {
         const errors = (e as { errors?: { format(): string }[] }).errors;
         throw new HttpError(400, errors ? `the new config is invalid; nothing changed:\n${errors.map((x) => x.format()).join('\n')}` : (e as Error).message);
@@ -162,7 +168,11 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       const { file } = parseJson(await readBody(req));
       const snapshot = await pipeline.snapshot();
       if (typeof file === 'string') {
-        writeFileSync(file, JSON.stringify(snapshot));
+        try {
+          writeFileSync(file, JSON.stringify(snapshot));
+        } catch (e) {
+          throw new HttpError(400, `cannot write the snapshot to ${file}: ${(e as Error).message}`);
+        }
         return { written: file };
       }
       return snapshot;

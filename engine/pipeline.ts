@@ -84,6 +84,9 @@ async function until(done: () => boolean, poke: () => void): Promise<void> {
 }
 const nextPowerOfTwo = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
+/** A source of the running pipeline: its driver and how many packets it has submitted. */
+interface SourceState { node: GraphNode; driver: SourceDriver; submitted: number }
+
 /** Whether `threads: auto` runs a graph fed by a device on the I/O thread here: on two cores or fewer (Pipeline.threadsFor). */
 export const devicesRunInline = (): boolean => availableParallelism() <= 2;
 
@@ -111,7 +114,7 @@ export class Pipeline {
   private started = false;
   private scaling: Promise<ScaleReport> | undefined;
   readonly scaleReports: ScaleReport[] = [];
-  private sources: { node: GraphNode; driver: SourceDriver; submitted: number }[] = [];
+  private sources: SourceState[] = [];
   private sinks: { node: GraphNode; driver: SinkDriver; batch: number; written: number }[] = [];
   /** Address of each source and sink node's state block on the I/O side. */
   private ioBlocks = new Map<string, number>();
@@ -457,11 +460,31 @@ export class Pipeline {
   }
 
   /** Opens sources and sinks and starts the shard workers. */
-  async start(): Promise<void> {
-    for (const node of this.graph.sources) {
-      const driver = node.type.source!(this.driverContext(node, node.sourceId));
-      this.sources.push({ node, driver, submitted: 0 });
+  /**
+   * Opens the sources that read files (a reload does so before it takes over, so that one that cannot be opened
+   * changes nothing); devices open at start, so that a new pipeline's socket takes no frame the running one also forwards.
+   */
+  openFileSources(): void {
+    this.openSources((node) => !node.type.live);
+  }
+
+  private openSources(which: (node: GraphNode) => boolean): void {
+    const opened: SourceState[] = [];
+    try {
+      for (const node of this.graph.sources) {
+        if (!which(node) || this.sources.some((s) => s.node === node)) continue;
+        opened.push({ node, driver: node.type.source!(this.driverContext(node, node.sourceId)), submitted: 0 });
+      }
+    } catch (e) {
+      for (const s of opened) s.driver.close();
+      throw e;
     }
+    // In the graph's order of sources, whichever opened first: the source numbers index them.
+    this.sources = [...this.sources, ...opened].sort((a, b) => a.node.sourceId - b.node.sourceId);
+  }
+
+  async start(): Promise<void> {
+    this.openSources(() => true);
     for (const sink of this.sinks) sink.driver = sink.node.type.sink!(this.driverContext(sink.node, sink.node.sinkId));
     await Promise.all(this.shards.map((shard) => this.startShard(shard)));
     this.started = true;

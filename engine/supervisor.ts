@@ -61,11 +61,16 @@ export class Supervisor {
     this.next = undefined;
   }
 
-  /** Replaces the running pipeline with one built from `text` (YAML); throws ConfigErrors and changes nothing when it is invalid. */
-  async reload(text: string): Promise<ReloadReport> {
+  /**
+   * Replaces the running pipeline with one built from `text` (YAML, read from `file` when given: its relative paths
+   * and error positions are that file's); throws ConfigErrors, or the error of a source that cannot be opened, and
+   * changes nothing when it is invalid.
+   */
+  async reload(text: string, file = this.file): Promise<ReloadReport> {
     if (this.next) throw new Error('a reload is already in progress');
-    const config = await loadConfig(this.file, { ...this.load, text });
+    const config = await loadConfig(file, { ...this.load, text });
     const pipeline = await Pipeline.create(config, this.options);
+    pipeline.openFileSources();
     if (this.ended) throw new Error('the pipeline has ended: there is nothing to reload');
     return new Promise((done, fail) => {
       this.next = { pipeline, done, fail };

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { spawn, execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, ROOT } from './helpers.ts';
 
 const wirepath = (args: string[]) => new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
@@ -41,7 +41,16 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     const bad = await ctl('reload', join(dir, 'bad.yaml'));
     assert.is(bad.status, 1);
     assert.match(bad.stderr, /400 the new config is invalid; nothing changed/);
-    assert.match(bad.stderr, /unknown element type 'Countr'/);
+    assert.match(bad.stderr, /bad\.yaml:\d+:\d+: unknown element type 'Countr'/, 'the error names the new file');
+    // A config elsewhere: its relative paths are its own. A capture that does not exist there changes nothing.
+    mkdirSync(join(dir, 'sub'));
+    writeFileSync(join(dir, 'sub', 'missing.yaml'), 'elements:\n  src: { type: FromPcap, file: ../nowhere.pcap }\n  drop: { type: Discard }\nconnections:\n  - src -> drop\n');
+    const missing = await ctl('reload', join(dir, 'sub', 'missing.yaml'));
+    assert.is(missing.status, 1);
+    assert.ok(missing.stderr.includes(`cannot open ${join(dir, 'nowhere.pcap')}`), missing.stderr);
+    const nope = await ctl('reload', join(dir, 'nope.yaml'));
+    assert.is(nope.status, 3);
+    assert.ok(nope.stderr.startsWith(`wirepath: config file ${join(dir, 'nope.yaml')} does not exist\n`), nope.stderr);
     const before = await packets();
     assert.ok(before >= 500, 'still running the old config');
 
