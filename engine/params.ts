@@ -48,12 +48,18 @@ export interface ParamSpec<T = unknown> {
   doc: string;
   default?: T;
   required: boolean;
+  fixed: boolean;
 }
 
 interface ParamOptions<T> {
   /** The value, or its text as a config would write it ('30s', '10.0.0.1'), parsed as the config's would be. */
   default?: T | string;
   required?: boolean;
+  /**
+   * Read once, when the element is set up (it builds data from it): a running pipeline refuses to change it
+   * (a reload does). Parameters that size state or ports are found to be so without saying.
+   */
+  fixed?: boolean;
 }
 
 function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}): ParamSpec<T> {
@@ -65,7 +71,7 @@ function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {})
       throw new Error(`parameter '${doc}': default ${(e as Error).message}`);
     }
   }
-  return { type, doc, default: value as T | undefined, required: options.required ?? false };
+  return { type, doc, default: value as T | undefined, required: options.required ?? false, fixed: options.fixed ?? false };
 }
 
 const fail = (message: string, hint?: string): never => {

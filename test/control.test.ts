@@ -83,6 +83,11 @@ test('bad requests get clear 4xx answers and the pipeline keeps running', async 
     ['GET', '/elements/nope/packets', undefined, 404, /no element 'nope'/],
     ['GET', '/elements/count/nope', undefined, 404, /has no handler 'nope'/],
     ['PUT', '/elements/count/packets', { value: 1 }, 405, /read-only/],
+    // Parameters the element was set up by: its table's size and timeout, the generator's templates and pacing.
+    ['PUT', '/elements/stats/capacity', { value: 2 }, 400, /stats\.capacity: capacity is read when stats is set up .*: change it in the config and reload/],
+    ['PUT', '/elements/stats/timeout', { value: '1ms' }, 400, /timeout is read when stats is set up/],
+    ['PUT', '/elements/gen/flows', { value: 100000 }, 400, /flows is read when gen is set up/],
+    ['PUT', '/elements/gen/rate', { value: 100 }, 400, /rate is read when gen is set up/],
     ['GET', '/nowhere', undefined, 404, /no GET \/nowhere/],
   ];
   for (const [method, path, body, status, message] of cases) {
@@ -92,6 +97,17 @@ test('bad requests get clear 4xx answers and the pipeline keeps running', async 
   }
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(pipeline.packetsIn() > before, 'still running');
+});
+
+test('a reset zeroes the generator\'s counters but not its pace: its timestamps go on', async () => {
+  const clock = () => pipeline.clockNow();
+  const before = clock();
+  assert.is((await call('PUT', '/elements/gen/reset', {}, 'secret-token')).status, 200);
+  const packets = pipeline.packetsIn();
+  while (pipeline.packetsIn() < packets + 1000) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(clock() > before, `the clock went on (${before} -> ${clock()})`);
+  // 50000 packets/s of timestamps: a packet 20 us after the one before, never back at the start.
+  assert.ok(Number(clock() - before) < 1e9, 'no jump either');
 });
 
 test('POST /scale changes the shard count while traffic flows, losing nothing', async () => {

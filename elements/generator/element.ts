@@ -17,17 +17,18 @@ export default defineElement({
   outputs: [{ name: 'out', doc: 'the generated packets' }],
   params: {
     count: param.int('packets to send (0: until stopped)', 0, Number.MAX_SAFE_INTEGER, { default: 1000 }),
-    flows: param.int('distinct 5-tuples', 1, 16_000_000, { default: 1 }),
-    frame_size: param.int('bytes per Ethernet frame, without FCS', 60, 9216, { default: 64 }),
-    protocol: param.enum('transport protocol of the flows', ['mixed', 'tcp', 'udp'], { default: 'mixed' }),
-    seed: param.int('seed of the random choices', 0, 0xffffffff, { default: 1 }),
-    rate: param.int('packets per second of the timestamps', 1, 1_000_000_000, { default: 1_000_000 }),
-    timing: param.enum('pace of sending', ['fast', 'original'], { default: 'fast' }),
-    src_net: param.cidr('client addresses', { default: { address: 0x64400000, prefix: 10, mask: 0xffc00000 } }),
-    dst_net: param.cidr('server addresses', { default: { address: 0xc6120000, prefix: 15, mask: 0xfffe0000 } }),
+    flows: param.int('distinct 5-tuples', 1, 16_000_000, { default: 1, fixed: true }),
+    frame_size: param.int('bytes per Ethernet frame, without FCS', 60, 9216, { default: 64, fixed: true }),
+    protocol: param.enum('transport protocol of the flows', ['mixed', 'tcp', 'udp'], { default: 'mixed', fixed: true }),
+    seed: param.int('seed of the random choices', 0, 0xffffffff, { default: 1, fixed: true }),
+    rate: param.int('packets per second of the timestamps', 1, 1_000_000_000, { default: 1_000_000, fixed: true }),
+    timing: param.enum('pace of sending', ['fast', 'original'], { default: 'fast', fixed: true }),
+    src_net: param.cidr('client addresses', { default: { address: 0x64400000, prefix: 10, mask: 0xffc00000 }, fixed: true }),
+    dst_net: param.cidr('server addresses', { default: { address: 0xc6120000, prefix: 15, mask: 0xfffe0000 }, fixed: true }),
   },
   state: {
     packets: state.counter('packets sent'),
+    sent: state.internal('packets sent since the start, which pacing and count follow (reset leaves it)'),
     bytes: state.counter('bytes sent'),
     templates: state.internal('address of the per-flow header templates'),
     rng: state.internal('random generator state'),
@@ -61,7 +62,7 @@ class GeneratorDriver implements SourceDriver {
   }
 
   private sent(): number {
-    return Number(this.ctx.arena.view.getBigUint64(this.ctx.self + this.ctx.fieldOffset('packets'), true));
+    return Number(this.ctx.arena.view.getBigUint64(this.ctx.self + this.ctx.fieldOffset('sent'), true));
   }
 
   get done(): boolean {

@@ -57,8 +57,8 @@ export function generate(self: GeneratorState, budget: u32, port: u16): u32 {
   const interval = <u64>1_000_000_000 / <u64>self.rate;
   let sent: u32 = 0;
   while (sent < budget) {
-    if (self.count != 0 && self.packets >= <u64>self.count) break;
-    const ts = self.start_ns + self.packets * interval;
+    if (self.count != 0 && self.sent >= <u64>self.count) break;
+    const ts = self.start_ns + self.sent * interval;
     if (self.until_ns != 0 && ts > self.until_ns) break;
     const p = ioAllocate();
     if (!p) break;
@@ -69,6 +69,7 @@ export function generate(self: GeneratorState, budget: u32, port: u16): u32 {
     p.wireLength = size;
     p.timestamp = ts;
     ioSubmit(p, port);
+    self.sent++;
     self.packets++;
     self.bytes += size;
     sent++;
