@@ -86,15 +86,15 @@ const nextPowerOfTwo = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
 /**
  * The parameters an element instance was set up by, which a running pipeline cannot change: those declared
- * fixed, and those its state declarations, ports, room per packet or specialized code read (found by giving
- * those functions its parameters through a proxy that notes every one read).
+ * fixed, and those its state declarations, ports or specialized code read (found by giving those functions its
+ * parameters through a proxy that notes every one read). The room its outputs need is compared by value (setParam).
  */
 function setUpBy(type: ElementType, params: Record<string, unknown>): Set<string> {
   const read = new Set(Object.entries(type.params).filter(([, spec]) => spec.fixed).map(([name]) => name));
   const noting = new Proxy(params, { get: (target, key) => { if (typeof key === 'string') read.add(key); return target[key as string]; } });
   const functions = [
     ...Object.values(type.state ?? {}).flatMap((field) => Object.values(field as object) as unknown[]),
-    type.outputs, type.expands, type.clones, type.specialize,
+    type.outputs, type.specialize,
   ].filter((f): f is (p: unknown) => unknown => typeof f === 'function');
   for (const f of functions) {
     try {
@@ -105,6 +105,19 @@ function setUpBy(type: ElementType, params: Record<string, unknown>): Set<string
   }
   return read;
 }
+
+/** The addresses of the live entries (not past their deadline at `now`) of the flow table at `table`. */
+function* liveEntries(v: DataView, table: number, now: bigint): Generator<number> {
+  const slots = v.getUint32(table + FlowTableLayout.slots, true), size = v.getUint32(table + FlowTableLayout.entrySize, true);
+  const base = v.getUint32(table + FlowTableLayout.entries, true);
+  for (let i = 0; i < slots; i++) {
+    const e = base + i * size;
+    if (v.getUint32(e, true) === FLOW_ENTRY_LIVE && v.getBigUint64(e + FlowTableLayout.entryExpires, true) > now) yield e;
+  }
+}
+
+/** An entry's key's four words. */
+const keyOf = (v: DataView, e: number) => [0, 4, 8, 12].map((o) => v.getUint32(e + FlowTableLayout.entryKey + o, true)) as TableEntry['key'];
 
 /** A source of the running pipeline: its driver and how many packets it has submitted. */
 interface SourceState { node: GraphNode; driver: SourceDriver; submitted: number }
@@ -1133,7 +1146,15 @@ export class Pipeline {
         const merge = spec?.kind === 'scalar' ? spec.merge : 'sum';
         // A shard that never set a first-seen time holds 0, which is no minimum.
         if (merge === 'min' && values.some((x) => x !== 0n)) values = values.filter((x) => x !== 0n);
-        if (f.type === 'FlowTable') return values.reduce((s, h) => s + BigInt(v.getUint32(Number(h) + FlowTableLayout.live, true)), 0n);
+        if (f.type === 'FlowTable') {
+          // A table whose shards each keep a part of one key's value (merged on read) counts each key once.
+          if (spec?.kind === 'flow-table' && spec.merges) {
+            const keys = new Set<string>();
+            for (const t of values) for (const e of liveEntries(v, Number(t), this.clockNow())) keys.add(keyOf(v, e).join(' '));
+            return BigInt(keys.size);
+          }
+          return values.reduce((s, h) => s + BigInt(v.getUint32(Number(h) + FlowTableLayout.live, true)), 0n);
+        }
         return values.reduce((a, b) => (merge === 'sum' ? a + b : merge === 'max' ? (a > b ? a : b) : a < b ? a : b));
       },
       reset: () => {
@@ -1161,18 +1182,10 @@ export class Pipeline {
         const now = this.clockNow();
         return everyShard.flatMap((shard) => {
           const t = v.getUint32(shard.memory.blocks[node.index] + fieldOf(table).offset, true);
-          const slots = v.getUint32(t + FlowTableLayout.slots, true), size = v.getUint32(t + FlowTableLayout.entrySize, true);
-          const base = v.getUint32(t + FlowTableLayout.entries, true);
-          const found: TableEntry[] = [];
-          for (let i = 0; i < slots; i++) {
-            const e = base + i * size;
-            const expires = v.getBigUint64(e + FlowTableLayout.entryExpires, true);
-            if (v.getUint32(e, true) !== FLOW_ENTRY_LIVE || expires <= now) continue;
-            const key = [0, 4, 8, 12].map((o) => v.getUint32(e + FlowTableLayout.entryKey + o, true)) as TableEntry['key'];
-            const value = Object.fromEntries(entry.fields.map((f) => [f.name, readField(v, e + FlowTableLayout.entryValue + f.offset, f.type)]));
-            found.push({ shard: shard.id, key, expires, value });
-          }
-          return found;
+          return [...liveEntries(v, t, now)].map((e) => ({
+            shard: shard.id, key: keyOf(v, e), expires: v.getBigUint64(e + FlowTableLayout.entryExpires, true),
+            value: Object.fromEntries(entry.fields.map((f) => [f.name, readField(v, e + FlowTableLayout.entryValue + f.offset, f.type)])),
+          }));
         });
       },
       now: () => this.clockNow(),
