@@ -64,23 +64,32 @@ function authorised(req: IncomingMessage, token: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Prometheus text exposition of every element counter and the shards' counters. */
+/** A label value as the exposition format writes it: backslash, double quote and newline escaped. */
+const labelValue = (v: string | number) => String(v).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+/**
+ * Prometheus text exposition of every element's counters and gauges and the shards' counters. An element's
+ * handler NAME is wirepath_NAME_total when it only grows (a counter) and wirepath_NAME otherwise (a gauge: live
+ * entries, rates, extremes), labelled by element and type.
+ */
 export function metrics(pipeline: Pipeline): string {
   const lines: string[] = [];
   const series = new Map<string, string[]>();
-  const add = (name: string, help: string, labels: Record<string, string | number>, value: number) => {
-    if (!series.has(name)) series.set(name, [`# HELP ${name} ${help}`, `# TYPE ${name} counter`]);
-    const l = Object.entries(labels).map(([k, v]) => `${k}="${String(v).replace(/["\\\n]/g, '_')}"`).join(',');
+  const add = (name: string, help: string, labels: Record<string, string | number>, value: number, type: 'counter' | 'gauge' = 'counter') => {
+    if (!series.has(name)) series.set(name, [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`]);
+    const l = Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`).join(',');
     series.get(name)!.push(`${name}{${l}} ${value}`);
   };
   for (const [element, s] of Object.entries(pipeline.stats())) {
     add('wirepath_element_packets_in_total', 'packets an element received', { element, type: s.type }, s.in);
     s.out.forEach((n, port) => add('wirepath_element_packets_out_total', 'packets an element sent, per output port', { element, type: s.type, port }, n));
     add('wirepath_element_unconnected_drops_total', 'packets sent to an unconnected optional output', { element, type: s.type }, s.unconnected_drops);
+    const handlers = handlersOf(pipeline.graph.byName.get(element)!.type);
     for (const [counter, value] of Object.entries(s)) {
-      if (typeof value === 'number' && !['in', 'unconnected_drops'].includes(counter)) {
-        add(`wirepath_${counter}`, `${s.type} handler ${counter}`, { element, type: s.type }, value);
-      }
+      if (typeof value !== 'number' || ['in', 'unconnected_drops'].includes(counter)) continue;
+      const grows = handlers[counter]?.monotonic ?? false;
+      add(`wirepath_${counter}${grows ? '_total' : ''}`, `the ${counter} handler of each element that has one (wirepath elements TYPE says what it is)`,
+        { element, type: s.type }, value, grows ? 'counter' : 'gauge');
     }
   }
   const runtime = pipeline.runtimeStats();

@@ -16,6 +16,8 @@ export interface ScalarState {
   merge: MergeRule;
   /** Working state of an I/O element's loop, not a statistic: no handler, not in the counters. */
   internal?: boolean;
+  /** Only ever grows (a count of events), as Prometheus's counters; a gauge otherwise. */
+  monotonic?: boolean;
 }
 
 export interface FlowTableState {
@@ -73,7 +75,7 @@ type TableDeclaration = Omit<FlowTableState, 'kind' | 'scope' | 'owner' | 'merge
 
 export const state = {
   /** A 64-bit event counter; shards' values add up. */
-  counter: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'sum' }),
+  counter: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'sum', monotonic: true }),
   /** A 64-bit value whose shards' values merge by max or min (a first or last timestamp). */
   gauge: (doc: string, merge: MergeRule): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge }),
   /** A 64-bit working value the I/O side and the fast path share (not shown as a counter). */
@@ -136,6 +138,8 @@ export interface HandlerSpec {
   doc: string;
   /** Shown in the counters table and in --json; by default a read-only handler is. */
   counter?: boolean;
+  /** Its value only ever grows (a Prometheus counter in /metrics); by default a handler's value is a gauge. */
+  monotonic?: boolean;
   /** `arg` is what follows the handler's name (`ctl read nat.subscriber 100.64.0.5`), or undefined. */
   read?: (view: ElementView, arg?: string) => unknown;
   write?: (view: ElementView, value: string) => void;

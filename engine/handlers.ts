@@ -20,6 +20,7 @@ export function handlersOf(type: ElementType): Record<string, Handler> {
       doc: s.kind === 'flow-table' ? `live entries of ${name}: ${s.doc}` : s.doc,
       read: (view) => Number(view.read(name)),
       counter: true,
+      monotonic: s.kind === 'scalar' && s.monotonic,
     };
   }
   if (state.length) handlers.reset = { doc: 'zeroes the counters', write: (view) => view.reset() };

@@ -58,7 +58,13 @@ test('GET /graph, /stats, /metrics and handlers need no token', async () => {
   assert.is(stats.json.runtime.shards.length, 1);
   const metrics = await call('GET', '/metrics');
   assert.match(metrics.text, /# TYPE wirepath_element_packets_in_total counter/);
-  assert.match(metrics.text, /wirepath_packets\{element="count",type="Counter"\} \d+/);
+  assert.match(metrics.text, /# TYPE wirepath_packets_total counter\n(.*\n)*wirepath_packets_total\{element="count",type="Counter"\} \d+/);
+  // Live entries and rates go up and down: gauges, without the _total of counters.
+  assert.match(metrics.text, /# TYPE wirepath_flows gauge\n(.*\n)*wirepath_flows\{element="stats",type="FlowStats"\} \d+/);
+  assert.match(metrics.text, /# TYPE wirepath_rate gauge\n/);
+  for (const line of metrics.text.trimEnd().split('\n')) {
+    assert.match(line, /^(# (HELP|TYPE) wirepath_\w+ .+|wirepath_\w+\{(\w+="([^"\\\n]|\\["\\n])*",?)*\} \d+(\.\d+)?(e[+-]?\d+)?)$/, line);
+  }
   const handler = await call('GET', '/elements/count/packets');
   assert.ok(handler.json.value > 0);
 });
