@@ -283,7 +283,8 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   if (values.inline && values.threads !== undefined && values.threads !== 'inline') throw new UsageError(`--inline runs the shards on the I/O thread: leave out --threads ${values.threads}`);
   const threads = THREAD_MODES.find((mode) => mode === (values.inline ? 'inline' : values.threads));
   if (values.threads !== undefined && !threads) throw new UsageError(`--threads must be one of ${THREAD_MODES.join(', ')}, not '${values.threads}'`);
-  const options: PipelineOptions = { clock, shards, threads, log: (m) => process.stderr.write(`wirepath: ${m}\n`) };
+  // With --json, stdout carries one JSON object: lines that elements print go to stderr.
+  const options: PipelineOptions = { clock, shards, threads, log: (m) => process.stderr.write(`wirepath: ${m}\n`), printFd: values.json ? 2 : 1 };
   const supervisor = new Supervisor(await Pipeline.create(config, options), config.file, load, options);
   let control: ControlServer | undefined;
   if (values.control !== undefined) {

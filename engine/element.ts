@@ -188,6 +188,8 @@ export interface IoContext {
   /** Bytes of frame a packet slot holds. */
   readonly slotRoom: number;
   log(message: string): void;
+  /** The file descriptor for lines an element prints: standard output, or standard error when stdout carries the results (run --json). */
+  readonly printFd: number;
 }
 
 /** Something valid but probably not meant (a rule that can never match), reported at config load without failing it. */

@@ -44,6 +44,8 @@ export interface PipelineOptions {
   log?: (message: string) => void;
   /** How long no packet may move while some should before run() fails with what is stuck (default 10 s). */
   stallMs?: number;
+  /** Where elements print their lines (Print): 1, standard output (the default), or 2 when stdout carries something else (run --json). */
+  printFd?: 1 | 2;
 }
 
 export interface ElementStats {
@@ -182,6 +184,7 @@ export class Pipeline {
       : Math.max(config.batch, Math.min(Math.max(config.batch * 4, 4096), this.copiesPerPacket ? roundWithCopies : Infinity));
     this.initialShards = options.shards ?? config.shards;
     this.stallMs = options.stallMs ?? STALL_MS;
+    this.printFd = options.printFd ?? 1;
     this.scaleAt = [...(options.scaleAt ?? [])].sort((a, b) => a.packets - b.packets);
   }
 
@@ -203,6 +206,8 @@ export class Pipeline {
   private readonly initialShards: number;
 
   private readonly stallMs: number;
+
+  private readonly printFd: 1 | 2;
 
   /** The stall watch's marks (watchStalls): when it last looked, when packets last moved, each shard's tail. */
   private stall = { checkedAt: 0, progressAt: 0, collected: 0, shards: new Map<Shard, { tail: number; at: number }>() };
@@ -545,6 +550,7 @@ export class Pipeline {
         return f.offset;
       },
       log: (m) => this.log(`${node.name}: ${m}`),
+      printFd: this.printFd,
     };
   }
 

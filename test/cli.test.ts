@@ -315,6 +315,16 @@ test('graph: a bad --format exits 2; an invalid config exits 2 with its errors',
 
 // --- run --------------------------------------------------------------------------------------
 
+test('run --json with a Print: stdout is one JSON object, the printed lines go to stderr', () => {
+  writeConfig('print.yaml', 'elements:', `  src: { type: FromPcap, file: ${join(ROOT, 'traces/demo.pcap')}, count: 3 }`, '  show: { type: Print }',
+    'connections:', '  - src -> show');
+  const r = cli(['run', join(dir, 'print.yaml'), '--json']);
+  assert.is(r.status, 0, r.stderr);
+  assert.is(JSON.parse(r.stdout).packets_in, 3);
+  assert.match(r.stderr, /^1 1700000000\.000000 64\n2 1700000000\.000001 64\n3 1700000000\.000002 64\n/);
+  assert.match(cli(['run', join(dir, 'print.yaml'), '--quiet']).stdout, /^1 1700000000\.000000 64\n/, 'without --json they go to stdout');
+});
+
 test('run: the bundled NAT on a capture (configs/nat-trace.yaml) translates every subscriber packet and logs its blocks', () => {
   const out = join(dir, 'nat-trace.pcap'), log = join(dir, 'nat-trace.jsonl');
   const r = cli(['run', 'configs/nat-trace.yaml', '--json', '--set', `out.file=${out}`, '--set', `nat.log=${log}`]);

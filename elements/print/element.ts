@@ -4,7 +4,7 @@ import { Meta } from '../../engine/layout.ts';
 
 export default defineElement({
   type: 'Print',
-  summary: 'prints one line per packet on standard output',
+  summary: 'prints one line per packet on standard output (standard error with run --json)',
   description: 'Prints, for each packet it receives, its annotation (its number in its file, from 1, when it comes from '
     + 'FromPcap), its timestamp in seconds and its length on the wire, then recycles it. '
     + 'For looking at what reaches a point of a graph; `wirepath filter -v` uses it.',
@@ -29,7 +29,7 @@ class LinePrinter implements SinkDriver {
       const seconds = `${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0').slice(0, 6)}`;
       lines.push(`${v.getUint32(p + Meta.annotation, true)} ${seconds} ${v.getUint32(p + Meta.wireLength, true)}\n`);
     }
-    if (lines.length) writeSync(1, lines.join(''));
+    if (lines.length) writeSync(this.ctx.printFd, lines.join(''));
     this.ctx.exports.Print__release(batch);
   }
 
