@@ -8,7 +8,7 @@ import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph } from './compile.ts';
-import { Pipeline, type PipelineOptions, type RunResult } from './pipeline.ts';
+import { Pipeline, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 import { Supervisor } from './supervisor.ts';
 import { loadRegistry } from './registry.ts';
 import { renderGraph } from './render-graph.ts';
@@ -53,6 +53,7 @@ options for run:
   --quiet                  no live line and no table
   --control PORT           serve the control API on 127.0.0.1:PORT (0 picks a free port)
   --token TOKEN            the control API's token (default: a random one, printed at start)
+  --restore FILE           start from a snapshot (wirepath ctl snapshot FILE), into any number of shards
 options for verify:
   --trace FILE             the capture every FromPcap of the config reads instead of its own file
   --shards 1,2,4           shard counts the scaled run goes through in turn (default 1,2)
@@ -81,6 +82,7 @@ const OPTIONS = {
   token: { type: 'string' },
   trace: { type: 'string' },
   'scale-every': { type: 'string' },
+  restore: { type: 'string' },
   format: { type: 'string' },
   write: { type: 'string' },
   verbose: { type: 'boolean', short: 'v' },
@@ -226,6 +228,23 @@ function report(e: unknown): number {
   return EXIT.failure;
 }
 
+/** Loads a snapshot file into a pipeline that has not started. */
+function restoreSnapshot(pipeline: Pipeline, file: string): void {
+  let snapshot: Snapshot;
+  try {
+    snapshot = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new EnvironmentError(code === 'ENOENT' ? `snapshot ${file} does not exist` : `snapshot ${file} cannot be read: ${(e as Error).message}`,
+      'give a file written by wirepath ctl snapshot FILE');
+  }
+  try {
+    pipeline.restore(snapshot);
+  } catch (e) {
+    throw new EnvironmentError(`snapshot ${file}: ${(e as Error).message}`, 'restore a snapshot into the config it was taken from (elements may be added, not renamed)');
+  }
+}
+
 async function ctl(args: string[], values: { control?: string; token?: string }): Promise<number> {
   const where = values.control ?? process.env.WIREPATH_CONTROL;
   if (!where) throw new UsageError('ctl needs --control PORT (or WIREPATH_CONTROL): the port `wirepath run --control` printed');
@@ -274,7 +293,7 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   return EXIT.ok;
 }
 
-async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string }): Promise<number> {
+async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string; restore?: string }): Promise<number> {
   const shards = values.shards === undefined ? undefined : Number(values.shards);
   if (shards !== undefined && (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS)) throw new UsageError(`--shards must be a whole number from 1 to ${MAX_SHARDS}`);
   const clock = values.clock ?? 'trace';
@@ -285,7 +304,9 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   if (values.threads !== undefined && !threads) throw new UsageError(`--threads must be one of ${THREAD_MODES.join(', ')}, not '${values.threads}'`);
   // With --json, stdout carries one JSON object: lines that elements print go to stderr.
   const options: PipelineOptions = { clock, shards, threads, log: (m) => process.stderr.write(`wirepath: ${m}\n`), printFd: values.json ? 2 : 1 };
-  const supervisor = new Supervisor(await Pipeline.create(config, options), config.file, load, options);
+  const pipeline = await Pipeline.create(config, options);
+  if (values.restore) restoreSnapshot(pipeline, values.restore);
+  const supervisor = new Supervisor(pipeline, config.file, load, options);
   let control: ControlServer | undefined;
   if (values.control !== undefined) {
     const port = Number(values.control);

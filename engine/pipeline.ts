@@ -1055,7 +1055,7 @@ export class Pipeline {
    */
   restore(snapshot: Snapshot): void {
     if (this.started) throw new Error('restore a snapshot before the pipeline starts');
-    if (snapshot.format !== 'wirepath-snapshot/1') throw new Error(`not a wirepath snapshot (format ${snapshot.format})`);
+    if (snapshot?.format !== 'wirepath-snapshot/1') throw new Error(`not a wirepath snapshot (format ${snapshot?.format})`);
     const v = this.arena.view;
     // An element whose shared data starts afresh starts afresh as a whole: its tables may point into that data
     // (a NAT's subscribers name the port blocks its pool says who holds).

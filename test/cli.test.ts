@@ -9,6 +9,8 @@ import { loadRegistry } from '../engine/registry.ts';
 import { elementDoc, elementReference } from '../engine/docs.ts';
 import { runtimeReference } from '../engine/runtime-doc.ts';
 import { statsTable } from '../engine/report.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
 import { ROOT, cli, tempDir, removeDir, readPcap } from './helpers.ts';
 
 const USAGE_START = 'usage: wirepath <command> [options]\n';
@@ -314,6 +316,22 @@ test('graph: a bad --format exits 2; an invalid config exits 2 with its errors',
 });
 
 // --- run --------------------------------------------------------------------------------------
+
+test('run --restore: a snapshot carries the state into a new run, with another shard count; a missing one exits 3', async () => {
+  writeConfig('snap.yaml', 'elements:', `  src: { type: FromPcap, file: ${join(ROOT, 'traces/demo.pcap')} }`, '  stats: { type: FlowStats }', '  drop: { type: Discard }',
+    'connections:', '  - src -> stats -> drop');
+  const first = await Pipeline.create(await loadConfig(join(dir, 'snap.yaml')), { shards: 1, threads: 'inline' });
+  await first.run();
+  writeFileSync(join(dir, 'snap.json'), JSON.stringify(await first.snapshot()));
+  const r = cli(['run', join(dir, 'snap.yaml'), '--restore', join(dir, 'snap.json'), '--shards', '2', '--json']);
+  assert.is(r.status, 0, r.stderr);
+  const stats = JSON.parse(r.stdout).elements.stats;
+  assert.is(stats.total_packets, 4000, 'the first run\'s 2000 and this one\'s');
+  assert.is(stats.new_flows, 64, 'the flows were known');
+  const missing = cli(['run', join(dir, 'snap.yaml'), '--restore', join(dir, 'none.json')]);
+  assert.is(missing.status, 3);
+  assert.ok(missing.stderr.startsWith(`wirepath: snapshot ${join(dir, 'none.json')} does not exist\n`), missing.stderr);
+});
 
 test('run --json with a Print: stdout is one JSON object, the printed lines go to stderr', () => {
   writeConfig('print.yaml', 'elements:', `  src: { type: FromPcap, file: ${join(ROOT, 'traces/demo.pcap')}, count: 3 }`, '  show: { type: Print }',
