@@ -27,16 +27,19 @@ export class Supervisor {
     this.current.stop();
   }
 
+  /** Runs the pipeline and those that reloads put in its place; the packets and times are those of them all. */
   async run(onTick?: (p: Pipeline) => void): Promise<RunResult> {
+    let before: RunResult | undefined;
     for (;;) {
       let result: RunResult;
       try {
-        result = await this.current.run(onTick);
+        result = combined(before, await this.current.run(onTick));
       } catch (e) {
         // A reload waiting for this run's end gets its answer too.
         this.end(e as Error);
         throw e;
       }
+      before = result;
       const next = this.next;
       if (!next || this.stopped) {
         this.end(new Error('the pipeline stopped before the new config could take its place'));
@@ -45,6 +48,7 @@ export class Supervisor {
       this.next = undefined;
       try {
         const report = carryOver(await this.current.snapshot(), next.pipeline);
+        next.pipeline.scaleReports.unshift(...this.current.scaleReports);
         this.current = next.pipeline;
         next.done(report);
       } catch (e) {
@@ -77,6 +81,22 @@ export class Supervisor {
       this.current.stop();
     });
   }
+}
+
+/** The result of a run that went on from `before` (a reload): its element counters are the last config's. */
+function combined(before: RunResult | undefined, after: RunResult): RunResult {
+  if (!before) return after;
+  const wall = before.wall_seconds + after.wall_seconds;
+  const packetsIn = before.packets_in + after.packets_in;
+  return {
+    ...after,
+    packets_in: packetsIn,
+    packets_out: before.packets_out + after.packets_out,
+    wall_seconds: wall,
+    packets_per_second: wall > 0 ? packetsIn / wall : 0,
+    first_packet_ms: before.first_packet_ms,
+    busy_seconds: before.busy_seconds + after.busy_seconds,
+  };
 }
 
 /** Restores into `next` the state of the elements whose name and type it shares with the snapshot. */

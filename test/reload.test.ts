@@ -25,7 +25,10 @@ connections:
 
 test('reload: an invalid config changes nothing; a valid one keeps the state of kept elements', async () => {
   const dir = tempDir();
-  const child = spawn(process.execPath, [join(ROOT, 'bin/wirepath.js'), 'run', join(dir, 'a.yaml'), '--control', '0', '--quiet', '--shards', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'bin/wirepath.js'), 'run', join(dir, 'a.yaml'), '--control', '0', '--json', '--shards', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout.on('data', (d) => { stdout += d; });
+  let after = 0;
   try {
     writeFileSync(join(dir, 'a.yaml'), config(''));
     writeFileSync(join(dir, 'bad.yaml'), config('  count: { type: Countr }'));
@@ -57,8 +60,9 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     const good = await ctl('reload', join(dir, 'b.yaml'));
     assert.is(good.status, 0, good.stderr);
     assert.equal(JSON.parse(good.stdout), { kept: ['stats'], added: ['count'], removed: [] });
-    const after = await packets();
+    after = await packets();
     assert.ok(after >= before, `FlowStats kept its count (${before} -> ${after})`);
+    assert.is(JSON.parse((await ctl('stats')).stdout).scale_events.length, 0);
     const graph = JSON.parse((await ctl('graph')).stdout);
     assert.ok(graph.elements.some((e: { name: string }) => e.name === 'count'), 'the new element runs');
   } finally {
@@ -66,6 +70,8 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     await new Promise((r) => child.on('exit', r));
     removeDir(dir);
   }
+  // The run's totals are those of both configs, not of the last one alone.
+  assert.ok(JSON.parse(stdout).packets_in >= after, `packets in over the whole run (${JSON.parse(stdout).packets_in}) >= ${after}`);
 });
 
 test.run();
