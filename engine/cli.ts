@@ -148,6 +148,8 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(result.equivalent
           ? `equivalent: ${result.packets} packets in ${result.flows} flows, same packets in the same order per flow with ${result.scaleEvents.length} scale events\n`
           : `NOT equivalent: ${result.difference}\n`);
+        const idle = result.scaleEvents.filter((r) => r.packets_checked === 0).length;
+        if (idle) process.stdout.write(`note: ${idle} of the scale events saw no packet of a moving bucket (the trace went by before they moved): a longer trace, or a paced source (timing: original), gives them packets to hold\n`);
         return result.equivalent ? EXIT.ok : EXIT.failure;
       }
       case 'graph': {
