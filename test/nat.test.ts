@@ -220,6 +220,29 @@ test('U10/T8 hairpinning: a packet to another subscriber\'s external address arr
   assert.is(r.verdicts('inside')[1].tcp, '1', 'TCP checksum of the hairpinned packet');
 });
 
+test('U10/R7 hairpinning of a fragmented datagram and of an ICMP error: both come back inside, none leaks outside', async () => {
+  const first = await run('port_preservation: true', [[0, udp(B, R1, 7000, 53)], [1, udp(A, R1, 6000, 53)]]);
+  const bExt = first.outside[0], aExt = first.outside[1];
+  const setUp: Packet[] = [[0, udp(B, R1, 7000, 53)], [1, udp(A, R1, 6000, 53)]];
+  const fragments = await run('port_preservation: true', [...setUp,
+    [2, udp(A, bExt.src, 6000, bExt.sport, { moreFragments: true, payload: 8, id: 0x4444 })],
+    [3, udp(A, bExt.src, 6000, bExt.sport, { fragOffset: 2, payload: 16, id: 0x4444 })],
+  ]);
+  assert.equal(fragments.outside.map((s) => s.n), [1, 2], 'nothing but the two set-up datagrams leaves');
+  assert.equal(fragments.inside.map((s) => [s.n, s.src, s.dst]), [[3, aExt.src, B], [4, aExt.src, B]], 'both fragments reach B from A\'s external address');
+  assert.is(fragments.inside[0].bytes.readUInt16BE(18), fragments.inside[1].bytes.readUInt16BE(18), 'one datagram: one IP ID');
+  assert.is(fragments.nat.hairpinned, 2);
+  // B answers the hairpinned datagram with port unreachable: it goes back to A, about A's own datagram.
+  const hairpinned = await run('port_preservation: true', [...setUp, [2, udp(A, bExt.src, 6000, bExt.sport)]]);
+  const error = await run('port_preservation: true', [...setUp, [2, udp(A, bExt.src, 6000, bExt.sport)], [3, icmpError(B, hairpinned.inside[0].bytes)]]);
+  assert.equal(error.outside.map((s) => s.n), [1, 2]);
+  assert.equal(error.inside.map((s) => [s.n, s.dst, s.proto]), [[3, B, 17], [4, A, 1]]);
+  const quoted = error.inside[1].bytes.subarray(42);
+  assert.is(`${[...quoted.subarray(12, 16)].join('.')}:${quoted.readUInt16BE(20)}`, `${A}:6000`, 'it quotes A\'s datagram as A sent it');
+  assert.is(`${[...quoted.subarray(16, 20)].join('.')}:${quoted.readUInt16BE(22)}`, `${bExt.src}:${bExt.sport}`);
+  assert.ok(error.verdicts('inside')[1].ip === '1,1' && error.verdicts('inside')[1].icmp === '1', JSON.stringify(error.verdicts('inside')[1]));
+});
+
 test('R10 ICMP echo identifiers are mapped like ports, with good checksums', async () => {
   const first = await run('port_preservation: true', [[0, { proto: 'icmp', src: A, dst: R1, icmpId: 0x1234 }]]);
   const out = first.outside[0];

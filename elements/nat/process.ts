@@ -386,7 +386,13 @@ function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Output
   IPv4.setSrc(p, ip, external);
   renumber(self, ip, inside, external, t);
   self.translated_out++;
-  sendOut(self, p, out);
+  sendOutOrHairpin(self, p, ip, out, t);
+}
+
+/** A translated packet from inside leaves, or goes back inside when it is for a pool address (hairpinning, RFC 4787 REQ-9, RFC 5508 REQ-7). */
+function sendOutOrHairpin(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64): void {
+  if (poolIndex(<usize>self.pool, IPv4.dst(ip)) >= 0) inbound(self, p, out, t, true);
+  else sendOut(self, p, out);
 }
 
 /** An ICMP error from inside about a packet that came in: the quoted packet's destination is translated too. */
@@ -406,7 +412,7 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   IPv4.setSrc(p, ip, s.external);
   renumber(self, ip, inside, s.external, t);
   self.translated_out++;
-  sendOut(self, p, out);
+  sendOutOrHairpin(self, p, ip, out, t);
 }
 
 /** A UDP datagram, not a later fragment, to the PCP server's port. */
@@ -749,7 +755,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     if (isInside(pool, external) && isExempt(pool, remote, 0)) { self.exempted++; out.push(INSIDE, p); return; }
     self.drop_no_mapping++; dropPacket(p); return;
   }
-  if (IPv4.fragmentOffset(ip) != 0) { inboundLaterFragment(self, p, ip, out, t); return; }
+  if (IPv4.fragmentOffset(ip) != 0) { inboundLaterFragment(self, p, ip, out, t, hairpin); return; }
   protocol = IPv4.protocol(ip);
   if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_ICMP) { self.drop_unsupported++; dropPacket(p); return; }
   const l4 = Transport.header(p, ip);
@@ -757,7 +763,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   let externalPort: u16 = 0;
   if (protocol == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
-    if (isIcmpError(type)) { inboundIcmpError(self, p, ip, l4, out, t); return; }
+    if (isIcmpError(type)) { inboundIcmpError(self, p, ip, l4, out, t, hairpin); return; }
     if (!isIcmpReply(type)) { self.drop_unsupported++; dropPacket(p); return; }
     externalPort = Wire.get16(l4 + 4);
     remotePort = 0;
@@ -775,12 +781,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     mappingInKey(key, inside, externalPort);
     back = self.mappings.find(key, FlowKey.hash(key), t);
   }
-  if (!back && hairpin && inside && !(p.flags & PACKET_RESTEERED)) {
-    // The target subscriber lives on another shard: the dispatcher takes the packet there (once).
-    self.hairpin_handovers++;
-    resteer(p);
-    return;
-  }
+  if (!back && handOver(self, p, hairpin && inside != 0)) return;
   if (!back) {
     if (syn) {
       self.drop_unsolicited_syn++;
@@ -821,10 +822,25 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   setSessionDeadline(session, s, deadline < mappingEnds ? deadline : mappingEnds);
   translate(ip, l4, inside, localPort, false);
   if (IPv4.moreFragments(ip)) rememberFragment(self, external, remote, ip, inside, t);
-  // A hairpinned packet handed over by another shard may come in on either input (by its source address).
+  countIn(self, p, hairpin);
+  out.push(INSIDE, p);
+}
+
+/**
+ * A hairpinned packet whose target subscriber this shard does not hold (`elsewhere`) is handed to the dispatcher,
+ * which takes it to the shard that does (once: one handed over already is not sent round again). True when handed over.
+ */
+function handOver(self: NATState, p: Packet, elsewhere: bool): bool {
+  if (!elsewhere || (p.flags & PACKET_RESTEERED)) return false;
+  self.hairpin_handovers++;
+  resteer(p);
+  return true;
+}
+
+/** Counts a packet that goes in: hairpinned (a packet handed over by another shard may come in on either input, by its source address), or translated. */
+@inline function countIn(self: NATState, p: Packet, hairpin: bool): void {
   if (hairpin || (p.flags & PACKET_RESTEERED)) self.hairpinned++;
   else self.translated_in++;
-  out.push(INSIDE, p);
 }
 
 /** Whether the filtering behaviour lets a packet from `remote` start a session on the mapping. */
@@ -840,7 +856,7 @@ function admits(self: NATState, inside: u32, remote: u32, externalPort: u16, t: 
 }
 
 /** An ICMP error from outside about a packet that went out: translated back, with the packet it quotes. */
-function inboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: Outputs, t: u64): void {
+function inboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: Outputs, t: u64, hairpin: bool): void {
   const inner = quoted(ip, l4);
   if (!inner) { self.drop_malformed++; dropPacket(p); return; }
   const pool = <usize>self.pool;
@@ -855,22 +871,25 @@ function inboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: 
     mappingInKey(key, inside, externalPort);
     back = self.mappings.find(key, FlowKey.hash(key), t);
   }
+  if (!back && IPv4.dst(ip) == external && handOver(self, p, hairpin && inside != 0)) return;
   if (!back || IPv4.dst(ip) != external) { self.drop_no_mapping++; dropPacket(p); return; }
   // ICMP never refreshes nor ends a mapping (RFC 4787 REQ-12, RFC 5382 REQ-10).
   rewriteQuoted(ip, l4, inner, true, inside, changetype<NATMappingsEntry>(back).port);
   IPv4.setDst(p, ip, inside);
-  self.translated_in++;
+  countIn(self, p, hairpin);
   out.push(INSIDE, p);
 }
 
 /** A later fragment of an inbound datagram goes where its first fragment went. */
-function inboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64): void {
+function inboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64, hairpin: bool): void {
   const key = keyBuffer();
   fragmentKey(key, IPv4.dst(ip), IPv4.src(ip), ip);
   const entry = self.mappings.find(key, FlowKey.hash(key), t);
+  // A hairpinned one whose first fragment went to another shard's subscriber follows it there.
+  if (!entry && handOver(self, p, hairpin)) return;
   if (!entry) { self.drop_fragment++; dropPacket(p); return; }
   IPv4.setDst(p, ip, changetype<NATMappingsEntry>(entry).remote);
-  self.translated_in++;
+  countIn(self, p, hairpin);
   out.push(INSIDE, p);
 }
 
