@@ -1153,13 +1153,19 @@ export class Pipeline {
         // A shard that never set a first-seen time holds 0, which is no minimum.
         if (merge === 'min' && values.some((x) => x !== 0n)) values = values.filter((x) => x !== 0n);
         if (f.type === 'FlowTable') {
-          // A table whose shards each keep a part of one key's value (merged on read) counts each key once.
-          if (spec?.kind === 'flow-table' && spec.merges) {
-            const keys = new Set<string>();
-            for (const t of values) for (const e of liveEntries(v, Number(t), this.clockNow())) keys.add(keyOf(v, e).join(' '));
-            return BigInt(keys.size);
+          // The entries not past their deadline (an expired one stays in the table until a lookup or the sweep meets
+          // it); a table whose shards each keep a part of one key's value (merged on read) counts each key once.
+          const now = this.clockNow();
+          const merged = spec?.kind === 'flow-table' && spec.merges;
+          const keys = new Set<string>();
+          let count = 0;
+          for (const t of values) {
+            for (const e of liveEntries(v, Number(t), now)) {
+              if (merged) keys.add(keyOf(v, e).join(' '));
+              else count++;
+            }
           }
-          return values.reduce((s, h) => s + BigInt(v.getUint32(Number(h) + FlowTableLayout.live, true)), 0n);
+          return BigInt(merged ? keys.size : count);
         }
         return values.reduce((a, b) => (merge === 'sum' ? a + b : merge === 'max' ? (a > b ? a : b) : a < b ? a : b));
       },

@@ -815,6 +815,22 @@ test('C8/C12/C14 blocks are logged once each, released when idle, and quarantine
   assert.is(r.nat.blocks_released >= 1, true);
 });
 
+test('C8 a quiet NAT whose pool is taken by idle blocks gives them back when a new subscriber needs one, dated when they went idle', async () => {
+  // One address, blocks of 1024 ports: 63 blocks above 1023, all taken at t = 0; their mappings expire after 300 s.
+  const subscribers = (third: number, at: number) => Array.from({ length: 63 }, (_, i): Packet => [at + i / 1000, udp(`100.64.${third}.${i + 1}`, R1, 40000, 53)]);
+  const r = await run('pool: [203.0.113.1], ports_per_block: 1024, blocks_per_subscriber: 1', [...subscribers(1, 0), ...subscribers(2, 1000)]);
+  assert.is(r.nat.drop_pool_exhausted, 0, 'the second 63 find blocks');
+  assert.is(r.outside.length, 126);
+  assert.is(r.nat.blocks_released, 63);
+  const released = r.log.filter((l: any) => l.event === 'release').map((l: any) => Date.parse(l.time) / 1000 - T0);
+  assert.is(released.length, 63);
+  // 300 s and an eighth more (the mapping's deadline runs ahead of its session's), then the next whole second.
+  assert.ok(released.every((s: number) => s > 300 && s < 400), `released at ${Math.min(...released)}-${Math.max(...released)} s, not when the search saw them (1000 s)`);
+  // Live counts are of entries not past their deadline: the second 63 subscribers' (two entries per mapping).
+  assert.is(r.nat.mappings, 126);
+  assert.is(r.nat.sessions, 63);
+});
+
 test('deterministic mode (RFC 7422): VPP det44 vectors', async () => {
   // VPP: nat44 deterministic in 10.0.0.0/18 out 1.1.1.0/30: 10.0.0.2 -> 1.1.1.0:1054-1068; 1.1.1.1:1276 -> 10.0.16.16.
   const det = "deterministic: true, inside: [100.64.0.0/18], pool: ['203.0.113.0/30']";
@@ -863,11 +879,14 @@ connections:
   - nat[0] -> out
   - nat[1] -> out
 `;
-    writeFileSync(join(dir, 'bad.yaml'), yaml(', udp_timeout: 60s, ports_per_block: 100', 'nat'));
+    writeFileSync(join(dir, 'bad.yaml'), yaml(', udp_timeout: 60s, ports_per_block: 100, tcp_established: 1h, tcp_transitory: 60s, icmp_timeout: 10s', 'nat'));
     writePcap(join(dir, 'in.pcap'), []);
     const params = cli(['check', join(dir, 'bad.yaml')]);
     assert.is(params.status, 2);
     assert.match(params.stderr, /bad\.yaml:3:\d+: nat\.udp_timeout: 1m is shorter than the 120 s RFC 4787 REQ-5 requires/);
+    assert.match(params.stderr, /nat\.tcp_established: 1h is shorter than the 7440 s RFC 5382 REQ-5 \(2 h 4 min\) requires/);
+    assert.match(params.stderr, /nat\.tcp_transitory: 1m is shorter than the 240 s RFC 5382 REQ-5 \(4 min\) requires/);
+    assert.match(params.stderr, /nat\.icmp_timeout: 10s is shorter than the 60 s RFC 5508 REQ-1 requires/);
     assert.match(params.stderr, /bad\.yaml:3:\d+: nat\.ports_per_block: 100 is not a power of two\n {2}hint: use 64 or 128/);
     writeFileSync(join(dir, 'big.yaml'), yaml(', pool: [203.0.0.0/16], ports_per_block: 8', 'nat').replace('pool: [203.0.113.1], ', ''));
     const big = cli(['check', join(dir, 'big.yaml')]);

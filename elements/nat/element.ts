@@ -14,14 +14,17 @@ const prefixType: ParamType<Cidr> = {
 const MAPPINGS = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'] as const;
 
 /** The UDP mapping timeout: RFC 4787 REQ-5 forbids less than 120 s. */
-const udpTimeoutType: ParamType<number> = {
+/** A timeout the RFCs give a floor: shorter ones are refused with the RFC's requirement. */
+const timeoutOfAtLeast = (least: string, requirement: string, usual: string): ParamType<number> => ({
   ...types.duration,
   parse: (raw) => {
     const ns = types.duration.parse(raw);
-    if (ns < 120e9) throw new ParamTypeError(`${types.duration.format(ns)} is shorter than the 120 s RFC 4787 REQ-5 requires`, 'use at least 120s (300s is the default)');
+    if (ns < types.duration.parse(least)) {
+      throw new ParamTypeError(`${types.duration.format(ns)} is shorter than the ${least} ${requirement} requires`, `use at least ${least} (${usual} is the default)`);
+    }
     return ns;
   },
-};
+});
 
 /** Ports per block: a power of two, so that a port's block is a shift away. */
 const blockSizeType: ParamType<number> = {
@@ -83,11 +86,11 @@ export default defineElement({
     filtering: param.enum('which inbound packets a mapping accepts (RFC 4787 §5)', MAPPINGS, { default: 'endpoint-independent' }),
     port_preservation: param.bool('keep the inside port when it is free: a new block is the one that holds it when that one is free (off: ports are random within blocks, RFC 6888 REQ-15)', { default: false }),
     parity: param.bool('keep the parity of the inside port (RFC 4787 REQ-3)', { default: false }),
-    udp_timeout: param.custom('UDP mapping idle timeout (at least 120 s, RFC 4787 REQ-5)', udpTimeoutType, { default: 300e9 }),
-    tcp_established: param.duration('idle timeout of an established TCP session (RFC 5382: at least 2 h 4 min)', { default: 7440e9 }),
-    tcp_transitory: param.duration('idle timeout of a TCP session opening or closing (RFC 5382: at least 4 min)', { default: 240e9 }),
+    udp_timeout: param.custom('UDP mapping idle timeout (at least 120 s, RFC 4787 REQ-5)', timeoutOfAtLeast('120 s', 'RFC 4787 REQ-5', '300 s'), { default: 300e9 }),
+    tcp_established: param.custom('idle timeout of an established TCP session (at least 2 h 4 min, RFC 5382 REQ-5)', timeoutOfAtLeast('7440 s', 'RFC 5382 REQ-5 (2 h 4 min)', '7440 s'), { default: 7440e9 }),
+    tcp_transitory: param.custom('idle timeout of a TCP session opening or closing (at least 4 min, RFC 5382 REQ-5)', timeoutOfAtLeast('240 s', 'RFC 5382 REQ-5 (4 min)', '240 s'), { default: 240e9 }),
     tcp_rst: param.duration('how long a session lives after a RST (RFC 7857 §2.2)', { default: 240e9 }),
-    icmp_timeout: param.duration('ICMP query mapping idle timeout (RFC 5508: at least 60 s)', { default: 60e9 }),
+    icmp_timeout: param.custom('ICMP query mapping idle timeout (at least 60 s, RFC 5508 REQ-1)', timeoutOfAtLeast('60 s', 'RFC 5508 REQ-1', '60 s'), { default: 60e9 }),
     quarantine: param.duration('how long a released block is not given to another subscriber (RFC 6888 REQ-8)', { default: 120e9 }),
     exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: prefixType }),
     exempt_ports: param.strings('destination ports not translated', { default: [] as never, item: types.port }),
@@ -197,6 +200,7 @@ export default defineElement({
     drop_unsupported: state.counter('dropped: other protocols and ICMP types the NAT does not translate'),
     log_lost: state.counter('block records lost because the log queue was full (the log is written every 200 ms)'),
     scan_cursor: state.internal('where the search for idle blocks goes on (per shard)'),
+    reclaimed_s: state.internal('the second (plus one) of the last look at every subscriber for idle blocks when the pool had none (per shard)'),
   },
   handlers: {
     blocks: {

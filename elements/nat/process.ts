@@ -319,7 +319,7 @@ function outboundMapping(self: NATState, inside: u32, remote: u32, t: u64): u32 
   const subscriber = subscriberEntry(self, inside, t);
   if (!subscriber) return FAILED | FAIL_TABLE;
   const sub = changetype<NATSubscribersEntry>(subscriber);
-  const external = allocatePort(self, sub, inside, t);
+  const external = allocatePortOrReclaim(self, sub, inside, t);
   if (external & FAILED) return external;
   const deadline = t + protocolTimeout(self);
   mappingOutKey(self, key, inside, remote);
@@ -1140,6 +1140,20 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
  * inside port itself (port preservation) or the next free one of its blocks of the protocol and range
  * (0-1023 or 1024-65535; same parity with `parity`); else one of a newly claimed block.
  */
+/**
+ * allocatePort, and once more when the pool had no free block and a look at every subscriber gave some back: the
+ * per-batch search (releaseIdleBlocks) may not have reached them on a quiet NAT. At most one such look per second
+ * of the clock, so that a pool that is really full costs no more than that.
+ */
+function allocatePortOrReclaim(self: NATState, sub: NATSubscribersEntry, inside: u32, t: u64): u32 {
+  const port = allocatePort(self, sub, inside, t);
+  if (port != (FAILED | FAIL_POOL) || self.reclaimed_s == t / SECOND + 1) return port;
+  self.reclaimed_s = t / SECOND + 1;
+  const released = self.blocks_released;
+  releaseIdleBlocks(self, t, self.subscribers.slots);
+  return self.blocks_released == released ? port : allocatePort(self, sub, inside, t);
+}
+
 function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: u64): u32 {
   const pool = <usize>self.pool;
   const external = assignAddress(self, sub, inside, t);
@@ -1308,14 +1322,16 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
       if (!block) continue;
       const until = load<u32>(base + (<usize>(SLOTS * 3 + slot) << 2));
       if (until > nowS) { held++; continue; }
+      // Released when its last mapping expired, which the search may see much later: the quarantine and the log
+      // count from then.
       const global = block - 1;
       const record = pool + <usize>load<u32>(pool + POOL_BLOCKS_AT) + (<usize>global << 3);
-      store<u32>(record, nowS, 4);
+      store<u32>(record, until, 4);
       atomic.store<u32>(record, 0);
       store<u32>(base + (<usize>slot << 2), 0);
       const first = (global % perAddress) << shift;
       const a = (global / perAddress) % count;
-      logBlock(self, 2, slot / SLOTS, inside, addressAt(pool, a), first, first + (1 << shift) - 1, t);
+      logBlock(self, 2, slot / SLOTS, inside, addressAt(pool, a), first, first + (1 << shift) - 1, <u64>until * SECOND);
       self.blocks_released++;
     }
     if (!held && nowS > sub.last_s + <u32>(self.udp_timeout / SECOND)) table.remove(e + ENTRY_KEY, load<u32>(e, 4));
