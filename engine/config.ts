@@ -299,7 +299,9 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       } catch (e) {
         if (!ParamTypeError.is(e)) throw e;
         const from = overridden.has(`${name}.${key}`) ? ' (set on the command line)' : '';
-        errors.push(new ConfigError(`${name}.${key}: ${e.message}${from}`, pos.within(valueNode, e.at, keyAt), e.hint));
+        for (const mistake of [e, ...(e.more ?? [])]) {
+          errors.push(new ConfigError(`${name}.${key}: ${mistake.message}${from}`, pos.within(valueNode, mistake.at, keyAt), mistake.hint));
+        }
       }
     }
     for (const [key, spec] of Object.entries(type.params)) {

@@ -18,6 +18,9 @@ export interface ValueLocation {
 }
 
 export class ParamTypeError extends Error {
+  /** The mistakes in the other items of a list, reported with this one (the first). */
+  more: ParamTypeError[] = [];
+
   constructor(message: string, readonly hint?: string, public at: ValueLocation = {}) {
     super(message);
     this.name = 'ParamTypeError';
@@ -235,14 +238,23 @@ export function listType<T>(item: ParamType<T>): ParamType<T[]> {
     description: `a list, each ${item.description}`,
     parse: (raw) => {
       if (!Array.isArray(raw) || raw.length === 0) fail(`${describe(raw)} is not a non-empty list`, "write a YAML list: [a, b] or one '- item' per line");
-      return (raw as unknown[]).map((value, index) => {
+      // Every item is parsed, so that all their mistakes are reported at once.
+      const mistakes: ParamTypeError[] = [];
+      const values = (raw as unknown[]).map((value, index) => {
         try {
           return item.parse(value);
         } catch (e) {
-          if (ParamTypeError.is(e)) e.at = { ...e.at, item: index };
-          throw e;
+          if (!ParamTypeError.is(e)) throw e;
+          e.at = { ...e.at, item: index };
+          mistakes.push(e);
+          return undefined as T;
         }
       });
+      if (mistakes.length) {
+        mistakes[0].more = mistakes.slice(1);
+        throw mistakes[0];
+      }
+      return values;
     },
     format: (values) => values.map((v) => item.format(v)).join(', '),
   };

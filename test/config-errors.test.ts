@@ -214,6 +214,17 @@ test('param: Ethernet addresses', async () => {
   await expectParamError('Rewrite', 'eth_dst', '02:00-00:00:00:01', "'02:00-00:00:00:01' is not an Ethernet address", hint);
 });
 
+test('param: every mistaken item of a list is reported, each at its item, columns counted from the start of the rule', async () => {
+  const errors = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  fw:', '    type: Filter', '    rules:',
+    '      - allow tcp dst port 80', '      - deny udp and (port 53', '      - "allow icmp[icmptype] == icmp-foo"', '      - permit tcp',
+    '  drop: { type: Discard }', 'connections:', '  - src -> fw -> drop'));
+  assert.equal(summary(errors), [
+    "7:30 fw.rules: expected ')' to close the '(' at column 14, found the end of the expression (column 22)",
+    "8:34 fw.rules: expected a value to compare with, found 'icmp-foo' (column 25)",
+    '9:9 fw.rules: "permit tcp" does not start with allow, deny or an output number',
+  ]);
+});
+
 test('param: strings that YAML reads as numbers', async () => {
   await expectParamError('ToPcap', 'file', '2024', '2024 is not a non-empty string', "quote a value YAML would read as a number or a boolean, e.g. '2024'");
 });

@@ -90,8 +90,9 @@ interface Qualifiers { protocol?: Protocol; dir?: Direction; type?: AddressKind 
 /** Arithmetic inside a relation, before it is reduced to FIELD & MASK OP VALUE. */
 type Arith = { kind: 'const'; value: number; col: number } | { kind: 'field'; field: FieldRef; mask: number; col: number };
 
-export function parseExpression(text: string): Expr {
-  return new Parser(text).parse();
+/** Parses `text`; columns named in messages count from `base` (where the expression starts in its rule). */
+export function parseExpression(text: string, base = 0): Expr {
+  return new Parser(text, base).parse();
 }
 
 class Parser {
@@ -101,7 +102,7 @@ class Parser {
   /** The qualifiers of the last primitive with a value, for libpcap's and Click's elision: `port 80 or 81`. */
   private last?: Qualifiers;
 
-  constructor(private readonly text: string) {
+  constructor(private readonly text: string, private readonly base: number) {
     this.tokens = tokenize(text);
   }
 
@@ -151,7 +152,7 @@ class Parser {
     if (this.isOp(t, '(')) {
       this.next();
       const inner = this.expression();
-      this.expect(')', `to close the '(' at column ${t.col + 1}`);
+      this.expect(')', `to close the '(' at column ${this.base + t.col + 1}`);
       return inner;
     }
     return this.primitive(afterOperator);

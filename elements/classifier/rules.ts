@@ -15,7 +15,7 @@ export interface Rule {
 /** Parses `text` as an expression; an error points at its column (plus `offset`, where the expression starts in the value). */
 export function parseRule(text: string, offset = 0): Rule {
   try {
-    return { text, expr: parseExpression(text) };
+    return { text, expr: parseExpression(text, offset) };
   } catch (e) {
     if (!(e instanceof ExpressionError)) throw e;
     throw new ParamTypeError(`${e.message} (column ${offset + e.col + 1})`, e.hint, { offset: offset + e.col });
