@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { tempDir, removeDir, runConfig, writePcap, readPcap, ipv4Frame, cli, ROOT, type FrameSpec } from './helpers.ts';
+import { tempDir, removeDir, runConfig, writePcap, readPcap, ipv4Frame, icmpError, cli, ROOT, type FrameSpec } from './helpers.ts';
 import { parseExpression } from '../elements/classifier/expression.ts';
 import { loadConfig } from '../engine/config.ts';
 
@@ -13,11 +13,12 @@ const SYN = 0x02, ACK = 0x10, SYN_ACK = 0x12, FIN_ACK = 0x11, RST = 0x04, PSH_AC
 
 /** A frame spec; icmpType patches the ICMP type (ipv4Frame writes echo requests). */
 type Spec = FrameSpec & { icmpType?: number };
-type Packet = [seconds: number, spec: Spec];
+type Packet = [seconds: number, spec: Spec | Buffer];
 const out = (spec: Spec): Spec => ({ src: CLIENT, dst: SERVER, sport: 40000, dport: 80, ...spec });
 const back = (spec: Spec): Spec => ({ src: SERVER, dst: CLIENT, sport: 80, dport: 40000, ...spec });
 
-function frame(spec: Spec): Buffer {
+function frame(spec: Spec | Buffer): Buffer {
+  if (Buffer.isBuffer(spec)) return spec;
   const f = ipv4Frame(spec);
   if (spec.icmpType !== undefined) f[34] = spec.icmpType;
   return f;
@@ -129,6 +130,21 @@ test('stateful timeouts run on the trace clock, per TCP state', async () => {
     [306, back({ proto: 'icmp', icmpType: 0 })],                         // 15 6 s > 5 s: denied
   ]);
   assert.equal(passed, [1, 2, 3, 5, 7, 8, 9, 10, 11, 12, 14]);
+});
+
+test('an ICMP error about a tracked connection passes (path MTU discovery); one about no connection meets the rules and opens none', async () => {
+  const ROUTER = '198.18.0.254';
+  const fragNeeded = (about: Spec) => icmpError(ROUTER, frame(about), 3, 4);
+  const { passed, fw } = await run(STATEFUL, [
+    [0, out({ tcpFlags: SYN })],                                         // 1 opens
+    [1, fragNeeded(back({ tcpFlags: SYN_ACK }))],                        // 2 to the server, about its SYN-ACK: related, passes
+    [2, icmpError(ROUTER, frame(out({ tcpFlags: ACK })), 3, 4)],         // 3 to the client, about its own packet: passes
+    [3, icmpError(ROUTER, frame(out({ sport: 40009, tcpFlags: SYN })), 3, 4)], // 4 about no connection: the rules deny it
+    [4, back({ sport: 80, dport: 40009, tcpFlags: SYN_ACK })],           // 5 and it opened none: denied
+  ]);
+  assert.equal(passed, [1, 2, 3]);
+  assert.is(fw.tracked, 2);
+  assert.is(fw.connections, 1);
 });
 
 test('a full table takes no new connection: when_full deny drops it, allow passes it untracked; both are counted', async () => {

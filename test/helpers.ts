@@ -186,3 +186,16 @@ export function tshark(file: string, fields: string[], extra: string[] = []): st
   if (r.status !== 0) throw new Error(`tshark failed: ${r.stderr}`);
   return r.stdout.trimEnd().split('\n').filter((l) => l.length).map((l) => l.split('\t'));
 }
+
+/** An ICMP error from `from` about the frame `about`, to its source (quoting its IP header and `quote` bytes after it). */
+export function icmpError(from: string, about: Buffer, type = 3, code = 3, quote = 8): Buffer {
+  const inner = about.subarray(14, 14 + 20 + quote);
+  const icmp = Buffer.concat([Buffer.from([type, code, 0, 0, 0, 0, 0, 0]), inner]);
+  icmp.writeUInt16BE(internetChecksum(icmp), 2);
+  const f = ipv4Frame({ proto: 'icmp', src: from, dst: [...about.subarray(26, 30)].join('.'), payload: 0 });
+  const ip = Buffer.from(f.subarray(14, 34));
+  ip.writeUInt16BE(20 + icmp.length, 2);
+  ip.writeUInt16BE(0, 10);
+  ip.writeUInt16BE(internetChecksum(ip), 10);
+  return Buffer.concat([f.subarray(0, 14), ip, icmp]);
+}

@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, internetChecksum, cli, tshark, type FrameSpec } from './helpers.ts';
+import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, internetChecksum, icmpError, cli, tshark, type FrameSpec } from './helpers.ts';
 import { checksumVerdicts } from './golden.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
@@ -261,18 +261,6 @@ test('R10 ICMP echo identifiers are mapped like ports, with good checksums', asy
   assert.is(r.nat.drop_unsupported, 1, 'an echo request from outside');
 });
 
-/** An ICMP error from `from` about `about` (quoting its IP header and `quote` bytes after it). */
-function icmpError(from: string, about: Buffer, type = 3, code = 3, quote = 8): Buffer {
-  const inner = about.subarray(14, 14 + 20 + quote);
-  const icmp = Buffer.concat([Buffer.from([type, code, 0, 0, 0, 0, 0, 0]), inner]);
-  icmp.writeUInt16BE(internetChecksum(icmp), 2);
-  const f = ipv4Frame({ proto: 'icmp', src: from, dst: [...about.subarray(26, 30)].join('.'), payload: 0 });
-  const ip = Buffer.from(f.subarray(14, 34));
-  ip.writeUInt16BE(20 + icmp.length, 2);
-  ip.writeUInt16BE(0, 10);
-  ip.writeUInt16BE(internetChecksum(ip), 10);
-  return Buffer.concat([f.subarray(0, 14), ip, icmp]);
-}
 
 test('T9/U13/T10 ICMP errors are translated with the packet they quote; they do not end the mapping', async () => {
   const first = await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]]);

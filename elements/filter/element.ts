@@ -40,7 +40,7 @@ export default defineElement({
     + 'filter keeps a connection table: a packet that an allow rule lets through and that opens a connection (a TCP SYN, '
     + 'a UDP datagram, an ICMP echo request) creates an entry, and later packets of that connection pass in both '
     + 'directions without consulting the rules, so replies pass while a reply-looking packet without a connection meets '
-    + 'the rules like any other. TCP entries follow the handshake (SYN, SYN-ACK, ACK), the established state and closing '
+    + 'the rules like any other; an ICMP error about a tracked connection (fragmentation needed, unreachable) passes too, and opens none. TCP entries follow the handshake (SYN, SYN-ACK, ACK), the established state and closing '
     + '(after a FIN), each with its own timeout; a RST ends the entry; a packet that does not fit the state (data from the '
     + 'responder before its SYN-ACK) is dropped and counted in invalid. UDP and ICMP entries live until idle for their '
     + 'timeout. The table holds at most capacity connections and never evicts a live one: when it is full, a new connection '

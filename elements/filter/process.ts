@@ -25,6 +25,8 @@ let packetPort: u16 = 0;
 let tcpFlags: u8 = 0;
 let icmpType: u8 = 0;
 let protocol: u8 = 0;
+/** The packet is an ICMP error about a connection (the key is the connection's it quotes): it passes when that one is tracked, and opens nothing. */
+let related: bool = false;
 
 export function process(self: FilterState, batch: Batch, out: Outputs): void {
   processWith<Interpreter>(self, batch, out);
@@ -50,7 +52,8 @@ export function process(self: FilterState, batch: Batch, out: Outputs): void {
       const hash = FlowKey.hash(key);
       const entry = self.connections.find(key, hash, t);
       if (entry) {
-        if (follow(self, changetype<FilterConnectionsEntry>(entry), key, hash, t)) { tracked++; out.push(0, p); }
+        // An ICMP error about a tracked connection (fragmentation needed, unreachable) passes and moves it on not at all.
+        if (related || follow(self, changetype<FilterConnectionsEntry>(entry), key, hash, t)) { tracked++; out.push(0, p); }
         else { invalid++; dropPacket(p); }
         continue;
       }
@@ -115,14 +118,29 @@ function connectionKey(p: Packet): bool {
   if (!ip) return false;
   const l4 = Transport.header(p, ip);
   if (!l4) return false;
+  related = false;
   protocol = IPv4.protocol(ip);
+  if (protocol == IPPROTO_ICMP) {
+    icmpType = ICMP.type(l4);
+    if (isIcmpError(icmpType)) {
+      // The key of the connection it quotes (the dispatcher steers it by that one too: io.ts icmpHash).
+      const inner = l4 + 8, end = ip + IPv4.totalLength(ip);
+      if (inner + 20 > end || (load<u8>(inner) >> 4) != 4) return false;
+      const innerL4 = inner + IPv4.headerLength(inner);
+      if (innerL4 + 8 > end || IPv4.fragmentOffset(inner) != 0) return false;
+      related = true;
+      protocol = IPv4.protocol(inner);
+      return protocol == IPPROTO_ICMP
+        ? writeKey(IPv4.src(inner), IPv4.dst(inner), Wire.get16(innerL4 + 4), 0)
+        : (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) && writeKey(IPv4.src(inner), IPv4.dst(inner), Transport.srcPort(innerL4), Transport.dstPort(innerL4));
+    }
+  }
   let srcPort: u16, dstPort: u16;
   if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
     srcPort = Transport.srcPort(l4);
     dstPort = Transport.dstPort(l4);
     tcpFlags = protocol == IPPROTO_TCP ? TCP.flags(l4) : 0;
   } else if (protocol == IPPROTO_ICMP) {
-    icmpType = ICMP.type(l4);
     if (icmpType != ICMP_ECHO && icmpType != ICMP_ECHO_REPLY) return false;
     // An echo exchange is identified by its identifier, on both sides; it stands where the source
     // port goes, as in FlowKey, so that the dispatcher and state moves agree on the connection's shard.
@@ -132,6 +150,15 @@ function connectionKey(p: Packet): bool {
   const src = IPv4.src(ip), dst = IPv4.dst(ip);
   packetSrc = src;
   packetPort = srcPort;
+  return writeKey(src, dst, srcPort, dstPort);
+}
+
+@inline function isIcmpError(type: u8): bool {
+  return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+}
+
+/** Writes the key of the connection between two endpoints into keyBuffer(), in a fixed order so that both directions find one entry. */
+function writeKey(src: u32, dst: u32, srcPort: u16, dstPort: u16): bool {
   const srcFirst = src < dst || (src == dst && srcPort <= dstPort);
   const key = keyBuffer();
   store<u32>(key, srcFirst ? src : dst);
@@ -145,6 +172,7 @@ function connectionKey(p: Packet): bool {
 
 /** True when an allowed packet starts a connection: a TCP SYN, a UDP datagram, an ICMP echo request. */
 @inline function opens(): bool {
+  if (related) return false;
   if (protocol == IPPROTO_TCP) return (tcpFlags & (TCP.SYN | TCP.ACK | TCP.RST | TCP.FIN)) == TCP.SYN;
   if (protocol == IPPROTO_ICMP) return icmpType == ICMP_ECHO;
   return true;
