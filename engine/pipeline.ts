@@ -763,10 +763,10 @@ export class Pipeline {
     // A packet an element neither pushes nor drops keeps its slot for good: name those that passed on fewer than they took.
     const stats = this.stats();
     const short = this.graph.nodes.filter((n) => n.type.kind === 'element' && n.outputs.length > 0)
-      .map((n) => ({ n, s: stats[n.name] })).filter(({ s }) => s.in > s.out.reduce((a, b) => a + b, 0));
+      .map((n) => ({ n, in: stats[n.name].in, out: stats[n.name].out.reduce((a, b) => a + b, 0) })).filter((e) => e.in > e.out);
     if (!short.length) return `${report}. A bug in wirepath: please report it with the config`;
     return `${report}. Slots are lost when an element neither pushes nor drops (dropPacket) a packet it received; these passed on `
-      + `fewer packets than they took: ${short.map(({ n, s }) => `'${n.name}' (${n.type.type}) ${s.in} in, ${s.out.reduce((a, b) => a + b, 0)} out`).join(', ')}`;
+      + `fewer packets than they took: ${short.map((e) => `'${e.n.name}' (${e.n.type.type}) ${e.in} in, ${e.out} out`).join(', ')}`;
   }
 
   private async shutdown(): Promise<void> {

@@ -331,6 +331,14 @@ test('run --restore: a snapshot carries the state into a new run, with another s
   const missing = cli(['run', join(dir, 'snap.yaml'), '--restore', join(dir, 'none.json')]);
   assert.is(missing.status, 3);
   assert.ok(missing.stderr.startsWith(`wirepath: snapshot ${join(dir, 'none.json')} does not exist\n`), missing.stderr);
+  writeFileSync(join(dir, 'garbled.json'), '{"format": ');
+  const garbled = cli(['run', join(dir, 'snap.yaml'), '--restore', join(dir, 'garbled.json')]);
+  assert.is(garbled.status, 3);
+  assert.match(garbled.stderr, /^wirepath: snapshot \S+garbled\.json cannot be read: .*\n {2}hint: give a file written by wirepath ctl snapshot FILE/);
+  writeFileSync(join(dir, 'other.json'), JSON.stringify({ ...JSON.parse(readFileSync(join(dir, 'snap.json'), 'utf8')), elements: { nope: { type: 'Counter', scalars: {}, tables: {} } } }));
+  const other = cli(['run', join(dir, 'snap.yaml'), '--restore', join(dir, 'other.json')]);
+  assert.is(other.status, 3);
+  assert.match(other.stderr, /snapshot \S+other\.json: the snapshot's element nope \(Counter\) is not in this config\n {2}hint: restore a snapshot into the config it was taken from/);
 });
 
 test('run --json with a Print: stdout is one JSON object, the printed lines go to stderr', () => {

@@ -102,35 +102,41 @@ connections:
   }
 });
 
-test('a run whose packet slots went missing fails after the stall time and says so', async () => {
+/**
+ * Runs `yaml` over a generated trace of `packets` on one shard worker with a stall time of 1 s (`prepare` may
+ * change the pipeline first); returns the error the run fails with.
+ */
+async function stalledRun(packets: number, yaml: string, prepare: (p: Pipeline) => void = () => {}): Promise<Error | undefined> {
   const dir = tempDir();
   try {
-    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', '2000', '-f', '20', '-o', join(dir, 'trace.pcap'), '--seed', '5']);
-    writeFileSync(join(dir, 'm.yaml'), `
+    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', String(packets), '-f', '20', '-o', join(dir, 'trace.pcap'), '--seed', '5']);
+    writeFileSync(join(dir, 'c.yaml'), yaml);
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
+    prepare(pipeline);
+    return await pipeline.run().then(() => undefined, (e: Error) => e);
+  } finally {
+    removeDir(dir);
+  }
+}
+
+test('a run whose packet slots went missing fails after the stall time and says so', async () => {
+  const error = await stalledRun(2000, `
 elements:
   src: { type: FromPcap, file: trace.pcap }
   drop: { type: Discard }
 connections:
   - src -> drop
-`);
-    const config = await loadConfig(join(dir, 'm.yaml'));
-    const pipeline = await Pipeline.create(config, { shards: 1, threads: 'worker', stallMs: 1000 });
+`, (pipeline) => {
     // Every free slot taken away (as a leak would): the source can read nothing, no shard holds a packet.
     const freeStack = pipeline.arena.view.getUint32((pipeline as any).ioContext + IoContext.freeStack, true);
     pipeline.arena.view.setUint32(freeStack, 0, true);
-    const error = await pipeline.run().then(() => undefined, (e: Error) => e);
-    assert.ok(error, 'the run fails instead of hanging');
-    assert.match(error!.message, /^no packet has moved for \d+ s while a source waits for packet slots: 0 of 16384 slots are free/);
-  } finally {
-    removeDir(dir);
-  }
+  });
+  assert.ok(error, 'the run fails instead of hanging');
+  assert.match(error!.message, /^no packet has moved for \d+ s while a source waits for packet slots: 0 of 16384 slots are free/);
 });
 
 test('an element that loses packets is named when the slots run out', async () => {
-  const dir = tempDir();
-  try {
-    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', '3000', '-f', '20', '-o', join(dir, 'trace.pcap'), '--seed', '5']);
-    writeFileSync(join(dir, 'l.yaml'), `
+  const error = await stalledRun(3000, `
 element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
 pool_slots: 1024
 elements:
@@ -142,14 +148,9 @@ connections:
   - src -> check -> lose -> drop
   - check[1] -> drop
 `);
-    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'l.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
-    const error = await pipeline.run().then(() => undefined, (e: Error) => e);
-    assert.instance(error, StallError);
-    assert.match(error!.message, /0 of 1024 slots are free/);
-    assert.match(error!.message, /passed on fewer packets than they took: 'lose' \(FaultOn\) \d+ in, 0 out$/, 'CheckIPHeader passed all it took: not named');
-  } finally {
-    removeDir(dir);
-  }
+  assert.instance(error, StallError);
+  assert.match(error!.message, /0 of 1024 slots are free/);
+  assert.match(error!.message, /passed on fewer packets than they took: 'lose' \(FaultOn\) \d+ in, 0 out$/, 'CheckIPHeader passed all it took: not named');
 });
 
 test('a shard worker that fails before it is ready ends its start with the error, not a hang', async () => {

@@ -57,12 +57,15 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     const before = await packets();
     assert.ok(before >= 500, 'still running the old config');
 
+    const scaled = await ctl('scale', '2');
+    assert.is(scaled.status, 0, scaled.stderr);
     const good = await ctl('reload', join(dir, 'b.yaml'));
     assert.is(good.status, 0, good.stderr);
     assert.equal(JSON.parse(good.stdout), { kept: ['stats'], added: ['count'], removed: [] });
     after = await packets();
     assert.ok(after >= before, `FlowStats kept its count (${before} -> ${after})`);
-    assert.is(JSON.parse((await ctl('stats')).stdout).scale_events.length, 0);
+    assert.equal(JSON.parse((await ctl('stats')).stdout).scale_events.map((r: { from: number; to: number }) => [r.from, r.to]), [[1, 2]],
+      'the scale event before the reload is still reported');
     const graph = JSON.parse((await ctl('graph')).stdout);
     assert.ok(graph.elements.some((e: { name: string }) => e.name === 'count'), 'the new element runs');
   } finally {

@@ -114,11 +114,11 @@ function claimHitRow(self: FilterState): void {
  * in a fixed order, so that both directions find one entry. False for anything else (no connection).
  */
 function connectionKey(p: Packet): bool {
+  related = false;
   const ip = IPv4.header(p);
   if (!ip) return false;
   const l4 = Transport.header(p, ip);
   if (!l4) return false;
-  related = false;
   protocol = IPv4.protocol(ip);
   if (protocol == IPPROTO_ICMP) {
     icmpType = ICMP.type(l4);
