@@ -4,6 +4,7 @@
 import { workerData, parentPort } from 'node:worker_threads';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
+import { stripVTControlCharacters } from 'node:util';
 import asc from 'assemblyscript/asc';
 
 const { entry, flags, files, projectRoot } = workerData;
@@ -27,6 +28,7 @@ const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wa
   stdout: output,
   stderr: output,
 });
-// The compiler names files relative to its base directory, the root: give them back their leading slash.
-const located = diagnostics.replace(/(└─ in )(?!~lib\/)(?=[^\s/])/g, '$1/');
+// The compiler colours its diagnostics whenever CI is set; they end up in logs and error messages, so plain text.
+// It also names files relative to its base directory, the root: give them back their leading slash.
+const located = stripVTControlCharacters(diagnostics).replace(/(└─ in )(?!~lib\/)(?=[^\s/])/g, '$1/');
 parentPort.postMessage(result.error || !binary ? { error: located || String(result.error) } : { binary });
