@@ -6,7 +6,8 @@ import { copyBytes, zeroBytes } from "./bytes";
 // config, and lazy expiry on the batch clock: each entry carries the time it expires (a coarse
 // deadline, no timer structure to keep sorted); an entry past it counts as gone, and a sweep per
 // batch turns a few of those into free slots. Never evicts a live entry: when `capacity` entries are
-// live an insert fails and is counted as `full`. The table's `timeout` is the default idle timeout;
+// live (after a sweep of the whole table, at most once a second, for expired entries the per-batch
+// sweep has not reached) an insert fails and is counted as `full`. The table's `timeout` is the default idle timeout;
 // elements whose entries live by other rules (a TCP state machine) set each entry's deadline.
 //
 // Entry layout: [state u32][hash u32][key 16 B][expires u64][value ...]. The engine lays out the
@@ -21,6 +22,8 @@ export const ENTRY_VALUE: u32 = 32;
 export const KEY_SIZE: u32 = 16;
 /** FlowTable.worthTouching: live entries beyond 1 MiB. */
 const TOUCH_ABOVE_BYTES: u64 = 1 << 20;
+/** A table at its capacity sweeps all of it at most this often (ns): a flood of new flows costs no more. */
+const FULL_SWEEP_INTERVAL: u64 = 1_000_000_000;
 
 /**
  * A 5-tuple key: [src u32][dst u32][ports u32: sport << 16 | dport][proto u32]. ICMP queries and
@@ -83,6 +86,7 @@ export class FlowTable {
   expired: u64;
   expiryHandler: u32; // whenExpired: a function's address in the compiled module, or 0
   expiryContext: u32;
+  fullSweepAfter: u64; // when the table may next sweep all its slots because it is at its capacity
 
   @inline entry(index: u32): usize {
     return <usize>this.entries + <usize>(index & (this.slots - 1)) * <usize>this.entrySize;
@@ -166,7 +170,7 @@ export class FlowTable {
         return e + ENTRY_VALUE;
       }
     }
-    if (!reuse || this.live >= this.capacity) { this.full++; return 0; }
+    if (!reuse || (this.live >= this.capacity && !this.sweepAllWhenFull(now))) { this.full++; return 0; }
     store<u32>(reuse, ENTRY_LIVE);
     store<u32>(reuse, hash, 4);
     copyBytes(reuse + ENTRY_KEY, key, KEY_SIZE);
@@ -209,6 +213,14 @@ export class FlowTable {
       }
     }
     this.cursor = c & (this.slots - 1);
+  }
+
+  /** At its capacity, the live count may still include expired entries: sweeps them all, unless done recently. */
+  private sweepAllWhenFull(now: u64): bool {
+    if (now < this.fullSweepAfter) return false;
+    this.fullSweepAfter = now + FULL_SWEEP_INTERVAL;
+    this.sweep(now, this.slots);
+    return this.live < this.capacity;
   }
 
   /**

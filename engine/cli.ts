@@ -40,7 +40,7 @@ commands:
                     number in the file from 1, timestamp, length), through FromPcap -> Classifier
   docs              print the element reference (--write README.md updates it in place)
 
-options for run, check, graph, build:
+options for run, check, graph, build, verify:
   --set NAME.PARAM=VALUE   override a parameter (repeatable)
   --elements DIR           also load the element folders in DIR (repeatable)
 options for run:
@@ -100,7 +100,13 @@ export async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parsed;
   const [command, target, ...extra] = positionals;
   if (values.help) {
-    process.stdout.write(USAGE + '\n');
+    if (!command) {
+      process.stdout.write(USAGE + '\n');
+      return EXIT.ok;
+    }
+    const help = commandHelp(command);
+    if (!help) return report(new UsageError(`unknown command '${command}'`));
+    process.stdout.write(help);
     return EXIT.ok;
   }
   if (!command) return report(new UsageError('no command given'));
@@ -193,6 +199,19 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 class UsageError extends Error {}
+
+/** `wirepath CMD --help`: the command's own lines of USAGE and the options that apply to it, or undefined. */
+function commandHelp(command: string): string | undefined {
+  const [, commands, options, exitCodes] = USAGE.split('\n\n');
+  const lines = commands.split('\n').slice(1);
+  const start = lines.findIndex((l) => l.startsWith(`  ${command} `));
+  if (start < 0) return undefined;
+  const end = lines.findIndex((l, i) => i > start && !l.startsWith('    '));
+  const own = lines.slice(start, end < 0 ? undefined : end);
+  // Each "options for A, B:" heading starts a group that applies to the commands it names.
+  const groups = options.split(/\n(?=options for )/).filter((g) => /^options for ([^:]*):/.exec(g)![1].split(', ').includes(command));
+  return `usage: wirepath ${own[0].trim().split(/\s{2,}/)[0]} [options]\n\n${own.join('\n')}\n${groups.map((g) => `\n${g}\n`).join('')}\n${exitCodes}\n`;
+}
 
 async function filter(expression: string | undefined, [file, ...rest]: string[], verbose: boolean): Promise<number> {
   if (expression === undefined || file === undefined) throw new UsageError("filter needs an expression and a capture file: wirepath filter 'tcp port 80' trace.pcap");

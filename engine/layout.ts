@@ -25,7 +25,7 @@ export const OrderWatch = { watching: 0, checked: 4, reordered: 8, poolBase: 20,
 export const FragmentArea = { waited: 16, unmatched: 24, size: 64 + 4096 * 4 + 256 * 8 + 256 * 4 } as const;
 /** assembly/flowtable.ts: the FlowTable header and its entries. */
 export const FlowTableLayout = {
-  slots: 0, entrySize: 4, capacity: 8, live: 12, timeout: 16, cursor: 24, entries: 28, inserts: 32, full: 40, expired: 48, expiryHandler: 56, expiryContext: 60, size: 64,
+  slots: 0, entrySize: 4, capacity: 8, live: 12, timeout: 16, cursor: 24, entries: 28, inserts: 32, full: 40, expired: 48, expiryHandler: 56, expiryContext: 60, fullSweepAfter: 64, size: 72,
   entryKey: 8, entryExpires: 24, entryValue: 32,
 } as const;
 /** assembly/flowtable.ts ENTRY_LIVE. */

@@ -499,7 +499,6 @@ export class Pipeline {
     return header;
   }
 
-  /** Opens sources and sinks and starts the shard workers. */
   /**
    * Opens the sources that read files (a reload does so before it takes over, so that one that cannot be opened
    * changes nothing); devices open at start, so that a new pipeline's socket takes no frame the running one also forwards.

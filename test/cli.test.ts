@@ -470,11 +470,26 @@ test('usage: --help exits 0 with the usage on stdout; no command exits 2 with it
   assert.is(help.status, 0);
   assert.ok(help.stdout.startsWith(USAGE_START));
   assert.ok(help.stdout.includes('exit codes: 0 done, 1 runtime failure, 2 bad usage or invalid config, 3 missing file'));
-  assert.is(cli(['run', '-h']).status, 0);
   const none = cli([]);
   assert.is(none.status, 2);
   assert.is(none.stdout, '');
   assert.ok(none.stderr.startsWith('wirepath: no command given\n\n' + USAGE_START));
+});
+
+test('usage: CMD --help shows that command and the options it takes; an unknown command exits 2', () => {
+  const run = cli(['run', '-h']);
+  assert.is(run.status, 0);
+  assert.ok(run.stdout.startsWith('usage: wirepath run CONFIG [options]\n\n  run CONFIG '), run.stdout);
+  assert.ok(run.stdout.includes('--restore FILE') && run.stdout.includes('--set NAME.PARAM=VALUE'));
+  assert.not.ok(run.stdout.includes('--scale-every') || run.stdout.includes('ctl COMMAND'));
+  const verify = cli(['verify', '--help']);
+  assert.ok(verify.stdout.includes('--scale-every K') && verify.stdout.includes('--set NAME.PARAM=VALUE'));
+  assert.not.ok(verify.stdout.includes('--json'));
+  const ctl = cli(['ctl', '--help']);
+  assert.ok(ctl.stdout.includes('write ELEMENT.HANDLER VALUE') && ctl.stdout.includes('$WIREPATH_TOKEN'));
+  const bogus = cli(['bogus', '--help']);
+  assert.is(bogus.status, 2);
+  assert.ok(bogus.stderr.startsWith("wirepath: unknown command 'bogus'"));
 });
 
 test.run();

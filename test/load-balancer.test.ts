@@ -134,12 +134,21 @@ test('fragments: all fragments of a datagram go to one backend, hashed by the so
   }
 });
 
+test('the outer header copies DF; a fragmentable one has an identification as unique as the inner (RFC 6864)', async () => {
+  const frames = [client({ id: 1 }), client({ id: 2 }), client({ id: 3 }), client({ sport: 40001, id: 1 }), client({ dontFragment: true })].map(ipv4Frame);
+  const { out } = await runMux(frames);
+  assert.equal(out.map((f) => f.readUInt16BE(20)), [0, 0, 0, 0, 0x4000]);
+  const ids = out.map((f) => f.readUInt16BE(18));
+  assert.is(new Set(ids.slice(0, 4)).size, 4, `identifications ${ids}`);
+  assert.is(ids[4], 0, 'atomic');
+});
+
 /** An ICMP error from a router to the VIP, quoting the first bytes of a packet VIP:80 -> client:port. */
-function icmpError(port: number, type = 3, code = 4): Buffer {
+function icmpError(port: number, type = 3, code = 4, dst = VIP): Buffer {
   const quoted = ipv4Frame({ src: VIP, dst: '100.64.0.2', sport: 80, dport: port, payload: 0 }).subarray(14, 14 + 28);
   const icmp = Buffer.concat([Buffer.from([type, code, 0, 0, 0, 0, 0x05, 0xdc]), quoted]);
   icmp.writeUInt16BE(internetChecksum(icmp), 2);
-  const frame = ipv4Frame({ src: '100.64.0.254', dst: VIP, proto: 'icmp', payload: 0 });
+  const frame = ipv4Frame({ src: '100.64.0.254', dst, proto: 'icmp', payload: 0 });
   const header = Buffer.from(frame.subarray(0, 34));
   header.writeUInt16BE(20 + icmp.length, 16);
   header.writeUInt16BE(0, 24);
@@ -159,6 +168,13 @@ test('ICMP errors about a VIP connection go to the backend of the connection the
     assert.is(outer(out[i + 2]).dst, outer(out[i]).dst, `port ${ports[i / 3]}: time exceeded`);
     assert.ok(out[i + 1].subarray(50).equals(frames[i + 1].subarray(14)));
   }
+});
+
+test('an ICMP error quoting a VIP connection but sent to another address is not for the VIP', async () => {
+  const { out, rest, lb } = await runMux([icmpError(41000, 3, 4, '100.64.0.9')]);
+  assert.is(out.length, 0);
+  assert.is(rest.length, 1);
+  assert.is(lb.icmp_errors, 0);
 });
 
 test('malformed: a TCP header cut short, an ICMP error with a truncated quote, to a VIP: counted and dropped, never read past', async () => {

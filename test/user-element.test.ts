@@ -66,6 +66,24 @@ test('a full table tracks no new flow and evicts no live one', async () => {
   }
 });
 
+test('a table at its capacity whose entries have expired takes new flows before the sweep reaches them', async () => {
+  const dir = tempDir();
+  try {
+    // 1000 flows fill the table at 0 s; at 40 s all have expired (30 s), but the sweep after each packet has
+    // seen 8 of the table's 2048 slots at a time: 20 new flows must find room all the same. (A new flow whose
+    // probe meets expired entries frees them itself; the first of these, port 50000, meets an empty slot first.)
+    const flow = (sport: number, sec: number) => ({ data: ipv4Frame({ sport }), sec: T0 + sec, usec: 0 });
+    const old = Array.from({ length: 1000 }, (_, i) => flow(10000 + i, 0));
+    const fresh = Array.from({ length: 20 }, (_, i) => flow(50000 + i, 40));
+    writePcap(join(dir, 'in.pcap'), [...old, ...fresh]);
+    const result = await runConfig(dir, config(1000, '30s'));
+    assert.is(result.elements.fc.new_flows, 1020);
+    assert.is(result.elements.fc.untracked, 0);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('--elements DIR loads user elements for the CLI too', () => {
   const listed = cli(['elements', '--elements', USER_ELEMENTS]);
   assert.is(listed.status, 0);

@@ -110,7 +110,7 @@ export default defineElement({
   description: 'Sends packets addressed to a virtual service (VIP: address, tcp or udp, a port or any port) to a backend, '
     + 'encapsulated IP-in-IP: an outer IPv4 header (protocol 4) is put between the Ethernet header and the packet, in the '
     + 'slot\'s headroom, addressed to the backend, from an address of `source` whose host part is the flow hash (so receivers '
-    + 'can spread flows over queues). The mux keeps no per-connection state: a packet\'s bucket is a hash of its source '
+    + 'can spread flows over queues), with the inner packet\'s DF flag (and, without it, the inner identification mixed with the flow hash, RFC 6864). The mux keeps no per-connection state: a packet\'s bucket is a hash of its source '
     + 'address and source port (as Beamer does; the destination is the VIP anyway), mapped onto the table\'s buckets, and '
     + 'the bucket names the backend, so any mux with the same table sends any packet to the same place. Fragments carry no '
     + 'ports: every fragment (the first too, so that a datagram stays together) matches a VIP by address and protocol and '

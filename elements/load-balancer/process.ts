@@ -98,6 +98,7 @@ function classify(self: LoadBalancerState, vipTable: usize, vips: u32, p: Packet
   const vihl = room >= IPv4.MIN_HEADER ? load<u8>(quoted) : 0;
   const qhl = (<u32>vihl & 15) << 2;
   if ((vihl >> 4) != 4 || qhl < IPv4.MIN_HEADER || qhl + 4 > room) return findVip(vipTable, vips, dst, 0, 0, false) >= 0 ? MALFORMED : NOT_VIP;
+  if (IPv4.src(quoted) != dst) return NOT_VIP; // about a VIP's packet, but not sent to the VIP
   const qproto = IPv4.protocol(quoted);
   const ports = IPv4.fragmentOffset(quoted) == 0;
   const vip = findVip(vipTable, vips, IPv4.src(quoted), qproto, ports ? Wire.get16(quoted + qhl) : 0, ports);
@@ -144,8 +145,12 @@ function encapsulate(p: Packet, inner: usize, src: u32, dst: u32, previous: u32,
   store<u8>(ip, 0x40 | <u8>(OUTER >> 2));
   store<u8>(ip, IPv4.tos(inner), 1);
   Wire.set16(ip + 2, <u16>(IPv4.totalLength(inner) + OUTER));
-  store<u16>(ip, 0, 4);
-  Wire.set16(ip + 6, Wire.get16(inner + 6) & DONT_FRAGMENT);
+  const dontFragment = Wire.get16(inner + 6) & DONT_FRAGMENT;
+  // A fragmentable outer header needs an identification unique per outer source and destination for a while
+  // (RFC 6864): the inner one, which its sender keeps unique, mixed with the flow so that flows sharing an outer
+  // source do not repeat each other's; no state, so every mux and shard writes the same. Atomic (DF): 0.
+  Wire.set16(ip + 4, dontFragment ? 0 : Wire.get16(inner + 4) ^ <u16>(flowHash >>> 16));
+  Wire.set16(ip + 6, dontFragment);
   store<u8>(ip, 64, 8);
   store<u8>(ip, IPPROTO_IPIP, 9);
   store<u16>(ip, 0, 10);
