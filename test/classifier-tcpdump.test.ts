@@ -57,6 +57,11 @@ const EXPRESSIONS: (string | [string, string])[] = [
   'vlan', 'vlan 7', 'vlan 100', 'vlan 300', 'vlan and ip', 'vlan 7 and udp', 'vlan and tcp port 80', 'vlan 100 and vlan 100', 'vlan 20 and vlan 7 and udp',
   'vlan or ip', 'not vlan', 'vlan and host 203.0.113.2', 'ip or vlan', 'vlan and icmp', 'vlan 7 and src host 203.0.113.2', 'vlan and not ip',
   ['vlan and syn', 'vlan and tcp[13] & 2 != 0'], 'vlan and ip[9] = 6', 'vlan and vlan', 'tcp port 80 and vlan',
+  // Ethernet addresses, broadcast and multicast
+  'ether host 02:00:00:00:00:01', 'ether src 02:00:00:00:00:01', 'ether dst 02:00:00:00:00:02', 'ether dst ff:ff:ff:ff:ff:ff',
+  'ether host 36:e2:be:b7:3a:1a or de:ea:47:9c:e6:97', 'ether src and dst 02:00:00:00:00:01', 'ether dst de-ea-47-9c-e6-97',
+  'ether src 36e2.beb7.3a1a', 'ether src 2:0:0:0:0:1 and tcp', 'vlan and ether src 02:00:00:00:00:01', 'ether broadcast', 'broadcast',
+  'multicast', 'ether multicast', 'not ether broadcast and arp', 'ip broadcast', 'ip multicast', 'ip6 multicast', 'ip multicast or ip6 multicast',
   // combinations, precedence, elision, short captures
   'tcp and port 80', 'tcp or udp', 'not tcp', '!tcp', 'tcp && port 80', 'tcp || icmp', '(tcp or udp) and port 53', 'tcp or udp and port 53',
   'not (tcp or udp)', 'not tcp and not udp', 'host 100.64.0.2 and (port 8080 or icmp)', 'src host 100.64.0.2 and dst port 8080 and tcp[tcpflags] & tcp-syn != 0',

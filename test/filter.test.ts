@@ -191,6 +191,11 @@ const ERRORS: [expression: string, column: number, message: RegExp][] = [
   ['src', 3, /cannot follow src/],
   ['vlan 7 and less x', 16, /expected a length/],
   ['vlan 5000', 5, /too large for a VLAN ID/],
+  ['host 02:00:00:00:00:01', 5, /'02:00:00:00:00:01' is an Ethernet address/],
+  ['02:00:00:00:00:01', 0, /needs 'ether host', 'ether src' or 'ether dst'/],
+  ['ether src 02:00:00:00:00:01 or 10.0.0.1', 31, /expected an Ethernet address/],
+  ['ether net 02:00:00:00:00:01', 0, /'ether' cannot qualify a net/],
+  ['ip6 broadcast', 0, /'ip6 broadcast' is not supported/],
 ];
 
 for (const [expression, column, message] of ERRORS) {

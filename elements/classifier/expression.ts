@@ -34,10 +34,12 @@ export class ExpressionError extends Error {
   }
 }
 
-interface Token { kind: 'word' | 'number' | 'op' | 'end'; text: string; col: number }
+interface Token { kind: 'word' | 'number' | 'mac' | 'op' | 'end'; text: string; col: number }
 
 const OPERATORS = ['&&', '||', '==', '!=', '<=', '>=', '<<', '>>', '&', '|', '!', '=', '<', '>', '(', ')', '[', ']', ':', '-', '+', '*', '/'];
 const WORD = /[A-Za-z_][A-Za-z0-9_-]*/y;
+/** An Ethernet address as libpcap writes it: six hex bytes separated by colons or hyphens, or three dotted groups of four. */
+const MAC = /(?:[0-9A-Fa-f]{1,2}(?::[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{1,2}(?:-[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{4}(?:\.[0-9A-Fa-f]{4}){2})(?![\w:.-])/y;
 const NUMBER = /0x[0-9a-fA-F]+|\d+(?:\.\d+)*(?:\/\d+)?(?:-\d+)?/y;
 
 function tokenize(text: string): Token[] {
@@ -48,7 +50,9 @@ function tokenize(text: string): Token[] {
     let m: RegExpExecArray | null;
     WORD.lastIndex = at;
     NUMBER.lastIndex = at;
-    if ((m = WORD.exec(text))) tokens.push({ kind: 'word', text: m[0], col: at });
+    MAC.lastIndex = at;
+    if ((m = MAC.exec(text))) tokens.push({ kind: 'mac', text: m[0], col: at });
+    else if ((m = WORD.exec(text))) tokens.push({ kind: 'word', text: m[0], col: at });
     else if ((m = NUMBER.exec(text))) tokens.push({ kind: 'number', text: m[0], col: at });
     else {
       const op = OPERATORS.find((o) => text.startsWith(o, at));
@@ -82,7 +86,7 @@ const IP_FIELDS: Record<string, { offset: number; size: 1 | 2 | 4 }> = { tos: { 
 const PROTOCOLS = new Set<string>(['ip', 'ip6', 'tcp', 'udp', 'icmp', 'icmp6', 'sctp', 'arp', 'rarp', 'ether']);
 const RELATIONS = new Set<string>(['=', '==', '!=', '<', '<=', '>', '>=']);
 const KEYWORDS = new Set([...PROTOCOLS, 'src', 'dst', 'host', 'net', 'port', 'portrange', 'and', 'or', 'not', 'vlan', 'proto', 'len',
-  'less', 'greater', 'mask', 'true', 'false', 'any', 'all', 'opt', ...Object.keys(TCP_FLAGS)]);
+  'less', 'greater', 'mask', 'true', 'false', 'any', 'all', 'opt', 'broadcast', 'multicast', ...Object.keys(TCP_FLAGS)]);
 
 type AddressKind = 'host' | 'net' | 'port' | 'portrange';
 interface Qualifiers { protocol?: Protocol; dir?: Direction; type?: AddressKind }
@@ -184,6 +188,10 @@ class Parser {
     if (t.kind === 'op' || (t.kind === 'word' && !KEYWORDS.has(t.text.toLowerCase()) && !PORT_NAMES[t.text.toLowerCase()])) {
       throw new ExpressionError(`unexpected ${describe(t)}`, t.col, t.kind === 'word' ? 'primitives start with ip, ip6, tcp, udp, icmp, src, dst, host, net, port, vlan, ...' : undefined);
     }
+    if (t.kind === 'mac') {
+      if (afterOperator && this.last?.protocol === 'ether') return this.value(this.last, t.col);
+      throw new ExpressionError(`an Ethernet address needs 'ether host', 'ether src' or 'ether dst' before it`, t.col);
+    }
     if (t.kind === 'number' || (t.kind === 'word' && PORT_NAMES[t.text.toLowerCase()] !== undefined && !KEYWORDS.has(t.text.toLowerCase()))) {
       // A bare value: the previous primitive's qualifiers (elision), else Click's shorthand.
       const q: Qualifiers = afterOperator && this.last ? this.last : {};
@@ -232,6 +240,7 @@ class Parser {
       } else break;
     }
     const t = this.peek();
+    if (this.isWord(t, 'broadcast', 'multicast') && !q.dir && !q.type) return this.castPrimitive(q.protocol ?? 'ether', col);
     if (q.type) return this.value(q, col);
     if (q.protocol && this.isWord(t, 'proto')) {
       if (q.protocol !== 'ip' && q.protocol !== 'ip6') throw new ExpressionError(`'proto' follows ip or ip6, not ${q.protocol}`, t.col);
@@ -256,9 +265,51 @@ class Parser {
       this.next();
       return this.clickRelation({ offset: 0, size: 1 }, 'icmp', col);
     }
-    if (q.dir && (t.kind === 'number' || (t.kind === 'word' && !KEYWORDS.has(t.text.toLowerCase())))) return this.value(q, col);
+    if (q.dir && (t.kind === 'number' || t.kind === 'mac' || (t.kind === 'word' && !KEYWORDS.has(t.text.toLowerCase())))) return this.value(q, col);
     if (q.protocol && !q.dir) return { kind: 'protocol', protocol: q.protocol, ...this.here(col) };
     throw new ExpressionError(`${describe(t)} cannot follow ${q.dir ?? q.protocol}`, t.col, q.dir ? 'write e.g. src host 100.64.0.1, dst net 198.18.0.0/15 or src port 53' : undefined);
+  }
+
+  /**
+   * `broadcast`, `multicast` (Ethernet's, as libpcap's bare words), `ether broadcast`, `ip broadcast`, `ip multicast`,
+   * `ip6 multicast`.
+   */
+  private castPrimitive(protocol: Protocol, col: number): Expr {
+    const word = this.next().text.toLowerCase();
+    const here = this.here(col);
+    if (protocol === 'ether') {
+      if (word === 'multicast') return this.relation({ protocol: 'ether', offset: 0, size: 1 }, 1, '!=', 0, col);
+      return this.etherMatch('dst', [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], col);
+    }
+    // With no netmask (a capture has none), libpcap's `ip broadcast` is the all-zeros or all-ones address.
+    if (protocol === 'ip' && word === 'broadcast') {
+      const dst = (value: number) => this.relation({ protocol: 'ip', offset: 16, size: 4 }, 0xffffffff, '=', value, col);
+      return { kind: 'and', left: { kind: 'protocol', protocol: 'ip', ...here }, right: { kind: 'or', left: dst(0), right: dst(0xffffffff), col }, col };
+    }
+    if (protocol === 'ip' && word === 'multicast') return { kind: 'and', left: { kind: 'protocol', protocol: 'ip', ...here }, right: this.relation({ protocol: 'ip', offset: 16, size: 1 }, 0xffffffff, '>=', 224, col), col };
+    if (protocol === 'ip6' && word === 'multicast') return { kind: 'and', left: { kind: 'protocol', protocol: 'ip6', ...here }, right: this.relation({ protocol: 'ip6', offset: 24, size: 1 }, 0xffffffff, '=', 0xff, col), col };
+    throw new ExpressionError(`'${protocol} ${word}' is not supported`, col, 'write ether broadcast, ether multicast, ip broadcast, ip multicast or ip6 multicast');
+  }
+
+  /** An Ethernet address primitive: `ether host MAC`, `ether src MAC`, `ether dst MAC`, or a bare MAC. */
+  private etherAddress(q: Qualifiers, dir: Direction, col: number): Expr {
+    if (q.type !== 'host') throw new ExpressionError(`'ether' cannot qualify a ${q.type}`, col, 'an Ethernet address is a host: ether host 02:00:00:00:00:01');
+    const t = this.next();
+    if (t.kind !== 'mac') throw new ExpressionError(`expected an Ethernet address, found ${describe(t)}`, t.col, 'six hex bytes separated by colons, e.g. 02:00:00:00:00:01');
+    const bytes = t.text.includes('.') ? t.text.replace(/\./g, '').match(/../g)!.map((b) => parseInt(b, 16)) : t.text.split(/[:-]/).map((b) => parseInt(b, 16));
+    if (dir === 'src' || dir === 'dst') return this.etherMatch(dir, bytes, col);
+    return { kind: dir === 'src or dst' ? 'or' : 'and', left: this.etherMatch('src', bytes, col), right: this.etherMatch('dst', bytes, col), col };
+  }
+
+  /** The frame's source or destination Ethernet address equals `bytes`: two relations, its first 4 and last 2 bytes. */
+  private etherMatch(dir: 'src' | 'dst', bytes: number[], col: number): Expr {
+    const offset = dir === 'dst' ? 0 : 6;
+    const high = ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
+    return {
+      kind: 'and', col,
+      left: this.relation({ protocol: 'ether', offset, size: 4 }, 0xffffffff, '=', high, col),
+      right: this.relation({ protocol: 'ether', offset: offset + 4, size: 2 }, 0xffffffff, '=', (bytes[4] << 8) | bytes[5], col),
+    };
   }
 
   /** Click's `ip ttl < 10`, `icmp type 8`: an optional relation (default =) and a number. */
@@ -278,17 +329,22 @@ class Parser {
   /** The value of a host, net, port or portrange primitive, with the type inferred when it was left out. */
   private value(q: Qualifiers, col: number): Expr {
     const t = this.peek();
+    if (t.kind === 'mac' && q.protocol !== 'ether') {
+      throw new ExpressionError(`'${t.text}' is an Ethernet address`, t.col, `write ether ${q.dir ?? 'host'} ${t.text}`);
+    }
     const dir = q.dir ?? 'src or dst';
     let type = q.type;
     if (!type) {
-      if (t.kind === 'number' && t.text.includes('/')) type = 'net';
+      if (t.kind === 'mac' || q.protocol === 'ether') type = 'host';
+      else if (t.kind === 'number' && t.text.includes('/')) type = 'net';
       else if (t.kind === 'number' && /^\d+(\.\d+){3}$/.test(t.text)) type = 'host';
       else if (t.kind === 'number' && /^\d+-\d+$/.test(t.text)) type = 'portrange';
       else type = 'port';
     }
     const qualifiers = { ...q, type };
     let node: Expr;
-    if (type === 'port' || type === 'portrange') node = this.port(qualifiers, dir, col);
+    if (q.protocol === 'ether') node = this.etherAddress(qualifiers, dir, col);
+    else if (type === 'port' || type === 'portrange') node = this.port(qualifiers, dir, col);
     else node = this.address(qualifiers, dir, col);
     this.last = qualifiers;
     return node;
