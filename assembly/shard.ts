@@ -38,6 +38,8 @@ let outHead: u32 = 0;
 let outLimit: u32 = 0;
 let receivedTail: u32 = 0;
 let batchTime: u64 = 0;
+/** On trace time a batch holds at most one tick of the trace (ns), and its clock is the tick's last nanosecond. */
+const TRACE_TICK: u64 = 1_000_000;
 let scratch: usize = 0;
 let order: usize = 0;
 
@@ -173,9 +175,13 @@ export function clonePacket(p: Packet): Packet | null {
  * or 0 to run on trace time. Returns the number of ring entries taken.
  */
 export function shardReceive(sources: usize, max: u32, time: u64): u32 {
-  // time 0 selects trace time: the clock follows the packets' own timestamps, so runs over a file
-  // are deterministic (the virtual clock of the tests).
+  // time 0 selects trace time: the clock follows the packets' own timestamps. A batch ends where the trace
+  // enters the next millisecond and its clock is the end of its packets' millisecond, so each packet sees a
+  // clock never behind its own time and less than 1 ms ahead, however the ring's packets were batched: runs
+  // over a file are deterministic (the virtual clock of the tests), also when a shard takes seconds of a
+  // sparse trace at once, and a timer never fires before its time.
   if (time) batchTime = time;
+  let tickEnd: u64 = 0;
   const head = rxRing.head;
   let tail = load<u32>(changetype<usize>(rxRing), 64);
   let taken: u32 = 0;
@@ -188,13 +194,22 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
   const watching = orderWatching(order);
   while (tail != head && taken < max) {
     const entry = rxRing.entry(tail);
-    tail++;
-    taken++;
     if (entry & ENTRY_RECYCLE) {
+      tail++;
+      taken++;
       freePacket(changetype<Packet>(entry & ~ENTRY_RECYCLE));
       continue;
     }
     const p = changetype<Packet>(entry);
+    if (!time) {
+      const ts = p.timestamp;
+      if (!packets) {
+        tickEnd = ts - ts % TRACE_TICK + TRACE_TICK;
+        if (tickEnd - 1 > batchTime) batchTime = tickEnd - 1;
+      } else if (ts >= tickEnd) break;
+    }
+    tail++;
+    taken++;
     if (watching) orderCheck(order, p);
     if (<u32>p.port != port) {
       if (port != 0xffffffff) batch.count = count;
@@ -209,7 +224,6 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
     } else {
       dropPacket(p); // cannot happen when capacities come from the graph compiler; never overrun
     }
-    if (!time && p.timestamp > batchTime) batchTime = p.timestamp;
     packets++;
   }
   if (port != 0xffffffff) batch.count = count;

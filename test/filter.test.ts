@@ -147,6 +147,33 @@ test('an ICMP error about a tracked connection passes (path MTU discovery); one 
   assert.is(fw.connections, 1);
 });
 
+test('a sparse trace read in big steps: each packet meets the clock of its own millisecond, on any shard count', async () => {
+  // 2000 connections, one every 10 ms, their packets 2 ms apart: a shard takes seconds of this trace in one
+  // step, and a batch clock at the step's latest packet expired handshakes 4 ms old (a 300 ms timeout).
+  const packets: { data: Buffer; sec: number; usec: number }[] = [];
+  for (let c = 0; c < 2000; c++) {
+    const client = { src: `100.64.${c >> 8}.${c & 255}`, sport: 20000 + c };
+    const spec: Spec[] = [out({ ...client, tcpFlags: SYN }), back({ dst: client.src, dport: client.sport, tcpFlags: SYN_ACK }),
+      out({ ...client, tcpFlags: ACK }), out({ ...client, tcpFlags: PSH_ACK, payload: 18 }), back({ dst: client.src, dport: client.sport, tcpFlags: PSH_ACK, payload: 100 })];
+    spec.forEach((f, i) => {
+      const us = c * 10_000 + i * 2_000;
+      packets.push({ data: frame(f), sec: T0 + Math.floor(us / 1e6), usec: us % 1e6 });
+    });
+  }
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), packets);
+    const yaml = config(`${STATEFUL}, tcp_handshake: 300ms`).replace('batch: 1\n', '');
+    for (const shards of [1, 2]) {
+      const result = await runConfig(dir, yaml, { shards });
+      assert.is(result.elements.fw.denied, 0, `${shards} shards`);
+      assert.is(result.packets_out, packets.length);
+    }
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a full table takes no new connection: when_full deny drops it, allow passes it untracked; both are counted', async () => {
   const flows: Packet[] = [1, 2, 3].flatMap((n) => [
     [n, out({ proto: 'udp', sport: 40000 + n, dport: 53 })],

@@ -676,7 +676,7 @@ test('C9 PCP PEER: the session with one remote peer is made as its first packet 
     pcp(0, pcpRequest(A, { port: 6000, lifetime: 1000, peer: [R1, 53] })), // 1: PEER UDP 6000 <-> R1:53
     [500, udp(R1, '203.0.113.1', 53, 6000)],                               // 2: the peer, past the UDP timeout: passes
     [501, udp(R2, '203.0.113.1', 53, 6000)],                               // 3: another host: filtered
-    pcp(502, pcpRequest(A, { port: 6000, lifetime: 0, peer: [R1, 53] })),  // 4: what is left: 497 s and some (the peer's packet did not shorten it)
+    pcp(502, pcpRequest(A, { port: 6000, lifetime: 0, peer: [R1, 53] })),  // 4: what is left: 498 s (the peer's packet did not shorten it)
     pcp(503, pcpRequest(A, { port: 6001, peer: ['198.18.0.9', 0] })),      // 5: no remote port: MALFORMED_REQUEST
     [504, udp(A, R1, 6000, 53)],                                           // 6: the subscriber's own packet (its timer: 804 s)
     [900, udp(R1, '203.0.113.1', 53, 6000)],                               // 7: still within the PEER's 1000 s: passes
@@ -694,7 +694,7 @@ test('C9 PCP PEER: the session with one remote peer is made as its first packet 
   const [, rbit, opcode, result, lifetime, , , , , , , external, address] = PCP_FIELDS.map((_, i) => i + 1);
   const answers = r.pcp.filter((f) => f[rbit] === '1' || f[rbit] === 'True');
   assert.equal(answers.map((f) => [+f[opcode], +f[result], +f[lifetime]]),
-    [[2, 0, 1000], [2, 0, 497], [2, 3, 1800], [1, 0, 3600], [2, 0, 86400], [1, 0, 0], [2, 0, 3000]]);
+    [[2, 0, 1000], [2, 0, 498], [2, 3, 1800], [1, 0, 3600], [2, 0, 86400], [1, 0, 0], [2, 0, 3000]]);
   assert.equal([answers[0][external], answers[0][address]], ['6000', '::ffff:203.0.113.1']);
   assert.equal(r.pcp.length, 7, 'answers only');
   assert.equal(r.inside.filter((s) => s.proto !== 17 || s.sport !== 5351).map((s) => `${s.dst}:${s.dport}`), [`${A}:6000`, `${A}:6000`, `${A}:6010`, `${A}:8000`]);

@@ -9,7 +9,7 @@ import { tempDir, removeDir, runConfig, writePcap, ipv4Frame, cli, ROOT } from '
 const USER_ELEMENTS = join(ROOT, 'test/fixtures/user-elements');
 const T0 = 1_700_000_000;
 
-// The clock is read once per batch (trace time: the batch's latest timestamp); batch 1 makes it per packet.
+// The clock is read once per batch (trace time: the end of the batch's millisecond); batch 1 makes it per packet.
 const config = (capacity: number, timeout: string) => `
 batch: 1
 element_dirs: [${USER_ELEMENTS}]
