@@ -282,8 +282,9 @@ async function ctl(args: string[], values: { control?: string; token?: string })
     graph: () => ['GET', '/graph'],
     metrics: () => ['GET', '/metrics'],
     scale: () => ['POST', '/scale', { shards: Number(rest[0]) }],
-    read: () => ['GET', element(rest[0]) + (rest[1] ? `?arg=${encodeURIComponent(rest[1])}` : '')],
-    write: () => ['PUT', element(rest[0]), { value: rest[1] ?? '' }],
+    // The words after the handler are one value, quoted or not: `write lb.add_backend web1 198.18.1.11`.
+    read: () => ['GET', element(rest[0]) + (rest.length > 1 ? `?arg=${encodeURIComponent(rest.slice(1).join(' '))}` : '')],
+    write: () => ['PUT', element(rest[0]), { value: rest.slice(1).join(' ') }],
     snapshot: () => ['POST', '/snapshot', rest[0] ? { file: resolvePath(rest[0]) } : {}],
     reload: () => {
       if (!rest[0]) throw new UsageError('ctl reload needs the new CONFIG file');

@@ -3,7 +3,7 @@
 
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { EnvironmentError } from './errors.ts';
-import { outputsOf, type ElementType } from './element.ts';
+import { outputsOf, setUpBy, type ElementType, type PortSpec } from './element.ts';
 import { handlersOf } from './handlers.ts';
 import type { Registry } from './registry.ts';
 
@@ -13,13 +13,22 @@ function defaultParams(type: ElementType): Record<string, unknown> {
 
 /** Markdown documentation of one element type. */
 export function elementDoc(type: ElementType): string {
-  const outputs = outputsOf(type, defaultParams(type));
+  const defaults = defaultParams(type);
+  let outputs: PortSpec[] | undefined;
+  try {
+    outputs = outputsOf(type, defaults);
+  } catch {
+    // Ports made from a parameter that has no default: the description says how.
+  }
   const lines = [`## ${type.type}`, '', `${type.summary}.`, ''];
   if (type.description) lines.push(type.description, '');
   const inputs = type.inputs === 0 ? 'none (a source)' : type.inputs === 1 ? '1' : `${type.inputs} (0..${type.inputs - 1})`;
-  lines.push(`**Ports.** Inputs: ${inputs}. Outputs:${outputs.length === 0 ? ' none' : ''}`);
-  outputs.forEach((p, i) => lines.push(`- [${i}] ${p.name}: ${p.doc}${p.optional ? ' (optional)' : ''}`));
-  if (typeof type.outputs === 'function') lines.push('- (the number of outputs follows the parameters; shown here with the defaults)');
+  if (!outputs) lines.push(`**Ports.** Inputs: ${inputs}. Outputs: made from the parameters (see above).`);
+  else {
+    lines.push(`**Ports.** Inputs: ${inputs}. Outputs:${outputs.length === 0 ? ' none' : ''}`);
+    outputs.forEach((p, i) => lines.push(`- [${i}] ${p.name}: ${p.doc}${p.optional ? ' (optional)' : ''}`));
+    if (typeof type.outputs === 'function') lines.push('- (the number of outputs follows the parameters; shown here with the defaults)');
+  }
   lines.push('');
   const params = Object.entries(type.params);
   lines.push('**Parameters.**' + (params.length ? '' : ' None.'));
@@ -38,9 +47,10 @@ export function elementDoc(type: ElementType): string {
     lines.push(`- ${name} (${scope}): ${s.doc}`);
   }
   const handlers = Object.entries(handlersOf(type));
+  const fixed = setUpBy(type, defaults);
   lines.push('', '**Handlers.**' + (handlers.length ? '' : ' None.'));
   for (const [name, h] of handlers) {
-    const mode = h.read && h.write ? 'read/write' : h.read ? 'read' : 'write';
+    const mode = h.read && h.write ? (fixed.has(name) && name in type.params ? 'read; set at start' : 'read/write') : h.read ? 'read' : 'write';
     lines.push(`- ${name} (${mode}): ${h.doc}`);
   }
   lines.push('', '**Example.**', '', '```yaml', type.example, '```', '');

@@ -286,3 +286,25 @@ export function outputsOf(type: ElementDefinition, params: Record<string, unknow
 export function expansionOf(type: ElementDefinition, params: Record<string, unknown>): number {
   return typeof type.expands === 'function' ? type.expands(params) : type.expands ?? 1;
 }
+
+/**
+ * The parameters an element instance was set up by, which a running pipeline cannot change: those declared
+ * fixed, and those its state declarations, ports or specialized code read (found by giving those functions its
+ * parameters through a proxy that notes every one read). The room its outputs need is compared by value (setParam).
+ */
+export function setUpBy(type: ElementDefinition, params: Record<string, unknown>): Set<string> {
+  const read = new Set(Object.entries(type.params).filter(([, spec]) => spec.fixed).map(([name]) => name));
+  const noting = new Proxy(params, { get: (target, key) => { if (typeof key === 'string') read.add(key); return target[key as string]; } });
+  const functions = [
+    ...Object.values(type.state ?? {}).flatMap((field) => Object.values(field as object) as unknown[]),
+    type.outputs, type.specialize,
+  ].filter((f): f is (p: unknown) => unknown => typeof f === 'function');
+  for (const f of functions) {
+    try {
+      f(noting);
+    } catch {
+      // What it read before it threw is noted; the rest does not matter here.
+    }
+  }
+  return read;
+}

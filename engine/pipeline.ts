@@ -9,7 +9,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
-import { expansionOf, type DataState, type ElementType, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
+import { expansionOf, setUpBy, type DataState, type ElementType, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { EnvironmentError, StallError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
 import { STEERING, STEER_ELEMENT } from './registry.ts';
@@ -85,28 +85,6 @@ async function until(done: () => boolean, poke: () => void): Promise<void> {
   }
 }
 const nextPowerOfTwo = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
-
-/**
- * The parameters an element instance was set up by, which a running pipeline cannot change: those declared
- * fixed, and those its state declarations, ports or specialized code read (found by giving those functions its
- * parameters through a proxy that notes every one read). The room its outputs need is compared by value (setParam).
- */
-function setUpBy(type: ElementType, params: Record<string, unknown>): Set<string> {
-  const read = new Set(Object.entries(type.params).filter(([, spec]) => spec.fixed).map(([name]) => name));
-  const noting = new Proxy(params, { get: (target, key) => { if (typeof key === 'string') read.add(key); return target[key as string]; } });
-  const functions = [
-    ...Object.values(type.state ?? {}).flatMap((field) => Object.values(field as object) as unknown[]),
-    type.outputs, type.specialize,
-  ].filter((f): f is (p: unknown) => unknown => typeof f === 'function');
-  for (const f of functions) {
-    try {
-      f(noting);
-    } catch {
-      // What it read before it threw is noted; the rest does not matter here.
-    }
-  }
-  return read;
-}
 
 /** The addresses of the live entries (not past their deadline at `now`) of the flow table at `table`. */
 function* liveEntries(v: DataView, table: number, now: bigint): Generator<number> {

@@ -34,12 +34,14 @@ interface Frame { ts: string; bytes: Buffer }
 export function flowsOf(file: string): Map<string, Frame[]> {
   const b = readFileSync(file);
   const flows = new Map<string, Frame[]>();
+  // Digits of the fraction: the magic number tells microseconds from nanoseconds.
+  const fraction = b.readUInt32LE(0) === 0xa1b23c4d ? 9 : 6;
   for (let at = 24; at + 16 <= b.length;) {
     const len = b.readUInt32LE(at + 8);
     const bytes = b.subarray(at + 16, at + 16 + len);
     const key = flowKey(bytes);
     if (!flows.has(key)) flows.set(key, []);
-    flows.get(key)!.push({ ts: `${b.readUInt32LE(at)}.${b.readUInt32LE(at + 4)}`, bytes });
+    flows.get(key)!.push({ ts: `${b.readUInt32LE(at)}.${String(b.readUInt32LE(at + 4)).padStart(fraction, '0')}`, bytes });
     at += 16 + len;
   }
   return flows;

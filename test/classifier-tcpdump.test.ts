@@ -61,7 +61,10 @@ const EXPRESSIONS: (string | [string, string])[] = [
   'ether host 02:00:00:00:00:01', 'ether src 02:00:00:00:00:01', 'ether dst 02:00:00:00:00:02', 'ether dst ff:ff:ff:ff:ff:ff',
   'ether host 36:e2:be:b7:3a:1a or de:ea:47:9c:e6:97', 'ether src and dst 02:00:00:00:00:01', 'ether dst de-ea-47-9c-e6-97',
   'ether src 36e2.beb7.3a1a', 'ether src 2:0:0:0:0:1 and tcp', 'vlan and ether src 02:00:00:00:00:01', 'ether broadcast', 'broadcast',
-  'multicast', 'ether multicast', 'not ether broadcast and arp', 'ip broadcast', 'ip multicast', 'ip6 multicast', 'ip multicast or ip6 multicast',
+  'multicast', 'ether multicast', 'not ether broadcast and arp',
+  // EtherTypes, backslashed names, octal numbers, ICMPv6 bytes
+  'ether proto \\arp', 'ether proto 0x86dd', 'ether proto \\ip and tcp', 'vlan and ether proto \\ip', 'ip proto \\sctp', 'proto \\icmp',
+  'port 053', 'ip[9] = 021', 'udp port 012351', 'icmp6[0] = 128', 'icmp6[icmp6type] = icmp6-echo', 'icmp6[icmp6type] != icmp6-echo', 'ip broadcast', 'ip multicast', 'ip6 multicast', 'ip multicast or ip6 multicast',
   // combinations, precedence, elision, short captures
   'tcp and port 80', 'tcp or udp', 'not tcp', '!tcp', 'tcp && port 80', 'tcp || icmp', '(tcp or udp) and port 53', 'tcp or udp and port 53',
   'not (tcp or udp)', 'not tcp and not udp', 'host 100.64.0.2 and (port 8080 or icmp)', 'src host 100.64.0.2 and dst port 8080 and tcp[tcpflags] & tcp-syn != 0',

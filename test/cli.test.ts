@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { loadRegistry } from '../engine/registry.ts';
 import { elementDoc, elementReference } from '../engine/docs.ts';
+import { defineElement, param, types } from '../engine/api.ts';
+import type { ElementType } from '../engine/element.ts';
 import { runtimeReference } from '../engine/runtime-doc.ts';
 import { statsTable } from '../engine/report.ts';
 import { loadConfig } from '../engine/config.ts';
@@ -180,6 +182,21 @@ test('elements TYPE: a type without parameters, state or handlers says so', () =
     assert.ok(r.stdout.includes(part), `the doc lacks:\n${part}`);
   }
   assert.ok(cli(['elements', 'FromPcap']).stdout.includes('| file | a string | (required) | the capture file, relative to the config file |\n'));
+});
+
+test('elements TYPE: parameters a running pipeline cannot change say so; ports made from a required parameter do not break the doc', () => {
+  const pcap = cli(['elements', 'ToPcap']).stdout;
+  assert.ok(pcap.includes('- resolution (read; set at start): '), pcap);
+  assert.ok(cli(['elements', 'FlowStats']).stdout.includes('- capacity (read; set at start): '));
+  assert.ok(cli(['elements', 'Counter']).stdout.includes('- reset (write): '));
+  const split = defineElement({
+    type: 'Split', summary: 'one output per network', inputs: 1, example: 'split: { type: Split, nets: [10.0.0.0/8] }',
+    params: { nets: param.strings('networks', { required: true, item: types.cidr }), sample: param.int('every Nth packet', 1, 100, { default: 1 }) },
+    outputs: (p) => (p.nets as unknown[]).map((_, i) => ({ name: `net${i}`, doc: 'packets of that network' })),
+  });
+  const doc = elementDoc({ ...split, dir: '', kind: 'element' } as ElementType);
+  assert.ok(doc.includes('Outputs: made from the parameters'), doc);
+  assert.ok(doc.includes('- sample (read/write): '), doc);
 });
 
 test('elements: an unknown type exits 2', () => {

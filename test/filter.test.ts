@@ -223,6 +223,8 @@ const ERRORS: [expression: string, column: number, message: RegExp][] = [
   ['ether src 02:00:00:00:00:01 or 10.0.0.1', 31, /expected an Ethernet address/],
   ['ether net 02:00:00:00:00:01', 0, /'ether' cannot qualify a net/],
   ['ip6 broadcast', 0, /'ip6 broadcast' is not supported/],
+  ['port 08', 5, /'08' is not an octal number/],
+  ['ip[12:4] = 0x164400002', 11, /does not fit in 32 bits/],
 ];
 
 for (const [expression, column, message] of ERRORS) {

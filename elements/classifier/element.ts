@@ -6,10 +6,11 @@ export default defineElement({
   summary: 'sends each packet to the output of the first pattern it matches',
   description: 'Pattern N sends what it matches to output N; the first matching pattern wins, `-` matches everything, and '
     + 'a packet no pattern matches is dropped and counted in unmatched. Patterns are tcpdump filter expressions (libpcap\'s '
-    + 'pcap-filter syntax: host, net, port, portrange, src/dst, ether host/src/dst, broadcast, multicast, ip, ip6, tcp, udp, icmp, proto N, vlan [ID], less, greater, '
+    + 'pcap-filter syntax: host, net, port, portrange, src/dst, ether host/src/dst, ether proto, broadcast, multicast, ip, ip6, tcp, udp, icmp, proto N, vlan [ID], less, greater, '
     + 'byte expressions such as tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn, and/or/not) or Click IPClassifier spellings '
     + '(syn, tcp opt ack, dst tcp port > 1023, ip ttl < 10, ip frag, icmp type 8, a bare 10.0.0.0/8), and they match what '
-    + 'tcpdump matches: port and TCP-flag tests see first fragments only, `vlan` shifts what follows by the tag, `and` and '
+    + 'tcpdump matches (numbers with a leading 0 are octal, as there; not supported: IPv6 addresses, arithmetic on '
+    + 'packet fields and variable offsets, protochain, and link and tunnel protocols such as mpls, pppoes, llc): port and TCP-flag tests see first fragments only, `vlan` shifts what follows by the tag, `and` and '
     + '`or` group from the left with equal precedence, and a pattern that reads past the captured bytes does not match. '
     + 'All patterns compile into one decision program of masked compares, shared between patterns, with a hash lookup '
     + 'where many patterns test one field, run as code made for the patterns (up to 64 terms without a branch, as a bit '

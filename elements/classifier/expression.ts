@@ -22,6 +22,7 @@ export type Expr =
   | { kind: 'const'; value: boolean; col: number }
   | ({ kind: 'protocol'; protocol: Protocol } & At)
   | ({ kind: 'ip-proto'; family: 'ip' | 'ip6' | 'any'; number: number } & At)
+  | ({ kind: 'ethertype'; number: number } & At)
   | ({ kind: 'address'; family: 'ip' | 'arp' | 'rarp' | 'any'; dir: Direction; address: number; mask: number } & At)
   | ({ kind: 'port'; protocol: 'tcp' | 'udp' | 'sctp' | 'any'; dir: Direction; low: number; high: number; negated: boolean } & At)
   | ({ kind: 'vlan'; id?: number } & At)
@@ -37,7 +38,8 @@ export class ExpressionError extends Error {
 interface Token { kind: 'word' | 'number' | 'mac' | 'op' | 'end'; text: string; col: number }
 
 const OPERATORS = ['&&', '||', '==', '!=', '<=', '>=', '<<', '>>', '&', '|', '!', '=', '<', '>', '(', ')', '[', ']', ':', '-', '+', '*', '/'];
-const WORD = /[A-Za-z_][A-Za-z0-9_-]*/y;
+/** A word; libpcap writes a keyword used as a name with a backslash (`ip proto \tcp`, `ether proto \arp`). */
+const WORD = /\\?[A-Za-z_][A-Za-z0-9_-]*/y;
 /** An Ethernet address as libpcap writes it: six hex bytes separated by colons or hyphens, or three dotted groups of four. */
 const MAC = /(?:[0-9A-Fa-f]{1,2}(?::[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{1,2}(?:-[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{4}(?:\.[0-9A-Fa-f]{4}){2})(?![\w:.-])/y;
 const NUMBER = /0x[0-9a-fA-F]+|\d+(?:\.\d+)*(?:\/\d+)?(?:-\d+)?/y;
@@ -72,12 +74,17 @@ export const PORT_NAMES: Record<string, number> = {
   http: 80, www: 80, pop3: 110, ntp: 123, imap: 143, snmp: 161, ldap: 389, https: 443, syslog: 514,
 };
 const PROTOCOL_NUMBERS: Record<string, number> = { icmp: 1, igmp: 2, tcp: 6, udp: 17, icmp6: 58, sctp: 132 };
+const ETHERTYPE_NUMBERS: Record<string, number> = { ip: 0x0800, ip6: 0x86dd, arp: 0x0806, rarp: 0x8035 };
 /** libpcap's named offsets and values for byte expressions. */
 const NAMED_CONSTANTS: Record<string, number> = {
   tcpflags: 13, 'tcp-fin': 0x01, 'tcp-syn': 0x02, 'tcp-rst': 0x04, 'tcp-push': 0x08, 'tcp-ack': 0x10, 'tcp-urg': 0x20,
   'tcp-ece': 0x40, 'tcp-cwr': 0x80, icmptype: 0, icmpcode: 1, 'icmp-echoreply': 0, 'icmp-unreach': 3, 'icmp-sourcequench': 4,
   'icmp-redirect': 5, 'icmp-echo': 8, 'icmp-routeradvert': 9, 'icmp-routersolicit': 10, 'icmp-timxceed': 11, 'icmp-paramprob': 12,
   'icmp-tstamp': 13, 'icmp-tstampreply': 14, 'icmp-ireq': 15, 'icmp-ireqreply': 16, 'icmp-maskreq': 17, 'icmp-maskreply': 18,
+  icmp6type: 0, icmp6code: 1, 'icmp6-destinationunreach': 1, 'icmp6-packettoobig': 2, 'icmp6-timeexceeded': 3, 'icmp6-parameterproblem': 4,
+  'icmp6-echo': 128, 'icmp6-echoreply': 129, 'icmp6-multicastlistenerquery': 130, 'icmp6-multicastlistenerreportv1': 131,
+  'icmp6-multicastlistenerdone': 132, 'icmp6-routersolicit': 133, 'icmp6-routeradvert': 134, 'icmp6-neighborsolicit': 135,
+  'icmp6-neighboradvert': 136, 'icmp6-redirect': 137,
 };
 /** Click's TCP flag words (`syn`, `tcp opt ack`). */
 const TCP_FLAGS: Record<string, number> = { fin: 0x01, syn: 0x02, rst: 0x04, psh: 0x08, ack: 0x10, urg: 0x20 };
@@ -242,6 +249,12 @@ class Parser {
     const t = this.peek();
     if (this.isWord(t, 'broadcast', 'multicast') && !q.dir && !q.type) return this.castPrimitive(q.protocol ?? 'ether', col);
     if (q.type) return this.value(q, col);
+    if (q.protocol === 'ether' && !q.dir && this.isWord(t, 'proto')) {
+      this.next();
+      const name = this.peek().kind === 'word' ? this.peek().text.toLowerCase().replace(/^\\/, '') : '';
+      if (ETHERTYPE_NUMBERS[name] !== undefined) { this.next(); return { kind: 'ethertype', number: ETHERTYPE_NUMBERS[name], ...this.here(col) }; }
+      return { kind: 'ethertype', number: this.number('an EtherType', 0xffff), ...this.here(col) };
+    }
     if (q.protocol && this.isWord(t, 'proto')) {
       if (q.protocol !== 'ip' && q.protocol !== 'ip6') throw new ExpressionError(`'proto' follows ip or ip6, not ${q.protocol}`, t.col);
       this.next();
@@ -419,7 +432,7 @@ class Parser {
 
   private number(what: string, max = 0xffffffff): number {
     const t = this.next();
-    const value = t.kind === 'number' && /^(0x[0-9a-f]+|\d+)$/i.test(t.text) ? Number(t.text) : NaN;
+    const value = numberValue(t);
     if (Number.isNaN(value)) throw new ExpressionError(`expected ${what}, found ${describe(t)}`, t.col);
     if (value > max) throw new ExpressionError(`${t.text} is too large for ${what}`, t.col, `the largest is ${max}`);
     return value;
@@ -476,7 +489,8 @@ class Parser {
 
   private arithAtom(): Arith {
     const t = this.peek();
-    if (t.kind === 'number' && /^(0x[0-9a-f]+|\d+)$/i.test(t.text)) { this.next(); return { kind: 'const', value: Number(t.text), col: t.col }; }
+    const value = numberValue(t);
+    if (!Number.isNaN(value)) { this.next(); return { kind: 'const', value, col: t.col }; }
     if (t.kind === 'word' && NAMED_CONSTANTS[t.text.toLowerCase()] !== undefined) { this.next(); return { kind: 'const', value: NAMED_CONSTANTS[t.text.toLowerCase()], col: t.col }; }
     if (this.isWord(t, 'len')) { this.next(); return { kind: 'field', field: { protocol: 'len', offset: 0, size: 4 }, mask: 0xffffffff, col: t.col }; }
     if (t.kind === 'word' && PROTOCOLS.has(t.text.toLowerCase()) && this.isOp(this.peek(1), '[')) {
@@ -507,6 +521,16 @@ class Parser {
 }
 
 class NotArithmetic extends Error {}
+
+/** A number as libpcap reads one: 0x hexadecimal, a leading 0 octal (`port 053` is 43), else decimal; NaN if `t` is none. */
+function numberValue(t: Token): number {
+  if (t.kind !== 'number' || !/^(0x[0-9a-f]+|\d+)$/i.test(t.text)) return NaN;
+  const octal = /^0\d+$/.test(t.text);
+  if (octal && !/^0[0-7]+$/.test(t.text)) throw new ExpressionError(`'${t.text}' is not an octal number`, t.col, 'a number with a leading 0 is octal, as in tcpdump: leave the 0 out for a decimal one');
+  const value = octal ? parseInt(t.text, 8) : Number(t.text);
+  if (value > 0xffffffff) throw new ExpressionError(`${t.text} does not fit in 32 bits`, t.col);
+  return value;
+}
 
 function combine(left: Arith, op: Token, right: Arith): Arith {
   if (left.kind === 'const' && right.kind === 'const') {

@@ -149,6 +149,11 @@ export function lower(expr: Expr, f: Formulas): Formula {
         guard = f.and(c.ipv4, f.and(c.protocol(ref.protocol, col), c.firstFragment));
         field = c.transport(ref.offset, ref.size);
         break;
+      case 'icmp6':
+        // libpcap: IPv6 whose next header is ICMPv6, the byte behind the fixed header (no extension headers walked).
+        guard = f.and(c.ipv6, eq(frame(c.l3 + 6, 1), IPPROTO.icmp6));
+        field = frame(c.l3 + 40 + ref.offset, ref.size);
+        break;
       default: throw new ExpressionError(`${ref.protocol}[...] is not supported`, col, 'byte expressions read ether, ip, ip6, arp, tcp, udp, sctp or icmp');
     }
     const test = op === '=' ? eq(field, value, mask) : op === '!=' ? f.not(eq(field, value, mask))
@@ -164,6 +169,7 @@ export function lower(expr: Expr, f: Formulas): Formula {
       case 'not': return f.not(walk(e.arg));
       case 'const': return e.value ? f.TRUE : f.FALSE;
       case 'protocol': return at(e.vlans).protocol(e.protocol, e.col);
+      case 'ethertype': return at(e.vlans).etherType(e.number);
       case 'ip-proto': {
         const c = at(e.vlans);
         return e.family === 'ip' ? c.ipProto(e.number) : e.family === 'ip6' ? c.ip6Proto(e.number) : f.or(c.ipProto(e.number), c.ip6Proto(e.number));

@@ -27,13 +27,13 @@ export default defineElement({
   outputs: [{ name: 'out', doc: 'the frames received, timestamped by the kernel' }],
   params: {
     device: param.string('the interface to receive from', { required: true }),
-    burst: param.int('most frames taken off the ring per call', 1, 4096, { default: 256 }),
-    fanout: param.int('PACKET_FANOUT group id shared with other sockets on the interface (0: none)', 0, 65535, { default: 0 }),
+    burst: param.int('most frames taken off the ring per call', 1, 4096, { default: 256, fixed: true }),
+    fanout: param.int('PACKET_FANOUT group id shared with other sockets on the interface (0: none)', 0, 65535, { default: 0, fixed: true }),
     snaplen: param.int('most bytes kept of each frame', 64, 65535, { default: 65535 }),
-    promiscuous: param.bool('receive frames addressed to other hosts too', { default: true }),
+    promiscuous: param.bool('receive frames addressed to other hosts too', { default: true, fixed: true }),
     ring: param.enum('v3: frames packed in blocks, the fastest to drain, but at low rates a frame waits up to 1 ms for its block; '
-      + 'v2: each frame readable as soon as it arrives, the lowest latency (a ping through a bridge: a few tenths of a ms)', ['v3', 'v2'], { default: 'v3' }),
-    offloads: param.enum('turn off the interface\'s GRO/GSO/TSO/checksum offloads, or keep them', ['disable', 'keep'], { default: 'disable' }),
+      + 'v2: each frame readable as soon as it arrives, the lowest latency (a ping through a bridge: a few tenths of a ms)', ['v3', 'v2'], { default: 'v3', fixed: true }),
+    offloads: param.enum('turn off the interface\'s GRO/GSO/TSO/checksum offloads, or keep them', ['disable', 'keep'], { default: 'disable', fixed: true }),
   },
   state: {
     packets: state.counter('frames received and handed to the shards'),

@@ -25,7 +25,7 @@ export default defineElement({
     timing: param.enum('pace of reading', ['fast', 'original'], { default: 'fast' }),
     loop: param.bool('read the file again from the start when it ends', { default: false }),
     count: param.int('stop after this many packets (0: no limit)', 0, Number.MAX_SAFE_INTEGER, { default: 0 }),
-    preload: param.bool('read the whole file into memory before the first packet', { default: false }),
+    preload: param.bool('read the whole file into memory before the first packet', { default: false, fixed: true }),
   },
   state: {
     packets: state.counter('packets read'),

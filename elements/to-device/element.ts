@@ -13,8 +13,8 @@ export default defineElement({
   outputs: [],
   params: {
     device: param.string('the interface to send on', { required: true }),
-    burst: param.int('most frames per sendmmsg call', 1, 1024, { default: 256 }),
-    offloads: param.enum('turn off the interface\'s GRO/GSO/TSO/checksum offloads, or keep them', ['disable', 'keep'], { default: 'disable' }),
+    burst: param.int('most frames per sendmmsg call', 1, 1024, { default: 256, fixed: true }),
+    offloads: param.enum('turn off the interface\'s GRO/GSO/TSO/checksum offloads, or keep them', ['disable', 'keep'], { default: 'disable', fixed: true }),
   },
   state: {
     packets: state.counter('frames sent'),

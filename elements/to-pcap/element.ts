@@ -15,8 +15,8 @@ export default defineElement({
   outputs: [],
   params: {
     file: param.string('the file to write, relative to the config file', { required: true }),
-    resolution: param.enum('timestamp resolution', ['us', 'ns'], { default: 'us' }),
-    snaplen: param.int('most bytes kept of each frame (written in the file header)', 64, 262144, { default: 65535 }),
+    resolution: param.enum('timestamp resolution', ['us', 'ns'], { default: 'us', fixed: true }),
+    snaplen: param.int('most bytes kept of each frame (written in the file header)', 64, 262144, { default: 65535, fixed: true }),
   },
   state: {
     packets: state.counter('packets written'),
