@@ -48,6 +48,9 @@ struct Socket {
   uint32_t left = 0;                     // V3: frames of the block not read yet
   tpacket3_hdr* frame = nullptr;         // V3: the next frame of the block
   uint64_t kernelPackets = 0, kernelDrops = 0;
+  unsigned ifindex = 0;
+  bool down = false;                     // its link went down (ENETDOWN) and has not been seen up since
+  bool wentDown = false;                 // the link went down since linkWentDown last asked
 };
 
 std::vector<Socket*> sockets;
@@ -124,6 +127,7 @@ bool bindTo(Napi::Env env, Socket* s, unsigned index, int protocol) {
   addr.sll_protocol = protocol;
   addr.sll_ifindex = index;
   if (bind(s->fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) { failErrno(env, s->ifname, "bind", errno); return false; }
+  s->ifindex = index;
   return true;
 }
 
@@ -330,7 +334,8 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
     int r = sendmmsg(s->fd, msgs, k, 0);
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno == ENETDOWN || errno == ENXIO || errno == ENODEV) return failErrno(env, s->ifname, "sendmmsg", errno);
+      if (errno == ENXIO || errno == ENODEV) return failErrno(env, s->ifname, "sendmmsg", errno);
+      if (errno == ENETDOWN) break;  // the link is down: the rest are not sent (counted by the caller), as a NIC would drop them
       at++;  // the first frame was refused (ENOBUFS, EMSGSIZE...): skip it
       continue;
     }
@@ -396,6 +401,24 @@ Napi::Value DisableOffloads(const Napi::CallbackInfo& info) {
   return changed;
 }
 
+/** restoreOffloads(ifname, names): turns the named offloads back on, as far as it can (the interface may be gone). */
+Napi::Value RestoreOffloads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = info[0].As<Napi::String>();
+  Napi::Array names = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string name = names.Get(i).As<Napi::String>();
+    for (const Offload& o : OFFLOADS) {
+      if (name != o.name) continue;
+      ethtool_value v{ o.set, 1 };
+      ifreq ifr{};
+      ifr.ifr_data = reinterpret_cast<char*>(&v);
+      ifreqIoctl(ifname, SIOCETHTOOL, ifr);
+    }
+  }
+  return env.Undefined();
+}
+
 /**
  * wait(ids, timeoutMs) -> how many of the receive sockets have frames to read. Sleeps in poll() until
  * one of them has frames (a V3 block handed over, a V2 frame written), or the timeout passes: an idle
@@ -406,13 +429,40 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
   Napi::Array ids = info[0].As<Napi::Array>();
   int timeoutMs = info[1].As<Napi::Number>().Int32Value();
   std::vector<pollfd> fds;
+  std::vector<Socket*> polled;
   for (uint32_t i = 0; i < ids.Length(); i++) {
     uint32_t id = ids.Get(i).As<Napi::Number>().Uint32Value();
-    if (id < sockets.size() && sockets[id]) fds.push_back({ sockets[id]->fd, POLLIN, 0 });
+    if (id < sockets.size() && sockets[id]) { fds.push_back({ sockets[id]->fd, POLLIN, 0 }); polled.push_back(sockets[id]); }
   }
   if (fds.empty()) return Napi::Number::New(env, 0);
   int ready = poll(fds.data(), fds.size(), timeoutMs);
+  // A link that goes down leaves an error on the socket, which a ring never reads: poll would return at once
+  // from then on. Reading the error clears it. While the link is down, each wait looks whether it is up again,
+  // or gone (deleted, or made anew under its name: the socket is bound to the old one for good).
+  for (size_t i = 0; i < fds.size(); i++) {
+    Socket* s = polled[i];
+    if (fds[i].revents & POLLERR) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err == ENETDOWN) s->down = s->wentDown = true;
+    }
+    if (!s->down) continue;
+    if (if_nametoindex(s->ifname.c_str()) != s->ifindex) return fail(env, "ENODEV", s->ifname + ": the interface went away while in use");
+    ifreq ifr{};
+    if (ifreqIoctl(s->ifname, SIOCGIFFLAGS, ifr) == 0 && (ifr.ifr_flags & IFF_UP)) s->down = false;
+  }
   return Napi::Number::New(env, ready < 0 ? 0 : ready);
+}
+
+/** linkWentDown(id) -> whether the socket's link went down since the last call (then forgets it). */
+Napi::Value LinkWentDown(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Socket* s = socketArg(info);
+  if (!s) return env.Undefined();
+  bool wentDown = s->wentDown;
+  s->wentDown = false;
+  return Napi::Boolean::New(env, wentDown);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -423,7 +473,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("stats", Napi::Function::New(env, Stats));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("wait", Napi::Function::New(env, Wait));
+  exports.Set("linkWentDown", Napi::Function::New(env, LinkWentDown));
   exports.Set("disableOffloads", Napi::Function::New(env, DisableOffloads));
+  exports.Set("restoreOffloads", Napi::Function::New(env, RestoreOffloads));
   exports.Set("rxDescBytes", Napi::Number::New(env, sizeof(RxDesc)));
   return exports;
 }

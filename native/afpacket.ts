@@ -27,7 +27,10 @@ export interface AfPacket {
   close(id: number): void;
   /** Sleeps until one of the receive sockets `ids` has frames to read, at most `timeoutMs`; how many have. */
   wait(ids: number[], timeoutMs: number): number;
+  /** Whether the link of socket `id` went down since the last call (wait notices; an interface gone makes wait throw). */
+  linkWentDown(id: number): boolean;
   disableOffloads(ifname: string): string[];
+  restoreOffloads(ifname: string, names: string[]): void;
   /** Bytes of one receive descriptor. */
   rxDescBytes: number;
 }
@@ -62,6 +65,12 @@ export function deviceError(element: string, e: unknown): unknown {
  * Turns off the offloads that would hand the engine frames larger than the MTU (GRO, GSO, TSO) or
  * with unfinished checksums, on an interface the config names, and says so in the log.
  */
+/**
+ * Offloads this process turned off, by interface, and how many open elements count on it: given back when the
+ * last of them closes, and at exit whatever way the process ends (a start that failed half-way, a signal).
+ */
+const turnedOff = new Map<string, { names: string[]; users: number }>();
+
 export function disableOffloads(element: string, addon: AfPacket, device: string, log: (m: string) => void): void {
   let changed: string[];
   try {
@@ -69,5 +78,20 @@ export function disableOffloads(element: string, addon: AfPacket, device: string
   } catch (e) {
     throw deviceError(element, e);
   }
-  if (changed.length) log(`turned off offloads on ${device}: ${changed.join(', ')} (frames must fit a slot; offloads: keep leaves them on)`);
+  if (!turnedOff.size) process.once('exit', () => { for (const [d, { names }] of turnedOff) addon.restoreOffloads(d, names); });
+  const entry = turnedOff.get(device) ?? { names: [], users: 0 };
+  entry.names.push(...changed);
+  entry.users++;
+  turnedOff.set(device, entry);
+  if (changed.length) log(`turned off offloads on ${device}: ${changed.join(', ')} (frames must fit a slot; offloads: keep leaves them on; turned back on at exit)`);
+}
+
+/** An element that disabled `device`'s offloads closes: the last one turns them back on. */
+export function releaseOffloads(addon: AfPacket, device: string, log: (m: string) => void): void {
+  const entry = turnedOff.get(device);
+  if (!entry || --entry.users > 0) return;
+  turnedOff.delete(device);
+  if (!entry.names.length) return;
+  addon.restoreOffloads(device, entry.names);
+  log(`turned the offloads of ${device} back on: ${entry.names.join(', ')}`);
 }

@@ -50,6 +50,10 @@ if (skip) {
       const blob = randomBytes(8 << 20);
       writeFileSync(join(dir, 'blob'), blob);
       await withTopology(async (t) => {
+        const offloads = () => t.run(t.ns.engine, ['ethtool', '-k', t.dev.engineClient]).stdout.toString().match(/^\s*(tx-tcp-segmentation|generic-segmentation-offload|tx-checksumming): \w+/gm)!.map((l) => l.trim());
+        // The topology leaves them off; on, they show what the engine gives back.
+        t.run(t.ns.engine, ['ethtool', '-K', t.dev.engineClient, 'tso', 'on', 'gso', 'on', 'tx', 'on']);
+        const before = offloads();
         const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--set', `a_in.ring=${ring}`, '--set', `b_in.ring=${ring}`,
           ...(threads === 'auto' ? [] : ['--threads', threads])], 4, ROOT);
         t.start(t.ns.server, ['python3', '-m', 'http.server', '8080', '--bind', ADDRESSES.server, '--directory', dir]);
@@ -58,7 +62,10 @@ if (skip) {
           '-o', join(dir, 'got'), `http://${ADDRESSES.server}:8080/blob`], { check: false, timeout: 90_000 });
         assert.is(r.status, 0, `curl: ${r.stderr}`);
         assert.is(sha256(readFileSync(join(dir, 'got'))), sha256(blob));
+        assert.ok(offloads().every((line) => line.endsWith(': off')), `off while it runs: ${offloads()}`);
         assert.is(await engine.stop(), 130, engine.stderr());
+        assert.equal(offloads(), before, 'the offloads as they were before');
+        assert.ok(before.some((line) => line.endsWith(': on')));
         assert.match(engine.stdout(), /b_in\s+FromDevice/);
         const onIoThread = threads === 'auto' && availableParallelism() <= 2;
         assert.is(/shards run on the I\/O thread: a_in is a device/.test(engine.stderr()), onIoThread, engine.stderr());
@@ -194,6 +201,27 @@ connections:
       assert.is(r.status, 3, r.stderr.toString());
       assert.match(r.stderr.toString(), new RegExp(`${t.dev.engineClient}: MTU 4000 .* larger than a slot's 1920 B`));
       assert.match(r.stderr.toString(), /hint: raise slot_size/);
+    });
+  });
+
+  test('a link that goes down and up: logged, the engine sleeps and forwards again; an interface deleted: exit 3 naming it', async () => {
+    await withTopology(async (t) => {
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--quiet'], 4, ROOT);
+      const ping = () => t.run(t.ns.client, ['ping', '-c', '3', '-i', '0.2', '-W', '2', ADDRESSES.server], { check: false, timeout: 30_000 });
+      assert.is(ping().status, 0, 'forwards before');
+      t.run(t.ns.engine, ['ip', 'link', 'set', t.dev.engineServer, 'down']);
+      t.run(t.ns.engine, ['ip', 'link', 'set', t.dev.engineServer, 'up']);
+      await waitFor(() => engine.stderr().includes(`${t.dev.engineServer}: the link went down`), 10_000, 'the link-down line');
+      // The socket's error, never read by a ring, kept poll from sleeping: a spinning engine burns a core.
+      const cpuTicks = () => readFileSync(`/proc/${engine.child.pid}/stat`, 'utf8').split(') ')[1].split(' ').slice(11, 13).reduce((a, b) => a + Number(b), 0);
+      const before = cpuTicks();
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.ok(cpuTicks() - before < 100, `an idle engine used ${cpuTicks() - before} of 200 ticks in 2 s`);
+      assert.is(ping().status, 0, 'forwards after');
+      t.run(t.ns.engine, ['ip', 'link', 'del', t.dev.engineServer]);
+      await waitFor(() => engine.child.exitCode !== null, 15_000, 'the engine to exit');
+      assert.is(engine.child.exitCode, 3, engine.stderr());
+      assert.match(engine.stderr(), new RegExp(`${t.dev.engineServer}: the interface went away while in use`));
     });
   });
 

@@ -1,6 +1,6 @@
 import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
 import { Meta } from '../../engine/layout.ts';
-import { afpacket, deviceError, disableOffloads, type AfPacket } from '../../native/afpacket.ts';
+import { afpacket, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
 
 /** Receive ring: 32 MiB; a part-filled TPACKET_V3 block is handed over after 1 ms. */
 const RING = { ringBytes: 32 << 20, retireMs: 1 };
@@ -16,13 +16,16 @@ export default defineElement({
     + 'dropped and counted by the engine (ring-full drops), one that finds no free slot is counted in no_slot, and frames the '
     + 'kernel could not queue in time are in kernel_drops. Frames leaving the interface (sent by ToDevice or by the host) are '
     + 'not seen. snaplen cuts frames on purpose; a frame whose kept part does not fit a slot is dropped and counted in oversize. '
-    + 'With offloads: disable (the default) it turns off GRO, GSO, TSO and checksum offloads on the interface and logs it: an '
+    + 'With offloads: disable (the default) it turns off GRO, GSO, TSO and checksum offloads on the interface and logs it (and '
+    + 'turns them back on when the pipeline ends, however it ends): an '
     + 'aggregated frame larger than a slot cannot be forwarded, and is dropped and counted in oversize. Peers on the same link '
     + '(the other end of a veth) must turn off TSO and TX checksum offload themselves (ethtool -K DEV tso off gso off tx off), or '
     + 'their TCP frames arrive too large (oversize) or with unfinished checksums (csum_partial). With fanout, sockets that '
     + 'name the same group share the interface\'s traffic by flow hash (PACKET_FANOUT). On a machine with two cores or fewer, '
     + 'threads: auto (the default) runs the graph of a config with a FromDevice on the I/O thread, leaving a core to the kernel. Needs root or CAP_NET_RAW (and '
-    + 'CAP_NET_ADMIN to change offloads). Runs until the pipeline is stopped (Ctrl-C or SIGTERM).',
+    + 'CAP_NET_ADMIN to change offloads). Runs until the pipeline is stopped (Ctrl-C or SIGTERM). A link '
+    + 'that goes down is logged and its frames come again when it is up; an interface deleted under a running pipeline ends it '
+    + '(exit 3, the interface named).',
   inputs: 0,
   outputs: [{ name: 'out', doc: 'the frames received, timestamped by the kernel' }],
   params: {
@@ -50,11 +53,11 @@ export default defineElement({
 });
 
 /** Receive sockets open in this process: an idle engine sleeps until any of them has frames. */
-const openSockets = new Set<number>();
+const openReaders = new Set<DeviceReader>();
 
 class DeviceReader implements SourceDriver {
   private readonly addon: AfPacket;
-  private readonly socket: number;
+  readonly socket: number;
   /** Free slots held for the next frames: a stack of slot addresses the addon pops. */
   private readonly slots: number;
   private reserved = 0;
@@ -70,13 +73,20 @@ class DeviceReader implements SourceDriver {
     } catch (e) {
       throw deviceError(name, e);
     }
-    openSockets.add(this.socket);
+    openReaders.add(this);
     this.slots = arena.alloc(4 * params.burst, 8);
     this.descs = arena.alloc(this.addon.rxDescBytes * params.burst, 8);
   }
 
   idle(maxMs: number): void {
-    this.addon.wait([...openSockets], maxMs);
+    try {
+      this.addon.wait([...openReaders].map((r) => r.socket), maxMs);
+    } catch (e) {
+      throw deviceError(this.ctx.name, e); // an interface deleted under a running pipeline
+    }
+    for (const reader of openReaders) {
+      if (reader.addon.linkWentDown(reader.socket)) reader.ctx.log(`${reader.ctx.params.device}: the link went down; frames will come again when it is up`);
+    }
   }
 
   get done(): boolean {
@@ -103,9 +113,10 @@ class DeviceReader implements SourceDriver {
 
   close(): void {
     this.readKernelDrops();
-    openSockets.delete(this.socket);
+    openReaders.delete(this);
     this.addon.close(this.socket);
     this.ctx.exports.FromDevice__unreserve(this.slots, this.reserved);
     this.reserved = 0;
+    if (this.ctx.params.offloads === 'disable') releaseOffloads(this.addon, this.ctx.params.device, this.ctx.log);
   }
 }

@@ -1,5 +1,5 @@
 import { defineElement, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
-import { afpacket, deviceError, disableOffloads, type AfPacket } from '../../native/afpacket.ts';
+import { afpacket, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
 
 export default defineElement({
   type: 'ToDevice',
@@ -57,5 +57,6 @@ class DeviceWriter implements SinkDriver {
 
   close(): void {
     this.addon.close(this.socket);
+    if (this.ctx.params.offloads === 'disable') releaseOffloads(this.addon, this.ctx.params.device, this.ctx.log);
   }
 }
