@@ -248,8 +248,12 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
   uint32_t n = 0;
   uint32_t badSlot = 0;
   // One frame: its descriptor, and its bytes copied into a slot; false when that slot lies outside the memory.
-  auto take = [&](const uint8_t* frame, uint32_t status, uint32_t len, uint32_t captured, uint32_t mac, uint64_t timestamp) {
+  // The kernel may hand a frame's outer VLAN tag over beside it (stripped by the NIC or by veth's offload):
+  // it is put back where it was, so that the frame is forwarded and matched (`vlan`) as it came.
+  auto take = [&](const uint8_t* frame, uint32_t status, uint32_t len, uint32_t captured, uint32_t mac, uint64_t timestamp, uint16_t tci, uint16_t tpid) {
     RxDesc& d = out[n++];
+    bool tagged = (status & TP_STATUS_VLAN_VALID) && captured >= 12;
+    if (tagged) { len += 4; captured += 4; }
     d.wire = len;
     d.timestamp = timestamp;
     d.status = (status & TP_STATUS_CSUMNOTREADY) ? RX_CSUM_PARTIAL : RX_OK;
@@ -263,7 +267,16 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
       uint32_t slot = stack[--slotCount];
       uint32_t copy = captured < keep ? captured : keep;
       if (!inside(uint64_t(slot) + dataOffset, copy, length)) { badSlot = slot; return false; }
-      memcpy(mem + slot + dataOffset, frame + mac, copy);
+      uint8_t* to = mem + slot + dataOffset;
+      if (tagged) {  // copy >= 16: a slot keeps at least 64 bytes, and the frame had its two addresses
+        uint16_t type = (status & TP_STATUS_VLAN_TPID_VALID) ? tpid : ETH_P_8021Q;
+        const uint8_t tag[4] = { uint8_t(type >> 8), uint8_t(type), uint8_t(tci >> 8), uint8_t(tci) };
+        memcpy(to, frame + mac, 12);
+        memcpy(to + 12, tag, 4);
+        memcpy(to + 16, frame + mac + 12, copy - 16);
+      } else {
+        memcpy(to, frame + mac, copy);
+      }
       d.slot = slot;
       d.length = copy;
     }
@@ -275,7 +288,8 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
       auto* f = reinterpret_cast<tpacket2_hdr*>(s->ring + size_t(s->unit) * s->unitSize);
       uint32_t status = __atomic_load_n(&f->tp_status, __ATOMIC_ACQUIRE);
       if (!(status & TP_STATUS_USER)) break;
-      if (!take(reinterpret_cast<uint8_t*>(f), status, f->tp_len, f->tp_snaplen, f->tp_mac, uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec)) return outside();
+      if (!take(reinterpret_cast<uint8_t*>(f), status, f->tp_len, f->tp_snaplen, f->tp_mac, uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec,
+                f->tp_vlan_tci, f->tp_vlan_tpid)) return outside();
       __atomic_store_n(&f->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
       s->unit = s->unit + 1 == s->unitCount ? 0 : s->unit + 1;
     }
@@ -290,7 +304,8 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
       if (!s->left) { __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE); s->unit = (s->unit + 1) % s->unitCount; continue; }
     }
     tpacket3_hdr* f = s->frame;
-    if (!take(reinterpret_cast<uint8_t*>(f), f->tp_status, f->tp_len, f->tp_snaplen, f->tp_mac, uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec)) return outside();
+    if (!take(reinterpret_cast<uint8_t*>(f), f->tp_status, f->tp_len, f->tp_snaplen, f->tp_mac, uint64_t(f->tp_sec) * 1000000000u + f->tp_nsec,
+              f->hv1.tp_vlan_tci, f->hv1.tp_vlan_tpid)) return outside();
     if (--s->left) {
       s->frame = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(f) + f->tp_next_offset);
     } else {

@@ -9,8 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, tempDir, removeDir, readPcap } from './helpers.ts';
-import { withTopology, startEngine, waitFor, exited, available, ADDRESSES, type Topology } from './topology.ts';
+import { ROOT, tempDir, removeDir, readPcap, ipv4Frame } from './helpers.ts';
+import { withTopology, startEngine, waitFor, exited, available, ADDRESSES, MACS, type Topology } from './topology.ts';
 
 /** --set arguments naming the topology's engine interfaces in configs/bridge.yaml. */
 const bridgeDevices = (t: Topology) => [
@@ -151,6 +151,31 @@ connections:
     } finally {
       removeDir(dir);
     }
+  });
+
+  test('VLAN tags (802.1Q with a priority, QinQ, a priority tag) cross the bridge as they came', async () => {
+    // veth hands a received frame's outer tag over beside it, as NICs do: the addon puts it back.
+    const mac = (m: string) => Buffer.from(m.replaceAll(':', ''), 'hex');
+    const tag = (tpid: number, tci: number) => Buffer.from([tpid >> 8, tpid & 255, tci >> 8, tci & 255]);
+    const inner = ipv4Frame({ src: ADDRESSES.client, dst: ADDRESSES.server, proto: 'udp', sport: 1111, dport: 2222 }).subarray(12);
+    const frames = [[tag(0x8100, (3 << 13) | 7)], [tag(0x88a8, 20), tag(0x8100, 7)], [tag(0x8100, 5 << 13)]]
+      .map((tags) => Buffer.concat([mac(MACS.server), mac(MACS.client), ...tags, inner]));
+    await withTopology(async (t) => {
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--quiet'], 4, ROOT);
+      const dir = tempDir();
+      try {
+        const far = await tcpdump(t, t.ns.server, t.dev.server, join(dir, 'far.pcap'), 'vlan');
+        const send = `import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('${t.dev.client}',0))\n`
+          + frames.map((f) => `s.send(bytes.fromhex('${f.toString('hex')}'))\n`).join('');
+        t.run(t.ns.client, ['python3', '-c', send]);
+        await new Promise((r) => setTimeout(r, 1000));
+        const seen = await far.stop();
+        assert.equal(seen.map((f) => f.toString('hex')), frames.map((f) => f.toString('hex')));
+      } finally {
+        await engine.stop();
+        removeDir(dir);
+      }
+    });
   });
 
   test('the addon checks every address against the memory: slot stack, descriptors, frames', async () => {

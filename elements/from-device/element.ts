@@ -12,7 +12,8 @@ export default defineElement({
   summary: 'receives packets from a network interface (AF_PACKET)',
   description: 'Receives every frame arriving on a Linux interface through an AF_PACKET socket with a TPACKET_V3 ring (TPACKET_V2 with ring: v2); the '
     + 'native addon (native/) copies each frame straight into a packet slot of the shared memory, a burst per call, without '
-    + 'per-packet JavaScript. It is a live source: it never waits for the shards. A packet that finds the shard\'s ring full is '
+    + 'per-packet JavaScript. A VLAN tag the kernel took off (NIC or veth VLAN offload) is put back, so frames are forwarded and '
+    + 'matched as they came. It is a live source: it never waits for the shards. A packet that finds the shard\'s ring full is '
     + 'dropped and counted by the engine (ring-full drops), one that finds no free slot is counted in no_slot, and frames the '
     + 'kernel could not queue in time are in kernel_drops. Frames leaving the interface (sent by ToDevice or by the host) are '
     + 'not seen. snaplen cuts frames on purpose; a frame whose kept part does not fit a slot is dropped and counted in oversize. '
