@@ -3,10 +3,19 @@ import { MAX_SHARDS } from '../../engine/config.ts';
 import { parseIPv4, formatIPv4, intType, types } from '../../engine/params.ts';
 import { isPrime } from './maglev.ts';
 import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type Vip } from './table.ts';
-import { checkHealth, healthReport, type HealthState } from './health.ts';
+import { checkHealth, endHealthChecks, healthReport, type HealthState } from './health.ts';
 
-/** Each running element's health-check state (by its parameters object, one per pipeline). */
-const healthStates = new WeakMap<object, HealthState>();
+/** Each running element's health-check state, by where its table lies in the pipeline's memory (its parameters object changes on a write). */
+const healthStates = new WeakMap<ArrayBufferLike, Map<number, HealthState>>();
+
+function healthOf(view: ElementView): HealthState {
+  const table = view.data('table');
+  let states = healthStates.get(table.buffer);
+  if (!states) healthStates.set(table.buffer, states = new Map());
+  let health = states.get(table.byteOffset);
+  if (!health) states.set(table.byteOffset, health = { backends: new Map() });
+  return health;
+}
 
 const VIP = /^\s*(\S+)\s+(tcp|udp)\s+(\d+|any)\s*$/i;
 const BACKEND = /^\s*([A-Za-z0-9_.-]{1,31})\s+(\S+)(?:\s+(\d+))?\s*$/;
@@ -130,7 +139,11 @@ export default defineElement({
     + 'dropped if it is not connected; a packet to a VIP whose headers are truncated is counted in malformed and dropped. '
     + 'With health_check (tcp: a connect; http: a GET, healthy below status 500) the control plane checks every backend '
     + 'each health_interval from wirepath\'s own network namespace; health_failures failures in a row drain it, as many '
-    + 'successes give its weight back (handler health).',
+    + 'successes give its weight back (handler health). The checks never drain the last backend with a weight (they fail '
+    + 'open: it is logged), a weight set by hand is the one they give back (they drain the backend again while it fails), and turning them off (write '
+    + 'health_check none) gives back the weights they took. They probe each backend\'s address directly (plain TCP or HTTP, '
+    + 'not through the tunnel): something at that address must answer on health_port; a BeamerBackend does not (it passes '
+    + 'what is not IP-in-IP to its output 2, toward the host if connected so).',
   inputs: 1,
   outputs: [
     { name: 'encapsulated', doc: 'packets to a VIP, encapsulated to their backend' },
@@ -235,7 +248,7 @@ export default defineElement({
     health: {
       doc: 'per backend, the checks passed (positive) or failed (negative) in a row, and whether the checks drained it',
       counter: false,
-      read: (view) => healthReport(healthStates.get(view.params)),
+      read: (view) => healthReport(healthOf(view)),
     },
     reset: {
       doc: 'zeroes the counters, per VIP and per backend too',
@@ -250,11 +263,10 @@ export default defineElement({
   periodic: {
     everyMs: 100,
     run: (view, final) => {
-      if (final || view.params.health_check === 'none') return;
-      let health = healthStates.get(view.params);
-      if (!health) healthStates.set(view.params, health = { backends: new Map() });
-      const backends = [...new LiveTable(view.data('table')).backends().values()];
-      checkHealth(view, health, backends, (name, weight) => change(view, (list) => list.map((b) => (b.name === name ? { ...b, weight } : b))));
+      if (final) return;
+      const setWeight = (name: string, weight: number) => change(view, (list) => list.map((b) => (b.name === name ? { ...b, weight } : b)));
+      if (view.params.health_check === 'none') endHealthChecks(view, healthOf(view), setWeight);
+      else checkHealth(view, healthOf(view), () => [...new LiveTable(view.data('table')).backends().values()], setWeight);
     },
   },
   example: "lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24,\n"
