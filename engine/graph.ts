@@ -177,6 +177,27 @@ export function sharesTarget(node: GraphNode): boolean[] {
 }
 
 /** Whether packets from `from` can reach (downstream, through any outputs) a node for which `test` holds. */
+/**
+ * With more than one shard, a table owned by an address (a host-owned source table, a NAT's subscriber state)
+ * lives on the shard that owns the address's bucket: every source feeding its element must steer by the
+ * source address or by an element that steers, or packets reach shards that do not hold their entries.
+ */
+export function addressSteeringErrors(graph: Graph): ConfigError[] {
+  const owning = graph.nodes.filter((n) => Object.values(n.type.state ?? {}).some((s) => s.kind === 'flow-table' && s.owner === 'address' && !s.merges));
+  const errors: ConfigError[] = [];
+  for (const source of graph.sources) {
+    const steer = String(source.instance.params.steer);
+    if (steer === 'source-address' || graph.byName.get(steer)?.type.steer) continue;
+    for (const node of owning) {
+      if (!reaches(graph, source, (n) => n === node)) continue;
+      const steering = node.type.steer ? `steer: ${node.name}` : 'steer: source-address';
+      errors.push(new ConfigError(`${source.name} feeds ${node.name} (${node.type.type}), whose state is owned by an address, but steers by ${steer}: `
+        + 'with more than one shard its packets would reach shards that do not hold their entries', source.instance.position, `add ${steering} to ${source.name}`));
+    }
+  }
+  return errors;
+}
+
 export function reaches(graph: Graph, from: GraphNode, test: (node: GraphNode) => boolean): boolean {
   const seen = new Set<GraphNode>();
   const visit = (node: GraphNode): boolean => {

@@ -4,13 +4,13 @@
 import { availableParallelism } from 'node:os';
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { MAX_SHARDS, type PipelineConfig, type ThreadMode } from './config.ts';
-import { buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from './graph.ts';
+import { addressSteeringErrors, buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, setUpBy, type DataState, type ElementType, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
-import { EnvironmentError, StallError } from './errors.ts';
+import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
 import { STEERING, STEER_ELEMENT } from './registry.ts';
 import { Shard, Op } from './shard.ts';
@@ -230,6 +230,7 @@ export class Pipeline {
     this.order = this.orderWatchArea(poolBase);
     this.u32(this.ioContext + IoContext.order, this.order);
     const shardCount = this.initialShards;
+    if (shardCount > 1) this.checkSteering();
     for (let s = 0; s < shardCount; s++) this.shards.push(this.createShard(s));
     this.writeSteering();
     this.setBuckets(planBuckets(new Uint8Array(BUCKETS), 0, shardCount));
@@ -784,10 +785,17 @@ export class Pipeline {
    * groups' per-flow state on its own thread, the new owner imports it on its own, and the held
    * packets are released in arrival order. No packet is dropped and no flow is reordered.
    */
+  /** More than one shard needs address-owned state fed by sources that steer by the address (addressSteeringErrors). */
+  private checkSteering(): void {
+    const errors = addressSteeringErrors(this.graph);
+    if (errors.length) throw new ConfigErrors(errors);
+  }
+
   async scale(target: number): Promise<ScaleReport> {
     if (!Number.isInteger(target) || target < 1 || target > MAX_SHARDS) throw new RangeError(`shard count must be a whole number from 1 to ${MAX_SHARDS}`);
     if (!this.started) throw new Error('the pipeline is not running');
     if (this.scaling) throw new Error('a scale event is already in progress');
+    if (target > 1) this.checkSteering();
     this.scaling = this.moveToShards(target);
     try {
       const report = await this.scaling;

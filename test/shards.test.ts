@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
 import { tempDir, removeDir, readPcap, writePcap, ipv4Frame, internetChecksum, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
+import { ConfigErrors } from '../engine/errors.ts';
 import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
 import { verify, flowsOf, compare } from '../engine/verify.ts';
 
@@ -317,6 +318,27 @@ connections:
   assert.ok(scaled.reports.some((r) => r.flows_moved > 0), 'host entries moved');
   assert.is(new Set(scaled.keys).size, scaled.keys.length, 'each host is owned by exactly one shard');
   assert.equal(scaled.records, one.records, 'every host counted as one shard counts it');
+});
+
+test('state owned by a host with sources that do not steer by address: refused for more than one shard, at start and on scale', async () => {
+  const file = join(dir, 'hosts-flow.yaml');
+  writeFileSync(file, readFileSync(join(dir, 'hosts.yaml'), 'utf8').replace(', steer: source-address', ''));
+  const config = await loadConfig(file);
+  try {
+    await Pipeline.create(config, { shards: 2 });
+    assert.unreachable('two shards started');
+  } catch (e) {
+    assert.instance(e, ConfigErrors);
+    assert.match((e as Error).message, /src feeds hosts \(HostCount\), whose state is owned by an address, but steers by flow/);
+    assert.match((e as ConfigErrors).errors[0].hint!, /add steer: source-address to src/);
+  }
+  const single = await Pipeline.create(config, { shards: 1, scaleAt: [{ packets: 8000, shards: 2 }] });
+  try {
+    await single.run();
+    assert.unreachable('scaled to two shards');
+  } catch (e) {
+    assert.match((e as Error).message, /steers by flow/);
+  }
 });
 
 test.after(() => removeDir(dir));
