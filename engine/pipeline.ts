@@ -67,6 +67,8 @@ export interface RunResult {
   busy_seconds: number;
   interrupted: boolean;
   elements: Record<string, ElementStats>;
+  /** Shards that crashed and were restarted: the element, the packets lost, the snapshot they restarted from. */
+  crashes: CrashReport[];
 }
 
 
@@ -623,6 +625,7 @@ export class Pipeline {
       busy_seconds: firstPacketAt && finishedAt ? (finishedAt - firstPacketAt) / 1000 : 0,
       interrupted: this.stopRequested,
       elements: this.stats(),
+      crashes: this.crashReports,
     };
   }
 
@@ -963,8 +966,10 @@ export class Pipeline {
       elements[node.name] = { type: node.type.type, scalars, tables: {}, ...(data.length ? { data: Object.fromEntries(data) } : {}) };
     }
     const buffer = this.transferBuffer();
+    const parts = new Map<Shard, Map<string, Buffer>>();
     for (const shard of [...this.shards, ...this.retired]) {
       const running = shard.running;
+      parts.set(shard, new Map());
       for (const table of this.tablesOf(shard)) {
         const capacity = Math.floor(TRANSFER_BYTES / table.recordSize) * table.recordSize;
         const chunks: Buffer[] = [];
@@ -978,14 +983,18 @@ export class Pipeline {
         }
         const entry = elements[table.node].tables[table.name] ??= { scope: table.scope, owner: table.owner, merges: table.merges, record_size: table.recordSize, records: '' };
         entry.records = Buffer.concat([Buffer.from(entry.records, 'base64'), ...chunks]).toString('base64');
+        if (table.merges) parts.get(shard)!.set(`${table.node}/${table.name}`, Buffer.concat(chunks));
       }
     }
     this.lastSnapshot = { format: 'wirepath-snapshot/1', date: new Date().toISOString(), elements };
+    this.lastSnapshotParts = parts;
     return this.lastSnapshot;
   }
 
   /** The state a crashed shard restarts from. */
   private lastSnapshot: Snapshot | undefined;
+  /** Each shard's own part of the last snapshot's tables that add up over shards: a crashed shard takes back only its own. */
+  private lastSnapshotParts = new Map<Shard, Map<string, Buffer>>();
   readonly crashReports: CrashReport[] = [];
 
   /**
@@ -1023,7 +1032,7 @@ export class Pipeline {
       this.arena.u8.fill(0, entries, entries + size);
       v.setUint32(table.address + FlowTableLayout.live, 0, true);
     }
-    const restored = this.lastSnapshot ? this.loadTables(this.lastSnapshot, shard) : 0;
+    const restored = this.lastSnapshot ? this.loadTables(this.lastSnapshot, shard, new Set(), this.lastSnapshotParts.get(shard) ?? new Map()) : 0;
     const report: CrashReport = {
       shard: shard.id, element: node.name, type: node.type.type, error: error.message,
       packets_lost: lost, first_packet: firstPacket, restored_entries: restored, from_snapshot: this.lastSnapshot?.date ?? null,
@@ -1069,10 +1078,11 @@ export class Pipeline {
   }
 
   /**
-   * Imports into one shard's tables the snapshot's entries it owns: per-flow entries of its buckets,
-   * and (on shard 0) the cross-flow entries, added up; none of the elements in `skip`. Runs while no thread runs the shard.
+   * Imports into one shard's tables the snapshot's entries it owns: per-flow entries of its buckets, and the
+   * cross-flow entries that add up over shards: all of them on shard 0, or with `ownParts` (a crashed shard,
+   * whose siblings kept their parts) its own part alone; none of the elements in `skip`. Runs while no thread runs the shard.
    */
-  private loadTables(snapshot: Snapshot, shard: Shard, skip = new Set<string>()): number {
+  private loadTables(snapshot: Snapshot, shard: Shard, skip = new Set<string>(), ownParts?: Map<string, Buffer>): number {
     const buffer = this.transferBuffer();
     const owners = this.bucketTable();
     let loaded = 0;
@@ -1081,12 +1091,12 @@ export class Pipeline {
       for (const [table, data] of Object.entries(saved.tables)) {
         const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table);
         if (!target) continue;
-        const records = Buffer.from(data.records, 'base64');
+        const records = data.merges && ownParts ? ownParts.get(`${name}/${table}`) ?? Buffer.alloc(0) : Buffer.from(data.records, 'base64');
         const mine: Buffer[] = [];
         for (let at = 0; at < records.length; at += data.record_size) {
           const r = records.subarray(at, at + data.record_size);
           const hash = data.owner === 'address' ? this.io.addressHash(r.readUInt32LE(0)) : this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]);
-          const owner = data.merges ? 0 : owners[hash & (BUCKETS - 1)];
+          const owner = data.merges ? (ownParts ? shard.id : 0) : owners[hash & (BUCKETS - 1)];
           if (owner === shard.id) mine.push(r);
         }
         const all = Buffer.concat(mine);

@@ -73,10 +73,16 @@ export class Shard {
     this.instance.shardInit(this.memory.context);
   }
 
-  /** Inline mode: runs steps until the receive ring is empty. */
+  /** Inline mode: runs steps until the receive ring is empty. A trap in an element is a crash, as in a worker. */
   runInline(batch: number, time: bigint): void {
     if (!this.instance) return;
-    while (this.instance.shardStep(this.memory.descriptor, batch, time)) { /* until the ring is empty */ }
+    try {
+      while (this.instance.shardStep(this.memory.descriptor, batch, time)) { /* until the ring is empty */ }
+    } catch (e) {
+      if (!(e instanceof WebAssembly.RuntimeError)) throw e;
+      this.instance = undefined;
+      this.onCrash(e);
+    }
   }
 
   /** Wakes the worker if it sleeps on its receive ring. */

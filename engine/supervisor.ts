@@ -96,6 +96,7 @@ function combined(before: RunResult | undefined, after: RunResult): RunResult {
     packets_per_second: wall > 0 ? packetsIn / wall : 0,
     first_packet_ms: before.first_packet_ms,
     busy_seconds: before.busy_seconds + after.busy_seconds,
+    crashes: [...before.crashes, ...after.crashes],
   };
 }
 
