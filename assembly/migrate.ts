@@ -58,11 +58,10 @@ export function exportDone(table: FlowTable): bool {
 const IMPORT_ROUND: u32 = 64;
 
 /**
- * Inserts `count` records into `table`. With `merge` (0: replace; 1: add the u64 words of the value,
- * for cross-flow counters that several shards kept), an existing entry is combined. Returns the
- * records that did not fit (the table was full).
+ * Inserts `count` records into `table`, each replacing an entry of its key. Returns the records that did
+ * not fit (the table was full).
  */
-export function tableImport(table: FlowTable, input: usize, count: u32, now: u64, merge: bool): u32 {
+export function tableImport(table: FlowTable, input: usize, count: u32, now: u64): u32 {
   const record = KEY_SIZE + 8 + table.entrySize - ENTRY_VALUE;
   const valueSize = table.entrySize - ENTRY_VALUE;
   let failed: u32 = 0;
@@ -74,17 +73,8 @@ export function tableImport(table: FlowTable, input: usize, count: u32, now: u64
       const r = input + <usize>((first + i) * record);
       const expires = load<u64>(r, KEY_SIZE);
       if (expires <= now) continue;
-      const hash = FlowKey.hash(r);
-      const existing = merge ? table.find(r, hash, now) : 0;
-      if (existing) {
-        for (let w: u32 = 0; w + 8 <= valueSize; w += 8) {
-          store<u64>(existing + w, load<u64>(existing + w) + load<u64>(r + KEY_SIZE + 8 + w));
-        }
-        if (expires > FlowTable.expires(existing)) FlowTable.refresh(existing, 0, expires);
-        continue;
-      }
       // A replaced entry or a new one: either way it takes the record's value and deadline.
-      const value = table.lookupOrInsert(r, hash, now);
+      const value = table.lookupOrInsert(r, FlowKey.hash(r), now);
       if (!value) { failed++; continue; }
       copyBytes(value, r + KEY_SIZE + 8, valueSize);
       FlowTable.refresh(value, 0, expires);

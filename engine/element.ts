@@ -38,6 +38,11 @@ export interface FlowTableState {
   merges: boolean;
   /** The fields of each entry's value, in the generated `<Type><Name>Entry` class. */
   value: Record<string, FastType>;
+  /**
+   * Tables whose shards each keep a part (merges): how a field's parts combine when a snapshot is restored
+   * (sum unless named here: max for a last-seen time, min for a first-seen one).
+   */
+  merge?: Record<string, 'sum' | 'max' | 'min'>;
   /** Most live entries, from the element's parameters. */
   capacity: (params: any) => number;
   /** Idle timeout in ns, from the element's parameters. */

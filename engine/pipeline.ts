@@ -9,7 +9,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
-import { expansionOf, setUpBy, type DataState, type ElementType, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
+import { expansionOf, setUpBy, type DataState, type FlowTableState, type ElementType, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import { handlersOf } from './handlers.ts';
 import { STEERING, STEER_ELEMENT } from './registry.ts';
@@ -614,6 +614,8 @@ export class Pipeline {
     } finally {
       await this.shutdown();
     }
+    // A scale event refused just as the sources ended (its promise settles after the last round).
+    if (this.failure) throw this.failure;
     const wall = (performance.now() - started) / 1000;
     const packetsIn = this.sources.reduce((s, x) => s + x.submitted, 0);
     return {
@@ -905,7 +907,7 @@ export class Pipeline {
           if (count === 0) continue;
           // The other half's import must end before this one starts (and before the old owner fills that half).
           await importing;
-          importing = to.run(Op.import, [targets[i].address, buffer, count, 0]).then(([notImported]) => {
+          importing = to.run(Op.import, [targets[i].address, buffer, count]).then(([notImported]) => {
             flows += count - notImported;
             failed += notImported;
           });
@@ -1099,13 +1101,13 @@ export class Pipeline {
           const owner = data.merges ? (ownParts ? shard.id : 0) : owners[hash & (BUCKETS - 1)];
           if (owner === shard.id) mine.push(r);
         }
-        const all = Buffer.concat(mine);
+        const all = data.merges ? this.mergeParts(name, table, mine, data.record_size) : Buffer.concat(mine);
         const chunkBytes = TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size);
         for (let at = 0; at < all.length; at += chunkBytes) {
           const chunk = all.subarray(at, at + chunkBytes);
           this.arena.u8.set(chunk, buffer);
           const count = chunk.length / data.record_size;
-          const failed = this.io.tableImport(target.address, buffer, count, 0n, data.merges ? 1 : 0);
+          const failed = this.io.tableImport(target.address, buffer, count, 0n);
           if (failed) this.log(`${name}.${table} on shard ${shard.id} is full; ${failed} snapshot entries left out`);
           loaded += count - failed;
         }
@@ -1114,6 +1116,32 @@ export class Pipeline {
     return loaded;
   }
 
+
+  /**
+   * The parts several shards kept of each key of an added-up table, made one record per key: each value field
+   * by its merge rule (sum unless the table declares max or min), the latest deadline.
+   */
+  private mergeParts(element: string, table: string, records: Buffer[], recordSize: number): Buffer {
+    const node = this.graph.byName.get(element)!;
+    const spec = node.type.state![table] as FlowTableState;
+    const fields = this.layouts.get(node.type.type)!.tables.find((t) => t.state === table)!.entry.fields;
+    const byKey = new Map<string, Buffer>();
+    const view = (b: Buffer) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+    for (const r of records) {
+      const key = r.subarray(0, 16).toString('hex');
+      const into = byKey.get(key);
+      if (!into) { byKey.set(key, Buffer.from(r)); continue; }
+      const a = view(into), b = view(r);
+      if (b.getBigUint64(16, true) > a.getBigUint64(16, true)) a.setBigUint64(16, b.getBigUint64(16, true), true);
+      for (const f of fields) {
+        const at = TRANSFER_KEY + f.offset;
+        const x = readField(a, at, f.type), y = readField(b, at, f.type);
+        const rule = spec.merge?.[f.name] ?? 'sum';
+        writeField(a, at, f.type, rule === 'sum' ? x + y : rule === 'max' ? (x > y ? x : y) : x < y ? x : y);
+      }
+    }
+    return Buffer.concat([...byKey.values()].map((b) => b.subarray(0, recordSize)));
+  }
 
   /** Source progress from 0 to 1 (the least advanced source), or undefined when unknown. */
   progress(): number | undefined {

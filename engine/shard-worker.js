@@ -26,7 +26,7 @@ function runPosted() {
     box[M.result] = x.tableExport(a(0), a(1), a(2), a(3), a(4), now, a(5), a(6));
     box[M.result2] = x.exportDone(a(0)) ? 1 : 0;
   } else {
-    box[M.result] = x.tableImport(a(0), a(1), a(2), now, a(3));
+    box[M.result] = x.tableImport(a(0), a(1), a(2), now);
   }
   Atomics.store(box, M.done, Atomics.load(box, M.posted));
   Atomics.notify(box, M.done);

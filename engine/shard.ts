@@ -142,8 +142,8 @@ export class Shard {
       const n = x.tableExport(table, buckets, mask, out, capacity, now, resume, owner);
       return [n, x.exportDone(table) ? 1 : 0];
     }
-    const [table, input, count, merge] = args;
-    return [x.tableImport(table, input, count, now, merge), 0];
+    const [table, input, count] = args;
+    return [x.tableImport(table, input, count, now), 0];
   }
 
   /** The shard's counters from its context block. */

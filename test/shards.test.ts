@@ -9,7 +9,7 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { tempDir, removeDir, readPcap, writePcap, ipv4Frame, internetChecksum, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { ConfigErrors } from '../engine/errors.ts';
-import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
+import { Pipeline, type PipelineOptions, type Snapshot } from '../engine/pipeline.ts';
 import { verify, flowsOf, compare } from '../engine/verify.ts';
 
 const dir = tempDir();
@@ -286,6 +286,26 @@ test('a snapshot restored into a new pipeline (with another shard count) carries
   assert.is(rest.elements.stats.total_packets, whole.result.elements.stats.total_packets);
   assert.is(rest.elements.stats.new_flows, whole.result.elements.stats.new_flows, 'flows of the first half are known after the restart');
   assert.equal(flowRecords(await b.snapshot(), 'flows'), flowRecords(await whole.pipeline.snapshot(), 'flows'));
+  // The per-source table's parts, one per shard, become one entry each: counts added, the last-seen time the latest.
+  const sources = (snapshot: Snapshot) => {
+    const t = snapshot.elements.stats.tables.sources;
+    const bytes = Buffer.from(t.records, 'base64');
+    const merged = new Map<string, [bigint, bigint, bigint]>();
+    for (let at = 0; at < bytes.length; at += t.record_size) {
+      const [packets, octets, last] = [24, 32, 40].map((o) => bytes.readBigUInt64LE(at + o));
+      const key = bytes.subarray(at, at + 16).toString('hex');
+      const m = merged.get(key) ?? [0n, 0n, 0n];
+      merged.set(key, [m[0] + packets, m[1] + octets, last > m[2] ? last : m[2]]);
+    }
+    return [...merged].sort();
+  };
+  const parts = JSON.parse(readFileSync(saved, 'utf8')) as Snapshot;
+  const c = await Pipeline.create(await loadConfig(configFile('c'), { overrides: [`src.file=${secondHalf}`] }), { shards: 1 });
+  c.restore(parts);
+  const restored = await c.snapshot();
+  assert.is(Buffer.from(restored.elements.stats.tables.sources.records, 'base64').length / restored.elements.stats.tables.sources.record_size,
+    sources(parts).length, 'one entry per source');
+  assert.equal(sources(restored), sources(parts));
 });
 
 test('state owned by a host moves with its address when sources steer by source address', async () => {
@@ -337,7 +357,7 @@ test('state owned by a host with sources that do not steer by address: refused f
     await single.run();
     assert.unreachable('scaled to two shards');
   } catch (e) {
-    assert.match((e as Error).message, /steers by flow/);
+    assert.match((e as Error).message, /steers by flow/, (e as Error).message);
   }
 });
 

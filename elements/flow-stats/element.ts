@@ -23,8 +23,10 @@ export default defineElement({
       timeout: (p) => p.timeout,
     }),
     sources: state.sourceTable({
-      doc: 'per-source-address packets and bytes',
-      value: { packets: 'u64', bytes: 'u64' },
+      doc: 'per-source-address packets, bytes and last seen (ns)',
+      value: { packets: 'u64', bytes: 'u64', last_ns: 'u64' },
+      // Each shard keeps the part of a source it saw: counts add up, the last-seen time is the latest.
+      merge: { last_ns: 'max' },
       capacity: (p) => p.sources_capacity,
       timeout: (p) => p.timeout,
     }),

@@ -24,6 +24,7 @@ export function process(self: FlowStatsState, batch: Batch, out: Outputs): void 
       const s = changetype<FlowStatsSourcesEntry>(source);
       s.packets++;
       s.bytes += bytes;
+      s.last_ns = p.timestamp;
     } else self.untracked++;
   }
   self.flows.sweep(t, 8);
