@@ -558,7 +558,11 @@ export class Pipeline {
         if (!this.stopRequested && !this.stashCouldRunDry()) {
           for (const source of this.sources) {
             if (source.driver.done) continue;
-            const n = source.driver.pump(this.pumpBudget);
+            // Planned scale events (verify, tests) each come at their packet count: a fast source waits there
+            // until the previous event is under way, rather than running to its end while they queue up.
+            const budget = this.scaleAt.length ? Math.min(this.pumpBudget, this.scaleAt[0].packets - this.packetsIn()) : this.pumpBudget;
+            if (budget <= 0) continue;
+            const n = source.driver.pump(budget);
             source.submitted += n;
             moved += n;
             if (n && !firstPacketAt) firstPacketAt = performance.now();
