@@ -27,7 +27,7 @@ const USAGE = `usage: wirepath <command> [options]
 
 commands:
   run CONFIG        run a pipeline until its sources end (Ctrl-C stops it cleanly)
-  check CONFIG      validate a config without running it (- reads it from stdin)
+  check CONFIG      validate a config and compile its fast path, without running it (- reads it from stdin)
   elements [TYPE]   list the element types, or show one type's documentation
   graph CONFIG      print the graph (--format dot|mermaid)
   ctl COMMAND       talk to a running pipeline's control API:
@@ -127,15 +127,15 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'run': return await run(await load(), { overrides: values.set, elementDirs: values.elements }, values);
       case 'check': {
+        // The fast path too (from the cache when it was compiled before): an element's code may not compile.
         const config = await load();
-        buildGraph(config);
+        await compile(buildGraph(config));
         process.stdout.write(`${config.file}: ok (${config.elements.size} elements, ${config.connections.length} connections)\n`);
         return EXIT.ok;
       }
       case 'build': {
         const config = await load();
-        const graph = buildGraph(config);
-        const compiled = await compileGraph(generateGraph(graph), [...new Set(graph.nodes.map((n) => n.type.dir))]);
+        const compiled = await compile(buildGraph(config));
         process.stdout.write(`${config.file}: fast path ${compiled.hash} ${compiled.cached ? 'already cached' : 'compiled'}\n`);
         return EXIT.ok;
       }
@@ -199,6 +199,8 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 class UsageError extends Error {}
+
+const compile = (graph: ReturnType<typeof buildGraph>) => compileGraph(generateGraph(graph), [...new Set(graph.nodes.map((n) => n.type.dir))]);
 
 /** `wirepath CMD --help`: the command's own lines of USAGE and the options that apply to it, or undefined. */
 function commandHelp(command: string): string | undefined {

@@ -11,6 +11,7 @@ import { MemoryArena } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, setUpBy, type DataState, type FlowTableState, type ElementType, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
+import { ParamTypeError } from './params.ts';
 import { handlersOf } from './handlers.ts';
 import { STEERING, STEER_ELEMENT } from './registry.ts';
 import { Shard, Op } from './shard.ts';
@@ -1235,7 +1236,14 @@ export class Pipeline {
         if (setUpBy(node.type, node.instance.params).has(param)) {
           throw new Error(`${param} is read when ${node.name} is set up (its memory, ports or data follow from it): change it in the config and reload`);
         }
-        const value = spec.type.parse(raw);
+        let value: unknown;
+        try {
+          value = spec.type.parse(raw);
+        } catch (e) {
+          // A config shows the hint on its own line; a handler's answer is one message.
+          if (e instanceof ParamTypeError && e.hint) throw new Error(`${e.message} (${e.hint})`);
+          throw e;
+        }
         const next = { ...node.instance.params, [param]: value };
         // What a config would refuse is refused here too; and the batches were sized by the parameters.
         const problem = node.type.invalid?.(next)[0];

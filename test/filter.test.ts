@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { tempDir, removeDir, runConfig, writePcap, readPcap, ipv4Frame, icmpError, cli, ROOT, type FrameSpec } from './helpers.ts';
 import { parseExpression } from '../elements/classifier/expression.ts';
 import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { writeFileSync } from 'node:fs';
 
 const T0 = 1_700_000_000;
 const CLIENT = '100.64.0.1', SERVER = '198.18.0.1';
@@ -285,6 +287,21 @@ test('unreachable rules are warned about with their position; the config still l
     "w.yaml:3:45: warning: cl.patterns: pattern 2 ('tcp dst port 80') is shadowed by pattern 1 ('tcp'): it never sees a packet",
     "w.yaml:3:64: warning: cl.patterns: pattern 3 ('tcp and udp') can never match",
   ]);
+});
+
+test('a running filter takes a new default policy; a mistaken one gets the same hint as in a config', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), [{ data: frame(out({})), sec: T0, usec: 0 }]);
+    writeFileSync(join(dir, 'c.yaml'), config(`rules: ['deny tcp dst port 22']`));
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { threads: 'inline' });
+    const fw = pipeline.view('fw');
+    fw.setParam('default', 'allow');
+    assert.is(fw.params.default, 'allow');
+    assert.throws(() => fw.setParam('default', 'Deny'), /'Deny' is not one of deny, allow \(did you mean deny\?\)/);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test('wirepath filter counts and lists matching packets on the compiled path', () => {

@@ -119,6 +119,9 @@ test('a mistake in an element\'s process.ts is reported with its file\'s absolut
     assert.is(run.status, 1);
     assert.match(run.stderr, /the fast path did not compile:\nERROR TS2339: Property 'pakets' does not exist/);
     assert.ok(run.stderr.includes(`└─ in ${processFile}(`), run.stderr);
+    const check = cli(['check', 'config.yaml'], dir);
+    assert.is(check.status, 1, 'check compiles the fast path too');
+    assert.match(check.stderr, /Property 'pakets' does not exist/);
   } finally {
     removeDir(dir);
   }
