@@ -13,7 +13,7 @@ import { Supervisor } from './supervisor.ts';
 import { loadRegistry } from './registry.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
-import { runtimeReference } from './runtime-doc.ts';
+import { declarationReference, runtimeReference } from './runtime-doc.ts';
 import { statsTable, liveLine } from './report.ts';
 import { filterCapture } from './filter.ts';
 import { verify } from './verify.ts';
@@ -185,7 +185,10 @@ export async function main(argv: string[]): Promise<number> {
         if (target) throw new UsageError(`unexpected argument '${target}'`);
         const registry = await loadTypes();
         if (values.write) {
-          await updateReadme(values.write, elementReference(registry), runtimeReference);
+          await updateReadme(values.write, elementReference(registry), [
+            { marker: 'runtime-reference', edit: 'assembly/', make: runtimeReference },
+            { marker: 'declaration-reference', edit: 'engine/element.ts and engine/params.ts', make: declarationReference },
+          ]);
           process.stdout.write(`updated the references in ${values.write}\n`);
         } else process.stdout.write(elementReference(registry));
         return EXIT.ok;

@@ -81,7 +81,7 @@ type TableDeclaration = Omit<FlowTableState, 'kind' | 'scope' | 'owner' | 'merge
 export const state = {
   /** A 64-bit event counter; shards' values add up. */
   counter: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'sum', monotonic: true }),
-  /** A 64-bit value whose shards' values merge by max or min (a first or last timestamp). */
+  /** A 64-bit value whose shards' values merge by max or min (a first or last timestamp); for min, a shard's 0 (never set) takes no part. */
   gauge: (doc: string, merge: MergeRule): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge }),
   /** A 64-bit working value the I/O side and the fast path share (not shown as a counter). */
   internal: (doc: string, merge: MergeRule = 'max'): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge, internal: true }),
@@ -95,8 +95,9 @@ export const state = {
   flowTable: (t: TableDeclaration & { owner?: 'flow' | 'address' }): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', owner: 'flow', merges: false, ...t }),
   /**
    * A table keyed by the source address (FlowKey.fromSource). By default each shard keeps the part it
-   * saw and the u64 values add up; with `owned`, one shard owns each address (its packets must come
-   * from sources with `steer: source-address`) and the entry moves with the address's bucket.
+   * saw and the parts merge field by field (`merge`: sum unless max or min is named); with `owned`, one
+   * shard owns each address (its packets must come from sources with `steer: source-address`) and the
+   * entry moves with the address's bucket.
    */
   sourceTable: ({ owned, ...t }: TableDeclaration & { owned?: boolean }): FlowTableState =>
     ({ kind: 'flow-table', scope: 'cross-flow', owner: 'address', merges: !owned, ...t }),
@@ -207,14 +208,21 @@ export interface ParamWarning {
 }
 
 export interface ElementDefinition {
+  /** The name configs use (`type: FlowCount`), unique among the element folders loaded. */
   type: string;
+  /** One line, without a full stop: `wirepath elements` lists it. */
   summary: string;
+  /** What it does, in full: the first paragraph of its documentation. */
   description?: string;
   /** Input port count; an element with several receives `port` as the 4th argument of process. */
   inputs: number;
+  /** The output ports, or a function of the parameters that makes them (a Tee's `outputs`). */
   outputs: PortSpec[] | ((params: any) => PortSpec[]);
+  /** Its parameters, by name (`param.*`). */
   params: Record<string, ParamSpec<any>>;
+  /** Its state, by name (`state.*`): the engine moves, merges and snapshots it from these declarations. */
   state?: Record<string, StateField>;
+  /** Handlers beyond those made for every parameter and state field (and `reset`). */
   handlers?: Record<string, HandlerSpec>;
   /** Warnings about parameter values that parse but are probably mistakes; called once the parameters are valid. */
   warnings?: (params: any) => ParamWarning[];

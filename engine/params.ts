@@ -57,6 +57,7 @@ export interface ParamSpec<T = unknown> {
 interface ParamOptions<T> {
   /** The value, or its text as a config would write it ('30s', '10.0.0.1'), parsed as the config's would be. */
   default?: T | string;
+  /** A config must give it. */
   required?: boolean;
   /**
    * Read once, when the element is set up (it builds data from it): a running pipeline refuses to change it
@@ -274,21 +275,35 @@ export function enumType<const V extends string>(values: readonly V[]): ParamTyp
   };
 }
 
-/** Parameter declarations for element authors: `param.ipv4('the new source address')`. */
+/**
+ * Parameter declarations for element authors: `param.ipv4('the new source address')`. Each says what a config
+ * writes and the field(s) it becomes in process.ts's layout class; an optional parameter without a default
+ * adds a `has_NAME: bool`. Strings and lists stay on the control side (they never reach the fast path).
+ */
 export const param = {
+  /** An IPv4 address ('10.0.0.1'): `NAME: u32`, in host order. */
   ipv4: (doc: string, o?: ParamOptions<number>) => spec(types.ipv4, doc, o),
+  /** A prefix ('10.0.0.0/8'): `NAME_address: u32` and `NAME_mask: u32`. */
   cidr: (doc: string, o?: ParamOptions<Cidr>) => spec(types.cidr, doc, o),
+  /** A port number (0-65535): `NAME: u16`. */
   port: (doc: string, o?: ParamOptions<number>) => spec(types.port, doc, o),
+  /** A duration ('30s', '100ms', '2m'; a bare number is ns): `NAME: u64` in ns. */
   duration: (doc: string, o?: ParamOptions<number>) => spec(types.duration, doc, o),
+  /** A size in bytes ('64KiB', '1MB'): `NAME: u32`. */
   size: (doc: string, o?: ParamOptions<number>) => spec(types.size, doc, o),
+  /** An Ethernet address ('02:00:00:00:00:01'): `NAME: u64`, its six bytes in wire order from the lowest (as Ethernet.setAddress takes them). */
   mac: (doc: string, o?: ParamOptions<number[]>) => spec(types.mac, doc, o),
+  /** true or false: `NAME: bool`. */
   bool: (doc: string, o?: ParamOptions<boolean>) => spec(types.bool, doc, o),
+  /** Any text (a file name, a device): control side only. */
   string: (doc: string, o?: ParamOptions<string>) => spec(types.string, doc, o),
-  /** A list of strings; with `item`, each string is parsed by that type (errors point at the item). */
+  /** A list of strings; with `item` (one of `types`, or your own), each is parsed by that type and errors point at the item. Control side only. */
   strings: <T = string>(doc: string, o?: ParamOptions<T[]> & { item?: ParamType<T> }) =>
     spec(listType(o?.item ?? (types.string as unknown as ParamType<T>)), doc, o),
+  /** A whole number from min to max: `NAME: u32` (i32 when min < 0, u64 when max does not fit 32 bits). */
   int: (doc: string, min: number, max: number, o?: ParamOptions<number>) => spec(intType(min, max), doc, o),
+  /** One of `values`: `NAME: u8`, the value's index in the list. */
   enum: <const V extends string>(doc: string, values: readonly V[], o?: ParamOptions<V>) => spec(enumType(values), doc, o),
-  /** A type of the element's own (parse throws ParamTypeError for a bad value). */
+  /** A type of the element's own (parse throws ParamTypeError for a bad value; `fast` lays out its fields, if any). */
   custom: <T>(doc: string, type: ParamType<T>, o?: ParamOptions<T>) => spec(type, doc, o),
 };

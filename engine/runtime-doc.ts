@@ -1,5 +1,6 @@
-// The reference of the fast-path runtime that element authors import from "wirepath" (assembly/index.ts),
-// made from the declarations and their doc comments, for the README (`npm run docs`).
+// The references element authors read in the README (`npm run docs`), made from the declarations and their
+// doc comments: the fast-path runtime they import from "wirepath" in process.ts (assembly/index.ts), and the
+// declaration API they import from 'wirepath' in element.ts (engine/api.ts: defineElement, param, state).
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,13 +10,16 @@ import type * as TS from 'typescript';
 
 const ASSEMBLY = join(PROJECT_ROOT, 'assembly');
 
-export async function runtimeReference(): Promise<string> {
-  let ts: typeof TS;
+async function typescript(): Promise<typeof TS> {
   try {
-    ts = ((await import('typescript')) as unknown as { default: typeof TS }).default;
+    return ((await import('typescript')) as unknown as { default: typeof TS }).default;
   } catch {
-    throw new EnvironmentError('the runtime reference is read with the typescript package, which is not installed', 'it is a development dependency: npm install in the project');
+    throw new EnvironmentError('the references are read with the typescript package, which is not installed', 'it is a development dependency: npm install in the project');
   }
+}
+
+export async function runtimeReference(): Promise<string> {
+  const ts = await typescript();
   const index = ts.createSourceFile('index.ts', readFileSync(join(ASSEMBLY, 'index.ts'), 'utf8'), ts.ScriptTarget.Latest, true);
   const sections: string[] = [];
   for (const st of index.statements) {
@@ -49,6 +53,48 @@ function head(node: TS.Node, text: string): string {
   const body = (node as TS.FunctionDeclaration).body;
   return text.slice(node.getStart(), body ? body.getStart() : node.getEnd())
     .replace(/^(@\w+\s+)+/, '').replace(/^export\s+/, '').replace(/^function\s+/, '').replace(/\s+/g, ' ').replace(/[;{\s]+$/, '');
+}
+
+/** What element.ts declares with: each interface's members and each helper object's functions, with their docs. */
+export async function declarationReference(): Promise<string> {
+  const ts = await typescript();
+  const source = (file: string) => {
+    const text = readFileSync(join(PROJECT_ROOT, file), 'utf8');
+    return { text, tree: ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true) };
+  };
+  const element = source('engine/element.ts'), params = source('engine/params.ts');
+  const oneLine = (s: string) => s.replace(/\s+/g, ' ').replace(/[;,]$/, '');
+  const iface = ({ text, tree }: typeof element, name: string, title: string) => {
+    const node = tree.statements.find((s): s is TS.InterfaceDeclaration => ts.isInterfaceDeclaration(s) && s.name.text === name)!;
+    const doc = docOf(ts, node, text);
+    return [`- ${title}${doc ? `: ${doc}` : ''}`, ...node.members.map((m) => {
+      const d = docOf(ts, m, text);
+      return `  - \`${oneLine(m.getText().replace(/^\/\*\*[\s\S]*?\*\/\s*/, ''))}\`${d ? `: ${d}` : ''}`;
+    })];
+  };
+  const helpers = ({ text, tree }: typeof element, name: string) => {
+    const statement = tree.statements.find((s): s is TS.VariableStatement => ts.isVariableStatement(s) && s.declarationList.declarations[0].name.getText() === name)!;
+    const object = statement.declarationList.declarations[0].initializer as TS.ObjectLiteralExpression;
+    const doc = docOf(ts, statement, text);
+    return [`- \`${name}\`${doc ? `: ${doc}` : ''}`, ...object.properties.map((p) => {
+      const fn = (p as TS.PropertyAssignment).initializer as TS.ArrowFunction;
+      const args = fn.parameters.map((a) => oneLine(a.getText())).join(', ');
+      const d = docOf(ts, p, text);
+      return `  - \`${name}.${p.name!.getText()}(${args})\`${d ? `: ${d}` : ''}`;
+    })];
+  };
+  return [
+    ...iface(element, 'ElementDefinition', '`defineElement({ ... })`: the declaration, in element.ts'),
+    ...iface(element, 'PortSpec', 'an output port (`outputs`)'),
+    ...helpers(params, 'param'),
+    ...iface(params, 'ParamOptions', 'the options every `param.*` takes'),
+    ...helpers(element, 'state'),
+    ...iface(element, 'FlowTableState', 'a table\'s declaration (`state.flowTable`, `state.sourceTable`; kind, scope, owner and merges are set by them)'),
+    ...iface(element, 'DataState', 'data\'s declaration (`state.data`)'),
+    ...iface(element, 'HandlerSpec', 'a handler (`handlers`)'),
+    ...iface(element, 'ElementView', 'what handlers and periodic tasks get: `view`'),
+    ...iface(element, 'TableEntry', 'an entry of `view.entries(table)`'),
+  ].join('\n') + '\n';
 }
 
 function fileEntries(ts: typeof TS, file: string, only: Set<string> | undefined): string[] {

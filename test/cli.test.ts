@@ -9,7 +9,7 @@ import { loadRegistry } from '../engine/registry.ts';
 import { elementDoc, elementReference } from '../engine/docs.ts';
 import { defineElement, param, types } from '../engine/api.ts';
 import type { ElementType } from '../engine/element.ts';
-import { runtimeReference } from '../engine/runtime-doc.ts';
+import { declarationReference, runtimeReference } from '../engine/runtime-doc.ts';
 import { statsTable } from '../engine/report.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
@@ -241,7 +241,7 @@ test('docs --write: replaces the text between the markers and nothing else', asy
   assert.is(readFileSync(readme, 'utf8'), `# Title\n\n${begin}\n\n${elementReference(await loadRegistry())}\n${end}\n\nAfter.\n`);
 });
 
-test('the README\'s element and runtime references are those the elements and assembly/ give (npm run docs)', async () => {
+test('the README\'s element, runtime and declaration references are those the elements, assembly/ and engine/ give (npm run docs)', async () => {
   const readme = join(dir, 'README-now.md');
   writeFileSync(readme, readFileSync(join(ROOT, 'README.md'), 'utf8'));
   assert.is(cli(['docs', '--write', readme]).status, 0);
@@ -249,6 +249,11 @@ test('the README\'s element and runtime references are those the elements and as
   const runtime = await runtimeReference();
   for (const entry of ['- `IPv4.header(p: Packet): usize`: Address of the packet\'s IPv4 header', '- `dropPacket(p: Packet): void`', '  - `pushAll(n: i32, batch: Batch): void`']) {
     assert.ok(runtime.includes(entry), entry);
+  }
+  const declarations = await declarationReference();
+  for (const entry of ["  - `param.cidr(doc: string, o?: ParamOptions<Cidr>)`: A prefix ('10.0.0.0/8'): `NAME_address: u32` and `NAME_mask: u32`.",
+    '  - `fixed?: boolean`: Read once', '  - `state.gauge(doc: string, merge: MergeRule)`', "  - `merge?: Record<string, 'sum' | 'max' | 'min'>`", '  - `entries(table: string): TableEntry[]`']) {
+    assert.ok(declarations.includes(entry), entry);
   }
 });
 
