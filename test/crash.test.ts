@@ -15,30 +15,40 @@ import { MemoryArena } from '../engine/memory.ts';
 import { StallError } from '../engine/errors.ts';
 
 const PACKETS = 20000;
+
+/**
+ * Writes trace.pcap in `dir` (gen-pcap.py `args`) with packet number `poisoned` (from 0) given the TTL FaultOn
+ * acts on, and c.yaml: FromPcap (`source` adds its options) -> FaultOn `fault` -> `rest`; returns the
+ * poisoned packet's first 64 bytes in hex.
+ */
+function writeFaultyConfig(dir: string, args: string[], poisoned: number, fault: 'crash' | 'spin', source = '', rest = 'drop: { type: Discard }'): string {
+  const trace = join(dir, 'trace.pcap');
+  execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), ...args, '-o', trace]);
+  const bytes = readFileSync(trace);
+  const at = 24 + poisoned * 80;
+  bytes[at + 16 + 22] = 13; // the TTL; the IP checksum no longer matters to anyone here
+  writeFileSync(trace, bytes);
+  const names = [...rest.matchAll(/^(\w+):/gm)].map((m) => m[1]);
+  writeFileSync(join(dir, 'c.yaml'), `
+element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
+elements:
+  src: { type: FromPcap, file: trace.pcap${source} }
+  fault: { type: FaultOn, ttl: 13, fault: ${fault} }
+${rest.replace(/^/gm, '  ')}
+connections:
+  - ${['src', 'fault', ...names].join(' -> ')}
+`);
+  return bytes.subarray(at + 16, at + 16 + 64).toString('hex');
+}
 // The poisoned packet's flow lives on shard 0, which also held the whole of a restored snapshot's added-up tables.
 const POISON = 19002;
 
 test('a crashing shard is reported, restarted from the snapshot, and the others run on', async () => {
   const dir = tempDir();
   try {
-    // 20k packets 100 us apart (2 s at timing: original); packet 19000 gets the TTL that crashes.
-    const trace = join(dir, 'trace.pcap');
-    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', String(PACKETS), '-f', '300', '-o', trace, '--gap-us', '100', '--seed', '9']);
-    const bytes = readFileSync(trace);
-    const poisoned = 24 + POISON * 80;
-    bytes[poisoned + 16 + 22] = 13; // TTL; the IP checksum no longer matters to anyone here
-    writeFileSync(trace, bytes);
-    const poisonHex = bytes.subarray(poisoned + 16, poisoned + 16 + 64).toString('hex');
-    writeFileSync(join(dir, 'c.yaml'), `
-element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
-elements:
-  src: { type: FromPcap, file: trace.pcap, timing: original }
-  crash: { type: FaultOn, ttl: 13, fault: crash }
-  stats: { type: FlowStats }
-  drop: { type: Discard }
-connections:
-  - src -> crash -> stats -> drop
-`);
+    // 20k packets 100 us apart (2 s at timing: original); packet POISON gets the TTL that crashes.
+    const poisonHex = writeFaultyConfig(dir, ['-n', String(PACKETS), '-f', '300', '--gap-us', '100', '--seed', '9'], POISON, 'crash', ', timing: original',
+      'stats: { type: FlowStats }\ndrop: { type: Discard }');
     const logs: string[] = [];
     const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 2, log: (m) => logs.push(m) });
     const running = pipeline.run();
@@ -48,7 +58,7 @@ connections:
 
     assert.is(pipeline.crashReports.length, 1);
     const report = pipeline.crashReports[0];
-    assert.is(report.element, 'crash');
+    assert.is(report.element, 'fault');
     assert.is(report.type, 'FaultOn');
     assert.match(report.error, /unreachable/);
     assert.ok(report.packets_lost >= 1 && report.packets_lost <= 256, `lost ${report.packets_lost}: the crashing batch only`);
@@ -56,7 +66,7 @@ connections:
     // The poisoned packet is the one the report shows when it heads its batch; it is always in the lost batch.
     assert.ok(report.first_packet.length > 0);
     if (report.packets_lost === 1) assert.is(report.first_packet, poisonHex);
-    assert.match(logs.join('\n'), /shard \d crashed in crash \(FaultOn\)/);
+    assert.match(logs.join('\n'), /shard \d crashed in fault \(FaultOn\)/);
     assert.is(result.elements.drop.in, PACKETS - report.packets_lost, 'every other packet went through');
     assert.equal(result.crashes, [report], 'the run result tells of the crash');
     assert.is(report.shard, 0);
@@ -76,26 +86,13 @@ connections:
 test('inline (the I/O thread runs the shard): a crash is reported with its element and the run goes on', async () => {
   const dir = tempDir();
   try {
-    const trace = join(dir, 'trace.pcap');
-    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', '5000', '-f', '50', '-o', trace, '--seed', '3']);
-    const bytes = readFileSync(trace);
-    bytes[24 + 2500 * 80 + 16 + 22] = 13;
-    writeFileSync(trace, bytes);
-    writeFileSync(join(dir, 'c.yaml'), `
-element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
-elements:
-  src: { type: FromPcap, file: trace.pcap }
-  crash: { type: FaultOn, ttl: 13, fault: crash }
-  drop: { type: Discard }
-connections:
-  - src -> crash -> drop
-`);
+    writeFaultyConfig(dir, ['-n', '5000', '-f', '50', '--seed', '3'], 2500, 'crash');
     const logs: string[] = [];
     const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { threads: 'inline', log: (m) => logs.push(m) });
     const result = await pipeline.run();
     assert.is(result.crashes.length, 1);
-    assert.is(result.crashes[0].element, 'crash');
-    assert.match(logs.join('\n'), /shard 0 crashed in crash \(FaultOn\): unreachable/);
+    assert.is(result.crashes[0].element, 'fault');
+    assert.match(logs.join('\n'), /shard 0 crashed in fault \(FaultOn\): unreachable/);
     assert.is(result.elements.drop.in, 5000 - result.crashes[0].packets_lost, 'the packets after the crash went through');
   } finally {
     removeDir(dir);
@@ -105,35 +102,22 @@ connections:
 test('a shard whose element never returns fails the run after the stall time, naming the element', async () => {
   const dir = tempDir();
   try {
-    const trace = join(dir, 'trace.pcap');
-    execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), '-n', '5000', '-f', '50', '-o', trace, '--seed', '3']);
-    const bytes = readFileSync(trace);
-    bytes[24 + 3000 * 80 + 16 + 22] = 13; // packet 3000's TTL
-    writeFileSync(trace, bytes);
-    writeFileSync(join(dir, 's.yaml'), `
-element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
-elements:
-  src: { type: FromPcap, file: trace.pcap }
-  spin: { type: FaultOn, ttl: 13, fault: spin }
-  drop: { type: Discard }
-connections:
-  - src -> spin -> drop
-`);
+    writeFaultyConfig(dir, ['-n', '5000', '-f', '50', '--seed', '3'], 3000, 'spin');
     // One shard, and one of two (the other one idle or busy, the stuck one is named).
     for (const shards of [1, 2]) {
-      const pipeline = await Pipeline.create(await loadConfig(join(dir, 's.yaml')), { shards, threads: 'worker', stallMs: 1000 });
+      const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards, threads: 'worker', stallMs: 1000 });
       const started = performance.now();
       const error = await pipeline.run().then(() => undefined, (e: Error) => e);
       assert.ok(error, 'the run fails instead of hanging');
-      assert.match(error!.message, /^shard \d has taken no packet for \d+ s, \d+ waiting; the last element it ran is 'spin' \(FaultOn\)/);
+      assert.match(error!.message, /^shard \d has taken no packet for \d+ s, \d+ waiting; the last element it ran is 'fault' \(FaultOn\)/);
       assert.ok(performance.now() - started < 15_000, 'within the stall time and the stop of the worker');
     }
     // A reload asked for while the run is stuck waits for its end, and is told why nothing took over.
-    const stuck = await Pipeline.create(await loadConfig(join(dir, 's.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
-    const supervisor = new Supervisor(stuck, join(dir, 's.yaml'), {}, { shards: 1, threads: 'worker', stallMs: 1000 });
+    const stuck = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
+    const supervisor = new Supervisor(stuck, join(dir, 'c.yaml'), {}, { shards: 1, threads: 'worker', stallMs: 1000 });
     const running = supervisor.run().then(() => undefined, (e: Error) => e);
     while (stuck.packetsIn() < 3000) await new Promise((r) => setTimeout(r, 20));
-    const reload = supervisor.reload(readFileSync(join(dir, 's.yaml'), 'utf8')).then(() => undefined, (e: Error) => e);
+    const reload = supervisor.reload(readFileSync(join(dir, 'c.yaml'), 'utf8')).then(() => undefined, (e: Error) => e);
     const error = await running;
     assert.match(error!.message, /^shard 0 has taken no packet/);
     assert.is((await reload)?.message, error!.message);
