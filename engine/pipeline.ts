@@ -11,7 +11,7 @@ import { MemoryArena } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, setUpBy, type DataState, type FlowTableState, type ElementType, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
-import { ParamTypeError } from './params.ts';
+import type { ParamTypeError } from './params.ts';
 import { handlersOf } from './handlers.ts';
 import { STEERING, STEER_ELEMENT } from './registry.ts';
 import { Shard, Op } from './shard.ts';
@@ -1240,8 +1240,10 @@ export class Pipeline {
         try {
           value = spec.type.parse(raw);
         } catch (e) {
-          // A config shows the hint on its own line; a handler's answer is one message.
-          if (e instanceof ParamTypeError && e.hint) throw new Error(`${e.message} (${e.hint})`);
+          // A config shows the hint on its own line; a handler's answer is one message. (The type may come from
+          // another instance of params.ts, an element folder's, so its error is known by its hint, not its class.)
+          const hint = (e as Partial<ParamTypeError>).hint;
+          if (hint) throw new Error(`${(e as Error).message} (${hint})`);
           throw e;
         }
         const next = { ...node.instance.params, [param]: value };
