@@ -62,6 +62,10 @@ const EXPRESSIONS: (string | [string, string])[] = [
   'ether host 36:e2:be:b7:3a:1a or de:ea:47:9c:e6:97', 'ether src and dst 02:00:00:00:00:01', 'ether dst de-ea-47-9c-e6-97',
   'ether src 36e2.beb7.3a1a', 'ether src 2:0:0:0:0:1 and tcp', 'vlan and ether src 02:00:00:00:00:01', 'ether broadcast', 'broadcast',
   'multicast', 'ether multicast', 'not ether broadcast and arp',
+  // IPv6 addresses
+  'host 2001:db8::1', 'ip6 host 2001:db8::2', 'src host 2001:db8::1', 'dst 2001:db8::2', 'net 2001:db8::/32', 'ip6 net 2001:db8::/64',
+  'src net 2001:db9::/32', 'host 2001:db8:0:0:0:0:0:1', 'net ::/0', 'ip6 src 2001:db8::1 and tcp', 'host 2001:db8::1 or 2001:db8::2',
+  'not host 2001:db8::1', 'dst net 2001:db8::/127 and udp', 'host 2001:db8::1 or host 100.64.0.2',
   // EtherTypes, backslashed names, octal numbers, ICMPv6 bytes
   'ether proto \\arp', 'ether proto 0x86dd', 'ether proto \\ip and tcp', 'vlan and ether proto \\ip', 'ip proto \\sctp', 'proto \\icmp',
   'port 053', 'ip[9] = 021', 'udp port 012351', 'icmp6[0] = 128', 'icmp6[icmp6type] = icmp6-echo', 'icmp6[icmp6type] != icmp6-echo', 'ip broadcast', 'ip multicast', 'ip6 multicast', 'ip multicast or ip6 multicast',

@@ -24,6 +24,8 @@ export type Expr =
   | ({ kind: 'ip-proto'; family: 'ip' | 'ip6' | 'any'; number: number } & At)
   | ({ kind: 'ethertype'; number: number } & At)
   | ({ kind: 'address'; family: 'ip' | 'arp' | 'rarp' | 'any'; dir: Direction; address: number; mask: number } & At)
+  /** An IPv6 host or net: the address and its mask as four 32-bit words each. */
+  | ({ kind: 'address6'; dir: Direction; words: number[]; masks: number[] } & At)
   | ({ kind: 'port'; protocol: 'tcp' | 'udp' | 'sctp' | 'any'; dir: Direction; low: number; high: number; negated: boolean } & At)
   | ({ kind: 'vlan'; id?: number } & At)
   | ({ kind: 'relation'; field: FieldRef; mask: number; op: Relation; value: number } & At);
@@ -35,13 +37,15 @@ export class ExpressionError extends Error {
   }
 }
 
-interface Token { kind: 'word' | 'number' | 'mac' | 'op' | 'end'; text: string; col: number }
+interface Token { kind: 'word' | 'number' | 'mac' | 'ip6' | 'op' | 'end'; text: string; col: number }
 
 const OPERATORS = ['&&', '||', '==', '!=', '<=', '>=', '<<', '>>', '&', '|', '!', '=', '<', '>', '(', ')', '[', ']', ':', '-', '+', '*', '/'];
 /** A word; libpcap writes a keyword used as a name with a backslash (`ip proto \tcp`, `ether proto \arp`). */
 const WORD = /\\?[A-Za-z_][A-Za-z0-9_-]*/y;
 /** An Ethernet address as libpcap writes it: six hex bytes separated by colons or hyphens, or three dotted groups of four. */
 const MAC = /(?:[0-9A-Fa-f]{1,2}(?::[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{1,2}(?:-[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{4}(?:\.[0-9A-Fa-f]{4}){2})(?![\w:.-])/y;
+/** An IPv6 address (with `::`, or eight groups), with or without a prefix length; parseIPv6 checks the rest. */
+const IP6 = /(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:\/\d+)?(?![\w:.])/y;
 const NUMBER = /0x[0-9a-fA-F]+|\d+(?:\.\d+)*(?:\/\d+)?(?:-\d+)?/y;
 
 function tokenize(text: string): Token[] {
@@ -53,7 +57,9 @@ function tokenize(text: string): Token[] {
     WORD.lastIndex = at;
     NUMBER.lastIndex = at;
     MAC.lastIndex = at;
+    IP6.lastIndex = at;
     if ((m = MAC.exec(text))) tokens.push({ kind: 'mac', text: m[0], col: at });
+    else if ((m = IP6.exec(text)) && (m[0].includes('::') || m[0].split(':').length === 8)) tokens.push({ kind: 'ip6', text: m[0], col: at });
     else if ((m = WORD.exec(text))) tokens.push({ kind: 'word', text: m[0], col: at });
     else if ((m = NUMBER.exec(text))) tokens.push({ kind: 'number', text: m[0], col: at });
     else {
@@ -199,7 +205,7 @@ class Parser {
       if (afterOperator && this.last?.protocol === 'ether') return this.value(this.last, t.col);
       throw new ExpressionError(`an Ethernet address needs 'ether host', 'ether src' or 'ether dst' before it`, t.col);
     }
-    if (t.kind === 'number' || (t.kind === 'word' && PORT_NAMES[t.text.toLowerCase()] !== undefined && !KEYWORDS.has(t.text.toLowerCase()))) {
+    if (t.kind === 'number' || t.kind === 'ip6' || (t.kind === 'word' && PORT_NAMES[t.text.toLowerCase()] !== undefined && !KEYWORDS.has(t.text.toLowerCase()))) {
       // A bare value: the previous primitive's qualifiers (elision), else Click's shorthand.
       const q: Qualifiers = afterOperator && this.last ? this.last : {};
       return this.value(q, t.col);
@@ -278,7 +284,7 @@ class Parser {
       this.next();
       return this.clickRelation({ offset: 0, size: 1 }, 'icmp', col);
     }
-    if (q.dir && (t.kind === 'number' || t.kind === 'mac' || (t.kind === 'word' && !KEYWORDS.has(t.text.toLowerCase())))) return this.value(q, col);
+    if (q.dir && (t.kind === 'number' || t.kind === 'mac' || t.kind === 'ip6' || (t.kind === 'word' && !KEYWORDS.has(t.text.toLowerCase())))) return this.value(q, col);
     if (q.protocol && !q.dir) return { kind: 'protocol', protocol: q.protocol, ...this.here(col) };
     throw new ExpressionError(`${describe(t)} cannot follow ${q.dir ?? q.protocol}`, t.col, q.dir ? 'write e.g. src host 100.64.0.1, dst net 198.18.0.0/15 or src port 53' : undefined);
   }
@@ -349,6 +355,7 @@ class Parser {
     let type = q.type;
     if (!type) {
       if (t.kind === 'mac' || q.protocol === 'ether') type = 'host';
+      else if (t.kind === 'ip6') type = t.text.includes('/') ? 'net' : 'host';
       else if (t.kind === 'number' && t.text.includes('/')) type = 'net';
       else if (t.kind === 'number' && /^\d+(\.\d+){3}$/.test(t.text)) type = 'host';
       else if (t.kind === 'number' && /^\d+-\d+$/.test(t.text)) type = 'portrange';
@@ -357,6 +364,7 @@ class Parser {
     const qualifiers = { ...q, type };
     let node: Expr;
     if (q.protocol === 'ether') node = this.etherAddress(qualifiers, dir, col);
+    else if (t.kind === 'ip6' || (q.protocol === 'ip6' && (type === 'host' || type === 'net'))) node = this.address6(qualifiers, dir, col);
     else if (type === 'port' || type === 'portrange') node = this.port(qualifiers, dir, col);
     else node = this.address(qualifiers, dir, col);
     this.last = qualifiers;
@@ -389,10 +397,27 @@ class Parser {
     return { kind: 'port', protocol, dir, low, high, negated: op === '!=', ...at };
   }
 
+  /** `host 2001:db8::1`, `ip6 src net 2001:db8::/32`: IPv6 addresses, as libpcap reads them. */
+  private address6(q: Qualifiers, dir: Direction, col: number): Expr {
+    if (q.protocol !== undefined && q.protocol !== 'ip6') throw new ExpressionError(`'${q.protocol}' cannot qualify an IPv6 ${q.type}`, col, 'write ip6 or leave the protocol out');
+    const t = this.next();
+    if (t.kind !== 'ip6') throw new ExpressionError(`expected an IPv6 address after ${q.type}, found ${describe(t)}`, t.col, 'write e.g. 2001:db8::1 or 2001:db8::/32');
+    const [text, length] = t.text.split('/');
+    const groups = parseIPv6(text);
+    if (!groups) throw new ExpressionError(`'${text}' is not an IPv6 address`, t.col, 'eight groups of up to four hex digits, or fewer with ::');
+    if (q.type === 'host' && length !== undefined) throw new ExpressionError(`a host is a full IPv6 address, not '${t.text}'`, t.col, `write net ${t.text} for a network`);
+    const prefix = length === undefined ? 128 : Number(length);
+    if (prefix > 128) throw new ExpressionError(`/${prefix} is not a prefix length`, t.col + text.length, 'lengths are 0-128');
+    const words = [0, 1, 2, 3].map((i) => ((groups[2 * i] << 16) | groups[2 * i + 1]) >>> 0);
+    const masks = [0, 1, 2, 3].map((i) => { const bits = Math.max(0, Math.min(32, prefix - 32 * i)); return bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0; });
+    if (words.some((w, i) => (w & ~masks[i]) >>> 0 !== 0)) throw new ExpressionError(`'${t.text}' has bits set outside its mask`, t.col, 'clear the host part, e.g. 2001:db8::/32');
+    return { kind: 'address6', dir, words, masks, ...this.here(col) };
+  }
+
   private address(q: Qualifiers, dir: Direction, col: number): Expr {
     const family = q.protocol === undefined ? 'any' : q.protocol;
     if (family !== 'ip' && family !== 'arp' && family !== 'rarp' && family !== 'any') {
-      throw new ExpressionError(`'${family}' cannot qualify a ${q.type}`, col, family === 'ip6' ? 'IPv6 addresses are not supported yet' : `a ${q.type} belongs to ip, arp or rarp`);
+      throw new ExpressionError(`'${family}' cannot qualify a ${q.type}`, col, `a ${q.type} belongs to ip, ip6, arp or rarp`);
     }
     const t = this.next();
     if (t.kind !== 'number' || !/^\d/.test(t.text)) throw new ExpressionError(`expected an IPv4 address after ${q.type}, found ${describe(t)}`, t.col, 'write e.g. 198.18.0.1 or 198.18.0.0/15');
@@ -521,6 +546,18 @@ class Parser {
 }
 
 class NotArithmetic extends Error {}
+
+/** The eight 16-bit groups of an IPv6 address (`::` fills zeros), or undefined when it is not one. */
+function parseIPv6(text: string): number[] | undefined {
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const groups = halves.map((h) => (h === '' ? [] : h.split(':')));
+  const given = groups.flat();
+  if (given.some((g) => !/^[0-9a-f]{1,4}$/i.test(g))) return undefined;
+  if (halves.length === 1 ? given.length !== 8 : given.length > 7) return undefined;
+  const zeros = Array<string>(8 - given.length).fill('0');
+  return (halves.length === 1 ? given : [...groups[0], ...zeros, ...groups[1]]).map((g) => parseInt(g, 16));
+}
 
 /** A number as libpcap reads one: 0x hexadecimal, a leading 0 octal (`port 053` is 43), else decimal; NaN if `t` is none. */
 function numberValue(t: Token): number {

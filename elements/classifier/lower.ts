@@ -92,7 +92,7 @@ export class Formulas {
     return this.intern(`|${left.id},${right.id}`, () => ({ kind: 'or', left, right }));
   }
 
-  all(...fs: Formula[]): Formula { return fs.reduceRight((acc, f) => this.and(f, acc)); }
+  all(...fs: Formula[]): Formula { return fs.reduceRight((acc, f) => this.and(f, acc), this.TRUE); }
   any(...fs: Formula[]): Formula { return fs.reduceRight((acc, f) => this.or(f, acc)); }
 }
 
@@ -186,6 +186,12 @@ export function lower(expr: Expr, f: Formulas): Formula {
         // ARP and RARP carry the sender's and the target's address at 14 and 24.
         const arp = (type: 'arp' | 'rarp') => f.and(c.etherType(ETHERTYPE[type]), test(c.l3 + 14, c.l3 + 24));
         return e.family === 'ip' ? ip() : e.family === 'any' ? f.any(ip(), arp('arp'), arp('rarp')) : arp(e.family);
+      }
+      case 'address6': {
+        const c = at(e.vlans);
+        // Each 32-bit word of the address that the prefix covers, at its offset in the IPv6 header.
+        const test = (offset: number) => f.all(...e.words.flatMap((w, i) => (e.masks[i] ? [eq(frame(offset + 4 * i, 4), w, e.masks[i])] : [])));
+        return f.and(c.ipv6, directed(e.dir, () => test(c.l3 + 8), () => test(c.l3 + 24)));
       }
       case 'port': {
         const c = at(e.vlans);
