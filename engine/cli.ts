@@ -94,7 +94,9 @@ export async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
   } catch (e) {
-    process.stderr.write(`wirepath: ${(e as Error).message}\n\n${USAGE}\n`);
+    // Node's own wording ("... To specify a positional argument starting with a '-' ...") is for its API's users.
+    const unknown = /^Unknown option '([^']+)'/.exec((e as Error).message)?.[1];
+    process.stderr.write(`wirepath: ${unknown ? `unknown option '${unknown}'` : (e as Error).message}\n  hint: wirepath --help lists the commands and their options\n`);
     return EXIT.usage;
   }
   const { values, positionals } = parsed;
@@ -197,7 +199,7 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command '${command}'`);
     }
   } catch (e) {
-    return report(e);
+    return report(e, command);
   }
 }
 
@@ -231,7 +233,8 @@ function printWarnings(config: PipelineConfig): void {
   for (const w of config.warnings) process.stderr.write(w.format() + '\n');
 }
 
-function report(e: unknown): number {
+/** Prints what went wrong, in the form its kind calls for (a usage mistake with the help of `command`); returns the exit code. */
+function report(e: unknown, command?: string): number {
   // The reader of the output went away (wirepath filter -v ... | head): nothing more to say.
   if ((e as NodeJS.ErrnoException)?.code === 'EPIPE') return EXIT.ok;
   if (e instanceof ConfigErrors) {
@@ -239,7 +242,7 @@ function report(e: unknown): number {
     return EXIT.usage;
   }
   if (e instanceof UsageError) {
-    process.stderr.write(`wirepath: ${e.message}\n\n${USAGE}\n`);
+    process.stderr.write(`wirepath: ${e.message}\n\n${(command && commandHelp(command)) || `${USAGE}\n`}`);
     return EXIT.usage;
   }
   if (e instanceof EnvironmentError) {

@@ -48,12 +48,15 @@ export function buildGraph(config: PipelineConfig): Graph {
 
   // A name in the middle of a chain is in two connections at one position: reported once.
   const reported = new Set<string>();
+  // Elements a misspelled name probably meant: their ports left open are that mistake, not another one.
+  const meant = new Set<string>();
   const lookup = (end: Endpoint): GraphNode | undefined => {
     const node = byName.get(end.name);
     const where = `${end.position.line}:${end.position.col}`;
     if (!node && !reported.has(where)) {
       reported.add(where);
       const guess = didYouMean(end.name, byName.keys());
+      if (guess) meant.add(guess);
       errors.push(new ConfigError(`connection names unknown element '${end.name}'`, end.position,
         guess ? `did you mean '${guess}'?` : `declare it under elements: or use one of ${[...byName.keys()].join(', ')}`));
     }
@@ -89,13 +92,13 @@ export function buildGraph(config: PipelineConfig): Graph {
 
   for (const node of byName.values()) {
     node.outputs.forEach((port, i) => {
-      if (!node.targets[i] && !port.optional && !triedOutputs.has(`${node.name}[${i}]`)) {
+      if (!node.targets[i] && !port.optional && !triedOutputs.has(`${node.name}[${i}]`) && !meant.has(node.name)) {
         errors.push(new ConfigError(`output ${node.name}[${i}] (${port.name}) is not connected`, node.instance.position,
           `connect it, e.g. "${node.name}[${i}] -> drop" with drop: { type: Discard }`));
       }
     });
     node.feeders.forEach((feeders, i) => {
-      if (feeders.length === 0 && !triedInputs.has(node.name)) {
+      if (feeders.length === 0 && !triedInputs.has(node.name) && !meant.has(node.name)) {
         errors.push(new ConfigError(`nothing feeds ${node.name}${node.inputs > 1 ? `[${i}]` : ''}`, node.instance.position,
           `connect an output to it, e.g. "src -> ${node.inputs > 1 ? `[${i}]` : ''}${node.name}", or remove it`));
       }

@@ -287,7 +287,7 @@ export const param = {
   cidr: (doc: string, o?: ParamOptions<Cidr>) => spec(types.cidr, doc, o),
   /** A port number (0-65535): `NAME: u16`. */
   port: (doc: string, o?: ParamOptions<number>) => spec(types.port, doc, o),
-  /** A duration ('30s', '100ms', '2m'; a bare number is ns): `NAME: u64` in ns. */
+  /** A duration ('30s', '100ms', '2m'; a bare number is seconds): `NAME: u64` in ns. */
   duration: (doc: string, o?: ParamOptions<number>) => spec(types.duration, doc, o),
   /** A size in bytes ('64KiB', '1MB'): `NAME: u32`. */
   size: (doc: string, o?: ParamOptions<number>) => spec(types.size, doc, o),

@@ -545,6 +545,7 @@ export class Pipeline {
     const started = performance.now();
     await this.start();
     let lastYield = performance.now();
+    let lastTick = lastYield;
     let idleRounds = 0;
     let firstPacketAt = 0;
     let finishedAt = 0;
@@ -588,6 +589,11 @@ export class Pipeline {
         }
         const now = performance.now();
         this.watchStalls(now);
+        // The live line, whether rounds are busy or wait (a paced source, a quiet device).
+        if (now - lastTick > 50) {
+          onTick?.(this);
+          lastTick = now;
+        }
         if (moved === 0) {
           idleRounds++;
           const wait = Math.min(...this.sources.map((s) => (s.driver.done ? Infinity : s.driver.waitNs?.() ?? 0)));
@@ -610,7 +616,6 @@ export class Pipeline {
         } else {
           idleRounds = 0;
           if (now - lastYield > (this.scaling ? 0 : 50)) {
-            onTick?.(this);
             await yieldToEventLoop();
             lastYield = performance.now();
           }

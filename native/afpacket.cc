@@ -396,7 +396,25 @@ constexpr Offload OFFLOADS[] = {
   { "rx-checksum", ETHTOOL_GRXCSUM, ETHTOOL_SRXCSUM },
 };
 
-/** disableOffloads(ifname) -> names of the offloads it turned off (those already off are not listed). */
+/** Sets each named offload to `on`, as far as it can. */
+void setOffloads(const std::string& ifname, Napi::Array names, uint32_t on) {
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string name = names.Get(i).As<Napi::String>();
+    for (const Offload& o : OFFLOADS) {
+      if (name != o.name) continue;
+      ethtool_value v{ o.set, on };
+      ifreq ifr{};
+      ifr.ifr_data = reinterpret_cast<char*>(&v);
+      ifreqIoctl(ifname, SIOCETHTOOL, ifr);
+    }
+  }
+}
+
+/**
+ * disableOffloads(ifname) -> names of the offloads it turned off (those already off are not listed). One the
+ * driver cannot change (fixed on, as a virtio NIC's rx-checksum) is left as it is; on any other failure, those
+ * it had turned off are turned back on before it fails.
+ */
 Napi::Value DisableOffloads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string ifname = info[0].As<Napi::String>();
@@ -410,7 +428,11 @@ Napi::Value DisableOffloads(const Napi::CallbackInfo& info) {
     if (ifreqIoctl(ifname, SIOCETHTOOL, ifr) != 0 || !v.data) continue;  // not supported, or already off
     v = { o.set, 0 };
     ifr.ifr_data = reinterpret_cast<char*>(&v);
-    if (int err = ifreqIoctl(ifname, SIOCETHTOOL, ifr)) return failErrno(env, ifname, std::string("turning off ") + o.name, err);
+    if (int err = ifreqIoctl(ifname, SIOCETHTOOL, ifr)) {
+      if (err == EOPNOTSUPP) continue;  // fixed by the driver
+      setOffloads(ifname, changed, 1);
+      return failErrno(env, ifname, std::string("turning off ") + o.name, err);
+    }
     changed.Set(changed.Length(), Napi::String::New(env, o.name));
   }
   return changed;
@@ -418,20 +440,8 @@ Napi::Value DisableOffloads(const Napi::CallbackInfo& info) {
 
 /** restoreOffloads(ifname, names): turns the named offloads back on, as far as it can (the interface may be gone). */
 Napi::Value RestoreOffloads(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string ifname = info[0].As<Napi::String>();
-  Napi::Array names = info[1].As<Napi::Array>();
-  for (uint32_t i = 0; i < names.Length(); i++) {
-    std::string name = names.Get(i).As<Napi::String>();
-    for (const Offload& o : OFFLOADS) {
-      if (name != o.name) continue;
-      ethtool_value v{ o.set, 1 };
-      ifreq ifr{};
-      ifr.ifr_data = reinterpret_cast<char*>(&v);
-      ifreqIoctl(ifname, SIOCETHTOOL, ifr);
-    }
-  }
-  return env.Undefined();
+  setOffloads(info[0].As<Napi::String>(), info[1].As<Napi::Array>(), 1);
+  return info.Env().Undefined();
 }
 
 /**

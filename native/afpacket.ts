@@ -57,8 +57,8 @@ export function deviceError(element: string, e: unknown): unknown {
     EPERM: 'run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN (setcap cap_net_raw,cap_net_admin+ep $(which node))',
     EMSGSIZE: 'raise slot_size in the config (a power of two, e.g. 4096) or lower the interface MTU',
   };
-  if (!code || !(code in hints)) return e;
-  return new EnvironmentError(`${element}: ${(e as Error).message}`, hints[code]);
+  if (!code) return e;
+  return new EnvironmentError(`${element}: ${(e as Error).message}`, hints[code] ?? 'the interface refused it: look at it with ip link and ethtool -k; with offloads: keep wirepath leaves its offloads alone');
 }
 
 /**

@@ -134,7 +134,7 @@ test('check: a missing --elements folder exits 2', () => {
 test('check: without a config, or with two, is a usage error', () => {
   const none = cli(['check']);
   assert.is(none.status, 2);
-  assert.ok(none.stderr.startsWith('wirepath: check needs a CONFIG file\n\n' + USAGE_START));
+  assert.ok(none.stderr.startsWith('wirepath: check needs a CONFIG file\n\nusage: wirepath check CONFIG [options]\n'), 'the command\'s own help');
   const two = cli(['check', 'configs/default.yaml', 'configs/other.yaml']);
   assert.is(two.status, 2);
   assert.ok(two.stderr.startsWith("wirepath: unexpected argument 'configs/other.yaml'\n"));
@@ -197,6 +197,20 @@ test('elements TYPE: parameters a running pipeline cannot change say so; ports m
   const doc = elementDoc({ ...split, dir: '', kind: 'element' } as ElementType);
   assert.ok(doc.includes('Outputs: made from the parameters'), doc);
   assert.ok(doc.includes('- sample (read/write): '), doc);
+});
+
+test('the README\'s example of a config with mistakes gives the errors the README shows', () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const [, yaml, shown] = /\(`wirepath check bad\.yaml`\):\n\n```yaml\n([\s\S]*?)```\n\n```\n([\s\S]*?)```/.exec(readme)!;
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir, 'bad.yaml'), yaml);
+    const r = cli(['check', 'bad.yaml'], dir);
+    assert.is(r.status, 2);
+    assert.is(r.stderr, shown);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test('elements: an unknown type exits 2', () => {
@@ -425,7 +439,7 @@ test('run: a missing capture file exits 3 and names the file', () => {
   const r = cli(['run', 'configs/default.yaml', '--set', 'src.file=missing.pcap', '--set', `out.file=${out}`]);
   assert.is(r.status, 3);
   assert.ok(r.stderr.includes(`src: cannot open ${join(ROOT, 'configs/missing.pcap')}: ENOENT`), r.stderr);
-  assert.ok(r.stderr.includes('hint: check the file parameter; relative paths start at the config file'));
+  assert.ok(r.stderr.includes("hint: check the file parameter: a relative path starts at the config file's folder"));
   assert.not.match(r.stderr, /\n\s+at /);
 });
 
@@ -484,7 +498,7 @@ test('usage: an unknown command exits 2', () => {
 test('usage: an unknown option exits 2', () => {
   const r = cli(['check', 'configs/default.yaml', '--colour']);
   assert.is(r.status, 2);
-  assert.ok(r.stderr.startsWith("wirepath: Unknown option '--colour'"));
+  assert.is(r.stderr, "wirepath: unknown option '--colour'\n  hint: wirepath --help lists the commands and their options\n");
 });
 
 test('usage: --help exits 0 with the usage on stdout; no command exits 2 with it on stderr', () => {

@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { ROOT, readPcap, writePcap, ipv4Frame, tshark, type PcapRecord } from './helpers.ts';
 import { inTempDir, runInOrder, assertRecords, arpFrame, ipv6Frame } from './golden.ts';
@@ -281,11 +281,13 @@ const ERRORS: { name: string; bytes?: () => Buffer; message: RegExp }[] = [
   { name: 'an empty file', bytes: () => Buffer.alloc(0), message: /too short/ },
   { name: 'a pcap whose record length makes no sense', bytes: () => pcapHeaderWith(() => {}, Buffer.alloc(16, 0x7f)), message: /corrupt/ },
   { name: 'a missing file', message: /cannot open/ },
+  { name: 'a folder', message: /in\.pcap is a folder, not a capture/ },
 ];
 
 for (const e of ERRORS) {
   test(`${e.name} gives a clear EnvironmentError`, () => inTempDir(async (dir) => {
     if (e.bytes) writeFileSync(join(dir, 'in.pcap'), e.bytes());
+    if (e.name === 'a folder') mkdirSync(join(dir, 'in.pcap'));
     try {
       await runInOrder(dir, copy('file: in.pcap'));
     } catch (error) {

@@ -63,12 +63,18 @@ class PcapReader implements SourceDriver {
 
   constructor(private readonly ctx: IoContext) {
     const path = resolve(dirname(ctx.configFile), ctx.params.file);
+    const hint = 'check the file parameter: a relative path starts at the config file\'s folder (for wirepath filter, the working directory)';
     try {
       this.fd = openSync(path, 'r');
     } catch (e) {
-      throw new EnvironmentError(`${ctx.name}: cannot open ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check the file parameter; relative paths start at the config file');
+      throw new EnvironmentError(`${ctx.name}: cannot open ${path}: ${(e as NodeJS.ErrnoException).code}`, hint);
     }
-    this.size = fstatSync(this.fd).size;
+    const stat = fstatSync(this.fd);
+    if (!stat.isFile()) {
+      closeSync(this.fd);
+      throw new EnvironmentError(`${ctx.name}: ${path} is ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, not a capture`, hint);
+    }
+    this.size = stat.size;
     const head = Buffer.alloc(Math.min(this.size, 64 << 10));
     readSync(this.fd, head, 0, head.length, 0);
     this.format = readCaptureHeader(head, path);
