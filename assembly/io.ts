@@ -72,13 +72,13 @@ export function ioInit(context: usize): void {
   return <usize>load<u32>(io, IO_SHARDS) + <usize>shard * SHARD_RECORD;
 }
 
-/** A fresh slot from the pool, or null when every slot is in use (counted as no_slot). */
+/**
+ * A fresh slot from the pool, or null when every slot is in use. A source that then waits loses nothing; one
+ * that drops what it could not place (a device's frame) says so with ioDroppedNoSlot.
+ */
 @inline export function ioAllocate(): Packet | null {
   const slot = freeSlots.pop();
-  if (slot == 0) {
-    store<u64>(io, load<u64>(io, IO_NO_SLOT) + 1, IO_NO_SLOT);
-    return null;
-  }
+  if (slot == 0) return null;
   // The 32 bytes of metadata in two stores: zeros, but the data offset (the u16 at byte 16).
   v128.store(slot, i64x2.splat(0));
   v128.store(slot, i32x4(DEFAULT_DATA_OFFSET, 0, 0, 0), 16);
@@ -88,6 +88,11 @@ export function ioInit(context: usize): void {
 /** Bytes a fresh packet's slot can hold (from the default data offset on). */
 @inline export function ioRoom(): u32 {
   return freshRoom;
+}
+
+/** Counts `count` packets a source dropped because the pool had no free slot (the engine's lost packets). */
+export function ioDroppedNoSlot(count: u32): void {
+  store<u64>(io, load<u64>(io, IO_NO_SLOT) + <u64>count, IO_NO_SLOT);
 }
 
 /** Returns a slot to the pool without sending it anywhere. */

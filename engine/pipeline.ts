@@ -823,6 +823,7 @@ export class Pipeline {
     }
   }
 
+  /** Packets dropped so far: by full shard rings, and by sources that found no free slot (ioDroppedNoSlot). */
   private lostSoFar(): number {
     const v = this.arena.view;
     const ringFull = this.shards.reduce((sum, s) => sum + Number(v.getBigUint64(this.shardRecords + s.id * IoContext.shardRecord + 16, true)), 0);
@@ -1057,9 +1058,10 @@ export class Pipeline {
 
   /**
    * Loads a snapshot before the pipeline starts, into any number of shards: scalars into shard 0,
-   * per-flow entries into the shard that owns their bucket, cross-flow entries added up in shard 0.
+   * per-flow entries into the shard that owns their bucket, cross-flow entries added up in shard 0. Returns the
+   * elements that start afresh instead (their shared data is laid out by parameters that changed).
    */
-  restore(snapshot: Snapshot): void {
+  restore(snapshot: Snapshot): Set<string> {
     if (this.started) throw new Error('restore a snapshot before the pipeline starts');
     if (snapshot?.format !== 'wirepath-snapshot/1') throw new Error(`not a wirepath snapshot (format ${snapshot?.format})`);
     const v = this.arena.view;
@@ -1087,6 +1089,7 @@ export class Pipeline {
       }
     }
     for (const shard of this.shards) this.loadTables(snapshot, shard, afresh);
+    return afresh;
   }
 
   /**

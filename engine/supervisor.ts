@@ -7,6 +7,8 @@ import { Pipeline, type PipelineOptions, type RunResult, type Snapshot } from '.
 
 export interface ReloadReport {
   kept: string[];
+  /** Kept by name and type, but their state starts afresh: the parameters its shared data is laid out by changed (a NAT's pool). */
+  restarted: string[];
   added: string[];
   removed: string[];
 }
@@ -103,11 +105,13 @@ function combined(before: RunResult | undefined, after: RunResult): RunResult {
 /** Restores into `next` the state of the elements whose name and type it shares with the snapshot. */
 function carryOver(snapshot: Snapshot, next: Pipeline): ReloadReport {
   const kept: Snapshot['elements'] = {};
-  const report: ReloadReport = { kept: [], added: [], removed: [] };
+  const report: ReloadReport = { kept: [], restarted: [], added: [], removed: [] };
   for (const [name, state] of Object.entries(snapshot.elements)) {
     if (next.graph.byName.get(name)?.type.type === state.type) { kept[name] = state; report.kept.push(name); } else report.removed.push(name);
   }
   for (const node of next.graph.nodes) if (node.type.kind === 'element' && node.type.state && !(node.name in snapshot.elements)) report.added.push(node.name);
-  next.restore({ ...snapshot, elements: kept });
+  const afresh = next.restore({ ...snapshot, elements: kept });
+  report.restarted = report.kept.filter((name) => afresh.has(name));
+  report.kept = report.kept.filter((name) => !afresh.has(name));
   return report;
 }

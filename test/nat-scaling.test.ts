@@ -210,7 +210,7 @@ test('a snapshot carries subscribers, mappings and who holds each block into a n
   // tables, whose subscribers name blocks of the old pool (else the new pool would give their blocks out again).
   const logs: string[] = [];
   const other = await Pipeline.create(await loadConfig(config('after', `${nat}, pool: [203.0.113.64/26]`)), { shards: 1, threads: 'inline', log: (m: string) => logs.push(m) });
-  other.restore(snapshot);
+  assert.equal([...other.restore(snapshot)], ['nat'], 'reported as started afresh (a reload lists it as restarted, not kept)');
   assert.ok(logs.some((m) => m.includes('nat.pool: its parameters changed, so it starts afresh instead of from the snapshot, and so do nat\'s tables')), logs.join('\n'));
   assert.equal(['subscribers', 'mappings', 'sessions'].map((t) => other.view('nat').entries(t).length), [0, 0, 0]);
   assert.ok(snapshot.elements.nat.tables.subscribers, 'the snapshot had them');

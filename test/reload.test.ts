@@ -61,7 +61,7 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     assert.is(scaled.status, 0, scaled.stderr);
     const good = await ctl('reload', join(dir, 'b.yaml'));
     assert.is(good.status, 0, good.stderr);
-    assert.equal(JSON.parse(good.stdout), { kept: ['stats'], added: ['count'], removed: [] });
+    assert.equal(JSON.parse(good.stdout), { kept: ['stats'], restarted: [], added: ['count'], removed: [] });
     after = await packets();
     assert.ok(after >= before, `FlowStats kept its count (${before} -> ${after})`);
     assert.equal(JSON.parse((await ctl('stats')).stdout).scale_events.map((r: { from: number; to: number }) => [r.from, r.to]), [[1, 2]],

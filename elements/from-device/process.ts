@@ -1,4 +1,4 @@
-import { Packet, ioAllocate, ioRelease, ioSubmit } from "wirepath";
+import { Packet, ioAllocate, ioDroppedNoSlot, ioRelease, ioSubmit } from "wirepath";
 import { FromDeviceState } from "./layout";
 
 // FromDevice's per-burst loops on the I/O side. The addon (native/afpacket.cc) copies frames into
@@ -29,7 +29,7 @@ export function submit(self: FromDeviceState, descs: usize, count: u32, port: u1
     const status = load<u32>(d, 12);
     if (status & RX_CSUM_PARTIAL) self.csum_partial++;
     if (status & RX_OVERSIZE) { self.oversize++; continue; }
-    if (status & RX_NO_SLOT) { self.no_slot++; continue; }
+    if (status & RX_NO_SLOT) { self.no_slot++; ioDroppedNoSlot(1); continue; }
     const p = changetype<Packet>(load<u32>(d));
     p.length = load<u32>(d, 4);
     p.wireLength = load<u32>(d, 8);
