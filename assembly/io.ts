@@ -219,11 +219,13 @@ function orderFragment(p: Packet, ip: usize, steering: u32): void {
   const tag = symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), <u32>IPv4.id(ip), IPv4.protocol(ip)) | 1;
   const seen = area + FRAGMENTS_SEEN_AT + (<usize>(tag & (FRAGMENTS_SEEN - 1)) << 2);
   if (IPv4.fragmentOffset(ip) == 0) {
-    store<u32>(seen, tag);
     enqueueSteered(p, steering);
-    releaseWaiting(area, tag, 0);
+    // When its last piece came before it, the datagram is whole: its ID may come again, for another one.
+    store<u32>(seen, releaseWaiting(area, tag, 0) ? 0 : tag);
   } else if (load<u32>(seen) == tag || (p.flags & PACKET_WAITED)) {
     enqueueSteered(p, steering);
+    // Its last piece: forget the datagram, or a later one under the same ID would not wait for its own first.
+    if (!IPv4.moreFragments(ip) && load<u32>(seen) == tag) store<u32>(seen, 0);
   } else {
     let waiting = load<u32>(area, FRAGMENTS_WAITING_COUNT);
     if (waiting == FRAGMENTS_WAITING) {
@@ -243,12 +245,14 @@ function orderFragment(p: Packet, ip: usize, steering: u32): void {
 
 /**
  * Moves the waiting fragments tagged `tag` (any tag when 0) that came before `before` ns (any time when
- * 0) to the released list, keeping the others, both in the order they came.
+ * 0) to the released list, keeping the others, both in the order they came. True when one of them was a
+ * datagram's last piece.
  */
-function releaseWaiting(area: usize, tag: u32, before: u64): void {
+function releaseWaiting(area: usize, tag: u32, before: u64): bool {
   const waiting = load<u32>(area, FRAGMENTS_WAITING_COUNT);
   let released = load<u32>(area, FRAGMENTS_RELEASED);
   let kept: u32 = 0;
+  let last = false;
   for (let i: u32 = 0; i < waiting; i++) {
     const entry = area + FRAGMENTS_WAITING_AT + (<usize>i << 3);
     const slot = load<u32>(entry, 4);
@@ -256,6 +260,8 @@ function releaseWaiting(area: usize, tag: u32, before: u64): void {
     if (goes) {
       store<u32>(area + FRAGMENTS_RELEASED_AT + (<usize>released << 2), slot);
       released++;
+      const ip = IPv4.header(changetype<Packet>(slot));
+      if (ip && !IPv4.moreFragments(ip)) last = true;
       // Released for want of their first (not by it): the element sees them as they are.
       if (tag == 0) store<u64>(area, load<u64>(area, FRAGMENTS_UNMATCHED) + 1, FRAGMENTS_UNMATCHED);
     } else {
@@ -265,6 +271,7 @@ function releaseWaiting(area: usize, tag: u32, before: u64): void {
   }
   store<u32>(area, kept, FRAGMENTS_WAITING_COUNT);
   store<u32>(area, released, FRAGMENTS_RELEASED);
+  return last;
 }
 
 /** The oldest waiting fragment goes on, to make room (at most FRAGMENTS_WAITING wait). */

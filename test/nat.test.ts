@@ -312,6 +312,19 @@ test('U15 fragments in and out of order: a later fragment that comes first waits
   r.verdicts('outside').concat(r.verdicts('inside')).forEach((v) => assert.is(v.ip, '1'));
 });
 
+test('U15 a datagram whose ID an earlier one used, its later fragment first, still waits for its own first', async () => {
+  const ext = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]])).outside[0].src;
+  const r = await run('port_preservation: true', [
+    [0, udp(A, R1, 5000, 53)],
+    [1, udp(R1, ext, 53, 5000, { moreFragments: true, payload: 8, id: 0x3333 })], // 2, 3: in order
+    [1, udp(R1, ext, 53, 5000, { fragOffset: 2, payload: 16, id: 0x3333 })],
+    [2, udp(R1, ext, 53, 5000, { fragOffset: 2, payload: 16, id: 0x3333 })],      // 4, 5: the same ID again, reversed
+    [2, udp(R1, ext, 53, 5000, { moreFragments: true, payload: 8, id: 0x3333 })],
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [2, 3, 5, 4]);
+  assert.is(r.nat.drop_fragment, 0);
+});
+
 test('U15 at most 256 later fragments wait: the oldest goes on when one more comes, the rest when the input ends', async () => {
   const ext = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]])).outside[0].src;
   const later = (id: number): Packet => [1, udp(R1, ext, 53, 5000, { fragOffset: 2, payload: 16, id })];
