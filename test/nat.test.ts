@@ -867,7 +867,7 @@ test('bad input: sources outside the inside prefixes, exempt destinations, other
   assert.is(r.subscriber('100.64.7.7').note, 'no state for this subscriber');
 });
 
-test('bad configs: a UDP timeout under 120 s, a block size that is no power of two, an MTU below 68, steering by an element that does not steer', async () => {
+test('bad configs: a UDP timeout under 120 s, a block size that is no power of two, a pool overlapping the inside or holding multicast, an MTU below 68, steering by an element that does not steer', async () => {
   const dir = tempDir();
   try {
     const yaml = (nat: string, steer: string) => `elements:
@@ -889,6 +889,12 @@ connections:
     assert.match(params.stderr, /nat\.tcp_transitory: 1m is shorter than the 240 s RFC 5382 REQ-5 \(4 min\) requires/);
     assert.match(params.stderr, /nat\.icmp_timeout: 10s is shorter than the 60 s RFC 5508 REQ-1 requires/);
     assert.match(params.stderr, /bad\.yaml:3:\d+: nat\.ports_per_block: 100 is not a power of two\n {2}hint: use 64 or 128/);
+    writeFileSync(join(dir, 'pools.yaml'), yaml(', pool: [100.64.0.0/28, 224.0.0.0/28, 203.0.113.0/28]', 'nat').replace('pool: [203.0.113.1], ', ''));
+    const pools = cli(['check', join(dir, 'pools.yaml')]);
+    assert.is(pools.status, 2);
+    assert.match(pools.stderr, /nat\.pool: pool prefix 100\.64\.0\.0\/28 overlaps the inside prefix 100\.64\.0\.0\/10/);
+    assert.match(pools.stderr, /nat\.pool: pool prefix 224\.0\.0\.0\/28 holds multicast addresses/);
+    assert.not.match(pools.stderr, /203\.0\.113\.0\/28/, 'the good prefix is not blamed');
     writeFileSync(join(dir, 'big.yaml'), yaml(', pool: [203.0.0.0/16], ports_per_block: 8', 'nat').replace('pool: [203.0.113.1], ', ''));
     const big = cli(['check', join(dir, 'big.yaml')]);
     assert.is(big.status, 2);

@@ -242,6 +242,14 @@ export default defineElement({
       hint: `smaller inside prefixes, or a pool of at least ${Math.ceil(deterministicShare(p).inside / DETERMINISTIC_PORTS)} addresses`,
     }] : []),
     ...(p.mtu > 0 && p.mtu < 68 ? [{ param: 'mtu', message: `mtu ${p.mtu} is below IPv4's least MTU, 68`, hint: 'the outside link\'s MTU, e.g. 1500; 0 for no limit' }] : []),
+    ...p.pool.flatMap((c) => {
+      const overlap = p.inside.find((i) => overlaps(c, i));
+      const special = SPECIAL.find((s) => overlaps(c, s.net));
+      return [
+        ...(overlap ? [{ param: 'pool', message: `pool prefix ${formatCidr(c)} overlaps the inside prefix ${formatCidr(overlap)}: its addresses would be both subscribers and external addresses`, hint: 'take the pool from outside the inside prefixes, e.g. 203.0.113.0/24' }] : []),
+        ...(special ? [{ param: 'pool', message: `pool prefix ${formatCidr(c)} holds ${special.what} addresses, which cannot be a source on the Internet`, hint: 'use unicast addresses the outside routes to you' }] : []),
+      ];
+    }),
   ],
   varies: (p: { deterministic: boolean }) => (p.deterministic ? undefined : {
     why: 'it picks external addresses and ports from a random start (RFC 6888 REQ-15), and with several shards in the order subscribers come',
@@ -260,6 +268,22 @@ const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unso
   'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
 
 /** Fragments a 1500-byte packet (a 20-byte header) leaves in at `mtu` (0: no limit, 1); process.ts has the same for its room checks. */
+/** Addresses that are never a packet's source on the Internet (RFC 6890): a pool must hold none. */
+const SPECIAL = [
+  { net: parseCidr('0.0.0.0/8'), what: '"this network"' },
+  { net: parseCidr('127.0.0.0/8'), what: 'loopback' },
+  { net: parseCidr('224.0.0.0/4'), what: 'multicast' },
+  { net: parseCidr('240.0.0.0/4'), what: 'reserved or broadcast' },
+];
+
+/** Whether two prefixes share an address: the shorter one holds the other's start. */
+function overlaps(a: Cidr, b: Cidr): boolean {
+  const shorter = a.prefix <= b.prefix ? a : b, longer = shorter === a ? b : a;
+  return ((longer.address & shorter.mask) >>> 0) === shorter.address;
+}
+
+const formatCidr = (c: Cidr) => `${formatIPv4(c.address)}/${c.prefix}`;
+
 function fragmentsOf1500(mtu: number): number {
   return mtu > 0 && mtu < 1500 ? Math.ceil(1480 / ((mtu - 20) & ~7)) : 1;
 }
