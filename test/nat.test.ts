@@ -29,15 +29,16 @@ function frame(spec: Spec): Buffer {
   return f;
 }
 
-interface Seen { n: number; src: string; dst: string; sport: number; dport: number; proto: number; bytes: Buffer }
+/** A packet out: its number in the input (the timestamp's fraction), or for one the NAT made, the second of the trace it left at (`second`). */
+interface Seen { n: number; second: number; src: string; dst: string; sport: number; dport: number; proto: number; bytes: Buffer }
 
-function decode(r: { frac: number; data: Buffer }): Seen {
+function decode(r: { sec: number; frac: number; data: Buffer }): Seen {
   const d = r.data, l4 = 14 + (d[14] & 15) * 4;
   const addr = (o: number) => [...d.subarray(o, o + 4)].join('.');
   const proto = d[23];
   const icmp = proto === 1;
   return {
-    n: r.frac + 1, src: addr(26), dst: addr(30), proto, bytes: d,
+    n: r.frac + 1, second: r.sec - T0, src: addr(26), dst: addr(30), proto, bytes: d,
     sport: icmp ? d.readUInt16BE(l4 + 4) : (d.readUInt16BE(20) & 0x1fff) ? 0 : d.readUInt16BE(l4),
     dport: icmp ? d[l4] : (d.readUInt16BE(20) & 0x1fff) ? 0 : d.readUInt16BE(l4 + 2),
   };
@@ -431,13 +432,26 @@ test('T4 with syn_icmp: an unsolicited SYN is answered with ICMP port unreachabl
   const quoted = icmp.bytes.subarray(42);
   assert.is([...quoted.subarray(12, 16)].join('.'), R2, 'it quotes the SYN: its source ...');
   assert.is(quoted.readUInt16BE(22), 6000, '... and destination port');
-  // Packets carry their index in the input as the timestamp's fraction: the answer left with the filler from 9 s on.
-  assert.ok(icmp.n - 1 >= 4 + 300, `not before 6 s (sent with packet ${icmp.n})`);
+  // The answer carries the clock's time: not before 6 s after the SYN at 1 s.
+  assert.ok(icmp.second >= 7, `not before 6 s (sent at ${icmp.second} s)`);
   r.verdicts('outside').forEach((v) => assert.ok(v.ip.split(',').every((x) => x === '1') && v.icmp !== '0', JSON.stringify(v)));
   assert.is(r.nat.syn_icmp_sent, 1);
   assert.is(r.nat.drop_unsolicited_syn, 2);
   const silent = await run('port_preservation: true', [[1, tcp(R2, ext, 1234, 6000, SYN)], ...filler]);
   assert.is(silent.outside.filter((o) => o.proto === 1).length, 0, 'without syn_icmp: dropped silently');
+});
+
+test('T4 with syn_icmp on a quiet NAT: the answer leaves with the first packet 6 s after the SYN', async () => {
+  const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 5000, 80, SYN)]])).outside[0].src;
+  // One packet a second: few batches, each sweeping a few slots of the 8192 the table has.
+  const r = await run('port_preservation: true, syn_icmp: true', [
+    [0, tcp(A, R1, 5000, 80, SYN)],
+    [1, tcp(R2, ext, 1234, 6000, SYN)],
+    ...Array.from({ length: 11 }, (_, i): Packet => [2 + i, udp(B, R2, 7000, 53)]),
+  ]);
+  const answers = r.outside.filter((o) => o.proto === 1);
+  assert.is(answers.length, 1);
+  assert.is(answers[0].second, 7, 'with the packet at 7 s');
 });
 
 test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never evict a live mapping', async () => {

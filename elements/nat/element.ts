@@ -201,6 +201,7 @@ export default defineElement({
     log_lost: state.counter('block records lost because the log queue was full (the log is written every 200 ms)'),
     scan_cursor: state.internal('where the search for idle blocks goes on (per shard)'),
     reclaimed_s: state.internal('the second (plus one) of the last look at every subscriber for idle blocks when the pool had none (per shard)'),
+    syn_sweep_ns: state.internal('when the unsolicited-SYN table is next looked through whole (per shard)'),
   },
   handlers: {
     blocks: {

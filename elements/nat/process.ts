@@ -120,8 +120,23 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
   self.sessions.sweep(t, 8);
   self.mappings.sweep(t, 8);
   self.fragment_ids.sweep(t, 8);
-  if (self.syn_icmp) self.unsolicited.sweep(t, 32);
+  if (self.syn_icmp) answerDueSyns(self, t);
   answers = null;
+}
+
+/** How often the whole unsolicited table is looked through while it holds SYNs: their answers come this late at most. */
+const UNSOLICITED_SWEEP_NS: u64 = 100_000_000;
+
+/**
+ * Answers the unsolicited SYNs whose 6 s are over. A few slots per batch would reach one late on a quiet NAT (the
+ * table has 8192): while it holds any, all of it is looked through every UNSOLICITED_SWEEP_NS of the clock.
+ */
+function answerDueSyns(self: NATState, t: u64): void {
+  const table = self.unsolicited;
+  if (table.live && t >= self.syn_sweep_ns) {
+    table.sweep(t, table.slots);
+    self.syn_sweep_ns = t + UNSOLICITED_SWEEP_NS;
+  } else table.sweep(t, 32);
 }
 
 /** What touchSessions read, kept so that its loads stay. */
