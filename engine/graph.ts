@@ -179,7 +179,6 @@ export function sharesTarget(node: GraphNode): boolean[] {
   return node.targets.map((t, i) => t !== null && node.targets.some((u, j) => j !== i && u !== null && u.node === t.node && u.port === t.port));
 }
 
-/** Whether packets from `from` can reach (downstream, through any outputs) a node for which `test` holds. */
 /**
  * With more than one shard, a table owned by an address (a host-owned source table, a NAT's subscriber state)
  * lives on the shard that owns the address's bucket: every source feeding its element must steer by the
@@ -201,6 +200,7 @@ export function addressSteeringErrors(graph: Graph): ConfigError[] {
   return errors;
 }
 
+/** Whether packets from `from` can reach (downstream, through any outputs) a node for which `test` holds. */
 export function reaches(graph: Graph, from: GraphNode, test: (node: GraphNode) => boolean): boolean {
   const seen = new Set<GraphNode>();
   const visit = (node: GraphNode): boolean => {

@@ -800,12 +800,6 @@ export class Pipeline {
    * groups' per-flow state on its own thread, the new owner imports it on its own, and the held
    * packets are released in arrival order. No packet is dropped and no flow is reordered.
    */
-  /** More than one shard needs address-owned state fed by sources that steer by the address (addressSteeringErrors). */
-  private checkSteering(): void {
-    const errors = addressSteeringErrors(this.graph);
-    if (errors.length) throw new ConfigErrors(errors);
-  }
-
   async scale(target: number): Promise<ScaleReport> {
     if (!Number.isInteger(target) || target < 1 || target > MAX_SHARDS) throw new RangeError(`shard count must be a whole number from 1 to ${MAX_SHARDS}`);
     if (!this.started) throw new Error('the pipeline is not running');
@@ -821,6 +815,12 @@ export class Pipeline {
     } finally {
       this.scaling = undefined;
     }
+  }
+
+  /** More than one shard needs address-owned state fed by sources that steer by the address (addressSteeringErrors). */
+  private checkSteering(): void {
+    const errors = addressSteeringErrors(this.graph);
+    if (errors.length) throw new ConfigErrors(errors);
   }
 
   /** Packets dropped so far: by full shard rings, and by sources that found no free slot (ioDroppedNoSlot). */
@@ -1114,7 +1114,7 @@ export class Pipeline {
           const owner = data.merges ? (ownParts ? shard.id : 0) : owners[hash & (BUCKETS - 1)];
           if (owner === shard.id) mine.push(r);
         }
-        const all = data.merges ? this.mergeParts(name, table, mine, data.record_size) : Buffer.concat(mine);
+        const all = data.merges ? this.mergeParts(name, table, mine) : Buffer.concat(mine);
         const chunkBytes = TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size);
         for (let at = 0; at < all.length; at += chunkBytes) {
           const chunk = all.subarray(at, at + chunkBytes);
@@ -1134,7 +1134,7 @@ export class Pipeline {
    * The parts several shards kept of each key of an added-up table, made one record per key: each value field
    * by its merge rule (sum unless the table declares max or min), the latest deadline.
    */
-  private mergeParts(element: string, table: string, records: Buffer[], recordSize: number): Buffer {
+  private mergeParts(element: string, table: string, records: Buffer[]): Buffer {
     const node = this.graph.byName.get(element)!;
     const spec = node.type.state![table] as FlowTableState;
     const fields = this.layouts.get(node.type.type)!.tables.find((t) => t.state === table)!.entry.fields;
@@ -1148,12 +1148,10 @@ export class Pipeline {
       if (b.getBigUint64(16, true) > a.getBigUint64(16, true)) a.setBigUint64(16, b.getBigUint64(16, true), true);
       for (const f of fields) {
         const at = TRANSFER_KEY + f.offset;
-        const x = readField(a, at, f.type), y = readField(b, at, f.type);
-        const rule = spec.merge?.[f.name] ?? 'sum';
-        writeField(a, at, f.type, rule === 'sum' ? x + y : rule === 'max' ? (x > y ? x : y) : x < y ? x : y);
+        writeField(a, at, f.type, mergeBy(spec.merge?.[f.name] ?? 'sum', readField(a, at, f.type), readField(b, at, f.type)));
       }
     }
-    return Buffer.concat([...byKey.values()].map((b) => b.subarray(0, recordSize)));
+    return Buffer.concat([...byKey.values()]);
   }
 
   /** Source progress from 0 to 1 (the least advanced source), or undefined when unknown. */
@@ -1203,7 +1201,7 @@ export class Pipeline {
           }
           return BigInt(merged ? keys.size : count);
         }
-        return values.reduce((a, b) => (merge === 'sum' ? a + b : merge === 'max' ? (a > b ? a : b) : a < b ? a : b));
+        return values.reduce((a, b) => mergeBy(merge, a, b));
       },
       reset: () => {
         for (const f of layout.fields) {
@@ -1337,6 +1335,11 @@ export class Pipeline {
 /** What lays out a shared data region, as one string: its size and the parameters it declares as its layout. */
 function dataLayout(spec: DataState, params: Record<string, unknown>): string {
   return JSON.stringify([spec.size(params), spec.layout?.(params) ?? null], (_, value) => (typeof value === 'bigint' ? String(value) : value));
+}
+
+/** Two shards' values of one field combined by its merge rule. */
+function mergeBy(rule: 'sum' | 'max' | 'min', a: bigint, b: bigint): bigint {
+  return rule === 'sum' ? a + b : rule === 'max' ? (a > b ? a : b) : a < b ? a : b;
 }
 
 function readField(v: DataView, addr: number, type: string): bigint {
