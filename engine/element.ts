@@ -128,6 +128,8 @@ export interface ElementView {
   entries(table: string): TableEntry[];
   /** The pipeline's clock in ns (the trace's time with a virtual clock). */
   now(): bigint;
+  /** Whether the element's state was loaded from a snapshot file (`run --restore`), not carried over by a reload or new. */
+  readonly restored: boolean;
   /** Writes a line to the pipeline's log, prefixed with the element's name. */
   log(message: string): void;
 }
@@ -253,10 +255,11 @@ export interface ElementDefinition {
   /** Functions of process.ts the TypeScript half calls on the I/O side. */
   ioExports?: string[];
   /**
-   * Control-plane work done on the main thread while the pipeline runs, every `everyMs` and once more
-   * with `final` when it stops (a NAT writes its port-block log; a load balancer checks backends).
+   * Control-plane work done on the main thread while the pipeline runs, every `everyMs` ('due') and once more
+   * when it stops (a NAT writes its port-block log; a load balancer checks backends): 'end' when the element's
+   * state ends with the run, 'handover' when a reloaded pipeline carries it on.
    */
-  periodic?: { everyMs: number; run: (view: ElementView, final: boolean) => void };
+  periodic?: { everyMs: number; run: (view: ElementView, call: 'due' | 'end' | 'handover') => void };
   /**
    * The element steers packets to shards: process.ts exports `steer(self, p: Packet): u32`, which the
    * dispatcher calls for the packets of sources configured with `steer: NAME` of this element. It returns

@@ -137,6 +137,12 @@ export class Pipeline {
   /** Address of each source and sink node's state block on the I/O side. */
   private ioBlocks = new Map<string, number>();
   private stopRequested = false;
+  /** The elements whose state the pipeline that replaces this one carries on (stop). */
+  private handover = new Set<string>();
+  /** Snapshots waiting for the shards to go idle: the sources wait meanwhile. */
+  private quiesce = 0;
+  /** The elements whose state restore() loaded from a snapshot file. */
+  private readonly restoredFromFile = new Set<string>();
   private failure: Error | undefined;
   private readonly log: (m: string) => void;
   private readonly clock: 'trace' | 'wall';
@@ -535,8 +541,12 @@ export class Pipeline {
     };
   }
 
-  /** Asks the pipeline to stop: sources stop reading, packets in flight are finished and written. */
-  stop(): void {
+  /**
+   * Asks the pipeline to stop: sources stop reading, packets in flight are finished and written. `handover`: the
+   * elements whose state a reloaded pipeline carries on (carriedInto).
+   */
+  stop(handover = new Set<string>()): void {
+    this.handover = handover;
     this.stopRequested = true;
   }
 
@@ -557,7 +567,7 @@ export class Pipeline {
         for (const shard of this.shards) if (shard.failed) throw shard.failed;
         let moved = 0;
         if (this.threads === 'worker') this.io.ioTopUpStashes();
-        if (!this.stopRequested && !this.stashCouldRunDry()) {
+        if (!this.stopRequested && !this.quiesce && !this.stashCouldRunDry()) {
           for (const source of this.sources) {
             if (source.driver.done) continue;
             // Planned scale events (verify, tests) each come at their packet count: a fast source waits there
@@ -691,7 +701,7 @@ export class Pipeline {
       if (!task) continue;
       if (!final && now - (this.periodicLast.get(node.name) ?? 0) < task.everyMs) continue;
       this.periodicLast.set(node.name, now);
-      task.run(this.view(node.name), final);
+      task.run(this.view(node.name), !final ? 'due' : this.handover.has(node.name) ? 'handover' : 'end');
     }
   }
 
@@ -962,9 +972,25 @@ export class Pipeline {
 
   /**
    * All element state: scalars merged by their rules, every table's live entries (per-flow from the
-   * shard that owns them; cross-flow from every shard, to be added up on restore).
+   * shard that owns them; cross-flow from every shard, to be added up on restore). Of a running pipeline, one
+   * cut: the sources wait (a scale event under way ends first) until the shards have finished every packet,
+   * so that no table is read later than another (a NAT's mappings and the subscribers that hold their blocks).
    */
   async snapshot(): Promise<Snapshot> {
+    if (!this.shards.some((s) => s.running)) return this.readState();
+    this.quiesce++;
+    try {
+      while (this.scaling || !this.shardsIdle()) {
+        if (this.failure) throw this.failure;
+        await sleep(1);
+      }
+      return await this.readState();
+    } finally {
+      this.quiesce--;
+    }
+  }
+
+  private async readState(): Promise<Snapshot> {
     const elements: Snapshot['elements'] = {};
     for (const node of this.graph.nodes) {
       if (node.type.kind !== 'element' || !node.type.state) continue;
@@ -974,7 +1000,7 @@ export class Pipeline {
       const data = Object.entries(node.type.state).flatMap(([name, spec]) => {
         if (spec.kind !== 'data' || !spec.shared) return [];
         const bytes = view.data(name);
-        return [[name, { layout: dataLayout(spec, node.instance.params), bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }]];
+        return [[name, { layout: dataLayoutOf(node, name)!, bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }]];
       });
       elements[node.name] = { type: node.type.type, scalars, tables: {}, ...(data.length ? { data: Object.fromEntries(data) } : {}) };
     }
@@ -1059,9 +1085,10 @@ export class Pipeline {
   /**
    * Loads a snapshot before the pipeline starts, into any number of shards: scalars into shard 0,
    * per-flow entries into the shard that owns their bucket, cross-flow entries added up in shard 0. Returns the
-   * elements that start afresh instead (their shared data is laid out by parameters that changed).
+   * elements that start afresh instead (their shared data is laid out by parameters that changed). `carried`: the
+   * snapshot is a reloaded pipeline's, not a file's.
    */
-  restore(snapshot: Snapshot): Set<string> {
+  restore(snapshot: Snapshot, carried = false): Set<string> {
     if (this.started) throw new Error('restore a snapshot before the pipeline starts');
     if (snapshot?.format !== 'wirepath-snapshot/1') throw new Error(`not a wirepath snapshot (format ${snapshot?.format})`);
     const v = this.arena.view;
@@ -1077,9 +1104,8 @@ export class Pipeline {
         if (f) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
       }
       for (const [field, { layout, bytes }] of Object.entries(saved.data ?? {})) {
-        const spec = node.type.state?.[field];
         // Laid out by other parameters (a reload that changed them): it starts afresh.
-        if (spec?.kind !== 'data' || layout !== dataLayout(spec, node.instance.params)) {
+        if (layout !== dataLayoutOf(node, field)) {
           this.log(`${name}.${field}: its parameters changed, so it starts afresh instead of from the snapshot, and so do ${name}'s tables`);
           afresh.add(name);
           continue;
@@ -1089,7 +1115,20 @@ export class Pipeline {
       }
     }
     for (const shard of this.shards) this.loadTables(snapshot, shard, afresh);
+    if (!carried) for (const name of Object.keys(snapshot.elements)) if (!afresh.has(name)) this.restoredFromFile.add(name);
     return afresh;
+  }
+
+  /** The elements whose state `next`, a reload of this pipeline, carries on: same name and type, shared data laid out alike. */
+  carriedInto(next: Pipeline): Set<string> {
+    const carried = new Set<string>();
+    for (const node of this.graph.nodes) {
+      const other = next.graph.byName.get(node.name);
+      if (!node.type.state || other?.type.type !== node.type.type) continue;
+      const fields = Object.keys(node.type.state);
+      if (fields.every((field) => dataLayoutOf(node, field) === dataLayoutOf(other, field))) carried.add(node.name);
+    }
+    return carried;
   }
 
   /**
@@ -1235,6 +1274,7 @@ export class Pipeline {
         });
       },
       now: () => this.clockNow(),
+      restored: this.restoredFromFile.has(name),
       log: (message) => this.log(`${name}: ${message}`),
       setParam: (param, raw) => {
         const spec = node.type.params[param];
@@ -1333,7 +1373,11 @@ export class Pipeline {
 }
 
 /** What lays out a shared data region, as one string: its size and the parameters it declares as its layout. */
-function dataLayout(spec: DataState, params: Record<string, unknown>): string {
+/** What a snapshot's copy of shared data must match to be restored: the parameters it is laid out by; undefined for any other field. */
+function dataLayoutOf(node: GraphNode, field: string): string | undefined {
+  const spec = node.type.state?.[field];
+  if (spec?.kind !== 'data' || !spec.shared) return undefined;
+  const params = node.instance.params;
   return JSON.stringify([spec.size(params), spec.layout?.(params) ?? null], (_, value) => (typeof value === 'bigint' ? String(value) : value));
 }
 

@@ -80,7 +80,7 @@ export class Supervisor {
     if (this.ended) throw new Error('the pipeline has ended: there is nothing to reload');
     return new Promise((done, fail) => {
       this.next = { pipeline, done, fail };
-      this.current.stop();
+      this.current.stop(this.current.carriedInto(pipeline));
     });
   }
 }
@@ -110,7 +110,7 @@ function carryOver(snapshot: Snapshot, next: Pipeline): ReloadReport {
     if (next.graph.byName.get(name)?.type.type === state.type) { kept[name] = state; report.kept.push(name); } else report.removed.push(name);
   }
   for (const node of next.graph.nodes) if (node.type.kind === 'element' && node.type.state && !(node.name in snapshot.elements)) report.added.push(node.name);
-  const afresh = next.restore({ ...snapshot, elements: kept });
+  const afresh = next.restore({ ...snapshot, elements: kept }, true);
   report.restarted = report.kept.filter((name) => afresh.has(name));
   report.kept = report.kept.filter((name) => !afresh.has(name));
   return report;

@@ -4,11 +4,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, writePcap, readPcap, ipv4Frame } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
-import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
+import { Pipeline, type PipelineOptions, type Snapshot } from '../engine/pipeline.ts';
 import { verify } from '../engine/verify.ts';
+import { Supervisor } from '../engine/supervisor.ts';
 
 const SUBSCRIBERS = 10_000;
 const T0 = 1_700_000_000;
@@ -17,11 +18,11 @@ const dir = tempDir();
 const subscriber = (i: number) => `100.64.${i >> 8}.${i & 255}`;
 const server = (i: number) => `198.18.${i % 200}.1`;
 
-function config(name: string, nat: string): string {
+function config(name: string, nat: string, source = ''): string {
   const file = join(dir, `${name}.yaml`);
   writeFileSync(file, `
 elements:
-  src: { type: FromPcap, file: ${name}.pcap, steer: nat }
+  src: { type: FromPcap, file: ${name}.pcap, steer: nat${source} }
   side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
   nat: { type: NAT, ${nat.includes('pool:') ? nat : `pool: [203.0.113.0/26], ${nat}`} }
   outside: { type: ToPcap, file: ${name}-outside.pcap }
@@ -214,6 +215,57 @@ test('a snapshot carries subscribers, mappings and who holds each block into a n
   assert.ok(logs.some((m) => m.includes('nat.pool: its parameters changed, so it starts afresh instead of from the snapshot, and so do nat\'s tables')), logs.join('\n'));
   assert.equal(['subscribers', 'mappings', 'sessions'].map((t) => other.view('nat').entries(t).length), [0, 0, 0]);
   assert.ok(snapshot.elements.nat.tables.subscribers, 'the snapshot had them');
+});
+
+test('C8 the block log leaves no block open: released when the run ends or a reload starts the NAT afresh, allocated again from a snapshot file', async () => {
+  const count = 100;
+  trace('life', 2, undefined, count);
+  const nat = (pool: string) => `pool: [${pool}], ports_per_block: 1024, log: life.jsonl`;
+  const options: PipelineOptions = { shards: 1 };
+  // Looped at the trace's pace (a round a second), so that the run goes on while it is reloaded.
+  const looped = ', loop: true, timing: original';
+  const file = config('life', nat('203.0.113.0/26'), looped);
+  const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+  const running = supervisor.run();
+  let snapshot: Snapshot | undefined;
+  try {
+    const busy = async () => { const p = supervisor.pipeline(); while (p.packetsIn() < count) await new Promise((r) => setTimeout(r, 10)); };
+    await busy();
+    const kept = await supervisor.reload(readFileSync(file, 'utf8'));
+    assert.ok(kept.kept.includes('nat'), kept.kept.join());
+    await busy();
+    const restarted = await supervisor.reload(readFileSync(config('life', nat('203.0.113.64/26'), looped), 'utf8'));
+    assert.equal(restarted.restarted, ['nat']);
+    await busy();
+    // Taken while packets flow: one cut of all the NAT's state (else a mapping may come without the subscriber entry
+    // that holds its block, and the restored NAT would give the subscriber a second block).
+    snapshot = await supervisor.pipeline().snapshot();
+  } finally {
+    supervisor.stop();
+    await running;
+  }
+  const restored = await Pipeline.create(await loadConfig(config('life', nat('203.0.113.64/26'))), options);
+  restored.restore(snapshot!);
+  await restored.run();
+
+  const log = readFileSync(join(dir, 'life.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  // Replays the log: a block is allocated only while closed, released only while open and by its holder.
+  const open = new Map<string, string>();
+  const events = log.map((r) => {
+    const block = `${r.external} ${r.ports} ${r.protocol}`;
+    if (r.event === 'allocate') {
+      assert.not.ok(open.has(block), `${block} allocated twice`);
+      open.set(block, r.subscriber);
+    } else {
+      assert.is(open.get(block), r.subscriber, `${block} released by its holder`);
+      open.delete(block);
+    }
+    return `${r.event} ${Number(r.external.split('.')[3]) >= 64 ? 'new' : 'old'} pool`;
+  });
+  assert.is(open.size, 0, 'no block left open');
+  // The kept reload logs nothing; the restarted one gives the old pool's blocks back; the restored NAT holds the new ones again.
+  const runs = ['allocate old', 'release old', 'allocate new', 'release new', 'allocate new', 'release new'];
+  assert.equal(events, runs.flatMap((e) => Array(count).fill(`${e} pool`)));
 });
 
 test.after(() => removeDir(dir));

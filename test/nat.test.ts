@@ -838,9 +838,11 @@ test('C8 a quiet NAT whose pool is taken by idle blocks gives them back when a n
   assert.is(r.outside.length, 126);
   assert.is(r.nat.blocks_released, 63);
   const released = r.log.filter((l: any) => l.event === 'release').map((l: any) => Date.parse(l.time) / 1000 - T0);
-  assert.is(released.length, 63);
+  // The first 63 as they went idle; the second 63 when the run ends (the log leaves no block open).
+  assert.is(released.length, 126);
+  assert.is(released.filter((s: number) => s >= 1000).length, 63);
   // 300 s and an eighth more (the mapping's deadline runs ahead of its session's), then the next whole second.
-  assert.ok(released.every((s: number) => s > 300 && s < 400), `released at ${Math.min(...released)}-${Math.max(...released)} s, not when the search saw them (1000 s)`);
+  assert.ok(released.slice(0, 63).every((s: number) => s > 300 && s < 400), `released at ${Math.min(...released)}-${Math.max(...released)} s, not when the search saw them (1000 s)`);
   // Live counts are of entries not past their deadline: the second 63 subscribers' (two entries per mapping).
   assert.is(r.nat.mappings, 126);
   assert.is(r.nat.sessions, 63);

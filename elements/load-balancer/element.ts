@@ -262,8 +262,8 @@ export default defineElement({
   },
   periodic: {
     everyMs: 100,
-    run: (view, final) => {
-      if (final) return;
+    run: (view, call) => {
+      if (call !== 'due') return;
       const setWeight = (name: string, weight: number) => change(view, (list) => list.map((b) => (b.name === name ? { ...b, weight } : b)));
       if (view.params.health_check === 'none') endHealthChecks(view, healthOf(view), setWeight);
       else checkHealth(view, healthOf(view), () => [...new LiveTable(view.data('table')).backends().values()], setWeight);

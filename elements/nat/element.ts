@@ -2,7 +2,7 @@ import { mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { defineElement, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
-import { poolLayout, writePool, blocksInUse, drainLog, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams } from './pool.ts';
+import { poolLayout, writePool, blocksInUse, drainLog, heldBlockRecords, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
 const prefixType: ParamType<Cidr> = {
@@ -107,7 +107,8 @@ export default defineElement({
     pcp_server: param.ipv4('address on the inside at which the NAT answers PCP (RFC 6887) and NAT-PMP (RFC 6886) on UDP port 5351: '
       + 'subscribers map ports for inbound traffic (a suggested external port is taken when free; PREFER_FAILURE honoured); unset: no PCP (packets to it are translated like any others)', {}),
     pcp_max_lifetime: param.duration('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)', { default: 86400e9 }),
-    log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent', {}),
+    log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent. '
+      + 'The blocks still held when the run ends (or a reload starts the NAT afresh) are logged released then, and those a snapshot file restores, allocated', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
     sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions', 0, 1 << 24, { default: 0 }),
@@ -222,7 +223,7 @@ export default defineElement({
   },
   periodic: {
     everyMs: 200,
-    run: (view, final) => writeLog(view, final),
+    run: (view, call) => writeLog(view, call),
   },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
@@ -289,20 +290,34 @@ function fragmentsOf1500(mtu: number): number {
   return mtu > 0 && mtu < 1500 ? Math.ceil(1480 / ((mtu - 20) & ~7)) : 1;
 }
 
-/** Block records from the shards' queue, written as JSON lines. */
-function writeLog(view: ElementView, final: boolean): void {
+/**
+ * Block records from the shards' queue, written as JSON lines. A NAT restored from a snapshot file first logs the
+ * blocks it holds as allocated (its last run logged them released); one whose state ends with the run (not
+ * carried on by a reload) logs them released, so that no block stays open in the log once its holder is gone.
+ */
+function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   const p = view.params as NatParams;
   if (!p.log) return;
+  const pool = view.data('pool');
   let log = logs.get(view.params);
   if (!log) {
     log = openLog(p.log === '-' ? p.log : resolve(dirname(view.configFile), p.log));
     logs.set(view.params, log);
+    if (view.restored) {
+      // The queue as the snapshot saw it: the run that took it logs those records itself.
+      drainLog(pool);
+      writeRecords(log, heldBlockRecords(pool, p, 'allocate', view.now()));
+    }
   }
-  for (const record of drainLog(view.data('pool'))) log.write(JSON.stringify(record) + '\n');
-  if (final) {
-    log.close();
-    logs.delete(view.params);
-  }
+  writeRecords(log, drainLog(pool));
+  if (call === 'due') return;
+  if (call === 'end') writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
+  log.close();
+  logs.delete(view.params);
+}
+
+function writeRecords(log: { write(line: string): void }, records: BlockRecord[]): void {
+  for (const record of records) log.write(JSON.stringify(record) + '\n');
 }
 
 function openLog(path: string): { write(line: string): void; close(): void } {

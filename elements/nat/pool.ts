@@ -141,23 +141,40 @@ export function deterministicRange(p: NatParams, inside: number): { address: num
 
 /** Blocks held now, per external address and protocol. */
 export function blocksInUse(v: DataView, p: NatParams): Record<string, Record<string, number>> {
-  if (p.deterministic) return {};
-  const count = v.getUint32(HEADER.addresses, true);
-  const perAddress = 65536 >> v.getUint32(HEADER.blockShift, true);
-  const blocksAt = v.getUint32(HEADER.blocksAt, true);
-  const addressesAt = v.getUint32(HEADER.addressesAt, true);
   const out: Record<string, Record<string, number>> = {};
-  for (let a = 0; a < count; a++) {
-    const row: Record<string, number> = {};
-    PROTOCOLS.forEach((proto, c) => {
-      let used = 0;
-      for (let b = 0; b < perAddress; b++) if (v.getUint32(blocksAt + ((c * count + a) * perAddress + b) * 8, true)) used++;
-      if (used) row[proto] = used;
-    });
-    if (Object.keys(row).length) out[formatIPv4(v.getUint32(addressesAt + a * 4, true))] = row;
+  for (const { external, protocol } of heldBlocks(v, p)) {
+    const row = (out[formatIPv4(external)] ??= {});
+    row[protocol] = (row[protocol] ?? 0) + 1;
   }
   return out;
 }
+
+/** Every block someone holds now: its subscriber, external address, protocol and first port. */
+export function* heldBlocks(v: DataView, p: NatParams): Generator<{ subscriber: number; external: number; protocol: string; first: number; size: number }> {
+  if (p.deterministic) return;
+  const count = v.getUint32(HEADER.addresses, true);
+  const shift = v.getUint32(HEADER.blockShift, true);
+  const perAddress = 65536 >> shift;
+  const blocksAt = v.getUint32(HEADER.blocksAt, true);
+  const addressesAt = v.getUint32(HEADER.addressesAt, true);
+  for (let a = 0; a < count; a++) {
+    for (let c = 0; c < PROTOCOLS.length; c++) {
+      for (let b = 0; b < perAddress; b++) {
+        const subscriber = v.getUint32(blocksAt + ((c * count + a) * perAddress + b) * 8, true);
+        if (subscriber) yield { subscriber, external: v.getUint32(addressesAt + a * 4, true), protocol: PROTOCOLS[c], first: b << shift, size: 1 << shift };
+      }
+    }
+  }
+}
+
+/** The block records of a NAT whose state begins or ends outside its shards (restored from a snapshot file, or ended with its run): one per block held. */
+export function heldBlockRecords(v: DataView, p: NatParams, event: BlockRecord['event'], ns: bigint): BlockRecord[] {
+  return [...heldBlocks(v, p)].map((b) => ({
+    time: recordTime(ns), event, subscriber: formatIPv4(b.subscriber), external: formatIPv4(b.external), ports: `${b.first}-${b.first + b.size - 1}`, protocol: b.protocol,
+  }));
+}
+
+const recordTime = (ns: bigint) => new Date(Number(ns / 1_000_000n)).toISOString();
 
 export interface BlockRecord {
   time: string;
@@ -182,7 +199,7 @@ export function drainLog(v: DataView): BlockRecord[] {
     if (Atomics.load(new Uint32Array(v.buffer, v.byteOffset + r, 1), 0) !== ((read + 1) >>> 0)) break;
     const ns = v.getBigUint64(r + 24, true);
     records.push({
-      time: new Date(Number(ns / 1_000_000n)).toISOString(),
+      time: recordTime(ns),
       event: v.getUint8(r + 4) === 1 ? 'allocate' : 'release',
       subscriber: formatIPv4(v.getUint32(r + 8, true)),
       external: formatIPv4(v.getUint32(r + 12, true)),
