@@ -158,6 +158,24 @@ test('inbound fragments, in and out of order: the later ones follow their first 
   assert.equal([...delivered].sort(), subscribers.flatMap((s) => [s, s]).sort(), 'both fragments reach every subscriber');
 });
 
+test('inbound fragments across a scale event: the later ones find the first\'s subscriber on its new shard', async () => {
+  const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
+  const subscribers = Array.from({ length: 32 }, (_, i) => subscriber(i + 1));
+  const out = (s: string) => ipv4Frame({ proto: 'udp', src: s, dst: '198.18.0.1', sport: 5000, dport: 53 });
+  writePcap(join(dir, 'moved-learn.pcap'), subscribers.map(out));
+  await run('moved-learn', nat, { shards: 1 });
+  const externals = readPcap(join(dir, 'moved-learn-outside.pcap')).records.map((r) => ({ dst: [...r.data.subarray(26, 30)].join('.'), dport: r.data.readUInt16BE(34) }));
+  const reply = { proto: 'udp' as const, src: '198.18.0.1', sport: 53 };
+  // Every first fragment, then (after the subscribers moved from two shards to one) every later one.
+  const firsts = externals.map((e, i) => ipv4Frame({ ...reply, ...e, id: 0x200 + i, moreFragments: true, payload: 8 }));
+  const laters = externals.map((e, i) => ipv4Frame({ ...reply, ...e, id: 0x200 + i, fragOffset: 2, payload: 16 }));
+  writePcap(join(dir, 'moved.pcap'), [...subscribers.map(out), ...firsts, ...laters]);
+  const { counters, reports } = await run('moved', nat, { shards: 2, scaleAt: [{ packets: 2 * subscribers.length, shards: 1 }] });
+  assert.is(reports.length, 1);
+  assert.is(counters.drop_fragment, 0, JSON.stringify(counters));
+  assert.is(counters.translated_in, 2 * subscribers.length);
+});
+
 test('a later fragment whose first comes too late goes on after 2 s of packet time, also among plain packets on one shard', async () => {
   const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
   const out = (sec: number) => ({ data: ipv4Frame({ proto: 'udp', src: subscriber(1), dst: '198.18.0.1', sport: 5000, dport: 53 }), sec: T0 + sec, usec: 0 });

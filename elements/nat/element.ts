@@ -122,8 +122,8 @@ export default defineElement({
       init: (p: NatParams, bytes) => writePool(p, bytes),
     }),
     fragment_owners: state.data({
-      doc: 'the dispatcher\'s memory of inbound fragmented datagrams: whose subscriber\'s shard their first fragment went to, so that '
-        + 'the later fragments (no ports) follow it; written only by steer',
+      doc: 'memory of inbound fragmented datagrams: the subscriber (or whose shard) their first fragment went to, so that the later '
+        + 'fragments (no ports) follow it; written by steer and by the shard that translates a first fragment',
       shared: true,
       layout: () => FRAGMENT_OWNERS,
       size: () => FRAGMENT_OWNERS * 8,
@@ -263,7 +263,7 @@ export default defineElement({
   ].join('\n'),
 });
 
-/** Slots of fragment_owners (process.ts FRAGMENT_OWNERS): datagrams in flight through the dispatcher at once. */
+/** Slots of fragment_owners (process.ts FRAGMENT_OWNERS): fragmented datagrams in flight at once. */
 const FRAGMENT_OWNERS = 4096;
 
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',

@@ -48,7 +48,7 @@ const INSIDE = 1;
 const KIND_OUT: u32 = 1;    // [inside][remote or 0][inside port << 16 | remote port or 0] -> external port
 const KIND_IN: u32 = 2;     // [inside][0][external port << 16] -> inside port, remote
 const KIND_FILTER: u32 = 3; // [inside][remote][external port << 16] -> a remote address the mapping has sent to
-const KIND_FRAGMENT: u32 = 4; // [external][remote][IP id] -> inside address, for the later fragments of an inbound datagram
+const KIND_FRAGMENT: u32 = 4; // [inside][remote][IP id]: the first fragment of an inbound datagram went to this subscriber, so its later ones may
 
 // Mapping and filtering behaviours (element.ts MAPPINGS).
 const ENDPOINT_INDEPENDENT: u8 = 0;
@@ -201,24 +201,42 @@ export function steer(self: NATState, p: Packet): u32 {
   return addressHash(target);
 }
 
-/** Slots of fragment_owners (element.ts): [datagram tag u32][address whose shard has it u32] each. */
+/** Slots of fragment_owners (element.ts): [datagram tag u32][subscriber, or address whose shard has it u32] each, stored as one u64. */
 const FRAGMENT_OWNERS: u32 = 4096;
 
 /**
- * The dispatcher's memory of inbound fragmented datagrams (it alone reads and writes it, in steer):
- * records `owner` for the packet's datagram when it is not 0, and returns the one recorded, or the
- * packet's destination when none is (a later fragment that came first, or one whose slot another
- * datagram took since: its shard counts it as a fragment without a first).
+ * Memory of inbound fragmented datagrams, shared by the dispatcher and the shards: records `owner` for the packet's
+ * datagram when it is not 0 (the dispatcher, for every first fragment it steers; a shard, for each one it
+ * translates), and returns the one recorded, or the packet's destination when none is (a later fragment that
+ * came first, or one whose slot another datagram took since: its shard counts it as a fragment without a first).
  */
 function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
-  const tag = symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), <u32>IPv4.id(ip), IPv4.protocol(ip)) | 1;
-  const slot = <usize>self.fragment_owners + (<usize>(tag & (FRAGMENT_OWNERS - 1)) << 3);
+  const tag = datagramTag(IPv4.src(ip), IPv4.dst(ip), ip);
   if (owner) {
-    store<u32>(slot, tag);
-    store<u32>(slot, owner, 4);
+    recordFragmentOwner(self, tag, owner);
     return owner;
   }
-  return load<u32>(slot) == tag ? load<u32>(slot, 4) : IPv4.dst(ip);
+  const recorded = recordedFragmentOwner(self, tag);
+  return recorded ? recorded : IPv4.dst(ip);
+}
+
+/** A datagram's tag (never 0): its addresses (either way round), ID and protocol hashed. */
+@inline function datagramTag(a: u32, b: u32, ip: usize): u32 {
+  return symmetricHashOf(a, b, <u32>IPv4.id(ip), IPv4.protocol(ip)) | 1;
+}
+
+@inline function fragmentOwnerSlot(self: NATState, tag: u32): usize {
+  return <usize>self.fragment_owners + (<usize>(tag & (FRAGMENT_OWNERS - 1)) << 3);
+}
+
+/** Tag and owner in one store: a reader on another thread never sees one datagram's tag with another's owner. */
+@inline function recordFragmentOwner(self: NATState, tag: u32, owner: u32): void {
+  atomic.store<u64>(fragmentOwnerSlot(self, tag), (<u64>owner << 32) | <u64>tag);
+}
+
+@inline function recordedFragmentOwner(self: NATState, tag: u32): u32 {
+  const slot = atomic.load<u64>(fragmentOwnerSlot(self, tag));
+  return <u32>slot == tag ? <u32>(slot >> 32) : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -895,15 +913,23 @@ function inboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: 
   out.push(INSIDE, p);
 }
 
-/** A later fragment of an inbound datagram goes where its first fragment went. */
+/**
+ * A later fragment of an inbound datagram goes where its first fragment went: to the subscriber fragment_owners
+ * names, when that one's shard translated the first (an entry keyed by the subscriber, so that it moves with
+ * the subscriber's bucket when shards scale).
+ */
 function inboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64, hairpin: bool): void {
-  const key = keyBuffer();
-  fragmentKey(key, IPv4.dst(ip), IPv4.src(ip), ip);
-  const entry = self.mappings.find(key, FlowKey.hash(key), t);
+  const inside = recordedFragmentOwner(self, datagramTag(IPv4.src(ip), IPv4.dst(ip), ip));
+  let entry: usize = 0;
+  if (inside) {
+    const key = keyBuffer();
+    fragmentKey(key, inside, IPv4.src(ip), ip);
+    entry = self.mappings.find(key, FlowKey.hash(key), t);
+  }
   // A hairpinned one whose first fragment went to another shard's subscriber follows it there.
   if (!entry && handOver(self, p, hairpin)) return;
   if (!entry) { self.drop_fragment++; dropPacket(p); return; }
-  IPv4.setDst(p, ip, changetype<NATMappingsEntry>(entry).remote);
+  IPv4.setDst(p, ip, inside);
   countIn(self, p, hairpin);
   out.push(INSIDE, p);
 }
@@ -962,12 +988,11 @@ function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external:
 
 /** Notes where the later fragments of an inbound datagram must go (they carry no port to look up). */
 function rememberFragment(self: NATState, external: u32, remote: u32, ip: usize, inside: u32, t: u64): void {
+  recordFragmentOwner(self, datagramTag(remote, external, ip), inside);
   const key = keyBuffer();
-  fragmentKey(key, external, remote, ip);
+  fragmentKey(key, inside, remote, ip);
   const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
-  if (!entry) return;
-  changetype<NATMappingsEntry>(entry).remote = inside;
-  FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
+  if (entry) FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1487,8 +1512,8 @@ function insideAddress(pool: usize, index: u32): u32 {
   store<u32>(key, <u32>protocol | (KIND_FILTER << 8), 12);
 }
 
-@inline function fragmentKey(key: usize, external: u32, remote: u32, ip: usize): void {
-  store<u32>(key, external);
+@inline function fragmentKey(key: usize, inside: u32, remote: u32, ip: usize): void {
+  store<u32>(key, inside);
   store<u32>(key, remote, 4);
   store<u32>(key, <u32>IPv4.id(ip), 8);
   store<u32>(key, <u32>IPv4.protocol(ip) | (KIND_FRAGMENT << 8), 12);
