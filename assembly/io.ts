@@ -311,19 +311,17 @@ export function ioReleaseFragments(all: bool): u32 {
 
 /**
  * A hash that is the same for both directions of a connection (RSS with a symmetric key): of the
- * 5-tuple, or of addresses and protocol for fragments (their later pieces carry no ports, and all
- * pieces of a datagram must meet on one shard).
+ * 5-tuple as FlowKey.fromPacket keys it, so that a flow's entry lives on the shard its packets go to:
+ * a first fragment with its ports, later fragments (none to read) by addresses and protocol.
  */
 export function symmetricHash(p: Packet): u32 {
   const ip = IPv4.header(p);
   if (!ip) return 0;
   let ports: u32 = 0;
   const proto = IPv4.protocol(ip);
-  if (!IPv4.isFragment(ip)) {
-    const l4 = Transport.header(p, ip);
-    if (l4 && proto == IPPROTO_ICMP) return icmpHash(p, ip, l4);
-    if (l4) ports = <u32>Transport.srcPort(l4) ^ <u32>Transport.dstPort(l4);
-  }
+  const l4 = Transport.header(p, ip);
+  if (l4 && proto == IPPROTO_ICMP) return icmpHash(p, ip, l4);
+  if (l4) ports = <u32>Transport.srcPort(l4) ^ <u32>Transport.dstPort(l4);
   return symmetricHashOf(IPv4.src(ip), IPv4.dst(ip), ports, proto);
 }
 
@@ -364,7 +362,7 @@ export function addressHash(address: u32): u32 {
   return symmetricHashOf(address, 0, 0, 0);
 }
 
-/** The symmetric hash from its parts: `ports` is the xor of the two ports (0 for fragments). */
+/** The symmetric hash from its parts: `ports` is the xor of the two ports (0 for later fragments). */
 export function symmetricHashOf(a: u32, b: u32, ports: u32, protocol: u8): u32 {
   let h = (a ^ b) * 0x9e3779b1 + (a + b);
   h ^= (ports | (<u32>protocol << 16)) * 0x85ebca77;

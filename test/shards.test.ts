@@ -146,6 +146,58 @@ test('wirepath verify finds the scaled runs equivalent', async () => {
   assert.ok(result.scaleEvents.length >= 4);
 });
 
+test('a first fragment belongs to its flow\'s shard: stateful Filter and FlowStats count alike on one shard and on two', async () => {
+  // Eight clients each send a datagram in two fragments (the first with the UDP header), then get three unfragmented replies.
+  const frames: { data: Buffer; sec: number; usec: number }[] = [];
+  for (let c = 0; c < 8; c++) {
+    const client = { src: `100.64.1.${c + 1}`, dst: '198.18.0.1', sport: 40000 + c, dport: 53 };
+    const reply = { proto: 'udp' as const, src: client.dst, dst: client.src, sport: client.dport, dport: client.sport };
+    frames.push({ data: ipv4Frame({ proto: 'udp', ...client, id: 900 + c, moreFragments: true, payload: 32 }), sec: 1, usec: 10 * c });
+    frames.push({ data: ipv4Frame({ proto: 'udp', ...client, id: 900 + c, fragOffset: 5, payload: 16 }), sec: 1, usec: 10 * c + 1 });
+    for (let r = 0; r < 3; r++) frames.push({ data: ipv4Frame(reply), sec: 2, usec: 10 * c + r });
+  }
+  writePcap(join(dir, 'fragflows.pcap'), frames);
+  const file = join(dir, 'fragflows.yaml');
+  writeFileSync(file, `
+elements:
+  src: { type: FromPcap, file: fragflows.pcap }
+  fw: { type: Filter, stateful: true, rules: ['allow src net 100.64.0.0/10'], default: deny }
+  stats: { type: FlowStats }
+  out: { type: ToPcap, file: fragflows-out.pcap }
+connections:
+  - src -> fw -> stats -> out
+`);
+  for (const shards of [1, 2]) {
+    const result = await (await Pipeline.create(await loadConfig(file), { shards })).run();
+    const { fw, stats } = result.elements as Record<string, Record<string, number>>;
+    assert.is(fw.denied, 0, `${shards} shards: no reply denied`);
+    assert.is(fw.tracked, 24, `${shards} shards: every reply found its connection`);
+    // Per client, one flow each way (the first fragment's with the requests'), and the later fragment's (no ports).
+    assert.is(stats.flows, 24, `${shards} shards`);
+  }
+  const equivalence = await verify(file, { shards: [2, 1], scaleEvery: 10 });
+  assert.ok(equivalence.equivalent, equivalence.difference);
+});
+
+test('wirepath verify keys packets as the engine does: a TCP header cut short by the IP length is no 5-tuple', async () => {
+  // Total length 20 (no TCP header) with TCP bytes after it in the frame: the engine steers it by addresses alone.
+  // One connection's packets, every tenth cut short: the engine may put those on another shard than the rest.
+  const frames = Array.from({ length: 2000 }, (_, i) => {
+    const f = ipv4Frame({ proto: 'tcp', src: '100.64.2.1', dst: '198.18.0.1', sport: 1000, dport: 80, payload: Buffer.from([i >> 8, i & 255]) });
+    if (i % 10 === 0) {
+      f.writeUInt16BE(20, 16);
+      f.writeUInt16BE(0, 24);
+      f.writeUInt16BE(internetChecksum(f.subarray(14, 34)), 24);
+    }
+    return { data: f, sec: 1, usec: i };
+  });
+  writePcap(join(dir, 'cut.pcap'), frames);
+  const file = join(dir, 'cut.yaml');
+  writeFileSync(file, 'elements:\n  src: { type: FromPcap, file: cut.pcap }\n  count: { type: Counter }\n  out: { type: ToPcap, file: cut-out.pcap }\nconnections:\n  - src -> count -> out\n');
+  const result = await verify(file, { shards: [2, 1, 2], scaleEvery: 500 });
+  assert.ok(result.equivalent, result.difference);
+});
+
 /** A graph of every built-in element that runs on a trace (Print writes to standard output, device elements need interfaces). */
 function everyElement(name: string, extra = ''): string {
   const first = readPcap(trace).records[0].data;
