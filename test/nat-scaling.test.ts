@@ -208,6 +208,18 @@ test('R9 across shards: subscribers on two shards behind one external address ne
   assert.is(new Set(ids).size, 1000, 'a thousand datagrams, a thousand IDs');
 });
 
+test('wirepath verify: a datagram that came in with a bad IP header checksum leaves with one as bad, whatever ID it got', async () => {
+  // DF clear: the NAT gives each datagram an ID from counters its shards share, so the two runs' IDs differ.
+  const frames = Array.from({ length: 400 }, (_, i) => {
+    const f = ipv4Frame({ proto: 'udp', src: subscriber(i % 40), dst: server(i), sport: 20000 + (i % 40), dport: 53, id: i });
+    if (i % 7 === 0) f.writeUInt16BE(f.readUInt16BE(24) ^ 0x0101, 24);
+    return { data: f, sec: T0, usec: i };
+  });
+  writePcap(join(dir, 'badsum.pcap'), frames);
+  const equivalence = await verify(config('badsum', "deterministic: true, inside: ['100.64.0.0/18']"), { shards: [2, 1, 2], scaleEvery: 100 });
+  assert.ok(equivalence.equivalent, equivalence.difference);
+});
+
 test('a snapshot carries subscribers, mappings and who holds each block into a new pipeline, also with another shard count', async () => {
   trace('before', 1);
   const nat = 'max_subscribers: 16384, ports_per_block: 64';
