@@ -278,6 +278,11 @@ const ERRORS: { name: string; bytes?: () => Buffer; message: RegExp }[] = [
     message: /link type 113/,
   },
   { name: 'a text file', bytes: () => Buffer.from('this is not a capture file, but it is long enough\n'), message: /not a pcap or pcapng file/ },
+  ...[73, 0x80 | 64].map((tsresol) => ({
+    name: `a pcapng whose interface's if_tsresol is ${tsresol} (units finer than 64 bits count)`,
+    bytes: () => { const b = pcapngBlocks(false); return Buffer.concat([b.section(), b.iface(tsresol), b.enhanced(0, 1n, ipv4Frame())]); },
+    message: /if_tsresol is .* finer than 64-bit timestamps can count/,
+  })),
   { name: 'an empty file', bytes: () => Buffer.alloc(0), message: /too short/ },
   { name: 'a pcap whose record length makes no sense', bytes: () => pcapHeaderWith(() => {}, Buffer.alloc(16, 0x7f)), message: /corrupt/ },
   { name: 'a missing file', message: /cannot open/ },

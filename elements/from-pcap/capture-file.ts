@@ -56,8 +56,13 @@ export function readCaptureHeader(head: Buffer, file: string): CaptureFormat {
     'wirepath reads classic pcap (tcpdump -w) and pcapng (Wireshark, tshark, dumpcap)');
 }
 
-export function scaleOf(tsresol: number | undefined): Interface['scale'] {
+/** How an interface's timestamp units become nanoseconds; a unit finer than 64 bits of timestamp can count (10^-19 s, 2^-63 s) is an error. */
+function scaleOf(tsresol: number | undefined, where: string): Interface['scale'] {
   if (tsresol === undefined) return { kind: 0, factor: 1000n };
+  if ((tsresol & 0x7f) > (tsresol & 0x80 ? 63 : 19)) {
+    throw new EnvironmentError(`${where}: an interface's if_tsresol is ${tsresol & 0x80 ? `2^-${tsresol & 0x7f}` : `10^-${tsresol}`} s, finer than 64-bit timestamps can count`,
+      'the file is corrupt, or was written by a tool that wirepath cannot follow; rewrite it with editcap or tshark -w');
+  }
   if (tsresol & 0x80) return { kind: 2, factor: BigInt(tsresol & 0x7f) };
   return tsresol <= 9 ? { kind: 0, factor: 10n ** BigInt(9 - tsresol) } : { kind: 1, factor: 10n ** BigInt(tsresol - 9) };
 }
@@ -87,7 +92,7 @@ export function readPcapngBlock(block: Buffer, format: CaptureFormat, interfaces
     if (code === OPT_IF_TSRESOL && len === 1) tsresol = block[off + 4];
     off += 4 + Math.ceil(len / 4) * 4;
   }
-  return { length, interfaces: [...interfaces, { linkType, scale: scaleOf(tsresol) }] };
+  return { length, interfaces: [...interfaces, { linkType, scale: scaleOf(tsresol, where) }] };
 }
 
 const u32 = (b: Buffer, off: number, swapped: boolean) => (swapped ? b.readUInt32BE(off) : b.readUInt32LE(off));
