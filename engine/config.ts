@@ -282,7 +282,8 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       const key = String(valueOf(item.key));
       if (key === 'type') continue;
       const keyAt = pos.of(item.key as Node, at);
-      const spec = type.params[key];
+      // Own parameters only: not 'constructor' and the like, which every object has.
+      const spec = Object.hasOwn(type.params, key) ? type.params[key] : undefined;
       if (!spec) {
         const guess = didYouMean(key, Object.keys(type.params));
         const known = Object.keys(type.params);

@@ -6,7 +6,8 @@ import type { ElementType, HandlerSpec } from './element.ts';
 export type Handler = HandlerSpec;
 
 export function handlersOf(type: ElementType): Record<string, Handler> {
-  const handlers: Record<string, Handler> = {};
+  // No prototype: a handler name from a user (ctl read x.constructor) finds only handlers.
+  const handlers: Record<string, Handler> = Object.create(null);
   for (const [name, spec] of Object.entries(type.params)) {
     handlers[name] = {
       doc: `the ${name} parameter (${spec.type.description})`,

@@ -1277,7 +1277,7 @@ export class Pipeline {
       restored: this.restoredFromFile.has(name),
       log: (message) => this.log(`${name}: ${message}`),
       setParam: (param, raw) => {
-        const spec = node.type.params[param];
+        const spec = Object.hasOwn(node.type.params, param) ? node.type.params[param] : undefined;
         if (!spec) throw new Error(`${node.type.type} has no parameter '${param}'`);
         if (setUpBy(node.type, node.instance.params).has(param)) {
           throw new Error(`${param} is read when ${node.name} is set up (its memory, ports or data follow from it): change it in the config and reload`);

@@ -151,6 +151,13 @@ test('element: an unknown parameter without a close match lists the parameters',
     'pipeline.yaml:3:27', "Counter has no parameter 'rate'", 'Counter takes no parameters');
 });
 
+test('element: a parameter named as what every object has (constructor, __proto__) is unknown like any other', async () => {
+  for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+    await expectError(lines(...ELEMENTS.slice(0, 3), `  tee: { type: Tee, ${name}: 1 }`, ...ELEMENTS.slice(4), ...CHAINS),
+      'pipeline.yaml:4:21', `Tee has no parameter '${name}'`, 'its parameters are outputs');
+  }
+});
+
 test('element: a missing required parameter', async () => {
   await expectError(lines('elements:', '  src: { type: FromPcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'),
     'pipeline.yaml:2:3', "FromPcap 'src' needs parameter 'file' (a string)", 'add file: ... — the capture file, relative to the config file');
