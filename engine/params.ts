@@ -125,11 +125,19 @@ const DURATION_UNITS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1
 
 /** A duration in nanoseconds: '300s', '5m', '1.5h', '250ms'; a bare number means seconds. */
 export function parseDuration(raw: unknown): number {
-  if (typeof raw === 'number' && Number.isFinite(raw) && raw >= 0) return Math.round(raw * 1e9);
-  const m = typeof raw === 'string' ? /^(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)$/.exec(raw.trim()) : null;
-  if (!m) fail(`${describe(raw)} is not a duration`, "write a number with a unit: ns, us, ms, s, m, h or d, e.g. '300s' or '2h'");
-  return Math.round(Number(m![1]) * DURATION_UNITS[m![2]]);
+  let ns: number;
+  if (typeof raw === 'number' && Number.isFinite(raw) && raw >= 0) ns = Math.round(raw * 1e9);
+  else {
+    const m = typeof raw === 'string' ? /^(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)$/.exec(raw.trim()) : null;
+    if (!m) fail(`${describe(raw)} is not a duration`, "write a number with a unit: ns, us, ms, s, m, h or d, e.g. '300s' or '2h'");
+    ns = Math.round(Number(m![1]) * DURATION_UNITS[m![2]]);
+  }
+  // Deadlines are the clock plus a duration, in 64-bit nanoseconds and (NAT blocks) 32-bit seconds: both must hold them.
+  if (ns > LONGEST_DURATION_NS) fail(`${describe(raw)} is longer than ${LONGEST_DURATION_NS / DURATION_UNITS.d}d`, 'deadlines that far ahead do not fit the clock\'s counters; ten years is the most');
+  return ns;
 }
+
+const LONGEST_DURATION_NS = 3650 * 86_400e9;
 
 export function formatDuration(ns: number): string {
   for (const [unit, scale] of [['h', 3600e9], ['m', 60e9], ['s', 1e9], ['ms', 1e6], ['us', 1e3]] as const) {

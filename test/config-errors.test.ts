@@ -543,6 +543,9 @@ test('parseDuration: units, fractions, bare seconds', () => {
   assert.is(parseDuration(30), 30e9);
   assert.is(parseDuration(0.5), 0.5e9);
   for (const bad of ['5', '5 min', 's', '-5s', '1e3s', -1, Infinity, NaN, null, true]) throwsParamError(() => parseDuration(bad));
+  // Ten years at most: past 2^64 ns a deadline wraps to the past (18446744073s expired every entry at once).
+  assert.is(parseDuration('3650d'), 3650 * 86400e9);
+  for (const long of ['3651d', '18446744073s', 1e12]) throwsParamError(() => parseDuration(long));
 });
 
 test('a parameter default written as text is parsed as in a config; a bad one fails at declaration', () => {
