@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, parse as parseYamlValue } from 'yaml';
+import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue } from 'yaml';
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
 import { ParamTypeError, type ValueLocation } from './params.ts';
@@ -112,6 +112,8 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   }
   // The tree of a file with syntax errors is a guess; checking it would report mistakes that are not there.
   if (errors.length) throw new ConfigErrors(errors);
+  // An alias (*name) stands for the node its anchor (&name) marks: a copy of that node, with its position, takes its place.
+  visit(doc, { Alias: (_, alias) => alias.resolve(doc)?.clone() as Node | undefined });
   const overridden = applyOverrides(doc, options.overrides ?? [], errors);
 
   const root = doc.contents;

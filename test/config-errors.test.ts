@@ -87,6 +87,16 @@ test('YAML: a name used twice', async () => {
     'pipeline.yaml:3:3', 'YAML syntax: Map keys must be unique', 'each key may appear once in a mapping; give each element its own name');
 });
 
+test('YAML: an alias stands for what its anchor marks (a whole element, or one value); a mistake in it is reported at the anchor', async () => {
+  const config = await loadConfig(FILE, { text: lines('elements:', '  src: &source { type: FromPcap, file: &trace in.pcap }', '  again: *source',
+    '  more: { type: FromPcap, file: *trace }', '  drop: { type: Discard }', 'connections:', '  - src -> drop', '  - again -> drop', '  - more -> drop') });
+  assert.equal(['again', 'more'].map((name) => config.elements.get(name)!.params.file), ['in.pcap', 'in.pcap']);
+  assert.is(config.elements.get('again')!.type.type, 'FromPcap');
+  const errors = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap, count: &many -1 }', '  more: { type: FromPcap, file: in.pcap, count: *many }',
+    '  drop: { type: Discard }', 'connections:', '  - src -> drop', '  - more -> drop'));
+  assert.equal(summary(errors), ['2:54 src.count: -1 is out of range for a whole number', '2:54 more.count: -1 is out of range for a whole number']);
+});
+
 test('top level: a list, a scalar or nothing is not a config', async () => {
   for (const text of ['- src -> drop\n', 'hello\n', '']) {
     await expectError(text, 'pipeline.yaml:1:1', 'a config is a mapping with `elements:` and `connections:`', 'see configs/default.yaml for an example');
