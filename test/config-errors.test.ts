@@ -537,6 +537,13 @@ test('all the graph mistakes of a file are reported at once, in file order', asy
   assert.ok(errors.every((e) => e.hint), 'every graph error has a hint');
 });
 
+test('param: an expression nested too deeply for the parser is the parameter\'s error, not a stack overflow', async () => {
+  const nested = `${'('.repeat(5000)}tcp${')'.repeat(5000)}`;
+  const deep = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', `  cl: { type: Classifier, patterns: ['${nested}'] }`, '  drop: { type: Discard }',
+    'connections:', '  - src -> cl -> drop'));
+  assert.equal(summary(deep), ['3:39 cl.patterns: the expression nests too deeply to parse']);
+});
+
 // --- the parameter parsers ----------------------------------------------------------------------
 
 const throwsParamError = (f: () => unknown) => assert.throws(f, (e: unknown) => e instanceof ParamTypeError);

@@ -1,5 +1,5 @@
 import { defineElement, param, state } from '../../engine/api.ts';
-import { expressionType, programState, programText, reachabilityWarnings, rulesAsCode, type Rule } from './rules.ts';
+import { expressionType, programState, programText, reachabilityWarnings, compileErrors, rulesAsCode, type Rule } from './rules.ts';
 
 export default defineElement({
   type: 'Classifier',
@@ -35,6 +35,7 @@ export default defineElement({
     },
   },
   specialize: rulesAsCode((p) => p.patterns, { stateClass: 'ClassifierState', programModule: './program' }),
+  invalid: (params) => compileErrors('patterns', params.patterns, 'pattern'),
   warnings: (params) => reachabilityWarnings('patterns', params.patterns, 'pattern'),
   example: "cl: { type: Classifier, patterns: ['tcp dst port 80 or 443', 'udp dst port 53', '-'] }\n# connections: src -> cl, cl[0] -> web, cl[1] -> dns, cl[2] -> other",
 });

@@ -17,6 +17,8 @@ export function parseRule(text: string, offset = 0): Rule {
   try {
     return { text, expr: parseExpression(text, offset) };
   } catch (e) {
+    // The parser recurses per nesting level: thousands of them exhaust the stack.
+    if (e instanceof RangeError) throw new ParamTypeError('the expression nests too deeply to parse', 'write it with fewer levels of parentheses and not', { offset });
     if (!(e instanceof ExpressionError)) throw e;
     throw new ParamTypeError(`${e.message} (column ${offset + e.col + 1})`, e.hint, { offset: offset + e.col });
   }
@@ -43,6 +45,31 @@ export function compiled(rules: Rule[]): RuleSet {
   return set;
 }
 
+/**
+ * The compiler recurses along each path of the decision program: a path through thousands of rules (1500 of
+ * `deny host ...`, say) exhausts the stack. Then the rules are the parameter's error (element `invalid`).
+ */
+function compilesTooDeep(rules: Rule[]): boolean {
+  if (tooDeep.has(rules)) return true;
+  try {
+    compiled(rules);
+    return false;
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    tooDeep.add(rules);
+    return true;
+  }
+}
+
+/** Rule sets found too deep, so that their warnings do not try again (it takes seconds to find out). */
+const tooDeep = new WeakSet<Rule[]>();
+
+export function compileErrors(param: string, rules: Rule[], noun: string): ParamWarning[] {
+  if (!compilesTooDeep(rules)) return [];
+  return [{ param, message: `${rules.length} ${noun}s make a decision program deeper than wirepath can build`,
+    hint: `split them over elements in a row (each passing on what its ${noun}s do not decide), or join ${noun}s that test one field: 'host a or host b'` }];
+}
+
 /** The config-data state holding the decision program of the rules `rulesOf(params)`. */
 export function programState(rulesOf: (params: any) => Rule[]) {
   return state.data({
@@ -59,6 +86,7 @@ export function rulesAsCode(rulesOf: (params: any) => Rule[], module: DecisionMo
 
 /** Warnings for rules that no packet reaches, pointing at each rule's item in `param`. */
 export function reachabilityWarnings(param: string, rules: Rule[], noun: string): ParamWarning[] {
+  if (compilesTooDeep(rules)) return [];
   return unreachableRules(compiled(rules), rules.map((r) => r.text), noun).map((w) => ({ param, at: { item: w.rule }, message: w.message, hint: w.hint }));
 }
 

@@ -1,6 +1,6 @@
 import { defineElement, param, state, ParamTypeError, type ParamType } from '../../engine/api.ts';
 import { MAX_SHARDS } from '../../engine/config.ts';
-import { parseRule, programState, programText, reachabilityWarnings, rulesAsCode, type Rule } from '../classifier/rules.ts';
+import { parseRule, programState, programText, reachabilityWarnings, compileErrors, rulesAsCode, type Rule } from '../classifier/rules.ts';
 
 interface FilterRule extends Rule {
   /** 'allow' (output 0), 'deny' (dropped), or an output number. */
@@ -118,6 +118,7 @@ export default defineElement({
     },
   },
   specialize: rulesAsCode((p) => p.rules, { stateClass: 'FilterState', programModule: '../classifier/program' }),
+  invalid: (params) => compileErrors('rules', params.rules, 'rule'),
   warnings: (params) => reachabilityWarnings('rules', params.rules, 'rule'),
   example: "fw: { type: Filter, stateful: true, rules: ['allow tcp dst port 80 or 443', 'allow udp dst port 53', 'deny -'] }\n"
     + '# connections: src -> fw -> out',
