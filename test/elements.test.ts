@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { readPcap, writePcap, ipv4Frame, type FrameSpec, type PcapRecord } from './helpers.ts';
+import { readPcap, writePcap, ipv4Frame, internetChecksum, type FrameSpec, type PcapRecord } from './helpers.ts';
 import {
   inTempDir, runInOrder, assertRecords, recordsOf, editIpHeader, withIpOptions, withOuterTag, arpFrame, ipv6Frame, withMacs,
   checksumVerdicts, assertChecksumsGood,
@@ -229,6 +229,23 @@ test('Rewrite sends a UDP checksum that comes out as 0 as 0xffff', () => inTempD
   writePcap(join(dir, 'in.pcap'), [udp(port ^ 1)]); // any other port
   await runInOrder(dir, split(`{ type: Rewrite, src_port: ${port} }`));
   assertRecords(output(dir, 'good'), recordsOf([udp(port)]), 'rewritten');
+}));
+
+test('Rewrite drops and counts a TCP or UDP packet whose header is cut short when addresses change (its checksum could not follow)', () => inTempDir(async (dir) => {
+  const whole = ipv4Frame({ proto: 'tcp' });
+  const badOffset = ipv4Frame({ proto: 'tcp' });
+  badOffset[14 + 20 + 12] = 3 << 4; // data offset 12 bytes: shorter than a TCP header
+  const cutByLength = ipv4Frame({ proto: 'udp' });
+  cutByLength.writeUInt16BE(24, 16); // IP length 24: 4 bytes of UDP header
+  cutByLength.writeUInt16BE(0, 24);
+  cutByLength.writeUInt16BE(internetChecksum(cutByLength.subarray(14, 34)), 24);
+  const laterFragment = ipv4Frame({ proto: 'tcp', fragOffset: 2 });
+  writePcap(join(dir, 'in.pcap'), [whole, badOffset, cutByLength, laterFragment]);
+  const result = await runInOrder(dir, split('{ type: Rewrite, ip_src: 203.0.113.9 }'));
+  const rewrite = result.elements.el as Record<string, number>;
+  assert.is(rewrite.malformed, 2);
+  assert.is(rewrite.rewritten, 2, 'the whole packet and the later fragment (which carries no checksum to follow)');
+  assert.is(output(dir, 'good').length, 2);
 }));
 
 const generator = (params: string) => `

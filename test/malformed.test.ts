@@ -1,5 +1,5 @@
 // Malformed frames never crash the pipeline: CheckIPHeader counts and drops them, Rewrite passes what
-// it cannot parse, and neither touches a byte outside a frame.
+// it cannot parse (but drops TCP and UDP whose checksum it cannot follow), and neither touches a byte outside a frame.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -65,6 +65,18 @@ function ipv4HeaderAt(f: Buffer): number {
   return hl >= 20 && total >= hl && total <= f.length - ip ? ip : -1;
 }
 
+/** Whether Rewrite, changing addresses or ports, drops the frame as malformed: TCP or UDP whose header is cut short (Transport.header). */
+function transportCut(f: Buffer): boolean {
+  const ip = ipv4HeaderAt(f);
+  const proto = ip < 0 ? 0 : f[ip + 9];
+  if ((proto !== 6 && proto !== 17) || (f.readUInt16BE(ip + 6) & 0x1fff) !== 0) return false;
+  const hl = (f[ip] & 15) * 4;
+  const room = f.readUInt16BE(ip + 2) - hl;
+  if (proto === 17 || room < 20) return room < (proto === 17 ? 8 : 20);
+  const offset = (f[ip + hl + 12] >> 4) * 4;
+  return offset < 20 || offset > room;
+}
+
 const SLOT_ROOM = 2048 - 128; // default slot size less metadata and headroom
 const captured = (f: Buffer) => f.subarray(0, SLOT_ROOM);
 const passesCheck = (f: Buffer) => {
@@ -95,13 +107,16 @@ connections:
   const reasons = ['not_ipv4', 'truncated', 'bad_version', 'bad_header_length', 'bad_total_length', 'bad_checksum'];
   assert.is(reasons.reduce((sum, r) => sum + (check[r] as number), 0), check.out[1], 'bad counters add up to output 1');
   assert.is(drop.in, check.out[1]);
-  const kept = good.filter((f) => f[ipv4HeaderAt(f) + 8] > 1); // TTL 0 and 1 expire
+  const live = good.filter((f) => f[ipv4HeaderAt(f) + 8] > 1); // TTL 0 and 1 expire
+  const kept = live.filter((f) => !transportCut(f));
   assert.is(rw.not_ipv4, 0);
-  assert.is(rw.expired, good.length - kept.length);
+  assert.is(rw.expired, good.length - live.length);
+  assert.is(rw.malformed, live.length - kept.length);
+  assert.ok(rw.malformed >= 4, 'the transport headers cut by the total length or a data offset beyond the segment');
   assert.is(rw.rewritten, kept.length);
   assert.is(rw.unconnected_drops, rw.expired, 'expired packets dropped at the open output');
   assert.is(result.packets_out, kept.length);
-  assert.is(result.packets_in, result.packets_out + drop.in + rw.unconnected_drops, 'every packet accounted for');
+  assert.is(result.packets_in, result.packets_out + drop.in + rw.unconnected_drops + rw.malformed, 'every packet accounted for');
   // CheckIPHeader vouches for IP headers only: a transport checksum is as good as it came in.
   const verdicts = checksumVerdicts(join(dir, 'out.pcap'));
   assert.ok(verdicts.every((v) => v.ip === '1'), 'IP checksums good');
@@ -125,7 +140,8 @@ connections:
   - rw[1] -> guard
 `, { elementDirs: [join(ROOT, 'test/fixtures/slot-guard')] });
     assert.is(result.elements.guard.clobbered, 0, `bytes outside frames changed (pattern ${pattern})`);
-    assert.is(result.packets_out, FRAMES.length);
+    assert.is(result.elements.rw.malformed, FRAMES.filter((f) => transportCut(captured(f))).length);
+    assert.is(result.packets_out, FRAMES.length - result.elements.rw.malformed);
     assert.is(result.elements.rw.not_ipv4, FRAMES.filter((f) => ipv4HeaderAt(captured(f)) < 0).length);
     return readFileSync(join(dir, 'out.pcap'));
   };
@@ -133,12 +149,13 @@ connections:
   assert.ok(output.equals(await run(0xff)), 'the output does not depend on the bytes outside the frames');
 
   const records = readPcap(join(dir, 'out.pcap')).records;
-  const inputs = readPcap(join(dir, 'in.pcap')).records.map((r) => ({ ...r, caplen: captured(r.data).length, data: captured(r.data) }));
+  const inputs = readPcap(join(dir, 'in.pcap')).records.map((r) => ({ ...r, caplen: captured(r.data).length, data: captured(r.data) }))
+    .filter((r) => !transportCut(r.data));
   const unparsed = (i: number) => ipv4HeaderAt(inputs[i].data) < 0;
   const expected = inputs.map((r) => ({ ...r, data: withMacs(r.data, { dst: '0a0b0c0d0e0f' }) }));
   assertRecords(records.filter((_, i) => unparsed(i)), expected.filter((_, i) => unparsed(i)), 'frames without an IPv4 header: Ethernet rewrite only');
   assert.equal(records.map((r) => r.caplen), inputs.map((r) => r.caplen), 'lengths');
-  writePcap(join(dir, 'captured.pcap'), FRAMES.map((f) => ({ data: captured(f), origlen: f.length })));
+  writePcap(join(dir, 'captured.pcap'), FRAMES.filter((f) => !transportCut(captured(f))).map((f) => ({ data: captured(f), origlen: f.length })));
   assert.equal(checksumVerdicts(join(dir, 'out.pcap')), checksumVerdicts(join(dir, 'captured.pcap')), 'checksums good where they were, bad where they were');
 }));
 

@@ -7,7 +7,8 @@ export default defineElement({
     + 'checksums (whose pseudo-header covers the addresses) are updated incrementally (RFC 1624); a UDP checksum of 0 '
     + '(none) stays 0. Ports are rewritten on TCP and UDP first fragments only. With dec_ttl, a packet whose TTL is 1 or 0 '
     + 'leaves unchanged on output 1 (expired), or is dropped if output 1 is not connected. Frames without a valid IPv4 '
-    + 'header get only the Ethernet rewrites and are counted in not_ipv4.',
+    + 'header get only the Ethernet rewrites and are counted in not_ipv4. When addresses or ports change, a TCP or UDP packet '
+    + 'whose header is cut short (by the frame or the IP length) is dropped and counted in malformed: its checksum could not follow.',
   inputs: 1,
   outputs: [
     { name: 'out', doc: 'rewritten packets' },
@@ -27,6 +28,7 @@ export default defineElement({
     rewritten: state.counter('packets whose IPv4 header was processed'),
     not_ipv4: state.counter('frames without a valid IPv4 header (passed with Ethernet rewrites only)'),
     expired: state.counter('packets whose TTL ran out'),
+    malformed: state.counter('TCP or UDP packets whose header is cut short, when addresses or ports change: their checksum could not follow (dropped)'),
   },
   example: 'rw: { type: Rewrite, ip_src: 203.0.113.7, dec_ttl: true }',
 });

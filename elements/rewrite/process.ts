@@ -1,4 +1,4 @@
-import { Batch, Outputs, Ethernet, IPv4, Transport, IPPROTO_TCP, IPPROTO_UDP, replace16, replace32, adjustChecksum } from "wirepath";
+import { Batch, Outputs, Ethernet, IPv4, Transport, IPPROTO_TCP, IPPROTO_UDP, replace16, replace32, adjustChecksum, dropPacket } from "wirepath";
 import { RewriteState } from "./layout";
 
 const OUT = 0;
@@ -16,6 +16,7 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
   const dstPort = bswap<u16>(self.dst_port);
   const tos = <u16>self.dscp << 10; // the DSCP's place in the header's first 16 bits as loaded
   const ports = self.has_src_port || self.has_dst_port;
+  const transportChanges = ports || self.has_ip_src || self.has_ip_dst;
   let rewritten: u64 = 0;
   // Packets for output 0 stay in the batch, which goes on whole; expired ones go to output 1 as they come.
   const n = batch.count;
@@ -24,6 +25,10 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
     const p = batch.packet(i);
     const ip = IPv4.header(p);
     if (ip && decTtl && IPv4.ttl(ip) <= 1) { self.expired++; out.push(EXPIRED, p); continue; }
+    const proto = ip ? IPv4.protocol(ip) : 0;
+    const l4 = transportChanges && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) ? Transport.header(p, ip) : 0;
+    // A TCP or UDP header cut short: its checksum could not follow the new addresses or ports (a later fragment has none to).
+    if (transportChanges && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && !l4 && IPv4.fragmentOffset(ip) == 0) { self.malformed++; dropPacket(p); continue; }
     batch.set(kept++, p);
     if (p.length >= Ethernet.HEADER) {
       if (self.has_eth_src) Ethernet.setAddress(Ethernet.src(p), self.eth_src);
@@ -40,9 +45,6 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
     if (self.has_ip_dst) pseudo += replace32(ip + 16, ipDst);
     header += pseudo;
     if (header) store<u16>(ip + 10, adjustChecksum(load<u16>(ip + 10), header));
-    if (!pseudo && !ports) continue;
-    const proto = IPv4.protocol(ip);
-    const l4 = proto == IPPROTO_TCP || proto == IPPROTO_UDP ? Transport.header(p, ip) : 0;
     if (l4) {
       let segment = pseudo;
       if (self.has_src_port) segment += replace16(l4, srcPort);
