@@ -112,11 +112,11 @@ connections:
   assert.is(rw.not_ipv4, 0);
   assert.is(rw.expired, good.length - live.length);
   assert.is(rw.malformed, live.length - kept.length);
-  assert.ok(rw.malformed >= 4, 'the transport headers cut by the total length or a data offset beyond the segment');
+  assert.ok((rw.malformed as number) >= 4, 'the transport headers cut by the total length or a data offset beyond the segment');
   assert.is(rw.rewritten, kept.length);
   assert.is(rw.unconnected_drops, rw.expired, 'expired packets dropped at the open output');
   assert.is(result.packets_out, kept.length);
-  assert.is(result.packets_in, result.packets_out + drop.in + rw.unconnected_drops + rw.malformed, 'every packet accounted for');
+  assert.is(result.packets_in, result.packets_out + drop.in + rw.unconnected_drops + (rw.malformed as number), 'every packet accounted for');
   // CheckIPHeader vouches for IP headers only: a transport checksum is as good as it came in.
   const verdicts = checksumVerdicts(join(dir, 'out.pcap'));
   assert.ok(verdicts.every((v) => v.ip === '1'), 'IP checksums good');
@@ -141,7 +141,7 @@ connections:
 `, { elementDirs: [join(ROOT, 'test/fixtures/slot-guard')] });
     assert.is(result.elements.guard.clobbered, 0, `bytes outside frames changed (pattern ${pattern})`);
     assert.is(result.elements.rw.malformed, FRAMES.filter((f) => transportCut(captured(f))).length);
-    assert.is(result.packets_out, FRAMES.length - result.elements.rw.malformed);
+    assert.is(result.packets_out, FRAMES.length - (result.elements.rw.malformed as number));
     assert.is(result.elements.rw.not_ipv4, FRAMES.filter((f) => ipv4HeaderAt(captured(f)) < 0).length);
     return readFileSync(join(dir, 'out.pcap'));
   };
