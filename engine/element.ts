@@ -16,6 +16,8 @@ export interface ScalarState {
   merge: MergeRule;
   /** Working state of an I/O element's loop, not a statistic: no handler, not in the counters. */
   internal?: boolean;
+  /** An address in this pipeline's memory (a shard's row of counters): snapshots leave it out, so no other pipeline takes it. */
+  address?: boolean;
   /** Only ever grows (a count of events), as Prometheus's counters; a gauge otherwise. */
   monotonic?: boolean;
 }
@@ -85,6 +87,8 @@ export const state = {
   gauge: (doc: string, merge: MergeRule): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge }),
   /** A 64-bit working value the I/O side and the fast path share (not shown as a counter). */
   internal: (doc: string, merge: MergeRule = 'max'): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge, internal: true }),
+  /** Working state that is an address in the pipeline's memory (set up anew by each pipeline; never in a snapshot). */
+  address: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'max', internal: true, address: true }),
   /** Read-only data made from the parameters at start (see DataState). */
   data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => ({ kind: 'data', scope: 'config', ...d }),
   /**

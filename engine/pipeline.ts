@@ -996,7 +996,7 @@ export class Pipeline {
       if (node.type.kind !== 'element' || !node.type.state) continue;
       const view = this.view(node.name);
       const scalars: Record<string, string> = {};
-      for (const [name, spec] of Object.entries(node.type.state)) if (spec.kind === 'scalar') scalars[name] = String(view.read(name));
+      for (const [name, spec] of Object.entries(node.type.state)) if (spec.kind === 'scalar' && !spec.address) scalars[name] = String(view.read(name));
       const data = Object.entries(node.type.state).flatMap(([name, spec]) => {
         if (spec.kind !== 'data' || !spec.shared) return [];
         const bytes = view.data(name);
@@ -1101,7 +1101,9 @@ export class Pipeline {
       const layout = this.layouts.get(node.type.type)!;
       for (const [field, value] of Object.entries(saved.scalars)) {
         const f = layout.fields.find((x) => x.name === field);
-        if (f) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
+        // Snapshots written before addresses were left out hold them: another pipeline's memory.
+        const spec = node.type.state?.[field];
+        if (f && !(spec?.kind === 'scalar' && spec.address)) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
       }
       for (const [field, { layout, bytes }] of Object.entries(saved.data ?? {})) {
         // Laid out by other parameters (a reload that changed them): it starts afresh.

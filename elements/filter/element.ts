@@ -76,7 +76,7 @@ export default defineElement({
         hitRows.set(p, { view, rules: p.rules.length });
       },
     }),
-    hit_row: state.internal("address of this shard's row of hit counters"),
+    hit_row: state.address("address of this shard's row of hit counters"),
     connections: state.flowTable({
       doc: 'tracked connections (with stateful)',
       value: { orig_src: 'u32', orig_port: 'u16', state: 'u8' },
@@ -91,7 +91,7 @@ export default defineElement({
   },
   handlers: {
     hits: {
-      doc: 'packets each rule decided, in rule order',
+      doc: 'packets each rule decided, in rule order, since this pipeline started (a reload or a restored snapshot starts them at 0)',
       read: (view) => {
         const table = hitRows.get(view.params);
         if (!table) return [];

@@ -30,7 +30,7 @@ export default defineElement({
     packets: state.counter('packets sent'),
     sent: state.internal('packets sent since the start, which pacing and count follow (reset leaves it)'),
     bytes: state.counter('bytes sent'),
-    templates: state.internal('address of the per-flow header templates'),
+    templates: state.address('address of the per-flow header templates'),
     rng: state.internal('random generator state'),
     start_ns: state.internal('timestamp of the first packet'),
     until_ns: state.internal('pacing: send no packet later than this'),

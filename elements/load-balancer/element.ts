@@ -175,7 +175,7 @@ export default defineElement({
       size: (p) => ROWS + MAX_SHARDS * rowBytes(p),
       init: (_, view) => new Uint8Array(view.buffer, view.byteOffset, view.byteLength).fill(0),
     }),
-    counter_row: state.internal("address of this shard's row of counters"),
+    counter_row: state.address("address of this shard's row of counters"),
     encapsulated: state.counter('packets encapsulated to a backend'),
     other: state.counter('packets not for a VIP (output 1)'),
     fragments: state.counter('fragments for a VIP (hashed by source address)'),
@@ -186,7 +186,7 @@ export default defineElement({
   },
   handlers: {
     backends: {
-      doc: 'the backends now: name, address, weight, buckets, packets and bytes sent to each',
+      doc: 'the backends now: name, address, weight, buckets, packets and bytes sent to each (since this pipeline started: a reload or a restored snapshot starts them at 0)',
       read: (view) => {
         const table = new LiveTable(view.data('table'));
         const live = table.backends();
@@ -200,7 +200,7 @@ export default defineElement({
       },
     },
     vips: {
-      doc: 'packets and bytes sent to each VIP',
+      doc: 'packets and bytes sent to each VIP (since this pipeline started: a reload or a restored snapshot starts them at 0)',
       read: (view) => {
         const vips = view.params.vips as Vip[];
         return rowSums(view, 0, vips.length).map((c, i) => ({ vip: formatVip(vips[i]), ...c }));
