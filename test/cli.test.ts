@@ -385,6 +385,13 @@ test('run --restore: a snapshot carries the state into a new run, with another s
   assert.match(other.stderr, /snapshot \S+other\.json: the snapshot's element nope \(Counter\) is not in this config\n {2}hint: restore a snapshot into the config it was taken from/);
 });
 
+test('run: a capture or block log that cannot be written (a folder under /proc) is exit 3 naming the file, not a hang', () => {
+  writeConfig('proc.yaml', 'elements:', '  gen: { type: Generator, count: 10 }', '  out: { type: ToPcap, file: /proc/wirepath-nope/out.pcap }', 'connections:', '  - gen -> out');
+  const r = cli(['run', join(dir, 'proc.yaml')]);
+  assert.is(r.status, 3);
+  assert.match(r.stderr, /^wirepath: out: cannot write \/proc\/wirepath-nope\/out\.pcap: ENOENT\n/);
+});
+
 test('run --json with a Print: stdout is one JSON object, the printed lines go to stderr', () => {
   writeConfig('print.yaml', 'elements:', `  src: { type: FromPcap, file: ${join(ROOT, 'traces/demo.pcap')}, count: 3 }`, '  show: { type: Print }',
     'connections:', '  - src -> show');

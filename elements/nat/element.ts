@@ -1,6 +1,6 @@
-import { mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
+import { openSync, writeSync, closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { defineElement, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
+import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { poolLayout, writePool, blocksInUse, drainLog, heldBlockRecords, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
@@ -322,7 +322,7 @@ function writeRecords(log: { write(line: string): void }, records: BlockRecord[]
 
 function openLog(path: string): { write(line: string): void; close(): void } {
   if (path === '-') return { write: (line) => process.stdout.write(line), close: () => undefined };
-  mkdirSync(dirname(path), { recursive: true });
+  makeFolders(dirname(path));
   const fd = openSync(path, 'a');
   return { write: (line) => writeSync(fd, line), close: () => closeSync(fd) };
 }

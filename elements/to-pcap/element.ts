@@ -1,6 +1,6 @@
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
-import { defineElement, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
+import { defineElement, makeFolders, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
 
 const BUFFER = 1 << 20;
@@ -35,7 +35,7 @@ class PcapWriter implements SinkDriver {
   constructor(private readonly ctx: IoContext) {
     const path = resolve(dirname(ctx.configFile), ctx.params.file);
     try {
-      mkdirSync(dirname(path), { recursive: true });
+      makeFolders(dirname(path));
       this.fd = openSync(path, 'w');
     } catch (e) {
       throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
