@@ -202,6 +202,8 @@ export interface IoContext {
   log(message: string): void;
   /** The file descriptor for lines an element prints: standard output, or standard error when stdout carries the results (run --json). */
   readonly printFd: number;
+  /** The pipeline took over from another through a reload: a sink goes on with the file the other wrote rather than starting it anew. */
+  readonly reloaded: boolean;
 }
 
 /** Something valid but probably not meant (a rule that can never match), reported at config load without failing it. */

@@ -141,6 +141,8 @@ export class Pipeline {
   private handover = new Set<string>();
   /** Snapshots waiting for the shards to go idle: the sources wait meanwhile. */
   private quiesce = 0;
+  /** Whether restore() carried a reloaded pipeline's state into this one (sinks go on with their files). */
+  private reloaded = false;
   /** The elements whose state restore() loaded from a snapshot file. */
   private readonly restoredFromFile = new Set<string>();
   private failure: Error | undefined;
@@ -538,6 +540,7 @@ export class Pipeline {
       },
       log: (m) => this.log(`${node.name}: ${m}`),
       printFd: this.printFd,
+      reloaded: this.reloaded,
     };
   }
 
@@ -1117,7 +1120,8 @@ export class Pipeline {
       }
     }
     for (const shard of this.shards) this.loadTables(snapshot, shard, afresh);
-    if (!carried) for (const name of Object.keys(snapshot.elements)) if (!afresh.has(name)) this.restoredFromFile.add(name);
+    if (carried) this.reloaded = true;
+    else for (const name of Object.keys(snapshot.elements)) if (!afresh.has(name)) this.restoredFromFile.add(name);
     return afresh;
   }
 

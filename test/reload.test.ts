@@ -5,7 +5,10 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { spawn, execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { tempDir, removeDir, ROOT } from './helpers.ts';
+import { tempDir, removeDir, readPcap, ROOT } from './helpers.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { Supervisor } from '../engine/supervisor.ts';
 
 const wirepath = (args: string[]) => new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
   execFile(process.execPath, [join(ROOT, 'bin/wirepath.js'), ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
@@ -75,6 +78,33 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
   }
   // The run's totals are those of both configs, not of the last one alone.
   assert.ok(JSON.parse(stdout).packets_in >= after, `packets in over the whole run (${JSON.parse(stdout).packets_in}) >= ${after}`);
+});
+
+test('reload: a ToPcap goes on with the capture the config before wrote', async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'cap.yaml');
+    const text = (count: string) => `elements:\n  gen: { type: Generator, count: 0, flows: 10, timing: original, rate: 20000 }\n${count}  out: { type: ToPcap, file: cap.pcap }\n`
+      + `connections:\n  - gen -> ${count ? 'count -> ' : ''}out\n`;
+    writeFileSync(file, text(''));
+    const options = { shards: 1 };
+    const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+    const running = supervisor.run();
+    const busy = async () => { const p = supervisor.pipeline(); while (p.packetsIn() < 1000) await new Promise((r) => setTimeout(r, 10)); };
+    try {
+      await busy();
+      await supervisor.reload(text('  count: { type: Counter }\n'));
+      await busy();
+    } finally {
+      supervisor.stop();
+    }
+    const result = await running;
+    const records = readPcap(join(dir, 'cap.pcap')).records;
+    assert.is(records.length, result.packets_out, 'the packets of both configs');
+    assert.ok(records.length >= 2000);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test.run();

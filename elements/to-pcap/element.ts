@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { defineElement, makeFolders, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
@@ -14,7 +14,7 @@ export default defineElement({
   inputs: 1,
   outputs: [],
   params: {
-    file: param.string('the file to write, relative to the config file', { required: true }),
+    file: param.string('the file to write, relative to the config file: made anew, but after a reload the capture the config before wrote goes on (when of the same resolution and snaplen)', { required: true }),
     resolution: param.enum('timestamp resolution', ['us', 'ns'], { default: 'us', fixed: true }),
     snaplen: param.int('most bytes kept of each frame (written in the file header)', 64, 262144, { default: 65535, fixed: true }),
   },
@@ -27,6 +27,19 @@ export default defineElement({
   example: 'out: { type: ToPcap, file: out.pcap }',
 });
 
+/** Whether the file starts with this pcap header (same time unit, snap length and link type). */
+function sameHeader(path: string, header: Buffer): boolean {
+  try {
+    const fd = openSync(path, 'r');
+    const start = Buffer.alloc(header.length);
+    const read = readSync(fd, start, 0, start.length, 0);
+    closeSync(fd);
+    return read === header.length && start.equals(header);
+  } catch {
+    return false;
+  }
+}
+
 class PcapWriter implements SinkDriver {
   private readonly fd: number;
   private readonly buffer: number;
@@ -34,19 +47,21 @@ class PcapWriter implements SinkDriver {
 
   constructor(private readonly ctx: IoContext) {
     const path = resolve(dirname(ctx.configFile), ctx.params.file);
-    try {
-      makeFolders(dirname(path));
-      this.fd = openSync(path, 'w');
-    } catch (e) {
-      throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
-    }
     const header = Buffer.alloc(24);
     header.writeUInt32LE(ctx.params.resolution === 'ns' ? 0xa1b23c4d : 0xa1b2c3d4, 0);
     header.writeUInt16LE(2, 4);
     header.writeUInt16LE(4, 6);
     header.writeUInt32LE(ctx.params.snaplen, 16);
     header.writeUInt32LE(1, 20);
-    writeSync(this.fd, header);
+    // After a reload, the capture the config before wrote goes on, when it is of the same kind.
+    const goesOn = ctx.reloaded && sameHeader(path, header);
+    try {
+      makeFolders(dirname(path));
+      this.fd = openSync(path, goesOn ? 'a' : 'w');
+    } catch (e) {
+      throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
+    }
+    if (!goesOn) writeSync(this.fd, header);
     this.buffer = ctx.arena.alloc(BUFFER, 64);
     this.packets = ctx.fieldOffset('packets');
   }
