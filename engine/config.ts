@@ -227,17 +227,18 @@ function valueOf(node: unknown): unknown {
 
 /**
  * The graph's mistakes (buildGraph) in a config that has others, so that all are reported at once; none when
- * an element is missing (its name would be reported again as unknown) or one whose parameters failed has
- * ports that its parameters decide (they would be judged from defaults it was not given).
+ * an element is missing (its name would be reported again as unknown); when an element whose parameters failed
+ * has ports that its parameters decide (they would be judged from defaults it was not given), only the names
+ * that name no element.
  */
 function connectionErrors(config: PipelineConfig, root: YAMLMap, flawed: Set<string>): ConfigError[] {
   const declared = root.get('elements', true);
   if (!isMap(declared) || declared.items.length !== config.elements.size) return [];
-  if ([...flawed].some((name) => !Array.isArray(config.elements.get(name)!.type.outputs))) return [];
+  const portsUnknown = [...flawed].some((name) => !Array.isArray(config.elements.get(name)!.type.outputs));
   try {
     buildGraph(config);
   } catch (e) {
-    if (e instanceof ConfigErrors) return e.errors;
+    if (e instanceof ConfigErrors) return e.errors.filter((error) => !portsUnknown || error.message.startsWith('connection names unknown element'));
   }
   return [];
 }

@@ -386,6 +386,10 @@ test('graph: mistakes in the connections come with the others of the file, unles
   const withBadOutputs = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  count: { type: Counter }',
     "  tee: { type: Tee, outputs: 'three' }", '  drop: { type: Discard }', 'connections:', '  - src -> count -> tee -> drop', '  - tee[2] -> drop'));
   assert.equal(summary(withBadOutputs), ["4:30 tee.outputs: 'three' is not a whole number"]);
+  // But a name that names no element is wrong whatever the ports.
+  const withBadOutputsAndName = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  count: { type: Counter }',
+    "  tee: { type: Tee, outputs: 'three' }", '  drop: { type: Discard }', 'connections:', '  - src -> count -> tee -> drop', '  - tee[2] -> dorp'));
+  assert.equal(summary(withBadOutputsAndName), ["4:30 tee.outputs: 'three' is not a whole number", "8:15 connection names unknown element 'dorp'"]);
 });
 
 test('graph: an output port out of range', async () => {
