@@ -810,6 +810,19 @@ test('C3/C11 a pool with no block left: counted drops; non-contiguous pools are 
   assert.equal(r.blocks, { '203.0.113.1': { udp: 63 }, '203.0.113.9': { udp: 63 } });
 });
 
+test('a UDP datagram whose length field is shorter than its header or longer than its IP payload is malformed, either way', async () => {
+  const withLength = (spec: Spec, length: number) => { const f = frame(spec); f.writeUInt16BE(length, 38); return f; };
+  const r = await run('port_preservation: true', [
+    [0, udp(A, R1, 5000, 53)],
+    [1, withLength(udp(A, R1, 5001, 53), 3)],
+    [2, withLength(udp(A, R1, 5002, 53), 200)],
+    [3, withLength(udp(R1, '203.0.113.1', 53, 5000), 7)],
+  ]);
+  assert.is(r.nat.drop_malformed, 3, JSON.stringify(r.nat));
+  assert.equal(r.outside.map((o) => o.n), [1]);
+  assert.equal(r.inside, []);
+});
+
 test('C8/C12/C14 blocks are logged once each, released when idle, and quarantined for 120 s', async () => {
   const one = 'pool: [203.0.113.1], port_preservation: true, ports_per_block: 1024, max_subscribers: 4';
   const packets: Packet[] = [

@@ -261,7 +261,7 @@ function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
   protocol = IPv4.protocol(ip);
   if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_ICMP) { self.drop_unsupported++; dropPacket(p); return; }
   const l4 = Transport.header(p, ip);
-  if (!l4) { self.drop_malformed++; dropPacket(p); return; }
+  if (!l4 || udpLengthWrong(ip, l4)) { self.drop_malformed++; dropPacket(p); return; }
   if (protocol == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
     if (isIcmpError(type)) { outboundIcmpError(self, p, ip, l4, out, t); return; }
@@ -446,6 +446,13 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   renumber(self, ip, inside, s.external, t);
   self.translated_out++;
   sendOutOrHairpin(self, p, ip, out, t);
+}
+
+/** A UDP header whose length is shorter than itself or longer than the IP payload (Linux drops those too). Not for fragments: the header speaks for the whole datagram. */
+@inline function udpLengthWrong(ip: usize, l4: usize): bool {
+  if (protocol != IPPROTO_UDP || IPv4.isFragment(ip)) return false;
+  const length = <u32>Wire.get16(l4 + 4);
+  return length < 8 || length > IPv4.totalLength(ip) - IPv4.headerLength(ip);
 }
 
 /** A UDP datagram, not a later fragment, to the PCP server's port. */
@@ -792,7 +799,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   protocol = IPv4.protocol(ip);
   if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_ICMP) { self.drop_unsupported++; dropPacket(p); return; }
   const l4 = Transport.header(p, ip);
-  if (!l4) { self.drop_malformed++; dropPacket(p); return; }
+  if (!l4 || udpLengthWrong(ip, l4)) { self.drop_malformed++; dropPacket(p); return; }
   let externalPort: u16 = 0;
   if (protocol == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
