@@ -99,8 +99,10 @@ export function buildGraph(config: PipelineConfig): Graph {
     });
     node.feeders.forEach((feeders, i) => {
       if (feeders.length === 0 && !triedInputs.has(node.name) && !meant.has(node.name)) {
+        // The example feeds it from a source of the config (not itself), else a placeholder.
+        const feeder = [...byName.values()].find((n) => n.type.kind === 'source' && n !== node)?.name ?? 'NAME';
         errors.push(new ConfigError(`nothing feeds ${node.name}${node.inputs > 1 ? `[${i}]` : ''}`, node.instance.position,
-          `connect an output to it, e.g. "src -> ${node.inputs > 1 ? `[${i}]` : ''}${node.name}", or remove it`));
+          `connect an output to it, e.g. "${feeder} -> ${node.inputs > 1 ? `[${i}]` : ''}${node.name}", or remove it`));
       }
     });
     const steer = node.type.kind === 'source' ? String(node.instance.params.steer) : 'flow';

@@ -424,6 +424,10 @@ test('graph: a required output left unconnected (an optional one may be)', async
 test('graph: an element nothing feeds', async () => {
   await expectError(lines(...ELEMENTS.slice(0, 5), '  idle: { type: Counter }', 'connections:', ...CHAINS, '  - idle -> drop'),
     'pipeline.yaml:6:3', 'nothing feeds idle', 'connect an output to it, e.g. "src -> idle", or remove it');
+  // The only source turned into an element with an input: the example does not feed it from itself.
+  const errors = await errorsOf(lines(...ELEMENTS, ...CHAINS), { overrides: ['src.type=Counter'] });
+  const unfed = errors.find((e) => e.message === 'nothing feeds src');
+  assert.is(unfed?.hint, 'connect an output to it, e.g. "NAME -> src", or remove it');
 });
 
 test('graph: a cycle names the elements on it (not those below it)', async () => {
