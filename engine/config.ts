@@ -113,6 +113,13 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   // The tree of a file with syntax errors is a guess; checking it would report mistakes that are not there.
   if (errors.length) throw new ConfigErrors(errors);
   // An alias (*name) stands for the node its anchor (&name) marks: a copy of that node, with its position, takes its place.
+  // Aliases of aliases multiply: the yaml library counts what they would expand to, and refuses too much.
+  try {
+    doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (e) {
+    if (!(e instanceof ReferenceError)) throw e;
+    throw new ConfigErrors([new ConfigError(`its aliases expand to more than ${MAX_ALIASES} copies`, pos.at(0), 'write the config without aliases of aliases')]);
+  }
   visit(doc, { Alias: (_, alias) => alias.resolve(doc)?.clone() as Node | undefined });
   const overridden = applyOverrides(doc, options.overrides ?? [], errors);
 
@@ -203,6 +210,9 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   }
   return config;
 }
+
+/** Most copies a config's aliases may make (the yaml library's default). */
+const MAX_ALIASES = 100;
 
 function readConfigFile(file: string): string {
   try {

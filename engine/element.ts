@@ -202,8 +202,8 @@ export interface IoContext {
   log(message: string): void;
   /** The file descriptor for lines an element prints: standard output, or standard error when stdout carries the results (run --json). */
   readonly printFd: number;
-  /** The pipeline took over from another through a reload: a sink goes on with the file the other wrote rather than starting it anew. */
-  readonly reloaded: boolean;
+  /** After a reload, the element of this name and type in the pipeline this one replaced, if it had one (a sink goes on with its file). */
+  readonly previous?: { params: any; configFile: string };
 }
 
 /** Something valid but probably not meant (a rule that can never match), reported at config load without failing it. */
@@ -277,7 +277,8 @@ export interface ElementDefinition {
    * The element must see a datagram's first fragment before its later ones (which carry no ports): for
    * the sources whose packets reach it, the I/O side holds a later fragment that comes before its first
    * and sends it on right after the first (or, when the first does not come within 2 s of packet time,
-   * as it is).
+   * as it is). With several shards, the pieces meet on one only if the element steers them there (`steer`,
+   * as a NAT does): flow steering sends a first fragment with its 5-tuple's flow, the later ones by addresses.
    */
   firstFragmentFirst?: boolean;
   /**

@@ -11,5 +11,10 @@ import { dirname } from 'node:path';
 export function makeFolders(dir: string): void {
   if (existsSync(dir)) return;
   makeFolders(dirname(dir));
-  mkdirSync(dir);
+  try {
+    mkdirSync(dir);
+  } catch (e) {
+    // Made meanwhile by someone else: as good.
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
 }

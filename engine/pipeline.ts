@@ -141,8 +141,13 @@ export class Pipeline {
   private handover = new Set<string>();
   /** Snapshots waiting for the shards to go idle: the sources wait meanwhile. */
   private quiesce = 0;
-  /** Whether restore() carried a reloaded pipeline's state into this one (sinks go on with their files). */
-  private reloaded = false;
+  /** A snapshot is reading the shards' state: the run does not end, nor a scale event start, until it has. */
+  private readingState = false;
+  /** Whether run() has ended, and a promise of its end (its shards stopped). */
+  private runEnded = false;
+  private runOver: Promise<void> = Promise.resolve();
+  /** The elements of the pipeline this one replaced through a reload (replaces), by name. */
+  private readonly predecessor = new Map<string, { type: string; params: any; configFile: string }>();
   /** The elements whose state restore() loaded from a snapshot file. */
   private readonly restoredFromFile = new Set<string>();
   private failure: Error | undefined;
@@ -540,7 +545,7 @@ export class Pipeline {
       },
       log: (m) => this.log(`${node.name}: ${m}`),
       printFd: this.printFd,
-      reloaded: this.reloaded,
+      previous: this.predecessor.get(node.name)?.type === node.type.type ? this.predecessor.get(node.name) : undefined,
     };
   }
 
@@ -555,8 +560,21 @@ export class Pipeline {
 
   /** Runs until every source is done (or stop() is called); returns the final counters. */
   async run(onTick?: (p: Pipeline) => void): Promise<RunResult> {
+    let ended = () => {};
+    this.runOver = new Promise((resolve) => { ended = resolve; });
+    try {
+      return await this.runUntilDone(onTick);
+    } finally {
+      this.runEnded = true;
+      ended();
+    }
+  }
+
+  private async runUntilDone(onTick?: (p: Pipeline) => void): Promise<RunResult> {
     const started = performance.now();
     await this.start();
+    // Once before the first packet, so that periodic tasks see the state as start (or a snapshot) left it.
+    this.runPeriodic(false);
     let lastYield = performance.now();
     let lastTick = lastYield;
     let idleRounds = 0;
@@ -590,11 +608,11 @@ export class Pipeline {
         moved += out;
         this.stall.collected += out;
         this.runPeriodic(false);
-        if (this.scaleAt.length && !this.scaling && this.packetsIn() >= this.scaleAt[0].packets) {
+        if (this.scaleAt.length && !this.scaling && !this.readingState && this.packetsIn() >= this.scaleAt[0].packets) {
           this.scale(this.scaleAt.shift()!.shards).catch((e) => { this.failure ??= e; });
         }
         const sourcesDone = this.stopRequested || this.sources.every((s) => s.driver.done);
-        if (sourcesDone && !this.scaling && this.heldCount() === 0 && this.shardsIdle()) {
+        if (sourcesDone && !this.scaling && !this.readingState && this.heldCount() === 0 && this.shardsIdle()) {
           // Later fragments still waiting for a first that will not come go on as they are.
           if (this.ordersFragments && this.io.ioReleaseFragments(true) > 0) { this.publish(); continue; }
           this.collect();
@@ -817,6 +835,7 @@ export class Pipeline {
     if (!Number.isInteger(target) || target < 1 || target > MAX_SHARDS) throw new RangeError(`shard count must be a whole number from 1 to ${MAX_SHARDS}`);
     if (!this.started) throw new Error('the pipeline is not running');
     if (this.scaling) throw new Error('a scale event is already in progress');
+    if (this.readingState) throw new Error('a snapshot is being taken: scale once it is written');
     if (target > 1) this.checkSteering();
     this.scaling = this.moveToShards(target);
     try {
@@ -984,11 +1003,19 @@ export class Pipeline {
     this.quiesce++;
     try {
       while (this.scaling || !this.shardsIdle()) {
-        if (this.failure) throw this.failure;
+        // A run that is stopping (or failed) ends with its shards: the state is read from them once it has.
+        if (this.stopRequested || this.runEnded) {
+          await this.runOver;
+          return await this.readState();
+        }
+        for (const shard of this.shards) if (shard.failed) throw shard.failed;
         await sleep(1);
       }
+      // The run neither ends nor scales while its state is read (the shards answer the exports meanwhile).
+      this.readingState = true;
       return await this.readState();
     } finally {
+      this.readingState = false;
       this.quiesce--;
     }
   }
@@ -1120,9 +1147,13 @@ export class Pipeline {
       }
     }
     for (const shard of this.shards) this.loadTables(snapshot, shard, afresh);
-    if (carried) this.reloaded = true;
-    else for (const name of Object.keys(snapshot.elements)) if (!afresh.has(name)) this.restoredFromFile.add(name);
+    if (!carried) for (const name of Object.keys(snapshot.elements)) if (!afresh.has(name)) this.restoredFromFile.add(name);
     return afresh;
+  }
+
+  /** Takes over from `old` (a reload): its elements' types and parameters, for the drivers of this one's. */
+  replaces(old: Pipeline): void {
+    for (const node of old.graph.nodes) this.predecessor.set(node.name, { type: node.type.type, params: node.instance.params, configFile: old.config.file });
   }
 
   /** The elements whose state `next`, a reload of this pipeline, carries on: same name and type, shared data laid out alike. */

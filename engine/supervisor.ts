@@ -50,6 +50,7 @@ export class Supervisor {
       this.next = undefined;
       try {
         const report = carryOver(await this.current.snapshot(), next.pipeline);
+        next.pipeline.replaces(this.current);
         next.pipeline.scaleReports.unshift(...this.current.scaleReports);
         this.current = next.pipeline;
         next.done(report);
@@ -78,6 +79,8 @@ export class Supervisor {
     const pipeline = await Pipeline.create(config, this.options);
     pipeline.openFileSources();
     if (this.ended) throw new Error('the pipeline has ended: there is nothing to reload');
+    // A stop asked for meanwhile stands: the running pipeline's state ends with it (a NAT logs its blocks released).
+    if (this.stopped) throw new Error('the pipeline is stopping: there is nothing to reload');
     return new Promise((done, fail) => {
       this.next = { pipeline, done, fail };
       this.current.stop(this.current.carriedInto(pipeline));

@@ -97,6 +97,14 @@ test('YAML: an alias stands for what its anchor marks (a whole element, or one v
   assert.equal(summary(errors), ['2:54 src.count: -1 is out of range for a whole number', '2:54 more.count: -1 is out of range for a whole number']);
 });
 
+test('YAML: aliases of aliases that would expand past 100 copies are refused at once (billion laughs)', async () => {
+  const levels = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+  for (let i = 1; i < 8; i++) levels.push(`${'abcdefgh'[i]}: &${'abcdefgh'[i]} [${Array(10).fill(`*${'abcdefgh'[i - 1]}`).join(', ')}]`);
+  const started = performance.now();
+  await expectError(lines(...levels, 'elements: {}'), 'pipeline.yaml:1:1', 'its aliases expand to more than 100 copies', 'write the config without aliases of aliases');
+  assert.ok(performance.now() - started < 5000, 'without expanding them');
+});
+
 test('top level: a list, a scalar or nothing is not a config', async () => {
   for (const text of ['- src -> drop\n', 'hello\n', '']) {
     await expectError(text, 'pipeline.yaml:1:1', 'a config is a mapping with `elements:` and `connections:`', 'see configs/default.yaml for an example');

@@ -112,6 +112,13 @@ test('a shard whose element never returns fails the run after the stall time, na
       assert.match(error!.message, /^shard \d has taken no packet for \d+ s, \d+ waiting; the last element it ran is 'fault' \(FaultOn\)/);
       assert.ok(performance.now() - started < 15_000, 'within the stall time and the stop of the worker');
     }
+    // A snapshot asked for while the run is stuck (it waits for the shards to go idle) is answered once the run has failed.
+    const stalled = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
+    const failing = stalled.run().then(() => undefined, (e: Error) => e);
+    while (stalled.packetsIn() < 3000) await new Promise((r) => setTimeout(r, 20));
+    const snapshot = stalled.snapshot();
+    assert.match((await failing)!.message, /^shard 0 has taken no packet/);
+    assert.ok((await snapshot).elements, 'the snapshot of the failed run');
     // A reload asked for while the run is stuck waits for its end, and is told why nothing took over.
     const stuck = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 1, threads: 'worker', stallMs: 1000 });
     const supervisor = new Supervisor(stuck, join(dir, 'c.yaml'), {}, { shards: 1, threads: 'worker', stallMs: 1000 });

@@ -176,6 +176,23 @@ test('inbound fragments across a scale event: the later ones find the first\'s s
   assert.is(counters.translated_in, 2 * subscribers.length);
 });
 
+test('inbound fragments: more datagrams in flight than fragment_owners has slots, on one shard, all reach their subscribers', async () => {
+  const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
+  const subscribers = Array.from({ length: 8 }, (_, i) => subscriber(i + 1));
+  const out = (s: string) => ipv4Frame({ proto: 'udp', src: s, dst: '198.18.0.1', sport: 5000, dport: 53 });
+  writePcap(join(dir, 'many-learn.pcap'), subscribers.map(out));
+  await run('many-learn', nat, { shards: 1 });
+  const externals = readPcap(join(dir, 'many-learn-outside.pcap')).records.map((r) => ({ dst: [...r.data.subarray(26, 30)].join('.'), dport: r.data.readUInt16BE(34) }));
+  const reply = { proto: 'udp' as const, src: '198.18.0.1', sport: 53 };
+  // 6000 datagrams' first fragments, then their later ones: some share a slot of the 4096, and the entry by external address answers.
+  const datagrams = Array.from({ length: 6000 }, (_, i) => ({ ...reply, ...externals[i % externals.length], id: i }));
+  writePcap(join(dir, 'many.pcap'), [...subscribers.map(out), ...datagrams.map((d) => ipv4Frame({ ...d, moreFragments: true, payload: 8 })),
+    ...datagrams.map((d) => ipv4Frame({ ...d, fragOffset: 2, payload: 16 }))]);
+  const { counters } = await run('many', nat, { shards: 1 });
+  assert.is(counters.drop_fragment, 0, JSON.stringify(counters));
+  assert.is(counters.translated_in, 2 * datagrams.length);
+});
+
 test('a later fragment whose first comes too late goes on after 2 s of packet time, also among plain packets on one shard', async () => {
   const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
   const out = (sec: number) => ({ data: ipv4Frame({ proto: 'udp', src: subscriber(1), dst: '198.18.0.1', sport: 5000, dport: 53 }), sec: T0 + sec, usec: 0 });
@@ -274,6 +291,15 @@ test('C8 the block log leaves no block open: released when the run ends or a rel
     supervisor.stop();
     await running;
   }
+  // A stop asked for before a reload takes over stands: the reload is refused, and the blocks are logged released.
+  const stopping = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+  const stopped = stopping.run();
+  while (stopping.pipeline().packetsIn() < count) await new Promise((r) => setTimeout(r, 10));
+  const reload = stopping.reload(readFileSync(file, 'utf8')).then(() => 'taken over', (e: Error) => e.message);
+  stopping.stop();
+  await stopped;
+  const why = await reload;
+  assert.match(why, /is stopping|has ended/, why);
   const restored = await Pipeline.create(await loadConfig(config('life', nat('203.0.113.64/26'))), options);
   restored.restore(snapshot!);
   await restored.run();
@@ -293,8 +319,11 @@ test('C8 the block log leaves no block open: released when the run ends or a rel
     return `${r.event} ${Number(r.external.split('.')[3]) >= 64 ? 'new' : 'old'} pool`;
   });
   assert.is(open.size, 0, 'no block left open');
-  // The kept reload logs nothing; the restarted one gives the old pool's blocks back; the restored NAT holds the new ones again.
-  const runs = ['allocate old', 'release old', 'allocate new', 'release new', 'allocate new', 'release new'];
+  assert.ok(log.every((r) => Date.parse(r.time) >= T0 * 1000), 'every record at a time of the trace (the restored ones at its first packet, not at clock 0)');
+  // The kept reload logs nothing; the restarted one gives the old pool's blocks back; the stopped run's are released at
+  // its end; the restored NAT holds the new ones again.
+  // (The file holds the new pool by the time the stopped run reads it.)
+  const runs = ['allocate old', 'release old', 'allocate new', 'release new', 'allocate new', 'release new', 'allocate new', 'release new'];
   assert.equal(events, runs.flatMap((e) => Array(count).fill(`${e} pool`)));
 });
 

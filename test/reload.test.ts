@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { spawn, execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { tempDir, removeDir, readPcap, ROOT } from './helpers.ts';
+import { tempDir, removeDir, readPcap, writePcap, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
 import { Supervisor } from '../engine/supervisor.ts';
@@ -80,28 +80,32 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
   assert.ok(JSON.parse(stdout).packets_in >= after, `packets in over the whole run (${JSON.parse(stdout).packets_in}) >= ${after}`);
 });
 
-test('reload: a ToPcap goes on with the capture the config before wrote', async () => {
+test('reload: a ToPcap goes on with the capture it wrote before; one the config before did not have starts its file anew', async () => {
   const dir = tempDir();
   try {
     const file = join(dir, 'cap.yaml');
-    const text = (count: string) => `elements:\n  gen: { type: Generator, count: 0, flows: 10, timing: original, rate: 20000 }\n${count}  out: { type: ToPcap, file: cap.pcap }\n`
-      + `connections:\n  - gen -> ${count ? 'count -> ' : ''}out\n`;
+    const text = (tee: string) => `elements:\n  gen: { type: Generator, count: 0, flows: 10, timing: original, rate: 20000 }\n  out: { type: ToPcap, file: cap.pcap }\n`
+      + (tee ? '  tee: { type: Tee }\n  extra: { type: ToPcap, file: other.pcap }\n' : '') + `connections:\n  - gen -> ${tee ? 'tee -> ' : ''}out\n${tee}`;
     writeFileSync(file, text(''));
+    // A capture from some earlier run where the added ToPcap writes.
+    writePcap(join(dir, 'other.pcap'), [{ data: Buffer.alloc(60), sec: 1, usec: 0 }]);
     const options = { shards: 1 };
     const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
     const running = supervisor.run();
     const busy = async () => { const p = supervisor.pipeline(); while (p.packetsIn() < 1000) await new Promise((r) => setTimeout(r, 10)); };
     try {
       await busy();
-      await supervisor.reload(text('  count: { type: Counter }\n'));
+      await supervisor.reload(text('  - tee[1] -> extra\n'));
       await busy();
     } finally {
       supervisor.stop();
     }
     const result = await running;
     const records = readPcap(join(dir, 'cap.pcap')).records;
-    assert.is(records.length, result.packets_out, 'the packets of both configs');
+    const extra = readPcap(join(dir, 'other.pcap')).records;
+    assert.is(records.length + extra.length, result.packets_out, 'the packets of both configs');
     assert.ok(records.length >= 2000);
+    assert.is(extra.length, (result.elements.extra as Record<string, number>).packets, 'the added one\'s file holds its packets alone');
   } finally {
     removeDir(dir);
   }

@@ -290,6 +290,20 @@ test('four shards with a Tee and the default pool: the clone stashes leave the s
   assert.is(scaled.scaleReports[0].packets_lost, 0);
 });
 
+test('a snapshot asked for as the pipeline stops is taken once its shards have stopped, not left waiting on them', async () => {
+  const file = join(dir, 'stopping.yaml');
+  writeFileSync(file, 'elements:\n  gen: { type: Generator, count: 0, flows: 100 }\n  stats: { type: FlowStats }\n  drop: { type: Discard }\nconnections:\n  - gen -> stats -> drop\n');
+  for (const threads of ['worker', 'inline'] as const) {
+    const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1, threads });
+    const running = pipeline.run();
+    while (pipeline.packetsIn() < 10_000) await new Promise((r) => setTimeout(r, 5));
+    pipeline.stop();
+    const snapshot = await pipeline.snapshot();
+    const result = await running;
+    assert.is(Number(snapshot.elements.stats.scalars.total_packets), result.elements.stats.total_packets, `${threads}: the state the run ended with`);
+  }
+});
+
 test('a snapshot leaves out addresses in the pipeline\'s memory: restored into another layout, Filter hits and LoadBalancer rows count where they are read', async () => {
   const first = await Pipeline.create(await loadConfig(everyElement('rows-a')), { shards: 2 });
   await first.run();

@@ -2,7 +2,7 @@ import { openSync, writeSync, closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
-import { poolLayout, writePool, blocksInUse, drainLog, heldBlockRecords, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
+import { poolLayout, writePool, blocksInUse, drainLog, heldBlockRecords, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
 const prefixType: ParamType<Cidr> = {
@@ -38,7 +38,7 @@ const blockSizeType: ParamType<number> = {
 };
 
 /** Log files are opened once per element and pipeline; the final periodic run closes them. */
-const logs = new WeakMap<object, { write(line: string): void; close(): void }>();
+const logs = new WeakMap<object, { write(line: string): void; close(): void; restored: BlockRecord[] }>();
 
 export default defineElement({
   type: 'NAT',
@@ -301,13 +301,16 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   const pool = view.data('pool');
   let log = logs.get(view.params);
   if (!log) {
-    log = openLog(p.log === '-' ? p.log : resolve(dirname(view.configFile), p.log));
+    // The first call comes before the first packet: the blocks held now are those a snapshot file restored, if any.
+    log = { ...openLog(p.log === '-' ? p.log : resolve(dirname(view.configFile), p.log)), restored: view.restored ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
     logs.set(view.params, log);
-    if (view.restored) {
-      // The queue as the snapshot saw it: the run that took it logs those records itself.
-      drainLog(pool);
-      writeRecords(log, heldBlockRecords(pool, p, 'allocate', view.now()));
-    }
+    // The queue as the snapshot saw it: the run that took it logs those records itself.
+    if (view.restored) drainLog(pool);
+  }
+  // The restored blocks are logged allocated at the first time the clock tells (a trace's starts at its first packet).
+  if (log.restored.length && (view.now() > 0n || call !== 'due')) {
+    writeRecords(log, log.restored.map((record) => ({ ...record, time: recordTime(view.now()) })));
+    log.restored = [];
   }
   writeRecords(log, drainLog(pool));
   if (call === 'due') return;

@@ -174,7 +174,8 @@ export function heldBlockRecords(v: DataView, p: NatParams, event: BlockRecord['
   }));
 }
 
-const recordTime = (ns: bigint) => new Date(Number(ns / 1_000_000n)).toISOString();
+/** A block record's time: ISO 8601, to the millisecond. */
+export const recordTime = (ns: bigint) => new Date(Number(ns / 1_000_000n)).toISOString();
 
 export interface BlockRecord {
   time: string;

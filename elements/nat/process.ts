@@ -49,6 +49,7 @@ const KIND_OUT: u32 = 1;    // [inside][remote or 0][inside port << 16 | remote 
 const KIND_IN: u32 = 2;     // [inside][0][external port << 16] -> inside port, remote
 const KIND_FILTER: u32 = 3; // [inside][remote][external port << 16] -> a remote address the mapping has sent to
 const KIND_FRAGMENT: u32 = 4; // [inside][remote][IP id]: the first fragment of an inbound datagram went to this subscriber, so its later ones may
+const KIND_FRAGMENT_AT: u32 = 5; // [external][remote][IP id] -> inside: the same, found without fragment_owners (on the shard that translated the first)
 
 // Mapping and filtering behaviours (element.ts MAPPINGS).
 const ENDPOINT_INDEPENDENT: u8 = 0;
@@ -926,12 +927,18 @@ function inboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: 
  * the subscriber's bucket when shards scale).
  */
 function inboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Outputs, t: u64, hairpin: bool): void {
-  const inside = recordedFragmentOwner(self, datagramTag(IPv4.src(ip), IPv4.dst(ip), ip));
+  let inside = recordedFragmentOwner(self, datagramTag(IPv4.src(ip), IPv4.dst(ip), ip));
+  const key = keyBuffer();
   let entry: usize = 0;
   if (inside) {
-    const key = keyBuffer();
-    fragmentKey(key, inside, IPv4.src(ip), ip);
+    fragmentKey(key, inside, IPv4.src(ip), ip, KIND_FRAGMENT);
     entry = self.mappings.find(key, FlowKey.hash(key), t);
+  }
+  // Another datagram took its fragment_owners slot since: the entry by external address, unless that one moved.
+  if (!entry) {
+    fragmentKey(key, IPv4.dst(ip), IPv4.src(ip), ip, KIND_FRAGMENT_AT);
+    entry = self.mappings.find(key, FlowKey.hash(key), t);
+    if (entry) inside = changetype<NATMappingsEntry>(entry).remote;
   }
   // A hairpinned one whose first fragment went to another shard's subscriber follows it there.
   if (!entry && handOver(self, p, hairpin)) return;
@@ -997,9 +1004,14 @@ function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external:
 function rememberFragment(self: NATState, external: u32, remote: u32, ip: usize, inside: u32, t: u64): void {
   recordFragmentOwner(self, datagramTag(remote, external, ip), inside);
   const key = keyBuffer();
-  fragmentKey(key, inside, remote, ip);
+  fragmentKey(key, inside, remote, ip, KIND_FRAGMENT);
   const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
   if (entry) FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
+  fragmentKey(key, external, remote, ip, KIND_FRAGMENT_AT);
+  const at = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
+  if (!at) return;
+  changetype<NATMappingsEntry>(at).remote = inside;
+  FlowTable.refresh(at, t, FRAGMENT_TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1519,11 +1531,11 @@ function insideAddress(pool: usize, index: u32): u32 {
   store<u32>(key, <u32>protocol | (KIND_FILTER << 8), 12);
 }
 
-@inline function fragmentKey(key: usize, inside: u32, remote: u32, ip: usize): void {
-  store<u32>(key, inside);
+@inline function fragmentKey(key: usize, address: u32, remote: u32, ip: usize, kind: u32): void {
+  store<u32>(key, address);
   store<u32>(key, remote, 4);
   store<u32>(key, <u32>IPv4.id(ip), 8);
-  store<u32>(key, <u32>IPv4.protocol(ip) | (KIND_FRAGMENT << 8), 12);
+  store<u32>(key, <u32>IPv4.protocol(ip) | (kind << 8), 12);
 }
 
 function protocolTimeout(self: NATState): u64 {

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { defineElement, makeFolders, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
@@ -14,7 +14,7 @@ export default defineElement({
   inputs: 1,
   outputs: [],
   params: {
-    file: param.string('the file to write, relative to the config file: made anew, but after a reload the capture the config before wrote goes on (when of the same resolution and snaplen)', { required: true }),
+    file: param.string('the file to write, relative to the config file: made anew, but after a reload that keeps this element with the same file, resolution and snaplen, its capture goes on', { required: true }),
     resolution: param.enum('timestamp resolution', ['us', 'ns'], { default: 'us', fixed: true }),
     snaplen: param.int('most bytes kept of each frame (written in the file header)', 64, 262144, { default: 65535, fixed: true }),
   },
@@ -26,19 +26,6 @@ export default defineElement({
   sink: (ctx) => new PcapWriter(ctx),
   example: 'out: { type: ToPcap, file: out.pcap }',
 });
-
-/** Whether the file starts with this pcap header (same time unit, snap length and link type). */
-function sameHeader(path: string, header: Buffer): boolean {
-  try {
-    const fd = openSync(path, 'r');
-    const start = Buffer.alloc(header.length);
-    const read = readSync(fd, start, 0, start.length, 0);
-    closeSync(fd);
-    return read === header.length && start.equals(header);
-  } catch {
-    return false;
-  }
-}
 
 class PcapWriter implements SinkDriver {
   private readonly fd: number;
@@ -53,8 +40,10 @@ class PcapWriter implements SinkDriver {
     header.writeUInt16LE(4, 6);
     header.writeUInt32LE(ctx.params.snaplen, 16);
     header.writeUInt32LE(1, 20);
-    // After a reload, the capture the config before wrote goes on, when it is of the same kind.
-    const goesOn = ctx.reloaded && sameHeader(path, header);
+    // After a reload, the capture this element wrote before goes on (same file, resolution and snaplen).
+    const before = ctx.previous;
+    const goesOn = before !== undefined && resolve(dirname(before.configFile), before.params.file) === path
+      && before.params.resolution === ctx.params.resolution && before.params.snaplen === ctx.params.snaplen;
     try {
       makeFolders(dirname(path));
       this.fd = openSync(path, goesOn ? 'a' : 'w');
