@@ -118,7 +118,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     doc.toJS({ maxAliasCount: MAX_ALIASES });
   } catch (e) {
     if (!(e instanceof ReferenceError)) throw e;
-    throw new ConfigErrors([new ConfigError(`its aliases expand to more than ${MAX_ALIASES} copies`, pos.at(0), 'write the config without aliases of aliases')]);
+    throw new ConfigErrors([new ConfigError(`its aliases expand to more than ${MAX_ALIASES} copies`, pos.at(0), 'write the repeated parts out, or use fewer aliases of aliases')]);
   }
   visit(doc, { Alias: (_, alias) => alias.resolve(doc)?.clone() as Node | undefined });
   const overridden = applyOverrides(doc, options.overrides ?? [], errors);
@@ -211,8 +211,8 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   return config;
 }
 
-/** Most copies a config's aliases may make (the yaml library's default). */
-const MAX_ALIASES = 100;
+/** Most copies a config's aliases may make (the yaml library's count: uses times the aliases inside each anchor). */
+const MAX_ALIASES = 10_000;
 
 function readConfigFile(file: string): string {
   try {

@@ -143,8 +143,8 @@ export class Pipeline {
   private quiesce = 0;
   /** A snapshot is reading the shards' state: the run does not end, nor a scale event start, until it has. */
   private readingState = false;
-  /** Whether run() has ended, and a promise of its end (its shards stopped). */
-  private runEnded = false;
+  /** Whether run()'s loop has exited (its shards are stopping), and a promise of the run's end (they have stopped). */
+  private loopExited = false;
   private runOver: Promise<void> = Promise.resolve();
   /** The elements of the pipeline this one replaced through a reload (replaces), by name. */
   private readonly predecessor = new Map<string, { type: string; params: any; configFile: string }>();
@@ -565,7 +565,7 @@ export class Pipeline {
     try {
       return await this.runUntilDone(onTick);
     } finally {
-      this.runEnded = true;
+      this.loopExited = true;
       ended();
     }
   }
@@ -573,8 +573,6 @@ export class Pipeline {
   private async runUntilDone(onTick?: (p: Pipeline) => void): Promise<RunResult> {
     const started = performance.now();
     await this.start();
-    // Once before the first packet, so that periodic tasks see the state as start (or a snapshot) left it.
-    this.runPeriodic(false);
     let lastYield = performance.now();
     let lastTick = lastYield;
     let idleRounds = 0;
@@ -583,6 +581,8 @@ export class Pipeline {
     const begun = performance.now();
     this.stall = { checkedAt: begun, progressAt: begun, collected: 0, shards: new Map() };
     try {
+      // Once before the first packet, so that periodic tasks see the state as start (or a snapshot) left it.
+      this.runPeriodic(false);
       for (;;) {
         if (this.failure) throw this.failure;
         for (const shard of this.shards) if (shard.failed) throw shard.failed;
@@ -653,6 +653,7 @@ export class Pipeline {
         }
       }
     } finally {
+      this.loopExited = true;
       await this.shutdown();
     }
     // A scale event refused just as the sources ended (its promise settles after the last round).
@@ -1002,13 +1003,14 @@ export class Pipeline {
     if (!this.shards.some((s) => s.running)) return this.readState();
     this.quiesce++;
     try {
-      while (this.scaling || !this.shardsIdle()) {
-        // A run that is stopping (or failed) ends with its shards: the state is read from them once it has.
-        if (this.stopRequested || this.runEnded) {
+      for (;;) {
+        // A run that is stopping, ending or failed ends with its shards: the state is read from them once it has.
+        if (this.stopRequested || this.loopExited) {
           await this.runOver;
           return await this.readState();
         }
         for (const shard of this.shards) if (shard.failed) throw shard.failed;
+        if (!this.scaling && this.shardsIdle()) break;
         await sleep(1);
       }
       // The run neither ends nor scales while its state is read (the shards answer the exports meanwhile).

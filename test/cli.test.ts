@@ -390,6 +390,12 @@ test('run: a capture or block log that cannot be written (a folder under /proc) 
   const r = cli(['run', join(dir, 'proc.yaml')]);
   assert.is(r.status, 3);
   assert.match(r.stderr, /^wirepath: out: cannot write \/proc\/wirepath-nope\/out\.pcap: ENOENT\n/);
+  writeConfig('proc-log.yaml', 'elements:', `  src: { type: FromPcap, file: ${join(ROOT, 'traces/demo.pcap')}, steer: nat }`, "  side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }",
+    '  nat: { type: NAT, pool: [203.0.113.0/28], log: /proc/wirepath-nope/blocks.jsonl }', '  out: { type: Discard }',
+    'connections:', '  - src -> side', '  - side[0] -> [0]nat', '  - side[1] -> [1]nat', '  - nat[0] -> out', '  - nat[1] -> out');
+  const log = cli(['run', join(dir, 'proc-log.yaml'), '--threads', 'worker']);
+  assert.is(log.status, 3, log.stderr);
+  assert.match(log.stderr, /^wirepath: nat: cannot write the block log \/proc\/wirepath-nope\/blocks\.jsonl: ENOENT\n/);
 });
 
 test('run --json with a Print: stdout is one JSON object, the printed lines go to stderr', () => {

@@ -302,6 +302,14 @@ test('a snapshot asked for as the pipeline stops is taken once its shards have s
     const result = await running;
     assert.is(Number(snapshot.elements.stats.scalars.total_packets), result.elements.stats.total_packets, `${threads}: the state the run ended with`);
   }
+  // Asked for while the run stops its idle shards at the end of its source: answered from the stopped shards.
+  writeFileSync(file, 'elements:\n  gen: { type: Generator, count: 20000, flows: 100 }\n  stats: { type: FlowStats }\n  drop: { type: Discard }\nconnections:\n  - gen -> stats -> drop\n');
+  const ending = await Pipeline.create(await loadConfig(file), { shards: 1, threads: 'worker' });
+  const shutdown = (ending as any).shutdown.bind(ending);
+  let snapshot: Promise<Snapshot> | undefined;
+  (ending as any).shutdown = () => { snapshot = ending.snapshot(); return shutdown(); };
+  await ending.run();
+  assert.is(Number((await snapshot!).elements.stats.scalars.total_packets), 20000);
 });
 
 test('a snapshot leaves out addresses in the pipeline\'s memory: restored into another layout, Filter hits and LoadBalancer rows count where they are read', async () => {

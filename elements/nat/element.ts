@@ -2,6 +2,7 @@ import { openSync, writeSync, closeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
+import { EnvironmentError } from '../../engine/errors.ts';
 import { poolLayout, writePool, blocksInUse, drainLog, heldBlockRecords, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
@@ -264,7 +265,7 @@ export default defineElement({
 });
 
 /** Slots of fragment_owners (process.ts FRAGMENT_OWNERS): fragmented datagrams in flight at once. */
-const FRAGMENT_OWNERS = 4096;
+const FRAGMENT_OWNERS = 65536;
 
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
   'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
@@ -302,19 +303,24 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   let log = logs.get(view.params);
   if (!log) {
     // The first call comes before the first packet: the blocks held now are those a snapshot file restored, if any.
-    log = { ...openLog(p.log === '-' ? p.log : resolve(dirname(view.configFile), p.log)), restored: view.restored ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
+    log = { ...openLog(view.name, p.log === '-' ? p.log : resolve(dirname(view.configFile), p.log)), restored: view.restored ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
     logs.set(view.params, log);
     // The queue as the snapshot saw it: the run that took it logs those records itself.
     if (view.restored) drainLog(pool);
   }
-  // The restored blocks are logged allocated at the first time the clock tells (a trace's starts at its first packet).
-  if (log.restored.length && (view.now() > 0n || call !== 'due')) {
-    writeRecords(log, log.restored.map((record) => ({ ...record, time: recordTime(view.now()) })));
+  const queued = drainLog(pool);
+  // The restored blocks are logged allocated once the clock has moved (a trace's starts at its first packet), dated no
+  // later than the records that follow them.
+  const times = [...(view.now() > 0n ? [Number(view.now() / 1_000_000n)] : []), ...queued.map((r) => Date.parse(r.time))];
+  if (log.restored.length && times.length) {
+    const time = recordTime(BigInt(Math.min(...times)) * 1_000_000n);
+    writeRecords(log, log.restored.map((record) => ({ ...record, time })));
     log.restored = [];
   }
-  writeRecords(log, drainLog(pool));
+  writeRecords(log, queued);
   if (call === 'due') return;
-  if (call === 'end') writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
+  // A run whose clock never moved (no packet) logged nothing of its restored blocks, nor releases them.
+  if (call === 'end' && !log.restored.length) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
   log.close();
   logs.delete(view.params);
 }
@@ -323,11 +329,15 @@ function writeRecords(log: { write(line: string): void }, records: BlockRecord[]
   for (const record of records) log.write(JSON.stringify(record) + '\n');
 }
 
-function openLog(path: string): { write(line: string): void; close(): void } {
+function openLog(name: string, path: string): { write(line: string): void; close(): void } {
   if (path === '-') return { write: (line) => process.stdout.write(line), close: () => undefined };
-  makeFolders(dirname(path));
-  const fd = openSync(path, 'a');
-  return { write: (line) => writeSync(fd, line), close: () => closeSync(fd) };
+  try {
+    makeFolders(dirname(path));
+    const fd = openSync(path, 'a');
+    return { write: (line) => writeSync(fd, line), close: () => closeSync(fd) };
+  } catch (e) {
+    throw new EnvironmentError(`${name}: cannot write the block log ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
+  }
 }
 
 function subscriberView(view: ElementView, arg: string | undefined): unknown {

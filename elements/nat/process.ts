@@ -203,7 +203,7 @@ export function steer(self: NATState, p: Packet): u32 {
 }
 
 /** Slots of fragment_owners (element.ts): [datagram tag u32][subscriber, or address whose shard has it u32] each, stored as one u64. */
-const FRAGMENT_OWNERS: u32 = 4096;
+const FRAGMENT_OWNERS: u32 = 65536;
 
 /**
  * Memory of inbound fragmented datagrams, shared by the dispatcher and the shards: records `owner` for the packet's

@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { defineElement, makeFolders, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
@@ -27,6 +27,20 @@ export default defineElement({
   example: 'out: { type: ToPcap, file: out.pcap }',
 });
 
+/** Whether the file at `path` is a stream, or a capture that starts with `header`. */
+function continues(path: string, header: Buffer): boolean {
+  try {
+    if (!statSync(path).isFile()) return true;
+    const fd = openSync(path, 'r');
+    const start = Buffer.alloc(header.length);
+    const read = readSync(fd, start, 0, start.length, 0);
+    closeSync(fd);
+    return read === header.length && start.equals(header);
+  } catch {
+    return false;
+  }
+}
+
 class PcapWriter implements SinkDriver {
   private readonly fd: number;
   private readonly buffer: number;
@@ -40,10 +54,11 @@ class PcapWriter implements SinkDriver {
     header.writeUInt16LE(4, 6);
     header.writeUInt32LE(ctx.params.snaplen, 16);
     header.writeUInt32LE(1, 20);
-    // After a reload, the capture this element wrote before goes on (same file, resolution and snaplen).
+    // After a reload, the capture this element wrote before goes on (same file, resolution and snaplen), unless it
+    // was moved away meanwhile (rotated): a pipe or device goes on as the stream it is.
     const before = ctx.previous;
     const goesOn = before !== undefined && resolve(dirname(before.configFile), before.params.file) === path
-      && before.params.resolution === ctx.params.resolution && before.params.snaplen === ctx.params.snaplen;
+      && before.params.resolution === ctx.params.resolution && before.params.snaplen === ctx.params.snaplen && continues(path, header);
     try {
       makeFolders(dirname(path));
       this.fd = openSync(path, goesOn ? 'a' : 'w');
