@@ -135,22 +135,29 @@ test('hairpinning between subscribers on different shards: the packet is handed 
   assert.is(`${[...delivered.subarray(30, 34)].join('.')}:${delivered.readUInt16BE(36)}`, '100.64.0.5:1100', 'to B');
 });
 
-test('inbound fragments, in and out of order: the later ones follow their first fragment to its subscriber\'s shard', async () => {
-  const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
-  const subscribers = Array.from({ length: 16 }, (_, i) => subscriber(i + 1));
-  const address = (d: Buffer, at: number) => [...d.subarray(at, at + 4)].join('.');
+/** Deterministic NAT for fragment tests: its subscribers, their datagram out, and where each is mapped (learned by a run; the same in every run). */
+async function fragmentSetup(name: string, count: number) {
+  const subscribers = Array.from({ length: count }, (_, i) => subscriber(i + 1));
   const out = (s: string) => ipv4Frame({ proto: 'udp', src: s, dst: '198.18.0.1', sport: 5000, dport: 53 });
-  // Where each subscriber is mapped (deterministic: the same in every run).
-  writePcap(join(dir, 'fragments-learn.pcap'), subscribers.map(out));
-  await run('fragments-learn', nat, { shards: 1 });
-  const externals = readPcap(join(dir, 'fragments-learn-outside.pcap')).records.map((r) => ({ dst: address(r.data, 26), dport: r.data.readUInt16BE(34) }));
-  const reply = { proto: 'udp' as const, src: '198.18.0.1', sport: 53 };
+  writePcap(join(dir, `${name}-learn.pcap`), subscribers.map(out));
+  await run(`${name}-learn`, FRAGMENT_NAT, { shards: 1 });
+  const externals = readPcap(join(dir, `${name}-learn-outside.pcap`)).records.map((r) => ({ dst: [...r.data.subarray(26, 30)].join('.'), dport: r.data.readUInt16BE(34) }));
+  // A server's replies to those mappings.
+  const reply = externals.map((e) => ({ proto: 'udp' as const, src: '198.18.0.1', sport: 53, ...e }));
+  return { subscribers, outbound: subscribers.map(out), reply };
+}
+
+const FRAGMENT_NAT = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
+
+test('inbound fragments, in and out of order: the later ones follow their first fragment to its subscriber\'s shard', async () => {
+  const { subscribers, outbound, reply } = await fragmentSetup('fragments', 16);
+  const address = (d: Buffer, at: number) => [...d.subarray(at, at + 4)].join('.');
   // Every other datagram's later fragment comes before its first.
-  writePcap(join(dir, 'fragments.pcap'), [...subscribers.map(out), ...externals.flatMap((e, i) => {
-    const pieces = [ipv4Frame({ ...reply, ...e, id: 0x100 + i, moreFragments: true, payload: 8 }), ipv4Frame({ ...reply, ...e, id: 0x100 + i, fragOffset: 2, payload: 16 })];
+  writePcap(join(dir, 'fragments.pcap'), [...outbound, ...reply.flatMap((r, i) => {
+    const pieces = [ipv4Frame({ ...r, id: 0x100 + i, moreFragments: true, payload: 8 }), ipv4Frame({ ...r, id: 0x100 + i, fragOffset: 2, payload: 16 })];
     return i % 2 ? pieces.reverse() : pieces;
   })]);
-  const { counters, runtime } = await run('fragments', nat, { shards: 2 });
+  const { counters, runtime } = await run('fragments', FRAGMENT_NAT, { shards: 2 });
   assert.is(counters.drop_fragment, 0, JSON.stringify(counters));
   assert.is(runtime.later_fragments_waited, subscribers.length / 2, 'the later fragments that came first waited');
   assert.is(runtime.later_fragments_without_first, 0);
@@ -159,36 +166,25 @@ test('inbound fragments, in and out of order: the later ones follow their first 
 });
 
 test('inbound fragments across a scale event: the later ones find the first\'s subscriber on its new shard', async () => {
-  const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
-  const subscribers = Array.from({ length: 32 }, (_, i) => subscriber(i + 1));
-  const out = (s: string) => ipv4Frame({ proto: 'udp', src: s, dst: '198.18.0.1', sport: 5000, dport: 53 });
-  writePcap(join(dir, 'moved-learn.pcap'), subscribers.map(out));
-  await run('moved-learn', nat, { shards: 1 });
-  const externals = readPcap(join(dir, 'moved-learn-outside.pcap')).records.map((r) => ({ dst: [...r.data.subarray(26, 30)].join('.'), dport: r.data.readUInt16BE(34) }));
-  const reply = { proto: 'udp' as const, src: '198.18.0.1', sport: 53 };
+  const { subscribers, outbound, reply } = await fragmentSetup('moved', 32);
   // Every first fragment, then (after the subscribers moved from two shards to one) every later one.
-  const firsts = externals.map((e, i) => ipv4Frame({ ...reply, ...e, id: 0x200 + i, moreFragments: true, payload: 8 }));
-  const laters = externals.map((e, i) => ipv4Frame({ ...reply, ...e, id: 0x200 + i, fragOffset: 2, payload: 16 }));
-  writePcap(join(dir, 'moved.pcap'), [...subscribers.map(out), ...firsts, ...laters]);
-  const { counters, reports } = await run('moved', nat, { shards: 2, scaleAt: [{ packets: 2 * subscribers.length, shards: 1 }] });
+  const firsts = reply.map((r, i) => ipv4Frame({ ...r, id: 0x200 + i, moreFragments: true, payload: 8 }));
+  const laters = reply.map((r, i) => ipv4Frame({ ...r, id: 0x200 + i, fragOffset: 2, payload: 16 }));
+  writePcap(join(dir, 'moved.pcap'), [...outbound, ...firsts, ...laters]);
+  const { counters, reports } = await run('moved', FRAGMENT_NAT, { shards: 2, scaleAt: [{ packets: 2 * subscribers.length, shards: 1 }] });
   assert.is(reports.length, 1);
   assert.is(counters.drop_fragment, 0, JSON.stringify(counters));
   assert.is(counters.translated_in, 2 * subscribers.length);
 });
 
-test('inbound fragments: more datagrams in flight than fragment_owners has slots, on one shard, all reach their subscribers', async () => {
-  const nat = "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true";
-  const subscribers = Array.from({ length: 8 }, (_, i) => subscriber(i + 1));
-  const out = (s: string) => ipv4Frame({ proto: 'udp', src: s, dst: '198.18.0.1', sport: 5000, dport: 53 });
-  writePcap(join(dir, 'many-learn.pcap'), subscribers.map(out));
-  await run('many-learn', nat, { shards: 1 });
-  const externals = readPcap(join(dir, 'many-learn-outside.pcap')).records.map((r) => ({ dst: [...r.data.subarray(26, 30)].join('.'), dport: r.data.readUInt16BE(34) }));
-  const reply = { proto: 'udp' as const, src: '198.18.0.1', sport: 53 };
-  // 6000 datagrams' first fragments, then their later ones: some share a slot of the 4096, and the entry by external address answers.
-  const datagrams = Array.from({ length: 6000 }, (_, i) => ({ ...reply, ...externals[i % externals.length], id: i }));
-  writePcap(join(dir, 'many.pcap'), [...subscribers.map(out), ...datagrams.map((d) => ipv4Frame({ ...d, moreFragments: true, payload: 8 })),
+test('inbound fragments: more datagrams in flight than fragment_owners has slots for without sharing, on one shard, all reach their subscribers', async () => {
+  const { outbound, reply } = await fragmentSetup('many', 8);
+  // 6000 datagrams' first fragments, then their later ones: some share a slot of fragment_owners, and the entry by
+  // external address answers.
+  const datagrams = Array.from({ length: 6000 }, (_, i) => ({ ...reply[i % reply.length], id: i }));
+  writePcap(join(dir, 'many.pcap'), [...outbound, ...datagrams.map((d) => ipv4Frame({ ...d, moreFragments: true, payload: 8 })),
     ...datagrams.map((d) => ipv4Frame({ ...d, fragOffset: 2, payload: 16 }))]);
-  const { counters } = await run('many', nat, { shards: 1 });
+  const { counters } = await run('many', FRAGMENT_NAT, { shards: 1 });
   assert.is(counters.drop_fragment, 0, JSON.stringify(counters));
   assert.is(counters.translated_in, 2 * datagrams.length);
 });
