@@ -249,8 +249,8 @@ export default defineElement({
       const overlap = p.inside.find((i) => overlaps(c, i));
       const special = SPECIAL.find((s) => overlaps(c, s.net));
       return [
-        ...(overlap ? [{ param: 'pool', message: `pool prefix ${formatCidr(c)} overlaps the inside prefix ${formatCidr(overlap)}: its addresses would be both subscribers and external addresses`, hint: 'take the pool from outside the inside prefixes, e.g. 203.0.113.0/24' }] : []),
-        ...(special ? [{ param: 'pool', message: `pool prefix ${formatCidr(c)} holds ${special.what} addresses, which cannot be a source on the Internet`, hint: 'use unicast addresses the outside routes to you' }] : []),
+        ...(overlap ? [{ param: 'pool', message: `pool prefix ${types.cidr.format(c)} overlaps the inside prefix ${types.cidr.format(overlap)}: its addresses would be both subscribers and external addresses`, hint: 'take the pool from outside the inside prefixes, e.g. 203.0.113.0/24' }] : []),
+        ...(special ? [{ param: 'pool', message: `pool prefix ${types.cidr.format(c)} holds ${special.what} addresses, which cannot be a source on the Internet`, hint: 'use unicast addresses the outside routes to you' }] : []),
       ];
     }),
   ],
@@ -270,7 +270,6 @@ const FRAGMENT_OWNERS = 65536;
 const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
   'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
 
-/** Fragments a 1500-byte packet (a 20-byte header) leaves in at `mtu` (0: no limit, 1); process.ts has the same for its room checks. */
 /** Addresses that are never a packet's source on the Internet (RFC 6890): a pool must hold none. */
 const SPECIAL = [
   { net: parseCidr('0.0.0.0/8'), what: '"this network"' },
@@ -285,8 +284,7 @@ function overlaps(a: Cidr, b: Cidr): boolean {
   return ((longer.address & shorter.mask) >>> 0) === shorter.address;
 }
 
-const formatCidr = (c: Cidr) => `${formatIPv4(c.address)}/${c.prefix}`;
-
+/** Fragments a 1500-byte packet (a 20-byte header) leaves in at `mtu` (0: no limit, 1); process.ts has the same for its room checks. */
 function fragmentsOf1500(mtu: number): number {
   return mtu > 0 && mtu < 1500 ? Math.ceil(1480 / ((mtu - 20) & ~7)) : 1;
 }
