@@ -69,12 +69,12 @@ test('check: a broken config prints every error as FILE:LINE:COL with its hint, 
   ].join('\n'));
 });
 
-test('check: more rules than the compiler\'s recursion reaches (1500 of deny host) are the parameter\'s error, not a stack overflow', () => {
+test('check: 1500 rules of deny host compile (chained one after another; they overflowed the compiler\'s recursion once)', () => {
   const hosts = Array.from({ length: 1500 }, (_, i) => `'deny host 198.18.${i >> 8}.${i & 255}'`).join(', ');
   writeFileSync(join(dir, 'hosts.yaml'), `elements:\n  src: { type: FromPcap, file: in.pcap }\n  fw: { type: Filter, rules: [${hosts}] }\n  drop: { type: Discard }\nconnections:\n  - src -> fw -> drop\n`);
   const r = cli(['check', 'hosts.yaml'], dir);
-  assert.is(r.status, 2, r.stderr);
-  assert.match(r.stderr, /^hosts\.yaml:3:30: fw\.rules: 1500 rules make a decision program deeper than wirepath can build\n  hint: split them over elements in a row/);
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^hosts\.yaml: ok \(3 elements, 2 connections\)/);
 });
 
 test('check: graph errors are reported the same way', () => {

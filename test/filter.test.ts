@@ -248,6 +248,23 @@ for (const [expression, column, message] of ERRORS) {
   });
 }
 
+test('thousands of host rules: one rule listing them and 3000 rules of one host each deny the same packets, with hits per rule', async () => {
+  // Addresses of the packets below at a few places among thousands of others.
+  const listed = Array.from({ length: 3000 }, (_, i) => `198.19.${i >> 8}.${i & 255}`);
+  listed[1234] = SERVER;
+  listed[2999] = '100.64.0.7';
+  const packets: Packet[] = [[0, out({})], [0, back({})], [0, out({ src: '100.64.0.7', dst: '198.18.9.9' })], [0, out({ src: '100.64.0.8', dst: '198.18.9.9' })],
+    [0, out({ src: '198.19.0.5', dst: '198.18.9.9' })], [0, out({ proto: 'udp', src: '100.64.0.9', dst: '198.19.11.183' })]];
+  const oneRule = await run(`rules: [${JSON.stringify(`deny ${listed.map((h) => `host ${h}`).join(' or ')}`)}], default: allow`, packets);
+  const perHost = await run(`rules: ${JSON.stringify(listed.map((h) => `deny host ${h}`))}, default: allow`, packets);
+  // 198.19.11.183 is host 2999's place before it was replaced: not listed.
+  assert.equal(oneRule.passed, [4, 6]);
+  assert.equal(perHost.passed, oneRule.passed);
+  assert.equal(oneRule.fw.hits, [4]);
+  const hits = perHost.fw.hits as number[];
+  assert.equal([hits[1234], hits[2999], hits[5], hits.reduce((a, b) => a + b, 0)], [2, 1, 1, 4]);
+});
+
 test('an expression error in a config points at FILE:LINE:COL of the character, in Classifier and in Filter rules', async () => {
   const file = 'bad.yaml';
   const text = [

@@ -16,8 +16,11 @@ const TERMINAL = 0x80000000;
 const EMPTY_SLOT = 0xffffffff;
 /** A field that rules need to equal at least this many different values becomes one hash lookup (fewer: a chain of tests is cheaper). */
 const MIN_LOOKUP_VALUES = 4;
-/** Past this many nodes the rules stop sharing knowledge across rule boundaries (linear size). */
-const MAX_NODES = 50_000;
+/**
+ * Past this many nodes and lookup entries the rules stop sharing knowledge across rule boundaries (linear size):
+ * a thousand rules 'host X' alone would make half a million entries (a lookup of the destination for each source).
+ */
+const MAX_SIZE = 50_000;
 
 export const NODE_SIZE = 32;
 export const HEADER_SIZE = 32;
@@ -162,31 +165,31 @@ class Builder {
   readonly nodes: DecisionNode[] = [];
   private readonly nodeIds = new Map<string, Target>();
   private readonly memo = new Map<string, Target>();
-  private readonly necessary = new Map<number, Map<string, Set<number>>>();
   private readonly root: Target;
+  /** Nodes and lookup entries made so far. */
+  private size = 0;
 
   constructor(private readonly f: Formulas, private readonly formulas: Formula[], private readonly mode: 'shared' | 'chained') {
     this.root = mode === 'shared'
       ? this.build(formulas.map((formula, rule) => ({ rule, formula })), Facts.NONE)
-      : this.chainStart(0);
+      : this.chainFromLast();
   }
 
   result(): CompiledRules {
     const reachable = this.formulas.map(() => false);
-    const seen = new Set<Target>();
-    const visit = (t: Target) => {
-      if (seen.has(t)) return;
-      seen.add(t);
+    const seen = new Set<Target>([this.root]);
+    // A stack, not recursion: a chain of thousands of rules is as deep.
+    const pending = [this.root];
+    for (let t = pending.pop(); t !== undefined; t = pending.pop()) {
       if (isTerminal(t)) {
         const rule = t - TERMINAL;
         if (rule !== NO_MATCH) reachable[rule] = true;
-        return;
+        continue;
       }
       const n = this.nodes[t];
-      if (n.kind === 'test') { visit(n.yes); visit(n.no); } else { n.entries.forEach(visit); visit(n.otherwise); }
-      visit(n.fault);
-    };
-    visit(this.root);
+      const next = n.kind === 'test' ? [n.yes, n.no, n.fault] : [...n.entries.values(), n.otherwise, n.fault];
+      for (const target of next) if (!seen.has(target)) { seen.add(target); pending.push(target); }
+    }
     return { nodes: this.nodes, root: this.root, reachable, mode: this.mode };
   }
 
@@ -196,7 +199,8 @@ class Builder {
       : `l${n.fieldKey}/${n.mask}:${[...n.entries].join(';')}:${n.otherwise}:${n.fault}`;
     let id = this.nodeIds.get(key);
     if (id === undefined) {
-      if (this.nodes.length >= MAX_NODES && this.mode === 'shared') throw new BudgetExceeded();
+      this.size += 1 + (n.kind === 'lookup' ? n.entries.size : 0);
+      if (this.size > MAX_SIZE && this.mode === 'shared') throw new BudgetExceeded();
       id = this.nodes.length;
       this.nodes.push(n);
       this.nodeIds.set(key, id);
@@ -216,14 +220,15 @@ class Builder {
         break;
       }
       case 'not': out = this.f.not(this.simplify(formula.arg, facts, memo)); break;
+      // A side that the facts decide can decide the whole even where the left reads past the capture (Formulas.and).
       case 'and': {
         const left = this.simplify(formula.left, facts, memo);
-        out = left.kind === 'false' || left.kind === 'fault' ? left : this.f.and(left, this.simplify(formula.right, facts, memo));
+        out = left.kind === 'false' ? left : this.f.and(left, this.simplify(formula.right, facts, memo));
         break;
       }
       case 'or': {
         const left = this.simplify(formula.left, facts, memo);
-        out = left.kind === 'true' || left.kind === 'fault' ? left : this.f.or(left, this.simplify(formula.right, facts, memo));
+        out = left.kind === 'true' ? left : this.f.or(left, this.simplify(formula.right, facts, memo));
         break;
       }
       default: out = formula;
@@ -239,7 +244,10 @@ class Builder {
 
   private build(input: RuleState[], facts: Facts): Target {
     // A rule that is false or read past the capture does not match; the next one is tried.
-    const rules = input.filter((r) => r.formula.kind !== 'false' && r.formula.kind !== 'fault');
+    const live = input.filter((r) => r.formula.kind !== 'false' && r.formula.kind !== 'fault');
+    // Rules after one that matches here are never reached.
+    const decided = live.findIndex((r) => r.formula.kind === 'true');
+    const rules = decided < 0 ? live : live.slice(0, decided + 1);
     if (rules.length === 0) return terminal(NO_MATCH);
     if (rules[0].formula.kind === 'true') return terminal(rules[0].rule);
     const key = rules.map((r) => `${r.rule}:${r.formula.id}`).join(',') + facts.key;
@@ -252,19 +260,30 @@ class Builder {
     return target;
   }
 
-  /** A hash lookup on the atom's masked field when the rules need that field to equal enough different values. */
+  /**
+   * A hash lookup on the atom's masked field when the rules compare that field with enough different values
+   * (each branch knows the field's value, so every such comparison is decided at once: 'host a or host b or
+   * ...' becomes a lookup of the source and one of the destination). A rule that needs the field to have one
+   * of some values is left out of the other values' branches.
+   */
   private lookup(atom: Atom, rules: RuleState[], facts: Facts): Target | undefined {
     if (atom.compare !== 'eq' || atom.field.base === 'wire') return undefined;
     const key = `${atom.fieldKey}/${atom.mask}`;
-    const needs = rules.map((r) => this.necessaryValues(r.formula).get(key));
-    const values = new Set(needs.flatMap((v) => (v ? [...v] : [])));
+    const values = comparedValues(rules.map((r) => r.formula), atom);
     if (values.size < MIN_LOOKUP_VALUES) return undefined;
+    const needs = rules.map((r) => this.necessaryValues(r.formula).get(key));
     const read = facts.read(atom.field);
     const entries = new Map<number, Target>();
+    const sufficient = new Map<number, Set<number>>();
     for (const value of values) {
-      const branch = read.withValue(atom.fieldKey, atom.mask, value);
       // A rule that needs other values cannot match here; only the others are simplified.
       const candidates = rules.filter((_, i) => needs[i] === undefined || needs[i]!.has(value));
+      // The first of them matches when the value alone makes it true: no need to simplify them all (a list of a
+      // thousand hosts would be simplified a thousand times).
+      const first = candidates[0];
+      if (first && !sufficient.has(first.rule)) sufficient.set(first.rule, sufficientValues(first.formula, atom));
+      if (first && sufficient.get(first.rule)!.has(value)) { entries.set(value, terminal(first.rule)); continue; }
+      const branch = read.withValue(atom.fieldKey, atom.mask, value);
       entries.set(value, this.build(this.simplifyAll(candidates, branch), branch));
     }
     const rest = read.withExcluded(atom.fieldKey, atom.mask, values);
@@ -282,32 +301,41 @@ class Builder {
     return this.node({ kind: 'test', atom, yes: branch(facts.withAtom(atom, true)), no, fault });
   }
 
-  /** Masked fields whose value the formula confines whenever it is true: `fieldKey/mask` -> the values it allows. */
+  /**
+   * Masked fields whose value the formula confines whenever it is true: `fieldKey/mask` -> the values it allows.
+   * Not kept per subformula (in a list of a thousand hosts, each level would hold a copy of the values below it).
+   */
   private necessaryValues(formula: Formula): Map<string, Set<number>> {
-    let out = this.necessary.get(formula.id);
-    if (out) return out;
-    out = new Map();
+    const out = new Map<string, Set<number>>();
     if (formula.kind === 'atom' && formula.atom.compare === 'eq') out.set(`${formula.atom.fieldKey}/${formula.atom.mask}`, new Set([formula.atom.value]));
     else if (formula.kind === 'and') {
       const right = this.necessaryValues(formula.right);
-      out = new Map(right);
       for (const [k, v] of this.necessaryValues(formula.left)) {
         const both = right.get(k);
-        out.set(k, both ? new Set([...v].filter((x) => both.has(x))) : v);
+        right.set(k, both ? new Set([...v].filter((x) => both.has(x))) : v);
       }
+      return right;
     } else if (formula.kind === 'or') {
       const right = this.necessaryValues(formula.right);
       for (const [k, v] of this.necessaryValues(formula.left)) {
         const either = right.get(k);
-        if (either) out.set(k, new Set([...v, ...either]));
+        if (!either) continue;
+        const [small, large] = v.size < either.size ? [v, either] : [either, v];
+        small.forEach((x) => large.add(x));
+        out.set(k, large);
       }
     }
-    this.necessary.set(formula.id, out);
     return out;
   }
 
   // Chained mode: each rule is decided with what its own tests taught; a failing rule goes to the next rule's start.
   private readonly starts = new Map<number, Target>();
+
+  /** Each rule's start, the last rule's first: a rule's failing branches find the next one's made (no recursion through all rules). */
+  private chainFromLast(): Target {
+    for (let rule = this.formulas.length - 1; rule > 0; rule--) this.chainStart(rule);
+    return this.chainStart(0);
+  }
 
   private chainStart(rule: number): Target {
     let t = this.starts.get(rule);
@@ -328,6 +356,48 @@ class Builder {
     const target = this.test(firstAtom(f), facts, (knows) => this.chain(rule, f, knows));
     this.memo.set(key, target);
     return target;
+  }
+}
+
+/** The values that the formulas compare the atom's masked field with for equality. */
+function comparedValues(formulas: Formula[], like: Atom): Set<number> {
+  const values = new Set<number>();
+  const seen = new Set<number>();
+  const visit = (f: Formula): void => {
+    if (seen.has(f.id)) return;
+    seen.add(f.id);
+    if (f.kind === 'atom') {
+      if (f.atom.compare === 'eq' && f.atom.fieldKey === like.fieldKey && f.atom.mask === like.mask) values.add(f.atom.value);
+    } else if (f.kind === 'not') visit(f.arg);
+    else if (f.kind === 'and' || f.kind === 'or') { visit(f.left); visit(f.right); }
+  };
+  formulas.forEach(visit);
+  return values;
+}
+
+/**
+ * The values of the atom's masked field that make the formula true by themselves, whatever else the packet holds
+ * (a side known true decides an or, Formulas.or). The values found in a subformula are not kept: one walk each.
+ */
+function sufficientValues(formula: Formula, like: Atom): Set<number> {
+  switch (formula.kind) {
+    case 'true': return new Set(); // (no rule reaches a lookup as a constant)
+    case 'atom': {
+      const a = formula.atom;
+      return a.compare === 'eq' && a.fieldKey === like.fieldKey && a.mask === like.mask ? new Set([a.value]) : new Set();
+    }
+    case 'or': {
+      const [small, large] = [sufficientValues(formula.left, like), sufficientValues(formula.right, like)].sort((x, y) => x.size - y.size);
+      small.forEach((v) => large.add(v));
+      return large;
+    }
+    case 'and': {
+      const left = sufficientValues(formula.left, like);
+      if (left.size === 0) return left;
+      const right = sufficientValues(formula.right, like);
+      return new Set([...left].filter((v) => right.has(v)));
+    }
+    default: return new Set();
   }
 }
 

@@ -13,7 +13,8 @@ export default defineElement({
     + 'on packet fields and variable offsets, protochain, and link and tunnel protocols such as mpls, pppoes, llc): port and TCP-flag tests see first fragments only, `vlan` shifts what follows by the tag, `and` and '
     + '`or` group from the left with equal precedence, and a pattern that reads past the captured bytes does not match. '
     + 'All patterns compile into one decision program of masked compares, shared between patterns, with a hash lookup '
-    + 'where many patterns test one field, run as code made for the patterns (up to 64 terms without a branch, as a bit '
+    + 'of a field that patterns compare with many values (a list of thousands of hosts, nets or ports is best one pattern: '
+    + '`host a or host b or ...` is a lookup of each address field), run as code made for the patterns (up to 64 terms without a branch, as a bit '
     + 'vector); a pattern that can never match or is shadowed by earlier ones is warned about.',
   inputs: 1,
   outputs: (params) => ((params.patterns as Rule[] | undefined) ?? [undefined]).map((rule, i) => ({

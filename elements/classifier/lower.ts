@@ -77,16 +77,23 @@ export class Formulas {
     return this.intern(`!${arg.id}`, () => ({ kind: 'not', arg }));
   }
 
-  /** Short-circuit and: the right side is evaluated only when the left is true. */
+  /**
+   * Short-circuit and: the right side is evaluated only when the left is true. A right side known false
+   * decides it whatever the left (a read past the capture included), as libpcap's optimizer drops a test
+   * whose outcome no longer matters, and the read with it.
+   */
   and(left: Formula, right: Formula): Formula {
-    if (left.kind === 'false' || left.kind === 'fault') return left;
+    if (left.kind === 'false' || right.kind === 'false') return this.FALSE;
+    if (left.kind === 'fault') return left;
     if (left.kind === 'true') return right;
     if (right.kind === 'true') return left;
     return this.intern(`&${left.id},${right.id}`, () => ({ kind: 'and', left, right }));
   }
 
+  /** Short-circuit or; a right side known true decides it, as in `and`. */
   or(left: Formula, right: Formula): Formula {
-    if (left.kind === 'true' || left.kind === 'fault') return left;
+    if (left.kind === 'true' || right.kind === 'true') return this.TRUE;
+    if (left.kind === 'fault') return left;
     if (left.kind === 'false') return right;
     if (right.kind === 'false') return left;
     return this.intern(`|${left.id},${right.id}`, () => ({ kind: 'or', left, right }));
@@ -162,10 +169,23 @@ export function lower(expr: Expr, f: Formulas): Formula {
     return f.and(guard, test);
   };
 
+  // A run of one operator ('host a or host b or ...', left-nested as parsed) becomes a balanced tree of the same
+  // order of evaluation, so that the formula is as deep as the log of its length, not the length.
+  const chain = (e: Expr & { kind: 'and' | 'or' }): Formula => {
+    const operands: Expr[] = [];
+    let at: Expr = e;
+    for (; at.kind === e.kind; at = at.left) operands.push(at.right);
+    operands.push(at);
+    const lowered = operands.reverse().map(walk);
+    const join = e.kind === 'and' ? f.and.bind(f) : f.or.bind(f);
+    const balanced = (from: number, to: number): Formula =>
+      to - from === 1 ? lowered[from] : join(balanced(from, (from + to) >> 1), balanced((from + to) >> 1, to));
+    return balanced(0, lowered.length);
+  };
+
   const walk = (e: Expr): Formula => {
     switch (e.kind) {
-      case 'and': return f.and(walk(e.left), walk(e.right));
-      case 'or': return f.or(walk(e.left), walk(e.right));
+      case 'and': case 'or': return chain(e);
       case 'not': return f.not(walk(e.arg));
       case 'const': return e.value ? f.TRUE : f.FALSE;
       case 'protocol': return at(e.vlans).protocol(e.protocol, e.col);

@@ -67,7 +67,7 @@ const tooDeep = new WeakSet<Rule[]>();
 export function compileErrors(param: string, rules: Rule[], noun: string): ParamWarning[] {
   if (!compilesTooDeep(rules)) return [];
   return [{ param, message: `${rules.length} ${noun}s make a decision program deeper than wirepath can build`,
-    hint: `split them over elements in a row (each passing on what its ${noun}s do not decide), or join ${noun}s that test one field: 'host a or host b'` }];
+    hint: `split them over elements in a row (each passing on what its ${noun}s do not decide), or join ${noun}s with one outcome into one listing the values: 'host a or host b or ...'` }];
 }
 
 /** The config-data state holding the decision program of the rules `rulesOf(params)`. */
