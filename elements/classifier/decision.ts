@@ -17,6 +17,12 @@ const EMPTY_SLOT = 0xffffffff;
 /** A field that rules need to equal at least this many different values becomes one hash lookup (fewer: a chain of tests is cheaper). */
 const MIN_LOOKUP_VALUES = 4;
 /**
+ * A field that rules only compare with this many values, without needing one of them (each value of 'host a or host b
+ * or ...' is the source's or the destination's), becomes a lookup too: fewer are tests, as the EtherTypes of IPv4, IPv6,
+ * ARP and RARP that most rules compare with (IPv4, the most common, is then one test).
+ */
+const MIN_COMPARED_VALUES = 16;
+/**
  * Past this many nodes and lookup entries the rules stop sharing knowledge across rule boundaries (linear size):
  * a thousand rules 'host X' alone would make half a million entries (a lookup of the destination for each source).
  */
@@ -269,9 +275,10 @@ class Builder {
   private lookup(atom: Atom, rules: RuleState[], facts: Facts): Target | undefined {
     if (atom.compare !== 'eq' || atom.field.base === 'wire') return undefined;
     const key = `${atom.fieldKey}/${atom.mask}`;
-    const values = comparedValues(rules.map((r) => r.formula), atom);
-    if (values.size < MIN_LOOKUP_VALUES) return undefined;
     const needs = rules.map((r) => this.necessaryValues(r.formula).get(key));
+    const needed = new Set(needs.flatMap((v) => (v ? [...v] : [])));
+    const values = needed.size >= MIN_LOOKUP_VALUES ? needed : comparedValues(rules.map((r) => r.formula), atom);
+    if (values.size < (values === needed ? MIN_LOOKUP_VALUES : MIN_COMPARED_VALUES)) return undefined;
     const read = facts.read(atom.field);
     const entries = new Map<number, Target>();
     const sufficient = new Map<number, Set<number>>();
