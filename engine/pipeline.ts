@@ -502,6 +502,12 @@ export class Pipeline {
     this.openSources((node) => !node.type.live);
   }
 
+  /** Closes the sources opened so far, of a pipeline that will not run (a reload refused or abandoned). */
+  closeSources(): void {
+    for (const s of this.sources) s.driver.close();
+    this.sources = [];
+  }
+
   private openSources(which: (node: GraphNode) => boolean): void {
     const opened: SourceState[] = [];
     try {

@@ -55,7 +55,7 @@ export class Supervisor {
         this.current = next.pipeline;
         next.done(report);
       } catch (e) {
-        next.fail(e as Error);
+        this.abandon(next, e as Error);
         return result;
       }
     }
@@ -64,8 +64,14 @@ export class Supervisor {
   /** No run follows: a reload that waits is told why. */
   private end(why: Error): void {
     this.ended = true;
-    this.next?.fail(why);
+    this.abandon(this.next, why);
     this.next = undefined;
+  }
+
+  /** A reload that will not take over: its answer, and its pipeline's open files closed. */
+  private abandon(next: Supervisor['next'], why: Error): void {
+    next?.pipeline.closeSources();
+    next?.fail(why);
   }
 
   /**
@@ -78,9 +84,12 @@ export class Supervisor {
     const config = await loadConfig(file, { ...this.load, text });
     const pipeline = await Pipeline.create(config, this.options);
     pipeline.openFileSources();
-    if (this.ended) throw new Error('the pipeline has ended: there is nothing to reload');
     // A stop asked for meanwhile stands: the running pipeline's state ends with it (a NAT logs its blocks released).
-    if (this.stopped) throw new Error('the pipeline is stopping: there is nothing to reload');
+    const refused = this.ended ? 'the pipeline has ended: there is nothing to reload' : this.stopped ? 'the pipeline is stopping: there is nothing to reload' : undefined;
+    if (refused) {
+      pipeline.closeSources();
+      throw new Error(refused);
+    }
     return new Promise((done, fail) => {
       this.next = { pipeline, done, fail };
       this.current.stop(this.current.carriedInto(pipeline));

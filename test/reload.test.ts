@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { spawn, execFile } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, readPcap, writePcap, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
@@ -110,6 +110,30 @@ test('reload: a ToPcap goes on with the capture it wrote before; one the config 
     assert.is(records.length + extra.length, result.packets_out, 'the packets of both configs');
     assert.ok(records.length >= 2000);
     assert.ok(extra.length > 0 && extra.every((r) => r.data.some((b) => b !== 0)), 'the added one started its file anew: the earlier run\'s record is gone');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('a reload refused because the pipeline is stopping leaves none of its files open', async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'gen.yaml');
+    writeFileSync(file, config(''));
+    const capture = join(dir, 'in.pcap');
+    writePcap(capture, [{ data: Buffer.alloc(60), sec: 1, usec: 0 }]);
+    const openOnCapture = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === capture; } catch { return false; } }).length;
+    const options = { shards: 1 };
+    const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+    const running = supervisor.run();
+    while (supervisor.pipeline().packetsIn() < 100) await new Promise((r) => setTimeout(r, 10));
+    // The new config reads the capture; the stop comes while it is built.
+    const reload = supervisor.reload(`elements:\n  src: { type: FromPcap, file: in.pcap, loop: true }\n  drop: { type: Discard }\nconnections:\n  - src -> drop\n`)
+      .then(() => 'taken over', (e: Error) => e.message);
+    supervisor.stop();
+    await running;
+    assert.match(await reload, /is stopping|has ended/);
+    assert.is(openOnCapture(), 0, 'descriptors open on the capture');
   } finally {
     removeDir(dir);
   }
