@@ -134,6 +134,8 @@ export interface ElementView {
   now(): bigint;
   /** Whether the element's state was loaded from a snapshot file (`run --restore`), not carried over by a reload or new. */
   readonly restored: boolean;
+  /** The element of this name and type in the config that a reload replaced: its parameters and config file. */
+  readonly previous?: { params: any; configFile: string };
   /** Writes a line to the pipeline's log, prefixed with the element's name. */
   log(message: string): void;
 }

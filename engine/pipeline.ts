@@ -551,8 +551,14 @@ export class Pipeline {
       },
       log: (m) => this.log(`${node.name}: ${m}`),
       printFd: this.printFd,
-      previous: this.predecessor.get(node.name)?.type === node.type.type ? this.predecessor.get(node.name) : undefined,
+      previous: this.previousOf(node),
     };
+  }
+
+  /** The element of the node's name and type in the config this pipeline replaced (a reload). */
+  private previousOf(node: GraphNode): { params: any; configFile: string } | undefined {
+    const before = this.predecessor.get(node.name);
+    return before?.type === node.type.type ? before : undefined;
   }
 
   /**
@@ -1320,6 +1326,7 @@ export class Pipeline {
       },
       now: () => this.clockNow(),
       restored: this.restoredFromFile.has(name),
+      previous: this.previousOf(node),
       log: (message) => this.log(`${name}: ${message}`),
       setParam: (param, raw) => {
         const spec = Object.hasOwn(node.type.params, param) ? node.type.params[param] : undefined;

@@ -323,5 +323,39 @@ test('C8 the block log leaves no block open: released when the run ends or a rel
   assert.equal(events, runs.flatMap((e) => Array(count).fill(`${e} pool`)));
 });
 
+test('C8 a reload that moves the block log: the earlier file records the held blocks released, the new one allocated; one that removes the log starts the NAT afresh, and the last file releases them', async () => {
+  const count = 50;
+  trace('moved', 2, undefined, count);
+  const looped = ', loop: true, timing: original';
+  const file = (log: string) => config('moved', `ports_per_block: 1024${log}`, looped);
+  const options: PipelineOptions = { shards: 1 };
+  const first = file(', log: first.jsonl');
+  const supervisor = new Supervisor(await Pipeline.create(await loadConfig(first), options), first, {}, options);
+  const running = supervisor.run();
+  const busy = async () => { const p = supervisor.pipeline(); const from = p.packetsIn(); while (p.packetsIn() < from + count) await new Promise((r) => setTimeout(r, 10)); };
+  try {
+    await busy();
+    assert.ok((await supervisor.reload(readFileSync(file(', log: second.jsonl'), 'utf8'))).kept.includes('nat'));
+    await busy();
+    // The pool holds the log's queue: without a log it is laid out otherwise.
+    assert.equal((await supervisor.reload(readFileSync(file(''), 'utf8'))).restarted, ['nat']);
+    await busy();
+  } finally {
+    supervisor.stop();
+    await running;
+  }
+  const events = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+    .map((r) => `${r.event} ${r.subscriber} ${r.external} ${r.ports}`);
+  const [firstLog, secondLog] = [events('first.jsonl'), events('second.jsonl')];
+  assert.is(firstLog.length, 2 * count);
+  const allocated = firstLog.slice(0, count);
+  assert.ok(allocated.every((e) => e.startsWith('allocate')), firstLog.join('\n'));
+  // The same blocks, held all along: released in the first file, allocated in the second, released there at the second reload.
+  const as = (event: string, records: string[]) => records.map((e) => e.replace(/^\w+/, event)).sort();
+  assert.equal(firstLog.slice(count).sort(), as('release', allocated));
+  assert.equal(secondLog.sort(), [...as('allocate', allocated), ...as('release', allocated)].sort());
+  assert.ok(secondLog.length === 2 * count);
+});
+
 test.after(() => removeDir(dir));
 test.run();

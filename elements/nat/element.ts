@@ -38,8 +38,12 @@ const blockSizeType: ParamType<number> = {
   },
 };
 
-/** Log files are opened once per element and pipeline; the final periodic run closes them. */
-const logs = new WeakMap<object, { write(line: string): void; close(): void; restored: BlockRecord[] }>();
+/**
+ * Log files are opened once per element and pipeline; the final periodic run closes them. `restored`: the blocks held
+ * from the start that this log has yet to record as allocated; `movedFrom`: the log of the config a reload replaced,
+ * which records them released at that time.
+ */
+const logs = new WeakMap<object, { write(line: string): void; close(): void; restored: BlockRecord[]; movedFrom?: string }>();
 
 export default defineElement({
   type: 'NAT',
@@ -109,7 +113,9 @@ export default defineElement({
       + 'subscribers map ports for inbound traffic (a suggested external port is taken when free; PREFER_FAILURE honoured); unset: no PCP (packets to it are translated like any others)', {}),
     pcp_max_lifetime: param.duration('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)', { default: 86400e9 }),
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent. '
-      + 'The blocks still held when the run ends (or a reload starts the NAT afresh) are logged released then, and those a snapshot file restores, allocated', {}),
+      + 'The blocks still held when the run ends (or a reload starts the NAT afresh) are logged released then, and those a snapshot file restores, allocated; '
+      + 'a reload that moves the log to another file logs the blocks held then released in the old file and allocated in the new one '
+      + '(adding or removing the log starts the NAT afresh: its pool holds the log\'s queue)', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
     sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions', 0, 1 << 24, { default: 0 }),
@@ -291,36 +297,52 @@ function fragmentsOf1500(mtu: number): number {
 
 /**
  * Block records from the shards' queue, written as JSON lines. A NAT restored from a snapshot file first logs the
- * blocks it holds as allocated (its last run logged them released); one whose state ends with the run (not
- * carried on by a reload) logs them released, so that no block stays open in the log once its holder is gone.
+ * blocks it holds as allocated (its last run logged them released); so does one that a reload carried on with its
+ * log elsewhere (another file, or standard output), and the log before records them released: each file tells the
+ * whole story of its time. One whose state ends with the run (not carried on by a reload) logs its blocks released,
+ * so that no block stays open in the log once its holder is gone.
  */
 function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   const p = view.params as NatParams;
-  if (!p.log) return;
+  const path = logPath(p, view.configFile);
+  if (!path) return;
   const pool = view.data('pool');
   let log = logs.get(view.params);
   if (!log) {
-    // The first call comes before the first packet: the blocks held now are those a snapshot file restored, if any.
-    log = { ...openLog(view.name, p.log === '-' ? p.log : resolve(dirname(view.configFile), p.log)), restored: view.restored ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
+    // The first call comes before the first packet: the blocks held now are those a snapshot file restored or a
+    // reload carried, if any. (A reload that adds or removes the log starts the NAT afresh: the pool holds its queue.)
+    const before = view.previous && logPath(view.previous.params as NatParams, view.previous.configFile);
+    const moved = !view.restored && before !== undefined && before !== path;
+    log = { ...openLog(view.name, path), restored: view.restored || moved ? heldBlockRecords(pool, p, 'allocate', 0n) : [], movedFrom: moved ? before : undefined };
     logs.set(view.params, log);
     // The queue as the snapshot saw it: the run that took it logs those records itself.
     if (view.restored) drainLog(pool);
   }
   const queued = drainLog(pool);
-  // The restored blocks are logged allocated once the clock has moved (a trace's starts at its first packet), dated no
-  // later than the records that follow them.
+  // The blocks held from the start are logged once the clock has moved (a trace's starts at its first packet), dated
+  // no later than the records that follow them.
   const times = [...(view.now() > 0n ? [Number(view.now() / 1_000_000n)] : []), ...queued.map((r) => Date.parse(r.time))];
   if (log.restored.length && times.length) {
     const time = recordTime(BigInt(Math.min(...times)) * 1_000_000n);
+    if (log.movedFrom) {
+      const earlier = openLog(view.name, log.movedFrom);
+      writeRecords(earlier, log.restored.map((record) => ({ ...record, event: 'release', time })));
+      earlier.close();
+    }
     writeRecords(log, log.restored.map((record) => ({ ...record, time })));
     log.restored = [];
   }
   writeRecords(log, queued);
   if (call === 'due') return;
-  // A run whose clock never moved (no packet) logged nothing of its restored blocks, nor releases them.
+  // A run whose clock never moved (no packet) logged nothing of the blocks it started with, nor releases them.
   if (call === 'end' && !log.restored.length) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
   log.close();
   logs.delete(view.params);
+}
+
+/** Where a NAT's parameters put its block log: a file's path, '-' for standard output, undefined for none. */
+function logPath(p: NatParams, configFile: string): string | undefined {
+  return !p.log ? undefined : p.log === '-' ? '-' : resolve(dirname(configFile), p.log);
 }
 
 function writeRecords(log: { write(line: string): void }, records: BlockRecord[]): void {
