@@ -82,14 +82,17 @@ const EXPRESSIONS: (string | [string, string])[] = [
   // one field equal to many values (a hash lookup in the bit vector)
   'port 53 or port 80 or port 443 or port 5353 or port 8080', 'tcp dst port 22 or 80 or 443 or 8080 or 8443', 'not (udp port 53 or 123 or 5353 or 443)',
   'ip proto 1 or ip proto 6 or ip proto 17 or ip proto 47', 'ip[8] = 1 or ip[8] = 64 or ip[8] = 63 or ip[8] = 128 or ip[8] = 255',
-  // a side already known decides, even where the other reads past the capture (libpcap's optimizer drops that read)
-  'tcp[100] = 1 or ip', 'tcp[100] != 1 or tcp', 'ip[1500] = 0 or ip', 'tcp[100] = 1 or ip[8] = 64', 'not (ip[1500] = 0 and ip)', 'udp and tcp[100] = 1',
+  // reads past the capture end the evaluation where they come
+  'tcp[100] = 1 or ip[8] = 64', 'not (ip[1500] = 0 and ip)', 'udp and tcp[100] = 1', 'tcp[100] = 1 or ip[9] = 6', 'not (tcp[100] = 1 and ip[9] = 17)',
+  'tcp[100] = 1 or ether[12:2] = 0x800', 'ip[9] = 6 and (tcp[100] = 1 or ip[9] > 5)',
   // long lists in one expression (a lookup of each field they test), with the captures' own addresses and ports among them
   listOf(150, (i) => `host 198.19.${i >> 8}.${i & 255}`, { 40: 'host 100.64.0.2', 120: 'host 203.0.113.2' }),
   listOf(120, (i) => `net 10.${i}.0.0/16`, { 7: 'net 198.18.0.0/16', 90: 'net 100.64.0.0/16' }),
   listOf(120, (i) => `port ${20000 + i}`, { 3: 'port 8080', 100: 'port 5353' }),
   `not (${listOf(100, (i) => `src host 198.19.0.${i}`, { 50: 'src host 100.64.0.2' })}) and ip`,
   `tcp and (${listOf(100, (i) => `dst host 198.19.1.${i}`, { 10: 'dst host 198.18.0.2' })})`,
+  // a list with an item of several tests: the items after it are not evaluated before it
+  listOf(40, (i) => `host 198.19.2.${i}`, { 20: 'tcp[100] = 1', 30: 'host 100.64.0.2', 35: 'host 198.18.0.2' }),
 ];
 
 /** `count` terms joined with or; `replace` puts other terms at some positions. */
@@ -221,14 +224,31 @@ test('patterns too many for a bit vector run as the DAG\'s code, and send each p
   assert.equal(await classifierOutputs(patterns, 'dag', true), await classifierOutputs(patterns, 'dag', false));
 });
 
-test('a list of 5000 hosts in one pattern compiles to a lookup of each address field, not a chain of 10000 tests', () => {
-  const list = listOf(5000, (i) => `host 198.19.${i >> 8}.${i & 255}`, {});
-  const { compiled } = compileRules(parseRules([list]));
+test('a list of 5000 hosts in one pattern compiles to a lookup of each address field, not a chain of 10000 tests; three lists of 2000, to lookups of them all', () => {
+  const list = (n: number, net: number) => listOf(n, (i) => `host 198.${net}.${i >> 8}.${i & 255}`, {});
+  const { compiled } = compileRules(parseRules([list(5000, 19)]));
   const lookups = compiled.nodes.filter((n) => n.kind === 'lookup');
   // IPv4 source and destination, ARP and RARP sender and target: lookups of all 5000 addresses each.
   assert.ok(compiled.nodes.length < 12, `${compiled.nodes.length} nodes`);
   assert.equal(lookups.map((n) => n.kind === 'lookup' && n.entries.size), [5000, 5000, 5000, 5000]);
   assert.is(compiled.mode, 'shared');
+  // Each list's values lead to its pattern, or to an earlier list's by the other address.
+  const three = compileRules(parseRules([list(2000, 19), list(2000, 20), list(2000, 21)])).compiled;
+  assert.is(three.mode, 'shared');
+  assert.ok(three.nodes.length < 20, `${three.nodes.length} nodes`);
+});
+
+test('patterns that are lists send each packet to the first list holding its source or destination, as tcpdump matches each list', async () => {
+  // Overlapping lists of the captures' own addresses among others: the order decides.
+  const patterns = [listOf(20, (i) => `host 198.19.3.${i}`, { 5: 'host 100.64.0.1' }), listOf(20, (i) => `host 198.19.4.${i}`, { 7: 'host 198.18.0.1', 9: 'host 100.64.0.2' }),
+    listOf(20, (i) => `net 10.${i}.0.0/16`, { 3: 'net 203.0.113.0/24', 11: 'net 198.18.0.0/16' })];
+  const outputs = await classifierOutputs(patterns, 'lists', true);
+  (Object.keys(CAPTURES) as (keyof typeof CAPTURES)[]).forEach((capture, c) => {
+    const taken = new Set<number>();
+    const expected = patterns.map((p) => tcpdumpMatches(capture, p, workDir).filter((n) => !taken.has(n) && taken.add(n)));
+    assert.equal(outputs[c], expected, capture);
+  });
+  assert.ok(patterns.every((_, k) => outputs.some((capture) => capture[k].length > 0)), JSON.stringify(outputs.map((c) => c.map((o) => o.length))));
 });
 
 test(`${EXPRESSIONS.length} expressions were checked on ${Object.keys(CAPTURES).length} captures`, () => {

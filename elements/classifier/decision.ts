@@ -118,15 +118,42 @@ class Facts {
   }
 
   get key(): string {
-    if (this.cachedKey === undefined) {
-      const parts = [this.longer, this.shorter, [...this.transportFits], [...this.transportFails],
-        [...this.atoms].sort((a, b) => a[0] - b[0]).map(([id, v]) => `${id}${v ? '+' : '-'}`).join(','),
-        [...this.equal].sort().map(([k, v]) => `${k}=${v.join(';')}`).join(','),
-        [...this.excluded].sort().map(([k, v]) => `${k}!${setId(v)}`).join(',')];
-      this.cachedKey = JSON.stringify(parts);
-    }
+    if (this.cachedKey === undefined) this.cachedKey = this.keyFor();
     return this.cachedKey;
   }
+
+  /**
+   * The facts that can decide the atoms `mentioned` (all when undefined), as a string: what else this path knew
+   * (a value of a field the rules no longer test) does not make another state.
+   */
+  keyFor(mentioned?: Mentioned[]): string {
+    const atom = (id: number) => !mentioned || mentioned.some((m) => m.atoms.has(id));
+    const field = (key: string) => !mentioned || mentioned.some((m) => m.fields.has(key));
+    const atoms = [...this.atoms].filter(([id]) => atom(id));
+    const equal = [...this.equal].filter(([k]) => field(k));
+    const excluded = [...this.excluded].filter(([k]) => field(k.slice(0, k.lastIndexOf('/'))));
+    return JSON.stringify([this.longer, this.shorter, [...this.transportFits], [...this.transportFails],
+      atoms.sort((a, b) => a[0] - b[0]).map(([id, v]) => `${id}${v ? '+' : '-'}`).join(','),
+      equal.sort().map(([k, v]) => `${k}=${v.join(';')}`).join(','),
+      excluded.sort().map(([k, v]) => `${k}!${setId(v)}`).join(',')]);
+  }
+}
+
+/** The atoms (by id) and fields (by fieldKey) that a formula tests. */
+interface Mentioned { atoms: Set<number>; fields: Set<string> }
+
+function mentionedBy(formula: Formula): Mentioned {
+  const out: Mentioned = { atoms: new Set(), fields: new Set() };
+  const seen = new Set<number>();
+  const visit = (f: Formula): void => {
+    if (seen.has(f.id)) return;
+    seen.add(f.id);
+    if (f.kind === 'atom') { out.atoms.add(f.atom.id); out.fields.add(f.atom.fieldKey); }
+    else if (f.kind === 'not') visit(f.arg);
+    else if (f.kind === 'and' || f.kind === 'or') { visit(f.left); visit(f.right); }
+  };
+  visit(formula);
+  return out;
 }
 
 let nextSetId = 0;
@@ -174,6 +201,7 @@ class Builder {
   private readonly root: Target;
   /** Nodes and lookup entries made so far. */
   private size = 0;
+  private readonly mentioned = new Map<number, Mentioned>();
 
   constructor(private readonly f: Formulas, private readonly formulas: Formula[], private readonly mode: 'shared' | 'chained') {
     this.root = mode === 'shared'
@@ -226,15 +254,14 @@ class Builder {
         break;
       }
       case 'not': out = this.f.not(this.simplify(formula.arg, facts, memo)); break;
-      // A side that the facts decide can decide the whole even where the left reads past the capture (Formulas.and).
       case 'and': {
         const left = this.simplify(formula.left, facts, memo);
-        out = left.kind === 'false' ? left : this.f.and(left, this.simplify(formula.right, facts, memo));
+        out = left.kind === 'false' || left.kind === 'fault' ? left : this.f.and(left, this.simplify(formula.right, facts, memo));
         break;
       }
       case 'or': {
         const left = this.simplify(formula.left, facts, memo);
-        out = left.kind === 'true' ? left : this.f.or(left, this.simplify(formula.right, facts, memo));
+        out = left.kind === 'true' || left.kind === 'fault' ? left : this.f.or(left, this.simplify(formula.right, facts, memo));
         break;
       }
       default: out = formula;
@@ -256,7 +283,7 @@ class Builder {
     const rules = decided < 0 ? live : live.slice(0, decided + 1);
     if (rules.length === 0) return terminal(NO_MATCH);
     if (rules[0].formula.kind === 'true') return terminal(rules[0].rule);
-    const key = rules.map((r) => `${r.rule}:${r.formula.id}`).join(',') + facts.key;
+    const key = rules.map((r) => `${r.rule}:${r.formula.id}`).join(',') + facts.keyFor(rules.map((r) => this.mentions(r.formula)));
     const known = this.memo.get(key);
     if (known !== undefined) return known;
     const atom = firstAtom(rules[0].formula);
@@ -281,24 +308,40 @@ class Builder {
     if (values.size < (values === needed ? MIN_LOOKUP_VALUES : MIN_COMPARED_VALUES)) return undefined;
     const read = facts.read(atom.field);
     const entries = new Map<number, Target>();
-    const sufficient = new Map<number, Set<number>>();
-    for (const value of values) {
-      // A rule that needs other values cannot match here; only the others are simplified.
-      const candidates = rules.filter((_, i) => needs[i] === undefined || needs[i]!.has(value));
-      // The first of them matches when the value alone makes it true: no need to simplify them all (a list of a
-      // thousand hosts would be simplified a thousand times).
-      const first = candidates[0];
-      if (first && !sufficient.has(first.rule)) sufficient.set(first.rule, sufficientValues(first.formula, atom));
-      if (first && sufficient.get(first.rule)!.has(value)) { entries.set(value, terminal(first.rule)); continue; }
-      const branch = read.withValue(atom.fieldKey, atom.mask, value);
-      entries.set(value, this.build(this.simplifyAll(candidates, branch), branch));
-    }
+    // A list holding the value matches: libpcap's optimizer, too, moves the tests of a loaded field in a list before
+    // its other items (or_pullup), whatever they would read. And a list of a thousand hosts is not simplified a
+    // thousand times.
+    const lists = rules.map((r) => listValues(r.formula, atom));
     const rest = read.withExcluded(atom.fieldKey, atom.mask, values);
+    // A rule that compares the field only for equality with other values is simplified as in the default branch (once).
+    const compared = rules.map((r) => equalityValues(r.formula, atom));
+    const asOtherwise = new Map<number, Formula>();
+    const otherwise = (r: RuleState) => {
+      if (!asOtherwise.has(r.rule)) asOtherwise.set(r.rule, this.simplify(r.formula, rest, new Map()));
+      return asOtherwise.get(r.rule)!;
+    };
+    for (const value of values) {
+      const branch = read.withValue(atom.fieldKey, atom.mask, value);
+      const memo = new Map<number, Formula>();
+      // A rule that needs other values cannot match here; only the others are simplified.
+      const candidates = rules.flatMap((r, i) => (needs[i] !== undefined && !needs[i]!.has(value) ? [] : [{
+        rule: r.rule,
+        formula: lists[i]?.has(value) ? this.f.TRUE : compared[i] && !compared[i]!.has(value) ? otherwise(r) : this.simplify(r.formula, branch, memo),
+      }]));
+      entries.set(value, candidates[0]?.formula.kind === 'true' ? terminal(candidates[0].rule) : this.build(candidates, branch));
+    }
     return this.node({
       kind: 'lookup', field: atom.field, fieldKey: atom.fieldKey, mask: atom.mask, entries,
-      otherwise: this.build(this.simplifyAll(rules.filter((_, i) => needs[i] === undefined), rest), rest),
+      otherwise: this.build(rules.filter((_, i) => needs[i] === undefined).map((r) => ({ rule: r.rule, formula: otherwise(r) })), rest),
       fault: facts.readable(atom.field) === 'ok' ? terminal(NO_MATCH) : this.build(this.simplifyAll(rules, facts.failed(atom.field)), facts.failed(atom.field)),
     });
+  }
+
+  /** What a formula tests, once per formula (rules come back as the same formulas in many branches). */
+  private mentions(formula: Formula): Mentioned {
+    let m = this.mentioned.get(formula.id);
+    if (!m) this.mentioned.set(formula.id, (m = mentionedBy(formula)));
+    return m;
   }
 
   /** A test of the atom; its short-capture branch only when this path does not know the field is there. */
@@ -383,29 +426,38 @@ function comparedValues(formulas: Formula[], like: Atom): Set<number> {
 }
 
 /**
- * The values of the atom's masked field that make the formula true by themselves, whatever else the packet holds
- * (a side known true decides an or, Formulas.or). The values found in a subformula are not kept: one walk each.
+ * For a rule that is an or of single comparisons (a list, as the path has simplified it), the values it compares the
+ * atom's masked field with; undefined for any other rule.
  */
-function sufficientValues(formula: Formula, like: Atom): Set<number> {
-  switch (formula.kind) {
-    case 'true': return new Set(); // (no rule reaches a lookup as a constant)
-    case 'atom': {
-      const a = formula.atom;
-      return a.compare === 'eq' && a.fieldKey === like.fieldKey && a.mask === like.mask ? new Set([a.value]) : new Set();
+function listValues(formula: Formula, like: Atom): Set<number> | undefined {
+  const values = new Set<number>();
+  const collect = (f: Formula): boolean => {
+    if (f.kind === 'or') return collect(f.left) && collect(f.right);
+    if (f.kind !== 'atom') return false;
+    if (f.atom.compare === 'eq' && f.atom.fieldKey === like.fieldKey && f.atom.mask === like.mask) values.add(f.atom.value);
+    return true;
+  };
+  return collect(formula) ? values : undefined;
+}
+
+/** The values a formula compares the atom's field with, when it tests that field only so (else undefined). */
+function equalityValues(formula: Formula, like: Atom): Set<number> | undefined {
+  const values = new Set<number>();
+  const seen = new Set<number>();
+  const visit = (f: Formula): boolean => {
+    if (seen.has(f.id)) return true;
+    seen.add(f.id);
+    if (f.kind === 'atom') {
+      if (f.atom.fieldKey !== like.fieldKey) return true;
+      if (f.atom.compare !== 'eq' || f.atom.mask !== like.mask) return false;
+      values.add(f.atom.value);
+      return true;
     }
-    case 'or': {
-      const [small, large] = [sufficientValues(formula.left, like), sufficientValues(formula.right, like)].sort((x, y) => x.size - y.size);
-      small.forEach((v) => large.add(v));
-      return large;
-    }
-    case 'and': {
-      const left = sufficientValues(formula.left, like);
-      if (left.size === 0) return left;
-      const right = sufficientValues(formula.right, like);
-      return new Set([...left].filter((v) => right.has(v)));
-    }
-    default: return new Set();
-  }
+    if (f.kind === 'not') return visit(f.arg);
+    if (f.kind === 'and' || f.kind === 'or') return visit(f.left) && visit(f.right);
+    return true;
+  };
+  return visit(formula) ? values : undefined;
 }
 
 /** The atom a formula evaluates first (constants are folded away, so the leftmost leaf is one). */

@@ -77,23 +77,16 @@ export class Formulas {
     return this.intern(`!${arg.id}`, () => ({ kind: 'not', arg }));
   }
 
-  /**
-   * Short-circuit and: the right side is evaluated only when the left is true. A right side known false
-   * decides it whatever the left (a read past the capture included), as libpcap's optimizer drops a test
-   * whose outcome no longer matters, and the read with it.
-   */
+  /** Short-circuit and: the right side is evaluated only when the left is true. */
   and(left: Formula, right: Formula): Formula {
-    if (left.kind === 'false' || right.kind === 'false') return this.FALSE;
-    if (left.kind === 'fault') return left;
+    if (left.kind === 'false' || left.kind === 'fault') return left;
     if (left.kind === 'true') return right;
     if (right.kind === 'true') return left;
     return this.intern(`&${left.id},${right.id}`, () => ({ kind: 'and', left, right }));
   }
 
-  /** Short-circuit or; a right side known true decides it, as in `and`. */
   or(left: Formula, right: Formula): Formula {
-    if (left.kind === 'true' || right.kind === 'true') return this.TRUE;
-    if (left.kind === 'fault') return left;
+    if (left.kind === 'true' || left.kind === 'fault') return left;
     if (left.kind === 'false') return right;
     if (right.kind === 'false') return left;
     return this.intern(`|${left.id},${right.id}`, () => ({ kind: 'or', left, right }));
