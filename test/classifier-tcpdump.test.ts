@@ -91,6 +91,8 @@ const EXPRESSIONS: (string | [string, string])[] = [
   listOf(120, (i) => `port ${20000 + i}`, { 3: 'port 8080', 100: 'port 5353' }),
   `not (${listOf(100, (i) => `src host 198.19.0.${i}`, { 50: 'src host 100.64.0.2' })}) and ip`,
   `tcp and (${listOf(100, (i) => `dst host 198.19.1.${i}`, { 10: 'dst host 198.18.0.2' })})`,
+  // short lists, on frames cut after the source: each field's items are tested together, as libpcap's optimizer groups them
+  'host 198.19.9.9 or host 100.64.0.1', 'port 9999 or port 40000', 'src host 198.19.9.9 or dst host 198.19.9.8 or src host 100.64.0.1',
   // a list with an item of several tests: the items after it are not evaluated before it
   listOf(40, (i) => `host 198.19.2.${i}`, { 20: 'tcp[100] = 1', 30: 'host 100.64.0.2', 35: 'host 198.18.0.2' }),
 ];

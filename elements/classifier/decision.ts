@@ -185,12 +185,12 @@ export interface CompiledRules {
 class BudgetExceeded extends Error {}
 
 /** Builds the decision DAG of formulas (made by one Formulas) evaluated in order, first match wins. */
-export function buildDecisions(f: Formulas, formulas: Formula[]): CompiledRules {
+export function buildDecisions(f: Formulas, formulas: Formula[], lists: boolean[] = []): CompiledRules {
   try {
-    return new Builder(f, formulas, 'shared').result();
+    return new Builder(f, formulas, lists, 'shared').result();
   } catch (e) {
     if (!(e instanceof BudgetExceeded)) throw e;
-    return new Builder(f, formulas, 'chained').result();
+    return new Builder(f, formulas, lists, 'chained').result();
   }
 }
 
@@ -202,8 +202,10 @@ class Builder {
   /** Nodes and lookup entries made so far. */
   private size = 0;
   private readonly mentioned = new Map<number, Mentioned>();
+  private readonly ordered = new Map<number, Formula>();
 
-  constructor(private readonly f: Formulas, private readonly formulas: Formula[], private readonly mode: 'shared' | 'chained') {
+  /** `lists`: per rule, whether it is a list of addresses or of ports (isList), whose tests libpcap's optimizer regroups. */
+  constructor(private readonly f: Formulas, private readonly formulas: Formula[], private readonly lists: boolean[], private readonly mode: 'shared' | 'chained') {
     this.root = mode === 'shared'
       ? this.build(formulas.map((formula, rule) => ({ rule, formula })), Facts.NONE)
       : this.chainFromLast();
@@ -283,6 +285,7 @@ class Builder {
     const rules = decided < 0 ? live : live.slice(0, decided + 1);
     if (rules.length === 0) return terminal(NO_MATCH);
     if (rules[0].formula.kind === 'true') return terminal(rules[0].rule);
+    if (this.lists[rules[0].rule]) rules[0] = { rule: rules[0].rule, formula: this.inLoadOrder(rules[0].formula) };
     const key = rules.map((r) => `${r.rule}:${r.formula.id}`).join(',') + facts.keyFor(rules.map((r) => this.mentions(r.formula)));
     const known = this.memo.get(key);
     if (known !== undefined) return known;
@@ -311,7 +314,7 @@ class Builder {
     // A list holding the value matches: libpcap's optimizer, too, moves the tests of a loaded field in a list before
     // its other items (or_pullup), whatever they would read. And a list of a thousand hosts is not simplified a
     // thousand times.
-    const lists = rules.map((r) => listValues(r.formula, atom));
+    const lists = rules.map((r) => (this.lists[r.rule] ? listValues(r.formula, atom) : undefined));
     const rest = read.withExcluded(atom.fieldKey, atom.mask, values);
     // A rule that compares the field only for equality with other values is simplified as in the default branch (once).
     const compared = rules.map((r) => equalityValues(r.formula, atom));
@@ -335,6 +338,32 @@ class Builder {
       otherwise: this.build(rules.filter((_, i) => needs[i] === undefined).map((r) => ({ rule: r.rule, formula: otherwise(r) })), rest),
       fault: facts.readable(atom.field) === 'ok' ? terminal(NO_MATCH) : this.build(this.simplifyAll(rules, facts.failed(atom.field)), facts.failed(atom.field)),
     });
+  }
+
+  /**
+   * A list rule's formula, on this path an or of single comparisons, with its items grouped by the field they read,
+   * the fields in the order of their first item: libpcap's optimizer moves the tests of a loaded field in such a chain
+   * before the next load (or_pullup), so that 'host a or host b' compares the source with both before it reads the
+   * destination. Other formulas as they are.
+   */
+  private inLoadOrder(formula: Formula): Formula {
+    let ordered = this.ordered.get(formula.id);
+    if (ordered) return ordered;
+    const items: Formula[] = [];
+    const collect = (f: Formula): boolean => (f.kind === 'or' ? collect(f.left) && collect(f.right) : f.kind === 'atom' && items.push(f) > 0);
+    ordered = formula;
+    if (collect(formula)) {
+      const fields = [...new Set(items.map((i) => (i as Formula & { kind: 'atom' }).atom.fieldKey))];
+      const rank = new Map(fields.map((k, i) => [k, i]));
+      const sorted = [...items].sort((a, b) => rank.get((a as Formula & { kind: 'atom' }).atom.fieldKey)! - rank.get((b as Formula & { kind: 'atom' }).atom.fieldKey)!);
+      if (sorted.some((item, i) => item !== items[i])) {
+        const balanced = (from: number, to: number): Formula =>
+          to - from === 1 ? sorted[from] : this.f.or(balanced(from, (from + to) >> 1), balanced((from + to) >> 1, to));
+        ordered = balanced(0, sorted.length);
+      }
+    }
+    this.ordered.set(formula.id, ordered);
+    return ordered;
   }
 
   /** What a formula tests, once per formula (rules come back as the same formulas in many branches). */
@@ -397,7 +426,8 @@ class Builder {
   }
 
   private chain(rule: number, formula: Formula, facts: Facts): Target {
-    const f = this.simplify(formula, facts, new Map());
+    const simplified = this.simplify(formula, facts, new Map());
+    const f = this.lists[rule] ? this.inLoadOrder(simplified) : simplified;
     if (f.kind === 'true') return terminal(rule);
     if (f.kind === 'false' || f.kind === 'fault') return this.chainStart(rule + 1);
     const key = `${rule}:${f.id}${facts.key}`;
@@ -480,7 +510,26 @@ export interface RuleSet {
 export function compileRules(expressions: Expr[]): RuleSet {
   const f = new Formulas();
   const formulas = expressions.map((e) => lower(e, f));
-  return { expressions, compiled: { ...buildDecisions(f, formulas), vector: planBitVector(formulas) } };
+  return { expressions, compiled: { ...buildDecisions(f, formulas, expressions.map(isList)), vector: planBitVector(formulas) } };
+}
+
+/**
+ * Whether an expression is a list: IPv4 hosts and nets ('host a or src net b or ...') or ports of one protocol, joined
+ * by or. libpcap's optimizer makes such a chain of single tests once it knows the protocol, and regroups its tests by
+ * the field they load (or_pullup); an item of several tests of its own (tcp[100] = 1, a protocol) stops that.
+ */
+function isList(expr: Expr): boolean {
+  const items: Expr[] = [];
+  // Down the left, as parsed, without recursion: a list of thousands is as deep.
+  const collect = (e: Expr): void => {
+    let at = e;
+    for (; at.kind === 'or'; at = at.left) collect(at.right);
+    items.push(at);
+  };
+  collect(expr);
+  const [first] = items;
+  return items.every((e) => (e.kind === 'address' && first.kind === 'address' && e.family === first.family && e.vlans === first.vlans)
+    || (e.kind === 'port' && first.kind === 'port' && e.protocol === first.protocol && e.vlans === first.vlans && !e.negated && e.low === e.high));
 }
 
 export interface RuleWarning { rule: number; message: string; hint?: string }
