@@ -241,15 +241,22 @@ test('a list of 5000 hosts in one pattern compiles to a lookup of each address f
 });
 
 test('patterns that are lists send each packet to the first list holding its source or destination, as tcpdump matches each list', async () => {
+  // A list that tests the destination first reads it first, also where an earlier list made a lookup of the source.
+  const destinationFirst = [listOf(16, (i) => `host 198.19.5.${i}`, {}), 'dst host 198.19.7.7 or src host 100.64.0.1'];
+  const firstMatch = async (patterns: string[], name: string) => {
+    const outputs = await classifierOutputs(patterns, name, true);
+    (Object.keys(CAPTURES) as (keyof typeof CAPTURES)[]).forEach((capture, c) => {
+      const taken = new Set<number>();
+      const expected = patterns.map((p) => tcpdumpMatches(capture, p, workDir).filter((n) => !taken.has(n) && taken.add(n)));
+      assert.equal(outputs[c], expected, `${name}, ${capture}`);
+    });
+    return outputs;
+  };
+  await firstMatch(destinationFirst, 'destination-first');
   // Overlapping lists of the captures' own addresses among others: the order decides.
   const patterns = [listOf(20, (i) => `host 198.19.3.${i}`, { 5: 'host 100.64.0.1' }), listOf(20, (i) => `host 198.19.4.${i}`, { 7: 'host 198.18.0.1', 9: 'host 100.64.0.2' }),
     listOf(20, (i) => `net 10.${i}.0.0/16`, { 3: 'net 203.0.113.0/24', 11: 'net 198.18.0.0/16' })];
-  const outputs = await classifierOutputs(patterns, 'lists', true);
-  (Object.keys(CAPTURES) as (keyof typeof CAPTURES)[]).forEach((capture, c) => {
-    const taken = new Set<number>();
-    const expected = patterns.map((p) => tcpdumpMatches(capture, p, workDir).filter((n) => !taken.has(n) && taken.add(n)));
-    assert.equal(outputs[c], expected, capture);
-  });
+  const outputs = await firstMatch(patterns, 'lists');
   assert.ok(patterns.every((_, k) => outputs.some((capture) => capture[k].length > 0)), JSON.stringify(outputs.map((c) => c.map((o) => o.length))));
 });
 

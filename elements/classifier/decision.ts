@@ -314,7 +314,7 @@ class Builder {
     // A list holding the value matches: libpcap's optimizer, too, moves the tests of a loaded field in a list before
     // its other items (or_pullup), whatever they would read. And a list of a thousand hosts is not simplified a
     // thousand times.
-    const lists = rules.map((r) => (this.lists[r.rule] ? listValues(r.formula, atom) : undefined));
+    const lists = rules.map((r) => this.listValues(r, atom));
     const rest = read.withExcluded(atom.fieldKey, atom.mask, values);
     // A rule that compares the field only for equality with other values is simplified as in the default branch (once).
     const compared = rules.map((r) => equalityValues(r.formula, atom));
@@ -364,6 +364,16 @@ class Builder {
     }
     this.ordered.set(formula.id, ordered);
     return ordered;
+  }
+
+  /**
+   * For a list rule whose first tests (inLoadOrder) are of the atom's masked field, the values it compares that field
+   * with: any of them makes it true once the field is read. Undefined for any other rule.
+   */
+  private listValues(r: RuleState, like: Atom): Set<number> | undefined {
+    if (!this.lists[r.rule]) return undefined;
+    const values = listValues(r.formula, like);
+    return values && firstAtom(this.inLoadOrder(r.formula)).fieldKey === like.fieldKey ? values : undefined;
   }
 
   /** What a formula tests, once per formula (rules come back as the same formulas in many branches). */
