@@ -85,7 +85,8 @@ export class Supervisor {
     const pipeline = await Pipeline.create(config, this.options);
     pipeline.openFileSources();
     // A stop asked for meanwhile stands: the running pipeline's state ends with it (a NAT logs its blocks released).
-    const refused = this.ended ? 'the pipeline has ended: there is nothing to reload' : this.stopped ? 'the pipeline is stopping: there is nothing to reload' : undefined;
+    const refused = this.ended ? 'the pipeline has ended: there is nothing to reload' : this.stopped ? 'the pipeline is stopping: there is nothing to reload'
+      : this.next ? 'a reload is already in progress' : undefined;
     if (refused) {
       pipeline.closeSources();
       throw new Error(refused);

@@ -115,7 +115,7 @@ test('reload: a ToPcap goes on with the capture it wrote before; one the config 
   }
 });
 
-test('a reload refused because the pipeline is stopping leaves none of its files open', async () => {
+test('a reload refused (another in progress, or the pipeline stopping) leaves none of its files open', async () => {
   const dir = tempDir();
   try {
     const file = join(dir, 'gen.yaml');
@@ -127,6 +127,15 @@ test('a reload refused because the pipeline is stopping leaves none of its files
     const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
     const running = supervisor.run();
     while (supervisor.pipeline().packetsIn() < 100) await new Promise((r) => setTimeout(r, 10));
+    // Two reloads at once: the second is refused, and leaves no file open either.
+    const withCapture = (name: string) => `elements:\n  gen: { type: Generator, count: 0, flows: 50, timing: original, rate: 20000 }\n  src: { type: FromPcap, file: ${name}, loop: true }\n`
+      + '  drop: { type: Discard }\nconnections:\n  - gen -> drop\n  - src -> drop\n';
+    writePcap(join(dir, 'other.pcap'), [{ data: Buffer.alloc(60), sec: 1, usec: 0 }]);
+    const outcome = (p: Promise<unknown>) => p.then(() => 'taken over', (e: Error) => e.message);
+    const both = await Promise.all([outcome(supervisor.reload(withCapture('other.pcap'))), outcome(supervisor.reload(withCapture('in.pcap')))]);
+    assert.equal(both.sort(), ['a reload is already in progress', 'taken over']);
+    const open = (file: string) => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === join(dir, file); } catch { return false; } }).length;
+    assert.is(open('in.pcap') + open('other.pcap'), 1, 'descriptors open on the captures: the running config\'s only');
     // The new config reads the capture; the stop comes while it is built.
     const reload = supervisor.reload(`elements:\n  src: { type: FromPcap, file: in.pcap, loop: true }\n  drop: { type: Discard }\nconnections:\n  - src -> drop\n`)
       .then(() => 'taken over', (e: Error) => e.message);
