@@ -136,6 +136,8 @@ export interface ElementView {
   readonly restored: boolean;
   /** The element of this name and type in the config that a reload replaced: its parameters and config file. */
   readonly previous?: { params: any; configFile: string };
+  /** In the final periodic call ('handover'): the element of the reloaded config that carries this one's state on. */
+  readonly next?: { params: any; configFile: string };
   /** Writes a line to the pipeline's log, prefixed with the element's name. */
   log(message: string): void;
 }

@@ -138,7 +138,8 @@ export class Pipeline {
   private ioBlocks = new Map<string, number>();
   private stopRequested = false;
   /** The elements whose state the pipeline that replaces this one carries on (stop). */
-  private handover = new Set<string>();
+  /** The elements whose state a reloaded pipeline carries on, and that pipeline's element of each name (stop). */
+  private handover = new Map<string, { params: any; configFile: string }>();
   /** Snapshots waiting for the shards to go idle: the sources wait meanwhile. */
   private quiesce = 0;
   /** A snapshot is reading the shards' state: the run does not end, nor a scale event start, until it has. */
@@ -565,7 +566,7 @@ export class Pipeline {
    * Asks the pipeline to stop: sources stop reading, packets in flight are finished and written. `handover`: the
    * elements whose state a reloaded pipeline carries on (carriedInto).
    */
-  stop(handover = new Set<string>()): void {
+  stop(handover = new Map<string, { params: any; configFile: string }>()): void {
     this.handover = handover;
     this.stopRequested = true;
   }
@@ -1170,14 +1171,17 @@ export class Pipeline {
     for (const node of old.graph.nodes) this.predecessor.set(node.name, { type: node.type.type, params: node.instance.params, configFile: old.config.file });
   }
 
-  /** The elements whose state `next`, a reload of this pipeline, carries on: same name and type, shared data laid out alike. */
-  carriedInto(next: Pipeline): Set<string> {
-    const carried = new Set<string>();
+  /**
+   * The elements whose state `next`, a reload of this pipeline, carries on (same name and type, shared data laid out
+   * alike), each with `next`'s element of that name: its parameters and config file.
+   */
+  carriedInto(next: Pipeline): Map<string, { params: any; configFile: string }> {
+    const carried = new Map<string, { params: any; configFile: string }>();
     for (const node of this.graph.nodes) {
       const other = next.graph.byName.get(node.name);
       if (!node.type.state || other?.type.type !== node.type.type) continue;
       const fields = Object.keys(node.type.state);
-      if (fields.every((field) => dataLayoutOf(node, field) === dataLayoutOf(other, field))) carried.add(node.name);
+      if (fields.every((field) => dataLayoutOf(node, field) === dataLayoutOf(other, field))) carried.set(node.name, { params: other.instance.params, configFile: next.config.file });
     }
     return carried;
   }
@@ -1327,6 +1331,7 @@ export class Pipeline {
       now: () => this.clockNow(),
       restored: this.restoredFromFile.has(name),
       previous: this.previousOf(node),
+      next: this.handover.get(name),
       log: (message) => this.log(`${name}: ${message}`),
       setParam: (param, raw) => {
         const spec = Object.hasOwn(node.type.params, param) ? node.type.params[param] : undefined;

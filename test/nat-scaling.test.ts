@@ -355,6 +355,19 @@ test('C8 a reload that moves the block log: the earlier file records the held bl
   assert.equal(firstLog.slice(count).sort(), as('release', allocated));
   assert.equal(secondLog.sort(), [...as('allocate', allocated), ...as('release', allocated)].sort());
   assert.ok(secondLog.length === 2 * count);
+
+  // Moved to a config that sees no packet (an empty capture): its clock never moves, so it logs nothing, and the
+  // file before is complete.
+  const third = file(', log: third.jsonl');
+  writePcap(join(dir, 'quiet.pcap'), []);
+  const moving = new Supervisor(await Pipeline.create(await loadConfig(third), options), third, {}, options);
+  const ran = moving.run();
+  while (moving.pipeline().packetsIn() < count) await new Promise((r) => setTimeout(r, 10));
+  assert.ok((await moving.reload(readFileSync(config('quiet', 'ports_per_block: 1024, log: fourth.jsonl'), 'utf8'))).kept.includes('nat'));
+  await ran;
+  const thirdLog = events('third.jsonl');
+  assert.equal(thirdLog.filter((e) => e.startsWith('release')).sort(), as('release', thirdLog.filter((e) => e.startsWith('allocate'))));
+  assert.is(readFileSync(join(dir, 'fourth.jsonl'), 'utf8'), '');
 });
 
 test.after(() => removeDir(dir));

@@ -40,10 +40,11 @@ const blockSizeType: ParamType<number> = {
 
 /**
  * Log files are opened once per element and pipeline; the final periodic run closes them. `restored`: the blocks held
- * from the start that this log has yet to record as allocated; `movedFrom`: the log of the config a reload replaced,
- * which records them released at that time.
+ * from the start that this log has yet to record as allocated.
  */
-const logs = new WeakMap<object, { write(line: string): void; close(): void; restored: BlockRecord[]; movedFrom?: string }>();
+const logs = new WeakMap<object, { write(line: string): void; close(): void; restored: BlockRecord[] }>();
+/** The parameters of NATs that a reload took over before they logged the blocks they started with (no packet came). */
+const unlogged = new WeakSet<object>();
 
 export default defineElement({
   type: 'NAT',
@@ -298,9 +299,10 @@ function fragmentsOf1500(mtu: number): number {
 /**
  * Block records from the shards' queue, written as JSON lines. A NAT restored from a snapshot file first logs the
  * blocks it holds as allocated (its last run logged them released); so does one that a reload carried on with its
- * log elsewhere (another file, or standard output), and the log before records them released: each file tells the
- * whole story of its time. One whose state ends with the run (not carried on by a reload) logs its blocks released,
- * so that no block stays open in the log once its holder is gone.
+ * log elsewhere (another file, or standard output), whose predecessor logged them released at the handover: each
+ * file tells the whole story of its time. Blocks a NAT started with are logged once its clock has moved; one taken
+ * over before that leaves them to its successor. One whose state ends with the run (not carried on by a reload) logs
+ * its blocks released, so that no block stays open in the log once its holder is gone.
  */
 function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   const p = view.params as NatParams;
@@ -311,9 +313,10 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   if (!log) {
     // The first call comes before the first packet: the blocks held now are those a snapshot file restored or a
     // reload carried, if any. (A reload that adds or removes the log starts the NAT afresh: the pool holds its queue.)
-    const before = view.previous && logPath(view.previous.params as NatParams, view.previous.configFile);
-    const moved = !view.restored && before !== undefined && before !== path;
-    log = { ...openLog(view.name, path), restored: view.restored || moved ? heldBlockRecords(pool, p, 'allocate', 0n) : [], movedFrom: moved ? before : undefined };
+    const previous = view.previous;
+    const moved = previous !== undefined && logPath(previous.params as NatParams, previous.configFile) !== path;
+    const pending = view.restored || moved || (previous !== undefined && unlogged.has(previous.params));
+    log = { ...openLog(view.name, path), restored: pending ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
     logs.set(view.params, log);
     // The queue as the snapshot saw it: the run that took it logs those records itself.
     if (view.restored) drainLog(pool);
@@ -324,16 +327,16 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   const times = [...(view.now() > 0n ? [Number(view.now() / 1_000_000n)] : []), ...queued.map((r) => Date.parse(r.time))];
   if (log.restored.length && times.length) {
     const time = recordTime(BigInt(Math.min(...times)) * 1_000_000n);
-    if (log.movedFrom) {
-      const earlier = openLog(view.name, log.movedFrom);
-      writeRecords(earlier, log.restored.map((record) => ({ ...record, event: 'release', time })));
-      earlier.close();
-    }
     writeRecords(log, log.restored.map((record) => ({ ...record, time })));
     log.restored = [];
   }
   writeRecords(log, queued);
   if (call === 'due') return;
+  if (call === 'handover') {
+    // Not logged yet: the NAT that takes over logs them. Logged, and the log moves: released here, allocated there.
+    if (log.restored.length) unlogged.add(view.params);
+    else if (view.next && logPath(view.next.params as NatParams, view.next.configFile) !== path) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
+  }
   // A run whose clock never moved (no packet) logged nothing of the blocks it started with, nor releases them.
   if (call === 'end' && !log.restored.length) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
   log.close();
