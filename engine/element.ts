@@ -114,6 +114,9 @@ export interface PortSpec {
   optional?: boolean;
 }
 
+/** An element of the config on the other side of a reload: its parameters, and the config file they came from. */
+export interface ReloadedElement { params: any; configFile: string }
+
 /** What a handler sees of one element: its parameters and its state, merged over shards. */
 export interface ElementView {
   readonly name: string;
@@ -135,9 +138,9 @@ export interface ElementView {
   /** Whether the element's state was loaded from a snapshot file (`run --restore`), not carried over by a reload or new. */
   readonly restored: boolean;
   /** The element of this name and type in the config that a reload replaced: its parameters and config file. */
-  readonly previous?: { params: any; configFile: string };
-  /** In the final periodic call ('handover'): the element of the reloaded config that carries this one's state on. */
-  readonly next?: { params: any; configFile: string };
+  readonly previous?: ReloadedElement;
+  /** In the final periodic call ('handover'): the element of the reloaded config that carries this one's state on (its parameters and config file). */
+  readonly next?: ReloadedElement;
   /** Writes a line to the pipeline's log, prefixed with the element's name. */
   log(message: string): void;
 }
@@ -207,7 +210,7 @@ export interface IoContext {
   /** The file descriptor for lines an element prints: standard output, or standard error when stdout carries the results (run --json). */
   readonly printFd: number;
   /** After a reload, the element of this name and type in the pipeline this one replaced, if it had one (a sink goes on with its file). */
-  readonly previous?: { params: any; configFile: string };
+  readonly previous?: ReloadedElement;
 }
 
 /** Something valid but probably not meant (a rule that can never match), reported at config load without failing it. */

@@ -9,7 +9,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
-import { expansionOf, setUpBy, type DataState, type FlowTableState, type ElementType, type ElementView, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
+import { expansionOf, setUpBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import type { ParamTypeError } from './params.ts';
 import { handlersOf } from './handlers.ts';
@@ -139,7 +139,7 @@ export class Pipeline {
   private stopRequested = false;
   /** The elements whose state the pipeline that replaces this one carries on (stop). */
   /** The elements whose state a reloaded pipeline carries on, and that pipeline's element of each name (stop). */
-  private handover = new Map<string, { params: any; configFile: string }>();
+  private handover = new Map<string, ReloadedElement>();
   /** Snapshots waiting for the shards to go idle: the sources wait meanwhile. */
   private quiesce = 0;
   /** A snapshot is reading the shards' state: the run does not end, nor a scale event start, until it has. */
@@ -557,7 +557,7 @@ export class Pipeline {
   }
 
   /** The element of the node's name and type in the config this pipeline replaced (a reload). */
-  private previousOf(node: GraphNode): { params: any; configFile: string } | undefined {
+  private previousOf(node: GraphNode): ReloadedElement | undefined {
     const before = this.predecessor.get(node.name);
     return before?.type === node.type.type ? before : undefined;
   }
@@ -566,7 +566,7 @@ export class Pipeline {
    * Asks the pipeline to stop: sources stop reading, packets in flight are finished and written. `handover`: the
    * elements whose state a reloaded pipeline carries on (carriedInto).
    */
-  stop(handover = new Map<string, { params: any; configFile: string }>()): void {
+  stop(handover = new Map<string, ReloadedElement>()): void {
     this.handover = handover;
     this.stopRequested = true;
   }
@@ -1175,8 +1175,8 @@ export class Pipeline {
    * The elements whose state `next`, a reload of this pipeline, carries on (same name and type, shared data laid out
    * alike), each with `next`'s element of that name: its parameters and config file.
    */
-  carriedInto(next: Pipeline): Map<string, { params: any; configFile: string }> {
-    const carried = new Map<string, { params: any; configFile: string }>();
+  carriedInto(next: Pipeline): Map<string, ReloadedElement> {
+    const carried = new Map<string, ReloadedElement>();
     for (const node of this.graph.nodes) {
       const other = next.graph.byName.get(node.name);
       if (!node.type.state || other?.type.type !== node.type.type) continue;
