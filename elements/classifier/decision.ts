@@ -307,7 +307,8 @@ class Builder {
     const key = `${atom.fieldKey}/${atom.mask}`;
     const needs = rules.map((r) => this.necessaryValues(r.formula).get(key));
     const needed = new Set(needs.flatMap((v) => (v ? [...v] : [])));
-    const values = needed.size >= MIN_LOOKUP_VALUES ? needed : comparedValues(rules.map((r) => r.formula), atom);
+    const comparisons = rules.map((r) => comparisonsOf(r.formula, atom));
+    const values = needed.size >= MIN_LOOKUP_VALUES ? needed : new Set(comparisons.flatMap((c) => [...c.values]));
     if (values.size < (values === needed ? MIN_LOOKUP_VALUES : MIN_COMPARED_VALUES)) return undefined;
     const read = facts.read(atom.field);
     const entries = new Map<number, Target>();
@@ -317,7 +318,6 @@ class Builder {
     const lists = rules.map((r) => this.listValues(r, atom));
     const rest = read.withExcluded(atom.fieldKey, atom.mask, values);
     // A rule that compares the field only for equality with other values is simplified as in the default branch (once).
-    const compared = rules.map((r) => equalityValues(r.formula, atom));
     const asOtherwise = new Map<number, Formula>();
     const otherwise = (r: RuleState) => {
       if (!asOtherwise.has(r.rule)) asOtherwise.set(r.rule, this.simplify(r.formula, rest, new Map()));
@@ -329,7 +329,7 @@ class Builder {
       // A rule that needs other values cannot match here; only the others are simplified.
       const candidates = rules.flatMap((r, i) => (needs[i] !== undefined && !needs[i]!.has(value) ? [] : [{
         rule: r.rule,
-        formula: lists[i]?.has(value) ? this.f.TRUE : compared[i] && !compared[i]!.has(value) ? otherwise(r) : this.simplify(r.formula, branch, memo),
+        formula: lists[i]?.has(value) ? this.f.TRUE : comparisons[i].onlyEquality && !comparisons[i].values.has(value) ? otherwise(r) : this.simplify(r.formula, branch, memo),
       }]));
       entries.set(value, candidates[0]?.formula.kind === 'true' ? terminal(candidates[0].rule) : this.build(candidates, branch));
     }
@@ -449,22 +449,6 @@ class Builder {
   }
 }
 
-/** The values that the formulas compare the atom's masked field with for equality. */
-function comparedValues(formulas: Formula[], like: Atom): Set<number> {
-  const values = new Set<number>();
-  const seen = new Set<number>();
-  const visit = (f: Formula): void => {
-    if (seen.has(f.id)) return;
-    seen.add(f.id);
-    if (f.kind === 'atom') {
-      if (f.atom.compare === 'eq' && f.atom.fieldKey === like.fieldKey && f.atom.mask === like.mask) values.add(f.atom.value);
-    } else if (f.kind === 'not') visit(f.arg);
-    else if (f.kind === 'and' || f.kind === 'or') { visit(f.left); visit(f.right); }
-  };
-  formulas.forEach(visit);
-  return values;
-}
-
 /**
  * For a rule that is an or of single comparisons (a list, as the path has simplified it), the values it compares the
  * atom's masked field with; undefined for any other rule.
@@ -480,24 +464,25 @@ function listValues(formula: Formula, like: Atom): Set<number> | undefined {
   return collect(formula) ? values : undefined;
 }
 
-/** The values a formula compares the atom's field with, when it tests that field only so (else undefined). */
-function equalityValues(formula: Formula, like: Atom): Set<number> | undefined {
-  const values = new Set<number>();
+/**
+ * The values a formula compares the atom's masked field with for equality, and whether it tests that field only so
+ * (no other mask or comparison).
+ */
+function comparisonsOf(formula: Formula, like: Atom): { values: Set<number>; onlyEquality: boolean } {
+  const out = { values: new Set<number>(), onlyEquality: true };
   const seen = new Set<number>();
-  const visit = (f: Formula): boolean => {
-    if (seen.has(f.id)) return true;
+  const visit = (f: Formula): void => {
+    if (seen.has(f.id)) return;
     seen.add(f.id);
     if (f.kind === 'atom') {
-      if (f.atom.fieldKey !== like.fieldKey) return true;
-      if (f.atom.compare !== 'eq' || f.atom.mask !== like.mask) return false;
-      values.add(f.atom.value);
-      return true;
-    }
-    if (f.kind === 'not') return visit(f.arg);
-    if (f.kind === 'and' || f.kind === 'or') return visit(f.left) && visit(f.right);
-    return true;
+      if (f.atom.fieldKey !== like.fieldKey) return;
+      if (f.atom.compare === 'eq' && f.atom.mask === like.mask) out.values.add(f.atom.value);
+      else out.onlyEquality = false;
+    } else if (f.kind === 'not') visit(f.arg);
+    else if (f.kind === 'and' || f.kind === 'or') { visit(f.left); visit(f.right); }
   };
-  return visit(formula) ? values : undefined;
+  visit(formula);
+  return out;
 }
 
 /** The atom a formula evaluates first (constants are folded away, so the leftmost leaf is one). */

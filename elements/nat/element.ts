@@ -39,10 +39,10 @@ const blockSizeType: ParamType<number> = {
 };
 
 /**
- * Log files are opened once per element and pipeline; the final periodic run closes them. `restored`: the blocks held
+ * Log files are opened once per element and pipeline; the final periodic run closes them. `pending`: the blocks held
  * from the start that this log has yet to record as allocated.
  */
-const logs = new WeakMap<object, { write(line: string): void; close(): void; restored: BlockRecord[] }>();
+const logs = new WeakMap<object, { write(line: string): void; close(): void; pending: BlockRecord[] }>();
 /** The parameters of NATs that a reload took over before they logged the blocks they started with (no packet came). */
 const unlogged = new WeakSet<object>();
 
@@ -315,8 +315,8 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
     // reload carried, if any. (A reload that adds or removes the log starts the NAT afresh: the pool holds its queue.)
     const previous = view.previous;
     const moved = previous !== undefined && logPath(previous.params as NatParams, previous.configFile) !== path;
-    const pending = view.restored || moved || (previous !== undefined && unlogged.has(previous.params));
-    log = { ...openLog(view.name, path), restored: pending ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
+    const startsUnlogged = view.restored || moved || (previous !== undefined && unlogged.has(previous.params));
+    log = { ...openLog(view.name, path), pending: startsUnlogged ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
     logs.set(view.params, log);
     // The queue as the snapshot saw it: the run that took it logs those records itself.
     if (view.restored) drainLog(pool);
@@ -325,20 +325,20 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   // The blocks held from the start are logged once the clock has moved (a trace's starts at its first packet), dated
   // no later than the records that follow them.
   const times = [...(view.now() > 0n ? [Number(view.now() / 1_000_000n)] : []), ...queued.map((r) => Date.parse(r.time))];
-  if (log.restored.length && times.length) {
+  if (log.pending.length && times.length) {
     const time = recordTime(BigInt(Math.min(...times)) * 1_000_000n);
-    writeRecords(log, log.restored.map((record) => ({ ...record, time })));
-    log.restored = [];
+    writeRecords(log, log.pending.map((record) => ({ ...record, time })));
+    log.pending = [];
   }
   writeRecords(log, queued);
   if (call === 'due') return;
   if (call === 'handover') {
     // Not logged yet: the NAT that takes over logs them. Logged, and the log moves: released here, allocated there.
-    if (log.restored.length) unlogged.add(view.params);
+    if (log.pending.length) unlogged.add(view.params);
     else if (view.next && logPath(view.next.params as NatParams, view.next.configFile) !== path) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
   }
   // A run whose clock never moved (no packet) logged nothing of the blocks it started with, nor releases them.
-  if (call === 'end' && !log.restored.length) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
+  if (call === 'end' && !log.pending.length) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
   log.close();
   logs.delete(view.params);
 }
