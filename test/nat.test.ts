@@ -13,7 +13,7 @@ import { handlersOf } from '../engine/handlers.ts';
 
 const T0 = 1_700_000_000;
 const A = '100.64.0.1', B = '100.64.0.2', R1 = '198.18.0.1', R2 = '198.18.0.2';
-const SYN = 0x02, ACK = 0x10, SYN_ACK = 0x12, RST = 0x04, PSH_ACK = 0x18;
+const SYN = 0x02, ACK = 0x10, SYN_ACK = 0x12, RST = 0x04, PSH_ACK = 0x18, FIN_ACK = 0x11;
 
 type Spec = FrameSpec & { icmpType?: number; icmpId?: number };
 type Packet = [seconds: number, spec: Spec | Buffer];
@@ -179,6 +179,38 @@ test('U9/T3 filtering: endpoint-independent, address-dependent, address-and-port
     assert.equal(second.inside.map((s) => s.n), expected, filtering);
     second.inside.forEach((s) => assert.is(`${s.dst}:${s.dport}`, `${A}:5000`));
     assert.is(second.nat.drop_filtered, 3 - expected.length);
+  }
+});
+
+test('U1 address-dependent and address-and-port-dependent mapping: a mapping per remote host (and port), taking packets from it alone; a less strict filtering is refused', async () => {
+  for (const [mapping, mappings] of [['address-dependent', 2], ['address-and-port-dependent', 3]] as const) {
+    const out = await run(`mapping: ${mapping}`, [[0, udp(A, R1, 5000, 53)], [1, udp(A, R1, 5000, 123)], [2, udp(A, R2, 5000, 53)]]);
+    const [toR1, toR1Again, toR2] = out.outside.map((o) => `${o.src}:${o.sport}`);
+    assert.ok((toR1 === toR1Again) === (mapping === 'address-dependent'), `${mapping}: another port of the same host ${toR1} ${toR1Again}`);
+    assert.is.not(toR1, toR2, `${mapping}: another host, another mapping`);
+    assert.is(out.nat.mappings_created, mappings);
+  }
+  const ext = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]])).outside[0].src;
+  const inbound: Packet[] = [[0, udp(A, R1, 5000, 53)], [1, udp(R1, ext, 53, 5000)], [2, udp(R1, ext, 99, 5000)], [3, udp(R2, ext, 53, 5000)]];
+  for (const [params, expected] of [
+    ['mapping: address-dependent', [2, 3]],
+    ['mapping: address-dependent, filtering: address-dependent', [2, 3]],
+    ['mapping: address-dependent, filtering: address-and-port-dependent', [2]],
+    ['mapping: address-and-port-dependent', [2]],
+  ] as const) {
+    const r = await run(`${params}, port_preservation: true`, inbound);
+    assert.equal(r.inside.map((s) => s.n), expected, params);
+    assert.is(r.nat.drop_filtered, 3 - expected.length, params);
+  }
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), []);
+    writeFileSync(join(dir, 'loose.yaml'), config('mapping: address-dependent, filtering: endpoint-independent'));
+    const loose = cli(['check', join(dir, 'loose.yaml')]);
+    assert.is(loose.status, 2);
+    assert.match(loose.stderr, /loose\.yaml:\d+:\d+: nat\.filtering: filtering: endpoint-independent is less strict than mapping: address-dependent, whose mappings are each made for one remote host and take packets from it alone\n {2}hint: use filtering: address-dependent or stricter, or leave filtering out/);
+  } finally {
+    removeDir(dir);
   }
 });
 
@@ -409,6 +441,20 @@ test('T2/T4/T5/R1/R2 TCP: simultaneous open, unsolicited SYN, established and tr
   assert.is(r.outside[0].bytes.readUInt32BE(38), 1000);
   assert.is(r.inside[0].bytes.readUInt32BE(38), 1000);
   r.verdicts('inside').concat(r.verdicts('outside')).forEach((v) => assert.ok(v.ip === '1' && v.tcp === '1'));
+  // The subscriber view lists the live sessions, each TCP one with its state.
+  const states = await run('port_preservation: true', [
+    [0, tcp(A, R1, 6000, 80, SYN)], [1, tcp(R1, ext, 80, 6000, SYN_ACK)],
+    [2, tcp(A, R1, 6001, 80, SYN)],
+    [3, tcp(A, R1, 6002, 80, SYN)], [4, tcp(A, R1, 6002, 80, RST)],
+    [5, tcp(A, R1, 6003, 80, SYN)], [6, tcp(A, R1, 6003, 80, FIN_ACK)],
+    [7, udp(A, R2, 7000, 53)],
+  ]);
+  const sessions = states.subscriber(A).sessions as { protocol: string; inside_port: number; remote: string; external: string; tcp?: string }[];
+  assert.equal(sessions.map((x) => [x.protocol, x.inside_port, x.remote, x.tcp ?? '-']).sort(), [
+    ['tcp', 6000, `${R1}:80`, 'established'], ['tcp', 6001, `${R1}:80`, 'opening'], ['tcp', 6002, `${R1}:80`, 'reset'],
+    ['tcp', 6003, `${R1}:80`, 'closing'], ['udp', 7000, `${R2}:53`, '-'],
+  ]);
+  assert.ok(sessions.every((x) => x.external === `${ext}:${x.inside_port}`), JSON.stringify(sessions));
 });
 
 test('T4 with syn_icmp: an unsolicited SYN is answered with ICMP port unreachable after 6 s, unless an outbound SYN of its connection came', async () => {
@@ -635,6 +681,17 @@ test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetim
   r.verdicts('inside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0' && v.tcp !== '0', `checksums of packet ${i + 1}: ${JSON.stringify(v)}`));
 });
 
+test('C9 PCP: an error answer copies the request, at most 1100 bytes (the most a PCP message has) in whole words', async () => {
+  const PCP = '100.64.255.254';
+  const r = await run('pcp_server: 100.64.255.254', [
+    [0, udp(A, PCP, 5350, 5351, { payload: Buffer.concat([pcpRequest(A), Buffer.alloc(1140)]) })], // 1200 bytes: MALFORMED_REQUEST
+    [1, udp(A, PCP, 5350, 5351, { payload: Buffer.concat([pcpRequest(A), Buffer.from([0])]) })],   // 61 bytes: MALFORMED_REQUEST
+  ]);
+  assert.equal(r.inside.map((s) => s.bytes.length - 42), [1100, 60], 'PCP message lengths');
+  assert.equal(r.pcp.map((f) => +f[4]), [3, 3], 'MALFORMED_REQUEST, as tshark reads the answers');
+  assert.equal(r.inside.map((s) => s.bytes.subarray(66, 102).equals(pcpRequest(A).subarray(24, 60))), [true, true], 'the request\'s MAP part comes back');
+});
+
 test('C9 PCP suggested external port and address: taken when free; with PREFER_FAILURE those or nothing (CANNOT_PROVIDE_EXTERNAL)', async () => {
   const PCP = '100.64.255.254';
   const from = (client: string) => (s: number, req: Buffer): Packet => [s, udp(client, PCP, 5350, 5351, { payload: req })];
@@ -787,8 +844,8 @@ test('C5 per-subscriber session limit: new sessions past it are refused; session
   assert.equal(r.outside.map((s) => s.n), [1, 2, 3, 4, 7, 9]);
   assert.is(r.nat.drop_session_limit, 2);
   assert.is(r.nat.drop_no_mapping, 1);
-  assert.is(r.subscriber(A).sessions, 1, 'the session of packet 9 (the three before it timed out)');
-  assert.is(r.subscriber(B).sessions, 1);
+  assert.is(r.subscriber(A).session_count, 1, 'the session of packet 9 (the three before it timed out)');
+  assert.is(r.subscriber(B).session_count, 1);
   // One session expires while another keeps the mapping alive: found expired, it is counted off at once.
   const partial = await run('sessions_per_subscriber: 2', [
     [0, udp(A, R1, 5000, 53)], [200, udp(A, R2, 5000, 53)],
@@ -797,7 +854,8 @@ test('C5 per-subscriber session limit: new sessions past it are refused; session
   ]);
   assert.equal(partial.outside.map((s) => s.n), [1, 2, 3]);
   assert.is(partial.nat.drop_session_limit, 1);
-  assert.is(partial.subscriber(A).sessions, 2);
+  assert.is(partial.subscriber(A).session_count, 2);
+  assert.equal(partial.subscriber(A).sessions.map((x: any) => x.remote).sort(), [`${R1}:53`, `${R2}:53`], 'the two it counts');
 });
 
 test('C3/C11 a pool with no block left: counted drops; non-contiguous pools are used whole', async () => {
@@ -864,8 +922,9 @@ test('C8 a quiet NAT whose pool is taken by idle blocks gives them back when a n
 test('deterministic mode (RFC 7422): VPP det44 vectors', async () => {
   // VPP: nat44 deterministic in 10.0.0.0/18 out 1.1.1.0/30: 10.0.0.2 -> 1.1.1.0:1054-1068; 1.1.1.1:1276 -> 10.0.16.16.
   const det = "deterministic: true, inside: [100.64.0.0/18], pool: ['203.0.113.0/30']";
-  const r = await run(det, [[0, udp('100.64.0.2', R1, 5000, 53)], [1, udp('100.64.16.16', R1, 5000, 53)]]);
-  const [a, b] = r.outside;
+  const r = await run(det, [[0, udp('100.64.0.2', R1, 5000, 53)], [1, udp('100.64.16.16', R1, 5000, 53)], [2, udp('100.64.0.2', R1, 500, 53)]]);
+  const [a, b, low] = r.outside;
+  assert.ok(low.sport >= 1054 && low.sport <= 1068, `a low inside port maps into the range too: ${low.sport}`);
   assert.is(a.src, '203.0.113.0');
   assert.ok(a.sport >= 1054 && a.sport <= 1068, `port ${a.sport} in 1054-1068`);
   assert.is(b.src, '203.0.113.1');
@@ -894,6 +953,24 @@ test('bad input: sources outside the inside prefixes, exempt destinations, other
   assert.equal(view.mappings.map((m: any) => [m.protocol, m.inside_port, m.external]), [['udp', 5000, `${r.outside[2].src}:${r.outside[2].sport}`]]);
   assert.is(view.blocks.length, 1);
   assert.is(r.subscriber('100.64.7.7').note, 'no state for this subscriber');
+});
+
+test('from inside to multicast, broadcast, loopback or 0/8: dropped and counted, fragments too; an exempt multicast prefix passes untranslated', async () => {
+  const r = await run("exempt: ['239.0.0.0/8']", [
+    [0, udp(A, '224.0.0.251', 5353, 5353)],
+    [1, udp(A, '255.255.255.255', 68, 67)],
+    [2, udp(A, '127.0.0.1', 5000, 53)],
+    [3, udp(A, '0.1.2.3', 5000, 53)],
+    [4, udp(A, '240.0.0.1', 5000, 53)],
+    [5, udp(A, '224.0.0.251', 5353, 5353, { fragOffset: 4 })],
+    [6, { proto: 'icmp', src: A, dst: '224.0.0.1' }],
+    [7, udp(A, '239.1.1.1', 5000, 1234)],
+    [8, udp(A, '223.255.255.255', 5000, 53)],
+  ]);
+  assert.equal(r.outside.map((o) => [o.n, o.dst, o.src === A]), [[8, '239.1.1.1', true], [9, '223.255.255.255', false]]);
+  assert.is(r.nat.drop_bad_destination, 7, JSON.stringify(r.nat));
+  assert.is(r.nat.exempted, 1);
+  assert.is(r.nat.mappings_created, 1, 'no mapping for a dropped packet');
 });
 
 test('bad configs: a UDP timeout under 120 s, a block size that is no power of two, a pool overlapping the inside or holding multicast, an MTU below 68, steering by an element that does not steer', async () => {

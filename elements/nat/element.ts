@@ -13,6 +13,7 @@ const prefixType: ParamType<Cidr> = {
 };
 
 const MAPPINGS = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'] as const;
+type Behaviour = typeof MAPPINGS[number];
 
 /** The UDP mapping timeout: RFC 4787 REQ-5 forbids less than 120 s. */
 /** A timeout the RFCs give a floor: shorter ones are refused with the RFC's requirement. */
@@ -55,7 +56,7 @@ export default defineElement({
     + 'record per block allocated or released, none per session. Mappings are endpoint-independent by default (one external '
     + 'port per inside address and port whatever the destination); filtering of inbound packets is endpoint-independent, '
     + 'address-dependent or address-and-port-dependent. No external port is shared by two mappings; inside ports below 1024 '
-    + 'map below 1024; a released block is not given to anyone for quarantine. Outbound packets refresh mappings (a mapping lives its timeout after the last one, and up to an eighth more: '
+    + 'map below 1024 (not in deterministic mode, whose ranges lie above 1023); a released block is not given to anyone for quarantine. Outbound packets refresh mappings (a mapping lives its timeout after the last one, and up to an eighth more: '
     + 'it is refreshed in steps, not per packet); TCP '
     + 'sessions follow SYN, established, FIN and RST with their own timeouts (RFC 5382, RFC 7857); an unsolicited inbound SYN is '
     + 'dropped, and with syn_icmp answered with ICMP port unreachable after 6 s unless an outbound SYN of its connection came '
@@ -89,7 +90,8 @@ export default defineElement({
     ports_per_block: param.custom('ports in each block a subscriber is given', blockSizeType, { default: 512 }),
     blocks_per_subscriber: param.int('most blocks of each protocol one subscriber holds', 1, 4, { default: 4 }),
     mapping: param.enum('mapping behaviour (RFC 4787 §4.1)', MAPPINGS, { default: 'endpoint-independent' }),
-    filtering: param.enum('which inbound packets a mapping accepts (RFC 4787 §5)', MAPPINGS, { default: 'endpoint-independent' }),
+    filtering: param.enum('which inbound packets a mapping accepts (RFC 4787 §5); when not given, as strict as mapping (so endpoint-independent '
+      + 'with the default mapping), and never less strict: a mapping made for one remote host takes packets from that host alone', MAPPINGS, {}),
     port_preservation: param.bool('keep the inside port when it is free: a new block is the one that holds it when that one is free (off: ports are random within blocks, RFC 6888 REQ-15)', { default: false }),
     parity: param.bool('keep the parity of the inside port (RFC 4787 REQ-3)', { default: false }),
     udp_timeout: param.custom('UDP mapping idle timeout (at least 120 s, RFC 4787 REQ-5)', timeoutOfAtLeast('120 s', 'RFC 4787 REQ-5', '300 s'), { default: 300e9 }),
@@ -100,7 +102,7 @@ export default defineElement({
     quarantine: param.duration('how long a released block is not given to another subscriber (RFC 6888 REQ-8)', { default: 120e9 }),
     exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: prefixType }),
     exempt_ports: param.strings('destination ports not translated', { default: [] as never, item: types.port }),
-    deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422)', { default: false }),
+    deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422), above port 1023: low inside ports map into it too', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
     mtu: param.int('largest IPv4 packet (total length in bytes) the outside link takes: a larger one from inside with DF set is '
       + 'dropped and answered with ICMP fragmentation needed, naming this MTU; one without DF leaves in fragments, in order (RFC 4787 '
@@ -194,6 +196,7 @@ export default defineElement({
     icmp_sent: state.counter('ICMP errors sent back inside'),
     syn_icmp_sent: state.counter('ICMP port unreachable sent out for unsolicited SYNs (syn_icmp)'),
     drop_not_inside: state.counter('dropped: source outside the inside prefixes'),
+    drop_bad_destination: state.counter('dropped: from inside to an address no Internet host has (multicast, broadcast, reserved, loopback, 0.0.0.0/8)'),
     drop_no_mapping: state.counter('dropped: inbound packet for no mapping (or not to the pool)'),
     drop_filtered: state.counter('dropped: inbound packet the filtering behaviour refuses'),
     drop_unsolicited_syn: state.counter('dropped silently: inbound TCP SYN without a mapping (RFC 5382 REQ-4)'),
@@ -224,7 +227,7 @@ export default defineElement({
       counter: false,
     },
     subscriber: {
-      doc: 'one subscriber (ctl read NAT.subscriber ADDRESS): its external address, blocks and mappings',
+      doc: 'one subscriber (ctl read NAT.subscriber ADDRESS): its external address, blocks, mappings and sessions (5-tuples, with their TCP state)',
       read: (view, arg) => subscriberView(view, arg),
       counter: false,
     },
@@ -235,7 +238,13 @@ export default defineElement({
   },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
-  invalid: (p: NatParams & { mtu: number; pcp_server?: number; mapping: string }) => [
+  invalid: (p: NatParams & { mtu: number; pcp_server?: number; mapping: Behaviour; filtering?: Behaviour }) => [
+    ...(p.filtering !== undefined && MAPPINGS.indexOf(p.filtering) < MAPPINGS.indexOf(p.mapping) ? [{
+      param: 'filtering',
+      message: `filtering: ${p.filtering} is less strict than mapping: ${p.mapping}, whose mappings are each made for one remote `
+        + `${p.mapping === 'address-dependent' ? 'host' : 'host and port'} and take packets from it alone`,
+      hint: `use filtering: ${p.mapping} or stricter, or leave filtering out (it follows mapping)`,
+    }] : []),
     ...(blockCount(p) > MOST_BLOCKS ? [{
       param: 'pool',
       message: `${blockCount(p)} port blocks (${p.ports_per_block} ports each, three protocols), more than the ${MOST_BLOCKS} a NAT holds`,
@@ -274,7 +283,7 @@ export default defineElement({
 /** Slots of fragment_owners (process.ts FRAGMENT_OWNERS): fragmented datagrams in flight at once. */
 const FRAGMENT_OWNERS = 65536;
 
-const DROPS = ['drop_not_inside', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
+const DROPS = ['drop_not_inside', 'drop_bad_destination', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
   'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
 
 /** Addresses that are never a packet's source on the Internet (RFC 6890): a pool must hold none. */
@@ -381,15 +390,27 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
       ...(e.key[1] ? { remote: formatIPv4(e.key[1]) } : {}), expires_ns: String(e.expires), ...(permit ? { pcp_expires_ns: String(permit.expires) } : {}), shard: e.shard,
     };
   });
-  if (!sub && !mappings.length) return { subscriber: arg, mappings: [], note: 'no state for this subscriber' };
+  const sessions = view.entries('sessions').filter((e) => e.key[0] === inside).map((e) => ({
+    protocol: protocolName(e.key[3]), inside_port: e.key[2] >>> 16, remote: `${formatIPv4(e.key[1])}:${e.key[2] & 0xffff}`,
+    external: `${formatIPv4(Number(e.value.external))}:${Number(e.value.external_port)}`,
+    ...(e.key[3] === 6 ? { tcp: tcpState(Number(e.value.tcp)) } : {}), expires_ns: String(e.expires), shard: e.shard,
+  }));
+  if (!sub && !mappings.length) return { subscriber: arg, mappings: [], sessions: [], note: 'no state for this subscriber' };
   return { subscriber: arg, external: external === undefined ? null : formatIPv4(external), mappings_made: sub ? Number(sub.value.mappings) : 0,
-    ...(p.sessions_per_subscriber ? { sessions: sub ? Number(sub.value.sessions) : 0 } : {}), blocks, mappings };
+    ...(p.sessions_per_subscriber ? { session_count: sub ? Number(sub.value.sessions) : 0 } : {}), blocks, mappings, sessions };
 }
 
 function blockPorts(p: NatParams, block: number): { first_port: number; last_port: number } {
   const size = 1 << Math.floor(Math.log2(p.ports_per_block));
   const first = (block % (65536 / size)) * size;
   return { first_port: first, last_port: first + size - 1 };
+}
+
+/** A session's TCP state as process.ts keeps it (TCP_OUT 1, TCP_IN 2, TCP_FIN 4, TCP_RST 8), in words. */
+function tcpState(bits: number): string {
+  if (bits & 8) return 'reset';
+  if (bits & 4) return 'closing';
+  return (bits & 3) === 3 ? 'established' : 'opening';
 }
 
 function protocolName(proto: number): string {

@@ -78,6 +78,11 @@ export function checkRequest(msg: usize, length: u32, source: u32): i32 {
   return SUCCESS;
 }
 
+/** An error answer's length: the request copied, at most the 1100 bytes a PCP message may have, in whole 32-bit words (§7). */
+@inline export function errorAnswerLength(received: u32): u32 {
+  return min<u32>(max<u32>(received, HEADER), MAX_MESSAGE) & ~3;
+}
+
 /** The lifetime an error response carries: how long the client should take the error to last. */
 @inline export function errorLifetime(result: u8): u32 {
   // The suggested port may be free again soon, as resources and quota may.

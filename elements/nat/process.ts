@@ -6,7 +6,7 @@ import {
 import { NATState, NATSubscribersEntry, NATMappingsEntry, NATSessionsEntry, NATFragmentIdsEntry } from "./layout";
 import {
   PCP_PORT, OP_MAP, OP_PEER, HEADER, MAP_BODY, PEER_BODY, SUCCESS, SILENT, NOT_AUTHORIZED, MALFORMED_REQUEST, UNSUPP_PROTOCOL, NO_RESOURCES, USER_EX_QUOTA,
-  CANNOT_PROVIDE_EXTERNAL, preferFailure, checkRequest, errorLifetime, prepareAnswer, writeHeader, sendBack,
+  CANNOT_PROVIDE_EXTERNAL, preferFailure, checkRequest, errorLifetime, errorAnswerLength, prepareAnswer, writeHeader, sendBack,
 } from "./pcp";
 
 // The small helpers of a translated packet's path are @inline: V8 saves every live register around a
@@ -253,6 +253,8 @@ function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
   const inside = IPv4.src(ip);
   const remote = IPv4.dst(ip);
   if (!isInside(pool, inside)) { self.drop_not_inside++; dropPacket(p); return; }
+  // Unless exempt: an operator may pass multicast through untranslated.
+  if (!isHostAddress(remote) && !isExempt(pool, remote, 0)) { self.drop_bad_destination++; dropPacket(p); return; }
   if (self.has_pcp_server && remote == self.pcp_server && isPcp(p, ip)) { pcpRequest(self, p, ip, out, t); return; }
   if (self.mtu && IPv4.totalLength(ip) > self.mtu && (Wire.get16(ip + 6) & IP_DONT_FRAGMENT) && poolIndex(pool, remote) < 0) {
     tooBig(self, p, ip, out);
@@ -338,7 +340,7 @@ function newOutboundSession(self: NATState, inside: u32, remote: u32, hash: u32,
   s.external_port = <u16>mapped;
   s.tcp = 0;
   s.mapping_until = 0;
-  if (self.filtering == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t);
+  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t);
   return session;
 }
 
@@ -393,10 +395,19 @@ function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16,
   if (!forward || !back) return false;
   if (exact || FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
   if (exact || FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
-  if (self.filtering == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, t);
+  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, t);
   const sub = findSubscriber(self, inside, key, t);
   if (sub) holdBlockUntil(self, sub, external, deadline);
   return true;
+}
+
+/**
+ * The filtering that filter entries and sessions enforce. A mapping made for one remote host (address-dependent or
+ * address-and-port-dependent mapping) takes packets from it alone by itself (inbound), so only a filtering stricter
+ * than the mapping needs them; without the parameter, filtering is as strict as mapping (element.ts refuses less).
+ */
+@inline function filteringByEntries(self: NATState): u8 {
+  return self.has_filtering && self.filtering > self.mapping ? self.filtering : ENDPOINT_INDEPENDENT;
 }
 
 /** Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in. */
@@ -509,7 +520,7 @@ function pcp(self: NATState, p: Packet, ip: usize, udp: usize, received: u32, ep
   if (map) result = pcpMap(self, msg, IPv4.src(ip), t);
   if (peer) result = pcpPeer(self, msg, IPv4.src(ip), t);
   // A success answers with the opcode's own part (options are not repeated); an error with the request as it came.
-  const length = result != SUCCESS ? max<u32>(received, HEADER) : HEADER + (map ? MAP_BODY : peer ? PEER_BODY : 0);
+  const length = result != SUCCESS ? errorAnswerLength(received) : HEADER + (map ? MAP_BODY : peer ? PEER_BODY : 0);
   if (!prepareAnswer(p, udp, received, length)) return false;
   writeHeader(msg, <u8>result, result != SUCCESS ? errorLifetime(<u8>result) : map || peer ? grantedLifetime : 0, epoch, parsed);
   sendBack(p, ip, udp, length);
@@ -886,12 +897,12 @@ function handOver(self: NATState, p: Packet, elsewhere: bool): bool {
 
 /** Whether the filtering behaviour lets a packet from `remote` start a session on the mapping. */
 function admits(self: NATState, inside: u32, remote: u32, externalPort: u16, t: u64): bool {
-  if (self.filtering == ENDPOINT_INDEPENDENT) return true;
+  if (filteringByEntries(self) == ENDPOINT_INDEPENDENT) return true;
   const key = keyBuffer();
   // A PCP MAP lets any host in (remote 0); address-dependent filtering, a host the mapping has sent to.
   filterKey(key, inside, 0, externalPort);
   if (self.mappings.find(key, FlowKey.hash(key), t)) return true;
-  if (self.filtering == ADDRESS_AND_PORT_DEPENDENT) return false;
+  if (filteringByEntries(self) == ADDRESS_AND_PORT_DEPENDENT) return false;
   filterKey(key, inside, remote, externalPort);
   return self.mappings.find(key, FlowKey.hash(key), t) != 0;
 }
@@ -1483,6 +1494,15 @@ function insideAddress(pool: usize, index: u32): u32 {
     if (index >= first && (size == 0 || index - first < size)) return load<u32>(prefix) + (index - first);
   }
   return 0;
+}
+
+/**
+ * Whether a destination can be one host's on the Internet: not "this network" (0/8), loopback (127/8), multicast
+ * (224/4), or reserved and broadcast (240/4). A router does not forward to the others (RFC 1812 §5.3.7, RFC 6890).
+ */
+@inline function isHostAddress(address: u32): bool {
+  const first = address >>> 24;
+  return first != 0 && first != 127 && first < 224;
 }
 
 @inline function isExempt(pool: usize, address: u32, port: u16): bool {
