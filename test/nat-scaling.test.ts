@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { tempDir, removeDir, writePcap, readPcap, ipv4Frame } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline, type PipelineOptions, type Snapshot } from '../engine/pipeline.ts';
@@ -368,6 +368,27 @@ test('C8 a reload that moves the block log: the earlier file records the held bl
   const thirdLog = events('third.jsonl');
   assert.equal(thirdLog.filter((e) => e.startsWith('release')).sort(), as('release', thirdLog.filter((e) => e.startsWith('allocate'))));
   assert.is(readFileSync(join(dir, 'fourth.jsonl'), 'utf8'), '');
+});
+
+test('C8 a block log rotated away (renamed, as logrotate does) is followed: the records after it go to a new file at its path', async () => {
+  const count = 30;
+  trace('rotated', 2, undefined, count);
+  const file = config('rotated', 'ports_per_block: 1024, log: rotated.jsonl', ', loop: true, timing: original');
+  const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1 });
+  const running = pipeline.run();
+  const events = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l).event as string);
+  try {
+    while (pipeline.packetsIn() < count) await new Promise((r) => setTimeout(r, 10));
+    // The allocations are written within a periodic run (every 200 ms).
+    while (events('rotated.jsonl').length < count) await new Promise((r) => setTimeout(r, 50));
+    renameSync(join(dir, 'rotated.jsonl'), join(dir, 'rotated.jsonl.1'));
+    await new Promise((r) => setTimeout(r, 500));
+  } finally {
+    pipeline.stop();
+    await running;
+  }
+  assert.equal(events('rotated.jsonl.1'), Array(count).fill('allocate'), 'the rotated file keeps what was written before');
+  assert.equal(events('rotated.jsonl'), Array(count).fill('release'), 'the releases at the end go to the new file');
 });
 
 test.after(() => removeDir(dir));

@@ -1,4 +1,4 @@
-import { openSync, writeSync, closeSync } from 'node:fs';
+import { openSync, writeSync, closeSync, statSync, fstatSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
@@ -43,7 +43,7 @@ const blockSizeType: ParamType<number> = {
  * Log files are opened once per element and pipeline; the final periodic run closes them. `pending`: the blocks held
  * from the start that this log has yet to record as allocated.
  */
-const logs = new WeakMap<object, { write(line: string): void; close(): void; pending: BlockRecord[] }>();
+const logs = new WeakMap<object, BlockLog & { pending: BlockRecord[] }>();
 /** The parameters of NATs that a reload took over before they logged the blocks they started with (no packet came). */
 const unlogged = new WeakSet<object>();
 
@@ -119,7 +119,8 @@ export default defineElement({
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent. '
       + 'The blocks still held when the run ends (or a reload starts the NAT afresh) are logged released then, and those a snapshot file restores, allocated; '
       + 'a reload that moves the log to another file logs the blocks held then released in the old file and allocated in the new one '
-      + '(adding or removing the log starts the NAT afresh: its pool holds the log\'s queue)', {}),
+      + '(adding or removing the log starts the NAT afresh: its pool holds the log\'s queue); a file renamed or removed (logrotate) '
+      + 'is followed by a new one at the path within 200 ms, so no signal or copytruncate is needed', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
     sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions', 0, 1 << 24, { default: 0 }),
@@ -331,6 +332,7 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
     // The queue as the snapshot saw it: the run that took it logs those records itself.
     if (view.restored) drainLog(pool);
   }
+  log.followRotation();
   const queued = drainLog(pool);
   // The blocks held from the start are logged once the clock has moved (a trace's starts at its first packet), dated
   // no later than the records that follow them.
@@ -362,15 +364,32 @@ function writeRecords(log: { write(line: string): void }, records: BlockRecord[]
   for (const record of records) log.write(JSON.stringify(record) + '\n');
 }
 
-function openLog(name: string, path: string): { write(line: string): void; close(): void } {
-  if (path === '-') return { write: (line) => process.stdout.write(line), close: () => undefined };
-  try {
-    makeFolders(dirname(path));
-    const fd = openSync(path, 'a');
-    return { write: (line) => writeSync(fd, line), close: () => closeSync(fd) };
-  } catch (e) {
-    throw new EnvironmentError(`${name}: cannot write the block log ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
-  }
+/** An open block log. `followRotation`: when the file at its path is no longer the one open, opens the one there. */
+interface BlockLog { write(line: string): void; close(): void; followRotation(): void }
+
+function openLog(name: string, path: string): BlockLog {
+  if (path === '-') return { write: (line) => process.stdout.write(line), close: () => undefined, followRotation: () => undefined };
+  const open = () => {
+    try {
+      makeFolders(dirname(path));
+      return openSync(path, 'a');
+    } catch (e) {
+      throw new EnvironmentError(`${name}: cannot write the block log ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
+    }
+  };
+  let fd = open();
+  return {
+    write: (line) => writeSync(fd, line),
+    close: () => closeSync(fd),
+    // Rotated away (renamed or removed, as logrotate does): the records from now on go to a new file at the path.
+    followRotation: () => {
+      const there = statSync(path, { throwIfNoEntry: false });
+      const held = fstatSync(fd);
+      if (there?.ino === held.ino && there.dev === held.dev) return;
+      closeSync(fd);
+      fd = open();
+    },
+  };
 }
 
 function subscriberView(view: ElementView, arg: string | undefined): unknown {
