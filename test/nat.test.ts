@@ -209,6 +209,14 @@ test('U1 address-dependent and address-and-port-dependent mapping: a mapping per
     const loose = cli(['check', join(dir, 'loose.yaml')]);
     assert.is(loose.status, 2);
     assert.match(loose.stderr, /loose\.yaml:\d+:\d+: nat\.filtering: filtering: endpoint-independent is less strict than mapping: address-dependent, whose mappings are each made for one remote host and take packets from it alone\n {2}hint: use filtering: address-dependent or stricter, or leave filtering out/);
+    // At run time too: filtering is not loosened below the mapping, and the mapping (which keys the mappings) stays.
+    writeFileSync(join(dir, 'strict.yaml'), config('mapping: address-dependent, filtering: address-dependent'));
+    const strict = await Pipeline.create(await loadConfig(join(dir, 'strict.yaml')), { threads: 'inline' });
+    const view = strict.view('nat');
+    assert.throws(() => view.setParam('filtering', 'endpoint-independent'), /filtering: filtering: endpoint-independent is less strict than mapping: address-dependent/);
+    assert.throws(() => view.setParam('mapping', 'endpoint-independent'), /mapping is read when nat is set up/);
+    view.setParam('filtering', 'address-and-port-dependent');
+    strict.closeSources();
   } finally {
     removeDir(dir);
   }
@@ -681,13 +689,13 @@ test('C9 PCP (RFC 6887): MAP opens a subscriber port to any host for its lifetim
   r.verdicts('inside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0' && v.tcp !== '0', `checksums of packet ${i + 1}: ${JSON.stringify(v)}`));
 });
 
-test('C9 PCP: an error answer copies the request, at most 1100 bytes (the most a PCP message has) in whole words', async () => {
+test('C9 PCP: an error answer copies the request, padded to whole words, at most 1100 bytes (the most a PCP message has)', async () => {
   const PCP = '100.64.255.254';
   const r = await run('pcp_server: 100.64.255.254', [
     [0, udp(A, PCP, 5350, 5351, { payload: Buffer.concat([pcpRequest(A), Buffer.alloc(1140)]) })], // 1200 bytes: MALFORMED_REQUEST
     [1, udp(A, PCP, 5350, 5351, { payload: Buffer.concat([pcpRequest(A), Buffer.from([0])]) })],   // 61 bytes: MALFORMED_REQUEST
   ]);
-  assert.equal(r.inside.map((s) => s.bytes.length - 42), [1100, 60], 'PCP message lengths');
+  assert.equal(r.inside.map((s) => s.bytes.length - 42), [1100, 64], 'PCP message lengths: at most 1100, padded to whole words');
   assert.equal(r.pcp.map((f) => +f[4]), [3, 3], 'MALFORMED_REQUEST, as tshark reads the answers');
   assert.equal(r.inside.map((s) => s.bytes.subarray(66, 102).equals(pcpRequest(A).subarray(24, 60))), [true, true], 'the request\'s MAP part comes back');
 });
@@ -818,13 +826,17 @@ test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, mappings, dele
   r.verdicts('inside').forEach((v, i) => assert.ok(v.ip === '1' && v.udp !== '0', `checksums of packet ${i + 1}: ${JSON.stringify(v)}`));
 });
 
-test('C9 PCP needs endpoint-independent mapping: another is a config error', async () => {
+test('C9 PCP needs endpoint-independent mapping and a unicast server address: others are config errors', async () => {
   const dir = tempDir();
   try {
     writeFileSync(join(dir, 'pcp.yaml'), config('mapping: address-dependent, pcp_server: 100.64.255.254'));
     const r = cli(['check', join(dir, 'pcp.yaml')]);
     assert.is(r.status, 2);
     assert.match(r.stderr, /pcp\.yaml:\d+:\d+: nat\.pcp_server: PCP maps a port for every remote host, which address-dependent mapping cannot do\n {2}hint: use mapping: endpoint-independent/);
+    writeFileSync(join(dir, 'special.yaml'), config('pcp_server: 224.0.0.1'));
+    const special = cli(['check', join(dir, 'special.yaml')]);
+    assert.is(special.status, 2);
+    assert.match(special.stderr, /special\.yaml:\d+:\d+: nat\.pcp_server: 224\.0\.0\.1 is no host's address: subscribers could not reach it\n {2}hint: an unused unicast address on the inside/);
   } finally {
     removeDir(dir);
   }
@@ -955,8 +967,9 @@ test('bad input: sources outside the inside prefixes, exempt destinations, other
   assert.is(r.subscriber('100.64.7.7').note, 'no state for this subscriber');
 });
 
-test('from inside to multicast, broadcast, loopback or 0/8: dropped and counted, fragments too; an exempt multicast prefix passes untranslated', async () => {
-  const r = await run("exempt: ['239.0.0.0/8']", [
+test('to or from addresses no Internet host has (multicast, broadcast, loopback, link-local, 0/8): dropped and counted, fragments too; an exempt multicast prefix passes untranslated', async () => {
+  const PCP = '100.64.255.254';
+  const r = await run(`exempt: ['239.0.0.0/8'], exempt_ports: [5353], pcp_server: ${PCP}`, [
     [0, udp(A, '224.0.0.251', 5353, 5353)],
     [1, udp(A, '255.255.255.255', 68, 67)],
     [2, udp(A, '127.0.0.1', 5000, 53)],
@@ -966,9 +979,17 @@ test('from inside to multicast, broadcast, loopback or 0/8: dropped and counted,
     [6, { proto: 'icmp', src: A, dst: '224.0.0.1' }],
     [7, udp(A, '239.1.1.1', 5000, 1234)],
     [8, udp(A, '223.255.255.255', 5000, 53)],
+    [9, udp(A, '169.254.1.1', 5000, 53)],
+    [10, udp('224.0.0.5', '203.0.113.1', 53, 5000)],   // from outside
+    [11, udp('127.0.0.1', '203.0.113.2', 53, 5000)],
+    [12, udp(A, PCP, 5000, 53)],                        // the PCP server's address takes PCP alone
+    [13, { proto: 'icmp', src: A, dst: PCP }],
   ]);
   assert.equal(r.outside.map((o) => [o.n, o.dst, o.src === A]), [[8, '239.1.1.1', true], [9, '223.255.255.255', false]]);
-  assert.is(r.nat.drop_bad_destination, 7, JSON.stringify(r.nat));
+  assert.is(r.inside.length, 0);
+  assert.is(r.nat.drop_bad_destination, 8, JSON.stringify(r.nat));
+  assert.is(r.nat.drop_bad_source, 2);
+  assert.is(r.nat.drop_unsupported, 2);
   assert.is(r.nat.exempted, 1);
   assert.is(r.nat.mappings_created, 1, 'no mapping for a dropped packet');
 });

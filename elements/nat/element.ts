@@ -56,7 +56,8 @@ export default defineElement({
     + 'record per block allocated or released, none per session. Mappings are endpoint-independent by default (one external '
     + 'port per inside address and port whatever the destination); filtering of inbound packets is endpoint-independent, '
     + 'address-dependent or address-and-port-dependent (by default as strict as the mapping). Packets from inside to addresses no '
-    + 'Internet host has (multicast, broadcast, loopback) are dropped and counted unless exempt. No external port is shared by two mappings; inside ports below 1024 '
+    + 'Internet host has (multicast, broadcast, loopback, link-local) are dropped and counted unless their prefix is exempt, and so are packets '
+    + 'from outside with such a source. No external port is shared by two mappings; inside ports below 1024 '
     + 'map below 1024 (not in deterministic mode, whose ranges lie above 1023); a released block is not given to anyone for quarantine. Outbound packets refresh mappings (a mapping lives its timeout after the last one, and up to an eighth more: '
     + 'it is refreshed in steps, not per packet); TCP '
     + 'sessions follow SYN, established, FIN and RST with their own timeouts (RFC 5382, RFC 7857); an unsolicited inbound SYN is '
@@ -90,7 +91,7 @@ export default defineElement({
     inside: param.strings('subscriber prefixes: packets from other sources are dropped', { default: ['100.64.0.0/10'].map(parseCidr) as never, item: prefixType }),
     ports_per_block: param.custom('ports in each block a subscriber is given', blockSizeType, { default: 512 }),
     blocks_per_subscriber: param.int('most blocks of each protocol one subscriber holds', 1, 4, { default: 4 }),
-    mapping: param.enum('mapping behaviour (RFC 4787 §4.1)', MAPPINGS, { default: 'endpoint-independent' }),
+    mapping: param.enum('mapping behaviour (RFC 4787 §4.1); set when the NAT starts (its mappings are keyed by it)', MAPPINGS, { default: 'endpoint-independent', fixed: true }),
     filtering: param.enum('which inbound packets a mapping accepts (RFC 4787 §5); when not given, as strict as mapping (so endpoint-independent '
       + 'with the default mapping), and never less strict: a mapping made for one remote host takes packets from that host alone', MAPPINGS, {}),
     port_preservation: param.bool('keep the inside port when it is free: a new block is the one that holds it when that one is free (off: ports are random within blocks, RFC 6888 REQ-15)', { default: false }),
@@ -102,7 +103,7 @@ export default defineElement({
     icmp_timeout: param.custom('ICMP query mapping idle timeout (at least 60 s, RFC 5508 REQ-1)', timeoutOfAtLeast('60 s', 'RFC 5508 REQ-1', '60 s'), { default: 60e9 }),
     quarantine: param.duration('how long a released block is not given to another subscriber (RFC 6888 REQ-8)', { default: 120e9 }),
     exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: prefixType }),
-    exempt_ports: param.strings('destination ports not translated', { default: [] as never, item: types.port }),
+    exempt_ports: param.strings('destination ports not translated (packets to addresses no Internet host has are dropped all the same: exempt their prefix to pass them)', { default: [] as never, item: types.port }),
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422), above port 1023: low inside ports map into it too', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
     mtu: param.int('largest IPv4 packet (total length in bytes) the outside link takes: a larger one from inside with DF set is '
@@ -198,7 +199,8 @@ export default defineElement({
     icmp_sent: state.counter('ICMP errors sent back inside'),
     syn_icmp_sent: state.counter('ICMP port unreachable sent out for unsolicited SYNs (syn_icmp)'),
     drop_not_inside: state.counter('dropped: source outside the inside prefixes'),
-    drop_bad_destination: state.counter('dropped: from inside to an address no Internet host has (multicast, broadcast, reserved, loopback, 0.0.0.0/8)'),
+    drop_bad_destination: state.counter('dropped: from inside to an address no Internet host has (multicast, broadcast, reserved, loopback, link-local, 0.0.0.0/8)'),
+    drop_bad_source: state.counter('dropped: from outside with a source no Internet host has (the same addresses)'),
     drop_no_mapping: state.counter('dropped: inbound packet for no mapping (or not to the pool)'),
     drop_filtered: state.counter('dropped: inbound packet the filtering behaviour refuses'),
     drop_unsolicited_syn: state.counter('dropped silently: inbound TCP SYN without a mapping (RFC 5382 REQ-4)'),
@@ -211,7 +213,7 @@ export default defineElement({
     drop_fragment: state.counter('dropped: inbound later fragment with no first fragment seen'),
     drop_too_big: state.counter('dropped: from inside, larger than mtu with DF set (answered with ICMP fragmentation needed)'),
     drop_no_buffer: state.counter('dropped: larger than mtu, and no free slots or output room for all its fragments'),
-    drop_unsupported: state.counter('dropped: other protocols and ICMP types the NAT does not translate'),
+    drop_unsupported: state.counter('dropped: other protocols and ICMP types the NAT does not translate, and packets to pcp_server other than PCP requests'),
     log_lost: state.counter('block records lost because the log queue was full (the log is written every 200 ms)'),
     scan_cursor: state.internal('where the search for idle blocks goes on (per shard)'),
     reclaimed_s: state.internal('the second (plus one) of the last look at every subscriber for idle blocks when the pool had none (per shard)'),
@@ -262,6 +264,10 @@ export default defineElement({
         + `${poolAddresses(p).length * DETERMINISTIC_PORTS} ports of the pool`,
       hint: `smaller inside prefixes, or a pool of at least ${Math.ceil(deterministicShare(p).inside / DETERMINISTIC_PORTS)} addresses`,
     }] : []),
+    ...(p.pcp_server !== undefined && SPECIAL.some((s) => overlaps({ address: p.pcp_server!, prefix: 32, mask: 0xffffffff }, s.net)) ? [{
+      param: 'pcp_server', message: `${formatIPv4(p.pcp_server)} is no host's address: subscribers could not reach it`,
+      hint: 'an unused unicast address on the inside, e.g. 100.64.255.254',
+    }] : []),
     ...(p.mtu > 0 && p.mtu < 68 ? [{ param: 'mtu', message: `mtu ${p.mtu} is below IPv4's least MTU, 68`, hint: 'the outside link\'s MTU, e.g. 1500; 0 for no limit' }] : []),
     ...p.pool.flatMap((c) => {
       const overlap = p.inside.find((i) => overlaps(c, i));
@@ -285,13 +291,14 @@ export default defineElement({
 /** Slots of fragment_owners (process.ts FRAGMENT_OWNERS): fragmented datagrams in flight at once. */
 const FRAGMENT_OWNERS = 65536;
 
-const DROPS = ['drop_not_inside', 'drop_bad_destination', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
+const DROPS = ['drop_not_inside', 'drop_bad_destination', 'drop_bad_source', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
   'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
 
 /** Addresses that are never a packet's source on the Internet (RFC 6890): a pool must hold none. */
 const SPECIAL = [
   { net: parseCidr('0.0.0.0/8'), what: '"this network"' },
   { net: parseCidr('127.0.0.0/8'), what: 'loopback' },
+  { net: parseCidr('169.254.0.0/16'), what: 'link-local' },
   { net: parseCidr('224.0.0.0/4'), what: 'multicast' },
   { net: parseCidr('240.0.0.0/4'), what: 'reserved or broadcast' },
 ];
@@ -411,7 +418,7 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
     };
   });
   const sessions = view.entries('sessions').filter((e) => e.key[0] === inside).map((e) => ({
-    protocol: protocolName(e.key[3]), inside_port: e.key[2] >>> 16, remote: `${formatIPv4(e.key[1])}:${e.key[2] & 0xffff}`,
+    protocol: protocolName(e.key[3]), inside_port: e.key[2] >>> 16, remote: `${formatIPv4(e.key[1])}${e.key[3] === 1 ? '' : `:${e.key[2] & 0xffff}`}`,
     external: `${formatIPv4(Number(e.value.external))}:${Number(e.value.external_port)}`,
     ...(e.key[3] === 6 ? { tcp: tcpState(Number(e.value.tcp)) } : {}), expires_ns: String(e.expires), shard: e.shard,
   }));

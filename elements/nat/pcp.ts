@@ -78,9 +78,9 @@ export function checkRequest(msg: usize, length: u32, source: u32): i32 {
   return SUCCESS;
 }
 
-/** An error answer's length: the request copied, at most the 1100 bytes a PCP message may have, in whole 32-bit words (§7). */
+/** An error answer's length: the request copied, padded to whole 32-bit words, at most the 1100 bytes a PCP message may have (§7). */
 @inline export function errorAnswerLength(received: u32): u32 {
-  return min<u32>(max<u32>(received, HEADER), MAX_MESSAGE) & ~3;
+  return min<u32>((max<u32>(received, HEADER) + 3) & ~3, MAX_MESSAGE);
 }
 
 /** The lifetime an error response carries: how long the client should take the error to last. */

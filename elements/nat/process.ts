@@ -255,7 +255,12 @@ function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
   if (!isInside(pool, inside)) { self.drop_not_inside++; dropPacket(p); return; }
   // Unless exempt: an operator may pass multicast through untranslated.
   if (!isHostAddress(remote) && !isExempt(pool, remote, 0)) { self.drop_bad_destination++; dropPacket(p); return; }
-  if (self.has_pcp_server && remote == self.pcp_server && isPcp(p, ip)) { pcpRequest(self, p, ip, out, t); return; }
+  if (self.has_pcp_server && remote == self.pcp_server) {
+    // The NAT's own address answers PCP requests, and nothing else: the rest would leave with an inside destination.
+    if (isPcp(p, ip)) pcpRequest(self, p, ip, out, t);
+    else { self.drop_unsupported++; dropPacket(p); }
+    return;
+  }
   if (self.mtu && IPv4.totalLength(ip) > self.mtu && (Wire.get16(ip + 6) & IP_DONT_FRAGMENT) && poolIndex(pool, remote) < 0) {
     tooBig(self, p, ip, out);
     return;
@@ -402,12 +407,12 @@ function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16,
 }
 
 /**
- * The filtering that filter entries and sessions enforce. A mapping made for one remote host (address-dependent or
- * address-and-port-dependent mapping) takes packets from it alone by itself (inbound), so only a filtering stricter
- * than the mapping needs them; without the parameter, filtering is as strict as mapping (element.ts refuses less).
+ * The filtering that filter entries and sessions enforce: the parameter's. Without it, filtering is as strict as the
+ * mapping, which a mapping made for one remote host (address-dependent or address-and-port-dependent mapping) is by
+ * itself (inbound takes packets from that host alone), so no entries are needed. element.ts refuses a looser one.
  */
 @inline function filteringByEntries(self: NATState): u8 {
-  return self.has_filtering && self.filtering > self.mapping ? self.filtering : ENDPOINT_INDEPENDENT;
+  return self.has_filtering ? self.filtering : ENDPOINT_INDEPENDENT;
 }
 
 /** Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in. */
@@ -801,6 +806,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   const pool = <usize>self.pool;
   const external = IPv4.dst(ip);
   const remote = IPv4.src(ip);
+  if (!isHostAddress(remote)) { self.drop_bad_source++; dropPacket(p); return; }
   const a = poolIndex(pool, external);
   if (a < 0) {
     // Replies to exempt traffic come back to the inside address itself.
@@ -1497,12 +1503,13 @@ function insideAddress(pool: usize, index: u32): u32 {
 }
 
 /**
- * Whether a destination can be one host's on the Internet: not "this network" (0/8), loopback (127/8), multicast
- * (224/4), or reserved and broadcast (240/4). A router does not forward to the others (RFC 1812 §5.3.7, RFC 6890).
+ * Whether an address can be one host's on the Internet: not "this network" (0/8), loopback (127/8), link-local
+ * (169.254/16), multicast (224/4), or reserved and broadcast (240/4). A router forwards no packet to or from the others
+ * (RFC 1812 §5.3.7, RFC 3927 §7, RFC 6890).
  */
 @inline function isHostAddress(address: u32): bool {
   const first = address >>> 24;
-  return first != 0 && first != 127 && first < 224;
+  return first != 0 && first != 127 && first < 224 && (address >>> 16) != 0xa9fe;
 }
 
 @inline function isExempt(pool: usize, address: u32, port: u16): bool {
