@@ -2,7 +2,8 @@
 // fast path touches (slots, rings, batches, element state, flow tables, I/O buffers) is laid out
 // here by the engine before the shards start; nothing is allocated per packet.
 
-const PAGE = 65536;
+/** A WebAssembly memory page, in bytes. */
+export const PAGE = 65536;
 /** Kept free at the bottom: the module's own static data, if any, lives there. */
 const RESERVED = 1 << 20;
 /** The modules are compiled with this maximum (engine/compile.ts); a memory may not exceed it. */

@@ -7,7 +7,7 @@ import { MAX_SHARDS, type PipelineConfig, type ThreadMode } from './config.ts';
 import { addressSteeringErrors, buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
-import { MemoryArena } from './memory.ts';
+import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, setUpBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
@@ -308,8 +308,12 @@ export class Pipeline {
   }
 
   /** Lays out a shard's memory and registers it with the I/O side (its thread starts in start()). */
+  /** The most memory one shard took (createShard), with room for alignment: what each more shard needs. */
+  private shardBytes = 0;
+
   private createShard(id: number): Shard {
     const { arena, config } = this;
+    const before = arena.used;
     const ringCapacity = nextPowerOfTwo(config.poolSlots);
     const stashCapacity = this.stashCapacity();
     const rxRing = this.ring(ringCapacity);
@@ -331,6 +335,7 @@ export class Pipeline {
     this.u32(record + 4, outRing);
     this.u32(record + 8, stash);
     const { descriptor, blocks } = this.layOutGraph();
+    this.shardBytes = Math.max(this.shardBytes, arena.used - before + PAGE);
     return new Shard(id, { context, descriptor, rxRing, outRing, stash, blocks }, arena);
   }
 
@@ -880,8 +885,14 @@ export class Pipeline {
     const started = performance.now();
     const from = this.shards.length;
     const lostBefore = this.lostSoFar();
-    for (let id = from; id < target; id++) {
-      const shard = this.createShard(id);
+    // A scale event that cannot have the memory of its new shards changes nothing.
+    const need = this.arena.used + Math.max(0, target - from) * this.shardBytes;
+    if (need > MAX_PAGES * PAGE) {
+      throw new RangeError(`${target} shards need ${need} bytes of memory, more than the 4 GiB WebAssembly allows `
+        + `(each shard's tables and batches take ${this.shardBytes}): scale to fewer, or make the tables smaller`);
+    }
+    const added = Array.from({ length: Math.max(0, target - from) }, (_, i) => this.createShard(from + i));
+    for (const shard of added) {
       // Not awaited: the buckets start moving (their packets held) at once; the moves wait in its mailbox.
       void this.startShard(shard);
       this.shards.push(shard);

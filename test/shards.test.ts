@@ -452,5 +452,31 @@ test('state owned by a host with sources that do not steer by address: refused f
   }
 });
 
+test('a scale event whose new shards would not fit in memory is refused and changes nothing: the next one and the stop work', async () => {
+  // A flow table of 16M slots of 64 bytes: a GiB a shard, so four shards are more than WebAssembly's 4 GiB.
+  const file = join(dir, 'big.yaml');
+  writeFileSync(file, `elements:
+  src: { type: FromPcap, file: trace.pcap, loop: true, timing: original }
+  stats: { type: FlowStats, capacity: 8000000 }
+  out: { type: Discard }
+connections:
+  - src -> stats -> out
+`);
+  const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1, threads: 'inline' });
+  const running = pipeline.run();
+  try {
+    while (pipeline.packetsIn() < 100) await new Promise((r) => setTimeout(r, 10));
+    await pipeline.scale(4).then(() => assert.unreachable('scaled to 4'), (e: Error) => {
+      assert.match(e.message, /^4 shards need \d+ bytes of memory, more than the 4 GiB WebAssembly allows \(each shard's tables and batches take \d+\): scale to fewer/);
+    });
+    const report = await pipeline.scale(2);
+    assert.equal([report.from, report.to, report.packets_lost], [1, 2, 0]);
+  } finally {
+    pipeline.stop();
+  }
+  const result = await running;
+  assert.ok(result.packets_in > 0);
+});
+
 test.after(() => removeDir(dir));
 test.run();
