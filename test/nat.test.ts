@@ -229,12 +229,13 @@ test('U6/U7 UDP timeout of 300 s (plus at most an eighth), refreshed by outbound
     [0, udp(A, R1, 5000, 53)],
     [200, udp(R1, ext, 53, 5000)],   // 2: in, does not refresh the mapping
     [299, udp(R1, ext, 53, 5000)],   // 3: still in time
-    [338, udp(R1, ext, 53, 5000)],   // 4: the mapping expired at 300 + 37.5
-    [400, udp(A, R1, 5000, 53)],     // 5: a new mapping (port preserved: the same port)
-    [650, udp(A, R1, 5000, 53)],     // 6: refreshes it
-    [949, udp(R1, ext, 53, 5000)],   // 7: alive until at least 950
+    [300, udp(A, R1, 5001, 53)],     // 4: another mapping keeps the block A's
+    [338, udp(R1, ext, 53, 5000)],   // 5: the mapping expired at 300 + 37.5
+    [400, udp(A, R1, 5000, 53)],     // 6: a new mapping (port preserved: the same port)
+    [650, udp(A, R1, 5000, 53)],     // 7: refreshes it
+    [949, udp(R1, ext, 53, 5000)],   // 8: alive until at least 950
   ]);
-  assert.equal(r.inside.map((s) => s.n), [2, 3, 7]);
+  assert.equal(r.inside.map((s) => s.n), [2, 3, 8]);
   assert.is(r.nat.drop_no_mapping, 1);
   const short = await run('udp_timeout: 120s', [[0, udp(A, R1, 5000, 53)]]);
   assert.is(short.outside.length, 1);
@@ -857,7 +858,7 @@ test('C5 per-subscriber session limit: new sessions past it are refused; session
   assert.is(r.nat.drop_session_limit, 2);
   assert.is(r.nat.drop_no_mapping, 1);
   assert.is(r.subscriber(A).session_count, 1, 'the session of packet 9 (the three before it timed out)');
-  assert.is(r.subscriber(B).session_count, 1);
+  assert.is(r.subscriber(B).note, 'no state for this subscriber', 'B\'s one session and mapping expired, and the search gave its block back');
   // One session expires while another keeps the mapping alive: found expired, it is counted off at once.
   const partial = await run('sessions_per_subscriber: 2', [
     [0, udp(A, R1, 5000, 53)], [200, udp(A, R2, 5000, 53)],
@@ -911,6 +912,18 @@ test('C8/C12/C14 blocks are logged once each, released when idle, and quarantine
   assert.equal(events.filter((e: string) => e.includes(A)), [`allocate ${A} 39936-40959 udp`, `release ${A} 39936-40959 udp`]);
   assert.ok(r.log.every((l: any) => !('destination' in l) && Object.keys(l).sort().join() === 'event,external,ports,protocol,subscriber,time'), 'nothing about destinations');
   assert.is(r.nat.blocks_released >= 1, true);
+});
+
+test('C8 on a quiet NAT (a packet a second) an idle block is given back within seconds of its last mapping expiring', async () => {
+  const packets: Packet[] = [[0, udp(A, R1, 5000, 53)], ...Array.from({ length: 400 }, (_, i): Packet => [1 + i, udp(B, R1, 6000, 53)])];
+  const r = await run('', packets);
+  const released = r.log.filter((l: any) => l.event === 'release' && l.subscriber === A);
+  assert.is(r.nat.blocks_released, 1, 'A\'s block, by the search (B\'s is still held)');
+  assert.is(released.length, 1);
+  // Its mapping expired after 300 s (and at most an eighth more); the release is dated then.
+  const at = (Date.parse(released[0].time) / 1000) - T0;
+  assert.ok(at >= 300 && at <= 338, `released at ${at} s`);
+  assert.is(r.subscriber(A).note, 'no state for this subscriber', 'A is gone');
 });
 
 test('C8 a quiet NAT whose pool is taken by idle blocks gives them back when a new subscriber needs one, dated when they went idle', async () => {

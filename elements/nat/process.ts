@@ -117,7 +117,7 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
     if (port == 0) outbound(self, p, out, t);
     else inbound(self, p, out, t, false);
   }
-  releaseIdleBlocks(self, t, 4);
+  releaseIdleBlocks(self, t, idleSearchBudget(self, t));
   self.sessions.sweep(t, 8);
   self.mappings.sweep(t, 8);
   self.fragment_ids.sweep(t, 8);
@@ -1378,6 +1378,21 @@ function holdBlockUntil(self: NATState, sub: NATSubscribersEntry, port: u16, dea
  * Gives back the blocks whose mappings have all expired, looking at `budget` subscriber entries per
  * batch, and removes subscribers that hold nothing and have been idle for the UDP timeout.
  */
+/** The per-batch search for idle blocks goes over the whole subscriber table at least this often (ns of the clock). */
+const IDLE_SEARCH_ROUND_NS: u64 = 10 * SECOND;
+
+/**
+ * Subscriber slots the search looks at in this batch: 4, or as many as keep a round of the table within
+ * IDLE_SEARCH_ROUND_NS when batches come seldom (a quiet NAT gives blocks back as soon as a busy one does).
+ */
+function idleSearchBudget(self: NATState, t: u64): u32 {
+  const elapsed = t > self.idle_search_ns ? t - self.idle_search_ns : 0;
+  self.idle_search_ns = t;
+  const slots = self.subscribers.slots;
+  const share = elapsed >= IDLE_SEARCH_ROUND_NS ? slots : <u32>((<u64>slots * elapsed) / IDLE_SEARCH_ROUND_NS);
+  return max<u32>(share, 4);
+}
+
 function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
   const pool = <usize>self.pool;
   const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
