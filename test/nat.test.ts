@@ -209,13 +209,14 @@ test('U1 address-dependent and address-and-port-dependent mapping: a mapping per
     const loose = cli(['check', join(dir, 'loose.yaml')]);
     assert.is(loose.status, 2);
     assert.match(loose.stderr, /loose\.yaml:\d+:\d+: nat\.filtering: filtering: endpoint-independent is less strict than mapping: address-dependent, whose mappings are each made for one remote host and take packets from it alone\n {2}hint: use filtering: address-dependent or stricter, or leave filtering out/);
-    // At run time too: filtering is not loosened below the mapping, and the mapping (which keys the mappings) stays.
+    // At run time the mapping (which keys the mappings), the filtering (which their filter entries follow) and the
+    // session limit (sessions are counted only under one) stay as the NAT started.
     writeFileSync(join(dir, 'strict.yaml'), config('mapping: address-dependent, filtering: address-dependent'));
     const strict = await Pipeline.create(await loadConfig(join(dir, 'strict.yaml')), { threads: 'inline' });
     const view = strict.view('nat');
-    assert.throws(() => view.setParam('filtering', 'endpoint-independent'), /filtering: filtering: endpoint-independent is less strict than mapping: address-dependent/);
-    assert.throws(() => view.setParam('mapping', 'endpoint-independent'), /mapping is read when nat is set up/);
-    view.setParam('filtering', 'address-and-port-dependent');
+    for (const param of ['mapping', 'filtering', 'sessions_per_subscriber']) {
+      assert.throws(() => view.setParam(param, param === 'sessions_per_subscriber' ? 4 : 'endpoint-independent'), new RegExp(`${param} is read when nat is set up`));
+    }
     strict.closeSources();
   } finally {
     removeDir(dir);
@@ -797,6 +798,23 @@ test('C9 PCP PEER: the session with one remote peer is made as its first packet 
   assert.is(r.nat.mappings_created, 3);
 });
 
+test('C9 PCP: a delete takes away a mapping no session used (any host could reach it), and leaves one in use to its traffic', async () => {
+  const PCP = '100.64.255.254';
+  const pcp = (s: number, req: Buffer): Packet => [s, udp(A, PCP, 5350, 5351, { payload: req })];
+  const r = await run('pool: [203.0.113.1], pcp_server: 100.64.255.254, port_preservation: true', [
+    pcp(0, pcpRequest(A, { port: 7000 })),                 // 1: MAP UDP 7000, no traffic on it
+    pcp(1, pcpRequest(A, { port: 7001 })),                 // 2: MAP UDP 7001
+    [2, udp(A, R1, 7001, 53)],                             // 3: A sends from 7001
+    pcp(3, pcpRequest(A, { port: 7000, lifetime: 0 })),   // 4: delete both
+    pcp(4, pcpRequest(A, { port: 7001, lifetime: 0 })),   // 5
+    [5, udp(R2, '203.0.113.1', 9999, 7000)],             // 6: the port is closed
+    [6, udp(R2, '203.0.113.1', 9999, 7001)],             // 7: 7001 is a mapping A's traffic made, endpoint-independent filtering
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 4, 5, 7]);
+  assert.is(r.nat.drop_no_mapping, 1);
+  assert.equal(r.subscriber(A).mappings.map((m: any) => m.inside_port), [7001]);
+});
+
 test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, mappings, delete all, an unsupported opcode, a short request dropped', async () => {
   const PCP = '100.64.255.254';
   const pmp = (s: number, hex: string): Packet => [s, udp(A, PCP, 5350, 5351, { payload: Buffer.from(hex, 'hex') })];
@@ -809,12 +827,15 @@ test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, mappings, dele
     pmp(5, '00010000' + '1b59' + '9c40' + '00000e10'), // 6: map UDP 7001 suggesting public port 40000
     pmp(6, '00020000' + '1f90' + '0000' + '00000e10'), // 7: map TCP 8080
     pmp(7, '00010000' + '0000' + '0000' + '00000000'), // 8: delete every UDP mapping (§3.4)
-    [8, udp(R1, '203.0.113.1', 9999, 40000)], // 9: no longer admitted from a host A never sent to
+    [8, udp(R1, '203.0.113.1', 9999, 40000)], // 9: gone: no traffic used it
     [9, tcp(R1, '203.0.113.1', 40001, 8080, SYN)], // 10: the TCP mapping stays
     pmp(10, '00010000' + '0000' + '1234' + '00000000'), // 11: internal port 0 with an external port: refused (2)
+    [11, udp(R1, '203.0.113.1', 9999, 7000)], // 12: 7000's session (packet 3) keeps its mapping
+    [12, udp(R2, '203.0.113.1', 9999, 7000)], // 13: a host A never sent to: filtered
   ]);
-  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4, 6, 7, 8, 10, 11]);
+  assert.equal(r.inside.map((s) => s.n), [1, 2, 3, 4, 6, 7, 8, 10, 11, 12]);
   assert.is(r.nat.drop_filtered, 1);
+  assert.is(r.nat.drop_no_mapping, 1, 'packet 9: the mapping of 7001, which no traffic used, went with the delete');
   assert.equal(r.natPmp.filter((f) => f[4] === '0').map((f) => [f[0], f[1], f[5], f[6]]), [['129', '0', '0', '0'], ['129', '2', '0', '0']], 'delete all: done; refused with an external port');
   assert.equal(r.natPmp.find((f) => f[4] === '7001')?.slice(4), ['7001', '40000', '3600'], 'the suggested public port, free, is given');
   assert.equal(r.natPmp.slice(0, 2).map((f) => f.slice(0, 3)), [['128', '0', '0'], ['129', '0', '1']], 'opcode + 128, result, seconds since the epoch');

@@ -93,7 +93,8 @@ export default defineElement({
     blocks_per_subscriber: param.int('most blocks of each protocol one subscriber holds', 1, 4, { default: 4 }),
     mapping: param.enum('mapping behaviour (RFC 4787 §4.1); set when the NAT starts (its mappings are keyed by it)', MAPPINGS, { default: 'endpoint-independent', fixed: true }),
     filtering: param.enum('which inbound packets a mapping accepts (RFC 4787 §5); when not given, as strict as mapping (so endpoint-independent '
-      + 'with the default mapping), and never less strict: a mapping made for one remote host takes packets from that host alone', MAPPINGS, {}),
+      + 'with the default mapping), and never less strict: a mapping made for one remote host takes packets from that host alone; set when the NAT starts '
+      + '(the filter entries of live mappings follow it)', MAPPINGS, { fixed: true }),
     port_preservation: param.bool('keep the inside port when it is free: a new block is the one that holds it when that one is free (off: ports are random within blocks, RFC 6888 REQ-15)', { default: false }),
     parity: param.bool('keep the parity of the inside port (RFC 4787 REQ-3)', { default: false }),
     udp_timeout: param.custom('UDP mapping idle timeout (at least 120 s, RFC 4787 REQ-5)', timeoutOfAtLeast('120 s', 'RFC 4787 REQ-5', '300 s'), { default: 300e9 }),
@@ -124,7 +125,8 @@ export default defineElement({
       + 'is followed by a new one at the path within 200 ms, so no signal or copytruncate is needed', {}),
     max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
-    sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions', 0, 1 << 24, { default: 0 }),
+    sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions; set when the NAT starts '
+      + '(sessions are counted only while there is a limit)', 0, 1 << 24, { default: 0, fixed: true }),
   },
   state: {
     pool: state.data({

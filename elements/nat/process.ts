@@ -50,6 +50,8 @@ const KIND_IN: u32 = 2;     // [inside][0][external port << 16] -> inside port, 
 const KIND_FILTER: u32 = 3; // [inside][remote][external port << 16] -> a remote address the mapping has sent to
 const KIND_FRAGMENT: u32 = 4; // [inside][remote][IP id]: the first fragment of an inbound datagram went to this subscriber, so its later ones may
 const KIND_FRAGMENT_AT: u32 = 5; // [external][remote][IP id] -> inside: the same, found without fragment_owners (on the shard that translated the first)
+/** A KIND_OUT entry's remote_port: made by a PCP or NAT-PMP request, and no outbound traffic has used it since. */
+const MADE_BY_REQUEST: u16 = 1;
 
 // Mapping and filtering behaviours (element.ts MAPPINGS).
 const ENDPOINT_INDEPENDENT: u8 = 0;
@@ -305,6 +307,7 @@ function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
       refreshMapping(self, inside, remote, s.external_port, mappingDeadline, t);
     }
     s.mapping_until = mappingDeadline;
+    usedByTraffic(self, inside, remote, t);
   }
   setSessionDeadline(session, s, deadline);
   translate(ip, l4, s.external, s.external_port, true);
@@ -413,6 +416,14 @@ function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16,
  */
 @inline function filteringByEntries(self: NATState): u8 {
   return self.has_filtering ? self.filtering : ENDPOINT_INDEPENDENT;
+}
+
+/** A session uses the mapping: it is no longer one only a PCP or NAT-PMP request made (a delete leaves it to its traffic). */
+function usedByTraffic(self: NATState, inside: u32, remote: u32, t: u64): void {
+  const key = keyBuffer();
+  mappingOutKey(self, key, inside, remote);
+  const forward = self.mappings.find(key, FlowKey.hash(key), t);
+  if (forward) changetype<NATMappingsEntry>(forward).remote_port = 0;
 }
 
 /** Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in. */
@@ -709,7 +720,8 @@ function unmapAll(self: NATState, inside: u32, proto: u8, t: u64): i32 {
 /**
  * Maps the subscriber's internal port (TCP or UDP) for inbound traffic from any host, for the lifetime asked
  * (within 2 minutes and pcp_max_lifetime), on the mapping its outbound traffic uses or would use
- * (endpoint-independent); a lifetime of 0 takes the permission back and leaves the mapping to its traffic.
+ * (endpoint-independent); a lifetime of 0 takes the permission back and leaves the mapping to its traffic (one no
+ * session used goes at once).
  * Only the client that made a mapping (its `nonce`) may renew or delete it (RFC 6887 §11.3). A new mapping
  * takes the suggested external port (`port`, 0: none) when it is free in a block the subscriber holds or in a
  * free block it may claim, and the suggested address (`address`) when the subscriber has none yet and that
@@ -744,12 +756,21 @@ function mapPortAsWanted(self: NATState, inside: u32, proto: u8, internal: u16, 
       if (permit && load<u64>(permit) != nonce) return NOT_AUTHORIZED;
       if (permit) {
         self.mappings.remove(key, FlowKey.hash(key));
-        // The mapping goes on as one its traffic made: no longer than an outbound packet now could have kept it
-        // (the longest session timeout and the eighth a refresh adds) or a PEER session needs it, so that no live
-        // session loses it.
-        const timeout = protocol == IPPROTO_UDP ? self.udp_timeout : max<u64>(self.tcp_established, self.tcp_transitory);
-        const deadline = max<u64>(t + timeout + (timeout >> 3), <u64>changetype<NATMappingsEntry>(forward).remote * SECOND);
-        if (FlowTable.expires(forward) > deadline) refreshMapping(self, inside, 0, external, deadline, t, true);
+        const f = changetype<NATMappingsEntry>(forward);
+        const peersUntil = <u64>f.remote * SECOND;
+        if (f.remote_port == MADE_BY_REQUEST && peersUntil <= t) {
+          // No outbound traffic ever used it and no PEER session needs it: gone, or any host could still reach the port.
+          self.mappings.remove(forward - ENTRY_VALUE + ENTRY_KEY, load<u32>(forward - ENTRY_VALUE, 4));
+          mappingInKey(key, inside, external);
+          self.mappings.remove(key, FlowKey.hash(key));
+        } else {
+          // The mapping goes on as one its traffic made: no longer than an outbound packet now could have kept it
+          // (the longest session timeout and the eighth a refresh adds) or a PEER session needs it, so that no live
+          // session loses it.
+          const timeout = protocol == IPPROTO_UDP ? self.udp_timeout : max<u64>(self.tcp_established, self.tcp_transitory);
+          const deadline = max<u64>(t + timeout + (timeout >> 3), peersUntil);
+          if (FlowTable.expires(forward) > deadline) refreshMapping(self, inside, 0, external, deadline, t, true);
+        }
       }
       grantedPort = external;
     }
@@ -775,8 +796,12 @@ function mapPortAsWanted(self: NATState, inside: u32, proto: u8, internal: u16, 
   if (held && load<u64>(held) != nonce) return NOT_AUTHORIZED;
   const deadline = t + <u64>lifetime * SECOND;
   // A mapping made for this request lives its lifetime, not an idle timeout; one that traffic uses, the longer of the two.
-  if (self.mappings_created != made) refreshMapping(self, inside, 0, <u16>mapped, deadline, t, true);
-  else if (!refreshMapping(self, inside, 0, <u16>mapped, deadline, t)) return NO_RESOURCES;
+  if (self.mappings_created != made) {
+    refreshMapping(self, inside, 0, <u16>mapped, deadline, t, true);
+    mappingOutKey(self, key, inside, 0);
+    const forward = self.mappings.find(key, FlowKey.hash(key), t);
+    if (forward) changetype<NATMappingsEntry>(forward).remote_port = MADE_BY_REQUEST;
+  } else if (!refreshMapping(self, inside, 0, <u16>mapped, deadline, t)) return NO_RESOURCES;
   // The permission for any remote host (admits), as long as the lifetime.
   filterKey(key, inside, 0, <u16>mapped);
   const permit = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
@@ -872,6 +897,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     fresh.external_port = externalPort;
     fresh.tcp = 0;
     fresh.mapping_until = 0;
+    usedByTraffic(self, inside, remote, t);
   }
   const s = changetype<NATSessionsEntry>(session);
   // Only outbound packets keep a mapping (RFC 4787 REQ-6): a session does not outlive it.
