@@ -935,6 +935,22 @@ test('C8/C12/C14 blocks are logged once each, released when idle, and quarantine
   assert.is(r.nat.blocks_released >= 1, true);
 });
 
+test('C8 a block log that cannot be written (a full disk): the NAT goes on, and the log says so and how many records were not written', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), [udp(A, R1, 5000, 53), udp(B, R1, 5000, 53)].map((spec, i) => ({ data: frame(spec), sec: T0 + i, usec: 0 })));
+    writeFileSync(join(dir, 'full.yaml'), config('log: /dev/full'));
+    const logs: string[] = [];
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'full.yaml')), { threads: 'inline', log: (m: string) => logs.push(m) });
+    const result = await pipeline.run();
+    assert.is((result.elements.nat as any).translated_out, 2);
+    assert.is(logs.filter((m) => m.includes('cannot write the block log /dev/full (ENOSPC): its records wait')).length, 1, logs.join('\n'));
+    assert.ok(logs.some((m) => /4 block records could not be written to \/dev\/full \(ENOSPC\)/.test(m)), logs.join('\n'));
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('C8 on a quiet NAT (a packet a second) an idle block is given back within seconds of its last mapping expiring', async () => {
   const packets: Packet[] = [[0, udp(A, R1, 5000, 53)], ...Array.from({ length: 400 }, (_, i): Packet => [1 + i, udp(B, R1, 6000, 53)])];
   const r = await run('', packets);

@@ -337,7 +337,7 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
     const previous = view.previous;
     const moved = previous !== undefined && logPath(previous.params as NatParams, previous.configFile) !== path;
     const startsUnlogged = view.restored || moved || (previous !== undefined && unlogged.has(previous.params));
-    log = { ...openLog(view.name, path), pending: startsUnlogged ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
+    log = { ...openLog(view, path), pending: startsUnlogged ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
     logs.set(view.params, log);
     // The queue as the snapshot saw it: the run that took it logs those records itself.
     if (view.restored) drainLog(pool);
@@ -370,34 +370,79 @@ function logPath(p: NatParams, configFile: string): string | undefined {
   return !p.log ? undefined : p.log === '-' ? '-' : resolve(dirname(configFile), p.log);
 }
 
-function writeRecords(log: { write(line: string): void }, records: BlockRecord[]): void {
-  for (const record of records) log.write(JSON.stringify(record) + '\n');
+function writeRecords(log: BlockLog, records: BlockRecord[]): void {
+  log.write(records.map((record) => JSON.stringify(record) + '\n'));
 }
 
-/** An open block log. `followRotation`: when the file at its path is no longer the one open, opens the one there. */
-interface BlockLog { write(line: string): void; close(): void; followRotation(): void }
+/** Lines a block log keeps while it cannot write them (about 100 MB); older ones are lost beyond, and counted. */
+const MOST_WAITING = 1_000_000;
 
-function openLog(name: string, path: string): BlockLog {
-  if (path === '-') return { write: (line) => process.stdout.write(line), close: () => undefined, followRotation: () => undefined };
+/**
+ * An open block log. Lines that cannot be written (a full disk, say) wait, in order, and are written with the next
+ * ones; the NAT goes on translating meanwhile, and the log says when writing fails and when it works again.
+ * `followRotation`: when the file at its path is no longer the one open (renamed or removed, as logrotate does), the
+ * lines from now on go to a new file there.
+ */
+interface BlockLog { write(lines: string[]): void; close(): void; followRotation(): void }
+
+function openLog(view: ElementView, path: string): BlockLog {
+  if (path === '-') return { write: (lines) => { for (const line of lines) process.stdout.write(line); }, close: () => undefined, followRotation: () => undefined };
   const open = () => {
     try {
       makeFolders(dirname(path));
       return openSync(path, 'a');
     } catch (e) {
-      throw new EnvironmentError(`${name}: cannot write the block log ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
+      throw new EnvironmentError(`${view.name}: cannot write the block log ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
     }
   };
   let fd = open();
+  let waiting: string[] = [];
+  let failing: string | undefined;
+  let lost = 0;
+  /** Why the path could not be opened anew after a rotation, while that lasts. */
+  let stuck: string | undefined;
+  const flush = () => {
+    let written = 0;
+    try {
+      for (; written < waiting.length; written++) writeSync(fd, waiting[written]);
+    } catch (e) {
+      const why = (e as NodeJS.ErrnoException).code ?? String(e);
+      if (failing !== why) view.log(`cannot write the block log ${path} (${why}): its records wait, and are written with the next ones`);
+      failing = why;
+    }
+    waiting = waiting.slice(written);
+    if (!waiting.length && failing) {
+      view.log(`the block log ${path} is written again${lost ? `; ${lost} records were lost meanwhile` : ''}`);
+      failing = undefined;
+    }
+    if (waiting.length > MOST_WAITING) {
+      lost += waiting.length - MOST_WAITING;
+      waiting = waiting.slice(-MOST_WAITING);
+    }
+  };
   return {
-    write: (line) => writeSync(fd, line),
-    close: () => closeSync(fd),
-    // Rotated away (renamed or removed, as logrotate does): the records from now on go to a new file at the path.
+    write: (lines) => {
+      for (const line of lines) waiting.push(line);
+      flush();
+    },
+    close: () => {
+      flush();
+      if (waiting.length || lost) view.log(`${waiting.length + lost} block records could not be written to ${path} (${failing})`);
+      closeSync(fd);
+    },
     followRotation: () => {
       const there = statSync(path, { throwIfNoEntry: false });
       const held = fstatSync(fd);
       if (there?.ino === held.ino && there.dev === held.dev) return;
-      closeSync(fd);
-      fd = open();
+      try {
+        const next = open();
+        closeSync(fd);
+        fd = next;
+        stuck = undefined;
+      } catch (e) {
+        if (stuck !== (e as Error).message) view.log(`no new block log after a rotation (${(e as Error).message}): writing on in the old file`);
+        stuck = (e as Error).message;
+      }
     },
   };
 }
