@@ -115,7 +115,11 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
     const url = new URL(req.url ?? '/', 'http://control');
     const method = req.method ?? 'GET';
     const changes = method !== 'GET' && method !== 'HEAD';
-    if (changes && !authorised(req, token)) throw new HttpError(401, 'this call changes the pipeline: send the token as "Authorization: Bearer TOKEN"');
+    if (changes && !authorised(req, token)) {
+      throw new HttpError(401, req.headers.authorization
+        ? 'this call changes the pipeline, and the token sent is not the pipeline\'s: use the one it printed at start (or was given with --token)'
+        : 'this call changes the pipeline: send the token as "Authorization: Bearer TOKEN"');
+    }
     const handler = /^\/elements\/([^/]+)\/([^/]+)$/.exec(url.pathname);
     if (method === 'GET' && url.pathname === '/graph') {
       return {

@@ -71,7 +71,9 @@ test('GET /graph, /stats, /metrics and handlers need no token', async () => {
 
 test('changes need the token', async () => {
   for (const token of [undefined, 'wrong']) {
-    assert.is((await call('POST', '/scale', { shards: 2 }, token)).status, 401);
+    const refused = await call('POST', '/scale', { shards: 2 }, token);
+    assert.is(refused.status, 401);
+    assert.match(refused.json.error, token ? /the token sent is not the pipeline's/ : /send the token as "Authorization: Bearer TOKEN"/);
     assert.is((await call('PUT', '/elements/count/reset', {}, token)).status, 401);
   }
   assert.is(pipeline.runtimeStats().shards.length, 1, 'nothing changed');
