@@ -1164,7 +1164,12 @@ export class Pipeline {
       for (const [field, { layout, bytes }] of Object.entries(saved.data ?? {})) {
         // Laid out by other parameters (a reload that changed them): it starts afresh.
         if (layout !== dataLayoutOf(node, field)) {
-          this.log(`${name}.${field}: its parameters changed, so it starts afresh instead of from the snapshot, and so do ${name}'s tables`);
+          const reads = layoutParamsOf(node, field);
+          const before = this.predecessor.get(name)?.params;
+          const changed = before ? reads.filter((k) => jsonOf(before[k]) !== jsonOf(node.instance.params[k])) : [];
+          const why = changed.length ? `${changed.join(', ')} changed, and its ${field} data is laid out by ${changed.length > 1 ? 'them' : 'it'}`
+            : `its ${field} data is laid out by ${reads.join(', ')}, and one of them changed`;
+          this.log(`${name}: ${why}, so it starts afresh (its tables too) instead of taking its state from the ${before ? 'pipeline it replaces' : 'snapshot'}`);
           afresh.add(name);
           continue;
         }
@@ -1446,7 +1451,23 @@ function dataLayoutOf(node: GraphNode, field: string): string | undefined {
   const spec = node.type.state?.[field];
   if (spec?.kind !== 'data' || !spec.shared) return undefined;
   const params = node.instance.params;
-  return JSON.stringify([spec.size(params), spec.layout?.(params) ?? null], (_, value) => (typeof value === 'bigint' ? String(value) : value));
+  return jsonOf([spec.size(params), spec.layout?.(params) ?? null]);
+}
+
+/** The parameters a shared data field's layout (its size and layout functions) reads. */
+function layoutParamsOf(node: GraphNode, field: string): string[] {
+  const spec = node.type.state?.[field];
+  if (spec?.kind !== 'data') return [];
+  const read = new Set<string>();
+  const noting = new Proxy(node.instance.params, { get: (target, key) => { if (typeof key === 'string') read.add(key); return target[key as string]; } });
+  spec.size(noting);
+  spec.layout?.(noting);
+  return [...read];
+}
+
+/** JSON of parameter values (bigints as strings). */
+function jsonOf(value: unknown): string {
+  return JSON.stringify(value, (_, v) => (typeof v === 'bigint' ? String(v) : v));
 }
 
 /** Two shards' values of one field combined by its merge rule. */

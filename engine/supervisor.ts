@@ -49,8 +49,8 @@ export class Supervisor {
       }
       this.next = undefined;
       try {
-        const report = carryOver(await this.current.snapshot(), next.pipeline);
         next.pipeline.replaces(this.current);
+        const report = carryOver(await this.current.snapshot(), next.pipeline);
         next.pipeline.scaleReports.unshift(...this.current.scaleReports);
         this.current = next.pipeline;
         next.done(report);

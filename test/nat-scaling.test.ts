@@ -18,6 +18,15 @@ const dir = tempDir();
 const subscriber = (i: number) => `100.64.${i >> 8}.${i & 255}`;
 const server = (i: number) => `198.18.${i % 200}.1`;
 
+/** Waits until `ready()` holds; fails, naming `what`, after 30 s (a run that never gets there must not hang the tests). */
+async function waitFor(ready: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`waited 30 s for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 function config(name: string, nat: string, source = ''): string {
   const file = join(dir, `${name}.yaml`);
   writeFileSync(file, `
@@ -255,7 +264,7 @@ test('a snapshot carries subscribers, mappings and who holds each block into a n
   const logs: string[] = [];
   const other = await Pipeline.create(await loadConfig(config('after', `${nat}, pool: [203.0.113.64/26]`)), { shards: 1, threads: 'inline', log: (m: string) => logs.push(m) });
   assert.equal([...other.restore(snapshot)], ['nat'], 'reported as started afresh (a reload lists it as restarted, not kept)');
-  assert.ok(logs.some((m) => m.includes('nat.pool: its parameters changed, so it starts afresh instead of from the snapshot, and so do nat\'s tables')), logs.join('\n'));
+  assert.ok(logs.some((m) => m.includes('nat: its pool data is laid out by pool, ports_per_block, inside, exempt, deterministic, exempt_ports, icmp_source, log, and one of them changed, so it starts afresh (its tables too) instead of taking its state from the snapshot')), logs.join('\n'));
   assert.equal(['subscribers', 'mappings', 'sessions'].map((t) => other.view('nat').entries(t).length), [0, 0, 0]);
   assert.ok(snapshot.elements.nat.tables.subscribers, 'the snapshot had them');
 });
@@ -272,7 +281,7 @@ test('C8 the block log leaves no block open: released when the run ends or a rel
   const running = supervisor.run();
   let snapshot: Snapshot | undefined;
   try {
-    const busy = async () => { const p = supervisor.pipeline(); while (p.packetsIn() < count) await new Promise((r) => setTimeout(r, 10)); };
+    const busy = async () => { const p = supervisor.pipeline(); await waitFor(() => p.packetsIn() >= count, `${count} packets`); };
     await busy();
     const kept = await supervisor.reload(readFileSync(file, 'utf8'));
     assert.ok(kept.kept.includes('nat'), kept.kept.join());
@@ -290,7 +299,7 @@ test('C8 the block log leaves no block open: released when the run ends or a rel
   // A stop asked for before a reload takes over stands: the reload is refused, and the blocks are logged released.
   const stopping = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
   const stopped = stopping.run();
-  while (stopping.pipeline().packetsIn() < count) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => stopping.pipeline().packetsIn() >= count, `${count} packets`);
   const reload = stopping.reload(readFileSync(file, 'utf8')).then(() => 'taken over', (e: Error) => e.message);
   stopping.stop();
   await stopped;
@@ -332,7 +341,7 @@ test('C8 a reload that moves the block log: the earlier file records the held bl
   const first = file(', log: first.jsonl');
   const supervisor = new Supervisor(await Pipeline.create(await loadConfig(first), options), first, {}, options);
   const running = supervisor.run();
-  const busy = async () => { const p = supervisor.pipeline(); const from = p.packetsIn(); while (p.packetsIn() < from + count) await new Promise((r) => setTimeout(r, 10)); };
+  const busy = async () => { const p = supervisor.pipeline(); const from = p.packetsIn(); await waitFor(() => p.packetsIn() >= from + count, `${count} more packets`); };
   try {
     await busy();
     assert.ok((await supervisor.reload(readFileSync(file(', log: second.jsonl'), 'utf8'))).kept.includes('nat'));
@@ -362,12 +371,42 @@ test('C8 a reload that moves the block log: the earlier file records the held bl
   writePcap(join(dir, 'quiet.pcap'), []);
   const moving = new Supervisor(await Pipeline.create(await loadConfig(third), options), third, {}, options);
   const ran = moving.run();
-  while (moving.pipeline().packetsIn() < count) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => moving.pipeline().packetsIn() >= count, `${count} packets`);
   assert.ok((await moving.reload(readFileSync(config('quiet', 'ports_per_block: 1024, log: fourth.jsonl'), 'utf8'))).kept.includes('nat'));
   await ran;
   const thirdLog = events('third.jsonl');
   assert.equal(thirdLog.filter((e) => e.startsWith('release')).sort(), as('release', thirdLog.filter((e) => e.startsWith('allocate'))));
   assert.is(readFileSync(join(dir, 'fourth.jsonl'), 'utf8'), '');
+});
+
+test('C12 a reload that starts the NAT afresh (a changed exempt list) keeps the blocks it gave back in quarantine: no subscriber gets one of them at once', async () => {
+  const count = 30;
+  trace('quarantined', 2, undefined, count);
+  // One address: 63 blocks of 1024 high ports a protocol, 30 of them held.
+  const nat = (more: string) => `pool: [203.0.113.1], ports_per_block: 1024, log: quarantined.jsonl${more}`;
+  const looped = ', loop: true, timing: original';
+  const file = config('quarantined', nat(''), looped);
+  const logs: string[] = [];
+  const options: PipelineOptions = { shards: 1, log: (m: string) => logs.push(m) };
+  const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+  const running = supervisor.run();
+  const busy = async () => { const p = supervisor.pipeline(); const from = p.packetsIn(); await waitFor(() => p.packetsIn() >= from + count, `${count} more packets`); };
+  try {
+    await busy();
+    const report = await supervisor.reload(readFileSync(config('quarantined', nat(', exempt: [198.19.255.0/24]'), looped), 'utf8'));
+    assert.equal(report.restarted, ['nat']);
+    assert.ok(logs.includes('nat: exempt changed, and its pool data is laid out by it, so it starts afresh (its tables too) instead of taking its state from the pipeline it replaces'), logs.join('\n'));
+    await busy();
+  } finally {
+    supervisor.stop();
+    await running;
+  }
+  const records = readFileSync(join(dir, 'quarantined.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const blocks = (from: number) => records.slice(from, from + count).map((r) => `${r.event} ${r.external} ${r.ports}`);
+  const [before, released, after] = [blocks(0), blocks(count), blocks(2 * count)];
+  assert.ok(before.every((b) => b.startsWith('allocate')) && released.every((b) => b.startsWith('release')) && after.every((b) => b.startsWith('allocate')), records.map((r) => r.event).join());
+  const releasedBlocks = new Set(released.map((b) => b.replace('release ', '')));
+  assert.equal(after.filter((b) => releasedBlocks.has(b.replace('allocate ', ''))), [], 'no block given back at the reload is given out again within its quarantine');
 });
 
 test('C8 a block log rotated away (renamed, as logrotate does) is followed: the records after it go to a new file at its path', async () => {
@@ -378,9 +417,9 @@ test('C8 a block log rotated away (renamed, as logrotate does) is followed: the 
   const running = pipeline.run();
   const events = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l).event as string);
   try {
-    while (pipeline.packetsIn() < count) await new Promise((r) => setTimeout(r, 10));
+    await waitFor(() => pipeline.packetsIn() >= count, `${count} packets`);
     // The allocations are written within a periodic run (every 200 ms).
-    while (events('rotated.jsonl').length < count) await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => events('rotated.jsonl').length >= count, `${count} allocations in the log`);
     renameSync(join(dir, 'rotated.jsonl'), join(dir, 'rotated.jsonl.1'));
     await new Promise((r) => setTimeout(r, 500));
   } finally {

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
-import { poolLayout, writePool, blocksInUse, drainLog, heldBlockRecords, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
+import { poolLayout, writePool, blocksInUse, drainLog, heldBlocks, heldBlockRecords, quarantineBlocks, type HeldBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
 const prefixType: ParamType<Cidr> = {
@@ -74,7 +74,10 @@ export default defineElement({
     + 'range (RFC 7422, VPP\'s arithmetic), so no block log is needed. With shards, give the sources steer: NAME (this element\'s '
     + 'name): each subscriber and every mapping of it lives on one shard and moves with it when the pipeline scales; a '
     + 'hairpinned packet for a subscriber on another shard is handed to that shard. With pcp_server, subscribers open '
-    + 'their mappings to inbound traffic with PCP MAP requests and make sessions with PEER (RFC 6887; NAT-PMP too), answered by the NAT itself.',
+    + 'their mappings to inbound traffic with PCP MAP requests and make sessions with PEER (RFC 6887; NAT-PMP too), answered by the NAT itself. '
+    + 'A reload keeps its subscribers, blocks and mappings unless pool, ports_per_block, inside, exempt, exempt_ports, deterministic or '
+    + 'icmp_source changes (or log is added or removed): its pool data is laid out by them, so it starts afresh, with every mapping '
+    + 'gone, and keeps the blocks the one before held in quarantine (the reload report lists it as restarted).',
   inputs: 2,
   // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in, and for the
   // fragments of 1500-byte packets when mtu is smaller (larger packets are split while the room lasts).
@@ -241,7 +244,10 @@ export default defineElement({
   },
   periodic: {
     everyMs: 200,
-    run: (view, call) => writeLog(view, call),
+    run: (view, call) => {
+      keepQuarantine(view, call);
+      writeLog(view, call);
+    },
   },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
@@ -363,6 +369,24 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   if (call === 'end' && !log.pending.length) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
   log.close();
   logs.delete(view.params);
+}
+
+/** The blocks a NAT held when its state ended with its run, and the second it ended, by its parameters. */
+const heldAtEnd = new WeakMap<object, { blocks: HeldBlock[]; second: number }>();
+
+/**
+ * A NAT whose state ends with its run notes the blocks it held; one that a reload starts afresh in its place (a changed
+ * pool, say) keeps them in quarantine from then (its own pool knows nothing of them), as if released then.
+ */
+function keepQuarantine(view: ElementView, call: 'due' | 'end' | 'handover'): void {
+  if (call === 'end') {
+    heldAtEnd.set(view.params, { blocks: [...heldBlocks(view.data('pool'), view.params as NatParams)], second: Number(view.now() / 1_000_000_000n) });
+    return;
+  }
+  const ended = view.previous && heldAtEnd.get(view.previous.params);
+  if (!ended) return;
+  heldAtEnd.delete(view.previous!.params);
+  quarantineBlocks(view.data('pool'), view.params as NatParams, ended.blocks, ended.second);
 }
 
 /** Where a NAT's parameters put its block log: a file's path, '-' for standard output, undefined for none. */

@@ -150,7 +150,10 @@ export function blocksInUse(v: DataView, p: NatParams): Record<string, Record<st
 }
 
 /** Every block someone holds now: its subscriber, external address, protocol and first port. */
-export function* heldBlocks(v: DataView, p: NatParams): Generator<{ subscriber: number; external: number; protocol: string; first: number; size: number }> {
+/** A block a subscriber holds: its external address, protocol, and first port and size. */
+export interface HeldBlock { subscriber: number; external: number; protocol: string; first: number; size: number }
+
+export function* heldBlocks(v: DataView, p: NatParams): Generator<HeldBlock> {
   if (p.deterministic) return;
   const count = v.getUint32(HEADER.addresses, true);
   const shift = v.getUint32(HEADER.blockShift, true);
@@ -163,6 +166,30 @@ export function* heldBlocks(v: DataView, p: NatParams): Generator<{ subscriber: 
         const subscriber = v.getUint32(blocksAt + ((c * count + a) * perAddress + b) * 8, true);
         if (subscriber) yield { subscriber, external: v.getUint32(addressesAt + a * 4, true), protocol: PROTOCOLS[c], first: b << shift, size: 1 << shift };
       }
+    }
+  }
+}
+
+/**
+ * Puts into quarantine from `second` the blocks of this pool that overlap `held` (blocks another NAT held when it
+ * ended: the one a reload replaced with this one, started afresh), so that no other subscriber gets their ports
+ * before the quarantine is over (RFC 6888 REQ-8). Addresses not in this pool are left out.
+ */
+export function quarantineBlocks(v: DataView, p: NatParams, held: Iterable<HeldBlock>, second: number): void {
+  if (p.deterministic) return;
+  const count = v.getUint32(HEADER.addresses, true);
+  const shift = v.getUint32(HEADER.blockShift, true);
+  const perAddress = 65536 >> shift;
+  const blocksAt = v.getUint32(HEADER.blocksAt, true);
+  const addressesAt = v.getUint32(HEADER.addressesAt, true);
+  const index = new Map(Array.from({ length: count }, (_, a) => [v.getUint32(addressesAt + a * 4, true), a]));
+  for (const block of held) {
+    const a = index.get(block.external);
+    if (a === undefined) continue;
+    const c = PROTOCOLS.indexOf(block.protocol as (typeof PROTOCOLS)[number]);
+    for (let b = block.first >> shift; b <= (block.first + block.size - 1) >> shift; b++) {
+      const record = blocksAt + ((c * count + a) * perAddress + b) * 8;
+      if (v.getUint32(record + 4, true) < second) v.setUint32(record + 4, second, true);
     }
   }
 }
