@@ -310,10 +310,12 @@ export class Pipeline {
   /** Lays out a shard's memory and registers it with the I/O side (its thread starts in start()). */
   /** The most memory one shard took (createShard), with room for alignment: what each more shard needs. */
   private shardBytes = 0;
+  /** Memory taken by config data, which the shards share (the first shard's createShard makes it). */
+  private sharedBytes = 0;
 
   private createShard(id: number): Shard {
     const { arena, config } = this;
-    const before = arena.used;
+    const before = arena.used - this.sharedBytes;
     const ringCapacity = nextPowerOfTwo(config.poolSlots);
     const stashCapacity = this.stashCapacity();
     const rxRing = this.ring(ringCapacity);
@@ -335,7 +337,7 @@ export class Pipeline {
     this.u32(record + 4, outRing);
     this.u32(record + 8, stash);
     const { descriptor, blocks } = this.layOutGraph();
-    this.shardBytes = Math.max(this.shardBytes, arena.used - before + PAGE);
+    this.shardBytes = Math.max(this.shardBytes, arena.used - this.sharedBytes - before + PAGE);
     return new Shard(id, { context, descriptor, rxRing, outRing, stash, blocks }, arena);
   }
 
@@ -476,7 +478,9 @@ export class Pipeline {
     const spec = node.type.state![name];
     if (spec.kind !== 'data') throw new Error(`${name} is not config data`);
     const size = spec.size(node.instance.params);
+    const used = this.arena.used;
     const address = this.arena.alloc(Math.max(size, 8), 64);
+    this.sharedBytes += this.arena.used - used;
     spec.init(node.instance.params, new DataView(this.arena.memory.buffer, address, size), address);
     this.dataCopies.set(key, address);
     return address;
@@ -885,7 +889,9 @@ export class Pipeline {
     const started = performance.now();
     const from = this.shards.length;
     const lostBefore = this.lostSoFar();
-    // A scale event that cannot have the memory of its new shards changes nothing.
+    // A scale event that cannot have the memory it needs changes nothing: the moves' buffers first, then the new shards'.
+    this.transferBuffer();
+    this.moveMap ||= this.arena.alloc(BUCKETS, 8);
     const need = this.arena.used + Math.max(0, target - from) * this.shardBytes;
     if (need > MAX_PAGES * PAGE) {
       throw new RangeError(`${target} shards need ${need} bytes of memory, more than the 4 GiB WebAssembly allows `
@@ -955,8 +961,7 @@ export class Pipeline {
    * owner imports the other, on their own threads.
    */
   private async moveFlows(from: Shard, to: Shard, buckets: number[]): Promise<{ flows: number; failed: number }> {
-    // One map for every move (the arena never frees): a scale event moves its groups one at a time.
-    this.moveMap ||= this.arena.alloc(BUCKETS, 8);
+    // One map for every move (the arena never frees; made when the scale event began): a scale event moves its groups one at a time.
     const map = this.moveMap;
     this.arena.u8.fill(0, map, map + BUCKETS);
     for (const b of buckets) this.arena.u8[map + b] = 1;
@@ -1166,7 +1171,9 @@ export class Pipeline {
         if (layout !== dataLayoutOf(node, field)) {
           const reads = layoutParamsOf(node, field);
           const before = this.predecessor.get(name)?.params;
-          const changed = before ? reads.filter((k) => jsonOf(before[k]) !== jsonOf(node.instance.params[k])) : [];
+          // A parameter counts when putting back its old value alone changes the layout (a log's new path lays out nothing).
+          const now = dataLayoutOf(node, field);
+          const changed = before ? reads.filter((k) => dataLayoutOf(node, field, { ...node.instance.params, [k]: before[k] }) !== now) : [];
           const why = changed.length ? `${changed.join(', ')} changed, and its ${field} data is laid out by ${changed.length > 1 ? 'them' : 'it'}`
             : `its ${field} data is laid out by ${reads.join(', ')}, and one of them changed`;
           this.log(`${name}: ${why}, so it starts afresh (its tables too) instead of taking its state from the ${before ? 'pipeline it replaces' : 'snapshot'}`);
@@ -1447,10 +1454,9 @@ export class Pipeline {
 
 /** What lays out a shared data region, as one string: its size and the parameters it declares as its layout. */
 /** What a snapshot's copy of shared data must match to be restored: the parameters it is laid out by; undefined for any other field. */
-function dataLayoutOf(node: GraphNode, field: string): string | undefined {
+function dataLayoutOf(node: GraphNode, field: string, params = node.instance.params): string | undefined {
   const spec = node.type.state?.[field];
   if (spec?.kind !== 'data' || !spec.shared) return undefined;
-  const params = node.instance.params;
   return jsonOf([spec.size(params), spec.layout?.(params) ?? null]);
 }
 

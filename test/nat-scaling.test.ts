@@ -264,7 +264,7 @@ test('a snapshot carries subscribers, mappings and who holds each block into a n
   const logs: string[] = [];
   const other = await Pipeline.create(await loadConfig(config('after', `${nat}, pool: [203.0.113.64/26]`)), { shards: 1, threads: 'inline', log: (m: string) => logs.push(m) });
   assert.equal([...other.restore(snapshot)], ['nat'], 'reported as started afresh (a reload lists it as restarted, not kept)');
-  assert.ok(logs.some((m) => m.includes('nat: its pool data is laid out by pool, ports_per_block, inside, exempt, deterministic, exempt_ports, icmp_source, log, and one of them changed, so it starts afresh (its tables too) instead of taking its state from the snapshot')), logs.join('\n'));
+  assert.ok(logs.some((m) => m.includes('nat: its pool data is laid out by pool, ports_per_block, inside, exempt, deterministic, exempt_ports, icmp_source, log, mapping, filtering, sessions_per_subscriber, and one of them changed, so it starts afresh (its tables too) instead of taking its state from the snapshot')), logs.join('\n'));
   assert.equal(['subscribers', 'mappings', 'sessions'].map((t) => other.view('nat').entries(t).length), [0, 0, 0]);
   assert.ok(snapshot.elements.nat.tables.subscribers, 'the snapshot had them');
 });

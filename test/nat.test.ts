@@ -813,6 +813,15 @@ test('C9 PCP: a delete takes away a mapping no session used (any host could reac
   assert.equal(r.inside.map((s) => s.n), [1, 2, 4, 5, 7]);
   assert.is(r.nat.drop_no_mapping, 1);
   assert.equal(r.subscriber(A).mappings.map((m: any) => m.inside_port), [7001]);
+  // A PEER session uses the mapping too: past the PEER's lifetime, inbound traffic keeps the session, and a delete leaves it.
+  const peer = await run('pool: [203.0.113.1], pcp_server: 100.64.255.254, port_preservation: true', [
+    pcp(0, pcpRequest(A, { port: 6010, lifetime: 7200 })),                // 1
+    pcp(1, pcpRequest(A, { port: 6010, lifetime: 600, peer: [R1, 53] })), // 2
+    [590, udp(R1, '203.0.113.1', 53, 6010)],                              // 3
+    pcp(700, pcpRequest(A, { port: 6010, lifetime: 0 })),                  // 4: delete the MAP
+    [710, udp(R1, '203.0.113.1', 53, 6010)],                              // 5: the session goes on
+  ]);
+  assert.equal(peer.inside.map((s) => s.n), [1, 2, 3, 4, 5]);
 });
 
 test('C9 NAT-PMP (RFC 6886, PCP version 0): the external address, mappings, delete all, an unsupported opcode, a short request dropped', async () => {
@@ -866,7 +875,8 @@ test('C9 PCP needs endpoint-independent mapping and a unicast server address: ot
 
 test('C5 per-subscriber session limit: new sessions past it are refused; sessions that end (time out or are never made) free room', async () => {
   const ext = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]])).outside[0].src;
-  const r = await run('sessions_per_subscriber: 3, port_preservation: true', [
+  // A small subscriber table: the search for idle blocks covers it in the last batch.
+  const r = await run('sessions_per_subscriber: 3, port_preservation: true, max_subscribers: 16', [
     [0, udp(A, R1, 5000, 53)], [1, udp(A, R2, 5000, 53)], [2, udp(A, R1, 5001, 53)], // three sessions
     [3, udp(A, R1, 5000, 53)],                  // 4: an existing session: passes
     [4, udp(A, R2, 5001, 53)],                  // 5: a fourth: refused

@@ -465,7 +465,10 @@ connections:
   const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1, threads: 'inline' });
   const running = pipeline.run();
   try {
-    while (pipeline.packetsIn() < 100) await new Promise((r) => setTimeout(r, 10));
+    for (const deadline = Date.now() + 30_000; pipeline.packetsIn() < 100;) {
+      if (Date.now() > deadline) throw new Error('no packets in 30 s');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     await pipeline.scale(4).then(() => assert.unreachable('scaled to 4'), (e: Error) => {
       assert.match(e.message, /^4 shards need \d+ bytes of memory, more than the 4 GiB WebAssembly allows \(each shard's tables and batches take \d+\): scale to fewer/);
     });

@@ -75,8 +75,8 @@ export default defineElement({
     + 'name): each subscriber and every mapping of it lives on one shard and moves with it when the pipeline scales; a '
     + 'hairpinned packet for a subscriber on another shard is handed to that shard. With pcp_server, subscribers open '
     + 'their mappings to inbound traffic with PCP MAP requests and make sessions with PEER (RFC 6887; NAT-PMP too), answered by the NAT itself. '
-    + 'A reload keeps its subscribers, blocks and mappings unless pool, ports_per_block, inside, exempt, exempt_ports, deterministic or '
-    + 'icmp_source changes (or log is added or removed): its pool data is laid out by them, so it starts afresh, with every mapping '
+    + 'A reload keeps its subscribers, blocks and mappings unless pool, ports_per_block, inside, exempt, exempt_ports, deterministic, '
+    + 'icmp_source, mapping or filtering changes, sessions_per_subscriber is turned on or off, or log is added or removed: its pool data is laid out by them, so it starts afresh, with every mapping '
     + 'gone, and keeps the blocks the one before held in quarantine (the reload report lists it as restarted).',
   inputs: 2,
   // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in, and for the
@@ -135,7 +135,9 @@ export default defineElement({
     pool: state.data({
       doc: 'the external pool and who holds each port block (shared by the shards, saved in snapshots), and the block log queue',
       shared: true,
-      layout: (p: NatParams) => [p.pool, p.inside, p.exempt, p.exempt_ports, p.ports_per_block, p.deterministic, p.icmp_source, p.log !== undefined],
+      // With the pool, what the tables' entries follow (their keys, filter entries, session counts): the NAT starts afresh when they change.
+      layout: (p: NatParams) => [p.pool, p.inside, p.exempt, p.exempt_ports, p.ports_per_block, p.deterministic, p.icmp_source, p.log !== undefined,
+        p.mapping, p.filtering ?? null, Number(p.sessions_per_subscriber) > 0],
       size: (p: NatParams) => poolLayout(p).size,
       init: (p: NatParams, bytes) => writePool(p, bytes),
     }),
@@ -398,7 +400,7 @@ function writeRecords(log: BlockLog, records: BlockRecord[]): void {
   log.write(records.map((record) => JSON.stringify(record) + '\n'));
 }
 
-/** Lines a block log keeps while it cannot write them (about 100 MB); older ones are lost beyond, and counted. */
+/** Lines a block log keeps while it cannot write them (about 200 MB of strings); older ones are lost beyond, and counted. */
 const MOST_WAITING = 1_000_000;
 
 /**
@@ -428,7 +430,16 @@ function openLog(view: ElementView, path: string): BlockLog {
   const flush = () => {
     let written = 0;
     try {
-      for (; written < waiting.length; written++) writeSync(fd, waiting[written]);
+      while (written < waiting.length) {
+        const line = waiting[written];
+        const n = writeSync(fd, line);
+        // A file system that fills up may take part of a line (records are ASCII: bytes are characters).
+        if (n < line.length) {
+          waiting[written] = line.slice(n);
+          throw new Error(`only ${n} of ${line.length} bytes written`);
+        }
+        written++;
+      }
     } catch (e) {
       const why = (e as NodeJS.ErrnoException).code ?? String(e);
       if (failing !== why) view.log(`cannot write the block log ${path} (${why}): its records wait, and are written with the next ones`);
@@ -438,6 +449,7 @@ function openLog(view: ElementView, path: string): BlockLog {
     if (!waiting.length && failing) {
       view.log(`the block log ${path} is written again${lost ? `; ${lost} records were lost meanwhile` : ''}`);
       failing = undefined;
+      lost = 0;
     }
     if (waiting.length > MOST_WAITING) {
       lost += waiting.length - MOST_WAITING;

@@ -307,7 +307,6 @@ function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
       refreshMapping(self, inside, remote, s.external_port, mappingDeadline, t);
     }
     s.mapping_until = mappingDeadline;
-    usedByTraffic(self, inside, remote, t);
   }
   setSessionDeadline(session, s, deadline);
   translate(ip, l4, s.external, s.external_port, true);
@@ -349,6 +348,7 @@ function newOutboundSession(self: NATState, inside: u32, remote: u32, hash: u32,
   s.tcp = 0;
   s.mapping_until = 0;
   if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t);
+  if (self.has_pcp_server) usedByTraffic(self, inside, remote, t);
   return session;
 }
 
@@ -897,7 +897,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     fresh.external_port = externalPort;
     fresh.tcp = 0;
     fresh.mapping_until = 0;
-    usedByTraffic(self, inside, remote, t);
+    if (self.has_pcp_server) usedByTraffic(self, inside, remote, t);
   }
   const s = changetype<NATSessionsEntry>(session);
   // Only outbound packets keep a mapping (RFC 4787 REQ-6): a session does not outlive it.
@@ -1406,17 +1406,20 @@ function holdBlockUntil(self: NATState, sub: NATSubscribersEntry, port: u16, dea
  */
 /** The per-batch search for idle blocks goes over the whole subscriber table at least this often (ns of the clock). */
 const IDLE_SEARCH_ROUND_NS: u64 = 10 * SECOND;
+/** Most subscriber slots one batch looks at (a quiet NAT of millions of subscribers takes a few batches for a round). */
+const IDLE_SEARCH_MOST: u32 = 65536;
 
 /**
  * Subscriber slots the search looks at in this batch: 4, or as many as keep a round of the table within
- * IDLE_SEARCH_ROUND_NS when batches come seldom (a quiet NAT gives blocks back as soon as a busy one does).
+ * IDLE_SEARCH_ROUND_NS when batches come seldom (a quiet NAT gives blocks back about as soon as a busy one does).
  */
 function idleSearchBudget(self: NATState, t: u64): u32 {
-  const elapsed = t > self.idle_search_ns ? t - self.idle_search_ns : 0;
+  // The first batch (of a run, or of a shard a scale event made) has nothing to catch up on.
+  const elapsed = self.idle_search_ns != 0 && t > self.idle_search_ns ? t - self.idle_search_ns : 0;
   self.idle_search_ns = t;
   const slots = self.subscribers.slots;
   const share = elapsed >= IDLE_SEARCH_ROUND_NS ? slots : <u32>((<u64>slots * elapsed) / IDLE_SEARCH_ROUND_NS);
-  return max<u32>(share, 4);
+  return min<u32>(max<u32>(share, 4), IDLE_SEARCH_MOST);
 }
 
 function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
