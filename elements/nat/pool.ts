@@ -149,22 +149,32 @@ export function blocksInUse(v: DataView, p: NatParams): Record<string, Record<st
   return out;
 }
 
-/** Every block someone holds now: its subscriber, external address, protocol and first port. */
 /** A block a subscriber holds: its external address, protocol, and first port and size. */
 export interface HeldBlock { subscriber: number; external: number; protocol: string; first: number; size: number }
 
-export function* heldBlocks(v: DataView, p: NatParams): Generator<HeldBlock> {
-  if (p.deterministic) return;
+/** Where the pool data keeps who holds each block: [owner u32][released second u32] per block of each protocol and address. */
+function blockTable(v: DataView) {
   const count = v.getUint32(HEADER.addresses, true);
   const shift = v.getUint32(HEADER.blockShift, true);
   const perAddress = 65536 >> shift;
   const blocksAt = v.getUint32(HEADER.blocksAt, true);
   const addressesAt = v.getUint32(HEADER.addressesAt, true);
-  for (let a = 0; a < count; a++) {
+  return {
+    count, shift, perAddress,
+    address: (a: number) => v.getUint32(addressesAt + a * 4, true),
+    record: (c: number, a: number, b: number) => blocksAt + ((c * count + a) * perAddress + b) * 8,
+  };
+}
+
+/** Every block someone holds now: its subscriber, external address, protocol and first port. */
+export function* heldBlocks(v: DataView, p: NatParams): Generator<HeldBlock> {
+  if (p.deterministic) return;
+  const t = blockTable(v);
+  for (let a = 0; a < t.count; a++) {
     for (let c = 0; c < PROTOCOLS.length; c++) {
-      for (let b = 0; b < perAddress; b++) {
-        const subscriber = v.getUint32(blocksAt + ((c * count + a) * perAddress + b) * 8, true);
-        if (subscriber) yield { subscriber, external: v.getUint32(addressesAt + a * 4, true), protocol: PROTOCOLS[c], first: b << shift, size: 1 << shift };
+      for (let b = 0; b < t.perAddress; b++) {
+        const subscriber = v.getUint32(t.record(c, a, b), true);
+        if (subscriber) yield { subscriber, external: t.address(a), protocol: PROTOCOLS[c], first: b << t.shift, size: 1 << t.shift };
       }
     }
   }
@@ -177,18 +187,14 @@ export function* heldBlocks(v: DataView, p: NatParams): Generator<HeldBlock> {
  */
 export function quarantineBlocks(v: DataView, p: NatParams, held: Iterable<HeldBlock>, second: number): void {
   if (p.deterministic) return;
-  const count = v.getUint32(HEADER.addresses, true);
-  const shift = v.getUint32(HEADER.blockShift, true);
-  const perAddress = 65536 >> shift;
-  const blocksAt = v.getUint32(HEADER.blocksAt, true);
-  const addressesAt = v.getUint32(HEADER.addressesAt, true);
-  const index = new Map(Array.from({ length: count }, (_, a) => [v.getUint32(addressesAt + a * 4, true), a]));
+  const t = blockTable(v);
+  const index = new Map(Array.from({ length: t.count }, (_, a) => [t.address(a), a]));
   for (const block of held) {
     const a = index.get(block.external);
     if (a === undefined) continue;
     const c = PROTOCOLS.indexOf(block.protocol as (typeof PROTOCOLS)[number]);
-    for (let b = block.first >> shift; b <= (block.first + block.size - 1) >> shift; b++) {
-      const record = blocksAt + ((c * count + a) * perAddress + b) * 8;
+    for (let b = block.first >> t.shift; b <= (block.first + block.size - 1) >> t.shift; b++) {
+      const record = t.record(c, a, b);
       if (v.getUint32(record + 4, true) < second) v.setUint32(record + 4, second, true);
     }
   }
