@@ -50,7 +50,7 @@ const KIND_IN: u32 = 2;     // [inside][0][external port << 16] -> inside port, 
 const KIND_FILTER: u32 = 3; // [inside][remote][external port << 16] -> a remote address the mapping has sent to
 const KIND_FRAGMENT: u32 = 4; // [inside][remote][IP id]: the first fragment of an inbound datagram went to this subscriber, so its later ones may
 const KIND_FRAGMENT_AT: u32 = 5; // [external][remote][IP id] -> inside: the same, found without fragment_owners (on the shard that translated the first)
-/** A KIND_OUT entry's remote_port: made by a PCP or NAT-PMP request, and no outbound traffic has used it since. */
+/** A KIND_OUT entry's remote_port: made by a PCP or NAT-PMP request, and no session has used it since (usedByTraffic). */
 const MADE_BY_REQUEST: u16 = 1;
 
 // Mapping and filtering behaviours (element.ts MAPPINGS).
