@@ -323,13 +323,21 @@ export function expansionOf(type: ElementDefinition, params: Record<string, unkn
  * parameters through a proxy that notes every one read). The room its outputs need is compared by value (setParam).
  */
 export function setUpBy(type: ElementDefinition, params: Record<string, unknown>): Set<string> {
-  const read = new Set(Object.entries(type.params).filter(([, spec]) => spec.fixed).map(([name]) => name));
-  const noting = new Proxy(params, { get: (target, key) => { if (typeof key === 'string') read.add(key); return target[key as string]; } });
   const functions = [
     ...Object.values(type.state ?? {}).flatMap((field) => Object.values(field as object) as unknown[]),
     type.outputs, type.specialize,
-  ].filter((f): f is (p: unknown) => unknown => typeof f === 'function');
+  ];
+  const read = paramsReadBy(params, functions);
+  for (const [name, spec] of Object.entries(type.params)) if (spec.fixed) read.add(name);
+  return read;
+}
+
+/** The parameters the functions among `functions` read when given `params` (through a proxy that notes each one read). */
+export function paramsReadBy(params: Record<string, unknown>, functions: unknown[]): Set<string> {
+  const read = new Set<string>();
+  const noting = new Proxy(params, { get: (target, key) => { if (typeof key === 'string') read.add(key); return target[key as string]; } });
   for (const f of functions) {
+    if (typeof f !== 'function') continue;
     try {
       f(noting);
     } catch {

@@ -9,7 +9,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
-import { expansionOf, setUpBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
+import { expansionOf, setUpBy, paramsReadBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import type { ParamTypeError } from './params.ts';
 import { handlersOf } from './handlers.ts';
@@ -1457,23 +1457,13 @@ export class Pipeline {
 function dataLayoutOf(node: GraphNode, field: string, params = node.instance.params): string | undefined {
   const spec = node.type.state?.[field];
   if (spec?.kind !== 'data' || !spec.shared) return undefined;
-  return jsonOf([spec.size(params), spec.layout?.(params) ?? null]);
+  return JSON.stringify([spec.size(params), spec.layout?.(params) ?? null], (_, value) => (typeof value === 'bigint' ? String(value) : value));
 }
 
 /** The parameters a shared data field's layout (its size and layout functions) reads. */
 function layoutParamsOf(node: GraphNode, field: string): string[] {
   const spec = node.type.state?.[field];
-  if (spec?.kind !== 'data') return [];
-  const read = new Set<string>();
-  const noting = new Proxy(node.instance.params, { get: (target, key) => { if (typeof key === 'string') read.add(key); return target[key as string]; } });
-  spec.size(noting);
-  spec.layout?.(noting);
-  return [...read];
-}
-
-/** JSON of parameter values (bigints as strings). */
-function jsonOf(value: unknown): string {
-  return JSON.stringify(value, (_, v) => (typeof v === 'bigint' ? String(v) : v));
+  return spec?.kind === 'data' ? [...paramsReadBy(node.instance.params, [spec.size, spec.layout])] : [];
 }
 
 /** Two shards' values of one field combined by its merge rule. */

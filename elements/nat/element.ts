@@ -385,9 +385,10 @@ function keepQuarantine(view: ElementView, call: 'due' | 'end' | 'handover'): vo
     heldAtEnd.set(view.params, { blocks: [...heldBlocks(view.data('pool'), view.params as NatParams)], second: Number(view.now() / 1_000_000_000n) });
     return;
   }
-  const ended = view.previous && heldAtEnd.get(view.previous.params);
+  const previous = view.previous?.params;
+  const ended = previous && heldAtEnd.get(previous);
   if (!ended) return;
-  heldAtEnd.delete(view.previous!.params);
+  heldAtEnd.delete(previous);
   quarantineBlocks(view.data('pool'), view.params as NatParams, ended.blocks, ended.second);
 }
 
