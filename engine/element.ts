@@ -137,6 +137,12 @@ export interface ElementView {
   now(): bigint;
   /** Whether the element's state was loaded from a snapshot file (`run --restore`), not carried over by a reload or new. */
   readonly restored: boolean;
+  /**
+   * In the first periodic call only (before the first packet): the bytes a restored snapshot or a reload held for a
+   * state.data field that the element's parameters now lay out otherwise, so that it started afresh; for an element
+   * that must carry something of them over by hand (a NAT keeps the port blocks they name from other subscribers).
+   */
+  unrestored(field: string): DataView | undefined;
   /** The element of this name and type in the config that a reload replaced: its parameters and config file. */
   readonly previous?: ReloadedElement;
   /** In the final periodic call ('handover'): the element of the reloaded config that carries this one's state on (its parameters and config file). */

@@ -151,6 +151,8 @@ export class Pipeline {
   private readonly predecessor = new Map<string, { type: string; params: any; configFile: string }>();
   /** The elements whose state restore() loaded from a snapshot file. */
   private readonly restoredFromFile = new Set<string>();
+  /** Shared data a restored snapshot held that could not be put back (laid out otherwise now), by element and field, until the first periodic call. */
+  private readonly unrestored = new Map<string, Map<string, DataView>>();
   private failure: Error | undefined;
   private readonly log: (m: string) => void;
   private readonly clock: 'trace' | 'wall';
@@ -605,6 +607,7 @@ export class Pipeline {
     try {
       // Once before the first packet, so that periodic tasks see the state as start (or a snapshot) left it.
       this.runPeriodic(false);
+      this.unrestored.clear();
       for (;;) {
         if (this.failure) throw this.failure;
         for (const shard of this.shards) if (shard.failed) throw shard.failed;
@@ -1178,6 +1181,9 @@ export class Pipeline {
             : `its ${field} data is laid out by ${reads.join(', ')}, and one of them changed`;
           this.log(`${name}: ${why}, so it starts afresh (its tables too) instead of taking its state from the ${before ? 'pipeline it replaces' : 'snapshot'}`);
           afresh.add(name);
+          const old = Buffer.from(bytes, 'base64');
+          if (!this.unrestored.has(name)) this.unrestored.set(name, new Map());
+          this.unrestored.get(name)!.set(field, new DataView(old.buffer, old.byteOffset, old.byteLength));
           continue;
         }
         const target = this.view(name).data(field);
@@ -1353,6 +1359,7 @@ export class Pipeline {
       },
       now: () => this.clockNow(),
       restored: this.restoredFromFile.has(name),
+      unrestored: (field) => this.unrestored.get(name)?.get(field),
       previous: this.previousOf(node),
       next: this.handover.get(name),
       log: (message) => this.log(`${name}: ${message}`),

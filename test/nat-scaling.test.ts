@@ -409,6 +409,42 @@ test('C12 a reload that starts the NAT afresh (a changed exempt list) keeps the 
   assert.equal(after.filter((b) => releasedBlocks.has(b.replace('allocate ', ''))), [], 'no block given back at the reload is given out again within its quarantine');
 });
 
+test('C12 a snapshot restored into a NAT that starts afresh (its pool laid out otherwise) keeps the snapshot\'s blocks in quarantine, held ones and given-back ones', async () => {
+  // One address: 63 blocks of 1024 high ports a protocol. In the first run 30 subscribers hold a block each; 10 more
+  // go quiet at once and their blocks are given back 300 s later, into quarantine. After the restore, 20 other
+  // subscribers get none of those 40 blocks; 200 s later (past the quarantine) 20 more find them free again.
+  const nat = (more: string) => `pool: [203.0.113.1], ports_per_block: 1024, log: ${more ? 'restored' : 'saved'}.jsonl${more}`;
+  const frames = (from: number, count: number, second: number) => Array.from({ length: count }, (_, k) => ({
+    data: ipv4Frame({ proto: 'udp', src: subscriber(from + k), dst: server(k), sport: 10000, dport: 53, payload: Buffer.alloc(4) }), sec: second, usec: k,
+  }));
+  const records = (file: string) => readFileSync(join(dir, file), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const block = (r: { external: string; ports: string }) => `${r.external} ${r.ports}`;
+  const allocated = (file: string) => records(file).filter((r) => r.event === 'allocate').map(block);
+  const runFrom = async (snapshot: Snapshot, trace: ReturnType<typeof frames>) => {
+    writePcap(join(dir, 'restored.pcap'), trace);
+    const pipeline = await Pipeline.create(await loadConfig(config('restored', nat(', exempt: [198.19.255.0/24]'))), { shards: 1 });
+    const afresh = pipeline.restore(snapshot);
+    await pipeline.run();
+    return { afresh: [...afresh], snapshot: await pipeline.snapshot(), allocated: allocated('restored.jsonl') };
+  };
+  const busy = Array.from({ length: 30 }, (_, s) => frames(0, 30, T0 + 400 + s)).flat();
+  writePcap(join(dir, 'saved.pcap'), [...frames(0, 30, T0), ...frames(90, 10, T0), ...busy]);
+  const first = await Pipeline.create(await loadConfig(config('saved', nat(''))), { shards: 1 });
+  await first.run();
+  const givenBack = records('saved.jsonl').filter((r) => r.event === 'release' && Date.parse(r.time) < (T0 + 429) * 1000).map(block);
+  assert.is(givenBack.length, 10, 'the quiet subscribers\' blocks were given back during the run');
+  const saved = new Set(allocated('saved.jsonl'));
+  assert.is(saved.size, 40);
+  const restored = await runFrom(await first.snapshot(), frames(30, 20, T0 + 1000));
+  assert.equal(restored.afresh, ['nat']);
+  assert.is(restored.allocated.length, 20);
+  assert.equal(restored.allocated.filter((b) => saved.has(b)), [], 'no block of the snapshot is given out within its quarantine');
+  // The same layout now: the state comes back whole, quarantine dates included.
+  const later = await runFrom(restored.snapshot, frames(60, 20, T0 + 1200));
+  assert.equal(later.afresh, []);
+  assert.ok(later.allocated.filter((b) => saved.has(b)).length >= 17, `after the quarantine they are given out again: ${later.allocated}`);
+});
+
 test('C8 a block log rotated away (renamed, as logrotate does) is followed: the records after it go to a new file at its path', async () => {
   const count = 30;
   trace('rotated', 2, undefined, count);

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
-import { poolLayout, writePool, blocksInUse, drainLog, heldBlocks, heldBlockRecords, quarantineBlocks, type HeldBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
+import { poolLayout, writePool, blocksInUse, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
 const prefixType: ParamType<Cidr> = {
@@ -77,7 +77,9 @@ export default defineElement({
     + 'their mappings to inbound traffic with PCP MAP requests and make sessions with PEER (RFC 6887; NAT-PMP too), answered by the NAT itself. '
     + 'A reload keeps its subscribers, blocks and mappings unless pool, ports_per_block, inside, exempt, exempt_ports, deterministic, '
     + 'icmp_source, mapping or filtering changes, sessions_per_subscriber is turned on or off, or log is added or removed: its pool data is laid out by them, so it starts afresh, with every mapping '
-    + 'gone, and keeps the blocks the one before held in quarantine (the reload report lists it as restarted).',
+    + 'gone, and keeps the blocks the one before held or had in quarantine from other subscribers for the quarantine (the reload report '
+    + 'lists it as restarted). So does one restored from a snapshot file (run --restore) whose pool data it cannot take; on a trace\'s '
+    + 'clock the quarantine of those blocks counts from the first periodic task after the clock moved.',
   inputs: 2,
   // Room in the outputs for the answers to unsolicited SYNs, made besides the packets that come in, and for the
   // fragments of 1500-byte packets when mtu is smaller (larger packets are split while the room lasts).
@@ -230,7 +232,7 @@ export default defineElement({
   handlers: {
     blocks: {
       doc: 'blocks in use per external address and protocol',
-      read: (view) => blocksInUse(view.data('pool'), view.params as NatParams),
+      read: (view) => blocksInUse(view.data('pool')),
       counter: false,
     },
     drops: {
@@ -345,7 +347,7 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
     const previous = view.previous;
     const moved = previous !== undefined && logPath(previous.params as NatParams, previous.configFile) !== path;
     const startsUnlogged = view.restored || moved || (previous !== undefined && unlogged.has(previous.params));
-    log = { ...openLog(view, path), pending: startsUnlogged ? heldBlockRecords(pool, p, 'allocate', 0n) : [] };
+    log = { ...openLog(view, path), pending: startsUnlogged ? heldBlockRecords(pool, 'allocate', 0n) : [] };
     logs.set(view.params, log);
     // The queue as the snapshot saw it: the run that took it logs those records itself.
     if (view.restored) drainLog(pool);
@@ -365,31 +367,45 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
   if (call === 'handover') {
     // Not logged yet: the NAT that takes over logs them. Logged, and the log moves: released here, allocated there.
     if (log.pending.length) unlogged.add(view.params);
-    else if (view.next && logPath(view.next.params as NatParams, view.next.configFile) !== path) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
+    else if (view.next && logPath(view.next.params as NatParams, view.next.configFile) !== path) writeRecords(log, heldBlockRecords(pool, 'release', view.now()));
   }
   // A run whose clock never moved (no packet) logged nothing of the blocks it started with, nor releases them.
-  if (call === 'end' && !log.pending.length) writeRecords(log, heldBlockRecords(pool, p, 'release', view.now()));
+  if (call === 'end' && !log.pending.length) writeRecords(log, heldBlockRecords(pool, 'release', view.now()));
   log.close();
   logs.delete(view.params);
 }
 
-/** The blocks a NAT held when its state ended with its run, and the second it ended, by its parameters. */
-const heldAtEnd = new WeakMap<object, { blocks: HeldBlock[]; second: number }>();
+/** The blocks a NAT kept from others when its state ended with its run, by its parameters. */
+const keptAtEnd = new WeakMap<object, KeptBlock[]>();
+/** NATs that keep a snapshot's blocks from everyone until their clock has moved (a trace's starts at its first packet). */
+const undated = new WeakSet<object>();
 
 /**
- * A NAT whose state ends with its run notes the blocks it held; one that a reload starts afresh in its place (a changed
- * pool, say) keeps them in quarantine from then (its own pool knows nothing of them), as if released then.
+ * A NAT whose state ends with its run notes the blocks it held or had in quarantine; one that a reload starts afresh
+ * in its place (a changed pool, say) keeps them in quarantine (its own pool knows nothing of them), the held ones as
+ * if released then. So does one restored from a snapshot whose pool it could not take; on a trace's clock, which
+ * starts at the first packet, those are kept from everyone until a periodic call sees the clock moved, and dated then.
  */
 function keepQuarantine(view: ElementView, call: 'due' | 'end' | 'handover'): void {
+  const p = view.params as NatParams;
+  const pool = view.data('pool');
+  const second = Number(view.now() / 1_000_000_000n);
+  if (second > 0 && undated.delete(view.params)) dateQuarantine(pool, second);
   if (call === 'end') {
-    heldAtEnd.set(view.params, { blocks: [...heldBlocks(view.data('pool'), view.params as NatParams)], second: Number(view.now() / 1_000_000_000n) });
+    keptAtEnd.set(view.params, keptBlocks(pool, p, second));
     return;
   }
   const previous = view.previous?.params;
-  const ended = previous && heldAtEnd.get(previous);
-  if (!ended) return;
-  heldAtEnd.delete(previous);
-  quarantineBlocks(view.data('pool'), view.params as NatParams, ended.blocks, ended.second);
+  const ended = previous && keptAtEnd.get(previous);
+  const snapshotPool = view.unrestored('pool');
+  if (ended) {
+    keptAtEnd.delete(previous);
+    quarantineBlocks(pool, p, ended);
+  } else if (snapshotPool) {
+    quarantineBlocks(pool, p, undatedBlocks(snapshotPool, p));
+    if (second > 0) dateQuarantine(pool, second);
+    else undated.add(view.params);
+  }
 }
 
 /** Where a NAT's parameters put its block log: a file's path, '-' for standard output, undefined for none. */

@@ -140,9 +140,9 @@ export function deterministicRange(p: NatParams, inside: number): { address: num
 }
 
 /** Blocks held now, per external address and protocol. */
-export function blocksInUse(v: DataView, p: NatParams): Record<string, Record<string, number>> {
+export function blocksInUse(v: DataView): Record<string, Record<string, number>> {
   const out: Record<string, Record<string, number>> = {};
-  for (const { external, protocol } of heldBlocks(v, p)) {
+  for (const { external, protocol } of heldBlocks(v)) {
     const row = (out[formatIPv4(external)] ??= {});
     row[protocol] = (row[protocol] ?? 0) + 1;
   }
@@ -151,6 +151,12 @@ export function blocksInUse(v: DataView, p: NatParams): Record<string, Record<st
 
 /** A block a subscriber holds: its external address, protocol, and first port and size. */
 export interface HeldBlock { subscriber: number; external: number; protocol: string; first: number; size: number }
+
+/** A block to keep from other subscribers: its quarantine runs from `second` (the clock's). */
+export interface KeptBlock { external: number; protocol: string; first: number; size: number; second: number }
+
+/** A released second no clock reaches: a block kept from everyone until its quarantine is dated (dateQuarantine). */
+const UNDATED = 0xffffffff;
 
 /** Where the pool data keeps who holds each block: [owner u32][released second u32] per block of each protocol and address. */
 function blockTable(v: DataView) {
@@ -166,43 +172,84 @@ function blockTable(v: DataView) {
   };
 }
 
-/** Every block someone holds now: its subscriber, external address, protocol and first port. */
-export function* heldBlocks(v: DataView, p: NatParams): Generator<HeldBlock> {
-  if (p.deterministic) return;
+/** Every block of the pool data (none in deterministic mode): who holds it (0: nobody) and the second it was last given back (0: never). */
+function* everyBlock(v: DataView): Generator<HeldBlock & { released: number }> {
+  if (v.getUint32(HEADER.deterministic, true)) return;
   const t = blockTable(v);
   for (let a = 0; a < t.count; a++) {
     for (let c = 0; c < PROTOCOLS.length; c++) {
       for (let b = 0; b < t.perAddress; b++) {
-        const subscriber = v.getUint32(t.record(c, a, b), true);
-        if (subscriber) yield { subscriber, external: t.address(a), protocol: PROTOCOLS[c], first: b << t.shift, size: 1 << t.shift };
+        const record = t.record(c, a, b);
+        yield {
+          subscriber: v.getUint32(record, true), released: v.getUint32(record + 4, true),
+          external: t.address(a), protocol: PROTOCOLS[c], first: b << t.shift, size: 1 << t.shift,
+        };
       }
     }
   }
 }
 
+/** Every block someone holds now: its subscriber, external address, protocol and first port. */
+export function* heldBlocks(v: DataView): Generator<HeldBlock> {
+  for (const block of everyBlock(v)) if (block.subscriber) yield block;
+}
+
 /**
- * Puts into quarantine from `second` the blocks of this pool that overlap `held` (blocks another NAT held when it
- * ended: the one a reload replaced with this one, started afresh), so that no other subscriber gets their ports
- * before the quarantine is over (RFC 6888 REQ-8). Addresses not in this pool are left out.
+ * The blocks that a NAT's pool data keeps from other subscribers at `second` (its clock's): those held, as if
+ * given back then, and those given back within the quarantine before it, from when they were.
  */
-export function quarantineBlocks(v: DataView, p: NatParams, held: Iterable<HeldBlock>, second: number): void {
+export function keptBlocks(v: DataView, p: NatParams, second: number): KeptBlock[] {
+  const since = second - Number(p.quarantine) / 1e9;
+  const kept: KeptBlock[] = [];
+  for (const { subscriber, released, external, protocol, first, size } of everyBlock(v)) {
+    if (subscriber || (released && released > since)) kept.push({ external, protocol, first, size, second: subscriber ? second : released });
+  }
+  return kept;
+}
+
+/**
+ * The blocks another run's pool data (a snapshot's, laid out by other parameters) keeps from other subscribers, kept
+ * from everyone until dateQuarantine: its seconds are that run's clock. The last block given back dates it at the
+ * earliest, so the blocks given back within the quarantine before that are among them.
+ */
+export function undatedBlocks(v: DataView, p: NatParams): KeptBlock[] {
+  let last = 0;
+  for (const { released } of everyBlock(v)) if (released > last && released !== UNDATED) last = released;
+  return keptBlocks(v, p, last).map((block) => ({ ...block, second: UNDATED }));
+}
+
+/**
+ * Puts into quarantine the blocks of this pool that overlap `kept` (blocks another NAT kept from others when it
+ * ended: the one a reload replaced with this one, or a snapshot's, started afresh), so that no other subscriber gets
+ * their ports before the quarantine is over (RFC 6888 REQ-8). Addresses not in this pool are left out.
+ */
+export function quarantineBlocks(v: DataView, p: NatParams, kept: Iterable<KeptBlock>): void {
   if (p.deterministic) return;
   const t = blockTable(v);
   const index = new Map(Array.from({ length: t.count }, (_, a) => [t.address(a), a]));
-  for (const block of held) {
+  for (const block of kept) {
     const a = index.get(block.external);
     if (a === undefined) continue;
     const c = PROTOCOLS.indexOf(block.protocol as (typeof PROTOCOLS)[number]);
     for (let b = block.first >> t.shift; b <= (block.first + block.size - 1) >> t.shift; b++) {
       const record = t.record(c, a, b);
-      if (v.getUint32(record + 4, true) < second) v.setUint32(record + 4, second, true);
+      if (v.getUint32(record + 4, true) < block.second) v.setUint32(record + 4, block.second, true);
     }
   }
 }
 
+/** Dates the quarantine of the undated blocks (undatedBlocks) from `second`. */
+export function dateQuarantine(v: DataView, second: number): void {
+  if (v.getUint32(HEADER.deterministic, true)) return;
+  const t = blockTable(v);
+  for (let record = t.record(0, 0, 0); record < t.record(PROTOCOLS.length, 0, 0); record += 8) {
+    if (v.getUint32(record + 4, true) === UNDATED) v.setUint32(record + 4, second, true);
+  }
+}
+
 /** The block records of a NAT whose state begins or ends outside its shards (restored from a snapshot file, or ended with its run): one per block held. */
-export function heldBlockRecords(v: DataView, p: NatParams, event: BlockRecord['event'], ns: bigint): BlockRecord[] {
-  return [...heldBlocks(v, p)].map((b) => ({
+export function heldBlockRecords(v: DataView, event: BlockRecord['event'], ns: bigint): BlockRecord[] {
+  return [...heldBlocks(v)].map((b) => ({
     time: recordTime(ns), event, subscriber: formatIPv4(b.subscriber), external: formatIPv4(b.external), ports: `${b.first}-${b.first + b.size - 1}`, protocol: b.protocol,
   }));
 }
