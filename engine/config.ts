@@ -359,8 +359,11 @@ function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[
     }
     // An element that is not a mapping is reported by readElements.
     if (!isMap(body)) continue;
+    // A value is YAML as in the file, except that only [...] and {...} make a list or a mapping: '-' or 'a: b' on a
+    // command line are meant as text (a NAT's log: -), not as YAML's block forms.
     let parsed: unknown;
     try { parsed = parseYamlValue(value); } catch { parsed = value; }
+    if (parsed !== null && typeof parsed === 'object' && !/^\s*[[{]/.test(value)) parsed = value;
     // Nodes, not plain values, so that readElements reads them like the file's own.
     const pair = body.items.find((p) => valueOf(p.key) === key);
     if (pair) pair.value = doc.createNode(parsed ?? value);

@@ -149,6 +149,8 @@ export interface ElementView {
   readonly next?: ReloadedElement;
   /** Writes a line to the pipeline's log, prefixed with the element's name. */
   log(message: string): void;
+  /** The file descriptor for lines an element prints: standard output, or standard error when stdout carries the results (run --json). */
+  readonly printFd: number;
 }
 
 export interface TableEntry {

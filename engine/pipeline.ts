@@ -1363,6 +1363,7 @@ export class Pipeline {
       previous: this.previousOf(node),
       next: this.handover.get(name),
       log: (message) => this.log(`${name}: ${message}`),
+      printFd: this.printFd,
       setParam: (param, raw) => {
         const spec = Object.hasOwn(node.type.params, param) ? node.type.params[param] : undefined;
         if (!spec) throw new Error(`${node.type.type} has no parameter '${param}'`);

@@ -421,6 +421,13 @@ test('run: the bundled NAT on a capture (configs/nat-trace.yaml) translates ever
   const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).event);
   // Each block allocated, and released when the run ends.
   assert.equal(events, [...Array(nat.blocks_allocated).fill('allocate'), ...Array(nat.blocks_allocated).fill('release')]);
+  // log: - writes to standard output, or to standard error when --json takes standard output.
+  const toStderr = cli(['run', 'configs/nat-trace.yaml', '--json', '--set', `out.file=${out}`, '--set', 'nat.log=-']);
+  assert.is(toStderr.status, 0, toStderr.stderr);
+  assert.is(JSON.parse(toStderr.stdout).elements.nat.blocks_allocated, nat.blocks_allocated);
+  assert.is(toStderr.stderr.split('\n').filter((l) => l.startsWith('{"time"')).length, 2 * nat.blocks_allocated);
+  const toStdout = cli(['run', 'configs/nat-trace.yaml', '--quiet', '--set', `out.file=${out}`, '--set', 'nat.log=-']);
+  assert.is(toStdout.stdout.split('\n').filter((l) => l.startsWith('{"time"')).length, 2 * nat.blocks_allocated);
 });
 
 test('run: the final table shows counters and lists of numbers, and leaves records (a LoadBalancer\'s backends) to --json', () => {

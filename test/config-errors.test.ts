@@ -305,6 +305,15 @@ test('--set: replaces a parameter of the file and adds one it does not have', as
   assert.equal(config.elements.get('src')!.params, { file: 'other.pcap', timing: 'fast', loop: true, count: 10, preload: false, steer: 'flow' });
 });
 
+test('--set: only [...] and {...} make lists and mappings; a value that YAML reads as a block list or mapping is text', async () => {
+  for (const file of ['-', 'a: b', '- x']) {
+    const config = await loadConfig(FILE, { text: lines(...ELEMENTS, ...CHAINS), overrides: [`src.file=${file}`] });
+    assert.is(config.elements.get('src')!.params.file, file);
+  }
+  await expectError(lines(...ELEMENTS, ...CHAINS), 'pipeline.yaml:2:26', 'src.file: [1,2] is not a non-empty string (set on the command line)',
+    "quote a value YAML would read as a number or a boolean, e.g. '2024'", { overrides: ['src.file= [1, 2]'] });
+});
+
 test('--set: an override reaches the graph checks', async () => {
   await expectError(lines(...ELEMENTS, ...CHAINS), 'pipeline.yaml:4:3', 'output tee[2] (copy2) is not connected',
     'connect it, e.g. "tee[2] -> drop" with drop: { type: Discard }', { overrides: ['tee.outputs=3'] });

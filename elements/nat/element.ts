@@ -123,7 +123,7 @@ export default defineElement({
     pcp_server: param.ipv4('address on the inside at which the NAT answers PCP (RFC 6887) and NAT-PMP (RFC 6886) on UDP port 5351: '
       + 'subscribers map ports for inbound traffic (a suggested external port is taken when free; PREFER_FAILURE honoured); unset: no PCP (packets to it are translated like any others)', {}),
     pcp_max_lifetime: param.duration('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)', { default: 86400e9 }),
-    log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for stdout; none when absent. '
+    log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for standard output (standard error with run --json, whose result takes standard output); none when absent. '
       + 'The blocks still held when the run ends (or a reload starts the NAT afresh) are logged released then, and those a snapshot file restores, allocated; '
       + 'a reload that moves the log to another file logs the blocks held then released in the old file and allocated in the new one '
       + '(adding or removing the log starts the NAT afresh: its pool holds the log\'s queue); a file renamed or removed (logrotate) '
@@ -429,7 +429,11 @@ const MOST_WAITING = 1_000_000;
 interface BlockLog { write(lines: string[]): void; close(): void; followRotation(): void }
 
 function openLog(view: ElementView, path: string): BlockLog {
-  if (path === '-') return { write: (lines) => { for (const line of lines) process.stdout.write(line); }, close: () => undefined, followRotation: () => undefined };
+  if (path === '-') {
+    // Standard output, unless the results take it (run --json).
+    const out = view.printFd === 2 ? process.stderr : process.stdout;
+    return { write: (lines) => { for (const line of lines) out.write(line); }, close: () => undefined, followRotation: () => undefined };
+  }
   const open = () => {
     try {
       makeFolders(dirname(path));
