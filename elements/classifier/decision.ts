@@ -329,7 +329,7 @@ class Builder {
       // A rule that needs other values cannot match here; only the others are simplified.
       const candidates = rules.flatMap((r, i) => (needs[i] !== undefined && !needs[i]!.has(value) ? [] : [{
         rule: r.rule,
-        formula: lists[i]?.has(value) ? this.f.TRUE : comparisons[i].onlyEquality && !comparisons[i].values.has(value) ? otherwise(r) : this.simplify(r.formula, branch, memo),
+        formula: lists[i]?.values.has(value) ? (lists[i]!.negated ? this.f.FALSE : this.f.TRUE) : comparisons[i].onlyEquality && !comparisons[i].values.has(value) ? otherwise(r) : this.simplify(r.formula, branch, memo),
       }]));
       entries.set(value, candidates[0]?.formula.kind === 'true' ? terminal(candidates[0].rule) : this.build(candidates, branch));
     }
@@ -347,6 +347,7 @@ class Builder {
    * destination. Other formulas as they are.
    */
   private inLoadOrder(formula: Formula): Formula {
+    if (formula.kind === 'not') return this.f.not(this.inLoadOrder(formula.arg));
     let ordered = this.ordered.get(formula.id);
     if (ordered) return ordered;
     const items: Formula[] = [];
@@ -370,10 +371,13 @@ class Builder {
    * For a list rule whose first tests (inLoadOrder) are of the atom's masked field, the values it compares that field
    * with: any of them makes it true once the field is read. Undefined for any other rule.
    */
-  private listValues(r: RuleState, like: Atom): Set<number> | undefined {
+  private listValues(r: RuleState, like: Atom): { values: Set<number>; negated: boolean } | undefined {
     if (!this.lists[r.rule]) return undefined;
-    const values = listValues(r.formula, like);
-    return values && firstAtom(this.inLoadOrder(r.formula)).fieldKey === like.fieldKey ? values : undefined;
+    // 'not (list)' is decided by the list: false where the list is true.
+    const negated = r.formula.kind === 'not';
+    const list = r.formula.kind === 'not' ? r.formula.arg : r.formula;
+    const values = listValues(list, like);
+    return values && firstAtom(this.inLoadOrder(list)).fieldKey === like.fieldKey ? { values, negated } : undefined;
   }
 
   /** What a formula tests, once per formula (rules come back as the same formulas in many branches). */
@@ -510,10 +514,12 @@ export function compileRules(expressions: Expr[]): RuleSet {
 
 /**
  * Whether an expression is a list: IPv4 hosts and nets ('host a or src net b or ...') or ports of one protocol, joined
- * by or. libpcap's optimizer makes such a chain of single tests once it knows the protocol, and regroups its tests by
- * the field they load (or_pullup); an item of several tests of its own (tcp[100] = 1, a protocol) stops that.
+ * by or, or the negation of one. libpcap's optimizer makes such a chain of single tests once it knows the protocol, and
+ * regroups its tests by the field they load (or_pullup); an item of several tests of its own (tcp[100] = 1, a protocol)
+ * stops that.
  */
 function isList(expr: Expr): boolean {
+  if (expr.kind === 'not') return isList(expr.arg);
   const items: Expr[] = [];
   // Down the left, as parsed, without recursion: a list of thousands is as deep.
   const collect = (e: Expr): void => {
