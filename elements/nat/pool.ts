@@ -172,18 +172,19 @@ function blockTable(v: DataView) {
   };
 }
 
-/** Every block of the pool data (none in deterministic mode): who holds it (0: nobody) and the second it was last given back (0: never). */
-function* everyBlock(v: DataView): Generator<HeldBlock & { released: number }> {
+/**
+ * The blocks of the pool data that someone holds or held (none in deterministic mode): who holds it (0: nobody) and
+ * the second it was last given back (0: never).
+ */
+function* usedBlocks(v: DataView): Generator<HeldBlock & { released: number }> {
   if (v.getUint32(HEADER.deterministic, true)) return;
   const t = blockTable(v);
   for (let a = 0; a < t.count; a++) {
     for (let c = 0; c < PROTOCOLS.length; c++) {
       for (let b = 0; b < t.perAddress; b++) {
         const record = t.record(c, a, b);
-        yield {
-          subscriber: v.getUint32(record, true), released: v.getUint32(record + 4, true),
-          external: t.address(a), protocol: PROTOCOLS[c], first: b << t.shift, size: 1 << t.shift,
-        };
+        const subscriber = v.getUint32(record, true), released = v.getUint32(record + 4, true);
+        if (subscriber || released) yield { subscriber, released, external: t.address(a), protocol: PROTOCOLS[c], first: b << t.shift, size: 1 << t.shift };
       }
     }
   }
@@ -191,7 +192,7 @@ function* everyBlock(v: DataView): Generator<HeldBlock & { released: number }> {
 
 /** Every block someone holds now: its subscriber, external address, protocol and first port. */
 export function* heldBlocks(v: DataView): Generator<HeldBlock> {
-  for (const block of everyBlock(v)) if (block.subscriber) yield block;
+  for (const block of usedBlocks(v)) if (block.subscriber) yield block;
 }
 
 /**
@@ -201,7 +202,7 @@ export function* heldBlocks(v: DataView): Generator<HeldBlock> {
 export function keptBlocks(v: DataView, p: NatParams, second: number): KeptBlock[] {
   const since = second - Number(p.quarantine) / 1e9;
   const kept: KeptBlock[] = [];
-  for (const { subscriber, released, external, protocol, first, size } of everyBlock(v)) {
+  for (const { subscriber, released, external, protocol, first, size } of usedBlocks(v)) {
     if (subscriber || (released && released > since)) kept.push({ external, protocol, first, size, second: subscriber ? second : released });
   }
   return kept;
@@ -214,7 +215,7 @@ export function keptBlocks(v: DataView, p: NatParams, second: number): KeptBlock
  */
 export function undatedBlocks(v: DataView, p: NatParams): KeptBlock[] {
   let last = 0;
-  for (const { released } of everyBlock(v)) if (released > last && released !== UNDATED) last = released;
+  for (const { released } of usedBlocks(v)) if (released > last && released !== UNDATED) last = released;
   return keptBlocks(v, p, last).map((block) => ({ ...block, second: UNDATED }));
 }
 
