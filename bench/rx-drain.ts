@@ -16,7 +16,7 @@ const SLOTS_IN_USE = 4096;
 const POOL_SLOTS = 16384;
 const DATA_OFFSET = 128;
 const addon = afpacket('rx-drain');
-const socket = addon.openRx(process.argv[2], { room: SLOT - DATA_OFFSET, ringBytes: 128 << 20, version: process.argv[3] === '2' ? 2 : 3, retireMs: 1, fanout: 0, promiscuous: true });
+const socket = addon.openRx(process.argv[2], { room: SLOT - DATA_OFFSET, snaplen: 65535, ringBytes: 128 << 20, version: process.argv[3] === '2' ? 2 : 3, retireMs: 1, fanout: 0, promiscuous: true });
 const memory = new WebAssembly.Memory({ initial: 1 + (POOL_SLOTS * SLOT) / 65536, maximum: 1 + (POOL_SLOTS * SLOT) / 65536, shared: true });
 const u8 = new Uint8Array(memory.buffer);
 // Touch every page first: a running engine's slots are warm, page faults are not the receive path.

@@ -42,6 +42,8 @@ export interface PipelineConfig {
 export interface LoadOptions {
   /** `--set name.param=value` overrides, applied before validation. */
   overrides?: string[];
+  /** Overrides naming an element the config does not have are left out, not errors (a reloaded config may have dropped it). */
+  overridesWhereFound?: boolean;
   /** `--elements DIR` folders of user elements. */
   elementDirs?: string[];
   /** Config text to use instead of reading `file` (tests, `check -`). */
@@ -121,7 +123,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     throw new ConfigErrors([new ConfigError(`its aliases expand to more than ${MAX_ALIASES} copies`, pos.at(0), 'write the repeated parts out, or use fewer aliases of aliases')]);
   }
   visit(doc, { Alias: (_, alias) => alias.resolve(doc)?.clone() as Node | undefined });
-  const overridden = applyOverrides(doc, options.overrides ?? [], errors);
+  const overridden = applyOverrides(doc, options.overrides ?? [], errors, options.overridesWhereFound ?? false);
 
   const root = doc.contents;
   if (!isMap(root)) {
@@ -341,7 +343,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
 }
 
 /** Applies `name.param=value` overrides to the document; returns the paths it set. */
-function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[]): Set<string> {
+function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[], whereFound: boolean): Set<string> {
   const set = new Set<string>();
   const elements = doc.get('elements', true);
   for (const o of overrides) {
@@ -353,6 +355,7 @@ function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[
     const [, name, key, value] = m;
     const body = isMap(elements) ? elements.get(name, true) : undefined;
     if (body === undefined) {
+      if (whereFound) continue;
       const guess = didYouMean(name, isMap(elements) ? elements.items.map((p) => String(valueOf(p.key))) : []);
       errors.push(new ConfigError(`--set ${o}: the config has no element '${name}'`, undefined, guess ? `did you mean '${guess}'?` : undefined));
       continue;

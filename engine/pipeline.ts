@@ -514,6 +514,11 @@ export class Pipeline {
     this.openSources((node) => !node.type.live);
   }
 
+  /** Runs the sources' and sinks' checks of what they will open (ElementDefinition.check): before a reload takes over. */
+  checkOpenable(): void {
+    for (const node of this.graph.nodes) node.type.check?.({ name: node.name, params: node.instance.params, slotRoom: this.config.slotSize - Meta.defaultDataOffset });
+  }
+
   /** Closes the sources opened so far, of a pipeline that will not run (a reload refused or abandoned). */
   closeSources(): void {
     for (const s of this.sources) s.driver.close();

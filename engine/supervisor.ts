@@ -76,14 +76,22 @@ export class Supervisor {
 
   /**
    * Replaces the running pipeline with one built from `text` (YAML, read from `file` when given: its relative paths
-   * and error positions are that file's); throws ConfigErrors, or the error of a source that cannot be opened, and
-   * changes nothing when it is invalid.
+   * and error positions are that file's); throws ConfigErrors, or the error of a source that cannot be opened or of a
+   * device that could not be (no such interface, down, frames larger than a slot), and changes nothing when it is invalid.
    */
   async reload(text: string, file = this.file): Promise<ReloadReport> {
     if (this.next) throw new Error('a reload is already in progress');
-    const config = await loadConfig(file, { ...this.load, text });
+    // The run command's --set overrides apply to the new config too (the command line wins over the file), to the
+    // elements it still has.
+    const config = await loadConfig(file, { ...this.load, text, overridesWhereFound: true });
     const pipeline = await Pipeline.create(config, this.options);
     pipeline.openFileSources();
+    try {
+      pipeline.checkOpenable();
+    } catch (e) {
+      pipeline.closeSources();
+      throw e;
+    }
     // A stop asked for meanwhile stands: the running pipeline's state ends with it (a NAT logs its blocks released).
     const refused = this.ended ? 'the pipeline has ended: there is nothing to reload' : this.stopped ? 'the pipeline is stopping: there is nothing to reload'
       : this.next ? 'a reload is already in progress' : undefined;
@@ -91,6 +99,8 @@ export class Supervisor {
       pipeline.closeSources();
       throw new Error(refused);
     }
+    const overrides = this.load.overrides?.filter((o) => config.elements.has(o.split('.')[0])) ?? [];
+    if (overrides.length) this.options.log?.(`reload: the run command's --set overrides apply to the new config too: ${overrides.join(' ')}`);
     return new Promise((done, fail) => {
       this.next = { pipeline, done, fail };
       this.current.stop(this.current.carriedInto(pipeline));

@@ -93,10 +93,11 @@ int ifreqIoctl(const std::string& ifname, unsigned long request, ifreq& ifr) {
 }
 
 /**
- * Checks that the interface exists, is up, and that its MTU plus an Ethernet and a VLAN header fits
- * a slot's room. Returns its index, or 0 after throwing.
+ * Checks that the interface exists, is up, and that its frames fit a slot's room: its MTU plus an Ethernet and a
+ * VLAN header, or `snaplen` bytes when that is less (the rest is cut). Returns its index, or 0 after throwing; an
+ * EMSGSIZE error carries `needed`, the frame room it takes.
  */
-unsigned checkInterface(Napi::Env env, const std::string& ifname, uint32_t room) {
+unsigned checkInterface(Napi::Env env, const std::string& ifname, uint32_t room, uint32_t snaplen = UINT32_MAX) {
   if (ifname.empty() || ifname.size() >= IFNAMSIZ) { fail(env, "EINVAL", "'" + ifname + "' is not an interface name"); return 0; }
   unsigned index = if_nametoindex(ifname.c_str());
   if (!index) { failErrno(env, ifname, "if_nametoindex", ENODEV); return 0; }
@@ -104,12 +105,23 @@ unsigned checkInterface(Napi::Env env, const std::string& ifname, uint32_t room)
   if (int err = ifreqIoctl(ifname, SIOCGIFFLAGS, ifr)) { failErrno(env, ifname, "SIOCGIFFLAGS", err); return 0; }
   if (!(ifr.ifr_flags & IFF_UP)) { failErrno(env, ifname, "", ENETDOWN); return 0; }
   if (int err = ifreqIoctl(ifname, SIOCGIFMTU, ifr)) { failErrno(env, ifname, "SIOCGIFMTU", err); return 0; }
-  if (uint32_t(ifr.ifr_mtu) + 18 > room) {
-    fail(env, "EMSGSIZE", ifname + ": MTU " + std::to_string(ifr.ifr_mtu) + " plus 18 B of Ethernet and VLAN header is larger than a slot's " +
+  uint32_t frame = uint32_t(ifr.ifr_mtu) + 18;
+  uint32_t needed = frame < snaplen ? frame : snaplen;
+  if (needed > room) {
+    Napi::Error e = Napi::Error::New(env, ifname + ": MTU " + std::to_string(ifr.ifr_mtu) + " plus 18 B of Ethernet and VLAN header is larger than a slot's " +
       std::to_string(room) + " B of frame room");
+    e.Set("code", Napi::String::New(env, "EMSGSIZE"));
+    e.Set("needed", Napi::Number::New(env, needed));
+    e.ThrowAsJavaScriptException();
     return 0;
   }
   return index;
+}
+
+/** check(ifname, room, snaplen): throws what opening a socket on the interface would throw for it (checkInterface), without opening one. */
+Napi::Value Check(const Napi::CallbackInfo& info) {
+  checkInterface(info.Env(), info[0].As<Napi::String>(), info[1].As<Napi::Number>().Uint32Value(), info[2].As<Napi::Number>().Uint32Value());
+  return info.Env().Undefined();
 }
 
 Socket* openSocket(Napi::Env env, const std::string& ifname, int protocol) {
@@ -146,7 +158,7 @@ void release(Socket* s) {
 }
 
 /**
- * openRx(ifname, {room, ringBytes, version, retireMs, fanout, promiscuous}) -> socket id. A TPACKET_V3
+ * openRx(ifname, {room, snaplen?, ringBytes, version, retireMs, fanout, promiscuous}) -> socket id. A TPACKET_V3
  * (or, with version 2, V2) ring of about `ringBytes`, its frames large enough for `room` bytes of frame
  * behind the ring's own header, V3 blocks retired after `retireMs`; bound to the interface and not
  * seeing its own outgoing frames; with fanout > 0 it joins that PACKET_FANOUT group (hash mode: a flow
@@ -157,7 +169,7 @@ Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   std::string ifname = info[0].As<Napi::String>();
   Napi::Object o = info[1].As<Napi::Object>();
   auto num = [&](const char* k) { return o.Get(k).As<Napi::Number>().Uint32Value(); };
-  unsigned index = checkInterface(env, ifname, num("room"));
+  unsigned index = checkInterface(env, ifname, num("room"), o.Get("snaplen").IsNumber() ? num("snaplen") : UINT32_MAX);
   if (!index) return env.Undefined();
   Socket* s = openSocket(env, ifname, htons(ETH_P_ALL));
   if (!s) return env.Undefined();
@@ -493,6 +505,7 @@ Napi::Value LinkWentDown(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openRx", Napi::Function::New(env, OpenRx));
   exports.Set("openTx", Napi::Function::New(env, OpenTx));
+  exports.Set("check", Napi::Function::New(env, Check));
   exports.Set("receive", Napi::Function::New(env, Receive));
   exports.Set("send", Napi::Function::New(env, Send));
   exports.Set("stats", Napi::Function::New(env, Stats));

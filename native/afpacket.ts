@@ -3,10 +3,13 @@
 
 import { createRequire } from 'node:module';
 import { EnvironmentError } from '../engine/errors.ts';
+import { Meta } from '../engine/layout.ts';
 
 export interface RxOptions {
-  /** Bytes of frame a slot holds: the MTU must fit, and longer frames are dropped as oversize. */
+  /** Bytes of frame a slot holds: the MTU must fit (or snaplen, when less), and longer frames are dropped as oversize. */
   room: number;
+  /** Most bytes kept of each frame. */
+  snaplen: number;
   /** Bytes of the ring: how much the kernel can queue while nobody reads. */
   ringBytes: number;
   /** TPACKET_V3 (frames packed in blocks, fastest to drain) or V2 (each frame readable at once: lowest latency). */
@@ -21,6 +24,8 @@ export interface RxOptions {
 export interface AfPacket {
   openRx(ifname: string, options: RxOptions): number;
   openTx(ifname: string, room: number): number;
+  /** Throws what opening the interface would throw for it (no such device, down, frames larger than `room`), opening nothing. */
+  check(ifname: string, room: number, snaplen: number): void;
   receive(id: number, memory: Uint8Array, slots: number, slotCount: number, descs: number, budget: number, dataOffset: number, room: number, snaplen: number): number;
   send(id: number, memory: Uint8Array, descs: number, count: number): number;
   stats(id: number): { packets: number; drops: number };
@@ -50,15 +55,26 @@ export function afpacket(element: string): AfPacket {
 
 /** Turns an addon error (its code: ENODEV, ENETDOWN, EPERM, EMSGSIZE) into an EnvironmentError with a hint. */
 export function deviceError(element: string, e: unknown): unknown {
-  const code = (e as { code?: string }).code;
+  const { code, needed } = e as { code?: string; needed?: number };
+  // A slot holds its metadata and headroom before the frame.
+  const slotSize = needed ? 2 ** Math.ceil(Math.log2(needed + Meta.defaultDataOffset)) : 4096;
   const hints: Record<string, string> = {
     ENODEV: 'check the interface name (`ip link` lists them); run wirepath in the network namespace that holds it (`ip netns exec NS ...`)',
     ENETDOWN: 'bring it up: ip link set dev IFACE up',
     EPERM: 'run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN (setcap cap_net_raw,cap_net_admin+ep $(which node))',
-    EMSGSIZE: 'raise slot_size in the config (a power of two, e.g. 4096) or lower the interface MTU',
+    EMSGSIZE: `set slot_size: ${slotSize} in the config, lower the interface MTU, or (FromDevice) keep less of each frame with snaplen`,
   };
   if (!code) return e;
   return new EnvironmentError(`${element}: ${(e as Error).message}`, hints[code] ?? 'the interface refused it: look at it with ip link and ethtool -k; with offloads: keep wirepath leaves its offloads alone');
+}
+
+/** Throws, as opening would, when `device` is missing, down, or has frames longer than `room` (or snaplen, when less). */
+export function checkDevice(element: string, device: string, room: number, snaplen = 0xffffffff): void {
+  try {
+    afpacket(element).check(device, room, snaplen);
+  } catch (e) {
+    throw deviceError(element, e);
+  }
 }
 
 /**

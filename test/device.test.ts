@@ -225,7 +225,19 @@ connections:
       r = run();
       assert.is(r.status, 3, r.stderr.toString());
       assert.match(r.stderr.toString(), new RegExp(`${t.dev.engineClient}: MTU 4000 .* larger than a slot's 1920 B`));
-      assert.match(r.stderr.toString(), /hint: raise slot_size/);
+      // 4018 bytes of frame after the slot's 128 of metadata and headroom.
+      assert.match(r.stderr.toString(), /hint: set slot_size: 8192 in the config, lower the interface MTU, or \(FromDevice\) keep less of each frame with snaplen/);
+      // A capture that keeps 128 bytes of each frame fits.
+      const dir = tempDir();
+      try {
+        const config = join(dir, 'capture.yaml');
+        writeFileSync(config, `elements:\n  src: { type: FromDevice, device: ${t.dev.engineClient}, snaplen: 128 }\n  out: { type: ToPcap, file: ${join(dir, 'out.pcap')} }\nconnections:\n  - src -> out\n`);
+        const engine = await startEngine(t, [config], 1, ROOT);
+        assert.is(engine.child.exitCode, null, engine.stderr());
+        await engine.stop();
+      } finally {
+        removeDir(dir);
+      }
     });
   });
 

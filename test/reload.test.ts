@@ -57,8 +57,15 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     const nope = await ctl('reload', join(dir, 'nope.yaml'));
     assert.is(nope.status, 3);
     assert.ok(nope.stderr.startsWith(`wirepath: config file ${join(dir, 'nope.yaml')} does not exist\n`), nope.stderr);
+    // A device that is not there, as its opening would find, before the running config stops.
+    writeFileSync(join(dir, 'device.yaml'), config('').replace('  drop: { type: Discard }', '  drop: { type: ToDevice, device: wpnosuch0 }'));
+    const device = await ctl('reload', join(dir, 'device.yaml'));
+    assert.is(device.status, 1);
+    assert.match(device.stderr, /400 drop: wpnosuch0: no such device in this network namespace/);
     const before = await packets();
     assert.ok(before >= 500, 'still running the old config');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(await packets() > before, 'and still counting');
 
     const scaled = await ctl('scale', '2');
     assert.is(scaled.status, 0, scaled.stderr);
@@ -110,6 +117,35 @@ test('reload: a ToPcap goes on with the capture it wrote before; one the config 
     assert.is(records.length + extra.length, result.packets_out, 'the packets of both configs');
     assert.ok(records.length >= 2000);
     assert.ok(extra.length > 0 && extra.every((r) => r.data.some((b) => b !== 0)), 'the added one started its file anew: the earlier run\'s record is gone');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('the run command\'s --set overrides apply to a reloaded config too, to the elements it still has', async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'gen.yaml');
+    writeFileSync(file, config(''));
+    const logs: string[] = [];
+    const options = { shards: 1, log: (m: string) => logs.push(m) };
+    const load = { overrides: ['gen.flows=7'] };
+    const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file, load), options), file, load, options);
+    const running = supervisor.run();
+    const flows = () => supervisor.pipeline().graph.byName.get('gen')?.instance.params.flows;
+    try {
+      assert.is(flows(), 7);
+      await supervisor.reload(config('').replace('flows: 50', 'flows: 60'));
+      assert.is(flows(), 7, 'the command line wins over the new file');
+      assert.ok(logs.includes("reload: the run command's --set overrides apply to the new config too: gen.flows=7"), logs.join('\n'));
+      // A config without the element: nothing to override, not an error.
+      await supervisor.reload(config('').replaceAll('gen', 'other'));
+      assert.is(flows(), undefined);
+      assert.is(supervisor.pipeline().graph.byName.get('other')!.instance.params.flows, 50);
+    } finally {
+      supervisor.stop();
+      await running;
+    }
   } finally {
     removeDir(dir);
   }

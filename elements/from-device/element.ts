@@ -1,6 +1,6 @@
 import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
 import { Meta } from '../../engine/layout.ts';
-import { afpacket, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
+import { afpacket, checkDevice, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
 
 /** Receive ring: 32 MiB; a part-filled TPACKET_V3 block is handed over after 1 ms. */
 const RING = { ringBytes: 32 << 20, retireMs: 1 };
@@ -49,6 +49,7 @@ export default defineElement({
   },
   ioExports: ['reserve', 'submit', 'unreserve'],
   source: (ctx) => new DeviceReader(ctx),
+  check: ({ name, params, slotRoom }) => checkDevice(name, params.device, slotRoom, params.snaplen),
   live: true,
   example: 'src: { type: FromDevice, device: eth0, burst: 256 }',
 });
@@ -70,7 +71,9 @@ class DeviceReader implements SourceDriver {
     this.addon = afpacket(name);
     if (params.offloads === 'disable') disableOffloads(name, this.addon, params.device, ctx.log);
     try {
-      this.socket = this.addon.openRx(params.device, { room: ctx.slotRoom, ...RING, version: params.ring === 'v2' ? 2 : 3, fanout: params.fanout, promiscuous: params.promiscuous });
+      this.socket = this.addon.openRx(params.device, {
+        room: ctx.slotRoom, snaplen: params.snaplen, ...RING, version: params.ring === 'v2' ? 2 : 3, fanout: params.fanout, promiscuous: params.promiscuous,
+      });
     } catch (e) {
       throw deviceError(name, e);
     }

@@ -1,5 +1,5 @@
 import { defineElement, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
-import { afpacket, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
+import { afpacket, checkDevice, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
 
 export default defineElement({
   type: 'ToDevice',
@@ -23,6 +23,7 @@ export default defineElement({
   },
   ioExports: ['frames', 'sent'],
   sink: (ctx) => new DeviceWriter(ctx),
+  check: ({ name, params, slotRoom }) => checkDevice(name, params.device, slotRoom),
   example: 'out: { type: ToDevice, device: eth1 }',
 });
 
