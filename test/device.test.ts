@@ -203,6 +203,24 @@ connections:
     });
   });
 
+  test('an interface with an address, or with IPv4 forwarding on: the start says the host stack acts on its frames too', async () => {
+    await withTopology(async (t) => {
+      t.kernel('forward');
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t)], 4, ROOT);
+      try {
+        await waitFor(() => engine.stderr().includes('net.ipv4.conf'), 10_000, 'the warnings');
+        assert.ok(engine.stderr().includes(`${t.dev.engineClient} has the address 100.64.0.1/24: this host answers for it on the link too`), engine.stderr());
+        assert.ok(engine.stderr().includes(`the kernel forwards IPv4 arriving on ${t.dev.engineServer} too (net.ipv4.conf.${t.dev.engineServer}.forwarding = 1)`), engine.stderr());
+      } finally {
+        await engine.stop();
+        t.kernel('off');
+      }
+      const quiet = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t)], 4, ROOT);
+      await quiet.stop();
+      assert.not.ok(/has the address|the kernel forwards/.test(quiet.stderr()), quiet.stderr());
+    });
+  });
+
   test('a missing interface: exit 3, the interface named, with a hint', async () => {
     await withTopology(async (t) => {
       const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', join(ROOT, 'configs/bridge.yaml'),

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
 import { Meta } from '../../engine/layout.ts';
 import { afpacket, checkDevice, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
@@ -23,7 +25,9 @@ export default defineElement({
     + '(the other end of a veth) must turn off TSO and TX checksum offload themselves (ethtool -K DEV tso off gso off tx off), or '
     + 'their TCP frames arrive too large (oversize) or with unfinished checksums (csum_partial). With fanout, sockets that '
     + 'name the same group share the interface\'s traffic by flow hash (PACKET_FANOUT). On a machine with two cores or fewer, '
-    + 'threads: auto (the default) runs the graph of a config with a FromDevice on the I/O thread, leaving a core to the kernel. Needs root or CAP_NET_RAW (and '
+    + 'threads: auto (the default) runs the graph of a config with a FromDevice on the I/O thread, leaving a core to the kernel. '
+    + 'The host\'s own stack still gets every frame: the start warns when the interface has an IPv4 address (the host answers for it '
+    + 'on the link) or IPv4 forwarding on (the host forwards what wirepath forwards, a second time). Needs root or CAP_NET_RAW (and '
     + 'CAP_NET_ADMIN to change offloads). Runs until the pipeline is stopped (Ctrl-C or SIGTERM). A link '
     + 'that goes down is logged and its frames come again when it is up; an interface deleted under a running pipeline ends it '
     + '(exit 3, the interface named).',
@@ -54,6 +58,25 @@ export default defineElement({
   example: 'src: { type: FromDevice, device: eth0, burst: 256 }',
 });
 
+/**
+ * The host's own stack gets every frame too: an address on the interface makes it answer for that address on the
+ * link (ARP, and TCP resets for the connections wirepath translates to it), and IPv4 forwarding makes it forward
+ * the frames wirepath forwards, a second time. Says so at start.
+ */
+function warnOfHostStack(device: string, log: (m: string) => void): void {
+  const addresses = (networkInterfaces()[device] ?? []).filter((a) => a.family === 'IPv4').map((a) => a.cidr);
+  if (addresses.length) {
+    log(`${device} has the address ${addresses.join(', ')}: this host answers for it on the link too (ARP; TCP resets for connections to it `
+      + `that are not its own), beside what wirepath does; an interface wirepath bridges or routes needs no address (ip addr flush dev ${device})`);
+  }
+  let forwarding = '0';
+  try { forwarding = readFileSync(`/proc/sys/net/ipv4/conf/${device}/forwarding`, 'utf8').trim(); } catch { /* not IPv4-enabled */ }
+  if (forwarding === '1') {
+    log(`the kernel forwards IPv4 arriving on ${device} too (net.ipv4.conf.${device}.forwarding = 1): packets wirepath forwards may leave `
+      + `twice; turn it off (sysctl -w net.ipv4.conf.${device}.forwarding=0)`);
+  }
+}
+
 /** Receive sockets open in this process: an idle engine sleeps until any of them has frames. */
 const openReaders = new Set<DeviceReader>();
 
@@ -77,6 +100,7 @@ class DeviceReader implements SourceDriver {
     } catch (e) {
       throw deviceError(name, e);
     }
+    warnOfHostStack(params.device, ctx.log);
     openReaders.add(this);
     this.slots = arena.alloc(4 * params.burst, 8);
     this.descs = arena.alloc(this.addon.rxDescBytes * params.burst, 8);
