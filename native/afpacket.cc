@@ -467,9 +467,10 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
   int timeoutMs = info[1].As<Napi::Number>().Int32Value();
   std::vector<pollfd> fds;
   std::vector<Socket*> polled;
+  std::vector<uint32_t> polledIds;
   for (uint32_t i = 0; i < ids.Length(); i++) {
     uint32_t id = ids.Get(i).As<Napi::Number>().Uint32Value();
-    if (id < sockets.size() && sockets[id]) { fds.push_back({ sockets[id]->fd, POLLIN, 0 }); polled.push_back(sockets[id]); }
+    if (id < sockets.size() && sockets[id]) { fds.push_back({ sockets[id]->fd, POLLIN, 0 }); polled.push_back(sockets[id]); polledIds.push_back(id); }
   }
   if (fds.empty()) return Napi::Number::New(env, 0);
   int ready = poll(fds.data(), fds.size(), timeoutMs);
@@ -485,7 +486,14 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
       if (err == ENETDOWN) s->down = s->wentDown = true;
     }
     if (!s->down) continue;
-    if (if_nametoindex(s->ifname.c_str()) != s->ifindex) return fail(env, "ENODEV", s->ifname + ": the interface went away while in use");
+    if (if_nametoindex(s->ifname.c_str()) != s->ifindex) {
+      // Its error names the socket, so that the caller can name the element that had it.
+      Napi::Error e = Napi::Error::New(env, s->ifname + ": the interface went away while in use");
+      e.Set("code", Napi::String::New(env, "EGONE"));
+      e.Set("socket", Napi::Number::New(env, polledIds[i]));
+      e.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     ifreq ifr{};
     if (ifreqIoctl(s->ifname, SIOCGIFFLAGS, ifr) == 0 && (ifr.ifr_flags & IFF_UP)) s->down = false;
   }

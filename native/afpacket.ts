@@ -61,6 +61,7 @@ export function deviceError(element: string, e: unknown): unknown {
   const hints: Record<string, string> = {
     ENODEV: 'check the interface name (`ip link` lists them); run wirepath in the network namespace that holds it (`ip netns exec NS ...`)',
     ENETDOWN: 'bring it up: ip link set dev IFACE up',
+    EGONE: 'it was deleted, or deleted and made anew (a socket stays bound to the interface it opened): run the pipeline again once it is back',
     EPERM: 'run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN (setcap cap_net_raw,cap_net_admin+ep $(which node))',
     EMSGSIZE: `set slot_size: ${slotSize} in the config, lower the interface MTU, or (FromDevice) keep less of each frame with snaplen`,
   };

@@ -208,7 +208,7 @@ connections:
       t.kernel('forward');
       const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t)], 4, ROOT);
       try {
-        await waitFor(() => engine.stderr().includes('net.ipv4.conf'), 10_000, 'the warnings');
+        await waitFor(() => engine.stderr().includes(`net.ipv4.conf.${t.dev.engineServer}.forwarding = 1`), 10_000, 'the warnings');
         assert.ok(engine.stderr().includes(`${t.dev.engineClient} has the address 100.64.0.1/24: this host answers for it on the link too`), engine.stderr());
         assert.ok(engine.stderr().includes(`the kernel forwards IPv4 arriving on ${t.dev.engineServer} too (net.ipv4.conf.${t.dev.engineServer}.forwarding = 1)`), engine.stderr());
       } finally {
@@ -276,7 +276,8 @@ connections:
       t.run(t.ns.engine, ['ip', 'link', 'del', t.dev.engineServer]);
       await waitFor(() => engine.child.exitCode !== null, 15_000, 'the engine to exit');
       assert.is(engine.child.exitCode, 3, engine.stderr());
-      assert.match(engine.stderr(), new RegExp(`${t.dev.engineServer}: the interface went away while in use`));
+      // Named by the element that read it (b_in), whichever element's wait saw it.
+      assert.match(engine.stderr(), new RegExp(`b_in: ${t.dev.engineServer}: the interface went away while in use\\n  hint: it was deleted`));
     });
   });
 

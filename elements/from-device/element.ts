@@ -110,7 +110,9 @@ class DeviceReader implements SourceDriver {
     try {
       this.addon.wait([...openReaders].map((r) => r.socket), maxMs);
     } catch (e) {
-      throw deviceError(this.ctx.name, e); // an interface deleted under a running pipeline
+      // An interface deleted under a running pipeline: named by the element that had it.
+      const had = [...openReaders].find((r) => r.socket === (e as { socket?: number }).socket) ?? this;
+      throw deviceError(had.ctx.name, e);
     }
     for (const reader of openReaders) {
       if (reader.addon.linkWentDown(reader.socket)) reader.ctx.log(`${reader.ctx.params.device}: the link went down; frames will come again when it is up`);
