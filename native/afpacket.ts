@@ -79,15 +79,18 @@ export function checkDevice(element: string, device: string, room: number, snapl
 }
 
 /**
+ * Offloads this process turned off, by interface, how many open elements count on it, and the log of the last one
+ * to close: given back a moment after the last of them closes, and at exit whatever way the process ends (a start
+ * that failed half-way, a signal).
+ */
+const turnedOff = new Map<string, { names: string[]; users: number; log: (m: string) => void; restore?: NodeJS.Timeout }>();
+/** How long offloads stay off after the last element using them closes: a reload opens the interface again meanwhile. */
+const RESTORE_AFTER_MS = 2000;
+
+/**
  * Turns off the offloads that would hand the engine frames larger than the MTU (GRO, GSO, TSO) or
  * with unfinished checksums, on an interface the config names, and says so in the log.
  */
-/**
- * Offloads this process turned off, by interface, and how many open elements count on it: given back when the
- * last of them closes, and at exit whatever way the process ends (a start that failed half-way, a signal).
- */
-const turnedOff = new Map<string, { names: string[]; users: number }>();
-
 export function disableOffloads(element: string, addon: AfPacket, device: string, log: (m: string) => void): void {
   let changed: string[];
   try {
@@ -95,20 +98,30 @@ export function disableOffloads(element: string, addon: AfPacket, device: string
   } catch (e) {
     throw deviceError(element, e);
   }
-  if (!turnedOff.size) process.once('exit', () => { for (const [d, { names }] of turnedOff) addon.restoreOffloads(d, names); });
-  const entry = turnedOff.get(device) ?? { names: [], users: 0 };
+  if (!turnedOff.size) process.once('exit', () => { for (const [d, entry] of turnedOff) restoreOffloads(addon, d, entry); });
+  const entry = turnedOff.get(device) ?? { names: [], users: 0, log };
+  clearTimeout(entry.restore);
+  entry.restore = undefined;
   entry.names.push(...changed);
   entry.users++;
   turnedOff.set(device, entry);
   if (changed.length) log(`turned off offloads on ${device}: ${changed.join(', ')} (frames must fit a slot; offloads: keep leaves them on; turned back on at exit)`);
 }
 
-/** An element that disabled `device`'s offloads closes: the last one turns them back on. */
+/**
+ * An element that disabled `device`'s offloads closes: the last one turns them back on, after a moment, so that the
+ * elements of a reloaded config that use the interface find them as they were (changing them can reset a NIC's link).
+ */
 export function releaseOffloads(addon: AfPacket, device: string, log: (m: string) => void): void {
   const entry = turnedOff.get(device);
   if (!entry || --entry.users > 0) return;
+  entry.log = log;
+  entry.restore = setTimeout(() => restoreOffloads(addon, device, entry), RESTORE_AFTER_MS).unref();
+}
+
+function restoreOffloads(addon: AfPacket, device: string, entry: { names: string[]; log: (m: string) => void }): void {
   turnedOff.delete(device);
   if (!entry.names.length) return;
   addon.restoreOffloads(device, entry.names);
-  log(`turned the offloads of ${device} back on: ${entry.names.join(', ')}`);
+  entry.log(`turned the offloads of ${device} back on: ${entry.names.join(', ')}`);
 }

@@ -221,6 +221,27 @@ connections:
     });
   });
 
+  test('a reload that keeps using an interface leaves its offloads off throughout (a change can reset a NIC\'s link)', async () => {
+    await withTopology(async (t) => {
+      t.run(t.ns.engine, ['ethtool', '-K', t.dev.engineClient, 'tso', 'on', 'gso', 'on', 'tx', 'on']);
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--control', '0'], 4, ROOT);
+      try {
+        await waitFor(() => /token \w+/.test(engine.stderr()), 10_000, 'the control line');
+        const [, url, token] = /control API on (\S+), token (\w+)/.exec(engine.stderr())!;
+        const reload = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'ctl', 'reload', join(ROOT, 'configs/bridge.yaml'), '--control', url, '--token', token],
+          { check: false, timeout: 60_000 });
+        assert.is(reload.status, 0, reload.stderr.toString());
+        await waitFor(() => engine.stderr().includes('reload: the run command'), 10_000, 'the reload');
+        await new Promise((r) => setTimeout(r, 3000));
+        assert.not.ok(engine.stderr().includes('turned the offloads of'), engine.stderr());
+        assert.is(t.run(t.ns.client, ['ping', '-c', '2', '-i', '0.2', '-W', '2', ADDRESSES.server], { check: false, timeout: 30_000 }).status, 0, 'forwards after');
+      } finally {
+        await engine.stop();
+      }
+      assert.ok(engine.stderr().includes(`turned the offloads of ${t.dev.engineClient} back on`), engine.stderr());
+    });
+  });
+
   test('a missing interface: exit 3, the interface named, with a hint', async () => {
     await withTopology(async (t) => {
       const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', join(ROOT, 'configs/bridge.yaml'),

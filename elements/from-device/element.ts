@@ -20,7 +20,7 @@ export default defineElement({
     + 'kernel could not queue in time are in kernel_drops. Frames leaving the interface (sent by ToDevice or by the host) are '
     + 'not seen. snaplen cuts frames on purpose; a frame whose kept part does not fit a slot is dropped and counted in oversize. '
     + 'With offloads: disable (the default) it turns off GRO, GSO, TSO and checksum offloads on the interface and logs it (and '
-    + 'turns them back on when the pipeline ends, however it ends): an '
+    + 'turns them back on when the pipeline ends, however it ends; a reload whose config still uses the interface leaves them off): an '
     + 'aggregated frame larger than a slot cannot be forwarded, and is dropped and counted in oversize. Peers on the same link '
     + '(the other end of a veth) must turn off TSO and TX checksum offload themselves (ethtool -K DEV tso off gso off tx off), or '
     + 'their TCP frames arrive too large (oversize) or with unfinished checksums (csum_partial). With fanout, sockets that '
