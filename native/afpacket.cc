@@ -51,6 +51,7 @@ struct Socket {
   unsigned ifindex = 0;
   bool down = false;                     // its link went down (ENETDOWN) and has not been seen up since
   bool wentDown = false;                 // the link went down since linkWentDown last asked
+  int refused = 0;                       // errno of the last frame the kernel refused to send, until sendError reads it
 };
 
 std::vector<Socket*> sockets;
@@ -331,7 +332,8 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
 /**
  * send(id, memory, descs, count) -> frames sent. `descs` holds `count` pairs of u32 (frame address,
  * length) in `memory`; the frames go out with sendmmsg straight from there. Frames the kernel refuses
- * (a full queue, a frame too long) are skipped, not retried: the caller counts count - sent as errors.
+ * (a full queue, a frame too long) are skipped, not retried, and their length in `descs` set to 0: the
+ * caller counts count - sent as errors, and sendError says why.
  */
 Napi::Value Send(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -343,7 +345,7 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
   uint32_t descs = info[2].As<Napi::Number>().Uint32Value();
   uint32_t count = info[3].As<Napi::Number>().Uint32Value();
   if (!inside(descs, uint64_t(count) * 8, length) || (descs & 3)) return fail(env, "ERANGE", s->ifname + ": send: descriptors outside the memory");
-  const auto* d = reinterpret_cast<const uint32_t*>(mem + descs);
+  auto* d = reinterpret_cast<uint32_t*>(mem + descs);
   constexpr uint32_t CHUNK = 256;
   iovec iov[CHUNK];
   mmsghdr msgs[CHUNK];
@@ -362,14 +364,31 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == ENXIO || errno == ENODEV) return failErrno(env, s->ifname, "sendmmsg", errno);
-      if (errno == ENETDOWN) break;  // the link is down: the rest are not sent (counted by the caller), as a NIC would drop them
-      at++;  // the first frame was refused (ENOBUFS, EMSGSIZE...): skip it
+      s->refused = errno;
+      // The link is down: the rest are not sent, as a NIC would drop them. Otherwise the first frame was refused
+      // (ENOBUFS, EMSGSIZE...): it is skipped. Refused frames' lengths become 0, so that the caller counts their bytes out.
+      uint32_t skip = errno == ENETDOWN ? count - at : 1;
+      for (uint32_t i = 0; i < skip; i++) d[2 * (at + i) + 1] = 0;
+      at += skip;
       continue;
     }
     sent += r;
     at += r;
   }
   return Napi::Number::New(env, sent);
+}
+
+/** sendError(id) -> why the kernel last refused a frame on the socket since the last call, or undefined. */
+Napi::Value SendError(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Socket* s = socketArg(info);
+  if (!s || !s->refused) return env.Undefined();
+  int err = s->refused;
+  s->refused = 0;
+  std::string why = err == EMSGSIZE ? "a frame longer than the interface's MTU (EMSGSIZE)"
+    : err == ENOBUFS || err == EAGAIN ? "its transmit queue was full (" + std::string(err == ENOBUFS ? "ENOBUFS" : "EAGAIN") + ")"
+    : err == ENETDOWN ? "the link is down (ENETDOWN)" : strerror(err);
+  return Napi::String::New(env, why);
 }
 
 /** stats(id) -> {packets, drops}: PACKET_STATISTICS since the socket opened (the kernel resets on read). */
@@ -516,6 +535,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("check", Napi::Function::New(env, Check));
   exports.Set("receive", Napi::Function::New(env, Receive));
   exports.Set("send", Napi::Function::New(env, Send));
+  exports.Set("sendError", Napi::Function::New(env, SendError));
   exports.Set("stats", Napi::Function::New(env, Stats));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("wait", Napi::Function::New(env, Wait));

@@ -27,7 +27,10 @@ export interface AfPacket {
   /** Throws what opening the interface would throw for it (no such device, down, frames larger than `room`), opening nothing. */
   check(ifname: string, room: number, snaplen: number): void;
   receive(id: number, memory: Uint8Array, slots: number, slotCount: number, descs: number, budget: number, dataOffset: number, room: number, snaplen: number): number;
+  /** Sends `count` frames whose (address, length) pairs are at `descs`; a frame the kernel refused gets length 0 there. */
   send(id: number, memory: Uint8Array, descs: number, count: number): number;
+  /** Why the kernel last refused a frame on the socket since the last call, or undefined. */
+  sendError(id: number): string | undefined;
   stats(id: number): { packets: number; drops: number };
   close(id: number): void;
   /** Sleeps until one of the receive sockets `ids` has frames to read, at most `timeoutMs`; how many have. */

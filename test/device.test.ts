@@ -242,6 +242,19 @@ connections:
     });
   });
 
+  test('ToDevice: frames longer than the MTU are counted in errors, not in bytes, and the cause is logged once', async () => {
+    await withTopology(async (t) => {
+      t.run(t.ns.engine, ['ip', 'link', 'set', t.dev.engineServer, 'mtu', '1000']);
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--json'], 4, ROOT);
+      t.run(t.ns.client, ['ping', '-c', '3', '-i', '0.2', '-W', '1', '-s', '1400', ADDRESSES.server], { check: false, timeout: 30_000 });
+      await engine.stop();
+      const out = JSON.parse(engine.stdout()).elements.a_out;
+      assert.equal([out.packets, out.bytes, out.errors], [0, 0, 3], engine.stdout());
+      const said = engine.stderr().split('\n').filter((l) => l.includes('the kernel refused frames'));
+      assert.equal(said, [`wirepath: a_out: ${t.dev.engineServer}: the kernel refused frames: a frame longer than the interface's MTU (EMSGSIZE); they are counted in errors (logged once)`]);
+    });
+  });
+
   test('a missing interface: exit 3, the interface named, with a hint', async () => {
     await withTopology(async (t) => {
       const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', join(ROOT, 'configs/bridge.yaml'),

@@ -7,7 +7,7 @@ export default defineElement({
   description: 'Sends every packet it receives, as a whole Ethernet frame, out of a Linux interface through an AF_PACKET '
     + 'socket: the native addon (native/) passes bursts of frames to sendmmsg straight from the shared memory, without '
     + 'copying them in JavaScript. Frames the kernel refuses (its queue full, a frame longer than the MTU) are counted in '
-    + 'errors, not retried. With offloads: disable (the default) it turns off GRO, GSO, TSO and checksum offloads on the '
+    + 'errors, not retried, and each cause is logged once. With offloads: disable (the default) it turns off GRO, GSO, TSO and checksum offloads on the '
     + 'interface and logs it (see FromDevice). Needs root or CAP_NET_RAW.',
   inputs: 1,
   outputs: [],
@@ -18,7 +18,7 @@ export default defineElement({
   },
   state: {
     packets: state.counter('frames sent'),
-    bytes: state.counter('bytes of the frames handed to the kernel'),
+    bytes: state.counter('bytes of the frames sent'),
     errors: state.counter('frames the kernel refused'),
   },
   ioExports: ['frames', 'sent'],
@@ -32,6 +32,8 @@ class DeviceWriter implements SinkDriver {
   private readonly socket: number;
   /** (frame address, length) pairs for sendmmsg. */
   private readonly descs: number;
+  /** Causes of refused frames logged so far. */
+  private readonly causes = new Set<string>();
 
   constructor(private readonly ctx: IoContext) {
     const { name, params } = ctx;
@@ -51,9 +53,18 @@ class DeviceWriter implements SinkDriver {
     for (let start = 0; start < count; start += params.burst) {
       const n = exports.ToDevice__frames(self, batch, start, params.burst, this.descs);
       const sent = this.addon.send(this.socket, arena.u8, this.descs, n);
-      exports.ToDevice__sent(self, batch, start, n, sent);
+      exports.ToDevice__sent(self, batch, start, n, sent, this.descs);
+      if (sent < n) this.sayWhyRefused();
     }
     arena.view.setUint32(batch, 0, true);
+  }
+
+  /** Logs each cause of refused frames once (an MTU smaller than the frames, a full queue): errors counts them all. */
+  private sayWhyRefused(): void {
+    const why = this.addon.sendError(this.socket);
+    if (!why || this.causes.has(why)) return;
+    this.causes.add(why);
+    this.ctx.log(`${this.ctx.params.device}: the kernel refused frames: ${why}; they are counted in errors (logged once)`);
   }
 
   close(): void {

@@ -12,14 +12,19 @@ export function frames(self: ToDeviceState, batch: Batch, start: u32, most: u32,
     const d = descs + (<usize>(i - start) << 3);
     store<u32>(d, <u32>p.data);
     store<u32>(d, p.length, 4);
-    self.bytes += p.length;
   }
   return end - start;
 }
 
-/** Counts a burst of `count` packets from `start` of which the kernel took `sent`, and frees their slots. */
-export function sent(self: ToDeviceState, batch: Batch, start: u32, count: u32, sent: u32): void {
-  for (let i = start; i < start + count; i++) ioRelease(batch.packet(i));
+/**
+ * Counts a burst of `count` packets from `start` of which the kernel took `sent` (the addon set the others' lengths
+ * in `descs` to 0), and frees their slots.
+ */
+export function sent(self: ToDeviceState, batch: Batch, start: u32, count: u32, sent: u32, descs: usize): void {
+  for (let i: u32 = 0; i < count; i++) {
+    self.bytes += load<u32>(descs + (<usize>i << 3), 4);
+    ioRelease(batch.packet(start + i));
+  }
   self.packets += sent;
   self.errors += count - sent;
 }
