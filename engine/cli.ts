@@ -8,7 +8,7 @@ import { CompileError } from './compile.ts';
 import { buildGraph } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph } from './compile.ts';
-import { Pipeline, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
+import { Pipeline, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 import { Supervisor } from './supervisor.ts';
 import { loadRegistry } from './registry.ts';
 import { renderGraph } from './render-graph.ts';
@@ -355,6 +355,10 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   let result: RunResult;
   const started = performance.now();
   let lastLine = 0;
+  const show = (r: RunResult) => {
+    if (values.json) process.stdout.write(JSON.stringify(r) + '\n');
+    else if (!values.quiet) process.stdout.write(statsTable(r));
+  };
   try {
     result = await supervisor.run((p) => {
       const now = performance.now();
@@ -362,13 +366,17 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
       lastLine = now;
       process.stderr.write('\r' + liveLine(p.packetsIn(), (now - started) / 1000, p.progress()) + '\x1b[K');
     });
+  } catch (e) {
+    // A run that failed on its way (a device gone) still shows the counters it reached; the error follows.
+    const reached = (e as FailedRun).result;
+    if (reached) show(reached);
+    throw e;
   } finally {
     await control?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     if (live) process.stderr.write('\r\x1b[K');
   }
-  if (values.json) process.stdout.write(JSON.stringify(result) + '\n');
-  else if (!values.quiet) process.stdout.write(statsTable(result));
+  show(result);
   return result.interrupted ? EXIT.interrupted : EXIT.ok;
 }

@@ -609,6 +609,7 @@ export class Pipeline {
     let finishedAt = 0;
     const begun = performance.now();
     this.stall = { checkedAt: begun, progressAt: begun, collected: 0, shards: new Map() };
+    let failed: unknown;
     try {
       // Once before the first packet, so that periodic tasks see the state as start (or a snapshot) left it.
       this.runPeriodic(false);
@@ -682,15 +683,15 @@ export class Pipeline {
           }
         }
       }
+    } catch (e) {
+      failed = e;
     } finally {
       this.loopExited = true;
       await this.shutdown();
     }
-    // A scale event refused just as the sources ended (its promise settles after the last round).
-    if (this.failure) throw this.failure;
     const wall = (performance.now() - started) / 1000;
     const packetsIn = this.sources.reduce((s, x) => s + x.submitted, 0);
-    return {
+    const result: RunResult = {
       packets_in: packetsIn,
       packets_out: this.sinks.reduce((s, x) => s + x.written, 0),
       wall_seconds: wall,
@@ -701,6 +702,10 @@ export class Pipeline {
       elements: this.stats(),
       crashes: this.crashReports,
     };
+    // Else a scale event refused just as the sources ended (its promise settles after the last round).
+    failed ??= this.failure;
+    if (failed) throw withResult(failed, result);
+    return result;
   }
 
   /**
@@ -1531,6 +1536,15 @@ export interface CrashReport {
   first_packet: string;
   restored_entries: number;
   from_snapshot: string | null;
+}
+
+/** A run that failed (a device gone, a stall) carries the counters it reached, for the final table. */
+export type FailedRun = Error & { result?: RunResult };
+
+/** `error`, carrying the run's counters (when it is an Error). */
+export function withResult(error: unknown, result: RunResult): unknown {
+  if (error instanceof Error) (error as FailedRun).result = result;
+  return error;
 }
 
 export interface Snapshot {

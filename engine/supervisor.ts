@@ -3,7 +3,7 @@
 // the elements that keep their name and type carry their state (scalars and tables) into the new one.
 
 import { loadConfig, type LoadOptions } from './config.ts';
-import { Pipeline, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
+import { Pipeline, withResult, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 
 export interface ReloadReport {
   kept: string[];
@@ -39,7 +39,8 @@ export class Supervisor {
       } catch (e) {
         // A reload waiting for this run's end gets its answer too.
         this.end(e as Error);
-        throw e;
+        const failed = (e as FailedRun).result;
+        throw failed ? withResult(e, combined(before, failed)) : e;
       }
       before = result;
       const next = this.next;

@@ -293,9 +293,9 @@ connections:
     });
   });
 
-  test('a link that goes down and up: logged, the engine sleeps and forwards again; an interface deleted: exit 3 naming it', async () => {
+  test('a link that goes down and up: logged, the engine sleeps and forwards again; an interface deleted: exit 3 naming it, after the counters', async () => {
     await withTopology(async (t) => {
-      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--quiet'], 4, ROOT);
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t)], 4, ROOT);
       const ping = () => t.run(t.ns.client, ['ping', '-c', '3', '-i', '0.2', '-W', '2', ADDRESSES.server], { check: false, timeout: 30_000 });
       assert.is(ping().status, 0, 'forwards before');
       t.run(t.ns.engine, ['ip', 'link', 'set', t.dev.engineServer, 'down']);
@@ -312,6 +312,8 @@ connections:
       assert.is(engine.child.exitCode, 3, engine.stderr());
       // Named by the element that read it (b_in), whichever element's wait saw it.
       assert.match(engine.stderr(), new RegExp(`b_in: ${t.dev.engineServer}: the interface went away while in use\\n  hint: it was deleted`));
+      // The counters it reached: the pings went through.
+      assert.match(engine.stdout(), /a_in\s+FromDevice\s+[1-9]/);
     });
   });
 
