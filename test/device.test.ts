@@ -255,6 +255,20 @@ connections:
     });
   });
 
+  test('a peer with TX checksum offload on: its frames are counted in csum_partial, and the log says what to turn off, once', async () => {
+    await withTopology(async (t) => {
+      t.run(t.ns.client, ['ethtool', '-K', t.dev.client, 'tx', 'on']);
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--json'], 4, ROOT);
+      for (let i = 0; i < 2; i++) t.run(t.ns.client, ['nc', '-z', '-w', '1', ADDRESSES.server, '9'], { check: false, timeout: 10_000 });
+      await waitFor(() => engine.stderr().includes('csum_partial'), 10_000, 'the log line');
+      await engine.stop();
+      assert.ok(JSON.parse(engine.stdout()).elements.a_in.csum_partial > 0, engine.stdout());
+      const said = engine.stderr().split('\n').filter((l) => l.includes('csum_partial'));
+      assert.equal(said, [`wirepath: a_in: frames arrive on ${t.dev.engineClient} with checksums left for an offload to finish (csum_partial): a sender on this link has `
+        + 'TX checksum offload on; turn it off there (ethtool -K DEV tx off): they are forwarded as they are, and receivers drop them']);
+    });
+  });
+
   test('a missing interface: exit 3, the interface named, with a hint', async () => {
     await withTopology(async (t) => {
       const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', join(ROOT, 'configs/bridge.yaml'),

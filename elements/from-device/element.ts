@@ -23,7 +23,7 @@ export default defineElement({
     + 'turns them back on when the pipeline ends, however it ends; a reload whose config still uses the interface leaves them off): an '
     + 'aggregated frame larger than a slot cannot be forwarded, and is dropped and counted in oversize. Peers on the same link '
     + '(the other end of a veth) must turn off TSO and TX checksum offload themselves (ethtool -K DEV tso off gso off tx off), or '
-    + 'their TCP frames arrive too large (oversize) or with unfinished checksums (csum_partial). With fanout, sockets that '
+    + 'their TCP frames arrive too large (oversize) or with unfinished checksums (csum_partial); the log says so once. With fanout, sockets that '
     + 'name the same group share the interface\'s traffic by flow hash (PACKET_FANOUT). On a machine with two cores or fewer, '
     + 'threads: auto (the default) runs the graph of a config with a FromDevice on the I/O thread, leaving a core to the kernel. '
     + 'The host\'s own stack still gets every frame: the start warns when the interface has an IPv4 address (the host answers for it '
@@ -88,6 +88,8 @@ class DeviceReader implements SourceDriver {
   private reserved = 0;
   private readonly descs: number;
   private pumps = 0;
+  /** Counters whose cause the log has explained. */
+  private readonly explained = new Set<string>();
 
   constructor(private readonly ctx: IoContext) {
     const { name, params, arena } = ctx;
@@ -107,6 +109,7 @@ class DeviceReader implements SourceDriver {
   }
 
   idle(maxMs: number): void {
+    for (const reader of openReaders) reader.explainDrops();
     try {
       this.addon.wait([...openReaders].map((r) => r.socket), maxMs);
     } catch (e) {
@@ -129,11 +132,29 @@ class DeviceReader implements SourceDriver {
     this.reserved = exports.FromDevice__reserve(this.slots, this.reserved, params.burst);
     const frames = addon.receive(this.socket, ctx.arena.u8, this.slots, this.reserved, this.descs, Math.min(budget, params.burst),
       Meta.defaultDataOffset, ctx.slotRoom, params.snaplen);
-    if (++this.pumps % STATS_EVERY === 0) this.readKernelDrops();
+    if (++this.pumps % STATS_EVERY === 0) {
+      this.readKernelDrops();
+      this.explainDrops();
+    }
     if (!frames) return 0;
     const submitted = exports.FromDevice__submit(self, this.descs, frames, ctx.port);
     this.reserved -= submitted;
     return submitted;
+  }
+
+  /** Says once per cause why frames are dropped or left unfinished: what an operator must change on the link. */
+  private explainDrops(): void {
+    const device = this.ctx.params.device;
+    for (const [counter, why] of [
+      ['csum_partial', `frames arrive on ${device} with checksums left for an offload to finish (csum_partial): a sender on this link has `
+        + 'TX checksum offload on; turn it off there (ethtool -K DEV tx off): they are forwarded as they are, and receivers drop them'],
+      ['oversize', `frames larger than a slot arrive on ${device} (oversize, dropped): a sender on this link aggregates them (TSO, GSO, GRO); `
+        + 'turn that off there (ethtool -K DEV tso off gso off gro off), or raise slot_size'],
+    ] as const) {
+      if (this.explained.has(counter) || !this.ctx.arena.view.getBigUint64(this.ctx.self + this.ctx.fieldOffset(counter), true)) continue;
+      this.explained.add(counter);
+      this.ctx.log(why);
+    }
   }
 
   private readKernelDrops(): void {
