@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { tempDir, removeDir, writePcap, readPcap, ipv4Frame } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline, type PipelineOptions, type Snapshot } from '../engine/pipeline.ts';
@@ -417,15 +417,17 @@ test('C12 a snapshot restored into a NAT that starts afresh (its pool laid out o
   const frames = (from: number, count: number, second: number) => Array.from({ length: count }, (_, k) => ({
     data: ipv4Frame({ proto: 'udp', src: subscriber(from + k), dst: server(k), sport: 10000, dport: 53, payload: Buffer.alloc(4) }), sec: second, usec: k,
   }));
-  const records = (file: string) => readFileSync(join(dir, file), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const records = (file: string) => readFileSync(join(dir, file), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
   const block = (r: { external: string; ports: string }) => `${r.external} ${r.ports}`;
-  const allocated = (file: string) => records(file).filter((r) => r.event === 'allocate').map(block);
+  const allocated = (file: string, from = 0) => records(file).slice(from).filter((r) => r.event === 'allocate').map(block);
+  // Each run appends to restored.jsonl: its own records are those after the ones before it.
   const runFrom = async (snapshot: Snapshot, trace: ReturnType<typeof frames>) => {
     writePcap(join(dir, 'restored.pcap'), trace);
+    const before = existsSync(join(dir, 'restored.jsonl')) ? records('restored.jsonl').length : 0;
     const pipeline = await Pipeline.create(await loadConfig(config('restored', nat(', exempt: [198.19.255.0/24]'))), { shards: 1 });
     const afresh = pipeline.restore(snapshot);
     await pipeline.run();
-    return { afresh: [...afresh], snapshot: await pipeline.snapshot(), allocated: allocated('restored.jsonl') };
+    return { afresh: [...afresh], snapshot: await pipeline.snapshot(), allocated: allocated('restored.jsonl', before) };
   };
   const busy = Array.from({ length: 30 }, (_, s) => frames(0, 30, T0 + 400 + s)).flat();
   writePcap(join(dir, 'saved.pcap'), [...frames(0, 30, T0), ...frames(90, 10, T0), ...busy]);
@@ -443,6 +445,13 @@ test('C12 a snapshot restored into a NAT that starts afresh (its pool laid out o
   const later = await runFrom(restored.snapshot, frames(60, 20, T0 + 1200));
   assert.equal(later.afresh, []);
   assert.ok(later.allocated.filter((b) => saved.has(b)).length >= 17, `after the quarantine they are given out again: ${later.allocated}`);
+  // Restored by a run whose clock never moved (no packets): its snapshot keeps them from everyone, undated, and the
+  // next run dates them once its clock moves.
+  const idle = await runFrom(await first.snapshot(), []);
+  const dated = await runFrom(idle.snapshot, frames(30, 20, T0 + 5000));
+  assert.equal(dated.allocated.filter((b) => saved.has(b)), [], 'kept from everyone until dated');
+  const reused = await runFrom(dated.snapshot, frames(60, 20, T0 + 5200));
+  assert.ok(reused.allocated.filter((b) => saved.has(b)).length >= 17, `given out again once the dated quarantine is over: ${reused.allocated}`);
 });
 
 test('C8 a block log rotated away (renamed, as logrotate does) is followed: the records after it go to a new file at its path', async () => {

@@ -377,8 +377,6 @@ function writeLog(view: ElementView, call: 'due' | 'end' | 'handover'): void {
 
 /** The blocks a NAT kept from others when its state ended with its run, by its parameters. */
 const keptAtEnd = new WeakMap<object, KeptBlock[]>();
-/** NATs that keep a snapshot's blocks from everyone until their clock has moved (a trace's starts at its first packet). */
-const undated = new WeakSet<object>();
 
 /**
  * A NAT whose state ends with its run notes the blocks it held or had in quarantine; one that a reload starts afresh
@@ -390,7 +388,8 @@ function keepQuarantine(view: ElementView, call: 'due' | 'end' | 'handover'): vo
   const p = view.params as NatParams;
   const pool = view.data('pool');
   const second = Number(view.now() / 1_000_000_000n);
-  if (second > 0 && undated.delete(view.params)) dateQuarantine(pool, second);
+  // Blocks kept from everyone (a snapshot's, carried by a reload or a snapshot too) are dated once the clock has moved.
+  if (second > 0) dateQuarantine(pool, second);
   if (call === 'end') {
     keptAtEnd.set(view.params, keptBlocks(pool, p, second));
     return;
@@ -404,7 +403,6 @@ function keepQuarantine(view: ElementView, call: 'due' | 'end' | 'handover'): vo
   } else if (snapshotPool) {
     quarantineBlocks(pool, p, undatedBlocks(snapshotPool, p));
     if (second > 0) dateQuarantine(pool, second);
-    else undated.add(view.params);
   }
 }
 

@@ -26,7 +26,7 @@ export const HEADER = {
   addresses: 0, blockShift: 4, deterministic: 8, detPorts: 12, detRatio: 16, insideCount: 20,
   logWrite: 24, logRead: 28, logCapacity: 32, exemptCount: 36, addressesAt: 40, blocksAt: 44,
   insideAt: 48, exemptAt: 52, logAt: 56, exemptPortsAt: 60, icmpSource: 64, poolMin: 68, poolMax: 72, salt: 76, logging: 80,
-  pcpEpoch: 88, idsAt: 96, idBuckets: 100, size: 128,
+  undated: 84, pcpEpoch: 88, idsAt: 96, idBuckets: 100, size: 128,
 } as const;
 
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
@@ -155,7 +155,10 @@ export interface HeldBlock { subscriber: number; external: number; protocol: str
 /** A block to keep from other subscribers: its quarantine runs from `second` (the clock's). */
 export interface KeptBlock { external: number; protocol: string; first: number; size: number; second: number }
 
-/** A released second no clock reaches: a block kept from everyone until its quarantine is dated (dateQuarantine). */
+/**
+ * A released second no clock reaches: a block kept from everyone until its quarantine is dated (dateQuarantine).
+ * The pool's header says whether it has any (HEADER.undated), so that reloads and snapshots carry that too.
+ */
 const UNDATED = 0xffffffff;
 
 /** Where the pool data keeps who holds each block: [owner u32][released second u32] per block of each protocol and address. */
@@ -236,16 +239,18 @@ export function quarantineBlocks(v: DataView, p: NatParams, kept: Iterable<KeptB
       const record = t.record(c, a, b);
       if (v.getUint32(record + 4, true) < block.second) v.setUint32(record + 4, block.second, true);
     }
+    if (block.second === UNDATED) v.setUint32(HEADER.undated, 1, true);
   }
 }
 
-/** Dates the quarantine of the undated blocks (undatedBlocks) from `second`. */
+/** Dates the quarantine of the undated blocks (undatedBlocks), if the pool has any, from `second`. */
 export function dateQuarantine(v: DataView, second: number): void {
-  if (v.getUint32(HEADER.deterministic, true)) return;
+  if (!v.getUint32(HEADER.undated, true)) return;
   const t = blockTable(v);
   for (let record = t.record(0, 0, 0); record < t.record(PROTOCOLS.length, 0, 0); record += 8) {
     if (v.getUint32(record + 4, true) === UNDATED) v.setUint32(record + 4, second, true);
   }
+  v.setUint32(HEADER.undated, 0, true);
 }
 
 /** The block records of a NAT whose state begins or ends outside its shards (restored from a snapshot file, or ended with its run): one per block held. */
