@@ -369,14 +369,15 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   } catch (e) {
     // A run that failed on its way (a device gone) still shows the counters it reached; the error follows.
     const reached = (e as FailedRun).result;
+    if (live) process.stderr.write('\r\x1b[K');
     if (reached) show(reached);
     throw e;
   } finally {
     await control?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    if (live) process.stderr.write('\r\x1b[K');
   }
+  if (live) process.stderr.write('\r\x1b[K');
   show(result);
   return result.interrupted ? EXIT.interrupted : EXIT.ok;
 }

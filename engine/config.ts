@@ -37,13 +37,18 @@ export interface PipelineConfig {
   registry: Registry;
   /** Valid but probably unintended settings (elements' `warnings`), in file order. */
   warnings: ConfigWarning[];
+  /** The parameters set on the command line (`--set`), as NAME.PARAM. */
+  overridden: string[];
 }
 
 export interface LoadOptions {
   /** `--set name.param=value` overrides, applied before validation. */
   overrides?: string[];
-  /** Overrides naming an element the config does not have are left out, not errors (a reloaded config may have dropped it). */
-  overridesWhereFound?: boolean;
+  /**
+   * For a reloaded config: the type of each element of the config the overrides were given for. An override applies
+   * only where the new config has an element of that name and type; the others are left out, not errors.
+   */
+  overridesFor?: Record<string, string>;
   /** `--elements DIR` folders of user elements. */
   elementDirs?: string[];
   /** Config text to use instead of reading `file` (tests, `check -`). */
@@ -52,6 +57,9 @@ export interface LoadOptions {
 
 export type ThreadMode = 'auto' | 'worker' | 'inline';
 export const THREAD_MODES: ThreadMode[] = ['auto', 'worker', 'inline'];
+
+/** Largest packet slot, in bytes (slot_size). */
+export const MAX_SLOT_SIZE = 65536;
 
 /** Most shards a pipeline runs (bucket table entries are one byte; 0xff marks a moving bucket). */
 export const MAX_SHARDS = 64;
@@ -123,7 +131,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     throw new ConfigErrors([new ConfigError(`its aliases expand to more than ${MAX_ALIASES} copies`, pos.at(0), 'write the repeated parts out, or use fewer aliases of aliases')]);
   }
   visit(doc, { Alias: (_, alias) => alias.resolve(doc)?.clone() as Node | undefined });
-  const overridden = applyOverrides(doc, options.overrides ?? [], errors, options.overridesWhereFound ?? false);
+  const overridden = applyOverrides(doc, options.overrides ?? [], errors, options.overridesFor);
 
   const root = doc.contents;
   if (!isMap(root)) {
@@ -178,7 +186,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     return v;
   };
   const batch = number('batch', 1, 4096, 256);
-  const slotSize = number('slot_size', 256, 65536, 2048, true);
+  const slotSize = number('slot_size', 256, MAX_SLOT_SIZE, 2048, true);
   const poolSlots = number('pool_slots', 64, 1 << 20, 16384, true);
   // The I/O thread polls, so more shards than cores - 1 only share cores (spike §3: 0.5-0.7x).
   const shards = number('shards', 1, MAX_SHARDS, Math.max(1, availableParallelism() - 1));
@@ -205,7 +213,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     connectionsRead = errors.length === before;
   }
 
-  const config = { file, batch, slotSize, poolSlots, shards, threads, elements, connections, registry, warnings: inFileOrder(warnings) };
+  const config = { file, batch, slotSize, poolSlots, shards, threads, elements, connections, registry, warnings: inFileOrder(warnings), overridden: [...overridden] };
   if (errors.length) {
     if (connectionsRead) errors.push(...connectionErrors(config, root, flawed));
     throw new ConfigErrors(inFileOrder(errors));
@@ -343,7 +351,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
 }
 
 /** Applies `name.param=value` overrides to the document; returns the paths it set. */
-function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[], whereFound: boolean): Set<string> {
+function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[], meantFor?: Record<string, string>): Set<string> {
   const set = new Set<string>();
   const elements = doc.get('elements', true);
   for (const o of overrides) {
@@ -354,8 +362,8 @@ function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[
     }
     const [, name, key, value] = m;
     const body = isMap(elements) ? elements.get(name, true) : undefined;
+    if (meantFor && !(isMap(body) && String(body.get('type')) === meantFor[name])) continue;
     if (body === undefined) {
-      if (whereFound) continue;
       const guess = didYouMean(name, isMap(elements) ? elements.items.map((p) => String(valueOf(p.key))) : []);
       errors.push(new ConfigError(`--set ${o}: the config has no element '${name}'`, undefined, guess ? `did you mean '${guess}'?` : undefined));
       continue;

@@ -18,7 +18,12 @@ export class Supervisor {
   private stopped = false;
   private ended = false;
 
-  constructor(private current: Pipeline, private readonly file: string, private readonly load: LoadOptions, private readonly options: PipelineOptions) {}
+  /** The types of the run's elements, which its --set overrides were given for. */
+  private readonly overridesFor: Record<string, string>;
+
+  constructor(private current: Pipeline, private readonly file: string, private readonly load: LoadOptions, private readonly options: PipelineOptions) {
+    this.overridesFor = Object.fromEntries(current.graph.nodes.map((node) => [node.name, node.type.type]));
+  }
 
   pipeline(): Pipeline {
     return this.current;
@@ -39,8 +44,10 @@ export class Supervisor {
       } catch (e) {
         // A reload waiting for this run's end gets its answer too.
         this.end(e as Error);
+        // The counters reached, also when the run failed before its first round (a device of a reloaded config).
         const failed = (e as FailedRun).result;
-        throw failed ? withResult(e, combined(before, failed)) : e;
+        const reached = failed ? combined(before, failed) : before;
+        throw reached ? withResult(e, reached) : e;
       }
       before = result;
       const next = this.next;
@@ -83,8 +90,8 @@ export class Supervisor {
   async reload(text: string, file = this.file): Promise<ReloadReport> {
     if (this.next) throw new Error('a reload is already in progress');
     // The run command's --set overrides apply to the new config too (the command line wins over the file), to the
-    // elements it still has.
-    const config = await loadConfig(file, { ...this.load, text, overridesWhereFound: true });
+    // elements it still has with the same type.
+    const config = await loadConfig(file, { ...this.load, text, overridesFor: this.overridesFor });
     const pipeline = await Pipeline.create(config, this.options);
     pipeline.openFileSources();
     try {
@@ -100,8 +107,7 @@ export class Supervisor {
       pipeline.closeSources();
       throw new Error(refused);
     }
-    const overrides = this.load.overrides?.filter((o) => config.elements.has(o.split('.')[0])) ?? [];
-    if (overrides.length) this.options.log?.(`reload: the run command's --set overrides apply to the new config too: ${overrides.join(' ')}`);
+    if (config.overridden.length) this.options.log?.(`reload: the run command's --set overrides apply to the new config too: ${config.overridden.join(', ')}`);
     return new Promise((done, fail) => {
       this.next = { pipeline, done, fail };
       this.current.stop(this.current.carriedInto(pipeline));

@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module';
 import { EnvironmentError } from '../engine/errors.ts';
 import { Meta } from '../engine/layout.ts';
+import { MAX_SLOT_SIZE } from '../engine/config.ts';
 
 export interface RxOptions {
   /** Bytes of frame a slot holds: the MTU must fit (or snaplen, when less), and longer frames are dropped as oversize. */
@@ -59,14 +60,16 @@ export function afpacket(element: string): AfPacket {
 /** Turns an addon error (its code: ENODEV, ENETDOWN, EPERM, EMSGSIZE) into an EnvironmentError with a hint. */
 export function deviceError(element: string, e: unknown): unknown {
   const { code, needed } = e as { code?: string; needed?: number };
-  // A slot holds its metadata and headroom before the frame.
+  // A slot holds its metadata and headroom before the frame, and is at most MAX_SLOT_SIZE.
   const slotSize = needed ? 2 ** Math.ceil(Math.log2(needed + Meta.defaultDataOffset)) : 4096;
+  const slotFits = slotSize <= MAX_SLOT_SIZE;
   const hints: Record<string, string> = {
     ENODEV: 'check the interface name (`ip link` lists them); run wirepath in the network namespace that holds it (`ip netns exec NS ...`)',
     ENETDOWN: 'bring it up: ip link set dev IFACE up',
     EGONE: 'it was deleted, or deleted and made anew (a socket stays bound to the interface it opened): run the pipeline again once it is back',
     EPERM: 'run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN (setcap cap_net_raw,cap_net_admin+ep $(which node))',
-    EMSGSIZE: `set slot_size: ${slotSize} in the config, lower the interface MTU, or (FromDevice) keep less of each frame with snaplen`,
+    EMSGSIZE: slotFits ? `set slot_size: ${slotSize} in the config, lower the interface MTU, or (FromDevice) keep less of each frame with snaplen`
+      : `lower the interface MTU, or (FromDevice) keep at most ${MAX_SLOT_SIZE - Meta.defaultDataOffset} bytes of each frame with snaplen and set slot_size: ${MAX_SLOT_SIZE}`,
   };
   if (!code) return e;
   return new EnvironmentError(`${element}: ${(e as Error).message}`, hints[code] ?? 'the interface refused it: look at it with ip link and ethtool -k; with offloads: keep wirepath leaves its offloads alone');

@@ -137,11 +137,14 @@ test('the run command\'s --set overrides apply to a reloaded config too, to the 
       assert.is(flows(), 7);
       await supervisor.reload(config('').replace('flows: 50', 'flows: 60'));
       assert.is(flows(), 7, 'the command line wins over the new file');
-      assert.ok(logs.includes("reload: the run command's --set overrides apply to the new config too: gen.flows=7"), logs.join('\n'));
-      // A config without the element: nothing to override, not an error.
+      assert.ok(logs.includes("reload: the run command's --set overrides apply to the new config too: gen.flows"), logs.join('\n'));
+      // A config without the element, or with another type by its name: nothing to override, not an error.
       await supervisor.reload(config('').replaceAll('gen', 'other'));
       assert.is(flows(), undefined);
       assert.is(supervisor.pipeline().graph.byName.get('other')!.instance.params.flows, 50);
+      writePcap(join(dir, 'in.pcap'), [{ data: Buffer.alloc(60), sec: 1, usec: 0 }]);
+      await supervisor.reload('elements:\n  gen: { type: FromPcap, file: in.pcap, loop: true }\n  drop: { type: Discard }\nconnections:\n  - gen -> drop\n');
+      assert.is(supervisor.pipeline().graph.byName.get('gen')!.type.type, 'FromPcap');
     } finally {
       supervisor.stop();
       await running;
