@@ -363,7 +363,7 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
     int r = sendmmsg(s->fd, msgs, k, 0);
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno == ENXIO || errno == ENODEV) return failErrno(env, s->ifname, "sendmmsg", errno);
+      if (errno == ENXIO || errno == ENODEV) return fail(env, "EGONE", s->ifname + ": the interface went away while in use");
       s->refused = errno;
       // The link is down: the rest are not sent, as a NIC would drop them. Otherwise the first frame was refused
       // (ENOBUFS, EMSGSIZE...): it is skipped. Refused frames' lengths become 0, so that the caller counts their bytes out.

@@ -90,8 +90,12 @@ export function checkDevice(element: string, device: string, room: number, snapl
  * that failed half-way, a signal).
  */
 const turnedOff = new Map<string, { names: string[]; users: number; log: (m: string) => void; restore?: NodeJS.Timeout }>();
-/** How long offloads stay off after the last element using them closes: a reload opens the interface again meanwhile. */
-const RESTORE_AFTER_MS = 2000;
+/**
+ * How long offloads stay off after the last element using them closes: a reload opens the interface again meanwhile
+ * (after it has moved the state, which takes seconds for tables of millions).
+ */
+const RESTORE_AFTER_MS = 10_000;
+let restoresAtExit = false;
 
 /**
  * Turns off the offloads that would hand the engine frames larger than the MTU (GRO, GSO, TSO) or
@@ -104,14 +108,15 @@ export function disableOffloads(element: string, addon: AfPacket, device: string
   } catch (e) {
     throw deviceError(element, e);
   }
-  if (!turnedOff.size) process.once('exit', () => { for (const [d, entry] of turnedOff) restoreOffloads(addon, d, entry); });
+  if (!restoresAtExit) process.once('exit', () => { for (const [d, entry] of turnedOff) restoreOffloads(addon, d, entry); });
+  restoresAtExit = true;
   const entry = turnedOff.get(device) ?? { names: [], users: 0, log };
   clearTimeout(entry.restore);
   entry.restore = undefined;
   entry.names.push(...changed);
   entry.users++;
   turnedOff.set(device, entry);
-  if (changed.length) log(`turned off offloads on ${device}: ${changed.join(', ')} (frames must fit a slot; offloads: keep leaves them on; turned back on at exit)`);
+  if (changed.length) log(`turned off offloads on ${device}: ${changed.join(', ')} (frames must fit a slot; offloads: keep leaves them on; turned back on when wirepath no longer uses ${device})`);
 }
 
 /**

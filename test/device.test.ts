@@ -213,6 +213,17 @@ connections:
         assert.ok(engine.stderr().includes(`the kernel forwards IPv4 arriving on ${t.dev.engineServer} too (net.ipv4.conf.${t.dev.engineServer}.forwarding = 1)`), engine.stderr());
       } finally {
         await engine.stop();
+      }
+      // A capture sends nothing: the host's stack is its business.
+      const dir = tempDir();
+      try {
+        const config = join(dir, 'capture.yaml');
+        writeFileSync(config, `elements:\n  src: { type: FromDevice, device: ${t.dev.engineClient} }\n  out: { type: ToPcap, file: ${join(dir, 'out.pcap')} }\nconnections:\n  - src -> out\n`);
+        const capture = await startEngine(t, [config], 1, ROOT);
+        await capture.stop();
+        assert.not.ok(/has the address|the kernel forwards/.test(capture.stderr()), capture.stderr());
+      } finally {
+        removeDir(dir);
         t.kernel('off');
       }
       const quiet = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t)], 4, ROOT);

@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
 import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
 import { Meta } from '../../engine/layout.ts';
 import { afpacket, checkDevice, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
@@ -26,8 +24,7 @@ export default defineElement({
     + 'their TCP frames arrive too large (oversize) or with unfinished checksums (csum_partial); the log says so once. With fanout, sockets that '
     + 'name the same group share the interface\'s traffic by flow hash (PACKET_FANOUT). On a machine with two cores or fewer, '
     + 'threads: auto (the default) runs the graph of a config with a FromDevice on the I/O thread, leaving a core to the kernel. '
-    + 'The host\'s own stack still gets every frame: the start warns when the interface has an IPv4 address (the host answers for it '
-    + 'on the link) or IPv4 forwarding on (the host forwards what wirepath forwards, a second time). Needs root or CAP_NET_RAW (and '
+    + 'The host\'s own stack still gets every frame (ToDevice warns of what that does). Needs root or CAP_NET_RAW (and '
     + 'CAP_NET_ADMIN to change offloads). Runs until the pipeline is stopped (Ctrl-C or SIGTERM). A link '
     + 'that goes down is logged and its frames come again when it is up; an interface deleted under a running pipeline ends it '
     + '(exit 3, the interface named).',
@@ -58,24 +55,8 @@ export default defineElement({
   example: 'src: { type: FromDevice, device: eth0, burst: 256 }',
 });
 
-/**
- * The host's own stack gets every frame too: an address on the interface makes it answer for that address on the
- * link (ARP, and TCP resets for the connections wirepath translates to it), and IPv4 forwarding makes it forward
- * the frames wirepath forwards, a second time. Says so at start.
- */
-function warnOfHostStack(device: string, log: (m: string) => void): void {
-  const addresses = (networkInterfaces()[device] ?? []).filter((a) => a.family === 'IPv4').map((a) => a.cidr);
-  if (addresses.length) {
-    log(`${device} has the address ${addresses.join(', ')}: this host answers for it on the link too (ARP; TCP resets for connections to it `
-      + `that are not its own), beside what wirepath does; an interface wirepath bridges or routes needs no address (ip addr flush dev ${device})`);
-  }
-  let forwarding = '0';
-  try { forwarding = readFileSync(`/proc/sys/net/ipv4/conf/${device}/forwarding`, 'utf8').trim(); } catch { /* not IPv4-enabled */ }
-  if (forwarding === '1') {
-    log(`the kernel forwards IPv4 arriving on ${device} too (net.ipv4.conf.${device}.forwarding = 1): packets wirepath forwards may leave `
-      + `twice; turn it off (sysctl -w net.ipv4.conf.${device}.forwarding=0)`);
-  }
-}
+/** Drop counters whose cause the log has explained, by interface: once a process, reloads included. */
+const explained = new Set<string>();
 
 /** Receive sockets open in this process: an idle engine sleeps until any of them has frames. */
 const openReaders = new Set<DeviceReader>();
@@ -88,8 +69,6 @@ class DeviceReader implements SourceDriver {
   private reserved = 0;
   private readonly descs: number;
   private pumps = 0;
-  /** Counters whose cause the log has explained. */
-  private readonly explained = new Set<string>();
 
   constructor(private readonly ctx: IoContext) {
     const { name, params, arena } = ctx;
@@ -102,7 +81,6 @@ class DeviceReader implements SourceDriver {
     } catch (e) {
       throw deviceError(name, e);
     }
-    warnOfHostStack(params.device, ctx.log);
     openReaders.add(this);
     this.slots = arena.alloc(4 * params.burst, 8);
     this.descs = arena.alloc(this.addon.rxDescBytes * params.burst, 8);
@@ -148,11 +126,11 @@ class DeviceReader implements SourceDriver {
     for (const [counter, why] of [
       ['csum_partial', `frames arrive on ${device} with checksums left for an offload to finish (csum_partial): a sender on this link has `
         + 'TX checksum offload on; turn it off there (ethtool -K DEV tx off): they are forwarded as they are, and receivers drop them'],
-      ['oversize', `frames larger than a slot arrive on ${device} (oversize, dropped): a sender on this link aggregates them (TSO, GSO, GRO); `
-        + 'turn that off there (ethtool -K DEV tso off gso off gro off), or raise slot_size'],
+      ['oversize', `frames larger than a slot arrive on ${device} (oversize, dropped): a sender on this link aggregates them (TSO, GSO), or `
+        + `with offloads: keep this interface's GRO does; turn that off (ethtool -K DEV tso off gso off gro off), or raise slot_size`],
     ] as const) {
-      if (this.explained.has(counter) || !this.ctx.arena.view.getBigUint64(this.ctx.self + this.ctx.fieldOffset(counter), true)) continue;
-      this.explained.add(counter);
+      if (explained.has(`${device} ${counter}`) || !this.ctx.arena.view.getBigUint64(this.ctx.self + this.ctx.fieldOffset(counter), true)) continue;
+      explained.add(`${device} ${counter}`);
       this.ctx.log(why);
     }
   }
