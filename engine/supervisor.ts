@@ -61,6 +61,8 @@ export class Supervisor {
         const report = carryOver(await this.current.snapshot(), next.pipeline);
         next.pipeline.scaleReports.unshift(...this.current.scaleReports);
         this.current = next.pipeline;
+        const overridden = next.pipeline.config.overridden;
+        if (overridden.length) this.options.log?.(`reload: the run command's --set overrides apply to the new config too: ${overridden.join(', ')}`);
         next.done(report);
       } catch (e) {
         this.abandon(next, e as Error);
@@ -107,7 +109,6 @@ export class Supervisor {
       pipeline.closeSources();
       throw new Error(refused);
     }
-    if (config.overridden.length) this.options.log?.(`reload: the run command's --set overrides apply to the new config too: ${config.overridden.join(', ')}`);
     return new Promise((done, fail) => {
       this.next = { pipeline, done, fail };
       this.current.stop(this.current.carriedInto(pipeline));
