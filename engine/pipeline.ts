@@ -309,12 +309,12 @@ export class Pipeline {
     return result;
   }
 
-  /** Lays out a shard's memory and registers it with the I/O side (its thread starts in start()). */
   /** The most memory one shard took (createShard), with room for alignment: what each more shard needs. */
   private shardBytes = 0;
   /** Memory taken by config data, which the shards share (the first shard's createShard makes it). */
   private sharedBytes = 0;
 
+  /** Lays out a shard's memory and registers it with the I/O side (its thread starts in start()). */
   private createShard(id: number): Shard {
     const { arena, config } = this;
     const before = arena.used - this.sharedBytes;

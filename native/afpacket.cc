@@ -56,10 +56,15 @@ struct Socket {
 
 std::vector<Socket*> sockets;
 
-Napi::Value fail(Napi::Env env, const std::string& code, const std::string& message) {
+/** An error with a `code` (ENODEV, EMSGSIZE...) that native/afpacket.ts turns into a hint. */
+Napi::Error codedError(Napi::Env env, const std::string& code, const std::string& message) {
   Napi::Error e = Napi::Error::New(env, message);
   e.Set("code", Napi::String::New(env, code));
-  e.ThrowAsJavaScriptException();
+  return e;
+}
+
+Napi::Value fail(Napi::Env env, const std::string& code, const std::string& message) {
+  codedError(env, code, message).ThrowAsJavaScriptException();
   return env.Undefined();
 }
 
@@ -109,9 +114,8 @@ unsigned checkInterface(Napi::Env env, const std::string& ifname, uint32_t room,
   uint32_t frame = uint32_t(ifr.ifr_mtu) + 18;
   uint32_t needed = frame < snaplen ? frame : snaplen;
   if (needed > room) {
-    Napi::Error e = Napi::Error::New(env, ifname + ": MTU " + std::to_string(ifr.ifr_mtu) + " plus 18 B of Ethernet and VLAN header is larger than a slot's " +
+    Napi::Error e = codedError(env, "EMSGSIZE", ifname + ": MTU " + std::to_string(ifr.ifr_mtu) + " plus 18 B of Ethernet and VLAN header is larger than a slot's " +
       std::to_string(room) + " B of frame room");
-    e.Set("code", Napi::String::New(env, "EMSGSIZE"));
     e.Set("needed", Napi::Number::New(env, needed));
     e.ThrowAsJavaScriptException();
     return 0;
@@ -507,8 +511,7 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
     if (!s->down) continue;
     if (if_nametoindex(s->ifname.c_str()) != s->ifindex) {
       // Its error names the socket, so that the caller can name the element that had it.
-      Napi::Error e = Napi::Error::New(env, s->ifname + ": the interface went away while in use");
-      e.Set("code", Napi::String::New(env, "EGONE"));
+      Napi::Error e = codedError(env, "EGONE", s->ifname + ": the interface went away while in use");
       e.Set("socket", Napi::Number::New(env, polledIds[i]));
       e.ThrowAsJavaScriptException();
       return env.Undefined();

@@ -318,6 +318,21 @@ connections:
     });
   });
 
+  test('an MTU no slot can hold (loopback\'s 65536): the hint says to keep less of each frame, not a slot_size the config refuses', async () => {
+    await withTopology(async (t) => {
+      const dir = tempDir();
+      try {
+        const config = join(dir, 'lo.yaml');
+        writeFileSync(config, `elements:\n  src: { type: FromDevice, device: lo }\n  out: { type: ToPcap, file: ${join(dir, 'out.pcap')} }\nconnections:\n  - src -> out\n`);
+        const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', config], { check: false, timeout: 120_000 });
+        assert.is(r.status, 3, r.stderr.toString());
+        assert.match(r.stderr.toString(), /src: lo: MTU 65536 .* larger than a slot's 1920 B of frame room\n  hint: lower the interface MTU, or \(FromDevice\) keep at most 65408 bytes of each frame with snaplen and set slot_size: 65536/);
+      } finally {
+        removeDir(dir);
+      }
+    });
+  });
+
   test('a link that goes down and up: logged, the engine sleeps and forwards again; an interface deleted: exit 3 naming it, after the counters', async () => {
     await withTopology(async (t) => {
       const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t)], 4, ROOT);

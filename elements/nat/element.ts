@@ -388,22 +388,20 @@ function keepQuarantine(view: ElementView, call: 'due' | 'end' | 'handover'): vo
   const p = view.params as NatParams;
   const pool = view.data('pool');
   const second = Number(view.now() / 1_000_000_000n);
-  // Blocks kept from everyone (a snapshot's, carried by a reload or a snapshot too) are dated once the clock has moved.
+  if (call !== 'end') {
+    const previous = view.previous?.params;
+    const ended = previous && keptAtEnd.get(previous);
+    const snapshotPool = view.unrestored('pool');
+    if (ended) {
+      keptAtEnd.delete(previous);
+      quarantineBlocks(pool, p, ended);
+    } else if (snapshotPool) {
+      quarantineBlocks(pool, p, undatedBlocks(snapshotPool, p));
+    }
+  }
+  // Blocks kept from everyone (a snapshot's, carried on by reloads and snapshots) are dated once the clock has moved.
   if (second > 0) dateQuarantine(pool, second);
-  if (call === 'end') {
-    keptAtEnd.set(view.params, keptBlocks(pool, p, second));
-    return;
-  }
-  const previous = view.previous?.params;
-  const ended = previous && keptAtEnd.get(previous);
-  const snapshotPool = view.unrestored('pool');
-  if (ended) {
-    keptAtEnd.delete(previous);
-    quarantineBlocks(pool, p, ended);
-  } else if (snapshotPool) {
-    quarantineBlocks(pool, p, undatedBlocks(snapshotPool, p));
-    if (second > 0) dateQuarantine(pool, second);
-  }
+  if (call === 'end') keptAtEnd.set(view.params, keptBlocks(pool, p, second));
 }
 
 /** Where a NAT's parameters put its block log: a file's path, '-' for standard output, undefined for none. */
