@@ -23,7 +23,7 @@ export const PORT_RESTEER: u16 = 0x8000;
 export class Packet {
   /** Bytes of the frame held in the slot. */
   length: u32;
-  /** Bytes the frame had on the wire (larger when the capture was truncated). */
+  /** Bytes the frame had on the wire (larger when the capture was truncated). An element that changes the frame's length changes this with it: ToDevice sends no frame shorter than this. */
   wireLength: u32;
   /** Capture or arrival time, in nanoseconds. */
   timestamp: u64;

@@ -266,6 +266,23 @@ connections:
     });
   });
 
+  test('ToDevice: frames a capture cut short (snaplen) are counted in truncated and not sent; whole ones are; said once', async () => {
+    await withTopology(async (t) => {
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--set', 'a_in.snaplen=200', '--json'], 4, ROOT);
+      const ping = (size: number) => t.run(t.ns.client, ['ping', '-c', '3', '-i', '0.2', '-W', '1', '-s', String(size), ADDRESSES.server], { check: false, timeout: 30_000 });
+      // 98-byte frames fit in 200 bytes and are answered; 1042-byte ones are cut to 200 and go no further.
+      assert.is(ping(56).status, 0);
+      assert.is.not(ping(1000).status, 0);
+      await engine.stop();
+      const out = JSON.parse(engine.stdout()).elements.a_out;
+      assert.equal([out.truncated, out.errors], [3, 0], engine.stdout());
+      // Only whole frames left: the pings' 98 bytes, and ARP's fewer.
+      assert.ok(out.packets >= 3 && out.bytes <= out.packets * 98, engine.stdout());
+      const said = engine.stderr().split('\n').filter((l) => l.includes('cut short'));
+      assert.equal(said, [`wirepath: a_out: ${t.dev.engineServer}: frames a capture cut short (snaplen) are not sent, their headers promising bytes they lack; they are counted in truncated (logged once)`]);
+    });
+  });
+
   test('a peer with TX checksum offload on: its frames are counted in csum_partial, and the log says what to turn off, once', async () => {
     await withTopology(async (t) => {
       t.run(t.ns.client, ['ethtool', '-K', t.dev.client, 'tx', 'on']);

@@ -9,7 +9,8 @@ export default defineElement({
   description: 'Sends every packet it receives, as a whole Ethernet frame, out of a Linux interface through an AF_PACKET '
     + 'socket: the native addon (native/) passes bursts of frames to sendmmsg straight from the shared memory, without '
     + 'copying them in JavaScript. Frames the kernel refuses (its queue full, a frame longer than the MTU) are counted in '
-    + 'errors, not retried, and each cause is logged once. The host\'s own stack still gets the frames arriving on the interface: '
+    + 'errors, not retried, and each cause is logged once. Frames a capture cut short (FromDevice\'s or a pcap\'s snaplen) are not sent '
+    + '(their headers promise bytes they lack): they are counted in truncated, and said once. The host\'s own stack still gets the frames arriving on the interface: '
     + 'the start warns when it has an IPv4 address (the host answers for it on the link) or IPv4 forwarding on (the host '
     + 'forwards what wirepath forwards, a second time). With offloads: disable (the default) it turns off GRO, GSO, TSO and checksum offloads on the '
     + 'interface and logs it (see FromDevice). Needs root or CAP_NET_RAW.',
@@ -24,8 +25,9 @@ export default defineElement({
     packets: state.counter('frames sent'),
     bytes: state.counter('bytes of the frames sent'),
     errors: state.counter('frames the kernel refused'),
+    truncated: state.counter('frames not sent because a capture cut them short (snaplen)'),
   },
-  ioExports: ['frames', 'sent'],
+  ioExports: ['keepWhole', 'frames', 'sent'],
   sink: (ctx) => new DeviceWriter(ctx),
   check: ({ name, params, slotRoom }) => checkDevice(name, params.device, slotRoom),
   example: 'out: { type: ToDevice, device: eth1 }',
@@ -62,6 +64,7 @@ class DeviceWriter implements SinkDriver {
   private readonly descs: number;
   /** Causes of refused frames logged so far. */
   private readonly causes = new Set<string>();
+  private saidTruncated = false;
 
   constructor(private readonly ctx: IoContext) {
     const { name, params } = ctx;
@@ -78,7 +81,9 @@ class DeviceWriter implements SinkDriver {
 
   write(batch: number): void {
     const { exports, self, arena, params } = this.ctx;
-    const count = arena.view.getUint32(batch, true);
+    const received = arena.view.getUint32(batch, true);
+    const count = exports.ToDevice__keepWhole(self, batch);
+    if (count < received) this.sayTruncated();
     for (let start = 0; start < count; start += params.burst) {
       const n = exports.ToDevice__frames(self, batch, start, params.burst, this.descs);
       let sent: number;
@@ -91,6 +96,14 @@ class DeviceWriter implements SinkDriver {
       if (sent < n) this.sayWhyRefused();
     }
     arena.view.setUint32(batch, 0, true);
+  }
+
+  /** Says once that frames cut short by a capture are not sent. */
+  private sayTruncated(): void {
+    if (this.saidTruncated) return;
+    this.saidTruncated = true;
+    this.ctx.log(`${this.ctx.params.device}: frames a capture cut short (snaplen) are not sent, their headers promising bytes they lack; `
+      + 'they are counted in truncated (logged once)');
   }
 
   /** Logs each cause of refused frames once (an MTU smaller than the frames, a full queue): errors counts them all. */

@@ -2,6 +2,23 @@ import { Batch, ioRelease } from "wirepath";
 import { ToDeviceState } from "./layout";
 
 /**
+ * Takes the frames a capture cut short (snaplen, or a pcap's snap length) out of `batch`, counted in truncated and
+ * freed: sent, they would leave with headers that promise bytes they lack. Returns how many frames stay.
+ */
+export function keepWhole(self: ToDeviceState, batch: Batch): u32 {
+  let kept: u32 = 0;
+  for (let i: u32 = 0; i < batch.count; i++) {
+    const p = batch.packet(i);
+    if (p.length < p.wireLength) {
+      self.truncated++;
+      ioRelease(p);
+    } else batch.set(kept++, p);
+  }
+  batch.count = kept;
+  return kept;
+}
+
+/**
  * Writes (frame address, length) pairs for packets [start, start + most) of `batch` to `descs`, for
  * the addon's sendmmsg; returns how many.
  */
