@@ -266,8 +266,9 @@ test('patterns that are lists send each packet to the first list holding its sou
   const patterns = [listOf(20, (i) => `host 198.19.3.${i}`, { 5: 'host 100.64.0.1' }), listOf(20, (i) => `host 198.19.4.${i}`, { 7: 'host 198.18.0.1', 9: 'host 100.64.0.2' }),
     listOf(20, (i) => `net 10.${i}.0.0/16`, { 3: 'net 203.0.113.0/24', 11: 'net 198.18.0.0/16' })];
   const outputs = await firstMatch(patterns, 'lists');
-  // A negated list matches what the list does not; before a list, it leaves that list what it holds.
+  // A negated list matches what the list does not; before a list, it leaves that list what it holds; after one, what that one left.
   await firstMatch([`not (${patterns[0]})`, patterns[1]], 'negated');
+  await firstMatch([patterns[1], `not (${patterns[0]})`], 'list then negated');
   assert.ok(patterns.every((_, k) => outputs.some((capture) => capture[k].length > 0)), JSON.stringify(outputs.map((c) => c.map((o) => o.length))));
 });
 
