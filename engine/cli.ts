@@ -10,7 +10,8 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph } from './compile.ts';
 import { Pipeline, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 import { Supervisor } from './supervisor.ts';
-import { loadRegistry } from './registry.ts';
+import { loadRegistry, ElementFolderError } from './registry.ts';
+import { elementLayout, layoutSource } from './layout.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
 import { declarationReference, runtimeReference } from './runtime-doc.ts';
@@ -40,9 +41,11 @@ commands:
                     number in the file from 1, timestamp, length), through FromPcap -> Classifier
   docs              print the element reference (--write README.md updates it in place)
 
-options for run, check, graph, build, verify:
+options for run, check, graph, build, verify, elements:
   --set NAME.PARAM=VALUE   override a parameter (repeatable)
   --elements DIR           also load the element folders in DIR (repeatable)
+options for elements:
+  --layout                 elements TYPE: print the classes its process.ts imports from "./layout"
 options for run:
   --json                   print one JSON object of results at exit
   --clock trace|wall       the elements' clock: packet timestamps (default) or real time
@@ -66,7 +69,7 @@ options for ctl:
   --control PORT|URL       where the pipeline's control API is (default $WIREPATH_CONTROL)
   --token TOKEN            the token, for calls that change something (default $WIREPATH_TOKEN)
 
-exit codes: 0 done, 1 runtime failure, 2 bad usage or invalid config, 3 missing file, device or permission,
+exit codes: 0 done, 1 runtime failure, 2 bad usage, invalid config or an element that does not compile, 3 missing file, device or permission,
 130 stopped by a signal (outputs were still written completely)`;
 
 const OPTIONS = {
@@ -86,6 +89,7 @@ const OPTIONS = {
   format: { type: 'string' },
   write: { type: 'string' },
   verbose: { type: 'boolean', short: 'v' },
+  layout: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
 
@@ -120,7 +124,7 @@ export async function main(argv: string[]): Promise<number> {
   };
   // A missing or broken --elements folder is a usage mistake, not a crash.
   const loadTypes = () => loadRegistry(values.elements ?? []).catch((e: Error) => {
-    throw new ConfigErrors([new ConfigError(e.message, undefined, 'each --elements folder holds element folders, each with element.ts and process.ts')]);
+    throw new ConfigErrors([new ConfigError(e.message, undefined, e instanceof ElementFolderError ? e.hint : 'each --elements folder holds element folders, each with element.ts and process.ts')]);
   });
   try {
     if (command === 'filter') return await filter(target, extra, values.verbose ?? false);
@@ -178,9 +182,9 @@ export async function main(argv: string[]): Promise<number> {
         const type = registry.get(target);
         if (!type) {
           const close = didYouMean(target, registry.keys());
-          throw new UsageError(`no element type '${target}'${close ? ` (did you mean ${close}?)` : ''}; 'wirepath elements' lists them`);
+          throw new UsageError(`no element type '${target}'${close ? ` (did you mean ${close}?)` : ''}; 'wirepath elements' lists them (with --elements DIR, also yours)`);
         }
-        process.stdout.write(elementDoc(type));
+        process.stdout.write(values.layout ? layoutSource(type, elementLayout(type)) : elementDoc(type));
         return EXIT.ok;
       }
       case 'docs': {
@@ -249,7 +253,12 @@ function report(e: unknown, command?: string): number {
     process.stderr.write(`wirepath: ${e.format()}\n`);
     return EXIT.environment;
   }
-  if (e instanceof CompileError || e instanceof StallError) {
+  // An element's code that does not compile is a mistake in the input, as a config's is.
+  if (e instanceof CompileError) {
+    process.stderr.write(`wirepath: ${e.message}\n`);
+    return EXIT.usage;
+  }
+  if (e instanceof StallError) {
     process.stderr.write(`wirepath: ${e.message}\n`);
     return EXIT.failure;
   }

@@ -3,12 +3,12 @@
 
 import { availableParallelism } from 'node:os';
 import { readFileSync, existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue } from 'yaml';
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
 import { ParamTypeError, type ValueLocation } from './params.ts';
-import { loadRegistry, type Registry } from './registry.ts';
+import { loadRegistry, stateSizeProblems, ElementFolderError, DECLARATION_HINT, type Registry } from './registry.ts';
 import type { ElementType } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
 import { buildGraph } from './graph.ts';
@@ -170,7 +170,10 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   try {
     registry = await loadRegistry(elementDirs);
   } catch (e) {
-    errors.push(new ConfigError((e as Error).message, pos.of(dirsNode), 'each folder must hold element folders, each with element.ts and process.ts'));
+    // A declaration's mistake is in its element.ts, which the message names; a folder's, at element_dirs.
+    const declaration = e instanceof ElementFolderError;
+    errors.push(new ConfigError((e as Error).message, declaration ? undefined : pos.of(dirsNode),
+      declaration ? e.hint : 'each folder must hold element folders, each with element.ts and process.ts'));
     throw new ConfigErrors(inFileOrder(errors));
   }
 
@@ -294,7 +297,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
     const type = registry.get(typeName);
     if (!type) {
       const guess = didYouMean(typeName, registry.keys());
-      errors.push(new ConfigError(`unknown element type '${typeName}'`, pos.of(typeNode), guess ? `did you mean '${guess}'?` : `known types: ${[...registry.keys()].sort().join(', ')}`));
+      errors.push(new ConfigError(`unknown element type '${typeName}'`, pos.of(typeNode), guess ? `did you mean '${guess}'?` : `known types: ${[...registry.keys()].sort().join(', ')}; one of your own needs its folder in element_dirs`));
       continue;
     }
     const params: Record<string, unknown> = {};
@@ -338,6 +341,9 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
     }
     if (errors.length !== errorsBefore) flawed.add(name);
     else {
+      for (const problem of stateSizeProblems(type, params)) {
+        errors.push(new ConfigError(`${name} (${typeName}): ${join(type.dir, 'element.ts')}: ${problem}`, at, DECLARATION_HINT));
+      }
       for (const e of type.invalid?.(params) ?? []) {
         errors.push(new ConfigError(`${name}.${e.param}: ${e.message}`, pos.within(valueNodes.get(e.param), e.at ?? {}, at), e.hint));
       }

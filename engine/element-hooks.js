@@ -11,8 +11,10 @@ const API = new URL('./api.ts', import.meta.url).href;
 export async function resolve(specifier, context, next) {
   if (specifier === 'wirepath') return next(API, context);
   const result = await next(specifier, context);
-  if (result.url.startsWith('file:') && result.url.endsWith('.ts') && result.format !== 'module'
-      && existsSync(`${dirname(fileURLToPath(result.url))}/element.ts`)) {
+  // An element.ts is imported with a query (registry.ts names it by its modification time).
+  const url = result.url.split('?')[0];
+  if (url.startsWith('file:') && url.endsWith('.ts') && result.format !== 'module'
+      && existsSync(`${dirname(fileURLToPath(url))}/element.ts`)) {
     return { ...result, format: 'module' };
   }
   return result;

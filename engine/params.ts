@@ -44,6 +44,8 @@ export interface ParamType<T> {
   fast?(name: string): FastField[];
   /** The values of those fields, in the same order. */
   encode?(value: T): (number | bigint)[];
+  /** Throws ParamTypeError for a value (in its parsed form: a declaration's default) the type does not hold. */
+  check?(value: T): void;
 }
 
 export interface ParamSpec<T = unknown> {
@@ -67,13 +69,13 @@ interface ParamOptions<T> {
 }
 
 function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}): ParamSpec<T> {
+  if (typeof doc !== 'string' || !doc) throw new Error(`a parameter's first argument is the line that documents it, not ${describe(doc)}`);
   let value = options.default;
-  if (typeof value === 'string') {
-    try {
-      value = type.parse(value);
-    } catch (e) {
-      throw new Error(`parameter '${doc}': default ${(e as Error).message}`);
-    }
+  try {
+    if (typeof value === 'string') value = type.parse(value);
+    else if (value !== undefined) type.check?.(value as T);
+  } catch (e) {
+    throw new Error(`parameter '${doc}': default ${(e as Error).message}`);
   }
   return { type, doc, default: value as T | undefined, required: options.required ?? false, fixed: options.fixed ?? false };
 }
@@ -187,6 +189,7 @@ export const types = {
   port: {
     description: 'a port number',
     parse: (raw) => intRange(raw, 0, 65535, 'a port number'),
+    check: (value) => void intRange(value, 0, 65535, 'a port number'),
     format: String,
     fast: (name) => [{ name, type: 'u16' }],
     encode: (value) => [value],
@@ -220,6 +223,7 @@ export const types = {
   bool: {
     description: 'true or false',
     parse: (raw) => (typeof raw === 'boolean' ? raw : fail(`${describe(raw)} is not true or false`, 'write true or false')),
+    check: (value) => void (typeof value === 'boolean' || fail(`${describe(value)} is not true or false`)),
     format: String,
     fast: (name) => [{ name, type: 'bool' }],
     encode: (value) => [value ? 1 : 0],
@@ -232,9 +236,13 @@ export const types = {
 };
 
 export function intType(min: number, max: number): ParamType<number> {
+  if (!Number.isSafeInteger(min) || !Number.isSafeInteger(max) || min > max) {
+    throw new Error(`param.int takes (doc, min, max, options), min and max whole numbers, min not above max: not min ${describe(min)}, max ${describe(max)}`);
+  }
   return {
     description: `a whole number from ${min} to ${max}`,
     parse: (raw) => intRange(raw, min, max, 'a whole number'),
+    check: (value) => void intRange(value, min, max, 'a whole number'),
     format: String,
     fast: (name) => [{ name, type: min < 0 ? 'i32' : max > 0xffffffff ? 'u64' : 'u32' }],
     encode: (value) => [max > 0xffffffff ? BigInt(value) : value],
@@ -276,6 +284,9 @@ export function enumType<const V extends string>(values: readonly V[]): ParamTyp
       if (typeof raw === 'string' && (values as readonly string[]).includes(raw)) return raw as V;
       const close = typeof raw === 'string' ? values.find((v) => v.toLowerCase() === raw.toLowerCase()) : undefined;
       return fail(`${describe(raw)} is not one of ${values.join(', ')}`, close ? `did you mean ${close}?` : undefined);
+    },
+    check(value) {
+      this.parse(value);
     },
     format: String,
     fast: (name) => [{ name, type: 'u8' }],

@@ -1,10 +1,11 @@
 // Finds element folders (each with element.ts and process.ts) and loads their declarations.
 
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { register } from 'node:module';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ElementDefinition, ElementType } from './element.ts';
+import { elementLayout } from './layout.ts';
 import { param, ParamTypeError } from './params.ts';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -48,15 +49,117 @@ export function elementDirs(dir: string): string[] {
     .sort();
 }
 
+/** A mistake in an element folder (its element.ts, or what its process.ts lacks): names the file, with what to do. */
+export class ElementFolderError extends Error {
+  constructor(message: string, readonly hint: string) {
+    super(message);
+    this.name = 'ElementFolderError';
+  }
+}
+
+export const DECLARATION_HINT = 'fix the element\'s declaration; the README\'s "Writing an element" shows what element.ts holds';
+
+/** Where in `file` an error thrown while importing it comes from (file:line:col from its stack), or the file alone. */
+function whereIn(e: Error, file: string): string {
+  const frame = e.stack?.split('\n').find((line) => line.includes(file));
+  const at = frame && /:(\d+):(\d+)\)?$/.exec(frame);
+  return at ? `${file}:${at[1]}:${at[2]}` : file;
+}
+
 async function loadElement(dir: string): Promise<ElementType> {
-  const module = await import(pathToFileURL(join(dir, 'element.ts')).href);
-  const definition: ElementDefinition = module.default;
+  const file = join(dir, 'element.ts');
+  let module: { default?: ElementDefinition };
+  try {
+    // Named by its modification time: a reload imports an element.ts edited since, not the one first imported.
+    module = await import(`${pathToFileURL(file).href}?mtime=${statSync(file).mtimeMs}`);
+  } catch (e) {
+    const error = e as Error;
+    throw new ElementFolderError(error.message.includes(file) ? error.message : `${whereIn(error, file)}: ${error.message}`, DECLARATION_HINT);
+  }
+  const definition = module.default;
   if (!definition || typeof definition.type !== 'string') {
-    throw new Error(`${join(dir, 'element.ts')} must export default defineElement({...})`);
+    throw new ElementFolderError(`${file} must export default defineElement({...})`, DECLARATION_HINT);
   }
   const kind = definition.source ? 'source' : definition.sink ? 'sink' : 'element';
   const params = kind === 'source' ? { ...definition.params, steer: STEER_PARAM } : definition.params;
-  return { ...definition, params, dir, kind };
+  const element: ElementType = { ...definition, params, dir, kind };
+  checkDeclaration(element);
+  return element;
+}
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * What the compiler would otherwise report in files the author never sees (the generated layout and graph): names
+ * that are no identifiers or that two fields share, a process.ts missing, or missing a function the engine calls.
+ */
+function checkDeclaration(element: ElementType): void {
+  const file = join(element.dir, 'element.ts');
+  const problems: string[] = [];
+  for (const [what, names] of [['parameter', Object.keys(element.params)], ['state field', Object.keys(element.state ?? {})]] as const) {
+    for (const name of names) if (!IDENTIFIER.test(name)) problems.push(`${what} '${name}' is not a name process.ts can use: letters, digits and _, not first a digit`);
+  }
+  for (const [name, s] of Object.entries(element.state ?? {})) {
+    const functions = s.kind === 'flow-table' ? ['capacity', 'timeout'] : s.kind === 'data' ? ['size', 'init'] : [];
+    const missing = functions.filter((f) => typeof (s as unknown as Record<string, unknown>)[f] !== 'function');
+    if (missing.length) problems.push(`state '${name}' needs ${functions.join(' and ')}, functions of the parameters: ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not`);
+  }
+  if (!problems.length) {
+    const seen = new Map<string, string>();
+    const { fields, tables } = elementLayout(element);
+    for (const f of fields) {
+      const from = 'param' in f.from ? `parameter '${f.from.param}'` : 'has' in f.from ? `optional parameter '${f.from.has}' (its has_ flag)` : `state field '${f.from.state}'`;
+      const other = seen.get(f.name);
+      if (other) problems.push(`${from} and ${other} both make the layout field '${f.name}'; rename one`);
+      else seen.set(f.name, from);
+    }
+    for (const t of tables) for (const f of t.entry.fields) if (!IDENTIFIER.test(f.name)) problems.push(`table '${t.state}': value field '${f.name}' is not a name process.ts can use`);
+  }
+  if (problems.length) throw new ElementFolderError(`${file}: ${problems.join('; ')}`, DECLARATION_HINT);
+  checkProcessFile(element);
+}
+
+/**
+ * What a declaration's state sizes give for one instance's parameters, where they are no sizes (a typo in
+ * `capacity: (p) => p.capcity` gives undefined, and the tables would be laid out from NaN): one problem each.
+ */
+export function stateSizeProblems(type: ElementType, params: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const expect = (field: string, what: string, size: (p: any) => unknown, valid: (v: number) => boolean, wanted: string) => {
+    let value: unknown;
+    try {
+      value = size(params);
+    } catch (e) {
+      problems.push(`state '${field}': ${what}(params) threw ${(e as Error).message}`);
+      return;
+    }
+    if (typeof value !== 'number' || !valid(value)) problems.push(`state '${field}': ${what}(params) gave ${typeof value === 'number' ? value : String(value)}, not ${wanted}`);
+  };
+  for (const [field, s] of Object.entries(type.state ?? {})) {
+    if (s.kind === 'flow-table') {
+      expect(field, 'capacity', s.capacity, (v) => Number.isSafeInteger(v) && v >= 1, 'a whole number of entries, at least 1');
+      expect(field, 'timeout', s.timeout, (v) => Number.isSafeInteger(v) && v >= 0, 'a whole number of nanoseconds');
+    } else if (s.kind === 'data') {
+      expect(field, 'size', s.size, (v) => Number.isSafeInteger(v) && v >= 0, 'a whole number of bytes');
+    }
+  }
+  return problems;
+}
+
+/** process.ts exists and exports each function the engine calls: process (not for sources and sinks), ioExports, steer. */
+function checkProcessFile(element: ElementType): void {
+  const file = join(element.dir, 'process.ts');
+  const hint = 'the README\'s "Writing an element" shows the functions process.ts exports';
+  if (!existsSync(file)) throw new ElementFolderError(`${file} is missing: the element's batch loop (AssemblyScript) goes there`, hint);
+  const text = readFileSync(file, 'utf8');
+  const exported = (fn: string) => new RegExp(`export\\s+function\\s+${fn}\\b|export\\s*\\{[^}]*\\b${fn}\\b[^}]*\\}`).test(text);
+  const signatures: Record<string, string> = {
+    process: `process(self: ${element.type}State, batch: Batch, out: Outputs${element.inputs > 1 ? ', port: i32' : ''}): void`,
+    steer: `steer(self: ${element.type}State, p: Packet): u32 (element.ts declares steer)`,
+  };
+  const wanted = [...(element.kind === 'element' ? ['process'] : []), ...(element.ioExports ?? []), ...(element.steer ? ['steer'] : [])];
+  const missing = wanted.filter((fn) => !exported(fn)).map((fn) => `function ${signatures[fn] ?? `${fn} (element.ts names it in ioExports)`}`);
+  if (missing.length) throw new ElementFolderError(`${file} must export ${missing.join(' and ')}`, hint);
 }
 
 /** The built-in elements plus those in `extraDirs` (a user's element folders); a later one may not reuse a type name. */

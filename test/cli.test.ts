@@ -224,7 +224,7 @@ test('the README\'s example of a config with mistakes gives the errors the READM
 test('elements: an unknown type exits 2', () => {
   const r = cli(['elements', 'Nope']);
   assert.is(r.status, 2);
-  assert.ok(r.stderr.startsWith("wirepath: no element type 'Nope'; 'wirepath elements' lists them\n"));
+  assert.ok(r.stderr.startsWith("wirepath: no element type 'Nope'; 'wirepath elements' lists them (with --elements DIR, also yours)\n"));
   assert.is(r.stdout, '');
   assert.ok(cli(['elements', 'Countr']).stderr.startsWith("wirepath: no element type 'Countr' (did you mean Counter?)"));
 });
@@ -535,7 +535,7 @@ test('usage: --help exits 0 with the usage on stdout; no command exits 2 with it
   const help = cli(['--help']);
   assert.is(help.status, 0);
   assert.ok(help.stdout.startsWith(USAGE_START));
-  assert.ok(help.stdout.includes('exit codes: 0 done, 1 runtime failure, 2 bad usage or invalid config, 3 missing file'));
+  assert.ok(help.stdout.includes('exit codes: 0 done, 1 runtime failure, 2 bad usage, invalid config or an element that does not compile, 3 missing file'));
   const none = cli([]);
   assert.is(none.status, 2);
   assert.is(none.stdout, '');

@@ -157,7 +157,7 @@ test('element: an unknown type, with did-you-mean', async () => {
   await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  count: { type: Countr }', '  drop: { type: Discard }', 'connections:', '  - src -> count -> drop'),
     'pipeline.yaml:3:18', "unknown element type 'Countr'", "did you mean 'Counter'?");
   await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  fw: { type: Firewall }', '  drop: { type: Discard }', 'connections:', '  - src -> fw -> drop'),
-    'pipeline.yaml:3:15', "unknown element type 'Firewall'", `known types: ${await builtIn()}`);
+    'pipeline.yaml:3:15', "unknown element type 'Firewall'", `known types: ${await builtIn()}; one of your own needs its folder in element_dirs`);
 });
 
 test('element: an unknown parameter, with did-you-mean (and the required one it meant is missing)', async () => {
@@ -272,6 +272,13 @@ export default defineElement({
   params: { idle: param.duration('idle timeout', { default: 30e9 }), room: param.size('buffer size', { default: 2048 }) },
   example: 'u: { type: Units, idle: 5m }',
 });
+`);
+  writeFileSync(join(folder, 'process.ts'), `import { Batch, Outputs } from "wirepath";
+import { UnitsState } from "./layout";
+
+export function process(self: UnitsState, batch: Batch, out: Outputs): void {
+  out.pushAll(0, batch);
+}
 `);
   return join(dir, 'elements');
 }

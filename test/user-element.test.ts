@@ -2,9 +2,10 @@
 // path as the built-in ones, and its flow table keeps flows on the trace's virtual clock.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, removeDir, runConfig, writePcap, ipv4Frame, cli, ROOT } from './helpers.ts';
+import { loadRegistry } from '../engine/registry.ts';
 
 const USER_ELEMENTS = join(ROOT, 'test/fixtures/user-elements');
 const T0 = 1_700_000_000;
@@ -116,12 +117,62 @@ test('a mistake in an element\'s process.ts is reported with its file\'s absolut
     trace(dir, [['A', 0]]);
     writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
     const run = cli(['run', 'config.yaml'], dir);
-    assert.is(run.status, 1);
+    assert.is(run.status, 2, 'a mistake in the input, as a config\'s');
     assert.match(run.stderr, /the fast path did not compile:\nERROR TS2339: Property 'pakets' does not exist/);
     assert.ok(run.stderr.includes(`└─ in ${processFile}(`), run.stderr);
     const check = cli(['check', 'config.yaml'], dir);
-    assert.is(check.status, 1, 'check compiles the fast path too');
+    assert.is(check.status, 2, 'check compiles the fast path too');
     assert.match(check.stderr, /Property 'pakets' does not exist/);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('mistakes in an element\'s declaration, or a process.ts without the functions it names, are reported in those files, before a compile', () => {
+  const dir = tempDir();
+  try {
+    const folder = join(dir, 'flow-count');
+    const elementFile = join(folder, 'element.ts');
+    const processFile = join(folder, 'process.ts');
+    trace(dir, [['A', 0]]);
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
+    /** `check` with one file of the folder edited: its exit status and standard error. */
+    const checkWith = (file: string, from: string, to: string) => {
+      cpSync(join(USER_ELEMENTS, 'flow-count'), folder, { recursive: true });
+      const text = readFileSync(file, 'utf8');
+      assert.ok(text.includes(from), from);
+      writeFileSync(file, text.replace(from, to));
+      const r = cli(['check', 'config.yaml'], dir);
+      assert.is(r.status, 2, r.stderr);
+      return r.stderr;
+    };
+    // A table sized from a misspelt parameter: before, the run laid its tables out from NaN and wrote over the memory.
+    assert.match(checkWith(elementFile, 'p.capacity,', 'p.capcity,'),
+      `config.yaml:6:3: fc (FlowCount): ${elementFile}: state 'flows': capacity(params) gave undefined, not a whole number of entries, at least 1`);
+    assert.match(checkWith(elementFile, "param.int('most flows tracked at once', 1, 1 << 24, { default: 65536 })", "param.int('most flows tracked at once', 1, 1 << 24, { default: 0 })"),
+      `${elementFile}:12:21: parameter 'most flows tracked at once': default 0 is out of range for a whole number`);
+    assert.match(checkWith(elementFile, 'new_flows: state', 'capacity: state'),
+      `${elementFile}: parameter 'capacity' and state field 'capacity' both make the layout field 'capacity'; rename one`);
+    assert.match(checkWith(elementFile, 'not_ipv4: state', "'not-ipv4': state"), "state field 'not-ipv4' is not a name process.ts can use");
+    assert.match(checkWith(elementFile, 'param.duration(', 'param.time('), `${elementFile}:13:20: param.time is not a function\n  hint: fix the element's declaration`);
+    assert.match(checkWith(processFile, 'export function process(', 'export function processBatch('),
+      `${processFile} must export function process(self: FlowCountState, batch: Batch, out: Outputs): void\n  hint: the README's "Writing an element" shows the functions process.ts exports`);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('an element.ts edited since it was loaded is loaded anew (a reload takes a new declaration with its new process.ts)', async () => {
+  const dir = tempDir();
+  try {
+    const folder = join(dir, 'flow-count');
+    cpSync(join(USER_ELEMENTS, 'flow-count'), folder, { recursive: true });
+    const file = join(folder, 'element.ts');
+    assert.is((await loadRegistry([dir])).get('FlowCount')!.summary, 'counts packets per IPv4 5-tuple in a flow table');
+    writeFileSync(file, readFileSync(file, 'utf8').replace("summary: 'counts", "summary: 'now counts"));
+    // Modification times may be as coarse as a second: the edit gets a later one.
+    utimesSync(file, new Date(), new Date(Date.now() + 5000));
+    assert.is((await loadRegistry([dir])).get('FlowCount')!.summary, 'now counts packets per IPv4 5-tuple in a flow table');
   } finally {
     removeDir(dir);
   }
