@@ -69,7 +69,7 @@ options for ctl:
   --control PORT|URL       where the pipeline's control API is (default $WIREPATH_CONTROL)
   --token TOKEN            the token, for calls that change something (default $WIREPATH_TOKEN)
 
-exit codes: 0 done, 1 runtime failure, 2 bad usage, invalid config or an element that does not compile, 3 missing file, device or permission,
+exit codes: 0 done, 1 runtime failure (a shard that crashed too), 2 bad usage, invalid config or an element that does not compile, 3 missing file, device or permission,
 130 stopped by a signal (outputs were still written completely)`;
 
 const OPTIONS = {
@@ -388,5 +388,6 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   }
   if (live) process.stderr.write('\r\x1b[K');
   show(result);
-  return result.interrupted ? EXIT.interrupted : EXIT.ok;
+  // A shard that crashed was restarted and the run went on, but the packets it held are lost.
+  return result.interrupted ? EXIT.interrupted : result.crashes.length ? EXIT.failure : EXIT.ok;
 }

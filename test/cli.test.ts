@@ -432,7 +432,7 @@ test('run: the bundled NAT on a capture (configs/nat-trace.yaml) translates ever
 
 test('run: the final table shows counters and lists of numbers, and leaves records (a LoadBalancer\'s backends) to --json', () => {
   const table = statsTable({
-    packets_in: 3, packets_out: 3, wall_seconds: 1, packets_per_second: 3, interrupted: false,
+    packets_in: 3, packets_out: 3, wall_seconds: 1, packets_per_second: 3, interrupted: false, crashes: [],
     elements: { lb: { type: 'LoadBalancer', in: 3, out: [2, 1], unconnected_drops: 0, encapsulated: 2, hits: [1, 2], backends: [{ name: 'web1', packets: 2 }], vips: {} } },
   } as never);
   const row = table.split('\n').find((l) => l.startsWith('lb '))!;
@@ -535,7 +535,7 @@ test('usage: --help exits 0 with the usage on stdout; no command exits 2 with it
   const help = cli(['--help']);
   assert.is(help.status, 0);
   assert.ok(help.stdout.startsWith(USAGE_START));
-  assert.ok(help.stdout.includes('exit codes: 0 done, 1 runtime failure, 2 bad usage, invalid config or an element that does not compile, 3 missing file'));
+  assert.ok(help.stdout.includes('exit codes: 0 done, 1 runtime failure (a shard that crashed too), 2 bad usage, invalid config or an element that does not compile, 3 missing file'));
   const none = cli([]);
   assert.is(none.status, 2);
   assert.is(none.stdout, '');

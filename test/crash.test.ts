@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { tempDir, removeDir, ROOT } from './helpers.ts';
+import { tempDir, removeDir, cli, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
 import { Supervisor } from '../engine/supervisor.ts';
@@ -94,6 +94,10 @@ test('inline (the I/O thread runs the shard): a crash is reported with its eleme
     assert.is(result.crashes[0].element, 'fault');
     assert.match(logs.join('\n'), /shard 0 crashed in fault \(FaultOn\): unreachable/);
     assert.is(result.elements.drop.in, 5000 - result.crashes[0].packets_lost, 'the packets after the crash went through');
+    // On the command line: the table says so, and the run exits 1.
+    const run = cli(['run', join(dir, 'c.yaml'), '--inline']);
+    assert.is(run.status, 1, run.stderr);
+    assert.match(run.stdout, /\nshard 0 crashed in fault \(FaultOn\): unreachable; \d+ packets lost\n/);
   } finally {
     removeDir(dir);
   }
