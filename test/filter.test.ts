@@ -276,9 +276,10 @@ test('an expression error in a config points at FILE:LINE:COL of the character, 
     '    rules:',
     "      - allow tcp and",
     "  fw2: { type: Filter, rules: [allow udp, '2 ip[0:3] = 1'] }",
+    "  fw3: { type: Filter, rules: [allow udp, '4294967296 tcp'] }",
     '  drop: { type: Discard }',
     'connections:',
-    '  - src -> cl -> fw -> fw2 -> drop',
+    '  - src -> cl -> fw -> fw2 -> fw3 -> drop',
     '  - cl[1] -> drop',
   ].join('\n');
   const error = await loadConfig(file, { text }).then(() => undefined, (e) => e);
@@ -288,6 +289,8 @@ test('an expression error in a config points at FILE:LINE:COL of the character, 
     "bad.yaml:3:56: cl.patterns: unexpected 'o' (column 11)",
     "bad.yaml:7:19: fw.rules: 'and' needs something after it (column 11)",
     'bad.yaml:8:51: fw2.rules: a field is 1, 2 or 4 bytes, not 3 (column 8)',
+    // Before, a number this large crashed the load making that many outputs (and 10000 took 88 s).
+    'bad.yaml:9:44: fw3.rules: output 4294967296 is more than a Filter has',
   ]);
 });
 

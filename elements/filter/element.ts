@@ -7,6 +7,9 @@ interface FilterRule extends Rule {
   action: 'allow' | 'deny' | number;
 }
 
+/** Outputs a Filter may have (0 and the numbered ones), as many as a Tee. */
+const MOST_OUTPUTS = 64;
+
 const ACTION = /^\s*(allow|deny|drop|\d+)(\s+|$)/i;
 
 const ruleType: ParamType<FilterRule> = {
@@ -17,6 +20,9 @@ const ruleType: ParamType<FilterRule> = {
     const word = m[1].toLowerCase();
     const action = word === 'allow' ? 'allow' : word === 'deny' || word === 'drop' ? 'deny' : Number(word);
     if (action === 0) throw new ParamTypeError('output 0 is what allow sends to', "write 'allow ...'", { offset: m.index });
+    if (typeof action === 'number' && action >= MOST_OUTPUTS) {
+      throw new ParamTypeError(`output ${m[1]} is more than a Filter has`, `number outputs from 1 to ${MOST_OUTPUTS - 1}`, { offset: m.index });
+    }
     return { ...parseRule((raw as string).slice(m[0].length), m[0].length), action };
   },
   format: (r) => `${r.action} ${r.text}`,
