@@ -58,6 +58,8 @@ export interface LoadOptions {
 export type ThreadMode = 'auto' | 'worker' | 'inline';
 export const THREAD_MODES: ThreadMode[] = ['auto', 'worker', 'inline'];
 
+/** Most bytes of packet slots (pool_slots × slot_size): WebAssembly's 4 GiB less room for everything else. */
+const MOST_POOL_BYTES = 3 * 2 ** 30;
 /** Largest packet slot, in bytes (slot_size). */
 export const MAX_SLOT_SIZE = 65536;
 
@@ -191,6 +193,11 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   const batch = number('batch', 1, 4096, 256);
   const slotSize = number('slot_size', 256, MAX_SLOT_SIZE, 2048, true);
   const poolSlots = number('pool_slots', 64, 1 << 20, 16384, true);
+  // The slots share the 4 GiB of WebAssembly memory with the rings, batches and tables.
+  if (slotSize * poolSlots > MOST_POOL_BYTES) {
+    errors.push(new ConfigError(`pool_slots × slot_size is ${slotSize * poolSlots / 2 ** 30} GiB: the packet slots may take at most ${MOST_POOL_BYTES / 2 ** 30} GiB of the pipeline's 4 GiB of memory`,
+      pos.of(root.get('pool_slots', true) as Node | undefined ?? root.get('slot_size', true) as Node | undefined), `fewer pool_slots (at most ${MOST_POOL_BYTES / slotSize}) or a smaller slot_size`));
+  }
   // The I/O thread polls, so more shards than cores - 1 only share cores (spike §3: 0.5-0.7x).
   const shards = number('shards', 1, MAX_SHARDS, Math.max(1, availableParallelism() - 1));
   const threadsNode = root.get('threads', true) as Scalar | undefined;

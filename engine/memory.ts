@@ -2,6 +2,8 @@
 // fast path touches (slots, rings, batches, element state, flow tables, I/O buffers) is laid out
 // here by the engine before the shards start; nothing is allocated per packet.
 
+import { ConfigError, ConfigErrors } from './errors.ts';
+
 /** A WebAssembly memory page, in bytes. */
 export const PAGE = 65536;
 /** Kept free at the bottom: the module's own static data, if any, lives there. */
@@ -28,7 +30,10 @@ export class MemoryArena {
     const have = this.memory.buffer.byteLength;
     if (end > have) {
       const pages = Math.ceil((end - have) / PAGE);
-      if (have / PAGE + pages > MAX_PAGES) throw new RangeError(`the pipeline needs ${end} bytes of memory, more than the 4 GiB WebAssembly allows`);
+      if (have / PAGE + pages > MAX_PAGES) {
+        throw new ConfigErrors([new ConfigError(`the pipeline needs more than the 4 GiB of memory WebAssembly allows (${(end / 2 ** 30).toFixed(1)} GiB so far)`, undefined,
+          'give its tables less capacity, or the config fewer pool_slots or a smaller slot_size')]);
+      }
       this.memory.grow(pages);
     }
     this.top = end;

@@ -290,7 +290,7 @@ export class Pipeline {
    */
   private watchOrder(buckets: number[]): void {
     for (const b of buckets) this.arena.u8[this.order + OrderWatch.watchAt + b] = 1;
-    Atomics.store(this.arena.i32, (this.order + OrderWatch.watching) >> 2, 1);
+    Atomics.store(this.arena.i32, (this.order + OrderWatch.watching) >>> 2, 1);
   }
 
   /**
@@ -298,7 +298,7 @@ export class Pipeline {
    * returns how many packets were checked and how many were taken out of order, and clears the area.
    */
   private async endOrderWatch(): Promise<{ checked: number; reordered: number }> {
-    Atomics.store(this.arena.i32, (this.order + OrderWatch.watching) >> 2, 0);
+    Atomics.store(this.arena.i32, (this.order + OrderWatch.watching) >>> 2, 0);
     const heads = this.shards.map((s) => s.head('rx'));
     await until(() => this.shards.every((s, i) => s.passed('rx', heads[i])), () => this.publish());
     const v = this.arena.view;
@@ -1138,7 +1138,7 @@ export class Pipeline {
       v.setUint32(b, 0, true);
     }
     const lost = lostSlots.size;
-    Atomics.store(this.arena.i32, (rxRing + RingLayout.tail) >> 2, v.getUint32(context + ShardContext.taken, true));
+    Atomics.store(this.arena.i32, (rxRing + RingLayout.tail) >>> 2, v.getUint32(context + ShardContext.taken, true));
     for (const table of this.tablesOf(shard)) {
       const entries = v.getUint32(table.address + FlowTableLayout.entries, true);
       const size = v.getUint32(table.address + FlowTableLayout.slots, true) * v.getUint32(table.address + FlowTableLayout.entrySize, true);

@@ -87,7 +87,7 @@ export class Shard {
 
   /** Wakes the worker if it sleeps on its receive ring. */
   wake(): void {
-    Atomics.notify(this.arena.i32, (this.memory.rxRing + RingLayout.head) >> 2);
+    Atomics.notify(this.arena.i32, (this.memory.rxRing + RingLayout.head) >>> 2);
   }
 
   /** True when the shard has finished every batch it was given and everything it sent was collected. */

@@ -479,7 +479,9 @@ test('settings: bad batch, slot_size and pool_slots values', async () => {
   await expectError(lines('pool_slots: 32', ...ELEMENTS, ...CHAINS), 'pipeline.yaml:1:13',
     'pool_slots must be a whole number from 64 to 1048576 and a power of two', 'leave it out for the default, 16384');
   const config = await loadConfig(FILE, { text: lines('batch: 64', 'slot_size: 4096', 'pool_slots: 1024', ...ELEMENTS, ...CHAINS) });
-  assert.equal([config.batch, config.slotSize, config.poolSlots], [64, 4096, 1024]);
+  assert.equal([config.batch, config.slotSize, config.poolSlots], [64, 4096, 1024]);  // Slots of more than 3 GiB leave too little of WebAssembly's 4 GiB (before, a run failed with a stack trace).
+  await expectError(lines('slot_size: 4096', 'pool_slots: 1048576', ...ELEMENTS, ...CHAINS), 'pipeline.yaml:2:13',
+    "pool_slots × slot_size is 4 GiB: the packet slots may take at most 3 GiB of the pipeline's 4 GiB of memory", 'fewer pool_slots (at most 786432) or a smaller slot_size');
 });
 
 test('settings: threads is auto, worker or inline', async () => {

@@ -452,6 +452,14 @@ test('state owned by a host with sources that do not steer by address: refused f
   }
 });
 
+test('a pool of packet slots of 2 GiB (the most pool_slots with the default slot_size): rings beyond 2 GiB of memory are woken and run', async () => {
+  // Addresses from 2 GiB up were shifted into negative Atomics indices: the run failed at its first wake.
+  const file = join(dir, 'pool.yaml');
+  writeFileSync(file, 'pool_slots: 1048576\nelements:\n  src: { type: FromPcap, file: trace.pcap }\n  out: { type: Discard }\nconnections:\n  - src -> out\n');
+  const result = await (await Pipeline.create(await loadConfig(file), { shards: 1, threads: 'worker' })).run();
+  assert.ok(result.packets_in > 0 && result.elements.out.in === result.packets_in, JSON.stringify(result.elements));
+});
+
 test('a scale event whose new shards would not fit in memory is refused and changes nothing: the next one and the stop work', async () => {
   // A flow table of 16M slots of 64 bytes: a GiB a shard, so four shards are more than WebAssembly's 4 GiB.
   const file = join(dir, 'big.yaml');
