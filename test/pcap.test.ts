@@ -287,12 +287,15 @@ const ERRORS: { name: string; bytes?: () => Buffer; message: RegExp }[] = [
   { name: 'a pcap whose record length makes no sense', bytes: () => pcapHeaderWith(() => {}, Buffer.alloc(16, 0x7f)), message: /corrupt/ },
   { name: 'a missing file', message: /cannot open/ },
   { name: 'a folder', message: /in\.pcap is a folder, not a capture/ },
+  // Opening a FIFO waited for a writer, and neither SIGINT nor SIGTERM ended the wait.
+  { name: 'a FIFO', message: /in\.pcap is not a regular file, not a capture/ },
 ];
 
 for (const e of ERRORS) {
   test(`${e.name} gives a clear EnvironmentError`, () => inTempDir(async (dir) => {
     if (e.bytes) writeFileSync(join(dir, 'in.pcap'), e.bytes());
     if (e.name === 'a folder') mkdirSync(join(dir, 'in.pcap'));
+    if (e.name === 'a FIFO') spawnSync('mkfifo', [join(dir, 'in.pcap')]);
     try {
       await runInOrder(dir, copy('file: in.pcap'));
     } catch (error) {
@@ -304,6 +307,16 @@ for (const e of ERRORS) {
     assert.unreachable('the run succeeded');
   }));
 }
+
+test('ToPcap into a FIFO nothing reads, or onto a full file system (/dev/full): an EnvironmentError naming the file, not a wait or a stack trace', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), [{ data: ipv4Frame(), sec: 1, usec: 0 }]);
+  spawnSync('mkfifo', [join(dir, 'fifo')]);
+  for (const [file, message] of [['fifo', /out: cannot write .*fifo: a FIFO that nothing reads/], ['/dev/full', /out: cannot write \/dev\/full: ENOSPC/]] as const) {
+    const error = await runInOrder(dir, copy('file: in.pcap').replace('file: out.pcap', `file: ${file}`)).then(() => undefined, (e: Error) => e);
+    assert.is(error?.name, 'EnvironmentError', String(error));
+    assert.match(error!.message, message);
+  }
+}));
 
 test('timing: original takes at least about as long as the trace', () => inTempDir(async (dir) => {
   const span = 300; // ms

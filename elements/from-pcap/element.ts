@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
@@ -64,15 +64,15 @@ class PcapReader implements SourceDriver {
   constructor(private readonly ctx: IoContext) {
     const path = resolve(dirname(ctx.configFile), ctx.params.file);
     const hint = 'check the file parameter: a relative path starts at the config file\'s folder (for wirepath filter, the working directory)';
+    let stat: Stats;
     try {
+      // Looked at before it is opened: opening a FIFO waits for a writer, and no signal would end that wait.
+      stat = statSync(path);
+      if (!stat.isFile()) throw new EnvironmentError(`${ctx.name}: ${path} is ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, not a capture`, hint);
       this.fd = openSync(path, 'r');
     } catch (e) {
+      if (e instanceof EnvironmentError) throw e;
       throw new EnvironmentError(`${ctx.name}: cannot open ${path}: ${(e as NodeJS.ErrnoException).code}`, hint);
-    }
-    const stat = fstatSync(this.fd);
-    if (!stat.isFile()) {
-      closeSync(this.fd);
-      throw new EnvironmentError(`${ctx.name}: ${path} is ${stat.isDirectory() ? 'a folder' : 'not a regular file'}, not a capture`, hint);
     }
     this.size = stat.size;
     const head = Buffer.alloc(Math.min(this.size, 64 << 10));

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { defineElement, makeFolders, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
@@ -45,9 +45,10 @@ class PcapWriter implements SinkDriver {
   private readonly fd: number;
   private readonly buffer: number;
   private readonly packets: number;
+  private readonly path: string;
 
   constructor(private readonly ctx: IoContext) {
-    const path = resolve(dirname(ctx.configFile), ctx.params.file);
+    const path = (this.path = resolve(dirname(ctx.configFile), ctx.params.file));
     const header = Buffer.alloc(24);
     header.writeUInt32LE(ctx.params.resolution === 'ns' ? 0xa1b23c4d : 0xa1b2c3d4, 0);
     header.writeUInt16LE(2, 4);
@@ -61,11 +62,13 @@ class PcapWriter implements SinkDriver {
       && before.params.resolution === ctx.params.resolution && before.params.snaplen === ctx.params.snaplen && continues(path, header);
     try {
       makeFolders(dirname(path));
+      waitForReader(ctx.name, path);
       this.fd = openSync(path, goesOn ? 'a' : 'w');
     } catch (e) {
+      if (e instanceof EnvironmentError) throw e;
       throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
     }
-    if (!goesOn) writeSync(this.fd, header);
+    if (!goesOn) this.writeOut(header, 0, header.length);
     this.buffer = ctx.arena.alloc(BUFFER, 64);
     this.packets = ctx.fieldOffset('packets');
   }
@@ -80,13 +83,40 @@ class PcapWriter implements SinkDriver {
     const first = this.written();
     for (let next = 0; next < count;) {
       const bytes = exports.ToPcap__writePcap(self, batch, next, this.buffer, BUFFER, this.ctx.params.resolution === 'ns');
-      writeSync(this.fd, arena.u8, this.buffer, bytes);
+      this.writeOut(arena.u8, this.buffer, bytes);
       next = this.written() - first;
     }
     arena.view.setUint32(batch, 0, true);
   }
 
+  /** Writes bytes out; a file system that is full (or any write that fails) ends the run, naming the file. */
+  private writeOut(bytes: Uint8Array, offset: number, length: number): void {
+    try {
+      writeSync(this.fd, bytes, offset, length);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new EnvironmentError(`${this.ctx.name}: cannot write ${this.path}: ${code}`,
+        code === 'ENOSPC' || code === 'EDQUOT' ? 'free space on its file system, or write the capture elsewhere' : code === 'EPIPE' ? 'the reader of the pipe went away' : 'check the file and its file system');
+    }
+  }
+
   close(): void {
     closeSync(this.fd);
   }
+}
+
+/**
+ * Opening a FIFO for writing waits for a reader, and no signal would end that wait: one without a reader is an error
+ * (opened without waiting, it says so with ENXIO).
+ */
+function waitForReader(element: string, path: string): void {
+  if (!existsSync(path) || !statSync(path).isFIFO()) return;
+  let probe: number;
+  try {
+    probe = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENXIO') throw e;
+    throw new EnvironmentError(`${element}: cannot write ${path}: a FIFO that nothing reads`, 'start its reader first (wireshark -k -i PATH, or tcpdump -r PATH)');
+  }
+  closeSync(probe);
 }
