@@ -48,7 +48,7 @@ const EXPRESSIONS: (string | [string, string])[] = [
   'tcp[12] & 0xf0 > 0x50', 'tcp[4:4] = 1000', 'udp[0:2] = 53', 'udp[2:2] = 5353', 'udp[4:2] > 100', 'udp[8] = 0x10', 'icmp[icmptype] == icmp-echo',
   'icmp[icmptype] == icmp-echoreply', 'icmp[0] != 8', 'icmp[icmpcode] = 0', 'icmp[4:2] = 0x4242', 'ether[0] & 1 != 0', 'ether[12:2] = 0x0800',
   'ether[12:2] = 0x8100', 'ip6[6] = 6', 'ip6[7] = 64', 'arp[7] = 1', 'arp[7] = 2', 'ip[0:4] & 0xf0000000 = 0x40000000', 'tcp[100] = 1',
-  'udp[1000:2] = 0', 'ip[1500] = 0', 'ip[40:4] = 0', 'tcp[14:2] >= 1024', '10 < ip[8]', 'sctp[0:2] = 2905', '100 < ip[2:2]', 'ip[2:2] > 0x10 | 0x20',
+  'udp[1000:2] = 0', 'ip[1500] = 0', 'ip[40:4] = 0', 'ip[65535] = 0', 'not ip[65522] = 2', 'vlan and ip[65518] = 2', 'tcp[14:2] >= 1024', '10 < ip[8]', 'sctp[0:2] = 2905', '100 < ip[2:2]', 'ip[2:2] > 0x10 | 0x20',
   ['ip ttl < 10', 'ip[8] < 10'], ['ip ttl = 64', 'ip[8] = 64'], ['ip tos 16', 'ip[1] = 16'], ['ip id 7', 'ip[4:2] = 7'], ['icmp type 8', 'icmp[0] = 8'],
   ['icmp type 0', 'icmp[icmptype] = 0'], ['ip frag', 'ip[6:2] & 0x3fff != 0'], ['ip unfrag', 'ip[6:2] & 0x3fff = 0'],
   // lengths

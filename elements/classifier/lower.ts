@@ -58,6 +58,8 @@ export class Formulas {
     mask = (mask & sizeMask) >>> 0;
     // Nothing of the field is compared: libpcap's optimizer drops the read too, so it cannot fall short.
     if (mask === 0) return (compare === 'eq' ? value === 0 : compare === 'ge' ? value === 0 : false) ? this.TRUE : this.FALSE;
+    // No frame reaches past 64 KiB (nor does a node's u16 offset): such a read falls short in every packet.
+    if (field.base !== 'wire' && field.offset + field.size > 0x10000) return this.FAULT;
     const fieldKey = `${field.base}:${field.offset}:${field.size}:${field.l3}`;
     const key = `${fieldKey}/${mask}/${compare}/${value >>> 0}`;
     let atom = this.atoms.get(key);
