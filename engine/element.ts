@@ -178,6 +178,11 @@ export interface SourceDriver {
   pump(budget: number): number;
   /** True once the source will submit nothing more. */
   readonly done: boolean;
+  /**
+   * Set, with done, when an error ended the source (a corrupt record): the pipeline first sends on the packets it
+   * submitted before, then fails with it.
+   */
+  readonly failure?: Error;
   /** Nanoseconds to wait before the next pump is worth it (pacing), or 0. */
   waitNs?(): number;
   /**

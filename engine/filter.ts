@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { loadConfig } from './config.ts';
 import { ConfigError, ConfigErrors } from './errors.ts';
 import { ParamTypeError } from './params.ts';
-import { Pipeline } from './pipeline.ts';
+import { Pipeline, type FailedRun, type RunResult } from './pipeline.ts';
 import { parseRule } from '../elements/classifier/rules.ts';
 
 export interface FilterResult {
@@ -34,6 +34,13 @@ export async function filterCapture(expression: string, file: string, verbose: b
   ].join('\n');
   const config = await loadConfig('<filter>', { text });
   for (const w of config.warnings) warn(`warning: ${w.message.replace(/^match\.patterns: pattern 1 /, 'the expression ')}`);
-  const result = await (await Pipeline.create(config, { threads: 'inline', specialize: false })).run();
-  return { matched: result.elements.match.out[0], packets: result.packets_in };
+  const counted = (r: RunResult) => ({ matched: r.elements.match.out[0], packets: r.packets_in });
+  try {
+    return counted(await (await Pipeline.create(config, { threads: 'inline', specialize: false })).run());
+  } catch (e) {
+    // A file corrupt part way: the count of the packets before the corruption, then the error.
+    const reached = (e as FailedRun).result;
+    if (reached) warn(`${counted(reached).matched} of ${counted(reached).packets} packets before the error match`);
+    throw e;
+  }
 }

@@ -683,6 +683,9 @@ export class Pipeline {
           }
         }
       }
+      // A source that an error ended (a corrupt record) fails the run once what it read before has gone through.
+      const ended = this.sources.find((s) => s.driver.failure);
+      if (ended) throw ended.driver.failure;
     } catch (e) {
       failed = e;
     } finally {

@@ -7,7 +7,7 @@ import { tempDir, removeDir, runConfig, writePcap, readPcap, ipv4Frame, icmpErro
 import { parseExpression } from '../elements/classifier/expression.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 const T0 = 1_700_000_000;
 const CLIENT = '100.64.0.1', SERVER = '198.18.0.1';
@@ -341,6 +341,17 @@ test('wirepath filter counts and lists matching packets on the compiled path', (
   const bad = cli(['filter', 'tcp port', file]);
   assert.is(bad.status, 2);
   assert.match(bad.stderr, /filter expression, expected a port, found the end of the expression \(column 9\)\n  tcp port\n {10}\^/);
+  // A capture corrupt part way: the count before the corruption, then the error.
+  const dir = tempDir();
+  try {
+    const cut = join(dir, 'cut.pcap');
+    writeFileSync(cut, Buffer.concat([readFileSync(file), Buffer.alloc(16, 0x7f)]));
+    const corrupt = cli(['filter', 'tcp[tcpflags] & tcp-syn != 0', cut]);
+    assert.is(corrupt.status, 3);
+    assert.match(corrupt.stderr, new RegExp(`^wirepath: ${lines.at(-1)!.split(' ')[0]} of 77 packets before the error match\nwirepath: src: .*cut.pcap is corrupt at byte `));
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test.run();

@@ -308,6 +308,27 @@ for (const e of ERRORS) {
   }));
 }
 
+test('a corrupt record or block ends the run only after every packet before it went through, and the error says what is wrong', () => inTempDir(async (dir) => {
+  const frames = Array.from({ length: 3000 }, (_, i) => ({ data: ipv4Frame({ sport: 1000 + (i % 500) }), sec: 1, usec: i }));
+  writePcap(join(dir, 'good.pcap'), frames);
+  const b = pcapngBlocks(false);
+  const cases = [
+    // Before, packets read before the corrupt record were still in the rings when the run ended: none, or some, reached out.pcap.
+    { bytes: Buffer.concat([readFileSync(join(dir, 'good.pcap')), Buffer.alloc(16, 0x7f)]), packets: 3000, message: /corrupt at byte \d+: a record length makes no sense/ },
+    { bytes: Buffer.concat([b.section(), b.iface(), ...frames.slice(0, 100).map((f) => b.enhanced(0, BigInt(f.usec), f.data)), b.enhanced(9, 0n, ipv4Frame())]),
+      packets: 100, message: /corrupt at byte \d+: a packet of interface 9, and 1 interface is described before it/ },
+  ];
+  for (const c of cases) {
+    writeFileSync(join(dir, 'in.pcap'), c.bytes);
+    for (const threads of ['inline', 'worker'] as const) {
+      const error = await runInOrder(dir, copy('file: in.pcap'), { threads }).then(() => undefined, (e: Error) => e);
+      assert.is(error?.name, 'EnvironmentError', String(error));
+      assert.match(error!.message, c.message);
+      assert.is(output(dir).length, c.packets, `${threads}: every packet before it in out.pcap`);
+    }
+  }
+}));
+
 test('ToPcap into a FIFO nothing reads, or onto a full file system (/dev/full): an EnvironmentError naming the file, not a wait or a stack trace', () => inTempDir(async (dir) => {
   writePcap(join(dir, 'in.pcap'), [{ data: ipv4Frame(), sec: 1, usec: 0 }]);
   spawnSync('mkfifo', [join(dir, 'fifo')]);

@@ -7,6 +7,10 @@ import { readCaptureHeader, readPcapngBlock, type CaptureFormat, type Interface 
 const STOP = { budget: 0, needMore: 1, otherBlock: 2, corrupt: 3, paced: 4, noSlot: 5 };
 const STREAM_BUFFER = 8 << 20;
 const MAX_INTERFACES = 256;
+// As process.ts has them: pcapng's packet block types, and the longest record that is not a corrupt length.
+const EPB = 6;
+const SPB = 3;
+const MAX_RECORD = 4 << 20;
 
 export default defineElement({
   type: 'FromPcap',
@@ -88,6 +92,9 @@ class PcapReader implements SourceDriver {
     return this.finished;
   }
 
+  /** What ended the file before its end (a corrupt record), once it has. */
+  failure?: Error;
+
   private field(name: string): bigint {
     return this.ctx.arena.view.getBigUint64(this.ctx.self + this.offsetOf(name), true);
   }
@@ -149,8 +156,15 @@ class PcapReader implements SourceDriver {
       const stop = Number(this.field('stop'));
       if (stop === STOP.budget || stop === STOP.noSlot) break;
       if (stop === STOP.paced) { this.waitUntil = this.field('next_ns'); break; }
-      if (stop === STOP.corrupt) throw this.corrupt();
-      if (stop === STOP.otherBlock) { this.otherBlock(); continue; }
+      try {
+        if (stop === STOP.corrupt) throw this.corrupt();
+        if (stop === STOP.otherBlock) { this.otherBlock(); continue; }
+      } catch (e) {
+        // The records before it go on through the graph; the run fails with this once they have.
+        this.failure = e as Error;
+        this.finished = true;
+        break;
+      }
       if (!this.refill()) this.endOfPass();
     }
     if (limit && Number(this.field('packets')) >= limit) this.finished = true;
@@ -211,8 +225,25 @@ class PcapReader implements SourceDriver {
   }
 
   private corrupt(): EnvironmentError {
-    return new EnvironmentError(`${this.ctx.name}: ${this.ctx.params.file} is corrupt at byte ${this.fileOffset + this.used}: a record length makes no sense`,
+    return new EnvironmentError(`${this.ctx.name}: ${this.ctx.params.file} is corrupt at byte ${this.fileOffset + this.used}: ${this.corruption()}`,
       'the file may be truncated in the middle or not a capture; tshark -r FILE shows where');
+  }
+
+  /** What is wrong with the record or block the loop stopped at (process.ts says only that it makes no sense). */
+  private corruption(): string {
+    if (this.format.kind === 'pcap') return 'a record length makes no sense';
+    const u8 = this.ctx.arena.u8;
+    const block = Buffer.from(u8.buffer, u8.byteOffset + this.buffer + this.used, Math.min(this.have - this.used, 32));
+    const u32 = (at: number) => (this.format.swapped ? block.readUInt32BE(at) : block.readUInt32LE(at));
+    const [type, total] = [u32(0), u32(4)];
+    const described = `${this.interfaces.length} interface${this.interfaces.length === 1 ? ' is' : 's are'} described before it`;
+    if (total < 12 || total % 4 !== 0 || total > MAX_RECORD) return `a block length (${total}) makes no sense`;
+    if (type === EPB && block.length >= 24) {
+      if (u32(8) >= this.interfaces.length) return `a packet of interface ${u32(8)}, and ${described}`;
+      if (u32(20) > total - 32) return `a packet of ${u32(20)} bytes in a block of ${total}`;
+    }
+    if (type === SPB && this.interfaces.length === 0) return 'a simple packet block, and no interface is described before it';
+    return `a block of ${total} bytes makes no sense for its type (${type})`;
   }
 
   /** Lets through the records due by now; the first record sets the start of the trace's time. */
