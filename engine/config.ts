@@ -117,7 +117,11 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   for (const e of doc.errors) {
     const at = pos.at(e.pos[0]);
     // YAML reads `- [1]count -> drop` as a list followed by junk.
-    const hint = e.code === 'DUPLICATE_KEY' ? 'each key may appear once in a mapping; give each element its own name'
+    if (e.code === 'MULTIPLE_DOCS') {
+      errors.push(new ConfigError('a config is one YAML document, and a --- line here starts another', at, 'remove the --- line and what follows it, or merge the two'));
+      continue;
+    }
+    const hint = e.code === 'DUPLICATE_KEY' ? 'each key may appear once in a mapping: give each element its own name, and each parameter once'
       : /^\s*-\s*\[\s*\d+\s*\]\s*[A-Za-z_]/.test(textLines[at.line - 1]) ? 'quote a connection that starts with an input port: - "[1]count -> drop"'
       : 'fix the YAML syntax; indentation and unclosed brackets or quotes are the usual causes';
     errors.push(new ConfigError(`YAML syntax: ${e.message.split('\n')[0]}`, at, hint));
@@ -158,13 +162,18 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     else errors.push(new ConfigError(`--elements ${dir}: the folder does not exist`, undefined, 'give a folder that holds element folders'));
   }
   const dirsNode = root.get('element_dirs', true) as Node | undefined;
+  /** Where the config names each folder of element folders. */
+  const dirItems = new Map<string, Node>();
   if (dirsNode) {
     if (isSeq(dirsNode)) {
       for (const item of dirsNode.items as Node[]) {
         const dir = valueOf(item);
         if (typeof dir !== 'string') errors.push(new ConfigError('element_dirs lists folders, as strings', pos.of(item, pos.of(dirsNode)), 'write element_dirs: [./my-elements]'));
         else if (!existsSync(resolve(baseDir, dir))) errors.push(new ConfigError(`element folder '${dir}' does not exist`, pos.of(item), 'folders are relative to the config file'));
-        else elementDirs.push(resolve(baseDir, dir));
+        else {
+          elementDirs.push(resolve(baseDir, dir));
+          dirItems.set(resolve(baseDir, dir), item);
+        }
       }
     } else errors.push(new ConfigError('element_dirs must be a list of folders', pos.of(dirsNode), 'write element_dirs: [./my-elements]'));
   }
@@ -172,10 +181,12 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   try {
     registry = await loadRegistry(elementDirs);
   } catch (e) {
-    // A declaration's mistake is in its element.ts, which the message names; a folder's, at element_dirs.
-    const declaration = e instanceof ElementFolderError;
-    errors.push(new ConfigError((e as Error).message, declaration ? undefined : pos.of(dirsNode),
-      declaration ? e.hint : 'each folder must hold element folders, each with element.ts and process.ts'));
+    // A folder's mistake is where the config names it; a declaration's is in its element.ts, which the message names.
+    const folder = e instanceof ElementFolderError ? e : undefined;
+    const inDeclaration = folder?.base !== undefined && folder.message.startsWith(join(folder.base, ''));
+    const item = folder?.base === undefined ? undefined : dirItems.get(folder.base);
+    errors.push(new ConfigError((e as Error).message, inDeclaration ? undefined : pos.of(item ?? dirsNode),
+      folder?.hint ?? 'each folder must hold element folders, each with element.ts and process.ts'));
     throw new ConfigErrors(inFileOrder(errors));
   }
 
@@ -278,6 +289,10 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
   warnings: ConfigWarning[], flawed: Set<string>): Map<string, ElementInstance> {
   const elements = new Map<string, ElementInstance>();
   const node = root.get('elements', true) as Node | undefined;
+  if (isSeq(node)) {
+    errors.push(new ConfigError('elements is a list: it must map names to elements', pos.of(node), 'write `name: { type: ..., params }` lines under elements:, without a leading -'));
+    return elements;
+  }
   if (!node || !isMap(node)) {
     if (node || !meant.has('elements')) errors.push(new ConfigError('the config has no elements', pos.of(node ?? root), 'add `elements:` mapping names to { type: ..., params }'));
     return elements;
@@ -300,11 +315,16 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       errors.push(new ConfigError(`element '${name}' has no type`, at, `add type:, one of ${[...registry.keys()].sort().join(', ')}`));
       continue;
     }
+    const typeFrom = overridden.has(`${name}.type`) ? ' (set on the command line)' : '';
+    if (!isScalar(typeNode)) {
+      errors.push(new ConfigError(`element '${name}': type is one type's name, not a list or a mapping`, pos.of(typeNode, at), 'write type: Counter'));
+      continue;
+    }
     const typeName = String(typeNode.value);
     const type = registry.get(typeName);
     if (!type) {
       const guess = didYouMean(typeName, registry.keys());
-      errors.push(new ConfigError(`unknown element type '${typeName}'`, pos.of(typeNode), guess ? `did you mean '${guess}'?` : `known types: ${[...registry.keys()].sort().join(', ')}; one of your own needs its folder in element_dirs`));
+      errors.push(new ConfigError(`unknown element type '${typeName}'${typeFrom}`, pos.of(typeNode, at), guess ? `did you mean '${guess}'?` : `known types: ${[...registry.keys()].sort().join(', ')}; one of your own needs its folder in element_dirs`));
       continue;
     }
     const params: Record<string, unknown> = {};
@@ -328,6 +348,12 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       const valueNode = item.value as Node;
       valueNodes.set(key, valueNode);
       const raw = isScalar(valueNode) ? valueNode.value : valueNode?.toJSON();
+      if (raw === null || raw === undefined) {
+        const from = overridden.has(`${name}.${key}`) ? ' (set on the command line)' : '';
+        errors.push(new ConfigError(`${name}.${key}: no value (YAML reads nothing, ~ and null as none)${from}`, pos.of(valueNode, keyAt),
+          `give ${spec.type.description}, or leave ${key} out${spec.required ? '' : ' for its default'}`));
+        continue;
+      }
       try {
         params[key] = spec.type.parse(raw);
       } catch (e) {
@@ -370,7 +396,9 @@ function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[
   for (const o of overrides) {
     const m = /^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(o);
     if (!m) {
-      errors.push(new ConfigError(`--set ${o}: expected NAME.PARAM=VALUE`, undefined, 'for example --set src.file=trace.pcap'));
+      errors.push(new ConfigError(`--set ${o}: expected NAME.PARAM=VALUE`, undefined, /^[A-Za-z_]+=/.test(o)
+        ? '--set changes an element\'s parameter; settings of the whole config (batch, shards, ...) are set in its file'
+        : 'for example --set src.file=trace.pcap'));
       continue;
     }
     const [, name, key, value] = m;

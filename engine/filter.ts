@@ -40,7 +40,7 @@ export async function filterCapture(expression: string, file: string, verbose: b
   } catch (e) {
     // A file corrupt part way: the count of the packets before the corruption, then the error.
     const reached = (e as FailedRun).result;
-    if (reached) warn(`${counted(reached).matched} of ${counted(reached).packets} packets before the error match`);
+    if (reached && (e as NodeJS.ErrnoException).code !== 'EPIPE') warn(`${counted(reached).matched} of ${counted(reached).packets} packets before the error match`);
     throw e;
   }
 }

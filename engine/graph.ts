@@ -94,7 +94,7 @@ export function buildGraph(config: PipelineConfig): Graph {
     node.outputs.forEach((port, i) => {
       if (!node.targets[i] && !port.optional && !triedOutputs.has(`${node.name}[${i}]`) && !meant.has(node.name)) {
         errors.push(new ConfigError(`output ${node.name}[${i}] (${port.name}) is not connected`, node.instance.position,
-          `connect it, e.g. "${node.name}[${i}] -> drop" with drop: { type: Discard }`));
+          `connect it, e.g. ${connectionToDiscard(byName, `${node.name}[${i}]`)}`));
       }
     });
     node.feeders.forEach((feeders, i) => {
@@ -211,4 +211,14 @@ export function reaches(graph: Graph, from: GraphNode, test: (node: GraphNode) =
     return test(node) || node.targets.some((t) => t !== null && visit(graph.byName.get(t.node)!));
   };
   return from.targets.some((t) => t !== null && visit(graph.byName.get(t.node)!));
+}
+
+/** The hint's connection to a Discard: the config's own `drop`, or a new one under a name no element has. */
+function connectionToDiscard(byName: Map<string, GraphNode>, output: string): string {
+  for (let n = 1; ; n++) {
+    const name = n === 1 ? 'drop' : `drop${n}`;
+    const other = byName.get(name);
+    if (other?.type.type === 'Discard') return `"${output} -> ${name}"`;
+    if (!other) return `"${output} -> ${name}" with ${name}: { type: Discard }`;
+  }
 }

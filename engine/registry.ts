@@ -51,6 +51,9 @@ export function elementDirs(dir: string): string[] {
 
 /** A mistake in an element folder (its element.ts, or what its process.ts lacks): names the file, with what to do. */
 export class ElementFolderError extends Error {
+  /** The folder of element folders (as given: element_dirs, --elements) the mistake is in. */
+  base?: string;
+
   constructor(message: string, readonly hint: string) {
     super(message);
     this.name = 'ElementFolderError';
@@ -167,14 +170,20 @@ export async function loadRegistry(extraDirs: string[] = []): Promise<Registry> 
   const registry: Registry = new Map();
   const dirs = [BUILTIN_ELEMENTS, ...extraDirs.map((d) => resolve(d))];
   for (const base of dirs) {
-    if (!existsSync(base)) throw new Error(`element folder ${base} does not exist`);
-    for (const dir of elementDirs(base)) {
-      const element = await loadElement(dir);
-      const existing = registry.get(element.type);
-      if (existing && existing.dir !== dir) {
-        throw new Error(`element type ${element.type} in ${dir} is already defined in ${existing.dir}`);
+    try {
+      if (!existsSync(base)) throw new ElementFolderError(`element folder ${base} does not exist`, 'give a folder that holds element folders');
+      if (!statSync(base).isDirectory()) throw new ElementFolderError(`element folder ${base} is a file`, 'give the folder that holds element folders (each with element.ts and process.ts)');
+      for (const dir of elementDirs(base)) {
+        const element = await loadElement(dir);
+        const existing = registry.get(element.type);
+        if (existing && existing.dir !== dir) {
+          throw new ElementFolderError(`element type ${element.type} in ${dir} is already defined in ${existing.dir}`, 'give your element another type name');
+        }
+        registry.set(element.type, element);
       }
-      registry.set(element.type, element);
+    } catch (e) {
+      if (e instanceof ElementFolderError) e.base = base;
+      throw e;
     }
   }
   return registry;

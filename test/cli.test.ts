@@ -88,7 +88,7 @@ test('check: graph errors are reported the same way', () => {
   const r = cli(['check', file], dir);
   assert.is(r.status, 2);
   assert.is(r.stderr, 'open.yaml:3:3: output tee[1] (copy1) is not connected\n'
-    + '  hint: connect it, e.g. "tee[1] -> drop" with drop: { type: Discard }\n1 error\n');
+    + '  hint: connect it, e.g. "tee[1] -> drop"\n1 error\n');
 });
 
 test('check: --set overrides are applied and checked', () => {

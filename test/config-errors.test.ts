@@ -3,7 +3,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadConfig, type LoadOptions } from '../engine/config.ts';
@@ -82,9 +82,22 @@ test('YAML: a file with syntax errors reports only them, not guesses about its b
   assert.equal(summary(errors), ['2:1 YAML syntax: Tabs are not allowed as indentation']);
 });
 
+test('YAML: a second document, elements written as a list, a type written as a list, a parameter with no value', async () => {
+  await expectError(lines(...ELEMENTS, ...CHAINS, '---', 'more: 1'), 'pipeline.yaml:9:1', 'a config is one YAML document, and a --- line here starts another',
+    'remove the --- line and what follows it, or merge the two');
+  await expectError(lines('elements:', '  - src: { type: FromPcap, file: in.pcap }', 'connections:', '  - src -> src'), 'pipeline.yaml:2:3',
+    'elements is a list: it must map names to elements', 'write `name: { type: ..., params }` lines under elements:, without a leading -');
+  // Before: unknown element type 'undefined'.
+  await expectError(lines(...ELEMENTS, ...CHAINS).replace('type: Counter', 'type: [Counter]'), 'pipeline.yaml:3:18',
+    "element 'count': type is one type's name, not a list or a mapping", 'write type: Counter');
+  // Before: null is not a non-empty string, with a hint about quoting numbers.
+  await expectError(lines(...ELEMENTS, ...CHAINS).replace('file: in.pcap', 'file: ~'), 'pipeline.yaml:2:32',
+    'src.file: no value (YAML reads nothing, ~ and null as none)', 'give a string, or leave file out');
+});
+
 test('YAML: a name used twice', async () => {
   await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  src: { type: Discard }', 'connections:', '  - src -> src'),
-    'pipeline.yaml:3:3', 'YAML syntax: Map keys must be unique', 'each key may appear once in a mapping; give each element its own name');
+    'pipeline.yaml:3:3', 'YAML syntax: Map keys must be unique', 'each key may appear once in a mapping: give each element its own name, and each parameter once');
 });
 
 test('YAML: an alias stands for what its anchor marks (a whole element, or one value); a mistake in it is reported at the anchor', async () => {
@@ -323,7 +336,7 @@ test('--set: only [...] and {...} make lists and mappings; a value that YAML rea
 
 test('--set: an override reaches the graph checks', async () => {
   await expectError(lines(...ELEMENTS, ...CHAINS), 'pipeline.yaml:4:3', 'output tee[2] (copy2) is not connected',
-    'connect it, e.g. "tee[2] -> drop" with drop: { type: Discard }', { overrides: ['tee.outputs=3'] });
+    'connect it, e.g. "tee[2] -> drop"', { overrides: ['tee.outputs=3'] });
 });
 
 test('--set: a bad value is reported at the parameter (or the element when the file has no such parameter)', async () => {
@@ -340,9 +353,17 @@ test('--set: an unknown element, with did-you-mean', async () => {
 });
 
 test('--set: malformed overrides', async () => {
-  for (const o of ['src.file', 'file=x.pcap', 'src.file.x=1', '=1']) {
+  for (const o of ['src.file', 'src.file.x=1', '=1']) {
     await expectError(lines(...ELEMENTS, ...CHAINS), '', `--set ${o}: expected NAME.PARAM=VALUE`, 'for example --set src.file=trace.pcap', { overrides: [o] });
   }
+  await expectError(lines(...ELEMENTS, ...CHAINS), '', '--set batch=64: expected NAME.PARAM=VALUE',
+    '--set changes an element\'s parameter; settings of the whole config (batch, shards, ...) are set in its file', { overrides: ['batch=64'] });
+  // A type set on the command line is reported where the element is, and says where it came from.
+  await expectError(lines(...ELEMENTS, ...CHAINS), 'pipeline.yaml:3:3', "unknown element type 'Nope' (set on the command line)",
+    `known types: ${await builtIn()}; one of your own needs its folder in element_dirs`, { overrides: ['count.type=Nope'] });
+  // A Tee named drop: the hint's Discard is not itself.
+  const [first] = await errorsOf(lines(...ELEMENTS, ...CHAINS), { overrides: ['drop.type=Tee'] });
+  assert.equal([first.message, first.hint], ['output drop[0] (copy0) is not connected', 'connect it, e.g. "drop[0] -> drop2" with drop2: { type: Discard }']);
 });
 
 test('--set: an element that is not a mapping is reported once, not a crash', async () => {
@@ -444,7 +465,7 @@ test('graph: an output connected twice', async () => {
 
 test('graph: a required output left unconnected (an optional one may be)', async () => {
   await expectError(lines(...ELEMENTS, '  - src -> count -> tee -> drop'), 'pipeline.yaml:4:3',
-    'output tee[1] (copy1) is not connected', 'connect it, e.g. "tee[1] -> drop" with drop: { type: Discard }');
+    'output tee[1] (copy1) is not connected', 'connect it, e.g. "tee[1] -> drop"');
   const config = await loadConfig(FILE, { text: lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  check: { type: CheckIPHeader }',
     '  rw: { type: Rewrite, dec_ttl: true }', '  drop: { type: Discard }', 'connections:', '  - src -> check -> rw -> drop') });
   assert.equal(buildGraph(config).byName.get('check')!.targets, [{ node: 'rw', port: 0 }, null]);
@@ -500,6 +521,14 @@ test('element_dirs: each missing folder is reported at its item, relative to the
     assert.is(errors[0].hint, 'folders are relative to the config file');
     const notList = await errorsOf(lines('element_dirs: ./nope', ...ELEMENTS, ...CHAINS), {}, join(dir, 'pipeline.yaml'));
     assert.equal(summary(notList), ['1:15 element_dirs must be a list of folders']);
+    // A file, and a folder whose element takes a built-in type's name: each at its item (they were at the list, with one hint for all).
+    writeFileSync(join(dir, 'a.pcap'), '');
+    const units = unitsElement(join(dir, 'mine'));
+    writeFileSync(join(units, 'units', 'element.ts'), readFileSync(join(units, 'units', 'element.ts'), 'utf8').replace("type: 'Units'", "type: 'Counter'"));
+    const [file] = await errorsOf(lines('element_dirs: [./a.pcap]', ...ELEMENTS, ...CHAINS), {}, join(dir, 'pipeline.yaml'));
+    assert.equal([summary([file]), file.hint], [[`1:16 element folder ${join(dir, 'a.pcap')} is a file`], 'give the folder that holds element folders (each with element.ts and process.ts)']);
+    const [taken] = await errorsOf(lines('element_dirs: [./mine/elements]', ...ELEMENTS, ...CHAINS), {}, join(dir, 'pipeline.yaml'));
+    assert.equal([summary([taken]), taken.hint], [[`1:16 element type Counter in ${join(units, 'units')} is already defined in ${join(ROOT, 'elements/counter')}`], 'give your element another type name']);
   } finally {
     removeDir(dir);
   }
