@@ -283,7 +283,13 @@ const ERRORS: { name: string; bytes?: () => Buffer; message: RegExp }[] = [
     bytes: () => { const b = pcapngBlocks(false); return Buffer.concat([b.section(), b.iface(tsresol), b.enhanced(0, 1n, ipv4Frame())]); },
     message: /if_tsresol is .* finer than 64-bit timestamps can count/,
   })),
-  { name: 'an empty file', bytes: () => Buffer.alloc(0), message: /too short/ },
+  { name: 'an empty file', bytes: () => Buffer.alloc(0), message: /too short to be a pcap or pcapng file \(0 bytes\)/ },
+  // Before, its trailing length was read as its link type.
+  {
+    name: 'a pcapng whose interface description has no body',
+    bytes: () => Buffer.concat([pcapngBlocks(false).section(), Buffer.from([1, 0, 0, 0, 12, 0, 0, 0, 12, 0, 0, 0])]),
+    message: /an interface description block of 12 bytes, too short for its link type/,
+  },
   { name: 'a pcap whose record length makes no sense', bytes: () => pcapHeaderWith(() => {}, Buffer.alloc(16, 0x7f)), message: /corrupt/ },
   { name: 'a missing file', message: /cannot open/ },
   { name: 'a folder', message: /in\.pcap is a folder, not a capture/ },

@@ -28,6 +28,8 @@ const PCAPNG_BYTE_ORDER = 0x1a2b3c4d;
 const PCAPNG_IDB = 1;
 const OPT_IF_TSRESOL = 9;
 
+const DAMAGED = 'the file may be cut short or damaged, or not a capture; tshark -r FILE says what it reads of it';
+
 function notEthernet(file: string, linkType: number): never {
   throw new EnvironmentError(`${file} has link type ${linkType}; wirepath reads Ethernet captures (link type 1) only`,
     'capture on an Ethernet or veth interface, or convert the file with editcap -T ether');
@@ -35,7 +37,7 @@ function notEthernet(file: string, linkType: number): never {
 
 export function readCaptureHeader(head: Buffer, file: string): CaptureFormat {
   if (head.length < 24 && !(head.length >= 12 && head.readUInt32LE(0) === PCAPNG_SHB)) {
-    throw new EnvironmentError(`${file} is too short to be a pcap or pcapng file`);
+    throw new EnvironmentError(`${file} is too short to be a pcap or pcapng file (${head.length} bytes)`, DAMAGED);
   }
   const magic = head.readUInt32LE(0);
   for (const [value, nanos] of [[PCAP_MICRO, false], [PCAP_NANO, true]] as const) {
@@ -49,7 +51,7 @@ export function readCaptureHeader(head: Buffer, file: string): CaptureFormat {
   }
   if (magic === PCAPNG_SHB) {
     const order = head.readUInt32LE(8);
-    if (order !== PCAPNG_BYTE_ORDER && head.readUInt32BE(8) !== PCAPNG_BYTE_ORDER) throw new EnvironmentError(`${file}: pcapng section header has a bad byte-order magic`);
+    if (order !== PCAPNG_BYTE_ORDER && head.readUInt32BE(8) !== PCAPNG_BYTE_ORDER) throw new EnvironmentError(`${file}: pcapng section header has a bad byte-order magic`, DAMAGED);
     return { kind: 'pcapng', swapped: order !== PCAPNG_BYTE_ORDER, nanos: false, snaplen: 0, linkType: LINKTYPE_ETHERNET };
   }
   throw new EnvironmentError(`${file} is not a pcap or pcapng file (magic 0x${magic.toString(16).padStart(8, '0')})`,
@@ -76,12 +78,14 @@ export function readPcapngBlock(block: Buffer, format: CaptureFormat, interfaces
   if (block.readUInt32LE(0) === PCAPNG_SHB) {
     const order = block.readUInt32LE(8);
     format.swapped = order !== PCAPNG_BYTE_ORDER;
-    if (format.swapped && block.readUInt32BE(8) !== PCAPNG_BYTE_ORDER) throw new EnvironmentError(`${where}: bad byte-order magic in a section header`);
+    if (format.swapped && block.readUInt32BE(8) !== PCAPNG_BYTE_ORDER) throw new EnvironmentError(`${where}: bad byte-order magic in a section header`, DAMAGED);
     return { length: u32(block, 4, format.swapped), interfaces: [] };
   }
   const type = u32(block, 0, format.swapped);
   const length = u32(block, 4, format.swapped);
   if (type !== PCAPNG_IDB) return { length };
+  // Link type, reserved and snap length come before the trailing length.
+  if (length < 20) throw new EnvironmentError(`${where}: an interface description block of ${length} bytes, too short for its link type`, DAMAGED);
   const linkType = u16(block, 8, format.swapped);
   if (linkType !== LINKTYPE_ETHERNET) notEthernet(where, linkType);
   let tsresol: number | undefined;
