@@ -200,6 +200,23 @@ async function livePipeline(dir: string, yaml: string) {
   return Pipeline.create(await loadConfig(file), { threads: 'inline' });
 }
 
+test('a config\'s backends: every malformed item is reported at once, each at its item; a repeated name with a hint', async () => {
+  const errors = async (backends: string) => {
+    const text = `elements:\n  src: { type: FromPcap, file: in.pcap }\n  lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24, backends: ${backends} }\n`
+      + '  out: { type: Discard }\nconnections:\n  - src -> lb -> out\n';
+    const e = await loadConfig('lb.yaml', { text }).then(() => undefined, (x) => x);
+    return (e?.errors ?? []).map((x: { format(): string }) => x.format());
+  };
+  // Before, one mistake a run: the first item's, then the next once that was fixed.
+  assert.equal(await errors("[x, 'web1 198.18.1.11', 'web3 198.18.1.13 1.5']"), [
+    "lb.yaml:3:94: lb.backends: \"x\" is not NAME ADDRESS [WEIGHT]\n  hint: write e.g. 'web1 198.18.1.11 2' (a name of up to 31 letters, digits, '_', '.', '-'; weight 1 by default)",
+    "lb.yaml:3:117: lb.backends: \"web3 198.18.1.13 1.5\" is not NAME ADDRESS [WEIGHT]\n  hint: write e.g. 'web1 198.18.1.11 2' (a name of up to 31 letters, digits, '_', '.', '-'; weight 1 by default)",
+  ]);
+  assert.equal(await errors("['web1 198.18.1.11', 'web1 198.18.1.12']"), [
+    'lb.yaml:3:114: lb.backends: backend web1 (198.18.1.12) repeats the name of web1\n  hint: give each backend a name and an address of its own',
+  ]);
+});
+
 test('add, drain, set weight, remove: only moved buckets change; an unknown backend is an error and changes nothing', async () => {
   const dir = tempDir();
   try {

@@ -1,6 +1,6 @@
 import { defineElement, param, state, ParamTypeError, type ElementView, type ParamType } from '../../engine/api.ts';
 import { MAX_SHARDS } from '../../engine/config.ts';
-import { parseIPv4, formatIPv4, intType, types } from '../../engine/params.ts';
+import { parseIPv4, formatIPv4, intType, listType, types } from '../../engine/params.ts';
 import { isPrime } from './maglev.ts';
 import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type Vip } from './table.ts';
 import { checkHealth, endHealthChecks, healthReport, type HealthState } from './health.ts';
@@ -46,17 +46,20 @@ const formatBackend = (b: Backend) => `${b.name} ${formatIPv4(b.address)} ${b.we
 function checkUnique(list: Backend[], at?: (i: number) => { item: number }): void {
   list.forEach((b, i) => {
     const j = list.findIndex((o) => o.name === b.name || o.address === b.address);
-    if (j !== i) throw new ParamTypeError(`backend ${b.name} (${formatIPv4(b.address)}) repeats the ${list[j].name === b.name ? 'name' : 'address'} of ${list[j].name}`, undefined, at?.(i));
+    if (j !== i) {
+      throw new ParamTypeError(`backend ${b.name} (${formatIPv4(b.address)}) repeats the ${list[j].name === b.name ? 'name' : 'address'} of ${list[j].name}`,
+        'give each backend a name and an address of its own', at?.(i));
+    }
   });
 }
+
+/** Every item's mistakes at once, each at its item. */
+const backendList = listType({ description: 'a backend: NAME ADDRESS [WEIGHT]', parse: parseBackend, format: formatBackend });
 
 const backendsType: ParamType<Backend[]> = {
   description: 'a list of backends: NAME ADDRESS [WEIGHT]',
   parse: (raw) => {
-    if (!Array.isArray(raw) || raw.length === 0) throw new ParamTypeError(`${JSON.stringify(raw)} is not a non-empty list`, "write a YAML list: ['web1 198.18.1.11', 'web2 198.18.1.12 2']");
-    const list = raw.map((item, i) => {
-      try { return parseBackend(item); } catch (e) { if (ParamTypeError.is(e)) e.at = { item: i }; throw e; }
-    });
+    const list = backendList.parse(raw);
     checkUnique(list, (item) => ({ item }));
     return list;
   },
