@@ -10,7 +10,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph } from './compile.ts';
 import { Pipeline, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 import { Supervisor } from './supervisor.ts';
-import { loadRegistry, ElementFolderError } from './registry.ts';
+import { loadRegistry, ElementFolderError, PROJECT_ROOT } from './registry.ts';
 import { elementLayout, layoutSource } from './layout.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
@@ -19,7 +19,7 @@ import { statsTable, liveLine } from './report.ts';
 import { filterCapture } from './filter.ts';
 import { verify } from './verify.ts';
 import { startControl, type ControlServer } from './control.ts';
-import { resolve as resolvePath } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, environment: 3, interrupted: 130 } as const;
@@ -41,8 +41,9 @@ commands:
                     number in the file from 1, timestamp, length), through FromPcap -> Classifier
   docs              print the element reference (--write README.md updates it in place)
 
-options for run, check, graph, build, verify, elements:
+options for run, check, graph, build, verify:
   --set NAME.PARAM=VALUE   override a parameter (repeatable)
+options for run, check, graph, build, verify, elements:
   --elements DIR           also load the element folders in DIR (repeatable)
 options for elements:
   --layout                 elements TYPE: print the classes its process.ts imports from "./layout"
@@ -253,10 +254,10 @@ function report(e: unknown, command?: string): number {
     process.stderr.write(`wirepath: ${e.format()}\n`);
     return EXIT.environment;
   }
-  // An element's code that does not compile is a mistake in the input, as a config's is.
+  // A user's element that does not compile is a mistake in the input, as a config's is; wirepath's own code, a failure.
   if (e instanceof CompileError) {
     process.stderr.write(`wirepath: ${e.message}\n`);
-    return EXIT.usage;
+    return inUsersCode(e) ? EXIT.usage : EXIT.failure;
   }
   if (e instanceof StallError) {
     process.stderr.write(`wirepath: ${e.message}\n`);
@@ -264,6 +265,13 @@ function report(e: unknown, command?: string): number {
   }
   process.stderr.write(`wirepath: ${(e as Error)?.stack ?? e}\n`);
   return EXIT.failure;
+}
+
+/** Whether a compile error points into an element folder outside wirepath's own (elements/ and assembly/, and the code it generates). */
+function inUsersCode(e: CompileError): boolean {
+  const own = [join(PROJECT_ROOT, 'elements'), join(PROJECT_ROOT, 'assembly'), join(PROJECT_ROOT, '.wirepath-graph')];
+  const files = [...e.diagnostics.matchAll(/└─ in (.+?)\(\d+,\d+\)/g)].map((m) => m[1]);
+  return files.some((file) => !own.some((dir) => file.startsWith(dir)));
 }
 
 /** Loads a snapshot file into a pipeline that has not started. */

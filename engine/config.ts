@@ -207,7 +207,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   // The slots share the 4 GiB of WebAssembly memory with the rings, batches and tables.
   if (slotSize * poolSlots > MOST_POOL_BYTES) {
     errors.push(new ConfigError(`pool_slots × slot_size is ${slotSize * poolSlots / 2 ** 30} GiB: the packet slots may take at most ${MOST_POOL_BYTES / 2 ** 30} GiB of the pipeline's 4 GiB of memory`,
-      pos.of(root.get('pool_slots', true) as Node | undefined ?? root.get('slot_size', true) as Node | undefined), `fewer pool_slots (at most ${MOST_POOL_BYTES / slotSize}) or a smaller slot_size`));
+      pos.of(root.get('pool_slots', true) as Node | undefined ?? root.get('slot_size', true) as Node | undefined), `fewer pool_slots (at most ${2 ** Math.floor(Math.log2(MOST_POOL_BYTES / slotSize))}) or a smaller slot_size`));
   }
   // The I/O thread polls, so more shards than cores - 1 only share cores (spike §3: 0.5-0.7x).
   const shards = number('shards', 1, MAX_SHARDS, Math.max(1, availableParallelism() - 1));
@@ -349,9 +349,8 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       valueNodes.set(key, valueNode);
       const raw = isScalar(valueNode) ? valueNode.value : valueNode?.toJSON();
       if (raw === null || raw === undefined) {
-        const from = overridden.has(`${name}.${key}`) ? ' (set on the command line)' : '';
-        errors.push(new ConfigError(`${name}.${key}: no value (YAML reads nothing, ~ and null as none)${from}`, pos.of(valueNode, keyAt),
-          `give ${spec.type.description}, or leave ${key} out${spec.required ? '' : ' for its default'}`));
+        errors.push(new ConfigError(`${name}.${key}: no value (YAML reads nothing, ~ and null as none)`, pos.of(valueNode, keyAt),
+          spec.required ? `give ${spec.type.description}` : `give ${spec.type.description}, or leave ${key} out for its default`));
         continue;
       }
       try {
@@ -396,7 +395,7 @@ function applyOverrides(doc: Document, overrides: string[], errors: ConfigError[
   for (const o of overrides) {
     const m = /^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(o);
     if (!m) {
-      errors.push(new ConfigError(`--set ${o}: expected NAME.PARAM=VALUE`, undefined, /^[A-Za-z_]+=/.test(o)
+      errors.push(new ConfigError(`--set ${o}: expected NAME.PARAM=VALUE`, undefined, TOP_LEVEL.includes(o.split('=')[0])
         ? '--set changes an element\'s parameter; settings of the whole config (batch, shards, ...) are set in its file'
         : 'for example --set src.file=trace.pcap'));
       continue;

@@ -619,7 +619,9 @@ export class Pipeline {
         for (const shard of this.shards) if (shard.failed) throw shard.failed;
         let moved = 0;
         if (this.threads === 'worker') this.io.ioTopUpStashes();
-        if (!this.stopRequested && !this.quiesce && !this.stashCouldRunDry()) {
+        // A source that an error ended (a corrupt capture) stops them all: what was read before it drains, then the run fails.
+        const sourceFailed = this.sources.some((s) => s.driver.failure);
+        if (!this.stopRequested && !sourceFailed && !this.quiesce && !this.stashCouldRunDry()) {
           for (const source of this.sources) {
             if (source.driver.done) continue;
             // Planned scale events (verify, tests) each come at their packet count: a fast source waits there
@@ -642,7 +644,7 @@ export class Pipeline {
         if (this.scaleAt.length && !this.scaling && !this.readingState && this.packetsIn() >= this.scaleAt[0].packets) {
           this.scale(this.scaleAt.shift()!.shards).catch((e) => { this.failure ??= e; });
         }
-        const sourcesDone = this.stopRequested || this.sources.every((s) => s.driver.done);
+        const sourcesDone = this.stopRequested || sourceFailed || this.sources.every((s) => s.driver.done);
         if (sourcesDone && !this.scaling && !this.readingState && this.heldCount() === 0 && this.shardsIdle()) {
           // Later fragments still waiting for a first that will not come go on as they are.
           if (this.ordersFragments && this.io.ioReleaseFragments(true) > 0) { this.publish(); continue; }
@@ -683,7 +685,6 @@ export class Pipeline {
           }
         }
       }
-      // A source that an error ended (a corrupt record) fails the run once what it read before has gone through.
       const ended = this.sources.find((s) => s.driver.failure);
       if (ended) throw ended.driver.failure;
     } catch (e) {

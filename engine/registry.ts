@@ -141,7 +141,7 @@ export function stateSizeProblems(type: ElementType, params: Record<string, unkn
   for (const [field, s] of Object.entries(type.state ?? {})) {
     if (s.kind === 'flow-table') {
       expect(field, 'capacity', s.capacity, (v) => Number.isSafeInteger(v) && v >= 1, 'a whole number of entries, at least 1');
-      expect(field, 'timeout', s.timeout, (v) => Number.isSafeInteger(v) && v >= 0, 'a whole number of nanoseconds');
+      expect(field, 'timeout', s.timeout, (v) => Number.isInteger(v) && v >= 0, 'a whole number of nanoseconds');
     } else if (s.kind === 'data') {
       expect(field, 'size', s.size, (v) => Number.isSafeInteger(v) && v >= 0, 'a whole number of bytes');
     }
@@ -155,7 +155,8 @@ function checkProcessFile(element: ElementType): void {
   const hint = 'the README\'s "Writing an element" shows the functions process.ts exports';
   if (!existsSync(file)) throw new ElementFolderError(`${file} is missing: the element's batch loop (AssemblyScript) goes there`, hint);
   const text = readFileSync(file, 'utf8');
-  const exported = (fn: string) => new RegExp(`export\\s+function\\s+${fn}\\b|export\\s*\\{[^}]*\\b${fn}\\b[^}]*\\}`).test(text);
+  // `export *` from another file may hold it: the compiler has the last word then.
+  const exported = (fn: string) => /export\s*\*/.test(text) || new RegExp(`export\\s+function\\s+${fn}\\b|export\\s*\\{[^}]*\\b${fn}\\b[^}]*\\}`).test(text);
   const signatures: Record<string, string> = {
     process: `process(self: ${element.type}State, batch: Batch, out: Outputs${element.inputs > 1 ? ', port: i32' : ''}): void`,
     steer: `steer(self: ${element.type}State, p: Packet): u32 (element.ts declares steer)`,

@@ -333,6 +333,12 @@ test('a corrupt record or block ends the run only after every packet before it w
       assert.is(output(dir).length, c.packets, `${threads}: every packet before it in out.pcap`);
     }
   }
+  // Beside a source that never ends (a looping file, a device): that one stops too, and the run fails (it ran on, silent).
+  const twoSources = `elements:\n  src: { type: FromPcap, file: in.pcap }\n  more: { type: FromPcap, file: good.pcap, loop: true }\n`
+    + '  out: { type: ToPcap, file: out.pcap }\n  drop: { type: Discard }\nconnections:\n  - src -> out\n  - more -> drop\n';
+  const error = await runInOrder(dir, twoSources).then(() => undefined, (e: Error) => e);
+  assert.match(String(error), /a packet of interface 9/);
+  assert.is(output(dir).length, 100);
 }));
 
 test('ToPcap into a FIFO nothing reads, or onto a full file system (/dev/full): an EnvironmentError naming the file, not a wait or a stack trace', () => inTempDir(async (dir) => {

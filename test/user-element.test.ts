@@ -162,7 +162,7 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
   }
 });
 
-test('an element.ts edited since it was loaded is loaded anew (a reload takes a new declaration with its new process.ts)', async () => {
+test('an element.ts edited since it was loaded is loaded anew by the next loadRegistry (as a reload loads the config\'s elements)', async () => {
   const dir = tempDir();
   try {
     const folder = join(dir, 'flow-count');

@@ -59,6 +59,7 @@ const backendList = listType({ description: 'a backend: NAME ADDRESS [WEIGHT]', 
 const backendsType: ParamType<Backend[]> = {
   description: 'a list of backends: NAME ADDRESS [WEIGHT]',
   parse: (raw) => {
+    if (!Array.isArray(raw) || raw.length === 0) throw new ParamTypeError(`${JSON.stringify(raw)} is not a non-empty list`, "write a YAML list: ['web1 198.18.1.11', 'web2 198.18.1.12 2']");
     const list = backendList.parse(raw);
     checkUnique(list, (item) => ({ item }));
     return list;

@@ -62,8 +62,10 @@ class PcapWriter implements SinkDriver {
       && before.params.resolution === ctx.params.resolution && before.params.snaplen === ctx.params.snaplen && continues(path, header);
     try {
       makeFolders(dirname(path));
-      waitForReader(ctx.name, path);
+      // A FIFO's reader found by the probe keeps it open until this one is: the reader never sees it without a writer.
+      const probe = probeReader(ctx.name, path);
       this.fd = openSync(path, goesOn ? 'a' : 'w');
+      if (probe !== undefined) closeSync(probe);
     } catch (e) {
       if (e instanceof EnvironmentError) throw e;
       throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
@@ -107,16 +109,14 @@ class PcapWriter implements SinkDriver {
 
 /**
  * Opening a FIFO for writing waits for a reader, and no signal would end that wait: one without a reader is an error
- * (opened without waiting, it says so with ENXIO).
+ * (opened without waiting, it says so with ENXIO). Returns that open descriptor of a FIFO, for the caller to close.
  */
-function waitForReader(element: string, path: string): void {
-  if (!existsSync(path) || !statSync(path).isFIFO()) return;
-  let probe: number;
+function probeReader(element: string, path: string): number | undefined {
+  if (!existsSync(path) || !statSync(path).isFIFO()) return undefined;
   try {
-    probe = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+    return openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENXIO') throw e;
     throw new EnvironmentError(`${element}: cannot write ${path}: a FIFO that nothing reads`, 'start its reader first (wireshark -k -i PATH, or tcpdump -r PATH)');
   }
-  closeSync(probe);
 }
