@@ -160,8 +160,10 @@ class PcapReader implements SourceDriver {
         if (stop === STOP.corrupt) throw this.corrupt();
         if (stop === STOP.otherBlock) { this.otherBlock(); continue; }
       } catch (e) {
-        // The records before it go on through the graph; the run fails with this once they have.
-        this.failure = e as Error;
+        // The records before it go on through the graph; the run fails with this once they have. A block the
+        // capture-file reader refused is named by file, not by element: the element's name goes in front.
+        this.failure = e instanceof EnvironmentError && !e.message.startsWith(`${this.ctx.name}: `)
+          ? new EnvironmentError(`${this.ctx.name}: ${e.message}`, e.hint) : e as Error;
         this.finished = true;
         break;
       }
