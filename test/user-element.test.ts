@@ -90,7 +90,12 @@ test('--elements DIR loads user elements for the CLI too', () => {
   assert.is(listed.status, 0);
   assert.match(listed.stdout, /FlowCount\s+counts packets per IPv4 5-tuple/);
   const doc = cli(['elements', 'FlowCount', '--elements', USER_ELEMENTS]);
-  assert.match(doc.stdout, /flows \(per-flow table\)/);
+  assert.match(doc.stdout, /flows \(per-flow table\): per-flow packet and byte counts\. Each entry: packets u64, bytes u64/);
+  // The generated ./layout its process.ts imports.
+  const layout = cli(['elements', 'FlowCount', '--elements', USER_ELEMENTS, '--layout']);
+  assert.is(layout.status, 0, layout.stderr);
+  assert.match(layout.stdout, /export class FlowCountState \{[^}]*\n {2}flows: FlowTable;[^}]*\}/);
+  assert.match(layout.stdout, /export class FlowCountFlowsEntry \{\n {2}packets: u64; \/\/ @0\n {2}bytes: u64; \/\/ @8\n\}/);
 });
 
 test('an element folder anywhere, without package.json or node_modules, loads and runs', () => {

@@ -5,12 +5,10 @@ import { EnvironmentError } from '../../engine/errors.ts';
 import { readCaptureHeader, readPcapngBlock, type CaptureFormat, type Interface } from './capture-file.ts';
 
 const STOP = { budget: 0, needMore: 1, otherBlock: 2, corrupt: 3, paced: 4, noSlot: 5 };
+/** process.ts CORRUPT_*: which check a record or block failed. */
+const CORRUPT = { recordLength: 1, blockLength: 2, blockShort: 3, unknownInterface: 4, packetPastBlock: 5, noInterface: 6 };
 const STREAM_BUFFER = 8 << 20;
 const MAX_INTERFACES = 256;
-// As process.ts has them: pcapng's packet block types, and the longest record that is not a corrupt length.
-const EPB = 6;
-const SPB = 3;
-const MAX_RECORD = 4 << 20;
 
 export default defineElement({
   type: 'FromPcap',
@@ -41,6 +39,7 @@ export default defineElement({
     until_ns: state.internal('pacing: read no record later than this'),
     next_ns: state.internal('pacing: timestamp of the record that waits'),
     stop: state.internal('why the last read stopped'),
+    corrupt: state.internal('why the record or block the last read stopped at makes no sense (process.ts CORRUPT_*)'),
   },
   ioExports: ['readPcap', 'readPcapng'],
   source: (ctx) => new PcapReader(ctx),
@@ -231,21 +230,20 @@ class PcapReader implements SourceDriver {
       'the file may be truncated in the middle or not a capture; tshark -r FILE shows where');
   }
 
-  /** What is wrong with the record or block the loop stopped at (process.ts says only that it makes no sense). */
+  /** What is wrong with the record or block the loop stopped at (process.ts says which check it failed), in words. */
   private corruption(): string {
-    if (this.format.kind === 'pcap') return 'a record length makes no sense';
     const u8 = this.ctx.arena.u8;
     const block = Buffer.from(u8.buffer, u8.byteOffset + this.buffer + this.used, Math.min(this.have - this.used, 32));
     const u32 = (at: number) => (this.format.swapped ? block.readUInt32BE(at) : block.readUInt32LE(at));
-    const [type, total] = [u32(0), u32(4)];
     const described = `${this.interfaces.length} interface${this.interfaces.length === 1 ? ' is' : 's are'} described before it`;
-    if (total < 12 || total % 4 !== 0 || total > MAX_RECORD) return `a block length (${total}) makes no sense`;
-    if (type === EPB && block.length >= 24) {
-      if (u32(8) >= this.interfaces.length) return `a packet of interface ${u32(8)}, and ${described}`;
-      if (u32(20) > total - 32) return `a packet of ${u32(20)} bytes in a block of ${total}`;
+    switch (Number(this.field('corrupt'))) {
+      case CORRUPT.blockLength: return `a block length (${u32(4)}) makes no sense`;
+      case CORRUPT.blockShort: return `a packet block of ${u32(4)} bytes is too short for its fields`;
+      case CORRUPT.unknownInterface: return `a packet of interface ${u32(8)}, and ${described}`;
+      case CORRUPT.packetPastBlock: return `a packet of ${u32(20)} bytes in a block of ${u32(4)}`;
+      case CORRUPT.noInterface: return 'a simple packet block, and no interface is described before it';
+      case CORRUPT.recordLength: default: return 'a record length makes no sense';
     }
-    if (type === SPB && this.interfaces.length === 0) return 'a simple packet block, and no interface is described before it';
-    return `a block of ${total} bytes makes no sense for its type (${type})`;
   }
 
   /** Lets through the records due by now; the first record sets the start of the trace's time. */

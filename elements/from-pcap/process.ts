@@ -12,6 +12,19 @@ export const STOP_CORRUPT: u64 = 3;
 export const STOP_PACED: u64 = 4;
 export const STOP_NO_SLOT: u64 = 5;
 
+// Why a record or block made no sense (self.corrupt, with STOP_CORRUPT): element.ts words it.
+export const CORRUPT_RECORD_LENGTH: u64 = 1;
+export const CORRUPT_BLOCK_LENGTH: u64 = 2;
+export const CORRUPT_BLOCK_SHORT: u64 = 3;
+export const CORRUPT_UNKNOWN_INTERFACE: u64 = 4;
+export const CORRUPT_PACKET_PAST_BLOCK: u64 = 5;
+export const CORRUPT_NO_INTERFACE: u64 = 6;
+
+@inline function corrupt(self: FromPcapState, why: u64): void {
+  self.stop = STOP_CORRUPT;
+  self.corrupt = why;
+}
+
 /** Largest record accepted; anything longer is a corrupt length field. */
 const MAX_RECORD: u32 = 4 << 20;
 const EPB: u32 = 6;
@@ -81,7 +94,7 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
     if (len - at < 16) { self.stop = STOP_NEED_MORE; break; }
     const rec = buf + at;
     const caplen = u32At(rec + 8, swapped);
-    if (caplen > MAX_RECORD) { self.stop = STOP_CORRUPT; break; }
+    if (caplen > MAX_RECORD) { corrupt(self, CORRUPT_RECORD_LENGTH); break; }
     if (len - at - 16 < caplen) { self.stop = STOP_NEED_MORE; break; }
     const frac = <u64>u32At(rec + 4, swapped);
     const ts = <u64>u32At(rec, swapped) * 1_000_000_000 + (nanos ? frac : frac * 1000) + offset;
@@ -116,13 +129,14 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
     const type = u32At(block, swapped);
     // A section header may switch the byte order: its length is in the order it declares.
     const total = u32At(block + 4, type == SHB ? load<u32>(block + 8) != BYTE_ORDER_MAGIC : swapped);
-    if (total < 12 || (total & 3) != 0 || total > MAX_RECORD) { self.stop = STOP_CORRUPT; break; }
+    if (total < 12 || (total & 3) != 0 || total > MAX_RECORD) { corrupt(self, CORRUPT_BLOCK_LENGTH); break; }
     if (len - at < total) { self.stop = STOP_NEED_MORE; break; }
     if (type == EPB) {
-      if (total < 32) { self.stop = STOP_CORRUPT; break; }
+      if (total < 32) { corrupt(self, CORRUPT_BLOCK_SHORT); break; }
       const iface = u32At(block + 8, swapped);
       const caplen = u32At(block + 20, swapped);
-      if (iface >= ifaceCount || caplen > total - 32) { self.stop = STOP_CORRUPT; break; }
+      if (iface >= ifaceCount) { corrupt(self, CORRUPT_UNKNOWN_INTERFACE); break; }
+      if (caplen > total - 32) { corrupt(self, CORRUPT_PACKET_PAST_BLOCK); break; }
       const units = (<u64>u32At(block + 12, swapped) << 32) | <u64>u32At(block + 16, swapped);
       const ts = toNanoseconds(ifaces + (<usize>iface << 4), units) + offset;
       if (paced(self, until, ts)) break;
@@ -131,7 +145,8 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
       bytes += wire;
       last = ts;
     } else if (type == SPB) {
-      if (total < 16 || ifaceCount == 0) { self.stop = STOP_CORRUPT; break; }
+      if (total < 16) { corrupt(self, CORRUPT_BLOCK_SHORT); break; }
+      if (ifaceCount == 0) { corrupt(self, CORRUPT_NO_INTERFACE); break; }
       const wire = u32At(block + 8, swapped);
       const caplen = wire < total - 16 ? wire : total - 16;
       if (!submit(self, block + 12, caplen, wire, last, port, base + sent + 1, len - at - 12 - caplen)) break;
