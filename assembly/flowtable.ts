@@ -30,9 +30,12 @@ const FULL_SWEEP_INTERVAL: u64 = 1_000_000_000;
  * replies put their identifier where the source port goes.
  */
 export namespace FlowKey {
-  /** Fills `key` with the packet's IPv4 5-tuple (ports 0 for non-first fragments and other protocols). */
+  /**
+   * Fills `key` with the packet's IPv4 5-tuple (ports 0 for non-first fragments and other protocols), of a
+   * frame a capture cut short too (IPv4.capturedHeader): the headers are all it reads.
+   */
   export function fromPacket(p: Packet, key: usize): bool {
-    const ip = IPv4.header(p);
+    const ip = IPv4.capturedHeader(p);
     if (!ip) return false;
     store<u32>(key, IPv4.src(ip));
     store<u32>(key, IPv4.dst(ip), 4);
@@ -54,7 +57,7 @@ export namespace FlowKey {
 
   /** Fills `key` with the packet's IPv4 source address alone (a cross-flow key: per host). */
   export function fromSource(p: Packet, key: usize): bool {
-    const ip = IPv4.header(p);
+    const ip = IPv4.capturedHeader(p);
     if (!ip) return false;
     store<u64>(key, <u64>IPv4.src(ip));
     store<u64>(key, 0, 8);

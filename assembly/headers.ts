@@ -64,6 +64,22 @@ export namespace IPv4 {
    * Transport.header: elements call them per packet, and a call costs more than their checks.
    */
   @inline export function header(p: Packet): usize {
+    return headerWithin(p, p.length);
+  }
+
+  /**
+   * The IPv4 header of a frame that a capture may have cut short (snaplen: p.wireLength is what the frame
+   * had): as header(), but the total length need only fit the frame as it was on the wire; the header
+   * itself is whole in the slot. For elements that read or rewrite headers only (a flow key, steering,
+   * counting, Rewrite); the bytes past p.length are not there to read.
+   */
+  @inline export function capturedHeader(p: Packet): usize {
+    const wire = p.wireLength;
+    return headerWithin(p, wire > p.length ? wire : p.length);
+  }
+
+  /** The IPv4 header when it is whole in the slot and its total length fits `frameLength` bytes of frame. */
+  @inline function headerWithin(p: Packet, frameLength: u32): usize {
     // The offset found by the first parse is kept in the packet (elements that change the layer 2
     // header reset it to 0); only the ethertype before it is read again.
     let off = <u32>p.l3Offset;
@@ -74,15 +90,21 @@ export namespace IPv4 {
       return 0;
     }
     if (p.length < off + MIN_HEADER) return 0;
-    const avail = p.length - off;
     const ip = p.data + off;
     const vihl = load<u8>(ip);
     if ((vihl >> 4) != 4) return 0;
     const hl = (<u32>vihl & 15) << 2;
-    if (hl < MIN_HEADER) return 0;
+    if (hl < MIN_HEADER || hl > p.length - off) return 0;
     const total = <u32>be16(ip + 2);
-    if (total < hl || total > avail) return 0;
+    if (total < hl || total > frameLength - off) return 0;
     return ip;
+  }
+
+  /** Address just past the bytes of the IPv4 packet at `ip` that the slot holds: its total length, or as far as a capture kept. */
+  @inline export function end(p: Packet, ip: usize): usize {
+    const whole = ip + <usize>totalLength(ip);
+    const kept = p.data + <usize>p.length;
+    return whole < kept ? whole : kept;
   }
 
   @inline export function headerLength(ip: usize): u32 { return (<u32>load<u8>(ip) & 15) << 2; }
@@ -158,19 +180,21 @@ export namespace IPv6 {
 /** TCP, UDP and ICMP headers carried by IPv4. */
 export namespace Transport {
   /**
-   * Address of the transport header of an IPv4 packet (from IPv4.header), or 0 when the packet is
-   * a non-first fragment or too short for the protocol's fixed header (TCP: also its data offset).
+   * Address of the transport header of an IPv4 packet (from IPv4.header or IPv4.capturedHeader), or 0 when
+   * the packet is a non-first fragment or too short for the protocol's fixed header (TCP: also its data
+   * offset), on the wire or, when a capture cut it, in the slot.
    */
   @inline export function header(p: Packet, ip: usize): usize {
     if (fragmentOffsetNonZero(ip)) return 0;
     const hl = IPv4.headerLength(ip);
-    const room = IPv4.totalLength(ip) - hl;
+    const room = <u32>(IPv4.end(p, ip) - ip) - hl;
     const proto = IPv4.protocol(ip);
     const l4 = ip + hl;
     if (proto == IPPROTO_TCP) {
       if (room < 20) return 0;
       const doff = (<u32>load<u8>(l4 + 12) >> 4) << 2;
-      if (doff < 20 || doff > room) return 0;
+      // Options a capture cut off were on the wire: the data offset need only fit the total length.
+      if (doff < 20 || doff > IPv4.totalLength(ip) - hl) return 0;
       return l4;
     }
     if (proto == IPPROTO_UDP || proto == IPPROTO_ICMP) return room < 8 ? 0 : l4;

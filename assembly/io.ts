@@ -312,10 +312,11 @@ export function ioReleaseFragments(all: bool): u32 {
 /**
  * A hash that is the same for both directions of a connection (RSS with a symmetric key): of the
  * 5-tuple as FlowKey.fromPacket keys it, so that a flow's entry lives on the shard its packets go to:
- * a first fragment with its ports, later fragments (none to read) by addresses and protocol.
+ * a first fragment with its ports, later fragments (none to read) by addresses and protocol; a frame a
+ * capture cut short by its headers too.
  */
 export function symmetricHash(p: Packet): u32 {
-  const ip = IPv4.header(p);
+  const ip = IPv4.capturedHeader(p);
   if (!ip) return 0;
   let ports: u32 = 0;
   const proto = IPv4.protocol(ip);
@@ -331,7 +332,7 @@ export function symmetricHash(p: Packet): u32 {
  */
 function icmpHash(p: Packet, ip: usize, l4: usize): u32 {
   const type = ICMP.type(l4);
-  const end = ip + IPv4.totalLength(ip);
+  const end = IPv4.end(p, ip);
   if (type == 3 || type == 4 || type == 5 || type == 11 || type == 12) {
     const inner = l4 + 8;
     if (inner + 20 <= end && (load<u8>(inner) >> 4) == 4) {
@@ -352,7 +353,7 @@ function icmpHash(p: Packet, ip: usize, l4: usize): u32 {
  * subscriber): every packet from (or to) that address reaches the shard that owns it.
  */
 function endpointHash(p: Packet, source: bool): u32 {
-  const ip = IPv4.header(p);
+  const ip = IPv4.capturedHeader(p);
   if (!ip) return 0;
   return addressHash(source ? IPv4.src(ip) : IPv4.dst(ip));
 }

@@ -39,7 +39,7 @@ export function flowsOf(file: string): Map<string, Frame[]> {
   for (let at = 24; at + 16 <= b.length;) {
     const len = b.readUInt32LE(at + 8);
     const bytes = b.subarray(at + 16, at + 16 + len);
-    const key = flowKey(bytes);
+    const key = flowKey(bytes, b.readUInt32LE(at + 12));
     if (!flows.has(key)) flows.set(key, []);
     flows.get(key)!.push({ ts: `${b.readUInt32LE(at)}.${String(b.readUInt32LE(at + 4)).padStart(fraction, '0')}`, bytes });
     at += 16 + len;
@@ -57,18 +57,20 @@ function ipv4At(f: Buffer): number | undefined {
 /**
  * A frame's flow as the engine keys it (FlowKey.fromPacket): the IPv4 5-tuple when the transport header is whole
  * (a first fragment's too), an ICMP query's identifier, else addresses and protocol; 'other' without a valid IPv4 header.
+ * A frame a capture cut short (`wireLength` beyond its bytes) is keyed by its headers (IPv4.capturedHeader).
  */
-function flowKey(f: Buffer): string {
+function flowKey(f: Buffer, wireLength: number): string {
   const ip = ipv4At(f);
   if (ip === undefined) return 'other';
   const hl = (f[ip] & 15) * 4;
   const total = f.readUInt16BE(ip + 2);
-  if (f[ip] >> 4 !== 4 || hl < 20 || total < hl || total > f.length - ip) return 'other';
+  if (f[ip] >> 4 !== 4 || hl < 20 || hl > f.length - ip || total < hl || total > Math.max(f.length, wireLength) - ip) return 'other';
   const proto = f[ip + 9];
   const addrs = `${f.subarray(ip + 12, ip + 16).join('.')}>${f.subarray(ip + 16, ip + 20).join('.')}/${proto}`;
   if ((f.readUInt16BE(ip + 6) & 0x1fff) !== 0) return addrs;
-  const l4 = ip + hl, room = total - hl;
-  const whole = proto === 6 ? room >= 20 && (f[l4 + 12] >> 4) * 4 >= 20 && (f[l4 + 12] >> 4) * 4 <= room : room >= 8;
+  const l4 = ip + hl, room = Math.min(total, f.length - ip) - hl;
+  const offset = (f[l4 + 12] >> 4) * 4;
+  const whole = proto === 6 ? room >= 20 && offset >= 20 && offset <= total - hl : room >= 8;
   if (!whole) return addrs;
   if (proto === 6 || proto === 17) return `${addrs}:${f.readUInt16BE(l4)}>${f.readUInt16BE(l4 + 2)}`;
   return proto === 1 && ICMP_QUERIES.has(f[l4]) ? `${addrs}#${f.readUInt16BE(l4 + 4)}` : addrs;

@@ -48,8 +48,11 @@ const FRAMES: Buffer[] = [
   ...garbage(300, 42),
 ];
 
-/** Offset of the IPv4 header Rewrite processes (after up to two VLAN tags), or -1: the rule of assembly/headers.ts IPv4.header. */
-function ipv4HeaderAt(f: Buffer): number {
+/**
+ * Offset of the IPv4 header Rewrite processes (after up to two VLAN tags), or -1: the rule of assembly/headers.ts
+ * IPv4.capturedHeader, for a frame of `wireLength` bytes on the wire.
+ */
+function ipv4HeaderAt(f: Buffer, wireLength = f.length): number {
   if (f.length < 14) return -1;
   let at = 12;
   let type = f.readUInt16BE(at);
@@ -62,25 +65,26 @@ function ipv4HeaderAt(f: Buffer): number {
   if (type !== 0x0800 || f.length < ip + 20 || f[ip] >> 4 !== 4) return -1;
   const hl = (f[ip] & 15) * 4;
   const total = f.readUInt16BE(ip + 2);
-  return hl >= 20 && total >= hl && total <= f.length - ip ? ip : -1;
+  return hl >= 20 && hl <= f.length - ip && total >= hl && total <= Math.max(f.length, wireLength) - ip ? ip : -1;
 }
 
 /** Whether Rewrite, changing addresses or ports, drops the frame as malformed: TCP or UDP whose header is cut short (Transport.header). */
-function transportCut(f: Buffer): boolean {
-  const ip = ipv4HeaderAt(f);
+function transportCut(f: Buffer, wireLength = f.length): boolean {
+  const ip = ipv4HeaderAt(f, wireLength);
   const proto = ip < 0 ? 0 : f[ip + 9];
   if ((proto !== 6 && proto !== 17) || (f.readUInt16BE(ip + 6) & 0x1fff) !== 0) return false;
   const hl = (f[ip] & 15) * 4;
-  const room = f.readUInt16BE(ip + 2) - hl;
+  const onWire = f.readUInt16BE(ip + 2) - hl;
+  const room = Math.min(onWire, f.length - ip - hl);
   if (proto === 17 || room < 20) return room < (proto === 17 ? 8 : 20);
   const offset = (f[ip + hl + 12] >> 4) * 4;
-  return offset < 20 || offset > room;
+  return offset < 20 || offset > onWire;
 }
 
 const SLOT_ROOM = 2048 - 128; // default slot size less metadata and headroom
 const captured = (f: Buffer) => f.subarray(0, SLOT_ROOM);
 const passesCheck = (f: Buffer) => {
-  const ip = ipv4HeaderAt(captured(f));
+  const ip = ipv4HeaderAt(captured(f), f.length);
   return ip >= 0 && internetChecksum(f.subarray(ip, ip + (f[ip] & 15) * 4)) === 0;
 };
 
@@ -107,6 +111,7 @@ connections:
   const reasons = ['not_ipv4', 'truncated', 'bad_version', 'bad_header_length', 'bad_total_length', 'bad_checksum'];
   assert.is(reasons.reduce((sum, r) => sum + (check[r] as number), 0), check.out[1], 'bad counters add up to output 1');
   assert.is(drop.in, check.out[1]);
+  assert.is(check.cut, 1, 'the jumbo frame, cut to the slot, passes with a whole header');
   const live = good.filter((f) => f[ipv4HeaderAt(f) + 8] > 1); // TTL 0 and 1 expire
   const kept = live.filter((f) => !transportCut(f));
   assert.is(rw.not_ipv4, 0);
@@ -120,7 +125,7 @@ connections:
   // CheckIPHeader vouches for IP headers only: a transport checksum is as good as it came in.
   const verdicts = checksumVerdicts(join(dir, 'out.pcap'));
   assert.ok(verdicts.every((v) => v.ip === '1'), 'IP checksums good');
-  writePcap(join(dir, 'kept.pcap'), kept);
+  writePcap(join(dir, 'kept.pcap'), kept.map((f) => ({ data: captured(f), origlen: f.length })));
   assert.equal(verdicts, checksumVerdicts(join(dir, 'kept.pcap')), 'transport checksums good where they were');
   assert.ok(verdicts.filter((v) => v.tcp === '1' || v.udp === '1').length >= 2, 'the whole TCP and UDP frames checked good');
 }));
@@ -140,9 +145,9 @@ connections:
   - rw[1] -> guard
 `, { elementDirs: [join(ROOT, 'test/fixtures/slot-guard')] });
     assert.is(result.elements.guard.clobbered, 0, `bytes outside frames changed (pattern ${pattern})`);
-    assert.is(result.elements.rw.malformed, FRAMES.filter((f) => transportCut(captured(f))).length);
+    assert.is(result.elements.rw.malformed, FRAMES.filter((f) => transportCut(captured(f), f.length)).length);
     assert.is(result.packets_out, FRAMES.length - (result.elements.rw.malformed as number));
-    assert.is(result.elements.rw.not_ipv4, FRAMES.filter((f) => ipv4HeaderAt(captured(f)) < 0).length);
+    assert.is(result.elements.rw.not_ipv4, FRAMES.filter((f) => ipv4HeaderAt(captured(f), f.length) < 0).length);
     return readFileSync(join(dir, 'out.pcap'));
   };
   const output = await run(0x00);
@@ -150,12 +155,12 @@ connections:
 
   const records = readPcap(join(dir, 'out.pcap')).records;
   const inputs = readPcap(join(dir, 'in.pcap')).records.map((r) => ({ ...r, caplen: captured(r.data).length, data: captured(r.data) }))
-    .filter((r) => !transportCut(r.data));
-  const unparsed = (i: number) => ipv4HeaderAt(inputs[i].data) < 0;
+    .filter((r) => !transportCut(r.data, r.origlen));
+  const unparsed = (i: number) => ipv4HeaderAt(inputs[i].data, inputs[i].origlen) < 0;
   const expected = inputs.map((r) => ({ ...r, data: withMacs(r.data, { dst: '0a0b0c0d0e0f' }) }));
   assertRecords(records.filter((_, i) => unparsed(i)), expected.filter((_, i) => unparsed(i)), 'frames without an IPv4 header: Ethernet rewrite only');
   assert.equal(records.map((r) => r.caplen), inputs.map((r) => r.caplen), 'lengths');
-  writePcap(join(dir, 'captured.pcap'), FRAMES.filter((f) => !transportCut(captured(f))).map((f) => ({ data: captured(f), origlen: f.length })));
+  writePcap(join(dir, 'captured.pcap'), FRAMES.filter((f) => !transportCut(captured(f), f.length)).map((f) => ({ data: captured(f), origlen: f.length })));
   assert.equal(checksumVerdicts(join(dir, 'out.pcap')), checksumVerdicts(join(dir, 'captured.pcap')), 'checksums good where they were, bad where they were');
 }));
 

@@ -5,7 +5,9 @@ export default defineElement({
   summary: 'checks IPv4 headers, sending bad packets to output 1',
   description: 'Checks that each Ethernet frame (after up to two VLAN tags) carries an IPv4 header whose version is 4, '
     + 'whose header length is at least 20 bytes, whose total length covers the header and fits in the frame, and whose '
-    + 'checksum verifies. Good packets leave on output 0; bad ones on output 1 (dropped if it is not connected), '
+    + 'checksum verifies. A frame that a capture cut short (snaplen) is good when its header is whole and its total length '
+    + 'fits the frame as it was on the wire; it is counted in cut (elements that need the whole packet, a NAT or ToDevice, '
+    + 'still drop it). Good packets leave on output 0; bad ones on output 1 (dropped if it is not connected), '
     + 'each counted by reason. Frames that are not IPv4 count as not_ipv4 unless non_ipv4 is pass.',
   inputs: 1,
   outputs: [
@@ -23,6 +25,7 @@ export default defineElement({
     bad_header_length: state.counter('headers with IHL below 5 or beyond the frame'),
     bad_total_length: state.counter('total length below the header length or beyond the frame'),
     bad_checksum: state.counter('headers whose checksum does not verify'),
+    cut: state.counter('good packets that a capture cut short (snaplen): passed, their headers checked'),
   },
   example: 'check: { type: CheckIPHeader }\n# connections: src -> check -> ..., check[1] -> drop',
 });

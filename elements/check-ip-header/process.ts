@@ -36,7 +36,9 @@ export function process(self: CheckIPHeaderState, batch: Batch, out: Outputs): v
   const hl = IPv4.headerLength(ip);
   if (hl < IPv4.MIN_HEADER || hl > room) { self.bad_header_length++; return BAD; }
   const total = IPv4.totalLength(ip);
-  if (total < hl || total > room) { self.bad_total_length++; return BAD; }
+  const cut = total > room && p.wireLength > p.length;
+  if (total < hl || total > (cut ? p.wireLength - off : room)) { self.bad_total_length++; return BAD; }
   if (self.verify_checksum && !IPv4.checksumValid(ip)) { self.bad_checksum++; return BAD; }
+  if (cut) self.cut++;
   return OK;
 }

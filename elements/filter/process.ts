@@ -111,11 +111,12 @@ function claimHitRow(self: FilterState): void {
 
 /**
  * Writes the connection key of an IPv4 TCP, UDP or ICMP echo packet into keyBuffer(): the two endpoints
- * in a fixed order, so that both directions find one entry. False for anything else (no connection).
+ * in a fixed order, so that both directions find one entry. False for anything else (no connection). A frame
+ * a capture cut short is keyed by its headers, as the dispatcher steers it (FlowKey.fromPacket).
  */
 function connectionKey(p: Packet): bool {
   related = false;
-  const ip = IPv4.header(p);
+  const ip = IPv4.capturedHeader(p);
   if (!ip) return false;
   const l4 = Transport.header(p, ip);
   if (!l4) return false;
@@ -124,7 +125,7 @@ function connectionKey(p: Packet): bool {
     icmpType = ICMP.type(l4);
     if (isIcmpError(icmpType)) {
       // The key of the connection it quotes (the dispatcher steers it by that one too: io.ts icmpHash).
-      const inner = l4 + 8, end = ip + IPv4.totalLength(ip);
+      const inner = l4 + 8, end = IPv4.end(p, ip);
       if (inner + 20 > end || (load<u8>(inner) >> 4) != 4) return false;
       const innerL4 = inner + IPv4.headerLength(inner);
       if (innerL4 + 8 > end || IPv4.fragmentOffset(inner) != 0) return false;

@@ -5,7 +5,8 @@ export default defineElement({
   summary: 'keeps per-flow, per-source and total packet and byte counts',
   description: 'Counts every IPv4 packet three ways, one for each scope of state the engine knows how to move: '
     + 'per flow (5-tuple: packets, bytes, first and last seen), per source address (cross-flow: packets, bytes; each '
-    + 'shard keeps the part it saw and the parts add up) and in total (all-flows). Packets pass unchanged. A full table '
+    + 'shard keeps the part it saw and the parts add up) and in total (all-flows), bytes as on the wire: a capture cut '
+    + 'short (snaplen) counts as the traffic it recorded, its headers are all it needs. Packets pass unchanged. A full table '
     + 'tracks no new entry (counted in untracked); nothing live is evicted. Its state moves with its flows when the '
     + 'pipeline scales, with no code for it here.',
   inputs: 1,

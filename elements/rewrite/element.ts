@@ -8,7 +8,9 @@ export default defineElement({
     + '(none) stays 0. Ports are rewritten on TCP and UDP first fragments only. With dec_ttl, a packet whose TTL is 1 or 0 '
     + 'leaves unchanged on output 1 (expired), or is dropped if output 1 is not connected. Frames without a valid IPv4 '
     + 'header get only the Ethernet rewrites and are counted in not_ipv4. When addresses or ports change, a TCP or UDP packet '
-    + 'whose header is cut short (by the frame or the IP length) is dropped and counted in malformed: its checksum could not follow.',
+    + 'whose header is cut short (by the frame or the IP length) is dropped and counted in malformed: its checksum could not follow. '
+    + 'A frame that a capture cut short (snaplen) is rewritten like a whole one as long as its headers are there: the checksums '
+    + 'follow the change without the bytes the capture left out.',
   inputs: 1,
   outputs: [
     { name: 'out', doc: 'rewritten packets' },

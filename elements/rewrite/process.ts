@@ -23,7 +23,7 @@ export function process(self: RewriteState, batch: Batch, out: Outputs): void {
   let kept: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const p = batch.packet(i);
-    const ip = IPv4.header(p);
+    const ip = IPv4.capturedHeader(p);
     if (ip && decTtl && IPv4.ttl(ip) <= 1) { self.expired++; out.push(EXPIRED, p); continue; }
     const proto = ip ? IPv4.protocol(ip) : 0;
     const l4 = transportChanges && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) ? Transport.header(p, ip) : 0;
