@@ -198,8 +198,11 @@ export interface SourceDriver {
 
 /** The I/O side of a sink: writes out the packets the shards sent it. */
 export interface SinkDriver {
-  /** Writes the packets of the sink's batch at `batch` and returns their slots to the pool. */
-  write(batch: number): void;
+  /**
+   * Writes the packets of the sink's batch at `batch`, returns their slots to the pool, and says how many it wrote
+   * out (the run's packets_out adds these up): fewer when it had to leave some out (a device refused them, say).
+   */
+  write(batch: number): number;
   /** Finishes the output completely (flushes and closes files). */
   close(): void;
 }

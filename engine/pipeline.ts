@@ -746,8 +746,7 @@ export class Pipeline {
     for (const sink of this.sinks) {
       const count = this.arena.view.getUint32(sink.batch, true);
       if (count === 0) continue;
-      sink.written += count;
-      sink.driver.write(sink.batch);
+      sink.written += sink.driver.write(sink.batch);
     }
     return toSinks;
   }

@@ -259,8 +259,10 @@ connections:
       const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--json'], 4, ROOT);
       t.run(t.ns.client, ['ping', '-c', '3', '-i', '0.2', '-W', '1', '-s', '1400', ADDRESSES.server], { check: false, timeout: 30_000 });
       await engine.stop();
-      const out = JSON.parse(engine.stdout()).elements.a_out;
+      const result = JSON.parse(engine.stdout());
+      const out = result.elements.a_out;
       assert.equal([out.packets, out.bytes, out.errors], [0, 0, 3], engine.stdout());
+      assert.is(result.packets_out, result.elements.b_out.packets, 'packets out: the frames sent');
       const said = engine.stderr().split('\n').filter((l) => l.includes('the kernel refused frames'));
       assert.equal(said, [`wirepath: a_out: ${t.dev.engineServer}: the kernel refused frames: a frame longer than the interface's MTU (EMSGSIZE); they are counted in errors (logged once)`]);
     });
@@ -274,10 +276,12 @@ connections:
       assert.is(ping(56).status, 0);
       assert.is.not(ping(1000).status, 0);
       await engine.stop();
-      const out = JSON.parse(engine.stdout()).elements.a_out;
+      const result = JSON.parse(engine.stdout());
+      const out = result.elements.a_out;
       assert.equal([out.truncated, out.errors], [3, 0], engine.stdout());
       // Only whole frames left: the pings' 98 bytes, and ARP's fewer.
       assert.ok(out.packets >= 3 && out.bytes <= out.packets * 98, engine.stdout());
+      assert.is(result.packets_out, out.packets + result.elements.b_out.packets, 'packets out: the frames sent');
       const said = engine.stderr().split('\n').filter((l) => l.includes('cut short'));
       assert.equal(said, [`wirepath: a_out: ${t.dev.engineServer}: frames a capture cut short (snaplen) are not sent, their headers promising bytes they lack; they are counted in truncated (logged once)`]);
     });

@@ -19,7 +19,7 @@ export default defineElement({
 class LinePrinter implements SinkDriver {
   constructor(private readonly ctx: IoContext) {}
 
-  write(batch: number): void {
+  write(batch: number): number {
     const v = this.ctx.arena.view;
     const count = v.getUint32(batch, true);
     const lines: string[] = [];
@@ -31,6 +31,7 @@ class LinePrinter implements SinkDriver {
     }
     if (lines.length) writeSync(this.ctx.printFd, lines.join(''));
     this.ctx.exports.Print__release(batch);
+    return count;
   }
 
   close(): void {}

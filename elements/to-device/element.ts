@@ -79,11 +79,12 @@ class DeviceWriter implements SinkDriver {
     this.descs = ctx.arena.alloc(8 * params.burst, 8);
   }
 
-  write(batch: number): void {
+  write(batch: number): number {
     const { exports, self, arena, params } = this.ctx;
     const received = arena.view.getUint32(batch, true);
     const count = exports.ToDevice__keepWhole(self, batch);
     if (count < received) this.sayTruncated();
+    let sentAll = 0;
     for (let start = 0; start < count; start += params.burst) {
       const n = exports.ToDevice__frames(self, batch, start, params.burst, this.descs);
       let sent: number;
@@ -93,9 +94,11 @@ class DeviceWriter implements SinkDriver {
         throw deviceError(this.ctx.name, e); // an interface deleted under a running pipeline
       }
       exports.ToDevice__sent(self, batch, start, n, sent, this.descs);
+      sentAll += sent;
       if (sent < n) this.sayWhyRefused();
     }
     arena.view.setUint32(batch, 0, true);
+    return sentAll;
   }
 
   /** Says once that frames cut short by a capture are not sent. */

@@ -79,7 +79,7 @@ class PcapWriter implements SinkDriver {
     return Number(this.ctx.arena.view.getBigUint64(this.ctx.self + this.packets, true));
   }
 
-  write(batch: number): void {
+  write(batch: number): number {
     const { exports, self, arena } = this.ctx;
     const count = arena.view.getUint32(batch, true);
     const first = this.written();
@@ -89,6 +89,7 @@ class PcapWriter implements SinkDriver {
       next = this.written() - first;
     }
     arena.view.setUint32(batch, 0, true);
+    return count;
   }
 
   /** Writes bytes out; a file system that is full (or any write that fails) ends the run, naming the file. */
