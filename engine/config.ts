@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue } from 'yaml';
+import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue, Parser, CST } from 'yaml';
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
 import { ParamTypeError, type ValueLocation } from './params.ts';
@@ -108,12 +108,34 @@ export class Positions {
   }
 }
 
+/** Where the quoted scalar starts that has no closing quote (it runs to the end of the file), and its quote mark. */
+function unclosedQuote(text: string): { offset: number; mark: string } | undefined {
+  const end = text.trimEnd().length;
+  let found: { offset: number; mark: string } | undefined;
+  for (const token of new Parser().parse(text)) {
+    CST.visit(token, (item) => {
+      for (const t of [item.key, item.value]) {
+        if (t && (t.type === 'double-quoted-scalar' || t.type === 'single-quoted-scalar') && t.offset + t.source.trimEnd().length >= end) {
+          found = { offset: t.offset, mark: t.source[0] };
+        }
+      }
+    });
+  }
+  return found;
+}
+
 export async function loadConfig(file: string, options: LoadOptions = {}): Promise<PipelineConfig> {
   const errors: ConfigError[] = [];
   const text = options.text ?? readConfigFile(file);
   const pos = new Positions(file, text);
   const doc = parseDocument(text, { lineCounter: pos.lineCounter, prettyErrors: false, uniqueKeys: true });
   const textLines = text.split('\n');
+  // A quote never closed takes the rest of the file, and the parser notices at its end: said once, where it opens.
+  const quote = doc.errors.some((e) => e.code === 'MISSING_CHAR' && /closing ["']quote/.test(e.message)) ? unclosedQuote(text) : undefined;
+  if (quote) {
+    throw new ConfigErrors([new ConfigError(`YAML syntax: the ${quote.mark === '"' ? 'double' : 'single'} quote here is never closed`, pos.at(quote.offset),
+      `close it with another ${quote.mark} where the value ends`)]);
+  }
   for (const e of doc.errors) {
     const at = pos.at(e.pos[0]);
     // YAML reads `- [1]count -> drop` as a list followed by junk.

@@ -71,6 +71,13 @@ test('YAML: an unclosed flow mapping is reported where the parser notices it', a
     'fix the YAML syntax; indentation and unclosed brackets or quotes are the usual causes');
 });
 
+test('YAML: a quote never closed is reported where it opens, once (the parser notices at the end of the file)', async () => {
+  await expectError(lines('elements:', '  src: { type: FromPcap, file: "in.pcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'),
+    'pipeline.yaml:2:32', 'YAML syntax: the double quote here is never closed', 'close it with another " where the value ends');
+  await expectError(lines(...ELEMENTS, "  - 'src -> count"), 'pipeline.yaml:7:5', 'YAML syntax: the single quote here is never closed',
+    "close it with another ' where the value ends");
+});
+
 test('YAML: bad indentation', async () => {
   await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '   drop: { type: Discard }', 'connections:', '  - src -> drop'),
     'pipeline.yaml:3:1', 'YAML syntax: All mapping items must start at the same column',
