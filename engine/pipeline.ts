@@ -368,10 +368,14 @@ export class Pipeline {
     else await shard.startWorker(this.compiled.module, this.config.batch, this.clock);
   }
 
-  /** Writes the bucket table (a shard number, or HELD, per bucket) and turns steering on when needed. */
+  /**
+   * Writes the bucket table (a shard number, or HELD, per bucket) and turns steering on when needed: also while a
+   * move's order is watched, which needs every packet stamped and hashed on its way (a single shard takes them unsteered).
+   */
   private setBuckets(assignment: Uint8Array): void {
     this.arena.u8.set(assignment, this.buckets);
-    const steer = this.shards.length > 1 || assignment.some((b) => b !== 0);
+    const watching = Atomics.load(this.arena.i32, (this.order + OrderWatch.watching) >>> 2) !== 0;
+    const steer = this.shards.length > 1 || watching || assignment.some((b) => b !== 0);
     this.u32(this.ioContext + IoContext.steer, (steer ? Steering.buckets : 0) | (this.ordersFragments ? Steering.fragments : 0));
   }
 
@@ -927,10 +931,15 @@ export class Pipeline {
     };
     /** Where each new owner's ring stood after the last packet released to it. */
     const released: { shard: Shard; head: number }[] = [];
+    const onTraceTime = this.clock === 'trace' && this.sources.every((s) => !s.node.type.live);
     for (const move of bucketMoves(current, next)) {
       const table = this.bucketTable();
-      for (const b of move.buckets) table[b] = HELD;
-      this.watchOrder(move.buckets);
+      // On a trace's time a shard's clock is its packets' time. Were the new owner to go on with its own buckets
+      // while these wait, its clock would run ahead of the waiting packets (a move of 30 ms is minutes of a trace
+      // read fast), and their flows' entries would expire before the packets that keep them alive come: it waits too.
+      const waiting = onTraceTime ? [...table.keys()].filter((b) => table[b] === move.to) : [];
+      for (const b of [...move.buckets, ...waiting]) table[b] = HELD;
+      this.watchOrder([...move.buckets, ...waiting]);
       this.setBuckets(table);
       // Everything submitted for these buckets before they were held is in the old owner's ring,
       // before this mark; the old owner keeps serving its other buckets meanwhile.
@@ -951,7 +960,7 @@ export class Pipeline {
         this.publish();
         if (this.heldCount() > 0) await new Promise((r) => setImmediate(r));
       }
-      for (const b of move.buckets) table[b] = move.to;
+      for (const b of [...move.buckets, ...waiting]) table[b] = move.to;
       this.setBuckets(table);
       report.buckets_moved += move.buckets.length;
       released.push({ shard: this.shards[move.to], head: this.shards[move.to].head('rx') });
@@ -966,6 +975,7 @@ export class Pipeline {
     // them (behind what their rings already held: tens of milliseconds at a busy shard, not counted above).
     await until(() => released.every((r) => r.shard.passed('rx', r.head)), () => released.forEach((r) => r.shard.wake()));
     const order = await this.endOrderWatch();
+    this.setBuckets(next);
     report.packets_checked = order.checked;
     report.packets_reordered = order.reordered;
     return report;

@@ -253,6 +253,37 @@ connections:
   assert.ok(equivalence.equivalent, equivalence.difference);
 });
 
+test('scaling down on a trace read fast keeps connections that waited while their buckets moved: the new owner waits with them', async () => {
+  // 200 TCP connections, each half-closed by its client and then sending from its server for 20 s (tcp_closing is
+  // 30 s), over a 40 s trace looped 10 times. While a bucket moves, the new owner used to take on minutes of the
+  // trace's time (read fast) with its other buckets: its clock ran past the waiting connections' deadlines, and the
+  // Filter denied their servers' packets once they came.
+  const frames: { data: Buffer; at: number }[] = [];
+  for (let c = 0; c < 200; c++) {
+    const client = { src: `100.64.4.${c + 1}`, dst: `198.18.0.${c % 20 + 1}`, sport: 10000 + c, dport: 80 };
+    const server = { src: client.dst, dst: client.src, sport: 80, dport: client.sport };
+    const start = c * 100_000; // µs
+    const opening: [typeof client, number][] = [[client, 0x02], [server, 0x12], [client, 0x10], [client, 0x11]];
+    opening.forEach(([from, tcpFlags], i) => frames.push({ data: ipv4Frame({ ...from, tcpFlags, payload: 0 }), at: start + i * 1000 }));
+    for (let k = 1; k <= 10; k++) frames.push({ data: ipv4Frame({ ...server, tcpFlags: k < 10 ? 0x18 : 0x11, payload: 100 }), at: start + k * 2_000_000 });
+  }
+  frames.sort((a, b) => a.at - b.at);
+  writePcap(join(dir, 'closing.pcap'), frames.map((f) => ({ data: f.data, sec: 1 + Math.floor(f.at / 1e6), usec: f.at % 1e6 })));
+  const file = join(dir, 'closing.yaml');
+  writeFileSync(file, `
+elements:
+  src: { type: FromPcap, file: closing.pcap, loop: true, count: ${frames.length * 10} }
+  fw:  { type: Filter, stateful: true, rules: ['allow tcp dst port 80', 'deny -'] }
+  out: { type: ToPcap, file: closing-out.pcap }
+connections:
+  - src -> fw -> out
+`);
+  for (const shards of [[2, 1], [3, 1]]) {
+    const result = await verify(file, { shards, scaleEvery: 7000 });
+    assert.ok(result.equivalent, `${shards.join(' -> ')}: ${result.difference}`);
+  }
+});
+
 test('wirepath verify keys packets as the engine does: a TCP header cut short by the IP length is no 5-tuple', async () => {
   // Total length 20 (no TCP header) with TCP bytes after it in the frame: the engine steers it by addresses alone.
   // One connection's packets, every tenth cut short: the engine may put those on another shard than the rest.
