@@ -196,6 +196,8 @@ test('elements TYPE: parameters a running pipeline cannot change say so; ports m
   const pcap = cli(['elements', 'ToPcap']).stdout;
   assert.ok(pcap.includes('- resolution (read; set at start): '), pcap);
   assert.ok(cli(['elements', 'FlowStats']).stdout.includes('- capacity (read; set at start): '));
+  // Its table is sized by capacity only with stateful: true, not the default.
+  assert.ok(cli(['elements', 'Filter']).stdout.includes('- capacity (read; set at start): '));
   assert.ok(cli(['elements', 'Counter']).stdout.includes('- reset (write): '));
   const split = defineElement({
     type: 'Split', summary: 'one output per network', inputs: 1, example: 'split: { type: Split, nets: [10.0.0.0/8] }',

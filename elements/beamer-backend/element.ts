@@ -32,7 +32,7 @@ export default defineElement({
     address: param.ipv4('the backend address: outer destination of the packets it takes', { required: true }),
     daisy_chain: param.bool('forward mid-connection packets of unknown connections to the previous backend', { default: true }),
     daisy_window: param.duration('how long after a bucket changed its packets may be forwarded to the previous backend', { default: 600e9 }),
-    capacity: param.int('most connections tracked at once', 1, 1 << 24, { default: 65536 }),
+    capacity: param.int('most connections tracked at once by each shard', 1, 1 << 24, { default: 65536 }),
     timeout: param.duration('idle timeout of a connection', { default: 600e9 }),
     fin_timeout: param.duration('timeout of a connection after a FIN or RST', { default: 30e9 }),
   },

@@ -49,7 +49,7 @@ export default defineElement({
     + 'the rules like any other; an ICMP error about a tracked connection (fragmentation needed, unreachable) passes too, and opens none. TCP entries follow the handshake (SYN, SYN-ACK, ACK), the established state and closing '
     + '(after a FIN), each with its own timeout; a RST ends the entry; a packet that does not fit the state (data from the '
     + 'responder before its SYN-ACK) is dropped and counted in invalid. UDP and ICMP entries live until idle for their '
-    + 'timeout. The table holds at most capacity connections and never evicts a live one: when it is full, a new connection '
+    + 'timeout. Each shard\'s table holds at most capacity connections and never evicts a live one: when it is full, a new connection '
     + 'is dropped (when_full: deny) or passed untracked (when_full: allow), and counted in table_full. Timeouts run on the '
     + 'pipeline clock (trace time on files). Only IPv4 connections are tracked; a later fragment, which has no ports, meets the rules.',
   inputs: 1,
@@ -63,7 +63,7 @@ export default defineElement({
     rules: param.strings('the rules, in order: allow EXPR, deny EXPR or N EXPR', { required: true, item: ruleType }),
     default: param.enum('what happens to a packet no rule matches', ['deny', 'allow'], { default: 'deny' }),
     stateful: param.bool('track the connections allowed packets open, and let their packets through both ways', { default: false }),
-    capacity: param.int('most connections tracked at once (with stateful)', 1, 1 << 24, { default: 65536 }),
+    capacity: param.int('most connections tracked at once by each shard (with stateful)', 1, 1 << 24, { default: 65536 }),
     when_full: param.enum('what happens to a new connection the full table cannot take', ['deny', 'allow'], { default: 'deny' }),
     tcp_handshake: param.duration('timeout of a TCP connection during its handshake', { default: 30e9 }),
     tcp_established: param.duration('idle timeout of an established TCP connection', { default: 3600e9 }),

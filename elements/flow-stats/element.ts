@@ -12,9 +12,9 @@ export default defineElement({
   inputs: 1,
   outputs: [{ name: 'out', doc: 'every packet' }],
   params: {
-    capacity: param.int('most flows tracked at once', 1, 1 << 24, { default: 65536 }),
+    capacity: param.int('most flows tracked at once by each shard', 1, 1 << 24, { default: 65536 }),
     timeout: param.duration('idle time after which a flow is forgotten', { default: 300e9 }),
-    sources_capacity: param.int('most source addresses tracked at once', 1, 1 << 24, { default: 65536 }),
+    sources_capacity: param.int('most source addresses tracked at once by each shard', 1, 1 << 24, { default: 65536 }),
   },
   state: {
     flows: state.flowTable({

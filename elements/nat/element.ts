@@ -128,8 +128,8 @@ export default defineElement({
       + 'a reload that moves the log to another file logs the blocks held then released in the old file and allocated in the new one '
       + '(adding or removing the log starts the NAT afresh: its pool holds the log\'s queue); a file renamed or removed (logrotate) '
       + 'is followed by a new one at the path within 200 ms, so no signal or copytruncate is needed', {}),
-    max_subscribers: param.int('most subscribers at once', 1, 1 << 22, { default: 65536 }),
-    max_sessions: param.int('most sessions (and mappings) at once', 1, 1 << 24, { default: 262144 }),
+    max_subscribers: param.int('most subscribers at once on each shard', 1, 1 << 22, { default: 65536 }),
+    max_sessions: param.int('most sessions (and mappings) at once on each shard', 1, 1 << 24, { default: 262144 }),
     sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions; set when the NAT starts '
       + '(sessions are counted only while there is a limit)', 0, 1 << 24, { default: 0, fixed: true }),
   },
