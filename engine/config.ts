@@ -113,6 +113,7 @@ function unclosedQuote(text: string): { offset: number; mark: string } | undefin
   const end = text.trimEnd().length;
   let found: { offset: number; mark: string } | undefined;
   for (const token of new Parser().parse(text)) {
+    if (token.type !== 'document') continue;
     CST.visit(token, (item) => {
       for (const t of [item.key, item.value]) {
         if (t && (t.type === 'double-quoted-scalar' || t.type === 'single-quoted-scalar') && t.offset + t.source.trimEnd().length >= end) {

@@ -140,6 +140,8 @@ export class Pipeline {
   /** The elements whose state the pipeline that replaces this one carries on (stop). */
   /** The elements whose state a reloaded pipeline carries on, and that pipeline's element of each name (stop). */
   private handover = new Map<string, ReloadedElement>();
+  /** After a reload: the packet counts of the elements it kept, as the configs before this one left them. */
+  private countedBefore = new Map<string, Pick<ElementStats, 'in' | 'out' | 'unconnected_drops'>>();
   /** Snapshots waiting for the shards to go idle: the sources wait meanwhile. */
   private quiesce = 0;
   /** A snapshot is reading the shards' state: the run does not end, nor a scale event start, until it has. */
@@ -1227,6 +1229,18 @@ export class Pipeline {
    * The elements whose state `next`, a reload of this pipeline, carries on (same name and type, shared data laid out
    * alike), each with `next`'s element of that name: its parameters and config file.
    */
+  /**
+   * After a reload: an element the new config has with the same name and type counts its packets on from what it had
+   * counted (`before`, the stopped pipeline's counters), as its state does, unless its state started afresh (`restarted`).
+   * Sources and sinks are opened anew and count from 0.
+   */
+  countOn(before: Record<string, ElementStats>, restarted: string[]): void {
+    for (const node of this.graph.nodes) {
+      const was = before[node.name];
+      if (node.type.kind === 'element' && was?.type === node.type.type && !restarted.includes(node.name)) this.countedBefore.set(node.name, was);
+    }
+  }
+
   carriedInto(next: Pipeline): Map<string, ReloadedElement> {
     const carried = new Map<string, ReloadedElement>();
     for (const node of this.graph.nodes) {
@@ -1436,11 +1450,12 @@ export class Pipeline {
       const r = this.records[node.index];
       const sum = (off: number) => [...this.shards, ...this.retired].reduce((s, shard) => s + Number(v.getBigUint64(shard.memory.descriptor + off, true)), 0);
       const source = this.sources.find((s) => s.node === node);
+      const before = this.countedBefore.get(node.name);
       const stats: ElementStats = {
         type: node.type.type,
-        in: source ? source.submitted : sum(r.inPackets),
-        out: node.type.kind === 'source' ? [source?.submitted ?? 0] : r.outPackets.map(sum),
-        unconnected_drops: sum(r.holeDrops),
+        in: source ? source.submitted : sum(r.inPackets) + (before?.in ?? 0),
+        out: node.type.kind === 'source' ? [source?.submitted ?? 0] : r.outPackets.map((at, port) => sum(at) + (before?.out[port] ?? 0)),
+        unconnected_drops: sum(r.holeDrops) + (before?.unconnected_drops ?? 0),
       };
       const view = this.view(node.name);
       for (const [name, handler] of Object.entries(handlersOf(node.type))) {

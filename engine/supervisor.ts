@@ -59,6 +59,7 @@ export class Supervisor {
       try {
         next.pipeline.replaces(this.current);
         const report = carryOver(await this.current.snapshot(), next.pipeline);
+        next.pipeline.countOn(result.elements, report.restarted);
         next.pipeline.scaleReports.unshift(...this.current.scaleReports);
         this.current = next.pipeline;
         const overridden = next.pipeline.config.overridden;
