@@ -333,7 +333,13 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   }
   const text = await response.text();
   if (!response.ok) {
-    process.stderr.write(`wirepath ctl: ${response.status} ${JSON.parse(text).error}\n`);
+    let error: unknown;
+    try { error = JSON.parse(text).error; } catch { /* not the control API's answer */ }
+    if (typeof error !== 'string') {
+      throw new EnvironmentError(`the server at ${base} is no wirepath control API: it answered ${response.status} ${response.statusText} to ${method} ${path}`,
+        'give the port that `wirepath run CONFIG --control PORT` printed');
+    }
+    process.stderr.write(`wirepath ctl: ${response.status} ${error}\n`);
     return EXIT.failure;
   }
   process.stdout.write(response.headers.get('content-type')?.startsWith('application/json') ? JSON.stringify(JSON.parse(text), null, 2) + '\n' : text);

@@ -1,6 +1,8 @@
 // Typed element parameters: one declaration validates the config value, documents it, and says
 // how it reaches the fast path (the fields of the element's generated layout class).
 
+import { didYouMean } from './errors.ts';
+
 /** Types a value can have in an element's layout class in linear memory. */
 export type FastType = 'u8' | 'u16' | 'u32' | 'u64' | 'i32' | 'bool';
 
@@ -282,8 +284,8 @@ export function enumType<const V extends string>(values: readonly V[]): ParamTyp
     description: `one of ${values.join(', ')}`,
     parse: (raw) => {
       if (typeof raw === 'string' && (values as readonly string[]).includes(raw)) return raw as V;
-      const close = typeof raw === 'string' ? values.find((v) => v.toLowerCase() === raw.toLowerCase()) : undefined;
-      return fail(`${describe(raw)} is not one of ${values.join(', ')}`, close ? `did you mean ${close}?` : undefined);
+      const close = typeof raw === 'string' ? didYouMean(raw, values) : undefined;
+      return fail(`${describe(raw)} is not one of ${values.join(', ')}`, close ? `did you mean ${close}?` : `write one of ${values.join(', ')}`);
     },
     check(value) {
       this.parse(value);

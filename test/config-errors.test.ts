@@ -241,8 +241,9 @@ test('param: ports', async () => {
   await expectParamError('Rewrite', 'dst_port', '-1', '-1 is out of range for a port number', 'use a value from 0 to 65535');
 });
 
-test('param: enums, with a hint when the case is wrong', async () => {
-  await expectParamError('FromPcap', 'timing', 'slow', "'slow' is not one of fast, original", undefined, ['    file: in.pcap']);
+test('param: enums, with the value meant when it is close, else the values', async () => {
+  await expectParamError('FromPcap', 'timing', 'slow', "'slow' is not one of fast, original", 'write one of fast, original', ['    file: in.pcap']);
+  await expectParamError('FromPcap', 'timing', 'fsat', "'fsat' is not one of fast, original", 'did you mean fast?', ['    file: in.pcap']);
   await expectParamError('ToPcap', 'resolution', 'NS', "'NS' is not one of us, ns", 'did you mean ns?', ['    file: out.pcap']);
 });
 

@@ -4,6 +4,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tempDir, removeDir, cliAsync } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
@@ -146,6 +148,18 @@ test('wirepath ctl reads, writes and snapshots', async () => {
   const nobody = await cliAsync(['ctl', 'stats', '--control', '1']);
   assert.is(nobody.status, 3);
   assert.match(nobody.stderr, /no control API answers at http:\/\/127.0.0.1:1/);
+  // Another HTTP server on the port: said so, not a stack trace of its page parsed as JSON.
+  const other = createServer((_, res) => { res.writeHead(404, { 'content-type': 'text/html' }); res.end('<!DOCTYPE html><p>not here</p>'); });
+  await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+  try {
+    const port = (other.address() as AddressInfo).port;
+    const wrong = await cliAsync(['ctl', 'stats', '--control', String(port)]);
+    assert.is(wrong.status, 3);
+    assert.is(wrong.stderr, `wirepath: the server at http://127.0.0.1:${port} is no wirepath control API: it answered 404 Not Found to GET /stats\n`
+      + '  hint: give the port that `wirepath run CONFIG --control PORT` printed\n');
+  } finally {
+    other.close();
+  }
 });
 
 test.run();

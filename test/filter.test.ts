@@ -292,6 +292,9 @@ test('an expression error in a config points at FILE:LINE:COL of the character, 
     // Before, a number this large crashed the load making that many outputs (and 10000 took 88 s).
     'bad.yaml:9:44: fw3.rules: output 4294967296 is more than a Filter has',
   ]);
+  // Every syntax error has a hint: its own, or how to write and try an expression.
+  assert.ok(error.errors.every((e: { hint?: string }) => e.hint), error.errors.map((e: { format(): string }) => e.format()).join('\n'));
+  assert.ok(error.errors[1].hint.includes("wirepath filter 'EXPR' FILE"), error.errors[1].hint);
 });
 
 test('unreachable rules are warned about with their position; the config still loads', async () => {

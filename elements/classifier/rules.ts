@@ -12,6 +12,8 @@ export interface Rule {
   expr: Expr;
 }
 
+const SYNTAX_HINT = "write it as tcpdump would take it (pcap-filter(7)), such as 'tcp dst port 80'; wirepath filter 'EXPR' FILE tries one on a capture";
+
 /** Parses `text` as an expression; an error points at its column (plus `offset`, where the expression starts in the value). */
 export function parseRule(text: string, offset = 0): Rule {
   try {
@@ -20,7 +22,7 @@ export function parseRule(text: string, offset = 0): Rule {
     // The parser recurses per nesting level: thousands of them exhaust the stack.
     if (e instanceof RangeError) throw new ParamTypeError('the expression nests too deeply to parse', 'write it with fewer levels of parentheses and not', { offset });
     if (!(e instanceof ExpressionError)) throw e;
-    throw new ParamTypeError(`${e.message} (column ${offset + e.col + 1})`, e.hint, { offset: offset + e.col });
+    throw new ParamTypeError(`${e.message} (column ${offset + e.col + 1})`, e.hint ?? SYNTAX_HINT, { offset: offset + e.col });
   }
 }
 
