@@ -57,10 +57,10 @@ function ipv4At(f: Buffer): number | undefined {
 /**
  * A frame's flow as the engine keys it (FlowKey.fromPacket): the IPv4 5-tuple when the transport header is whole
  * (a first fragment's too), an ICMP query's identifier, else addresses and protocol; 'other' without a valid IPv4 header.
- * A frame a capture cut short (`wireLength` beyond its bytes) is keyed by its headers (IPv4.capturedHeader).
+ * A frame a capture cut short (`wireLength` beyond its bytes) is keyed by its headers (IPv4.capturedHeader). A packet
+ * in IP-in-IP (a LoadBalancer's output) by the one inside too: the engine steered and kept in order each inner flow.
  */
-function flowKey(f: Buffer, wireLength: number): string {
-  const ip = ipv4At(f);
+function flowKey(f: Buffer, wireLength: number, ip = ipv4At(f)): string {
   if (ip === undefined) return 'other';
   const hl = (f[ip] & 15) * 4;
   const total = f.readUInt16BE(ip + 2);
@@ -68,6 +68,7 @@ function flowKey(f: Buffer, wireLength: number): string {
   const proto = f[ip + 9];
   const addrs = `${f.subarray(ip + 12, ip + 16).join('.')}>${f.subarray(ip + 16, ip + 20).join('.')}/${proto}`;
   if ((f.readUInt16BE(ip + 6) & 0x1fff) !== 0) return addrs;
+  if (proto === IPPROTO_IPIP && ip + hl + 20 <= f.length && f[ip + hl] >> 4 === 4) return `${addrs}[${flowKey(f, wireLength, ip + hl)}]`;
   const l4 = ip + hl, room = Math.min(total, f.length - ip) - hl;
   const offset = (f[l4 + 12] >> 4) * 4;
   const whole = proto === 6 ? room >= 20 && offset >= 20 && offset <= total - hl : room >= 8;
@@ -75,6 +76,8 @@ function flowKey(f: Buffer, wireLength: number): string {
   if (proto === 6 || proto === 17) return `${addrs}:${f.readUInt16BE(l4)}>${f.readUInt16BE(l4 + 2)}`;
   return proto === 1 && ICMP_QUERIES.has(f[l4]) ? `${addrs}#${f.readUInt16BE(l4 + 4)}` : addrs;
 }
+
+const IPPROTO_IPIP = 4;
 
 /** ICMP messages matched to their replies by identifier (FlowKey.isIcmpQuery). */
 const ICMP_QUERIES = new Set([0, 8, 13, 14, 15, 16, 17, 18]);

@@ -284,6 +284,29 @@ connections:
   }
 });
 
+test('wirepath verify keys a LoadBalancer\'s IP-in-IP output by the flow inside, as the engine steered it', async () => {
+  // Many client flows share a tunnel's outer addresses (a backend, and a source address of the mux); on two shards
+  // they interleave otherwise than on one, each in its own order.
+  const frames = Array.from({ length: 6000 }, (_, i) => {
+    const c = i % 300;
+    return { data: ipv4Frame({ proto: c % 2 ? 'udp' : 'tcp', src: `100.64.5.${c % 250 + 1}`, dst: '198.18.100.1', sport: 20000 + c, dport: c % 2 ? 53 : 80, payload: Buffer.from([i >> 8, i & 255]) }), sec: 1, usec: i };
+  });
+  writePcap(join(dir, 'vip.pcap'), frames);
+  const file = join(dir, 'vip.yaml');
+  writeFileSync(file, `
+elements:
+  src: { type: FromPcap, file: vip.pcap }
+  lb:  { type: LoadBalancer, vips: ['198.18.100.1 tcp any', '198.18.100.1 udp 53'], source: 198.18.3.0/30,
+         backends: ['web1 198.18.1.11', 'web2 198.18.1.12', 'web3 198.18.1.13'] }
+  out: { type: ToPcap, file: vip-out.pcap }
+connections:
+  - src -> lb -> out
+`);
+  const result = await verify(file, { shards: [2, 1, 2], scaleEvery: 2000 });
+  assert.ok(result.equivalent, result.difference);
+  assert.ok(result.flows >= 300, `${result.flows} flows: the inner ones`);
+});
+
 test('wirepath verify keys packets as the engine does: a TCP header cut short by the IP length is no 5-tuple', async () => {
   // Total length 20 (no TCP header) with TCP bytes after it in the frame: the engine steers it by addresses alone.
   // One connection's packets, every tenth cut short: the engine may put those on another shard than the rest.
