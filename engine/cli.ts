@@ -101,7 +101,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     // Node's own wording ("... To specify a positional argument starting with a '-' ...") is for its API's users.
     const unknown = /^Unknown option '([^']+)'/.exec((e as Error).message)?.[1];
-    process.stderr.write(`wirepath: ${unknown ? `unknown option '${unknown}'` : (e as Error).message}\n  hint: wirepath --help lists the commands and their options\n`);
+    // A value such as -1 (ctl read lb.buckets -1) reads as an option unless -- comes before it.
+    const hint = unknown && /^-\d/.test(unknown) ? `a value that starts with -, put -- before it: wirepath ${argv.filter((a) => a !== unknown).join(' ')} -- ${unknown}`
+      : 'wirepath --help lists the commands and their options';
+    process.stderr.write(`wirepath: ${unknown ? `unknown option '${unknown}'` : (e as Error).message}\n  hint: ${hint}\n`);
     return EXIT.usage;
   }
   const { values, positionals } = parsed;

@@ -139,14 +139,20 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       if (!h) throw new HttpError(404, `${element} (${node.type.type}) has no handler '${name}'; its handlers: ${Object.keys(handlersOf(node.type)).join(', ')}`);
       if (method === 'GET') {
         if (!h.read) throw new HttpError(405, `${element}.${name} is write-only`);
+        const arg = url.searchParams.get('arg') ?? undefined;
+        // A handler that declares no argument would ignore one, and answer for everything instead.
+        if (arg !== undefined && h.read.length < 2) throw new HttpError(400, `${element}.${name} takes no argument (given '${arg}')`);
         try {
-          return { element, handler: name, value: h.read(pipeline.view(element), url.searchParams.get('arg') ?? undefined) };
+          return { element, handler: name, value: h.read(pipeline.view(element), arg) };
         } catch (e) {
           throw new HttpError(400, `${element}.${name}: ${(e as Error).message}`);
         }
       }
       if (!h.write) throw new HttpError(405, `${element}.${name} is read-only`);
       const body = parseJson(await readBody(req));
+      if (body.value !== undefined && !['string', 'number', 'boolean'].includes(typeof body.value)) {
+        throw new HttpError(400, `${element}.${name}: send {"value": ...} with a string (or a number or true/false), not ${JSON.stringify(body.value)}`);
+      }
       const value = body.value === undefined ? '' : String(body.value);
       try {
         h.write(pipeline.view(element), value);

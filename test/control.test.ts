@@ -99,6 +99,10 @@ test('bad requests get clear 4xx answers and the pipeline keeps running', async 
     ['PUT', '/elements/gen/flows', { value: 100000 }, 400, /flows is read when gen is set up/],
     ['PUT', '/elements/gen/rate', { value: 100 }, 400, /rate is read when gen is set up/],
     ['GET', '/nowhere', undefined, 404, /no GET \/nowhere/],
+    // Before: the argument was ignored, and the answer was for everything; a list was written as its text.
+    ['GET', '/elements/count/packets?arg=5', undefined, 400, /count\.packets takes no argument \(given '5'\)/],
+    ['PUT', '/elements/count/reset', { value: ['x'] }, 400, /count\.reset: send \{"value": \.\.\.\} with a string .*, not \["x"\]/],
+    ['PUT', '/elements/count/reset', { value: null }, 400, /not null/],
   ];
   for (const [method, path, body, status, message] of cases) {
     const r = await call(method, path, body, 'secret-token');
@@ -145,6 +149,9 @@ test('wirepath ctl reads, writes and snapshots', async () => {
   const refused = await cliAsync(['ctl', 'scale', '2', '--control', control.url]);
   assert.is(refused.status, 1);
   assert.match(refused.stderr, /401 .*token/);
+  const negative = await cliAsync(['ctl', 'read', 'count.packets', '-1', ...env]);
+  assert.is(negative.status, 2);
+  assert.ok(negative.stderr.includes(`hint: a value that starts with -, put -- before it: wirepath ctl read count.packets ${env.join(' ')} -- -1`), negative.stderr);
   const nobody = await cliAsync(['ctl', 'stats', '--control', '1']);
   assert.is(nobody.status, 3);
   assert.match(nobody.stderr, /no control API answers at http:\/\/127.0.0.1:1/);
