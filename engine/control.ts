@@ -7,6 +7,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import type { Pipeline } from './pipeline.ts';
 import { handlersOf } from './handlers.ts';
+import type { GraphNode } from './graph.ts';
 
 export interface ControlOptions {
   port: number;
@@ -106,6 +107,16 @@ export function metrics(pipeline: Pipeline): string {
   return lines.join('\n') + '\n';
 }
 
+/** An element's parameters as a config writes them (durations, addresses, lists), not as the fast path holds them. */
+function configText(node: GraphNode): Record<string, string> {
+  const text: Record<string, string> = {};
+  for (const [name, value] of Object.entries(node.instance.params)) {
+    const spec = node.type.params[name];
+    if (spec && value !== undefined) text[name] = spec.type.format(value);
+  }
+  return text;
+}
+
 export function startControl(target: ControlTarget, options: ControlOptions): Promise<ControlServer> {
   const token = options.token ?? randomBytes(16).toString('hex');
   const host = options.host ?? '127.0.0.1';
@@ -123,7 +134,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
     const handler = /^\/elements\/([^/]+)\/([^/]+)$/.exec(url.pathname);
     if (method === 'GET' && url.pathname === '/graph') {
       return {
-        elements: pipeline.graph.nodes.map((n) => ({ name: n.name, type: n.type.type, params: n.instance.params, handlers: Object.keys(handlersOf(n.type)) })),
+        elements: pipeline.graph.nodes.map((n) => ({ name: n.name, type: n.type.type, params: configText(n), handlers: Object.keys(handlersOf(n.type)) })),
         connections: pipeline.graph.nodes.flatMap((n) => n.targets.flatMap((t, port) => (t ? [{ from: n.name, port, to: t.node, input: t.port }] : []))),
       };
     }

@@ -55,6 +55,8 @@ test('GET /graph, /stats, /metrics and handlers need no token', async () => {
   assert.is(graph.status, 200);
   assert.equal(graph.json.elements.map((e: any) => e.name), ['gen', 'stats', 'count', 'drop']);
   assert.equal(graph.json.connections[0], { from: 'gen', port: 0, to: 'stats', input: 0 });
+  // Parameters as a config writes them (it showed addresses as numbers and durations in ns).
+  assert.equal(graph.json.elements.find((e: any) => e.name === 'stats').params, { capacity: '65536', timeout: '5m', sources_capacity: '65536' });
   const stats = await call('GET', '/stats');
   assert.ok(stats.json.elements.count.packets > 0);
   assert.is(stats.json.runtime.shards.length, 1);
