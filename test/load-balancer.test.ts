@@ -200,13 +200,16 @@ async function livePipeline(dir: string, yaml: string) {
   return Pipeline.create(await loadConfig(file), { threads: 'inline' });
 }
 
+/** The config errors (formatted: position, message, hint) of an lb with these parameters after its VIP and source. */
+async function lbErrors(params: string): Promise<string[]> {
+  const text = `elements:\n  src: { type: FromPcap, file: in.pcap }\n  lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24, ${params} }\n`
+    + '  out: { type: Discard }\nconnections:\n  - src -> lb -> out\n';
+  const e = await loadConfig('lb.yaml', { text }).then(() => undefined, (x) => x);
+  return (e?.errors ?? []).map((x: { format(): string }) => x.format());
+}
+
 test('a config\'s backends: every malformed item is reported at once, each at its item; a repeated name with a hint', async () => {
-  const errors = async (backends: string) => {
-    const text = `elements:\n  src: { type: FromPcap, file: in.pcap }\n  lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24, backends: ${backends} }\n`
-      + '  out: { type: Discard }\nconnections:\n  - src -> lb -> out\n';
-    const e = await loadConfig('lb.yaml', { text }).then(() => undefined, (x) => x);
-    return (e?.errors ?? []).map((x: { format(): string }) => x.format());
-  };
+  const errors = (backends: string) => lbErrors(`backends: ${backends}`);
   // Before, one mistake a run: the first item's, then the next once that was fixed.
   assert.equal(await errors("[x, 'web1 198.18.1.11', 'web3 198.18.1.13 1.5']"), [
     "lb.yaml:3:94: lb.backends: \"x\" is not NAME ADDRESS [WEIGHT]\n  hint: write e.g. 'web1 198.18.1.11 2' (a name of up to 31 letters, digits, '_', '.', '-'; weight 1 by default)",
@@ -215,6 +218,14 @@ test('a config\'s backends: every malformed item is reported at once, each at it
   assert.equal(await errors("['web1 198.18.1.11', 'web1 198.18.1.12']"), [
     'lb.yaml:3:114: lb.backends: backend web1 (198.18.1.12) repeats the name of web1\n  hint: give each backend a name and an address of its own',
   ]);
+});
+
+test('more backends than max_backends: a config error at the first backend without a slot (the table would put it over the buckets)', async () => {
+  assert.equal(await lbErrors("backends: ['web1 198.18.1.11', 'web2 198.18.1.12', 'web3 198.18.1.13'], max_backends: 1"), [
+    'lb.yaml:3:114: lb.backends: 3 backends do not fit max_backends: 1 (web2 is the first without a slot)\n'
+      + '  hint: raise max_backends to 3 or more (room for backends added at run time, and for removed ones that buckets still remember), or list fewer backends',
+  ]);
+  assert.equal(await lbErrors("backends: ['web1 198.18.1.11', 'web2 198.18.1.12'], max_backends: 2"), []);
 });
 
 test('add, drain, set weight, remove: only moved buckets change; an unknown backend is an error and changes nothing', async () => {

@@ -2,7 +2,7 @@ import { defineElement, param, state, ParamTypeError, type ElementView, type Par
 import { MAX_SHARDS } from '../../engine/config.ts';
 import { parseIPv4, formatIPv4, intType, listType, types } from '../../engine/params.ts';
 import { isPrime } from './maglev.ts';
-import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type Vip } from './table.ts';
+import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type TableParams, type Vip } from './table.ts';
 import { checkHealth, endHealthChecks, healthReport, type HealthState } from './health.ts';
 
 /** Each running element's health-check state, by where its table lies in the pipeline's memory (its parameters object changes on a write). */
@@ -166,6 +166,14 @@ export default defineElement({
     health_timeout: param.duration('how long a check waits for an answer', { default: 1e9 }),
     health_failures: param.int('checks in a row that drain a backend (failed) or give its weight back (passed)', 1, 100, { default: 3 }),
   },
+  invalid: (p: TableParams) => [
+    // Each backend takes a slot of max_backends; past them, initTable would write backends over the buckets.
+    ...(p.backends.length > p.max_backends ? [{
+      param: 'backends', at: { item: p.max_backends },
+      message: `${p.backends.length} backends do not fit max_backends: ${p.max_backends} (${p.backends[p.max_backends].name} is the first without a slot)`,
+      hint: `raise max_backends to ${p.backends.length} or more (room for backends added at run time, and for removed ones that buckets still remember), or list fewer backends`,
+    }] : []),
+  ],
   state: {
     table: state.data({
       doc: 'VIPs, backends and per bucket the current and previous backend, generation and time of the last change',
