@@ -3,9 +3,9 @@ import { MAX_SHARDS } from '../../engine/config.ts';
 import { parseIPv4, formatIPv4, intType, listType, types } from '../../engine/params.ts';
 import { isPrime } from './maglev.ts';
 import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type TableParams, type Vip } from './table.ts';
-import { checkHealth, endHealthChecks, healthReport, type HealthState } from './health.ts';
+import { checkHealth, endHealthChecks, healthReport, type HealthState, type SetWeight } from './health.ts';
 
-/** Each running element's health-check state, by where its table lies in the pipeline's memory (its parameters object changes on a write). */
+/** Each running element's counts of health checks, by where its table lies in the pipeline's memory (its parameters object changes on a write). */
 const healthStates = new WeakMap<ArrayBufferLike, Map<number, HealthState>>();
 
 function healthOf(view: ElementView): HealthState {
@@ -144,8 +144,11 @@ export default defineElement({
     + 'With health_check (tcp: a connect; http: a GET, healthy below status 500) the control plane checks every backend '
     + 'each health_interval from wirepath\'s own network namespace; health_failures failures in a row drain it, as many '
     + 'successes give its weight back (handler health). The checks never drain the last backend with a weight (they fail '
-    + 'open: it is logged), a weight set by hand is the one they give back (they drain the backend again while it fails), and turning them off (write '
-    + 'health_check none) gives back the weights they took. They probe each backend\'s address directly (plain TCP or HTTP, '
+    + 'open: it is logged), a weight set by hand is the one they give back (they drain the backend again while it fails; '
+    + 'one drained by hand stays drained), and turning them off (write health_check none) gives back the weights they took. '
+    + 'Which backends they drained, and from which weight, is kept in the table, so a reload that keeps it and a restored '
+    + 'snapshot keep it too (the counts of checks in a row start again). A failed check is logged with its reason (connection '
+    + 'refused, no answer in time, an HTTP status), once until the backend passes or fails for another reason. They probe each backend\'s address directly (plain TCP or HTTP, '
     + 'not through the tunnel): something at that address must answer on health_port; a BeamerBackend does not (it passes '
     + 'what is not IP-in-IP to its output 2, toward the host if connected so).',
   inputs: 1,
@@ -247,20 +250,20 @@ export default defineElement({
         const [name, weight] = value.trim().split(/\s+/);
         const target = named(list, name);
         const w = parseWeight(weight);
-        return list.map((b) => (b === target ? { ...b, weight: w } : b));
+        return list.map((b) => (b === target ? { ...b, weight: w, drainedFrom: undefined } : b));
       }),
     },
     drain: {
       doc: "drains a backend (weight 0): 'NAME'",
       write: (view, value) => change(view, (list) => {
         const target = named(list, value);
-        return list.map((b) => (b === target ? { ...b, weight: 0 } : b));
+        return list.map((b) => (b === target ? { ...b, weight: 0, drainedFrom: undefined } : b));
       }),
     },
     health: {
-      doc: 'per backend, the checks passed (positive) or failed (negative) in a row, and whether the checks drained it',
+      doc: 'per backend, the checks passed (positive) or failed (negative) in a row (since this pipeline started), whether the checks drained it, and why its last check failed',
       counter: false,
-      read: (view) => healthReport(healthOf(view)),
+      read: (view) => healthReport(healthOf(view), [...new LiveTable(view.data('table')).backends().values()]),
     },
     reset: {
       doc: 'zeroes the counters, per VIP and per backend too',
@@ -275,10 +278,15 @@ export default defineElement({
   periodic: {
     everyMs: 100,
     run: (view, call) => {
-      if (call !== 'due') return;
-      const setWeight = (name: string, weight: number) => change(view, (list) => list.map((b) => (b.name === name ? { ...b, weight } : b)));
-      if (view.params.health_check === 'none') endHealthChecks(view, healthOf(view), setWeight);
-      else checkHealth(view, healthOf(view), () => [...new LiveTable(view.data('table')).backends().values()], setWeight);
+      // The pipeline ends, or a reload carries the table on: probes still out then change nothing here.
+      if (call !== 'due') {
+        healthOf(view).backends.clear();
+        return;
+      }
+      const setWeight: SetWeight = (name, weight, drainedFrom) => change(view, (list) => list.map((b) => (b.name === name ? { ...b, weight, drainedFrom } : b)));
+      const backends = () => [...new LiveTable(view.data('table')).backends().values()];
+      if (view.params.health_check === 'none') endHealthChecks(view, healthOf(view), backends(), setWeight);
+      else checkHealth(view, healthOf(view), backends, setWeight);
     },
   },
   example: "lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24,\n"

@@ -1,9 +1,11 @@
 // The load balancer's table in shared memory, as the control plane writes it and process.ts reads it.
-// All of the table's state lives here (names included), so a snapshot restores it whole.
+// All of the table's state lives here (names, and the weights the health checks took, included), so a
+// snapshot or a reload restores it whole.
 //
 //   header  64 B: [size M u32][vip count u32][max backends u32][generation u32][buckets moved by the last change u32]
 //   vips    16 B each: [address u32][port u16][protocol u8][any port u8][8 B unused]
-//   backends 48 B per slot: [address u32][weight u32][present u32][unused u32][name, 32 B UTF-8, NUL-padded]
+//   backends 48 B per slot: [address u32][weight u32][present u32][drained from u32][name, 32 B UTF-8, NUL-padded]
+//            (drained from: the weight the health checks drained it from, plus 1; 0 when they did not)
 //   buckets 16 B each: [current slot u16][previous slot u16][generation of the last change u32][time of the last change u64]
 //
 // A removed backend's slot keeps its address while some bucket still names it as previous backend,
@@ -34,6 +36,8 @@ export interface Backend {
   name: string;
   address: number;
   weight: number;
+  /** The weight the health checks drained it from; undefined unless they drained it (a weight set by hand clears it). */
+  drainedFrom?: number;
 }
 
 export interface TableParams {
@@ -102,7 +106,8 @@ export class LiveTable {
       const at = this.backendBase + slot * BACKEND_ENTRY;
       if (!this.view.getUint32(at + 8, true)) continue;
       const name = Buffer.from(this.view.buffer, this.view.byteOffset + at + 16, NAME_BYTES).toString('utf8').replace(/\0+$/, '');
-      found.set(slot, { name, address: this.view.getUint32(at, true), weight: this.view.getUint32(at + 4, true) });
+      const drained = this.view.getUint32(at + 12, true);
+      found.set(slot, { name, address: this.view.getUint32(at, true), weight: this.view.getUint32(at + 4, true), drainedFrom: drained ? drained - 1 : undefined });
     }
     return found;
   }
@@ -133,6 +138,7 @@ export class LiveTable {
     this.view.setUint32(at, b.address, true);
     this.view.setUint32(at + 4, b.weight, true);
     this.view.setUint32(at + 8, 1, true);
+    this.view.setUint32(at + 12, b.drainedFrom === undefined ? 0 : b.drainedFrom + 1, true);
     const name = new Uint8Array(this.view.buffer, this.view.byteOffset + at + 16, NAME_BYTES);
     name.fill(0);
     name.set(Buffer.from(b.name, 'utf8'));

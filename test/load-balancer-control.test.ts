@@ -1,0 +1,117 @@
+// LoadBalancer's control plane on a running pipeline: what a reload keeps of the table and refuses, and
+// health checks against HTTP servers of this test on 127.0.0.x (no namespaces needed).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tempDir, removeDir } from './helpers.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { Supervisor } from '../engine/supervisor.ts';
+
+/** A pipeline with an lb that runs until stopped; `lb` is the rest of its parameters. */
+const config = (lb: string) => `
+elements:
+  gen: { type: Generator, count: 0, timing: original, rate: 1000 }
+  lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24, ${lb} }
+  drop: { type: Discard }
+connections:
+  - gen -> lb -> drop
+`;
+
+/** Runs `yaml` under a supervisor (so it can be reloaded) while `body` runs; `logs` collects the pipeline's log lines. */
+async function running(yaml: string, body: (supervisor: Supervisor, logs: string[]) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'lb.yaml');
+    writeFileSync(file, yaml);
+    const logs: string[] = [];
+    const options = { shards: 1, log: (m: string) => logs.push(m) };
+    const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+    const run = supervisor.run();
+    try {
+      await body(supervisor, logs);
+    } finally {
+      supervisor.stop();
+      await run;
+    }
+  } finally {
+    removeDir(dir);
+  }
+}
+
+/** An HTTP server on `host` that answers every request with `status` (0: never answers); port 0 picks a free one. */
+function httpServer(host: string, port = 0, status = 200): Promise<Server & { port: number }> {
+  const server = createServer((_, response) => { if (status) response.writeHead(status).end(); });
+  return new Promise((resolve) => server.listen(port, host, () => resolve(Object.assign(server, { port: (server.address() as AddressInfo).port }))));
+}
+
+const close = (server: Server) => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); });
+
+async function waitFor(what: string, done: () => boolean, ms = 10_000): Promise<void> {
+  for (const until = Date.now() + ms; !done();) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Health checks of this test's servers: quick, and drained after two failures. */
+const checks = (port: number) => `health_check: http, health_port: ${port}, health_interval: 100ms, health_timeout: 300ms, health_failures: 2`;
+
+const health = (supervisor: Supervisor) => supervisor.pipeline().handlerRead('lb', 'health') as Record<string, { streak: number; drained_by_checks: boolean; failure?: string }>;
+
+const weights = (supervisor: Supervisor) => Object.fromEntries((supervisor.pipeline().handlerRead('lb', 'backends') as { name: string; weight: number }[]).map((b) => [b.name, b.weight]));
+
+test('a reload with more backends than max_backends is refused by that check, and the running table stays', async () => {
+  await running(config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12'], max_backends: 2"), async (supervisor) => {
+    const refused = await supervisor.reload(config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12'], max_backends: 1")).then(() => undefined, (e) => e);
+    assert.equal(refused?.errors?.map((e: { message: string }) => e.message), ['lb.backends: 2 backends do not fit max_backends: 1 (web2 is the first without a slot)']);
+    assert.equal(weights(supervisor), { web1: 1, web2: 1 });
+  });
+});
+
+test('a backend the checks drained gets its weight back once it passes, also after a reload (and a snapshot keeps the drain)', async () => {
+  const web1 = await httpServer('127.0.0.1');
+  let web2: Server | undefined;
+  try {
+    const yaml = config(`backends: ['web1 127.0.0.1', 'web2 127.0.0.2 2'], ${checks(web1.port)}`);
+    await running(yaml, async (supervisor, logs) => {
+      await waitFor('web2 drained', () => weights(supervisor).web2 === 0);
+      const report = await supervisor.reload(yaml.replace('rate: 1000', 'rate: 2000'));
+      assert.ok(report.kept.includes('lb'), JSON.stringify(report));
+      assert.equal(weights(supervisor), { web1: 1, web2: 0 });
+      assert.is(health(supervisor).web2.drained_by_checks, true, 'the reloaded pipeline knows the checks drained web2');
+      const restored = await Pipeline.create(await loadConfig('lb.yaml', { text: yaml }), { threads: 'inline' });
+      restored.restore(await supervisor.pipeline().snapshot());
+      assert.is((restored.handlerRead('lb', 'health') as ReturnType<typeof health>).web2.drained_by_checks, true, 'and so does one restored from a snapshot');
+      web2 = await httpServer('127.0.0.2', web1.port);
+      await waitFor('web2 weighted again', () => weights(supervisor).web2 === 2);
+      assert.ok(logs.includes('lb: backend web2 (127.0.0.2) passed 2 checks in a row: weight 2 again'), logs.join('\n'));
+    });
+  } finally {
+    await close(web1);
+    if (web2) await close(web2);
+  }
+});
+
+test('a backend drained by hand while the checks had drained it stays drained when it passes again', async () => {
+  const web1 = await httpServer('127.0.0.1');
+  let web2: Server | undefined;
+  try {
+    await running(config(`backends: ['web1 127.0.0.1', 'web2 127.0.0.2'], ${checks(web1.port)}`), async (supervisor) => {
+      await waitFor('web2 drained by the checks', () => health(supervisor).web2?.drained_by_checks === true);
+      supervisor.pipeline().handlerWrite('lb', 'drain', 'web2');
+      assert.is(health(supervisor).web2.drained_by_checks, false, 'the hand took it over');
+      web2 = await httpServer('127.0.0.2', web1.port);
+      await waitFor('web2 to pass 3 checks in a row', () => health(supervisor).web2.streak >= 3);
+      assert.equal(weights(supervisor), { web1: 1, web2: 0 });
+    });
+  } finally {
+    await close(web1);
+    if (web2) await close(web2);
+  }
+});
+
+test.run();
