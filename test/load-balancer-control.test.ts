@@ -114,4 +114,26 @@ test('a backend drained by hand while the checks had drained it stays drained wh
   }
 });
 
+test('a failed check is logged with its reason, once per backend while the reason stays: refused, an HTTP status, no answer', async () => {
+  const web1 = await httpServer('127.0.0.1');
+  const web3 = await httpServer('127.0.0.3', web1.port, 503);
+  const web4 = await httpServer('127.0.0.4', web1.port, 0);
+  try {
+    const backends = "['web1 127.0.0.1', 'web2 127.0.0.2', 'web3 127.0.0.3', 'web4 127.0.0.4']";
+    await running(config(`backends: ${backends}, ${checks(web1.port)}`), async (supervisor, logs) => {
+      await waitFor('three failures in a row each', () => ['web2', 'web3', 'web4'].every((name) => health(supervisor)[name]?.streak <= -3));
+      const url = (host: string) => `http://${host}:${web1.port}/`;
+      for (const line of [
+        `lb: backend web2: http check failed: ${url('127.0.0.2')}: connection refused (ECONNREFUSED)`,
+        `lb: backend web3: http check failed: ${url('127.0.0.3')}: HTTP status 503`,
+        `lb: backend web4: http check failed: ${url('127.0.0.4')}: no answer within 300 ms`,
+      ]) assert.is(logs.filter((l) => l === line).length, 1, `${line}\n${logs.join('\n')}`);
+      assert.is(health(supervisor).web3.failure, `${url('127.0.0.3')}: HTTP status 503`);
+      assert.is(logs.filter((l) => l.includes('check failed')).length, 3, 'web1 passes');
+    });
+  } finally {
+    await Promise.all([web1, web3, web4].map(close));
+  }
+});
+
 test.run();

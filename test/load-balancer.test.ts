@@ -228,6 +228,12 @@ test('more backends than max_backends: a config error at the first backend witho
   assert.equal(await lbErrors("backends: ['web1 198.18.1.11', 'web2 198.18.1.12'], max_backends: 2"), []);
 });
 
+test('health_path must start with \'/\' (it is put after the port): a config error', async () => {
+  assert.equal(await lbErrors("backends: ['web1 198.18.1.11'], health_check: http, health_path: who"), [
+    "lb.yaml:3:148: lb.health_path: 'who' does not start with '/': the HTTP check would ask for http://ADDRESS:80who\n  hint: write the path from the root, e.g. '/who'",
+  ]);
+});
+
 test('add, drain, set weight, remove: only moved buckets change; an unknown backend is an error and changes nothing', async () => {
   const dir = tempDir();
   try {

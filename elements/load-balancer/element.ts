@@ -3,7 +3,7 @@ import { MAX_SHARDS } from '../../engine/config.ts';
 import { parseIPv4, formatIPv4, intType, listType, types } from '../../engine/params.ts';
 import { isPrime } from './maglev.ts';
 import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type TableParams, type Vip } from './table.ts';
-import { checkHealth, endHealthChecks, healthReport, type HealthState, type SetWeight } from './health.ts';
+import { checkHealth, endHealthChecks, healthReport, type HealthParams, type HealthState, type SetWeight } from './health.ts';
 
 /** Each running element's counts of health checks, by where its table lies in the pipeline's memory (its parameters object changes on a write). */
 const healthStates = new WeakMap<ArrayBufferLike, Map<number, HealthState>>();
@@ -169,12 +169,16 @@ export default defineElement({
     health_timeout: param.duration('how long a check waits for an answer', { default: 1e9 }),
     health_failures: param.int('checks in a row that drain a backend (failed) or give its weight back (passed)', 1, 100, { default: 3 }),
   },
-  invalid: (p: TableParams) => [
+  invalid: (p: TableParams & HealthParams) => [
     // Each backend takes a slot of max_backends; past them, initTable would write backends over the buckets.
     ...(p.backends.length > p.max_backends ? [{
       param: 'backends', at: { item: p.max_backends },
       message: `${p.backends.length} backends do not fit max_backends: ${p.max_backends} (${p.backends[p.max_backends].name} is the first without a slot)`,
       hint: `raise max_backends to ${p.backends.length} or more (room for backends added at run time, and for removed ones that buckets still remember), or list fewer backends`,
+    }] : []),
+    ...(!p.health_path.startsWith('/') ? [{
+      param: 'health_path', message: `'${p.health_path}' does not start with '/': the HTTP check would ask for http://ADDRESS:${p.health_port}${p.health_path}`,
+      hint: `write the path from the root, e.g. '/${p.health_path}'`,
     }] : []),
   ],
   state: {
