@@ -72,6 +72,18 @@ test('a reload with more backends than max_backends is refused by that check, an
   });
 });
 
+test('a reload that changes only source keeps the table, run-time changes included', async () => {
+  await running(config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12']"), async (supervisor) => {
+    supervisor.pipeline().handlerWrite('lb', 'add_backend', 'web3 198.18.1.13 2');
+    const report = await supervisor.reload(config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12']").replace('198.18.0.0/24', '198.18.5.0/24'));
+    assert.equal({ kept: report.kept.includes('lb'), restarted: report.restarted }, { kept: true, restarted: [] });
+    assert.equal(weights(supervisor), { web1: 1, web2: 1, web3: 2 });
+    assert.is(supervisor.pipeline().handlerRead('lb', 'source'), '198.18.5.0/24');
+    supervisor.pipeline().handlerWrite('lb', 'source', '198.18.6.0/24');
+    assert.is(supervisor.pipeline().handlerRead('lb', 'source'), '198.18.6.0/24', 'and a write while it runs');
+  });
+});
+
 test('a backend the checks drained gets its weight back once it passes, also after a reload (and a snapshot keeps the drain)', async () => {
   const web1 = await httpServer('127.0.0.1');
   let web2: Server | undefined;

@@ -185,7 +185,7 @@ export default defineElement({
     table: state.data({
       doc: 'VIPs, backends and per bucket the current and previous backend, generation and time of the last change',
       shared: true,
-      layout: (p) => [p.vips, p.max_backends, p.table_size, p.source],
+      layout: (p) => [p.vips, p.max_backends, p.table_size],
       size: tableBytes,
       init: (p, view) => initTable(p, view),
     }),
