@@ -84,6 +84,20 @@ test('a reload that changes only source keeps the table, run-time changes includ
   });
 });
 
+test('a reload whose config lists other backends keeps the running table\'s, and says so once', async () => {
+  const yaml = config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12']");
+  await running(yaml, async (supervisor, logs) => {
+    await supervisor.reload(yaml.replace('rate: 1000', 'rate: 2000'));
+    assert.not.ok(logs.some((l) => l.includes('other backends')), 'the same list: nothing to say');
+    await supervisor.reload(yaml.replace('web2 198.18.1.12', 'web3 198.18.1.13'));
+    assert.equal(weights(supervisor), { web1: 1, web2: 1 });
+    assert.equal(logs.filter((l) => l.includes('other backends')), [
+      'lb: the reloaded config lists other backends (web1 198.18.1.11 1, web3 198.18.1.13 1) than the running table, whose backends are kept '
+        + '(web1 198.18.1.11 1, web2 198.18.1.12 1); change them with wirepath ctl write lb.add_backend, lb.remove_backend or lb.set_weight',
+    ]);
+  });
+});
+
 test('a backend the checks drained gets its weight back once it passes, also after a reload (and a snapshot keeps the drain)', async () => {
   const web1 = await httpServer('127.0.0.1');
   let web2: Server | undefined;

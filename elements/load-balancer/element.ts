@@ -105,6 +105,15 @@ function change(view: ElementView, edit: (list: Backend[]) => Backend[]): void {
   table.update(next, view.now());
 }
 
+/** A reload keeps the running table: says so when the reloaded config lists other backends (weights the checks took count as given back). */
+function sayBackendsKept(view: ElementView, configured: Backend[]): void {
+  const listed = (list: Backend[]) => list.map((b) => formatBackend({ ...b, weight: b.drainedFrom ?? b.weight })).sort().join(', ');
+  const running = listed([...new LiveTable(view.data('table')).backends().values()]);
+  if (listed(configured) === running) return;
+  view.log(`the reloaded config lists other backends (${listed(configured)}) than the running table, whose backends are kept (${running}); `
+    + `change them with wirepath ctl write ${view.name}.add_backend, ${view.name}.remove_backend or ${view.name}.set_weight`);
+}
+
 function named(list: Backend[], name: string): Backend {
   const found = list.find((b) => b.name === name.trim());
   if (!found) throw new Error(`no backend '${name.trim()}'; the backends are ${list.map((b) => b.name).sort().join(', ') || 'none'}`);
@@ -138,8 +147,8 @@ export default defineElement({
     + 'removed and re-weighted at run time through the write handlers; the table is rebuilt and only the buckets whose '
     + 'backend changed get a new previous backend, generation and time. A change naming an unknown backend fails with '
     + 'an error and changes nothing. The table lives in shared data, so snapshots and reloads keep it as it is, '
-    + 'run-time changes included, as long as the VIPs, table size and max_backends stay the same (change the backends of a '
-    + 'running pipeline through the handlers). Packets that are not for a VIP (or not IPv4) leave on output 1, or are '
+    + 'run-time changes included, as long as the VIPs, table size and max_backends stay the same: a reloaded config that lists other '
+    + 'backends keeps the running table\'s (it is logged; change the backends of a running pipeline through the handlers). Packets that are not for a VIP (or not IPv4) leave on output 1, or are '
     + 'dropped if it is not connected; a packet to a VIP whose headers are truncated is counted in malformed and dropped. '
     + 'With health_check (tcp: a connect; http: a GET, healthy below status 500) the control plane checks every backend '
     + 'each health_interval from wirepath\'s own network namespace; health_failures failures in a row drain it, as many '
@@ -285,6 +294,7 @@ export default defineElement({
       // The pipeline ends, or a reload carries the table on: probes still out then change nothing here.
       if (call !== 'due') {
         healthOf(view).backends.clear();
+        if (view.next) sayBackendsKept(view, view.next.params.backends);
         return;
       }
       const setWeight: SetWeight = (name, weight, drainedFrom) => change(view, (list) => list.map((b) => (b.name === name ? { ...b, weight, drainedFrom } : b)));
