@@ -114,15 +114,23 @@ function sayBackendsKept(view: ElementView, configured: Backend[]): void {
     + `change them with wirepath ctl write ${view.name}.add_backend, ${view.name}.remove_backend or ${view.name}.set_weight`);
 }
 
-function named(list: Backend[], name: string): Backend {
-  const found = list.find((b) => b.name === name.trim());
-  if (!found) throw new Error(`no backend '${name.trim()}'; the backends are ${list.map((b) => b.name).sort().join(', ') || 'none'}`);
+/** A handler's value split into words, exactly as many as `usage` names (a word too many is a mistake, not ignored). */
+function words(value: string, usage: string): string[] {
+  const found = value.trim().split(/\s+/).filter(Boolean);
+  const wanted = usage.split(' ').length;
+  if (found.length !== wanted) throw new Error(`${JSON.stringify(value)} is not '${usage}' (${wanted === 1 ? 'one word' : `${wanted} words`})`);
   return found;
 }
 
-function parseWeight(text: string | undefined): number {
+function named(list: Backend[], name: string): Backend {
+  const found = list.find((b) => b.name === name);
+  if (!found) throw new Error(`no backend '${name}'; the backends are ${list.map((b) => b.name).sort().join(', ') || 'none'}`);
+  return found;
+}
+
+function parseWeight(text: string): number {
   const weight = Number(text);
-  if (text === undefined || !Number.isInteger(weight) || weight < 0 || weight > MAX_WEIGHT) throw new Error(`${JSON.stringify(text ?? '')} is not a weight from 0 to ${MAX_WEIGHT}`);
+  if (!Number.isInteger(weight) || weight < 0 || weight > MAX_WEIGHT) throw new Error(`${JSON.stringify(text)} is not a weight from 0 to ${MAX_WEIGHT}`);
   return weight;
 }
 
@@ -253,14 +261,14 @@ export default defineElement({
     remove_backend: {
       doc: "removes a backend: 'NAME' (its buckets remember it as their previous backend)",
       write: (view, value) => change(view, (list) => {
-        const target = named(list, value);
+        const target = named(list, words(value, 'NAME')[0]);
         return list.filter((b) => b !== target);
       }),
     },
     set_weight: {
       doc: "changes a backend's weight: 'NAME WEIGHT'",
       write: (view, value) => change(view, (list) => {
-        const [name, weight] = value.trim().split(/\s+/);
+        const [name, weight] = words(value, 'NAME WEIGHT');
         const target = named(list, name);
         const w = parseWeight(weight);
         return list.map((b) => (b === target ? { ...b, weight: w, drainedFrom: undefined } : b));
@@ -269,7 +277,7 @@ export default defineElement({
     drain: {
       doc: "drains a backend (weight 0): 'NAME'",
       write: (view, value) => change(view, (list) => {
-        const target = named(list, value);
+        const target = named(list, words(value, 'NAME')[0]);
         return list.map((b) => (b === target ? { ...b, weight: 0, drainedFrom: undefined } : b));
       }),
     },
