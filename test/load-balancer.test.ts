@@ -200,9 +200,9 @@ async function livePipeline(dir: string, yaml: string) {
   return Pipeline.create(await loadConfig(file), { threads: 'inline' });
 }
 
-/** The config errors (formatted: position, message, hint) of an lb with these parameters after its VIP and source. */
-async function lbErrors(params: string): Promise<string[]> {
-  const text = `elements:\n  src: { type: FromPcap, file: in.pcap }\n  lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.0.0/24, ${params} }\n`
+/** The config errors (formatted: position, message, hint) of an lb with these parameters after its VIPs and source. */
+async function lbErrors(params: string, vips = "['198.18.100.1 tcp 80']"): Promise<string[]> {
+  const text = `elements:\n  src: { type: FromPcap, file: in.pcap }\n  lb: { type: LoadBalancer, vips: ${vips}, source: 198.18.0.0/24, ${params} }\n`
     + '  out: { type: Discard }\nconnections:\n  - src -> lb -> out\n';
   const e = await loadConfig('lb.yaml', { text }).then(() => undefined, (x) => x);
   return (e?.errors ?? []).map((x: { format(): string }) => x.format());
@@ -232,6 +232,62 @@ test('health_path must start with \'/\' (it is put after the port): a config err
   assert.equal(await lbErrors("backends: ['web1 198.18.1.11'], health_check: http, health_path: who"), [
     "lb.yaml:3:148: lb.health_path: 'who' does not start with '/': the HTTP check would ask for http://ADDRESS:80who\n  hint: write the path from the root, e.g. '/who'",
   ]);
+});
+
+test('VIPs that repeat or that an earlier any-port VIP covers, backends at no host\'s or at a VIP\'s address, a table too small for the backends, health port or interval 0: config errors', async () => {
+  const one = "backends: ['web1 198.18.1.11']";
+  const vipHint = "  hint: list each service once (an address and protocol with port 'any' covers all of its ports)";
+  assert.equal(await lbErrors(one, "['198.18.100.1 tcp 80', '198.18.100.2 udp any', '198.18.100.1 tcp 80', '198.18.100.2 udp 53', '198.18.100.1 udp 80', '198.18.100.2 tcp 53']"), [
+    `lb.yaml:3:83: lb.vips: VIP 198.18.100.1 tcp 80 repeats the earlier 198.18.100.1 tcp 80: it would get no packet\n${vipHint}`,
+    `lb.yaml:3:106: lb.vips: VIP 198.18.100.2 udp 53 is covered by the earlier 198.18.100.2 udp any: it would get no packet\n${vipHint}`,
+  ]);
+  const hostHint = "  hint: give the backend's unicast address (not 0.0.0.0, multicast 224.0.0.0/4 or reserved 240.0.0.0/4, broadcast included)";
+  assert.equal(await lbErrors("backends: ['a 0.0.0.0', 'b 255.255.255.255', 'c 239.1.2.3', 'd 240.0.0.1', 'e 198.18.1.12']"), [
+    `lb.yaml:3:94: lb.backends: backend a: 0.0.0.0 is not the address of a host\n${hostHint}`,
+    `lb.yaml:3:107: lb.backends: backend b: 255.255.255.255 is not the address of a host\n${hostHint}`,
+    `lb.yaml:3:128: lb.backends: backend c: 239.1.2.3 is not the address of a host\n${hostHint}`,
+    `lb.yaml:3:143: lb.backends: backend d: 240.0.0.1 is not the address of a host\n${hostHint}`,
+  ]);
+  assert.equal(await lbErrors("backends: ['web1 198.18.1.11', 'web2 198.18.100.1']"), [
+    "lb.yaml:3:114: lb.backends: backend web2 has the address of a VIP, 198.18.100.1\n  hint: give the backend host's own address: the VIP is the address the backends share with the mux",
+  ]);
+  const tableHint = '  hint: a prime table size well above 100 x the backends (65537 or 655373), or weights closer together';
+  assert.equal(await lbErrors(`backends: [${Array.from({ length: 8 }, (_, i) => `'web${i} 198.18.1.${10 + i}'`).join(', ')}], table_size: 7`), [
+    `lb.yaml:3:234: lb.backends: web7 (weight 1) would get none of the table's 7 buckets: no traffic, though weighted\n${tableHint}`,
+  ]);
+  assert.equal(await lbErrors("backends: ['web1 198.18.1.11 1000000', 'web2 198.18.1.12']"), [
+    `lb.yaml:3:122: lb.backends: web2 (weight 1) would get none of the table's 65537 buckets: no traffic, though weighted\n${tableHint}`,
+  ]);
+  assert.equal(await lbErrors(`${one}, health_port: 0, health_interval: 0s, health_timeout: 0s`), [
+    "lb.yaml:3:128: lb.health_port: the checks cannot connect to port 0\n  hint: the port the backends' servers answer on, e.g. 80",
+    'lb.yaml:3:148: lb.health_interval: health_interval 0 would probe every backend as often as the control plane can\n  hint: a time between two checks of a backend, e.g. 2s',
+    'lb.yaml:3:168: lb.health_timeout: health_timeout 0 would fail every check\n  hint: a time a healthy backend answers within, e.g. 1s',
+  ]);
+  assert.equal(await lbErrors(one, "['198.18.100.1 tcp 80', '198.18.100.1 tcp 443', '198.18.100.1 udp any', '198.18.100.2 tcp any']"), [], 'VIPs that differ');
+});
+
+test('at run time: a backend at no host\'s or a VIP\'s address, a weight that leaves a backend no bucket, health port or interval 0 are refused', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), [ipv4Frame(client({}))]);
+    const p = await livePipeline(dir, muxConfig(false));
+    for (const [handler, value, pattern] of [
+      ['add_backend', 'web4 0.0.0.0', /backend web4: 0.0.0.0 is not the address of a host/],
+      ['add_backend', 'web4 224.0.0.5', /224.0.0.5 is not the address of a host/],
+      ['add_backend', 'web4 198.18.100.1', /backend web4 has the address of a VIP, 198.18.100.1 \(give the backend host's own address/],
+      ['set_weight', 'web3 1000000', /web1 \(weight 1\), web2 \(weight 1\) would get none of the table's 65537 buckets: no traffic, though weighted \(a prime table size/],
+      ['health_port', '0', /health_port: the checks cannot connect to port 0/],
+      ['health_interval', '0s', /health_interval: health_interval 0 would probe/],
+    ] as const) {
+      assert.throws(() => p.handlerWrite('lb', handler, value), pattern);
+    }
+    assert.equal((p.handlerRead('lb', 'backends') as any[]).map((b) => `${b.name} ${b.weight}`), ['web1 1', 'web2 1', 'web3 2'], 'nothing changed');
+    assert.is((p.handlerRead('lb', 'buckets') as { generation: number }).generation, 0);
+    p.handlerWrite('lb', 'health_port', '8080');
+    assert.is(p.handlerRead('lb', 'health_port'), '8080');
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test('add, drain, set weight, remove: only moved buckets change; an unknown backend is an error and changes nothing', async () => {

@@ -1,8 +1,8 @@
-import { defineElement, param, state, ParamTypeError, type ElementView, type ParamType } from '../../engine/api.ts';
+import { defineElement, param, state, ParamTypeError, type ElementView, type ParamType, type ParamWarning } from '../../engine/api.ts';
 import { MAX_SHARDS } from '../../engine/config.ts';
 import { parseIPv4, formatIPv4, intType, listType, types } from '../../engine/params.ts';
-import { isPrime } from './maglev.ts';
-import { LiveTable, initTable, tableBytes, formatVip, NONE, type Backend, type TableParams, type Vip } from './table.ts';
+import { isPrime, maglevTable, withoutBuckets } from './maglev.ts';
+import { LiveTable, initTable, tableBytes, formatVip, starvedMessage, STARVED_HINT, NONE, type Backend, type TableParams, type Vip } from './table.ts';
 import { checkHealth, endHealthChecks, healthReport, type HealthParams, type HealthState, type SetWeight } from './health.ts';
 
 /** Each running element's counts of health checks, by where its table lies in the pipeline's memory (its parameters object changes on a write). */
@@ -37,8 +37,21 @@ function parseBackend(raw: unknown): Backend {
   if (!m) throw new ParamTypeError(`${JSON.stringify(raw)} is not NAME ADDRESS [WEIGHT]`, "write e.g. 'web1 198.18.1.11 2' (a name of up to 31 letters, digits, '_', '.', '-'; weight 1 by default)");
   const weight = m[3] === undefined ? 1 : Number(m[3]);
   if (weight > MAX_WEIGHT) throw new ParamTypeError(`weight ${weight} is too large`, `use a weight from 0 to ${MAX_WEIGHT}`);
-  return { name: m[1], address: parseIPv4(m[2]), weight };
+  const address = parseIPv4(m[2]);
+  // 0.0.0.0 and 224.0.0.0 up (multicast, reserved, broadcast) name no one host: packets would go nowhere, or everywhere.
+  if (address === 0 || address >= 0xe0000000) {
+    throw new ParamTypeError(`backend ${m[1]}: ${m[2]} is not the address of a host`, 'give the backend\'s unicast address (not 0.0.0.0, multicast 224.0.0.0/4 or reserved 240.0.0.0/4, broadcast included)');
+  }
+  return { name: m[1], address, weight };
 }
+
+const isVipAddress = (vips: Vip[], address: number) => vips.some((v) => v.address === address);
+
+/** A backend at a VIP's address would be sent, by the mux, the VIP's packets and its own encapsulated ones. */
+const onVip = (b: Backend) => ({
+  message: `backend ${b.name} has the address of a VIP, ${formatIPv4(b.address)}`,
+  hint: 'give the backend host\'s own address: the VIP is the address the backends share with the mux',
+});
 
 const formatBackend = (b: Backend) => `${b.name} ${formatIPv4(b.address)} ${b.weight}`;
 
@@ -102,6 +115,8 @@ function change(view: ElementView, edit: (list: Backend[]) => Backend[]): void {
   const table = new LiveTable(view.data('table'));
   const next = edit([...table.backends().values()]);
   checkUnique(next);
+  const clash = next.find((b) => isVipAddress(view.params.vips as Vip[], b.address));
+  if (clash) throw new Error(`${onVip(clash).message} (${onVip(clash).hint})`);
   table.update(next, view.now());
 }
 
@@ -132,6 +147,43 @@ function parseWeight(text: string): number {
   const weight = Number(text);
   if (!Number.isInteger(weight) || weight < 0 || weight > MAX_WEIGHT) throw new Error(`${JSON.stringify(text)} is not a weight from 0 to ${MAX_WEIGHT}`);
   return weight;
+}
+
+/** Mistakes that only the parameters together show: config errors, and refused writes at run time. */
+function mistakes(p: TableParams & HealthParams): ParamWarning[] {
+  const found: ParamWarning[] = [];
+  // Each backend takes a slot of max_backends; past them, initTable would write backends over the buckets.
+  if (p.backends.length > p.max_backends) {
+    found.push({
+      param: 'backends', at: { item: p.max_backends },
+      message: `${p.backends.length} backends do not fit max_backends: ${p.max_backends} (${p.backends[p.max_backends].name} is the first without a slot)`,
+      hint: `raise max_backends to ${p.backends.length} or more (room for backends added at run time, and for removed ones that buckets still remember), or list fewer backends`,
+    });
+  }
+  p.vips.forEach((v, item) => {
+    // VIPs are matched in order: one that an earlier VIP matches gets no packet.
+    const earlier = p.vips.slice(0, item).find((o) => o.address === v.address && o.protocol === v.protocol && (o.port === undefined || o.port === v.port));
+    if (earlier) {
+      found.push({
+        param: 'vips', at: { item },
+        message: `VIP ${formatVip(v)} ${earlier.port === v.port ? 'repeats' : 'is covered by'} the earlier ${formatVip(earlier)}: it would get no packet`,
+        hint: "list each service once (an address and protocol with port 'any' covers all of its ports)",
+      });
+    }
+  });
+  p.backends.forEach((b, item) => { if (isVipAddress(p.vips, b.address)) found.push({ param: 'backends', at: { item }, ...onVip(b) }); });
+  const starved = withoutBuckets(p.backends, maglevTable(p.backends, p.table_size));
+  if (starved.length) found.push({ param: 'backends', at: { item: p.backends.indexOf(starved[0]) }, message: starvedMessage(starved, p.table_size), hint: STARVED_HINT });
+  if (p.health_port === 0) found.push({ param: 'health_port', message: 'the checks cannot connect to port 0', hint: "the port the backends' servers answer on, e.g. 80" });
+  if (p.health_interval === 0) found.push({ param: 'health_interval', message: 'health_interval 0 would probe every backend as often as the control plane can', hint: 'a time between two checks of a backend, e.g. 2s' });
+  if (p.health_timeout === 0) found.push({ param: 'health_timeout', message: 'health_timeout 0 would fail every check', hint: 'a time a healthy backend answers within, e.g. 1s' });
+  if (!p.health_path.startsWith('/')) {
+    found.push({
+      param: 'health_path', message: `'${p.health_path}' does not start with '/': the HTTP check would ask for http://ADDRESS:${p.health_port}${p.health_path}`,
+      hint: `write the path from the root, e.g. '/${p.health_path}'`,
+    });
+  }
+  return found;
 }
 
 export default defineElement({
@@ -186,18 +238,7 @@ export default defineElement({
     health_timeout: param.duration('how long a check waits for an answer', { default: 1e9 }),
     health_failures: param.int('checks in a row that drain a backend (failed) or give its weight back (passed)', 1, 100, { default: 3 }),
   },
-  invalid: (p: TableParams & HealthParams) => [
-    // Each backend takes a slot of max_backends; past them, initTable would write backends over the buckets.
-    ...(p.backends.length > p.max_backends ? [{
-      param: 'backends', at: { item: p.max_backends },
-      message: `${p.backends.length} backends do not fit max_backends: ${p.max_backends} (${p.backends[p.max_backends].name} is the first without a slot)`,
-      hint: `raise max_backends to ${p.backends.length} or more (room for backends added at run time, and for removed ones that buckets still remember), or list fewer backends`,
-    }] : []),
-    ...(!p.health_path.startsWith('/') ? [{
-      param: 'health_path', message: `'${p.health_path}' does not start with '/': the HTTP check would ask for http://ADDRESS:${p.health_port}${p.health_path}`,
-      hint: `write the path from the root, e.g. '/${p.health_path}'`,
-    }] : []),
-  ],
+  invalid: mistakes,
   state: {
     table: state.data({
       doc: 'VIPs, backends and per bucket the current and previous backend, generation and time of the last change',

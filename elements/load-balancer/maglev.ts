@@ -46,6 +46,12 @@ export function maglevTable(backends: readonly WeightedName[], size: number): In
   }
 }
 
+/** The backends with a weight that `table` gives no bucket: a table too small for them, or weights too far apart. */
+export function withoutBuckets<T extends WeightedName>(backends: readonly T[], table: Int32Array): T[] {
+  const held = new Set(table);
+  return backends.filter((b, i) => b.weight > 0 && !held.has(i));
+}
+
 export function isPrime(n: number): boolean {
   if (n < 2 || !Number.isInteger(n)) return false;
   for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;

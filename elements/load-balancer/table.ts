@@ -13,7 +13,7 @@
 // one atomic write, after its time, so the fast path never sees half a change.
 
 import { formatIPv4 } from '../../engine/params.ts';
-import { maglevTable, NO_BACKEND } from './maglev.ts';
+import { maglevTable, withoutBuckets, NO_BACKEND } from './maglev.ts';
 
 export const HEADER = 64;
 export const VIP_ENTRY = 16;
@@ -50,6 +50,10 @@ export interface TableParams {
 export function tableBytes(p: TableParams): number {
   return HEADER + p.vips.length * VIP_ENTRY + p.max_backends * BACKEND_ENTRY + p.table_size * BUCKET_ENTRY;
 }
+
+export const STARVED_HINT = 'a prime table size well above 100 x the backends (65537 or 655373), or weights closer together';
+export const starvedMessage = (starved: Backend[], size: number) =>
+  `${starved.map((b) => `${b.name} (weight ${b.weight})`).join(', ')} would get none of the table's ${size} buckets: no traffic, though weighted`;
 
 export const formatVip = (v: Vip) => `${formatIPv4(v.address)} ${v.protocol} ${v.port ?? 'any'}`;
 
@@ -176,6 +180,8 @@ export class LiveTable {
       throw new Error(`no free backend slot: all ${this.maxBackends} are in use or remembered by buckets as previous backend (raise max_backends)`);
     });
     const table = maglevTable(next, size);
+    const starved = withoutBuckets(next, table);
+    if (starved.length) throw new Error(`${starvedMessage(starved, size)} (${STARVED_HINT})`);
     for (const slot of current.keys()) if (!slots.includes(slot)) this.writeBackend(slot, undefined);
     next.forEach((b, i) => this.writeBackend(slots[i], b));
     const generation = this.generation + 1;
