@@ -192,6 +192,24 @@ test('malformed: a TCP header cut short, an ICMP error with a truncated quote, t
   assert.is(rest.length, 0);
 });
 
+test('a VIP packet whose IPv4 header is bad (IHL 4, IHL 15 on a short frame, total length past the frame or 10) is malformed; to another address, other', async () => {
+  const bad = (edit: (f: Buffer) => void, spec: FrameSpec = {}) => {
+    const f = Buffer.from(ipv4Frame(client({ payload: 0, ...spec })));
+    edit(f);
+    return f;
+  };
+  const frames = [
+    bad((f) => { f[14] = 0x44; }),
+    bad((f) => { f[14] = 0x4f; }),
+    bad((f) => f.writeUInt16BE(f.length, 16)),
+    bad((f) => f.writeUInt16BE(10, 16)),
+    bad((f) => { f[14] = 0x44; }, { dst: '198.18.100.9' }),
+  ];
+  const { out, rest, lb } = await runMux(frames);
+  assert.equal({ malformed: lb.malformed, other: lb.other, out: out.length, rest: rest.length }, { malformed: 4, other: 1, out: 0, rest: 1 });
+  assert.ok(rest[0].equals(frames[4]));
+});
+
 // --- control ------------------------------------------------------------------------------------
 
 async function livePipeline(dir: string, yaml: string) {
@@ -472,6 +490,41 @@ test('BeamerBackend: not for it, plain IP-in-IP without the option, truncated in
     assert.is(web1.malformed, 1);
     assert.is((r.elements.web3 as any).other, 2);
     assert.ok(readPcap(join(dir, 'web1.pcap')).records[0].data.equals(Buffer.concat([plain.subarray(0, 14), inner])));
+  } finally {
+    removeDir(dir);
+  }
+});
+
+/** The inner packet in IP-in-IP to `dst` with LoadBalancer's option naming `previous` (generation 1, changed 0 ms ago). */
+function withOption(inner: Buffer, dst: string, previous: string): Buffer {
+  const header = Buffer.alloc(36);
+  header[0] = 0x49;
+  header.writeUInt16BE(36 + inner.length, 2);
+  header[8] = 64;
+  header[9] = 4;
+  Buffer.from('198.18.0.9'.split('.').map(Number)).copy(header, 12);
+  Buffer.from(dst.split('.').map(Number)).copy(header, 16);
+  Buffer.from([158, 16, 0, 0, ...previous.split('.').map(Number), 0, 0, 0, 1, 0, 0, 0, 0]).copy(header, 20);
+  header.writeUInt16BE(internetChecksum(header), 10);
+  return Buffer.concat([ipv4Frame(client({})).subarray(0, 14), header, inner]);
+}
+
+test('BeamerBackend: a previous backend that is no host (broadcast, multicast, 0.0.0.0) is no previous backend; an outer total length past the frame is malformed', async () => {
+  const dir = tempDir();
+  try {
+    const inner = ipv4Frame(client({ tcpFlags: ACK })).subarray(14);
+    const longer = Buffer.from(ipv4Frame({ src: '198.18.0.9', dst: ADDRESS.web1, proto: 4, payload: inner }));
+    longer.writeUInt16BE(longer.length, 16);
+    writePcap(join(dir, 'encapsulated.pcap'), [
+      ...['255.255.255.255', '224.0.0.1', '0.0.0.0'].map((previous) => withOption(inner, ADDRESS.web1, previous)),
+      withOption(inner, ADDRESS.web1, ADDRESS.web2),
+      longer,
+    ]);
+    const r = await runConfig(dir, backendsConfig(''), { threads: 'inline' });
+    const web1 = r.elements.web1 as Record<string, any>;
+    assert.equal({ unknown: web1.unknown, delivered: web1.delivered, forwarded: web1.forwarded, malformed: web1.malformed, other: web1.other },
+      { unknown: 3, delivered: 3, forwarded: 1, malformed: 1, other: 0 });
+    assert.is(outer(readPcap(join(dir, 'forwarded.pcap')).records[0].data).dst, ADDRESS.web2, 'a host named as previous backend is forwarded to');
   } finally {
     removeDir(dir);
   }

@@ -11,14 +11,15 @@ export default defineElement({
     + 'within 64 KiB before the end of its sequence space belong to it (a client reusing the 5-tuple for a new '
     + 'connection starts elsewhere in sequence space, and is not taken for the old one). A TCP packet that is not a SYN '
     + 'and whose connection is unknown started on another backend before its bucket moved: when the LoadBalancer option '
-    + 'names a previous backend and says the bucket changed less than daisy_window ago, the packet is re-encapsulated to '
+    + 'names a previous backend (a host\'s address: 0.0.0.0, multicast, reserved and broadcast addresses name none) and says the bucket changed less than daisy_window ago, the packet is re-encapsulated to '
     + 'that backend (outer destination rewritten, the option marked as forwarded) and leaves on output 1. A forwarded '
     + 'packet is never forwarded again: the previous backend delivers it whatever it knows, so there are no loops. '
     + 'Everything else is delivered: UDP (daisy chaining is for TCP), packets without the option (plain IP-in-IP), '
     + 'changes older than the window (then the server answers an unknown connection with a RST, as it would anyway). '
     + 'With daisy_chain: false nothing is forwarded (to measure what daisy chaining saves). Packets that are not '
-    + 'IP-in-IP to `address` leave on output 2, or are dropped if it is not connected; an IP-in-IP packet that is a '
-    + 'fragment (there is no reassembly) or whose inner packet is cut short is counted in malformed and dropped. Its '
+    + 'IP-in-IP to `address` leave on output 2, or are dropped if it is not connected; an IP-in-IP packet to `address` that is a '
+    + 'fragment (there is no reassembly), whose outer header is bad (its lengths do not fit the frame) or whose inner packet is cut short '
+    + 'is counted in malformed and dropped. Its '
     + 'table is per-flow state keyed by the inner flow: with shards, give its sources steer: NAME (this element), which '
     + 'steers an IP-in-IP packet by its inner connection, so every packet finds its entry and entries move with their '
     + 'connections when the pipeline scales.',
@@ -49,7 +50,7 @@ export default defineElement({
     unknown: state.counter('mid-connection packets of unknown connections delivered anyway (no recent previous backend, already forwarded, or daisy chaining off)'),
     table_full: state.counter('SYNs whose connection the full table could not take (delivered untracked)'),
     other: state.counter('packets that are not IP-in-IP to this backend (output 2)'),
-    malformed: state.counter('IP-in-IP packets to this backend that are fragments or whose inner packet is cut short (dropped)'),
+    malformed: state.counter('IP-in-IP packets to this backend that are fragments, have a bad outer header or whose inner packet is cut short (dropped)'),
   },
   steer: 'IP-in-IP packets by their inner TCP connection (the key of its table), other packets by their own flow',
   example: 'bb: { type: BeamerBackend, address: 198.18.1.11, daisy_window: 10m }\n'

@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, IPv4, Transport, TCP, Wire, FlowKey, FlowTable, IPPROTO_TCP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16, symmetricHash, symmetricHashOf } from "wirepath";
+import { Batch, Outputs, Packet, Ethernet, IPv4, Transport, TCP, Wire, FlowKey, FlowTable, ETHERTYPE_IPV4, IPPROTO_TCP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16, symmetricHash, symmetricHashOf } from "wirepath";
 import { BeamerBackendState, BeamerBackendConnectionsEntry } from "./layout";
 
 const LOCAL = 0;
@@ -21,6 +21,7 @@ export function process(self: BeamerBackendState, batch: Batch, out: Outputs): v
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
     const ip = IPv4.header(p);
+    if (!ip && brokenTunnel(self, p)) { self.malformed++; dropPacket(p); continue; }
     if (!ip || IPv4.protocol(ip) != IPPROTO_IPIP || IPv4.dst(ip) != self.address) { self.other++; out.push(OTHER, p); continue; }
     const hl = IPv4.headerLength(ip);
     const inner = ip + hl;
@@ -81,6 +82,13 @@ export function steer(self: BeamerBackendState, p: Packet): u32 {
   return symmetricHash(p);
 }
 
+/** Whether a frame whose IPv4 header IPv4.header refused (its lengths are wrong) is IP-in-IP to this backend. */
+function brokenTunnel(self: BeamerBackendState, p: Packet): bool {
+  if (Ethernet.etherType(p) != ETHERTYPE_IPV4 || <u32>p.length < <u32>p.l3Offset + IPv4.MIN_HEADER) return false;
+  const ip = p.data + <usize>p.l3Offset;
+  return IPv4.protocol(ip) == IPPROTO_IPIP && IPv4.dst(ip) == self.address;
+}
+
 /**
  * After a FIN or RST only the last packets of a connection belong to it: those up to CLOSING_WINDOW
  * bytes before the end of its sequence space. A client that reuses the 5-tuple for a new connection
@@ -117,12 +125,17 @@ function daisyChain(self: BeamerBackendState, p: Packet, ip: usize, hl: u32): bo
   const flags = Wire.get16(ip + 22);
   const previous = Wire.get32(ip + 24);
   const ageNs = <u64>Wire.get32(ip + 32) * 1000000;
-  if (flags & MARK_FORWARDED || previous == 0 || previous == self.address || ageNs >= self.daisy_window) return false;
+  if (flags & MARK_FORWARDED || !isHost(previous) || previous == self.address || ageNs >= self.daisy_window) return false;
   IPv4.setDst(p, ip, previous);
   const marked = flags | MARK_FORWARDED;
   Wire.set16(ip + 22, marked);
   Wire.set16(ip + 10, updateChecksum16(Wire.get16(ip + 10), flags, marked));
   return true;
+}
+
+/** 0.0.0.0 (the mux's "no previous backend") and 224.0.0.0 up (multicast, reserved, broadcast) name no backend. */
+@inline function isHost(address: u32): bool {
+  return address != 0 && address < 0xe0000000;
 }
 
 /** Removes the outer header, keeping the layer 2 header in front of the inner packet. */

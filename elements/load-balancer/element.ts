@@ -209,7 +209,8 @@ export default defineElement({
     + 'an error and changes nothing. The table lives in shared data, so snapshots and reloads keep it as it is, '
     + 'run-time changes included, as long as the VIPs, table size and max_backends stay the same: a reloaded config that lists other '
     + 'backends keeps the running table\'s (it is logged; change the backends of a running pipeline through the handlers). Packets that are not for a VIP (or not IPv4) leave on output 1, or are '
-    + 'dropped if it is not connected; a packet to a VIP whose headers are truncated is counted in malformed and dropped. '
+    + 'dropped if it is not connected; a packet to a VIP whose headers are truncated or whose IPv4 header is bad (its lengths do not fit the frame) is '
+    + 'counted in malformed and dropped. '
     + 'With health_check (tcp: a connect; http: a GET, healthy below status 500) the control plane checks every backend '
     + 'each health_interval from wirepath\'s own network namespace; health_failures failures in a row drain it, as many '
     + 'successes give its weight back (handler health). The checks never drain the last backend with a weight (they fail '
@@ -257,7 +258,7 @@ export default defineElement({
     other: state.counter('packets not for a VIP (output 1)'),
     fragments: state.counter('fragments for a VIP (hashed by source address)'),
     icmp_errors: state.counter('ICMP errors about a VIP connection (sent to its backend)'),
-    malformed: state.counter('packets to a VIP with truncated headers (dropped)'),
+    malformed: state.counter('packets to a VIP with truncated headers or a bad IPv4 header (dropped)'),
     no_backend: state.counter('packets to a VIP whose bucket has no backend: every weight is 0 (dropped)'),
     no_headroom: state.counter('packets without the 36 bytes of headroom the outer header needs (dropped)'),
   },

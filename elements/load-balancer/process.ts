@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, IPv4, Transport, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, META_SIZE, copyBytes, dropPacket, fold, now } from "wirepath";
+import { Batch, Outputs, Packet, Ethernet, IPv4, Transport, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, META_SIZE, copyBytes, dropPacket, fold, now } from "wirepath";
 import { LoadBalancerState } from "./layout";
 
 const ENCAPSULATED = 0;
@@ -39,7 +39,7 @@ export function process(self: LoadBalancerState, batch: Batch, out: Outputs): vo
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
     const ip = IPv4.header(p);
-    const vip = ip ? classify(self, table + HEADER, vips, p, ip) : NOT_VIP;
+    const vip = ip ? classify(self, table + HEADER, vips, p, ip) : brokenHeader(table + HEADER, vips, p);
     if (vip == NOT_VIP) { self.other++; out.push(OTHER, p); continue; }
     if (vip == MALFORMED) { self.malformed++; dropPacket(p); continue; }
     const bucket = buckets + <usize>((<u64>flowHash * <u64>size) >> 32) * BUCKET_ENTRY;
@@ -107,6 +107,15 @@ function classify(self: LoadBalancerState, vipTable: usize, vips: u32, p: Packet
     flowHash = hashOf(IPv4.dst(quoted), ports ? <u32>Wire.get16(quoted + qhl + 2) : 0);
   }
   return vip;
+}
+
+/**
+ * For a frame whose IPv4 header IPv4.header refused (IHL below 5 or past the frame, total length shorter than
+ * the header or past the frame): MALFORMED when it is IPv4 to a VIP address, NOT_VIP otherwise.
+ */
+function brokenHeader(vipTable: usize, vips: u32, p: Packet): i32 {
+  if (Ethernet.etherType(p) != ETHERTYPE_IPV4 || <u32>p.length < <u32>p.l3Offset + IPv4.MIN_HEADER) return NOT_VIP;
+  return findVip(vipTable, vips, IPv4.dst(p.data + <usize>p.l3Offset), 0, 0, false) >= 0 ? MALFORMED : NOT_VIP;
 }
 
 /** Destination unreachable, source quench, redirect, time exceeded, parameter problem. */
