@@ -3,26 +3,28 @@ import { defineElement, param, state } from '../../engine/api.ts';
 export default defineElement({
   type: 'BeamerBackend',
   summary: "a backend's half of the Beamer load balancer: decapsulates, and daisy-chains packets of connections it does not know",
-  description: 'Runs in front of a backend server. Takes IP-in-IP packets addressed to `address` (from a LoadBalancer, or '
-    + 'daisy-chained by another BeamerBackend), removes the outer header and delivers the inner packet on output 0, '
-    + 'toward the local server (the Ethernet header is kept: rewrite it for the server\'s link). It learns the '
-    + 'connections it delivers: a TCP SYN creates an entry in its per-flow table (keyed by the inner 5-tuple), later '
-    + 'packets of the connection refresh it, and a FIN or RST shortens it to fin_timeout; after a FIN or RST only packets '
-    + 'within 64 KiB before the end of its sequence space belong to it (a client reusing the 5-tuple for a new '
-    + 'connection starts elsewhere in sequence space, and is not taken for the old one). A TCP packet that is not a SYN '
-    + 'and whose connection is unknown started on another backend before its bucket moved: when the LoadBalancer option '
-    + 'names a previous backend (a host\'s address: 0.0.0.0, multicast, reserved and broadcast addresses name none) and says the bucket changed less than daisy_window ago, the packet is re-encapsulated to '
-    + 'that backend (outer destination rewritten, the option marked as forwarded) and leaves on output 1. A forwarded '
-    + 'packet is never forwarded again: the previous backend delivers it whatever it knows, so there are no loops. '
-    + 'Everything else is delivered: UDP (daisy chaining is for TCP), packets without the option (plain IP-in-IP), '
-    + 'changes older than the window (then the server answers an unknown connection with a RST, as it would anyway). '
-    + 'With daisy_chain: false nothing is forwarded (to measure what daisy chaining saves). Packets that are not '
-    + 'IP-in-IP to `address` leave on output 2, or are dropped if it is not connected; an IP-in-IP packet to `address` that is a '
-    + 'fragment (there is no reassembly), whose outer header is bad (its lengths do not fit the frame) or whose inner packet is cut short '
-    + 'is counted in malformed and dropped. Its '
-    + 'table is per-flow state keyed by the inner flow: with shards, give its sources steer: NAME (this element), which '
-    + 'steers an IP-in-IP packet by its inner connection, so every packet finds its entry and entries move with their '
-    + 'connections when the pipeline scales.',
+  description: 'Runs in front of a backend server. Takes IP-in-IP packets addressed to `address` (from a '
+    + 'LoadBalancer, or daisy-chained by another BeamerBackend), removes the outer header and delivers the inner '
+    + 'packet on output 0, toward the local server (the Ethernet header is kept: rewrite it for the server\'s '
+    + 'link). It learns the connections it delivers: a TCP SYN creates an entry in its per-flow table (keyed by '
+    + 'the inner 5-tuple), later packets of the connection refresh it, and a FIN or RST shortens it to '
+    + 'fin_timeout; after a FIN or RST only packets within 64 KiB before the end of its sequence space belong to '
+    + 'it (a client reusing the 5-tuple for a new connection starts elsewhere in sequence space, and is not taken '
+    + 'for the old one). A TCP packet that is not a SYN and whose connection is unknown started on another '
+    + 'backend before its bucket moved: when the LoadBalancer option names a previous backend (a host\'s address: '
+    + '0.0.0.0, multicast, reserved and broadcast addresses name none) and says the bucket changed less than '
+    + 'daisy_window ago, the packet is re-encapsulated to that backend (outer destination rewritten, the option '
+    + 'marked as forwarded) and leaves on output 1. A forwarded packet is never forwarded again: the previous '
+    + 'backend delivers it whatever it knows, so there are no loops. Everything else is delivered: UDP (daisy '
+    + 'chaining is for TCP), packets without the option (plain IP-in-IP), changes older than the window (then the '
+    + 'server answers an unknown connection with a RST, as it would anyway). With daisy_chain: false nothing is '
+    + 'forwarded (to measure what daisy chaining saves). Packets that are not IP-in-IP to `address` leave on '
+    + 'output 2, or are dropped if it is not connected; an IP-in-IP packet to `address` that is a fragment (there '
+    + 'is no reassembly), whose outer header is bad (its lengths do not fit the frame) or whose inner packet is '
+    + 'cut short is counted in malformed and dropped. Its table is per-flow state keyed by the inner flow: with '
+    + 'shards, give its sources steer: NAME (this element), which steers an IP-in-IP packet by its inner '
+    + 'connection, so every packet finds its entry and entries move with their connections when the pipeline '
+    + 'scales.',
   inputs: 1,
   outputs: [
     { name: 'local', doc: 'decapsulated packets, for the local server' },

@@ -116,7 +116,10 @@ function change(view: ElementView, edit: (list: Backend[]) => Backend[]): void {
   const next = edit([...table.backends().values()]);
   checkUnique(next);
   const clash = next.find((b) => isVipAddress(view.params.vips as Vip[], b.address));
-  if (clash) throw new Error(`${onVip(clash).message} (${onVip(clash).hint})`);
+  if (clash) {
+    const { message, hint } = onVip(clash);
+    throw new Error(`${message} (${hint})`);
+  }
   table.update(next, view.now());
 }
 
@@ -189,38 +192,43 @@ function mistakes(p: TableParams & HealthParams): ParamWarning[] {
 export default defineElement({
   type: 'LoadBalancer',
   summary: 'stateless layer-4 load balancer mux (Beamer): Maglev buckets, IP-in-IP to backends, daisy-chaining hints',
-  description: 'Sends packets addressed to a virtual service (VIP: address, tcp or udp, a port or any port) to a backend, '
-    + 'encapsulated IP-in-IP: an outer IPv4 header (protocol 4) is put between the Ethernet header and the packet, in the '
-    + 'slot\'s headroom, addressed to the backend, from an address of `source` whose host part is the flow hash (so receivers '
-    + 'can spread flows over queues), with the inner packet\'s DF flag (and, without it, the inner identification mixed with the flow hash, RFC 6864). The mux keeps no per-connection state: a packet\'s bucket is a hash of its source '
-    + 'address and source port (as Beamer does; the destination is the VIP anyway), mapped onto the table\'s buckets, and '
-    + 'the bucket names the backend, so any mux with the same table sends any packet to the same place. Fragments carry no '
-    + 'ports: every fragment (the first too, so that a datagram stays together) matches a VIP by address and protocol and '
-    + 'is hashed by its source address alone. An ICMP error sent to a VIP (fragmentation needed, unreachable, time '
-    + 'exceeded, ...) is hashed by the connection it quotes (the quoted destination address and port), so it reaches the '
-    + 'backend of that connection. The table is Maglev\'s (prime size, backends sorted by name first, weights respected); '
-    + 'each bucket also remembers its previous backend and the generation and time of its last change, and the outer '
-    + 'header carries them in an IPv4 option (type 158, RFC 4727 experimental, 16 bytes: [158][16][flags][0][previous '
-    + 'backend address][generation][milliseconds since the change, as the mux sees it]) for BeamerBackend\'s daisy '
-    + 'chaining. The option carries the age of the change rather than its time so that muxes and backends need no shared '
-    + 'clock. Backends are added, drained (weight 0: no new bucket, its connections go on through daisy chaining), '
-    + 'removed and re-weighted at run time through the write handlers; the table is rebuilt and only the buckets whose '
-    + 'backend changed get a new previous backend, generation and time. A change naming an unknown backend fails with '
-    + 'an error and changes nothing. The table lives in shared data, so snapshots and reloads keep it as it is, '
-    + 'run-time changes included, as long as the VIPs, table size and max_backends stay the same: a reloaded config that lists other '
-    + 'backends keeps the running table\'s (it is logged; change the backends of a running pipeline through the handlers). Packets that are not for a VIP (or not IPv4) leave on output 1, or are '
-    + 'dropped if it is not connected; a packet to a VIP whose headers are truncated or whose IPv4 header is bad (its lengths do not fit the frame) is '
-    + 'counted in malformed and dropped. '
-    + 'With health_check (tcp: a connect; http: a GET, healthy below status 500) the control plane checks every backend '
-    + 'each health_interval from wirepath\'s own network namespace; health_failures failures in a row drain it, as many '
-    + 'successes give its weight back (handler health). The checks never drain the last backend with a weight (they fail '
-    + 'open: it is logged), a weight set by hand is the one they give back (they drain the backend again while it fails; '
-    + 'one drained by hand stays drained), and turning them off (write health_check none) gives back the weights they took. '
-    + 'Which backends they drained, and from which weight, is kept in the table, so a reload that keeps it and a restored '
-    + 'snapshot keep it too (the counts of checks in a row start again). A failed check is logged with its reason (connection '
-    + 'refused, no answer in time, an HTTP status), once until the backend passes or fails for another reason. They probe each backend\'s address directly (plain TCP or HTTP, '
-    + 'not through the tunnel): something at that address must answer on health_port; a BeamerBackend does not (it passes '
-    + 'what is not IP-in-IP to its output 2, toward the host if connected so).',
+  description: 'Sends packets addressed to a virtual service (VIP: address, tcp or udp, a port or any port) to a '
+    + 'backend, encapsulated IP-in-IP: an outer IPv4 header (protocol 4) is put between the Ethernet header and '
+    + 'the packet, in the slot\'s headroom, addressed to the backend, from an address of `source` whose host part '
+    + 'is the flow hash (so receivers can spread flows over queues), with the inner packet\'s DF flag (and, '
+    + 'without it, the inner identification mixed with the flow hash, RFC 6864). The mux keeps no per-connection '
+    + 'state: a packet\'s bucket is a hash of its source address and source port (as Beamer does; the destination '
+    + 'is the VIP anyway), mapped onto the table\'s buckets, and the bucket names the backend, so any mux with '
+    + 'the same table sends any packet to the same place. Fragments carry no ports: every fragment (the first '
+    + 'too, so that a datagram stays together) matches a VIP by address and protocol and is hashed by its source '
+    + 'address alone. An ICMP error sent to a VIP (fragmentation needed, unreachable, time exceeded, ...) is '
+    + 'hashed by the connection it quotes (the quoted destination address and port), so it reaches the backend of '
+    + 'that connection. The table is Maglev\'s (prime size, backends sorted by name first, weights respected); '
+    + 'each bucket also remembers its previous backend and the generation and time of its last change, and the '
+    + 'outer header carries them in an IPv4 option (type 158, RFC 4727 experimental, 16 bytes: '
+    + '[158][16][flags][0][previous backend address][generation][milliseconds since the change, as the mux sees '
+    + 'it]) for BeamerBackend\'s daisy chaining. The option carries the age of the change rather than its time so '
+    + 'that muxes and backends need no shared clock. Backends are added, drained (weight 0: no new bucket, its '
+    + 'connections go on through daisy chaining), removed and re-weighted at run time through the write handlers; '
+    + 'the table is rebuilt and only the buckets whose backend changed get a new previous backend, generation and '
+    + 'time. A change naming an unknown backend fails with an error and changes nothing. The table lives in '
+    + 'shared data, so snapshots and reloads keep it as it is, run-time changes included, as long as the VIPs, '
+    + 'table size and max_backends stay the same: a reloaded config that lists other backends keeps the running '
+    + 'table\'s (it is logged; change the backends of a running pipeline through the handlers). Packets that are '
+    + 'not for a VIP (or not IPv4) leave on output 1, or are dropped if it is not connected; a packet to a VIP '
+    + 'whose headers are truncated or whose IPv4 header is bad (its lengths do not fit the frame) is counted in '
+    + 'malformed and dropped. With health_check (tcp: a connect; http: a GET, healthy below status 500) the '
+    + 'control plane checks every backend each health_interval from wirepath\'s own network namespace; '
+    + 'health_failures failures in a row drain it, as many successes give its weight back (handler health). The '
+    + 'checks never drain the last backend with a weight (they fail open: it is logged), a weight set by hand is '
+    + 'the one they give back (they drain the backend again while it fails; one drained by hand stays drained), '
+    + 'and turning them off (write health_check none) gives back the weights they took. Which backends they '
+    + 'drained, and from which weight, is kept in the table, so a reload that keeps it and a restored snapshot '
+    + 'keep it too (the counts of checks in a row start again). A failed check is logged with its reason '
+    + '(connection refused, no answer in time, an HTTP status), once until the backend passes or fails for '
+    + 'another reason. They probe each backend\'s address directly (plain TCP or HTTP, not through the tunnel): '
+    + 'something at that address must answer on health_port; a BeamerBackend does not (it passes what is not '
+    + 'IP-in-IP to its output 2, toward the host if connected so).',
   inputs: 1,
   outputs: [
     { name: 'encapsulated', doc: 'packets to a VIP, encapsulated to their backend' },
