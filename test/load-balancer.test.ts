@@ -379,6 +379,26 @@ test('add, drain, set weight, remove: only moved buckets change; an unknown back
   }
 });
 
+test('a backend removed and added again at its address takes back its slot, which buckets remember it by', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), [ipv4Frame(client({}))]);
+    const p = await livePipeline(dir, muxConfig(false).replace(lb(), lb(', max_backends: 4')));
+    p.handlerWrite('lb', 'add_backend', 'web4 198.18.1.14');
+    p.handlerWrite('lb', 'remove_backend', 'web2');
+    // Every slot is in use or remembered by buckets: before, web2 could not come back ("no free backend slot").
+    p.handlerWrite('lb', 'add_backend', 'web2 198.18.1.12');
+    assert.equal((p.handlerRead('lb', 'backends') as any[]).map((b) => b.name).sort(), ['web1', 'web2', 'web3', 'web4']);
+    assert.throws(() => p.handlerWrite('lb', 'add_backend', 'web5 198.18.1.15'), /no free backend slot/);
+    // At another address it is another backend: the buckets that remember the old one must not name it.
+    p.handlerWrite('lb', 'remove_backend', 'web4');
+    assert.throws(() => p.handlerWrite('lb', 'add_backend', 'web4 198.18.1.24'), /no free backend slot/);
+    await p.run();
+  } finally {
+    removeDir(dir);
+  }
+});
+
 // --- daisy chaining ------------------------------------------------------------------------------
 
 /** Three BeamerBackends in a row (each passes what is not for it to the next), each with its own local output. */

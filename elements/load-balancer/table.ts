@@ -171,6 +171,10 @@ export class LiveTable {
     const slots = next.map((b) => {
       const kept = slotOf.get(b.name);
       if (kept !== undefined) return kept;
+      // Removed and added again, to the same address: the buckets that remember it as their previous backend still mean it.
+      const remembered = [...referenced].find((slot) => slot < this.maxBackends && !current.has(slot) && this.nameAt(slot) === b.name
+        && this.view.getUint32(this.backendBase + slot * BACKEND_ENTRY, true) === b.address);
+      if (remembered !== undefined) return remembered;
       for (let slot = 0; slot < this.maxBackends; slot++) {
         if (!current.has(slot) && !referenced.has(slot)) {
           referenced.add(slot);
