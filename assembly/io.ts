@@ -372,19 +372,23 @@ export function symmetricHashOf(a: u32, b: u32, ports: u32, protocol: u8): u32 {
 }
 
 /**
- * Hands the oldest held packets, in arrival order, to `shard`: as many as its receive ring has room
- * for, at most `limit`. Only one group of buckets moves at a time, so every held packet goes to the
- * group's new owner. Returns how many were released; the rest stay held, in order.
+ * Hands the oldest held packets, in arrival order, each to the shard that `owners` (a byte per bucket) names for
+ * its bucket, until one finds that shard's receive ring full; at most `limit`. Returns how many were released;
+ * the rest stay held, in order.
  */
-export function ioReleaseHeld(shard: u32, limit: u32): u32 {
+export function ioReleaseHeld(owners: usize, limit: u32): u32 {
   const held = changetype<Stack>(load<u32>(io, IO_HELD));
-  const rec = shardRecord(shard);
-  let n = held.count;
-  if (n > limit) n = limit;
-  const room = ringSpace(rec);
-  if (n > room) n = room;
   const entries = changetype<usize>(held) + 8;
-  for (let i: u32 = 0; i < n; i++) enqueue(rec, load<u32>(entries + (<usize>i << 2)));
+  const mask = load<u32>(io, IO_BUCKET_MASK);
+  const count = held.count < limit ? held.count : limit;
+  let n: u32 = 0;
+  while (n < count) {
+    const slot = load<u32>(entries + (<usize>n << 2));
+    // The dispatcher kept each packet's hash when it held it.
+    const shard = <u32>load<u8>(owners + <usize>(changetype<Packet>(slot).hash & mask));
+    if (!enqueue(shardRecord(shard), slot)) break;
+    n++;
+  }
   memory.copy(entries, entries + (<usize>n << 2), <usize>(held.count - n) << 2);
   held.count -= n;
   return n;

@@ -137,7 +137,6 @@ export class Pipeline {
   /** Address of each source and sink node's state block on the I/O side. */
   private ioBlocks = new Map<string, number>();
   private stopRequested = false;
-  /** The elements whose state the pipeline that replaces this one carries on (stop). */
   /** The elements whose state a reloaded pipeline carries on, and that pipeline's element of each name (stop). */
   private handover = new Map<string, ReloadedElement>();
   /** After a reload: the packet counts of the elements it kept, as the configs before this one left them. */
@@ -864,6 +863,8 @@ export class Pipeline {
   private order = 0;
   /** The buckets of the group being moved (moveFlows), one byte each. */
   private moveMap = 0;
+  /** While a group of buckets moves: the shard each held packet goes to, by bucket (the arena never frees: made once). */
+  private releaseMap = 0;
 
   private transferBuffer(): number {
     this.transfer ||= this.arena.alloc(TRANSFER_BYTES, 64);
@@ -914,6 +915,7 @@ export class Pipeline {
     // A scale event that cannot have the memory it needs changes nothing: the moves' buffers first, then the new shards'.
     this.transferBuffer();
     this.moveMap ||= this.arena.alloc(BUCKETS, 8);
+    this.releaseMap ||= this.arena.alloc(BUCKETS, 8);
     const need = this.arena.used + Math.max(0, target - from) * this.shardBytes;
     if (need > MAX_PAGES * PAGE) {
       throw new RangeError(`${target} shards need ${need} bytes of memory, more than the 4 GiB WebAssembly allows `
@@ -931,20 +933,25 @@ export class Pipeline {
     const report: ScaleReport = {
       from, to: target, buckets_moved: 0, flows_moved: 0, flows_not_moved: 0, milliseconds: 0, packets_held: 0, packets_lost: 0, packets_checked: 0, packets_reordered: 0,
     };
-    /** Where each new owner's ring stood after the last packet released to it. */
+    /** Where each new and old owner's ring stood after the last packet released to it. */
     const released: { shard: Shard; head: number }[] = [];
     const onTraceTime = this.clock === 'trace' && this.sources.every((s) => !s.node.type.live);
     for (const move of bucketMoves(current, next)) {
       const table = this.bucketTable();
-      // On a trace's time a shard's clock is its packets' time. Were the new owner to go on with its own buckets
-      // while these wait, its clock would run ahead of the waiting packets (a move of 30 ms is minutes of a trace
-      // read fast), and their flows' entries would expire before the packets that keep them alive come: it waits too.
-      const waiting = onTraceTime ? [...table.keys()].filter((b) => table[b] === move.to) : [];
+      // On a trace's time a shard's clock is its packets' time. Were the old and the new owner to go on with their
+      // other buckets while these wait, their clocks would run ahead of the waiting packets (a move of 30 ms is
+      // minutes of a trace read fast): the old owner would export, and the new one keep, the waiting flows' entries
+      // as expired before the packets that keep them alive come. Their other buckets wait too.
+      const owners = this.arena.u8.subarray(this.releaseMap, this.releaseMap + BUCKETS);
+      owners.set(table);
+      for (const b of move.buckets) owners[b] = move.to;
+      const moving = new Set(move.buckets);
+      const waiting = onTraceTime ? [...table.keys()].filter((b) => !moving.has(b) && (table[b] === move.from || table[b] === move.to)) : [];
       for (const b of [...move.buckets, ...waiting]) table[b] = HELD;
       this.watchOrder([...move.buckets, ...waiting]);
       this.setBuckets(table);
       // Everything submitted for these buckets before they were held is in the old owner's ring,
-      // before this mark; the old owner keeps serving its other buckets meanwhile.
+      // before this mark; off a trace's time, the old owner keeps serving its other buckets meanwhile.
       this.publish();
       const source = this.shards[move.from];
       const received = source.head('rx');
@@ -958,14 +965,14 @@ export class Pipeline {
       // Release in arrival order; packets still arriving for these buckets queue behind. Only when
       // none is left does the table send them straight to the new owner.
       while (this.heldCount() > 0) {
-        report.packets_held += this.io.ioReleaseHeld(move.to, 0xffffffff);
+        report.packets_held += this.io.ioReleaseHeld(this.releaseMap, 0xffffffff);
         this.publish();
         if (this.heldCount() > 0) await new Promise((r) => setImmediate(r));
       }
-      for (const b of [...move.buckets, ...waiting]) table[b] = move.to;
+      for (const b of [...move.buckets, ...waiting]) table[b] = owners[b];
       this.setBuckets(table);
       report.buckets_moved += move.buckets.length;
-      released.push({ shard: this.shards[move.to], head: this.shards[move.to].head('rx') });
+      for (const shard of [this.shards[move.to], source]) released.push({ shard, head: shard.head('rx') });
     }
     for (const shard of this.shards.slice(target)) await this.retire(shard);
     this.shards.length = target;
@@ -1226,10 +1233,6 @@ export class Pipeline {
   }
 
   /**
-   * The elements whose state `next`, a reload of this pipeline, carries on (same name and type, shared data laid out
-   * alike), each with `next`'s element of that name: its parameters and config file.
-   */
-  /**
    * After a reload: an element the new config has with the same name and type counts its packets on from what it had
    * counted (`before`, the stopped pipeline's counters), as its state does, unless its state started afresh (`restarted`).
    * Sources and sinks are opened anew and count from 0.
@@ -1241,6 +1244,10 @@ export class Pipeline {
     }
   }
 
+  /**
+   * The elements whose state `next`, a reload of this pipeline, carries on (same name and type, shared data laid out
+   * alike), each with `next`'s element of that name: its parameters and config file.
+   */
   carriedInto(next: Pipeline): Map<string, ReloadedElement> {
     const carried = new Map<string, ReloadedElement>();
     for (const node of this.graph.nodes) {

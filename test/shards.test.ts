@@ -253,11 +253,12 @@ connections:
   assert.ok(equivalence.equivalent, equivalence.difference);
 });
 
-test('scaling down on a trace read fast keeps connections that waited while their buckets moved: the new owner waits with them', async () => {
+test('scaling on a trace read fast keeps connections that waited while their buckets moved: their old and new owners wait with them', async () => {
   // 200 TCP connections, each half-closed by its client and then sending from its server for 20 s (tcp_closing is
-  // 30 s), over a 40 s trace looped 10 times. While a bucket moves, the new owner used to take on minutes of the
-  // trace's time (read fast) with its other buckets: its clock ran past the waiting connections' deadlines, and the
-  // Filter denied their servers' packets once they came.
+  // 30 s), over a 40 s trace looped 10 times. While a bucket moved, its old and new owners used to take on minutes of
+  // the trace's time (read fast) with their other buckets: their clocks ran past the waiting connections' deadlines
+  // (the old owner exported none of them, or the new one found them expired), and the Filter denied their servers'
+  // packets once they came.
   const frames: { data: Buffer; at: number }[] = [];
   for (let c = 0; c < 200; c++) {
     const client = { src: `100.64.4.${c + 1}`, dst: `198.18.0.${c % 20 + 1}`, sport: 10000 + c, dport: 80 };
@@ -278,7 +279,7 @@ elements:
 connections:
   - src -> fw -> out
 `);
-  for (const shards of [[2, 1], [3, 1]]) {
+  for (const shards of [[2, 1], [3, 1], [1, 3], [3, 2]]) {
     const result = await verify(file, { shards, scaleEvery: 7000 });
     assert.ok(result.equivalent, `${shards.join(' -> ')}: ${result.difference}`);
   }
