@@ -341,6 +341,8 @@ function icmpHash(p: Packet, ip: usize, l4: usize): u32 {
       let ports: u32 = 0;
       if ((innerProto == IPPROTO_TCP || innerProto == IPPROTO_UDP) && IPv4.fragmentOffset(inner) == 0 && inner + hl + 4 <= end) {
         ports = <u32>Transport.srcPort(inner + hl) ^ <u32>Transport.dstPort(inner + hl);
+      } else if (innerProto == IPPROTO_ICMP && IPv4.fragmentOffset(inner) == 0 && inner + hl + 8 <= end && FlowKey.isIcmpQuery(ICMP.type(inner + hl))) {
+        ports = <u32>Wire.get16(inner + hl + 4); // a quoted echo: steered by its identifier, as the echo itself
       }
       return symmetricHashOf(IPv4.src(inner), IPv4.dst(inner), ports, innerProto);
     }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
-import { tempDir, removeDir, readPcap, writePcap, ipv4Frame, internetChecksum, tshark, ROOT } from './helpers.ts';
+import { tempDir, removeDir, readPcap, writePcap, ipv4Frame, internetChecksum, icmpError, tshark, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { ConfigErrors } from '../engine/errors.ts';
 import { Pipeline, type PipelineOptions, type Snapshot } from '../engine/pipeline.ts';
@@ -306,6 +306,28 @@ connections:
   const result = await verify(file, { shards: [2, 1, 2], scaleEvery: 2000 });
   assert.ok(result.equivalent, result.difference);
   assert.ok(result.flows >= 300, `${result.flows} flows: the inner ones`);
+});
+
+test('an ICMP error quoting an echo reaches the shard of the echo\'s connection: a stateful Filter finds it on any number of shards', async () => {
+  // Each client pings a server behind a router, which answers with time exceeded, quoting the echo (and its identifier).
+  const frames = Array.from({ length: 40 }, (_, c) => {
+    const echo = ipv4Frame({ proto: 'icmp', src: `100.64.6.${c + 1}`, dst: '198.18.0.9' });
+    return [{ data: echo, sec: 1, usec: 10 * c }, { data: icmpError('198.18.0.1', echo, 11, 0), sec: 1, usec: 10 * c + 1 }];
+  }).flat();
+  writePcap(join(dir, 'ttl.pcap'), frames);
+  const file = join(dir, 'ttl.yaml');
+  writeFileSync(file, `
+elements:
+  src: { type: FromPcap, file: ttl.pcap }
+  fw: { type: Filter, stateful: true, rules: ['allow src net 100.64.0.0/10'], default: deny }
+  out: { type: Discard }
+connections:
+  - src -> fw -> out
+`);
+  for (const shards of [1, 2, 4]) {
+    const { fw } = (await (await Pipeline.create(await loadConfig(file), { shards })).run()).elements as Record<string, Record<string, number>>;
+    assert.equal([fw.tracked, fw.denied], [40, 0], `${shards} shards: every error found the echo's connection`);
+  }
 });
 
 test('wirepath verify keys packets as the engine does: a TCP header cut short by the IP length is no 5-tuple', async () => {
