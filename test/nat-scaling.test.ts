@@ -215,6 +215,41 @@ test('a later fragment whose first comes too late goes on after 2 s of packet ti
   assert.is(runtime.later_fragments_without_first, 1, 'released by the packet clock before its first came');
 });
 
+test('steer: nat takes a frame a capture cut short by its subscriber too: a FlowStats before the NAT keeps one entry per flow on two shards', async () => {
+  // Each of 200 subscribers sends small datagrams, which the capture kept whole, and large ones, which it cut to 96 bytes.
+  const frames: { data: Buffer; sec: number; usec: number; origlen?: number }[] = [];
+  for (let round = 0; round < 4; round++) {
+    for (let i = 0; i < 200; i++) {
+      const f = ipv4Frame({ proto: 'udp', src: subscriber(i), dst: server(i), sport: 10000 + i, dport: 53, payload: round % 2 ? 1000 : 20 });
+      frames.push({ data: f.subarray(0, 96), origlen: f.length, sec: T0 + round, usec: i });
+    }
+  }
+  writePcap(join(dir, 'cut-nat.pcap'), frames);
+  const file = join(dir, 'cut-nat.yaml');
+  writeFileSync(file, `
+elements:
+  src: { type: FromPcap, file: cut-nat.pcap, steer: nat }
+  stats: { type: FlowStats }
+  side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
+  nat: { type: NAT, pool: [203.0.113.0/26] }
+  outside: { type: Discard }
+  inside: { type: Discard }
+connections:
+  - src -> stats -> side
+  - side[0] -> [0]nat
+  - side[1] -> [1]nat
+  - nat[0] -> outside
+  - nat[1] -> inside
+`);
+  const pipeline = await Pipeline.create(await loadConfig(file), { shards: 2 });
+  const { elements } = await pipeline.run();
+  const entries = pipeline.view('stats').entries('flows');
+  assert.is(entries.length, 200, 'one entry per flow (a cut frame went to bucket 0\'s shard, a second entry)');
+  assert.ok(entries.every((e) => e.value.packets === 4n), 'every packet of each flow counted in it');
+  assert.equal(new Set(entries.map((e) => e.shard)), new Set([0, 1]));
+  assert.is((elements.nat as Record<string, number>).drop_malformed, 400, 'the NAT drops the cut ones');
+});
+
 test('R9 across shards: subscribers on two shards behind one external address never send a server the same IP ID', async () => {
   // 200 subscribers, one external address, 5 datagrams each (DF clear) to one server: one ID counter for all of them.
   const frames: { data: Buffer; sec: number; usec: number }[] = [];

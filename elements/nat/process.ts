@@ -172,9 +172,12 @@ function touchSessions(self: NATState, batch: Batch): void {
   touched += self.sessions.touch(hashes, n);
 }
 
-/** The dispatcher's steering (element.ts `steer`): by the subscriber that sent the packet, or that holds its destination port. */
+/**
+ * The dispatcher's steering (element.ts `steer`): by the subscriber that sent the packet, or that holds its destination
+ * port. A frame a capture cut short goes by its headers too: the NAT drops it, but elements before it key its flow.
+ */
 export function steer(self: NATState, p: Packet): u32 {
-  const ip = IPv4.header(p);
+  const ip = IPv4.capturedHeader(p);
   if (!ip) return 0;
   const pool = <usize>self.pool;
   // From a subscriber (also when hairpinned): its own shard.
@@ -189,7 +192,7 @@ export function steer(self: NATState, p: Packet): u32 {
   if (proto == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
     if (isIcmpError(type)) {
-      const inner = quoted(ip, l4);
+      const inner = quoted(p, ip, l4);
       if (!inner) return 0;
       external = IPv4.src(inner);
       proto = IPv4.protocol(inner);
@@ -458,7 +461,7 @@ function sendOutOrHairpin(self: NATState, p: Packet, ip: usize, out: Outputs, t:
 
 /** An ICMP error from inside about a packet that came in: the quoted packet's destination is translated too. */
 function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: Outputs, t: u64): void {
-  const inner = quoted(ip, l4);
+  const inner = quoted(p, ip, l4);
   if (!inner) { self.drop_malformed++; dropPacket(p); return; }
   const inside = IPv4.src(ip);
   protocol = IPv4.protocol(inner);
@@ -941,7 +944,7 @@ function admits(self: NATState, inside: u32, remote: u32, externalPort: u16, t: 
 
 /** An ICMP error from outside about a packet that went out: translated back, with the packet it quotes. */
 function inboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out: Outputs, t: u64, hairpin: bool): void {
-  const inner = quoted(ip, l4);
+  const inner = quoted(p, ip, l4);
   if (!inner) { self.drop_malformed++; dropPacket(p); return; }
   const pool = <usize>self.pool;
   const external = IPv4.src(inner);
@@ -1673,8 +1676,8 @@ function protocolTimeout(self: NATState): u64 {
  * The IPv4 header an ICMP error quotes, or 0 when the quote is too short for it and the 8 bytes of
  * transport header the NAT needs (RFC 792), or is not a first fragment of TCP, UDP or an ICMP query.
  */
-function quoted(ip: usize, l4: usize): usize {
-  const end = ip + IPv4.totalLength(ip);
+function quoted(p: Packet, ip: usize, l4: usize): usize {
+  const end = IPv4.end(p, ip);
   const inner = l4 + 8;
   if (inner + 20 > end || (load<u8>(inner) >> 4) != 4) return 0;
   const hl = IPv4.headerLength(inner);
