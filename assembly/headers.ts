@@ -181,8 +181,9 @@ export namespace IPv6 {
 export namespace Transport {
   /**
    * Address of the transport header of an IPv4 packet (from IPv4.header or IPv4.capturedHeader), or 0 when
-   * the packet is a non-first fragment or too short for the protocol's fixed header (TCP: also its data
-   * offset), on the wire or, when a capture cut it, in the slot.
+   * the packet is a non-first fragment or its fixed header (TCP's 20 bytes, UDP's and ICMP's 8) is not whole in
+   * the slot, or a TCP data offset does not fit the packet. Of a frame a capture cut short, the TCP options and
+   * payload may lie past p.length: IPv4.end says where the slot's bytes end.
    */
   @inline export function header(p: Packet, ip: usize): usize {
     if (fragmentOffsetNonZero(ip)) return 0;

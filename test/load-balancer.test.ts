@@ -41,7 +41,7 @@ function outer(frame: Buffer) {
   };
 }
 
-async function runMux(frames: Buffer[], other = true, options: PipelineOptions = { threads: 'inline' }) {
+async function runMux(frames: Parameters<typeof writePcap>[1], other = true, options: PipelineOptions = { threads: 'inline' }) {
   const dir = tempDir();
   try {
     writePcap(join(dir, 'in.pcap'), frames);
@@ -192,7 +192,7 @@ test('malformed: a TCP header cut short, an ICMP error with a truncated quote, t
   assert.is(rest.length, 0);
 });
 
-test('a VIP packet whose IPv4 header is bad (IHL 4, IHL 15 on a short frame, total length past the frame or 10) is malformed; to another address, other', async () => {
+test('a VIP packet whose IPv4 header is bad (IHL 4, IHL 15 on a short frame, total length past the frame or 10) is malformed; to another address, or cut by a capture, other', async () => {
   const bad = (edit: (f: Buffer) => void, spec: FrameSpec = {}) => {
     const f = Buffer.from(ipv4Frame(client({ payload: 0, ...spec })));
     edit(f);
@@ -205,9 +205,12 @@ test('a VIP packet whose IPv4 header is bad (IHL 4, IHL 15 on a short frame, tot
     bad((f) => f.writeUInt16BE(10, 16)),
     bad((f) => { f[14] = 0x44; }, { dst: '198.18.100.9' }),
   ];
-  const { out, rest, lb } = await runMux(frames);
-  assert.equal({ malformed: lb.malformed, other: lb.other, out: out.length, rest: rest.length }, { malformed: 4, other: 1, out: 0, rest: 1 });
+  const whole = ipv4Frame(client({ payload: 200 }));
+  const cut = { data: whole.subarray(0, 60), origlen: whole.length };
+  const { out, rest, lb } = await runMux([...frames, cut]);
+  assert.equal({ malformed: lb.malformed, other: lb.other, out: out.length, rest: rest.length }, { malformed: 4, other: 2, out: 0, rest: 2 });
   assert.ok(rest[0].equals(frames[4]));
+  assert.ok(rest[1].equals(cut.data));
 });
 
 // --- control ------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ export function steer(self: BeamerBackendState, p: Packet): u32 {
 
 /** Whether a frame whose IPv4 header IPv4.header refused (its lengths are wrong) is IP-in-IP to this backend. */
 function brokenTunnel(self: BeamerBackendState, p: Packet): bool {
-  if (Ethernet.etherType(p) != ETHERTYPE_IPV4 || <u32>p.length < <u32>p.l3Offset + IPv4.MIN_HEADER) return false;
+  if (Ethernet.etherType(p) != ETHERTYPE_IPV4 || <u32>p.length < <u32>p.l3Offset + IPv4.MIN_HEADER || IPv4.capturedHeader(p)) return false;
   const ip = p.data + <usize>p.l3Offset;
   return IPv4.protocol(ip) == IPPROTO_IPIP && IPv4.dst(ip) == self.address;
 }

@@ -115,6 +115,8 @@ function classify(self: LoadBalancerState, vipTable: usize, vips: u32, p: Packet
  */
 function brokenHeader(vipTable: usize, vips: u32, p: Packet): i32 {
   if (Ethernet.etherType(p) != ETHERTYPE_IPV4 || <u32>p.length < <u32>p.l3Offset + IPv4.MIN_HEADER) return NOT_VIP;
+  // A frame a capture cut short is whole but for the bytes it lacks: not malformed, though no tunnel can carry it.
+  if (IPv4.capturedHeader(p)) return NOT_VIP;
   return findVip(vipTable, vips, IPv4.dst(p.data + <usize>p.l3Offset), 0, 0, false) >= 0 ? MALFORMED : NOT_VIP;
 }
 
