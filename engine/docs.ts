@@ -47,9 +47,7 @@ export function elementDoc(type: ElementType): string {
     lines.push(`- ${name} (${scope}): ${s.doc}${s.kind === 'flow-table' ? tableTerms(s) : ''}`);
   }
   const handlers = Object.entries(handlersOf(type));
-  // A parameter that sets something up only with an option on (a stateful Filter's capacity) is set at start too.
-  const flipped = Object.entries(defaults).filter(([, v]) => typeof v === 'boolean').map(([name, v]) => ({ ...defaults, [name]: !v }));
-  const fixed = new Set([defaults, ...flipped].flatMap((params) => [...setUpBy(type, params)]));
+  const fixed = setUpBy(type, defaults);
   lines.push('', '**Handlers.**' + (handlers.length ? '' : ' None.'));
   for (const [name, h] of handlers) {
     const mode = h.read && h.write ? (fixed.has(name) && name in type.params ? 'read; set at start' : 'read/write') : h.read ? 'read' : 'write';

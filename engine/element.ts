@@ -342,14 +342,17 @@ export function expansionOf(type: ElementDefinition, params: Record<string, unkn
 /**
  * The parameters an element instance was set up by, which a running pipeline cannot change: those declared
  * fixed, and those its state declarations, ports or specialized code read (found by giving those functions its
- * parameters through a proxy that notes every one read). The room its outputs need is compared by value (setParam).
+ * parameters through a proxy that notes every one read), also with any one of its switches turned the other way
+ * (a stateless Filter's capacity sizes nothing, but would once stateful: the docs and a write agree on it).
+ * The room its outputs need is compared by value (setParam).
  */
 export function setUpBy(type: ElementDefinition, params: Record<string, unknown>): Set<string> {
   const functions = [
     ...Object.values(type.state ?? {}).flatMap((field) => Object.values(field as object) as unknown[]),
     type.outputs, type.specialize,
   ];
-  const read = paramsReadBy(params, functions);
+  const switched = Object.entries(params).filter(([, v]) => typeof v === 'boolean').map(([name, v]) => ({ ...params, [name]: !v }));
+  const read = new Set([params, ...switched].flatMap((variant) => [...paramsReadBy(variant, functions)]));
   for (const [name, spec] of Object.entries(type.params)) if (spec.fixed) read.add(name);
   return read;
 }

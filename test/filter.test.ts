@@ -327,6 +327,8 @@ test('a running filter takes a new default policy; a mistaken one gets the same 
     fw.setParam('default', 'allow');
     assert.is(fw.params.default, 'allow');
     assert.throws(() => fw.setParam('default', 'Deny'), /'Deny' is not one of deny, allow \(did you mean deny\?\)/);
+    // A stateless filter's capacity sizes nothing, but it is set at start as its docs say (a write was taken).
+    assert.throws(() => fw.setParam('capacity', 10), /capacity is read when fw is set up/);
   } finally {
     removeDir(dir);
   }
