@@ -79,8 +79,8 @@ test('a reload that changes only source keeps the table, run-time changes includ
     assert.equal({ kept: report.kept.includes('lb'), restarted: report.restarted }, { kept: true, restarted: [] });
     assert.equal(weights(supervisor), { web1: 1, web2: 1, web3: 2 });
     assert.is(supervisor.pipeline().handlerRead('lb', 'source'), '198.18.5.0/24');
-    supervisor.pipeline().handlerWrite('lb', 'source', '198.18.6.0/24');
-    assert.is(supervisor.pipeline().handlerRead('lb', 'source'), '198.18.6.0/24', 'and a write while it runs');
+    // Not while it runs: its address and mask are two fields, which a batch could read half changed.
+    assert.throws(() => supervisor.pipeline().handlerWrite('lb', 'source', '198.18.6.0/24'), /source is read when lb is set up/);
   });
 });
 
