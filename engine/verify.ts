@@ -59,6 +59,7 @@ function ipv4At(f: Buffer): number | undefined {
  * (a first fragment's too), an ICMP query's identifier, else addresses and protocol; 'other' without a valid IPv4 header.
  * A frame a capture cut short (`wireLength` beyond its bytes) is keyed by its headers (IPv4.capturedHeader). A packet
  * in IP-in-IP (a LoadBalancer's output) by the one inside too: the engine steered and kept in order each inner flow.
+ * An ICMP error by the flow it quotes, as the engine steers it (io.ts icmpHash).
  */
 function flowKey(f: Buffer, wireLength: number, ip = ipv4At(f)): string {
   if (ip === undefined) return 'other';
@@ -73,11 +74,25 @@ function flowKey(f: Buffer, wireLength: number, ip = ipv4At(f)): string {
   const offset = (f[l4 + 12] >> 4) * 4;
   const whole = proto === 6 ? room >= 20 && offset >= 20 && offset <= total - hl : room >= 8;
   if (!whole) return addrs;
+  if (proto === 1 && ICMP_ERRORS.has(f[l4])) return quotedFlowKey(f, l4 + 8, ip + hl + room) ?? addrs;
   if (proto === 6 || proto === 17) return `${addrs}:${f.readUInt16BE(l4)}>${f.readUInt16BE(l4 + 2)}`;
   return proto === 1 && ICMP_QUERIES.has(f[l4]) ? `${addrs}#${f.readUInt16BE(l4 + 4)}` : addrs;
 }
 
+/** The key of an ICMP error whose quote (at `inner`, up to `end`) holds an IPv4 header: the quoted flow's, marked. */
+function quotedFlowKey(f: Buffer, inner: number, end: number): string | undefined {
+  if (inner + 20 > end || f[inner] >> 4 !== 4) return undefined;
+  const hl = (f[inner] & 15) * 4, proto = f[inner + 9], l4 = inner + hl;
+  const addrs = `${f.subarray(inner + 12, inner + 16).join('.')}>${f.subarray(inner + 16, inner + 20).join('.')}/${proto}`;
+  const first = (f.readUInt16BE(inner + 6) & 0x1fff) === 0;
+  const ports = first && (proto === 6 || proto === 17) && l4 + 4 <= end ? `:${f.readUInt16BE(l4)}>${f.readUInt16BE(l4 + 2)}`
+    : first && proto === 1 && l4 + 8 <= end && ICMP_QUERIES.has(f[l4]) ? `#${f.readUInt16BE(l4 + 4)}` : '';
+  return `error about ${addrs}${ports}`;
+}
+
 const IPPROTO_IPIP = 4;
+/** Destination unreachable, source quench, redirect, time exceeded, parameter problem: they quote a packet. */
+const ICMP_ERRORS = new Set([3, 4, 5, 11, 12]);
 
 /** ICMP messages matched to their replies by identifier (FlowKey.isIcmpQuery). */
 const ICMP_QUERIES = new Set([0, 8, 13, 14, 15, 16, 17, 18]);

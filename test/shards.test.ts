@@ -330,6 +330,21 @@ connections:
   }
 });
 
+test('wirepath verify keys an ICMP error by the flow it quotes, as the engine steers it', async () => {
+  // A router answers each of 20 clients' 10 UDP flows with port unreachable: one client's errors, about flows on
+  // different shards, interleave otherwise on two shards than on one, each flow's in its order.
+  const frames = Array.from({ length: 4000 }, (_, i) => {
+    const c = i % 20, port = 30000 + (i >> 1) % 10;
+    const datagram = ipv4Frame({ proto: 'udp', src: `100.64.7.${c + 1}`, dst: '198.18.0.9', sport: port, dport: 53, payload: Buffer.from([i >> 8, i & 255]) });
+    return { data: i % 2 ? icmpError('198.18.0.1', datagram, 3, 3) : datagram, sec: 1, usec: i };
+  });
+  writePcap(join(dir, 'unreachable.pcap'), frames);
+  const file = join(dir, 'unreachable.yaml');
+  writeFileSync(file, 'threads: worker\nelements:\n  src: { type: FromPcap, file: unreachable.pcap }\n  count: { type: Counter }\n  out: { type: ToPcap, file: unreachable-out.pcap }\nconnections:\n  - src -> count -> out\n');
+  const result = await verify(file, { shards: [2, 1, 2], scaleEvery: 1200 });
+  assert.ok(result.equivalent, result.difference);
+});
+
 test('wirepath verify keys packets as the engine does: a TCP header cut short by the IP length is no 5-tuple', async () => {
   // Total length 20 (no TCP header) with TCP bytes after it in the frame: the engine steers it by addresses alone.
   // One connection's packets, every tenth cut short: the engine may put those on another shard than the rest.
