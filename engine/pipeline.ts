@@ -1191,9 +1191,12 @@ export class Pipeline {
     // An element whose shared data starts afresh starts afresh as a whole: its tables may point into that data
     // (a NAT's subscribers name the port blocks its pool says who holds).
     const afresh = new Set<string>();
+    // Every element first: a restore that fails says nothing before of what it would have done.
     for (const [name, saved] of Object.entries(snapshot.elements)) {
-      const node = this.graph.byName.get(name);
-      if (!node || node.type.type !== saved.type) throw new Error(`the snapshot's element ${name} (${saved.type}) is not in this config`);
+      if (this.graph.byName.get(name)?.type.type !== saved.type) throw new Error(`the snapshot's element ${name} (${saved.type}) is not in this config`);
+    }
+    for (const [name, saved] of Object.entries(snapshot.elements)) {
+      const node = this.graph.byName.get(name)!;
       const layout = this.layouts.get(node.type.type)!;
       for (const [field, value] of Object.entries(saved.scalars)) {
         const f = layout.fields.find((x) => x.name === field);
@@ -1288,7 +1291,10 @@ export class Pipeline {
           this.arena.u8.set(chunk, buffer);
           const count = chunk.length / data.record_size;
           const failed = this.io.tableImport(target.address, buffer, count, 0n);
-          if (failed) this.log(`${name}.${table} on shard ${shard.id} is full; ${failed} snapshot entries left out`);
+          if (failed) {
+            const capacity = this.arena.view.getUint32(target.address + FlowTableLayout.capacity, true);
+            this.log(`${name}.${table} on shard ${shard.id} is full (at most ${capacity} entries, by its parameters now); ${failed} snapshot entries left out`);
+          }
           loaded += count - failed;
         }
       }

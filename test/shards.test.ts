@@ -565,6 +565,15 @@ test('a snapshot restored into a new pipeline (with another shard count) carries
   assert.equal(sources(restored), sources(parts));
 });
 
+test('a restore into smaller tables says how large they are now (a stateless Filter restored from a stateful one\'s snapshot said only "full")', async () => {
+  const a = await Pipeline.create(await loadConfig(configFile('small-a'), { overrides: ['stats.capacity=65536'] }), { shards: 1 });
+  await a.run();
+  const lines: string[] = [];
+  const small = await Pipeline.create(await loadConfig(configFile('small-b'), { overrides: ['stats.capacity=100'] }), { shards: 1, log: (m) => lines.push(m) });
+  small.restore(await a.snapshot());
+  assert.ok(lines.some((l) => /^stats\.flows on shard 0 is full \(at most 100 entries, by its parameters now\); \d+ snapshot entries left out$/.test(l)), lines.join('\n'));
+});
+
 test('state owned by a host moves with its address when sources steer by source address', async () => {
   const file = join(dir, 'hosts.yaml');
   writeFileSync(file, `
