@@ -20,7 +20,7 @@ export const IO_NO_SLOT: u32 = 24;
 export const IO_SLOT_SIZE: u32 = 32;
 /** Bits: STEER_BUCKETS while packets must be steered through the bucket table (more than one shard, or a move), STEER_FRAGMENTS while some source orders fragments. */
 export const IO_STEER: u32 = 36;
-/** Packets held while their bucket moves: a Stack in arrival order. */
+/** Packets held while their bucket moves (or, on a trace's time, waits beside one that does): a Stack in arrival order. */
 export const IO_HELD: u32 = 40;
 /** Per source, how its packets are steered (a byte each: STEER_FLOW, STEER_SOURCE, STEER_DESTINATION, STEER_ELEMENT). */
 export const IO_SOURCE_STEERING: u32 = 44;
@@ -39,7 +39,7 @@ export const ORDER_FRAGMENTS: u8 = 0x80;
 /** IO_STEER bits: steer through the bucket table; look at fragments of sources with ORDER_FRAGMENTS. */
 export const STEER_BUCKETS: u32 = 1;
 export const STEER_FRAGMENTS: u32 = 2;
-/** Bucket table value for a bucket whose state is moving: its packets wait in the held list. */
+/** Bucket table value for a bucket whose state is moving (or that waits beside one): its packets wait in the held list. */
 export const BUCKET_HELD: u8 = 0xff;
 /** Per shard record: [rx ring][out ring][stash][rx head][ring-full drops u64][rx limit]. */
 export const SHARD_RECORD: u32 = 32;
@@ -388,7 +388,8 @@ export function ioReleaseHeld(owners: usize, limit: u32): u32 {
     const slot = load<u32>(entries + (<usize>n << 2));
     // The dispatcher kept each packet's hash when it held it.
     const shard = <u32>load<u8>(owners + <usize>(changetype<Packet>(slot).hash & mask));
-    if (!enqueue(shardRecord(shard), slot)) break;
+    // No shard (a map that names none, after a scale event that failed): it stays held, and the stall watch says so.
+    if (shard >= load<u32>(io, IO_SHARD_COUNT) || !enqueue(shardRecord(shard), slot)) break;
     n++;
   }
   memory.copy(entries, entries + (<usize>n << 2), <usize>(held.count - n) << 2);

@@ -2,7 +2,7 @@
 // BUCKETS buckets, and the table says which shard owns it. Scaling moves buckets, not flows.
 
 export const BUCKETS = 1024;
-/** Table value of a bucket whose state is moving: its packets are held until the move ends. */
+/** Table value of a bucket whose state is moving (or that waits beside one, on a trace's time): its packets are held until the move ends. */
 export const HELD = 0xff;
 
 /**

@@ -380,6 +380,13 @@ export class Pipeline {
     this.u32(this.ioContext + IoContext.steer, (steer ? Steering.buckets : 0) | (this.ordersFragments ? Steering.fragments : 0));
   }
 
+  /** Each bucket's owner, during a move too: a held bucket's is the one its packets will be released to. */
+  private ownerTable(): Uint8Array {
+    const table = this.bucketTable();
+    if (table.includes(HELD)) table.forEach((owner, b) => { if (owner === HELD) table[b] = this.arena.u8[this.releaseMap + b]; });
+    return table;
+  }
+
   private bucketTable(): Uint8Array {
     return this.arena.u8.slice(this.buckets, this.buckets + BUCKETS);
   }
@@ -962,8 +969,8 @@ export class Pipeline {
       // Sinks must get the old owner's packets of these buckets before any the new owner sends.
       const sent = source.head('out');
       await until(() => source.passed('out', sent), () => this.collect());
-      // Release in arrival order; packets still arriving for these buckets queue behind. Only when
-      // none is left does the table send them straight to the new owner.
+      // Release in arrival order, each to its bucket's owner; packets still arriving for these buckets queue behind.
+      // Only when none is left does the table send them straight to their owners.
       while (this.heldCount() > 0) {
         report.packets_held += this.io.ioReleaseHeld(this.releaseMap, 0xffffffff);
         this.publish();
@@ -1191,7 +1198,7 @@ export class Pipeline {
     // An element whose shared data starts afresh starts afresh as a whole: its tables may point into that data
     // (a NAT's subscribers name the port blocks its pool says who holds).
     const afresh = new Set<string>();
-    // Every element first: a restore that fails says nothing before of what it would have done.
+    // Every element is there first: a snapshot for another config is refused before any element is restored.
     for (const [name, saved] of Object.entries(snapshot.elements)) {
       if (this.graph.byName.get(name)?.type.type !== saved.type) throw new Error(`the snapshot's element ${name} (${saved.type}) is not in this config`);
     }
@@ -1269,7 +1276,7 @@ export class Pipeline {
    */
   private loadTables(snapshot: Snapshot, shard: Shard, skip = new Set<string>(), ownParts?: Map<string, Buffer>): number {
     const buffer = this.transferBuffer();
-    const owners = this.bucketTable();
+    const owners = this.ownerTable();
     let loaded = 0;
     for (const [name, saved] of Object.entries(snapshot.elements)) {
       if (skip.has(name)) continue;
@@ -1286,16 +1293,18 @@ export class Pipeline {
         }
         const all = data.merges ? this.mergeParts(name, table, mine) : Buffer.concat(mine);
         const chunkBytes = TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size);
+        let leftOut = 0;
         for (let at = 0; at < all.length; at += chunkBytes) {
           const chunk = all.subarray(at, at + chunkBytes);
           this.arena.u8.set(chunk, buffer);
           const count = chunk.length / data.record_size;
           const failed = this.io.tableImport(target.address, buffer, count, 0n);
-          if (failed) {
-            const capacity = this.arena.view.getUint32(target.address + FlowTableLayout.capacity, true);
-            this.log(`${name}.${table} on shard ${shard.id} is full (at most ${capacity} entries, by its parameters now); ${failed} snapshot entries left out`);
-          }
+          leftOut += failed;
           loaded += count - failed;
+        }
+        if (leftOut) {
+          const capacity = this.arena.view.getUint32(target.address + FlowTableLayout.capacity, true);
+          this.log(`${name}.${table} on shard ${shard.id} is full (at most ${capacity} entries, by its parameters now); ${leftOut} snapshot entries left out`);
         }
       }
     }
@@ -1418,7 +1427,7 @@ export class Pipeline {
         const spec = Object.hasOwn(node.type.params, param) ? node.type.params[param] : undefined;
         if (!spec) throw new Error(`${node.type.type} has no parameter '${param}'`);
         if (setUpBy(node.type, node.instance.params).has(param)) {
-          throw new Error(`${param} is read when ${node.name} is set up (its memory, ports or data follow from it): change it in the config and reload`);
+          throw new Error(`${param} is read when ${node.name} is set up (its memory, ports or data follow from it, or it cannot change while shards run): change it in the config and reload`);
         }
         let value: unknown;
         try {

@@ -55,11 +55,11 @@ function ipv4At(f: Buffer): number | undefined {
 }
 
 /**
- * A frame's flow as the engine keys it (FlowKey.fromPacket): the IPv4 5-tuple when the transport header is whole
+ * A frame's flow as the engine steers it (io.ts, and FlowKey.fromPacket but for ICMP errors): the IPv4 5-tuple when the transport header is whole
  * (a first fragment's too), an ICMP query's identifier, else addresses and protocol; 'other' without a valid IPv4 header.
  * A frame a capture cut short (`wireLength` beyond its bytes) is keyed by its headers (IPv4.capturedHeader). A packet
  * in IP-in-IP (a LoadBalancer's output) by the one inside too: the engine steered and kept in order each inner flow.
- * An ICMP error by the flow it quotes, as the engine steers it (io.ts icmpHash).
+ * An ICMP error by the flow it quotes as well, as the engine steers it (io.ts icmpHash).
  */
 function flowKey(f: Buffer, wireLength: number, ip = ipv4At(f)): string {
   if (ip === undefined) return 'other';
@@ -74,7 +74,8 @@ function flowKey(f: Buffer, wireLength: number, ip = ipv4At(f)): string {
   const offset = (f[l4 + 12] >> 4) * 4;
   const whole = proto === 6 ? room >= 20 && offset >= 20 && offset <= total - hl : room >= 8;
   if (!whole) return addrs;
-  if (proto === 1 && ICMP_ERRORS.has(f[l4])) return quotedFlowKey(f, l4 + 8, ip + hl + room) ?? addrs;
+  // With the error's own addresses too: under steering by an address (or a NAT's), those decide its shard.
+  if (proto === 1 && ICMP_ERRORS.has(f[l4])) return `${addrs} ${quotedFlowKey(f, l4 + 8, ip + hl + room) ?? ''}`.trimEnd();
   if (proto === 6 || proto === 17) return `${addrs}:${f.readUInt16BE(l4)}>${f.readUInt16BE(l4 + 2)}`;
   return proto === 1 && ICMP_QUERIES.has(f[l4]) ? `${addrs}#${f.readUInt16BE(l4 + 4)}` : addrs;
 }
