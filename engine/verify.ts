@@ -67,7 +67,7 @@ function flowKey(f: Buffer, wireLength: number, ip = ipv4At(f)): string {
   const total = f.readUInt16BE(ip + 2);
   if (f[ip] >> 4 !== 4 || hl < 20 || hl > f.length - ip || total < hl || total > Math.max(f.length, wireLength) - ip) return 'other';
   const proto = f[ip + 9];
-  const addrs = `${f.subarray(ip + 12, ip + 16).join('.')}>${f.subarray(ip + 16, ip + 20).join('.')}/${proto}`;
+  const addrs = addressesAt(f, ip);
   if ((f.readUInt16BE(ip + 6) & 0x1fff) !== 0) return addrs;
   if (proto === IPPROTO_IPIP && ip + hl + 20 <= f.length && f[ip + hl] >> 4 === 4) return `${addrs}[${flowKey(f, wireLength, ip + hl)}]`;
   const l4 = ip + hl, room = Math.min(total, f.length - ip) - hl;
@@ -80,11 +80,14 @@ function flowKey(f: Buffer, wireLength: number, ip = ipv4At(f)): string {
   return proto === 1 && ICMP_QUERIES.has(f[l4]) ? `${addrs}#${f.readUInt16BE(l4 + 4)}` : addrs;
 }
 
+/** An IPv4 header's source, destination and protocol, as a flow key begins. */
+const addressesAt = (f: Buffer, ip: number) => `${f.subarray(ip + 12, ip + 16).join('.')}>${f.subarray(ip + 16, ip + 20).join('.')}/${f[ip + 9]}`;
+
 /** The key of an ICMP error whose quote (at `inner`, up to `end`) holds an IPv4 header: the quoted flow's, marked. */
 function quotedFlowKey(f: Buffer, inner: number, end: number): string | undefined {
   if (inner + 20 > end || f[inner] >> 4 !== 4) return undefined;
   const hl = (f[inner] & 15) * 4, proto = f[inner + 9], l4 = inner + hl;
-  const addrs = `${f.subarray(inner + 12, inner + 16).join('.')}>${f.subarray(inner + 16, inner + 20).join('.')}/${proto}`;
+  const addrs = addressesAt(f, inner);
   const first = (f.readUInt16BE(inner + 6) & 0x1fff) === 0;
   const ports = first && (proto === 6 || proto === 17) && l4 + 4 <= end ? `:${f.readUInt16BE(l4)}>${f.readUInt16BE(l4 + 2)}`
     : first && proto === 1 && l4 + 8 <= end && ICMP_QUERIES.has(f[l4]) ? `#${f.readUInt16BE(l4 + 4)}` : '';
