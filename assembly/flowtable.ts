@@ -10,12 +10,18 @@ import { copyBytes, zeroBytes } from "./bytes";
 // sweep has not reached) an insert fails and is counted as `full`. The table's `timeout` is the default idle timeout;
 // elements whose entries live by other rules (a TCP state machine) set each entry's deadline.
 //
-// Entry layout: [state u32][hash u32][key 16 B][expires u64][value ...]. The engine lays out the
-// header below (engine/layout.ts mirrors it) and the entries array.
+// Entry layout: [state u16][steering u16][hash u32][key 16 B][expires u64][value ...]. The engine lays out
+// the header below (engine/layout.ts mirrors it) and the entries array. `steering` is STEERED plus the low
+// bits of the steering hash of the packet that made the entry (lookupOrInsert's `p`), or 0: when shards
+// scale, the entry moves with the bucket its packets are steered by, which its key alone does not tell when
+// the sources steer by other than the flow (a NAT's subscriber) or an element before changed the 5-tuple.
 
 export const ENTRY_EMPTY: u32 = 0;
 export const ENTRY_LIVE: u32 = 1;
 export const ENTRY_TOMBSTONE: u32 = 2;
+/** An entry's `steering` half-word holds the steering hash of the packet that made it (low 15 bits). */
+export const STEERED: u16 = 0x8000;
+export const ENTRY_STEERING: u32 = 2;
 export const ENTRY_KEY: u32 = 8;
 export const ENTRY_EXPIRES: u32 = 24;
 export const ENTRY_VALUE: u32 = 32;
@@ -130,14 +136,14 @@ export class FlowTable {
   /** Reads both ends of the first slot `hash` probes (see touch); returns a value to keep. */
   @inline touchSlot(hash: u32): u32 {
     const e = this.entry(hash);
-    return load<u32>(e) + <u32>load<u8>(e + <usize>this.entrySize - 1);
+    return <u32>load<u16>(e) + <u32>load<u8>(e + <usize>this.entrySize - 1);
   }
 
   /** Value address of the live entry for `key`, or 0. Does not change its deadline. */
   @inline find(key: usize, hash: u32, now: u64): usize {
     for (let i: u32 = 0; i < this.slots; i++) {
       const e = this.entry(hash + i);
-      const state = load<u32>(e);
+      const state = <u32>load<u16>(e);
       if (state == ENTRY_EMPTY) return 0;
       if (state == ENTRY_LIVE && load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
         if (this.isExpired(e, now)) { this.retire(e); return 0; }
@@ -157,14 +163,17 @@ export class FlowTable {
   /**
    * Value address for `key`, creating a zeroed entry when there is none (then `flowCreated` is
    * true). Either way the deadline becomes now + the table's timeout. Returns 0 when the table is
-   * full; nothing live is evicted.
+   * full; nothing live is evicted. A per-flow table (owner 'flow') passes `p`, the packet the entry is
+   * for: when shards scale, the entry moves with the bucket the dispatcher steered that packet by (without
+   * it, with its key's flow hash, which is that bucket only when the sources steer by the flow and no
+   * element before changed the 5-tuple).
    */
-  lookupOrInsert(key: usize, hash: u32, now: u64): usize {
+  lookupOrInsert(key: usize, hash: u32, now: u64, p: Packet | null = null): usize {
     flowCreated = false;
     let reuse: usize = 0;
     for (let i: u32 = 0; i < this.slots; i++) {
       const e = this.entry(hash + i);
-      const state = load<u32>(e);
+      const state = <u32>load<u16>(e);
       if (state == ENTRY_EMPTY) { if (!reuse) reuse = e; break; }
       if (state == ENTRY_TOMBSTONE) { if (!reuse) reuse = e; continue; }
       if (this.isExpired(e, now)) { this.retire(e); if (!reuse) reuse = e; continue; }
@@ -174,7 +183,9 @@ export class FlowTable {
       }
     }
     if (!reuse || (this.live >= this.capacity && !this.sweepAllWhenFull(now))) { this.full++; return 0; }
-    store<u32>(reuse, ENTRY_LIVE);
+    store<u16>(reuse, <u16>ENTRY_LIVE);
+    // A packet an element made (newPacket) was never steered: its hash is 0, and its entry goes by its key.
+    store<u16>(reuse, p && p.hash ? STEERED | <u16>(p.hash & ~STEERED) : 0, ENTRY_STEERING);
     store<u32>(reuse, hash, 4);
     copyBytes(reuse + ENTRY_KEY, key, KEY_SIZE);
     store<u64>(reuse, now + this.timeout, ENTRY_EXPIRES);
@@ -189,7 +200,7 @@ export class FlowTable {
   remove(key: usize, hash: u32): bool {
     for (let i: u32 = 0; i < this.slots; i++) {
       const e = this.entry(hash + i);
-      const state = load<u32>(e);
+      const state = <u32>load<u16>(e);
       if (state == ENTRY_EMPTY) return false;
       if (state == ENTRY_LIVE && load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
         store<u32>(e, ENTRY_TOMBSTONE);
@@ -208,11 +219,11 @@ export class FlowTable {
     let c = this.cursor;
     for (let n: u32 = 0; n < budget; n++, c++) {
       const e = this.entry(c);
-      const state = load<u32>(e);
+      const state = <u32>load<u16>(e);
       if (state == ENTRY_LIVE && this.isExpired(e, now)) this.retire(e);
-      if (load<u32>(e) == ENTRY_TOMBSTONE && load<u32>(this.entry(c + 1)) == ENTRY_EMPTY) {
+      if (load<u16>(e) == ENTRY_TOMBSTONE && load<u16>(this.entry(c + 1)) == ENTRY_EMPTY) {
         let back = c;
-        while (load<u32>(this.entry(back)) == ENTRY_TOMBSTONE) { store<u32>(this.entry(back), ENTRY_EMPTY); back--; }
+        while (load<u16>(this.entry(back)) == ENTRY_TOMBSTONE) { store<u16>(this.entry(back), ENTRY_EMPTY); back--; }
       }
     }
     this.cursor = c & (this.slots - 1);

@@ -18,7 +18,10 @@ export const IO_BUCKET_MASK: u32 = 16;
 export const IO_SINKS: u32 = 20;
 export const IO_NO_SLOT: u32 = 24;
 export const IO_SLOT_SIZE: u32 = 32;
-/** Bits: STEER_BUCKETS while packets must be steered through the bucket table (more than one shard, or a move), STEER_FRAGMENTS while some source orders fragments. */
+/**
+ * Bits: STEER_BUCKETS while packets must be steered through the bucket table (more than one shard, or a move),
+ * STEER_FRAGMENTS while some source orders fragments, STEER_HASH while every packet needs its steering hash.
+ */
 export const IO_STEER: u32 = 36;
 /** Packets held while their bucket moves (or, on a trace's time, waits beside one that does): a Stack in arrival order. */
 export const IO_HELD: u32 = 40;
@@ -36,9 +39,14 @@ export const STEER_DESTINATION: u8 = 2;
 export const STEER_ELEMENT: u8 = 3;
 /** Source mode bit: its later fragments wait for their datagram's first fragment (an element downstream needs the first first). */
 export const ORDER_FRAGMENTS: u8 = 0x80;
-/** IO_STEER bits: steer through the bucket table; look at fragments of sources with ORDER_FRAGMENTS. */
+/**
+ * IO_STEER bits: steer through the bucket table; look at fragments of sources with ORDER_FRAGMENTS; give every
+ * packet its steering hash (p.hash) also when it goes to the only shard unsteered, for the per-flow entries it
+ * may make (they move with it when the pipeline scales): ioPublish hashes those in a loop of their own.
+ */
 export const STEER_BUCKETS: u32 = 1;
 export const STEER_FRAGMENTS: u32 = 2;
+export const STEER_HASH: u32 = 4;
 /** Bucket table value for a bucket whose state is moving (or that waits beside one): its packets wait in the held list. */
 export const BUCKET_HELD: u8 = 0xff;
 /** Per shard record: [rx ring][out ring][stash][rx head][ring-full drops u64][rx limit]. */
@@ -108,7 +116,7 @@ export function ioDroppedNoSlot(count: u32): void {
   p.port = source;
   // Inlined into every source's loop, for the common cases: one shard and no move in progress; and with
   // fragment ordering on, a packet that is plainly no fragment while none waits (ordering has nothing to do).
-  const steering = load<u32>(io, IO_STEER);
+  const steering = load<u32>(io, IO_STEER) & ~STEER_HASH;
   const direct = steering == 0 || (steering == STEER_FRAGMENTS && plainlyNoFragment(p) && !fragmentsWaiting());
   if (!direct || !enqueue(shardRecord(0), changetype<u32>(p))) submitSteered(p);
 }
@@ -154,15 +162,20 @@ function submitSteered(p: Packet): void {
 
 /** The shard for a packet: its source's steering hash (by default the symmetric 5-tuple's) looked up in the bucket indirection table. */
 function steer(p: Packet): u32 {
-  const mode = load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port) & ~ORDER_FRAGMENTS;
-  const h = mode == STEER_FLOW ? symmetricHash(p)
-    : mode == STEER_ELEMENT ? elementSteering(p, <usize>load<u32>(<usize>load<u32>(io, IO_STEERING_STATE) + (<usize>p.port << 2)))
-    : endpointHash(p, mode == STEER_SOURCE);
+  const h = steeringHash(p);
   p.hash = h;
   const bucket = h & load<u32>(io, IO_BUCKET_MASK);
   const order = <usize>load<u32>(io, IO_ORDER);
   if (orderWatching(order)) orderStamp(order, p, bucket);
   return <u32>load<u8>(<usize>load<u32>(io, IO_BUCKETS) + <usize>bucket);
+}
+
+/** The packet's steering hash, by its source's way of steering. */
+function steeringHash(p: Packet): u32 {
+  const mode = load<u8>(<usize>load<u32>(io, IO_SOURCE_STEERING) + <usize>p.port) & ~ORDER_FRAGMENTS;
+  return mode == STEER_FLOW ? symmetricHash(p)
+    : mode == STEER_ELEMENT ? elementSteering(p, <usize>load<u32>(<usize>load<u32>(io, IO_STEERING_STATE) + (<usize>p.port << 2)))
+    : endpointHash(p, mode == STEER_SOURCE);
 }
 
 // Later fragments that come before their first. An element that reads ports (a NAT) can only place a
@@ -427,14 +440,26 @@ export function ioSpace(): u32 {
 /** Publishes every shard's receive head; returns a bit mask of shards that wait to be woken. */
 export function ioPublish(): u32 {
   const shards = load<u32>(io, IO_SHARD_COUNT);
+  // Unsteered packets that need their hash get it here, in a short loop: in the sources' loops it cost more.
+  const hashing = (load<u32>(io, IO_STEER) & (STEER_HASH | STEER_BUCKETS)) == STEER_HASH;
   let sleeping: u32 = 0;
   for (let s: u32 = 0; s < shards; s++) {
     const rec = shardRecord(s);
     const ring = changetype<Ring>(load<u32>(rec));
-    ring.publishHead(load<u32>(rec, 12));
+    const head = load<u32>(rec, 12);
+    if (hashing) hashUnpublished(ring, head);
+    ring.publishHead(head);
     if (atomic.load<u32>(changetype<usize>(ring), 128)) sleeping |= 1 << s;
   }
   return sleeping;
+}
+
+/** Sets p.hash of the packets in `ring` from its published head up to `head` (recycled slots are no packets). */
+function hashUnpublished(ring: Ring, head: u32): void {
+  for (let i = ring.head; i != head; i++) {
+    const entry = ring.entry(i);
+    if (!(entry & ENTRY_RECYCLE)) changetype<Packet>(entry).hash = steeringHash(changetype<Packet>(entry));
+  }
 }
 
 /**

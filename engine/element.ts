@@ -26,14 +26,16 @@ export interface FlowTableState {
   kind: 'flow-table';
   doc: string;
   /**
-   * per-flow: keyed by the 5-tuple, moved with the flow's bucket when shards scale. cross-flow: keyed
+   * per-flow: keyed by the 5-tuple, moved with the bucket of its packets when shards scale. cross-flow: keyed
    * by the source address; each shard keeps the part it saw, and the parts add up (on read, in
    * snapshots, when a shard is retired).
    */
   scope: 'per-flow' | 'cross-flow';
   /**
-   * What decides the shard of an entry: its flow (the key is a 5-tuple) or its host (the key's first
-   * word is an address; the element's packets come from sources that steer by that address).
+   * What decides the shard of an entry: its flow (the key is a 5-tuple: the entry goes where the dispatcher
+   * steered the packet passed to lookupOrInsert, which may be elsewhere than the key's own flow hash when the
+   * sources steer by an element or an element before changed the 5-tuple) or its host (the key's first word is
+   * an address; the element's packets come from sources that steer by that address).
    */
   owner: 'flow' | 'address';
   /** True when every shard keeps a part of each entry and the parts add up, instead of one owner. */
@@ -93,8 +95,9 @@ export const state = {
   data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => ({ kind: 'data', scope: 'config', ...d }),
   /**
    * A flow table keyed by the IPv4 5-tuple (FlowKey.fromPacket), with a fixed capacity and an idle
-   * timeout. With `owner: 'address'` its entries belong to the host in the key's first word and move
-   * with that address's bucket (a NAT's sessions move with their subscriber).
+   * timeout. Its entries move with the bucket of the packet that made each (pass it to lookupOrInsert);
+   * with `owner: 'address'` they belong to the host in the key's first word and move with that
+   * address's bucket (a NAT's sessions move with their subscriber).
    */
   flowTable: (t: TableDeclaration & { owner?: 'flow' | 'address' }): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', owner: 'flow', merges: false, ...t }),
   /**

@@ -19,7 +19,7 @@ export const BATCH_SCRATCH_BYTES = 16384;
 /** assembly/io.ts */
 export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, sourceSteering: 44, steeringState: 48, fragments: 52, order: 56, size: 64, shardRecord: 32 } as const;
 /** assembly/io.ts IO_STEER bits and the area where later fragments wait for their first (FRAGMENTS_*). */
-export const Steering = { buckets: 1, fragments: 2, orderFragments: 0x80 } as const;
+export const Steering = { buckets: 1, fragments: 2, hash: 4, orderFragments: 0x80 } as const;
 /** assembly/order.ts ORDER_*: the area where the order of moving buckets' packets is watched. */
 export const OrderWatch = { watching: 0, checked: 4, reordered: 8, poolBase: 20, slotShift: 24, bucketMask: 28, takenAt: 32, stampsAt: 36, watchAt: 64 } as const;
 export const FragmentArea = { waited: 16, unmatched: 24, size: 64 + 4096 * 4 + 256 * 8 + 256 * 4 } as const;

@@ -74,8 +74,12 @@ export interface RunResult {
 
 
 const BATCH_HEADER = 8;
-/** A flow's key and deadline ahead of its value in a transfer record (assembly/migrate.ts). */
-const TRANSFER_KEY = 24;
+/** A flow's key, deadline and steering (a u32, then 4 bytes of 0) ahead of its value in a transfer record (assembly/migrate.ts). */
+const TRANSFER_KEY = 32;
+const TRANSFER_STEERING = 24;
+/** assembly/flowtable.ts STEERED: a record's steering holds the steering hash of the packet that made its entry. */
+const STEERED = 0x8000;
+const SNAPSHOT_FORMAT = 'wirepath-snapshot/2';
 const TRANSFER_BYTES = 4 << 20;
 /** assembly/migrate.ts OWNER_FLOW and OWNER_ADDRESS. */
 const OWNER = { flow: 0, address: 1 } as const;
@@ -95,7 +99,7 @@ function* liveEntries(v: DataView, table: number, now: bigint): Generator<number
   const base = v.getUint32(table + FlowTableLayout.entries, true);
   for (let i = 0; i < slots; i++) {
     const e = base + i * size;
-    if (v.getUint32(e, true) === FLOW_ENTRY_LIVE && v.getBigUint64(e + FlowTableLayout.entryExpires, true) > now) yield e;
+    if (v.getUint16(e, true) === FLOW_ENTRY_LIVE && v.getBigUint64(e + FlowTableLayout.entryExpires, true) > now) yield e;
   }
 }
 
@@ -129,6 +133,8 @@ export class Pipeline {
   private fragments = 0;
   /** Some source's packets reach an element that needs first fragments first (IO_STEER's fragment bit). */
   private ordersFragments = false;
+  /** Some element has a per-flow table owned by the flow: its entries move with the bucket of the packets that made them. */
+  private readonly keepsFlowEntries: boolean;
   private started = false;
   private scaling: Promise<ScaleReport> | undefined;
   readonly scaleReports: ScaleReport[] = [];
@@ -170,6 +176,8 @@ export class Pipeline {
 
   private constructor(readonly config: PipelineConfig, graph: Graph, readonly compiled: CompiledGraph, layouts: Map<string, ElementLayout>, options: PipelineOptions) {
     this.graph = graph;
+    this.keepsFlowEntries = graph.nodes.some((node) => Object.values(node.type.state ?? {})
+      .some((spec) => spec.kind === 'flow-table' && spec.scope === 'per-flow' && spec.owner === 'flow'));
     this.layouts = layouts;
     this.records = nodeRecords(graph);
     this.log = options.log ?? (() => {});
@@ -371,13 +379,16 @@ export class Pipeline {
 
   /**
    * Writes the bucket table (a shard number, or HELD, per bucket) and turns steering on when needed: also while a
-   * move's order is watched, which needs every packet stamped and hashed on its way (a single shard takes them unsteered).
+   * move's order is watched, which needs every packet stamped and hashed on its way (a single shard takes them
+   * unsteered). While some element keeps per-flow entries, which record the steering hash of the packet that made
+   * them, unsteered packets are hashed too.
    */
   private setBuckets(assignment: Uint8Array): void {
     this.arena.u8.set(assignment, this.buckets);
     const watching = Atomics.load(this.arena.i32, (this.order + OrderWatch.watching) >>> 2) !== 0;
     const steer = this.shards.length > 1 || watching || assignment.some((b) => b !== 0);
-    this.u32(this.ioContext + IoContext.steer, (steer ? Steering.buckets : 0) | (this.ordersFragments ? Steering.fragments : 0));
+    this.u32(this.ioContext + IoContext.steer, (steer ? Steering.buckets : 0) | (this.ordersFragments ? Steering.fragments : 0)
+      | (this.keepsFlowEntries ? Steering.hash : 0));
   }
 
   /** Each bucket's owner, during a move too: a held bucket's is the one its packets will be released to. */
@@ -1128,7 +1139,7 @@ export class Pipeline {
         if (table.merges) parts.get(shard)!.set(`${table.node}/${table.name}`, Buffer.concat(chunks));
       }
     }
-    this.lastSnapshot = { format: 'wirepath-snapshot/1', date: new Date().toISOString(), elements };
+    this.lastSnapshot = { format: SNAPSHOT_FORMAT, date: new Date().toISOString(), elements };
     this.lastSnapshotParts = parts;
     return this.lastSnapshot;
   }
@@ -1193,7 +1204,8 @@ export class Pipeline {
    */
   restore(snapshot: Snapshot, carried = false): Set<string> {
     if (this.started) throw new Error('restore a snapshot before the pipeline starts');
-    if (snapshot?.format !== 'wirepath-snapshot/1') throw new Error(`not a wirepath snapshot (format ${snapshot?.format})`);
+    if (snapshot?.format === 'wirepath-snapshot/1') snapshot = withSteering(snapshot);
+    if (snapshot?.format !== SNAPSHOT_FORMAT) throw new Error(`not a wirepath snapshot (format ${snapshot?.format})`);
     const v = this.arena.view;
     // An element whose shared data starts afresh starts afresh as a whole: its tables may point into that data
     // (a NAT's subscribers name the port blocks its pool says who holds).
@@ -1287,7 +1299,10 @@ export class Pipeline {
         const mine: Buffer[] = [];
         for (let at = 0; at < records.length; at += data.record_size) {
           const r = records.subarray(at, at + data.record_size);
-          const hash = data.owner === 'address' ? this.io.addressHash(r.readUInt32LE(0)) : this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]);
+          // As assembly/migrate.ts bucketOf: the bucket of the packet that made the entry, else of its key.
+          const steering = r.readUInt32LE(TRANSFER_STEERING);
+          const hash = steering & STEERED ? steering : data.owner === 'address' ? this.io.addressHash(r.readUInt32LE(0))
+            : this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]);
           const owner = data.merges ? (ownParts ? shard.id : 0) : owners[hash & (BUCKETS - 1)];
           if (owner === shard.id) mine.push(r);
         }
@@ -1597,8 +1612,24 @@ export function withResult(error: unknown, result: RunResult): unknown {
   return error;
 }
 
+/**
+ * A snapshot written before records carried their entry's steering (format 1: the value right after the deadline),
+ * in today's format: every record says its steering was not recorded, so it goes by its key, as it did then.
+ */
+function withSteering(old: Snapshot): Snapshot {
+  const elements = Object.fromEntries(Object.entries(old.elements).map(([name, element]) => [name, {
+    ...element,
+    tables: Object.fromEntries(Object.entries(element.tables).map(([table, data]) => {
+      const records = Buffer.from(data.records, 'base64'), size = data.record_size, parts: Buffer[] = [];
+      for (let at = 0; at < records.length; at += size) parts.push(records.subarray(at, at + TRANSFER_STEERING), Buffer.alloc(8), records.subarray(at + TRANSFER_STEERING, at + size));
+      return [table, { ...data, record_size: size + 8, records: Buffer.concat(parts).toString('base64') }];
+    })),
+  }]));
+  return { ...old, format: SNAPSHOT_FORMAT, elements };
+}
+
 export interface Snapshot {
-  format: 'wirepath-snapshot/1';
+  format: 'wirepath-snapshot/1' | 'wirepath-snapshot/2';
   date: string;
   elements: Record<string, {
     type: string;

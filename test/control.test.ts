@@ -146,7 +146,7 @@ test('wirepath ctl reads, writes and snapshots', async () => {
   const file = join(dir, 'snap.json');
   assert.is((await cliAsync(['ctl', 'snapshot', file, ...env])).status, 0);
   const snapshot = JSON.parse(readFileSync(file, 'utf8'));
-  assert.is(snapshot.format, 'wirepath-snapshot/1');
+  assert.is(snapshot.format, 'wirepath-snapshot/2');
   assert.ok(Number(snapshot.elements.stats.scalars.total_packets) > 0);
   const refused = await cliAsync(['ctl', 'scale', '2', '--control', control.url]);
   assert.is(refused.status, 1);

@@ -75,7 +75,7 @@ test('a crashing shard is reported, restarted from the snapshot, and the others 
     const sources = (await pipeline.snapshot()).elements.stats.tables.sources;
     const records = Buffer.from(sources.records, 'base64');
     let counted = 0n;
-    for (let at = 0; at < records.length; at += sources.record_size) counted += records.readBigUInt64LE(at + 24);
+    for (let at = 0; at < records.length; at += sources.record_size) counted += records.readBigUInt64LE(at + 32);
     const total = result.elements.stats.total_packets as number;
     assert.ok(Number(counted) <= total, `${counted} per-source packets, ${total} in all`);
   } finally {

@@ -112,14 +112,21 @@ test('a session table larger than a core\'s cache share (30k sessions: each batc
   assert.is(new Set([...externals.values()].map((set) => [...set][0])).size, subscribers, 'no two share one');
 });
 
-test('deterministic mode: replies reach their subscribers across the moves; output equals one shard (wirepath verify)', async () => {
-  const nat = "deterministic: true, inside: ['100.64.0.0/18'], max_subscribers: 16384";
+const DETERMINISTIC = "deterministic: true, inside: ['100.64.0.0/18'], max_subscribers: 16384";
+
+/** Per subscriber, the external address:port of its datagrams in deterministic mode (from a run of one round). */
+async function deterministicMappings(): Promise<Map<number, string>> {
   trace('learn', 1);
-  await run('learn', nat, { shards: 1, threads: 'inline' });
+  await run('learn', DETERMINISTIC, { shards: 1, threads: 'inline' });
   const mapped = new Map([...externalsOf(join(dir, 'learn-outside.pcap'))].map(([i, set]) => [i, [...set][0]]));
   assert.is(mapped.size, SUBSCRIBERS);
+  return mapped;
+}
+
+test('deterministic mode: replies reach their subscribers across the moves; output equals one shard (wirepath verify)', async () => {
+  const mapped = await deterministicMappings();
   trace('both', 3, mapped);
-  const { counters, reports } = await run('both', nat, { shards: 1, scaleAt: [{ packets: 20_000, shards: 2 }, { packets: 40_000, shards: 1 }] });
+  const { counters, reports } = await run('both', DETERMINISTIC, { shards: 1, scaleAt: [{ packets: 20_000, shards: 2 }, { packets: 40_000, shards: 1 }] });
   assert.is(reports.length, 2);
   for (const r of reports) assert.is(r.packets_lost, 0);
   assert.is(counters.translated_out, 3 * SUBSCRIBERS);
@@ -127,8 +134,44 @@ test('deterministic mode: replies reach their subscribers across the moves; outp
   for (const [i, set] of externalsOf(join(dir, 'both-outside.pcap'))) assert.equal([...set], [mapped.get(i)], `subscriber ${i}`);
   const inside = readPcap(join(dir, 'both-inside.pcap')).records;
   inside.forEach(({ data: d }) => assert.is(`${[...d.subarray(30, 34)].join('.')}:${d.readUInt16BE(36)}`, `${subscriber(d.readUInt32BE(42))}:${10000 + d.readUInt32BE(42)}`));
-  const equivalence = await verify(config('both', nat), { shards: [1, 2, 1], scaleEvery: 20_000 });
+  const equivalence = await verify(config('both', DETERMINISTIC), { shards: [1, 2, 1], scaleEvery: 20_000 });
   assert.ok(equivalence.equivalent, equivalence.difference);
+});
+
+test('per-flow state beside a NAT moves with its subscriber: a FlowStats keeps one entry per flow through 1 -> 2 -> 1, replies too', async () => {
+  // Its entries are keyed by 5-tuples, while steer: nat sends every packet by its subscriber: the keys do not tell their shard.
+  trace('counted', 3, await deterministicMappings());
+  const file = join(dir, 'counted.yaml');
+  writeFileSync(file, `
+elements:
+  src: { type: FromPcap, file: counted.pcap, steer: nat }
+  stats: { type: FlowStats }
+  side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
+  nat: { type: NAT, pool: [203.0.113.0/26], ${DETERMINISTIC} }
+  outside: { type: Discard }
+  inside: { type: Discard }
+connections:
+  - src -> stats -> side
+  - side[0] -> [0]nat
+  - side[1] -> [1]nat
+  - nat[0] -> outside
+  - nat[1] -> inside
+`);
+  const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1, scaleAt: [{ packets: 20_000, shards: 2 }, { packets: 40_000, shards: 1 }] });
+  const { elements } = await pipeline.run();
+  assert.ok(pipeline.scaleReports.every((r) => r.packets_lost === 0));
+  assert.ok(pipeline.scaleReports.some((r) => r.flows_moved > 0));
+  assert.is(elements.inside.in, 3 * SUBSCRIBERS, 'every reply reached its subscriber');
+  const flows = pipeline.view('stats').entries('flows');
+  assert.is(flows.length, 2 * SUBSCRIBERS, 'one entry per flow (each subscriber\'s datagrams, and the replies to its mapping)');
+  assert.ok(flows.every((e) => e.value.packets === 3n), 'every packet of each flow counted in it');
+  // A snapshot restored into two shards puts each entry where its packets go: the trace once more adds to them.
+  const restarted = await Pipeline.create(await loadConfig(file), { shards: 2 });
+  restarted.restore(await pipeline.snapshot());
+  await restarted.run();
+  const again = restarted.view('stats').entries('flows');
+  assert.is(again.length, 2 * SUBSCRIBERS, 'one entry per flow after the restore');
+  assert.ok(again.every((e) => e.value.packets === 6n), 'every packet of both runs counted in its flow\'s entry');
 });
 
 test('hairpinning between subscribers on different shards: the packet is handed to its target\'s shard', async () => {

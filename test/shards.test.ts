@@ -44,7 +44,7 @@ function flowRecords(snapshot: any, table: string): string[] {
   const bytes = Buffer.from(t.records, 'base64');
   const out: string[] = [];
   for (let at = 0; at < bytes.length; at += t.record_size) {
-    out.push(bytes.subarray(at, at + 16).toString('hex') + bytes.subarray(at + 24, at + t.record_size).toString('hex'));
+    out.push(bytes.subarray(at, at + 16).toString('hex') + bytes.subarray(at + 32, at + t.record_size).toString('hex'));
   }
   return out.sort();
 }
@@ -118,6 +118,31 @@ test('scale 1 -> 2 -> 4 -> 1 during a trace: 0 lost, per-flow order kept, state 
     return m;
   };
   assert.equal(byFlow(join(dir, 'scaled.pcap')), byFlow(join(dir, 'one.pcap')));
+});
+
+test('per-flow entries move with the shard of the packets that made them: a FlowStats behind a Rewrite that changes the 5-tuple counts each flow in one entry through 1 -> 2 -> 4 -> 1', async () => {
+  // The Rewrite gives every flow one destination and port: the entries' keys no longer tell where their packets go.
+  const file = join(dir, 'rewritten.yaml');
+  writeFileSync(file, `
+elements:
+  src: { type: FromPcap, file: trace.pcap }
+  rw: { type: Rewrite, ip_dst: 198.18.0.1, dst_port: 9 }
+  stats: { type: FlowStats }
+  out: { type: Discard }
+connections:
+  - src -> rw -> stats -> out
+`);
+  const records = async (options: PipelineOptions) => {
+    const pipeline = await Pipeline.create(await loadConfig(file), options);
+    const result = await pipeline.run();
+    return { pipeline, result, flows: flowRecords(await pipeline.snapshot(), 'flows') };
+  };
+  const one = await records({ shards: 1 });
+  const scaled = await records({ shards: 1, scaleAt: [{ packets: 8000, shards: 2 }, { packets: 16000, shards: 4 }, { packets: 28000, shards: 1 }] });
+  assert.ok(scaled.pipeline.scaleReports.every((r) => r.packets_lost === 0 && r.flows_not_moved === 0));
+  assert.ok(scaled.pipeline.scaleReports.some((r) => r.flows_moved > 0), 'flows moved');
+  assert.is(scaled.result.elements.stats.flows, one.result.elements.stats.flows, 'no flow counted in two entries');
+  assert.equal(scaled.flows, one.flows, 'every flow\'s packets and bytes in its one entry');
 });
 
 test('a move larger than half the transfer buffer goes in rounds, export and import overlapping: every entry arrives intact', async () => {
@@ -543,13 +568,30 @@ test('a snapshot restored into a new pipeline (with another shard count) carries
   assert.is(rest.elements.stats.total_packets, whole.result.elements.stats.total_packets);
   assert.is(rest.elements.stats.new_flows, whole.result.elements.stats.new_flows, 'flows of the first half are known after the restart');
   assert.equal(flowRecords(await b.snapshot(), 'flows'), flowRecords(await whole.pipeline.snapshot(), 'flows'));
+  // A snapshot of the first format (records without their entry's steering: [key 16][deadline 8][value]) restores
+  // as it did then: each entry to the shard of its key, where flow steering sends its packets.
+  const firstFormat = JSON.parse(readFileSync(saved, 'utf8'));
+  firstFormat.format = 'wirepath-snapshot/1';
+  for (const element of Object.values(firstFormat.elements) as Snapshot['elements'][string][]) {
+    for (const t of Object.values(element.tables)) {
+      const bytes = Buffer.from(t.records, 'base64'), parts: Buffer[] = [];
+      for (let at = 0; at < bytes.length; at += t.record_size) parts.push(bytes.subarray(at, at + 24), bytes.subarray(at + 32, at + t.record_size));
+      t.records = Buffer.concat(parts).toString('base64');
+      t.record_size -= 8;
+    }
+  }
+  const old = await Pipeline.create(await loadConfig(configFile('old'), { overrides: [`src.file=${secondHalf}`] }), { shards: 3 });
+  old.restore(firstFormat);
+  const oldRest = await old.run();
+  assert.is(oldRest.elements.stats.new_flows, whole.result.elements.stats.new_flows, 'flows of the first half are known after a restart from the first format');
+  assert.equal(flowRecords(await old.snapshot(), 'flows'), flowRecords(await whole.pipeline.snapshot(), 'flows'));
   // The per-source table's parts, one per shard, become one entry each: counts added, the last-seen time the latest.
   const sources = (snapshot: Snapshot) => {
     const t = snapshot.elements.stats.tables.sources;
     const bytes = Buffer.from(t.records, 'base64');
     const merged = new Map<string, [bigint, bigint, bigint]>();
     for (let at = 0; at < bytes.length; at += t.record_size) {
-      const [packets, octets, last] = [24, 32, 40].map((o) => bytes.readBigUInt64LE(at + o));
+      const [packets, octets, last] = [32, 40, 48].map((o) => bytes.readBigUInt64LE(at + o));
       const key = bytes.subarray(at, at + 16).toString('hex');
       const m = merged.get(key) ?? [0n, 0n, 0n];
       merged.set(key, [m[0] + packets, m[1] + octets, last > m[2] ? last : m[2]]);
@@ -594,7 +636,7 @@ connections:
     const keys: string[] = [], records: string[] = [];
     for (let at = 0; at < bytes.length; at += t.record_size) {
       keys.push(bytes.subarray(at, at + 16).toString('hex'));
-      records.push(bytes.subarray(at, at + 16).toString('hex') + bytes.subarray(at + 24, at + t.record_size).toString('hex'));
+      records.push(bytes.subarray(at, at + 16).toString('hex') + bytes.subarray(at + 32, at + t.record_size).toString('hex'));
     }
     return { keys, records: records.sort(), reports: pipeline.scaleReports };
   };

@@ -33,7 +33,7 @@ export function process(self: BeamerBackendState, batch: Batch, out: Outputs): v
       const hash = FlowKey.hash(key);
       const flags = TCP.flags(l4);
       if ((flags & (TCP.SYN | TCP.ACK)) == TCP.SYN) {
-        const value = table.lookupOrInsert(key, hash, t);
+        const value = table.lookupOrInsert(key, hash, t, p);
         if (!value) self.table_full++;
         else {
           if (flowCreated) self.learned++;

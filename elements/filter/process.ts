@@ -67,7 +67,7 @@ export function process(self: FilterState, batch: Batch, out: Outputs): void {
     }
     if (action == DENY) { denied++; dropPacket(p); continue; }
     if (action == 0) {
-      if (key && opens() && !open(self, key, t)) { dropPacket(p); continue; }
+      if (key && opens() && !open(self, p, key, t)) { dropPacket(p); continue; }
       allowed++;
     }
     out.push(<i32>action, p);
@@ -180,8 +180,8 @@ function writeKey(src: u32, dst: u32, srcPort: u16, dstPort: u16): bool {
 }
 
 /** Creates the entry of a connection the rules allowed; false when the table is full and when_full is deny. */
-function open(self: FilterState, key: usize, t: u64): bool {
-  const value = self.connections.lookupOrInsert(key, FlowKey.hash(key), t);
+function open(self: FilterState, p: Packet, key: usize, t: u64): bool {
+  const value = self.connections.lookupOrInsert(key, FlowKey.hash(key), t, p);
   if (!value) { self.table_full++; return self.when_full == 1; }
   const entry = changetype<FilterConnectionsEntry>(value);
   if (flowCreated) {

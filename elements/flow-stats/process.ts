@@ -10,7 +10,7 @@ export function process(self: FlowStatsState, batch: Batch, out: Outputs): void 
     const bytes = <u64>p.wireLength;
     self.total_packets++;
     self.total_bytes += bytes;
-    const flow = self.flows.lookupOrInsert(key, FlowKey.hash(key), t);
+    const flow = self.flows.lookupOrInsert(key, FlowKey.hash(key), t, p);
     if (flow) {
       const f = changetype<FlowStatsFlowsEntry>(flow);
       if (flowCreated) { self.new_flows++; f.first_ns = p.timestamp; }

@@ -1435,7 +1435,7 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
   for (let n: u32 = 0; n < budget; n++) {
     const e = table.entry(<u32>self.scan_cursor);
     self.scan_cursor++;
-    if (load<u32>(e) != ENTRY_LIVE) continue;
+    if (load<u16>(e) != ENTRY_LIVE) continue;
     const inside = load<u32>(e, ENTRY_KEY);
     const sub = changetype<NATSubscribersEntry>(e + ENTRY_VALUE);
     const base = e + ENTRY_VALUE + offsetof<NATSubscribersEntry>("b0");
