@@ -164,9 +164,10 @@ export class FlowTable {
    * Value address for `key`, creating a zeroed entry when there is none (then `flowCreated` is
    * true). Either way the deadline becomes now + the table's timeout. Returns 0 when the table is
    * full; nothing live is evicted. A per-flow table (owner 'flow') passes `p`, the packet the entry is
-   * for: when shards scale, the entry moves with the bucket the dispatcher steered that packet by (without
-   * it, with its key's flow hash, which is that bucket only when the sources steer by the flow and no
-   * element before changed the 5-tuple).
+   * for: when shards scale, the entry moves with the bucket the dispatcher steered that packet by (an entry
+   * that has none recorded takes the first packet's that finds it). Without it, or for a packet an element
+   * made (newPacket: never steered), the entry moves with its key's flow hash, which is that bucket only
+   * when the sources steer by the flow and no element before changed the 5-tuple.
    */
   lookupOrInsert(key: usize, hash: u32, now: u64, p: Packet | null = null): usize {
     flowCreated = false;
@@ -179,13 +180,13 @@ export class FlowTable {
       if (this.isExpired(e, now)) { this.retire(e); if (!reuse) reuse = e; continue; }
       if (load<u32>(e, 4) == hash && keysEqual(e + ENTRY_KEY, key)) {
         store<u64>(e, now + this.timeout, ENTRY_EXPIRES);
+        if (p && !(load<u16>(e, ENTRY_STEERING) & STEERED)) store<u16>(e, steeringOf(p), ENTRY_STEERING);
         return e + ENTRY_VALUE;
       }
     }
     if (!reuse || (this.live >= this.capacity && !this.sweepAllWhenFull(now))) { this.full++; return 0; }
     store<u16>(reuse, <u16>ENTRY_LIVE);
-    // A packet an element made (newPacket) was never steered: its hash is 0, and its entry goes by its key.
-    store<u16>(reuse, p && p.hash ? STEERED | <u16>(p.hash & ~STEERED) : 0, ENTRY_STEERING);
+    store<u16>(reuse, p ? steeringOf(p) : 0, ENTRY_STEERING);
     store<u32>(reuse, hash, 4);
     copyBytes(reuse + ENTRY_KEY, key, KEY_SIZE);
     store<u64>(reuse, now + this.timeout, ENTRY_EXPIRES);
@@ -255,6 +256,11 @@ export class FlowTable {
     const handler = this.expiryHandler;
     if (handler) changetype<(value: usize, context: usize) => void>(handler)(e + ENTRY_VALUE, <usize>this.expiryContext);
   }
+}
+
+/** An entry's steering half-word for a packet: its steering hash, unless it has none (0: made by an element, never steered). */
+@inline function steeringOf(p: Packet): u16 {
+  return p.hash ? STEERED | <u16>(p.hash & ~STEERED) : 0;
 }
 
 /** True when the last lookupOrInsert created the entry. */

@@ -440,18 +440,23 @@ export function ioSpace(): u32 {
 /** Publishes every shard's receive head; returns a bit mask of shards that wait to be woken. */
 export function ioPublish(): u32 {
   const shards = load<u32>(io, IO_SHARD_COUNT);
-  // Unsteered packets that need their hash get it here, in a short loop: in the sources' loops it cost more.
-  const hashing = (load<u32>(io, IO_STEER) & (STEER_HASH | STEER_BUCKETS)) == STEER_HASH;
   let sleeping: u32 = 0;
   for (let s: u32 = 0; s < shards; s++) {
-    const rec = shardRecord(s);
-    const ring = changetype<Ring>(load<u32>(rec));
-    const head = load<u32>(rec, 12);
-    if (hashing) hashUnpublished(ring, head);
-    ring.publishHead(head);
+    const ring = publishReceived(s);
     if (atomic.load<u32>(changetype<usize>(ring), 128)) sleeping |= 1 << s;
   }
   return sleeping;
+}
+
+/** Publishes shard `s`'s receive head; returns its ring. */
+function publishReceived(s: u32): Ring {
+  const rec = shardRecord(s);
+  const ring = changetype<Ring>(load<u32>(rec));
+  const head = load<u32>(rec, 12);
+  // Unsteered packets that need their hash get it here, in a short loop: in the sources' loops it cost more.
+  if ((load<u32>(io, IO_STEER) & (STEER_HASH | STEER_BUCKETS)) == STEER_HASH) hashUnpublished(ring, head);
+  ring.publishHead(head);
+  return ring;
 }
 
 /** Sets p.hash of the packets in `ring` from its published head up to `head` (recycled slots are no packets). */
@@ -515,7 +520,7 @@ export function ioCollect(): u32 {
   }
   // Packets handed back are published at once, so that a pipeline never looks idle while they wait.
   if (resteered) {
-    for (let s: u32 = 0; s < shards; s++) changetype<Ring>(load<u32>(shardRecord(s))).publishHead(load<u32>(shardRecord(s), 12));
+    for (let s: u32 = 0; s < shards; s++) publishReceived(s);
   }
   return toSinks;
 }

@@ -16,12 +16,13 @@ export const OWNER_FLOW: u32 = 0;
 export const OWNER_ADDRESS: u32 = 1;
 
 /**
- * Bucket of an entry (or a record) whose key is at `key` and steering half-word is `steering`: the bucket of the
- * packet that made it, when it was recorded; else as the dispatcher computes it for its key.
+ * Bucket of an entry (or a record) whose key is at `key` and steering half-word is `steering`: of the address in
+ * its key for a table owned by addresses; else the bucket of the packet that made it, when that was recorded (the
+ * mask, at most 1023, keeps within the 15 bits recorded); else as the dispatcher computes it for its key.
  */
 @inline function bucketOf(key: usize, steering: u16, owner: u32, mask: u32): u32 {
-  if (steering & STEERED) return <u32>steering & mask;
   if (owner == OWNER_ADDRESS) return addressHash(load<u32>(key)) & mask;
+  if (steering & STEERED) return <u32>steering & mask;
   const ports = load<u32>(key, 8);
   return symmetricHashOf(load<u32>(key), load<u32>(key, 4), (ports >>> 16) ^ (ports & 0xffff), <u8>load<u32>(key, 12)) & mask;
 }

@@ -213,6 +213,23 @@ export function reaches(graph: Graph, from: GraphNode, test: (node: GraphNode) =
   return from.targets.some((t) => t !== null && visit(graph.byName.get(t.node)!));
 }
 
+/**
+ * What decides the bucket each packet reaching `node` was steered by, and what changed the packet before it came:
+ * the sources that reach it with their `steer` (and the element they name, with its parameters), and every element
+ * on the way with its parameters and connections. Per-flow entries keep the steering their packets recorded in
+ * another pipeline (a reload's, a snapshot file's) only when this is the same there.
+ */
+export function steeringPath(graph: Graph, node: GraphNode): string {
+  const before = graph.nodes.filter((n) => n !== node && reaches(graph, n, (t) => t === node));
+  const params = (n: GraphNode) => JSON.stringify(n.instance.params, (_, v) => (typeof v === 'bigint' ? String(v) : v));
+  return JSON.stringify(before.map((n) => {
+    if (n.type.kind !== 'source') return [n.name, n.type.type, params(n), n.targets];
+    const steer = String(n.instance.params.steer ?? 'flow');
+    const by = graph.byName.get(steer);
+    return [n.name, n.type.type, steer, by ? [by.type.type, params(by)] : null, n.targets];
+  }));
+}
+
 /** The hint's connection to a Discard: the config's own `drop`, or a new one under a name no element has. */
 function connectionToDiscard(byName: Map<string, GraphNode>, output: string): string {
   for (let n = 1; ; n++) {

@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { MAX_SHARDS, type PipelineConfig, type ThreadMode } from './config.ts';
-import { addressSteeringErrors, buildGraph, reaches, sharesTarget, type Graph, type GraphNode } from './graph.ts';
+import { addressSteeringErrors, buildGraph, reaches, sharesTarget, steeringPath, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
@@ -1134,7 +1134,9 @@ export class Pipeline {
           done = finished;
           chunks.push(Buffer.from(this.arena.u8.slice(buffer, buffer + count * table.recordSize)));
         }
-        const entry = elements[table.node].tables[table.name] ??= { scope: table.scope, owner: table.owner, merges: table.merges, record_size: table.recordSize, records: '' };
+        const entry = elements[table.node].tables[table.name] ??= {
+          scope: table.scope, owner: table.owner, merges: table.merges, record_size: table.recordSize, records: '', steered_by: steeringPath(this.graph, this.graph.byName.get(table.node)!),
+        };
         entry.records = Buffer.concat([Buffer.from(entry.records, 'base64'), ...chunks]).toString('base64');
         if (table.merges) parts.get(shard)!.set(`${table.node}/${table.name}`, Buffer.concat(chunks));
       }
@@ -1296,12 +1298,15 @@ export class Pipeline {
         const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table);
         if (!target) continue;
         const records = data.merges && ownParts ? ownParts.get(`${name}/${table}`) ?? Buffer.alloc(0) : Buffer.from(data.records, 'base64');
+        // Packets reach the element otherwise steered or changed (another config): what they recorded says nothing here.
+        const steeringHolds = data.merges || data.steered_by === steeringPath(this.graph, this.graph.byName.get(name)!);
         const mine: Buffer[] = [];
         for (let at = 0; at < records.length; at += data.record_size) {
           const r = records.subarray(at, at + data.record_size);
-          // As assembly/migrate.ts bucketOf: the bucket of the packet that made the entry, else of its key.
+          if (!steeringHolds) r.writeUInt32LE(0, TRANSFER_STEERING);
+          // As assembly/migrate.ts bucketOf: of the address in the key, else of the packet that made the entry, else of its key.
           const steering = r.readUInt32LE(TRANSFER_STEERING);
-          const hash = steering & STEERED ? steering : data.owner === 'address' ? this.io.addressHash(r.readUInt32LE(0))
+          const hash = data.owner === 'address' ? this.io.addressHash(r.readUInt32LE(0)) : steering & STEERED ? steering
             : this.io.symmetricHashOf(r.readUInt32LE(0), r.readUInt32LE(4), r.readUInt16LE(8) ^ r.readUInt16LE(10), r[12]);
           const owner = data.merges ? (ownParts ? shard.id : 0) : owners[hash & (BUCKETS - 1)];
           if (owner === shard.id) mine.push(r);
@@ -1634,7 +1639,8 @@ export interface Snapshot {
   elements: Record<string, {
     type: string;
     scalars: Record<string, string>;
-    tables: Record<string, { scope: 'per-flow' | 'cross-flow'; owner: 'flow' | 'address'; merges: boolean; record_size: number; records: string }>;
+    /** steered_by: graph.ts steeringPath of the element (format 2). */
+    tables: Record<string, { scope: 'per-flow' | 'cross-flow'; owner: 'flow' | 'address'; merges: boolean; record_size: number; records: string; steered_by?: string }>;
     /** Shared data regions (state.data with `shared`), base64, with what laid each out (DataState.layout). */
     data?: Record<string, { layout: string; bytes: string }>;
   }>;

@@ -138,16 +138,15 @@ test('deterministic mode: replies reach their subscribers across the moves; outp
   assert.ok(equivalence.equivalent, equivalence.difference);
 });
 
-test('per-flow state beside a NAT moves with its subscriber: a FlowStats keeps one entry per flow through 1 -> 2 -> 1, replies too', async () => {
-  // Its entries are keyed by 5-tuples, while steer: nat sends every packet by its subscriber: the keys do not tell their shard.
-  trace('counted', 3, await deterministicMappings());
-  const file = join(dir, 'counted.yaml');
+/** A FlowStats in front of the NAT, which steers: its entries are keyed by 5-tuples, its packets steered by subscriber. */
+function countedConfig(name: string, nat: string): string {
+  const file = join(dir, `${name}.yaml`);
   writeFileSync(file, `
 elements:
-  src: { type: FromPcap, file: counted.pcap, steer: nat }
+  src: { type: FromPcap, file: ${name}.pcap, steer: nat }
   stats: { type: FlowStats }
   side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
-  nat: { type: NAT, pool: [203.0.113.0/26], ${DETERMINISTIC} }
+  nat: { type: NAT, ${nat} }
   outside: { type: Discard }
   inside: { type: Discard }
 connections:
@@ -157,6 +156,13 @@ connections:
   - nat[0] -> outside
   - nat[1] -> inside
 `);
+  return file;
+}
+
+test('per-flow state beside a NAT moves with its subscriber: a FlowStats keeps one entry per flow through 1 -> 2 -> 1, replies too', async () => {
+  // The keys do not tell the entries' shard: each records the steering of the packet that made it.
+  trace('counted', 3, await deterministicMappings());
+  const file = countedConfig('counted', `pool: [203.0.113.0/26], ${DETERMINISTIC}`);
   const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1, scaleAt: [{ packets: 20_000, shards: 2 }, { packets: 40_000, shards: 1 }] });
   const { elements } = await pipeline.run();
   assert.ok(pipeline.scaleReports.every((r) => r.packets_lost === 0));
@@ -172,6 +178,41 @@ connections:
   const again = restarted.view('stats').entries('flows');
   assert.is(again.length, 2 * SUBSCRIBERS, 'one entry per flow after the restore');
   assert.ok(again.every((e) => e.value.packets === 6n), 'every packet of both runs counted in its flow\'s entry');
+  // Restored into a config whose packets are steered otherwise (the NAT gone, flow steering), the entries go by their keys.
+  const plain = join(dir, 'counted-plain.yaml');
+  writeFileSync(plain, `
+elements:
+  src: { type: FromPcap, file: counted.pcap }
+  stats: { type: FlowStats }
+  out: { type: Discard }
+connections:
+  - src -> stats -> out
+`);
+  const snapshot = await pipeline.snapshot();
+  const steeredOtherwise = await Pipeline.create(await loadConfig(plain), { shards: 2 });
+  steeredOtherwise.restore({ ...snapshot, elements: { stats: snapshot.elements.stats } }, true); // as a reload carries the elements both configs have
+  await steeredOtherwise.run();
+  const flowSteered = steeredOtherwise.view('stats').entries('flows');
+  assert.is(flowSteered.length, 2 * SUBSCRIBERS, 'one entry per flow in a config that steers by the flow');
+  assert.ok(flowSteered.every((e) => e.value.packets === 6n));
+});
+
+test('a hairpinned packet handed to its target\'s shard records the target\'s steering on one shard too: its flow keeps one entry through 1 -> 2', async () => {
+  // 60 subscribers send to 203.0.113.0:1101, in the deterministic range of 100.64.0.5, which never mapped it: each
+  // packet is translated and handed to that subscriber's shard (resteer), where the FlowStats counts it again.
+  const senders = Array.from({ length: 60 }, (_, i) => `100.64.1.${i + 1}`);
+  const frames = [];
+  for (let round = 0; round < 6; round++) {
+    for (const [i, src] of senders.entries()) frames.push({ data: ipv4Frame({ proto: 'udp', src, dst: '203.0.113.0', sport: 4000, dport: 1101 }), sec: T0 + round, usec: i });
+  }
+  writePcap(join(dir, 'handed.pcap'), frames);
+  const file = countedConfig('handed', "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true");
+  const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1, threads: 'inline', scaleAt: [{ packets: 180, shards: 2 }] });
+  const { elements } = await pipeline.run();
+  assert.is(elements.nat.hairpin_handovers, 360);
+  const handed = pipeline.view('stats').entries('flows').filter((e) => e.key[0] >>> 24 === 203);
+  assert.is(handed.length, 60, 'one entry per translated flow (split over two shards when its steering was the sender\'s)');
+  assert.ok(handed.every((e) => e.value.packets === 6n));
 });
 
 test('hairpinning between subscribers on different shards: the packet is handed to its target\'s shard', async () => {

@@ -7,8 +7,8 @@ export default defineElement({
     + 'per flow (5-tuple: packets, bytes, first and last seen), per source address (cross-flow: packets, bytes; each '
     + 'shard keeps the part it saw and the parts add up) and in total (all-flows), bytes as on the wire: a capture cut '
     + 'short (snaplen) counts as the traffic it recorded, its headers are all it needs. Packets pass unchanged. A full table '
-    + 'tracks no new entry (counted in untracked); nothing live is evicted. Its state moves with its flows when the '
-    + 'pipeline scales, with no code for it here.',
+    + 'tracks no new entry (counted in untracked); nothing live is evicted. When the pipeline scales, each flow\'s entry '
+    + 'moves to the shard its packets are steered to (also by a NAT\'s steering, or behind a Rewrite), the engine\'s work.',
   inputs: 1,
   outputs: [{ name: 'out', doc: 'every packet' }],
   params: {
