@@ -5,9 +5,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { ROOT, readPcap, writePcap, ipv4Frame, tshark, type PcapRecord } from './helpers.ts';
 import { inTempDir, runInOrder, assertRecords, arpFrame, ipv6Frame } from './golden.ts';
+import type { EnvironmentError } from '../engine/errors.ts';
 
 /** FromPcap -> ToPcap with the given parameters of each. */
 const copy = (src: string, out = '') => `
@@ -349,6 +350,21 @@ test('ToPcap into a FIFO nothing reads, or onto a full file system (/dev/full): 
     assert.is(error?.name, 'EnvironmentError', String(error));
     assert.match(error!.message, message);
   }
+}));
+
+test('ToPcap into a FIFO whose reader goes away: an EnvironmentError that says so, naming the file', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), [{ data: ipv4Frame(), sec: 1, usec: 0 }]);
+  const fifo = join(dir, 'fifo');
+  spawnSync('mkfifo', [fifo]);
+  // The reader takes the file header and leaves; the capture goes on until a write finds no reader.
+  const reader = spawn('head', ['-c', '24', fifo], { stdio: 'ignore' });
+  const gone = new Promise((resolve) => reader.on('exit', resolve));
+  const looped = copy('file: in.pcap, loop: true, count: 100000000').replace('file: out.pcap', 'file: fifo');
+  const error = await runInOrder(dir, looped).then(() => undefined, (e: Error) => e);
+  await gone;
+  assert.is(error?.name, 'EnvironmentError', String(error));
+  assert.match(error!.message, /out: cannot write .*fifo: EPIPE/);
+  assert.match((error as EnvironmentError).hint!, /the reader of the pipe went away/);
 }));
 
 test('timing: original takes at least about as long as the trace', () => inTempDir(async (dir) => {
