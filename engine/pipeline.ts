@@ -14,7 +14,7 @@ import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import type { ParamTypeError } from './params.ts';
 import { handlersOf } from './handlers.ts';
 import { STEERING, STEER_ELEMENT } from './registry.ts';
-import { Shard, Op } from './shard.ts';
+import { Shard, Op, wallNanos } from './shard.ts';
 import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 
 /** Longest an idle pipeline sleeps in its sources' wait before it looks at its timers and requests again. */
@@ -747,7 +747,7 @@ export class Pipeline {
   /** Inline mode: each shard takes everything in its ring, on this thread. */
   private runInline(): void {
     if (this.threads !== 'inline') return;
-    const time = this.clock === 'wall' ? process.hrtime.bigint() : 0n;
+    const time = this.clock === 'wall' ? wallNanos() : 0n;
     for (const shard of this.shards) shard.runInline(this.config.batch, time);
   }
 
@@ -1481,7 +1481,7 @@ export class Pipeline {
       const t = this.arena.view.getBigUint64(shard.memory.context + ShardContext.now, true);
       return t > m ? t : m;
     }, 0n);
-    return latest || (this.clock === 'wall' ? process.hrtime.bigint() : 0n);
+    return latest || (this.clock === 'wall' ? wallNanos() : 0n);
   }
 
   /** Every element's counters: packets in and out per port, drops, and its read handlers. */

@@ -4,7 +4,7 @@
 
 import { workerData, parentPort } from 'node:worker_threads';
 
-const { module, memory, context, descriptor, batch, mailbox, rxRing, clock } = workerData;
+const { module, memory, context, descriptor, batch, mailbox, rxRing, clock, wallOffset } = workerData;
 /** Polling this long without work before sleeping: a futex wake-up costs tens of microseconds here. */
 const SPIN_NS = 200_000n;
 const M = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11 };
@@ -36,7 +36,7 @@ try {
   let idleSince = 0n;
   while (Atomics.load(box, M.stop) === 0) {
     if (Atomics.load(box, M.posted) !== Atomics.load(box, M.done)) runPosted();
-    const taken = x.shardStep(descriptor, batch, clock === 'wall' ? process.hrtime.bigint() : 0n);
+    const taken = x.shardStep(descriptor, batch, clock === 'wall' ? wallOffset + process.hrtime.bigint() : 0n);
     if (taken) { idleSince = 0n; continue; }
     const now = process.hrtime.bigint();
     if (idleSince === 0n) idleSince = now;

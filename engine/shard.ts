@@ -11,6 +11,13 @@ import type { MemoryArena } from './memory.ts';
 export const Mailbox = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11, size: 16 } as const;
 export const Op = { export: 1, import: 2 } as const;
 
+/**
+ * The wall clock (`--clock wall`) in ns since the epoch, as block logs and deadlines compared with packet times
+ * need, advancing with the monotonic clock (setting the system's clock moves nothing): one offset for every thread.
+ */
+const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+export const wallNanos = (): bigint => WALL_OFFSET + process.hrtime.bigint();
+
 export interface ShardMemory {
   context: number;
   descriptor: number;
@@ -50,7 +57,7 @@ export class Shard {
     this.worker = new Worker(new URL('./shard-worker.js', import.meta.url), {
       workerData: {
         module, memory: this.arena.memory, context: this.memory.context, descriptor: this.memory.descriptor,
-        batch, mailbox: this.mailbox.buffer, rxRing: this.memory.rxRing, clock,
+        batch, mailbox: this.mailbox.buffer, rxRing: this.memory.rxRing, clock, wallOffset: WALL_OFFSET,
       },
     });
     let ready: () => void;

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, writePcap, readPcap, ipv4Frame, internetChecksum, icmpError, cli, tshark, type FrameSpec } from './helpers.ts';
 import { checksumVerdicts } from './golden.ts';
 import { loadConfig } from '../engine/config.ts';
-import { Pipeline } from '../engine/pipeline.ts';
+import { Pipeline, type PipelineOptions } from '../engine/pipeline.ts';
 import { handlersOf } from '../engine/handlers.ts';
 
 const T0 = 1_700_000_000;
@@ -62,14 +62,14 @@ connections:
 `;
 
 /** Runs the packets (in order) through a NAT with these parameters; what left each side, its counters, handlers and block log. */
-async function run(nat: string, packets: Packet[], topLevel = '') {
+async function run(nat: string, packets: Packet[], topLevel = '', options: PipelineOptions = {}) {
   const dir = tempDir();
   try {
     writePcap(join(dir, 'in.pcap'), packets.map(([s, spec], i) => ({ data: Buffer.isBuffer(spec) ? spec : frame(spec), sec: T0 + s, usec: i })));
     // topLevel may set its own batch size.
     const body = config(`${nat}${nat ? ', ' : ''}log: blocks.jsonl`).replace(/^batch: 1\n/m, topLevel.includes('batch:') ? '' : 'batch: 1\n');
     writeFileSync(join(dir, 'nat.yaml'), topLevel + body);
-    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'nat.yaml')), { threads: 'inline' });
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'nat.yaml')), { threads: 'inline', ...options });
     const result = await pipeline.run();
     const handlers = handlersOf(pipeline.graph.byName.get('nat')!.type);
     const view = pipeline.view('nat');
@@ -943,6 +943,15 @@ test('C8/C12/C14 blocks are logged once each, released when idle, and quarantine
   assert.equal(events.filter((e: string) => e.includes(A)), [`allocate ${A} 39936-40959 udp`, `release ${A} 39936-40959 udp`]);
   assert.ok(r.log.every((l: any) => !('destination' in l) && Object.keys(l).sort().join() === 'event,external,ports,protocol,subscriber,time'), 'nothing about destinations');
   assert.is(r.nat.blocks_released >= 1, true);
+});
+
+test('C8 on the wall clock (--clock wall) the block log is dated now (it was dated by the time since boot, in 1970)', async () => {
+  for (const threads of ['inline', 'worker'] as const) {
+    const before = Date.now();
+    const { log } = await run('', [[0, udp('100.64.0.1', '198.18.0.1', 5000, 53)]], '', { clock: 'wall', threads });
+    assert.ok(log.length >= 1, threads);
+    for (const record of log) assert.ok(Math.abs(Date.parse(record.time) - before) < 60_000, `${threads}: ${record.time}`);
+  }
 });
 
 test('C8 a block log that cannot be written (a full disk): the NAT goes on, and the log says so and how many records were not written', async () => {
