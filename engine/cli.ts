@@ -15,7 +15,7 @@ import { elementLayout, layoutSource } from './layout.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
 import { declarationReference, runtimeReference } from './runtime-doc.ts';
-import { statsTable, liveLine } from './report.ts';
+import { statsTable, liveLine, toJson } from './report.ts';
 import { filterCapture } from './filter.ts';
 import { verify } from './verify.ts';
 import { startControl, type ControlServer } from './control.ts';
@@ -382,7 +382,7 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   const started = performance.now();
   let lastLine = 0;
   const show = (r: RunResult) => {
-    if (values.json) process.stdout.write(JSON.stringify(r) + '\n');
+    if (values.json) process.stdout.write(toJson(r) + '\n');
     else if (!values.quiet) process.stdout.write(statsTable(r));
   };
   try {

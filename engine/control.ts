@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import type { Pipeline } from './pipeline.ts';
 import { handlersOf } from './handlers.ts';
 import type { GraphNode } from './graph.ts';
+import { toJson } from './report.ts';
 
 export interface ControlOptions {
   port: number;
@@ -211,10 +212,13 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
   };
 
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    // Answered once the body is made: one that cannot be (a handler's odd value) is a 500, not a stopped pipeline.
     route(req).then((result) => {
       const text = result && typeof result === 'object' && 'text' in result ? (result as { text: string }).text : undefined;
-      res.writeHead(200, { 'content-type': text !== undefined ? 'text/plain; version=0.0.4' : 'application/json' });
-      res.end(text ?? JSON.stringify(result) + '\n');
+      return { type: text !== undefined ? 'text/plain; version=0.0.4' : 'application/json', body: text ?? toJson(result) + '\n' };
+    }).then(({ type, body }) => {
+      res.writeHead(200, { 'content-type': type });
+      res.end(body);
     }, (e) => {
       const status = e instanceof HttpError ? e.status : 500;
       res.writeHead(status, { 'content-type': 'application/json' });

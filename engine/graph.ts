@@ -1,5 +1,6 @@
 // Checks a config's connections against the elements' ports and orders the graph for execution.
 
+import { toJson } from './report.ts';
 import { ConfigError, ConfigErrors, didYouMean } from './errors.ts';
 import { STEERING } from './registry.ts';
 import { outputsOf, expansionOf, type ElementType, type PortSpec } from './element.ts';
@@ -221,7 +222,7 @@ export function reaches(graph: Graph, from: GraphNode, test: (node: GraphNode) =
  */
 export function steeringPath(graph: Graph, node: GraphNode): string {
   const before = graph.nodes.filter((n) => n !== node && reaches(graph, n, (t) => t === node));
-  const params = (n: GraphNode) => JSON.stringify(n.instance.params, (_, v) => (typeof v === 'bigint' ? String(v) : v));
+  const params = (n: GraphNode) => toJson(n.instance.params);
   return JSON.stringify(before.map((n) => {
     if (n.type.kind !== 'source') return [n.name, n.type.type, params(n), n.targets];
     const steer = String(n.instance.params.steer ?? 'flow');

@@ -28,3 +28,8 @@ export function statsTable(result: RunResult): string {
   for (const c of result.crashes) lines.push(`shard ${c.shard} crashed in ${c.element} (${c.type}): ${c.error}; ${c.packets_lost} packets lost`);
   return lines.join('\n') + '\n';
 }
+
+/** JSON of a result whose values may be bigints (a handler returning a counter as the view reads it): numbers, or strings past 2^53. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_, v) => (typeof v === 'bigint' ? (v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : String(v)) : v));
+}

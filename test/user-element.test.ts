@@ -6,6 +6,9 @@ import { cpSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, removeDir, runConfig, writePcap, ipv4Frame, cli, ROOT } from './helpers.ts';
 import { loadRegistry } from '../engine/registry.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { startControl } from '../engine/control.ts';
 
 const USER_ELEMENTS = join(ROOT, 'test/fixtures/user-elements');
 const T0 = 1_700_000_000;
@@ -108,6 +111,32 @@ test('an element folder anywhere, without package.json or node_modules, loads an
     const run = cli(['run', 'config.yaml', '--json'], dir);
     assert.is(run.status, 0, run.stderr);
     assert.is(JSON.parse(run.stdout).elements.fc.new_flows, 2);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('a read handler that returns a bigint (a counter as the view reads it) is answered as a number: by run --json and the control API, which it stopped', async () => {
+  const dir = tempDir();
+  try {
+    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
+    const elementFile = join(dir, 'flow-count', 'element.ts');
+    writeFileSync(elementFile, readFileSync(elementFile, 'utf8').replace("  example:", "  handlers: { seen: { doc: 'new flows, as read', read: (view) => view.read('new_flows') } },\n  example:"));
+    trace(dir, [['A', 0], ['B', 1], ['A', 2]]);
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
+    const run = cli(['run', 'config.yaml', '--json'], dir);
+    assert.is(run.status, 0, run.stderr);
+    assert.is(JSON.parse(run.stdout).elements.fc.seen, 2);
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'config.yaml')), { shards: 1 });
+    await pipeline.run();
+    const control = await startControl({ pipeline: () => pipeline }, { port: 0 });
+    try {
+      const answer = await fetch(`${control.url}/elements/fc/seen`);
+      assert.is(answer.status, 200);
+      assert.is((await answer.json()).value, 2);
+    } finally {
+      await control.close();
+    }
   } finally {
     removeDir(dir);
   }
