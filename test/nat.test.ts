@@ -445,7 +445,8 @@ test('T2/T4/T5/R1/R2 TCP: simultaneous open, unsolicited SYN, established and tr
   ]);
   assert.equal(r.inside.map((s) => s.n), [2, 4, 5, 12]);
   assert.is(r.nat.drop_unsolicited_syn, 1, 'the unsolicited SYN is dropped silently');
-  assert.is(r.nat.drop_invalid_tcp, 3, 'an ACK without a session, a SYN-ACK and an ACK after their session timed out (the mapping lives a little longer)');
+  assert.is(r.nat.drop_invalid_tcp, 2, 'an ACK without a session, a SYN-ACK after its session timed out (its mapping lives a little longer)');
+  assert.is(r.nat.drop_no_mapping, 1, 'the ACK after the RST\'s 240 s: the mapping ended with its session');
   assert.is(r.nat.icmp_sent, 0);
   // Sequence numbers and options pass untouched.
   assert.is(r.outside[0].bytes.readUInt32BE(38), 1000);
@@ -465,6 +466,24 @@ test('T2/T4/T5/R1/R2 TCP: simultaneous open, unsolicited SYN, established and tr
     ['tcp', 6003, `${R1}:80`, 'closing'], ['udp', 7000, `${R2}:53`, '-'],
   ]);
   assert.ok(sessions.every((x) => x.external === `${ext}:${x.inside_port}`), JSON.stringify(sessions));
+});
+
+test('R2 a closed TCP connection\'s mapping ends with it (RFC 7857 §2.2): 4 minutes after its FIN or RST, not at the established timeout; a mapping another session still uses stays', async () => {
+  const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 6000, 80, SYN)]])).outside[0].src;
+  const open = (t: number, port: number, remote: string, rport: number): Packet[] =>
+    [[t, tcp(A, remote, port, rport, SYN)], [t, tcp(remote, ext, rport, port, SYN_ACK)], [t, tcp(A, remote, port, rport, ACK)]];
+  const r = await run('port_preservation: true', [
+    ...open(0, 6000, R1, 80), ...open(1, 6001, R1, 80), ...open(2, 6001, R2, 443), ...open(3, 6002, R1, 80),
+    [100, tcp(A, R1, 6000, 80, FIN_ACK)], [101, tcp(R1, ext, 80, 6000, FIN_ACK)], [101, tcp(A, R1, 6000, 80, ACK)],
+    [100, tcp(A, R1, 6001, 80, FIN_ACK)], [101, tcp(R1, ext, 80, 6001, FIN_ACK)], // 6001's mapping has R2's session too
+    [200, tcp(R1, ext, 80, 6002, RST)],
+    [500, tcp(R2, ext, 443, 6001, PSH_ACK)], // after 240 s: R2's session still finds its mapping
+  ]);
+  const mappings = r.subscriber(A).mappings as { protocol: string; inside_port: number; expires_ns: string }[];
+  assert.equal(mappings.filter((m) => m.protocol === 'tcp').map((m) => m.inside_port), [6001],
+    'at 500 s those of the closed connections are gone (240 s after the FIN, or after a RST from outside), not 7440 s after their last packet');
+  assert.ok(BigInt(mappings[0].expires_ns) > BigInt(T0 + 7000) * 1_000_000_000n, 'kept for the session still open on it');
+  assert.ok(r.inside.some((s) => s.second === 500 && s.sport === 443), 'R2\'s packet reached A');
 });
 
 test('T4 with syn_icmp: an unsolicited SYN is answered with ICMP port unreachable after 6 s, unless an outbound SYN of its connection came', async () => {

@@ -50,8 +50,12 @@ const KIND_IN: u32 = 2;     // [inside][0][external port << 16] -> inside port, 
 const KIND_FILTER: u32 = 3; // [inside][remote][external port << 16] -> a remote address the mapping has sent to
 const KIND_FRAGMENT: u32 = 4; // [inside][remote][IP id]: the first fragment of an inbound datagram went to this subscriber, so its later ones may
 const KIND_FRAGMENT_AT: u32 = 5; // [external][remote][IP id] -> inside: the same, found without fragment_owners (on the shard that translated the first)
-/** A KIND_OUT entry's remote_port: made by a PCP or NAT-PMP request, and no session has used it since (usedByTraffic). */
+/**
+ * A KIND_OUT entry's remote_port: bit 0 MADE_BY_REQUEST (made by a PCP or NAT-PMP request, and no session has used it
+ * since: usedByTraffic), the bits above it the sessions that use the mapping (countOnMapping).
+ */
 const MADE_BY_REQUEST: u16 = 1;
+const SESSION_COUNT_SHIFT: u16 = 1;
 
 // Mapping and filtering behaviours (element.ts MAPPINGS).
 const ENDPOINT_INDEPENDENT: u8 = 0;
@@ -106,7 +110,7 @@ let packetsLeft: u32 = 0;
 export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
   const t = now();
   // Sessions are counted, and unsolicited SYNs remembered, only when the options that need them are on.
-  if (self.sessions_per_subscriber) self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
+  self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
   if (self.syn_icmp) self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
   answers = out;
   answerBudget = batch.capacity;
@@ -312,6 +316,7 @@ function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
     s.mapping_until = mappingDeadline;
   }
   setSessionDeadline(session, s, deadline);
+  if (flags & (TCP.FIN | TCP.RST)) endsWithSession(self, inside, remote, s, deadline, t);
   translate(ip, l4, s.external, s.external_port, true);
   renumber(self, ip, inside, s.external, t);
   if (self.syn_icmp && (flags & (TCP.SYN | TCP.ACK)) == TCP.SYN) forgetUnsolicited(self, inside, s.external, s.external_port, remote);
@@ -350,6 +355,7 @@ function newOutboundSession(self: NATState, inside: u32, remote: u32, hash: u32,
   s.external_port = <u16>mapped;
   s.tcp = 0;
   s.mapping_until = 0;
+  countOnMapping(self, inside, remote, t);
   if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t);
   if (self.has_pcp_server) usedByTraffic(self, inside, remote, t);
   return session;
@@ -426,7 +432,41 @@ function usedByTraffic(self: NATState, inside: u32, remote: u32, t: u64): void {
   const key = keyBuffer();
   mappingOutKey(self, key, inside, remote);
   const forward = self.mappings.find(key, FlowKey.hash(key), t);
-  if (forward) changetype<NATMappingsEntry>(forward).remote_port = 0;
+  if (forward) changetype<NATMappingsEntry>(forward).remote_port &= ~MADE_BY_REQUEST;
+}
+
+/** Counts a session made on the mapping it uses (the packet's: localPort, remotePort and protocol); sessionExpired uncounts it. */
+function countOnMapping(self: NATState, inside: u32, remote: u32, t: u64): void {
+  const key = keyBuffer();
+  mappingOutKey(self, key, inside, remote);
+  const forward = self.mappings.find(key, FlowKey.hash(key), t);
+  if (forward) changeSessionCount(changetype<NATMappingsEntry>(forward), 1);
+}
+
+@inline function changeSessionCount(f: NATMappingsEntry, change: i32): void {
+  const count = <i32>(f.remote_port >> SESSION_COUNT_SHIFT) + change;
+  if (count >= 0 && count < <i32>(0xffff >> SESSION_COUNT_SHIFT)) f.remote_port = (f.remote_port & MADE_BY_REQUEST) | <u16>(count << SESSION_COUNT_SHIFT);
+}
+
+/**
+ * A TCP session closes (a FIN or RST): when it is the only session on its mapping, the mapping ends with it (RFC 7857
+ * §2.2), unless a PCP lifetime or a PEER session holds it longer. Else it lived until the established timeout that an
+ * earlier packet pushed it to, holding its port for hours after the connection closed.
+ */
+function endsWithSession(self: NATState, inside: u32, remote: u32, s: NATSessionsEntry, deadline: u64, t: u64): void {
+  const key = keyBuffer();
+  mappingOutKey(self, key, inside, remote);
+  const forward = self.mappings.find(key, FlowKey.hash(key), t);
+  if (!forward) return;
+  const f = changetype<NATMappingsEntry>(forward);
+  if ((f.remote_port >> SESSION_COUNT_SHIFT) != 1) return;
+  let until = max<u64>(deadline, <u64>f.remote * SECOND); // f.remote: until when a PEER session needs it
+  filterKey(key, inside, 0, s.external_port);
+  const permit = self.mappings.find(key, FlowKey.hash(key), t);
+  if (permit) until = max<u64>(until, FlowTable.expires(permit));
+  if (FlowTable.expires(forward) <= until) return;
+  refreshMapping(self, inside, remote, s.external_port, until, t, true);
+  s.mapping_until = until;
 }
 
 /** Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in. */
@@ -761,7 +801,7 @@ function mapPortAsWanted(self: NATState, inside: u32, proto: u8, internal: u16, 
         self.mappings.remove(key, FlowKey.hash(key));
         const f = changetype<NATMappingsEntry>(forward);
         const peersUntil = <u64>f.remote * SECOND;
-        if (f.remote_port == MADE_BY_REQUEST && peersUntil <= t) {
+        if ((f.remote_port & MADE_BY_REQUEST) && peersUntil <= t) {
           // No outbound traffic ever used it and no PEER session needs it: gone, or any host could still reach the port.
           self.mappings.remove(forward - ENTRY_VALUE + ENTRY_KEY, load<u32>(forward - ENTRY_VALUE, 4));
           mappingInKey(key, inside, external);
@@ -803,7 +843,7 @@ function mapPortAsWanted(self: NATState, inside: u32, proto: u8, internal: u16, 
     refreshMapping(self, inside, 0, <u16>mapped, deadline, t, true);
     mappingOutKey(self, key, inside, 0);
     const forward = self.mappings.find(key, FlowKey.hash(key), t);
-    if (forward) changetype<NATMappingsEntry>(forward).remote_port = MADE_BY_REQUEST;
+    if (forward) changetype<NATMappingsEntry>(forward).remote_port |= MADE_BY_REQUEST;
   } else if (!refreshMapping(self, inside, 0, <u16>mapped, deadline, t)) return NO_RESOURCES;
   // The permission for any remote host (admits), as long as the lifetime.
   filterKey(key, inside, 0, <u16>mapped);
@@ -900,6 +940,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
     fresh.external_port = externalPort;
     fresh.tcp = 0;
     fresh.mapping_until = 0;
+    countOnMapping(self, inside, remote, t);
     if (self.has_pcp_server) usedByTraffic(self, inside, remote, t);
   }
   const s = changetype<NATSessionsEntry>(session);
@@ -907,6 +948,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   const deadline = t + sessionTimeout(self, s, flags, TCP_IN);
   const mappingEnds = FlowTable.expires(back);
   setSessionDeadline(session, s, deadline < mappingEnds ? deadline : mappingEnds);
+  if (flags & (TCP.FIN | TCP.RST)) endsWithSession(self, inside, remote, s, deadline, t);
   translate(ip, l4, inside, localPort, false);
   if (IPv4.moreFragments(ip)) rememberFragment(self, external, remote, ip, inside, t);
   countIn(self, p, hairpin);
@@ -1169,14 +1211,23 @@ function countSession(self: NATState, inside: u32, t: u64, change: i32): void {
 }
 
 /**
- * A session expired (FlowTable.whenExpired): one session fewer for its subscriber, the first word
- * of its key. The dead entry's key holds the subscriber key for the lookup: the shard's key buffer
- * may be in use by the table operation that found the session expired.
+ * A session expired (FlowTable.whenExpired): one session fewer on its mapping, and for its subscriber (the first
+ * word of its key). The dead entry's key holds the keys for the lookups: the shard's key buffer may be in use by
+ * the table operation that found the session expired, and so may the packet's globals (localPort...).
  */
 function sessionExpired(value: usize, context: usize): void {
   const self = changetype<NATState>(context);
   const key = value - ENTRY_VALUE + ENTRY_KEY;
-  const sub = findSubscriber(self, load<u32>(key), key, now());
+  const inside = load<u32>(key), remote = load<u32>(key, 4), ports = load<u32>(key, 8), proto = load<u32>(key, 12);
+  const t = now();
+  // The mapping's key, as mappingOutKey makes it from the session's 5-tuple.
+  store<u32>(key, self.mapping >= ADDRESS_DEPENDENT ? remote : 0, 4);
+  store<u32>(key, self.mapping == ADDRESS_AND_PORT_DEPENDENT ? ports : ports & 0xffff0000, 8);
+  store<u32>(key, proto | (KIND_OUT << 8), 12);
+  const forward = self.mappings.find(key, FlowKey.hash(key), t);
+  if (forward) changeSessionCount(changetype<NATMappingsEntry>(forward), -1);
+  if (!self.sessions_per_subscriber) return;
+  const sub = findSubscriber(self, inside, key, t);
   if (sub && sub.sessions > 0) sub.sessions--;
 }
 
