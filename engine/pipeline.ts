@@ -1134,8 +1134,10 @@ export class Pipeline {
           done = finished;
           chunks.push(Buffer.from(this.arena.u8.slice(buffer, buffer + count * table.recordSize)));
         }
+        const node = this.graph.byName.get(table.node)!;
         const entry = elements[table.node].tables[table.name] ??= {
-          scope: table.scope, owner: table.owner, merges: table.merges, record_size: table.recordSize, records: '', steered_by: steeringPath(this.graph, this.graph.byName.get(table.node)!),
+          scope: table.scope, owner: table.owner, merges: table.merges, record_size: table.recordSize, records: '',
+          value: this.valueLayout(node, table.name), steered_by: steeringPath(this.graph, node),
         };
         entry.records = Buffer.concat([Buffer.from(entry.records, 'base64'), ...chunks]).toString('base64');
         if (table.merges) parts.get(shard)!.set(`${table.node}/${table.name}`, Buffer.concat(chunks));
@@ -1144,6 +1146,11 @@ export class Pipeline {
     this.lastSnapshot = { format: SNAPSHOT_FORMAT, date: new Date().toISOString(), elements };
     this.lastSnapshotParts = parts;
     return this.lastSnapshot;
+  }
+
+  /** The fields of a table's entry values, as a snapshot names them: which entries a table can take. */
+  private valueLayout(node: GraphNode, table: string): string {
+    return this.layouts.get(node.type.type)!.tables.find((t) => t.state === table)!.entry.fields.map((f) => `${f.name} ${f.type} @${f.offset}`).join(', ');
   }
 
   /** The state a crashed shard restarts from. */
@@ -1297,7 +1304,14 @@ export class Pipeline {
       for (const [table, data] of Object.entries(saved.tables)) {
         const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table);
         if (!target) continue;
+        // Entries laid out otherwise (the element's value fields changed since): read as they are now, they would be garbage.
+        const layout = this.valueLayout(this.graph.byName.get(name)!, table);
+        if (data.record_size !== target.recordSize || (data.value !== undefined && data.value !== layout)) {
+          if (shard.id === 0) this.log(`${name}.${table}: the snapshot's entries are laid out otherwise (${data.value ?? `${data.record_size} bytes each`}; now ${layout}): left out, the table starts empty`);
+          continue;
+        }
         const records = data.merges && ownParts ? ownParts.get(`${name}/${table}`) ?? Buffer.alloc(0) : Buffer.from(data.records, 'base64');
+        if (records.length % data.record_size) throw new Error(`the snapshot's ${name}.${table} entries are cut short (${records.length} bytes, not a whole number of ${data.record_size}-byte records): the file is damaged`);
         // Packets reach the element otherwise steered or changed (another config): what they recorded says nothing here.
         const steeringHolds = data.merges || data.steered_by === steeringPath(this.graph, this.graph.byName.get(name)!);
         const mine: Buffer[] = [];
@@ -1639,8 +1653,8 @@ export interface Snapshot {
   elements: Record<string, {
     type: string;
     scalars: Record<string, string>;
-    /** steered_by: graph.ts steeringPath of the element (format 2). */
-    tables: Record<string, { scope: 'per-flow' | 'cross-flow'; owner: 'flow' | 'address'; merges: boolean; record_size: number; records: string; steered_by?: string }>;
+    /** value: the entries' value fields (valueLayout); steered_by: graph.ts steeringPath of the element (both since format 2). */
+    tables: Record<string, { scope: 'per-flow' | 'cross-flow'; owner: 'flow' | 'address'; merges: boolean; record_size: number; records: string; value?: string; steered_by?: string }>;
     /** Shared data regions (state.data with `shared`), base64, with what laid each out (DataState.layout). */
     data?: Record<string, { layout: string; bytes: string }>;
   }>;
