@@ -28,6 +28,10 @@ export const CTX_SCRATCH: u32 = 80;
 export const BATCH_SCRATCH_BYTES: u32 = 16384;
 /** Address of the area where the order of moving buckets' packets is watched (assembly/order.ts). */
 export const CTX_ORDER: u32 = 84;
+/** Packets an element handed back (resteer) a second time: dropped, or they could go round forever. */
+export const CTX_RESTEERED_AGAIN: u32 = 88;
+/** Packets pushed to an output batch that was full (an element that sends more than it receives without `expands`): dropped. */
+export const CTX_OVERRUN: u32 = 96;
 
 let ctx: usize = 0;
 let rxRing: Ring = changetype<Ring>(0);
@@ -123,6 +127,12 @@ export function freeBatch(batch: Batch): void {
   freePacket(p);
 }
 
+/** Drops a packet pushed to a full output batch (Batch.push), counted in the runtime's overrun. */
+export function dropOverrun(p: Packet): void {
+  store<u64>(ctx, load<u64>(ctx, CTX_OVERRUN) + 1, CTX_OVERRUN);
+  dropPacket(p);
+}
+
 /** Hands a packet to sink number `sink` on the I/O side (a file or a device writer). */
 @inline export function sendToSink(p: Packet, sink: u16): void {
   p.port = sink;
@@ -132,9 +142,15 @@ export function freeBatch(batch: Batch): void {
 /**
  * Hands a packet back to the dispatcher, which steers it again as if its source had just read it: for
  * a packet that another shard's state must handle (a NAT's hairpinned packet to a subscriber on
- * another shard). It enters the graph there at its source, with PACKET_RESTEERED set in `flags`.
+ * another shard). It enters the graph there at its source, with PACKET_RESTEERED set in `flags`. A packet handed
+ * back once already is dropped instead (counted in the runtime's resteered_again): it would go round forever.
  */
 export function resteer(p: Packet): void {
+  if (p.flags & PACKET_RESTEERED) {
+    store<u64>(ctx, load<u64>(ctx, CTX_RESTEERED_AGAIN) + 1, CTX_RESTEERED_AGAIN);
+    dropPacket(p);
+    return;
+  }
   p.flags |= PACKET_RESTEERED;
   p.port |= PORT_RESTEER;
   sendOut(changetype<u32>(p));

@@ -252,8 +252,8 @@ export interface ElementDefinition {
   inputs: number;
   /** The output ports, or a function of the parameters that makes them (a Tee's `outputs`). */
   outputs: PortSpec[] | ((params: any) => PortSpec[]);
-  /** Its parameters, by name (`param.*`). */
-  params: Record<string, ParamSpec<any>>;
+  /** Its parameters, by name (`param.*`); none when left out. */
+  params?: Record<string, ParamSpec<any>>;
   /** Its state, by name (`state.*`): the engine moves, merges and snapshots it from these declarations. */
   state?: Record<string, StateField>;
   /** Handlers beyond those made for every parameter and state field (and `reset`). */
@@ -325,6 +325,7 @@ export interface ElementDefinition {
 
 /** An element as the engine knows it: its declaration plus where its files are. */
 export interface ElementType extends ElementDefinition {
+  params: Record<string, ParamSpec<any>>;
   dir: string;
   kind: 'element' | 'source' | 'sink';
 }
@@ -349,7 +350,7 @@ export function expansionOf(type: ElementDefinition, params: Record<string, unkn
  * (a stateless Filter's capacity sizes nothing, but would once stateful: the docs and a write agree on it).
  * The room its outputs need is compared by value (setParam).
  */
-export function setUpBy(type: ElementDefinition, params: Record<string, unknown>): Set<string> {
+export function setUpBy(type: ElementType, params: Record<string, unknown>): Set<string> {
   const functions = [
     ...Object.values(type.state ?? {}).flatMap((field) => Object.values(field as object) as unknown[]),
     type.outputs, type.specialize,

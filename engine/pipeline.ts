@@ -716,6 +716,7 @@ export class Pipeline {
       this.loopExited = true;
       await this.shutdown();
     }
+    this.logElementMistakes();
     const wall = (performance.now() - started) / 1000;
     const packetsIn = this.sources.reduce((s, x) => s + x.submitted, 0);
     const result: RunResult = {
@@ -733,6 +734,14 @@ export class Pipeline {
     failed ??= this.failure;
     if (failed) throw withResult(failed, result);
     return result;
+  }
+
+  /** Packets the runtime dropped for an element's mistake, said once at the end (the runtime's counters have them too). */
+  private logElementMistakes(): void {
+    const total = (counter: 'overrun' | 'resteered_again') => [...this.shards, ...this.retired].reduce((n, s) => n + s.counters()[counter], 0);
+    const overrun = total('overrun'), again = total('resteered_again');
+    if (overrun) this.log(`${overrun} packets dropped: an element pushed them to an output whose batch was full, sending more packets to one output than it received; declare \`expands\` in its element.ts`);
+    if (again) this.log(`${again} packets dropped: an element handed them back to the dispatcher (resteer) a second time; check PACKET_RESTEERED in flags before resteer`);
   }
 
   /**
@@ -1523,7 +1532,7 @@ export class Pipeline {
   }
 
   /** Counters of the runtime itself: per shard batches, packets and drops; pool exhaustion. */
-  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; ring_full_drops: number }[]; pool_exhausted: number; later_fragments_waited: number; later_fragments_without_first: number } {
+  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number; ring_full_drops: number }[]; pool_exhausted: number; later_fragments_waited: number; later_fragments_without_first: number } {
     const v = this.arena.view;
     return {
       shards: this.shards.map((shard) => ({

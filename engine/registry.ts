@@ -84,7 +84,8 @@ async function loadElement(dir: string): Promise<ElementType> {
     throw new ElementFolderError(`${file} must export default defineElement({...})`, DECLARATION_HINT);
   }
   const kind = definition.source ? 'source' : definition.sink ? 'sink' : 'element';
-  const params = kind === 'source' ? { ...definition.params, steer: STEER_PARAM } : definition.params;
+  // An element without parameters may leave `params` out.
+  const params = kind === 'source' ? { ...definition.params, steer: STEER_PARAM } : definition.params ?? {};
   const element: ElementType = { ...definition, params, dir, kind };
   checkDeclaration(element);
   return element;
@@ -99,6 +100,7 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 function checkDeclaration(element: ElementType): void {
   const file = join(element.dir, 'element.ts');
   const problems: string[] = [];
+  if (!IDENTIFIER.test(element.type)) problems.push(`type '${element.type}' is not a name the generated code can use: letters, digits and _, not first a digit`);
   for (const [what, names] of [['parameter', Object.keys(element.params)], ['state field', Object.keys(element.state ?? {})]] as const) {
     for (const name of names) if (!IDENTIFIER.test(name)) problems.push(`${what} '${name}' is not a name process.ts can use: letters, digits and _, not first a digit`);
   }

@@ -154,13 +154,15 @@ export class Shard {
   }
 
   /** The shard's counters from its context block. */
-  counters(): { batches: number; packets: number; no_buffer: number } {
+  counters(): { batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number } {
     const v = this.arena.view;
     const c = this.memory.context;
     return {
       batches: Number(v.getBigUint64(c + ShardContext.batches, true)),
       packets: Number(v.getBigUint64(c + ShardContext.packets, true)),
       no_buffer: Number(v.getBigUint64(c + ShardContext.noBuffer, true)),
+      resteered_again: Number(v.getBigUint64(c + ShardContext.resteeredAgain, true)),
+      overrun: Number(v.getBigUint64(c + ShardContext.overrun, true)),
     };
   }
 

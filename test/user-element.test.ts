@@ -2,7 +2,7 @@
 // path as the built-in ones, and its flow table keeps flows on the trace's virtual clock.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cpSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, removeDir, runConfig, writePcap, ipv4Frame, cli, ROOT } from './helpers.ts';
 import { loadRegistry } from '../engine/registry.ts';
@@ -168,6 +168,45 @@ test('entries whose value fields changed since the snapshot (an element edited, 
     flows.records = Buffer.from(flows.records, 'base64').subarray(0, -7).toString('base64');
     const again = await pipelineOf('before');
     assert.throws(() => again.restore(damaged), /the snapshot's fc\.flows entries are cut short \(\d+ bytes, not a whole number of \d+-byte records\): the file is damaged/);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+/** Writes an element folder `name` under `dir`: its element.ts declaration (after type, summary, ports) and process.ts body. */
+function elementFolder(dir: string, name: string, declaration: string, body: string): void {
+  mkdirSync(join(dir, name));
+  writeFileSync(join(dir, name, 'element.ts'), `import { defineElement } from 'wirepath';
+export default defineElement({ type: '${name}', summary: 'a test element', inputs: 1, outputs: [{ name: 'out', doc: 'packets' }], ${declaration} });
+`);
+  writeFileSync(join(dir, name, 'process.ts'), `import { Batch, Outputs, PACKET_RESTEERED, clonePacket, resteer } from "wirepath";
+import { ${name}State } from "./layout";
+export function process(self: ${name}State, batch: Batch, out: Outputs): void {
+  for (let i: u32 = 0; i < batch.count; i++) {
+    const p = batch.packet(i);
+    ${body}
+  }
+}
+`);
+}
+
+test('packets an element\'s mistakes drop are counted and said: more pushed to an output than it received without expands; a packet handed back twice (it went round forever)', async () => {
+  const dir = tempDir();
+  try {
+    trace(dir, Array.from({ length: 2000 }, () => ['A', 0] as ['A', number])); // one millisecond: full batches
+    elementFolder(dir, 'Twice', 'clones: () => 1', 'out.push(0, p); const copy = clonePacket(p); if (copy) out.push(0, copy);');
+    elementFolder(dir, 'Again', '', 'if (p.flags & PACKET_RESTEERED) out.push(0, p); resteer(p);');
+    for (const [name, said] of [['Twice', /^\d+ packets dropped: an element pushed them to an output whose batch was full, .*declare `expands` in its element\.ts$/],
+      ['Again', /^2000 packets dropped: an element handed them back to the dispatcher \(resteer\) a second time; check PACKET_RESTEERED/]] as const) {
+      writeFileSync(join(dir, 'config.yaml'), `element_dirs: [.]\nelements:\n  src: { type: FromPcap, file: in.pcap }\n  x: { type: ${name} }\n  out: { type: Discard }\nconnections:\n  - src -> x -> out\n`);
+      const lines: string[] = [];
+      const pipeline = await Pipeline.create(await loadConfig(join(dir, 'config.yaml')), { shards: 1, log: (m) => lines.push(m) });
+      const result = await pipeline.run();
+      assert.ok(lines.some((l) => said.test(l)), `${name}: ${lines.join('\n')}`);
+      const counter = name === 'Twice' ? 'overrun' : 'resteered_again';
+      assert.ok(pipeline.runtimeStats().shards[0][counter] > 0, counter);
+      if (name === 'Twice') assert.is(result.elements.out.in as number + pipeline.runtimeStats().shards[0].overrun, 4000, 'every copy delivered or counted');
+    }
   } finally {
     removeDir(dir);
   }
