@@ -153,6 +153,19 @@ test('U1/T1 endpoint-independent mapping, U2/R4 paired pooling, U3 no port overl
   assert.is(r.nat.mappings_created, 4, 'one per inside endpoint and protocol');
 });
 
+test('U4 a low port maps below 1024 while the address\'s low blocks have room, then above (NTP from port 123 was refused); ICMP identifiers have no low range', async () => {
+  // One address, blocks of 512 ports: two low blocks, for two subscribers.
+  const subscribers = ['100.64.0.2', '100.64.0.3', '100.64.0.4', '100.64.0.5'];
+  const r = await run('pool: [203.0.113.1/32], ports_per_block: 512', [
+    ...subscribers.map((s, i): Packet => [i, udp(s, R1, 123, 123)]),
+    [9, { proto: 'icmp', src: '100.64.0.6', dst: R1, icmpId: 100 }],
+  ]);
+  assert.is(r.nat.translated_out, 5, JSON.stringify(r.nat));
+  assert.equal(r.outside.slice(0, 4).map((o) => o.sport < 1024), [true, true, false, false]);
+  assert.is(r.outside[4].proto, 1);
+  assert.ok(r.outside[4].sport >= 1024, `identifier ${r.outside[4].sport} from a high block: no low blocks for ICMP taken`);
+});
+
 test('U4 port ranges kept, port preservation and U5 parity', async () => {
   const r = await run('port_preservation: true', [[0, udp(A, R1, 500, 53)], [1, udp(A, R1, 40000, 53)], [2, udp(B, R1, 40000, 53)]]);
   assert.is(r.outside[0].sport, 500, 'a low port kept');

@@ -1253,7 +1253,7 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
     return sub.external;
   }
   const cls = classOf(protocol);
-  const low = localPort < 1024;
+  const low = localPort < 1024 && protocol != IPPROTO_ICMP;
   // With PREFER_FAILURE and a suggested port, only an address where that port's block is free will do: a
   // request refused pins no address on the subscriber.
   const strict = wantedOnly && wantedPort != 0;
@@ -1264,11 +1264,14 @@ function assignAddress(self: NATState, sub: NATSubscribersEntry, inside: u32, t:
   if (wantedAddress && wantedOnly && wanted < 0) return 0;
   const start = wanted >= 0 ? <u32>wanted : addressHash(inside) % count;
   const tries: u32 = wanted >= 0 && wantedOnly ? 1 : count;
-  for (let i: u32 = 0; i < tries; i++) {
-    const a = (start + i) % count;
-    if (freeBlock(pool, a, cls, low, seed, 0, quarantineEnd(self, t), strict) >= 0) {
-      sub.external = addressAt(pool, a);
-      return sub.external;
+  // An address with a free block of the port's range; for a low port, else one with a high block (allocatePort).
+  for (let range = 0; range < (low && !strict ? 2 : 1); range++) {
+    for (let i: u32 = 0; i < tries; i++) {
+      const a = (start + i) % count;
+      if (freeBlock(pool, a, cls, low && range == 0, seed, 0, quarantineEnd(self, t), strict) >= 0) {
+        sub.external = addressAt(pool, a);
+        return sub.external;
+      }
     }
   }
   return 0;
@@ -1314,7 +1317,8 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
   const pool = <usize>self.pool;
   const external = assignAddress(self, sub, inside, t);
   if (!external) return FAILED | FAIL_POOL;
-  const low = localPort < 1024;
+  // RFC 4787 REQ-3: a port below 1024 maps below 1024 while a low block has room, else above (ICMP identifiers have no such range).
+  const low = localPort < 1024 && protocol != IPPROTO_ICMP;
   if (load<u32>(pool + POOL_DETERMINISTIC)) {
     const ports = load<u32>(pool + POOL_DET_PORTS);
     const first = deterministicStart(pool, inside);
@@ -1335,11 +1339,19 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
   if (wantedHere) {
     if (wantedHeld && portFree(self, keyBuffer(), inside, wantedPort, t)) return <u32>wantedPort;
     if (!wantedHeld && held < self.blocks_per_subscriber) {
-      const port = claimBlock(self, slots, external, blockSeed(pool, low, wantedPort), true, inside, t);
+      const port = claimBlock(self, slots, external, blockSeed(pool, low, wantedPort), true, low, inside, t);
       if (!(port & FAILED)) return port;
     }
   }
   if (wantedOnly && wantedPort) return FAILED | FAIL_PORTS;
+  const port = portInRange(self, slots, external, inside, held, low, t);
+  return low && (port & FAILED) ? portInRange(self, slots, external, inside, held, false, t) : port;
+}
+
+/** A free port in a block the subscriber holds of the low (below 1024) or high range, else in a block it claims. */
+function portInRange(self: NATState, slots: usize, external: u32, inside: u32, held: u32, low: bool, t: u64): u32 {
+  const pool = <usize>self.pool;
+  const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
   for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
     const block = load<u32>(slots + (<usize>slot << 2));
     if (!block) continue;
@@ -1350,20 +1362,20 @@ function allocatePort(self: NATState, sub: NATSubscribersEntry, inside: u32, t: 
   }
   if (held >= self.blocks_per_subscriber) return FAILED | FAIL_PORTS;
   const seed = self.port_preservation ? blockSeed(pool, low, localPort) : addressHash(inside ^ load<u32>(pool + POOL_SALT)) + held;
-  return claimBlock(self, slots, external, seed, false, inside, t);
+  return claimBlock(self, slots, external, seed, false, low, inside, t);
 }
 
 /**
- * Claims a free block of the packet's protocol and range on `external` (from `seed`; only that one with
+ * Claims a free block of the packet's protocol, in the low (below 1024) or high range, on `external` (from `seed`; only that one with
  * `seedOnly`) into a free slot of the subscriber's `slots`, logs it, and returns a free port of it (freePortIn),
  * or FAILED | the reason. The caller has seen that a slot is free.
  */
-function claimBlock(self: NATState, slots: usize, external: u32, seed: u32, seedOnly: bool, inside: u32, t: u64): u32 {
+function claimBlock(self: NATState, slots: usize, external: u32, seed: u32, seedOnly: bool, low: bool, inside: u32, t: u64): u32 {
   const pool = <usize>self.pool;
   const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
   const cls = classOf(protocol);
   const a = <u32>poolIndex(pool, external);
-  const b = freeBlock(pool, a, cls, localPort < 1024, seed, inside, quarantineEnd(self, t), seedOnly);
+  const b = freeBlock(pool, a, cls, low, seed, inside, quarantineEnd(self, t), seedOnly);
   if (b < 0) return FAILED | FAIL_POOL;
   for (let slot: u32 = 0; slot < self.blocks_per_subscriber; slot++) {
     if (load<u32>(slots + (<usize>slot << 2))) continue;
