@@ -932,6 +932,15 @@ test('C5 per-subscriber session limit: new sessions past it are refused; session
   assert.is(partial.nat.drop_session_limit, 1);
   assert.is(partial.subscriber(A).session_count, 2);
   assert.equal(partial.subscriber(A).sessions.map((x: any) => x.remote).sort(), [`${R1}:53`, `${R2}:53`], 'the two it counts');
+  // One session kept alive, another left to expire unseen: at the limit, the expired one is found and counted off.
+  const R3 = '198.18.0.3';
+  const kept = await run('sessions_per_subscriber: 2', [
+    [0, udp(A, R1, 5000, 53)], [0, udp(A, R2, 5000, 53)],
+    [100, udp(A, R1, 5000, 53)], [200, udp(A, R1, 5000, 53)], [310, udp(A, R1, 5000, 53)],
+    [320, udp(A, R3, 5000, 53)],                // 6: R2's session expired at 300: room for R3's
+  ]);
+  assert.equal(kept.outside.map((s) => s.n), [1, 2, 3, 4, 5, 6], 'a new destination was refused while an expired session still counted');
+  assert.is(kept.nat.drop_session_limit, 0);
 });
 
 test('C3/C11 a pool with no block left: counted drops; non-contiguous pools are used whole', async () => {

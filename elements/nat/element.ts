@@ -226,6 +226,7 @@ export default defineElement({
     log_lost: state.counter('block records lost because the log queue was full (the log is written every 200 ms)'),
     scan_cursor: state.internal('where the search for idle blocks goes on (per shard)'),
     idle_search_ns: state.internal('the clock at the last batch\'s search for idle blocks (per shard): how many subscribers the next one looks at'),
+    sessions_swept_s: state.internal('the second (plus one) of the last look at every session for expired ones when a subscriber was at its session limit (per shard)'),
     reclaimed_s: state.internal('the second (plus one) of the last look at every subscriber for idle blocks when the pool had none (per shard)'),
     syn_sweep_ns: state.internal('when the unsolicited-SYN table is next looked through whole (per shard)'),
   },

@@ -1200,6 +1200,12 @@ function sessionAllowed(self: NATState, inside: u32, t: u64): bool {
   const sub = findSubscriber(self, inside, keyBuffer(), t);
   if (!sub) return true;
   if (sub.sessions >= self.sessions_per_subscriber && <u32>(t / SECOND) >= sub.mappings_until_s) sub.sessions = 0;
+  // Sessions count down as expired ones are found, which the per-batch sweep may not have done yet: at the limit,
+  // all of them are looked at, at most once a second of the clock (a subscriber held there costs no more).
+  if (sub.sessions >= self.sessions_per_subscriber && self.sessions_swept_s != t / SECOND + 1) {
+    self.sessions_swept_s = t / SECOND + 1;
+    self.sessions.sweep(t, self.sessions.slots);
+  }
   return sub.sessions < self.sessions_per_subscriber;
 }
 
