@@ -166,7 +166,7 @@ export interface TableEntry {
 
 export interface HandlerSpec {
   doc: string;
-  /** Shown in the counters table and in --json; by default a read-only handler is. */
+  /** Shown in the counters table and in --json; by default a read-only handler that takes no argument is. */
   counter?: boolean;
   /** Its value only ever grows (a Prometheus counter in /metrics); by default a handler's value is a gauge. */
   monotonic?: boolean;

@@ -25,7 +25,8 @@ export function handlersOf(type: ElementType): Record<string, Handler> {
     };
   }
   if (state.length) handlers.reset = { doc: 'zeroes the counters', write: (view) => view.reset() };
-  for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.counter ?? (h.read !== undefined && !h.write) };
+  // A read that takes an argument (a subscriber to show) has nothing to show without one.
+  for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.counter ?? (h.read !== undefined && h.read.length < 2 && !h.write) };
   return handlers;
 }
 

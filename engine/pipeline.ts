@@ -1524,7 +1524,13 @@ export class Pipeline {
       };
       const view = this.view(node.name);
       for (const [name, handler] of Object.entries(handlersOf(node.type))) {
-        if (handler.read && handler.counter) stats[name] = handler.read(view);
+        if (!handler.read || !handler.counter) continue;
+        // One handler that fails spoils no one else's counters, nor the end of a run.
+        try {
+          stats[name] = handler.read(view);
+        } catch (e) {
+          stats[name] = `failed: ${(e as Error).message}`;
+        }
       }
       out[node.name] = stats;
     }

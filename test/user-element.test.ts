@@ -116,17 +116,25 @@ test('an element folder anywhere, without package.json or node_modules, loads an
   }
 });
 
-test('a read handler that returns a bigint (a counter as the view reads it) is answered as a number: by run --json and the control API, which it stopped', async () => {
+test('read handlers in the counters: a bigint (a counter as the view reads it) is a number (the control API\'s answer stopped the pipeline); one that takes an argument is none; one that fails says so', async () => {
   const dir = tempDir();
   try {
     cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
     const elementFile = join(dir, 'flow-count', 'element.ts');
-    writeFileSync(elementFile, readFileSync(elementFile, 'utf8').replace("  example:", "  handlers: { seen: { doc: 'new flows, as read', read: (view) => view.read('new_flows') } },\n  example:"));
+    writeFileSync(elementFile, readFileSync(elementFile, 'utf8').replace("  example:", `  handlers: {
+    seen: { doc: 'new flows, as read', read: (view) => view.read('new_flows') },
+    one: { doc: 'a flow, named', read: (view, arg) => { if (!arg) throw new Error('name a flow'); return arg; } },
+    broken: { doc: 'always fails', read: () => { throw new Error('broken'); } },
+  },
+  example:`));
     trace(dir, [['A', 0], ['B', 1], ['A', 2]]);
     writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
     const run = cli(['run', 'config.yaml', '--json'], dir);
     assert.is(run.status, 0, run.stderr);
-    assert.is(JSON.parse(run.stdout).elements.fc.seen, 2);
+    const counters = JSON.parse(run.stdout).elements.fc;
+    assert.is(counters.seen, 2);
+    assert.not.ok('one' in counters, 'a read that takes an argument is no counter');
+    assert.is(counters.broken, 'failed: broken', 'a handler that fails spoils neither the others nor the run');
     const pipeline = await Pipeline.create(await loadConfig(join(dir, 'config.yaml')), { shards: 1 });
     await pipeline.run();
     const control = await startControl({ pipeline: () => pipeline }, { port: 0 });
