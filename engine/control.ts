@@ -1,5 +1,5 @@
 // The control API: a small HTTP server on loopback. Reading is open to local clients; every call
-// that changes something needs the token (printed at start, or given). Bad requests get a clear 4xx
+// that changes something, and a read of a private handler, needs the token (printed at start, or given). Bad requests get a clear 4xx
 // and change nothing; the pipeline keeps running whatever a client sends.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -151,6 +151,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       if (!h) throw new HttpError(404, `${element} (${node.type.type}) has no handler '${name}'; its handlers: ${Object.keys(handlersOf(node.type)).join(', ')}`);
       if (method === 'GET') {
         if (!h.read) throw new HttpError(405, `${element}.${name} is write-only`);
+        if (h.private && !authorised(req, token)) throw new HttpError(401, `${element}.${name} shows what users do: send the token as "Authorization: Bearer TOKEN" to read it`);
         const arg = url.searchParams.get('arg') ?? undefined;
         // A handler that declares no argument would ignore one, and answer for everything instead.
         if (arg !== undefined && h.read.length < 2) throw new HttpError(400, `${element}.${name} takes no argument (given '${arg}')`);

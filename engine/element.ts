@@ -170,6 +170,8 @@ export interface HandlerSpec {
   counter?: boolean;
   /** Its value only ever grows (a Prometheus counter in /metrics); by default a handler's value is a gauge. */
   monotonic?: boolean;
+  /** Reading it needs the control API's token, as changes do: it shows what a user does (a subscriber's destinations). */
+  private?: boolean;
   /** `arg` is what follows the handler's name (`ctl read nat.subscriber 100.64.0.5`), or undefined. */
   read?: (view: ElementView, arg?: string) => unknown;
   write?: (view: ElementView, value: string) => void;

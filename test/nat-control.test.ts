@@ -45,12 +45,15 @@ test.after(async () => {
 });
 
 
-test('ctl read nat.subscriber ADDRESS lists its mappings, from the shard that owns it', async () => {
+test('ctl read nat.subscriber ADDRESS lists its mappings, from the shard that owns it; it shows destinations, so it needs the token', async () => {
   const entries = pipeline.view('nat').entries('subscribers');
   assert.ok(entries.length > 100, `subscribers on the shards: ${entries.length} of ${pipeline.view('nat').read('subscribers')}`);
   assert.equal(new Set(entries.map((e) => e.shard)), new Set([0, 1]), 'both shards hold subscribers');
   const address = formatIPv4(entries[0].key[0]);
-  const r = await cliAsync(['ctl', 'read', 'nat.subscriber', address, '--control', control.url]);
+  const open = await fetch(`${control.url}/elements/nat/subscriber?arg=${address}`);
+  assert.is(open.status, 401);
+  assert.match((await open.json()).error, /nat\.subscriber shows what users do: send the token/);
+  const r = await cliAsync(['ctl', 'read', 'nat.subscriber', address, '--control', control.url, '--token', 'secret-token']);
   assert.is(r.status, 0, r.stderr);
   const value = JSON.parse(r.stdout).value;
   assert.is(value.subscriber, address);
@@ -70,7 +73,7 @@ test('blocks per external address and drops by reason; a bad subscriber argument
   assert.is(total, Number(pipeline.view('nat').read('subscribers')), 'one UDP block per subscriber');
   const drops = await (await fetch(`${control.url}/elements/nat/drops`)).json();
   assert.is(drops.value.not_inside, 0);
-  const bad = await cliAsync(['ctl', 'read', 'nat.subscriber', 'not-an-address', '--control', control.url]);
+  const bad = await cliAsync(['ctl', 'read', 'nat.subscriber', 'not-an-address', '--control', control.url, '--token', 'secret-token']);
   assert.is(bad.status, 1);
   assert.match(bad.stderr, /400 nat.subscriber: 'not-an-address' is not an IPv4 address/);
 });

@@ -245,6 +245,7 @@ export default defineElement({
       doc: 'one subscriber (ctl read NAT.subscriber ADDRESS): its external address, blocks, mappings and sessions (5-tuples, with their TCP state)',
       read: (view, arg) => subscriberView(view, arg),
       counter: false,
+      private: true,
     },
   },
   periodic: {
