@@ -258,7 +258,7 @@ export interface ElementDefinition {
   params?: Record<string, ParamSpec<any>>;
   /** Its state, by name (`state.*`): the engine moves, merges and snapshots it from these declarations. */
   state?: Record<string, StateField>;
-  /** Handlers beyond those made for every parameter and state field (and `reset`). */
+  /** Handlers beyond those made for every parameter and state field (and `reset`); one of such a name replaces the one made for it. */
   handlers?: Record<string, HandlerSpec>;
   /** Warnings about parameter values that parse but are probably mistakes; called once the parameters are valid. */
   warnings?: (params: any) => ParamWarning[];

@@ -70,11 +70,11 @@ interface ParamOptions<T> {
   fixed?: boolean;
 }
 
-function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}): ParamSpec<T> {
+function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}, written = typeof options.default === 'string'): ParamSpec<T> {
   if (typeof doc !== 'string' || !doc) throw new Error(`a parameter's first argument is the line that documents it, not ${describe(doc)}`);
   let value = options.default;
   try {
-    if (typeof value === 'string') value = type.parse(value);
+    if (written) value = type.parse(value);
     else if (value !== undefined) type.check?.(value as T);
   } catch (e) {
     throw new Error(`parameter '${doc}': default ${(e as Error).message}`);
@@ -319,8 +319,10 @@ export const param = {
   /** Any text (a file name, a device): control side only. */
   string: (doc: string, o?: ParamOptions<string>) => spec(types.string, doc, o),
   /** A list of strings; with `item` (one of `types`, or your own), each is parsed by that type and errors point at the item. Control side only. */
-  strings: <T = string>(doc: string, o?: ParamOptions<T[]> & { item?: ParamType<T> }) =>
-    spec(listType(o?.item ?? (types.string as unknown as ParamType<T>)), doc, o),
+  strings: <T = string>(doc: string, o?: Omit<ParamOptions<T[]>, 'default'> & { default?: T[] | string[] | string; item?: ParamType<T> }) =>
+    // A default list of texts (['10.0.0.0/8']) is written as a config writes it: its items are parsed by `item`.
+    spec(listType(o?.item ?? (types.string as unknown as ParamType<T>)), doc, o as ParamOptions<T[]>,
+      Array.isArray(o?.default) && o.default.length > 0 && o.default.every((v) => typeof v === 'string')),
   /** A whole number from min to max: `NAME: u32` (i32 when min < 0, u64 when max does not fit 32 bits). */
   int: (doc: string, min: number, max: number, o?: ParamOptions<number>) => spec(intType(min, max), doc, o),
   /** One of `values`: `NAME: u8`, the value's index in the list. */

@@ -104,6 +104,9 @@ function checkDeclaration(element: ElementType): void {
   for (const [what, names] of [['parameter', Object.keys(element.params)], ['state field', Object.keys(element.state ?? {})]] as const) {
     for (const name of names) if (!IDENTIFIER.test(name)) problems.push(`${what} '${name}' is not a name process.ts can use: letters, digits and _, not first a digit`);
   }
+  // Parameters and state fields each have a handler of their name, and state a `reset`: one name, one handler.
+  const reset = 'reset' in element.params ? 'a parameter' : element.state && 'reset' in element.state ? 'a state field' : undefined;
+  if (element.state && reset) problems.push(`${reset} named 'reset' would hide the handler that zeroes the counters; rename it`);
   for (const [name, s] of Object.entries(element.state ?? {})) {
     const functions = s.kind === 'flow-table' ? ['capacity', 'timeout'] : s.kind === 'data' ? ['size', 'init'] : [];
     const missing = functions.filter((f) => typeof (s as unknown as Record<string, unknown>)[f] !== 'function');

@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { loadConfig, type LoadOptions } from '../engine/config.ts';
 import { buildGraph } from '../engine/graph.ts';
 import { ConfigErrors, type ConfigError } from '../engine/errors.ts';
-import { parseDuration, formatDuration, parseSize, parseIPv4, formatIPv4, parseCidr, parseMac, ParamTypeError, param } from '../engine/params.ts';
+import { parseDuration, formatDuration, parseSize, parseIPv4, formatIPv4, parseCidr, parseMac, ParamTypeError, param, types } from '../engine/params.ts';
 import { ROOT, tempDir, removeDir } from './helpers.ts';
 import { loadRegistry } from '../engine/registry.ts';
 
@@ -648,6 +648,10 @@ test('a parameter default written as text is parsed as in a config; a bad one fa
   assert.is(param.ipv4('address', { default: '10.0.0.1' }).default, 0x0a000001);
   assert.is(param.string('name', { default: '30s' }).default, '30s');
   assert.throws(() => param.duration('idle', { default: '30 parsecs' }), /parameter 'idle': default '30 parsecs' is not a duration/);
+  // A list's items too (the default showed as 0.0.0.0/undefined).
+  assert.equal(param.strings('nets', { item: types.cidr, default: ['10.0.0.0/8'] }).default, [{ address: 0x0a000000, prefix: 8, mask: 0xff000000 }]);
+  assert.equal(param.strings('names', { default: ['a', 'b'] }).default, ['a', 'b']);
+  assert.equal(param.strings('none', { item: types.cidr, default: [] }).default, []);
 });
 
 test('formatDuration: the largest whole unit', () => {

@@ -266,6 +266,8 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     assert.match(checkWith(elementFile, 'new_flows: state', 'capacity: state'),
       `${elementFile}: parameter 'capacity' and state field 'capacity' both make the layout field 'capacity'; rename one`);
     assert.match(checkWith(elementFile, 'not_ipv4: state', "'not-ipv4': state"), "state field 'not-ipv4' is not a name process.ts can use");
+    assert.match(checkWith(elementFile, 'not_ipv4: state', 'reset: state'), "a state field named 'reset' would hide the handler that zeroes the counters; rename it");
+    assert.match(checkWith(elementFile, "type: 'FlowCount'", "type: 'Flow-Count'"), "type 'Flow-Count' is not a name the generated code can use");
     assert.match(checkWith(elementFile, 'param.duration(', 'param.time('), `${elementFile}:13:20: param.time is not a function\n  hint: fix the element's declaration`);
     assert.match(checkWith(processFile, 'export function process(', 'export function processBatch('),
       `${processFile} must export function process(self: FlowCountState, batch: Batch, out: Outputs): void\n  hint: the README's "Writing an element" shows the functions process.ts exports`);

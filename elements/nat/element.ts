@@ -93,7 +93,7 @@ export default defineElement({
   ],
   params: {
     pool: param.strings('external addresses and prefixes (need not be contiguous)', { required: true, item: prefixType }),
-    inside: param.strings('subscriber prefixes: packets from other sources are dropped', { default: ['100.64.0.0/10'].map(parseCidr) as never, item: prefixType }),
+    inside: param.strings('subscriber prefixes: packets from other sources are dropped', { default: ['100.64.0.0/10'], item: prefixType }),
     ports_per_block: param.custom('ports in each block a subscriber is given', blockSizeType, { default: 512 }),
     blocks_per_subscriber: param.int('most blocks of each protocol one subscriber holds', 1, 4, { default: 4 }),
     mapping: param.enum('mapping behaviour (RFC 4787 §4.1); set when the NAT starts (its mappings are keyed by it)', MAPPINGS, { default: 'endpoint-independent', fixed: true }),
