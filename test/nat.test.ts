@@ -1117,7 +1117,7 @@ connections:
   - nat[0] -> out
   - nat[1] -> out
 `;
-    writeFileSync(join(dir, 'bad.yaml'), yaml(', udp_timeout: 60s, ports_per_block: 100, tcp_established: 1h, tcp_transitory: 60s, icmp_timeout: 10s', 'nat'));
+    writeFileSync(join(dir, 'bad.yaml'), yaml(', udp_timeout: 60s, ports_per_block: 100, tcp_established: 1h, tcp_transitory: 60s, icmp_timeout: 10s, pcp_max_lifetime: 1s', 'nat'));
     writePcap(join(dir, 'in.pcap'), []);
     const params = cli(['check', join(dir, 'bad.yaml')]);
     assert.is(params.status, 2);
@@ -1125,6 +1125,7 @@ connections:
     assert.match(params.stderr, /nat\.tcp_established: 1h is shorter than the 7440 s RFC 5382 REQ-5 \(2 h 4 min\) requires/);
     assert.match(params.stderr, /nat\.tcp_transitory: 1m is shorter than the 240 s RFC 5382 REQ-5 \(4 min\) requires/);
     assert.match(params.stderr, /nat\.icmp_timeout: 10s is shorter than the 60 s RFC 5508 REQ-1 requires/);
+    assert.match(params.stderr, /nat\.pcp_max_lifetime: 1s is shorter than the 120 s each PCP lifetime requires/, 'a MAP was granted 1 s, though the doc said 2 minutes at least');
     assert.match(params.stderr, /bad\.yaml:3:\d+: nat\.ports_per_block: 100 is not a power of two\n {2}hint: use 64 or 128/);
     writeFileSync(join(dir, 'pools.yaml'), yaml(', pool: [100.64.0.0/28, 224.0.0.0/28, 203.0.113.0/28]', 'nat').replace('pool: [203.0.113.1], ', ''));
     const pools = cli(['check', join(dir, 'pools.yaml')]);

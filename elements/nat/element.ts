@@ -15,7 +15,6 @@ const prefixType: ParamType<Cidr> = {
 const MAPPINGS = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'] as const;
 type Behaviour = typeof MAPPINGS[number];
 
-/** The UDP mapping timeout: RFC 4787 REQ-5 forbids less than 120 s. */
 /** A timeout the RFCs give a floor: shorter ones are refused with the RFC's requirement. */
 const timeoutOfAtLeast = (least: string, requirement: string, usual: string): ParamType<number> => ({
   ...types.duration,
@@ -122,7 +121,8 @@ export default defineElement({
     icmp_source: param.ipv4('source address of the ICMP errors the NAT sends (default: the first pool address)', {}),
     pcp_server: param.ipv4('address on the inside at which the NAT answers PCP (RFC 6887) and NAT-PMP (RFC 6886) on UDP port 5351: '
       + 'subscribers map ports for inbound traffic (a suggested external port is taken when free; PREFER_FAILURE honoured); unset: no PCP (packets to it are translated like any others)', {}),
-    pcp_max_lifetime: param.duration('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)', { default: 86400e9 }),
+    pcp_max_lifetime: param.custom('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)',
+      timeoutOfAtLeast('120 s', 'each PCP lifetime', '86400 s'), { default: 86400e9 }),
     log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for standard output (standard error with run --json, whose result takes standard output); none when absent. '
       + 'The blocks still held when the run ends (or a reload starts the NAT afresh) are logged released then, and those a snapshot file restores, allocated; '
       + 'a reload that moves the log to another file logs the blocks held then released in the old file and allocated in the new one '
