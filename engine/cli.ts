@@ -156,6 +156,10 @@ export async function main(argv: string[]): Promise<number> {
           throw new UsageError('--shards takes counts like 1,2,4 and --scale-every a number of packets');
         }
         if (shards.every((n) => n === 1)) throw new UsageError('--shards needs a count above 1: one shard is what the runs are compared with');
+        // One count is a run on that many shards with no scale event, and --scale-every would be ignored.
+        if (shards.length < 2) {
+          throw new UsageError(`--shards ${values.shards} names one shard count, so the scaled run would make no scale event: name the counts it goes through, e.g. 1,${shards[0]}`);
+        }
         if (!target) throw new UsageError('verify needs a CONFIG file');
         const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace: values.trace && resolvePath(values.trace), shards, scaleEvery });
         for (const r of result.scaleEvents) {

@@ -496,6 +496,9 @@ test('verify: --trace is a path from where the command runs; one shard count is 
   const one = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1']);
   assert.is(one.status, 2);
   assert.ok(one.stderr.startsWith('wirepath: --shards needs a count above 1'));
+  const four = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '4', '--scale-every', '1000']);
+  assert.is(four.status, 2, 'it ran with no scale event and said nothing');
+  assert.match(four.stderr, /--shards 4 names one shard count, so the scaled run would make no scale event: name the counts it goes through, e\.g\. 1,4/);
 });
 
 test('verify: a NAT that picks ports at random is refused with the way to verify it; output that nothing reaches is no equivalence', () => {
