@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { loadConfig, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError, StallError, didYouMean } from './errors.ts';
 import { CompileError } from './compile.ts';
-import { buildGraph } from './graph.ts';
+import { addressSteeringErrors, buildGraph } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph } from './compile.ts';
 import { Pipeline, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
@@ -47,13 +47,14 @@ options for run, check, graph, build, verify, elements:
   --elements DIR           also load the element folders in DIR (repeatable)
 options for elements:
   --layout                 elements TYPE: print the classes its process.ts imports from "./layout"
+options for run, check:
+  --shards N               shard workers to start with (default: the config's shards, or cores - 1)
 options for run:
   --json                   print one JSON object of results at exit
   --clock trace|wall       the elements' clock: packet timestamps (default) or real time
   --threads auto|worker|inline  where shards run: worker threads, or run to completion on the I/O thread
                            (default: the config's threads; auto is inline only for a device source on <= 2 cores)
   --inline                 the same as --threads inline
-  --shards N               shard workers to start with (default: the config's shards, or cores - 1)
   --quiet                  no live line and no table
   --control PORT           serve the control API on 127.0.0.1:PORT (0 picks a free port)
   --token TOKEN            the control API's token (default: a random one, printed at start)
@@ -139,7 +140,13 @@ export async function main(argv: string[]): Promise<number> {
       case 'check': {
         // The fast path too (from the cache when it was compiled before): an element's code may not compile.
         const config = await load();
-        await compile(buildGraph(config));
+        const graph = buildGraph(config);
+        // What only more than one shard refuses (run refused it while check said ok).
+        if (Number(values.shards ?? config.shards) > 1) {
+          const errors = addressSteeringErrors(graph);
+          if (errors.length) throw new ConfigErrors(errors);
+        }
+        await compile(graph);
         process.stdout.write(`${config.file}: ok (${config.elements.size} elements, ${config.connections.length} connections)\n`);
         return EXIT.ok;
       }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
-import { tempDir, removeDir, readPcap, writePcap, ipv4Frame, internetChecksum, icmpError, tshark, ROOT } from './helpers.ts';
+import { tempDir, removeDir, readPcap, writePcap, ipv4Frame, internetChecksum, icmpError, tshark, cli, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { ConfigErrors } from '../engine/errors.ts';
 import { Pipeline, type PipelineOptions, type Snapshot } from '../engine/pipeline.ts';
@@ -672,6 +672,11 @@ test('state owned by a host with sources that do not steer by address: refused f
   } catch (e) {
     assert.match((e as Error).message, /steers by flow/, (e as Error).message);
   }
+  // check says so too, for the shards a run would start (it said ok).
+  const check = cli(['check', file, '--shards', '2']);
+  assert.is(check.status, 2, check.stdout);
+  assert.match(check.stderr, /src feeds hosts \(HostCount\), whose state is owned by an address, but steers by flow/);
+  assert.is(cli(['check', file, '--shards', '1']).status, 0);
 });
 
 test('a pool of packet slots of 2 GiB (the most pool_slots with the default slot_size): rings beyond 2 GiB of memory are woken and run', async () => {
