@@ -27,17 +27,18 @@ async function waitFor(ready: () => boolean, what: string): Promise<void> {
   }
 }
 
-function config(name: string, nat: string, source = ''): string {
+/** With `stats`, a FlowStats in front of the NAT: its entries are keyed by 5-tuples, its packets steered by subscriber. */
+function config(name: string, nat: string, source = '', stats = false): string {
   const file = join(dir, `${name}.yaml`);
   writeFileSync(file, `
 elements:
-  src: { type: FromPcap, file: ${name}.pcap, steer: nat${source} }
+  src: { type: FromPcap, file: ${name}.pcap, steer: nat${source} }${stats ? '\n  stats: { type: FlowStats }' : ''}
   side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
   nat: { type: NAT, ${nat.includes('pool:') ? nat : `pool: [203.0.113.0/26], ${nat}`} }
   outside: { type: ToPcap, file: ${name}-outside.pcap }
   inside: { type: ToPcap, file: ${name}-inside.pcap }
 connections:
-  - src -> side
+  - src -> ${stats ? 'stats -> ' : ''}side
   - side[0] -> [0]nat
   - side[1] -> [1]nat
   - nat[0] -> outside
@@ -138,31 +139,10 @@ test('deterministic mode: replies reach their subscribers across the moves; outp
   assert.ok(equivalence.equivalent, equivalence.difference);
 });
 
-/** A FlowStats in front of the NAT, which steers: its entries are keyed by 5-tuples, its packets steered by subscriber. */
-function countedConfig(name: string, nat: string): string {
-  const file = join(dir, `${name}.yaml`);
-  writeFileSync(file, `
-elements:
-  src: { type: FromPcap, file: ${name}.pcap, steer: nat }
-  stats: { type: FlowStats }
-  side: { type: Classifier, patterns: ['src net 100.64.0.0/10', '-'] }
-  nat: { type: NAT, ${nat} }
-  outside: { type: Discard }
-  inside: { type: Discard }
-connections:
-  - src -> stats -> side
-  - side[0] -> [0]nat
-  - side[1] -> [1]nat
-  - nat[0] -> outside
-  - nat[1] -> inside
-`);
-  return file;
-}
-
 test('per-flow state beside a NAT moves with its subscriber: a FlowStats keeps one entry per flow through 1 -> 2 -> 1, replies too', async () => {
   // The keys do not tell the entries' shard: each records the steering of the packet that made it.
   trace('counted', 3, await deterministicMappings());
-  const file = countedConfig('counted', `pool: [203.0.113.0/26], ${DETERMINISTIC}`);
+  const file = config('counted', `pool: [203.0.113.0/26], ${DETERMINISTIC}`, '', true);
   const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1, scaleAt: [{ packets: 20_000, shards: 2 }, { packets: 40_000, shards: 1 }] });
   const { elements } = await pipeline.run();
   assert.ok(pipeline.scaleReports.every((r) => r.packets_lost === 0));
@@ -206,7 +186,7 @@ test('a hairpinned packet handed to its target\'s shard records the target\'s st
     for (const [i, src] of senders.entries()) frames.push({ data: ipv4Frame({ proto: 'udp', src, dst: '203.0.113.0', sport: 4000, dport: 1101 }), sec: T0 + round, usec: i });
   }
   writePcap(join(dir, 'handed.pcap'), frames);
-  const file = countedConfig('handed', "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true");
+  const file = config('handed', "deterministic: true, inside: ['100.64.0.0/18'], pool: ['203.0.113.0/30'], port_preservation: true", '', true);
   const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1, threads: 'inline', scaleAt: [{ packets: 180, shards: 2 }] });
   const { elements } = await pipeline.run();
   assert.is(elements.nat.hairpin_handovers, 360);
@@ -309,7 +289,7 @@ test('steer: nat takes a frame a capture cut short by its subscriber too: a Flow
     }
   }
   writePcap(join(dir, 'cut-nat.pcap'), frames);
-  const pipeline = await Pipeline.create(await loadConfig(countedConfig('cut-nat', 'pool: [203.0.113.0/26]')), { shards: 2 });
+  const pipeline = await Pipeline.create(await loadConfig(config('cut-nat', 'pool: [203.0.113.0/26]', '', true)), { shards: 2 });
   const { elements } = await pipeline.run();
   const entries = pipeline.view('stats').entries('flows');
   assert.is(entries.length, 200, 'one entry per flow (a cut frame went to bucket 0\'s shard, a second entry)');
