@@ -109,7 +109,8 @@ let packetsLeft: u32 = 0;
 
 export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
   const t = now();
-  // Sessions are counted, and unsolicited SYNs remembered, only when the options that need them are on.
+  // An expired session is counted off its mapping (and its subscriber, with sessions_per_subscriber); unsolicited
+  // SYNs are remembered only with syn_icmp.
   self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
   if (self.syn_icmp) self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
   answers = out;
