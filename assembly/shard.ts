@@ -20,7 +20,7 @@ export const CTX_LEAKED: u32 = 40;
 export const CTX_KEY: u32 = 48;
 /** The receive index after the batch being processed: a restarted shard resumes there. */
 export const CTX_TAKEN: u32 = 64;
-/** The clock of the last batch with packets, for the control plane (handlers that stamp changes). */
+/** The shard's clock at its last batch with packets or tick, for the control plane (views, handlers that stamp changes). */
 export const CTX_NOW: u32 = 72;
 /** Address of this shard's BATCH_SCRATCH_BYTES of scratch (batchScratch). */
 export const CTX_SCRATCH: u32 = 80;
@@ -253,6 +253,12 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
   return taken;
 }
 
+
+/** Moves the clock on to `time` (never back) between batches, as a tick does for a shard without packets. */
+export function shardAdvance(time: u64): void {
+  if (time > batchTime) batchTime = time;
+  store<u64>(ctx, batchTime, CTX_NOW);
+}
 
 /** Publishes the batch's output entries, then the receive tail that marks the batch done. */
 export function shardPublish(): void {

@@ -46,6 +46,8 @@ export function elementDoc(type: ElementType): string {
     const scope = s.kind === 'scalar' ? `${s.scope}, merged by ${s.merge}` : s.kind === 'data' ? (s.shared ? 'shared working state, one copy for every shard, saved in snapshots' : 'config data, the same on every shard') : `${s.scope} table${s.owner === 'address' && s.scope === 'per-flow' ? ', owned by the address in its key' : ''}`;
     lines.push(`- ${name} (${scope}): ${s.doc}${s.kind === 'flow-table' ? tableTerms(s) : ''}`);
   }
+  const timing = [type.steer && `Steers packets to shards (steer: NAME on a source): ${type.steer}.`, type.tick && `Without packets: ${type.tick}.`].filter(Boolean);
+  if (timing.length) lines.push('', `**Shards and time.** ${timing.join(' ')}`);
   const handlers = Object.entries(handlersOf(type));
   const fixed = setUpBy(type, defaults);
   lines.push('', '**Handlers.**' + (handlers.length ? '' : ' None.'));

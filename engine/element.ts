@@ -308,6 +308,13 @@ export interface ElementDefinition {
    */
   steer?: string;
   /**
+   * The element has timed work that must not wait for its next packet: process.ts exports
+   * `tick(self, out: Outputs): void`, which a shard calls when it has had no packets for TICK_MS while its
+   * clock runs on real time (`--clock wall`, or trace time fed only by live sources such as devices), with
+   * now() advanced to that time. What it pushes goes on through the graph. The doc says what it does.
+   */
+  tick?: string;
+  /**
    * The element must see a datagram's first fragment before its later ones (which carry no ports): for
    * the sources whose packets reach it, the I/O side holds a later fragment that comes before its first
    * and sends it on right after the first (or, when the first does not come within 2 s of packet time,

@@ -374,7 +374,7 @@ export class Pipeline {
   private async startShard(shard: Shard): Promise<void> {
     shard.onCrash = (error) => this.recover(shard, error);
     if (this.threads === 'inline') shard.startInline(this.compiled.module, { env: this.imports() });
-    else await shard.startWorker(this.compiled.module, this.config.batch, this.clock);
+    else await shard.startWorker(this.compiled.module, this.config.batch, this.clock, this.onRealTime());
   }
 
   /**
@@ -757,7 +757,13 @@ export class Pipeline {
   private runInline(): void {
     if (this.threads !== 'inline') return;
     const time = this.clock === 'wall' ? wallNanos() : 0n;
-    for (const shard of this.shards) shard.runInline(this.config.batch, time);
+    const ticks = this.onRealTime();
+    for (const shard of this.shards) shard.runInline(this.config.batch, time, ticks);
+  }
+
+  /** The elements' clock is real time, and shards without packets tick: the wall clock's, or a trace fed only by live sources (devices). */
+  private onRealTime(): boolean {
+    return this.clock === 'wall' || this.graph.sources.every((source) => source.type.live);
   }
 
   private heldCount(): number {

@@ -4,7 +4,7 @@
 
 import { workerData, parentPort } from 'node:worker_threads';
 
-const { module, memory, context, descriptor, batch, mailbox, rxRing, clock, wallOffset } = workerData;
+const { module, memory, context, descriptor, batch, mailbox, rxRing, clock, wallOffset, tickNs } = workerData;
 /** Polling this long without work before sleeping: a futex wake-up costs tens of microseconds here. */
 const SPIN_NS = 200_000n;
 const M = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11 };
@@ -34,11 +34,19 @@ function runPosted() {
 
 try {
   let idleSince = 0n;
+  // With tickNs (the clock is real time), a shard without packets that long ticks (engine/shard.ts TICK_MS).
+  // (0: busy; the first idle moment after work stands for its end, so that busy steps read no clock.)
+  let lastWork = process.hrtime.bigint();
   while (Atomics.load(box, M.stop) === 0) {
     if (Atomics.load(box, M.posted) !== Atomics.load(box, M.done)) runPosted();
     const taken = x.shardStep(descriptor, batch, clock === 'wall' ? wallOffset + process.hrtime.bigint() : 0n);
-    if (taken) { idleSince = 0n; continue; }
+    if (taken) { idleSince = 0n; lastWork = 0n; continue; }
     const now = process.hrtime.bigint();
+    if (lastWork === 0n) lastWork = now;
+    if (tickNs && now - lastWork >= tickNs) {
+      x.shardTick(descriptor, wallOffset + now);
+      lastWork = now;
+    }
     if (idleSince === 0n) idleSince = now;
     if (now - idleSince < SPIN_NS) continue;
     idleSince = 0n;

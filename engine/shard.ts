@@ -18,6 +18,12 @@ export const Op = { export: 1, import: 2 } as const;
 const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 export const wallNanos = (): bigint => WALL_OFFSET + process.hrtime.bigint();
 
+/**
+ * A shard on real time with no packets for this long ticks (element.ts `tick`): its clock moves on and timed work
+ * (a NAT's idle port blocks, its answers to unsolicited SYNs) is done without waiting for the next packet.
+ */
+export const TICK_MS = 100;
+
 export interface ShardMemory {
   context: number;
   descriptor: number;
@@ -53,11 +59,12 @@ export class Shard {
    * thread and instantiating take a hundred milliseconds or more here: packets sent before then would wait
    * in the ring).
    */
-  startWorker(module: WebAssembly.Module, batch: number, clock: 'trace' | 'wall'): Promise<void> {
+  startWorker(module: WebAssembly.Module, batch: number, clock: 'trace' | 'wall', ticks: boolean): Promise<void> {
     this.worker = new Worker(new URL('./shard-worker.js', import.meta.url), {
       workerData: {
         module, memory: this.arena.memory, context: this.memory.context, descriptor: this.memory.descriptor,
         batch, mailbox: this.mailbox.buffer, rxRing: this.memory.rxRing, clock, wallOffset: WALL_OFFSET,
+        tickNs: ticks ? BigInt(TICK_MS) * 1_000_000n : 0n,
       },
     });
     let ready: () => void;
@@ -80,11 +87,23 @@ export class Shard {
     this.instance.shardInit(this.memory.context);
   }
 
-  /** Inline mode: runs steps until the receive ring is empty. A trap in an element is a crash, as in a worker. */
-  runInline(batch: number, time: bigint): void {
+  private lastWork = performance.now();
+
+  /**
+   * Inline mode: runs steps until the receive ring is empty, or, with `ticks` (the clock is real time), a tick
+   * when it has had nothing for TICK_MS. A trap in an element is a crash, as in a worker.
+   */
+  runInline(batch: number, time: bigint, ticks: boolean): void {
     if (!this.instance) return;
     try {
-      while (this.instance.shardStep(this.memory.descriptor, batch, time)) { /* until the ring is empty */ }
+      let steps = 0;
+      while (this.instance.shardStep(this.memory.descriptor, batch, time)) steps++;
+      const now = performance.now();
+      if (steps) this.lastWork = now;
+      else if (ticks && now - this.lastWork >= TICK_MS) {
+        this.instance.shardTick(this.memory.descriptor, wallNanos());
+        this.lastWork = now;
+      }
     } catch (e) {
       if (!(e instanceof WebAssembly.RuntimeError)) throw e;
       this.instance = undefined;

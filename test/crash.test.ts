@@ -198,7 +198,7 @@ test('a shard worker that fails before it is ready ends its start with the error
   const shard = new Shard(0, { context: 0, descriptor: 0, rxRing: arena.alloc(4096, 64), outRing: 0, stash: 0, blocks: [] }, arena);
   let timer!: NodeJS.Timeout;
   const hang = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('the start still waits after 20 s')), 20_000); });
-  await Promise.race([shard.startWorker(module, 256, 'trace'), hang]).finally(() => clearTimeout(timer));
+  await Promise.race([shard.startWorker(module, 256, 'trace', false), hang]).finally(() => clearTimeout(timer));
   assert.ok(shard.failed, 'the failure is the shard\'s');
   assert.match(shard.failed!.message, /missing/);
   await shard.stop();

@@ -401,6 +401,73 @@ print(json.dumps([ask(s, endpoint(d))[0] for d in sys.argv[1:]]))
     }
   });
 
+  /** Sends one SYN from the server namespace (a raw socket: no retransmissions) and waits up to 10 s for an ICMP answer to it. */
+  const UNSOLICITED_SYN = `
+import socket, struct, time, json, sys
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def checksum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+tcp = struct.pack('!HHIIBBHHH', 40404, port, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 6, len(tcp))
+tcp = tcp[:16] + struct.pack('!H', checksum(pseudo + tcp)) + tcp[18:]
+icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+icmp.settimeout(10)
+out = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+out.sendto(tcp, (dst, 0))
+sent = time.time()
+try:
+    while True:
+        data, peer = icmp.recvfrom(2048)
+        ihl = (data[0] & 15) * 4
+        quoted = data[ihl + 8:]
+        if socket.inet_ntoa(quoted[16:20]) == dst and struct.unpack('!H', quoted[22:24])[0] == port:
+            print(json.dumps({'after': time.time() - sent, 'type': data[ihl], 'code': data[ihl + 1], 'from': peer[0]})); break
+except socket.timeout:
+    print(json.dumps({'after': None}))
+`;
+
+  for (const threads of ['inline', 'worker']) {
+    test(`a quiet NAT does its timed work without packets (${threads}): a reset connection's block is released, an unsolicited SYN answered after 6 s`, async () => {
+      await withTopology(async (t) => {
+        natRoutes(t);
+        const engine = await startNat(t, 1, '--threads', threads, '--set', 'nat.tcp_rst=1s', '--set', 'nat.syn_icmp=true');
+        const listener = t.start(t.ns.server, ['python3', '-c', `
+import socket, time
+s = socket.socket(); s.bind(('${ADDRESSES.server}', 9100)); s.listen()
+c, _ = s.accept(); time.sleep(60)`]);
+        try {
+          // A connection the client resets: its session lives tcp_rst more, and its mapping and block end with it.
+          const reset = t.run(t.ns.client, ['python3', '-c', `
+import socket, struct, time
+for attempt in range(50):
+    try:
+        c = socket.create_connection(('${ADDRESSES.server}', 9100), timeout=1); break
+    except OSError: time.sleep(0.2)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()`], { check: false, timeout: 30_000 });
+          assert.is(reset.status, 0, reset.stderr.toString());
+          const released = () => blockRecords(engine.stdout()).filter((b) => b.event === 'release' && b.protocol === 'tcp');
+          // The search for idle blocks goes round the subscriber table in 10 s.
+          await waitFor(() => released().length > 0, 15_000, 'the TCP block released, with no packet after the reset').catch((e) => {
+            throw new Error(`${e.message}\n${engine.stdout()}\n${engine.stderr()}`);
+          });
+          assert.is(released()[0].subscriber, ADDRESSES.client);
+          // Nothing else reaches the NAT after the SYN: its answer is due on the clock alone.
+          const syn = JSON.parse(t.run(t.ns.server, ['python3', '-c', UNSOLICITED_SYN, ADDRESSES.server, '203.0.113.9', '8888'], { timeout: 30_000 }).stdout.toString());
+          assert.ok(syn.after !== null, 'no ICMP answer to the unsolicited SYN within 10 s');
+          assert.ok(syn.after > 5.9 && syn.after < 7, `answered after ${syn.after} s`);
+          assert.equal([syn.type, syn.code], [3, 3], 'ICMP port unreachable');
+          assert.match(syn.from, POOL);
+        } finally {
+          listener.kill();
+        }
+        const stdout = await stopNat(engine);
+        assert.match(/^nat\s+NAT\s.*$/m.exec(stdout)?.[0] ?? '', /syn_icmp_sent=1\b/);
+      });
+    });
+  }
+
   // Five pairs of subscribers. Each subscriber's mappings live on the shard its address steers to
   // (addressHash -> bucket -> shard): with two shards 100.64.0.2, .3, .4 and .6 are on one shard and
   // .5 and .7 on the other, so a hairpinned packet to .5 or .7 is handed to the other shard.

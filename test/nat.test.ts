@@ -499,6 +499,23 @@ test('R2 a closed TCP connection\'s mapping ends with it (RFC 7857 §2.2): 4 min
   assert.ok(r.inside.some((s) => s.second === 500 && s.sport === 443), 'R2\'s packet reached A');
 });
 
+test('R2 a block whose connections have all closed is given back when the last one\'s mapping ends, not at the deadline an earlier packet gave it', async () => {
+  // A small table of sessions and subscribers: the sweep for expired mappings and the search for idle blocks cover them in a few batches.
+  const opened = (t: number, port: number): Packet[] => [[t, tcp(A, R1, port, 80, SYN)], [t, tcp(A, R1, port, 80, ACK)]];
+  const r = await run('port_preservation: true, tcp_rst: 5s, max_sessions: 16, max_subscribers: 4', [
+    ...opened(0, 6000), ...opened(0, 6001),   // two connections in one block: its deadline the established timeout, 7440 s
+    [10, tcp(A, R1, 6000, 80, RST)],          // one ends: its mapping 5 s later; the block still holds 6001's
+    ...Array.from({ length: 20 }, (_, i): Packet => [11 + i, udp(B, R1, 7000, 53)]),
+    [40, tcp(A, R1, 6001, 80, RST)],          // the other: at 45 s the block holds no mapping
+    ...Array.from({ length: 40 }, (_, i): Packet => [41 + i, udp(B, R1, 7000, 53)]),
+  ]);
+  const released = r.log.filter((b: any) => b.event === 'release' && b.subscriber === A);
+  assert.is(released.length, 1, JSON.stringify(r.log));
+  assert.is(released[0].protocol, 'tcp');
+  assert.is(released[0].time, new Date((T0 + 46) * 1000).toISOString(), 'dated when the last mapping ended (to the second above)');
+  assert.is(r.nat.blocks_released, 1, 'released while the run went on, not at its end');
+});
+
 test('T4 with syn_icmp: an unsolicited SYN is answered with ICMP port unreachable after 6 s, unless an outbound SYN of its connection came', async () => {
   const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 5000, 80, SYN)]])).outside[0].src;
   // Packets that keep batches coming, so that the table's sweep goes over every entry: before 6 s and after.

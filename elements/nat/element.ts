@@ -153,12 +153,13 @@ export default defineElement({
     }),
     subscribers: state.sourceTable({
       owned: true,
-      doc: 'per subscriber (inside address): its external address, its blocks and until when each is in use, mappings made, sessions live (with sessions_per_subscriber), when its last mapping expires',
+      doc: 'per subscriber (inside address): its external address, its blocks, until when each is in use and how many live mappings each holds, mappings made, sessions live (with sessions_per_subscriber), when its last mapping expires',
       value: {
         external: 'u32',
         b0: 'u32', b1: 'u32', b2: 'u32', b3: 'u32', b4: 'u32', b5: 'u32', b6: 'u32', b7: 'u32', b8: 'u32', b9: 'u32', b10: 'u32', b11: 'u32',
         u0: 'u32', u1: 'u32', u2: 'u32', u3: 'u32', u4: 'u32', u5: 'u32', u6: 'u32', u7: 'u32', u8: 'u32', u9: 'u32', u10: 'u32', u11: 'u32',
         last_s: 'u32', mappings: 'u32', sessions: 'u32', mappings_until_s: 'u32',
+        c0: 'u16', c1: 'u16', c2: 'u16', c3: 'u16', c4: 'u16', c5: 'u16', c6: 'u16', c7: 'u16', c8: 'u16', c9: 'u16', c10: 'u16', c11: 'u16',
       },
       capacity: (p) => p.max_subscribers,
       timeout: (p) => p.udp_timeout,
@@ -257,6 +258,8 @@ export default defineElement({
   },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
+  tick: 'on real time (--clock wall, or devices as the only sources) a quiet shard still gives back the port blocks whose mappings '
+    + 'have all ended (the search for them goes round every 10 s) and answers unsolicited SYNs once their 6 s are over (syn_icmp)',
   invalid: (p: NatParams & { mtu: number; pcp_server?: number; mapping: Behaviour; filtering?: Behaviour }) => [
     ...(p.filtering !== undefined && MAPPINGS.indexOf(p.filtering) < MAPPINGS.indexOf(p.mapping) ? [{
       param: 'filtering',
@@ -509,7 +512,10 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
   const sub = view.entries('subscribers').find((e) => e.key[0] === inside);
   const external = sub ? Number(sub.value.external) : p.deterministic ? deterministicRange(p, inside)?.address : undefined;
   const blocks = sub ? Object.entries(sub.value).filter(([k, v]) => /^b\d+$/.test(k) && v !== 0n)
-    .map(([k, v]) => ({ protocol: PROTOCOLS[Math.floor(Number(k.slice(1)) / 4)], ...blockPorts(p, Number(v) - 1) })) : [];
+    .map(([k, v]) => ({
+      protocol: PROTOCOLS[Math.floor(Number(k.slice(1)) / 4)], ...blockPorts(p, Number(v) - 1),
+      live_mappings: Number(sub.value[`c${k.slice(1)}`]) & 0x7fff, // without the flag of a block in use only until a mapping's end (process.ts BLOCK_LOWERED)
+    })) : [];
   const entries = view.entries('mappings').filter((e) => e.key[0] === inside);
   // A PCP MAP's permission for any host: a filter entry (kind 3) with no remote, on the external port.
   const pcp = (protocol: number, port: number) => entries.find((e) => e.key[3] === (protocol | (3 << 8)) && e.key[1] === 0 && e.key[2] >>> 16 === port);

@@ -72,8 +72,15 @@ const FRAGMENT_TIMEOUT: u64 = 2_000_000_000;
 const SECOND: u64 = 1_000_000_000;
 /** Subscriber entries live until the NAT removes them (after giving their blocks back). */
 const FOREVER: u64 = 0x7fffffffffffffff;
-/** Blocks slots per protocol in a subscriber entry (b0..b11: TCP, UDP, ICMP). */
+/** Blocks slots per protocol in a subscriber entry (b0..b11: TCP, UDP, ICMP; u0..u11 until when, c0..c11 live mappings). */
 const SLOTS: u32 = 4;
+const NO_SLOT: u32 = 0xffffffff;
+/**
+ * In a block's count of live mappings: its `until` was brought forward when the count came to 0 (a closed connection's
+ * mapping ends long before the deadline its block was given), so before it is released its ports are looked through
+ * for live mappings; a count that went wrong (a mapping moved in without its subscriber's count) holds the block then.
+ */
+const BLOCK_LOWERED: u16 = 0x8000;
 const FAILED: u32 = 0x10000;
 
 // Why a mapping could not be made.
@@ -109,11 +116,7 @@ let packetsLeft: u32 = 0;
 
 export function process(self: NATState, batch: Batch, out: Outputs, port: i32): void {
   const t = now();
-  // An expired session is counted off its mapping (and its subscriber, with sessions_per_subscriber); unsolicited
-  // SYNs are remembered only with syn_icmp.
-  self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
-  if (self.syn_icmp) self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
-  answers = out;
+  expireWith(self, out);
   answerBudget = batch.capacity;
   outsideAtStart = out.port(OUTSIDE).count;
   outsideShare = batch.capacity * roomPerPacket(self);
@@ -124,12 +127,46 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
     if (port == 0) outbound(self, p, out, t);
     else inbound(self, p, out, t, false);
   }
-  releaseIdleBlocks(self, t, idleSearchBudget(self, t));
-  self.sessions.sweep(t, 8);
-  self.mappings.sweep(t, 8);
-  self.fragment_ids.sweep(t, 8);
-  if (self.syn_icmp) answerDueSyns(self, t);
+  expireDue(self, t);
   answers = null;
+}
+
+/**
+ * Ticks a shard's tables are swept through in (a tick comes every 100 ms without packets): a quiet NAT finds its expired
+ * mappings, and so its idle blocks, within about as long as the search for those takes (IDLE_SEARCH_ROUND_NS).
+ */
+const TICKS_PER_SWEEP: u32 = 100;
+
+/**
+ * A shard without packets for a while (element.ts `tick`): idle blocks are given back and unsolicited SYNs
+ * answered when due, not at the next packet, which a quiet NAT may not see for minutes.
+ */
+export function tick(self: NATState, out: Outputs): void {
+  expireWith(self, out);
+  const outside = out.port(OUTSIDE);
+  answerBudget = outside.capacity - outside.count;
+  expireDue(self, now(), TICKS_PER_SWEEP);
+  answers = null;
+}
+
+/** What expires when this shard's tables find an entry past its time (set for each batch: `answers` is the batch's). */
+@inline function expireWith(self: NATState, out: Outputs): void {
+  self.sessions.whenExpired(sessionExpired, changetype<usize>(self));
+  self.mappings.whenExpired(mappingExpired, changetype<usize>(self));
+  if (self.syn_icmp) self.unsolicited.whenExpired(answerUnsolicited, changetype<usize>(self));
+  answers = out;
+}
+
+/**
+ * The timed work: blocks whose mappings have all expired, due SYN answers, and a sweep of each table: of 8 entries
+ * after a batch, or with `sweeps` (a tick) of so many that that many sweeps go round the table.
+ */
+function expireDue(self: NATState, t: u64, sweeps: u32 = 0): void {
+  releaseIdleBlocks(self, t, idleSearchBudget(self, t));
+  self.sessions.sweep(t, sweeps ? self.sessions.slots / sweeps + 1 : 8);
+  self.mappings.sweep(t, sweeps ? self.mappings.slots / sweeps + 1 : 8);
+  self.fragment_ids.sweep(t, sweeps ? self.fragment_ids.slots / sweeps + 1 : 8);
+  if (self.syn_icmp) answerDueSyns(self, t);
 }
 
 /** How often the whole unsolicited table is looked through while it holds SYNs: their answers come this late at most. */
@@ -395,6 +432,7 @@ function outboundMapping(self: NATState, inside: u32, remote: u32, t: u64): u32 
   b.remote_port = remotePort;
   FlowTable.refresh(back, 0, deadline);
   holdBlockUntil(self, sub, <u16>external, deadline);
+  countInBlock(self, sub, classOf(protocol), <u16>external);
   sub.mappings++;
   self.mappings_created++;
   return external;
@@ -807,6 +845,8 @@ function mapPortAsWanted(self: NATState, inside: u32, proto: u8, internal: u16, 
           self.mappings.remove(forward - ENTRY_VALUE + ENTRY_KEY, load<u32>(forward - ENTRY_VALUE, 4));
           mappingInKey(key, inside, external);
           self.mappings.remove(key, FlowKey.hash(key));
+          const sub = findSubscriber(self, inside, key, t);
+          if (sub) mappingGone(self, sub, classOf(protocol), external, t);
         } else {
           // The mapping goes on as one its traffic made: no longer than an outbound packet now could have kept it
           // (the longest session timeout and the eighth a refresh adds) or a PEER session needs it, so that no live
@@ -1460,17 +1500,92 @@ function quarantineEnd(self: NATState, t: u64): u32 {
 
 /** Records that a mapping of the packet's protocol in the block of `port` lives until `deadline` (the block is given back after). */
 function holdBlockUntil(self: NATState, sub: NATSubscribersEntry, port: u16, deadline: u64): void {
-  const shift = load<u32>(<usize>self.pool + POOL_BLOCK_SHIFT);
   const until = <u32>(deadline / SECOND) + 1;
   if (sub.mappings_until_s < until) sub.mappings_until_s = until;
+  const slot = blockSlot(self, sub, classOf(protocol), port);
+  if (slot == NO_SLOT) return;
+  const at = untilAt(sub, slot);
+  if (load<u32>(at) < until) store<u32>(at, until);
+}
+
+/** The slot (0 to SLOTS * 3 - 1) of the subscriber's block of class `cls` that holds `port`, or NO_SLOT. */
+function blockSlot(self: NATState, sub: NATSubscribersEntry, cls: u32, port: u16): u32 {
+  const shift = load<u32>(<usize>self.pool + POOL_BLOCK_SHIFT);
   const base = changetype<usize>(sub) + offsetof<NATSubscribersEntry>("b0");
-  const first = classOf(protocol) * SLOTS;
-  for (let slot = first; slot < first + SLOTS; slot++) {
+  for (let slot = cls * SLOTS; slot < (cls + 1) * SLOTS; slot++) {
     const block = load<u32>(base + (<usize>slot << 2));
-    if (!block || blockStart(block, shift) != (<u32>port >> shift) << shift) continue;
-    const at = base + (<usize>(SLOTS * 3 + slot) << 2);
-    if (load<u32>(at) < until) store<u32>(at, until);
+    if (block && blockStart(block, shift) == (<u32>port >> shift) << shift) return slot;
   }
+  return NO_SLOT;
+}
+
+@inline function untilAt(sub: NATSubscribersEntry, slot: u32): usize {
+  return changetype<usize>(sub) + offsetof<NATSubscribersEntry>("u0") + (<usize>slot << 2);
+}
+
+@inline function countAt(sub: NATSubscribersEntry, slot: u32): usize {
+  return changetype<usize>(sub) + offsetof<NATSubscribersEntry>("c0") + (<usize>slot << 1);
+}
+
+/** A mapping was made on `port`: its block holds one more. */
+function countInBlock(self: NATState, sub: NATSubscribersEntry, cls: u32, port: u16): void {
+  const slot = blockSlot(self, sub, cls, port);
+  if (slot == NO_SLOT) return;
+  const at = countAt(sub, slot);
+  const count = load<u16>(at);
+  if ((count & ~BLOCK_LOWERED) < ~BLOCK_LOWERED) store<u16>(at, count + 1);
+}
+
+/**
+ * The mapping on `port` ended (expired at `ended`, or removed): its block holds one fewer, and when that was the last
+ * one the block is in use only until then (BLOCK_LOWERED), not until the deadline its longest-lived mapping once had.
+ */
+function mappingGone(self: NATState, sub: NATSubscribersEntry, cls: u32, port: u16, ended: u64): void {
+  const slot = blockSlot(self, sub, cls, port);
+  if (slot == NO_SLOT) return;
+  const at = countAt(sub, slot);
+  const count = load<u16>(at);
+  if (!(count & ~BLOCK_LOWERED)) return;
+  if ((count & ~BLOCK_LOWERED) > 1) { store<u16>(at, count - 1); return; }
+  store<u16>(at, BLOCK_LOWERED);
+  const until = <u32>(ended / SECOND) + 1;
+  if (load<u32>(untilAt(sub, slot)) > until) store<u32>(untilAt(sub, slot), until);
+}
+
+/** A mapping expired (FlowTable.whenExpired): one fewer in its block. The table's caller may be using the key buffer. */
+function mappingExpired(value: usize, context: usize): void {
+  const key = value - ENTRY_VALUE + ENTRY_KEY;
+  const kind = load<u32>(key, 12);
+  if (kind >> 8 != KIND_OUT) return;
+  const self = changetype<NATState>(context);
+  const port = changetype<NATMappingsEntry>(value).port;
+  const ended = FlowTable.expires(value);
+  const sub = findSubscriber(self, load<u32>(key), key, now());
+  if (sub) mappingGone(self, sub, classOf(<u8>kind), port, ended);
+}
+
+/**
+ * Before a block whose `until` was brought forward is released: the live mappings on its ports (found by their
+ * inbound entries), which its count says there are none of. When there are some, the block is held until the last
+ * one's deadline, and counts them.
+ */
+function holdsLiveMappings(self: NATState, sub: NATSubscribersEntry, inside: u32, slot: u32, first: u32, last: u32, t: u64): bool {
+  const packetProtocol = protocol;
+  protocol = slot / SLOTS == 0 ? IPPROTO_TCP : slot / SLOTS == 1 ? IPPROTO_UDP : IPPROTO_ICMP;
+  const key = keyBuffer();
+  let live: u32 = 0;
+  let latest: u64 = 0;
+  for (let port = max<u32>(first, 1); port <= last; port++) {
+    mappingInKey(key, inside, <u16>port);
+    const back = self.mappings.find(key, FlowKey.hash(key), t);
+    if (!back) continue;
+    live++;
+    latest = max<u64>(latest, FlowTable.expires(back));
+  }
+  protocol = packetProtocol;
+  store<u16>(countAt(sub, slot), <u16>min<u32>(live, ~BLOCK_LOWERED));
+  if (live) store<u32>(untilAt(sub, slot), <u32>(latest / SECOND) + 1);
+  return live != 0;
 }
 
 /**
@@ -1515,14 +1630,16 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
       if (!block) continue;
       const until = load<u32>(base + (<usize>(SLOTS * 3 + slot) << 2));
       if (until > nowS) { held++; continue; }
+      const global = block - 1;
+      const first = (global % perAddress) << shift;
+      if ((load<u16>(countAt(sub, slot)) & BLOCK_LOWERED) && holdsLiveMappings(self, sub, inside, slot, first, first + (1 << shift) - 1, t)) { held++; continue; }
       // Released when its last mapping expired, which the search may see much later: the quarantine and the log
       // count from then.
-      const global = block - 1;
       const record = pool + <usize>load<u32>(pool + POOL_BLOCKS_AT) + (<usize>global << 3);
       store<u32>(record, until, 4);
       atomic.store<u32>(record, 0);
       store<u32>(base + (<usize>slot << 2), 0);
-      const first = (global % perAddress) << shift;
+      store<u16>(countAt(sub, slot), 0);
       const a = (global / perAddress) % count;
       logBlock(self, 2, slot / SLOTS, inside, addressAt(pool, a), first, first + (1 << shift) - 1, <u64>until * SECOND);
       self.blocks_released++;
