@@ -1,5 +1,5 @@
 import { Packet } from "./packet";
-import { dropOverrun } from "./shard";
+import { dropOverrun, misrouted } from "./shard";
 import { copyBytes } from "./bytes";
 
 // A batch is a vector of packet addresses: [count u32][capacity u32][addresses u32...].
@@ -30,13 +30,32 @@ export class Batch {
       dropOverrun(p); // an element that sends more packets than it receives without declaring `expands`
     }
   }
+
+  /** Appends every packet of `batch`. */
+  @inline append(batch: Batch): void {
+    const count = batch.count;
+    const have = this.count;
+    if (have + count <= this.capacity) {
+      const base = changetype<usize>(this) + BATCH_HEADER;
+      copyBytes(base + (<usize>have << 2), changetype<usize>(batch) + BATCH_HEADER, <usize>count << 2);
+      this.count = have + count;
+    } else {
+      for (let i: u32 = 0; i < count; i++) this.push(batch.packet(i));
+    }
+  }
 }
 
-/** An element's output ports: an array of batch addresses, one per port. */
+/**
+ * An element's output ports: an array of batch addresses, one per port, after the number of ports. A port
+ * the element does not have takes the packet nowhere: the runtime drops and counts it (misrouted), rather
+ * than write into whatever lies after the array.
+ */
 @unmanaged
 export class Outputs {
   @inline port(n: i32): Batch {
-    return changetype<Batch>(load<u32>(changetype<usize>(this) + (<usize>n << 2)));
+    const at = changetype<usize>(this);
+    if (<u32>n >= load<u32>(at - 4)) return misrouted();
+    return changetype<Batch>(load<u32>(at + (<usize>n << 2)));
   }
 
   /** Sends one packet out of output port `n`. */
@@ -46,15 +65,6 @@ export class Outputs {
 
   /** Sends a whole batch out of output port `n`. */
   @inline pushAll(n: i32, batch: Batch): void {
-    const out = this.port(n);
-    const count = batch.count;
-    const have = out.count;
-    if (have + count <= out.capacity) {
-      const base = changetype<usize>(out) + BATCH_HEADER;
-      copyBytes(base + (<usize>have << 2), changetype<usize>(batch) + BATCH_HEADER, <usize>count << 2);
-      out.count = have + count;
-    } else {
-      for (let i: u32 = 0; i < count; i++) out.push(batch.packet(i));
-    }
+    this.port(n).append(batch);
   }
 }

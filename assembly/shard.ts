@@ -32,6 +32,11 @@ export const CTX_ORDER: u32 = 84;
 export const CTX_RESTEERED_AGAIN: u32 = 88;
 /** Packets pushed to an output batch that was full (an element that sends more than it receives without `expands`): dropped. */
 export const CTX_OVERRUN: u32 = 96;
+/** Packets an element pushed to an output it does not have (Outputs.port): dropped; and which element did, last (index + 1). */
+export const CTX_MISROUTED: u32 = 104;
+export const CTX_MISROUTED_BY: u32 = 112;
+/** Address of the batch where such packets go until dropMisrouted drops them. */
+export const CTX_MISROUTED_BATCH: u32 = 116;
 
 let ctx: usize = 0;
 let rxRing: Ring = changetype<Ring>(0);
@@ -46,6 +51,7 @@ let batchTime: u64 = 0;
 const TRACE_TICK: u64 = 1_000_000;
 let scratch: usize = 0;
 let order: usize = 0;
+let misroutedBatch = changetype<Batch>(0);
 
 export function shardInit(context: usize): void {
   ctx = context;
@@ -55,6 +61,7 @@ export function shardInit(context: usize): void {
   slotSize = load<u32>(context, CTX_SLOT_SIZE);
   scratch = <usize>load<u32>(context, CTX_SCRATCH);
   order = <usize>load<u32>(context, CTX_ORDER);
+  misroutedBatch = changetype<Batch>(load<u32>(context, CTX_MISROUTED_BATCH));
   outHead = outRing.head;
   outLimit = outRing.limit();
 }
@@ -131,6 +138,24 @@ export function freeBatch(batch: Batch): void {
 export function dropOverrun(p: Packet): void {
   store<u64>(ctx, load<u64>(ctx, CTX_OVERRUN) + 1, CTX_OVERRUN);
   dropPacket(p);
+}
+
+/** Where Outputs.port sends a packet for an output the element does not have: nowhere in the graph. */
+@inline export function misrouted(): Batch {
+  return misroutedBatch;
+}
+
+/** After element number `node` ran: drops what it pushed to outputs it does not have, counted in the runtime's misrouted. */
+@inline export function checkMisrouted(node: u32): void {
+  if (misroutedBatch.count) dropMisrouted(node);
+}
+
+function dropMisrouted(node: u32): void {
+  const n = misroutedBatch.count;
+  store<u64>(ctx, load<u64>(ctx, CTX_MISROUTED) + n, CTX_MISROUTED);
+  store<u32>(ctx, node + 1, CTX_MISROUTED_BY);
+  for (let i: u32 = 0; i < n; i++) freePacket(misroutedBatch.packet(i));
+  misroutedBatch.count = 0;
 }
 
 /** Hands a packet to sink number `sink` on the I/O side (a file or a device writer). */

@@ -13,7 +13,7 @@ export const RingLayout = { head: 0, tail: 64, sleep: 128, mask: 192, entries: 2
 /** assembly/ring.ts ENTRY_RECYCLE: a ring entry that carries a free slot, not a packet. */
 export const ENTRY_RECYCLE = 1;
 /** assembly/shard.ts */
-export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, now: 72, scratch: 80, order: 84, resteeredAgain: 88, overrun: 96, size: 128 } as const;
+export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, now: 72, scratch: 80, order: 84, resteeredAgain: 88, overrun: 96, misrouted: 104, misroutedBy: 112, misroutedBatch: 116, size: 128 } as const;
 /** assembly/shard.ts BATCH_SCRATCH_BYTES: each shard's scratch for elements' per-batch arrays. */
 export const BATCH_SCRATCH_BYTES = 16384;
 /** assembly/io.ts */
@@ -107,6 +107,8 @@ export interface NodeRecord {
   base: number;
   self: number;
   inputs: number[];
+  /** The number of outputs, followed by `outputs`: the element's Outputs. */
+  outputCount: number;
   outputs: number[];
   /** Per output, the input batch it feeds when the port has a batch of its own (see sharesTarget). */
   forwards: number[];
@@ -117,22 +119,24 @@ export interface NodeRecord {
 }
 
 /**
- * The graph descriptor: [source table addr][hole batch addr][node running now] then one record per
- * node. The running node tells a crash report which element failed.
+ * The graph descriptor: [source table addr][hole batch addr][node running now][misrouted batch addr] then one
+ * record per node. The running node tells a crash report which element failed.
  */
-export const GraphHeader = { sourceTable: 0, hole: 4, running: 8, size: 16 } as const;
+export const GraphHeader = { sourceTable: 0, hole: 4, running: 8, misrouted: 12, size: 16 } as const;
 
 export function nodeRecords(graph: Graph): NodeRecord[] {
   let base: number = GraphHeader.size;
   return graph.nodes.map((node: GraphNode) => {
     const inputs = Array.from({ length: node.inputs }, (_, i) => base + 4 + 4 * i);
-    const outputs = node.outputs.map((_, i) => base + 4 + 4 * node.inputs + 4 * i);
-    const forwards = node.outputs.map((_, i) => base + 4 + 4 * (node.inputs + node.outputs.length) + 4 * i);
-    let at = Math.ceil((base + 4 + 4 * (node.inputs + 2 * node.outputs.length)) / 8) * 8;
+    // The element's Outputs: the number of its outputs, then their batches (assembly/batch.ts Outputs.port checks it).
+    const outputCount = base + 4 + 4 * node.inputs;
+    const outputs = node.outputs.map((_, i) => outputCount + 4 + 4 * i);
+    const forwards = node.outputs.map((_, i) => outputCount + 4 + 4 * node.outputs.length + 4 * i);
+    let at = Math.ceil((outputCount + 4 + 8 * node.outputs.length) / 8) * 8;
     const inPackets = at; at += 8;
     const holeDrops = at; at += 8;
     const outPackets = node.outputs.map(() => { const o = at; at += 8; return o; });
-    const record = { base, self: base, inputs, outputs, forwards, inPackets, holeDrops, outPackets, size: at - base };
+    const record = { base, self: base, inputs, outputCount, outputs, forwards, inPackets, holeDrops, outPackets, size: at - base };
     base = at;
     return record;
   });

@@ -348,6 +348,7 @@ export class Pipeline {
     this.u32(record + 4, outRing);
     this.u32(record + 8, stash);
     const { descriptor, blocks } = this.layOutGraph();
+    this.u32(context + ShardContext.misroutedBatch, this.arena.view.getUint32(descriptor + GraphHeader.misrouted, true));
     this.shardBytes = Math.max(this.shardBytes, arena.used - this.sharedBytes - before + PAGE);
     return new Shard(id, { context, descriptor, rxRing, outRing, stash, blocks }, arena);
   }
@@ -432,10 +433,12 @@ export class Pipeline {
     const hole = this.batch(holeCapacity);
     this.u32(descriptor + GraphHeader.sourceTable, sourceTable);
     this.u32(descriptor + GraphHeader.hole, hole);
+    this.u32(descriptor + GraphHeader.misrouted, this.batch(holeCapacity));
     const inputBatches = graph.nodes.map((node) => node.inputCapacity.map((capacity) => this.batch(capacity)));
     const blocks = graph.nodes.map((node) => {
       const r = records[node.index];
       inputBatches[node.index].forEach((b, port) => this.u32(descriptor + r.inputs[port], b));
+      this.u32(descriptor + r.outputCount, node.outputs.length);
       const shared = sharesTarget(node);
       const received = node.inputCapacity.reduce((a, b) => a + b, 0) * expansionOf(node.type, node.instance.params);
       node.targets.forEach((t, port) => {
@@ -742,6 +745,12 @@ export class Pipeline {
     const overrun = total('overrun'), again = total('resteered_again');
     if (overrun) this.log(`${overrun} packets dropped: an element pushed them to an output whose batch was full, sending more packets to one output than it received; declare \`expands\` in its element.ts`);
     if (again) this.log(`${again} packets dropped: an element handed them back to the dispatcher (resteer) a second time; check PACKET_RESTEERED in flags before resteer`);
+    const misrouted = [...this.shards, ...this.retired].map((s) => s.counters()).filter((c) => c.misrouted);
+    if (misrouted.length) {
+      const node = this.graph.nodes[misrouted[misrouted.length - 1].misrouted_by - 1];
+      const total = misrouted.reduce((n, c) => n + c.misrouted, 0);
+      this.log(`${total} packets dropped: ${node ? `${node.name} (${node.type.type}, ${node.outputs.length} output${node.outputs.length === 1 ? '' : 's'})` : 'an element'} pushed them to an output it does not have`);
+    }
   }
 
   /**
@@ -1194,7 +1203,7 @@ export class Pipeline {
     }
     // Every batch of the shard is emptied: their packets are lost (their slots too: counted, not reused). A packet
     // the element had pushed on before it failed is in its input batch and in an output batch: counted once.
-    const batches = new Set<number>([v.getUint32(descriptor + GraphHeader.hole, true)]);
+    const batches = new Set<number>([GraphHeader.hole, GraphHeader.misrouted].map((at) => v.getUint32(descriptor + at, true)));
     for (const rec of this.records) for (const off of [...rec.inputs, ...rec.outputs]) batches.add(v.getUint32(descriptor + off, true));
     const lostSlots = new Set<number>();
     for (const b of batches) {
@@ -1544,7 +1553,7 @@ export class Pipeline {
   }
 
   /** Counters of the runtime itself: per shard batches, packets and drops; pool exhaustion. */
-  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number; ring_full_drops: number }[]; pool_exhausted: number; later_fragments_waited: number; later_fragments_without_first: number } {
+  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number; misrouted: number; misrouted_by: number; ring_full_drops: number }[]; pool_exhausted: number; later_fragments_waited: number; later_fragments_without_first: number } {
     const v = this.arena.view;
     return {
       shards: this.shards.map((shard) => ({

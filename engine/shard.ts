@@ -173,7 +173,8 @@ export class Shard {
   }
 
   /** The shard's counters from its context block. */
-  counters(): { batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number } {
+  /** The runtime's counters; misrouted_by is the index + 1 of the element that last pushed to an output it does not have. */
+  counters(): { batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number; misrouted: number; misrouted_by: number } {
     const v = this.arena.view;
     const c = this.memory.context;
     return {
@@ -182,6 +183,8 @@ export class Shard {
       no_buffer: Number(v.getBigUint64(c + ShardContext.noBuffer, true)),
       resteered_again: Number(v.getBigUint64(c + ShardContext.resteeredAgain, true)),
       overrun: Number(v.getBigUint64(c + ShardContext.overrun, true)),
+      misrouted: Number(v.getBigUint64(c + ShardContext.misrouted, true)),
+      misrouted_by: v.getUint32(c + ShardContext.misroutedBy, true),
     };
   }
 

@@ -220,6 +220,25 @@ test('packets an element\'s mistakes drop are counted and said: more pushed to a
   }
 });
 
+test('a packet pushed to an output the element does not have (a negative one too) is dropped and counted, not sent on through whatever lies beyond its outputs', async () => {
+  const dir = tempDir();
+  try {
+    trace(dir, Array.from({ length: 3000 }, () => ['A', 0] as ['A', number]));
+    elementFolder(dir, 'Past', '', 'out.push(<i32>(i % 3) - 1, p);');
+    // Batches of 3: each sends one packet to output -1, one to 0 and one to 1.
+    writeFileSync(join(dir, 'config.yaml'), `batch: 3\nelement_dirs: [.]\nelements:\n  src: { type: FromPcap, file: in.pcap }\n  x: { type: Past }\n  out: { type: Discard }\nconnections:\n  - src -> x -> out\n`);
+    const lines: string[] = [];
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'config.yaml')), { shards: 1, log: (m) => lines.push(m) });
+    const result = await pipeline.run();
+    assert.is(result.elements.out.in, 1000, 'output 0 got its third, and nothing else');
+    assert.is(pipeline.runtimeStats().shards[0].misrouted, 2000);
+    assert.ok(lines.includes('2000 packets dropped: x (Past, 1 output) pushed them to an output it does not have'), lines.join('\n'));
+    assert.is(result.packets_in, 3000);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a mistake in an element\'s process.ts is reported with its file\'s absolute path, line and column', () => {
   const dir = tempDir();
   try {
