@@ -14,6 +14,31 @@ let binary;
 let diagnostics = '';
 const output = { write: (s) => { diagnostics += s; return true; } };
 
+/**
+ * The functions of the project's and the elements' code that allocate on AssemblyScript's heap (`new`, an array, a
+ * string): the stub runtime's heap starts where the engine's shared memory lies and is the same for every shard, so an
+ * allocation would overwrite packets and state. Found in the compiled module's call graph, before optimisation inlines
+ * the allocator away: a function that calls the allocator, or a function of the library or a constructor that does.
+ */
+function allocatingFunctions(text) {
+  const calls = new Map();
+  for (const m of text.matchAll(/^ \(func \$(\S+)([\s\S]*?)(?=^ \(func |^\)$)/gm)) {
+    calls.set(m[1], new Set([...m[2].matchAll(/\(call \$(\S+)/g)].map((c) => c[1])));
+  }
+  const allocating = new Set(['~lib/rt/stub/__alloc']);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [name, callees] of calls) {
+      if (!allocating.has(name) && [...callees].some((c) => allocating.has(c))) { allocating.add(name); grew = true; }
+    }
+  }
+  const own = (name) => !name.startsWith('~lib/');
+  return [...calls.keys()].filter((name) => allocating.has(name) && own(name)
+    && [...calls.get(name)].some((c) => allocating.has(c) && (!own(c) || c.endsWith('#constructor'))));
+}
+
+let allocations = [];
+
 const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wasm', ...flags], {
   readFile: (name, baseDir) => {
     const path = resolve(baseDir, name);
@@ -27,8 +52,21 @@ const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wa
   listFiles: () => [],
   stdout: output,
   stderr: output,
+  transforms: [{ afterCompile: (module) => { allocations = allocatingFunctions(module.emitText()); } }],
 });
 // The compiler colours its diagnostics whenever CI is set; they end up in logs and error messages, so plain text.
 // It also names files relative to its base directory, the root: give them back their leading slash.
 const located = stripVTControlCharacters(diagnostics).replace(/(└─ in )(?!~lib\/)(?=[^\s/])/g, '$1/');
-parentPort.postMessage(result.error || !binary ? { error: located || String(result.error) } : { binary });
+if (!result.error && allocations.length) {
+  // Internal names are the file's path from the root without .ts, then the function (Class#method, start:FILE for top-level code).
+  const where = allocations.map((name) => {
+    const file = name.replace(/^start:/, '').replace(/<.*$/, '');
+    const at = name.startsWith('start:') ? file.length : file.lastIndexOf('/');
+    return { file: `/${file.slice(0, at)}.ts`, fn: name.startsWith('start:') ? 'its top-level code' : name.slice(at + 1) };
+  });
+  const files = [...new Set(where.map((w) => w.file))].map((file) => `  ${file}: ${where.filter((w) => w.file === file).map((w) => w.fn).join(', ')}`);
+  parentPort.postMessage({ error: `these functions allocate memory (new, an array, a string), which the fast path cannot: AssemblyScript's stub runtime has no heap of its own, so every shard would allocate at the same addresses and soon over the packets and state\n${files.join('\n')}\n`
+    + 'keep what lasts beyond a packet in the element\'s state (element.ts: counters, flow tables, data), and per-batch arrays in batchScratch()' });
+} else {
+  parentPort.postMessage(result.error || !binary ? { error: located || String(result.error) } : { binary });
+}

@@ -43,6 +43,8 @@ function sourcesOf(dir: string): string[] {
 function contentHash(generated: GeneratedGraph, elementDirs: string[]): string {
   const h = createHash('sha256');
   h.update(ASC_VERSION + '\0' + ASC_FLAGS.join(' ') + '\0');
+  // The compile itself, with its checks of the code (a module that passed older checks is not taken on trust).
+  h.update(readFileSync(new URL('./compile-worker.js', import.meta.url)));
   for (const [path, text] of [...generated.files].sort()) h.update(path + '\0' + text + '\0');
   // Whole element collections, not just the folders used: an element may import a sibling's files.
   const collections = [...new Set(elementDirs.map((d) => dirname(d)))].sort();

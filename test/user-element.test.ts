@@ -239,6 +239,34 @@ test('a packet pushed to an output the element does not have (a negative one too
   }
 });
 
+test('an element whose process.ts allocates (new, an array) is refused when its fast path compiles, naming the file and functions', () => {
+  const dir = tempDir();
+  try {
+    mkdirSync(join(dir, 'Alloc'));
+    writeFileSync(join(dir, 'Alloc', 'element.ts'), "import { defineElement } from 'wirepath';\n"
+      + "export default defineElement({ type: 'Alloc', summary: 'allocates', inputs: 1, outputs: [{ name: 'out', doc: 'packets' }] });\n");
+    writeFileSync(join(dir, 'Alloc', 'process.ts'), `import { Batch, Outputs } from "wirepath";
+import { AllocState } from "./layout";
+class Seen { n: u32 = 0; }
+function pair(n: u32): u32[] { return [n, n + 1]; }
+function plain(n: u32): u32 { return n + 1; }
+export function process(self: AllocState, batch: Batch, out: Outputs): void {
+  const seen = new Seen();
+  seen.n = pair(plain(batch.count))[0];
+  out.pushAll(0, batch);
+}
+`);
+    writeFileSync(join(dir, 'config.yaml'), 'element_dirs: [.]\nelements:\n  src: { type: Generator, count: 10 }\n  x: { type: Alloc }\n  out: { type: Discard }\nconnections:\n  - src -> x -> out\n');
+    const r = cli(['check', join(dir, 'config.yaml')]);
+    assert.is(r.status, 1);
+    assert.match(r.stderr, /these functions allocate memory \(new, an array, a string\), which the fast path cannot/);
+    assert.ok(r.stderr.includes(`${join(dir, 'Alloc', 'process.ts')}: Seen#constructor, pair, process\n`), r.stderr);
+    assert.match(r.stderr, /batchScratch\(\)/);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a mistake in an element\'s process.ts is reported with its file\'s absolute path, line and column', () => {
   const dir = tempDir();
   try {
