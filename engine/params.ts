@@ -4,7 +4,8 @@
 import { didYouMean } from './errors.ts';
 
 /** Types a value can have in an element's layout class in linear memory. */
-export type FastType = 'u8' | 'u16' | 'u32' | 'u64' | 'i32' | 'bool';
+export const FAST_TYPES = ['u8', 'u16', 'u32', 'u64', 'i32', 'bool'] as const;
+export type FastType = typeof FAST_TYPES[number];
 
 export interface FastField {
   name: string;
@@ -56,6 +57,8 @@ export interface ParamSpec<T = unknown> {
   default?: T;
   required: boolean;
   fixed: boolean;
+  /** Where the declared default is and why it is no value of the type (' (line 5): default ...'): the declaration check reports it after the parameter's name. */
+  badDefault?: string;
 }
 
 interface ParamOptions<T> {
@@ -73,13 +76,18 @@ interface ParamOptions<T> {
 function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}, written = typeof options.default === 'string'): ParamSpec<T> {
   if (typeof doc !== 'string' || !doc) throw new Error(`a parameter's first argument is the line that documents it, not ${describe(doc)}`);
   let value = options.default;
+  let badDefault: string | undefined;
   try {
     if (written) value = type.parse(value);
     else if (value !== undefined) type.check?.(value as T);
   } catch (e) {
-    throw new Error(`parameter '${doc}': default ${(e as Error).message}`);
+    const hint = (e as Partial<ParamTypeError>).hint;
+    // Where the declaration wrote it: the first frame in an element.ts.
+    const at = /element\.ts[^:]*:(\d+):(\d+)\)?$/m.exec(new Error().stack ?? '');
+    badDefault = `${at ? ` (line ${at[1]})` : ''}: default ${(e as Error).message}${hint ? ` (${hint})` : ''}`;
+    value = undefined;
   }
-  return { type, doc, default: value as T | undefined, required: options.required ?? false, fixed: options.fixed ?? false };
+  return { type, doc, default: value as T | undefined, required: options.required ?? false, fixed: options.fixed ?? false, ...(badDefault ? { badDefault } : {}) };
 }
 
 const fail = (message: string, hint?: string): never => {

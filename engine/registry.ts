@@ -4,9 +4,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { register } from 'node:module';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { ElementDefinition, ElementType } from './element.ts';
+import type { ElementDefinition, ElementType, PortSpec } from './element.ts';
 import { elementLayout } from './layout.ts';
-import { param, ParamTypeError } from './params.ts';
+import { FAST_TYPES, param, ParamTypeError } from './params.ts';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const BUILTIN_ELEMENTS = join(PROJECT_ROOT, 'elements');
@@ -100,6 +100,7 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 function checkDeclaration(element: ElementType): void {
   const file = join(element.dir, 'element.ts');
   const problems: string[] = [];
+  problems.push(...shapeProblems(element));
   if (!IDENTIFIER.test(element.type)) problems.push(`type '${element.type}' is not a name the generated code can use: letters, digits and _, not first a digit`);
   for (const [what, names] of [['parameter', Object.keys(element.params)], ['state field', Object.keys(element.state ?? {})]] as const) {
     for (const name of names) if (!IDENTIFIER.test(name)) problems.push(`${what} '${name}' is not a name process.ts can use: letters, digits and _, not first a digit`);
@@ -125,6 +126,26 @@ function checkDeclaration(element: ElementType): void {
   }
   if (problems.length) throw new ElementFolderError(`${file}: ${problems.join('; ')}`, DECLARATION_HINT);
   checkProcessFile(element);
+}
+
+/** Ports, parameter defaults and value types as the engine needs them, each mistake named (a whole declaration's at once). */
+function shapeProblems(element: ElementType): string[] {
+  const problems: string[] = [];
+  if (!Number.isInteger(element.inputs) || element.inputs < 0) problems.push(`inputs: ${JSON.stringify(element.inputs)} is not a number of input ports (0 or more)`);
+  const port = (p: unknown) => typeof p === 'object' && p !== null && typeof (p as PortSpec).name === 'string' && typeof (p as PortSpec).doc === 'string';
+  if (typeof element.outputs !== 'function' && !(Array.isArray(element.outputs) && element.outputs.every(port))) {
+    problems.push(`outputs: ${JSON.stringify(element.outputs)} is not a list of ports ({ name, doc } each) nor a function of the parameters giving one`);
+  }
+  for (const [name, spec] of Object.entries(element.params)) if (spec.badDefault) problems.push(`parameter '${name}'${spec.badDefault}`);
+  const fastType = (type: unknown) => (FAST_TYPES as readonly unknown[]).includes(type);
+  for (const [name, s] of Object.entries(element.state ?? {})) {
+    if (s.kind === 'scalar' && !fastType(s.type)) problems.push(`state '${name}': type ${JSON.stringify(s.type)} is not one of ${FAST_TYPES.join(', ')}`);
+    if (s.kind !== 'flow-table') continue;
+    for (const [field, type] of Object.entries(s.value ?? {})) {
+      if (!fastType(type)) problems.push(`state '${name}': value field '${field}' has type ${JSON.stringify(type)}, not one of ${FAST_TYPES.join(', ')}`);
+    }
+  }
+  return problems;
 }
 
 /**
@@ -165,8 +186,10 @@ function checkProcessFile(element: ElementType): void {
   const signatures: Record<string, string> = {
     process: `process(self: ${element.type}State, batch: Batch, out: Outputs${element.inputs > 1 ? ', port: i32' : ''}): void`,
     steer: `steer(self: ${element.type}State, p: Packet): u32 (element.ts declares steer)`,
+    tick: `tick(self: ${element.type}State, out: Outputs): void (element.ts declares tick)`,
   };
-  const wanted = [...(element.kind === 'element' ? ['process'] : []), ...(element.ioExports ?? []), ...(element.steer ? ['steer'] : [])];
+  const wanted = [...(element.kind === 'element' ? ['process'] : []), ...(element.ioExports ?? []), ...(element.steer ? ['steer'] : []),
+    ...(element.tick && element.kind === 'element' ? ['tick'] : [])];
   const missing = wanted.filter((fn) => !exported(fn)).map((fn) => `function ${signatures[fn] ?? `${fn} (element.ts names it in ioExports)`}`);
   if (missing.length) throw new ElementFolderError(`${file} must export ${missing.join(' and ')}`, hint);
 }

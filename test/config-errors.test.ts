@@ -642,12 +642,14 @@ test('parseDuration: units, fractions, bare seconds', () => {
   for (const long of ['3651d', '18446744073s', 1e12]) throwsParamError(() => parseDuration(long));
 });
 
-test('a parameter default written as text is parsed as in a config; a bad one fails at declaration', () => {
+test('a parameter default written as text is parsed as in a config; a bad one is kept for the declaration check to report', () => {
   assert.is(param.duration('idle', { default: '30s' }).default, 30e9);
   assert.is(param.duration('idle', { default: 30e9 }).default, 30e9, 'a number is the value itself (ns)');
   assert.is(param.ipv4('address', { default: '10.0.0.1' }).default, 0x0a000001);
   assert.is(param.string('name', { default: '30s' }).default, '30s');
-  assert.throws(() => param.duration('idle', { default: '30 parsecs' }), /parameter 'idle': default '30 parsecs' is not a duration/);
+  const bad = param.duration('idle', { default: '30 parsecs' });
+  assert.match(bad.badDefault ?? '', /^: default '30 parsecs' is not a duration \(write a number with a unit/);
+  assert.is(bad.default, undefined);
   // A list's items too (the default showed as 0.0.0.0/undefined).
   assert.equal(param.strings('nets', { item: types.cidr, default: ['10.0.0.0/8'] }).default, [{ address: 0x0a000000, prefix: 8, mask: 0xff000000 }]);
   assert.equal(param.strings('names', { default: ['a', 'b'] }).default, ['a', 'b']);

@@ -309,7 +309,14 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     assert.match(checkWith(elementFile, 'p.capacity,', 'p.capcity,'),
       `config.yaml:6:3: fc (FlowCount): ${elementFile}: state 'flows': capacity(params) gave undefined, not a whole number of entries, at least 1`);
     assert.match(checkWith(elementFile, "param.int('most flows tracked at once', 1, 1 << 24, { default: 65536 })", "param.int('most flows tracked at once', 1, 1 << 24, { default: 0 })"),
-      `${elementFile}:12:21: parameter 'most flows tracked at once': default 0 is out of range for a whole number`);
+      `${elementFile}: parameter 'capacity' (line 12): default 0 is out of range for a whole number (use a value from 1 to 16777216)`);
+    // Several mistakes at once, each named: ports that are no list, a value type the fast path has not (it took u65 as u64).
+    const several = checkWith(elementFile, "outputs: [{ name: 'out', doc: 'every packet' }],", "outputs: 1 as any, inputs: -1,");
+    assert.match(several, `${elementFile}: inputs: -1 is not a number of input ports (0 or more); outputs: 1 is not a list of ports`);
+    assert.match(checkWith(elementFile, "value: { packets: 'u64', bytes: 'u64' }", "value: { packets: 'u65' as any, bytes: 'u64' }"),
+      `state 'flows': value field 'packets' has type "u65", not one of u8, u16, u32, u64, i32, bool`);
+    assert.match(checkWith(elementFile, "example:", "tick: 'sweeps', example:"),
+      `${processFile} must export function tick(self: FlowCountState, out: Outputs): void (element.ts declares tick)`);
     assert.match(checkWith(elementFile, 'new_flows: state', 'capacity: state'),
       `${elementFile}: parameter 'capacity' and state field 'capacity' both make the layout field 'capacity'; rename one`);
     assert.match(checkWith(elementFile, 'not_ipv4: state', "'not-ipv4': state"), "state field 'not-ipv4' is not a name process.ts can use");
