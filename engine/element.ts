@@ -198,7 +198,11 @@ export interface SourceDriver {
   idle?(maxMs: number): void;
   /** Fraction of the input read so far, for a progress bar; undefined when unknown. */
   progress?(): number | undefined;
-  close(): void;
+  /**
+   * Closes the source. `next`: a reload stops this pipeline, and the config it starts has an element of this name and
+   * type (a device source hands its open socket over to it, so that frames arriving meanwhile wait in its ring).
+   */
+  close(next?: ReloadedElement): void;
 }
 
 /** The I/O side of a sink: writes out the packets the shards sent it. */

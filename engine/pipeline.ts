@@ -884,7 +884,7 @@ export class Pipeline {
     if (this.scaling) await Promise.race([this.scaling.catch(() => undefined), sleep(this.stallMs, undefined, { ref: false })]);
     await Promise.all(this.shards.map((shard) => shard.stop()));
     this.runPeriodic(true);
-    for (const s of this.sources) s.driver.close();
+    for (const s of this.sources) s.driver.close(this.handover.get(s.node.name));
     for (const s of this.sinks) s.driver?.close();
   }
 

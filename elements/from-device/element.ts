@@ -1,4 +1,4 @@
-import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
+import { defineElement, param, state, type IoContext, type ReloadedElement, type SourceDriver } from '../../engine/api.ts';
 import { Meta } from '../../engine/layout.ts';
 import { afpacket, checkDevice, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
 
@@ -27,7 +27,8 @@ export default defineElement({
     + 'The host\'s own stack still gets every frame (ToDevice warns of what that does). Needs root or CAP_NET_RAW (and '
     + 'CAP_NET_ADMIN to change offloads). Runs until the pipeline is stopped (Ctrl-C or SIGTERM). A link '
     + 'that goes down is logged and its frames come again when it is up; an interface deleted under a running pipeline ends it '
-    + '(exit 3, the interface named).',
+    + '(exit 3, the interface named). A reload whose config keeps the element (same name, device and ring options) hands it the '
+    + 'open socket: the frames that arrive while the pipelines are swapped wait in its ring (a ring that fills meanwhile counts in kernel_drops).',
   inputs: 0,
   outputs: [{ name: 'out', doc: 'the frames received, timestamped by the kernel' }],
   params: {
@@ -61,6 +62,26 @@ const explained = new Set<string>();
 /** Receive sockets open in this process: an idle engine sleeps until any of them has frames. */
 const openReaders = new Set<DeviceReader>();
 
+/**
+ * Receive sockets a reload hands from the pipeline it stops to the one it starts, by element name: the kernel goes on
+ * filling the ring in between (draining the old pipeline, moving its state, starting the new one's threads), so the
+ * frames that come meanwhile wait there instead of finding no socket. `opened`: how the socket was opened; the new
+ * element takes it only if it would open it alike, and one not taken is closed after HANDOVER_MS.
+ */
+const handedOver = new Map<string, { socket: number; opened: string; addon: AfPacket; expire: NodeJS.Timeout }>();
+const HANDOVER_MS = 10_000;
+
+/** The receive socket an element of a reloaded config takes over (when it opens alike), else undefined; closes any other left for it. */
+function takeOver(name: string, opened: string): number | undefined {
+  const kept = handedOver.get(name);
+  if (!kept) return undefined;
+  clearTimeout(kept.expire);
+  handedOver.delete(name);
+  if (kept.opened === opened) return kept.socket;
+  kept.addon.close(kept.socket);
+  return undefined;
+}
+
 class DeviceReader implements SourceDriver {
   private readonly addon: AfPacket;
   readonly socket: number;
@@ -70,14 +91,19 @@ class DeviceReader implements SourceDriver {
   private readonly descs: number;
   private pumps = 0;
 
+  /** How the socket was opened (device and ring options): a reloaded config's element takes it over if it would open it alike. */
+  private readonly opened: string;
+
   constructor(private readonly ctx: IoContext) {
     const { name, params, arena } = ctx;
     this.addon = afpacket(name);
     if (params.offloads === 'disable') disableOffloads(name, this.addon, params.device, ctx.log);
+    const options = {
+      room: ctx.slotRoom, snaplen: params.snaplen, ...RING, version: params.ring === 'v2' ? 2 as const : 3 as const, fanout: params.fanout, promiscuous: params.promiscuous,
+    };
+    this.opened = JSON.stringify([params.device, options]);
     try {
-      this.socket = this.addon.openRx(params.device, {
-        room: ctx.slotRoom, snaplen: params.snaplen, ...RING, version: params.ring === 'v2' ? 2 : 3, fanout: params.fanout, promiscuous: params.promiscuous,
-      });
+      this.socket = takeOver(name, this.opened) ?? this.addon.openRx(params.device, options);
     } catch (e) {
       throw deviceError(name, e);
     }
@@ -140,10 +166,16 @@ class DeviceReader implements SourceDriver {
     this.ctx.arena.view.setBigUint64(at, BigInt(this.addon.stats(this.socket).drops), true);
   }
 
-  close(): void {
+  close(next?: ReloadedElement): void {
     this.readKernelDrops();
     openReaders.delete(this);
-    this.addon.close(this.socket);
+    if (next?.params.device === this.ctx.params.device) {
+      const { socket, addon } = this;
+      const expire = setTimeout(() => { handedOver.delete(this.ctx.name); addon.close(socket); }, HANDOVER_MS).unref();
+      handedOver.set(this.ctx.name, { socket, opened: this.opened, addon, expire });
+    } else {
+      this.addon.close(this.socket);
+    }
     this.ctx.exports.FromDevice__unreserve(this.slots, this.reserved);
     this.reserved = 0;
     if (this.ctx.params.offloads === 'disable') releaseOffloads(this.addon, this.ctx.params.device, this.ctx.log);
