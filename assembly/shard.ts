@@ -279,6 +279,9 @@ export function shardReceive(sources: usize, max: u32, time: u64): u32 {
 }
 
 
+/** An element that declares `tick` and has had no packets for this long on the shard's clock ticks (engine/idle-ticks.js). */
+export const TICK_NS: u64 = 100_000_000;
+
 /** Moves the clock on to `time` (never back) between batches, as a tick does for a shard without packets. */
 export function shardAdvance(time: u64): void {
   if (time > batchTime) batchTime = time;

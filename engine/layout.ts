@@ -114,6 +114,8 @@ export interface NodeRecord {
   forwards: number[];
   inPackets: number;
   holeDrops: number;
+  /** The clock when an element that ticks last ran (process or tick): the generated code ticks it once it has been idle TICK_NS. */
+  lastRun: number;
   outPackets: number[];
   size: number;
 }
@@ -135,8 +137,9 @@ export function nodeRecords(graph: Graph): NodeRecord[] {
     let at = Math.ceil((outputCount + 4 + 8 * node.outputs.length) / 8) * 8;
     const inPackets = at; at += 8;
     const holeDrops = at; at += 8;
+    const lastRun = at; at += 8;
     const outPackets = node.outputs.map(() => { const o = at; at += 8; return o; });
-    const record = { base, self: base, inputs, outputCount, outputs, forwards, inPackets, holeDrops, outPackets, size: at - base };
+    const record = { base, self: base, inputs, outputCount, outputs, forwards, inPackets, holeDrops, lastRun, outPackets, size: at - base };
     base = at;
     return record;
   });

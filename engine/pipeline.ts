@@ -766,8 +766,8 @@ export class Pipeline {
   private runInline(): void {
     if (this.threads !== 'inline') return;
     const time = this.clock === 'wall' ? wallNanos() : 0n;
-    const ticks = this.onRealTime();
-    for (const shard of this.shards) shard.runInline(this.config.batch, time, ticks);
+    const ticks = this.onRealTime() && !this.quiesce;
+    for (const shard of this.shards) shard.runInline(this.config.batch, time, this.clock, ticks);
   }
 
   /** The elements' clock is real time, and shards without packets tick: the wall clock's, or a trace fed only by live sources (devices). */
@@ -883,6 +883,8 @@ export class Pipeline {
     // A scale event that outlives the stall time is stuck itself (a run that failed may have left it so).
     if (this.scaling) await Promise.race([this.scaling.catch(() => undefined), sleep(this.stallMs, undefined, { ref: false })]);
     await Promise.all(this.shards.map((shard) => shard.stop()));
+    // What a shard's last tick sent (a NAT's answer) after the loop's last collect.
+    this.collect();
     this.runPeriodic(true);
     for (const s of this.sources) s.driver.close(this.handover.get(s.node.name));
     for (const s of this.sinks) s.driver?.close();
@@ -1109,6 +1111,7 @@ export class Pipeline {
     if (!this.shards.some((s) => s.running)) return this.readState();
     this.quiesce++;
     try {
+      await Promise.all(this.shards.map((shard) => shard.holdTicks(true)));
       for (;;) {
         // A run that is stopping, ending or failed ends with its shards: the state is read from them once it has.
         if (this.stopRequested || this.loopExited) {
@@ -1124,7 +1127,7 @@ export class Pipeline {
       return await this.readState();
     } finally {
       this.readingState = false;
-      this.quiesce--;
+      if (--this.quiesce === 0) for (const shard of this.shards) void shard.holdTicks(false);
     }
   }
 
@@ -1173,6 +1176,7 @@ export class Pipeline {
   }
 
   /** The fields of a table's entry values, as a snapshot names them: which entries a table can take. */
+  /** The value layout of a table's entries, as snapshots record it: each field's name, type and offset. */
   private valueLayout(node: GraphNode, table: string): string {
     return this.layouts.get(node.type.type)!.tables.find((t) => t.state === table)!.entry.fields.map((f) => `${f.name} ${f.type} @${f.offset}`).join(', ');
   }
@@ -1328,19 +1332,24 @@ export class Pipeline {
       for (const [table, data] of Object.entries(saved.tables)) {
         const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table);
         if (!target) continue;
-        // Entries laid out otherwise (the element's value fields changed since): read as they are now, they would be garbage.
+        // Entries laid out otherwise (the element's value fields changed since): read as they are now, they would be garbage;
+        // but fields added after the old ones (a newer version of the element) start at 0 in entries that keep the rest.
         const layout = this.valueLayout(this.graph.byName.get(name)!, table);
-        if (data.record_size !== target.recordSize || (data.value !== undefined && data.value !== layout)) {
+        const appended = data.value !== undefined && data.value !== layout && layout.startsWith(`${data.value}, `) && data.record_size < target.recordSize;
+        if (!appended && (data.record_size !== target.recordSize || (data.value !== undefined && data.value !== layout))) {
           if (shard.id === 0) this.log(`${name}.${table}: the snapshot's entries are laid out otherwise (${data.value ?? `${data.record_size} bytes each`}; now ${layout}): left out, the table starts empty`);
           continue;
         }
-        const records = data.merges && ownParts ? ownParts.get(`${name}/${table}`) ?? Buffer.alloc(0) : Buffer.from(data.records, 'base64');
-        if (records.length % data.record_size) throw new Error(`the snapshot's ${name}.${table} entries are cut short (${records.length} bytes, not a whole number of ${data.record_size}-byte records): the file is damaged`);
+        if (appended && shard.id === 0) this.log(`${name}.${table}: the snapshot's entries have no ${layout.slice(data.value!.length + 2)}: those start at 0`);
+        const stored = data.merges && ownParts ? ownParts.get(`${name}/${table}`) ?? Buffer.alloc(0) : Buffer.from(data.records, 'base64');
+        if (stored.length % data.record_size) throw new Error(`the snapshot's ${name}.${table} entries are cut short (${stored.length} bytes, not a whole number of ${data.record_size}-byte records): the file is damaged`);
+        const records = appended ? widened(stored, data.record_size, target.recordSize) : stored;
+        const recordSize = target.recordSize;
         // Packets reach the element otherwise steered or changed (another config): what they recorded says nothing here.
         const steeringHolds = data.merges || data.steered_by === steeringPath(this.graph, this.graph.byName.get(name)!);
         const mine: Buffer[] = [];
-        for (let at = 0; at < records.length; at += data.record_size) {
-          const r = records.subarray(at, at + data.record_size);
+        for (let at = 0; at < records.length; at += recordSize) {
+          const r = records.subarray(at, at + recordSize);
           if (!steeringHolds) r.writeUInt32LE(0, TRANSFER_STEERING);
           // As assembly/migrate.ts bucketOf: of the address in the key, else of the packet that made the entry, else of its key.
           const steering = r.readUInt32LE(TRANSFER_STEERING);
@@ -1350,12 +1359,12 @@ export class Pipeline {
           if (owner === shard.id) mine.push(r);
         }
         const all = data.merges ? this.mergeParts(name, table, mine) : Buffer.concat(mine);
-        const chunkBytes = TRANSFER_BYTES - (TRANSFER_BYTES % data.record_size);
+        const chunkBytes = TRANSFER_BYTES - (TRANSFER_BYTES % recordSize);
         let leftOut = 0;
         for (let at = 0; at < all.length; at += chunkBytes) {
           const chunk = all.subarray(at, at + chunkBytes);
           this.arena.u8.set(chunk, buffer);
-          const count = chunk.length / data.record_size;
+          const count = chunk.length / recordSize;
           const failed = this.io.tableImport(target.address, buffer, count, 0n);
           leftOut += failed;
           loaded += count - failed;
@@ -1688,4 +1697,11 @@ export interface Snapshot {
     /** Shared data regions (state.data with `shared`), base64, with what laid each out (DataState.layout). */
     data?: Record<string, { layout: string; bytes: string }>;
   }>;
+}
+
+/** Records of `from` bytes each, made `to` bytes long, the bytes added 0 (the value fields a newer element appended). */
+function widened(records: Buffer, from: number, to: number): Buffer {
+  const out = Buffer.alloc((records.length / from) * to);
+  for (let at = 0, i = 0; at < records.length; at += from, i++) records.copy(out, i * to, at, at + from);
+  return out;
 }

@@ -3,11 +3,12 @@
 // Plain JavaScript so that a worker starts without a TypeScript loader.
 
 import { workerData, parentPort } from 'node:worker_threads';
+import { IdleTicks } from './idle-ticks.js';
 
-const { module, memory, context, descriptor, batch, mailbox, rxRing, clock, wallOffset, tickNs } = workerData;
+const { module, memory, context, descriptor, batch, mailbox, rxRing, clock, wallOffset, ticking } = workerData;
 /** Polling this long without work before sleeping: a futex wake-up costs tens of microseconds here. */
 const SPIN_NS = 200_000n;
-const M = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11 };
+const M = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11, holdTicks: 12, ticksHeld: 13 };
 const OP_EXPORT = 1;
 
 const env = { memory, abort: () => { throw new Error('abort called in the fast path'); }, seed: () => 0, trace: () => {} };
@@ -34,19 +35,18 @@ function runPosted() {
 
 try {
   let idleSince = 0n;
-  // With tickNs (the clock is real time), a shard without packets that long ticks (engine/shard.ts TICK_MS).
-  // (0: busy; the first idle moment after work stands for its end, so that busy steps read no clock.)
-  let lastWork = process.hrtime.bigint();
+  // On real time, a shard without packets ticks (unless the engine reads its state meanwhile).
+  const ticks = ticking ? new IdleTicks(clock, wallOffset) : undefined;
   while (Atomics.load(box, M.stop) === 0) {
     if (Atomics.load(box, M.posted) !== Atomics.load(box, M.done)) runPosted();
     const taken = x.shardStep(descriptor, batch, clock === 'wall' ? wallOffset + process.hrtime.bigint() : 0n);
-    if (taken) { idleSince = 0n; lastWork = 0n; continue; }
+    // A hold the engine asked for is answered once no tick runs, nor will until it is lifted.
+    const hold = Atomics.load(box, M.holdTicks);
+    if (box[M.ticksHeld] !== hold) Atomics.store(box, M.ticksHeld, hold);
+    const tickAt = ticks?.after(taken, x.shardNow) ?? 0n;
+    if (tickAt && !hold) x.shardTick(descriptor, tickAt);
+    if (taken) { idleSince = 0n; continue; }
     const now = process.hrtime.bigint();
-    if (lastWork === 0n) lastWork = now;
-    if (tickNs && now - lastWork >= tickNs) {
-      x.shardTick(descriptor, wallOffset + now);
-      lastWork = now;
-    }
     if (idleSince === 0n) idleSince = now;
     if (now - idleSince < SPIN_NS) continue;
     idleSince = 0n;

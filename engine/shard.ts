@@ -3,12 +3,14 @@
 // worker, or the I/O thread itself in inline mode. The engine talks to a running worker through a
 // small mailbox in shared memory that the worker checks between batches.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { RingLayout, ShardContext } from './layout.ts';
 import type { MemoryArena } from './memory.ts';
+import { IdleTicks } from './idle-ticks.js';
 
 /** Mailbox words (Int32Array indices); shard-worker.js uses the same numbers. */
-export const Mailbox = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11, size: 16 } as const;
+export const Mailbox = { stop: 0, posted: 1, done: 2, op: 3, args: 4, result: 10, result2: 11, holdTicks: 12, ticksHeld: 13, size: 16 } as const;
 export const Op = { export: 1, import: 2 } as const;
 
 /**
@@ -17,12 +19,6 @@ export const Op = { export: 1, import: 2 } as const;
  */
 const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 export const wallNanos = (): bigint => WALL_OFFSET + process.hrtime.bigint();
-
-/**
- * A shard on real time with no packets for this long ticks (element.ts `tick`): its clock moves on and timed work
- * (a NAT's idle port blocks, its answers to unsolicited SYNs) is done without waiting for the next packet.
- */
-export const TICK_MS = 100;
 
 export interface ShardMemory {
   context: number;
@@ -63,8 +59,7 @@ export class Shard {
     this.worker = new Worker(new URL('./shard-worker.js', import.meta.url), {
       workerData: {
         module, memory: this.arena.memory, context: this.memory.context, descriptor: this.memory.descriptor,
-        batch, mailbox: this.mailbox.buffer, rxRing: this.memory.rxRing, clock, wallOffset: WALL_OFFSET,
-        tickNs: ticks ? BigInt(TICK_MS) * 1_000_000n : 0n,
+        batch, mailbox: this.mailbox.buffer, rxRing: this.memory.rxRing, clock, wallOffset: WALL_OFFSET, ticking: ticks,
       },
     });
     let ready: () => void;
@@ -87,28 +82,38 @@ export class Shard {
     this.instance.shardInit(this.memory.context);
   }
 
-  private lastWork = performance.now();
+  private inlineTicks?: IdleTicks;
 
   /**
-   * Inline mode: runs steps until the receive ring is empty, or, with `ticks` (the clock is real time), a tick
-   * when it has had nothing for TICK_MS. A trap in an element is a crash, as in a worker.
+   * Inline mode: runs steps until the receive ring is empty. With `ticks` (the clock is real time and the engine is not
+   * reading the state), a shard that has had no packets for a while ticks. A trap in an element is a crash, as in a worker.
    */
-  runInline(batch: number, time: bigint, ticks: boolean): void {
-    if (!this.instance) return;
+  runInline(batch: number, time: bigint, clock: 'trace' | 'wall', ticks: boolean): void {
+    const instance = this.instance;
+    if (!instance) return;
     try {
-      let steps = 0;
-      while (this.instance.shardStep(this.memory.descriptor, batch, time)) steps++;
-      const now = performance.now();
-      if (steps) this.lastWork = now;
-      else if (ticks && now - this.lastWork >= TICK_MS) {
-        this.instance.shardTick(this.memory.descriptor, wallNanos());
-        this.lastWork = now;
-      }
+      let taken = 0;
+      while (instance.shardStep(this.memory.descriptor, batch, time)) taken++;
+      if (!ticks) return;
+      this.inlineTicks ??= new IdleTicks(clock, WALL_OFFSET);
+      const tickAt = this.inlineTicks.after(taken, instance.shardNow);
+      if (tickAt) instance.shardTick(this.memory.descriptor, tickAt);
     } catch (e) {
       if (!(e instanceof WebAssembly.RuntimeError)) throw e;
       this.instance = undefined;
       this.onCrash(e);
     }
+  }
+
+  /**
+   * While the engine reads the shard's state (a snapshot), it does no timed work of its own, so that what it reads is
+   * one picture: resolves once a worker has seen the hold (a tick under way has ended).
+   */
+  async holdTicks(hold: boolean): Promise<void> {
+    Atomics.store(this.mailbox, Mailbox.holdTicks, hold ? 1 : 0);
+    if (!this.worker || !hold) return;
+    this.wake();
+    while (Atomics.load(this.mailbox, Mailbox.ticksHeld) !== 1 && this.worker && !this.failure) await sleep(1);
   }
 
   /** Wakes the worker if it sleeps on its receive ring. */

@@ -448,8 +448,9 @@ for attempt in range(50):
 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()`], { check: false, timeout: 30_000 });
           assert.is(reset.status, 0, reset.stderr.toString());
           const released = () => blockRecords(engine.stdout()).filter((b) => b.event === 'release' && b.protocol === 'tcp');
-          // The search for idle blocks goes round the subscriber table in 10 s.
-          await waitFor(() => released().length > 0, 15_000, 'the TCP block released, with no packet after the reset').catch((e) => {
+          // After the mapping's end, a sweep of the mappings table (a round in 5 s) finds it, then the search for idle
+          // blocks (a round of the subscribers in 10 s) the block.
+          await waitFor(() => released().length > 0, 30_000, 'the TCP block released, with no packet after the reset').catch((e) => {
             throw new Error(`${e.message}\n${engine.stdout()}\n${engine.stderr()}`);
           });
           assert.is(released()[0].subscriber, ADDRESSES.client);

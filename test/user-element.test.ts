@@ -176,6 +176,15 @@ test('entries whose value fields changed since the snapshot (an element edited, 
     flows.records = Buffer.from(flows.records, 'base64').subarray(0, -7).toString('base64');
     const again = await pipelineOf('before');
     assert.throws(() => again.restore(damaged), /the snapshot's fc\.flows entries are cut short \(\d+ bytes, not a whole number of \d+-byte records\): the file is damaged/);
+    // A field added after the others (a newer version of the element): the entries keep theirs, the new one starts at 0.
+    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'grown'), { recursive: true });
+    const grown = join(dir, 'grown', 'element.ts');
+    writeFileSync(grown, readFileSync(grown, 'utf8').replace("value: { packets: 'u64', bytes: 'u64' }", "value: { packets: 'u64', bytes: 'u64', marks: 'u32' }"));
+    const logs: string[] = [];
+    const widened = await pipelineOf('grown', (m) => logs.push(m));
+    widened.restore(snapshot);
+    assert.ok(logs.includes("fc.flows: the snapshot's entries have no marks u32 @16: those start at 0"), logs.join('\n'));
+    assert.equal(widened.view('fc').entries('flows').map((e) => [e.value.packets, e.value.marks]).sort(), [[1n, 0n], [2n, 0n]]);
   } finally {
     removeDir(dir);
   }

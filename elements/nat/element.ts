@@ -160,6 +160,7 @@ export default defineElement({
         u0: 'u32', u1: 'u32', u2: 'u32', u3: 'u32', u4: 'u32', u5: 'u32', u6: 'u32', u7: 'u32', u8: 'u32', u9: 'u32', u10: 'u32', u11: 'u32',
         last_s: 'u32', mappings: 'u32', sessions: 'u32', mappings_until_s: 'u32',
         c0: 'u16', c1: 'u16', c2: 'u16', c3: 'u16', c4: 'u16', c5: 'u16', c6: 'u16', c7: 'u16', c8: 'u16', c9: 'u16', c10: 'u16', c11: 'u16',
+        sessions_since_s: 'u32',
       },
       capacity: (p) => p.max_subscribers,
       timeout: (p) => p.udp_timeout,
@@ -229,6 +230,9 @@ export default defineElement({
     idle_search_ns: state.internal('the clock at the last batch\'s search for idle blocks (per shard): how many subscribers the next one looks at'),
     sessions_swept_s: state.internal('the second (plus one) of the last look at every session for expired ones when a subscriber was at its session limit (per shard)'),
     reclaimed_s: state.internal('the second (plus one) of the last look at every subscriber for idle blocks when the pool had none (per shard)'),
+    sweep_ns: state.internal('the clock at the last sweep of the tables (per shard): how many slots the next one looks at'),
+    mappings_round_ns: state.internal('when the sweep of the mappings table began its current round (per shard)'),
+    mappings_swept_ns: state.internal('every mapping that expired before this has been swept (per shard): a block released only after its last mapping ended before it has no stale mapping left to count off it'),
     syn_sweep_ns: state.internal('when the unsolicited-SYN table is next looked through whole (per shard)'),
   },
   handlers: {
@@ -259,7 +263,8 @@ export default defineElement({
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
   tick: 'on real time (--clock wall, or devices as the only sources) a quiet shard still gives back the port blocks whose mappings '
-    + 'have all ended (the search for them goes round every 10 s) and answers unsolicited SYNs once their 6 s are over (syn_icmp)',
+    + 'have all ended (within about 20 s: the sweep of the tables goes round every 5 s, the search for idle blocks every 10 s) and answers '
+    + 'unsolicited SYNs once their 6 s are over (syn_icmp); so does one whose shard has packets for other elements',
   invalid: (p: NatParams & { mtu: number; pcp_server?: number; mapping: Behaviour; filtering?: Behaviour }) => [
     ...(p.filtering !== undefined && MAPPINGS.indexOf(p.filtering) < MAPPINGS.indexOf(p.mapping) ? [{
       param: 'filtering',

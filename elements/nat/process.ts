@@ -132,10 +132,10 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
 }
 
 /**
- * Ticks a shard's tables are swept through in (a tick comes every 100 ms without packets): a quiet NAT finds its expired
- * mappings, and so its idle blocks, within about as long as the search for those takes (IDLE_SEARCH_ROUND_NS).
+ * The sweeps go round each table at least about this often (ns of the clock), however often batches come: an expired
+ * mapping is found, and its block's count of mappings lowered, within it (8 slots a batch took hours on a quiet NAT).
  */
-const TICKS_PER_SWEEP: u32 = 100;
+const SWEEP_ROUND_NS: u64 = 5 * SECOND;
 
 /**
  * A shard without packets for a while (element.ts `tick`): idle blocks are given back and unsolicited SYNs
@@ -145,7 +145,7 @@ export function tick(self: NATState, out: Outputs): void {
   expireWith(self, out);
   const outside = out.port(OUTSIDE);
   answerBudget = outside.capacity - outside.count;
-  expireDue(self, now(), TICKS_PER_SWEEP);
+  expireDue(self, now());
   answers = null;
 }
 
@@ -157,16 +157,34 @@ export function tick(self: NATState, out: Outputs): void {
   answers = out;
 }
 
-/**
- * The timed work: blocks whose mappings have all expired, due SYN answers, and a sweep of each table: of 8 entries
- * after a batch, or with `sweeps` (a tick) of so many that that many sweeps go round the table.
- */
-function expireDue(self: NATState, t: u64, sweeps: u32 = 0): void {
+/** The timed work: a sweep of each table (SWEEP_ROUND_NS), then blocks whose mappings have all ended, due SYN answers. */
+function expireDue(self: NATState, t: u64): void {
+  const elapsed = self.sweep_ns != 0 && t > self.sweep_ns ? t - self.sweep_ns : 0;
+  self.sweep_ns = t;
+  self.sessions.sweep(t, sweepBudget(self.sessions, elapsed));
+  sweepMappings(self, t, sweepBudget(self.mappings, elapsed));
+  self.fragment_ids.sweep(t, sweepBudget(self.fragment_ids, elapsed));
   releaseIdleBlocks(self, t, idleSearchBudget(self, t));
-  self.sessions.sweep(t, sweeps ? self.sessions.slots / sweeps + 1 : 8);
-  self.mappings.sweep(t, sweeps ? self.mappings.slots / sweeps + 1 : 8);
-  self.fragment_ids.sweep(t, sweeps ? self.fragment_ids.slots / sweeps + 1 : 8);
   if (self.syn_icmp) answerDueSyns(self, t);
+}
+
+/** Slots a sweep looks at after `elapsed` ns of the clock: 8, or so many that a round takes SWEEP_ROUND_NS (all after a longer gap). */
+function sweepBudget(table: FlowTable, elapsed: u64): u32 {
+  const share = elapsed >= SWEEP_ROUND_NS ? table.slots : <u32>((<u64>table.slots * elapsed) / SWEEP_ROUND_NS);
+  return max<u32>(share, 8);
+}
+
+/**
+ * Sweeps `budget` slots of the mappings table, noting when a round ends: a mapping that expired before the round
+ * began has been found then (mappingExpired counted it off its block), so mappings_swept_ns is that beginning.
+ */
+function sweepMappings(self: NATState, t: u64, budget: u32): void {
+  const table = self.mappings;
+  const wraps = <u64>table.cursor + budget >= <u64>table.slots;
+  table.sweep(t, budget);
+  if (!wraps) return;
+  self.mappings_swept_ns = budget >= table.slots ? t : self.mappings_round_ns;
+  self.mappings_round_ns = t;
 }
 
 /** How often the whole unsolicited table is looked through while it holds SYNs: their answers come this late at most. */
@@ -1240,7 +1258,10 @@ function sessionAllowed(self: NATState, inside: u32, t: u64): bool {
   if (!self.sessions_per_subscriber) return true;
   const sub = findSubscriber(self, inside, keyBuffer(), t);
   if (!sub) return true;
-  if (sub.sessions >= self.sessions_per_subscriber && <u32>(t / SECOND) >= sub.mappings_until_s) sub.sessions = 0;
+  if (sub.sessions >= self.sessions_per_subscriber && <u32>(t / SECOND) >= sub.mappings_until_s) {
+    sub.sessions = 0;
+    sub.sessions_since_s = <u32>(t / SECOND) + 1;
+  }
   // Sessions count down as expired ones are found, which the per-batch sweep may not have done yet: at the limit,
   // all of them are looked at, at most once a second of the clock (a subscriber held there costs no more).
   if (sub.sessions >= self.sessions_per_subscriber && self.sessions_swept_s != t / SECOND + 1) {
@@ -1266,6 +1287,7 @@ function sessionExpired(value: usize, context: usize): void {
   const self = changetype<NATState>(context);
   const key = value - ENTRY_VALUE + ENTRY_KEY;
   const inside = load<u32>(key), remote = load<u32>(key, 4), ports = load<u32>(key, 8), proto = load<u32>(key, 12);
+  const ended = FlowTable.expires(value);
   const t = now();
   // The mapping's key, as mappingOutKey makes it from the session's 5-tuple.
   store<u32>(key, self.mapping >= ADDRESS_DEPENDENT ? remote : 0, 4);
@@ -1275,7 +1297,8 @@ function sessionExpired(value: usize, context: usize): void {
   if (forward) changeSessionCount(changetype<NATMappingsEntry>(forward), -1);
   if (!self.sessions_per_subscriber) return;
   const sub = findSubscriber(self, inside, key, t);
-  if (sub && sub.sessions > 0) sub.sessions--;
+  // One that ended before its subscriber's count started again from 0 is not in the count.
+  if (sub && sub.sessions > 0 && ended > <u64>sub.sessions_since_s * SECOND) sub.sessions--;
 }
 
 function subscriberExternal(self: NATState, inside: u32, t: u64): u32 {
@@ -1356,6 +1379,7 @@ function allocatePortOrReclaim(self: NATState, sub: NATSubscribersEntry, inside:
   if (port != (FAILED | FAIL_POOL) || self.reclaimed_s == t / SECOND + 1) return port;
   self.reclaimed_s = t / SECOND + 1;
   const released = self.blocks_released;
+  sweepMappings(self, t, self.mappings.slots);
   releaseIdleBlocks(self, t, self.subscribers.slots);
   return self.blocks_released == released ? port : allocatePort(self, sub, inside, t);
 }
@@ -1629,7 +1653,8 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
       const block = load<u32>(base + (<usize>slot << 2));
       if (!block) continue;
       const until = load<u32>(base + (<usize>(SLOTS * 3 + slot) << 2));
-      if (until > nowS) { held++; continue; }
+      // Not before every mapping that ended by then has been swept: one found later would count off a block claimed anew.
+      if (until > nowS || <u64>until * SECOND > self.mappings_swept_ns) { held++; continue; }
       const global = block - 1;
       const first = (global % perAddress) << shift;
       if ((load<u16>(countAt(sub, slot)) & BLOCK_LOWERED) && holdsLiveMappings(self, sub, inside, slot, first, first + (1 << shift) - 1, t)) { held++; continue; }
