@@ -313,9 +313,10 @@ export interface ElementDefinition {
   steer?: string;
   /**
    * The element has timed work that must not wait for its next packet: process.ts exports
-   * `tick(self, out: Outputs): void`, which a shard calls when it has had no packets for TICK_MS while its
-   * clock runs on real time (`--clock wall`, or trace time fed only by live sources such as devices), with
-   * now() advanced to that time. What it pushes goes on through the graph. The doc says what it does.
+   * `tick(self, out: Outputs): void`, called when the element has had no packets for 100 ms of the clock: after the
+   * shard's next batch, or, when the clock runs on real time (`--clock wall`, or trace time fed only by devices) and
+   * the shard has no packets at all, every 100 ms with now() moved on. What it pushes goes on through the graph.
+   * The doc says what it does.
    */
   tick?: string;
   /**
