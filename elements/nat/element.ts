@@ -236,6 +236,12 @@ export default defineElement({
     syn_sweep_ns: state.internal('when the unsolicited-SYN table is next looked through whole (per shard)'),
   },
   handlers: {
+    mappings: {
+      doc: 'live mappings, one per inside endpoint mapped to an external port (the table holds each one\'s way back, filter entries and '
+        + 'fragments besides)',
+      read: (view) => view.entries('mappings').filter((e) => e.key[3] >>> 8 === KIND_OUT).length,
+      counter: true,
+    },
     blocks: {
       doc: 'blocks in use per external address and protocol',
       read: (view) => blocksInUse(view.data('pool')),
@@ -510,6 +516,9 @@ function openLog(view: ElementView, path: string): BlockLog {
   };
 }
 
+/** Kinds of entries in the mappings table, the key's last word >> 8 (process.ts KIND_*). */
+const KIND_OUT = 1, KIND_FILTER = 3;
+
 function subscriberView(view: ElementView, arg: string | undefined): unknown {
   if (!arg) throw new Error('name the subscriber: ctl read NAT.subscriber 100.64.0.5');
   const inside = parseIPv4(arg);
@@ -522,9 +531,9 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
       live_mappings: Number(sub.value[`c${k.slice(1)}`]) & 0x7fff, // without the flag of a block in use only until a mapping's end (process.ts BLOCK_LOWERED)
     })) : [];
   const entries = view.entries('mappings').filter((e) => e.key[0] === inside);
-  // A PCP MAP's permission for any host: a filter entry (kind 3) with no remote, on the external port.
-  const pcp = (protocol: number, port: number) => entries.find((e) => e.key[3] === (protocol | (3 << 8)) && e.key[1] === 0 && e.key[2] >>> 16 === port);
-  const mappings = entries.filter((e) => (e.key[3] >>> 8) === 1).map((e) => {
+  // A PCP MAP's permission for any host: a filter entry with no remote, on the external port.
+  const pcp = (protocol: number, port: number) => entries.find((e) => e.key[3] === (protocol | (KIND_FILTER << 8)) && e.key[1] === 0 && e.key[2] >>> 16 === port);
+  const mappings = entries.filter((e) => e.key[3] >>> 8 === KIND_OUT).map((e) => {
     const permit = pcp(e.key[3] & 0xff, Number(e.value.port));
     return {
       protocol: protocolName(e.key[3] & 0xff), inside_port: e.key[2] >>> 16, external: `${formatIPv4(external ?? 0)}:${Number(e.value.port)}`,
