@@ -968,6 +968,7 @@ test('C3/C11 a pool with no block left: counted drops; non-contiguous pools are 
   assert.is(r.nat.drop_pool_exhausted, 1);
   assert.equal(new Set(r.outside.map((o) => o.src)), new Set(['203.0.113.1', '203.0.113.9']));
   assert.equal(r.blocks, { '203.0.113.1': { udp: 63 }, '203.0.113.9': { udp: 63 } });
+  assert.is(r.nat.blocks_held, 126, 'the pool\'s use as a counter (in /metrics)');
 });
 
 test('a UDP datagram whose length field is shorter than its header or longer than its IP payload is malformed, either way', async () => {

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
-import { poolLayout, writePool, blocksInUse, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
+import { poolLayout, writePool, blocksInUse, heldBlocks, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
 /** A pool or prefix item: `203.0.113.0/28` or a single address. */
 const prefixType: ParamType<Cidr> = {
@@ -240,6 +240,11 @@ export default defineElement({
       doc: 'live mappings, one per inside endpoint mapped to an external port (the table holds each one\'s way back, filter entries and '
         + 'fragments besides)',
       read: (view) => view.entries('mappings').filter((e) => e.key[3] >>> 8 === KIND_OUT).length,
+      counter: true,
+    },
+    blocks_held: {
+      doc: 'port blocks subscribers hold now, of every address and protocol (a gauge of the pool\'s use; blocks: by address)',
+      read: (view) => [...heldBlocks(view.data('pool'))].length,
       counter: true,
     },
     blocks: {
