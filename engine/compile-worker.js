@@ -21,9 +21,12 @@ const output = { write: (s) => { diagnostics += s; return true; } };
  * the allocator away: a function that calls the allocator, or a function of the library or a constructor that does.
  */
 function allocatingFunctions(text) {
+  // Names with commas or spaces (generics: Map<u32,u32>) come quoted.
+  const NAME = String.raw`\$("(?:[^"\\]|\\.)*"|[^\s()]+)`;
+  const unquote = (name) => (name.startsWith('"') ? name.slice(1, -1) : name);
   const calls = new Map();
-  for (const m of text.matchAll(/^ \(func \$(\S+)([\s\S]*?)(?=^ \(func |^\)$)/gm)) {
-    calls.set(m[1], new Set([...m[2].matchAll(/\(call \$(\S+)/g)].map((c) => c[1])));
+  for (const m of text.matchAll(new RegExp(String.raw`^ \(func ${NAME}([\s\S]*?)(?=^ \(func |^\)$)`, 'gm'))) {
+    calls.set(unquote(m[1]), new Set([...m[2].matchAll(new RegExp(String.raw`\(call ${NAME}`, 'g'))].map((c) => unquote(c[1]))));
   }
   const allocating = new Set(['~lib/rt/stub/__alloc']);
   for (let grew = true; grew;) {
@@ -62,7 +65,8 @@ if (!result.error && allocations.length) {
   const where = allocations.map((name) => {
     const file = name.replace(/^start:/, '').replace(/<.*$/, '');
     const at = name.startsWith('start:') ? file.length : file.lastIndexOf('/');
-    return { file: `/${file.slice(0, at)}.ts`, fn: name.startsWith('start:') ? 'its top-level code' : name.slice(at + 1) };
+    const fn = name.slice(at + 1).replace(/~anonymous\|\d+$/, ' (a function written inside it)');
+    return { file: `/${file.slice(0, at)}.ts`, fn: name.startsWith('start:') ? 'its top-level code' : fn };
   });
   const files = [...new Set(where.map((w) => w.file))].map((file) => `  ${file}: ${where.filter((w) => w.file === file).map((w) => w.fn).join(', ')}`);
   parentPort.postMessage({ error: `these functions allocate memory (new, an array, a string), which the fast path cannot: AssemblyScript's stub runtime has no heap of its own, so every shard would allocate at the same addresses and soon over the packets and state\n${files.join('\n')}\n`

@@ -100,6 +100,9 @@ export function metrics(pipeline: Pipeline): string {
     add('wirepath_shard_batches_total', 'batches a shard processed', { shard: shard.shard }, shard.batches);
     add('wirepath_shard_ring_full_drops_total', 'packets dropped because the shard ring was full', { shard: shard.shard }, shard.ring_full_drops);
     add('wirepath_shard_clone_no_buffer_total', 'copies not made for want of a slot', { shard: shard.shard }, shard.no_buffer);
+    add('wirepath_shard_overrun_total', 'packets an element pushed to an output whose batch was full (dropped)', { shard: shard.shard }, shard.overrun);
+    add('wirepath_shard_misrouted_total', 'packets an element pushed to an output it does not have (dropped)', { shard: shard.shard }, shard.misrouted);
+    add('wirepath_shard_resteered_again_total', 'packets an element handed back to the dispatcher a second time (dropped)', { shard: shard.shard }, shard.resteered_again);
   }
   add('wirepath_pool_exhausted_total', 'packets not read for want of a free slot', {}, runtime.pool_exhausted);
   add('wirepath_later_fragments_waited_total', 'later fragments that waited for their datagram\'s first fragment', {}, runtime.later_fragments_waited);

@@ -1111,7 +1111,6 @@ export class Pipeline {
     if (!this.shards.some((s) => s.running)) return this.readState();
     this.quiesce++;
     try {
-      await Promise.all(this.shards.map((shard) => shard.holdTicks(true)));
       for (;;) {
         // A run that is stopping, ending or failed ends with its shards: the state is read from them once it has.
         if (this.stopRequested || this.loopExited) {
@@ -1119,7 +1118,11 @@ export class Pipeline {
           return await this.readState();
         }
         for (const shard of this.shards) if (shard.failed) throw shard.failed;
-        if (!this.scaling && this.shardsIdle()) break;
+        if (!this.scaling && this.shardsIdle()) {
+          // Shards doing no timed work either (one a tick sends packets from is not idle any more).
+          await Promise.all(this.shards.map((shard) => shard.holdTicks(true)));
+          if (!this.scaling && this.shardsIdle()) break;
+        }
         await sleep(1);
       }
       // The run neither ends nor scales while its state is read (the shards answer the exports meanwhile).
@@ -1332,18 +1335,22 @@ export class Pipeline {
       for (const [table, data] of Object.entries(saved.tables)) {
         const target = this.tablesOf(shard).find((t) => t.node === name && t.name === table);
         if (!target) continue;
-        // Entries laid out otherwise (the element's value fields changed since): read as they are now, they would be garbage;
-        // but fields added after the old ones (a newer version of the element) start at 0 in entries that keep the rest.
+        // Entries laid out otherwise (the element's value fields changed since): read as they are now, they would be garbage.
+        // A newer version of the element that only added fields takes them, its fields moved to where they are now and the
+        // added ones 0; one that removed a field or changed its type starts empty.
         const layout = this.valueLayout(this.graph.byName.get(name)!, table);
-        const appended = data.value !== undefined && data.value !== layout && layout.startsWith(`${data.value}, `) && data.record_size < target.recordSize;
-        if (!appended && (data.record_size !== target.recordSize || (data.value !== undefined && data.value !== layout))) {
+        const moved = data.value !== undefined && data.value !== layout ? fieldMoves(data.value, layout) : undefined;
+        if (moved ? !moved.fits : data.record_size !== target.recordSize) {
           if (shard.id === 0) this.log(`${name}.${table}: the snapshot's entries are laid out otherwise (${data.value ?? `${data.record_size} bytes each`}; now ${layout}): left out, the table starts empty`);
           continue;
         }
-        if (appended && shard.id === 0) this.log(`${name}.${table}: the snapshot's entries have no ${layout.slice(data.value!.length + 2)}: those start at 0`);
+        if (moved && shard.id === 0) {
+          this.log(`${name}.${table}: the snapshot's entries are laid out otherwise (${data.value}; now ${layout}): their fields are moved to where they are now`
+            + (moved.added.length ? `, and ${moved.added.map((f) => f.split(' ')[0]).join(', ')} ${moved.added.length > 1 ? 'start' : 'starts'} at 0` : ''));
+        }
         const stored = data.merges && ownParts ? ownParts.get(`${name}/${table}`) ?? Buffer.alloc(0) : Buffer.from(data.records, 'base64');
         if (stored.length % data.record_size) throw new Error(`the snapshot's ${name}.${table} entries are cut short (${stored.length} bytes, not a whole number of ${data.record_size}-byte records): the file is damaged`);
-        const records = appended ? widened(stored, data.record_size, target.recordSize) : stored;
+        const records = moved ? relaidOut(stored, data.record_size, target.recordSize, moved.moves) : stored;
         const recordSize = target.recordSize;
         // Packets reach the element otherwise steered or changed (another config): what they recorded says nothing here.
         const steeringHolds = data.merges || data.steered_by === steeringPath(this.graph, this.graph.byName.get(name)!);
@@ -1699,9 +1706,27 @@ export interface Snapshot {
   }>;
 }
 
-/** Records of `from` bytes each, made `to` bytes long, the bytes added 0 (the value fields a newer element appended). */
-function widened(records: Buffer, from: number, to: number): Buffer {
+/** A value field as a table's layout string names it: `name type @offset`. */
+const FIELD = /^(\w+) (\w+) @(\d+)$/;
+const FIELD_BYTES: Record<string, number> = { u8: 1, bool: 1, u16: 2, u32: 4, i32: 4, u64: 8 };
+
+/**
+ * How a snapshot's value fields (`before`, a layout string) move to where a table lays them out now (`now`): each
+ * field's old and new offset, the fields added since, and whether every old field is still there with its type.
+ */
+function fieldMoves(before: string, now: string): { fits: boolean; moves: { from: number; to: number; bytes: number }[]; added: string[] } {
+  const parse = (layout: string) => new Map(layout.split(', ').map((f) => FIELD.exec(f)).filter((m) => m !== null).map((m) => [m[1], { type: m[2], offset: Number(m[3]) }]));
+  const old = parse(before), current = parse(now);
+  const moves = [...old].flatMap(([name, f]) => current.get(name)?.type === f.type ? [{ from: f.offset, to: current.get(name)!.offset, bytes: FIELD_BYTES[f.type] }] : []);
+  return { fits: moves.length === old.size && old.size > 0, moves, added: [...current].filter(([name]) => !old.has(name)).map(([name, f]) => `${name} ${f.type} @${f.offset}`) };
+}
+
+/** Records of `from` bytes each (transfer header, then the value), made `to` bytes long with each value field moved. */
+function relaidOut(records: Buffer, from: number, to: number, moves: { from: number; to: number; bytes: number }[]): Buffer {
   const out = Buffer.alloc((records.length / from) * to);
-  for (let at = 0, i = 0; at < records.length; at += from, i++) records.copy(out, i * to, at, at + from);
+  for (let at = 0, i = 0; at < records.length; at += from, i++) {
+    records.copy(out, i * to, at, at + TRANSFER_KEY);
+    for (const m of moves) records.copy(out, i * to + TRANSFER_KEY + m.to, at + TRANSFER_KEY + m.from, at + TRANSFER_KEY + m.from + m.bytes);
+  }
   return out;
 }

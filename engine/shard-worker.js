@@ -40,7 +40,7 @@ try {
   while (Atomics.load(box, M.stop) === 0) {
     if (Atomics.load(box, M.posted) !== Atomics.load(box, M.done)) runPosted();
     const taken = x.shardStep(descriptor, batch, clock === 'wall' ? wallOffset + process.hrtime.bigint() : 0n);
-    // A hold the engine asked for is answered once no tick runs, nor will until it is lifted.
+    // A hold the engine asked for (its number) is answered once no tick runs, nor will until it is lifted.
     const hold = Atomics.load(box, M.holdTicks);
     if (box[M.ticksHeld] !== hold) Atomics.store(box, M.ticksHeld, hold);
     const tickAt = ticks?.after(taken, x.shardNow) ?? 0n;

@@ -110,11 +110,15 @@ export class Shard {
    * one picture: resolves once a worker has seen the hold (a tick under way has ended).
    */
   async holdTicks(hold: boolean): Promise<void> {
-    Atomics.store(this.mailbox, Mailbox.holdTicks, hold ? 1 : 0);
+    // Each hold a number of its own, which the worker echoes: an echo of an earlier one answers nothing.
+    const epoch = hold ? ++this.holdEpoch : 0;
+    Atomics.store(this.mailbox, Mailbox.holdTicks, epoch);
     if (!this.worker || !hold) return;
     this.wake();
-    while (Atomics.load(this.mailbox, Mailbox.ticksHeld) !== 1 && this.worker && !this.failure) await sleep(1);
+    while (Atomics.load(this.mailbox, Mailbox.ticksHeld) !== epoch && this.worker && !this.failure) await sleep(1);
   }
+
+  private holdEpoch = 0;
 
   /** Wakes the worker if it sleeps on its receive ring. */
   wake(): void {

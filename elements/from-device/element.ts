@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { defineElement, param, state, type IoContext, type ReloadedElement, type SourceDriver } from '../../engine/api.ts';
 import { Meta } from '../../engine/layout.ts';
 import { afpacket, checkDevice, deviceError, disableOffloads, releaseOffloads, type AfPacket } from '../../native/afpacket.ts';
@@ -65,21 +66,32 @@ const openReaders = new Set<DeviceReader>();
 /**
  * Receive sockets a reload hands from the pipeline it stops to the one it starts, by element name: the kernel goes on
  * filling the ring in between (draining the old pipeline, moving its state, starting the new one's threads), so the
- * frames that come meanwhile wait there instead of finding no socket. `opened`: how the socket was opened; the new
- * element takes it only if it would open it alike, and one not taken is closed after HANDOVER_MS.
+ * frames that come meanwhile wait there instead of finding no socket. `opened`: how the socket was opened (on which
+ * interface, by its index too: one made anew under the name is another); the new element takes it only if it would open
+ * it alike, and one not taken is closed after HANDOVER_MS. `drops`: the kernel's count of the socket's drops when it was
+ * left, from which the new element counts.
  */
-const handedOver = new Map<string, { socket: number; opened: string; addon: AfPacket; expire: NodeJS.Timeout }>();
+const handedOver = new Map<string, { socket: number; opened: string; drops: number; addon: AfPacket; expire: NodeJS.Timeout }>();
 const HANDOVER_MS = 10_000;
 
 /** The receive socket an element of a reloaded config takes over (when it opens alike), else undefined; closes any other left for it. */
-function takeOver(name: string, opened: string): number | undefined {
+function takeOver(name: string, opened: string): { socket: number; drops: number } | undefined {
   const kept = handedOver.get(name);
   if (!kept) return undefined;
   clearTimeout(kept.expire);
   handedOver.delete(name);
-  if (kept.opened === opened) return kept.socket;
+  if (kept.opened === opened) return kept;
   kept.addon.close(kept.socket);
   return undefined;
+}
+
+/** The interface's index, or '' when it has none (opening then says why). */
+function interfaceIndex(device: string): string {
+  try {
+    return readFileSync(`/sys/class/net/${device}/ifindex`, 'utf8').trim();
+  } catch {
+    return '';
+  }
 }
 
 class DeviceReader implements SourceDriver {
@@ -93,6 +105,8 @@ class DeviceReader implements SourceDriver {
 
   /** How the socket was opened (device and ring options): a reloaded config's element takes it over if it would open it alike. */
   private readonly opened: string;
+  /** The kernel's drops on the socket before this element had it (another pipeline's, before a reload). */
+  private readonly dropsBefore: number;
 
   constructor(private readonly ctx: IoContext) {
     const { name, params, arena } = ctx;
@@ -101,9 +115,11 @@ class DeviceReader implements SourceDriver {
     const options = {
       room: ctx.slotRoom, snaplen: params.snaplen, ...RING, version: params.ring === 'v2' ? 2 as const : 3 as const, fanout: params.fanout, promiscuous: params.promiscuous,
     };
-    this.opened = JSON.stringify([params.device, options]);
+    this.opened = JSON.stringify([params.device, interfaceIndex(params.device), options]);
     try {
-      this.socket = takeOver(name, this.opened) ?? this.addon.openRx(params.device, options);
+      const kept = takeOver(name, this.opened);
+      this.dropsBefore = kept?.drops ?? 0;
+      this.socket = kept?.socket ?? this.addon.openRx(params.device, options);
     } catch (e) {
       throw deviceError(name, e);
     }
@@ -161,18 +177,20 @@ class DeviceReader implements SourceDriver {
     }
   }
 
-  private readKernelDrops(): void {
-    const at = this.ctx.self + this.ctx.fieldOffset('kernel_drops');
-    this.ctx.arena.view.setBigUint64(at, BigInt(this.addon.stats(this.socket).drops), true);
+  /** Reads the kernel's count of the socket's drops into kernel_drops; returns the count. */
+  private readKernelDrops(): number {
+    const drops = this.addon.stats(this.socket).drops;
+    this.ctx.arena.view.setBigUint64(this.ctx.self + this.ctx.fieldOffset('kernel_drops'), BigInt(drops - this.dropsBefore), true);
+    return drops;
   }
 
   close(next?: ReloadedElement): void {
-    this.readKernelDrops();
+    const drops = this.readKernelDrops();
     openReaders.delete(this);
     if (next?.params.device === this.ctx.params.device) {
       const { socket, addon } = this;
       const expire = setTimeout(() => { handedOver.delete(this.ctx.name); addon.close(socket); }, HANDOVER_MS).unref();
-      handedOver.set(this.ctx.name, { socket, opened: this.opened, addon, expire });
+      handedOver.set(this.ctx.name, { socket, opened: this.opened, drops, addon, expire });
     } else {
       this.addon.close(this.socket);
     }

@@ -160,7 +160,7 @@ export default defineElement({
         u0: 'u32', u1: 'u32', u2: 'u32', u3: 'u32', u4: 'u32', u5: 'u32', u6: 'u32', u7: 'u32', u8: 'u32', u9: 'u32', u10: 'u32', u11: 'u32',
         last_s: 'u32', mappings: 'u32', sessions: 'u32', mappings_until_s: 'u32',
         c0: 'u16', c1: 'u16', c2: 'u16', c3: 'u16', c4: 'u16', c5: 'u16', c6: 'u16', c7: 'u16', c8: 'u16', c9: 'u16', c10: 'u16', c11: 'u16',
-        sessions_since_s: 'u32',
+        sessions_since_ns: 'u64',
       },
       capacity: (p) => p.max_subscribers,
       timeout: (p) => p.udp_timeout,
@@ -231,8 +231,9 @@ export default defineElement({
     sessions_swept_s: state.internal('the second (plus one) of the last look at every session for expired ones when a subscriber was at its session limit (per shard)'),
     reclaimed_s: state.internal('the second (plus one) of the last look at every subscriber for idle blocks when the pool had none (per shard)'),
     sweep_ns: state.internal('the clock at the last sweep of the tables (per shard): how many slots the next one looks at'),
-    mappings_round_ns: state.internal('when the sweep of the mappings table began its current round (per shard)'),
-    mappings_swept_ns: state.internal('every mapping that expired before this has been swept (per shard): a block released only after its last mapping ended before it has no stale mapping left to count off it'),
+    // By the shard that swept least: restored onto other shards, a later time would claim sweeps they never made.
+    mappings_round_ns: state.internal('when the sweep of the mappings table began its current round (per shard)', 'min'),
+    mappings_swept_ns: state.internal('every mapping that expired before this has been swept (per shard): a block released only after its last mapping ended before it has no stale mapping left to count off it', 'min'),
     syn_sweep_ns: state.internal('when the unsolicited-SYN table is next looked through whole (per shard)'),
   },
   handlers: {

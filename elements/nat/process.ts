@@ -157,19 +157,28 @@ export function tick(self: NATState, out: Outputs): void {
   answers = out;
 }
 
-/** The timed work: a sweep of each table (SWEEP_ROUND_NS), then blocks whose mappings have all ended, due SYN answers. */
+/** The timed work: a sweep of each table, then blocks whose mappings have all ended, due SYN answers. */
 function expireDue(self: NATState, t: u64): void {
+  sweepTables(self, t);
+  releaseIdleBlocks(self, t, idleSearchBudget(self, t));
+  if (self.syn_icmp) answerDueSyns(self, t);
+}
+
+/** Sweeps each table as far as the clock moved since the last sweep asks (a round in SWEEP_ROUND_NS). */
+function sweepTables(self: NATState, t: u64): void {
   const elapsed = self.sweep_ns != 0 && t > self.sweep_ns ? t - self.sweep_ns : 0;
   self.sweep_ns = t;
   self.sessions.sweep(t, sweepBudget(self.sessions, elapsed));
   sweepMappings(self, t, sweepBudget(self.mappings, elapsed));
   self.fragment_ids.sweep(t, sweepBudget(self.fragment_ids, elapsed));
-  releaseIdleBlocks(self, t, idleSearchBudget(self, t));
-  if (self.syn_icmp) answerDueSyns(self, t);
 }
 
-/** Slots a sweep looks at after `elapsed` ns of the clock: 8, or so many that a round takes SWEEP_ROUND_NS (all after a longer gap). */
+/**
+ * Slots a sweep looks at after `elapsed` ns of the clock: 8, or so many that a round takes SWEEP_ROUND_NS (all after a
+ * longer gap); none in a table with no entry (a quiet NAT's ticks cost nothing).
+ */
 function sweepBudget(table: FlowTable, elapsed: u64): u32 {
+  if (!table.live) return 0;
   const share = elapsed >= SWEEP_ROUND_NS ? table.slots : <u32>((<u64>table.slots * elapsed) / SWEEP_ROUND_NS);
   return max<u32>(share, 8);
 }
@@ -180,6 +189,11 @@ function sweepBudget(table: FlowTable, elapsed: u64): u32 {
  */
 function sweepMappings(self: NATState, t: u64, budget: u32): void {
   const table = self.mappings;
+  if (!table.live) {
+    // Nothing in it, expired or not: nothing left to find.
+    self.mappings_swept_ns = self.mappings_round_ns = t;
+    return;
+  }
   const wraps = <u64>table.cursor + budget >= <u64>table.slots;
   table.sweep(t, budget);
   if (!wraps) return;
@@ -1260,7 +1274,7 @@ function sessionAllowed(self: NATState, inside: u32, t: u64): bool {
   if (!sub) return true;
   if (sub.sessions >= self.sessions_per_subscriber && <u32>(t / SECOND) >= sub.mappings_until_s) {
     sub.sessions = 0;
-    sub.sessions_since_s = <u32>(t / SECOND) + 1;
+    sub.sessions_since_ns = t;
   }
   // Sessions count down as expired ones are found, which the per-batch sweep may not have done yet: at the limit,
   // all of them are looked at, at most once a second of the clock (a subscriber held there costs no more).
@@ -1298,7 +1312,7 @@ function sessionExpired(value: usize, context: usize): void {
   if (!self.sessions_per_subscriber) return;
   const sub = findSubscriber(self, inside, key, t);
   // One that ended before its subscriber's count started again from 0 is not in the count.
-  if (sub && sub.sessions > 0 && ended > <u64>sub.sessions_since_s * SECOND) sub.sessions--;
+  if (sub && sub.sessions > 0 && ended > sub.sessions_since_ns) sub.sessions--;
 }
 
 function subscriberExternal(self: NATState, inside: u32, t: u64): u32 {
@@ -1379,7 +1393,8 @@ function allocatePortOrReclaim(self: NATState, sub: NATSubscribersEntry, inside:
   if (port != (FAILED | FAIL_POOL) || self.reclaimed_s == t / SECOND + 1) return port;
   self.reclaimed_s = t / SECOND + 1;
   const released = self.blocks_released;
-  sweepMappings(self, t, self.mappings.slots);
+  // After a quiet while, a sweep finds the mappings that ended meanwhile (and their blocks may go); when busy, a batch's share.
+  sweepTables(self, t);
   releaseIdleBlocks(self, t, self.subscribers.slots);
   return self.blocks_released == released ? port : allocatePort(self, sub, inside, t);
 }
