@@ -1178,8 +1178,7 @@ export class Pipeline {
     return this.lastSnapshot;
   }
 
-  /** The fields of a table's entry values, as a snapshot names them: which entries a table can take. */
-  /** The value layout of a table's entries, as snapshots record it: each field's name, type and offset. */
+  /** The fields of a table's entry values (name, type and offset), as a snapshot names them: which entries a table can take. */
   private valueLayout(node: GraphNode, table: string): string {
     return this.layouts.get(node.type.type)!.tables.find((t) => t.state === table)!.entry.fields.map((f) => `${f.name} ${f.type} @${f.offset}`).join(', ');
   }

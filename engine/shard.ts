@@ -181,8 +181,7 @@ export class Shard {
     return [x.tableImport(table, input, count, now), 0];
   }
 
-  /** The shard's counters from its context block. */
-  /** The runtime's counters; misrouted_by is the index + 1 of the element that last pushed to an output it does not have. */
+  /** The shard's counters from its context block; misrouted_by is the index + 1 of the element that last pushed to an output it does not have. */
   counters(): { batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number; misrouted: number; misrouted_by: number } {
     const v = this.arena.view;
     const c = this.memory.context;

@@ -138,8 +138,8 @@ export function process(self: NATState, batch: Batch, out: Outputs, port: i32): 
 const SWEEP_ROUND_NS: u64 = 5 * SECOND;
 
 /**
- * A shard without packets for a while (element.ts `tick`): idle blocks are given back and unsolicited SYNs
- * answered when due, not at the next packet, which a quiet NAT may not see for minutes.
+ * No packets for 100 ms of the clock (element.ts `tick`): idle blocks are given back and unsolicited SYNs answered
+ * when due, not at the next packet, which a quiet NAT may not see for minutes.
  */
 export function tick(self: NATState, out: Outputs): void {
   expireWith(self, out);
