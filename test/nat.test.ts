@@ -546,6 +546,42 @@ test('T4 with syn_icmp: an unsolicited SYN is answered with ICMP port unreachabl
   assert.is(silent.outside.filter((o) => o.proto === 1).length, 0, 'without syn_icmp: dropped silently');
 });
 
+test('T4 with syn_icmp, a NAT that gets no packet while its shard gets others (ARP it never sees) answers on time, ticked', async () => {
+  const dir = tempDir();
+  try {
+    const arp = Buffer.concat([Buffer.from('ffffffffffff020000000001', 'hex'), Buffer.from([0x08, 0x06]), Buffer.alloc(28)]);
+    writePcap(join(dir, 'in.pcap'), [
+      { data: frame(tcp(R2, '203.0.113.1', 1234, 6000, SYN)), sec: T0 + 1, usec: 0 },
+      ...Array.from({ length: 11 }, (_, i) => ({ data: arp, sec: T0 + 2 + i, usec: 0 })),
+    ]);
+    writeFileSync(join(dir, 'nat.yaml'), `
+batch: 1
+shards: 1
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  side: { type: Classifier, patterns: ['arp', 'src net 100.64.0.0/10', '-'] }
+  nat: { type: NAT, pool: [203.0.113.1], syn_icmp: true }
+  arp: { type: Discard }
+  outside: { type: ToPcap, file: outside.pcap }
+  inside: { type: ToPcap, file: inside.pcap }
+connections:
+  - src -> side -> arp
+  - side[1] -> [0]nat
+  - side[2] -> [1]nat
+  - nat[0] -> outside
+  - nat[1] -> inside
+`);
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'nat.yaml')), { threads: 'inline' });
+    const result = await pipeline.run();
+    assert.is(result.elements.nat.in, 1, 'the NAT saw the SYN alone');
+    const answers = readPcap(join(dir, 'outside.pcap')).records.map(decode).filter((o) => o.proto === 1);
+    assert.is(answers.length, 1, 'answered without a packet of its own after the SYN');
+    assert.is(answers[0].second, 7, 'with the ARP frame 6 s after the SYN');
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('T4 with syn_icmp on a quiet NAT: the answer leaves with the first packet 6 s after the SYN', async () => {
   const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 5000, 80, SYN)]])).outside[0].src;
   // One packet a second: few batches, each sweeping a few slots of the 8192 the table has.
