@@ -1,5 +1,5 @@
 import { Packet } from "./packet";
-import { dropOverrun, misrouted } from "./shard";
+import { dropFull, misrouted } from "./shard";
 import { copyBytes } from "./bytes";
 
 // A batch is a vector of packet addresses: [count u32][capacity u32][addresses u32...].
@@ -27,7 +27,7 @@ export class Batch {
       store<u32>(changetype<usize>(this) + BATCH_HEADER + (<usize>n << 2), changetype<u32>(p));
       this.count = n + 1;
     } else {
-      dropOverrun(p); // an element that sends more packets than it receives without declaring `expands`
+      dropFull(this, p); // an element that sends more packets than it receives without declaring `expands`
     }
   }
 

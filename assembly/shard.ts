@@ -134,9 +134,13 @@ export function freeBatch(batch: Batch): void {
   freePacket(p);
 }
 
-/** Drops a packet pushed to a full output batch (Batch.push), counted in the runtime's overrun. */
-export function dropOverrun(p: Packet): void {
-  store<u64>(ctx, load<u64>(ctx, CTX_OVERRUN) + 1, CTX_OVERRUN);
+/**
+ * Drops a packet pushed to a full batch (Batch.push): counted in the runtime's overrun, or in misrouted when the batch
+ * is the one for outputs an element does not have (checkMisrouted then names the element).
+ */
+export function dropFull(batch: Batch, p: Packet): void {
+  const counter = ctx + (batch == misroutedBatch ? CTX_MISROUTED : CTX_OVERRUN);
+  store<u64>(counter, load<u64>(counter) + 1);
   dropPacket(p);
 }
 

@@ -250,6 +250,14 @@ test('a packet pushed to an output the element does not have (a negative one too
     assert.is(pipeline.runtimeStats().shards[0].misrouted, 2000);
     assert.ok(lines.includes('2000 packets dropped: x (Past, 1 output) pushed them to an output it does not have'), lines.join('\n'));
     assert.is(result.packets_in, 3000);
+    // More than the room the graph has for such packets in one call (each packet and two copies, to output 7): all
+    // counted as misrouted, none as an overrun of the outputs it has.
+    elementFolder(dir, 'Copies', 'clones: () => 2', 'out.push(7, p); for (let c = 0; c < 2; c++) { const copy = clonePacket(p); if (copy) out.push(7, copy); }');
+    writeFileSync(join(dir, 'copies.yaml'), `batch: 3\nelement_dirs: [.]\nelements:\n  src: { type: FromPcap, file: in.pcap }\n  x: { type: Copies }\n  out: { type: Discard }\nconnections:\n  - src -> x -> out\n`);
+    const copies = await Pipeline.create(await loadConfig(join(dir, 'copies.yaml')), { shards: 1 });
+    await copies.run();
+    const { misrouted, overrun } = copies.runtimeStats().shards[0];
+    assert.equal([misrouted, overrun], [9000, 0]);
   } finally {
     removeDir(dir);
   }
