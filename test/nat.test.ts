@@ -597,10 +597,11 @@ test('T4 with syn_icmp on a quiet NAT: the answer leaves with the first packet 6
 
 test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never evict a live mapping', async () => {
   const packets: Packet[] = Array.from({ length: 10 }, (_, i) => [i, udp(A, R1, 40000 + i, 53)]);
-  const r = await run('ports_per_block: 8, blocks_per_subscriber: 1', packets);
+  const r = await run('ports_per_block: 8, blocks_per_subscriber: 1, icmp_errors: false', packets);
   assert.is(r.outside.length, 8, 'one block of 8 ports');
   assert.is(r.nat.drop_ports_exhausted, 2);
-  const again = await run('ports_per_block: 8, blocks_per_subscriber: 1, icmp_errors: true', [...packets, [20, udp(A, R1, 40000, 53)]]);
+  assert.is(r.inside.length, 0, 'icmp_errors: false: dropped silently');
+  const again = await run('ports_per_block: 8, blocks_per_subscriber: 1', [...packets, [20, udp(A, R1, 40000, 53)]]);
   assert.is(again.outside.length, 9, 'the first mapping still works');
   assert.is(again.inside.length, 2, 'an ICMP error for each refused packet');
   const icmp = again.inside[0].bytes;
@@ -609,6 +610,12 @@ test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never e
   assert.is(again.inside[0].src, '203.0.113.1');
   again.verdicts('inside').forEach((v) => assert.ok(v.ip === '1,1' && v.icmp === '1', JSON.stringify(v)));
   assert.is(again.nat.icmp_sent, 2);
+  // A flood of refused packets within one millisecond: 50 answers, the rest not (1000 a second, bursts of 50).
+  const flood = await run('ports_per_block: 8, blocks_per_subscriber: 1', [
+    ...packets.slice(0, 8), ...Array.from({ length: 200 }, (_, i): Packet => [10 + i / 1e6, udp(A, R1, 41000 + i, 53)]),
+    [12, udp(A, R1, 42000, 53)],                // 2 s later: answered again
+  ]);
+  assert.equal([flood.nat.icmp_sent, flood.nat.icmp_limited, flood.inside.length], [51, 150, 51]);
 });
 
 test('U14 a packet larger than the outside MTU with DF set: dropped, ICMP fragmentation needed naming the MTU goes back', async () => {

@@ -110,7 +110,8 @@ export default defineElement({
     exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: prefixType }),
     exempt_ports: param.strings('destination ports not translated (packets to addresses no Internet host has are dropped all the same: exempt their prefix to pass them)', { default: [] as never, item: types.port }),
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422), above port 1023: low inside ports map into it too', { default: false }),
-    icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11)', { default: false }),
+    icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11 says it SHOULD; at most 1000 ICMP errors a second '
+      + 'per shard, in bursts of 50, as for fragmentation needed)', { default: true }),
     mtu: param.int('largest IPv4 packet (total length in bytes) the outside link takes: a larger one from inside with DF set is '
       + 'dropped and answered with ICMP fragmentation needed, naming this MTU; one without DF leaves in fragments, in order (RFC 4787 '
       + 'REQ-13; later fragments carry the options marked to be copied); 0: no limit', 0, 65535, { default: 0 }),
@@ -208,6 +209,7 @@ export default defineElement({
     blocks_allocated: state.counter('port blocks given to subscribers'),
     blocks_released: state.counter('port blocks given back'),
     icmp_sent: state.counter('ICMP errors sent back inside'),
+    icmp_limited: state.counter('ICMP errors not sent back inside: more than 1000 a second (bursts of 50) on a shard'),
     syn_icmp_sent: state.counter('ICMP port unreachable sent out for unsolicited SYNs (syn_icmp)'),
     drop_not_inside: state.counter('dropped: source outside the inside prefixes'),
     drop_bad_destination: state.counter('dropped: from inside to an address no Internet host has (multicast, broadcast, reserved, loopback, link-local, 0.0.0.0/8)'),
@@ -234,6 +236,7 @@ export default defineElement({
     // By the shard that swept least: restored onto other shards, a later time would claim sweeps they never made.
     mappings_round_ns: state.internal('when the sweep of the mappings table began its current round (per shard)', 'min'),
     mappings_swept_ns: state.internal('every mapping that expired before this has been swept (per shard): a block released only after its last mapping ended before it has no stale mapping left to count off it', 'min'),
+    icmp_due_ns: state.internal('when the shard may send its next ICMP error back inside (the rate limit)'),
     syn_sweep_ns: state.internal('when the unsolicited-SYN table is next looked through whole (per shard)'),
   },
   handlers: {

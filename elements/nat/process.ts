@@ -2105,7 +2105,23 @@ function writeUnreachable(ip: usize, code: u32, src: u32, dst: u32, quoted: u32,
  * REQ-11; fragmentation needed, RFC 4787 REQ-13) back to its sender, from the NAT's ICMP source address,
  * quoting its IP header and first 8 bytes. False when the packet has no room in front.
  */
+/**
+ * ICMP errors a shard sends back inside: one per ICMP_INTERVAL_NS, with bursts of up to ICMP_BURST (as Linux's
+ * icmp_msgs_per_sec, 1000, and its burst, 50), so that a subscriber flooding a full pool gets no flood back.
+ */
+const ICMP_INTERVAL_NS: u64 = 1_000_000;
+const ICMP_BURST: u64 = 50;
+
+/** Whether the rate allows another ICMP error now (a generic cell rate: icmp_due_ns is when the next one is due). */
+function icmpAllowed(self: NATState, t: u64): bool {
+  const due = max<u64>(self.icmp_due_ns, t);
+  if (due - t >= ICMP_BURST * ICMP_INTERVAL_NS) { self.icmp_limited++; return false; }
+  self.icmp_due_ns = due + ICMP_INTERVAL_NS;
+  return true;
+}
+
 function answerUnreachable(self: NATState, p: Packet, ip: usize, code: u32, nextHopMtu: u32): bool {
+  if (!icmpAllowed(self, now())) return false;
   const l2 = <u32>(ip - p.data);
   if (<u32>p.dataOffset < 28 + 32) return false;
   const quote = min(IPv4.totalLength(ip), IPv4.headerLength(ip) + 8);
