@@ -35,8 +35,11 @@ export const CTX_OVERRUN: u32 = 96;
 /** Packets an element pushed to an output it does not have (Outputs.port): dropped; and which element did, last (index + 1). */
 export const CTX_MISROUTED: u32 = 104;
 export const CTX_MISROUTED_BY: u32 = 112;
-/** Address of the batch where such packets go until dropMisrouted drops them. */
-export const CTX_MISROUTED_BATCH: u32 = 116;
+/** Address of the shard's graph descriptor (engine/layout.ts GraphHeader mirrors the offsets below). */
+export const CTX_GRAPH: u32 = 116;
+/** In the graph descriptor: the element running now, and the batch, of no room, that Outputs.port gives for an output an element does not have. */
+const GRAPH_RUNNING: u32 = 8;
+const GRAPH_MISROUTED: u32 = 12;
 
 let ctx: usize = 0;
 let rxRing: Ring = changetype<Ring>(0);
@@ -51,6 +54,7 @@ let batchTime: u64 = 0;
 const TRACE_TICK: u64 = 1_000_000;
 let scratch: usize = 0;
 let order: usize = 0;
+let graph: usize = 0;
 let misroutedBatch = changetype<Batch>(0);
 
 export function shardInit(context: usize): void {
@@ -61,7 +65,8 @@ export function shardInit(context: usize): void {
   slotSize = load<u32>(context, CTX_SLOT_SIZE);
   scratch = <usize>load<u32>(context, CTX_SCRATCH);
   order = <usize>load<u32>(context, CTX_ORDER);
-  misroutedBatch = changetype<Batch>(load<u32>(context, CTX_MISROUTED_BATCH));
+  graph = <usize>load<u32>(context, CTX_GRAPH);
+  misroutedBatch = changetype<Batch>(load<u32>(graph, GRAPH_MISROUTED));
   outHead = outRing.head;
   outLimit = outRing.limit();
 }
@@ -135,31 +140,22 @@ export function freeBatch(batch: Batch): void {
 }
 
 /**
- * Drops a packet pushed to a full batch (Batch.push): counted in the runtime's overrun, or in misrouted when the batch
- * is the one for outputs an element does not have (checkMisrouted then names the element).
+ * Drops a packet pushed to a full batch (Batch.push): counted in the runtime's overrun, or, pushed to an output the
+ * running element does not have (the misrouted batch, which has no room), in misrouted, naming the element.
  */
 export function dropFull(batch: Batch, p: Packet): void {
-  const counter = ctx + (batch == misroutedBatch ? CTX_MISROUTED : CTX_OVERRUN);
-  store<u64>(counter, load<u64>(counter) + 1);
+  if (batch == misroutedBatch) {
+    store<u64>(ctx, load<u64>(ctx, CTX_MISROUTED) + 1, CTX_MISROUTED);
+    store<u32>(ctx, load<u32>(graph, GRAPH_RUNNING) + 1, CTX_MISROUTED_BY);
+  } else {
+    store<u64>(ctx, load<u64>(ctx, CTX_OVERRUN) + 1, CTX_OVERRUN);
+  }
   dropPacket(p);
 }
 
-/** Where Outputs.port sends a packet for an output the element does not have: nowhere in the graph. */
+/** Where Outputs.port sends a packet for an output the element does not have: a batch of no room (dropFull). */
 @inline export function misrouted(): Batch {
   return misroutedBatch;
-}
-
-/** After element number `node` ran: drops what it pushed to outputs it does not have, counted in the runtime's misrouted. */
-@inline export function checkMisrouted(node: u32): void {
-  if (misroutedBatch.count) dropMisrouted(node);
-}
-
-function dropMisrouted(node: u32): void {
-  const n = misroutedBatch.count;
-  store<u64>(ctx, load<u64>(ctx, CTX_MISROUTED) + n, CTX_MISROUTED);
-  store<u32>(ctx, node + 1, CTX_MISROUTED_BY);
-  for (let i: u32 = 0; i < n; i++) freePacket(misroutedBatch.packet(i));
-  misroutedBatch.count = 0;
 }
 
 /** Hands a packet to sink number `sink` on the I/O side (a file or a device writer). */

@@ -348,7 +348,7 @@ export class Pipeline {
     this.u32(record + 4, outRing);
     this.u32(record + 8, stash);
     const { descriptor, blocks } = this.layOutGraph();
-    this.u32(context + ShardContext.misroutedBatch, this.arena.view.getUint32(descriptor + GraphHeader.misrouted, true));
+    this.u32(context + ShardContext.graph, descriptor);
     this.shardBytes = Math.max(this.shardBytes, arena.used - this.sharedBytes - before + PAGE);
     return new Shard(id, { context, descriptor, rxRing, outRing, stash, blocks }, arena);
   }
@@ -433,7 +433,8 @@ export class Pipeline {
     const hole = this.batch(holeCapacity);
     this.u32(descriptor + GraphHeader.sourceTable, sourceTable);
     this.u32(descriptor + GraphHeader.hole, hole);
-    this.u32(descriptor + GraphHeader.misrouted, this.batch(holeCapacity));
+    // No room: every push to it is a misrouted packet, counted and dropped at once (assembly/shard.ts dropFull).
+    this.u32(descriptor + GraphHeader.misrouted, this.arena.alloc(BATCH_HEADER, 8));
     const inputBatches = graph.nodes.map((node) => node.inputCapacity.map((capacity) => this.batch(capacity)));
     const blocks = graph.nodes.map((node) => {
       const r = records[node.index];
@@ -1209,7 +1210,7 @@ export class Pipeline {
     }
     // Every batch of the shard is emptied: their packets are lost (their slots too: counted, not reused). A packet
     // the element had pushed on before it failed is in its input batch and in an output batch: counted once.
-    const batches = new Set<number>([GraphHeader.hole, GraphHeader.misrouted].map((at) => v.getUint32(descriptor + at, true)));
+    const batches = new Set<number>([v.getUint32(descriptor + GraphHeader.hole, true)]);
     for (const rec of this.records) for (const off of [...rec.inputs, ...rec.outputs]) batches.add(v.getUint32(descriptor + off, true));
     const lostSlots = new Set<number>();
     for (const b of batches) {
