@@ -1,4 +1,5 @@
-import { Packet } from "./packet";
+import { Packet, META_SIZE } from "./packet";
+import { copyBytes } from "./bytes";
 import { sumBytes, checksum, fold, updateChecksum32 as csum32 } from "./checksum";
 
 // Header accessors. Every parser checks each offset against the packet's length: a truncated or
@@ -259,8 +260,61 @@ export namespace TCP {
 }
 
 export namespace ICMP {
+  export const DESTINATION_UNREACHABLE: u8 = 3;
+  export const TIME_EXCEEDED: u8 = 11;
+  export const PARAMETER_PROBLEM: u8 = 12;
+  /** Bytes an error puts in front of what it quotes: its IPv4 header (no options) and its ICMP header. */
+  export const ERROR_HEADERS: u32 = 28;
+
   @inline export function type(l4: usize): u8 { return load<u8>(l4); }
   @inline export function code(l4: usize): u8 { return load<u8>(l4 + 1); }
+
+  /** The message types that report on another datagram (RFC 792): no error is ever sent about one (RFC 1122 §3.2.2). */
+  @inline export function isError(type: u8): bool {
+    return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+  }
+
+  /**
+   * Writes, at `ip`, the IPv4 and ICMP headers of an error of `type` and `code` from `src` to `dst` whose `quoted` bytes
+   * already follow them (at ip + ERROR_HEADERS); `rest` is the ICMP header's second word (a next-hop MTU, a pointer).
+   * An atomic datagram (DF set, ID 0: RFC 6864 §4), TTL 64, precedence internetwork control (RFC 1812 §4.3.2.5).
+   */
+  export function writeError(ip: usize, type: u8, code: u8, rest: u32, src: u32, dst: u32, quoted: u32): void {
+    setBe32(ip, 0x45c00000 | (ERROR_HEADERS + quoted));
+    setBe32(ip + 4, 0x4000);
+    setBe32(ip + 8, 0x40010000);
+    setBe32(ip + 12, src);
+    setBe32(ip + 16, dst);
+    IPv4.setHeaderChecksum(ip);
+    const icmp = ip + 20;
+    setBe32(icmp, (<u32>type << 24) | (<u32>code << 16));
+    setBe32(icmp + 4, rest);
+    setBe16(icmp + 2, checksum(icmp, 8 + quoted));
+  }
+
+  /**
+   * Turns the packet, in place, into an ICMP error about it from `src` back to its sender: the Ethernet addresses
+   * swapped (VLAN tags kept), the error's headers in front of the packet's IPv4 header, which is quoted with as much
+   * of what follows as makes `quote` bytes (RFC 792 asks for the header and 8 bytes, RFC 1812 §4.3.2.3 for as much as
+   * keeps the error within 576) and the slot holds. False, the packet unchanged, without ERROR_HEADERS bytes of room
+   * in front of the frame.
+   */
+  export function answer(p: Packet, ip: usize, type: u8, code: u8, rest: u32, src: u32, quote: u32): bool {
+    if (<u32>p.dataOffset < ERROR_HEADERS + META_SIZE) return false;
+    const l2 = <u32>(ip - p.data);
+    const kept = <u32>(IPv4.end(p, ip) - ip);
+    const quoted = quote < kept ? quote : kept;
+    const data = p.data - ERROR_HEADERS;
+    copyBytes(data, p.data + 6, 6);
+    copyBytes(data + 6, p.data, 6);
+    copyBytes(data + 12, p.data + 12, l2 - 12); // any VLAN tags, the ethertype
+    writeError(data + l2, type, code, rest, src, IPv4.src(ip), quoted);
+    p.dataOffset -= <u16>ERROR_HEADERS;
+    p.length = l2 + ERROR_HEADERS + quoted;
+    p.wireLength = p.length;
+    p.l3Offset = 0;
+    return true;
+  }
 }
 
 /** Accessors shared with code that writes headers: big-endian loads and stores. */

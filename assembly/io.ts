@@ -346,7 +346,7 @@ export function symmetricHash(p: Packet): u32 {
 function icmpHash(p: Packet, ip: usize, l4: usize): u32 {
   const type = ICMP.type(l4);
   const end = IPv4.end(p, ip);
-  if (type == 3 || type == 4 || type == 5 || type == 11 || type == 12) {
+  if (ICMP.isError(type)) {
     const inner = l4 + 8;
     if (inner + 20 <= end && (load<u8>(inner) >> 4) == 4) {
       const hl = IPv4.headerLength(inner);

@@ -123,7 +123,7 @@ function connectionKey(p: Packet): bool {
   protocol = IPv4.protocol(ip);
   if (protocol == IPPROTO_ICMP) {
     icmpType = ICMP.type(l4);
-    if (isIcmpError(icmpType)) {
+    if (ICMP.isError(icmpType)) {
       // The key of the connection it quotes (the dispatcher steers it by that one too: io.ts icmpHash).
       const inner = l4 + 8, end = IPv4.end(p, ip);
       if (inner + 20 > end || (load<u8>(inner) >> 4) != 4) return false;
@@ -154,9 +154,6 @@ function connectionKey(p: Packet): bool {
   return writeKey(src, dst, srcPort, dstPort);
 }
 
-@inline function isIcmpError(type: u8): bool {
-  return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
-}
 
 /** Writes the key of the connection between two endpoints into keyBuffer(), in a fixed order so that both directions find one entry. */
 function writeKey(src: u32, dst: u32, srcPort: u16, dstPort: u16): bool {

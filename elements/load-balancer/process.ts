@@ -91,7 +91,7 @@ function classify(self: LoadBalancerState, vipTable: usize, vips: u32, p: Packet
   }
   if (proto != IPPROTO_ICMP) return NOT_VIP;
   const l4 = Transport.header(p, ip);
-  if (!l4 || !isError(ICMP.type(l4))) return NOT_VIP;
+  if (!l4 || !ICMP.isError(ICMP.type(l4))) return NOT_VIP;
   // The error quotes the header of a packet the VIP sent (RFC 792): source VIP:port, destination the client.
   const quoted = l4 + 8;
   const room = IPv4.totalLength(ip) - IPv4.headerLength(ip) - 8;
@@ -120,10 +120,6 @@ function brokenHeader(vipTable: usize, vips: u32, p: Packet): i32 {
   return findVip(vipTable, vips, IPv4.dst(p.data + <usize>p.l3Offset), 0, 0, false) >= 0 ? MALFORMED : NOT_VIP;
 }
 
-/** Destination unreachable, source quench, redirect, time exceeded, parameter problem. */
-@inline function isError(type: u8): bool {
-  return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
-}
 
 /** Index of the VIP for address, protocol (0: any) and port (when checkPort), or NOT_VIP. A short list: scanned. */
 function findVip(table: usize, vips: u32, address: u32, proto: u8, port: u16, checkPort: bool): i32 {

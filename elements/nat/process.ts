@@ -265,7 +265,7 @@ export function steer(self: NATState, p: Packet): u32 {
   if (!l4) return addressHash(external);
   if (proto == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
-    if (isIcmpError(type)) {
+    if (ICMP.isError(type)) {
       const inner = quoted(p, ip, l4);
       if (!inner) return 0;
       external = IPv4.src(inner);
@@ -351,7 +351,7 @@ function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
   if (!l4 || udpLengthWrong(ip, l4)) { self.drop_malformed++; dropPacket(p); return; }
   if (protocol == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
-    if (isIcmpError(type)) { outboundIcmpError(self, p, ip, l4, out, t); return; }
+    if (ICMP.isError(type)) { outboundIcmpError(self, p, ip, l4, out, t); return; }
     if (!isIcmpRequest(type)) { self.drop_unsupported++; dropPacket(p); return; }
     localPort = Wire.get16(l4 + 4);
     remotePort = 0;
@@ -962,7 +962,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   let externalPort: u16 = 0;
   if (protocol == IPPROTO_ICMP) {
     const type = ICMP.type(l4);
-    if (isIcmpError(type)) { inboundIcmpError(self, p, ip, l4, out, t, hairpin); return; }
+    if (ICMP.isError(type)) { inboundIcmpError(self, p, ip, l4, out, t, hairpin); return; }
     if (!isIcmpReply(type)) { self.drop_unsupported++; dropPacket(p); return; }
     externalPort = Wire.get16(l4 + 4);
     remotePort = 0;
@@ -1228,9 +1228,9 @@ function answerUnsolicited(value: usize, context: usize): void {
   copyBytes(data + 6, value, 6);
   Wire.set16(data + 12, ETHERTYPE_IPV4);
   const ip = data + Ethernet.HEADER;
-  copyBytes(ip + 28, value + 12, QUOTED);
-  writeUnreachable(ip, ICMP_PORT_UNREACHABLE, load<u32>(key, 12), load<u32>(key, 4), QUOTED);
-  p.length = Ethernet.HEADER + 20 + 8 + QUOTED;
+  copyBytes(ip + ICMP.ERROR_HEADERS, value + 12, QUOTED);
+  ICMP.writeError(ip, ICMP.DESTINATION_UNREACHABLE, ICMP_PORT_UNREACHABLE, 0, load<u32>(key, 12), load<u32>(key, 4), QUOTED);
+  p.length = Ethernet.HEADER + ICMP.ERROR_HEADERS + QUOTED;
   p.wireLength = p.length;
   p.timestamp = now();
   self.syn_icmp_sent++;
@@ -1887,10 +1887,6 @@ function protocolTimeout(self: NATState): u64 {
   store<u16>(checkAt, protocol == IPPROTO_UDP && updated == 0 ? 0xffff : updated);
 }
 
-@inline function isIcmpError(type: u8): bool {
-  return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
-}
-
 @inline function isIcmpRequest(type: u8): bool {
   return type == 8 || type == 13 || type == 15 || type == 17;
 }
@@ -2057,7 +2053,7 @@ function laterHeader(ip: usize, hl: u32, to: usize): u32 {
 function tooBig(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   self.drop_too_big++;
   const l4 = Transport.header(p, ip);
-  const icmpError = IPv4.protocol(ip) == IPPROTO_ICMP && l4 != 0 && isIcmpError(ICMP.type(l4));
+  const icmpError = IPv4.protocol(ip) == IPPROTO_ICMP && l4 != 0 && ICMP.isError(ICMP.type(l4));
   if (!icmpError && answerUnreachable(self, p, ip, ICMP_FRAGMENTATION_NEEDED, self.mtu)) { self.icmp_sent++; out.push(INSIDE, p); return; }
   dropPacket(p);
 }
@@ -2078,33 +2074,10 @@ function roomPerPacket(self: NATState): u32 {
 const IP_DONT_FRAGMENT: u16 = 0x4000;
 const IP_MORE_FRAGMENTS: u16 = 0x2000;
 const IP_FRAGMENT_OFFSET: u16 = 0x1fff;
-const ICMP_HOST_UNREACHABLE: u32 = 1;
-const ICMP_PORT_UNREACHABLE: u32 = 3;
-const ICMP_FRAGMENTATION_NEEDED: u32 = 4;
+const ICMP_HOST_UNREACHABLE: u8 = 1;
+const ICMP_PORT_UNREACHABLE: u8 = 3;
+const ICMP_FRAGMENTATION_NEEDED: u8 = 4;
 
-/**
- * Writes at `ip` an IPv4 header from `src` to `dst` and an ICMP destination unreachable with `code`
- * (and, for fragmentation needed, the next hop's MTU), whose quote (`quoted` bytes of the packet it is
- * about) is already at ip + 28.
- */
-function writeUnreachable(ip: usize, code: u32, src: u32, dst: u32, quoted: u32, nextHopMtu: u32 = 0): void {
-  Wire.set32(ip, 0x45000000 | (20 + 8 + quoted));
-  Wire.set32(ip + 4, 0);
-  Wire.set32(ip + 8, 0x40010000);
-  Wire.set32(ip + 12, src);
-  Wire.set32(ip + 16, dst);
-  IPv4.setHeaderChecksum(ip);
-  const icmp = ip + 20;
-  Wire.set32(icmp, 0x03000000 | (code << 16));
-  Wire.set32(icmp + 4, nextHopMtu);
-  Wire.set16(icmp + 2, checksum(icmp, 8 + quoted));
-}
-
-/**
- * Turns the packet, in place, into an ICMP destination unreachable with `code` (host unreachable, RFC 6888
- * REQ-11; fragmentation needed, RFC 4787 REQ-13) back to its sender, from the NAT's ICMP source address,
- * quoting its IP header and first 8 bytes. False when the packet has no room in front.
- */
 /**
  * ICMP errors a shard sends back inside: one per ICMP_INTERVAL_NS, with bursts of up to ICMP_BURST (as Linux's
  * icmp_msgs_per_sec, 1000, and its burst, 50), so that a subscriber flooding a full pool gets no flood back.
@@ -2120,19 +2093,12 @@ function icmpAllowed(self: NATState, t: u64): bool {
   return true;
 }
 
-function answerUnreachable(self: NATState, p: Packet, ip: usize, code: u32, nextHopMtu: u32): bool {
+/**
+ * Turns the packet, in place, into an ICMP destination unreachable with `code` (host unreachable, RFC 6888
+ * REQ-11; fragmentation needed, RFC 4787 REQ-13) back to its sender, from the NAT's ICMP source address,
+ * quoting its IP header and first 8 bytes. False when the packet has no room in front.
+ */
+function answerUnreachable(self: NATState, p: Packet, ip: usize, code: u8, nextHopMtu: u32): bool {
   if (!icmpAllowed(self, now())) return false;
-  const l2 = <u32>(ip - p.data);
-  if (<u32>p.dataOffset < 28 + 32) return false;
-  const quote = min(IPv4.totalLength(ip), IPv4.headerLength(ip) + 8);
-  const data = p.data - 28;
-  copyBytes(data, p.data + 6, 6);
-  copyBytes(data + 6, p.data, 6);
-  copyBytes(data + 12, p.data + 12, l2 - 12);
-  writeUnreachable(data + l2, code, load<u32>(<usize>self.pool + POOL_ICMP_SOURCE), IPv4.src(ip), quote, nextHopMtu);
-  p.dataOffset -= 28;
-  p.length = l2 + 28 + quote;
-  p.wireLength = p.length;
-  p.l3Offset = 0;
-  return true;
+  return ICMP.answer(p, ip, ICMP.DESTINATION_UNREACHABLE, code, nextHopMtu, load<u32>(<usize>self.pool + POOL_ICMP_SOURCE), IPv4.headerLength(ip) + 8);
 }
