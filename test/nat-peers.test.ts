@@ -283,6 +283,25 @@ print(json.dumps(answered))
     });
   });
 
+  test('traceroute through the NAT: the engine is hop 1 (time exceeded from the gateway, no mapping made), the server hop 2; a server\'s ping with TTL 1 is answered from the outside gateway', async () => {
+    await withTopology(async (t) => {
+      natRoutes(t);
+      const engine = await startNat(t, 1);
+      // UDP probes, one per hop, one at a time: the first expires at the engine, the second reaches the server, whose port
+      // unreachable comes back through the NAT (an ICMP error about a translated datagram).
+      const trace = t.run(t.ns.client, ['traceroute', '-n', '-N', '1', '-q', '1', '-w', '2', '-m', '3', ADDRESSES.server], { check: false, timeout: 30_000 });
+      const ping = t.run(t.ns.server, ['ping', '-n', '-c', '1', '-W', '2', '-t', '1', '203.0.113.1'], { check: false, timeout: 10_000 });
+      const stdout = await stopNat(engine);
+      const hops = trace.stdout.toString().split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1]).filter(Boolean);
+      assert.equal(hops, [ADDRESSES.clientGateway, ADDRESSES.server], trace.stdout.toString() + trace.stderr.toString());
+      assert.match(ping.stdout.toString(), new RegExp(`From ${ADDRESSES.serverGateway.replace(/\./g, '\\.')} icmp_seq=1 Time to live exceeded`), ping.stdout.toString());
+      const counter = (element: string, name: string) => Number(new RegExp(`^${element}\\s.*\\b${name}=(\\d+)`, 'm').exec(stdout)?.[1] ?? 0);
+      assert.ok(counter('expired_in', 'sent') >= 1 && counter('expired_out', 'sent') >= 1, stdout);
+      // One probe at a time: the one that expired never reached the NAT, so only the second was translated.
+      assert.is(counter('nat', 'translated_out'), 1, stdout);
+    });
+  });
+
   test('PCP and NAT-PMP: subscribers map ports at their gateway (a PCP request from a socket, natpmpc); servers they never sent to reach them', async () => {
     await withTopology(async (t) => {
       natRoutes(t);

@@ -1,0 +1,159 @@
+// ICMPError: a router's answer to the packets it cannot forward. Each expected error is built here from the RFCs
+// (RFC 792, RFC 1812 §4.3.2), byte for byte; tshark judges the checksums and reads the quoted header back.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { readPcap, writePcap, ipv4Frame, internetChecksum, tshark, cli, type FrameSpec } from './helpers.ts';
+import { inTempDir, runInOrder, assertRecords, recordsOf, withMacs, arpFrame, checksumVerdicts } from './golden.ts';
+
+const ROUTER = '100.64.0.1';
+
+/** Packets through a Rewrite that decrements the TTL; those that expire go to the ICMPError under test. */
+const router = (params = '') => `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  ttl: { type: Rewrite, dec_ttl: true }
+  err: { type: ICMPError, src: ${ROUTER}${params ? `, ${params}` : ''} }
+  forwarded: { type: ToPcap, file: forwarded.pcap }
+  errors: { type: ToPcap, file: errors.pcap }
+  unanswered: { type: ToPcap, file: unanswered.pcap }
+connections:
+  - src -> ttl -> forwarded
+  - ttl[1] -> err -> errors
+  - err[1] -> unanswered
+`;
+
+const frame = (spec: FrameSpec) => ipv4Frame({ src: '100.64.0.2', dst: '198.18.0.2', ttl: 1, ...spec });
+
+/** The error RFC 792 and RFC 1812 §4.3.2 ask for about `about` (its IPv4 header at `l3`), back to its sender from `from`. */
+function expectedError(about: Buffer, from: string, type: number, code: number, rest = 0, l3 = 14): Buffer {
+  const ip = about.subarray(l3);
+  const quoted = ip.subarray(0, Math.min(ip.readUInt16BE(2), ip.length, 576 - 28));
+  const icmp = Buffer.concat([Buffer.alloc(8), quoted]);
+  icmp[0] = type;
+  icmp[1] = code;
+  icmp.writeUInt32BE(rest, 4);
+  icmp.writeUInt16BE(internetChecksum(icmp), 2);
+  const header = Buffer.alloc(20);
+  header[0] = 0x45;
+  header[1] = 0xc0; // precedence internetwork control (RFC 1812 §4.3.2.5)
+  header.writeUInt16BE(20 + icmp.length, 2);
+  header.writeUInt16BE(0x4000, 6); // DF, ID 0: an atomic datagram (RFC 6864)
+  header[8] = 64;
+  header[9] = 1;
+  Buffer.from(from.split('.').map(Number)).copy(header, 12);
+  ip.copy(header, 16, 12, 16);
+  header.writeUInt16BE(internetChecksum(header), 10);
+  const ethernet = Buffer.concat([about.subarray(6, 12), about.subarray(0, 6), about.subarray(12, l3)]);
+  return Buffer.concat([ethernet, header, icmp]);
+}
+
+/** tshark finds `count` errors whose IP checksum and ICMP checksum are good, and so is that of the header each quotes. */
+function assertQuotesGood(file: string, count: number): void {
+  const verdicts = checksumVerdicts(file);
+  assert.is(verdicts.length, count);
+  verdicts.forEach((v, i) => {
+    assert.is(v.ip, '1,1', `error ${i + 1}: IP checksums, its own and the quoted one's`);
+    // The quoted datagram's own ICMP checksum (of an echo request) tshark may leave unverified: never bad.
+    assert.is(v.icmp.split(',')[0], '1', `error ${i + 1}: ICMP checksum`);
+    assert.ok(![v.tcp, v.udp, v.icmp].some((x) => x.split(',').includes('0')), `error ${i + 1}: ${JSON.stringify(v)}`);
+  });
+}
+
+const records = (dir: string, name: string) => readPcap(join(dir, `${name}.pcap`)).records;
+
+test('ICMPError answers expiring packets with time exceeded from the router, quoting each as RFC 1812 asks; the others are forwarded', () => inTempDir(async (dir) => {
+  const udp = frame({ proto: 'udp', payload: 30 });
+  const tcp = frame({ proto: 'tcp', sport: 40001, dport: 443 });
+  const echo = frame({ proto: 'icmp' });                                    // a query: answered
+  const big = frame({ proto: 'udp', payload: 1400 });                        // quoted up to 548 bytes: the error is 576
+  const tagged = frame({ proto: 'udp', vlan: 7 });                           // the tag stays on the answer
+  const passing = frame({ proto: 'udp', ttl: 9 });
+  writePcap(join(dir, 'in.pcap'), [udp, tcp, echo, passing, big, tagged]);
+  const result = await runInOrder(dir, router());
+  assertRecords(records(dir, 'errors'), recordsOf([udp, tcp, echo, big, tagged].map((f) => expectedError(f, ROUTER, 11, 0, 0, f === tagged ? 18 : 14)))
+    .map((r, i) => ({ ...r, frac: [0, 1, 2, 4, 5][i] })), 'errors');
+  assert.is(records(dir, 'forwarded').length, 1);
+  assert.is(records(dir, 'unanswered').length, 0);
+  assert.is(records(dir, 'errors')[3].data.readUInt16BE(16), 576, 'the error about a large datagram is 576 bytes');
+  assertQuotesGood(join(dir, 'errors.pcap'), 5);
+  // tshark reads each as time exceeded from the router, about a datagram from the client that sent it.
+  const rows = tshark(join(dir, 'errors.pcap'), ['icmp.type', 'icmp.code', 'ip.src', 'ip.dst']);
+  rows.forEach(([type, code, src, dst]) => {
+    assert.equal([type.split(',')[0], code.split(',')[0]], ['11', '0'], 'time exceeded in transit (and the quoted echo request\'s own type and code after)');
+    assert.equal(src.split(','), [ROUTER, '100.64.0.2'], 'from the router, about the client\'s datagram');
+    assert.equal(dst.split(','), ['100.64.0.2', '198.18.0.2']);
+  });
+  assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.limited], [5, 0, 0]);
+}));
+
+test('ICMPError sends no error about an ICMP error, a later fragment, a broadcast or multicast, or no single host; they leave unchanged on output 1', () => inTempDir(async (dir) => {
+  const icmpError = Buffer.from(frame({ proto: 'icmp' }));
+  icmpError[34] = 3; // destination unreachable: an error itself
+  const cases = [
+    frame({ proto: 'udp', fragOffset: 100 }),                                // a later fragment
+    frame({ proto: 'udp', dst: '224.0.0.5' }),                              // IP multicast
+    frame({ proto: 'udp', dst: '255.255.255.255' }),                        // IP broadcast
+    withMacs(frame({ proto: 'udp' }), { dst: 'ffffffffffff' }),             // Ethernet broadcast
+    frame({ proto: 'udp', src: '0.0.0.0' }),                                // no host's source
+    frame({ proto: 'udp', src: '127.0.0.1' }),
+    frame({ proto: 'udp', src: '240.0.0.1' }),
+    editChecksumless(icmpError),
+    frame({ proto: 'udp', fragOffset: 0, moreFragments: true }),             // a first fragment: answered
+  ];
+  writePcap(join(dir, 'in.pcap'), [...cases, arpFrame()]);
+  const result = await runInOrder(dir, router());
+  assert.is(records(dir, 'errors').length, 1, 'the first fragment only');
+  assertRecords(records(dir, 'unanswered'), recordsOf(cases.slice(0, -1)), 'unchanged');
+  assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.not_ipv4], [1, 8, 0]);
+  assert.is(result.elements.ttl.not_ipv4, 1, 'the ARP frame has no TTL: forwarded');
+}));
+
+/** The ICMP checksum of a frame whose ICMP type was edited, made right again (the frame's other checksums stay). */
+function editChecksumless(f: Buffer): Buffer {
+  const icmp = f.subarray(34);
+  icmp.writeUInt16BE(0, 2);
+  icmp.writeUInt16BE(internetChecksum(icmp), 2);
+  return f;
+}
+
+test('ICMPError sends at most `rate` errors a second per shard, in bursts of `burst`, on the pipeline clock', () => inTempDir(async (dir) => {
+  const flood = Array.from({ length: 200 }, (_, i) => ({ data: frame({ proto: 'udp', sport: 1000 + i }), sec: 10, usec: i }));
+  writePcap(join(dir, 'in.pcap'), [...flood, { data: frame({ proto: 'udp' }), sec: 12, usec: 0 }]);
+  const result = await runInOrder(dir, router('rate: 1000, burst: 50'));
+  assert.equal([result.elements.err.sent, result.elements.err.limited], [51, 150], '50 at once within a millisecond, one more 2 s later');
+  assert.is(records(dir, 'unanswered').length, 150);
+  writePcap(join(dir, 'in.pcap'), flood);
+  const unlimited = await runInOrder(dir, router('rate: 0'));
+  assert.is(unlimited.elements.err.sent, 200);
+}));
+
+test('ICMPError as destination unreachable, fragmentation needed, names the next-hop MTU; a capture cut short is quoted as far as it goes', () => inTempDir(async (dir) => {
+  const whole = frame({ proto: 'udp', payload: 200 });
+  const cut = whole.subarray(0, 14 + 20 + 8 + 10);
+  writePcap(join(dir, 'in.pcap'), [whole, { data: cut, origlen: whole.length }]);
+  await runInOrder(dir, router('error: unreachable, code: 4, mtu: 1280'));
+  const errors = records(dir, 'errors');
+  assertRecords(errors, recordsOf([expectedError(whole, ROUTER, 3, 4, 1280), expectedError(cut, ROUTER, 3, 4, 1280)]), 'errors');
+  assertQuotesGood(join(dir, 'errors.pcap'), 2);
+  assert.equal(tshark(join(dir, 'errors.pcap'), ['icmp.mtu']).map(([mtu]) => mtu), ['1280', '1280']);
+}));
+
+test('ICMPError: a fragmentation-needed error without the MTU it names, or an MTU for another error, is a config error at its place', () => inTempDir(async (dir) => {
+  const check = (params: string) => {
+    writeFileSync(join(dir, 'bad.yaml'), router(params));
+    return cli(['check', join(dir, 'bad.yaml')]);
+  };
+  const missing = check('error: unreachable, code: 4');
+  assert.is(missing.status, 2);
+  assert.match(missing.stderr, /bad\.yaml:5:\d+: err\.code: an unreachable with code 4 \(fragmentation needed\) names the next-hop MTU, and mtu is not set/);
+  assert.match(missing.stderr, /hint: set mtu/);
+  const stray = check('mtu: 1280');
+  assert.is(stray.status, 2);
+  assert.match(stray.stderr, /bad\.yaml:5:\d+: err\.mtu: mtu is named only by an unreachable with code 4/);
+  assert.is(check('error: unreachable, code: 4, mtu: 1280').status, 0);
+}));
+
+test.run();
