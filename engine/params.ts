@@ -196,6 +196,12 @@ export const types = {
     fast: (name) => [{ name: `${name}_address`, type: 'u32' }, { name: `${name}_mask`, type: 'u32' }],
     encode: (c) => [c.address, c.mask],
   } satisfies ParamType<Cidr>,
+  /** A list item such as a NAT's pool: `203.0.113.0/28`, or an address alone (a /32). */
+  prefix: {
+    description: 'an IPv4 prefix (an address alone is a /32)',
+    parse: (raw) => (typeof raw === 'string' && !raw.includes('/') ? { address: parseIPv4(raw), prefix: 32, mask: 0xffffffff } : parseCidr(raw)),
+    format: (c) => `${formatIPv4(c.address)}/${c.prefix}`,
+  } satisfies ParamType<Cidr>,
   port: {
     description: 'a port number',
     parse: (raw) => intRange(raw, 0, 65535, 'a port number'),

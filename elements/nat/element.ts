@@ -5,13 +5,6 @@ import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../
 import { EnvironmentError } from '../../engine/errors.ts';
 import { poolLayout, writePool, blocksInUse, heldBlocks, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
-/** A pool or prefix item: `203.0.113.0/28` or a single address. */
-const prefixType: ParamType<Cidr> = {
-  description: 'an IPv4 prefix (an address alone is a /32)',
-  parse: (raw) => (typeof raw === 'string' && !raw.includes('/') ? { address: parseIPv4(raw), prefix: 32, mask: 0xffffffff } : parseCidr(raw)),
-  format: (c) => `${formatIPv4(c.address)}/${c.prefix}`,
-};
-
 const MAPPINGS = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'] as const;
 type Behaviour = typeof MAPPINGS[number];
 
@@ -91,8 +84,8 @@ export default defineElement({
     { name: 'inside', doc: 'translated packets coming in, hairpinned packets, and ICMP errors the NAT sends back' },
   ],
   params: {
-    pool: param.strings('external addresses and prefixes (need not be contiguous)', { required: true, item: prefixType }),
-    inside: param.strings('subscriber prefixes: packets from other sources are dropped', { default: ['100.64.0.0/10'], item: prefixType }),
+    pool: param.strings('external addresses and prefixes (need not be contiguous)', { required: true, item: types.prefix }),
+    inside: param.strings('subscriber prefixes: packets from other sources are dropped', { default: ['100.64.0.0/10'], item: types.prefix }),
     ports_per_block: param.custom('ports in each block a subscriber is given', blockSizeType, { default: 512 }),
     blocks_per_subscriber: param.int('most blocks of each protocol one subscriber holds', 1, 4, { default: 4 }),
     mapping: param.enum('mapping behaviour (RFC 4787 §4.1); set when the NAT starts (its mappings are keyed by it)', MAPPINGS, { default: 'endpoint-independent', fixed: true }),
@@ -107,7 +100,7 @@ export default defineElement({
     tcp_rst: param.duration('how long a session lives after a RST (RFC 7857 §2.2)', { default: 240e9 }),
     icmp_timeout: param.custom('ICMP query mapping idle timeout (at least 60 s, RFC 5508 REQ-1)', timeoutOfAtLeast('60 s', 'RFC 5508 REQ-1', '60 s'), { default: 60e9 }),
     quarantine: param.duration('how long a released block is not given to another subscriber (RFC 6888 REQ-8)', { default: 120e9 }),
-    exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: prefixType }),
+    exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: types.prefix }),
     exempt_ports: param.strings('destination ports not translated (packets to addresses no Internet host has are dropped all the same: exempt their prefix to pass them)', { default: [] as never, item: types.port }),
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422), above port 1023: low inside ports map into it too', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11 says it SHOULD; at most 1000 ICMP errors a second '
