@@ -12,7 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, tempDir, removeDir } from './helpers.ts';
-import { withTopology, startEngine, waitFor, exited, available, ADDRESSES, type Topology, type Engine } from './topology.ts';
+import { withTopology, startEngine, waitFor, exited, available, ADDRESSES, MACS, type Topology, type Engine } from './topology.ts';
 
 /** The second subscriber (client namespace) and the second server address (server namespace). */
 const CLIENT_B = '100.64.0.3';
@@ -283,19 +283,27 @@ print(json.dumps(answered))
     });
   });
 
-  test('traceroute through the NAT: the engine is hop 1 (time exceeded from the gateway, no mapping made), the server hop 2; a server\'s ping with TTL 1 is answered from the outside gateway', async () => {
+  test('traceroute through the NAT: the engine is hop 1 (time exceeded from the gateway, no mapping made), the server hop 2; a server\'s ping with TTL 1 is answered from the outside gateway; both sides find their gateway by ARP', async () => {
     await withTopology(async (t) => {
       natRoutes(t);
+      // No static neighbour for the gateways: the peers ask for them by ARP, and the engine answers.
+      t.run(t.ns.client, ['ip', 'neigh', 'del', ADDRESSES.clientGateway, 'dev', t.dev.client]);
+      t.run(t.ns.server, ['ip', 'neigh', 'del', ADDRESSES.serverGateway, 'dev', t.dev.server]);
       const engine = await startNat(t, 1);
       // UDP probes, one per hop, one at a time: the first expires at the engine, the second reaches the server, whose port
       // unreachable comes back through the NAT (an ICMP error about a translated datagram).
       const trace = t.run(t.ns.client, ['traceroute', '-n', '-N', '1', '-q', '1', '-w', '2', '-m', '3', ADDRESSES.server], { check: false, timeout: 30_000 });
       const ping = t.run(t.ns.server, ['ping', '-n', '-c', '1', '-W', '2', '-t', '1', '203.0.113.1'], { check: false, timeout: 10_000 });
+      const neighbours = [t.run(t.ns.client, ['ip', 'neigh', 'show', ADDRESSES.clientGateway, 'dev', t.dev.client]), t.run(t.ns.server, ['ip', 'neigh', 'show', ADDRESSES.serverGateway, 'dev', t.dev.server])]
+        .map((r) => r.stdout.toString());
       const stdout = await stopNat(engine);
+      const counter = (element: string, name: string) => Number(new RegExp(`^${element}\\s.*\\b${name}=(\\d+)`, 'm').exec(stdout)?.[1] ?? 0);
+      assert.match(neighbours[0], new RegExp(`lladdr ${MACS.engineClient}`), neighbours[0]);
+      assert.match(neighbours[1], new RegExp(`lladdr ${MACS.engineServer}`), neighbours[1]);
+      assert.ok(counter('arp_in', 'answered') >= 1 && counter('arp_out', 'answered') >= 1, stdout);
       const hops = trace.stdout.toString().split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1]).filter(Boolean);
       assert.equal(hops, [ADDRESSES.clientGateway, ADDRESSES.server], trace.stdout.toString() + trace.stderr.toString());
       assert.match(ping.stdout.toString(), new RegExp(`From ${ADDRESSES.serverGateway.replace(/\./g, '\\.')} icmp_seq=1 Time to live exceeded`), ping.stdout.toString());
-      const counter = (element: string, name: string) => Number(new RegExp(`^${element}\\s.*\\b${name}=(\\d+)`, 'm').exec(stdout)?.[1] ?? 0);
       assert.ok(counter('expired_in', 'sent') >= 1 && counter('expired_out', 'sent') >= 1, stdout);
       // One probe at a time: the one that expired never reached the NAT, so only the second was translated.
       assert.is(counter('nat', 'translated_out'), 1, stdout);
