@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { readPcap, writePcap, ipv4Frame, internetChecksum, tshark, cli, type FrameSpec } from './helpers.ts';
-import { inTempDir, runInOrder, assertRecords, recordsOf, withMacs, arpFrame, checksumVerdicts } from './golden.ts';
+import { inTempDir, runInOrder, assertRecords, recordsOf, withMacs, withOuterTag, withIpOptions, arpFrame, checksumVerdicts } from './golden.ts';
 
 const ROUTER = '100.64.0.1';
 
@@ -71,14 +71,18 @@ test('ICMPError answers expiring packets with time exceeded from the router, quo
   const big = frame({ proto: 'udp', payload: 1400 });                        // quoted up to 548 bytes: the error is 576
   const tagged = frame({ proto: 'udp', vlan: 7 });                           // the tag stays on the answer
   const passing = frame({ proto: 'udp', ttl: 9 });
-  writePcap(join(dir, 'in.pcap'), [udp, tcp, echo, passing, big, tagged]);
+  const doublyTagged = withOuterTag(frame({ proto: 'udp', vlan: 7 }), 100);   // QinQ: both tags stay
+  const withOptions = withIpOptions(frame({ proto: 'udp', payload: 1400 }), Buffer.from([0x94, 0x04, 0, 0, 1, 1, 1, 0])); // quoted with its options
+  writePcap(join(dir, 'in.pcap'), [udp, tcp, echo, passing, big, tagged, doublyTagged, withOptions]);
   const result = await runInOrder(dir, router());
-  assertRecords(records(dir, 'errors'), recordsOf([udp, tcp, echo, big, tagged].map((f) => expectedError(f, ROUTER, 11, 0, 0, f === tagged ? 18 : 14)))
-    .map((r, i) => ({ ...r, frac: [0, 1, 2, 4, 5][i] })), 'errors');
+  const answered = [udp, tcp, echo, big, tagged, doublyTagged, withOptions];
+  const l3 = (f: Buffer) => (f === tagged ? 18 : f === doublyTagged ? 22 : 14);
+  assertRecords(records(dir, 'errors'), recordsOf(answered.map((f) => expectedError(f, ROUTER, 11, 0, 0, l3(f))))
+    .map((r, i) => ({ ...r, frac: [0, 1, 2, 4, 5, 6, 7][i] })), 'errors');
   assert.is(records(dir, 'forwarded').length, 1);
   assert.is(records(dir, 'unanswered').length, 0);
-  assert.is(records(dir, 'errors')[3].data.readUInt16BE(16), 576, 'the error about a large datagram is 576 bytes');
-  assertQuotesGood(join(dir, 'errors.pcap'), 5);
+  assert.equal([records(dir, 'errors')[3].data.readUInt16BE(16), records(dir, 'errors')[6].data.readUInt16BE(16)], [576, 576], 'an error about a large datagram is 576 bytes');
+  assertQuotesGood(join(dir, 'errors.pcap'), 7);
   // tshark reads each as time exceeded from the router, about a datagram from the client that sent it.
   const rows = tshark(join(dir, 'errors.pcap'), ['icmp.type', 'icmp.code', 'ip.src', 'ip.dst']);
   rows.forEach(([type, code, src, dst]) => {
@@ -86,7 +90,7 @@ test('ICMPError answers expiring packets with time exceeded from the router, quo
     assert.equal(src.split(','), [ROUTER, '100.64.0.2'], 'from the router, about the client\'s datagram');
     assert.equal(dst.split(','), ['100.64.0.2', '198.18.0.2']);
   });
-  assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.limited], [5, 0, 0]);
+  assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.limited], [7, 0, 0]);
 }));
 
 test('ICMPError sends no error about an ICMP error, a later fragment, a broadcast or multicast, or no single host; they leave unchanged on output 1', () => inTempDir(async (dir) => {
@@ -101,15 +105,23 @@ test('ICMPError sends no error about an ICMP error, a later fragment, a broadcas
     frame({ proto: 'udp', src: '127.0.0.1' }),
     frame({ proto: 'udp', src: '240.0.0.1' }),
     editChecksumless(icmpError),
+    badHeaderChecksum(frame({ proto: 'udp' })),                             // fails the header checks (RFC 1812 §4.3.2.7)
     frame({ proto: 'udp', fragOffset: 0, moreFragments: true }),             // a first fragment: answered
   ];
   writePcap(join(dir, 'in.pcap'), [...cases, arpFrame()]);
   const result = await runInOrder(dir, router());
   assert.is(records(dir, 'errors').length, 1, 'the first fragment only');
   assertRecords(records(dir, 'unanswered'), recordsOf(cases.slice(0, -1)), 'unchanged');
-  assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.not_ipv4], [1, 8, 0]);
+  assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.not_ipv4], [1, 9, 0]);
   assert.is(result.elements.ttl.not_ipv4, 1, 'the ARP frame has no TTL: forwarded');
 }));
+
+/** `f` with its IPv4 header checksum off by one. */
+function badHeaderChecksum(f: Buffer): Buffer {
+  const copy = Buffer.from(f);
+  copy.writeUInt16BE(copy.readUInt16BE(24) ^ 1, 24);
+  return copy;
+}
 
 /** The ICMP checksum of a frame whose ICMP type was edited, made right again (the frame's other checksums stay). */
 function editChecksumless(f: Buffer): Buffer {
@@ -128,6 +140,10 @@ test('ICMPError sends at most `rate` errors a second per shard, in bursts of `bu
   writePcap(join(dir, 'in.pcap'), flood);
   const unlimited = await runInOrder(dir, router('rate: 0'));
   assert.is(unlimited.elements.err.sent, 200);
+  // One packet a batch, 2 ms apart over 118 ms, at 10 a second: the burst of 50, and one more token after 100 ms.
+  writePcap(join(dir, 'in.pcap'), Array.from({ length: 60 }, (_, i) => ({ data: frame({ proto: 'udp', sport: 1000 + i }), sec: 10, usec: 2000 * i })));
+  const spread = await runInOrder(dir, `batch: 1\n${router('rate: 10, burst: 50')}`);
+  assert.equal([spread.elements.err.sent, spread.elements.err.limited], [51, 9]);
 }));
 
 test('ICMPError as destination unreachable, fragmentation needed, names the next-hop MTU; a capture cut short is quoted as far as it goes', () => inTempDir(async (dir) => {
@@ -141,7 +157,7 @@ test('ICMPError as destination unreachable, fragmentation needed, names the next
   assert.equal(tshark(join(dir, 'errors.pcap'), ['icmp.mtu']).map(([mtu]) => mtu), ['1280', '1280']);
 }));
 
-test('ICMPError: a fragmentation-needed error without the MTU it names, or an MTU for another error, is a config error at its place', () => inTempDir(async (dir) => {
+test('ICMPError: a fragmentation-needed error without the MTU it names, an MTU for another error, or a code time exceeded does not have, is a config error at its place', () => inTempDir(async (dir) => {
   const check = (params: string) => {
     writeFileSync(join(dir, 'bad.yaml'), router(params));
     return cli(['check', join(dir, 'bad.yaml')]);
@@ -154,6 +170,9 @@ test('ICMPError: a fragmentation-needed error without the MTU it names, or an MT
   assert.is(stray.status, 2);
   assert.match(stray.stderr, /bad\.yaml:5:\d+: err\.mtu: mtu is named only by an unreachable with code 4/);
   assert.is(check('error: unreachable, code: 4, mtu: 1280').status, 0);
+  const undefinedCode = check('code: 3');
+  assert.is(undefinedCode.status, 2);
+  assert.match(undefinedCode.stderr, /err\.code: time exceeded has codes 0 \(TTL exceeded in transit\) and 1 \(fragment reassembly time exceeded\), not 3/);
 }));
 
 test.run();

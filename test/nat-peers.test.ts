@@ -283,7 +283,7 @@ print(json.dumps(answered))
     });
   });
 
-  test('traceroute through the NAT: the engine is hop 1 (time exceeded from the gateway, no mapping made), the server hop 2; a server\'s ping with TTL 1 is answered from the outside gateway; both sides find their gateway by ARP', async () => {
+  test('traceroute through the NAT: the engine is hop 1 (time exceeded from the gateway, no mapping made), the server hop 2; a server\'s ping with TTL 1 is answered from the outside gateway; both sides find their gateway by ARP; a request to the gateway itself with TTL 1 is answered', async () => {
     await withTopology(async (t) => {
       natRoutes(t);
       // No static neighbour for the gateways: the peers ask for them by ARP, and the engine answers.
@@ -294,6 +294,15 @@ print(json.dumps(answered))
       // unreachable comes back through the NAT (an ICMP error about a translated datagram).
       const trace = t.run(t.ns.client, ['traceroute', '-n', '-N', '1', '-q', '1', '-w', '2', '-m', '3', ADDRESSES.server], { check: false, timeout: 30_000 });
       const ping = t.run(t.ns.server, ['ping', '-n', '-c', '1', '-W', '2', '-t', '1', '203.0.113.1'], { check: false, timeout: 10_000 });
+      // A NAT-PMP request to the gateway itself with TTL 1: for the router, so answered (RFC 1812 §4.2.2.9), not expired.
+      const natPmp = python(t, `
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
+s.settimeout(2)
+s.sendto(b'\\x00\\x00', ('${ADDRESSES.clientGateway}', 5351))
+print(json.dumps(list(s.recv(100)[:4])))
+`);
+      assert.equal(natPmp, [0, 128, 0, 0], 'an external address response, result 0');
       const neighbours = [t.run(t.ns.client, ['ip', 'neigh', 'show', ADDRESSES.clientGateway, 'dev', t.dev.client]), t.run(t.ns.server, ['ip', 'neigh', 'show', ADDRESSES.serverGateway, 'dev', t.dev.server])]
         .map((r) => r.stdout.toString());
       const stdout = await stopNat(engine);

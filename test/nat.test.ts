@@ -630,6 +630,8 @@ test('U14 a packet larger than the outside MTU with DF set: dropped, ICMP fragme
   assert.is(r.inside.length, 1);
   const icmp = r.inside[0].bytes;
   assert.equal([icmp[34], icmp[35], icmp.readUInt16BE(40)], [3, 4, 576], 'destination unreachable, fragmentation needed, next-hop MTU');
+  assert.equal([icmp[15], icmp.readUInt16BE(18), icmp.readUInt16BE(20), icmp[22]], [0xc0, 0, 0x4000, 64],
+    'precedence internetwork control (RFC 1812 §4.3.2.5), ID 0 with DF: an atomic datagram (RFC 6864), TTL 64');
   assert.equal([r.inside[0].src, r.inside[0].dst], ['203.0.113.1', A]);
   assert.equal([...icmp.subarray(42 + 12, 42 + 16)].join('.'), A, 'it quotes the packet as its sender sent it');
   assert.is(icmp.readUInt16BE(42 + 20), 5000, 'with its source port');

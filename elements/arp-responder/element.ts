@@ -17,7 +17,7 @@ export default defineElement({
     { name: 'other', doc: 'every other frame, unchanged', optional: true },
   ],
   params: {
-    addresses: param.strings('the addresses to answer for (a prefix: every address in it)', { required: true, item: types.prefix }),
+    addresses: param.strings('the addresses to answer for (a prefix: every address in it)', { required: true, item: types.prefix, fixed: true }),
     mac: param.mac('the Ethernet address the replies give', { required: true }),
   },
   state: {

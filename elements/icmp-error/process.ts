@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, IPv4, ICMP, IPPROTO_ICMP, now } from "wirepath";
+import { Batch, Outputs, Packet, IPv4, ICMP, IPPROTO_ICMP, META_SIZE, now } from "wirepath";
 import { ICMPErrorState } from "./layout";
 
 const ERRORS = 0;
@@ -22,8 +22,9 @@ export function process(self: ICMPErrorState, batch: Batch, out: Outputs): void 
     const ip = IPv4.capturedHeader(p);
     if (!ip) { self.not_ipv4++; out.push(UNANSWERED, p); continue; }
     if (!answerable(p, ip)) { self.not_allowed++; out.push(UNANSWERED, p); continue; }
+    if (<u32>p.dataOffset < META_SIZE + ICMP.ERROR_HEADERS) { self.no_room++; out.push(UNANSWERED, p); continue; }
     if (!rateAllows(self, t)) { self.limited++; out.push(UNANSWERED, p); continue; }
-    if (!ICMP.answer(p, ip, type, code, rest, self.src, QUOTE)) { self.no_room++; out.push(UNANSWERED, p); continue; }
+    ICMP.answer(p, ip, type, code, rest, self.src, QUOTE);
     self.sent++;
     batch.set(kept++, p);
   }
@@ -33,7 +34,7 @@ export function process(self: ICMPErrorState, batch: Batch, out: Outputs): void 
 
 /** Whether an error may be sent about the packet (RFC 1122 §3.2.2, RFC 1812 §4.3.2.7). */
 @inline function answerable(p: Packet, ip: usize): bool {
-  if (IPv4.fragmentOffset(ip) != 0) return false;
+  if (IPv4.fragmentOffset(ip) != 0 || !IPv4.checksumValid(ip)) return false;
   // Sent to a group: an Ethernet broadcast or multicast, or an IP one.
   if (load<u8>(p.data) & 1) return false;
   const dst = IPv4.dst(ip);
@@ -49,12 +50,15 @@ export function process(self: ICMPErrorState, batch: Batch, out: Outputs): void 
   return true;
 }
 
-/** Whether the rate allows another error at `t` (a generic cell rate: due_ns is when the next one is due). */
+/**
+ * Whether the rate allows another error at `t`: a generic cell rate (due_ns is when the next one is due), as a bucket of
+ * `burst` tokens that fills at `rate` a second.
+ */
 @inline function rateAllows(self: ICMPErrorState, t: u64): bool {
   if (!self.rate) return true;
   const interval = SECOND / <u64>self.rate;
   const due = max<u64>(self.due_ns, t);
-  if (due - t >= <u64>self.burst * interval) return false;
+  if (due - t > <u64>(self.burst - 1) * interval) return false;
   self.due_ns = due + interval;
   return true;
 }

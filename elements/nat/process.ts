@@ -2085,10 +2085,10 @@ const ICMP_FRAGMENTATION_NEEDED: u8 = 4;
 const ICMP_INTERVAL_NS: u64 = 1_000_000;
 const ICMP_BURST: u64 = 50;
 
-/** Whether the rate allows another ICMP error now (a generic cell rate: icmp_due_ns is when the next one is due). */
+/** Whether the rate allows another ICMP error now (a generic cell rate: icmp_due_ns is when the next one is due; a bucket of ICMP_BURST). */
 function icmpAllowed(self: NATState, t: u64): bool {
   const due = max<u64>(self.icmp_due_ns, t);
-  if (due - t >= ICMP_BURST * ICMP_INTERVAL_NS) { self.icmp_limited++; return false; }
+  if (due - t > (ICMP_BURST - 1) * ICMP_INTERVAL_NS) { self.icmp_limited++; return false; }
   self.icmp_due_ns = due + ICMP_INTERVAL_NS;
   return true;
 }
@@ -2096,7 +2096,7 @@ function icmpAllowed(self: NATState, t: u64): bool {
 /**
  * Turns the packet, in place, into an ICMP destination unreachable with `code` (host unreachable, RFC 6888
  * REQ-11; fragmentation needed, RFC 4787 REQ-13) back to its sender, from the NAT's ICMP source address,
- * quoting its IP header and first 8 bytes. False when the packet has no room in front.
+ * quoting its IP header and first 8 bytes. False when the rate allows none now, or the packet has no room in front.
  */
 function answerUnreachable(self: NATState, p: Packet, ip: usize, code: u8, nextHopMtu: u32): bool {
   if (!icmpAllowed(self, now())) return false;
