@@ -61,12 +61,34 @@ test('ARPResponder answers requests for its addresses (a prefix: each in it) and
   rows.forEach((r) => assert.equal([r[3], r[4]], [ASKER, ASKER]));
 }));
 
-test('ARPResponder drops and counts an ARP frame too short for its addresses, or not Ethernet and IPv4 ARP', () => inTempDir(async (dir) => {
+test('ARPResponder takes IEEE 802 hardware as Ethernet, answers unpadded and QinQ requests, and leaves what Linux would not answer on output 1', () => inTempDir(async (dir) => {
+  const ieee802 = Buffer.from(request('100.64.0.2', '100.64.0.1'));
+  ieee802[15] = 6; // hardware type 6
+  const otherProtocol = Buffer.from(request('100.64.0.2', '100.64.0.1'));
+  otherProtocol.writeUInt16BE(0x86dd, 16);
+  const unpadded = request('100.64.0.2', '100.64.0.1').subarray(0, 42);
+  const qinq = withOuterTag(withOuterTag(request('100.64.0.2', '100.64.0.1'), 7), 100);
+  const toAnotherHost = Buffer.from(request('100.64.0.2', '100.64.0.1'));
+  Buffer.from('020000000099', 'hex').copy(toAnotherHost, 0);          // unicast to another host's MAC
+  const toUs = Buffer.from(request('100.64.0.2', '100.64.0.1'));
+  Buffer.from(hex(MAC), 'hex').copy(toUs, 0);                         // unicast to ours: answered
+  const fromGroup = arp(1, '01:00:5e:00:00:01', '100.64.0.2', '00:00:00:00:00:00', '100.64.0.1', 'ff:ff:ff:ff:ff:ff');
+  const forMulticast = request('100.64.0.2', '224.0.0.1');
+  const frames = [ieee802, otherProtocol, unpadded, qinq, toAnotherHost, toUs, fromGroup, forMulticast];
+  writePcap(join(dir, 'in.pcap'), frames);
+  const result = await runInOrder(dir, config('[100.64.0.1, 224.0.0.0/4]'));
+  const ieee802Reply = Buffer.from(replyTo('100.64.0.2', '100.64.0.1'));
+  ieee802Reply[15] = 6;
+  assertRecords(records(dir, 'replies'), recordsOf([ieee802Reply, replyTo('100.64.0.2', '100.64.0.1').subarray(0, 42),
+    withOuterTag(withOuterTag(replyTo('100.64.0.2', '100.64.0.1'), 7), 100), replyTo('100.64.0.2', '100.64.0.1')])
+    .map((r, i) => ({ ...r, frac: [0, 2, 3, 5][i] })), 'replies');
+  assertRecords(records(dir, 'other'), recordsOf(frames).filter((_, i) => [1, 4, 6, 7].includes(i)), 'not answered, unchanged');
+  assert.equal([result.elements.arp.answered, result.elements.arp.other, result.elements.arp.malformed], [4, 4, 0]);
+}));
+
+test('ARPResponder drops and counts an ARP frame too short for the addresses of Ethernet and IPv4 ARP', () => inTempDir(async (dir) => {
   const good = request('100.64.0.2', '100.64.0.1');
-  const short = good.subarray(0, 14 + 27);
-  const otherHardware = Buffer.from(good);
-  otherHardware[15] = 6; // hardware type 6 (IEEE 802)
-  writePcap(join(dir, 'in.pcap'), [short, otherHardware, good]);
+  writePcap(join(dir, 'in.pcap'), [good.subarray(0, 14 + 27), withOuterTag(good, 7).subarray(0, 18 + 27), good]);
   const result = await runInOrder(dir, config('[100.64.0.1]'));
   assert.equal([result.elements.arp.answered, result.elements.arp.malformed, result.elements.arp.other], [1, 2, 0]);
   assert.is(records(dir, 'other').length, 0);

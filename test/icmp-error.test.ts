@@ -93,7 +93,7 @@ test('ICMPError answers expiring packets with time exceeded from the router, quo
   assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.limited], [7, 0, 0]);
 }));
 
-test('ICMPError sends no error about an ICMP error, a later fragment, a broadcast or multicast, or no single host; they leave unchanged on output 1', () => inTempDir(async (dir) => {
+test('ICMPError sends no error about an ICMP error, a later fragment, a bad header, a broadcast or multicast, no single host, or (time exceeded) a packet for the router itself; they leave unchanged on output 1', () => inTempDir(async (dir) => {
   const icmpError = Buffer.from(frame({ proto: 'icmp' }));
   icmpError[34] = 3; // destination unreachable: an error itself
   const cases = [
@@ -106,13 +106,14 @@ test('ICMPError sends no error about an ICMP error, a later fragment, a broadcas
     frame({ proto: 'udp', src: '240.0.0.1' }),
     editChecksumless(icmpError),
     badHeaderChecksum(frame({ proto: 'udp' })),                             // fails the header checks (RFC 1812 §4.3.2.7)
+    frame({ proto: 'udp', dst: ROUTER }),                                   // for the router itself: it did not expire (RFC 1812 §4.2.2.9)
     frame({ proto: 'udp', fragOffset: 0, moreFragments: true }),             // a first fragment: answered
   ];
   writePcap(join(dir, 'in.pcap'), [...cases, arpFrame()]);
   const result = await runInOrder(dir, router());
   assert.is(records(dir, 'errors').length, 1, 'the first fragment only');
   assertRecords(records(dir, 'unanswered'), recordsOf(cases.slice(0, -1)), 'unchanged');
-  assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.not_ipv4], [1, 9, 0]);
+  assert.equal([result.elements.err.sent, result.elements.err.not_allowed, result.elements.err.not_ipv4], [1, 10, 0]);
   assert.is(result.elements.ttl.not_ipv4, 1, 'the ARP frame has no TTL: forwarded');
 }));
 

@@ -294,6 +294,9 @@ print(json.dumps(answered))
       // unreachable comes back through the NAT (an ICMP error about a translated datagram).
       const trace = t.run(t.ns.client, ['traceroute', '-n', '-N', '1', '-q', '1', '-w', '2', '-m', '3', ADDRESSES.server], { check: false, timeout: 30_000 });
       const ping = t.run(t.ns.server, ['ping', '-n', '-c', '1', '-W', '2', '-t', '1', '203.0.113.1'], { check: false, timeout: 10_000 });
+      // To the gateway itself: nothing expired (RFC 1812 §4.2.2.9), and the engine answers no ping.
+      const pingGateway = t.run(t.ns.server, ['ping', '-n', '-c', '1', '-W', '1', '-t', '1', ADDRESSES.serverGateway], { check: false, timeout: 10_000 });
+      assert.not.match(pingGateway.stdout.toString(), /Time to live exceeded/, pingGateway.stdout.toString());
       // A NAT-PMP request to the gateway itself with TTL 1: for the router, so answered (RFC 1812 §4.2.2.9), not expired.
       const natPmp = python(t, `
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

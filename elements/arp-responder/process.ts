@@ -6,6 +6,7 @@ const OTHER = 1;
 const ETHERTYPE_ARP: u16 = 0x0806;
 /** An Ethernet and IPv4 ARP message (RFC 826): hardware type 1, protocol 0x0800, lengths 6 and 4. */
 const ARP_ETHERNET_IPV4: u64 = 0x0406_0008_0100; // its first 6 bytes as loaded
+const ARP_IEEE802_IPV4: u64 = 0x0406_0008_0600;
 const ARP_LENGTH: u32 = 28;
 const REQUEST: u16 = 1;
 const REPLY: u16 = 2;
@@ -34,16 +35,24 @@ export function process(self: ARPResponderState, batch: Batch, out: Outputs): vo
   out.pushAll(REPLIES, batch);
 }
 
-/** 1 for an ARP request for one of the addresses, 0 for any other frame, -1 for an ARP frame that makes no sense. */
+/**
+ * 1 for an ARP request for one of the addresses that Linux would answer, 0 for any other frame, -1 for an ARP frame too
+ * short for the addresses of an Ethernet and IPv4 ARP message.
+ */
 @inline function answerable(self: ARPResponderState, p: Packet): i32 {
   if (Ethernet.etherType(p) != ETHERTYPE_ARP) return 0;
   const arp = p.data + <usize>p.l3Offset;
   if (<u32>p.l3Offset + ARP_LENGTH > p.length) return -1;
-  if ((load<u64>(arp) & 0xffff_ffff_ffff) != ARP_ETHERNET_IPV4) return -1;
+  // Ethernet (or, as Linux takes on Ethernet, IEEE 802) hardware and IPv4; a request sent to us or to all.
+  const form = load<u64>(arp) & 0xffff_ffff_ffff;
+  if (form != ARP_ETHERNET_IPV4 && form != ARP_IEEE802_IPV4) return 0;
   if (Wire.get16(arp + OPERATION) != REQUEST) return 0;
+  if (!(load<u8>(p.data) & 1) && (load<u64>(p.data) & 0xffff_ffff_ffff) != self.mac) return 0;
+  // No answer to a group's address as the asker's.
+  if (load<u8>(arp + SENDER_MAC) & 1) return 0;
   const target = Wire.get32(arp + TARGET_IP);
-  // An announcement: the sender tells of its own address.
-  if (target == Wire.get32(arp + SENDER_IP)) return 0;
+  // An announcement: the sender tells of its own address. And no multicast address is anyone's.
+  if (target == Wire.get32(arp + SENDER_IP) || target >>> 28 == 14) return 0;
   return answersFor(self, target) ? 1 : 0;
 }
 

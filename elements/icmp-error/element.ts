@@ -7,8 +7,8 @@ export default defineElement({
     + 'error from src to the packet\'s source, quoting its IPv4 header and as much of what follows as keeps the error within '
     + '576 bytes (RFC 1812 §4.3.2.3); the Ethernet addresses are swapped, so that it goes back the way the packet came (a '
     + 'Rewrite after it may set them). Put it on the expired output of a Rewrite with dec_ttl, and traceroute through the '
-    + 'pipeline shows it as a hop (a router answers packets addressed to itself whatever their TTL, RFC 1812 §4.2.2.9: '
-    + 'send those past the TTL check). No error is sent about an ICMP error, a later fragment, a packet whose IPv4 header '
+    + 'pipeline shows it as a hop. A router takes packets addressed to itself whatever their TTL (RFC 1812 §4.2.2.9): '
+    + 'send those past the TTL check; time exceeded is never sent about a packet addressed to src. No error is sent about an ICMP error, a later fragment, a packet whose IPv4 header '
     + 'checksum fails, a packet to a multicast address or the limited broadcast 255.255.255.255 (the element knows no '
     + 'subnet\'s broadcast address) or to an Ethernet group address, or one whose source is no single host (0/8, 127/8, '
     + 'multicast, 240/4), as RFC 1122 §3.2.2 and RFC 1812 §4.3.2.7 require; nor, past the rate, more than `rate` a second '
@@ -30,7 +30,7 @@ export default defineElement({
   },
   state: {
     sent: state.counter('ICMP errors sent'),
-    not_allowed: state.counter('packets no error may be sent about: ICMP errors, later fragments, bad header checksums, broadcast or multicast, no single host as source'),
+    not_allowed: state.counter('packets no error may be sent about: ICMP errors, later fragments, bad header checksums, broadcast or multicast, no single host as source; and for time exceeded, packets to src'),
     not_ipv4: state.counter('frames without a valid IPv4 header'),
     limited: state.counter('packets not answered because of the rate'),
     no_room: state.counter('packets not answered for want of room in front of the frame (a slot with less headroom than 28 bytes)'),

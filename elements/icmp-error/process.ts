@@ -21,7 +21,8 @@ export function process(self: ICMPErrorState, batch: Batch, out: Outputs): void 
     const p = batch.packet(i);
     const ip = IPv4.capturedHeader(p);
     if (!ip) { self.not_ipv4++; out.push(UNANSWERED, p); continue; }
-    if (!answerable(p, ip)) { self.not_allowed++; out.push(UNANSWERED, p); continue; }
+    // A router takes packets addressed to itself whatever their TTL (RFC 1812 §4.2.2.9): they did not expire.
+    if (!answerable(p, ip) || (type == ICMP.TIME_EXCEEDED && IPv4.dst(ip) == self.src)) { self.not_allowed++; out.push(UNANSWERED, p); continue; }
     if (<u32>p.dataOffset < META_SIZE + ICMP.ERROR_HEADERS) { self.no_room++; out.push(UNANSWERED, p); continue; }
     if (!rateAllows(self, t)) { self.limited++; out.push(UNANSWERED, p); continue; }
     ICMP.answer(p, ip, type, code, rest, self.src, QUOTE);
