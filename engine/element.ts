@@ -280,8 +280,11 @@ export interface ElementDefinition {
    * two), or a function of its parameters when they decide it (a NAT fragmenting to an MTU).
    */
   expands?: number | ((params: any) => number);
-  /** Copies it makes with clonePacket per packet it receives (Tee: outputs - 1); sizes the shard's clone stash. */
-  clones?: (params: any) => number;
+  /**
+   * Packets it makes (clonePacket, newPacket) per packet it receives, or a function of its parameters (Tee: outputs - 1);
+   * sizes the shard's stash of free slots.
+   */
+  clones?: number | ((params: any) => number);
   /** Sources and sinks run on the I/O side; their process.ts holds the per-packet I/O loops. */
   source?: (ctx: IoContext) => SourceDriver;
   sink?: (ctx: IoContext) => SinkDriver;
@@ -355,6 +358,11 @@ export function outputsOf(type: ElementDefinition, params: Record<string, unknow
 /** Most packets the element emits on one output per packet it receives (its `expands`, 1 when it declares none). */
 export function expansionOf(type: ElementDefinition, params: Record<string, unknown>): number {
   return typeof type.expands === 'function' ? type.expands(params) : type.expands ?? 1;
+}
+
+/** Packets the element makes per packet it receives (its `clones`, 0 when it declares none). */
+export function clonesOf(type: ElementDefinition, params: Record<string, unknown>): number {
+  return typeof type.clones === 'function' ? type.clones(params) : type.clones ?? 0;
 }
 
 /**

@@ -9,7 +9,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
 import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
-import { expansionOf, setUpBy, paramsReadBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
+import { expansionOf, clonesOf, setUpBy, paramsReadBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import type { ParamTypeError } from './params.ts';
 import { handlersOf } from './handlers.ts';
@@ -183,7 +183,7 @@ export class Pipeline {
     this.log = options.log ?? (() => {});
     this.clock = options.clock ?? 'trace';
     this.threads = this.threadsFor(options.threads ?? config.threads, graph);
-    this.copiesPerPacket = graph.nodes.reduce((sum, n) => sum + (n.type.clones?.(n.instance.params) ?? 0), 0);
+    this.copiesPerPacket = graph.nodes.reduce((sum, n) => sum + clonesOf(n.type, n.instance.params), 0);
     // With copies, a round is as large as the copies of two rounds fit a quarter of the pool.
     const roundWithCopies = Math.floor((config.poolSlots >> 2) / (2 * Math.max(1, this.copiesPerPacket)));
     this.pumpBudget = this.threads === 'inline' ? Math.max(config.batch, 256)
@@ -1517,7 +1517,7 @@ export class Pipeline {
         // What a config would refuse is refused here too; and the batches were sized by the parameters.
         const problem = node.type.invalid?.(next)[0];
         if (problem) throw new Error(`${param}: ${problem.message}${problem.hint ? ` (${problem.hint})` : ''}`);
-        const sizes = (params: Record<string, unknown>) => `${expansionOf(node.type, params)}/${node.type.clones?.(params) ?? 0}`;
+        const sizes = (params: Record<string, unknown>) => `${expansionOf(node.type, params)}/${clonesOf(node.type, params)}`;
         if (sizes(next) !== sizes(node.instance.params)) {
           throw new Error(`${param}: this value changes how much room ${node.name}'s outputs need; change it in the config and reload`);
         }
