@@ -283,12 +283,14 @@ print(json.dumps(answered))
     });
   });
 
-  test('traceroute through the NAT: the engine is hop 1 (time exceeded from the gateway, no mapping made), the server hop 2; a server\'s ping with TTL 1 is answered from the outside gateway; both sides find their gateway by ARP; a request to the gateway itself with TTL 1 is answered', async () => {
+  test('traceroute through the NAT: the engine is hop 1 (time exceeded from the gateway, no mapping made), the server hop 2; a server\'s ping with TTL 1 is answered from the outside gateway; both sides find their gateway by ARP and the engine finds them; a request to the gateway itself with TTL 1 is answered', async () => {
     await withTopology(async (t) => {
       natRoutes(t);
-      // No static neighbour for the gateways: the peers ask for them by ARP, and the engine answers.
+      // No static neighbour for the gateways: the peers ask for them by ARP, and the engine answers. And a client MAC
+      // no config names: the engine asks for it.
       t.run(t.ns.client, ['ip', 'neigh', 'del', ADDRESSES.clientGateway, 'dev', t.dev.client]);
       t.run(t.ns.server, ['ip', 'neigh', 'del', ADDRESSES.serverGateway, 'dev', t.dev.server]);
+      t.run(t.ns.client, ['ip', 'link', 'set', 'dev', t.dev.client, 'address', '02:00:64:00:00:77']);
       const engine = await startNat(t, 1);
       // UDP probes, one per hop, one at a time: the first expires at the engine, the second reaches the server, whose port
       // unreachable comes back through the NAT (an ICMP error about a translated datagram).
@@ -312,7 +314,9 @@ print(json.dumps(list(s.recv(100)[:4])))
       const counter = (element: string, name: string) => Number(new RegExp(`^${element}\\s.*\\b${name}=(\\d+)`, 'm').exec(stdout)?.[1] ?? 0);
       assert.match(neighbours[0], new RegExp(`lladdr ${MACS.engineClient}`), neighbours[0]);
       assert.match(neighbours[1], new RegExp(`lladdr ${MACS.engineServer}`), neighbours[1]);
-      assert.ok(counter('arp_in', 'answered') >= 1 && counter('arp_out', 'answered') >= 1, stdout);
+      // The server may learn its gateway from the engine's own request (for its address) and never ask.
+      assert.ok(counter('arp_in', 'answered') >= 1, stdout);
+      assert.ok(counter('to_client', 'learned') >= 1 && counter('to_server', 'learned') >= 1, stdout);
       const hops = trace.stdout.toString().split('\n').slice(1).map((l) => l.trim().split(/\s+/)[1]).filter(Boolean);
       assert.equal(hops, [ADDRESSES.clientGateway, ADDRESSES.server], trace.stdout.toString() + trace.stderr.toString());
       assert.match(ping.stdout.toString(), new RegExp(`From ${ADDRESSES.serverGateway.replace(/\./g, '\\.')} icmp_seq=1 Time to live exceeded`), ping.stdout.toString());

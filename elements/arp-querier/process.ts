@@ -1,0 +1,267 @@
+import { Batch, Outputs, Packet, Ethernet, IPv4, Wire, dropPacket, newPacket, now } from "wirepath";
+import { ARPQuerierState } from "./layout";
+
+const OUT = 0;
+const ETHERTYPE_ARP: u16 = 0x0806;
+/** An Ethernet and IPv4 ARP message (RFC 826): hardware type 1, protocol 0x0800, lengths 6 and 4: its first 6 bytes as loaded. */
+const ARP_ETHERNET_IPV4: u64 = 0x0406_0008_0100;
+const ARP_LENGTH: u32 = 28;
+const REQUEST: u16 = 1;
+const REPLY: u16 = 2;
+const SENDER_MAC = 8;
+const SENDER_IP = 14;
+const TARGET_MAC = 18;
+const TARGET_IP = 24;
+/** Shortest Ethernet frame without its FCS: requests are padded to it. */
+const MIN_FRAME: u32 = 60;
+const SECOND: u64 = 1_000_000_000;
+
+// The neighbours (element.ts `neighbours`): [slot count u32], then from byte SLOT slots of [address u32][pad u32]
+// [MAC | KNOWN u64][learned u64][queried u64],
+// shared by the shards, so every field is read and written atomically. A reader reads the address again after the MAC:
+// a slot taken over for another neighbour meanwhile is then a miss, never that neighbour's MAC.
+const SLOT: u32 = 32;
+const MAC_AT = 8;
+const LEARNED_AT = 16;
+const QUERIED_AT = 24;
+const KNOWN: u64 = 1 << 63;
+const MAC_BITS: u64 = 0xffff_ffff_ffff;
+/** Slots looked at for a neighbour from its hash. */
+const PROBES: u32 = 8;
+
+export function process(self: ARPQuerierState, batch: Batch, out: Outputs, port: i32): void {
+  const t = now();
+  if (port == 1) {
+    for (let i: u32 = 0; i < batch.count; i++) {
+      const p = batch.packet(i);
+      learnFrom(self, p, t, out);
+      dropPacket(p);
+    }
+    dropStale(self, t);
+    return;
+  }
+  // Packets for known neighbours stay in the batch, which goes on whole; requests go as they come.
+  const n = batch.count;
+  let kept: u32 = 0;
+  for (let i: u32 = 0; i < n; i++) {
+    const p = batch.packet(i);
+    const ip = IPv4.capturedHeader(p);
+    if (!ip) { self.not_ipv4++; dropPacket(p); continue; }
+    const hop = nextHop(self, IPv4.dst(ip));
+    const slot = find(self, hop);
+    const mac = slot ? knownMac(slot, hop) : 0;
+    if (mac) {
+      Ethernet.setAddress(Ethernet.dst(p), mac & MAC_BITS);
+      Ethernet.setAddress(Ethernet.src(p), self.mac);
+      self.resolved++;
+      batch.set(kept++, p);
+      if (t - atomic.load<u64>(slot, LEARNED_AT) >= self.timeout && mayAsk(slot, t)) ask(self, p, hop, out);
+      continue;
+    }
+    const waiting = slot ? slot : claim(self, hop, t);
+    if (!waiting) { self.table_full++; dropPacket(p); continue; }
+    if (mayAsk(waiting, t)) ask(self, p, hop, out);
+    if (hold(self, p, hop, t)) self.held++;
+    else { self.unresolved++; dropPacket(p); }
+  }
+  batch.count = kept;
+  out.pushAll(OUT, batch);
+  dropStale(self, t);
+}
+
+/** Packets held longer than this for a neighbour that does not answer are dropped (Linux gives up after 3 requests). */
+const HOLD_NS: u64 = 3 * SECOND;
+
+export function tick(self: ARPQuerierState, out: Outputs): void {
+  dropStale(self, now());
+}
+
+/** Sends a request for `address` beside `p` (a new packet with p's VLAN tags). */
+function ask(self: ARPQuerierState, p: Packet, address: u32, out: Outputs): void {
+  const q = newPacket();
+  if (!q) return;
+  q.timestamp = p.timestamp;
+  copyTags(q, p);
+  writeRequest(self, q, address);
+  out.push(OUT, q);
+}
+
+// Packets waiting for their next hop's MAC (element.ts `held`): [count u32] then from byte HELD_AT entries of [packet u32]
+// [address u32][since u64], one packet per neighbour, taken and given back by any shard with atomics. An entry is
+// claimed by writing RESERVED into its packet word, then its address and time, then the packet: a shard that finds a
+// packet there finds the address it waits for.
+const HELD_AT: usize = 16;
+const HELD_ENTRY: usize = 16;
+const HELD_ENTRIES: u32 = 64;
+const RESERVED: u32 = 1;
+
+/** Holds `p` until `address` answers; false when a packet for it already waits, or every entry is taken. */
+function hold(self: ARPQuerierState, p: Packet, address: u32, t: u64): bool {
+  const area = <usize>self.held_packets;
+  for (let i: u32 = 0; i < HELD_ENTRIES; i++) {
+    const e = area + HELD_AT + <usize>i * HELD_ENTRY;
+    if (atomic.load<u32>(e) > RESERVED && atomic.load<u32>(e, 4) == address) return false;
+  }
+  for (let i: u32 = 0; i < HELD_ENTRIES; i++) {
+    const e = area + HELD_AT + <usize>i * HELD_ENTRY;
+    if (atomic.cmpxchg<u32>(e, 0, RESERVED) != 0) continue;
+    atomic.store<u32>(e, address, 4);
+    atomic.store<u64>(e, t, 8);
+    atomic.store<u32>(e, changetype<u32>(p));
+    atomic.add<u32>(area, 1);
+    return true;
+  }
+  return false;
+}
+
+/** Takes the packet of entry `e` when it is `packet` (no other shard took it first). */
+@inline function takeHeld(area: usize, e: usize, packet: u32): bool {
+  if (packet <= RESERVED || atomic.cmpxchg<u32>(e, packet, 0) != packet) return false;
+  atomic.sub<u32>(area, 1);
+  return true;
+}
+
+/** Sends the packet that waits for `address`, now that its MAC is known. */
+function release(self: ARPQuerierState, address: u32, mac: u64, out: Outputs): void {
+  const area = <usize>self.held_packets;
+  if (!atomic.load<u32>(area)) return;
+  for (let i: u32 = 0; i < HELD_ENTRIES; i++) {
+    const e = area + HELD_AT + <usize>i * HELD_ENTRY;
+    const packet = atomic.load<u32>(e);
+    if (packet <= RESERVED || atomic.load<u32>(e, 4) != address || !takeHeld(area, e, packet)) continue;
+    const p = changetype<Packet>(packet);
+    Ethernet.setAddress(Ethernet.dst(p), mac & MAC_BITS);
+    Ethernet.setAddress(Ethernet.src(p), self.mac);
+    self.released++;
+    out.push(OUT, p);
+  }
+}
+
+/** Drops the packets held HOLD_NS or longer. */
+function dropStale(self: ARPQuerierState, t: u64): void {
+  const area = <usize>self.held_packets;
+  if (!atomic.load<u32>(area)) return;
+  for (let i: u32 = 0; i < HELD_ENTRIES; i++) {
+    const e = area + HELD_AT + <usize>i * HELD_ENTRY;
+    const packet = atomic.load<u32>(e);
+    if (packet <= RESERVED || t - atomic.load<u64>(e, 8) < HOLD_NS || !takeHeld(area, e, packet)) continue;
+    self.unresolved++;
+    dropPacket(changetype<Packet>(packet));
+  }
+}
+
+@inline function nextHop(self: ARPQuerierState, dst: u32): u32 {
+  return self.has_network && (dst & self.network_mask) != self.network_address ? self.gateway : dst;
+}
+
+/** The MAC of the neighbour in `slot` with the KNOWN bit, or 0 while it is not known (or the slot went to another). */
+@inline function knownMac(slot: usize, address: u32): u64 {
+  const mac = atomic.load<u64>(slot, MAC_AT);
+  return atomic.load<u32>(slot) == address ? mac : 0;
+}
+
+/** Whether a request for the neighbour in `slot` may go now (one a second): if so, notes that it went. */
+function mayAsk(slot: usize, t: u64): bool {
+  const last = atomic.load<u64>(slot, QUERIED_AT);
+  if (last != 0 && t - last < SECOND) return false;
+  return atomic.cmpxchg<u64>(slot, last, t | 1, QUERIED_AT) == last;
+}
+
+@inline function slotAt(self: ARPQuerierState, index: u32): usize {
+  const table = <usize>self.neighbours;
+  return table + SLOT + <usize>(index & (load<u32>(table) - 1)) * SLOT;
+}
+
+@inline function hashOf(address: u32): u32 {
+  let h = address * 0x9e3779b1;
+  return h ^ (h >>> 16);
+}
+
+/** The slot of `address`, or 0. */
+function find(self: ARPQuerierState, address: u32): usize {
+  const h = hashOf(address);
+  for (let i: u32 = 0; i < PROBES; i++) {
+    const slot = slotAt(self, h + i);
+    const held = atomic.load<u32>(slot);
+    if (held == address) return slot;
+    if (held == 0) return 0;
+  }
+  return 0;
+}
+
+/**
+ * A slot for `address`, not known yet: a free one, or the one whose neighbour was heard of longest ago if that is
+ * more than `timeout` ago; 0 when there is none (or another shard took it first).
+ */
+function claim(self: ARPQuerierState, address: u32, t: u64): usize {
+  const h = hashOf(address);
+  let oldest: usize = 0;
+  let oldestTime: u64 = U64.MAX_VALUE;
+  for (let i: u32 = 0; i < PROBES; i++) {
+    const slot = slotAt(self, h + i);
+    const held = atomic.load<u32>(slot);
+    if (held == address) return slot;
+    if (held == 0) return take(slot, 0, address);
+    const heard = max<u64>(atomic.load<u64>(slot, LEARNED_AT), atomic.load<u64>(slot, QUERIED_AT));
+    if (heard < oldestTime) { oldest = slot; oldestTime = heard; }
+  }
+  if (!oldest || t - oldestTime < self.timeout) return 0;
+  return take(oldest, atomic.load<u32>(oldest), address);
+}
+
+/** Takes `slot` from `held` for `address`, nothing known of it yet; 0 when another shard changed it first. */
+function take(slot: usize, held: u32, address: u32): usize {
+  if (atomic.cmpxchg<u32>(slot, held, address) != held) return atomic.load<u32>(slot) == address ? slot : 0;
+  atomic.store<u64>(slot, 0, MAC_AT);
+  atomic.store<u64>(slot, 0, LEARNED_AT);
+  atomic.store<u64>(slot, 0, QUERIED_AT);
+  return slot;
+}
+
+/**
+ * Learns from an ARP frame: the sender of a reply, or of a request for our address; any sender already known is updated.
+ * A packet that waited for the sender goes out.
+ */
+function learnFrom(self: ARPQuerierState, p: Packet, t: u64, out: Outputs): void {
+  if (Ethernet.etherType(p) != ETHERTYPE_ARP || <u32>p.l3Offset + ARP_LENGTH > p.length) { self.not_arp++; return; }
+  const arp = p.data + <usize>p.l3Offset;
+  if ((load<u64>(arp) & MAC_BITS) != ARP_ETHERNET_IPV4) { self.not_arp++; return; }
+  const sender = Wire.get32(arp + SENDER_IP);
+  if (sender == 0) return; // a probe (RFC 5227) teaches nothing
+  const operation = Wire.get16(arp + 6);
+  const wanted = operation == REPLY || (operation == REQUEST && Wire.get32(arp + TARGET_IP) == self.address);
+  const slot = wanted ? claim(self, sender, t) : find(self, sender);
+  if (!slot) return;
+  const mac = (<u64>load<u32>(arp + SENDER_MAC) | (<u64>load<u16>(arp + SENDER_MAC + 4) << 32)) | KNOWN;
+  atomic.store<u64>(slot, mac, MAC_AT);
+  atomic.store<u64>(slot, t | 1, LEARNED_AT);
+  self.learned++;
+  release(self, sender, mac, out);
+}
+
+/** Copies the VLAN tags of `from` (its layer 2 header past the addresses) into `to`, whose l3Offset it sets alike. */
+function copyTags(to: Packet, from: Packet): void {
+  for (let at: u32 = 12; at < <u32>from.l3Offset; at++) store<u8>(to.data + at, load<u8>(from.data + at));
+  to.l3Offset = from.l3Offset;
+}
+
+/** Makes `p` (its layer 2 header up to l3Offset kept, tags and all) the broadcast ARP request for `address`. */
+function writeRequest(self: ARPQuerierState, p: Packet, address: u32): void {
+  const d = p.data;
+  const l3 = <u32>p.l3Offset;
+  Ethernet.setAddress(d, MAC_BITS);
+  Ethernet.setAddress(d + 6, self.mac);
+  Wire.set16(d + l3 - 2, ETHERTYPE_ARP);
+  const arp = d + l3;
+  store<u64>(arp, ARP_ETHERNET_IPV4 | (<u64>bswap<u16>(REQUEST) << 48));
+  Ethernet.setAddress(arp + SENDER_MAC, self.mac);
+  Wire.set32(arp + SENDER_IP, self.address);
+  Ethernet.setAddress(arp + TARGET_MAC, 0);
+  Wire.set32(arp + TARGET_IP, address);
+  const end = l3 + ARP_LENGTH;
+  const length = max<u32>(end, MIN_FRAME);
+  for (let at = end; at < length; at++) store<u8>(d + at, 0);
+  p.length = length;
+  p.wireLength = length;
+  self.queries++;
+}
