@@ -9,6 +9,7 @@ export const ETHERTYPE_IPV4: u16 = 0x0800;
 export const ETHERTYPE_IPV6: u16 = 0x86dd;
 export const ETHERTYPE_VLAN: u16 = 0x8100;
 export const ETHERTYPE_QINQ: u16 = 0x88a8;
+export const ETHERTYPE_ARP: u16 = 0x0806;
 export const IPPROTO_ICMP: u8 = 1;
 export const IPPROTO_TCP: u8 = 6;
 export const IPPROTO_UDP: u8 = 17;
@@ -26,6 +27,11 @@ export namespace Ethernet {
   @inline export function setAddress(addr: usize, mac: u64): void {
     store<u32>(addr, <u32>mac);
     store<u16>(addr + 4, <u16>(mac >> 32));
+  }
+
+  /** The address at `addr` as setAddress takes it: six wire-order bytes in the low bytes of a u64. */
+  @inline export function address(addr: usize): u64 {
+    return <u64>load<u32>(addr) | (<u64>load<u16>(addr + 4) << 32);
   }
 
   /**
@@ -314,6 +320,27 @@ export namespace ICMP {
     p.wireLength = p.length;
     p.l3Offset = 0;
     return true;
+  }
+}
+
+/** ARP messages of Ethernet and IPv4 (RFC 826): their length, field offsets and values. */
+export namespace ARP {
+  export const LENGTH: u32 = 28;
+  export const OPERATION: usize = 6;
+  export const SENDER_MAC: usize = 8;
+  export const SENDER_IP: usize = 14;
+  export const TARGET_MAC: usize = 18;
+  export const TARGET_IP: usize = 24;
+  export const REQUEST: u16 = 1;
+  export const REPLY: u16 = 2;
+  /** The first 6 bytes as loaded (a u64's low 48 bits): hardware type 1 (Ethernet), protocol 0x0800, lengths 6 and 4. */
+  export const ETHERNET_IPV4: u64 = 0x0406_0008_0100;
+  /** The same with hardware type 6 (IEEE 802), which Linux takes as Ethernet. */
+  export const IEEE802_IPV4: u64 = 0x0406_0008_0600;
+
+  /** The first 6 bytes of the message at `arp` as ETHERNET_IPV4 is written. */
+  @inline export function form(arp: usize): u64 {
+    return load<u64>(arp) & 0xffff_ffff_ffff;
   }
 }
 

@@ -1,25 +1,15 @@
-import { Batch, Outputs, Packet, Ethernet, IPv4, Wire, dropPacket, newPacket, now } from "wirepath";
+import { Batch, Outputs, Packet, Ethernet, IPv4, ARP, Wire, ETHERTYPE_ARP, dropPacket, newPacket, now } from "wirepath";
 import { ARPQuerierState } from "./layout";
 
 const OUT = 0;
-const ETHERTYPE_ARP: u16 = 0x0806;
-/** An Ethernet and IPv4 ARP message (RFC 826): hardware type 1, protocol 0x0800, lengths 6 and 4: its first 6 bytes as loaded. */
-const ARP_ETHERNET_IPV4: u64 = 0x0406_0008_0100;
-const ARP_LENGTH: u32 = 28;
-const REQUEST: u16 = 1;
-const REPLY: u16 = 2;
-const SENDER_MAC = 8;
-const SENDER_IP = 14;
-const TARGET_MAC = 18;
-const TARGET_IP = 24;
 /** Shortest Ethernet frame without its FCS: requests are padded to it. */
 const MIN_FRAME: u32 = 60;
 const SECOND: u64 = 1_000_000_000;
 
 // The neighbours (element.ts `neighbours`): [slot count u32], then from byte SLOT slots of [address u32][pad u32]
-// [MAC | KNOWN u64][learned u64][queried u64],
-// shared by the shards, so every field is read and written atomically. A reader reads the address again after the MAC:
-// a slot taken over for another neighbour meanwhile is then a miss, never that neighbour's MAC.
+// [MAC | KNOWN u64][learned u64][queried u64], shared by the shards, so every field is read and written atomically. A
+// reader reads the address again after the MAC: a slot taken over for another neighbour meanwhile is then a miss, never
+// that neighbour's MAC.
 const SLOT: u32 = 32;
 const MAC_AT = 8;
 const LEARNED_AT = 16;
@@ -223,16 +213,17 @@ function take(slot: usize, held: u32, address: u32): usize {
  * A packet that waited for the sender goes out.
  */
 function learnFrom(self: ARPQuerierState, p: Packet, t: u64, out: Outputs): void {
-  if (Ethernet.etherType(p) != ETHERTYPE_ARP || <u32>p.l3Offset + ARP_LENGTH > p.length) { self.not_arp++; return; }
+  if (Ethernet.etherType(p) != ETHERTYPE_ARP || <u32>p.l3Offset + ARP.LENGTH > p.length) { self.not_arp++; return; }
   const arp = p.data + <usize>p.l3Offset;
-  if ((load<u64>(arp) & MAC_BITS) != ARP_ETHERNET_IPV4) { self.not_arp++; return; }
-  const sender = Wire.get32(arp + SENDER_IP);
+  const form = ARP.form(arp);
+  if (form != ARP.ETHERNET_IPV4 && form != ARP.IEEE802_IPV4) { self.not_arp++; return; }
+  const sender = Wire.get32(arp + ARP.SENDER_IP);
   if (sender == 0) return; // a probe (RFC 5227) teaches nothing
-  const operation = Wire.get16(arp + 6);
-  const wanted = operation == REPLY || (operation == REQUEST && Wire.get32(arp + TARGET_IP) == self.address);
+  const operation = Wire.get16(arp + ARP.OPERATION);
+  const wanted = operation == ARP.REPLY || (operation == ARP.REQUEST && Wire.get32(arp + ARP.TARGET_IP) == self.address);
   const slot = wanted ? claim(self, sender, t) : find(self, sender);
   if (!slot) return;
-  const mac = (<u64>load<u32>(arp + SENDER_MAC) | (<u64>load<u16>(arp + SENDER_MAC + 4) << 32)) | KNOWN;
+  const mac = Ethernet.address(arp + ARP.SENDER_MAC) | KNOWN;
   atomic.store<u64>(slot, mac, MAC_AT);
   atomic.store<u64>(slot, t | 1, LEARNED_AT);
   self.learned++;
@@ -253,12 +244,12 @@ function writeRequest(self: ARPQuerierState, p: Packet, address: u32): void {
   Ethernet.setAddress(d + 6, self.mac);
   Wire.set16(d + l3 - 2, ETHERTYPE_ARP);
   const arp = d + l3;
-  store<u64>(arp, ARP_ETHERNET_IPV4 | (<u64>bswap<u16>(REQUEST) << 48));
-  Ethernet.setAddress(arp + SENDER_MAC, self.mac);
-  Wire.set32(arp + SENDER_IP, self.address);
-  Ethernet.setAddress(arp + TARGET_MAC, 0);
-  Wire.set32(arp + TARGET_IP, address);
-  const end = l3 + ARP_LENGTH;
+  store<u64>(arp, ARP.ETHERNET_IPV4 | (<u64>bswap<u16>(ARP.REQUEST) << 48));
+  Ethernet.setAddress(arp + ARP.SENDER_MAC, self.mac);
+  Wire.set32(arp + ARP.SENDER_IP, self.address);
+  Ethernet.setAddress(arp + ARP.TARGET_MAC, 0);
+  Wire.set32(arp + ARP.TARGET_IP, address);
+  const end = l3 + ARP.LENGTH;
   const length = max<u32>(end, MIN_FRAME);
   for (let at = end; at < length; at++) store<u8>(d + at, 0);
   p.length = length;
