@@ -51,8 +51,11 @@ export function process(self: ARPQuerierState, batch: Batch, out: Outputs, port:
     const waiting = slot ? slot : claim(self, hop, t);
     if (!waiting) { self.table_full++; dropPacket(p); continue; }
     if (mayAsk(waiting, t)) ask(self, p, hop, out);
-    if (hold(self, p, hop, t)) self.held++;
-    else { self.unresolved++; dropPacket(p); }
+    if (!hold(self, p, hop, t)) { self.unresolved++; dropPacket(p); continue; }
+    self.held++;
+    // The answer may have come to another shard since the look above, and found nothing held yet.
+    const answered = knownMac(waiting, hop);
+    if (answered) release(self, hop, answered, out);
   }
   batch.count = kept;
   out.pushAll(OUT, batch);
