@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { readPcap, writePcap, ipv4Frame, tshark, cli, type FrameSpec } from './helpers.ts';
+import { readPcap, writePcap, ipv4Frame, tshark, cli, runConfig, type FrameSpec } from './helpers.ts';
 import { inTempDir, runInOrder, ipv6Frame } from './golden.ts';
 
 const MAC = '02:00:64:00:00:01';
@@ -92,6 +92,53 @@ test('ARPQuerier sends destinations outside network to the gateway, keeps VLAN t
   const sent = readPcap(join(dir, 'out.pcap')).records.map((r) => r.data.toString('hex'));
   assert.equal(sent, [request('100.64.0.254'), sentTo(to('198.18.0.7'), HOST), sentTo(tagged, HOST), withTag(request('100.64.0.2'), 7)].map((b) => b.toString('hex')));
   assert.equal([result.elements.q.not_arp, result.elements.q.learned], [1, 1]);
+}));
+
+test('ARPQuerier sends broadcasts and multicasts to their group MACs, learns from answers but not from group MACs or hosts outside the network, and forgets a neighbour that stopped answering', () => inTempDir(async (dir) => {
+  const at = (sec: number, data: Buffer) => ({ data, sec: Math.floor(sec), usec: Math.round((sec % 1) * 1e6) });
+  const unsolicited = reply('02:00:64:00:00:05', '100.64.0.5');
+  const fromGroup = reply('01:00:5e:00:00:05', '100.64.0.6');
+  const fromOutside = arp(1, '02:00:64:00:00:07', '10.0.0.7', '00:00:00:00:00:00', '100.64.0.1', 'ff:ff:ff:ff:ff:ff');
+  const first = to('100.64.0.2', { sport: 1 });
+  const silent = to('100.64.0.2', { sport: 2 });
+  writePcap(join(dir, 'in.pcap'), [
+    at(1.0, to('255.255.255.255')), at(1.0, to('100.64.0.255')), at(1.0, to('224.1.2.3')),
+    at(1.1, unsolicited), at(1.1, fromGroup), at(1.1, fromOutside),       // an answer teaches; the others nothing
+    at(1.2, to('100.64.0.5')),                                            // known from the answer: sent
+    at(1.2, to('100.64.0.6')),                                            // unknown: asked for
+    at(1.3, first), at(1.4, reply(HOST, '100.64.0.2')),                   // asked for, answered, sent
+    at(14.5, silent),                                                     // answered 13.1 s ago (timeout 10 s, 3 s to answer): unknown again
+  ]);
+  const result = await runInOrder(dir, config('network: 100.64.0.0/24, gateway: 100.64.0.254'));
+  const sent = readPcap(join(dir, 'out.pcap')).records.map((r) => r.data.toString('hex'));
+  assert.equal(sent, [
+    sentTo(to('255.255.255.255'), 'ff:ff:ff:ff:ff:ff'), sentTo(to('100.64.0.255'), 'ff:ff:ff:ff:ff:ff'), sentTo(to('224.1.2.3'), '01:00:5e:01:02:03'),
+    sentTo(to('100.64.0.5'), '02:00:64:00:00:05'), request('100.64.0.6'), request('100.64.0.2'), sentTo(first, HOST), request('100.64.0.2'),
+  ].map((b) => b.toString('hex')));
+  assert.equal([result.elements.q.ignored, result.elements.q.learned, result.elements.q.held, result.elements.q.released], [2, 2, 3, 1]);
+}));
+
+/** `count` packets to as many hosts nobody knows yet, each answered `answerAfter` s later. */
+function manyNeighbours(count: number, answerAfter: number) {
+  const hostMac = (i: number) => `02:00:64:00:01:${i.toString(16).padStart(2, '0')}`;
+  const packets = Array.from({ length: count }, (_, i) => ({ data: to(`100.64.1.${i + 1}`, { sport: 1000 + i, src: `198.18.${i}.2` }), sec: 1, usec: i * 1000 }));
+  const answers = Array.from({ length: count }, (_, i) => ({ data: reply(hostMac(i + 1), `100.64.1.${i + 1}`), sec: 1, usec: answerAfter * 1e6 + i * 1000 }));
+  return { frames: [...packets, ...answers], hostMac };
+}
+
+test('ARPQuerier on two shards: every packet goes to its host\'s MAC once the host answers, on whichever shard the answer comes', () => inTempDir(async (dir) => {
+  const { frames, hostMac } = manyNeighbours(60, 0.5);
+  writePcap(join(dir, 'in.pcap'), frames);
+  for (const threads of ['inline', 'worker'] as const) {
+    const result = await runConfig(dir, `shards: 2\n${config()}`, { threads });
+    // On a trace the shards keep no order between them: an answer may come to one before the other has asked. Either
+    // way each packet goes, at once or once answered, and none is left waiting.
+    const q = result.elements.q as Record<string, number>;
+    assert.equal([q.resolved + q.released, q.held - q.released, q.unresolved], [60, 0, 0], `${threads}: ${JSON.stringify(q)}`);
+    const ipv4 = readPcap(join(dir, 'out.pcap')).records.filter((r) => r.data.readUInt16BE(12) === 0x0800);
+    assert.is(ipv4.length, 60);
+    for (const r of ipv4) assert.is(r.data.subarray(0, 6).toString('hex'), hex(hostMac(r.data[33])), `${threads}: the packet to 100.64.1.${r.data[33]}`);
+  }
 }));
 
 test('ARPQuerier: a gateway without its network, or one outside it, is a config error at its place', () => inTempDir(async (dir) => {

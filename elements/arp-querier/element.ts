@@ -16,16 +16,20 @@ export default defineElement({
   type: 'ARPQuerier',
   summary: 'sets the Ethernet addresses of IPv4 packets to their next hop\'s, found by ARP',
   description: 'Click\'s ARPQuerier: the Ethernet end of a router\'s output. Each IPv4 packet on input 0 leaves on output 0 '
-    + 'from `mac` to the MAC of its next hop: its destination, or `gateway` for a destination outside `network`. The MACs '
-    + 'come from ARP (RFC 826): for a next hop not known yet it sends an ARP request from `address` (broadcast, with the '
-    + 'packet\'s VLAN tags), again at most once a second, and holds the packet until the answer comes; as Click does, '
-    + 'one packet per neighbour waits (up to 64 in all, on any shard), and the others are dropped, as is a packet not '
-    + 'answered for within 3 s (counted in unresolved). ARP frames given to input 1 teach it: replies, and requests for '
-    + '`address` (the asker\'s MAC); any ARP updates a neighbour already known. A neighbour learned more than `timeout` '
-    + 'ago is asked again (at most once a second) while its packets go on to the MAC it had. The neighbours are shared by '
-    + 'all shards (a table of `capacity`, where a neighbour not heard of for `timeout` makes room for a new one); a table '
-    + 'with no room drops the packets of neighbours it cannot take (table_full). Frames on input 0 without a valid IPv4 '
-    + 'header, and those on input 1 that are no Ethernet and IPv4 ARP, are counted and dropped.',
+    + 'from `mac` to the MAC of its next hop: its destination, or `gateway` for a destination outside `network`. A packet '
+    + 'to 255.255.255.255 or the network\'s broadcast address goes to the broadcast MAC, and one to a multicast group to '
+    + 'the group\'s MAC (RFC 1112). The other MACs come from ARP (RFC 826): for a next hop not known yet it sends an ARP '
+    + 'request from `address` (broadcast, with the packet\'s VLAN tags), again at most once a second, and holds the '
+    + 'packet until the answer comes; as Click does, one packet per neighbour waits (up to 64 in all, on any shard), and '
+    + 'the others are dropped, as is a packet not answered for within 3 s (counted in unresolved). A packet still waiting '
+    + 'when the pipeline stops or reloads goes with it (counted in held only). ARP frames given to input 1 teach it, as '
+    + 'Click learns: answers (the answering host), and requests for `address` (the asker); any ARP updates a neighbour '
+    + 'already known; probes, group MACs and senders outside the network teach nothing (ignored). A '
+    + 'neighbour answered more than `timeout` ago is asked again (at most once a second) while its packets go on to the '
+    + 'MAC it had; one that has not answered for 3 s more is unknown again. The neighbours are shared by all shards (a '
+    + 'table of `capacity`, where a neighbour not heard of for `timeout` makes room for a new one); a table with no room '
+    + 'drops the packets of neighbours it cannot take (table_full). Frames on input 0 without a valid IPv4 header, and '
+    + 'those on input 1 that are no Ethernet and IPv4 ARP, are counted and dropped.',
   inputs: 2,
   outputs: [{ name: 'out', doc: 'packets with their next hop\'s Ethernet address, and ARP requests' }],
   // A packet may go out with a new ARP request beside it; an ARP answer may let a held packet go.
@@ -56,11 +60,12 @@ export default defineElement({
     unresolved: state.counter('packets dropped for want of their next hop\'s MAC: another waited for it, no room to hold them, or no answer in 3 s'),
     queries: state.counter('ARP requests sent'),
     learned: state.counter('ARP frames that taught or updated a neighbour'),
+    ignored: state.counter('ARP frames that taught nothing: probes, group MACs, senders outside the network, requests for others by unknown hosts'),
     table_full: state.counter('packets dropped because the table had no room for their next hop'),
     not_ipv4: state.counter('frames on input 0 without a valid IPv4 header (dropped)'),
     not_arp: state.counter('frames on input 1 that are no Ethernet and IPv4 ARP (dropped)'),
     neighbours: state.data({
-      doc: 'the neighbours, shared by the shards: [slot count u32] then from byte 32 per slot [address u32][pad u32][MAC, bit 63 when known u64][learned u64][queried u64]',
+      doc: 'the neighbours, shared by the shards: [slot count u32] then from byte 32 per slot [address u32][version u32][MAC, bit 63 when known u64][learned u64][queried u64]',
       shared: true,
       layout: (p: QuerierParams) => slots(p),
       size: (p: QuerierParams) => SLOT + slots(p) * SLOT,
