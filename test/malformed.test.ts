@@ -1,5 +1,6 @@
 // Malformed frames never crash the pipeline: CheckIPHeader counts and drops them, Rewrite passes what
-// it cannot parse (but drops TCP and UDP whose checksum it cannot follow), and neither touches a byte outside a frame.
+// it cannot parse (but drops TCP and UDP whose checksum it cannot follow), and neither touches a byte outside a frame;
+// nor do the router elements (ICMPError, ARPResponder, ARPQuerier) read one.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -162,6 +163,67 @@ connections:
   assert.equal(records.map((r) => r.caplen), inputs.map((r) => r.caplen), 'lengths');
   writePcap(join(dir, 'captured.pcap'), FRAMES.filter((f) => !transportCut(captured(f), f.length)).map((f) => ({ data: captured(f), origlen: f.length })));
   assert.equal(checksumVerdicts(join(dir, 'out.pcap')), checksumVerdicts(join(dir, 'captured.pcap')), 'checksums good where they were, bad where they were');
+}));
+
+/** ARP frames cut at every length, and garbage that claims to be ARP, for the ARP elements. */
+const ARP_FRAMES: Buffer[] = [
+  ...cuts(arpFrame()),
+  ...garbage(100, 7).map((f) => { const copy = Buffer.from(f); if (copy.length >= 14) copy.writeUInt16BE(0x0806, 12); return copy; }),
+];
+
+test('ICMPError reads no byte outside a frame: its errors do not depend on what lies past them, and every frame is accounted for', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), [...FRAMES, ...ARP_FRAMES]);
+  const run = async (pattern: number) => {
+    const result = await runInOrder(dir, `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  fill: { type: SlotGuard, mode: fill, pattern: ${pattern} }
+  err: { type: ICMPError, src: 100.64.0.1, rate: 0 }
+  out: { type: ToPcap, file: out.pcap }
+connections:
+  - src -> fill -> err -> out
+  - err[1] -> out
+`, { elementDirs: [join(ROOT, 'test/fixtures/slot-guard')] });
+    const e = result.elements.err as Record<string, number>;
+    assert.is(e.sent + e.not_allowed + e.not_ipv4 + e.no_room + e.limited, FRAMES.length + ARP_FRAMES.length);
+    assert.ok(e.sent > 0, 'some are answered');
+    return readFileSync(join(dir, 'out.pcap'));
+  };
+  assert.ok((await run(0x00)).equals(await run(0xff)), 'the output does not depend on the bytes outside the frames');
+  const errors = checksumVerdicts(join(dir, 'out.pcap')).filter((v) => v.icmp.startsWith('1'));
+  assert.ok(errors.length > 0 && errors.every((v) => v.ip.startsWith('1')), 'each error has good IP and ICMP checksums of its own');
+}));
+
+test('ARPResponder and ARPQuerier touch no byte outside a frame, read none, and count what they cannot parse', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), [...FRAMES, ...ARP_FRAMES]);
+  const run = async (pattern: number) => {
+    const result = await runInOrder(dir, `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  fill: { type: SlotGuard, mode: fill, pattern: ${pattern} }
+  responder: { type: ARPResponder, addresses: [0.0.0.0/0], mac: 02:00:00:00:00:01 }
+  kind: { type: Classifier, patterns: ['arp', '-'] }
+  querier: { type: ARPQuerier, address: 100.64.0.1, mac: 02:00:00:00:00:01 }
+  # The querier's own ARP requests are packets of its own (no fill to check): only the packets it passed are guarded.
+  made: { type: Classifier, patterns: ['arp', '-'] }
+  guard: { type: SlotGuard, mode: check, pattern: ${pattern} }
+  out: { type: ToPcap, file: out.pcap }
+connections:
+  - src -> fill -> responder -> guard -> out
+  - responder[1] -> kind
+  - kind[0] -> [1]querier
+  - kind[1] -> [0]querier
+  - querier -> made
+  - made[0] -> out
+  - made[1] -> guard
+`, { elementDirs: [join(ROOT, 'test/fixtures/slot-guard')] });
+    assert.is(result.elements.guard.clobbered, 0, `bytes outside frames changed (pattern ${pattern})`);
+    const r = result.elements.responder as Record<string, number>;
+    assert.is(r.answered + r.other + r.malformed, FRAMES.length + ARP_FRAMES.length);
+    assert.ok(r.malformed > 0 && (result.elements.querier as Record<string, number>).not_arp > 0, 'short ARP frames counted');
+    return readFileSync(join(dir, 'out.pcap'));
+  };
+  assert.ok((await run(0x00)).equals(await run(0xff)), 'the output does not depend on the bytes outside the frames');
 }));
 
 test('the garbage is the same on every run', () => {
