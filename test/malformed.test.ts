@@ -171,19 +171,24 @@ const ARP_FRAMES: Buffer[] = [
   ...garbage(100, 7).map((f) => { const copy = Buffer.from(f); if (copy.length >= 14) copy.writeUInt16BE(0x0806, 12); return copy; }),
 ];
 
-test('ICMPError reads no byte outside a frame: its errors do not depend on what lies past them, and every frame is accounted for', () => inTempDir(async (dir) => {
+/** The malformed frames and the ARP ones through `elements` after a SlotGuard that fills every slot past its frame with `pattern`. */
+function runFilled(dir: string, pattern: number, elements: string, connections: string) {
   writePcap(join(dir, 'in.pcap'), [...FRAMES, ...ARP_FRAMES]);
-  const run = async (pattern: number) => {
-    const result = await runInOrder(dir, `
+  return runInOrder(dir, `
 elements:
   src: { type: FromPcap, file: in.pcap }
   fill: { type: SlotGuard, mode: fill, pattern: ${pattern} }
-  err: { type: ICMPError, src: 100.64.0.1, rate: 0 }
+${elements}
   out: { type: ToPcap, file: out.pcap }
 connections:
-  - src -> fill -> err -> out
-  - err[1] -> out
+  - src -> fill
+${connections}
 `, { elementDirs: [join(ROOT, 'test/fixtures/slot-guard')] });
+}
+
+test('ICMPError reads no byte outside a frame: its errors do not depend on what lies past them, and every frame is accounted for', () => inTempDir(async (dir) => {
+  const run = async (pattern: number) => {
+    const result = await runFilled(dir, pattern, '  err: { type: ICMPError, src: 100.64.0.1, rate: 0 }', '  - fill -> err -> out\n  - err[1] -> out');
     const e = result.elements.err as Record<string, number>;
     assert.is(e.sent + e.not_allowed + e.not_ipv4 + e.no_room + e.limited, FRAMES.length + ARP_FRAMES.length);
     assert.ok(e.sent > 0, 'some are answered');
@@ -195,28 +200,21 @@ connections:
 }));
 
 test('ARPResponder and ARPQuerier touch no byte outside a frame, read none, and count what they cannot parse', () => inTempDir(async (dir) => {
-  writePcap(join(dir, 'in.pcap'), [...FRAMES, ...ARP_FRAMES]);
   const run = async (pattern: number) => {
-    const result = await runInOrder(dir, `
-elements:
-  src: { type: FromPcap, file: in.pcap }
-  fill: { type: SlotGuard, mode: fill, pattern: ${pattern} }
+    const result = await runFilled(dir, pattern, `
   responder: { type: ARPResponder, addresses: [0.0.0.0/0], mac: 02:00:00:00:00:01 }
   kind: { type: Classifier, patterns: ['arp', '-'] }
   querier: { type: ARPQuerier, address: 100.64.0.1, mac: 02:00:00:00:00:01 }
   # The querier's own ARP requests are packets of its own (no fill to check): only the packets it passed are guarded.
   made: { type: Classifier, patterns: ['arp', '-'] }
-  guard: { type: SlotGuard, mode: check, pattern: ${pattern} }
-  out: { type: ToPcap, file: out.pcap }
-connections:
-  - src -> fill -> responder -> guard -> out
+  guard: { type: SlotGuard, mode: check, pattern: ${pattern} }`, `
+  - fill -> responder -> guard -> out
   - responder[1] -> kind
   - kind[0] -> [1]querier
   - kind[1] -> [0]querier
   - querier -> made
   - made[0] -> out
-  - made[1] -> guard
-`, { elementDirs: [join(ROOT, 'test/fixtures/slot-guard')] });
+  - made[1] -> guard`);
     assert.is(result.elements.guard.clobbered, 0, `bytes outside frames changed (pattern ${pattern})`);
     const r = result.elements.responder as Record<string, number>;
     assert.is(r.answered + r.other + r.malformed, FRAMES.length + ARP_FRAMES.length);
