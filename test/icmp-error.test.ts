@@ -5,7 +5,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { readPcap, writePcap, ipv4Frame, internetChecksum, tshark, cli, type FrameSpec } from './helpers.ts';
+import { readPcap, writePcap, ipv4Frame, internetChecksum, tshark, cli, tempDir, removeDir, type FrameSpec } from './helpers.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
 import { inTempDir, runInOrder, assertRecords, recordsOf, withMacs, withOuterTag, withIpOptions, arpFrame, checksumVerdicts } from './golden.ts';
 
 const ROUTER = '100.64.0.1';
@@ -168,12 +170,31 @@ test('ICMPError: a fragmentation-needed error without the MTU it names, an MTU f
   assert.match(missing.stderr, /bad\.yaml:5:\d+: err\.code: an unreachable with code 4 \(fragmentation needed\) names the next-hop MTU, and mtu is not set/);
   assert.match(missing.stderr, /hint: set mtu/);
   const stray = check('mtu: 1280');
-  assert.is(stray.status, 2);
-  assert.match(stray.stderr, /bad\.yaml:5:\d+: err\.mtu: mtu is named only by an unreachable with code 4/);
+  assert.is(stray.status, 0, 'an unused mtu is only a warning');
+  assert.match(stray.stdout + stray.stderr, /err\.mtu: mtu is named only by an unreachable with code 4 \(fragmentation needed\): unused/);
   assert.is(check('error: unreachable, code: 4, mtu: 1280').status, 0);
   const undefinedCode = check('code: 3');
   assert.is(undefinedCode.status, 2);
   assert.match(undefinedCode.stderr, /err\.code: time exceeded has codes 0 \(TTL exceeded in transit\) and 1 \(fragment reassembly time exceeded\), not 3/);
 }));
+
+test('ICMPError is switched to fragmentation needed while it runs by writing mtu, then code; code 4 with no mtu is refused', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), [frame({ proto: 'udp' })]);
+    writeFileSync(join(dir, 'c.yaml'), router());
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { threads: 'inline', shards: 1 });
+    const err = pipeline.view('err');
+    err.setParam('error', 'unreachable');
+    assert.throws(() => err.setParam('code', 4), /code: an unreachable with code 4 \(fragmentation needed\) names the next-hop MTU/);
+    err.setParam('mtu', 1280);
+    err.setParam('code', 4);
+    await pipeline.run();
+    const [error] = readPcap(join(dir, 'errors.pcap')).records;
+    assert.equal([error.data[34], error.data[35], error.data.readUInt16BE(40)], [3, 4, 1280]);
+  } finally {
+    removeDir(dir);
+  }
+});
 
 test.run();

@@ -21,10 +21,9 @@ export default defineElement({
   ],
   params: {
     src: param.ipv4('the address the errors come from: the router\'s on the link they go back over', { required: true }),
-    // Fixed: they are checked together (invalid), which a running pipeline's writes would pass by.
-    error: param.enum('the error: time exceeded (type 11) or destination unreachable (type 3)', ['time-exceeded', 'unreachable'], { default: 'time-exceeded', fixed: true }),
-    code: param.int('its code (time exceeded: 0 TTL, 1 reassembly; unreachable: 0 net, 1 host, 3 port, 4 fragmentation needed, 13 prohibited, ...)', 0, 15, { default: 0, fixed: true }),
-    mtu: param.int('the next-hop MTU an unreachable with code 4 (fragmentation needed) names', 68, 65535, { fixed: true }),
+    error: param.enum('the error: time exceeded (type 11) or destination unreachable (type 3)', ['time-exceeded', 'unreachable'], { default: 'time-exceeded' }),
+    code: param.int('its code (time exceeded: 0 TTL, 1 reassembly; unreachable: 0 net, 1 host, 3 port, 4 fragmentation needed, 13 prohibited, ...)', 0, 15, { default: 0 }),
+    mtu: param.int('the next-hop MTU an unreachable with code 4 (fragmentation needed) names', 68, 65535),
     rate: param.int('most errors a shard sends a second (as Linux\'s icmp_msgs_per_sec); 0: no limit', 0, 1_000_000, { default: 1000 }),
     burst: param.int('most errors a shard sends at once when it sent none for a while', 1, 1_000_000, { default: 50 }),
   },
@@ -44,10 +43,11 @@ export default defineElement({
     if (fragmentationNeeded && p.mtu === undefined) {
       return [{ param: 'code', message: 'an unreachable with code 4 (fragmentation needed) names the next-hop MTU, and mtu is not set', hint: 'set mtu: the MTU of the link the packet was too big for' }];
     }
-    if (!fragmentationNeeded && p.mtu !== undefined) {
-      return [{ param: 'mtu', message: 'mtu is named only by an unreachable with code 4 (fragmentation needed)', hint: 'set error: unreachable and code: 4, or leave mtu out' }];
-    }
     return [];
   },
+  // Not an error: a running pipeline is switched to fragmentation needed by writing mtu first, then code.
+  warnings: (p: { error: string; code: number; mtu?: number }) => (p.mtu !== undefined && !(p.error === 'unreachable' && p.code === 4)
+    ? [{ param: 'mtu', message: 'mtu is named only by an unreachable with code 4 (fragmentation needed): unused', hint: 'set error: unreachable and code: 4, or leave mtu out' }]
+    : []),
   example: 'ttl: { type: Rewrite, dec_ttl: true }\nexpired: { type: ICMPError, src: 100.64.0.1 }\n# connections: ttl[1] -> expired -> back out of the port the packets came in',
 });
