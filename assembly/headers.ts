@@ -268,7 +268,6 @@ export namespace TCP {
 export namespace ICMP {
   export const DESTINATION_UNREACHABLE: u8 = 3;
   export const TIME_EXCEEDED: u8 = 11;
-  export const PARAMETER_PROBLEM: u8 = 12;
   /** Bytes an error puts in front of what it quotes: its IPv4 header (no options) and its ICMP header. */
   export const ERROR_HEADERS: u32 = 28;
 

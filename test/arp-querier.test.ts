@@ -141,6 +141,16 @@ test('ARPQuerier on two shards: every packet goes to its host\'s MAC once the ho
   }
 }));
 
+test('ARPQuerier with a full table drops the packets of neighbours it cannot take, counted in table_full; each packet is counted once', () => inTempDir(async (dir) => {
+  // 40 new hosts at once for 16 slots, none of which may make room (each was asked for less than timeout ago).
+  writePcap(join(dir, 'in.pcap'), Array.from({ length: 40 }, (_, i) => ({ data: to(`100.64.2.${i + 1}`), sec: 1, usec: i })));
+  const result = await runInOrder(dir, config('capacity: 16'));
+  const q = result.elements.q as Record<string, number>;
+  assert.ok(q.table_full >= 40 - 16, JSON.stringify(q));
+  assert.is(q.held + q.unresolved + q.table_full, 40, JSON.stringify(q));
+  assert.is(q.queries, 40 - q.table_full, 'a request for each neighbour it took');
+}));
+
 test('ARPQuerier: a gateway without its network, or one outside it, is a config error at its place', () => inTempDir(async (dir) => {
   const check = (params: string) => {
     writeFileSync(join(dir, 'bad.yaml'), config(params));

@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, Ethernet, IPv4, ARP, Wire, ETHERTYPE_ARP, dropPacket, newPacket, now } from "wirepath";
+import { Batch, Outputs, Packet, Ethernet, IPv4, ARP, Wire, ETHERTYPE_ARP, addressHash, dropPacket, newPacket, now } from "wirepath";
 import { ARPQuerierState } from "./layout";
 
 const OUT = 0;
@@ -93,7 +93,7 @@ function ask(self: ARPQuerierState, p: Packet, address: u32, out: Outputs): void
   out.push(OUT, q);
 }
 
-// Packets waiting for their next hop's MAC (element.ts `held`): [count u32] then from byte HELD_AT entries of [packet u32]
+// Packets waiting for their next hop's MAC (element.ts `held_packets`): [count u32] then from byte HELD_AT entries of [packet u32]
 // [address u32][since u64], one packet per neighbour, taken and given back by any shard with atomics. An entry is
 // claimed by writing RESERVED into its packet word, then its address and time, then the packet: a shard that finds a
 // packet there finds the address it waits for.
@@ -101,6 +101,10 @@ const HELD_AT: usize = 16;
 const HELD_ENTRY: usize = 16;
 const HELD_ENTRIES: u32 = 64;
 const RESERVED: u32 = 1;
+
+@inline function heldEntry(area: usize, i: u32): usize {
+  return area + HELD_AT + <usize>i * HELD_ENTRY;
+}
 
 /**
  * Holds `p` until `address` answers; false when a packet for it already waits, or every entry is taken. The packet is
@@ -112,7 +116,7 @@ function hold(self: ARPQuerierState, p: Packet, address: u32, t: u64): bool {
   const packet = changetype<u32>(p);
   let mine: usize = 0;
   for (let i: u32 = 0; i < HELD_ENTRIES && !mine; i++) {
-    const e = area + HELD_AT + <usize>i * HELD_ENTRY;
+    const e = heldEntry(area, i);
     if (atomic.cmpxchg<u32>(e, 0, RESERVED) != 0) continue;
     atomic.store<u32>(e, address, 4);
     atomic.store<u64>(e, t, 8);
@@ -122,7 +126,7 @@ function hold(self: ARPQuerierState, p: Packet, address: u32, t: u64): bool {
   }
   if (!mine) return false;
   for (let i: u32 = 0; i < HELD_ENTRIES; i++) {
-    const e = area + HELD_AT + <usize>i * HELD_ENTRY;
+    const e = heldEntry(area, i);
     if (e == mine || atomic.load<u32>(e) <= RESERVED || atomic.load<u32>(e, 4) != address) continue;
     // Another waits for it: take ours back, unless an answer sent it meanwhile.
     return !takeHeld(area, mine, packet);
@@ -142,7 +146,7 @@ function release(self: ARPQuerierState, address: u32, mac: u64, out: Outputs): v
   const area = <usize>self.held_packets;
   if (!atomic.load<u32>(area)) return;
   for (let i: u32 = 0; i < HELD_ENTRIES; i++) {
-    const e = area + HELD_AT + <usize>i * HELD_ENTRY;
+    const e = heldEntry(area, i);
     const packet = atomic.load<u32>(e);
     if (packet <= RESERVED || atomic.load<u32>(e, 4) != address || !takeHeld(area, e, packet)) continue;
     const p = changetype<Packet>(packet);
@@ -157,7 +161,7 @@ function dropStale(self: ARPQuerierState, t: u64): void {
   const area = <usize>self.held_packets;
   if (!atomic.load<u32>(area)) return;
   for (let i: u32 = 0; i < HELD_ENTRIES; i++) {
-    const e = area + HELD_AT + <usize>i * HELD_ENTRY;
+    const e = heldEntry(area, i);
     const packet = atomic.load<u32>(e);
     if (packet <= RESERVED || since(t, atomic.load<u64>(e, 8)) < HOLD_NS || !takeHeld(area, e, packet)) continue;
     self.unresolved++;
@@ -222,14 +226,9 @@ function mayAsk(slot: usize, t: u64): bool {
   return table + SLOT + <usize>(index & (load<u32>(table) - 1)) * SLOT;
 }
 
-@inline function hashOf(address: u32): u32 {
-  let h = address * 0x9e3779b1;
-  return h ^ (h >>> 16);
-}
-
 /** The slot of `address`, or 0 (a hint: knownMac and the lock tell whether it still is). */
 function find(self: ARPQuerierState, address: u32): usize {
-  const h = hashOf(address);
+  const h = addressHash(address);
   for (let i: u32 = 0; i < PROBES; i++) {
     const slot = slotAt(self, h + i);
     const held = atomic.load<u32>(slot);
@@ -244,7 +243,7 @@ function find(self: ARPQuerierState, address: u32): usize {
  * (answered, or asked for when it never answered) longest ago if that is more than `timeout` ago; 0 when there is none.
  */
 function claim(self: ARPQuerierState, address: u32, t: u64, fresh: bool): usize {
-  const h = hashOf(address);
+  const h = addressHash(address);
   let oldest: usize = 0;
   let oldestTime: u64 = U64.MAX_VALUE;
   for (let i: u32 = 0; i < PROBES; i++) {
