@@ -134,8 +134,17 @@ export interface ElementView {
   setParam(name: string, value: unknown): void;
   /** A state.data region, writable: shards see a change from their next batch. */
   data(field: string): DataView;
-  /** The live entries of a table on every shard (per-flow entries from their owner; cross-flow parts not added up). */
-  entries(table: string): TableEntry[];
+  /**
+   * The live entries of a table on every shard (per-flow entries from their owner; cross-flow parts not added up); with
+   * `where`, only those whose key (its four words, in an array reused from entry to entry) it accepts, the others never
+   * built (one subscriber's entries of a large table).
+   */
+  entries(table: string, where?: (key: TableEntry['key']) => boolean): TableEntry[];
+  /**
+   * How many live entries a table holds on every shard (a key whose parts several shards keep counted once); with `where`,
+   * only those whose key it accepts. Builds no entry: cheap enough for a counter read on every /metrics scrape.
+   */
+  count(table: string, where?: (key: TableEntry['key']) => boolean): number;
   /** The pipeline's clock in ns (the trace's time with a virtual clock). */
   now(): bigint;
   /** Whether the element's state was loaded from a snapshot file (`run --restore`), not carried over by a reload or new. */

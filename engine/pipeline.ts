@@ -93,18 +93,27 @@ async function until(done: () => boolean, poke: () => void): Promise<void> {
 }
 const nextPowerOfTwo = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
-/** The addresses of the live entries (not past their deadline at `now`) of the flow table at `table`. */
-function* liveEntries(v: DataView, table: number, now: bigint): Generator<number> {
+/**
+ * Calls `visit` with the address of each live entry (not past its deadline at `now`) of the flow table at `table`.
+ * Deadlines are compared as two words: a BigInt per slot cost more than the rest of the walk.
+ */
+function eachLiveEntry(v: DataView, table: number, now: bigint, visit: (e: number) => void): void {
   const slots = v.getUint32(table + FlowTableLayout.slots, true), size = v.getUint32(table + FlowTableLayout.entrySize, true);
   const base = v.getUint32(table + FlowTableLayout.entries, true);
+  const nowHigh = Number(now >> 32n), nowLow = Number(now & 0xffffffffn);
   for (let i = 0; i < slots; i++) {
     const e = base + i * size;
-    if (v.getUint16(e, true) === FLOW_ENTRY_LIVE && v.getBigUint64(e + FlowTableLayout.entryExpires, true) > now) yield e;
+    if (v.getUint16(e, true) !== FLOW_ENTRY_LIVE) continue;
+    const high = v.getUint32(e + FlowTableLayout.entryExpires + 4, true);
+    if (high > nowHigh || (high === nowHigh && v.getUint32(e + FlowTableLayout.entryExpires, true) > nowLow)) visit(e);
   }
 }
 
-/** An entry's key's four words. */
-const keyOf = (v: DataView, e: number) => [0, 4, 8, 12].map((o) => v.getUint32(e + FlowTableLayout.entryKey + o, true)) as TableEntry['key'];
+/** Reads an entry's key's four words into `key`. */
+function readKey(v: DataView, e: number, key: TableEntry['key']): TableEntry['key'] {
+  for (let i = 0; i < 4; i++) key[i] = v.getUint32(e + FlowTableLayout.entryKey + 4 * i, true);
+  return key;
+}
 
 /** A source of the running pipeline: its driver and how many packets it has submitted. */
 interface SourceState { node: GraphNode; driver: SourceDriver; submitted: number }
@@ -1433,30 +1442,38 @@ export class Pipeline {
       if (!f) throw new Error(`${node.type.type} has no state field '${field}'`);
       return f;
     };
+    const tableSpec = (table: string) => {
+      const spec = node.type.state?.[table];
+      if (spec?.kind !== 'flow-table') throw new Error(`${node.type.type} has no table '${table}'`);
+      return spec;
+    };
+    const tableAt = (block: number, table: string) => v.getUint32(block + fieldOf(table).offset, true);
+    const count = (table: string, where?: (key: TableEntry['key']) => boolean) => {
+      // A table whose shards each keep a part of one key's value (merged on read) counts each key once.
+      const keys = tableSpec(table).merges ? new Set<string>() : undefined;
+      const key: TableEntry['key'] = [0, 0, 0, 0];
+      let n = 0;
+      for (const block of blocks) {
+        eachLiveEntry(v, tableAt(block, table), this.clockNow(), (e) => {
+          if (!where && !keys) { n++; return; }
+          readKey(v, e, key);
+          if (where && !where(key)) return;
+          if (keys) keys.add(key.join(' '));
+          else n++;
+        });
+      }
+      return keys ? keys.size : n;
+    };
     return {
       name, params: node.instance.params, configFile: this.config.file,
       read: (field) => {
         const f = fieldOf(field);
+        if (f.type === 'FlowTable') return BigInt(count(field));
         const spec = node.type.state?.[field];
         let values = blocks.map((b) => readField(v, b + f.offset, f.type));
         const merge = spec?.kind === 'scalar' ? spec.merge : 'sum';
         // A shard that never set a first-seen time holds 0, which is no minimum.
         if (merge === 'min' && values.some((x) => x !== 0n)) values = values.filter((x) => x !== 0n);
-        if (f.type === 'FlowTable') {
-          // The entries not past their deadline (an expired one stays in the table until a lookup or the sweep meets
-          // it); a table whose shards each keep a part of one key's value (merged on read) counts each key once.
-          const now = this.clockNow();
-          const merged = spec?.kind === 'flow-table' && spec.merges;
-          const keys = new Set<string>();
-          let count = 0;
-          for (const t of values) {
-            for (const e of liveEntries(v, Number(t), now)) {
-              if (merged) keys.add(keyOf(v, e).join(' '));
-              else count++;
-            }
-          }
-          return BigInt(merged ? keys.size : count);
-        }
         return values.reduce((a, b) => mergeBy(merge, a, b));
       },
       reset: () => {
@@ -1477,19 +1494,23 @@ export class Pipeline {
         const address = v.getUint32(blocks[0] + fieldOf(field).offset, true);
         return new DataView(this.arena.memory.buffer, address, (node.type.state[field] as DataState).size(node.instance.params));
       },
-      entries: (table) => {
-        const spec = node.type.state?.[table];
-        if (spec?.kind !== 'flow-table') throw new Error(`${node.type.type} has no table '${table}'`);
+      entries: (table, where) => {
+        tableSpec(table);
         const entry = layout.tables.find((t) => t.state === table)!.entry;
-        const now = this.clockNow();
-        return everyShard.flatMap((shard) => {
-          const t = v.getUint32(shard.memory.blocks[node.index] + fieldOf(table).offset, true);
-          return [...liveEntries(v, t, now)].map((e) => ({
-            shard: shard.id, key: keyOf(v, e), expires: v.getBigUint64(e + FlowTableLayout.entryExpires, true),
-            value: Object.fromEntries(entry.fields.map((f) => [f.name, readField(v, e + FlowTableLayout.entryValue + f.offset, f.type)])),
-          }));
-        });
+        const found: TableEntry[] = [];
+        const key: TableEntry['key'] = [0, 0, 0, 0];
+        for (const [i, shard] of everyShard.entries()) {
+          eachLiveEntry(v, tableAt(blocks[i], table), this.clockNow(), (e) => {
+            if (where && !where(readKey(v, e, key))) return;
+            found.push({
+              shard: shard.id, key: readKey(v, e, [0, 0, 0, 0]), expires: v.getBigUint64(e + FlowTableLayout.entryExpires, true),
+              value: Object.fromEntries(entry.fields.map((f) => [f.name, readField(v, e + FlowTableLayout.entryValue + f.offset, f.type)])),
+            });
+          });
+        }
+        return found;
       },
+      count,
       now: () => this.clockNow(),
       restored: this.restoredFromFile.has(name),
       unrestored: (field) => this.unrestored.get(name)?.get(field),

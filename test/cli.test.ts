@@ -276,7 +276,7 @@ test('the README\'s element, runtime and declaration references are those the el
   }
   const declarations = await declarationReference();
   for (const entry of ["  - `param.cidr(doc: string, o?: ParamOptions<Cidr>)`: A prefix ('10.0.0.0/8'): `NAME_address: u32` and `NAME_mask: u32`.",
-    '  - `fixed?: boolean`: Read once', '  - `state.gauge(doc: string, merge: MergeRule)`', "  - `merge?: Record<string, 'sum' | 'max' | 'min'>`", '  - `entries(table: string): TableEntry[]`']) {
+    '  - `fixed?: boolean`: Read once', '  - `state.gauge(doc: string, merge: MergeRule)`', "  - `merge?: Record<string, 'sum' | 'max' | 'min'>`", '  - `count(table: string, where?: (key: TableEntry[\'key\']) => boolean): number`']) {
     assert.ok(declarations.includes(entry), entry);
   }
 });

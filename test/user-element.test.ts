@@ -57,6 +57,31 @@ test('flows expire after the idle timeout on the trace clock', async () => {
   }
 });
 
+test('view.count and view.entries with a key test: live entries of every shard whose key it accepts, expired ones left out', async () => {
+  const dir = tempDir();
+  try {
+    // A's 30 s are over when the trace ends; B and C are live, on whichever of the two shards their flows went to.
+    trace(dir, [['A', 0], ['B', 80], ['C', 90], ['B', 95]]);
+    writeFileSync(join(dir, 'test.yaml'), config(1000, '30s'));
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'test.yaml')), { shards: 2, threads: 'inline' });
+    await pipeline.run();
+    const view = pipeline.view('fc');
+    const sourcePort = (port: number) => (key: number[]) => key[2] >>> 16 === port;
+    assert.is(view.count('flows'), 2);
+    assert.is(view.read('flows'), 2n);
+    assert.is(view.count('flows', sourcePort(1002)), 1);
+    assert.is(view.count('flows', sourcePort(1001)), 0, 'expired');
+    const [b, ...others] = view.entries('flows', sourcePort(1002));
+    assert.is(others.length, 0);
+    assert.is(b.value.packets, 2n);
+    assert.is(b.key[2] >>> 16, 1002, 'the key handed out is its own copy, not the array the test saw');
+    assert.equal(view.entries('flows').map((e) => e.key[2] >>> 16).sort(), [1002, 1003]);
+    assert.throws(() => view.count('new_flows'), /FlowCount has no table 'new_flows'/);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a full table tracks no new flow and evicts no live one', async () => {
   const dir = tempDir();
   try {

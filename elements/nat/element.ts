@@ -1,6 +1,6 @@
 import { openSync, writeSync, closeSync, statSync, fstatSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView } from '../../engine/api.ts';
+import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView, type TableEntry } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
 import { poolLayout, writePool, blocksInUse, heldBlocks, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
@@ -236,7 +236,7 @@ export default defineElement({
     mappings: {
       doc: 'live mappings, one per inside endpoint mapped to an external port (the table holds each one\'s way back, filter entries and '
         + 'fragments besides)',
-      read: (view) => view.entries('mappings').filter((e) => e.key[3] >>> 8 === KIND_OUT).length,
+      read: (view) => view.count('mappings', (key) => key[3] >>> 8 === KIND_OUT),
       counter: true,
     },
     blocks_held: {
@@ -525,14 +525,15 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
   if (!arg) throw new Error('name the subscriber: ctl read NAT.subscriber 100.64.0.5');
   const inside = parseIPv4(arg);
   const p = view.params as NatParams;
-  const sub = view.entries('subscribers').find((e) => e.key[0] === inside);
+  const ofSubscriber = (key: TableEntry['key']) => key[0] === inside;
+  const [sub] = view.entries('subscribers', ofSubscriber);
   const external = sub ? Number(sub.value.external) : p.deterministic ? deterministicRange(p, inside)?.address : undefined;
   const blocks = sub ? Object.entries(sub.value).filter(([k, v]) => /^b\d+$/.test(k) && v !== 0n)
     .map(([k, v]) => ({
       protocol: PROTOCOLS[Math.floor(Number(k.slice(1)) / 4)], ...blockPorts(p, Number(v) - 1),
       live_mappings: Number(sub.value[`c${k.slice(1)}`]) & 0x7fff, // without the flag of a block in use only until a mapping's end (process.ts BLOCK_LOWERED)
     })) : [];
-  const entries = view.entries('mappings').filter((e) => e.key[0] === inside);
+  const entries = view.entries('mappings', ofSubscriber);
   // A PCP MAP's permission for any host: a filter entry with no remote, on the external port.
   const pcp = (protocol: number, port: number) => entries.find((e) => e.key[3] === (protocol | (KIND_FILTER << 8)) && e.key[1] === 0 && e.key[2] >>> 16 === port);
   const mappings = entries.filter((e) => e.key[3] >>> 8 === KIND_OUT).map((e) => {
@@ -542,7 +543,7 @@ function subscriberView(view: ElementView, arg: string | undefined): unknown {
       ...(e.key[1] ? { remote: formatIPv4(e.key[1]) } : {}), expires_ns: String(e.expires), ...(permit ? { pcp_expires_ns: String(permit.expires) } : {}), shard: e.shard,
     };
   });
-  const sessions = view.entries('sessions').filter((e) => e.key[0] === inside).map((e) => ({
+  const sessions = view.entries('sessions', ofSubscriber).map((e) => ({
     protocol: protocolName(e.key[3]), inside_port: e.key[2] >>> 16, remote: `${formatIPv4(e.key[1])}${e.key[3] === 1 ? '' : `:${e.key[2] & 0xffff}`}`,
     external: `${formatIPv4(Number(e.value.external))}:${Number(e.value.external_port)}`,
     ...(e.key[3] === 6 ? { tcp: tcpState(Number(e.value.tcp)) } : {}), expires_ns: String(e.expires), shard: e.shard,
