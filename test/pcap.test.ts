@@ -367,6 +367,74 @@ test('ToPcap into a FIFO whose reader goes away: an EnvironmentError that says s
   assert.match((error as EnvironmentError).hint!, /the reader of the pipe went away/);
 }));
 
+/**
+ * A FIFO's reader (python3 READER fifo got go slow|lagging): says "ready" once it has the FIFO open, then copies what it
+ * reads into `got` until the writer has closed it; `lagging` takes nothing before the file `go` exists, `slow` reads 2000
+ * bytes a millisecond. Opened without waiting for a writer, and polled: a read before any writer came would be an end.
+ */
+const FIFO_READER = `
+import os, sys, time, select
+fifo, got, go, mode = sys.argv[1:]
+fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+print("ready", flush=True)
+while mode == "lagging" and not os.path.exists(go): time.sleep(0.01)
+poller = select.poll()
+poller.register(fd, select.POLLIN)
+with open(got, "wb") as out:
+  while True:
+    poller.poll()
+    try: chunk = os.read(fd, 2000 if mode == "slow" else 65536)
+    except BlockingIOError: continue
+    if not chunk: break
+    out.write(chunk)
+    if mode == "slow": time.sleep(0.001)
+`;
+
+/**
+ * FromPcap -> ToPcap into a FIFO read by FIFO_READER: the run's result for ToPcap and the records the reader got (checked
+ * to be whole: the stream ends with a record's last byte).
+ */
+async function throughFifo(dir: string, mode: 'lagging' | 'slow', frames: Buffer[]) {
+  writePcap(join(dir, 'in.pcap'), frames);
+  const fifo = join(dir, 'fifo'), got = join(dir, 'got.pcap'), go = join(dir, 'go');
+  spawnSync('mkfifo', [fifo]);
+  const reader = spawn('python3', ['-c', FIFO_READER, fifo, got, go, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => reader.on('exit', resolve));
+  await new Promise((resolve) => reader.stdout.once('data', resolve));
+  // Slots that hold frames longer than PIPE_BUF whole.
+  const result = await runInOrder(dir, `slot_size: 8192\n${copy('file: in.pcap').replace('file: out.pcap', 'file: fifo')}`);
+  writeFileSync(go, '');
+  await exited;
+  const { records } = readPcap(got);
+  assert.is(24 + records.reduce((n, r) => n + 16 + r.caplen, 0), readFileSync(got).length, 'whole records');
+  return { out: result.elements.out as unknown as Record<'packets' | 'bytes' | 'lagged', number>, packetsOut: result.packets_out, records };
+}
+
+test('ToPcap into a FIFO whose reader lags: the pipeline is not held up; what the full pipe cannot take is released and counted (lagged), and the reader gets whole records', () => inTempDir(async (dir) => {
+  const frames = Array.from({ length: 20000 }, (_, i) => ipv4Frame({ sport: 1 + i }));
+  const { out, packetsOut, records } = await throughFifo(dir, 'lagging', frames);
+  // The pipe took what fits in it (64 KiB here) and then nothing: the first frames, each whole.
+  assert.ok(out.lagged > 0 && records.length < 1000, `${records.length} written, ${out.lagged} lagged`);
+  assert.is(out.packets + out.lagged, frames.length);
+  assert.is(records.length, out.packets);
+  assert.is(packetsOut, out.packets);
+  assert.equal(records.map((r) => r.data.toString('hex')), frames.slice(0, records.length).map((f) => f.toString('hex')));
+  assert.is(out.bytes, records.reduce((n, r) => n + r.caplen, 0));
+}));
+
+test('ToPcap into a FIFO whose reader is slow: frames longer than the pipe takes at once (PIPE_BUF) are never split between the ones it drops', () => inTempDir(async (dir) => {
+  const frames = Array.from({ length: 3000 }, (_, i) => ipv4Frame({ sport: 1 + i, proto: 'udp', payload: i % 3 ? 20 : 6000 }));
+  const { out, records } = await throughFifo(dir, 'slow', frames);
+  assert.is(out.packets + out.lagged, frames.length);
+  assert.is(records.length, out.packets);
+  // What the reader got is the frames sent, in order, some left out.
+  let next = 0;
+  for (const r of records) {
+    while (next < frames.length && !frames[next].equals(r.data)) next++;
+    assert.ok(next++ < frames.length, `record ${records.indexOf(r)} is no frame sent, or out of order`);
+  }
+}));
+
 test('timing: original takes at least about as long as the trace', () => inTempDir(async (dir) => {
   const span = 300; // ms
   writePcap(join(dir, 'in.pcap'), [0, span / 2, span].map((ms) => ({ data: ipv4Frame(), sec: 1_700_000_000, usec: ms * 1000 })));

@@ -10,7 +10,10 @@ export default defineElement({
   summary: 'writes packets to a pcap file',
   description: 'Writes every packet it receives to a classic pcap file (link type Ethernet; its folder is created if '
     + 'missing), in the order the shards hand them over, with their timestamps at micro- or nanosecond resolution. Frames longer than snaplen are cut '
-    + 'and keep their original length in the record. The file is complete when the pipeline ends, also after Ctrl-C.',
+    + 'and keep their original length in the record. The file is complete when the pipeline ends, also after Ctrl-C. '
+    + 'Into a FIFO (a live capture: wireshark -k -i PATH) it writes without waiting: while the reader lags and the pipe is full, '
+    + 'packets are released unwritten and counted in lagged, so that a slow reader never holds up the pipeline, and the '
+    + 'stream stays whole records.',
   inputs: 1,
   outputs: [],
   params: {
@@ -21,8 +24,9 @@ export default defineElement({
   state: {
     packets: state.counter('packets written'),
     bytes: state.counter('bytes written (frame bytes, without record headers)'),
+    lagged: state.counter('packets not written into a FIFO whose pipe was full (its reader lagged)'),
   },
-  ioExports: ['writePcap'],
+  ioExports: ['writePcap', 'skipPcap'],
   sink: (ctx) => new PcapWriter(ctx),
   example: 'out: { type: ToPcap, file: out.pcap }',
 });
@@ -41,10 +45,20 @@ function continues(path: string, header: Buffer): boolean {
   }
 }
 
+/** The most bytes a non-blocking pipe takes whole or not at all (PIPE_BUF on Linux): a record is never split in a FIFO. */
+const PIPE_BUF = 4096;
+/** How long closing waits for a FIFO's reader to take the rest of a record longer than PIPE_BUF. */
+const CLOSE_WAIT_MS = 1000;
+const nap = new Int32Array(new SharedArrayBuffer(4));
+
 class PcapWriter implements SinkDriver {
   private readonly fd: number;
+  /** Written without waiting: a FIFO (probeReader opened it so). */
+  private readonly fifo: boolean;
+  /** The rest of a record longer than PIPE_BUF that the FIFO's full pipe did not take: it goes first. */
+  private pending: Buffer | undefined;
   private readonly buffer: number;
-  private readonly packets: number;
+  private readonly counters: { packets: number; bytes: number; lagged: number };
   private readonly path: string;
 
   constructor(private readonly ctx: IoContext) {
@@ -60,57 +74,127 @@ class PcapWriter implements SinkDriver {
     const before = ctx.previous;
     const goesOn = before !== undefined && resolve(dirname(before.configFile), before.params.file) === path
       && before.params.resolution === ctx.params.resolution && before.params.snaplen === ctx.params.snaplen && continues(path, header);
+    let fifo: number | undefined;
     try {
       makeFolders(dirname(path));
-      // A FIFO's reader found by the probe keeps it open until this one is: the reader never sees it without a writer.
-      const probe = probeReader(ctx.name, path);
-      this.fd = openSync(path, goesOn ? 'a' : 'w');
-      if (probe !== undefined) closeSync(probe);
+      fifo = probeReader(ctx.name, path);
+      this.fd = fifo ?? openSync(path, goesOn ? 'a' : 'w');
     } catch (e) {
       if (e instanceof EnvironmentError) throw e;
       throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
     }
-    if (!goesOn) this.writeOut(header, 0, header.length);
+    this.fifo = fifo !== undefined;
+    try {
+      if (!goesOn) this.writeSome(header, 0, header.length);
+    } catch (e) {
+      closeSync(this.fd); // the pipeline that fails to start never closes its sinks
+      throw e;
+    }
     this.buffer = ctx.arena.alloc(BUFFER, 64);
-    this.packets = ctx.fieldOffset('packets');
+    this.counters = { packets: ctx.fieldOffset('packets'), bytes: ctx.fieldOffset('bytes'), lagged: ctx.fieldOffset('lagged') };
   }
 
-  private written(): number {
-    return Number(this.ctx.arena.view.getBigUint64(this.ctx.self + this.packets, true));
+  private counter(name: keyof PcapWriter['counters']): number {
+    return Number(this.ctx.arena.view.getBigUint64(this.ctx.self + this.counters[name], true));
   }
 
+  private addTo(name: keyof PcapWriter['counters'], n: number): void {
+    this.ctx.arena.view.setBigUint64(this.ctx.self + this.counters[name], BigInt(this.counter(name) + n), true);
+  }
+
+  /** Writes the batch's packets; into a FIFO whose pipe is full, the rest are released unwritten (lagged). Returns those written. */
   write(batch: number): number {
     const { exports, self, arena } = this.ctx;
     const count = arena.view.getUint32(batch, true);
-    const first = this.written();
-    for (let next = 0; next < count;) {
+    const first = this.counter('packets');
+    let next = 0;
+    while (next < count && this.caughtUp()) {
       const bytes = exports.ToPcap__writePcap(self, batch, next, this.buffer, BUFFER, this.ctx.params.resolution === 'ns');
-      this.writeOut(arena.u8, this.buffer, bytes);
-      next = this.written() - first;
+      const taken = this.fifo ? this.offer(bytes) : this.writeSome(arena.u8, this.buffer, bytes);
+      next = this.counter('packets') - first;
+      if (taken < bytes) {
+        this.unwritten(taken, bytes);
+        break;
+      }
     }
+    exports.ToPcap__skipPcap(self, batch, next);
     arena.view.setUint32(batch, 0, true);
-    return count;
+    return this.counter('packets') - first;
   }
 
-  /** Writes bytes out; a file system that is full (or any write that fails) ends the run, naming the file. */
-  private writeOut(bytes: Uint8Array, offset: number, length: number): void {
+  /** Whether no rest of a record waits for the FIFO (writes what it takes of one). */
+  private caughtUp(): boolean {
+    if (!this.pending) return true;
+    const taken = this.writeSome(this.pending, 0, this.pending.length);
+    this.pending = taken < this.pending.length ? this.pending.subarray(taken) : undefined;
+    return !this.pending;
+  }
+
+  /**
+   * Writes `length` bytes of records from the buffer into the FIFO, in writes of whole records that it takes whole or
+   * not at all (PIPE_BUF), a longer record alone. Returns the bytes of the records it took: a record longer than
+   * PIPE_BUF that it took in part counts as taken, its rest pending.
+   */
+  private offer(length: number): number {
+    const { u8, view } = this.ctx.arena;
+    const recordEnd = (at: number) => at + 16 + view.getUint32(this.buffer + at + 8, true);
+    let at = 0;
+    while (at < length) {
+      let end = recordEnd(at);
+      while (end < length && recordEnd(end) - at <= PIPE_BUF) end = recordEnd(end);
+      const taken = this.writeSome(u8, this.buffer + at, end - at);
+      if (taken === 0) return at;
+      if (taken < end - at) {
+        this.pending = Buffer.from(u8.subarray(this.buffer + at + taken, this.buffer + end));
+        return end;
+      }
+      at = end;
+    }
+    return length;
+  }
+
+  /** The records in the buffer from `from` to `to` were counted written but the FIFO did not take them: they lagged. */
+  private unwritten(from: number, to: number): void {
+    const view = this.ctx.arena.view;
+    let records = 0, bytes = 0;
+    for (let at = from; at < to; records++) {
+      const length = view.getUint32(this.buffer + at + 8, true);
+      bytes += length;
+      at += 16 + length;
+    }
+    this.addTo('packets', -records);
+    this.addTo('bytes', -bytes);
+    this.addTo('lagged', records);
+  }
+
+  /**
+   * Writes bytes out and returns how many were taken: all of them into a file; into a FIFO whose pipe is full, fewer
+   * (0 for PIPE_BUF bytes or less). A file system that is full, or any write that fails, ends the run, naming the file.
+   */
+  private writeSome(bytes: Uint8Array, offset: number, length: number): number {
     try {
-      writeSync(this.fd, bytes, offset, length);
+      return writeSync(this.fd, bytes, offset, length);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN' && this.fifo) return 0;
       throw new EnvironmentError(`${this.ctx.name}: cannot write ${this.path}: ${code}`,
         code === 'ENOSPC' || code === 'EDQUOT' ? 'free space on its file system, or write the capture elsewhere' : code === 'EPIPE' ? 'the reader of the pipe went away' : 'check the file and its file system');
     }
   }
 
   close(): void {
+    // The rest of a long record still waiting: its reader gets a moment to make room, or the stream ends with it cut.
+    const until = performance.now() + CLOSE_WAIT_MS;
+    while (!this.caughtUp() && performance.now() < until) Atomics.wait(nap, 0, 0, 1);
+    if (this.pending) this.ctx.log(`${this.path}: the last record is cut short: the FIFO's reader took nothing for ${CLOSE_WAIT_MS / 1000} s`);
     closeSync(this.fd);
   }
 }
 
 /**
  * Opening a FIFO for writing waits for a reader, and no signal would end that wait: one without a reader is an error
- * (opened without waiting, it says so with ENXIO). Returns that open descriptor of a FIFO, for the caller to close.
+ * (opened without waiting, it says so with ENXIO). Returns the descriptor of a FIFO so opened, non-blocking: the
+ * writer's, so that the reader never sees the FIFO without one.
  */
 function probeReader(element: string, path: string): number | undefined {
   if (!existsSync(path) || !statSync(path).isFIFO()) return undefined;

@@ -26,3 +26,9 @@ export function writePcap(self: ToPcapState, batch: Batch, start: u32, buf: usiz
   }
   return at;
 }
+
+/** Releases packets [start, ...) of `batch` unwritten, counted in self.lagged: a FIFO's reader took no more bytes. */
+export function skipPcap(self: ToPcapState, batch: Batch, start: u32): void {
+  for (let i = start; i < batch.count; i++) ioRelease(batch.packet(i));
+  if (batch.count > start) self.lagged += batch.count - start;
+}
