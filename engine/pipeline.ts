@@ -18,7 +18,7 @@ import { Shard, Op, wallNanos } from './shard.ts';
 import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 
 /** Longest an idle pipeline sleeps in its sources' wait before it looks at its timers and requests again. */
-const IDLE_SLEEP_MS = 10;
+const IDLE_SLEEP_MS = 50;
 /** Idle rounds (about a microsecond each) the I/O side keeps collecting while shards still hold packets. */
 const SPIN_WHILE_IN_FLIGHT = 20_000;
 /** No packet moved this long while some should: run() fails and says what is stuck, rather than hang. */
