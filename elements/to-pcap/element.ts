@@ -185,9 +185,15 @@ class PcapWriter implements SinkDriver {
   close(): void {
     // The rest of a long record still waiting: its reader gets a moment to make room, or the stream ends with it cut.
     const until = performance.now() + CLOSE_WAIT_MS;
-    while (!this.caughtUp() && performance.now() < until) Atomics.wait(nap, 0, 0, 1);
-    if (this.pending) this.ctx.log(`${this.path}: the last record is cut short: the FIFO's reader took nothing for ${CLOSE_WAIT_MS / 1000} s`);
-    closeSync(this.fd);
+    try {
+      while (!this.caughtUp() && performance.now() < until) Atomics.wait(nap, 0, 0, 1);
+      if (this.pending) this.ctx.log(`${this.path}: the last record is cut short: the FIFO's reader took nothing for ${CLOSE_WAIT_MS / 1000} s`);
+    } catch (e) {
+      // The reader went away meanwhile (EPIPE), or the write failed otherwise: writeSome's error ends in its code.
+      this.ctx.log(`${this.path}: the last record is cut short: ${(e as Error).message.split(': ').pop()}`);
+    } finally {
+      closeSync(this.fd);
+    }
   }
 }
 
