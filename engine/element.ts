@@ -245,6 +245,8 @@ export interface IoContext {
   readonly printFd: number;
   /** After a reload, the element of this name and type in the pipeline this one replaced, if it had one (a sink goes on with its file). */
   readonly previous?: ReloadedElement;
+  /** Some source is live (a device): packets come whether or not the pipeline keeps up, so a sink that waits loses them there. */
+  readonly live: boolean;
 }
 
 /** Something valid but probably not meant (a rule that can never match), reported at config load without failing it. */

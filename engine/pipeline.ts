@@ -605,6 +605,7 @@ export class Pipeline {
       log: (m) => this.log(`${node.name}: ${m}`),
       printFd: this.printFd,
       previous: this.previousOf(node),
+      live: this.graph.sources.some((source) => source.type.live),
     };
   }
 

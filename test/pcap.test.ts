@@ -394,7 +394,7 @@ with open(got, "wb") as out:
  * FromPcap -> ToPcap into a FIFO read by FIFO_READER: the run's result for ToPcap and the records the reader got (checked
  * to be whole: the stream ends with a record's last byte).
  */
-async function throughFifo(dir: string, mode: 'lagging' | 'slow', frames: Buffer[]) {
+async function throughFifo(dir: string, mode: 'lagging' | 'slow', frames: Buffer[], whenFull: string) {
   writePcap(join(dir, 'in.pcap'), frames);
   const fifo = join(dir, 'fifo'), got = join(dir, 'got.pcap'), go = join(dir, 'go');
   spawnSync('mkfifo', [fifo]);
@@ -402,7 +402,7 @@ async function throughFifo(dir: string, mode: 'lagging' | 'slow', frames: Buffer
   const exited = new Promise((resolve) => reader.on('exit', resolve));
   await new Promise((resolve) => reader.stdout.once('data', resolve));
   // Slots that hold frames longer than PIPE_BUF whole.
-  const result = await runInOrder(dir, `slot_size: 8192\n${copy('file: in.pcap').replace('file: out.pcap', 'file: fifo')}`);
+  const result = await runInOrder(dir, `slot_size: 8192\n${copy('file: in.pcap', whenFull).replace('file: out.pcap', 'file: fifo')}`);
   writeFileSync(go, '');
   await exited;
   const { records } = readPcap(got);
@@ -410,9 +410,9 @@ async function throughFifo(dir: string, mode: 'lagging' | 'slow', frames: Buffer
   return { out: result.elements.out as unknown as Record<'packets' | 'bytes' | 'lagged', number>, packetsOut: result.packets_out, records };
 }
 
-test('ToPcap into a FIFO whose reader lags: the pipeline is not held up; what the full pipe cannot take is released and counted (lagged), and the reader gets whole records', () => inTempDir(async (dir) => {
+test('ToPcap into a FIFO whose reader lags (when_full: drop): the pipeline is not held up; what the full pipe cannot take is released and counted (lagged), and the reader gets whole records', () => inTempDir(async (dir) => {
   const frames = Array.from({ length: 20000 }, (_, i) => ipv4Frame({ sport: 1 + i }));
-  const { out, packetsOut, records } = await throughFifo(dir, 'lagging', frames);
+  const { out, packetsOut, records } = await throughFifo(dir, 'lagging', frames, 'when_full: drop');
   // The pipe took what fits in it (64 KiB here) and then nothing: the first frames, each whole.
   assert.ok(out.lagged > 0 && records.length < 1000, `${records.length} written, ${out.lagged} lagged`);
   assert.is(out.packets + out.lagged, frames.length);
@@ -422,9 +422,20 @@ test('ToPcap into a FIFO whose reader lags: the pipeline is not held up; what th
   assert.is(out.bytes, records.reduce((n, r) => n + r.caplen, 0));
 }));
 
-test('ToPcap into a FIFO whose reader is slow: frames longer than the pipe takes at once (PIPE_BUF) are never split between the ones it drops', () => inTempDir(async (dir) => {
-  const frames = Array.from({ length: 3000 }, (_, i) => ipv4Frame({ sport: 1 + i, proto: 'udp', payload: i % 3 ? 20 : 6000 }));
-  const { out, records } = await throughFifo(dir, 'slow', frames);
+/** Frames of 62 and 6042 bytes (longer than a pipe takes at once: PIPE_BUF), each its own. */
+const mixedFrames = () => Array.from({ length: 3000 }, (_, i) => ipv4Frame({ sport: 1 + i, proto: 'udp', payload: i % 3 ? 20 : 6000 }));
+
+test('ToPcap into a FIFO whose reader is slow, fed from a file: it waits for the reader and loses nothing (when_full: auto)', () => inTempDir(async (dir) => {
+  const frames = mixedFrames();
+  const { out, records } = await throughFifo(dir, 'slow', frames, '');
+  assert.is(out.lagged, 0);
+  assert.equal(records.map((r) => r.data.toString('hex')), frames.map((f) => f.toString('hex')));
+}));
+
+test('ToPcap into a FIFO whose reader is slow (when_full: drop): frames longer than the pipe takes at once (PIPE_BUF) are never split between the ones it drops', () => inTempDir(async (dir) => {
+  const frames = mixedFrames();
+  const { out, records } = await throughFifo(dir, 'slow', frames, 'when_full: drop');
+  assert.ok(out.lagged > 0, 'the reader takes 2 MB/s');
   assert.is(out.packets + out.lagged, frames.length);
   assert.is(records.length, out.packets);
   // What the reader got is the frames sent, in order, some left out.

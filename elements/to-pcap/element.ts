@@ -11,15 +11,17 @@ export default defineElement({
   description: 'Writes every packet it receives to a classic pcap file (link type Ethernet; its folder is created if '
     + 'missing), in the order the shards hand them over, with their timestamps at micro- or nanosecond resolution. Frames longer than snaplen are cut '
     + 'and keep their original length in the record. The file is complete when the pipeline ends, also after Ctrl-C. '
-    + 'Into a FIFO (a live capture: wireshark -k -i PATH) it writes without waiting: while the reader lags and the pipe is full, '
-    + 'packets are released unwritten and counted in lagged, so that a slow reader never holds up the pipeline, and the '
-    + 'stream stays whole records.',
+    + 'Into a FIFO (a live capture: wireshark -k -i PATH) fed from devices it writes without waiting (when_full): while the reader '
+    + 'lags and the pipe is full, packets are released unwritten and counted in lagged, so that a slow reader never holds up '
+    + 'forwarding, and the stream stays whole records; fed from files, it waits for the reader and loses nothing.',
   inputs: 1,
   outputs: [],
   params: {
     file: param.string('the file to write, relative to the config file: made anew, but after a reload that keeps this element with the same file, resolution and snaplen, its capture goes on', { required: true }),
     resolution: param.enum('timestamp resolution', ['us', 'ns'], { default: 'us', fixed: true }),
     snaplen: param.int('most bytes kept of each frame (written in the file header)', 64, 262144, { default: 65535, fixed: true }),
+    when_full: param.enum('what a FIFO whose reader lags gets: drop (packets the full pipe cannot take are released and counted, '
+      + 'lagged), wait (the pipeline waits for the reader), auto (drop when some source is a device, else wait)', ['auto', 'wait', 'drop'], { default: 'auto', fixed: true }),
   },
   state: {
     packets: state.counter('packets written'),
@@ -53,8 +55,8 @@ const nap = new Int32Array(new SharedArrayBuffer(4));
 
 class PcapWriter implements SinkDriver {
   private readonly fd: number;
-  /** Written without waiting: a FIFO (probeReader opened it so). */
-  private readonly fifo: boolean;
+  /** A FIFO written without waiting (probeReader opened it so), whose full pipe drops packets (when_full). */
+  private readonly dropsWhenFull: boolean;
   /** The rest of a record longer than PIPE_BUF that the FIFO's full pipe did not take: it goes first. */
   private pending: Buffer | undefined;
   private readonly buffer: number;
@@ -74,18 +76,22 @@ class PcapWriter implements SinkDriver {
     const before = ctx.previous;
     const goesOn = before !== undefined && resolve(dirname(before.configFile), before.params.file) === path
       && before.params.resolution === ctx.params.resolution && before.params.snaplen === ctx.params.snaplen && continues(path, header);
-    let fifo: number | undefined;
+    const { when_full: whenFull } = ctx.params;
     try {
       makeFolders(dirname(path));
-      fifo = probeReader(ctx.name, path);
-      this.fd = fifo ?? openSync(path, goesOn ? 'a' : 'w');
+      const probe = probeReader(ctx.name, path);
+      this.dropsWhenFull = probe !== undefined && (whenFull === 'drop' || (whenFull === 'auto' && ctx.live));
+      this.fd = this.dropsWhenFull ? probe! : openSync(path, goesOn ? 'a' : 'w');
+      // A FIFO's reader found by the probe keeps it open until this one is: the reader never sees it without a writer.
+      if (probe !== undefined && !this.dropsWhenFull) closeSync(probe);
     } catch (e) {
       if (e instanceof EnvironmentError) throw e;
       throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
     }
-    this.fifo = fifo !== undefined;
     try {
-      if (!goesOn) this.writeSome(header, 0, header.length);
+      // Into a FIFO that drops, the header goes first whenever the pipe has room.
+      if (this.dropsWhenFull) this.pending = goesOn ? undefined : header;
+      else if (!goesOn) this.writeAll(header, 0, header.length);
     } catch (e) {
       closeSync(this.fd); // the pipeline that fails to start never closes its sinks
       throw e;
@@ -102,7 +108,7 @@ class PcapWriter implements SinkDriver {
     this.ctx.arena.view.setBigUint64(this.ctx.self + this.counters[name], BigInt(this.counter(name) + n), true);
   }
 
-  /** Writes the batch's packets; into a FIFO whose pipe is full, the rest are released unwritten (lagged). Returns those written. */
+  /** Writes the batch's packets; into a FIFO that drops, once its pipe is full the rest are released unwritten (lagged). Returns those written. */
   write(batch: number): number {
     const { exports, self, arena } = this.ctx;
     const count = arena.view.getUint32(batch, true);
@@ -110,8 +116,12 @@ class PcapWriter implements SinkDriver {
     let next = 0;
     while (next < count && this.caughtUp()) {
       const bytes = exports.ToPcap__writePcap(self, batch, next, this.buffer, BUFFER, this.ctx.params.resolution === 'ns');
-      const taken = this.fifo ? this.offer(bytes) : this.writeSome(arena.u8, this.buffer, bytes);
       next = this.counter('packets') - first;
+      if (!this.dropsWhenFull) {
+        this.writeAll(arena.u8, this.buffer, bytes);
+        continue;
+      }
+      const taken = this.offer(bytes);
       if (taken < bytes) {
         this.unwritten(taken, bytes);
         break;
@@ -167,16 +177,22 @@ class PcapWriter implements SinkDriver {
     this.addTo('lagged', records);
   }
 
+  /** Writes all the bytes into a file, or a FIFO whose reader is waited for. */
+  private writeAll(bytes: Uint8Array, offset: number, length: number): void {
+    for (let done = 0; done < length;) done += this.writeSome(bytes, offset + done, length - done);
+  }
+
   /**
-   * Writes bytes out and returns how many were taken: all of them into a file; into a FIFO whose pipe is full, fewer
-   * (0 for PIPE_BUF bytes or less). A file system that is full, or any write that fails, ends the run, naming the file.
+   * Writes bytes out and returns how many were taken: all of them or some (a short write, then an error); into a FIFO
+   * that drops, 0 when its pipe is full (always all or nothing for PIPE_BUF bytes or less). A file system that is full,
+   * or any write that fails, ends the run, naming the file.
    */
   private writeSome(bytes: Uint8Array, offset: number, length: number): number {
     try {
       return writeSync(this.fd, bytes, offset, length);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EAGAIN' && this.fifo) return 0;
+      if (code === 'EAGAIN' && this.dropsWhenFull) return 0;
       throw new EnvironmentError(`${this.ctx.name}: cannot write ${this.path}: ${code}`,
         code === 'ENOSPC' || code === 'EDQUOT' ? 'free space on its file system, or write the capture elsewhere' : code === 'EPIPE' ? 'the reader of the pipe went away' : 'check the file and its file system');
     }
