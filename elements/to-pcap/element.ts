@@ -57,7 +57,7 @@ class PcapWriter implements SinkDriver {
   private readonly fd: number;
   /** A FIFO written without waiting (probeReader opened it so), whose full pipe drops packets (when_full). */
   private readonly dropsWhenFull: boolean;
-  /** The rest of a record longer than PIPE_BUF that the FIFO's full pipe did not take: it goes first. */
+  /** What must go into the FIFO before any record: the header, or the rest of a record longer than PIPE_BUF its full pipe took in part. */
   private pending: Buffer | undefined;
   private readonly buffer: number;
   private readonly counters: { packets: number; bytes: number; lagged: number };
@@ -199,14 +199,15 @@ class PcapWriter implements SinkDriver {
   }
 
   close(): void {
-    // The rest of a long record still waiting: its reader gets a moment to make room, or the stream ends with it cut.
+    // Bytes still waiting (pending): the reader gets a moment to make room, or the stream ends without them.
     const until = performance.now() + CLOSE_WAIT_MS;
+    const left = (why: string) => this.ctx.log(`${this.path}: its last ${this.pending!.length} bytes were not written: ${why}`);
     try {
       while (!this.caughtUp() && performance.now() < until) Atomics.wait(nap, 0, 0, 1);
-      if (this.pending) this.ctx.log(`${this.path}: the last record is cut short: the FIFO's reader took nothing for ${CLOSE_WAIT_MS / 1000} s`);
+      if (this.pending) left(`the FIFO's reader took nothing for ${CLOSE_WAIT_MS / 1000} s`);
     } catch (e) {
       // The reader went away meanwhile (EPIPE), or the write failed otherwise: writeSome's error ends in its code.
-      this.ctx.log(`${this.path}: the last record is cut short: ${(e as Error).message.split(': ').pop()}`);
+      left((e as Error).message.split(': ').pop()!);
     } finally {
       closeSync(this.fd);
     }
