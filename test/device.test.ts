@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, tempDir, removeDir, readPcap, ipv4Frame } from './helpers.ts';
+import { ROOT, tempDir, removeDir, readPcap, ipv4Frame, readFifo } from './helpers.ts';
 import { withTopology, startEngine, waitFor, exited, available, ADDRESSES, MACS, type Topology } from './topology.ts';
 
 /** --set arguments naming the topology's engine interfaces in configs/bridge.yaml. */
@@ -149,17 +149,21 @@ if (skip) {
     });
   });
 
-  test('ToPcap on the engine output shows the frames tcpdump sees on the far side', async () => {
-    const dir = tempDir();
-    try {
-      const config = join(dir, 'tap.yaml');
-      await withTopology(async (t) => {
-        writeFileSync(config, `
+  /**
+   * A bridge whose frames from the client ToPcap also writes (`tap`: its parameters): 300 UDP datagrams of 1 to 1472
+   * bytes with distinct contents (about 220 KB) cross it. Returns the frames tcpdump saw on the far side and the engine's
+   * output once it has stopped. `beforeEngine` runs before the engine starts.
+   */
+  async function tapped(dir: string, tap: string, beforeEngine?: () => Promise<void>) {
+    const config = join(dir, 'tap.yaml');
+    let result: { seen: Buffer[]; stdout: string } | undefined;
+    await withTopology(async (t) => {
+      writeFileSync(config, `
 elements:
   from_client: { type: FromDevice, device: ${t.dev.engineClient} }
   tee:         { type: Tee, outputs: 2 }
   to_server:   { type: ToDevice, device: ${t.dev.engineServer} }
-  tap:         { type: ToPcap, file: engine.pcap, resolution: ns }
+  tap:         { type: ToPcap, ${tap} }
   from_server: { type: FromDevice, device: ${t.dev.engineServer} }
   to_client:   { type: ToDevice, device: ${t.dev.engineClient} }
 connections:
@@ -167,20 +171,45 @@ connections:
   - tee[1] -> tap
   - from_server -> to_client
 `);
-        const engine = await startEngine(t, [config], 4, ROOT);
-        const far = await tcpdump(t, t.ns.server, t.dev.server, join(dir, 'far.pcap'), 'udp port 9000');
-        // 300 datagrams of 1 to 1472 bytes with distinct contents.
-        const sender = `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n`
-          + `for i in range(300): s.sendto(bytes([i % 256]) * (1 + i * 1471 // 299), ('${ADDRESSES.server}', 9000))\n`;
-        t.run(t.ns.client, ['python3', '-c', sender]);
-        await new Promise((r) => setTimeout(r, 500));
-        const seen = await far.stop();
-        assert.is(await engine.stop(), 130, engine.stderr());
-        const tapped = readPcap(join(dir, 'engine.pcap')).records.map((r) => r.data).filter(isProbe);
-        assert.is(seen.length, 300);
-        assert.is(tapped.length, seen.length);
-        tapped.forEach((frame, i) => assert.ok(frame.equals(seen[i]), `frame ${i} differs`));
-      });
+      await beforeEngine?.();
+      const engine = await startEngine(t, [config], 4, ROOT);
+      const far = await tcpdump(t, t.ns.server, t.dev.server, join(dir, 'far.pcap'), 'udp port 9000');
+      const sender = `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n`
+        + `for i in range(300): s.sendto(bytes([i % 256]) * (1 + i * 1471 // 299), ('${ADDRESSES.server}', 9000))\n`;
+      t.run(t.ns.client, ['python3', '-c', sender]);
+      await new Promise((r) => setTimeout(r, 500));
+      const seen = await far.stop();
+      assert.is(await engine.stop(), 130, engine.stderr());
+      result = { seen, stdout: engine.stdout() };
+    });
+    return result!;
+  }
+
+  test('ToPcap on the engine output shows the frames tcpdump sees on the far side', async () => {
+    const dir = tempDir();
+    try {
+      const { seen } = await tapped(dir, 'file: engine.pcap, resolution: ns');
+      const frames = readPcap(join(dir, 'engine.pcap')).records.map((r) => r.data).filter(isProbe);
+      assert.is(seen.length, 300);
+      assert.is(frames.length, seen.length);
+      frames.forEach((frame, i) => assert.ok(frame.equals(seen[i]), `frame ${i} differs`));
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  test('ToPcap into a FIFO whose reader lags, fed from devices (when_full: auto): forwarding goes on, and the tap drops and counts what the full pipe cannot take', async () => {
+    const dir = tempDir();
+    try {
+      let reader: Awaited<ReturnType<typeof readFifo>> | undefined;
+      const { seen, stdout } = await tapped(dir, 'file: tap.fifo', async () => { reader = await readFifo(join(dir, 'tap.fifo'), 'lagging'); });
+      reader!.go();
+      const frames = readPcap(await reader!.done).records.map((r) => r.data).filter(isProbe);
+      assert.is(seen.length, 300, 'every datagram was forwarded');
+      const lagged = Number(/tap .*lagged=(\d+)/.exec(stdout)?.[1]);
+      assert.ok(lagged > 0 && frames.length < 300, `${frames.length} tapped, ${lagged} lagged\n${stdout}`);
+      // The pipe took the first frames and then had no room: the tap holds the first datagrams, each whole.
+      frames.forEach((frame, i) => assert.ok(frame.equals(seen[i]), `frame ${i} differs`));
     } finally {
       removeDir(dir);
     }

@@ -3,7 +3,7 @@
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
-import { spawnSync, execFile } from 'node:child_process';
+import { spawn, spawnSync, execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type LoadOptions } from '../engine/config.ts';
 import { Pipeline, type PipelineOptions, type RunResult } from '../engine/pipeline.ts';
@@ -198,4 +198,40 @@ export function icmpError(from: string, about: Buffer, type = 3, code = 3, quote
   ip.writeUInt16BE(0, 10);
   ip.writeUInt16BE(internetChecksum(ip), 10);
   return Buffer.concat([f.subarray(0, 14), ip, icmp]);
+}
+
+/**
+ * A FIFO's reader: says "ready" once it has the FIFO open, then copies what it reads into a file until the writer has
+ * closed it; `lagging` takes nothing before the file `go` exists, `slow` reads 2000 bytes a millisecond. Opened without
+ * waiting for a writer, and polled: a read before any writer came would be an end.
+ */
+const FIFO_READER = `
+import os, sys, time, select
+fifo, got, go, mode = sys.argv[1:]
+fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+print("ready", flush=True)
+while mode == "lagging" and not os.path.exists(go): time.sleep(0.01)
+poller = select.poll()
+poller.register(fd, select.POLLIN)
+with open(got, "wb") as out:
+  while True:
+    poller.poll()
+    try: chunk = os.read(fd, 2000 if mode == "slow" else 65536)
+    except BlockingIOError: continue
+    if not chunk: break
+    out.write(chunk)
+    if mode == "slow": time.sleep(0.001)
+`;
+
+/**
+ * Makes the FIFO `fifo` and starts a reader of it (FIFO_READER), returning once the reader has it open: `go()` lets a
+ * lagging one start reading; `done` is the file of what it read, once the writer has closed the FIFO.
+ */
+export async function readFifo(fifo: string, mode: 'lagging' | 'slow'): Promise<{ go: () => void; done: Promise<string> }> {
+  spawnSync('mkfifo', [fifo]);
+  const got = `${fifo}.got`, go = `${fifo}.go`;
+  const reader = spawn('python3', ['-c', FIFO_READER, fifo, got, go, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => reader.on('exit', resolve));
+  await new Promise((resolve) => reader.stdout!.once('data', resolve));
+  return { go: () => writeFileSync(go, ''), done: exited.then(() => got) };
 }

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
-import { ROOT, readPcap, writePcap, ipv4Frame, tshark, type PcapRecord } from './helpers.ts';
+import { ROOT, readPcap, writePcap, ipv4Frame, tshark, readFifo, type PcapRecord } from './helpers.ts';
 import { inTempDir, runInOrder, assertRecords, arpFrame, ipv6Frame } from './golden.ts';
 import type { EnvironmentError } from '../engine/errors.ts';
 
@@ -368,43 +368,16 @@ test('ToPcap into a FIFO whose reader goes away: an EnvironmentError that says s
 }));
 
 /**
- * A FIFO's reader (python3 READER fifo got go slow|lagging): says "ready" once it has the FIFO open, then copies what it
- * reads into `got` until the writer has closed it; `lagging` takes nothing before the file `go` exists, `slow` reads 2000
- * bytes a millisecond. Opened without waiting for a writer, and polled: a read before any writer came would be an end.
- */
-const FIFO_READER = `
-import os, sys, time, select
-fifo, got, go, mode = sys.argv[1:]
-fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-print("ready", flush=True)
-while mode == "lagging" and not os.path.exists(go): time.sleep(0.01)
-poller = select.poll()
-poller.register(fd, select.POLLIN)
-with open(got, "wb") as out:
-  while True:
-    poller.poll()
-    try: chunk = os.read(fd, 2000 if mode == "slow" else 65536)
-    except BlockingIOError: continue
-    if not chunk: break
-    out.write(chunk)
-    if mode == "slow": time.sleep(0.001)
-`;
-
-/**
- * FromPcap -> ToPcap into a FIFO read by FIFO_READER: the run's result for ToPcap and the records the reader got (checked
+ * FromPcap -> ToPcap into a FIFO read by readFifo: the run's result for ToPcap and the records the reader got (checked
  * to be whole: the stream ends with a record's last byte).
  */
 async function throughFifo(dir: string, mode: 'lagging' | 'slow', frames: Buffer[], whenFull: string) {
   writePcap(join(dir, 'in.pcap'), frames);
-  const fifo = join(dir, 'fifo'), got = join(dir, 'got.pcap'), go = join(dir, 'go');
-  spawnSync('mkfifo', [fifo]);
-  const reader = spawn('python3', ['-c', FIFO_READER, fifo, got, go, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise((resolve) => reader.on('exit', resolve));
-  await new Promise((resolve) => reader.stdout.once('data', resolve));
+  const reader = await readFifo(join(dir, 'fifo'), mode);
   // Slots that hold frames longer than PIPE_BUF whole.
   const result = await runInOrder(dir, `slot_size: 8192\n${copy('file: in.pcap', whenFull).replace('file: out.pcap', 'file: fifo')}`);
-  writeFileSync(go, '');
-  await exited;
+  reader.go();
+  const got = await reader.done;
   const { records } = readPcap(got);
   assert.is(24 + records.reduce((n, r) => n + 16 + r.caplen, 0), readFileSync(got).length, 'whole records');
   return { out: result.elements.out as unknown as Record<'packets' | 'bytes' | 'lagged', number>, packetsOut: result.packets_out, records };
