@@ -51,6 +51,11 @@ export interface FlowTableState {
   capacity: (params: any) => number;
   /** Idle timeout in ns, from the element's parameters. */
   timeout: (params: any) => number;
+  /**
+   * Whether the element keeps entries in the table with these parameters (by default it does). A per-flow table in use
+   * has every packet hashed for its steering, also on one shard: a table an option turns off costs nothing then.
+   */
+  used?: (params: any) => boolean;
 }
 
 /**

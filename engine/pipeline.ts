@@ -186,7 +186,7 @@ export class Pipeline {
   private constructor(readonly config: PipelineConfig, graph: Graph, readonly compiled: CompiledGraph, layouts: Map<string, ElementLayout>, options: PipelineOptions) {
     this.graph = graph;
     this.keepsFlowEntries = graph.nodes.some((node) => Object.values(node.type.state ?? {})
-      .some((spec) => spec.kind === 'flow-table' && spec.scope === 'per-flow' && spec.owner === 'flow'));
+      .some((spec) => spec.kind === 'flow-table' && spec.scope === 'per-flow' && spec.owner === 'flow' && (spec.used?.(node.instance.params) ?? true)));
     this.layouts = layouts;
     this.records = nodeRecords(graph);
     this.log = options.log ?? (() => {});

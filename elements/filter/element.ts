@@ -88,6 +88,7 @@ export default defineElement({
       value: { orig_src: 'u32', orig_port: 'u16', state: 'u8' },
       capacity: (p) => (p.stateful ? p.capacity : 1),
       timeout: (p) => p.udp_timeout,
+      used: (p) => p.stateful,
     }),
     allowed: state.counter('packets allowed by a rule or the default (output 0)'),
     denied: state.counter('packets dropped by a deny rule or the default'),
