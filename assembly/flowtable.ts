@@ -72,10 +72,15 @@ export namespace FlowKey {
 
   /** Hash of a 16-byte key (murmur3's 32-bit finaliser over xor-folded words). */
   @inline export function hash(key: usize): u32 {
-    let h = load<u32>(key) * 0x9e3779b1;
-    h ^= load<u32>(key, 4) * 0x85ebca77;
-    h = rotl<u32>(h, 13) ^ load<u32>(key, 8) * 0xc2b2ae3d;
-    h ^= load<u32>(key, 12);
+    return hashOf(load<u32>(key), load<u32>(key, 4), load<u32>(key, 8), load<u32>(key, 12));
+  }
+
+  /** hash() of the key whose four words these are, without the key in memory. */
+  @inline export function hashOf(w0: u32, w1: u32, w2: u32, w3: u32): u32 {
+    let h = w0 * 0x9e3779b1;
+    h ^= w1 * 0x85ebca77;
+    h = rotl<u32>(h, 13) ^ w2 * 0xc2b2ae3d;
+    h ^= w3;
     h ^= h >>> 16; h *= 0x85ebca6b; h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
     return h;
   }
