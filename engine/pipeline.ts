@@ -47,6 +47,11 @@ export interface PipelineOptions {
   stallMs?: number;
   /** Where elements print their lines (Print): 1, standard output (the default), or 2 when stdout carries something else (run --json). */
   printFd?: 1 | 2;
+  /**
+   * Make the memory resident as it is laid out (default true: MemoryArena.prefaulting). False for a pipeline built while
+   * another one runs on this thread (a reload), whose packets would wait for the touch.
+   */
+  prefault?: boolean;
 }
 
 export interface ElementStats {
@@ -190,6 +195,7 @@ export class Pipeline {
     this.layouts = layouts;
     this.records = nodeRecords(graph);
     this.log = options.log ?? (() => {});
+    this.arena.prefaulting = options.prefault ?? true;
     this.clock = options.clock ?? 'trace';
     this.threads = this.threadsFor(options.threads ?? config.threads, graph);
     this.copiesPerPacket = graph.nodes.reduce((sum, n) => sum + clonesOf(n.type, n.instance.params), 0);
@@ -581,6 +587,7 @@ export class Pipeline {
     for (const sink of this.sinks) sink.driver = sink.node.type.sink!(this.driverContext(sink.node, sink.node.sinkId));
     await Promise.all(this.shards.map((shard) => this.startShard(shard)));
     this.started = true;
+    this.arena.prefaulting = false;
     this.warnIfOversubscribed(this.shards.length);
   }
 

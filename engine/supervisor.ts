@@ -95,7 +95,7 @@ export class Supervisor {
     // The run command's --set overrides apply to the new config too (the command line wins over the file), to the
     // elements it still has with the same type.
     const config = await loadConfig(file, { ...this.load, text, overridesFor: this.overridesFor });
-    const pipeline = await Pipeline.create(config, this.options);
+    const pipeline = await Pipeline.create(config, { ...this.options, prefault: false });
     pipeline.openFileSources();
     try {
       pipeline.checkOpenable();
