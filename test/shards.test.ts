@@ -612,6 +612,24 @@ test('a snapshot restored into a new pipeline (with another shard count) carries
   assert.equal(sources(restored), sources(parts));
 });
 
+test('view.count of a table whose shards each keep a part of an entry (merged on read) counts each key once, with a key test too', async () => {
+  // 100.64.0.1's 16 flows land on both shards, each of which keeps a part of its per-source entry; 100.64.0.2 has one flow.
+  const merged = join(dir, 'merged-in.pcap');
+  writePcap(merged, [...Array.from({ length: 16 }, (_, i) => ipv4Frame({ src: '100.64.0.1', sport: 1000 + i })), ipv4Frame({ src: '100.64.0.2' })]);
+  const pipeline = await Pipeline.create(await loadConfig(configFile('merged'), { overrides: [`src.file=${merged}`] }), { shards: 2, threads: 'inline' });
+  await pipeline.run();
+  const t = (await pipeline.snapshot()).elements.stats.tables.sources;
+  assert.ok(t.merges);
+  assert.is(Buffer.from(t.records, 'base64').length / t.record_size, 3, 'a part of 100.64.0.1 on each shard, and 100.64.0.2');
+  const view = pipeline.view('stats');
+  const from = (address: number) => (key: number[]) => key[0] === address;
+  assert.is(view.count('sources'), 2);
+  assert.is(view.read('sources'), 2n);
+  assert.is(view.count('sources', from(0x64400001)), 1);
+  assert.is(view.count('sources', from(0x64400002)), 1);
+  assert.is(view.count('sources', from(0x64400003)), 0);
+});
+
 test('a restore into smaller tables says how large they are now (a stateless Filter restored from a stateful one\'s snapshot said only "full")', async () => {
   const a = await Pipeline.create(await loadConfig(configFile('small-a'), { overrides: ['stats.capacity=65536'] }), { shards: 1 });
   await a.run();
