@@ -85,15 +85,17 @@ let touched: u32 = 0;
 /**
  * Starts the connection lookups of a batch: hashes each packet's connection key, then touches every
  * one's slot in one short loop before the first lookup, so that their cache misses overlap (as NAT's
- * touchSessions; a large table misses on nearly every lookup).
+ * touchSessions; a large table misses on nearly every lookup). The hashes are hints (FlowKey.hintHash:
+ * writeKey's words for TCP and UDP, unchecked).
  */
 function touchConnections(self: FilterState, batch: Batch): void {
   const hashes = batchScratch();
   const count = min(batch.count, BATCH_SCRATCH_BYTES >> 2);
   let n: u32 = 0;
   for (let i: u32 = 0; i < count; i++) {
-    if (!connectionKey(batch.packet(i))) continue;
-    store<u32>(hashes + (<usize>n << 2), FlowKey.hash(keyBuffer()));
+    const hash = FlowKey.hintHash(batch.packet(i), true);
+    if (!hash) continue;
+    store<u32>(hashes + (<usize>n << 2), hash);
     n++;
   }
   touched += self.connections.touch(hashes, n);
