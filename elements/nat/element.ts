@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView, type TableEntry } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
-import { poolLayout, writePool, blocksInUse, heldBlocks, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
+import { poolLayout, writePool, blocksInUse, heldCounts, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
 const MAPPINGS = ['endpoint-independent', 'address-dependent', 'address-and-port-dependent'] as const;
 type Behaviour = typeof MAPPINGS[number];
@@ -241,7 +241,7 @@ export default defineElement({
     },
     blocks_held: {
       doc: 'port blocks subscribers hold now, of every address and protocol (a gauge of the pool\'s use; blocks: by address)',
-      read: (view) => [...heldBlocks(view.data('pool'))].length,
+      read: (view) => heldCounts(view.data('pool')).reduce((a, b) => a + b, 0),
       counter: true,
     },
     blocks: {
