@@ -2,12 +2,12 @@
 // declarations. Every mistake in a file is collected and reported at once as FILE:LINE:COL.
 
 import { availableParallelism } from 'node:os';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue, Parser, CST } from 'yaml';
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
-import { ParamTypeError, type ValueLocation } from './params.ts';
+import { ParamTypeError, type ValueLocation, type FileUse } from './params.ts';
 import { loadRegistry, stateSizeProblems, ElementFolderError, DECLARATION_HINT, type Registry } from './registry.ts';
 import type { ElementType } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
@@ -244,6 +244,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   const warnings: ConfigWarning[] = [];
   const flawed = new Set<string>();
   const elements = readElements(root, registry, pos, overridden, meant, errors, warnings, flawed);
+  errors.push(...fileClashes(elements, root, pos, file));
   const connectionsNode = root.get('connections', true) as Node | undefined;
   let connections: Connection[] = [];
   let connectionsRead = false;
@@ -263,6 +264,45 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     throw new ConfigErrors(inFileOrder(errors));
   }
   return config;
+}
+
+/**
+ * Files that two elements use where one writes (param.file), or an element writes the config itself: a ToPcap into
+ * the capture a FromPcap reads emptied it before the first packet, two into one file overwrote each other's records.
+ * Readers may share a file, and so may writers that append. A file that exists is known by its inode (links and other
+ * spellings of its path too); FIFOs and devices are left alone.
+ */
+function fileClashes(elements: Map<string, ElementInstance>, root: YAMLMap, pos: Positions, configFile: string): ConfigError[] {
+  const identity = (path: string) => {
+    try {
+      const stat = statSync(path);
+      return stat.isFile() ? `${stat.dev}:${stat.ino}` : undefined;
+    } catch {
+      return path;
+    }
+  };
+  const errors: ConfigError[] = [];
+  const users = new Map<string | undefined, { user?: string; use: FileUse }>([[identity(resolve(configFile)), { use: 'reads' }]]);
+  for (const { name, type, params, position } of elements.values()) {
+    for (const [key, spec] of Object.entries(type.params)) {
+      const value = params[key];
+      if (!spec.file || typeof value !== 'string' || value === '-') continue;
+      const path = resolve(dirname(configFile), value);
+      const id = identity(path);
+      if (id === undefined) continue;
+      const other = users.get(id);
+      if (!other) users.set(id, { user: name, use: spec.file });
+      else if (spec.file !== other.use || spec.file === 'writes') {
+        const clash = !other.user ? `${path} is the config file`
+          : spec.file === 'reads' ? `${other.user} writes ${path}, which this reads`
+          : other.use === 'reads' ? `${other.user} reads ${path}, which this writes`
+          : `${other.user} writes ${path} too: the two would overwrite each other's records`;
+        errors.push(new ConfigError(`${name}.${key}: ${clash}`, pos.of(root.getIn(['elements', name, key], true) as Node | undefined, position),
+          'give each element a file of its own'));
+      }
+    }
+  }
+  return errors;
 }
 
 /** Most copies a config's aliases may make (the yaml library's count: uses times the aliases inside each anchor). */

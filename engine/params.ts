@@ -51,6 +51,9 @@ export interface ParamType<T> {
   check?(value: T): void;
 }
 
+/** How an element uses a file (param.file): reads it, writes it anew, or appends to it. */
+export type FileUse = 'reads' | 'writes' | 'appends';
+
 export interface ParamSpec<T = unknown> {
   type: ParamType<T>;
   doc: string;
@@ -59,6 +62,8 @@ export interface ParamSpec<T = unknown> {
   fixed: boolean;
   /** Where the declared default is and why it is no value of the type (' (line 5): default ...'): the declaration check reports it after the parameter's name. */
   badDefault?: string;
+  /** A file's path (param.file): how the element uses it, for the config check that no two elements clash on one file. */
+  file?: FileUse;
 }
 
 interface ParamOptions<T> {
@@ -330,8 +335,14 @@ export const param = {
   mac: (doc: string, o?: ParamOptions<number[]>) => spec(types.mac, doc, o),
   /** true or false: `NAME: bool`. */
   bool: (doc: string, o?: ParamOptions<boolean>) => spec(types.bool, doc, o),
-  /** Any text (a file name, a device): control side only. */
+  /** Any text (a device, a URL path): control side only. */
   string: (doc: string, o?: ParamOptions<string>) => spec(types.string, doc, o),
+  /**
+   * A file's path, relative to the config file: control side only. `use` says what the element does with it: a config in
+   * which elements share a file that one of them writes (readers may share, and so may writers that append), or in which
+   * one writes the config itself, is refused with both named (-, standard output for some, FIFOs and devices are let be).
+   */
+  file: (doc: string, use: 'reads' | 'writes' | 'appends', o?: ParamOptions<string>) => ({ ...spec(types.string, doc, o), file: use }),
   /** A list of strings; with `item` (one of `types`, or your own), each is parsed by that type and errors point at the item. Control side only. */
   strings: <T = string>(doc: string, o?: Omit<ParamOptions<T[]>, 'default'> & { default?: T[] | string[] | string; item?: ParamType<T> }) =>
     // A default list of texts (['10.0.0.0/8']) is written as a config writes it: its items are parsed by `item`.

@@ -3,7 +3,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadConfig, type LoadOptions } from '../engine/config.ts';
@@ -698,6 +698,40 @@ test('parseMac: colons or dashes, any case', () => {
   assert.equal(parseMac('02:00:00:00:00:01'), [2, 0, 0, 0, 0, 1]);
   assert.equal(parseMac('AA-bb-CC-dd-EE-ff'), [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
   for (const bad of ['02:00:00:00:00', '02:00:00:00:00:01:02', '02:00-00:00:00:01', '0g:00:00:00:00:01', '020000000001', 2]) throwsParamError(() => parseMac(bad));
+});
+
+test('an element that writes a file another element reads or writes, or the config itself, is refused with both named', async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'c.yaml');
+    writeFileSync(join(dir, 'in.pcap'), '');
+    symlinkSync(join(dir, 'in.pcap'), join(dir, 'link.pcap'));
+    const config = (...elements: string[]) => lines('elements:', ...elements, 'connections:', '  - src -> out');
+    const clash = async (text: string) => summary(await errorsOf(text, {}, file));
+    // Written where it is read: the capture would be emptied before its first packet (also through a link).
+    assert.equal(await clash(config('  src: { type: FromPcap, file: in.pcap }', '  out: { type: ToPcap, file: ./link.pcap }')),
+      [`3:30 out.file: src reads ${join(dir, 'link.pcap')}, which this writes`]);
+    assert.equal(await clash(config('  out: { type: ToPcap, file: in.pcap }', '  src: { type: FromPcap, file: in.pcap }')),
+      [`3:32 src.file: out writes ${join(dir, 'in.pcap')}, which this reads`]);
+    // Two writers, before the file exists: each would overwrite the other's records.
+    const two = lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  tee: { type: Tee }', '  a: { type: ToPcap, file: out.pcap }',
+      '  b: { type: ToPcap, file: sub/../out.pcap }', 'connections:', '  - src -> tee -> a', '  - tee[1] -> b');
+    const errors = await errorsOf(two, {}, file);
+    assert.equal(summary(errors), [`5:28 b.file: a writes ${join(dir, 'out.pcap')} too: the two would overwrite each other's records`]);
+    assert.is(errors[0].hint, 'give each element a file of its own');
+    assert.equal(await clash(config('  src: { type: FromPcap, file: in.pcap }', '  out: { type: ToPcap, file: c.yaml }')),
+      [`3:30 out.file: ${file} is the config file`]);
+    // Readers share a file, and so do logs that append; a device is no file to clash on.
+    const shared = lines('elements:', '  a: { type: FromPcap, file: in.pcap }', '  b: { type: FromPcap, file: link.pcap }',
+      '  n1: { type: NAT, pool: [203.0.113.1], log: nat.log }', '  n2: { type: NAT, pool: [203.0.113.2], log: nat.log }',
+      '  x: { type: ToPcap, file: /dev/null }', '  y: { type: ToPcap, file: /dev/null }', '  t1: { type: Tee }', '  t2: { type: Tee }',
+      'connections:', '  - a -> t1 -> n1 -> x', '  - t1[1] -> [1]n1[1] -> x', '  - b -> t2 -> n2 -> y', '  - t2[1] -> [1]n2[1] -> y');
+    buildGraph(await loadConfig(file, { text: shared }));
+    assert.equal(await clash(lines('elements:', '  src: { type: FromPcap, file: nat.log }', '  nat: { type: NAT, pool: [203.0.113.1], log: nat.log }',
+      '  t: { type: Tee }', '  d: { type: Discard }', 'connections:', '  - src -> t -> nat -> d', '  - t[1] -> [1]nat[1] -> d')), [`3:47 nat.log: src reads ${join(dir, 'nat.log')}, which this writes`]);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test.run();

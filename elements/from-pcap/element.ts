@@ -23,7 +23,7 @@ export default defineElement({
   inputs: 0,
   outputs: [{ name: 'out', doc: 'the packets read' }],
   params: {
-    file: param.string('the capture file, relative to the config file', { required: true }),
+    file: param.file('the capture file, relative to the config file', 'reads', { required: true }),
     timing: param.enum('pace of reading', ['fast', 'original'], { default: 'fast' }),
     loop: param.bool('read the file again from the start when it ends', { default: false }),
     count: param.int('stop after this many packets (0: no limit)', 0, Number.MAX_SAFE_INTEGER, { default: 0 }),

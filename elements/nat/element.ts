@@ -117,11 +117,11 @@ export default defineElement({
       + 'subscribers map ports for inbound traffic (a suggested external port is taken when free; PREFER_FAILURE honoured); unset: no PCP (packets to it are translated like any others)', {}),
     pcp_max_lifetime: param.custom('longest lifetime a PCP mapping is granted (a request for more gets this; for less than 2 minutes, 2 minutes)',
       timeoutOfAtLeast('120 s', 'each PCP lifetime', '86400 s'), { default: 86400e9 }),
-    log: param.string('where block records go: a file (JSON lines, appended; relative to the config file) or - for standard output (standard error with run --json, whose result takes standard output); none when absent. '
+    log: param.file('where block records go: a file (JSON lines, appended; relative to the config file) or - for standard output (standard error with run --json, whose result takes standard output); none when absent. '
       + 'The blocks still held when the run ends (or a reload starts the NAT afresh) are logged released then, and those a snapshot file restores, allocated; '
       + 'a reload that moves the log to another file logs the blocks held then released in the old file and allocated in the new one '
       + '(adding or removing the log starts the NAT afresh: its pool holds the log\'s queue); a file renamed or removed (logrotate) '
-      + 'is followed by a new one at the path within 200 ms, so no signal or copytruncate is needed', {}),
+      + 'is followed by a new one at the path within 200 ms, so no signal or copytruncate is needed', 'appends'),
     max_subscribers: param.int('most subscribers at once on each shard', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once on each shard', 1, 1 << 24, { default: 262144 }),
     sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions; set when the NAT starts '

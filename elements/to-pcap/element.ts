@@ -17,7 +17,7 @@ export default defineElement({
   inputs: 1,
   outputs: [],
   params: {
-    file: param.string('the file to write, relative to the config file: made anew, but after a reload that keeps this element with the same file, resolution and snaplen, its capture goes on', { required: true }),
+    file: param.file('the file to write, relative to the config file: made anew, but after a reload that keeps this element with the same file, resolution and snaplen, its capture goes on', 'writes', { required: true }),
     resolution: param.enum('timestamp resolution', ['us', 'ns'], { default: 'us', fixed: true }),
     snaplen: param.int('most bytes kept of each frame (written in the file header)', 64, 262144, { default: 65535, fixed: true }),
     when_full: param.enum('what a FIFO whose reader lags gets: drop (packets the full pipe cannot take are released and counted, '
