@@ -199,12 +199,14 @@ export function newPacket(): Packet | null {
   return q;
 }
 
-/** A copy of `p` in a new slot, or null when no slot is free (counted as no_buffer). */
+/**
+ * A copy of `p` in a new slot, or null when no slot is free (counted as no_buffer). The frame keeps its offset in the
+ * slot: it fits there, as in the original's, however far an element moved it into the headroom and grew it.
+ */
 export function clonePacket(p: Packet): Packet | null {
   const q = newPacket();
   if (!q) return null;
-  copyBytes(changetype<usize>(q), changetype<usize>(p), 32); // metadata
-  q.dataOffset = DEFAULT_DATA_OFFSET;
+  copyBytes(changetype<usize>(q), changetype<usize>(p), 32); // metadata, the frame's offset with it
   copyBytes(q.data, p.data, p.length);
   return q;
 }

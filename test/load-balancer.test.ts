@@ -177,19 +177,23 @@ test('an ICMP error quoting a VIP connection but sent to another address is not 
   assert.is(lb.icmp_errors, 0);
 });
 
-test('malformed: a TCP header cut short, an ICMP error with a truncated quote, to a VIP: counted and dropped, never read past', async () => {
-  const cut = ipv4Frame(client({ payload: 0 })).subarray(0, 14 + 20 + 10);
-  cut.writeUInt16BE(30, 16);
+/** The frame's first `l4` bytes after its IPv4 header, its total length and checksum saying so. */
+function cutAfterHeader(frame: Buffer, l4: number): Buffer {
+  const cut = Buffer.from(frame.subarray(0, 14 + 20 + l4));
+  cut.writeUInt16BE(20 + l4, 16);
   cut.writeUInt16BE(0, 24);
   cut.writeUInt16BE(internetChecksum(cut.subarray(14, 34)), 24);
-  const shortQuote = icmpError(40000).subarray(0, 14 + 20 + 8 + 12);
-  shortQuote.writeUInt16BE(40, 16);
-  shortQuote.writeUInt16BE(0, 24);
-  shortQuote.writeUInt16BE(internetChecksum(shortQuote.subarray(14, 34)), 24);
-  const { out, rest, lb } = await runMux([cut, shortQuote, ipv4Frame(client({}))]);
-  assert.is(lb.malformed, 2);
+  return cut;
+}
+
+test('malformed: a TCP or ICMP header cut short, an ICMP error with a truncated quote, to a VIP: counted and dropped, never read past', async () => {
+  const frames = [cutAfterHeader(ipv4Frame(client({ payload: 0 })), 10), cutAfterHeader(icmpError(40000), 8 + 12), cutAfterHeader(icmpError(40000), 4)];
+  // An ICMP packet cut short to another address is not for the load balancer.
+  const elsewhere = cutAfterHeader(ipv4Frame({ proto: 'icmp', src: '100.64.0.2', dst: '198.18.0.77' }), 4);
+  const { out, rest, lb } = await runMux([...frames, elsewhere, ipv4Frame(client({}))]);
+  assert.is(lb.malformed, frames.length);
   assert.is(out.length, 1);
-  assert.is(rest.length, 0);
+  assert.is(rest.length, 1);
 });
 
 test('a VIP packet whose IPv4 header is bad (IHL 4, IHL 15 on a short frame, total length past the frame or 10) is malformed; to another address, or cut by a capture, other', async () => {
@@ -518,6 +522,29 @@ test('BeamerBackend: not for it, plain IP-in-IP without the option, truncated in
   }
 });
 
+test('BeamerBackend: an inner TCP, UDP or ICMP packet without its whole transport header is malformed; a later fragment and other protocols are delivered', async () => {
+  const dir = tempDir();
+  try {
+    /** An inner packet of `l4` bytes after its IPv4 header, its total length saying so. */
+    const cut = (spec: FrameSpec, l4: number, fragmentOffset = 0) => {
+      const packet = Buffer.from(ipv4Frame(client(spec)).subarray(14, 14 + 20 + l4));
+      packet.writeUInt16BE(20 + l4, 2);
+      packet.writeUInt16BE(fragmentOffset, 6);
+      return Buffer.from(ipv4Frame({ src: '198.18.0.9', dst: ADDRESS.web1, proto: 4, payload: packet }));
+    };
+    const malformed = [cut({ tcpFlags: ACK }, 10), cut({ tcpFlags: ACK }, 0), cut({ proto: 'udp' }, 4), cut({ proto: 'icmp' }, 6)];
+    const delivered = [cut({ tcpFlags: ACK }, 8, 185), cut({ proto: 'udp' }, 8), cut({ proto: 47 }, 4)];
+    writePcap(join(dir, 'encapsulated.pcap'), [...malformed, ...delivered]);
+    const r = await runConfig(dir, backendsConfig(''), { threads: 'inline' });
+    const web1 = r.elements.web1 as Record<string, any>;
+    assert.is(web1.malformed, malformed.length);
+    assert.is(web1.delivered, delivered.length);
+    assert.is(readPcap(join(dir, 'web1.pcap')).records.length, delivered.length);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 /** The inner packet in IP-in-IP to `dst` with LoadBalancer's option naming `previous` (generation 1, changed 0 ms ago). */
 function withOption(inner: Buffer, dst: string, previous: string): Buffer {
   const header = Buffer.alloc(36);
@@ -572,6 +599,38 @@ test('BeamerBackend: after a FIN, a new connection on the same 5-tuple is not ta
     assert.is(web1.learned, 1);
     assert.is(web1.delivered, 5);
     assert.is(web1.unknown, 1);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('a copy of an encapsulated packet keeps its layout: the largest frames a slot takes are copied whole, none written past its slot', async () => {
+  // 1920 bytes fill a slot after its 128 of metadata and headroom; encapsulated, the frame starts 36 bytes earlier.
+  // A copy made at the default offset ran 36 bytes into the next slot, over other packets.
+  const frames = Array.from({ length: 300 }, (_, i) => ipv4Frame(client({ sport: 40000 + i, payload: 1920 - 54 - (i % 40) })));
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), frames);
+    const result = await runConfig(dir, `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  lb:  ${lb()}
+  tee: { type: Tee }
+  a: { type: ToPcap, file: a.pcap }
+  b: { type: ToPcap, file: b.pcap }
+connections:
+  - src -> lb -> tee -> a
+  - tee[1] -> b
+`, { threads: 'inline' });
+    const a = readPcap(join(dir, 'a.pcap')).records.map((r) => r.data);
+    const b = readPcap(join(dir, 'b.pcap')).records.map((r) => r.data);
+    assert.is(a.length, frames.length);
+    assert.is(b.length, frames.length);
+    for (let i = 0; i < frames.length; i++) {
+      assert.ok(a[i].equals(b[i]), `copy ${i} equals its original`);
+      assert.ok(outer(a[i]).inner.equals(frames[i].subarray(14)), `packet ${i} is the frame it was`);
+    }
+    assert.is(result.elements.tee.in, frames.length);
   } finally {
     removeDir(dir);
   }

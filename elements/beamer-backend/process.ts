@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, Ethernet, IPv4, Transport, TCP, Wire, FlowKey, FlowTable, ETHERTYPE_IPV4, IPPROTO_TCP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16, symmetricHash, symmetricHashOf } from "wirepath";
+import { Batch, Outputs, Packet, Ethernet, IPv4, Transport, TCP, Wire, FlowKey, FlowTable, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16, symmetricHash, symmetricHashOf } from "wirepath";
 import { BeamerBackendState, BeamerBackendConnectionsEntry } from "./layout";
 
 const LOCAL = 0;
@@ -27,8 +27,9 @@ export function process(self: BeamerBackendState, batch: Batch, out: Outputs): v
     const inner = ip + hl;
     // A fragmented outer packet cannot be taken apart without reassembly.
     if (IPv4.isFragment(ip) || !innerValid(inner, IPv4.totalLength(ip) - hl)) { self.malformed++; dropPacket(p); continue; }
-    const l4 = IPv4.protocol(inner) == IPPROTO_TCP ? Transport.header(p, inner) : 0;
-    if (l4) {
+    const l4 = Transport.header(p, inner);
+    if (!l4 && transportCutShort(inner)) { self.malformed++; dropPacket(p); continue; }
+    if (l4 && IPv4.protocol(inner) == IPPROTO_TCP) {
       innerKey(inner, l4, key);
       const hash = FlowKey.hash(key);
       const flags = TCP.flags(l4);
@@ -106,6 +107,12 @@ function innerValid(inner: usize, room: u32): bool {
   const hl = (<u32>vihl & 15) << 2;
   const total = IPv4.totalLength(inner);
   return (vihl >> 4) == 4 && hl >= IPv4.MIN_HEADER && total >= hl && total <= room;
+}
+
+/** An inner TCP, UDP or ICMP packet (its first fragment, if fragmented) without its whole transport header (Transport.header found none). */
+@inline function transportCutShort(inner: usize): bool {
+  const proto = IPv4.protocol(inner);
+  return IPv4.fragmentOffset(inner) == 0 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP);
 }
 
 /** The inner TCP packet's 5-tuple, as FlowKey.fromPacket writes it. */

@@ -91,7 +91,9 @@ function classify(self: LoadBalancerState, vipTable: usize, vips: u32, p: Packet
   }
   if (proto != IPPROTO_ICMP) return NOT_VIP;
   const l4 = Transport.header(p, ip);
-  if (!l4 || !ICMP.isError(ICMP.type(l4))) return NOT_VIP;
+  // Cut short, it may be an error about a VIP's connection: malformed, as a TCP or UDP packet cut short is. A later fragment has no header.
+  if (!l4) return IPv4.fragmentOffset(ip) == 0 && findVip(vipTable, vips, dst, 0, 0, false) >= 0 ? MALFORMED : NOT_VIP;
+  if (!ICMP.isError(ICMP.type(l4))) return NOT_VIP;
   // The error quotes the header of a packet the VIP sent (RFC 792): source VIP:port, destination the client.
   const quoted = l4 + 8;
   const room = IPv4.totalLength(ip) - IPv4.headerLength(ip) - 8;
