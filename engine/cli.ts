@@ -62,7 +62,7 @@ options for run:
 options for verify:
   --trace FILE             the capture every FromPcap of the config reads instead of its own file
   --shards 1,2,4           shard counts the scaled run goes through in turn (default 1,2)
-  --scale-every K          packets between scale events (default 10000)
+  --scale-every K          packets between scale events (default 10000, fewer on a shorter trace)
 options for graph, filter, docs:
   --format dot|mermaid     graph: the output's format
   -v, --verbose            filter: list the matching packets
@@ -158,8 +158,8 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'verify': {
         const shards = (values.shards ?? '1,2').split(',').map(Number);
-        const scaleEvery = Number(values['scale-every'] ?? 10000);
-        if (shards.some((n) => !Number.isInteger(n) || n < 1) || !Number.isInteger(scaleEvery) || scaleEvery < 1) {
+        const scaleEvery = values['scale-every'] === undefined ? undefined : Number(values['scale-every']);
+        if (shards.some((n) => !Number.isInteger(n) || n < 1) || (scaleEvery !== undefined && (!Number.isInteger(scaleEvery) || scaleEvery < 1))) {
           throw new UsageError('--shards takes counts like 1,2,4 and --scale-every a number of packets');
         }
         if (shards.every((n) => n === 1)) throw new UsageError('--shards needs a count above 1: one shard is what the runs are compared with');
@@ -168,7 +168,9 @@ export async function main(argv: string[]): Promise<number> {
           throw new UsageError(`--shards ${values.shards} names one shard count, so the scaled run would make no scale event: name the counts it goes through, e.g. 1,${shards[0]}`);
         }
         if (!target) throw new UsageError('verify needs a CONFIG file');
-        const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace: values.trace && resolvePath(values.trace), shards, scaleEvery });
+        const trace = values.trace && resolvePath(values.trace);
+        if (trace && !existsSync(trace)) throw new EnvironmentError(`--trace ${trace}: no such file`, 'the --trace path is taken from where the command runs');
+        const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace, shards, scaleEvery });
         for (const r of result.scaleEvents) {
           process.stdout.write(`scale ${r.from} -> ${r.to}: ${r.buckets_moved} buckets, ${r.flows_moved} flows moved in ${r.milliseconds.toFixed(1)} ms, ${r.packets_held} held, ${r.packets_lost} lost, ${r.packets_reordered} of ${r.packets_checked} checked reordered\n`);
         }

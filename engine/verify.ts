@@ -9,14 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type LoadOptions } from './config.ts';
 import { Pipeline, type ScaleReport } from './pipeline.ts';
-import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
+import { ConfigError, ConfigErrors } from './errors.ts';
 
 export interface VerifyOptions extends LoadOptions {
   trace?: string;
   /** Shard counts: the run starts with the first and scales through the others in turn. */
   shards: number[];
-  /** Packets between scale events. */
-  scaleEvery: number;
+  /** Packets between scale events; by default 10,000, or fewer on a shorter trace, so that it goes through the counts and back to the first. */
+  scaleEvery?: number;
 }
 
 export interface VerifyResult {
@@ -159,6 +159,9 @@ export function compare(sink: string, expected: Map<string, Frame[]>, actual: Ma
   return undefined;
 }
 
+/** Packets between scale events on a long trace. */
+const DEFAULT_SCALE_EVERY = 10_000;
+
 export async function verify(configFile: string, options: VerifyOptions): Promise<VerifyResult> {
   const dir = mkdtempSync(join(tmpdir(), 'wirepath-verify-'));
   try {
@@ -170,7 +173,7 @@ export async function verify(configFile: string, options: VerifyOptions): Promis
         if (e.type.type === 'ToPcap') { overrides.push(`${e.name}.file=${join(dir, `${label}-${e.name}.pcap`)}`); sinks.push(e.name); }
         if (options.trace && e.type.type === 'FromPcap') overrides.push(`${e.name}.file=${options.trace}`);
       }
-      if (!sinks.length) throw new EnvironmentError(`${configFile} has no ToPcap sink to compare`, 'verify compares what ToPcap elements write');
+      if (!sinks.length) throw new ConfigErrors([new ConfigError('the config has no ToPcap sink to compare', { file: configFile, line: 1, col: 1 }, 'verify compares what ToPcap elements write: add one')]);
       const pipeline = await Pipeline.create(await loadConfig(configFile, { ...options, overrides }), { shards, scaleAt });
       const result = await pipeline.run();
       return { result, reports: pipeline.scaleReports, outputs: new Map(sinks.map((s) => [s, flowsOf(join(dir, `${label}-${s}.pcap`))])) };
@@ -184,12 +187,16 @@ export async function verify(configFile: string, options: VerifyOptions): Promis
     const baseline = await run('one', 1, []);
     const [first, ...rest] = options.shards;
     const cycle = rest.length ? rest : [first];
+    const packets = baseline.result.packets_in;
+    const every = options.scaleEvery ?? Math.max(1, Math.min(DEFAULT_SCALE_EVERY, Math.floor(packets / (cycle.length + 2))));
     // Only events that change the count: with one count (--shards 2) the run stays on it.
-    const events = Array.from({ length: Math.max(0, Math.floor(baseline.result.packets_in / options.scaleEvery)) }, (_, i) => ({
-      packets: (i + 1) * options.scaleEvery, shards: [...cycle, first][i % (cycle.length + 1)],
-    })).filter((e, i, all) => e.packets < baseline.result.packets_in && e.shards !== (i ? all[i - 1].shards : first));
+    const events = Array.from({ length: Math.max(0, Math.floor(packets / every)) }, (_, i) => ({
+      packets: (i + 1) * every, shards: [...cycle, first][i % (cycle.length + 1)],
+    })).filter((e, i, all) => e.packets < packets && e.shards !== (i ? all[i - 1].shards : first));
     const scaled = await run('scaled', first, events);
-    let difference: string | undefined;
+    // A run that stayed on the baseline's one shard compared nothing.
+    let difference = first === 1 && !events.length
+      ? `no scale event: the trace has ${packets} packets, not more than --scale-every ${every}; give a smaller --scale-every` : undefined;
     for (const [sink, expected] of baseline.outputs) {
       difference ??= compare(sink, expected, scaled.outputs.get(sink)!);
     }

@@ -496,6 +496,17 @@ test('verify: --trace is a path from where the command runs; one shard count is 
   const one = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1']);
   assert.is(one.status, 2);
   assert.ok(one.stderr.startsWith('wirepath: --shards needs a count above 1'));
+  // A trace shorter than --scale-every: the scaled run never left one shard, and compared nothing.
+  const short = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1,2,4', '--scale-every', '2000']);
+  assert.is(short.status, 1);
+  assert.match(short.stdout, /NOT equivalent: no scale event: the trace has 2000 packets, not more than --scale-every 2000; give a smaller --scale-every\n/);
+  // Left to its default, it goes through the counts and back on a short trace too.
+  const fitted = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1,2,4']);
+  assert.is(fitted.status, 0, fitted.stderr);
+  assert.match(fitted.stdout, /^scale 1 -> 2: .*\nscale 2 -> 4: .*\nscale 4 -> 1: .*\nequivalent: 2000 packets in 64 flows, same packets in the same order per flow with 3 scale events\n/);
+  const missing = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/nowhere.pcap']);
+  assert.is(missing.status, 3);
+  assert.is(missing.stderr, `wirepath: --trace ${join(ROOT, 'traces/nowhere.pcap')}: no such file\n  hint: the --trace path is taken from where the command runs\n`);
   const four = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '4', '--scale-every', '1000']);
   assert.is(four.status, 2, 'it ran with no scale event and said nothing');
   assert.match(four.stderr, /--shards 4 names one shard count, so the scaled run would make no scale event: name the counts it goes through, e\.g\. 1,4/);
@@ -520,6 +531,10 @@ test('verify: a NAT that picks ports at random is refused with the way to verify
   const none = cli(['verify', join(dir, 'vn.yaml'), '--set', 'nat.deterministic=true', '--set', 'nat.inside=[100.64.0.0/24]']);
   assert.is(none.status, 1);
   assert.match(none.stdout, /NOT equivalent: no packet reached a ToPcap sink in the one-shard run: nothing to compare/);
+  writeConfig('vs.yaml', 'elements:', `  src: { type: FromPcap, file: ${join(ROOT, 'traces/demo.pcap')} }`, '  drop: { type: Discard }', 'connections:', '  - src -> drop');
+  const sinkless = cli(['verify', join(dir, 'vs.yaml')]);
+  assert.is(sinkless.status, 2, 'a config mistake');
+  assert.match(sinkless.stderr, /vs\.yaml:1:1: the config has no ToPcap sink to compare\n {2}hint: verify compares what ToPcap elements write: add one/);
 });
 
 // --- usage ------------------------------------------------------------------------------------
