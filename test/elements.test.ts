@@ -51,7 +51,6 @@ test('Counter counts packets and wire bytes and passes every record unchanged', 
   assert.ok(readFileSync(join(dir, 'out.pcap')).equals(readFileSync(join(dir, 'in.pcap'))), 'out.pcap is in.pcap byte for byte');
 }));
 
-// batch: 1 puts each packet in a batch of its own, so the clock is each packet's timestamp.
 for (const start of [0, 1_700_000_000]) {
   test(`Counter measures its rates from the first packet's time to the last (trace from ${start} s)`, () => inTempDir(async (dir) => {
     writePcap(join(dir, 'in.pcap'), [0, 1, 2].map((s) => ({ data: ipv4Frame(), sec: start + s, usec: 0 })));
@@ -60,6 +59,14 @@ for (const start of [0, 1_700_000_000]) {
     assert.is(result.elements.el.bit_rate, (3 * 60 * 8) / 2);
   }));
 }
+
+test('Counter: a rate as capinfos gives it, whatever the batches (a batch spans many packets\' times; the clock counts milliseconds)', () => inTempDir(async (dir) => {
+  // 2000 packets 1 µs apart, as traces/demo.pcap: 2000 packets in 1.999 ms. The batches' clocks made it 2 Mpps.
+  writePcap(join(dir, 'in.pcap'), Array.from({ length: 2000 }, (_, i) => ({ data: ipv4Frame(), sec: 1_700_000_000, usec: i })));
+  const result = await runInOrder(dir, chain('{ type: Counter }'));
+  assert.is(result.elements.el.rate, Math.round(2000 / 0.001999));
+  assert.is(result.elements.el.bit_rate, Math.round(2000 * 60 * 8 / 0.001999));
+}));
 
 test('Discard takes every packet and sends none on', () => inTempDir(async (dir) => {
   writePcap(join(dir, 'in.pcap'), Array.from({ length: 5 }, () => ipv4Frame()));
