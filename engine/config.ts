@@ -12,6 +12,7 @@ import { loadRegistry, stateSizeProblems, ElementFolderError, DECLARATION_HINT, 
 import type { ElementType } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
 import { buildGraph } from './graph.ts';
+import { Meta } from './layout.ts';
 
 export interface ElementInstance {
   name: string;
@@ -243,7 +244,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
 
   const warnings: ConfigWarning[] = [];
   const flawed = new Set<string>();
-  const elements = readElements(root, registry, pos, overridden, meant, errors, warnings, flawed);
+  const elements = readElements(root, registry, pos, overridden, meant, errors, warnings, flawed, slotSize);
   errors.push(...fileClashes(elements, root, pos, file));
   const connectionsNode = root.get('connections', true) as Node | undefined;
   let connections: Connection[] = [];
@@ -349,7 +350,7 @@ function connectionErrors(config: PipelineConfig, root: YAMLMap, flawed: Set<str
 
 /** Reads the elements; the names of those with mistakes in their parameters go into `flawed`. */
 function readElements(root: YAMLMap, registry: Registry, pos: Positions, overridden: Set<string>, meant: Set<string>, errors: ConfigError[],
-  warnings: ConfigWarning[], flawed: Set<string>): Map<string, ElementInstance> {
+  warnings: ConfigWarning[], flawed: Set<string>, slotSize: number): Map<string, ElementInstance> {
   const elements = new Map<string, ElementInstance>();
   const node = root.get('elements', true) as Node | undefined;
   if (isSeq(node)) {
@@ -439,7 +440,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       for (const problem of stateSizeProblems(type, params)) {
         errors.push(new ConfigError(`${name} (${typeName}): ${join(type.dir, 'element.ts')}: ${problem}`, at, DECLARATION_HINT));
       }
-      for (const e of type.invalid?.(params) ?? []) {
+      for (const e of type.invalid?.(params, { slotSize, slotRoom: slotSize - Meta.defaultDataOffset }) ?? []) {
         errors.push(new ConfigError(`${name}.${e.param}: ${e.message}`, pos.within(valueNodes.get(e.param), e.at ?? {}, at), e.hint));
       }
       for (const w of type.warnings?.(params) ?? []) {

@@ -282,8 +282,11 @@ export interface ElementDefinition {
   handlers?: Record<string, HandlerSpec>;
   /** Warnings about parameter values that parse but are probably mistakes; called once the parameters are valid. */
   warnings?: (params: any) => ParamWarning[];
-  /** Mistakes that only a combination of parameters shows (each parameter alone is valid): config errors. */
-  invalid?: (params: any) => ParamWarning[];
+  /**
+   * Mistakes that only a combination of parameters shows (each parameter alone is valid), or the parameters with the
+   * pipeline's settings (`slotSize`, and `slotRoom`: the bytes of a frame a slot holds after the usual headroom): config errors.
+   */
+  invalid?: (params: any, pipeline: { slotSize: number; slotRoom: number }) => ParamWarning[];
   /** A config snippet that uses the element. */
   example: string;
   /**

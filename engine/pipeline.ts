@@ -1544,7 +1544,7 @@ export class Pipeline {
         }
         const next = { ...node.instance.params, [param]: value };
         // What a config would refuse is refused here too; and the batches were sized by the parameters.
-        const problem = node.type.invalid?.(next)[0];
+        const problem = node.type.invalid?.(next, { slotSize: this.config.slotSize, slotRoom: this.config.slotSize - Meta.defaultDataOffset })[0];
         if (problem) throw new Error(`${param}: ${problem.message}${problem.hint ? ` (${problem.hint})` : ''}`);
         const sizes = (params: Record<string, unknown>) => `${expansionOf(node.type, params)}/${clonesOf(node.type, params)}`;
         if (sizes(next) !== sizes(node.instance.params)) {

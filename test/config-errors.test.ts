@@ -258,6 +258,13 @@ test('param: whole numbers out of range or not whole', async () => {
   await expectParamError('Tee', 'outputs', 'two', "'two' is not a whole number", 'write a whole number from 1 to 64');
 });
 
+test('a Generator frame larger than a packet slot is a config error at its frame_size, with the slot_size that fits it', async () => {
+  const config = (slot: string) => lines(...slot ? [slot] : [], 'elements:', '  gen: { type: Generator, count: 10, frame_size: 9216 }', '  drop: { type: Discard }', 'connections:', '  - gen -> drop');
+  await expectError(config(''), 'pipeline.yaml:2:50', 'gen.frame_size: 9216 bytes do not fit a packet slot (1920 bytes after the headroom)',
+    'raise slot_size in the config to 16384, or send smaller frames');
+  await loadConfig(FILE, { text: config('slot_size: 16384') });
+});
+
 test('param: Ethernet addresses', async () => {
   const hint = 'write six hex bytes separated by colons, e.g. 02:00:00:00:00:01';
   await expectParamError('Rewrite', 'eth_src', '02:00:00:00:00', "'02:00:00:00:00' is not an Ethernet address", hint);

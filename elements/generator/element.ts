@@ -1,5 +1,4 @@
 import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
-import { EnvironmentError } from '../../engine/errors.ts';
 
 /** Where generated time starts: 2026-01-01T00:00:00Z, so that captures of it read naturally. */
 const EPOCH_NS = 1_767_225_600n * 1_000_000_000n;
@@ -37,6 +36,10 @@ export default defineElement({
   },
   ioExports: ['buildTemplates', 'generate'],
   source: (ctx) => new GeneratorDriver(ctx),
+  invalid: (params: { frame_size: number }, { slotSize, slotRoom }) => params.frame_size <= slotRoom ? [] : [{
+    param: 'frame_size', message: `${params.frame_size} bytes do not fit a packet slot (${slotRoom} bytes after the headroom)`,
+    hint: `raise slot_size in the config to ${2 ** Math.ceil(Math.log2(params.frame_size + slotSize - slotRoom))}, or send smaller frames`,
+  }],
   example: 'gen: { type: Generator, count: 1000000, flows: 1000, frame_size: 64 }',
 });
 
@@ -46,9 +49,6 @@ class GeneratorDriver implements SourceDriver {
 
   constructor(private readonly ctx: IoContext) {
     const { params, arena, exports, self } = ctx;
-    if (params.frame_size > ctx.slotRoom) {
-      throw new EnvironmentError(`${ctx.name}: frame_size ${params.frame_size} does not fit a slot (${ctx.slotRoom} bytes)`, 'raise slot_size in the config');
-    }
     const templates = arena.alloc(params.flows * TEMPLATE_BYTES, 64);
     const scratch = arena.alloc(params.frame_size, 64);
     this.set('templates', BigInt(templates));
