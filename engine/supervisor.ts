@@ -5,11 +5,17 @@
 import { loadConfig, type LoadOptions } from './config.ts';
 import { Pipeline, withResult, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 
+/** What a reload did with each element of the two configs. */
 export interface ReloadReport {
+  /** Elements of the same name and type: their state and counters go on. */
   kept: string[];
   /** Kept by name and type, but their state starts afresh: the parameters its shared data is laid out by changed (a NAT's pool). */
   restarted: string[];
+  /** Sources and sinks of the same name and type: opened anew, their own counters from 0 (a FromDevice takes over the socket). */
+  reopened: string[];
+  /** New names, or names whose type changed. */
   added: string[];
+  /** Names gone, or whose type changed. */
   removed: string[];
 }
 
@@ -58,7 +64,7 @@ export class Supervisor {
       this.next = undefined;
       try {
         next.pipeline.replaces(this.current);
-        const report = carryOver(await this.current.snapshot(), next.pipeline);
+        const report = carryOver(await this.current.snapshot(), this.current, next.pipeline);
         next.pipeline.countOn(result.elements, report.restarted);
         next.pipeline.scaleReports.unshift(...this.current.scaleReports);
         this.current = next.pipeline;
@@ -134,14 +140,19 @@ function combined(before: RunResult | undefined, after: RunResult): RunResult {
   };
 }
 
-/** Restores into `next` the state of the elements whose name and type it shares with the snapshot. */
-function carryOver(snapshot: Snapshot, next: Pipeline): ReloadReport {
-  const kept: Snapshot['elements'] = {};
-  const report: ReloadReport = { kept: [], restarted: [], added: [], removed: [] };
-  for (const [name, state] of Object.entries(snapshot.elements)) {
-    if (next.graph.byName.get(name)?.type.type === state.type) { kept[name] = state; report.kept.push(name); } else report.removed.push(name);
+/**
+ * Restores into `next` the state of the elements whose name and type it shares with the snapshot of `before`, and
+ * says what became of each element of either config.
+ */
+function carryOver(snapshot: Snapshot, before: Pipeline, next: Pipeline): ReloadReport {
+  const report: ReloadReport = { kept: [], restarted: [], reopened: [], added: [], removed: [] };
+  const typeBefore = new Map(before.graph.nodes.map((node) => [node.name, node.type.type]));
+  for (const node of next.graph.nodes) {
+    if (typeBefore.get(node.name) !== node.type.type) report.added.push(node.name);
+    else (node.type.kind === 'element' ? report.kept : report.reopened).push(node.name);
   }
-  for (const node of next.graph.nodes) if (node.type.kind === 'element' && node.type.state && !(node.name in snapshot.elements)) report.added.push(node.name);
+  for (const [name, type] of typeBefore) if (next.graph.byName.get(name)?.type.type !== type) report.removed.push(name);
+  const kept = Object.fromEntries(Object.entries(snapshot.elements).filter(([name]) => report.kept.includes(name)));
   const afresh = next.restore({ ...snapshot, elements: kept }, true);
   report.restarted = report.kept.filter((name) => afresh.has(name));
   report.kept = report.kept.filter((name) => !afresh.has(name));

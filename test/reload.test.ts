@@ -72,7 +72,7 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     const inBefore = JSON.parse((await ctl('stats')).stdout).elements.stats.in;
     const good = await ctl('reload', join(dir, 'b.yaml'));
     assert.is(good.status, 0, good.stderr);
-    assert.equal(JSON.parse(good.stdout), { kept: ['stats'], restarted: [], added: ['count'], removed: [] });
+    assert.equal(JSON.parse(good.stdout), { kept: ['stats', 'drop'], restarted: [], reopened: ['gen'], added: ['count'], removed: [] });
     after = await packets();
     assert.ok(after >= before, `FlowStats kept its count (${before} -> ${after})`);
     // Its packet counts go on with its state (they started from 0, behind its own total_packets, and /metrics went back).
@@ -107,11 +107,15 @@ test('reload: a ToPcap goes on with the capture it wrote before; one the config 
     const busy = async () => { const p = supervisor.pipeline(); while (p.packetsIn() < 1000) await new Promise((r) => setTimeout(r, 10)); };
     try {
       await busy();
-      await supervisor.reload(text('  - tee[1] -> extra\n'));
+      assert.equal(await supervisor.reload(text('  - tee[1] -> extra\n')), { kept: [], restarted: [], reopened: ['gen', 'out'], added: ['tee', 'extra'], removed: [] });
       await busy();
       // Rotated before the next reload: the file starts anew, with its header.
       renameSync(join(dir, 'cap.pcap'), join(dir, 'cap.1.pcap'));
-      await supervisor.reload(text('  - tee[1] -> extra\n'));
+      assert.equal(await supervisor.reload(text('  - tee[1] -> extra\n')), { kept: ['tee'], restarted: [], reopened: ['gen', 'out', 'extra'], added: [], removed: [] });
+      await busy();
+      // An element whose type changes is another element: the one of that name is gone, and a new one came.
+      assert.equal(await supervisor.reload(text('  - tee[1] -> extra\n').replace('tee: { type: Tee }', 'tee: { type: Counter }').replace('  - tee[1] -> extra\n', '').replace('  extra: { type: ToPcap, file: other.pcap }\n', '')),
+        { kept: [], restarted: [], reopened: ['gen', 'out'], added: ['tee'], removed: ['tee', 'extra'] });
       await busy();
     } finally {
       supervisor.stop();
