@@ -9,6 +9,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { ROOT, readPcap, writePcap, ipv4Frame, tshark, readFifo, type PcapRecord } from './helpers.ts';
 import { inTempDir, runInOrder, assertRecords, arpFrame, ipv6Frame } from './golden.ts';
 import type { EnvironmentError } from '../engine/errors.ts';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
 
 /** FromPcap -> ToPcap with the given parameters of each. */
 const copy = (src: string, out = '') => `
@@ -314,6 +316,22 @@ for (const e of ERRORS) {
     assert.unreachable('the run succeeded');
   }));
 }
+
+test('a pcapng of Linux cooked frames is refused when the source opens (before, at its first packet: mid-run, or after a reload took over), with a hint that converts it', () => inTempDir(async (dir) => {
+  const b = pcapngBlocks(false);
+  writeFileSync(join(dir, 'in.pcap'), Buffer.concat([b.section(), b.iface(6, 1), b.iface(6, 113), b.enhanced(1, 1n, ipv4Frame())]));
+  writeFileSync(join(dir, 'c.yaml'), copy('file: in.pcap'));
+  const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { threads: 'inline' });
+  let refused: EnvironmentError | undefined;
+  try {
+    pipeline.openFileSources();
+  } catch (error) {
+    refused = error as EnvironmentError;
+  }
+  assert.ok(refused, 'refused when opened');
+  assert.match(refused.message, /in\.pcap has link type 113 \(Linux cooked\); wirepath reads Ethernet captures \(link type 1\) only$/);
+  assert.match(refused.hint!, /tcprewrite --dlt=enet/);
+}));
 
 test('a corrupt record or block ends the run only after every packet before it went through, and the error says what is wrong', () => inTempDir(async (dir) => {
   const frames = Array.from({ length: 3000 }, (_, i) => ({ data: ipv4Frame({ sport: 1000 + (i % 500) }), sec: 1, usec: i }));

@@ -31,8 +31,22 @@ const OPT_IF_TSRESOL = 9;
 const DAMAGED = 'the file may be cut short or damaged, or not a capture; tshark -r FILE says what it reads of it';
 
 function notEthernet(file: string, linkType: number): never {
-  throw new EnvironmentError(`${file} has link type ${linkType}; wirepath reads Ethernet captures (link type 1) only`,
-    'capture on an Ethernet or veth interface, or convert the file with editcap -T ether');
+  throw new EnvironmentError(`${file} has link type ${linkType}${LINK_NAMES[linkType] ? ` (${LINK_NAMES[linkType]})` : ''}; wirepath reads Ethernet captures (link type 1) only`,
+    'capture on an Ethernet or veth interface itself (tcpdump -i any writes Linux cooked frames), or rewrite the frames with Ethernet headers: '
+    + 'tcprewrite --dlt=enet --enet-smac=02:00:00:00:00:01 --enet-dmac=02:00:00:00:00:02 -i IN -o OUT (Debian package tcpreplay; editcap -T only relabels them)');
+}
+
+const LINK_NAMES: Record<number, string> = { 0: 'BSD loopback', 101: 'raw IP', 113: 'Linux cooked', 276: 'Linux cooked v2', 228: 'raw IPv4' };
+
+/** Refuses a pcapng file whose interfaces in `head` (its first bytes) are not Ethernet, before the pipeline starts rather than at its packets. */
+function checkInterfaces(head: Buffer, file: string, swapped: boolean): void {
+  for (let at = 0; at + 12 <= head.length;) {
+    const type = u32(head, at, swapped);
+    const length = u32(head, at + 4, swapped);
+    if (length < 12 || at + length > head.length || (at > 0 && type === PCAPNG_SHB)) return; // cut off here, or a new section
+    if (type === PCAPNG_IDB && length >= 20 && u16(head, at + 8, swapped) !== LINKTYPE_ETHERNET) notEthernet(file, u16(head, at + 8, swapped));
+    at += length;
+  }
 }
 
 export function readCaptureHeader(head: Buffer, file: string): CaptureFormat {
@@ -52,6 +66,7 @@ export function readCaptureHeader(head: Buffer, file: string): CaptureFormat {
   if (magic === PCAPNG_SHB) {
     const order = head.readUInt32LE(8);
     if (order !== PCAPNG_BYTE_ORDER && head.readUInt32BE(8) !== PCAPNG_BYTE_ORDER) throw new EnvironmentError(`${file}: pcapng section header has a bad byte-order magic`, DAMAGED);
+    checkInterfaces(head, file, order !== PCAPNG_BYTE_ORDER);
     return { kind: 'pcapng', swapped: order !== PCAPNG_BYTE_ORDER, nanos: false, snaplen: 0, linkType: LINKTYPE_ETHERNET };
   }
   throw new EnvironmentError(`${file} is not a pcap or pcapng file (magic 0x${magic.toString(16).padStart(8, '0')})`,
