@@ -40,6 +40,7 @@ commands:
   filter EXPR FILE  count the packets of a capture that a filter expression matches (-v: list them:
                     number in the file from 1, timestamp, length), through FromPcap -> Classifier
   docs              print the element reference (--write README.md updates it in place)
+  --version         print wirepath's version and node's
 
 options for run, check, graph, build, verify:
   --set NAME.PARAM=VALUE   override a parameter (repeatable)
@@ -93,6 +94,7 @@ const OPTIONS = {
   verbose: { type: 'boolean', short: 'v' },
   layout: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
 } satisfies ParseArgsConfig['options'];
 
 export async function main(argv: string[]): Promise<number> {
@@ -110,6 +112,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   const [command, target, ...extra] = positionals;
+  if (values.version) {
+    process.stdout.write(`wirepath ${JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')).version} (node ${process.versions.node})\n`);
+    return EXIT.ok;
+  }
   if (values.help) {
     if (!command) {
       process.stdout.write(USAGE + '\n');

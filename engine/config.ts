@@ -376,7 +376,13 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
     }
     const typeNode = body.get('type', true) as Scalar | undefined;
     if (!typeNode || typeNode.value === null || typeNode.value === '') {
-      errors.push(new ConfigError(`element '${name}' has no type`, at, `add type:, one of ${[...registry.keys()].sort().join(', ')}`));
+      // A key that was meant to be type (Type, tpye): said where it is.
+      const meantType = body.items.find((item) => {
+        const key = String(valueOf(item.key));
+        return key !== 'type' && key[0]?.toLowerCase() === 't' && didYouMean(key, ['type']) !== undefined;
+      });
+      errors.push(meantType ? new ConfigError(`element '${name}' has no type`, pos.of(meantType.key as Node, at), `did you mean 'type'? (keys are lower case)`)
+        : new ConfigError(`element '${name}' has no type`, at, `add type:, one of ${[...registry.keys()].sort().join(', ')}`));
       continue;
     }
     const typeFrom = overridden.has(`${name}.type`) ? ' (set on the command line)' : '';

@@ -108,7 +108,9 @@ export function parseIPv4(raw: unknown): number {
   const text = String(raw);
   const parts = text.split('.');
   if (typeof raw !== 'string' || parts.length !== 4 || !parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255)) {
-    fail(`${describe(raw)} is not an IPv4 address`, 'write four decimal numbers 0-255 separated by dots, e.g. 203.0.113.7');
+    const zeros = parts.length === 4 && parts.some((p) => /^0\d/.test(p));
+    fail(`${describe(raw)} is not an IPv4 address`, zeros ? 'write each number without leading zeros (they are read as octal elsewhere), e.g. 10.0.0.1'
+      : 'write four decimal numbers 0-255 separated by dots, e.g. 203.0.113.7');
   }
   return parts.reduce((acc, p) => acc * 256 + Number(p), 0);
 }
@@ -181,7 +183,11 @@ export function parseMac(raw: unknown): number[] {
 }
 
 function intRange(raw: unknown, min: number, max: number, what: string): number {
-  if (typeof raw !== 'number' || !Number.isInteger(raw)) fail(`${describe(raw)} is not ${what}`, `write a whole number from ${min} to ${max}`);
+  if (typeof raw !== 'number' || !Number.isInteger(raw)) {
+    // '100' in quotes is text to YAML: the number it means is there, without them.
+    const quoted = typeof raw === 'string' && /^-?\d+$/.test(raw.trim());
+    fail(`${describe(raw)} is not ${what}`, quoted ? `write it without quotes: ${raw.trim()}` : `write a whole number from ${min} to ${max}`);
+  }
   if ((raw as number) < min || (raw as number) > max) fail(`${raw} is out of range for ${what}`, `use a value from ${min} to ${max}`);
   return raw as number;
 }

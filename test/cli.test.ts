@@ -560,6 +560,9 @@ test('usage: --help exits 0 with the usage on stdout; no command exits 2 with it
   assert.is(none.status, 2);
   assert.is(none.stdout, '');
   assert.ok(none.stderr.startsWith('wirepath: no command given\n\n' + USAGE_START));
+  const version = cli(['--version']);
+  assert.is(version.status, 0);
+  assert.is(version.stdout, `wirepath ${JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version} (node ${process.versions.node})\n`);
 });
 
 test('usage: CMD --help shows that command and the options it takes; an unknown command exits 2', () => {

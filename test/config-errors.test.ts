@@ -221,11 +221,18 @@ async function expectParamError(type: string, key: string, value: string, messag
   await expectError(text, `pipeline.yaml:5:${7 + key.length}`, `el.${key}: ${message}`, hint, options);
 }
 
+test('an element whose type key is misspelt or capitalised is told where and how', async () => {
+  for (const key of ['Type', 'tpye', 'TYPE']) {
+    await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', `  count: { ${key}: Counter }`, 'connections:', '  - src -> count'),
+      'pipeline.yaml:3:12', "element 'count' has no type", "did you mean 'type'? (keys are lower case)");
+  }
+});
+
 test('param: IPv4 addresses', async () => {
   const hint = 'write four decimal numbers 0-255 separated by dots, e.g. 203.0.113.7';
   await expectParamError('Rewrite', 'ip_src', '203.0.113.300', "'203.0.113.300' is not an IPv4 address", hint);
   await expectParamError('Rewrite', 'ip_dst', '10.0.0', "'10.0.0' is not an IPv4 address", hint);
-  await expectParamError('Rewrite', 'ip_dst', '010.0.0.1', "'010.0.0.1' is not an IPv4 address", hint);
+  await expectParamError('Rewrite', 'ip_dst', '010.0.0.1', "'010.0.0.1' is not an IPv4 address", 'write each number without leading zeros (they are read as octal elsewhere), e.g. 10.0.0.1');
   await expectParamError('Rewrite', 'ip_dst', '12', '12 is not an IPv4 address', hint);
 });
 
@@ -256,6 +263,7 @@ test('param: whole numbers out of range or not whole', async () => {
   await expectParamError('Rewrite', 'dscp', '64', '64 is out of range for a whole number', 'use a value from 0 to 63');
   await expectParamError('Generator', 'frame_size', '1.5', '1.5 is not a whole number', 'write a whole number from 60 to 9216');
   await expectParamError('Tee', 'outputs', 'two', "'two' is not a whole number", 'write a whole number from 1 to 64');
+  await expectParamError('Tee', 'outputs', "'3'", "'3' is not a whole number", 'write it without quotes: 3');
 });
 
 test('a Generator frame larger than a packet slot is a config error at its frame_size, with the slot_size that fits it', async () => {
