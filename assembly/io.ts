@@ -33,6 +33,13 @@ export const IO_STEERING_STATE: u32 = 48;
 export const IO_FRAGMENTS: u32 = 52;
 /** The area where the order of moving buckets' packets is watched (assembly/order.ts). */
 export const IO_ORDER: u32 = 56;
+/**
+ * On a trace's time, the clock of the state a reload or a snapshot carried in (u64 ns; 0 once the shift is set): the
+ * first packet's timestamp sets IO_CLOCK_SHIFT, so that time goes on from there rather than back to the trace's start.
+ */
+export const IO_CLOCK_FLOOR: u32 = 64;
+/** Added to every packet's timestamp as it is submitted (u64 ns): a reloaded trace continues the clock (IO_CLOCK_FLOOR). */
+export const IO_CLOCK_SHIFT: u32 = 72;
 export const STEER_FLOW: u8 = 0;
 export const STEER_SOURCE: u8 = 1;
 export const STEER_DESTINATION: u8 = 2;
@@ -114,11 +121,21 @@ export function ioDroppedNoSlot(count: u32): void {
  */
 @inline export function ioSubmit(p: Packet, source: u16): void {
   p.port = source;
+  if (load<u64>(io, IO_CLOCK_FLOOR)) setClockShift(p.timestamp);
+  const shift = load<u64>(io, IO_CLOCK_SHIFT);
+  if (shift) p.timestamp += shift;
   // Inlined into every source's loop, for the common cases: one shard and no move in progress; and with
   // fragment ordering on, a packet that is plainly no fragment while none waits (ordering has nothing to do).
   const steering = load<u32>(io, IO_STEER) & ~STEER_HASH;
   const direct = steering == 0 || (steering == STEER_FRAGMENTS && plainlyNoFragment(p) && !fragmentsWaiting());
   if (!direct || !enqueue(shardRecord(0), changetype<u32>(p))) submitSteered(p);
+}
+
+/** At the first packet after a reload or restore on a trace's time: its timestamp and every later one's start after the carried clock. */
+function setClockShift(first: u64): void {
+  const floor = load<u64>(io, IO_CLOCK_FLOOR);
+  store<u64>(io, first <= floor ? floor + 1 - first : 0, IO_CLOCK_SHIFT);
+  store<u64>(io, 0, IO_CLOCK_FLOOR);
 }
 
 function submitSteered(p: Packet): void {

@@ -1191,7 +1191,7 @@ export class Pipeline {
         if (table.merges) parts.get(shard)!.set(`${table.node}/${table.name}`, Buffer.concat(chunks));
       }
     }
-    this.lastSnapshot = { format: SNAPSHOT_FORMAT, date: new Date().toISOString(), elements };
+    this.lastSnapshot = { format: SNAPSHOT_FORMAT, date: new Date().toISOString(), clock_ns: String(this.clockNow()), elements };
     this.lastSnapshotParts = parts;
     return this.lastSnapshot;
   }
@@ -1303,6 +1303,8 @@ export class Pipeline {
     }
     for (const shard of this.shards) this.loadTables(snapshot, shard, afresh);
     if (!carried) for (const name of Object.keys(snapshot.elements)) if (!afresh.has(name)) this.restoredFromFile.add(name);
+    // On a trace's time, the state's deadlines and times are the clock it was taken at: time goes on from there.
+    if (snapshot.clock_ns && !this.onRealTime()) v.setBigUint64(this.ioContext + IoContext.clockFloor, BigInt(snapshot.clock_ns), true);
     return afresh;
   }
 
@@ -1725,6 +1727,8 @@ function withSteering(old: Snapshot): Snapshot {
 export interface Snapshot {
   format: 'wirepath-snapshot/1' | 'wirepath-snapshot/2';
   date: string;
+  /** The pipeline's clock when it was taken (ns; since 2026-11): on a trace's time, the restored pipeline's clock goes on from it. */
+  clock_ns?: string;
   elements: Record<string, {
     type: string;
     scalars: Record<string, string>;

@@ -163,6 +163,42 @@ test('the run command\'s --set overrides apply to a reloaded config too, to the 
   }
 });
 
+test('on a trace\'s time, a reload or a restored snapshot goes on from the clock of the state it carries (it went back to the trace\'s start)', async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'gen.yaml');
+    writeFileSync(file, config(''));
+    const options = { shards: 1 };
+    const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+    const running = supervisor.run();
+    const clock = () => supervisor.pipeline().clockNow();
+    const packets = () => supervisor.pipeline().packetsIn();
+    let snapshot;
+    try {
+      while (packets() < 4000) await new Promise((r) => setTimeout(r, 10)); // 0.2 s of the Generator's time
+      const before = clock();
+      await supervisor.reload(config(''));
+      while (packets() < 100) await new Promise((r) => setTimeout(r, 10));
+      const after = clock();
+      assert.ok(after > before, `the clock went on: ${before} -> ${after}`);
+      assert.ok(after - before < 200_000_000n, 'from where it was, by the time of the packets since');
+      snapshot = await supervisor.pipeline().snapshot();
+    } finally {
+      supervisor.stop();
+      await running;
+    }
+    const restored = await Pipeline.create(await loadConfig(file), { ...options, clock: 'trace' });
+    restored.restore(snapshot);
+    const run = restored.run();
+    while (restored.packetsIn() < 100) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(restored.clockNow() > BigInt(snapshot.clock_ns!), 'a restored snapshot goes on from its clock too');
+    restored.stop();
+    await run;
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a reload refused (another in progress, or the pipeline stopping) leaves none of its files open', async () => {
   const dir = tempDir();
   try {
