@@ -77,7 +77,7 @@ const labelValue = (v: string | number) => String(v).replace(/\\/g, '\\\\').repl
 export function metrics(pipeline: Pipeline): string {
   const lines: string[] = [];
   const series = new Map<string, string[]>();
-  const add = (name: string, help: string, labels: Record<string, string | number>, value: number, type: 'counter' | 'gauge' = 'counter') => {
+  const add = (name: string, help: string, labels: Record<string, string | number>, value: number | bigint, type: 'counter' | 'gauge' = 'counter') => {
     if (!series.has(name)) series.set(name, [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`]);
     const l = Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`).join(',');
     series.get(name)!.push(`${name}{${l}} ${value}`);
@@ -88,7 +88,7 @@ export function metrics(pipeline: Pipeline): string {
     add('wirepath_element_unconnected_drops_total', 'packets sent to an unconnected optional output', { element, type: s.type }, s.unconnected_drops);
     const handlers = handlersOf(pipeline.graph.byName.get(element)!.type);
     for (const [counter, value] of Object.entries(s)) {
-      if (typeof value !== 'number' || ['in', 'unconnected_drops'].includes(counter)) continue;
+      if ((typeof value !== 'number' && typeof value !== 'bigint') || ['in', 'unconnected_drops'].includes(counter)) continue;
       const grows = handlers[counter]?.monotonic ?? false;
       add(`wirepath_${counter}${grows ? '_total' : ''}`, `the ${counter} handler of each element that has one (wirepath elements TYPE says what it is)`,
         { element, type: s.type }, value, grows ? 'counter' : 'gauge');

@@ -19,7 +19,7 @@ export function handlersOf(type: ElementType): Record<string, Handler> {
   for (const [name, s] of state) {
     handlers[name] = {
       doc: s.kind === 'flow-table' ? `live entries of ${name}: ${s.doc}` : s.doc,
-      read: (view) => Number(view.read(name)),
+      read: (view) => exactNumber(view.read(name)),
       counter: true,
       monotonic: s.kind === 'scalar' && s.monotonic,
     };
@@ -28,6 +28,14 @@ export function handlersOf(type: ElementType): Record<string, Handler> {
   // A read that takes an argument (a subscriber to show) has nothing to show without one.
   for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.counter ?? (h.read !== undefined && h.read.length < 2 && !h.write) };
   return handlers;
+}
+
+/**
+ * A state value as a number, or as the bigint it is past 2^53, where a number would round it (a gauge's timestamp in ns:
+ * JSON shows it as a string of its digits, report.ts toJson).
+ */
+function exactNumber(value: bigint): number | bigint {
+  return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
 }
 
 /** Handler values come as text; numbers and booleans are written as they are in YAML. */

@@ -10,6 +10,9 @@ import { tempDir, removeDir, cliAsync } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
 import { startControl, type ControlServer } from '../engine/control.ts';
+import { handlersOf } from '../engine/handlers.ts';
+import { state, type ElementType, type ElementView } from '../engine/element.ts';
+import { toJson } from '../engine/report.ts';
 
 const dir = tempDir();
 let pipeline: Pipeline;
@@ -169,6 +172,15 @@ test('wirepath ctl reads, writes and snapshots', async () => {
   } finally {
     other.close();
   }
+});
+
+test('a gauge that holds a time in ns reads exactly (a number would round it), shown as its digits in JSON', () => {
+  const type = { type: 'Clocked', params: {}, state: { last_seen: state.gauge('when the latest packet came', 'max'), small: state.counter('a count') } } as unknown as ElementType;
+  const handlers = handlersOf(type);
+  const view = { read: (field: string) => (field === 'last_seen' ? 1_767_225_607_750_000_001n : 42n) } as unknown as ElementView;
+  assert.is(handlers.last_seen.read!(view), 1_767_225_607_750_000_001n);
+  assert.is(handlers.small.read!(view), 42);
+  assert.is(toJson({ last_seen: handlers.last_seen.read!(view), small: handlers.small.read!(view) }), '{"last_seen":"1767225607750000001","small":42}');
 });
 
 test.run();
