@@ -33,13 +33,17 @@ export const IO_STEERING_STATE: u32 = 48;
 export const IO_FRAGMENTS: u32 = 52;
 /** The area where the order of moving buckets' packets is watched (assembly/order.ts). */
 export const IO_ORDER: u32 = 56;
-/**
- * On a trace's time, the clock of the state a reload or a snapshot carried in (u64 ns; 0 once the shift is set): the
- * first packet's timestamp sets IO_CLOCK_SHIFT, so that time goes on from there rather than back to the trace's start.
- */
+/** On a trace's time, the clock of the state a reload or a snapshot carried in (u64 ns; 0: none). */
 export const IO_CLOCK_FLOOR: u32 = 64;
-/** Added to every packet's timestamp as it is submitted (u64 ns): a reloaded trace continues the clock (IO_CLOCK_FLOOR). */
-export const IO_CLOCK_SHIFT: u32 = 72;
+/**
+ * With a carried clock, where each source's timestamp shift is (u64 ns per source, CLOCK_SHIFT_UNSET until its first
+ * packet; 0: no carried clock): a source whose packets start before that clock's millisecond (a file read from its
+ * start) has them shifted past it, so that time goes on rather than back; each source by its own, as files of other
+ * years or a device's real time need.
+ */
+export const IO_CLOCK_SHIFTS: u32 = 72;
+const CLOCK_SHIFT_UNSET: u64 = u64.MAX_VALUE;
+const MILLISECOND: u64 = 1_000_000;
 export const STEER_FLOW: u8 = 0;
 export const STEER_SOURCE: u8 = 1;
 export const STEER_DESTINATION: u8 = 2;
@@ -121,9 +125,13 @@ export function ioDroppedNoSlot(count: u32): void {
  */
 @inline export function ioSubmit(p: Packet, source: u16): void {
   p.port = source;
-  if (load<u64>(io, IO_CLOCK_FLOOR)) setClockShift(p.timestamp);
-  const shift = load<u64>(io, IO_CLOCK_SHIFT);
-  if (shift) p.timestamp += shift;
+  const shifts = <usize>load<u32>(io, IO_CLOCK_SHIFTS);
+  if (shifts) {
+    const at = shifts + (<usize>source << 3);
+    let shift = load<u64>(at);
+    if (shift == CLOCK_SHIFT_UNSET) shift = setClockShift(at, p.timestamp);
+    p.timestamp += shift;
+  }
   // Inlined into every source's loop, for the common cases: one shard and no move in progress; and with
   // fragment ordering on, a packet that is plainly no fragment while none waits (ordering has nothing to do).
   const steering = load<u32>(io, IO_STEER) & ~STEER_HASH;
@@ -131,11 +139,16 @@ export function ioDroppedNoSlot(count: u32): void {
   if (!direct || !enqueue(shardRecord(0), changetype<u32>(p))) submitSteered(p);
 }
 
-/** At the first packet after a reload or restore on a trace's time: its timestamp and every later one's start after the carried clock. */
-function setClockShift(first: u64): void {
+/**
+ * A source's first packet after a reload or restore on a trace's time: when its millisecond is before the carried
+ * clock's (the end of a millisecond), its source's packets are shifted to start just after that clock; else not at all
+ * (a capture that goes on where the last one ended keeps its times).
+ */
+function setClockShift(at: usize, first: u64): u64 {
   const floor = load<u64>(io, IO_CLOCK_FLOOR);
-  store<u64>(io, first <= floor ? floor + 1 - first : 0, IO_CLOCK_SHIFT);
-  store<u64>(io, 0, IO_CLOCK_FLOOR);
+  const shift = first / MILLISECOND < floor / MILLISECOND ? floor + 1 - first : 0;
+  store<u64>(at, shift);
+  return shift;
 }
 
 function submitSteered(p: Packet): void {

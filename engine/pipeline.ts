@@ -1304,8 +1304,17 @@ export class Pipeline {
     for (const shard of this.shards) this.loadTables(snapshot, shard, afresh);
     if (!carried) for (const name of Object.keys(snapshot.elements)) if (!afresh.has(name)) this.restoredFromFile.add(name);
     // On a trace's time, the state's deadlines and times are the clock it was taken at: time goes on from there.
-    if (snapshot.clock_ns && !this.onRealTime()) v.setBigUint64(this.ioContext + IoContext.clockFloor, BigInt(snapshot.clock_ns), true);
+    if (snapshot.clock_ns && BigInt(snapshot.clock_ns) > 0n && !this.onRealTime()) this.continueClock(BigInt(snapshot.clock_ns));
     return afresh;
+  }
+
+  /** Carries the clock on from `floor` (assembly/io.ts IO_CLOCK_SHIFTS): each source's shift is set by its first packet. */
+  private continueClock(floor: bigint): void {
+    const v = this.arena.view;
+    const shifts = this.arena.alloc(8 * Math.max(1, this.graph.sources.length), 8);
+    for (let i = 0; i < this.graph.sources.length; i++) v.setBigUint64(shifts + 8 * i, 0xffff_ffff_ffff_ffffn, true);
+    v.setBigUint64(this.ioContext + IoContext.clockFloor, floor, true);
+    v.setUint32(this.ioContext + IoContext.clockShifts, shifts, true);
   }
 
   /** Takes over from `old` (a reload): its elements' types and parameters, for the drivers of this one's. */
@@ -1562,10 +1571,11 @@ export class Pipeline {
 
   /** The elements' clock: the latest batch time of any shard (trace time with the virtual clock). */
   clockNow(): bigint {
+    // A clock carried on from a reload or snapshot is where it stands before the first packet moves it.
     const latest = [...this.shards, ...this.retired].reduce((m, shard) => {
       const t = this.arena.view.getBigUint64(shard.memory.context + ShardContext.now, true);
       return t > m ? t : m;
-    }, 0n);
+    }, this.arena.view.getBigUint64(this.ioContext + IoContext.clockFloor, true));
     return latest || (this.clock === 'wall' ? wallNanos() : 0n);
   }
 

@@ -199,6 +199,37 @@ test('on a trace\'s time, a reload or a restored snapshot goes on from the clock
   }
 });
 
+test('a restored clock shifts each source by its own first packet: not one that goes on after it, nor one file by another\'s years', async () => {
+  const dir = tempDir();
+  try {
+    const T = 1_767_225_600; // 2026-01-01
+    const frames = (sec: number, usecs: number[]) => usecs.map((usec) => ({ data: Buffer.alloc(60, 1), sec, usec }));
+    writePcap(join(dir, 'part1.pcap'), frames(T, [100, 200, 500]));
+    writePcap(join(dir, 'part2.pcap'), frames(T, [600, 900])); // the same millisecond as part 1's end: it goes on
+    writePcap(join(dir, 'old.pcap'), frames(1_262_304_000, [0, 10])); // 2010
+    const config = (sources: string[]) => `elements:\n${sources.map((f, i) => `  s${i}: { type: FromPcap, file: ${f}.pcap }\n  o${i}: { type: ToPcap, file: out-${f}.pcap, resolution: ns }\n`).join('')}`
+      + `connections:\n${sources.map((_, i) => `  - s${i} -> o${i}\n`).join('')}`;
+    const pipeline = async (sources: string[]) => {
+      writeFileSync(join(dir, 'c.yaml'), config(sources));
+      return Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { threads: 'inline', shards: 1 });
+    };
+    const first = await pipeline(['part1']);
+    await first.run();
+    const snapshot = await first.snapshot();
+    assert.is(snapshot.clock_ns, String(BigInt(T) * 1_000_000_000n + 999_999n), 'the end of the last packet\'s millisecond');
+    const restored = await pipeline(['part2', 'old']);
+    restored.restore(snapshot);
+    assert.is((await restored.snapshot()).clock_ns, snapshot.clock_ns, 'before its first packet, the carried clock is its clock (a snapshot then carries it on)');
+    await restored.run();
+    const ns = (f: string) => readPcap(join(dir, `out-${f}.pcap`)).records.map((r) => BigInt(r.sec) * 1_000_000_000n + BigInt(r.frac));
+    assert.equal(ns('part2'), [600_000n, 900_000n].map((n) => BigInt(T) * 1_000_000_000n + n), 'a capture that goes on keeps its times');
+    const floor = BigInt(snapshot.clock_ns!);
+    assert.equal(ns('old'), [floor + 1n, floor + 1n + 10_000n], 'a file of 2010 goes on from the carried clock, its packets as far apart as they were');
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a reload refused (another in progress, or the pipeline stopping) leaves none of its files open', async () => {
   const dir = tempDir();
   try {
