@@ -12,7 +12,7 @@ import { loadRegistry, stateSizeProblems, ElementFolderError, DECLARATION_HINT, 
 import type { ElementType } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
 import { buildGraph } from './graph.ts';
-import { Meta } from './layout.ts';
+import { slotRoom } from './layout.ts';
 
 export interface ElementInstance {
   name: string;
@@ -446,7 +446,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       for (const problem of stateSizeProblems(type, params)) {
         errors.push(new ConfigError(`${name} (${typeName}): ${join(type.dir, 'element.ts')}: ${problem}`, at, DECLARATION_HINT));
       }
-      for (const e of type.invalid?.(params, { slotSize, slotRoom: slotSize - Meta.defaultDataOffset }) ?? []) {
+      for (const e of type.invalid?.(params, { slotSize, slotRoom: slotRoom(slotSize) }) ?? []) {
         errors.push(new ConfigError(`${name}.${e.param}: ${e.message}`, pos.within(valueNodes.get(e.param), e.at ?? {}, at), e.hint));
       }
       for (const w of type.warnings?.(params) ?? []) {

@@ -8,6 +8,9 @@ import type { Graph, GraphNode } from './graph.ts';
 
 /** assembly/packet.ts */
 export const Meta = { length: 0, wireLength: 4, timestamp: 8, dataOffset: 16, l3Offset: 18, port: 20, annotation: 24, size: 32, defaultDataOffset: 128 } as const;
+
+/** Bytes of a frame a fresh slot holds: the slot after its metadata and headroom. */
+export const slotRoom = (slotSize: number): number => slotSize - Meta.defaultDataOffset;
 /** assembly/ring.ts */
 export const RingLayout = { head: 0, tail: 64, sleep: 128, mask: 192, entries: 256 } as const;
 /** assembly/ring.ts ENTRY_RECYCLE: a ring entry that carries a free slot, not a packet. */

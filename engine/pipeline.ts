@@ -8,7 +8,7 @@ import { addressSteeringErrors, buildGraph, reaches, sharesTarget, steeringPath,
 import { generateGraph } from './codegen.ts';
 import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
-import { Meta, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
+import { Meta, slotRoom, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, clonesOf, setUpBy, paramsReadBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import type { ParamTypeError } from './params.ts';
@@ -558,7 +558,7 @@ export class Pipeline {
 
   /** Runs the sources' and sinks' checks of what they will open (ElementDefinition.check): before a reload takes over. */
   checkOpenable(): void {
-    for (const node of this.graph.nodes) node.type.check?.({ name: node.name, params: node.instance.params, slotRoom: this.config.slotSize - Meta.defaultDataOffset });
+    for (const node of this.graph.nodes) node.type.check?.({ name: node.name, params: node.instance.params, slotRoom: slotRoom(this.config.slotSize) });
   }
 
   /** Closes the sources opened so far, of a pipeline that will not run (a reload refused or abandoned). */
@@ -603,7 +603,7 @@ export class Pipeline {
   private driverContext(node: GraphNode, port: number): DriverContext {
     return {
       name: node.name, params: node.instance.params, exports: this.io, arena: this.arena,
-      self: this.ioBlocks.get(node.name)!, port, configFile: this.config.file, slotRoom: this.config.slotSize - Meta.defaultDataOffset,
+      self: this.ioBlocks.get(node.name)!, port, configFile: this.config.file, slotRoom: slotRoom(this.config.slotSize),
       fieldOffset: (field) => {
         const f = this.layouts.get(node.type.type)!.fields.find((x) => x.name === field);
         if (!f) throw new Error(`${node.type.type} has no layout field '${field}'`);
@@ -1555,7 +1555,7 @@ export class Pipeline {
         }
         const next = { ...node.instance.params, [param]: value };
         // What a config would refuse is refused here too; and the batches were sized by the parameters.
-        const problem = node.type.invalid?.(next, { slotSize: this.config.slotSize, slotRoom: this.config.slotSize - Meta.defaultDataOffset })[0];
+        const problem = node.type.invalid?.(next, { slotSize: this.config.slotSize, slotRoom: slotRoom(this.config.slotSize) })[0];
         if (problem) throw new Error(`${param}: ${problem.message}${problem.hint ? ` (${problem.hint})` : ''}`);
         const sizes = (params: Record<string, unknown>) => `${expansionOf(node.type, params)}/${clonesOf(node.type, params)}`;
         if (sizes(next) !== sizes(node.instance.params)) {

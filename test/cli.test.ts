@@ -500,6 +500,9 @@ test('verify: --trace is a path from where the command runs; one shard count is 
   const short = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1,2,4', '--scale-every', '2000']);
   assert.is(short.status, 1);
   assert.match(short.stdout, /NOT equivalent: no scale event: the trace has 2000 packets, not more than --scale-every 2000; give a smaller --scale-every\n/);
+  const fromTwo = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '2,4', '--scale-every', '5000']);
+  assert.is(fromTwo.status, 1, 'from two shards too: the counts were named to be gone through');
+  assert.match(fromTwo.stdout, /NOT equivalent: no scale event: the trace has 2000 packets, not more than --scale-every 5000/);
   // Left to its default, it goes through the counts and back on a short trace too.
   const fitted = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1,2,4']);
   assert.is(fitted.status, 0, fitted.stderr);

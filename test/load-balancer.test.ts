@@ -177,10 +177,11 @@ test('an ICMP error quoting a VIP connection but sent to another address is not 
   assert.is(lb.icmp_errors, 0);
 });
 
-/** The frame's first `l4` bytes after its IPv4 header, its total length and checksum saying so. */
-function cutAfterHeader(frame: Buffer, l4: number): Buffer {
+/** The frame's first `l4` bytes after its IPv4 header, its total length (and fragment offset field) and checksum saying so. */
+function cutAfterHeader(frame: Buffer, l4: number, fragmentField = 0): Buffer {
   const cut = Buffer.from(frame.subarray(0, 14 + 20 + l4));
   cut.writeUInt16BE(20 + l4, 16);
+  cut.writeUInt16BE(fragmentField, 20);
   cut.writeUInt16BE(0, 24);
   cut.writeUInt16BE(internetChecksum(cut.subarray(14, 34)), 24);
   return cut;
@@ -525,13 +526,9 @@ test('BeamerBackend: not for it, plain IP-in-IP without the option, truncated in
 test('BeamerBackend: an inner TCP, UDP or ICMP packet without its whole transport header is malformed; a later fragment and other protocols are delivered', async () => {
   const dir = tempDir();
   try {
-    /** An inner packet of `l4` bytes after its IPv4 header, its total length saying so. */
-    const cut = (spec: FrameSpec, l4: number, fragmentOffset = 0) => {
-      const packet = Buffer.from(ipv4Frame(client(spec)).subarray(14, 14 + 20 + l4));
-      packet.writeUInt16BE(20 + l4, 2);
-      packet.writeUInt16BE(fragmentOffset, 6);
-      return Buffer.from(ipv4Frame({ src: '198.18.0.9', dst: ADDRESS.web1, proto: 4, payload: packet }));
-    };
+    /** IP-in-IP to web1 of an inner packet of `l4` bytes after its IPv4 header. */
+    const cut = (spec: FrameSpec, l4: number, fragmentField = 0) =>
+      ipv4Frame({ src: '198.18.0.9', dst: ADDRESS.web1, proto: 4, payload: cutAfterHeader(ipv4Frame(client(spec)), l4, fragmentField).subarray(14) });
     const malformed = [cut({ tcpFlags: ACK }, 10), cut({ tcpFlags: ACK }, 0), cut({ proto: 'udp' }, 4), cut({ proto: 'icmp' }, 6)];
     const delivered = [cut({ tcpFlags: ACK }, 8, 185), cut({ proto: 'udp' }, 8), cut({ proto: 47 }, 4)];
     writePcap(join(dir, 'encapsulated.pcap'), [...malformed, ...delivered]);

@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { ROOT, readPcap, writePcap, ipv4Frame, tshark, readFifo, type PcapRecord } from './helpers.ts';
 import { inTempDir, runInOrder, assertRecords, arpFrame, ipv6Frame } from './golden.ts';
@@ -331,6 +331,8 @@ test('a pcapng of Linux cooked frames is refused when the source opens (before, 
   assert.ok(refused, 'refused when opened');
   assert.match(refused.message, /in\.pcap has link type 113 \(Linux cooked\); wirepath reads Ethernet captures \(link type 1\) only$/);
   assert.match(refused.hint!, /tcprewrite --dlt=enet/);
+  const open = readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === join(dir, 'in.pcap'); } catch { return false; } });
+  assert.is(open.length, 0, 'the file it refused is closed');
 }));
 
 test('a corrupt record or block ends the run only after every packet before it went through, and the error says what is wrong', () => inTempDir(async (dir) => {

@@ -79,8 +79,13 @@ class PcapReader implements SourceDriver {
     }
     this.size = stat.size;
     const head = Buffer.alloc(Math.min(this.size, 64 << 10));
-    readSync(this.fd, head, 0, head.length, 0);
-    this.format = readCaptureHeader(head, path);
+    try {
+      readSync(this.fd, head, 0, head.length, 0);
+      this.format = readCaptureHeader(head, path);
+    } catch (e) {
+      closeSync(this.fd); // a source that fails to open is never closed
+      throw e;
+    }
     this.capacity = ctx.params.preload ? Math.max(this.size, 64) : STREAM_BUFFER;
     this.buffer = ctx.arena.alloc(this.capacity, 64);
     this.ifaceTable = ctx.arena.alloc(16 * MAX_INTERFACES, 8);
