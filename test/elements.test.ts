@@ -4,7 +4,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { loadConfig } from '../engine/config.ts';
+import { Pipeline } from '../engine/pipeline.ts';
+import { handlersOf } from '../engine/handlers.ts';
 import { readPcap, writePcap, ipv4Frame, internetChecksum, type FrameSpec, type PcapRecord } from './helpers.ts';
 import {
   inTempDir, runInOrder, assertRecords, recordsOf, editIpHeader, withIpOptions, withOuterTag, arpFrame, ipv6Frame, withMacs,
@@ -66,6 +69,19 @@ test('Counter: a rate as capinfos gives it, whatever the batches (a batch spans 
   const result = await runInOrder(dir, chain('{ type: Counter }'));
   assert.is(result.elements.el.rate, Math.round(2000 / 0.001999));
   assert.is(result.elements.el.bit_rate, Math.round(2000 * 60 * 8 / 0.001999));
+  assert.is(result.elements.el.first_ns, undefined, 'its times are no counters for the table');
+}));
+
+test('Counter: a reset starts its rate\'s span afresh (a shard with no packets since kept its old first time, and the rate fell)', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), [0, 1, 2].map((s) => ({ data: ipv4Frame(), sec: 1_700_000_000 + s, usec: 0 })));
+  writeFileSync(join(dir, 'c.yaml'), `shards: 2\n${chain('{ type: Counter }')}`);
+  const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { threads: 'inline' });
+  await pipeline.run();
+  const view = pipeline.view('el');
+  const handlers = handlersOf(pipeline.graph.byName.get('el')!.type);
+  assert.is(handlers.first_ns.read!(view), 1_700_000_000_000_000_000n);
+  view.reset();
+  assert.equal([handlers.first_ns.read!(view), handlers.last_ns.read!(view), handlers.rate.read!(view)], [0n, 0n, 0]);
 }));
 
 test('Discard takes every packet and sends none on', () => inTempDir(async (dir) => {

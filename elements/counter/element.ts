@@ -12,8 +12,9 @@ export default defineElement({
   state: {
     packets: state.counter('packets received'),
     bytes: state.counter('bytes received, as on the wire'),
-    first_ns: state.internal('timestamp of the earliest packet, in ns', 'min'),
-    last_ns: state.internal('timestamp of the latest packet, in ns'),
+    // Gauges, so that reset zeroes them with the counts (a shard with no packets since holds 0, which takes no part).
+    first_ns: state.gauge('timestamp of the earliest packet, in ns', 'min'),
+    last_ns: state.gauge('timestamp of the latest packet, in ns', 'max'),
   },
   handlers: {
     rate: {
@@ -24,6 +25,9 @@ export default defineElement({
       doc: 'average bits per second from the earliest packet\'s timestamp to the latest\'s',
       read: (v) => rate(v.read('bytes') * 8n, v.read('first_ns'), v.read('last_ns')),
     },
+    // Times in ns are no counters for the table: read on demand.
+    first_ns: { doc: 'timestamp of the earliest packet since the start or a reset, in ns', read: (v) => v.read('first_ns'), counter: false },
+    last_ns: { doc: 'timestamp of the latest packet, in ns', read: (v) => v.read('last_ns'), counter: false },
   },
   example: 'count: { type: Counter }',
 });
