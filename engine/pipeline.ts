@@ -1191,7 +1191,11 @@ export class Pipeline {
         if (table.merges) parts.get(shard)!.set(`${table.node}/${table.name}`, Buffer.concat(chunks));
       }
     }
-    this.lastSnapshot = { format: SNAPSHOT_FORMAT, date: new Date().toISOString(), clock_ns: String(this.clockNow()), elements };
+    // A clock carried in and not moved yet (no packet since a restore) is carried on. Only the snapshot takes it: before
+    // the first packet the elements' clock stands still (a NAT dates nothing, logs nothing, until it moves).
+    const carried = this.arena.view.getBigUint64(this.ioContext + IoContext.clockFloor, true);
+    const clock = this.clockNow() > carried ? this.clockNow() : carried;
+    this.lastSnapshot = { format: SNAPSHOT_FORMAT, date: new Date().toISOString(), clock_ns: String(clock), elements };
     this.lastSnapshotParts = parts;
     return this.lastSnapshot;
   }
@@ -1571,11 +1575,10 @@ export class Pipeline {
 
   /** The elements' clock: the latest batch time of any shard (trace time with the virtual clock). */
   clockNow(): bigint {
-    // A clock carried on from a reload or snapshot is where it stands before the first packet moves it.
     const latest = [...this.shards, ...this.retired].reduce((m, shard) => {
       const t = this.arena.view.getBigUint64(shard.memory.context + ShardContext.now, true);
       return t > m ? t : m;
-    }, this.arena.view.getBigUint64(this.ioContext + IoContext.clockFloor, true));
+    }, 0n);
     return latest || (this.clock === 'wall' ? wallNanos() : 0n);
   }
 

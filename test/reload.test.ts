@@ -219,7 +219,7 @@ test('a restored clock shifts each source by its own first packet: not one that 
     assert.is(snapshot.clock_ns, String(BigInt(T) * 1_000_000_000n + 999_999n), 'the end of the last packet\'s millisecond');
     const restored = await pipeline(['part2', 'old']);
     restored.restore(snapshot);
-    assert.is((await restored.snapshot()).clock_ns, snapshot.clock_ns, 'before its first packet, the carried clock is its clock (a snapshot then carries it on)');
+    assert.is((await restored.snapshot()).clock_ns, snapshot.clock_ns, 'a snapshot before its first packet carries the carried clock on');
     await restored.run();
     const ns = (f: string) => readPcap(join(dir, `out-${f}.pcap`)).records.map((r) => BigInt(r.sec) * 1_000_000_000n + BigInt(r.frac));
     assert.equal(ns('part2'), [600_000n, 900_000n].map((n) => BigInt(T) * 1_000_000_000n + n), 'a capture that goes on keeps its times');
