@@ -292,7 +292,7 @@ function report(e: unknown, command?: string): number {
 /** Whether a compile error points into an element folder outside wirepath's own (elements/ and assembly/, and the code it generates). */
 function inUsersCode(e: CompileError): boolean {
   const own = [join(PROJECT_ROOT, 'elements'), join(PROJECT_ROOT, 'assembly'), join(PROJECT_ROOT, '.wirepath-graph')];
-  const files = [...e.diagnostics.matchAll(/└─ in (.+?)\(\d+,\d+\)/g)].map((m) => m[1]);
+  const files = [...e.files, ...[...e.diagnostics.matchAll(/└─ in (.+?)\(\d+,\d+\)/g)].map((m) => m[1])];
   return files.some((file) => !own.some((dir) => file.startsWith(dir)));
 }
 

@@ -16,6 +16,8 @@ export interface GeneratedGraph {
   files: Map<string, string>;
   entry: string;
   layouts: Map<string, ElementLayout>;
+  /** The element types the graph uses, by name. */
+  types: Map<string, ElementType>;
 }
 
 export const ENTRY_PATH = join(PROJECT_ROOT, '.wirepath-graph.ts');
@@ -179,5 +181,5 @@ export function generateGraph(graph: Graph, options: GenerateOptions = {}): Gene
   lines.push('}', '');
   const entry = lines.join('\n');
   files.set(ENTRY_PATH, entry);
-  return { files, entry, layouts };
+  return { files, entry, layouts, types };
 }

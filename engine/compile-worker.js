@@ -40,7 +40,18 @@ function allocatingFunctions(text) {
     && [...calls.get(name)].some((c) => allocating.has(c) && (!own(c) || c.endsWith('#constructor'))));
 }
 
+/** ' (line N)' where `file` declares the function (a name, or Class#method: the class), or ''. */
+function lineOf(file, fn) {
+  const [owner, method] = fn.split('#');
+  if (!/^\w+$/.test(owner) || !existsSync(file)) return '';
+  const declaration = new RegExp(method ? String.raw`^\s*(?:export\s+)?class\s+${owner}\b` : String.raw`^\s*(?:export\s+)?function\s+${owner}\b`);
+  const at = readFileSync(file, 'utf8').split('\n').findIndex((line) => declaration.test(line));
+  return at < 0 ? '' : ` (line ${at + 1})`;
+}
+
 let allocations = [];
+/** The files the compiler read from disk: compile.ts checks those outside what its cache key covers before it reuses a module. */
+const read = new Set();
 
 const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wasm', ...flags], {
   readFile: (name, baseDir) => {
@@ -49,7 +60,9 @@ const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wa
     // `import ... from "wirepath"` (in elements and the generated entry) resolves to this project's assembly/.
     const real = packaged >= 0 ? join(projectRoot, 'assembly', path.slice(packaged + WIREPATH_PACKAGE.length)) : path;
     if (virtual.has(real)) return virtual.get(real);
-    return existsSync(real) ? readFileSync(real, 'utf8') : null;
+    if (!existsSync(real)) return null;
+    read.add(real);
+    return readFileSync(real, 'utf8');
   },
   writeFile: (name, contents) => { if (name.endsWith('.wasm')) binary = contents; },
   listFiles: () => [],
@@ -68,9 +81,10 @@ if (!result.error && allocations.length) {
     const fn = name.slice(at + 1).replace(/~anonymous\|\d+$/, ' (a function written inside it)');
     return { file: `/${file.slice(0, at)}.ts`, fn: name.startsWith('start:') ? 'its top-level code' : fn };
   });
-  const files = [...new Set(where.map((w) => w.file))].map((file) => `  ${file}: ${where.filter((w) => w.file === file).map((w) => w.fn).join(', ')}`);
-  parentPort.postMessage({ error: `these functions allocate memory (new, an array, a string), which the fast path cannot: AssemblyScript's stub runtime has no heap of its own, so every shard would allocate at the same addresses and soon over the packets and state\n${files.join('\n')}\n`
-    + 'keep what lasts beyond a packet in the element\'s state (element.ts: counters, flow tables, data), and per-batch arrays in batchScratch()' });
+  const files = [...new Set(where.map((w) => w.file))];
+  const lines = files.map((file) => `  ${file}: ${where.filter((w) => w.file === file).map((w) => w.fn + lineOf(file, w.fn)).join(', ')}`);
+  parentPort.postMessage({ error: `these functions allocate memory (new, an array, a string), which the fast path cannot: AssemblyScript's stub runtime has no heap of its own, so every shard would allocate at the same addresses and soon over the packets and state\n${lines.join('\n')}\n`
+    + 'keep what lasts beyond a packet in the element\'s state (element.ts: counters, flow tables, data), and per-batch arrays in batchScratch()', files });
 } else {
-  parentPort.postMessage(result.error || !binary ? { error: located || String(result.error) } : { binary });
+  parentPort.postMessage(result.error || !binary ? { error: located || String(result.error) } : { binary, read: [...read] });
 }

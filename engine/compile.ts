@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { PROJECT_ROOT } from './registry.ts';
+import { PROJECT_ROOT, engineSignature } from './registry.ts';
 import { ENTRY_PATH, type GeneratedGraph } from './codegen.ts';
 import { MAX_PAGES } from './memory.ts';
 
@@ -20,7 +20,8 @@ export const ASC_FLAGS = [
 export const CACHE_DIR = resolve(process.env.WIREPATH_CACHE ?? join(PROJECT_ROOT, 'node_modules/.cache/wirepath'));
 
 export class CompileError extends Error {
-  constructor(readonly diagnostics: string) {
+  /** `files`: the source files the error is about, where its diagnostics do not name them (`└─ in FILE(line,col)`). */
+  constructor(readonly diagnostics: string, readonly files: string[] = []) {
     super(`the fast path did not compile:\n${diagnostics}`);
     this.name = 'CompileError';
   }
@@ -39,23 +40,42 @@ function sourcesOf(dir: string): string[] {
     .map((f) => join(dir, f));
 }
 
+/** The runtime's and the element collections' sources: what the cache key covers of the files the compiler reads. */
+function hashedSources(elementDirs: string[]): string[] {
+  // Whole element collections, not just the folders used: an element may import a sibling's files.
+  const collections = [...new Set(elementDirs.map((d) => dirname(d)))].sort();
+  return [...sourcesOf(join(PROJECT_ROOT, 'assembly')), ...collections.flatMap(sourcesOf)];
+}
+
 /** Everything the compiled module depends on: compiler, flags, generated files, runtime and element sources. */
-function contentHash(generated: GeneratedGraph, elementDirs: string[]): string {
+function contentHash(generated: GeneratedGraph, sources: string[]): string {
   const h = createHash('sha256');
   h.update(ASC_VERSION + '\0' + ASC_FLAGS.join(' ') + '\0');
   // The compile itself, with its checks of the code (a module that passed older checks is not taken on trust).
   h.update(readFileSync(new URL('./compile-worker.js', import.meta.url)));
   for (const [path, text] of [...generated.files].sort()) h.update(path + '\0' + text + '\0');
-  // Whole element collections, not just the folders used: an element may import a sibling's files.
-  const collections = [...new Set(elementDirs.map((d) => dirname(d)))].sort();
-  for (const file of [...sourcesOf(join(PROJECT_ROOT, 'assembly')), ...collections.flatMap(sourcesOf)]) {
+  for (const file of sources) {
     h.update(file + '\0');
     h.update(readFileSync(file));
   }
   return h.digest('hex').slice(0, 32);
 }
 
-function runCompiler(generated: GeneratedGraph): Promise<{ binary: Uint8Array } | { error: string }> {
+const fileHash = (file: string) => (existsSync(file) ? createHash('sha256').update(readFileSync(file)).digest('hex') : 'missing');
+
+/**
+ * Files outside the element collections that the module was compiled from (a process.ts may import a library of the
+ * user's anywhere), with their hashes: written beside the cached module, and checked before it is used again.
+ */
+const depsFile = (cached: string) => cached.replace(/\.wasm$/, '.deps.json');
+
+function depsChanged(cached: string): boolean {
+  if (!existsSync(depsFile(cached))) return false;
+  const deps = JSON.parse(readFileSync(depsFile(cached), 'utf8')) as [string, string][];
+  return deps.some(([file, hash]) => fileHash(file) !== hash);
+}
+
+function runCompiler(generated: GeneratedGraph): Promise<{ binary: Uint8Array; read: string[] } | { error: string; files?: string[] }> {
   return new Promise((resolvePromise, reject) => {
     const worker = new Worker(new URL('./compile-worker.js', import.meta.url), {
       workerData: { entry: ENTRY_PATH, flags: ASC_FLAGS, files: [...generated.files], projectRoot: PROJECT_ROOT },
@@ -66,17 +86,45 @@ function runCompiler(generated: GeneratedGraph): Promise<{ binary: Uint8Array } 
 }
 
 export async function compileGraph(generated: GeneratedGraph, elementDirs: string[]): Promise<CompiledGraph> {
-  const hash = contentHash(generated, elementDirs);
+  const sources = hashedSources(elementDirs);
+  const hash = contentHash(generated, sources);
   const cached = join(CACHE_DIR, `${hash}.wasm`);
-  if (existsSync(cached)) {
+  if (existsSync(cached) && !depsChanged(cached)) {
     return { module: await WebAssembly.compile(readFileSync(cached)), hash, cached: true };
   }
   const result = await runCompiler(generated);
-  if ('error' in result) throw new CompileError(result.error);
+  if ('error' in result) throw engineCallError(generated, result.error, result.files);
   const binary: Uint8Array = result.binary;
   mkdirSync(CACHE_DIR, { recursive: true });
-  const temp = `${cached}.${process.pid}.tmp`;
-  writeFileSync(temp, binary);
-  renameSync(temp, cached);
+  const covered = new Set(sources);
+  const deps = result.read.filter((file) => !covered.has(file) && !file.startsWith(join(PROJECT_ROOT, 'node_modules'))).sort();
+  writeAtomically(depsFile(cached), JSON.stringify(deps.map((file) => [file, fileHash(file)])));
+  writeAtomically(cached, binary);
   return { module: await WebAssembly.compile(binary as Uint8Array<ArrayBuffer>), hash, cached: false };
 }
+
+function writeAtomically(file: string, data: string | Uint8Array): void {
+  const temp = `${file}.${process.pid}.tmp`;
+  writeFileSync(temp, data);
+  renameSync(temp, file);
+}
+
+/**
+ * A compile error in the generated entry where it calls an element's process, tick or steer: the element's function
+ * does not take what the engine passes. Named in the element's process.ts, with the signature the engine calls.
+ */
+function engineCallError(generated: GeneratedGraph, diagnostics: string, files: string[] = []): CompileError {
+  const entry = generated.files.get(ENTRY_PATH)?.split('\n') ?? [];
+  const notes = new Set<string>();
+  for (const [, line] of diagnostics.matchAll(new RegExp(`└─ in ${escapeRegExp(ENTRY_PATH)}\\((\\d+),\\d+\\)`, 'g'))) {
+    const call = /\b(?:T_(\w+)|S_(\w+)_[0-9a-f]{12})\.(\w+)\(/.exec(entry[Number(line) - 1] ?? '');
+    const type = call && generated.types.get(call[1] ?? call[2]);
+    if (!type) continue;
+    const file = join(type.dir, 'process.ts');
+    files.push(file);
+    notes.add(`${file}: the engine calls it as: export function ${engineSignature(type, call[3])}; its ${call[3]} does not take that`);
+  }
+  return new CompileError(notes.size ? `${[...notes].join('\n')}\n${diagnostics}` : diagnostics, files);
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import type { Pipeline } from './pipeline.ts';
-import { handlersOf } from './handlers.ts';
+import { handlersOf, takesArgument } from './handlers.ts';
 import type { GraphNode } from './graph.ts';
 import { toJson } from './report.ts';
 
@@ -157,7 +157,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
         if (h.private && !authorised(req, token)) throw new HttpError(401, `${element}.${name} shows what users do: send the token as "Authorization: Bearer TOKEN" to read it`);
         const arg = url.searchParams.get('arg') ?? undefined;
         // A handler that declares no argument would ignore one, and answer for everything instead.
-        if (arg !== undefined && h.read.length < 2) throw new HttpError(400, `${element}.${name} takes no argument (given '${arg}')`);
+        if (arg !== undefined && !takesArgument(h)) throw new HttpError(400, `${element}.${name} takes no argument (given '${arg}')`);
         try {
           return { element, handler: name, value: h.read(pipeline.view(element), arg) };
         } catch (e) {

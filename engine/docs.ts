@@ -55,7 +55,8 @@ export function elementDoc(type: ElementType): string {
     const mode = h.read && h.write ? (fixed.has(name) && name in type.params ? 'read; set at start' : 'read/write') : h.read ? 'read' : 'write';
     lines.push(`- ${name} (${mode}): ${h.doc}`);
   }
-  lines.push('', '**Example.**', '', '```yaml', type.example, '```', '');
+  if (type.example) lines.push('', '**Example.**', '', '```yaml', type.example, '```', '');
+  else lines.push('');
   return lines.join('\n');
 }
 

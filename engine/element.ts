@@ -6,7 +6,8 @@ import type { MemoryArena } from './memory.ts';
 
 /** StateAlyzr's classes of element state; the engine moves, merges and snapshots state by them. */
 export type Scope = 'per-flow' | 'cross-flow' | 'all-flows' | 'config';
-export type MergeRule = 'sum' | 'max' | 'min';
+export const MERGE_RULES = ['sum', 'max', 'min'] as const;
+export type MergeRule = (typeof MERGE_RULES)[number];
 
 export interface ScalarState {
   kind: 'scalar';
@@ -188,6 +189,11 @@ export interface HandlerSpec {
   private?: boolean;
   /** `arg` is what follows the handler's name (`ctl read nat.subscriber 100.64.0.5`), or undefined. */
   read?: (view: ElementView, arg?: string) => unknown;
+  /**
+   * Whether `read` takes an argument; by default, when it declares a second parameter without a default value (one
+   * with a default, or `...rest`, does not count in the function's length, so say it here). One that takes none is refused one.
+   */
+  takesArgument?: boolean;
   write?: (view: ElementView, value: string) => void;
 }
 
@@ -287,8 +293,8 @@ export interface ElementDefinition {
    * pipeline's settings (`slotSize`, and `slotRoom`: the bytes of a frame a slot holds after the usual headroom): config errors.
    */
   invalid?: (params: any, pipeline: { slotSize: number; slotRoom: number }) => ParamWarning[];
-  /** A config snippet that uses the element. */
-  example: string;
+  /** A config snippet that uses the element: its documentation ends with it. */
+  example?: string;
   /**
    * Why two runs of one trace give different output with these parameters (a random choice, say), or
    * undefined when they do not: `wirepath verify` refuses such a config and says this, with `hint`.

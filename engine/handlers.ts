@@ -26,8 +26,13 @@ export function handlersOf(type: ElementType): Record<string, Handler> {
   }
   if (state.length) handlers.reset = { doc: 'zeroes the counters', write: (view) => view.reset() };
   // A read that takes an argument (a subscriber to show) has nothing to show without one.
-  for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.counter ?? (h.read !== undefined && h.read.length < 2 && !h.write) };
+  for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.counter ?? (h.read !== undefined && !takesArgument(h) && !h.write) };
   return handlers;
+}
+
+/** Whether a read handler takes an argument: as it declares (HandlerSpec.takesArgument), else by its parameters. */
+export function takesArgument(h: Handler): boolean {
+  return h.takesArgument ?? (h.read !== undefined && h.read.length >= 2);
 }
 
 /**

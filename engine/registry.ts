@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { register } from 'node:module';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { ElementDefinition, ElementType, PortSpec } from './element.ts';
+import { MERGE_RULES, type ElementDefinition, type ElementType, type PortSpec } from './element.ts';
 import { elementLayout } from './layout.ts';
 import { FAST_TYPES, param, ParamTypeError } from './params.ts';
 
@@ -108,6 +108,8 @@ function checkDeclaration(element: ElementType): void {
   // Parameters and state fields each have a handler of their name, and state a `reset`: one name, one handler.
   const reset = 'reset' in element.params ? 'a parameter' : element.state && 'reset' in element.state ? 'a state field' : undefined;
   if (element.state && reset) problems.push(`${reset} named 'reset' would hide the handler that zeroes the counters; rename it`);
+  // `--set NAME.type=...` and a config's `type:` key name the element's type.
+  if ('type' in element.params) problems.push(`a parameter named 'type' could never be set: \`type:\` in a config names the element's type; rename it`);
   for (const [name, s] of Object.entries(element.state ?? {})) {
     const functions = s.kind === 'flow-table' ? ['capacity', 'timeout'] : s.kind === 'data' ? ['size', 'init'] : [];
     const missing = functions.filter((f) => typeof (s as unknown as Record<string, unknown>)[f] !== 'function');
@@ -136,13 +138,31 @@ function shapeProblems(element: ElementType): string[] {
   if (typeof element.outputs !== 'function' && !(Array.isArray(element.outputs) && element.outputs.every(port))) {
     problems.push(`outputs: ${JSON.stringify(element.outputs)} is not a list of ports ({ name, doc } each) nor a function of the parameters giving one`);
   }
+  if (typeof element.summary !== 'string' || !element.summary.trim()) problems.push('summary: the line `wirepath elements` lists, as a string, is missing');
+  if (element.example !== undefined && typeof element.example !== 'string') problems.push('example: a config snippet that uses the element, as a string');
   for (const [name, spec] of Object.entries(element.params)) if (spec.badDefault) problems.push(`parameter '${name}'${spec.badDefault}`);
+  for (const [name, h] of Object.entries(element.handlers ?? {})) {
+    if (typeof h?.read !== 'function' && typeof h?.write !== 'function') problems.push(`handler '${name}' has neither read nor write: give it one of them, or both`);
+  }
   const fastType = (type: unknown) => (FAST_TYPES as readonly unknown[]).includes(type);
+  // A rule the engine does not know would merge the shards' values by none of them (min, as it fell through).
+  const mergeRule = (rule: unknown) => (MERGE_RULES as readonly unknown[]).includes(rule);
   for (const [name, s] of Object.entries(element.state ?? {})) {
     if (s.kind === 'scalar' && !fastType(s.type)) problems.push(`state '${name}': type ${JSON.stringify(s.type)} is not one of ${FAST_TYPES.join(', ')}`);
+    if (s.kind === 'scalar' && !mergeRule(s.merge)) {
+      problems.push(`state '${name}': merge rule ${JSON.stringify(s.merge)} is not one of ${MERGE_RULES.join(', ')}: how the shards' values make one (state.gauge(doc, 'max'))`);
+    }
     if (s.kind !== 'flow-table') continue;
-    for (const [field, type] of Object.entries(s.value ?? {})) {
+    if (typeof s.value !== 'object' || s.value === null || Array.isArray(s.value)) {
+      problems.push(`state '${name}': value must name each field of an entry with its type ({ packets: 'u64' }), not ${JSON.stringify(s.value)}`);
+      continue;
+    }
+    for (const [field, type] of Object.entries(s.value)) {
       if (!fastType(type)) problems.push(`state '${name}': value field '${field}' has type ${JSON.stringify(type)}, not one of ${FAST_TYPES.join(', ')}`);
+    }
+    for (const [field, rule] of Object.entries(s.merge ?? {})) {
+      if (!(field in s.value)) problems.push(`state '${name}': merge names '${field}', which is no value field`);
+      else if (!mergeRule(rule)) problems.push(`state '${name}': merge rule ${JSON.stringify(rule)} of '${field}' is not one of ${MERGE_RULES.join(', ')}`);
     }
   }
   return problems;
@@ -176,6 +196,15 @@ export function stateSizeProblems(type: ElementType, params: Record<string, unkn
 }
 
 /** process.ts exists and exports each function the engine calls: process (not for sources and sinks), ioExports, steer. */
+/** How the engine calls an element's `process`, `tick` or `steer` (the function's name, or the name alone for another). */
+export function engineSignature(element: ElementType, fn: string): string {
+  const self = `self: ${element.type}State`;
+  if (fn === 'process') return `process(${self}, batch: Batch, out: Outputs${element.inputs > 1 ? ', port: i32' : ''}): void`;
+  if (fn === 'steer') return `steer(${self}, p: Packet): u32`;
+  if (fn === 'tick') return `tick(${self}, out: Outputs): void`;
+  return fn;
+}
+
 function checkProcessFile(element: ElementType): void {
   const file = join(element.dir, 'process.ts');
   const hint = 'the README\'s "Writing an element" shows the functions process.ts exports';
@@ -183,14 +212,11 @@ function checkProcessFile(element: ElementType): void {
   const text = readFileSync(file, 'utf8');
   // `export *` from another file may hold it: the compiler has the last word then.
   const exported = (fn: string) => /export\s*\*/.test(text) || new RegExp(`export\\s+function\\s+${fn}\\b|export\\s*\\{[^}]*\\b${fn}\\b[^}]*\\}`).test(text);
-  const signatures: Record<string, string> = {
-    process: `process(self: ${element.type}State, batch: Batch, out: Outputs${element.inputs > 1 ? ', port: i32' : ''}): void`,
-    steer: `steer(self: ${element.type}State, p: Packet): u32 (element.ts declares steer)`,
-    tick: `tick(self: ${element.type}State, out: Outputs): void (element.ts declares tick)`,
-  };
+  const why: Record<string, string> = { steer: ' (element.ts declares steer)', tick: ' (element.ts declares tick)' };
   const wanted = [...(element.kind === 'element' ? ['process'] : []), ...(element.ioExports ?? []), ...(element.steer ? ['steer'] : []),
     ...(element.tick && element.kind === 'element' ? ['tick'] : [])];
-  const missing = wanted.filter((fn) => !exported(fn)).map((fn) => `function ${signatures[fn] ?? `${fn} (element.ts names it in ioExports)`}`);
+  const missing = wanted.filter((fn) => !exported(fn))
+    .map((fn) => `function ${element.ioExports?.includes(fn) ? `${fn} (element.ts names it in ioExports)` : engineSignature(element, fn) + (why[fn] ?? '')}`);
   if (missing.length) throw new ElementFolderError(`${file} must export ${missing.join(' and ')}`, hint);
 }
 

@@ -21,7 +21,7 @@ export function hashAt(key: usize): u32 { return FlowKey.hash(key); }
 const SLOT = 2048;
 
 async function harness() {
-  const compiled = await compileGraph({ files: new Map([[ENTRY_PATH, HARNESS]]), entry: HARNESS, layouts: new Map() }, []);
+  const compiled = await compileGraph({ files: new Map([[ENTRY_PATH, HARNESS]]), entry: HARNESS, layouts: new Map(), types: new Map() }, []);
   const arena = new MemoryArena();
   const x = new WebAssembly.Instance(compiled.module, { env: { memory: arena.memory, abort: () => { throw new Error('abort'); } } }).exports as any;
   const slot = arena.alloc(SLOT, SLOT);

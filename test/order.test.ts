@@ -22,7 +22,7 @@ export function early(slot: usize, bucket: u32): void { changetype<Packet>(slot)
 const BUCKETS = 16, SLOTS = 8, SLOT_SIZE = 256;
 
 async function watch(watched: number[]) {
-  const compiled = await compileGraph({ files: new Map([[ENTRY_PATH, HARNESS]]), entry: HARNESS, layouts: new Map() }, []);
+  const compiled = await compileGraph({ files: new Map([[ENTRY_PATH, HARNESS]]), entry: HARNESS, layouts: new Map(), types: new Map() }, []);
   const arena = new MemoryArena();
   const x = new WebAssembly.Instance(compiled.module, { env: { memory: arena.memory, abort: () => { throw new Error('abort'); } } }).exports as any;
   const pool = arena.alloc(SLOTS * SLOT_SIZE, SLOT_SIZE);

@@ -35,7 +35,7 @@ export function consume(ring: usize, out: usize, max: u32): u32 {
 const CAPACITY = 8;
 
 async function ring() {
-  const compiled = await compileGraph({ files: new Map([[ENTRY_PATH, HARNESS]]), entry: HARNESS, layouts: new Map() }, []);
+  const compiled = await compileGraph({ files: new Map([[ENTRY_PATH, HARNESS]]), entry: HARNESS, layouts: new Map(), types: new Map() }, []);
   const arena = new MemoryArena();
   const x = new WebAssembly.Instance(compiled.module, { env: { memory: arena.memory, abort: () => { throw new Error('abort'); } } }).exports as any;
   const address = arena.alloc(RingLayout.entries + 4 * CAPACITY, 64);

@@ -22,7 +22,7 @@ const GUARD_BYTES = 256;
 const RING_ENTRIES = 64;
 
 async function shard() {
-  const compiled = await compileGraph({ files: new Map([[ENTRY_PATH, HARNESS]]), entry: HARNESS, layouts: new Map() }, []);
+  const compiled = await compileGraph({ files: new Map([[ENTRY_PATH, HARNESS]]), entry: HARNESS, layouts: new Map(), types: new Map() }, []);
   const arena = new MemoryArena();
   const x = new WebAssembly.Instance(compiled.module, { env: { memory: arena.memory, abort: () => { throw new Error('abort'); } } }).exports as any;
 

@@ -150,6 +150,7 @@ test('read handlers in the counters: a bigint (a counter as the view reads it) i
     seen: { doc: 'new flows, as read', read: (view) => view.read('new_flows') },
     one: { doc: 'a flow, named', read: (view, arg) => { if (!arg) throw new Error('name a flow'); return arg; } },
     broken: { doc: 'always fails', read: () => { throw new Error('broken'); } },
+    pick: { doc: 'a flow, or all of them', read: (view, arg = 'all') => arg, takesArgument: true },
   },
   example:`));
     trace(dir, [['A', 0], ['B', 1], ['A', 2]]);
@@ -167,6 +168,11 @@ test('read handlers in the counters: a bigint (a counter as the view reads it) i
       const answer = await fetch(`${control.url}/elements/fc/seen`);
       assert.is(answer.status, 200);
       assert.is((await answer.json()).value, 2);
+      // Its argument has a default: the function's length does not count it, its declaration does.
+      const picked = await fetch(`${control.url}/elements/fc/pick?arg=7`);
+      assert.is(picked.status, 200);
+      assert.is((await picked.json()).value, '7');
+      assert.is((await fetch(`${control.url}/elements/fc/seen?arg=7`)).status, 400, 'one that takes none is refused one');
     } finally {
       await control.close();
     }
@@ -308,10 +314,10 @@ export function process(self: AllocState, batch: Batch, out: Outputs): void {
 `);
     writeFileSync(join(dir, 'config.yaml'), 'element_dirs: [.]\nelements:\n  src: { type: Generator, count: 10 }\n  x: { type: Alloc }\n  out: { type: Discard }\nconnections:\n  - src -> x -> out\n');
     const r = cli(['check', join(dir, 'config.yaml')]);
-    assert.is(r.status, 1);
+    assert.is(r.status, 2, 'a mistake in the user\'s code, as one the compiler finds');
     assert.match(r.stderr, /these functions allocate memory \(new, an array, a string\), which the fast path cannot/);
     // A generic's name (Map<u32,u32>) comes quoted in the module: the library's allocations are still the caller's.
-    assert.ok(r.stderr.includes(`${join(dir, 'Alloc', 'process.ts')}: Seen#constructor, pair, tally, process\n`), r.stderr);
+    assert.ok(r.stderr.includes(`${join(dir, 'Alloc', 'process.ts')}: Seen#constructor (line 3), pair (line 4), tally (line 6), process (line 7)\n`), r.stderr);
     assert.match(r.stderr, /batchScratch\(\)/);
   } finally {
     removeDir(dir);
@@ -374,6 +380,14 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     assert.match(checkWith(elementFile, 'not_ipv4: state', 'reset: state'), "a state field named 'reset' would hide the handler that zeroes the counters; rename it");
     assert.match(checkWith(elementFile, "type: 'FlowCount'", "type: 'Flow-Count'"), "type 'Flow-Count' is not a name the generated code can use");
     assert.match(checkWith(elementFile, 'param.duration(', 'param.time('), `${elementFile}:13:20: param.time is not a function\n  hint: fix the element's declaration`);
+    // A rule the engine does not know merged the shards' values by min, silently.
+    assert.match(checkWith(elementFile, "state.counter('flows seen for the first time (or again after expiring)')", "state.gauge('flows seen', 'avg' as any)"),
+      `state 'new_flows': merge rule "avg" is not one of sum, max, min`);
+    assert.match(checkWith(elementFile, "value: { packets: 'u64', bytes: 'u64' },", ''), "state 'flows': value must name each field of an entry with its type");
+    assert.match(checkWith(elementFile, 'timeout: param.duration(', "type: param.int('a kind', 0, 9, { default: 1 }), timeout: param.duration("),
+      "a parameter named 'type' could never be set");
+    assert.match(checkWith(elementFile, 'example:', "handlers: { odd: { doc: 'does nothing' } as any }, example:"), "handler 'odd' has neither read nor write");
+    assert.match(checkWith(elementFile, "summary: 'counts packets per IPv4 5-tuple in a flow table',", ''), 'summary: the line `wirepath elements` lists, as a string, is missing');
     assert.match(checkWith(processFile, 'export function process(', 'export function processBatch('),
       `${processFile} must export function process(self: FlowCountState, batch: Batch, out: Outputs): void\n  hint: the README's "Writing an element" shows the functions process.ts exports`);
   } finally {
@@ -392,6 +406,49 @@ test('an element.ts edited since it was loaded is loaded anew by the next loadRe
     // Modification times may be as coarse as a second: the edit gets a later one.
     utimesSync(file, new Date(), new Date(Date.now() + 5000));
     assert.is((await loadRegistry([dir])).get('FlowCount')!.summary, 'now counts packets per IPv4 5-tuple in a flow table');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+
+test('a process.ts whose process does not take what the engine passes is named, with the signature the engine calls (the error was in a generated file)', () => {
+  const dir = tempDir();
+  try {
+    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
+    const processFile = join(dir, 'flow-count', 'process.ts');
+    writeFileSync(processFile, readFileSync(processFile, 'utf8').replace('batch: Batch, out: Outputs): void', 'batch: Batch, out: Outputs, port: i32, extra: i32): void'));
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
+    const r = cli(['check', 'config.yaml'], dir);
+    assert.is(r.status, 2, 'a mistake in the user\'s code');
+    assert.ok(r.stderr.includes(`${processFile}: the engine calls it as: export function process(self: FlowCountState, batch: Batch, out: Outputs): void; its process does not take that`), r.stderr);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('a compiled module is not reused once a file its process.ts imports from outside the element folders has changed', () => {
+  const dir = tempDir();
+  try {
+    // The collection is elements/; the helper lies beside it, outside what the cache key covers.
+    const folder = join(dir, 'elements', 'flow-count');
+    cpSync(join(USER_ELEMENTS, 'flow-count'), folder, { recursive: true });
+    mkdirSync(join(dir, 'lib'));
+    const processFile = join(folder, 'process.ts');
+    writeFileSync(processFile, `import { weight } from "../../lib/weight";\n${readFileSync(processFile, 'utf8').replace('self.new_flows++', 'self.new_flows += weight()')}`);
+    trace(dir, [['A', 0], ['B', 1], ['A', 2]]);
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './elements/flow-count'));
+    const newFlows = (weight: number) => {
+      // A value no earlier run compiled: the first run compiles, whatever the cache holds.
+      writeFileSync(join(dir, 'lib', 'weight.ts'), `export function weight(): u64 { return ${weight}; }\n`);
+      const run = cli(['run', 'config.yaml', '--json'], dir);
+      assert.is(run.status, 0, run.stderr);
+      return JSON.parse(run.stdout).elements.fc.new_flows;
+    };
+    const first = 1 + Math.floor(Math.random() * 1000);
+    assert.is(newFlows(first), 2 * first);
+    assert.is(newFlows(first + 1), 2 * (first + 1), 'compiled anew, not the module of the first weight');
+    assert.is(newFlows(first), 2 * first);
   } finally {
     removeDir(dir);
   }
