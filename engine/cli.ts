@@ -10,7 +10,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph } from './compile.ts';
 import { Pipeline, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 import { Supervisor } from './supervisor.ts';
-import { loadRegistry, ElementFolderError, PROJECT_ROOT } from './registry.ts';
+import { loadRegistry, dataInitProblems, ElementFolderError, DECLARATION_HINT, PROJECT_ROOT } from './registry.ts';
 import { elementLayout, layoutSource } from './layout.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
@@ -147,11 +147,12 @@ export async function main(argv: string[]): Promise<number> {
         // The fast path too (from the cache when it was compiled before): an element's code may not compile.
         const config = await load();
         const graph = buildGraph(config);
+        // What only a run found: an element's data that its init cannot write for these parameters.
+        const errors = graph.nodes.flatMap((node) => dataInitProblems(node.type, node.instance.params)
+          .map((problem) => new ConfigError(`${node.name} (${node.type.type}): ${problem}`, node.instance.position, DECLARATION_HINT)));
         // What only more than one shard refuses (run refused it while check said ok).
-        if (Number(values.shards ?? config.shards) > 1) {
-          const errors = addressSteeringErrors(graph);
-          if (errors.length) throw new ConfigErrors(errors);
-        }
+        if (Number(values.shards ?? config.shards) > 1) errors.push(...addressSteeringErrors(graph));
+        if (errors.length) throw new ConfigErrors(errors);
         await compile(graph);
         process.stdout.write(`${config.file}: ok (${config.elements.size} elements, ${config.connections.length} connections)\n`);
         return EXIT.ok;

@@ -8,7 +8,7 @@ import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, visit, pars
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
 import { ParamTypeError, type ValueLocation, type FileUse } from './params.ts';
-import { loadRegistry, stateSizeProblems, ElementFolderError, DECLARATION_HINT, type Registry } from './registry.ts';
+import { loadRegistry, stateSizeProblems, checkProcessFile, ElementFolderError, DECLARATION_HINT, type Registry } from './registry.ts';
 import type { ElementType } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
 import { buildGraph } from './graph.ts';
@@ -361,6 +361,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
     if (node || !meant.has('elements')) errors.push(new ConfigError('the config has no elements', pos.of(node ?? root), 'add `elements:` mapping names to { type: ..., params }'));
     return elements;
   }
+  const processChecked = new Set<ElementType>();
   for (const pair of node.items) {
     const name = String(valueOf(pair.key));
     const at = pos.of(pair.key as Node);
@@ -396,6 +397,15 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       const guess = didYouMean(typeName, registry.keys());
       errors.push(new ConfigError(`unknown element type '${typeName}'${typeFrom}`, pos.of(typeNode, at), guess ? `did you mean '${guess}'?` : `known types: ${[...registry.keys()].sort().join(', ')}; one of your own needs its folder in element_dirs`));
       continue;
+    }
+    if (!processChecked.has(type)) {
+      processChecked.add(type);
+      try {
+        checkProcessFile(type);
+      } catch (e) {
+        if (!(e instanceof ElementFolderError)) throw e;
+        errors.push(new ConfigError(e.message, undefined, e.hint));
+      }
     }
     const params: Record<string, unknown> = {};
     const valueNodes = new Map<string, Node>();

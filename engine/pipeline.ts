@@ -10,10 +10,10 @@ import { compileGraph, type CompiledGraph } from './compile.ts';
 import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
 import { Meta, slotRoom, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, clonesOf, setUpBy, paramsReadBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
-import { ConfigErrors, EnvironmentError, StallError } from './errors.ts';
+import { ConfigError, ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import type { ParamTypeError } from './params.ts';
 import { handlersOf } from './handlers.ts';
-import { STEERING, STEER_ELEMENT } from './registry.ts';
+import { STEERING, STEER_ELEMENT, DECLARATION_HINT, dataInitProblem } from './registry.ts';
 import { Shard, Op, wallNanos } from './shard.ts';
 import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 
@@ -525,7 +525,11 @@ export class Pipeline {
     const used = this.arena.used;
     const address = this.arena.alloc(Math.max(size, 8), 64);
     this.sharedBytes += this.arena.used - used;
-    spec.init(node.instance.params, new DataView(this.arena.memory.buffer, address, size), address);
+    try {
+      spec.init(node.instance.params, new DataView(this.arena.memory.buffer, address, size), address);
+    } catch (e) {
+      throw new ConfigErrors([new ConfigError(`${node.name} (${node.type.type}): ${dataInitProblem(node.type, name, e)}`, node.instance.position, DECLARATION_HINT)]);
+    }
     this.dataCopies.set(key, address);
     return address;
   }

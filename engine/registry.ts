@@ -95,7 +95,7 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * What the compiler would otherwise report in files the author never sees (the generated layout and graph): names
- * that are no identifiers or that two fields share, a process.ts missing, or missing a function the engine calls.
+ * that are no identifiers or that two fields share (checkProcessFile: a process.ts missing, or a function the engine calls).
  */
 function checkDeclaration(element: ElementType): void {
   const file = join(element.dir, 'element.ts');
@@ -127,7 +127,6 @@ function checkDeclaration(element: ElementType): void {
     for (const t of tables) for (const f of t.entry.fields) if (!IDENTIFIER.test(f.name)) problems.push(`table '${t.state}': value field '${f.name}' is not a name process.ts can use`);
   }
   if (problems.length) throw new ElementFolderError(`${file}: ${problems.join('; ')}`, DECLARATION_HINT);
-  checkProcessFile(element);
 }
 
 /** Ports, parameter defaults and value types as the engine needs them, each mistake named (a whole declaration's at once). */
@@ -169,6 +168,28 @@ function shapeProblems(element: ElementType): string[] {
 }
 
 /**
+ * What an element's `init` of a data field throws for these parameters, said where in its element.ts (it runs
+ * when a pipeline lays its memory out; `check` runs it on bytes of its own, so that it does not wait for a run).
+ */
+export function dataInitProblem(type: ElementType, field: string, e: unknown): string {
+  return `${whereIn(e as Error, join(type.dir, 'element.ts'))}: state '${field}': init(params, bytes, address) threw ${(e as Error)?.message ?? e}`;
+}
+
+/** The problems of every data field's `init` for one instance's parameters, run on bytes of its own. */
+export function dataInitProblems(type: ElementType, params: Record<string, unknown>): string[] {
+  return Object.entries(type.state ?? {}).flatMap(([field, s]) => {
+    if (s.kind !== 'data') return [];
+    try {
+      const size = s.size(params);
+      s.init(params, new DataView(new ArrayBuffer(size)), 0);
+      return [];
+    } catch (e) {
+      return [dataInitProblem(type, field, e)];
+    }
+  });
+}
+
+/**
  * What a declaration's state sizes give for one instance's parameters, where they are no sizes (a typo in
  * `capacity: (p) => p.capcity` gives undefined, and the tables would be laid out from NaN): one problem each.
  */
@@ -205,7 +226,11 @@ export function engineSignature(element: ElementType, fn: string): string {
   return fn;
 }
 
-function checkProcessFile(element: ElementType): void {
+/**
+ * What process.ts lacks of the functions the engine calls, checked for the elements a config uses (not when the
+ * registry loads: `wirepath elements TYPE --layout` shows the layout that a process.ts still to be written needs).
+ */
+export function checkProcessFile(element: ElementType): void {
   const file = join(element.dir, 'process.ts');
   const hint = 'the README\'s "Writing an element" shows the functions process.ts exports';
   if (!existsSync(file)) throw new ElementFolderError(`${file} is missing: the element's batch loop (AssemblyScript) goes there`, hint);

@@ -454,4 +454,48 @@ test('a compiled module is not reused once a file its process.ts imports from ou
   }
 });
 
+test('a data field whose init throws is said by check, at its line in element.ts, and by run without a stack trace (exit 2 both)', () => {
+  const dir = tempDir();
+  try {
+    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
+    const elementFile = join(dir, 'flow-count', 'element.ts');
+    // Four bytes asked for, twelve written.
+    writeFileSync(elementFile, readFileSync(elementFile, 'utf8').replace("    not_ipv4: state", `    limits: state.data({
+      doc: 'a limit per flow class',
+      size: () => 4,
+      init: (p, bytes) => { bytes.setUint32(0, 1, true); bytes.setBigUint64(4, 2n, true); },
+    }),
+    not_ipv4: state`));
+    const line = readFileSync(elementFile, 'utf8').split('\n').findIndex((l) => l.includes('setBigUint64')) + 1;
+    trace(dir, [['A', 0]]);
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
+    for (const command of ['check', 'run']) {
+      const r = cli([command, 'config.yaml'], dir);
+      assert.is(r.status, 2, r.stderr);
+      assert.match(r.stderr, `config.yaml:6:3: fc (FlowCount): ${elementFile}:${line}:`);
+      assert.match(r.stderr, "state 'limits': init(params, bytes, address) threw Offset is outside the bounds of the DataView");
+      assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
+    }
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('an element folder without process.ts yet shows its layout (elements TYPE --layout), which process.ts is written from; a config using it says what is missing', () => {
+  const dir = tempDir();
+  try {
+    mkdirSync(join(dir, 'flow-count'));
+    cpSync(join(USER_ELEMENTS, 'flow-count', 'element.ts'), join(dir, 'flow-count', 'element.ts'));
+    const layout = cli(['elements', 'FlowCount', '--elements', dir, '--layout']);
+    assert.is(layout.status, 0, layout.stderr);
+    assert.match(layout.stdout, 'FlowCountFlowsEntry');
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
+    const check = cli(['check', 'config.yaml'], dir);
+    assert.is(check.status, 2);
+    assert.match(check.stderr, `${join(dir, 'flow-count', 'process.ts')} is missing`);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test.run();
