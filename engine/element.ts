@@ -293,6 +293,11 @@ export interface ElementDefinition {
    * pipeline's settings (`slotSize`, and `slotRoom`: the bytes of a frame a slot holds after the usual headroom): config errors.
    */
   invalid?: (params: any, pipeline: { slotSize: number; slotRoom: number }) => ParamWarning[];
+  /**
+   * Packets it keeps at the moment, waiting in its state (an ARPQuerier's, for their next hop's answer): the end of a
+   * run counts their slots as in use, not as lost.
+   */
+  holding?: (view: ElementView) => number;
   /** A config snippet that uses the element: its documentation ends with it. */
   example?: string;
   /**

@@ -742,6 +742,8 @@ export class Pipeline {
       await this.shutdown();
     }
     this.logElementMistakes();
+    // A shard that crashed lost the packets it held, which its report says.
+    if (!failed && !this.crashReports.length) this.logLostSlots();
     const wall = (performance.now() - started) / 1000;
     const packetsIn = this.sources.reduce((s, x) => s + x.submitted, 0);
     const result: RunResult = {
@@ -773,6 +775,29 @@ export class Pipeline {
       const total = misrouted.reduce((n, c) => n + c.misrouted, 0);
       this.log(`${total} packets dropped: ${node ? `${node.name} (${node.type.type}, ${node.outputs.length} output${node.outputs.length === 1 ? '' : 's'})` : 'an element'} pushed them to an output it does not have`);
     }
+  }
+
+  /**
+   * Slots that did not come back by the end of a run, beyond those elements say they hold (ARPQuerier's waiting
+   * packets): packets an element neither pushed on nor dropped. Said once, with the elements that passed on fewer
+   * packets than they took.
+   */
+  private logLostSlots(): void {
+    const v = this.arena.view;
+    const stashed = this.threads === 'inline' ? 0 : this.shards.reduce((n, s) => n + v.getUint32(s.memory.stash, true), 0);
+    const holding = this.graph.nodes.reduce((n, node) => n + (node.type.holding?.(this.view(node.name)) ?? 0), 0);
+    const lost = this.config.poolSlots - v.getUint32(this.freeStack, true) - stashed - this.heldCount() - holding;
+    if (lost <= 0) return;
+    this.log(`${lost} packets were neither sent on nor dropped: an element must push (out.push) or drop (dropPacket) every packet it `
+      + `receives, or its slot is lost for the rest of the run; these passed on fewer packets than they took: ${this.shortElements().join(', ')}`);
+  }
+
+  /** The elements that passed on fewer packets than they took (those that drop packets are among them), each with its counts. */
+  private shortElements(): string[] {
+    const stats = this.stats();
+    return this.graph.nodes.filter((n) => n.type.kind === 'element' && n.outputs.length > 0)
+      .map((n) => ({ n, in: stats[n.name].in, out: stats[n.name].out.reduce((a, b) => a + b, 0) })).filter((e) => e.in > e.out)
+      .map((e) => `'${e.n.name}' (${e.n.type.type}) ${e.in} in, ${e.out} out`);
   }
 
   /**
@@ -893,12 +918,10 @@ export class Pipeline {
     const report = `no packet has moved for ${(ms / 1000).toFixed(0)} s while ${why}: ${this.arena.view.getUint32(this.freeStack, true)} of `
       + `${this.config.poolSlots} slots are free and no shard holds packets`;
     // A packet an element neither pushes nor drops keeps its slot for good: name those that passed on fewer than they took.
-    const stats = this.stats();
-    const short = this.graph.nodes.filter((n) => n.type.kind === 'element' && n.outputs.length > 0)
-      .map((n) => ({ n, in: stats[n.name].in, out: stats[n.name].out.reduce((a, b) => a + b, 0) })).filter((e) => e.in > e.out);
+    const short = this.shortElements();
     if (!short.length) return `${report}. A bug in wirepath: please report it with the config`;
     return `${report}. Slots are lost when an element neither pushes nor drops (dropPacket) a packet it received; these passed on `
-      + `fewer packets than they took: ${short.map((e) => `'${e.n.name}' (${e.n.type.type}) ${e.in} in, ${e.out} out`).join(', ')}`;
+      + `fewer packets than they took: ${short.join(', ')}`;
   }
 
   private async shutdown(): Promise<void> {

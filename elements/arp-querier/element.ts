@@ -77,6 +77,7 @@ export default defineElement({
       init: () => undefined,
     }),
   },
+  holding: (view) => view.data('held_packets').getUint32(0, true),
   example: 'to_lan: { type: ARPQuerier, address: 100.64.0.1, mac: 02:00:64:00:00:01 }\n'
     + '# connections: nat[1] -> to_lan -> to_device, arp_replies -> [1]to_lan',
 });
