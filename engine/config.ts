@@ -9,7 +9,7 @@ import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
 import { ParamTypeError, type ValueLocation, type FileUse } from './params.ts';
 import { loadRegistry, stateSizeProblems, checkProcessFile, ElementFolderError, DECLARATION_HINT, type Registry } from './registry.ts';
-import type { ElementType } from './element.ts';
+import type { ElementType, ParamWarning } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
 import { buildGraph } from './graph.ts';
 import { slotRoom } from './layout.ts';
@@ -456,10 +456,20 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       for (const problem of stateSizeProblems(type, params)) {
         errors.push(new ConfigError(`${name} (${typeName}): ${join(type.dir, 'element.ts')}: ${problem}`, at, DECLARATION_HINT));
       }
-      for (const e of type.invalid?.(params, { slotSize, slotRoom: slotRoom(slotSize) }) ?? []) {
+      // What the element's own hooks return is checked as its declaration is: a wrong shape would print undefined.
+      const said = (hook: 'invalid' | 'warnings', list: unknown): ParamWarning[] => {
+        const items = Array.isArray(list) ? list : [list];
+        const wrong = items.filter((w) => typeof w?.param !== 'string' || typeof w?.message !== 'string');
+        if (list !== undefined && wrong.length) {
+          errors.push(new ConfigError(`${name} (${typeName}): ${join(type.dir, 'element.ts')}: ${hook}() returned ${JSON.stringify(wrong[0])}, `
+            + 'not a list of { param, message, hint?, at? } (ParamWarning)', at, DECLARATION_HINT));
+        }
+        return list === undefined ? [] : items.filter((w) => !wrong.includes(w));
+      };
+      for (const e of said('invalid', type.invalid?.(params, { slotSize, slotRoom: slotRoom(slotSize) }))) {
         errors.push(new ConfigError(`${name}.${e.param}: ${e.message}`, pos.within(valueNodes.get(e.param), e.at ?? {}, at), e.hint));
       }
-      for (const w of type.warnings?.(params) ?? []) {
+      for (const w of said('warnings', type.warnings?.(params))) {
         warnings.push(new ConfigWarning(`${name}.${w.param}: ${w.message}`, pos.within(valueNodes.get(w.param), w.at ?? {}, at), w.hint));
       }
     }

@@ -1400,11 +1400,11 @@ export class Pipeline {
         const layout = this.valueLayout(this.graph.byName.get(name)!, table);
         const moved = data.value !== undefined && data.value !== layout ? fieldMoves(data.value, layout) : undefined;
         if (moved ? !moved.fits : data.record_size !== target.recordSize) {
-          if (shard.id === 0) this.log(`${name}.${table}: the snapshot's entries are laid out otherwise (${data.value ?? `${data.record_size} bytes each`}; now ${layout}): left out, the table starts empty`);
+          if (shard.id === 0) this.log(`${name}.${table}: the entries carried over (snapshot or reload) are laid out otherwise (${data.value ?? `${data.record_size} bytes each`}; now ${layout}): left out, the table starts empty`);
           continue;
         }
         if (moved && shard.id === 0) {
-          this.log(`${name}.${table}: the snapshot's entries are laid out otherwise (${data.value}; now ${layout}): their fields are moved to where they are now`
+          this.log(`${name}.${table}: the entries carried over (snapshot or reload) are laid out otherwise (${data.value}; now ${layout}): their fields are moved to where they are now`
             + (moved.added.length ? `, and ${moved.added.map((f) => f.split(' ')[0]).join(', ')} ${moved.added.length > 1 ? 'start' : 'starts'} at 0` : ''));
         }
         const stored = data.merges && ownParts ? ownParts.get(`${name}/${table}`) ?? Buffer.alloc(0) : Buffer.from(data.records, 'base64');

@@ -86,6 +86,7 @@ export async function declarationReference(): Promise<string> {
   return [
     ...iface(element, 'ElementDefinition', '`defineElement({ ... })`: the declaration, in element.ts'),
     ...iface(element, 'PortSpec', 'an output port (`outputs`)'),
+    ...iface(element, 'ParamWarning', 'what `warnings` and `invalid` return, one per mistake'),
     ...helpers(params, 'param'),
     ...iface(params, 'ParamOptions', 'the options every `param.*` takes'),
     ...helpers(element, 'state'),

@@ -210,13 +210,13 @@ test('entries whose value fields moved or were added since the snapshot (a newer
       return { lines, entries: pipeline.view('fc').entries('flows').map((e) => e.value).sort((a, b) => Number(a.packets) - Number(b.packets)) };
     };
     const swapped = await restoredAs('swapped');
-    assert.ok(swapped.lines.includes("fc.flows: the snapshot's entries are laid out otherwise (packets u64 @0, bytes u64 @8; now bytes u64 @0, packets u64 @8): their fields are moved to where they are now"), swapped.lines.join('\n'));
+    assert.ok(swapped.lines.includes("fc.flows: the entries carried over (snapshot or reload) are laid out otherwise (packets u64 @0, bytes u64 @8; now bytes u64 @0, packets u64 @8): their fields are moved to where they are now"), swapped.lines.join('\n'));
     assert.equal(swapped.entries.map((v) => [v.packets, v.bytes]), [[1n, 60n], [2n, 120n]]);
     const grown = await restoredAs('grown');
-    assert.ok(grown.lines.includes("fc.flows: the snapshot's entries are laid out otherwise (packets u64 @0, bytes u64 @8; now packets u64 @0, bytes u64 @8, marks u32 @16, flags u16 @20): their fields are moved to where they are now, and marks, flags start at 0"), grown.lines.join('\n'));
+    assert.ok(grown.lines.includes("fc.flows: the entries carried over (snapshot or reload) are laid out otherwise (packets u64 @0, bytes u64 @8; now packets u64 @0, bytes u64 @8, marks u32 @16, flags u16 @20): their fields are moved to where they are now, and marks, flags start at 0"), grown.lines.join('\n'));
     assert.equal(grown.entries.map((v) => [v.packets, v.bytes, v.marks, v.flags]), [[1n, 60n, 0n, 0n], [2n, 120n, 0n, 0n]]);
     const narrowed = await restoredAs('narrowed');
-    assert.ok(narrowed.lines.includes("fc.flows: the snapshot's entries are laid out otherwise (packets u64 @0, bytes u64 @8; now packets u64 @0, bytes u32 @8): left out, the table starts empty"), narrowed.lines.join('\n'));
+    assert.ok(narrowed.lines.includes("fc.flows: the entries carried over (snapshot or reload) are laid out otherwise (packets u64 @0, bytes u64 @8; now packets u64 @0, bytes u32 @8): left out, the table starts empty"), narrowed.lines.join('\n'));
     assert.equal(narrowed.entries, []);
     const damaged = structuredClone(snapshot);
     const flows = damaged.elements.fc.tables.flows;
@@ -415,6 +415,8 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     assert.match(checkWith(elementFile, 'timeout: param.duration(', "type: param.int('a kind', 0, 9, { default: 1 }), timeout: param.duration("),
       "a parameter named 'type' could never be set");
     assert.match(checkWith(elementFile, 'example:', "handlers: { odd: { doc: 'does nothing' } as any }, example:"), "handler 'odd' has neither read nor write");
+    assert.match(checkWith(elementFile, 'example:', "warnings: () => ['oops'] as any, example:"),
+      `fc (FlowCount): ${elementFile}: warnings() returned "oops", not a list of { param, message, hint?, at? } (ParamWarning)`);
     assert.match(checkWith(elementFile, "summary: 'counts packets per IPv4 5-tuple in a flow table',", ''), 'summary: the line `wirepath elements` lists, as a string, is missing');
     assert.match(checkWith(processFile, 'export function process(', 'export function processBatch('),
       `${processFile} must export function process(self: FlowCountState, batch: Batch, out: Outputs): void\n  hint: the README's "Writing an element" shows the functions process.ts exports`);
