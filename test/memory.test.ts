@@ -5,6 +5,9 @@ import * as assert from 'uvu/assert';
 import { MemoryArena } from '../engine/memory.ts';
 import { Pipeline } from '../engine/pipeline.ts';
 import { loadConfig } from '../engine/config.ts';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT } from './helpers.ts';
 
 const MIB = 2 ** 20;
 
@@ -23,6 +26,29 @@ test('a grown memory is resident at once: its pages are mapped before the first 
   assert.ok(grown >= 60 * MIB, `resident size grew by ${(grown / MIB).toFixed(1)} MiB for 64 MiB laid out`);
   assert.is(address % 64, 0);
   assert.ok(arena.u8.subarray(address, address + 64 * MIB).every((byte) => byte === 0), 'laid-out memory reads as zeros');
+});
+
+/** The process's anonymous memory in transparent huge pages, in bytes. */
+const hugeBytes = () => Number(/AnonHugePages:\s+(\d+) kB/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))![1]) * 1024;
+const thpOff = !existsSync('/sys/kernel/mm/transparent_hugepage/enabled') || readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8').includes('[never]');
+const addonBuilt = existsSync(join(ROOT, 'native/build/Release/afpacket.node'));
+
+test('a prefaulted memory comes in 2 MiB huge pages where the kernel has them (transparent huge pages, advised through the addon)', () => {
+  if (thpOff || !addonBuilt) {
+    console.log(`  (not checked: ${thpOff ? 'transparent huge pages are off on this machine' : 'the addon is not built'})`);
+    return;
+  }
+  const arena = new MemoryArena();
+  const before = hugeBytes();
+  arena.alloc(64 * MIB);
+  // The grown range's whole 2 MiB pages: all but its two ends, unless the kernel had no free 2 MiB pages.
+  assert.ok(hugeBytes() - before >= 48 * MIB, `${((hugeBytes() - before) / MIB).toFixed(0)} MiB of 64 in huge pages`);
+  const later = new MemoryArena();
+  later.prefaulting = false;
+  const beforeLater = hugeBytes();
+  later.alloc(64 * MIB);
+  later.u8.fill(1, 0, 64 * MIB);
+  assert.ok(hugeBytes() - beforeLater < 8 * MIB, 'pages that come at first use stay small');
 });
 
 test('without prefaulting (a running pipeline) the pages come at first use: the I/O thread is not held', () => {
