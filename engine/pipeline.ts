@@ -89,13 +89,6 @@ const TRANSFER_BYTES = 4 << 20;
 /** assembly/migrate.ts OWNER_FLOW and OWNER_ADDRESS. */
 const OWNER = { flow: 0, address: 1 } as const;
 
-/** Waits, yielding to the event loop, until `done()`; `poke` runs each round (to wake or collect). */
-async function until(done: () => boolean, poke: () => void): Promise<void> {
-  while (!done()) {
-    poke();
-    await new Promise((r) => setImmediate(r));
-  }
-}
 const nextPowerOfTwo = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
 /**
@@ -168,6 +161,10 @@ export class Pipeline {
   /** Whether run()'s loop has exited (its shards are stopping), and a promise of the run's end (they have stopped). */
   private loopExited = false;
   private runOver: Promise<void> = Promise.resolve();
+  /** The run is over and its shards are told to stop: a wait for them (until) would never end. */
+  private shardsStopped = false;
+  /** The snapshot being taken, which the next one waits for: they share the transfer buffer and the shards' hold on ticks. */
+  private snapshotTurn: Promise<unknown> = Promise.resolve();
   /** The elements of the pipeline this one replaced through a reload (replaces), by name. */
   private readonly predecessor = new Map<string, { type: string; params: any; configFile: string }>();
   /** The elements whose state restore() loaded from a snapshot file. */
@@ -324,7 +321,7 @@ export class Pipeline {
   private async endOrderWatch(): Promise<{ checked: number; reordered: number }> {
     Atomics.store(this.arena.i32, (this.order + OrderWatch.watching) >>> 2, 0);
     const heads = this.shards.map((s) => s.head('rx'));
-    await until(() => this.shards.every((s, i) => s.passed('rx', heads[i])), () => this.publish());
+    await this.until(() => this.shards.every((s, i) => s.passed('rx', heads[i])), () => this.publish());
     const v = this.arena.view;
     const result = { checked: v.getUint32(this.order + OrderWatch.checked, true), reordered: Number(v.getBigUint64(this.order + OrderWatch.reordered, true)) };
     const takenAt = this.order + v.getUint32(this.order + OrderWatch.takenAt, true);
@@ -924,9 +921,22 @@ export class Pipeline {
       + `fewer packets than they took: ${short.join(', ')}`;
   }
 
+  /**
+   * Waits, yielding to the event loop, until `done()`; `poke` runs each round (to wake or collect). Once the shards
+   * have stopped nothing will come: the wait (a scale event's) ends with an error, not in a loop that keeps the process.
+   */
+  private async until(done: () => boolean, poke: () => void): Promise<void> {
+    while (!done()) {
+      if (this.shardsStopped) throw new Error('the pipeline stopped while shards were being changed');
+      poke();
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
   private async shutdown(): Promise<void> {
     // A scale event that outlives the stall time is stuck itself (a run that failed may have left it so).
     if (this.scaling) await Promise.race([this.scaling.catch(() => undefined), sleep(this.stallMs, undefined, { ref: false })]);
+    this.shardsStopped = true;
     await Promise.all(this.shards.map((shard) => shard.stop()));
     // What a shard's last tick sent (a NAT's answer) after the loop's last collect.
     this.collect();
@@ -968,7 +978,8 @@ export class Pipeline {
    */
   async scale(target: number): Promise<ScaleReport> {
     if (!Number.isInteger(target) || target < 1 || target > MAX_SHARDS) throw new RangeError(`shard count must be a whole number from 1 to ${MAX_SHARDS}`);
-    if (!this.started) throw new Error('the pipeline is not running');
+    if (!this.started) throw new Error('the pipeline is not running (a reload may be putting its new config in place): try again in a moment');
+    if (this.stopRequested || this.loopExited) throw new Error('the pipeline is stopping (stopped, or a reload takes its place): there is nothing to scale');
     if (this.scaling) throw new Error('a scale event is already in progress');
     if (this.readingState) throw new Error('a snapshot is being taken: scale once it is written');
     if (target > 1) this.checkSteering();
@@ -1044,13 +1055,13 @@ export class Pipeline {
       this.publish();
       const source = this.shards[move.from];
       const received = source.head('rx');
-      await until(() => source.passed('rx', received), () => source.wake());
+      await this.until(() => source.passed('rx', received), () => source.wake());
       const moved = await this.moveFlows(source, this.shards[move.to], move.buckets);
       report.flows_moved += moved.flows;
       report.flows_not_moved += moved.failed;
       // Sinks must get the old owner's packets of these buckets before any the new owner sends.
       const sent = source.head('out');
-      await until(() => source.passed('out', sent), () => this.collect());
+      await this.until(() => source.passed('out', sent), () => this.collect());
       // Release in arrival order, each to its bucket's owner; packets still arriving for these buckets queue behind.
       // Only when none is left does the table send them straight to their owners.
       while (this.heldCount() > 0) {
@@ -1071,7 +1082,7 @@ export class Pipeline {
     report.packets_lost = this.lostSoFar() - lostBefore;
     // The move is done. The order stays watched until the new owners have taken every packet released to
     // them (behind what their rings already held: tens of milliseconds at a busy shard, not counted above).
-    await until(() => released.every((r) => r.shard.passed('rx', r.head)), () => released.forEach((r) => r.shard.wake()));
+    await this.until(() => released.every((r) => r.shard.passed('rx', r.head)), () => released.forEach((r) => r.shard.wake()));
     const order = await this.endOrderWatch();
     this.setBuckets(next);
     report.packets_checked = order.checked;
@@ -1119,7 +1130,7 @@ export class Pipeline {
 
   /** Stops a shard whose buckets have all moved away; its all-flows and cross-flow state stays readable. */
   private async retire(shard: Shard): Promise<void> {
-    await until(() => shard.idle(), () => { this.publish(); this.collect(); });
+    await this.until(() => shard.idle(), () => { this.publish(); this.collect(); });
     await shard.stop();
     this.collect();
     // Its clone stash goes back to the pool, and so do the refills the I/O side sent it after its last step
@@ -1152,7 +1163,13 @@ export class Pipeline {
    * cut: the sources wait (a scale event under way ends first) until the shards have finished every packet,
    * so that no table is read later than another (a NAT's mappings and the subscribers that hold their blocks).
    */
-  async snapshot(): Promise<Snapshot> {
+  snapshot(): Promise<Snapshot> {
+    const turn = this.snapshotTurn.then(() => this.takeSnapshot());
+    this.snapshotTurn = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async takeSnapshot(): Promise<Snapshot> {
     if (!this.shards.some((s) => s.running)) return this.readState();
     this.quiesce++;
     try {

@@ -558,5 +558,29 @@ test('C8 a block log rotated away (renamed, as logrotate does) is followed: the 
   assert.equal(events('rotated.jsonl'), Array(count).fill('release'), 'the releases at the end go to the new file');
 });
 
+test('snapshots asked for at once are taken one after the other, each whole (they shared the transfer buffer: a run stalled, a file lost mappings); a scale asked of a stopping pipeline is refused', async () => {
+  const count = 300;
+  trace('together', 2, undefined, count);
+  const file = config('together', 'ports_per_block: 64', ', loop: true, timing: original');
+  const pipeline = await Pipeline.create(await loadConfig(file), { shards: 2 });
+  const running = pipeline.run();
+  try {
+    await waitFor(() => pipeline.packetsIn() >= 2 * count, `${2 * count} packets`);
+    const records = (s: Snapshot) => Buffer.from(s.elements.nat.tables.mappings.records, 'base64').length;
+    const alone = records(await pipeline.snapshot());
+    // Every subscriber's mapping is made in the first round: the count stays while the trace loops.
+    const together = await Promise.all([1, 2, 3].map(() => pipeline.snapshot()));
+    assert.equal(together.map(records), [alone, alone, alone]);
+    const before = pipeline.packetsIn();
+    await waitFor(() => pipeline.packetsIn() > before, 'packets after the snapshots');
+  } finally {
+    pipeline.stop();
+  }
+  const refused = await pipeline.scale(1).then(() => 'scaled', (e: Error) => e.message);
+  assert.match(refused, /the pipeline is stopping/);
+  await running;
+});
+
 test.after(() => removeDir(dir));
+
 test.run();
