@@ -448,4 +448,34 @@ test('timing: original takes at least about as long as the trace', () => inTempD
   assert.ok(performance.now() - started >= span * 0.8, `took ${performance.now() - started} ms`);
 }));
 
+test('timing written while the source runs: to fast, the rest comes at once; to original, the records go on at their gaps from the last one sent', () => inTempDir(async (dir) => {
+  // 1000 records 10 ms apart: 10 s of trace.
+  writePcap(join(dir, 'in.pcap'), Array.from({ length: 1000 }, (_, i) => ({ data: ipv4Frame(), sec: 1_700_000_000 + Math.floor(i / 100), usec: (i % 100) * 10_000 })));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const start = async (src: string) => {
+    writeFileSync(join(dir, 'config.yaml'), copy(src));
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'config.yaml')), { shards: 1 });
+    return { pipeline, running: pipeline.run() };
+  };
+  const paced = await start('file: in.pcap, timing: original');
+  while (paced.pipeline.packetsIn() < 5) await sleep(10);
+  paced.pipeline.view('src').setParam('timing', 'fast');
+  const ended = await Promise.race([paced.running.then(() => 'ended'), sleep(5000).then(() => 'still paced')]);
+  if (ended !== 'ended') paced.pipeline.stop();
+  assert.is(ended, 'ended', 'the rest of the trace came at once');
+  assert.is((await paced.running).packets_in, 1000);
+
+  const fast = await start('file: in.pcap, loop: true, count: 1000000');
+  while (fast.pipeline.packetsIn() < 3000) await sleep(1);
+  fast.pipeline.view('src').setParam('timing', 'original');
+  await sleep(100);
+  const from = fast.pipeline.packetsIn();
+  await sleep(500);
+  const sent = fast.pipeline.packetsIn() - from;
+  fast.pipeline.stop();
+  await fast.running;
+  // 100 records a second: about 50 in the half second, not none (it waited for the trace time already read).
+  assert.ok(sent >= 20 && sent <= 100, `${sent} records in 500 ms`);
+}));
+
 test.run();

@@ -152,6 +152,7 @@ class PcapReader implements SourceDriver {
     if (limit) budget = Math.min(budget, limit - before);
     budget = Math.min(budget, this.ctx.exports.ioSpace());
     if (this.ctx.params.timing === 'original') budget = this.pace(budget);
+    else if (this.paceStart) this.stopPacing();
     let sent = 0;
     while (sent < budget && !this.finished) {
       const consumed = this.read(budget - sent);
@@ -251,16 +252,25 @@ class PcapReader implements SourceDriver {
     }
   }
 
-  /** Lets through the records due by now; the first record sets the start of the trace's time. */
+  /**
+   * Lets through the records due by now. The trace's time starts at the first record, or, when timing turned to
+   * original while the source runs, at the last record sent: the records after it keep their gaps from then on.
+   */
   private pace(budget: number): number {
     const now = process.hrtime.bigint();
     if (!this.paceStart) {
       if (this.field('packets') === 0n) { this.setField('until_ns', 0n); return Math.min(budget, 1); }
-      this.paceStart = { wall: now, ts: this.field('first_ns') };
+      this.paceStart = { wall: now, ts: this.field('last_ns') };
     }
     const until = this.paceStart.ts + (now - this.paceStart.wall);
     this.setField('until_ns', until > 0n ? until : 1n);
     return budget;
+  }
+
+  /** Timing turned to fast while the source runs: the records are no longer held back to the trace's pace. */
+  private stopPacing(): void {
+    this.paceStart = undefined;
+    this.setField('until_ns', 0n);
   }
 
   waitNs(): number {
