@@ -166,8 +166,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'verify': {
         const shards = (values.shards ?? '1,2').split(',').map(Number);
         const scaleEvery = values['scale-every'] === undefined ? undefined : Number(values['scale-every']);
-        if (shards.some((n) => !Number.isInteger(n) || n < 1) || (scaleEvery !== undefined && (!Number.isInteger(scaleEvery) || scaleEvery < 1))) {
-          throw new UsageError('--shards takes counts like 1,2,4 and --scale-every a number of packets');
+        if (shards.some((n) => !Number.isInteger(n) || n < 1 || n > MAX_SHARDS) || (scaleEvery !== undefined && (!Number.isInteger(scaleEvery) || scaleEvery < 1))) {
+          throw new UsageError(`--shards takes counts from 1 to ${MAX_SHARDS} like 1,2,4 and --scale-every a number of packets`);
         }
         if (shards.every((n) => n === 1)) throw new UsageError('--shards needs a count above 1: one shard is what the runs are compared with');
         // One count is a run on that many shards with no scale event, and --scale-every would be ignored.
@@ -177,7 +177,10 @@ export async function main(argv: string[]): Promise<number> {
         if (!target) throw new UsageError('verify needs a CONFIG file');
         const trace = values.trace && resolvePath(values.trace);
         if (trace && !existsSync(trace)) throw new EnvironmentError(`--trace ${trace}: no such file`, 'the --trace path is taken from where the command runs');
-        const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace, shards, scaleEvery });
+        const result = await verify(target, { overrides: values.set, elementDirs: values.elements, trace, shards, scaleEvery }).catch((e) => {
+          // More shards than the memory holds: a count to lower, as run --shards says.
+          throw e instanceof RangeError && /more than the 4 GiB/.test(e.message) ? new UsageError(`--shards ${values.shards}: ${e.message}`) : e;
+        });
         for (const r of result.scaleEvents) {
           process.stdout.write(`scale ${r.from} -> ${r.to}: ${r.buckets_moved} buckets, ${r.flows_moved} flows moved in ${r.milliseconds.toFixed(1)} ms, ${r.packets_held} held, ${r.packets_lost} lost, ${r.packets_reordered} of ${r.packets_checked} checked reordered\n`);
         }
@@ -343,6 +346,9 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   };
   const call = calls[command ?? ''];
   if (!call) throw new UsageError(`ctl commands: ${Object.keys(calls).join(', ')}`);
+  // Words a command would ignore are a mistake (`ctl scale 1 2`): read and write take the rest as one value.
+  const most: Record<string, number> = { stats: 0, graph: 0, metrics: 0, scale: 1, snapshot: 1, reload: 1 };
+  if (command in most && rest.length > most[command]) throw new UsageError(`ctl ${command} takes ${most[command] ? `one word (${command === 'scale' ? 'N' : command === 'reload' ? 'CONFIG' : 'FILE'})` : 'no words'}, not '${rest.join(' ')}'`);
   const [method, path, body] = call();
   let response: Response;
   try {
@@ -378,6 +384,8 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   if (values.inline && values.threads !== undefined && values.threads !== 'inline') throw new UsageError(`--inline runs the shards on the I/O thread: leave out --threads ${values.threads}`);
   const threads = THREAD_MODES.find((mode) => mode === (values.inline ? 'inline' : values.threads));
   if (values.threads !== undefined && !threads) throw new UsageError(`--threads must be one of ${THREAD_MODES.join(', ')}, not '${values.threads}'`);
+  // An empty token would let every call through (a --token "$WIREPATH_TOKEN" with the variable unset).
+  if (values.token !== undefined && !values.token.trim()) throw new UsageError('--token is empty: give a token, or leave --token out for a random one');
   // With --json, stdout carries one JSON object: lines that elements print go to stderr.
   const options: PipelineOptions = { clock, shards, threads, log: (m) => process.stderr.write(`wirepath: ${m}\n`), printFd: values.json ? 2 : 1 };
   const pipeline = await Pipeline.create(config, options);
@@ -387,7 +395,14 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   if (values.control !== undefined) {
     const port = Number(values.control);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--control takes a port number, not '${values.control}'`);
-    control = await startControl({ pipeline: () => supervisor.pipeline(), reload: (text, file) => supervisor.reload(text, file) }, { port, token: values.token });
+    try {
+      control = await startControl({ pipeline: () => supervisor.pipeline(), reload: (text, file) => supervisor.reload(text, file) }, { port, token: values.token });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EADDRINUSE' && code !== 'EACCES') throw e;
+      throw new EnvironmentError(`--control ${port}: ${code === 'EADDRINUSE' ? 'the port is in use (another wirepath run?)' : 'no permission to listen on that port'}`,
+        'give another port, or --control 0 for a free one (the control API\'s address is printed at start)');
+    }
     process.stderr.write(`wirepath: control API on ${control.url}, token ${control.token}\n`);
   }
   let interrupted = false;

@@ -357,7 +357,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
     errors.push(new ConfigError('elements is a list: it must map names to elements', pos.of(node), 'write `name: { type: ..., params }` lines under elements:, without a leading -'));
     return elements;
   }
-  if (!node || !isMap(node)) {
+  if (!node || !isMap(node) || !node.items.length) {
     if (node || !meant.has('elements')) errors.push(new ConfigError('the config has no elements', pos.of(node ?? root), 'add `elements:` mapping names to { type: ..., params }'));
     return elements;
   }

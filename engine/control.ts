@@ -122,6 +122,7 @@ function configText(node: GraphNode): Record<string, string> {
 }
 
 export function startControl(target: ControlTarget, options: ControlOptions): Promise<ControlServer> {
+  if (options.token !== undefined && !options.token.trim()) throw new Error('the control API\'s token is empty: every call would be let through');
   const token = options.token ?? randomBytes(16).toString('hex');
   const host = options.host ?? '127.0.0.1';
 
@@ -147,7 +148,12 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
     }
     if (method === 'GET' && url.pathname === '/metrics') return { text: metrics(pipeline) };
     if (handler && (method === 'GET' || method === 'PUT')) {
-      const [element, name] = handler.slice(1).map(decodeURIComponent);
+      let element: string, name: string;
+      try {
+        [element, name] = handler.slice(1).map(decodeURIComponent);
+      } catch {
+        throw new HttpError(400, `${url.pathname}: a %-escape that is no UTF-8 text`);
+      }
       const node = pipeline.graph.byName.get(element);
       if (!node) throw new HttpError(404, `no element '${element}'`);
       const h = handlersOf(node.type)[name];
@@ -201,6 +207,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
     }
     if (method === 'POST' && url.pathname === '/snapshot') {
       const { file } = parseJson(await readBody(req));
+      if (file !== undefined && typeof file !== 'string') throw new HttpError(400, 'send {"file": "a path"} to write the snapshot there, or {} to have it in the answer');
       const snapshot = await pipeline.snapshot();
       if (typeof file === 'string') {
         try {

@@ -496,6 +496,9 @@ test('verify: --trace is a path from where the command runs; one shard count is 
   const one = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1']);
   assert.is(one.status, 2);
   assert.ok(one.stderr.startsWith('wirepath: --shards needs a count above 1'));
+  const many = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1,65']);
+  assert.is(many.status, 2, 'a usage error, not a stack trace');
+  assert.ok(many.stderr.startsWith('wirepath: --shards takes counts from 1 to 64'), many.stderr);
   // A trace shorter than --scale-every: the scaled run never left one shard, and compared nothing.
   const short = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '1,2,4', '--scale-every', '2000']);
   assert.is(short.status, 1);

@@ -148,6 +148,8 @@ test('top level: no elements, no connections', async () => {
   assert.equal(summary(errors), ['1:1 the config has no elements', '1:1 the config has no connections']);
   assert.is(errors[0].hint, 'add `elements:` mapping names to { type: ..., params }');
   assert.is(errors[1].hint, "add `connections:` with lines like 'src -> count -> drop'");
+  // An empty mapping is none either (check said ok, and run failed with a TypeError).
+  assert.equal(summary(await errorsOf(lines('elements: {}', 'connections: []'))).slice(0, 1), ['1:11 the config has no elements']);
   await expectError(lines(...ELEMENTS, '  src: drop'), 'pipeline.yaml:7:3', 'connections must be a list of strings',
     'write each chain as a list item: - src -> count -> drop');
 });

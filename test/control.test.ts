@@ -108,6 +108,9 @@ test('bad requests get clear 4xx answers and the pipeline keeps running', async 
     ['GET', '/elements/count/packets?arg=5', undefined, 400, /count\.packets takes no argument \(given '5'\)/],
     ['PUT', '/elements/count/reset', { value: ['x'] }, 400, /count\.reset: send \{"value": \.\.\.\} with a string .*, not \["x"\]/],
     ['PUT', '/elements/count/reset', { value: null }, 400, /not null/],
+    // Before: a 500 (URI malformed), and a snapshot in the answer instead of the file asked for.
+    ['GET', '/elements/count/%ZZ', undefined, 400, /a %-escape that is no UTF-8 text/],
+    ['POST', '/snapshot', { file: 5 }, 400, /send \{"file": "a path"\}/],
   ];
   for (const [method, path, body, status, message] of cases) {
     const r = await call(method, path, body, 'secret-token');
@@ -157,6 +160,13 @@ test('wirepath ctl reads, writes and snapshots', async () => {
   const negative = await cliAsync(['ctl', 'read', 'count.packets', '-1', ...env]);
   assert.is(negative.status, 2);
   assert.ok(negative.stderr.includes(`hint: a value that starts with -, put -- before it: wirepath ctl read count.packets ${env.join(' ')} -- -1`), negative.stderr);
+  // Words a command would ignore (before: scaled to 1, and answered the stats).
+  for (const words of [['scale', '1', '2'], ['stats', 'extra']]) {
+    const extra = await cliAsync(['ctl', ...words, ...env]);
+    assert.is(extra.status, 2, words.join(' '));
+    assert.match(extra.stderr, `ctl ${words[0]} takes`);
+  }
+  assert.is(pipeline.runtimeStats().shards.length, 1);
   const nobody = await cliAsync(['ctl', 'stats', '--control', '1']);
   assert.is(nobody.status, 3);
   assert.match(nobody.stderr, /no control API answers at http:\/\/127.0.0.1:1/);
@@ -172,6 +182,17 @@ test('wirepath ctl reads, writes and snapshots', async () => {
   } finally {
     other.close();
   }
+});
+
+test('the run command refuses an empty token (it let every call through) and says when the control port is taken, exit 2 and 3', async () => {
+  const empty = await cliAsync(['run', join(dir, 'live.yaml'), '--set', 'gen.count=10', '--control', '0', '--token', '']);
+  assert.is(empty.status, 2, empty.stderr);
+  assert.match(empty.stderr, '--token is empty');
+  assert.throws(() => startControl({ pipeline: () => pipeline }, { port: 0, token: '' }), /token is empty/);
+  const port = new URL(control.url).port;
+  const taken = await cliAsync(['run', join(dir, 'live.yaml'), '--set', 'gen.count=10', '--control', port]);
+  assert.is(taken.status, 3, taken.stderr);
+  assert.match(taken.stderr, `wirepath: --control ${port}: the port is in use (another wirepath run?)\n  hint: give another port, or --control 0`);
 });
 
 test('a gauge that holds a time in ns reads exactly (a number would round it), shown as its digits in JSON', () => {
