@@ -182,7 +182,7 @@ export async function main(argv: string[]): Promise<number> {
           throw e instanceof RangeError && /more than the 4 GiB/.test(e.message) ? new UsageError(`--shards ${values.shards}: ${e.message}`) : e;
         });
         for (const r of result.scaleEvents) {
-          process.stdout.write(`scale ${r.from} -> ${r.to}: ${r.buckets_moved} buckets, ${r.flows_moved} flows moved in ${r.milliseconds.toFixed(1)} ms, ${r.packets_held} held, ${r.packets_lost} lost, ${r.packets_reordered} of ${r.packets_checked} checked reordered\n`);
+          process.stdout.write(`scale ${r.from} -> ${r.to}: ${r.buckets_moved} buckets, ${r.flows_moved} flows moved${r.flows_not_moved ? ` (${r.flows_not_moved} not: tables full)` : ''} in ${r.milliseconds.toFixed(1)} ms, ${r.packets_held} held, ${r.packets_lost} lost, ${r.packets_reordered} of ${r.packets_checked} checked reordered\n`);
         }
         process.stdout.write(result.equivalent
           ? `equivalent: ${result.packets} packets in ${result.flows} flows, same packets in the same order per flow with ${result.scaleEvents.length} scale events\n`
@@ -441,5 +441,6 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   if (live) process.stderr.write('\r\x1b[K');
   show(result);
   // A shard that crashed was restarted and the run went on, but the packets it held are lost.
-  return result.interrupted ? EXIT.interrupted : result.crashes.length ? EXIT.failure : EXIT.ok;
+  // Lost packets outrank the stop: a crash is what the exit status must not hide.
+  return result.crashes.length ? EXIT.failure : result.interrupted ? EXIT.interrupted : EXIT.ok;
 }

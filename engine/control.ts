@@ -160,7 +160,10 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       if (!h) throw new HttpError(404, `${element} (${node.type.type}) has no handler '${name}'; its handlers: ${Object.keys(handlersOf(node.type)).join(', ')}`);
       if (method === 'GET') {
         if (!h.read) throw new HttpError(405, `${element}.${name} is write-only`);
-        if (h.private && !authorised(req, token)) throw new HttpError(401, `${element}.${name} shows what users do: send the token as "Authorization: Bearer TOKEN" to read it`);
+        if (h.private && !authorised(req, token)) {
+          throw new HttpError(401, `${element}.${name} shows what users do: ${req.headers.authorization
+            ? 'the token sent is not the pipeline\'s: use the one it printed at start (or was given with --token)' : 'send the token as "Authorization: Bearer TOKEN" to read it'}`);
+        }
         const arg = url.searchParams.get('arg') ?? undefined;
         // A handler that declares no argument would ignore one, and answer for everything instead.
         if (arg !== undefined && !takesArgument(h)) throw new HttpError(400, `${element}.${name} takes no argument (given '${arg}')`);

@@ -988,7 +988,9 @@ export class Pipeline {
       const report = await this.scaling;
       this.scaleReports.push(report);
       if (report.to > report.from) this.warnIfOversubscribed(report.to);
-      this.log(`scaled ${report.from} -> ${report.to} shards: ${report.buckets_moved} buckets, ${report.flows_moved} flows moved in ${report.milliseconds.toFixed(1)} ms, ${report.packets_held} packets held, ${report.packets_lost} lost, ${report.packets_reordered} of ${report.packets_checked} checked reordered`);
+      this.log(`scaled ${report.from} -> ${report.to} shards: ${report.buckets_moved} buckets, ${report.flows_moved} flows moved in ${report.milliseconds.toFixed(1)} ms`
+        + `${report.flows_not_moved ? ` (${report.flows_not_moved} not: the new owners' tables were full, and those flows start afresh)` : ''}, `
+        + `${report.packets_held} packets held, ${report.packets_lost} lost, ${report.packets_reordered} of ${report.packets_checked} checked reordered`);
       return report;
     } finally {
       this.scaling = undefined;

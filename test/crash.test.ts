@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, cli, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
@@ -202,6 +202,23 @@ test('a shard worker that fails before it is ready ends its start with the error
   assert.ok(shard.failed, 'the failure is the shard\'s');
   assert.match(shard.failed!.message, /missing/);
   await shard.stop();
+});
+
+test('a run stopped by a signal after a shard crashed exits 1, not 130: the lost packets are what its status must not hide', async () => {
+  const dir = tempDir();
+  try {
+    // 20k packets 100 us apart: 2 s at timing: original, the crash at the 100th.
+    writeFaultyConfig(dir, ['-n', '20000', '-f', '50', '--gap-us', '100', '--seed', '3'], 100, 'crash', ', timing: original');
+    const child = spawn(process.execPath, [join(ROOT, 'bin/wirepath.js'), 'run', join(dir, 'c.yaml'), '--inline'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const crashed = new Promise<void>((resolve) => child.stderr.on('data', (d) => { stderr += d; if (stderr.includes('crashed')) resolve(); }));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await Promise.race([crashed, exited]);
+    child.kill('SIGINT');
+    assert.is(await exited, 1, stderr);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test.run();

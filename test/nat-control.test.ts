@@ -53,6 +53,9 @@ test('ctl read nat.subscriber ADDRESS lists its mappings, from the shard that ow
   const open = await fetch(`${control.url}/elements/nat/subscriber?arg=${address}`);
   assert.is(open.status, 401);
   assert.match((await open.json()).error, /nat\.subscriber shows what users do: send the token/);
+  const wrong = await fetch(`${control.url}/elements/nat/subscriber?arg=${address}`, { headers: { authorization: 'Bearer not-it' } });
+  assert.is(wrong.status, 401);
+  assert.match((await wrong.json()).error, /nat\.subscriber shows what users do: the token sent is not the pipeline's/);
   const r = await cliAsync(['ctl', 'read', 'nat.subscriber', address, '--control', control.url, '--token', 'secret-token']);
   assert.is(r.status, 0, r.stderr);
   const value = JSON.parse(r.stdout).value;
