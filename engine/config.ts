@@ -209,7 +209,9 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     const folder = e instanceof ElementFolderError ? e : undefined;
     const inDeclaration = folder?.base !== undefined && folder.message.startsWith(join(folder.base, ''));
     const item = folder?.base === undefined ? undefined : dirItems.get(folder.base);
-    errors.push(new ConfigError((e as Error).message, inDeclaration ? undefined : pos.of(item ?? dirsNode),
+    // A folder given on the command line (--elements) is nowhere in the config: its mistake has no position there.
+    const fromCommandLine = folder?.base !== undefined && !item && options.elementDirs?.some((d) => resolve(d) === folder.base);
+    errors.push(new ConfigError((e as Error).message, inDeclaration || fromCommandLine ? undefined : pos.of(item ?? dirsNode),
       folder?.hint ?? 'each folder must hold element folders, each with element.ts and process.ts'));
     throw new ConfigErrors(inFileOrder(errors));
   }

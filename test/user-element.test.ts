@@ -124,6 +124,17 @@ test('--elements DIR loads user elements for the CLI too', () => {
   assert.is(layout.status, 0, layout.stderr);
   assert.match(layout.stdout, /export class FlowCountState \{[^}]*\n {2}flows: FlowTable;[^}]*\}/);
   assert.match(layout.stdout, /export class FlowCountFlowsEntry \{\n {2}packets: u64; \/\/ @0\n {2}bytes: u64; \/\/ @8\n\}/);
+  // A mistake in a folder given on the command line is not placed in the config (it was at its 1:1).
+  const dir = tempDir();
+  try {
+    elementFolder(dir, 'Counter', '', 'out.push(0, p);');
+    writeFileSync(join(dir, 'config.yaml'), 'elements:\n  src: { type: Generator, count: 1 }\n  out: { type: Discard }\nconnections:\n  - src -> out\n');
+    const clash = cli(['check', 'config.yaml', '--elements', dir], dir);
+    assert.is(clash.status, 2);
+    assert.ok(clash.stderr.startsWith(`element type Counter in ${join(dir, 'Counter')} is already defined in `), clash.stderr);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test('an element folder anywhere, without package.json or node_modules, loads and runs', () => {
