@@ -2,6 +2,7 @@
 // large modules load without passing through the TypeScript loader (10x faster).
 
 import { workerData, parentPort } from 'node:worker_threads';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
@@ -50,8 +51,11 @@ function lineOf(file, fn) {
 }
 
 let allocations = [];
-/** The files the compiler read from disk: compile.ts checks those outside what its cache key covers before it reuses a module. */
-const read = new Set();
+/**
+ * The files the compiler read from disk, with the hashes of the texts it read: compile.ts checks those outside what
+ * its cache key covers before it reuses a module (a file saved during the compile must not look compiled).
+ */
+const read = new Map();
 
 const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wasm', ...flags], {
   readFile: (name, baseDir) => {
@@ -61,8 +65,9 @@ const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wa
     const real = packaged >= 0 ? join(projectRoot, 'assembly', path.slice(packaged + WIREPATH_PACKAGE.length)) : path;
     if (virtual.has(real)) return virtual.get(real);
     if (!existsSync(real)) return null;
-    read.add(real);
-    return readFileSync(real, 'utf8');
+    const text = readFileSync(real, 'utf8');
+    read.set(real, createHash('sha256').update(text).digest('hex'));
+    return text;
   },
   writeFile: (name, contents) => { if (name.endsWith('.wasm')) binary = contents; },
   listFiles: () => [],

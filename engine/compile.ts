@@ -69,13 +69,17 @@ const fileHash = (file: string) => (existsSync(file) ? createHash('sha256').upda
  */
 const depsFile = (cached: string) => cached.replace(/\.wasm$/, '.deps.json');
 
+/** Whether a file the cached module was compiled from has changed since; a manifest missing or damaged counts as changed. */
 function depsChanged(cached: string): boolean {
-  if (!existsSync(depsFile(cached))) return false;
-  const deps = JSON.parse(readFileSync(depsFile(cached), 'utf8')) as [string, string][];
-  return deps.some(([file, hash]) => fileHash(file) !== hash);
+  try {
+    const deps = JSON.parse(readFileSync(depsFile(cached), 'utf8')) as [string, string][];
+    return deps.some(([file, hash]) => fileHash(file) !== hash);
+  } catch {
+    return true;
+  }
 }
 
-function runCompiler(generated: GeneratedGraph): Promise<{ binary: Uint8Array; read: string[] } | { error: string; files?: string[] }> {
+function runCompiler(generated: GeneratedGraph): Promise<{ binary: Uint8Array; read: [string, string][] } | { error: string; files?: string[] }> {
   return new Promise((resolvePromise, reject) => {
     const worker = new Worker(new URL('./compile-worker.js', import.meta.url), {
       workerData: { entry: ENTRY_PATH, flags: ASC_FLAGS, files: [...generated.files], projectRoot: PROJECT_ROOT },
@@ -97,9 +101,10 @@ export async function compileGraph(generated: GeneratedGraph, elementDirs: strin
   const binary: Uint8Array = result.binary;
   mkdirSync(CACHE_DIR, { recursive: true });
   const covered = new Set(sources);
-  const deps = result.read.filter((file) => !covered.has(file) && !file.startsWith(join(PROJECT_ROOT, 'node_modules'))).sort();
-  writeAtomically(depsFile(cached), JSON.stringify(deps.map((file) => [file, fileHash(file)])));
+  const deps = result.read.filter(([file]) => !covered.has(file) && !file.startsWith(join(PROJECT_ROOT, 'node_modules', 'assemblyscript'))).sort();
+  // The module before its manifest: a module found without one is compiled again.
   writeAtomically(cached, binary);
+  writeAtomically(depsFile(cached), JSON.stringify(deps));
   return { module: await WebAssembly.compile(binary as Uint8Array<ArrayBuffer>), hash, cached: false };
 }
 

@@ -460,13 +460,14 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       }
       // What the element's own hooks return is checked as its declaration is: a wrong shape would print undefined.
       const said = (hook: 'invalid' | 'warnings', list: unknown): ParamWarning[] => {
+        if (list === undefined || list === null) return [];
         const items = Array.isArray(list) ? list : [list];
         const wrong = items.filter((w) => typeof w?.param !== 'string' || typeof w?.message !== 'string');
-        if (list !== undefined && wrong.length) {
+        if (wrong.length) {
           errors.push(new ConfigError(`${name} (${typeName}): ${join(type.dir, 'element.ts')}: ${hook}() returned ${JSON.stringify(wrong[0])}, `
             + 'not a list of { param, message, hint?, at? } (ParamWarning)', at, DECLARATION_HINT));
         }
-        return list === undefined ? [] : items.filter((w) => !wrong.includes(w));
+        return items.filter((w) => !wrong.includes(w));
       };
       for (const e of said('invalid', type.invalid?.(params, { slotSize, slotRoom: slotRoom(slotSize) }))) {
         errors.push(new ConfigError(`${name}.${e.param}: ${e.message}`, pos.within(valueNodes.get(e.param), e.at ?? {}, at), e.hint));

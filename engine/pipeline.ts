@@ -686,7 +686,7 @@ export class Pipeline {
         moved += out;
         this.stall.collected += out;
         this.runPeriodic(false);
-        if (this.scaleAt.length && !this.scaling && !this.readingState && this.packetsIn() >= this.scaleAt[0].packets) {
+        if (this.scaleAt.length && !this.scaling && !this.readingState && !this.stopRequested && this.packetsIn() >= this.scaleAt[0].packets) {
           this.scale(this.scaleAt.shift()!.shards).catch((e) => { this.failure ??= e; });
         }
         const sourcesDone = this.stopRequested || sourceFailed || this.sources.every((s) => s.driver.done);

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -546,8 +547,13 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   if (from >= to || to > memory.ByteLength()) return Napi::Boolean::New(env, false);
   constexpr uintptr_t huge = uintptr_t(2) << 20;
   uintptr_t base = reinterpret_cast<uintptr_t>(memory.Data());
-  uintptr_t start = (base + from) & ~(huge - 1);
-  uintptr_t end = (base + to + huge - 1) & ~(huge - 1);
+  // Whole 2 MiB pages of the memory only: one that reaches past its start or end is no one huge page anyway (part of it
+  // is another mapping, or not yet accessible), and the advice must not touch a neighbour. The page that holds `from`
+  // is advised from its start: the memory grew into it.
+  uintptr_t first = (base + huge - 1) & ~(huge - 1);
+  uintptr_t start = std::max((base + from) & ~(huge - 1), first);
+  uintptr_t end = (base + to) & ~(huge - 1);
+  if (end <= start) return Napi::Boolean::New(env, false);
   return Napi::Boolean::New(env, madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE) == 0);
 }
 

@@ -569,7 +569,9 @@ test('snapshots asked for at once are taken one after the other, each whole (the
     const records = (s: Snapshot) => Buffer.from(s.elements.nat.tables.mappings.records, 'base64').length;
     const alone = records(await pipeline.snapshot());
     // Every subscriber's mapping is made in the first round: the count stays while the trace loops.
-    const together = await Promise.all([1, 2, 3].map(() => pipeline.snapshot()));
+    // Without the turns they stalled the run: a failure in time, not a test that hangs.
+    const timeout = new Promise<never>((_, fail) => setTimeout(() => fail(new Error('the snapshots did not come in 30 s')), 30_000).unref());
+    const together = await Promise.race([Promise.all([1, 2, 3].map(() => pipeline.snapshot())), timeout]);
     assert.equal(together.map(records), [alone, alone, alone]);
     const before = pipeline.packetsIn();
     await waitFor(() => pipeline.packetsIn() > before, 'packets after the snapshots');
@@ -579,6 +581,14 @@ test('snapshots asked for at once are taken one after the other, each whole (the
   const refused = await pipeline.scale(1).then(() => 'scaled', (e: Error) => e.message);
   assert.match(refused, /the pipeline is stopping/);
   await running;
+  // A stop that comes while planned scale events are due ends the run as interrupted: the next one is not begun (its
+  // refusal failed the run).
+  let planned: Pipeline | undefined;
+  const log = (m: string) => { if (m.startsWith('scaled 1 -> 2')) planned!.stop(); };
+  planned = await Pipeline.create(await loadConfig(file), { shards: 1, threads: 'inline', log, scaleAt: [{ packets: 1000, shards: 2 }, { packets: 1000, shards: 1 }] });
+  const result = await planned.run();
+  assert.ok(result.interrupted);
+  assert.equal(planned.scaleReports.map((r) => r.to), [2]);
 });
 
 test.after(() => removeDir(dir));
