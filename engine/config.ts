@@ -406,7 +406,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
         checkProcessFile(type);
       } catch (e) {
         if (!(e instanceof ElementFolderError)) throw e;
-        errors.push(new ConfigError(e.message, undefined, e.hint));
+        errors.push(new ConfigError(e.message, pos.of(typeNode, at), e.hint));
       }
     }
     const params: Record<string, unknown> = {};

@@ -162,6 +162,8 @@ export class Shard {
     this.wake();
     while (Atomics.load(m, Mailbox.done) !== posted) {
       if (this.failure) throw this.failure;
+      // A shard stopped (the run ended) answers nothing more: a scale event waiting on it ends with this.
+      if (!this.worker) throw new Error(`shard ${this.id} stopped before it answered`);
       const seen = Atomics.load(m, Mailbox.done);
       const wait = (Atomics as any).waitAsync(m, Mailbox.done, seen, 50);
       if (wait.async) await wait.value;

@@ -204,6 +204,14 @@ test('a shard worker that fails before it is ready ends its start with the error
   await shard.stop();
 });
 
+test('an operation asked of a shard whose worker has stopped ends with an error (a scale event waited on it for good)', async () => {
+  const arena = new MemoryArena();
+  const shard = new Shard(3, { context: 0, descriptor: 0, rxRing: arena.alloc(4096, 64), outRing: 0, stash: 0, blocks: [] }, arena);
+  await shard.stop();
+  const answer = await Promise.race([shard.run(0, [0]).then(() => 'answered', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('still waiting'), 5000).unref())]);
+  assert.is(answer, 'shard 3 stopped before it answered');
+});
+
 test('a run stopped by a signal after a shard crashed exits 1, not 130: the lost packets are what its status must not hide', async () => {
   const dir = tempDir();
   try {

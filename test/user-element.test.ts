@@ -430,7 +430,7 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
       `fc (FlowCount): ${elementFile}: warnings() returned "oops", not a list of { param, message, hint?, at? } (ParamWarning)`);
     assert.match(checkWith(elementFile, "summary: 'counts packets per IPv4 5-tuple in a flow table',", ''), 'summary: the line `wirepath elements` lists, as a string, is missing');
     assert.match(checkWith(processFile, 'export function process(', 'export function processBatch('),
-      `${processFile} must export function process(self: FlowCountState, batch: Batch, out: Outputs): void\n  hint: the README's "Writing an element" shows the functions process.ts exports`);
+      `config.yaml:6:16: ${processFile} must export function process(self: FlowCountState, batch: Batch, out: Outputs): void\n  hint: the README's "Writing an element" shows the functions process.ts exports`);
   } finally {
     removeDir(dir);
   }
