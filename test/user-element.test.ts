@@ -25,6 +25,14 @@ connections:
   - src -> fc -> out
 `;
 
+/** A copy of the FlowCount fixture in `folder`, with its `file` edited by `edit`; returns that file's path. */
+function editedFlowCount(folder: string, file: 'element.ts' | 'process.ts', edit: (text: string) => string): string {
+  cpSync(join(USER_ELEMENTS, 'flow-count'), folder, { recursive: true });
+  const path = join(folder, file);
+  writeFileSync(path, edit(readFileSync(path, 'utf8')));
+  return path;
+}
+
 /** Packets of flows A, B, C at trace times (seconds after T0). */
 function trace(dir: string, packets: [flow: 'A' | 'B' | 'C', seconds: number][]): void {
   const ports = { A: 1001, B: 1002, C: 1003 };
@@ -155,9 +163,7 @@ test('an element folder anywhere, without package.json or node_modules, loads an
 test('read handlers in the counters: a bigint (a counter as the view reads it) is a number (the control API\'s answer stopped the pipeline); one that takes an argument is none; one that fails says so', async () => {
   const dir = tempDir();
   try {
-    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
-    const elementFile = join(dir, 'flow-count', 'element.ts');
-    writeFileSync(elementFile, readFileSync(elementFile, 'utf8').replace("  example:", `  handlers: {
+    editedFlowCount(join(dir, 'flow-count'), 'element.ts', (text) => text.replace("  example:", `  handlers: {
     seen: { doc: 'new flows, as read', read: (view) => view.read('new_flows') },
     one: { doc: 'a flow, named', read: (view, arg) => { if (!arg) throw new Error('name a flow'); return arg; } },
     broken: { doc: 'always fails', read: () => { throw new Error('broken'); } },
@@ -366,9 +372,7 @@ export function process(self: AllocState, batch: Batch, out: Outputs): void {
 test('a mistake in an element\'s process.ts is reported with its file\'s absolute path, line and column', () => {
   const dir = tempDir();
   try {
-    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
-    const processFile = join(dir, 'flow-count', 'process.ts');
-    writeFileSync(processFile, readFileSync(processFile, 'utf8').replace('entry.packets++', 'entry.pakets++'));
+    const processFile = editedFlowCount(join(dir, 'flow-count'), 'process.ts', (text) => text.replace('entry.packets++', 'entry.pakets++'));
     trace(dir, [['A', 0]]);
     writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
     const run = cli(['run', 'config.yaml'], dir);
@@ -456,9 +460,8 @@ test('an element.ts edited since it was loaded is loaded anew by the next loadRe
 test('a process.ts whose process does not take what the engine passes is named, with the signature the engine calls (the error was in a generated file)', () => {
   const dir = tempDir();
   try {
-    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
-    const processFile = join(dir, 'flow-count', 'process.ts');
-    writeFileSync(processFile, readFileSync(processFile, 'utf8').replace('batch: Batch, out: Outputs): void', 'batch: Batch, out: Outputs, port: i32, extra: i32): void'));
+    const processFile = editedFlowCount(join(dir, 'flow-count'), 'process.ts',
+      (text) => text.replace('batch: Batch, out: Outputs): void', 'batch: Batch, out: Outputs, port: i32, extra: i32): void'));
     writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
     const r = cli(['check', 'config.yaml'], dir);
     assert.is(r.status, 2, 'a mistake in the user\'s code');
@@ -473,10 +476,8 @@ test('a compiled module is not reused once a file its process.ts imports from ou
   try {
     // The collection is elements/; the helper lies beside it, outside what the cache key covers.
     const folder = join(dir, 'elements', 'flow-count');
-    cpSync(join(USER_ELEMENTS, 'flow-count'), folder, { recursive: true });
+    editedFlowCount(folder, 'process.ts', (text) => `import { weight } from "../../lib/weight";\n${text.replace('self.new_flows++', 'self.new_flows += weight()')}`);
     mkdirSync(join(dir, 'lib'));
-    const processFile = join(folder, 'process.ts');
-    writeFileSync(processFile, `import { weight } from "../../lib/weight";\n${readFileSync(processFile, 'utf8').replace('self.new_flows++', 'self.new_flows += weight()')}`);
     trace(dir, [['A', 0], ['B', 1], ['A', 2]]);
     writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './elements/flow-count'));
     const newFlows = (weight: number) => {
@@ -498,10 +499,8 @@ test('a compiled module is not reused once a file its process.ts imports from ou
 test('a data field whose init throws is said by check, at its line in element.ts, and by run without a stack trace (exit 2 both)', () => {
   const dir = tempDir();
   try {
-    cpSync(join(USER_ELEMENTS, 'flow-count'), join(dir, 'flow-count'), { recursive: true });
-    const elementFile = join(dir, 'flow-count', 'element.ts');
     // Four bytes asked for, twelve written.
-    writeFileSync(elementFile, readFileSync(elementFile, 'utf8').replace("    not_ipv4: state", `    limits: state.data({
+    const elementFile = editedFlowCount(join(dir, 'flow-count'), 'element.ts', (text) => text.replace("    not_ipv4: state", `    limits: state.data({
       doc: 'a limit per flow class',
       size: () => 4,
       init: (p, bytes) => { bytes.setUint32(0, 1, true); bytes.setBigUint64(4, 2n, true); },
