@@ -54,6 +54,11 @@ export interface LoadOptions {
   elementDirs?: string[];
   /** Config text to use instead of reading `file` (tests, `check -`). */
   text?: string;
+  /**
+   * What error positions name instead of `file`, when the text is not that file's (a config posted to the control API
+   * without its path: its relative paths are still `file`'s).
+   */
+  label?: string;
 }
 
 export type ThreadMode = 'auto' | 'worker' | 'inline';
@@ -129,7 +134,7 @@ function unclosedQuote(text: string): { offset: number; mark: string } | undefin
 export async function loadConfig(file: string, options: LoadOptions = {}): Promise<PipelineConfig> {
   const errors: ConfigError[] = [];
   const text = options.text ?? readConfigFile(file);
-  const pos = new Positions(file, text);
+  const pos = new Positions(options.label ?? file, text);
   const doc = parseDocument(text, { lineCounter: pos.lineCounter, prettyErrors: false, uniqueKeys: true });
   const textLines = text.split('\n');
   // A quote never closed takes the rest of the file, and the parser notices at its end: said once, where it opens.

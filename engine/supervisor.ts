@@ -5,6 +5,9 @@
 import { loadConfig, type LoadOptions } from './config.ts';
 import { Pipeline, withResult, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 
+/** What the errors of a config posted without its file name (POST /reload without "file"). */
+export const POSTED = '<posted config>';
+
 /** What a reload did with each element of the two configs. */
 export interface ReloadReport {
   /** Elements of the same name and type: their state and counters go on. */
@@ -93,14 +96,15 @@ export class Supervisor {
 
   /**
    * Replaces the running pipeline with one built from `text` (YAML, read from `file` when given: its relative paths
-   * and error positions are that file's); throws ConfigErrors, or the error of a source that cannot be opened or of a
+   * and error positions are that file's; without it, its relative paths are the running config's, and its errors are
+   * placed in POSTED); throws ConfigErrors, or the error of a source that cannot be opened or of a
    * device that could not be (no such interface, down, frames larger than a slot), and changes nothing when it is invalid.
    */
-  async reload(text: string, file = this.file): Promise<ReloadReport> {
+  async reload(text: string, file?: string): Promise<ReloadReport> {
     if (this.next) throw new Error('a reload is already in progress');
     // The run command's --set overrides apply to the new config too (the command line wins over the file), to the
-    // elements it still has with the same type.
-    const config = await loadConfig(file, { ...this.load, text, overridesFor: this.overridesFor });
+    // elements it still has with the same type. Without a file, the text's errors are not the running file's.
+    const config = await loadConfig(file ?? this.file, { ...this.load, text, overridesFor: this.overridesFor, label: file ? undefined : POSTED });
     const pipeline = await Pipeline.create(config, { ...this.options, prefault: false });
     pipeline.openFileSources();
     try {

@@ -48,6 +48,10 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     assert.is(bad.status, 1);
     assert.match(bad.stderr, /400 the new config is invalid; nothing changed/);
     assert.match(bad.stderr, /bad\.yaml:\d+:\d+: unknown element type 'Countr'/, 'the error names the new file');
+    // Posted without its file: the error is the posted text's, not the running config's (a.yaml was named).
+    const posted = await fetch(`${url}/reload`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ config: config('  count: { type: Countr }') }) });
+    assert.is(posted.status, 400);
+    assert.match((await posted.json()).error, /\n<posted config>:\d+:\d+: unknown element type 'Countr'/);
     // A config elsewhere: its relative paths are its own. A capture that does not exist there changes nothing.
     mkdirSync(join(dir, 'sub'));
     writeFileSync(join(dir, 'sub', 'missing.yaml'), 'elements:\n  src: { type: FromPcap, file: ../nowhere.pcap }\n  drop: { type: Discard }\nconnections:\n  - src -> drop\n');
