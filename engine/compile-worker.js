@@ -12,6 +12,7 @@ const { entry, flags, files, projectRoot } = workerData;
 const virtual = new Map(files);
 const WIREPATH_PACKAGE = `${sep}node_modules${sep}wirepath${sep}`;
 let binary;
+let sourceMap;
 let diagnostics = '';
 const output = { write: (s) => { diagnostics += s; return true; } };
 
@@ -69,7 +70,10 @@ const result = await asc.main([entry.slice(1), '--baseDir', '/', '-o', 'graph.wa
     read.set(real, createHash('sha256').update(text).digest('hex'));
     return text;
   },
-  writeFile: (name, contents) => { if (name.endsWith('.wasm')) binary = contents; },
+  writeFile: (name, contents) => {
+    if (name.endsWith('.wasm')) binary = contents;
+    else if (name.endsWith('.wasm.map')) sourceMap = contents;
+  },
   listFiles: () => [],
   stdout: output,
   stderr: output,
@@ -91,5 +95,5 @@ if (!result.error && allocations.length) {
   parentPort.postMessage({ error: `these functions allocate memory (new, an array, a string), which the fast path cannot: AssemblyScript's stub runtime has no heap of its own, so every shard would allocate at the same addresses and soon over the packets and state\n${lines.join('\n')}\n`
     + 'keep what lasts beyond a packet in the element\'s state (element.ts: counters, flow tables, data), and per-batch arrays in batchScratch()', files });
 } else {
-  parentPort.postMessage(result.error || !binary ? { error: located || String(result.error) } : { binary, read: [...read] });
+  parentPort.postMessage(result.error || !binary ? { error: located || String(result.error) } : { binary, sourceMap, read: [...read] });
 }

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { TraceMap, originalPositionFor } from '@jridgewell/trace-mapping';
 import { PROJECT_ROOT, engineSignature } from './registry.ts';
 import { ENTRY_PATH, type GeneratedGraph } from './codegen.ts';
 import { MAX_PAGES } from './memory.ts';
@@ -14,7 +15,7 @@ const ASC_VERSION = JSON.parse(readFileSync(join(PROJECT_ROOT, 'node_modules/ass
 /** Flags measured in ../shared/research/spike-node-wasm.md §1: stub runtime, imported shared memory. */
 export const ASC_FLAGS = [
   '-O3', '--debug', '--noAssert', '--runtime', 'stub', '--enable', 'threads', '--enable', 'simd', '--importMemory', '--sharedMemory',
-  '--initialMemory', '16', '--maximumMemory', String(MAX_PAGES),
+  '--initialMemory', '16', '--maximumMemory', String(MAX_PAGES), '--sourceMap',
 ];
 
 export const CACHE_DIR = resolve(process.env.WIREPATH_CACHE ?? join(PROJECT_ROOT, 'node_modules/.cache/wirepath'));
@@ -79,7 +80,37 @@ function depsChanged(cached: string): boolean {
   }
 }
 
-function runCompiler(generated: GeneratedGraph): Promise<{ binary: Uint8Array; read: [string, string][] } | { error: string; files?: string[] }> {
+/** The compiler's source map, beside the cached module: its positions are byte offsets in the module. */
+const sourceMapFile = (cached: string) => cached.replace(/\.wasm$/, '.wasm.map');
+
+const WIREPATH_LIBRARY = '~lib/wirepath/';
+const sourceMaps = new Map<string, TraceMap | undefined>();
+
+/**
+ * Where in the sources a module's code threw: its first frame in `stack` (wasm-function[N]:0xOFFSET) looked up in the
+ * module's source map, as FILE:LINE:COLUMN; undefined without a map or such a frame.
+ */
+export function sourceLocation(compiled: CompiledGraph, stack: string | undefined): string | undefined {
+  const offset = /wasm-function\[\d+\]:0x([0-9a-f]+)\)?$/m.exec(stack ?? '');
+  if (!offset) return undefined;
+  if (!sourceMaps.has(compiled.hash)) {
+    let map: TraceMap | undefined;
+    try {
+      // Its sources are named from the root, under the output's name as sourceRoot.
+      map = new TraceMap({ ...JSON.parse(readFileSync(sourceMapFile(join(CACHE_DIR, `${compiled.hash}.wasm`)), 'utf8')), sourceRoot: undefined });
+    } catch { /* none: removed from the cache */ }
+    sourceMaps.set(compiled.hash, map);
+  }
+  const map = sourceMaps.get(compiled.hash);
+  const at = map && originalPositionFor(map, { line: 1, column: parseInt(offset[1], 16) });
+  if (!at?.source) return undefined;
+  // "wirepath" is the project's assembly/; other ~lib/ files are AssemblyScript's own library.
+  const file = at.source.startsWith(WIREPATH_LIBRARY) ? join(PROJECT_ROOT, 'assembly', at.source.slice(WIREPATH_LIBRARY.length))
+    : at.source.startsWith('~lib/') ? at.source : `/${at.source}`;
+  return `${file}:${at.line}:${at.column + 1}`;
+}
+
+function runCompiler(generated: GeneratedGraph): Promise<{ binary: Uint8Array; sourceMap?: string; read: [string, string][] } | { error: string; files?: string[] }> {
   return new Promise((resolvePromise, reject) => {
     const worker = new Worker(new URL('./compile-worker.js', import.meta.url), {
       workerData: { entry: ENTRY_PATH, flags: ASC_FLAGS, files: [...generated.files], projectRoot: PROJECT_ROOT },
@@ -100,6 +131,7 @@ export async function compileGraph(generated: GeneratedGraph, elementDirs: strin
   if ('error' in result) throw engineCallError(generated, result.error, result.files);
   const binary: Uint8Array = result.binary;
   mkdirSync(CACHE_DIR, { recursive: true });
+  if (result.sourceMap) writeAtomically(sourceMapFile(cached), result.sourceMap);
   const covered = new Set(sources);
   const deps = result.read.filter(([file]) => !covered.has(file) && !file.startsWith(join(PROJECT_ROOT, 'node_modules', 'assemblyscript'))).sort();
   // The module before its manifest: a module found without one is compiled again.

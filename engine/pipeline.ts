@@ -6,7 +6,7 @@ import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:time
 import { MAX_SHARDS, type PipelineConfig, type ThreadMode } from './config.ts';
 import { addressSteeringErrors, buildGraph, reaches, sharesTarget, steeringPath, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
-import { compileGraph, type CompiledGraph } from './compile.ts';
+import { compileGraph, sourceLocation, type CompiledGraph } from './compile.ts';
 import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
 import { Meta, slotRoom, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { expansionOf, clonesOf, setUpBy, paramsReadBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
@@ -1293,12 +1293,13 @@ export class Pipeline {
       v.setUint32(table.address + FlowTableLayout.live, 0, true);
     }
     const restored = this.lastSnapshot ? this.loadTables(this.lastSnapshot, shard, new Set(), this.lastSnapshotParts.get(shard) ?? new Map()) : 0;
+    const source = sourceLocation(this.compiled, error.stack) ?? null;
     const report: CrashReport = {
-      shard: shard.id, element: node.name, type: node.type.type, error: error.message,
+      shard: shard.id, element: node.name, type: node.type.type, error: error.message, source,
       packets_lost: lost, first_packet: firstPacket, restored_entries: restored, from_snapshot: this.lastSnapshot?.date ?? null,
     };
     this.crashReports.push(report);
-    this.log(`shard ${shard.id} crashed in ${node.name} (${node.type.type}): ${error.message}; first packet of its batch: ${firstPacket}; `
+    this.log(`shard ${shard.id} crashed in ${node.name} (${node.type.type}): ${error.message}${source ? ` at ${source}` : ''}; first packet of its batch: ${firstPacket}; `
       + `${lost} packets lost; restarted ${this.lastSnapshot ? `from the snapshot of ${this.lastSnapshot.date} (${restored} entries)` : 'with empty tables (no snapshot taken yet)'}`);
     void this.startShard(shard);
   }
@@ -1751,6 +1752,8 @@ export interface CrashReport {
   element: string;
   type: string;
   error: string;
+  /** Where in the sources it failed (FILE:LINE:COLUMN, from the compiler's source map), or null when unknown. */
+  source: string | null;
   packets_lost: number;
   /** The first 64 bytes, in hex, of the first packet of the batch the element was working on. */
   first_packet: string;

@@ -25,7 +25,7 @@ export function statsTable(result: RunResult): string {
   const lines = rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd());
   lines.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '));
   lines.push('', `${result.packets_in} packets in, ${result.packets_out} out, ${result.wall_seconds.toFixed(3)} s, ${si(result.packets_per_second)} packets/s${result.interrupted ? ' (interrupted)' : ''}`);
-  for (const c of result.crashes) lines.push(`shard ${c.shard} crashed in ${c.element} (${c.type}): ${c.error}; ${c.packets_lost} packets lost`);
+  for (const c of result.crashes) lines.push(`shard ${c.shard} crashed in ${c.element} (${c.type}): ${c.error}${c.source ? ` at ${c.source}` : ''}; ${c.packets_lost} packets lost`);
   return lines.join('\n') + '\n';
 }
 
