@@ -1077,7 +1077,6 @@ export class Pipeline {
       for (const shard of [this.shards[move.to], source]) released.push({ shard, head: shard.head('rx') });
     }
     for (const shard of this.shards.slice(target)) await this.retire(shard);
-    this.shards.length = target;
     this.setShardCount(target);
     this.setBuckets(next);
     report.milliseconds = performance.now() - started;
@@ -1156,6 +1155,8 @@ export class Pipeline {
     let count = v.getUint32(free, true);
     for (const slot of slots) v.setUint32(free + 8 + 4 * count++, slot, true);
     v.setUint32(free, count, true);
+    // Out of the live shards and into the retired ones at once: a read of the counters meanwhile counts it once.
+    this.shards.splice(this.shards.indexOf(shard), 1);
     this.retired.push(shard);
   }
 
