@@ -1326,13 +1326,8 @@ export class Pipeline {
     for (const [name, saved] of Object.entries(snapshot.elements)) {
       const node = this.graph.byName.get(name)!;
       const layout = this.layouts.get(node.type.type)!;
-      for (const [field, value] of Object.entries(saved.scalars)) {
-        const f = layout.fields.find((x) => x.name === field);
-        // Snapshots written before addresses were left out hold them: another pipeline's memory.
-        const spec = node.type.state?.[field];
-        if (f && !(spec?.kind === 'scalar' && spec.address)) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
-      }
-      for (const [field, { layout, bytes }] of Object.entries(saved.data ?? {})) {
+      const data = Object.entries(saved.data ?? {});
+      for (const [field, { layout, bytes }] of data) {
         // Laid out by other parameters (a reload that changed them): it starts afresh.
         if (layout !== dataLayoutOf(node, field)) {
           const reads = layoutParamsOf(node, field);
@@ -1347,8 +1342,17 @@ export class Pipeline {
           const old = Buffer.from(bytes, 'base64');
           if (!this.unrestored.has(name)) this.unrestored.set(name, new Map());
           this.unrestored.get(name)!.set(field, new DataView(old.buffer, old.byteOffset, old.byteLength));
-          continue;
         }
+      }
+      // Its counters too: a restarted NAT that went on counting what it had translated would have translated more than it took.
+      if (afresh.has(name)) continue;
+      for (const [field, value] of Object.entries(saved.scalars)) {
+        const f = layout.fields.find((x) => x.name === field);
+        // Snapshots written before addresses were left out hold them: another pipeline's memory.
+        const spec = node.type.state?.[field];
+        if (f && !(spec?.kind === 'scalar' && spec.address)) writeField(v, this.shards[0].memory.blocks[node.index] + f.offset, f.type, BigInt(value));
+      }
+      for (const [field, { bytes }] of data) {
         const target = this.view(name).data(field);
         new Uint8Array(target.buffer, target.byteOffset, target.byteLength).set(Buffer.from(bytes, 'base64'));
       }

@@ -350,6 +350,9 @@ test('a snapshot carries subscribers, mappings and who holds each block into a n
   assert.ok(logs.some((m) => m.includes('nat: its pool data is laid out by pool, ports_per_block, inside, exempt, deterministic, exempt_ports, icmp_source, log, mapping, filtering, sessions_per_subscriber, and one of them changed, so it starts afresh (its tables too) instead of taking its state from the snapshot')), logs.join('\n'));
   assert.equal(['subscribers', 'mappings', 'sessions'].map((t) => other.view('nat').entries(t).length), [0, 0, 0]);
   assert.ok(snapshot.elements.nat.tables.subscribers, 'the snapshot had them');
+  // Its counters start afresh with it: counting on, it would have translated more packets than it took.
+  const fresh = other.stats().nat as Record<string, unknown>;
+  assert.equal([fresh.mappings_created, fresh.blocks_allocated, fresh.translated_out], [0, 0, 0]);
 });
 
 test('C8 the block log leaves no block open: released when the run ends or a reload starts the NAT afresh, allocated again from a snapshot file', async () => {
