@@ -5,6 +5,6 @@ export * from "./ring";
 export * from "./checksum";
 export * from "./headers";
 export * from "./flowtable";
-export { now, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, packetRoom, freePacket, freeBatch, dropPacket, newPacket, clonePacket, sendToSink, resteer } from "./shard";
+export { now, shardIndex, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, packetRoom, freePacket, freeBatch, dropPacket, newPacket, clonePacket, sendToSink, resteer } from "./shard";
 export { ioAllocate, ioDroppedNoSlot, ioRelease, ioSubmit, ioRoom, addressHash, symmetricHash, symmetricHashOf } from "./io";
 export * from "./bytes";

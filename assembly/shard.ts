@@ -37,6 +37,8 @@ export const CTX_MISROUTED: u32 = 104;
 export const CTX_MISROUTED_BY: u32 = 112;
 /** Address of the shard's graph descriptor (engine/layout.ts GraphHeader mirrors the offsets below). */
 export const CTX_GRAPH: u32 = 116;
+/** The shard's index, 0 to MAX_SHARDS - 1: no two running shards have the same (a shard made by a scale event takes a retired one's). */
+export const CTX_INDEX: u32 = 120;
 /** In the graph descriptor: the element running now, and the batch, of no room, that Outputs.port gives for an output an element does not have. */
 const GRAPH_RUNNING: u32 = 8;
 const GRAPH_MISROUTED: u32 = 12;
@@ -74,6 +76,14 @@ export function shardInit(context: usize): void {
 /** The shard's clock for the engine's own use (exports between batches). */
 export function shardNow(): u64 {
   return batchTime;
+}
+
+/**
+ * This shard's index, 0 to 63: no two running shards share one, so a row of counters per index (Filter's hits) is
+ * written by one shard at a time. A shard a scale event makes takes the index of one that retired, and adds onto its row.
+ */
+@inline export function shardIndex(): u32 {
+  return load<u32>(ctx, CTX_INDEX);
 }
 
 /** The time of the current batch in nanoseconds: read once per batch, the same for every element. */

@@ -354,6 +354,7 @@ export class Pipeline {
     this.u32(context + ShardContext.slotSize, config.slotSize);
     this.u32(context + ShardContext.scratch, arena.alloc(BATCH_SCRATCH_BYTES));
     this.u32(context + ShardContext.order, this.order);
+    this.u32(context + ShardContext.index, id);
     const record = this.shardRecords + id * IoContext.shardRecord;
     arena.u8.fill(0, record, record + IoContext.shardRecord);
     this.u32(record, rxRing);

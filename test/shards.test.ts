@@ -458,6 +458,11 @@ test('a graph that copies, scaled 1 -> 3 -> 1 again and again: retired shards gi
   assert.ok(result.scaleEvents.length >= 7);
 });
 
+/** Waits until the Discard named drop has taken `count` packets. */
+async function packetsPast(pipeline: Pipeline, count: number): Promise<void> {
+  while (pipeline.stats().drop.in < count) await new Promise((r) => setTimeout(r, 5));
+}
+
 test('counters read while a scale event retires two shards never go back: a retired shard is counted once', async () => {
   // Before, the first of two retiring shards was in the live and the retired shards while the second retired: counted twice.
   const file = join(dir, 'retiring.yaml');
@@ -472,23 +477,44 @@ test('counters read while a scale event retires two shards never go back: a reti
       await new Promise((r) => setImmediate(r));
     }
   })();
-  // Each retiring shard has counted packets of its own by then.
-  const flowing = async () => {
-    const from = pipeline.stats().drop.in;
-    while (pipeline.stats().drop.in < from + 50_000) await new Promise((r) => setTimeout(r, 5));
-  };
-  for (let i = 0; i < 6; i++) {
-    await flowing();
-    await pipeline.scale(1);
-    await pipeline.scale(3);
+  try {
+    for (let i = 0; i < 6; i++) {
+      // Each retiring shard has counted packets of its own by then.
+      await packetsPast(pipeline, pipeline.stats().drop.in + 50_000);
+      await pipeline.scale(1);
+      await pipeline.scale(3);
+    }
+  } finally {
+    polling = false;
+    pipeline.stop();
   }
-  polling = false;
   await poll;
-  pipeline.stop();
   await running;
   const back = seen.findIndex((n, i) => i > 0 && n < seen[i - 1]);
   assert.is(back, -1, `went from ${seen[back - 1]} to ${seen[back]}`);
   assert.ok(seen.length > 100, `${seen.length} reads`);
+});
+
+test('Filter hits add up to the packets decided through 67 scale events: a shard a scale event makes takes a retired one\'s row, never a running one\'s', async () => {
+  // Before, rows went by how many had been claimed: after 64 shards, later ones shared the last row and lost increments.
+  const file = join(dir, 'hit-rows.yaml');
+  writeFileSync(file, "elements:\n  src: { type: Generator, count: 0, flows: 400 }\n  fw: { type: Filter, rules: ['allow udp', 'allow tcp', 'deny -'] }\n"
+    + '  drop: { type: Discard }\nconnections:\n  - src -> fw -> drop\n');
+  const pipeline = await Pipeline.create(await loadConfig(file), { shards: 1 });
+  const running = pipeline.run();
+  try {
+    await packetsPast(pipeline, 10_000);
+    for (let i = 0; i < 33; i++) {
+      await pipeline.scale(3);
+      await pipeline.scale(1);
+    }
+    await pipeline.scale(3);
+    await packetsPast(pipeline, pipeline.stats().drop.in + 500_000);
+  } finally {
+    pipeline.stop();
+  }
+  const fw = (await running).elements.fw as Record<string, any>;
+  assert.is(fw.hits.reduce((a: number, b: number) => a + b, 0), fw.allowed + fw.denied);
 });
 
 test('four shards with a Tee and the default pool: the clone stashes leave the sources their quarter of the pool', async () => {

@@ -30,9 +30,9 @@ const ruleType: ParamType<FilterRule> = {
 
 /** Encoded actions in config data: an output number, or DENY. */
 const DENY = 0xffffffff;
-/** Per-rule hit counters: one row per shard, claimed by the shard on its first batch (no two shards write one counter). */
+/** Per-rule hit counters: one row per shard index (no two running shards write one counter). */
 const hitRows = new WeakMap<object, { view: DataView; rules: number }>();
-/** rule_table: [rule count u32][rows claimed u32][action u32 per rule], then from 8-byte alignment the hit rows. */
+/** rule_table: [rule count u32][unused u32][action u32 per rule], then from 8-byte alignment the hit rows. */
 const ACTIONS = 8;
 const rowsOffset = (rules: number) => Math.ceil((ACTIONS + 4 * rules) / 8) * 8;
 

@@ -1,11 +1,9 @@
-import { Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, now, dropPacket, batchScratch, BATCH_SCRATCH_BYTES } from "wirepath";
+import { Batch, Outputs, Packet, FlowTable, FlowKey, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, shardIndex, flowCreated, now, dropPacket, batchScratch, BATCH_SCRATCH_BYTES } from "wirepath";
 import { FilterState, FilterConnectionsEntry } from "./layout";
 import { Interpreter, NO_MATCH } from "../classifier/program";
 
 const DENY: u32 = 0xffffffff;
-/** engine/config.ts MAX_SHARDS: how many rows of hit counters rule_table holds. */
-const MAX_SHARDS: u32 = 64;
-/** rule_table (element.ts): [rule count u32][rows claimed u32][action u32 per rule][hit rows from 8-byte alignment]. */
+/** rule_table (element.ts): [rule count u32][unused u32][action u32 per rule][hit rows from 8-byte alignment]. */
 const ACTIONS: usize = 8;
 
 // Connection states: TCP walks SYN_SENT -> SYN_RECEIVED -> ESTABLISHED -> CLOSING; UDP and ICMP are DATAGRAM.
@@ -101,14 +99,15 @@ function touchConnections(self: FilterState, batch: Batch): void {
   touched += self.connections.touch(hashes, n);
 }
 
-/** Takes the next free row of hit counters for this shard (each shard claims one row, once, atomically). */
+/**
+ * Finds this shard's row of hit counters, the row of its index: no other running shard writes it (counting by how many
+ * rows were claimed ran out of rows after 64 shards made by scale events, and later ones shared the last).
+ */
 function claimHitRow(self: FilterState): void {
   const table = self.rule_table;
   const rules = load<u32>(table);
-  const claimed = atomic.add<u32>(table + 4, 1);
-  const row = claimed < MAX_SHARDS ? claimed : MAX_SHARDS - 1;
   const rows = (ACTIONS + (<usize>rules << 2) + 7) & ~<usize>7;
-  self.hit_row = <u64>(table + rows + <usize>row * <usize>rules * 8);
+  self.hit_row = <u64>(table + rows + <usize>shardIndex() * <usize>rules * 8);
 }
 
 /**

@@ -92,7 +92,7 @@ const primeType: ParamType<number> = {
   format: String,
 };
 
-/** counters data: [rows claimed u32][unused u32], then one row per shard of [packets u64][bytes u64] per VIP, then per backend slot. */
+/** counters data: [unused u64], then one row per shard index of [packets u64][bytes u64] per VIP, then per backend slot. */
 const ROWS = 8;
 const rowBytes = (p: any) => (p.vips.length + p.max_backends) * 16;
 
@@ -342,7 +342,6 @@ export default defineElement({
       doc: 'zeroes the counters, per VIP and per backend too',
       write: (view) => {
         view.reset();
-        // The rows stay claimed by their shards (counter_row is working state): only their counts are zeroed.
         const counters = view.data('counters');
         new Uint8Array(counters.buffer, counters.byteOffset + ROWS, counters.byteLength - ROWS).fill(0);
       },

@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, Ethernet, IPv4, Transport, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, META_SIZE, copyBytes, dropPacket, fold, now } from "wirepath";
+import { Batch, Outputs, Packet, Ethernet, IPv4, Transport, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, META_SIZE, copyBytes, dropPacket, fold, now, shardIndex } from "wirepath";
 import { LoadBalancerState } from "./layout";
 
 const ENCAPSULATED = 0;
@@ -10,8 +10,6 @@ const VIP_ENTRY: usize = 16;
 const BACKEND_ENTRY: usize = 48;
 const BUCKET_ENTRY: usize = 16;
 const NONE: u32 = 0xffff;
-/** engine/config.ts MAX_SHARDS: rows of counters. */
-const MAX_SHARDS: u32 = 64;
 const ROWS: usize = 8;
 
 /** The outer header: 20 bytes and the 16-byte option (element.ts documents it). */
@@ -187,11 +185,10 @@ function encapsulate(p: Packet, inner: usize, src: u32, dst: u32, previous: u32,
   } else copyBytes(to, from, length);
 }
 
-/** Takes the next free row of counters for this shard (each shard claims one row, once, atomically). */
+/** Finds this shard's row of counters, the row of its index: no other running shard writes it (see Filter's claimHitRow). */
 function claimRow(self: LoadBalancerState): void {
   const counters = self.counters;
-  const claimed = atomic.add<u32>(counters, 1);
-  const row = claimed < MAX_SHARDS ? claimed : MAX_SHARDS - 1;
+  const row = shardIndex();
   const table = self.table;
   const rowBytes = (<usize>load<u32>(table, 4) + <usize>load<u32>(table, 8)) << 4;
   self.counter_row = <u64>(counters + ROWS + <usize>row * rowBytes);
