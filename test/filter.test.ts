@@ -5,6 +5,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { tempDir, removeDir, runConfig, writePcap, readPcap, ipv4Frame, icmpError, cli, ROOT, type FrameSpec } from './helpers.ts';
 import { parseExpression } from '../elements/classifier/expression.ts';
+import { buildGraph } from '../engine/graph.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -295,6 +296,16 @@ test('an expression error in a config points at FILE:LINE:COL of the character, 
   // Every syntax error has a hint: its own, or how to write and try an expression.
   assert.ok(error.errors.every((e: { hint?: string }) => e.hint), error.errors.map((e: { format(): string }) => e.format()).join('\n'));
   assert.ok(error.errors[1].hint.includes("wirepath filter 'EXPR' FILE"), error.errors[1].hint);
+});
+
+test('an output a rule names must be connected, as a Classifier\'s (its packets were dropped unseen); one no rule names may stay open', async () => {
+  const text = (...more: string[]) => ['elements:', '  src: { type: FromPcap, file: in.pcap }', "  fw: { type: Filter, rules: ['1 udp', '3 tcp', 'allow -'] }",
+    '  drop: { type: Discard }', 'connections:', '  - src -> fw -> drop', '  - fw[1] -> drop', ...more].join('\n');
+  const open = await loadConfig('bad.yaml', { text: text() });
+  const error = (() => { try { buildGraph(open); } catch (e) { return e as { errors: { format(): string }[] }; } })();
+  assert.equal(error?.errors.map((e) => e.format().split('\n')[0]), ['bad.yaml:3:3: output fw[3] (3) is not connected']);
+  const graph = buildGraph(await loadConfig('good.yaml', { text: text('  - fw[3] -> drop') }));
+  assert.is(graph.byName.get('fw')!.targets[2], null, 'output 2, which no rule names, stays open');
 });
 
 test('unreachable rules are warned about with their position; the config still loads', async () => {

@@ -40,7 +40,7 @@ export default defineElement({
   type: 'Filter',
   summary: 'lets packets through, drops them or sends them to an output by ordered allow/deny rules; optionally stateful',
   description: 'Each rule is `allow EXPR`, `deny EXPR` (or `drop EXPR`) or `N EXPR`; the first rule whose expression matches '
-    + 'decides: allow sends the packet to output 0, deny drops it, N sends it to output N. A packet no rule matches gets the '
+    + 'decides: allow sends the packet to output 0, deny drops it, N sends it to output N, which must be connected (an output no rule names may stay open). A packet no rule matches gets the '
     + 'default policy. Expressions are those of Classifier (tcpdump and Click IPClassifier spellings, tcpdump semantics), '
     + 'all rules compiled into one decision program; hits counts the packets each rule decided. With stateful: true the '
     + 'filter keeps a connection table: a packet that an allow rule lets through and that opens a connection (a TCP SYN, '
@@ -57,7 +57,8 @@ export default defineElement({
     const numbered = ((params.rules as FilterRule[] | undefined) ?? []).map((r) => (typeof r.action === 'number' ? r.action : 0));
     return Array.from({ length: Math.max(0, ...numbered) + 1 }, (_, n) => n === 0
       ? { name: 'allowed', doc: 'packets an allow rule (or the allow default) lets through, and packets of tracked connections' }
-      : { name: `${n}`, doc: `packets of the rules that name output ${n}`, optional: true });
+      // An output a rule names must be connected, as a Classifier's (its packets would be dropped unseen); one between them need not.
+      : { name: `${n}`, doc: `packets of the rules that name output ${n}`, optional: !numbered.includes(n) });
   },
   params: {
     rules: param.strings('the rules, in order: allow EXPR, deny EXPR or N EXPR', { required: true, item: ruleType }),
