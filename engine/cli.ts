@@ -145,13 +145,14 @@ export async function main(argv: string[]): Promise<number> {
       case 'run': return await run(await load(), { overrides: values.set, elementDirs: values.elements }, values);
       case 'check': {
         // The fast path too (from the cache when it was compiled before): an element's code may not compile.
+        const { shards } = shardOptions(values);
         const config = await load();
         const graph = buildGraph(config);
         // What only a run found: an element's data that its init cannot write for these parameters.
         const errors = graph.nodes.flatMap((node) => dataInitProblems(node.type, node.instance.params)
           .map((problem) => new ConfigError(`${node.name} (${node.type.type}): ${problem}`, node.instance.position, DECLARATION_HINT)));
         // What only more than one shard refuses (run refused it while check said ok).
-        if (Number(values.shards ?? config.shards) > 1) errors.push(...addressSteeringErrors(graph));
+        if ((shards ?? config.shards) > 1) errors.push(...addressSteeringErrors(graph));
         if (errors.length) throw new ConfigErrors(errors);
         await compile(graph);
         process.stdout.write(`${config.file}: ok (${config.elements.size} elements, ${config.connections.length} connections)\n`);
@@ -375,15 +376,21 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   return EXIT.ok;
 }
 
-async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string; restore?: string }): Promise<number> {
+/** The options run and check share, checked alike (check said ok to a --shards 0 that run refused). */
+function shardOptions(values: { clock?: string; inline?: boolean; threads?: string; shards?: string }) {
   const shards = values.shards === undefined ? undefined : Number(values.shards);
   if (shards !== undefined && (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS)) throw new UsageError(`--shards must be a whole number from 1 to ${MAX_SHARDS}`);
   const clock = values.clock ?? 'trace';
   if (clock !== 'trace' && clock !== 'wall') throw new UsageError(`--clock must be trace or wall, not '${clock}'`);
-  const live = !values.json && !values.quiet && process.stderr.isTTY;
   if (values.inline && values.threads !== undefined && values.threads !== 'inline') throw new UsageError(`--inline runs the shards on the I/O thread: leave out --threads ${values.threads}`);
   const threads = THREAD_MODES.find((mode) => mode === (values.inline ? 'inline' : values.threads));
   if (values.threads !== undefined && !threads) throw new UsageError(`--threads must be one of ${THREAD_MODES.join(', ')}, not '${values.threads}'`);
+  return { shards, clock, threads } as const;
+}
+
+async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string; restore?: string }): Promise<number> {
+  const { shards, clock, threads } = shardOptions(values);
+  const live = !values.json && !values.quiet && process.stderr.isTTY;
   // An empty token would let every call through (a --token "$WIREPATH_TOKEN" with the variable unset).
   if (values.token !== undefined && !values.token.trim()) throw new UsageError('--token is empty: give a token, or leave --token out for a random one');
   // With --json, stdout carries one JSON object: lines that elements print go to stderr.

@@ -119,6 +119,14 @@ test('check: a missing config file exits 2', () => {
   assert.is(r.stderr, 'config file no-such-config.yaml does not exist\n  hint: give the path of a YAML config, e.g. configs/default.yaml\n1 error\n');
 });
 
+test('check refuses the --shards, --clock and --threads that run refuses (it said ok to --shards 0)', () => {
+  for (const [option, value, said] of [['--shards', '0', '--shards must be a whole number'], ['--shards', 'abc', '--shards must be'], ['--clock', 'foo', '--clock must be trace or wall'], ['--threads', 'x', '--threads must be one of']]) {
+    const r = cli(['check', 'configs/default.yaml', option, value]);
+    assert.is(r.status, 2, `${option} ${value}: ${r.stdout}`);
+    assert.ok(r.stderr.startsWith(`wirepath: ${said}`), r.stderr);
+  }
+});
+
 test('check: a folder instead of a config exits 2 without a stack trace', () => {
   const r = cli(['check', 'configs']);
   assert.is(r.status, 2);
@@ -235,6 +243,19 @@ test('filter -v into a reader that stops early ends quietly with exit 0', () => 
   const r = spawnSync('bash', ['-c', `node bin/wirepath.js filter tcp traces/demo.pcap -v | head -1; echo "exit \${PIPESTATUS[0]}" >&2`], { cwd: ROOT, encoding: 'utf8' });
   assert.match(r.stdout, /^1 1700000000\.000000 64\n$/);
   assert.is(r.stderr, 'exit 0\n');
+});
+
+test('filter says what a run would of the capture: a record cut off at its end (it counted the records before it, silently)', () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir, 'cut.pcap'), readFileSync(join(ROOT, 'traces/demo.pcap')).subarray(0, 1000));
+    const r = cli(['filter', 'ip', join(dir, 'cut.pcap')]);
+    assert.is(r.status, 0, r.stderr);
+    assert.is(r.stdout, '12 of 12 packets match\n');
+    assert.match(r.stderr, /ignored 16 bytes at the end of .*cut\.pcap: a record cut off/);
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test('elements: a missing --elements folder exits 2 without a stack trace', () => {
