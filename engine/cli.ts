@@ -278,7 +278,8 @@ function report(e: unknown, command?: string): number {
     return EXIT.usage;
   }
   if (e instanceof EnvironmentError) {
-    process.stderr.write(`wirepath: ${e.format()}\n`);
+    // Placed in the config like its errors when an element opened what is missing.
+    process.stderr.write(`${e.position ? '' : 'wirepath: '}${e.format()}\n`);
     return EXIT.environment;
   }
   // A user's element that does not compile is a mistake in the input, as a config's is; wirepath's own code, a failure.

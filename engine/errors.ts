@@ -37,13 +37,17 @@ export class ConfigErrors extends Error {
 
 /** A failure of the world outside the config: a missing file, a device, a permission. */
 export class EnvironmentError extends Error {
+  /** The config element whose file or device it is, when an element opened it. */
+  position?: SourcePosition;
+
   constructor(message: string, readonly hint?: string) {
     super(message);
     this.name = 'EnvironmentError';
   }
 
   format(): string {
-    return this.message + (this.hint ? `\n  hint: ${this.hint}` : '');
+    const where = this.position ? `${this.position.file}:${this.position.line}:${this.position.col}: ` : '';
+    return where + this.message + (this.hint ? `\n  hint: ${this.hint}` : '');
   }
 }
 

@@ -5,7 +5,7 @@
 
 import { resolve } from 'node:path';
 import { loadConfig } from './config.ts';
-import { ConfigError, ConfigErrors } from './errors.ts';
+import { ConfigError, ConfigErrors, EnvironmentError } from './errors.ts';
 import { ParamTypeError } from './params.ts';
 import { Pipeline, type FailedRun, type RunResult } from './pipeline.ts';
 import { parseRule } from '../elements/classifier/rules.ts';
@@ -41,6 +41,8 @@ export async function filterCapture(expression: string, file: string, verbose: b
     // A file corrupt part way: the count of the packets before the corruption, then the error.
     const reached = (e as FailedRun).result;
     if (reached && (e as NodeJS.ErrnoException).code !== 'EPIPE') warn(`${counted(reached).matched} of ${counted(reached).packets} packets before the error match`);
+    // The config is this command's own: a position in it would mean nothing to the user.
+    if (e instanceof EnvironmentError) e.position = undefined;
     throw e;
   }
 }

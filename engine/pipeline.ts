@@ -560,7 +560,7 @@ export class Pipeline {
 
   /** Runs the sources' and sinks' checks of what they will open (ElementDefinition.check): before a reload takes over. */
   checkOpenable(): void {
-    for (const node of this.graph.nodes) node.type.check?.({ name: node.name, params: node.instance.params, slotRoom: slotRoom(this.config.slotSize) });
+    for (const node of this.graph.nodes) atElement(node, () => node.type.check?.({ name: node.name, params: node.instance.params, slotRoom: slotRoom(this.config.slotSize) }));
   }
 
   /** Closes the sources opened so far, of a pipeline that will not run (a reload refused or abandoned). */
@@ -574,7 +574,7 @@ export class Pipeline {
     try {
       for (const node of this.graph.sources) {
         if (!which(node) || this.sources.some((s) => s.node === node)) continue;
-        opened.push({ node, driver: node.type.source!(this.driverContext(node, node.sourceId)), submitted: 0 });
+        opened.push({ node, driver: atElement(node, () => node.type.source!(this.driverContext(node, node.sourceId))), submitted: 0 });
       }
     } catch (e) {
       for (const s of opened) s.driver.close();
@@ -586,7 +586,7 @@ export class Pipeline {
 
   async start(): Promise<void> {
     this.openSources(() => true);
-    for (const sink of this.sinks) sink.driver = sink.node.type.sink!(this.driverContext(sink.node, sink.node.sinkId));
+    for (const sink of this.sinks) sink.driver = atElement(sink.node, () => sink.node.type.sink!(this.driverContext(sink.node, sink.node.sinkId)));
     await Promise.all(this.shards.map((shard) => this.startShard(shard)));
     this.started = true;
     this.arena.prefaulting = false;
@@ -1765,6 +1765,16 @@ export interface CrashReport {
   first_packet: string;
   restored_entries: number;
   from_snapshot: string | null;
+}
+
+/** Runs what opens an element's file or device: what is missing is placed at the element in the config. */
+function atElement<T>(node: GraphNode, open: () => T): T {
+  try {
+    return open();
+  } catch (e) {
+    if (e instanceof EnvironmentError) e.position ??= node.instance.position;
+    throw e;
+  }
 }
 
 /** A run that failed (a device gone, a stall) carries the counters it reached, for the final table. */
