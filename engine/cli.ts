@@ -391,6 +391,13 @@ function shardOptions(values: { clock?: string; inline?: boolean; threads?: stri
 
 async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string; restore?: string }): Promise<number> {
   const { shards, clock, threads } = shardOptions(values);
+  // Until the pipeline runs (compiling its fast path takes seconds), a signal ends the command at once, and says so.
+  const beforeStart = (signal: NodeJS.Signals) => {
+    process.stderr.write(`wirepath: stopped (${signal}) before the pipeline started: no packet was read and no output written\n`);
+    process.exit(EXIT.interrupted);
+  };
+  process.once('SIGINT', beforeStart);
+  process.once('SIGTERM', beforeStart);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
   // An empty token would let every call through (a --token "$WIREPATH_TOKEN" with the variable unset).
   if (values.token !== undefined && !values.token.trim()) throw new UsageError('--token is empty: give a token, or leave --token out for a random one');
@@ -413,6 +420,8 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
     }
     process.stderr.write(`wirepath: control API on ${control.url}, token ${control.token}\n`);
   }
+  process.off('SIGINT', beforeStart);
+  process.off('SIGTERM', beforeStart);
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(EXIT.interrupted);
