@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue, Parser, CST } from 'yaml';
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
-import { ParamTypeError, type ValueLocation, type FileUse } from './params.ts';
+import { ParamTypeError, parseSize, type ValueLocation, type FileUse } from './params.ts';
 import { loadRegistry, stateSizeProblems, checkProcessFile, ElementFolderError, DECLARATION_HINT, type Registry } from './registry.ts';
 import type { ElementType, ParamWarning } from './element.ts';
 import { parseConnections, type Connection } from './connections.ts';
@@ -221,19 +221,20 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     throw new ConfigErrors(inFileOrder(errors));
   }
 
-  const number = (key: string, min: number, max: number, fallback: number, powerOfTwo = false): number => {
+  const number = (key: string, min: number, max: number, fallback: number, powerOfTwo = false, size = false): number => {
     const node = root.get(key, true) as Scalar | undefined;
     if (!node) return fallback;
-    const v = node.value;
+    let v = node.value;
+    if (size) try { v = parseSize(v); } catch { /* said below */ }
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max || (powerOfTwo && (v & (v - 1)) !== 0)) {
-      errors.push(new ConfigError(`${key} must be a whole number from ${min} to ${max}${powerOfTwo ? ' and a power of two' : ''}`, pos.of(node),
-        `leave it out for the default, ${fallback}`));
+      errors.push(new ConfigError(`${key} must be ${size ? 'a size' : 'a whole number'} from ${min} to ${max}${size ? ' bytes' : ''}${powerOfTwo ? ' and a power of two' : ''}`, pos.of(node),
+        `leave it out for the default, ${fallback}${size ? ` (${fallback / 1024}KiB: a size may have a unit)` : ''}`));
       return fallback;
     }
     return v;
   };
   const batch = number('batch', 1, 4096, 256);
-  const slotSize = number('slot_size', 256, MAX_SLOT_SIZE, 2048, true);
+  const slotSize = number('slot_size', 256, MAX_SLOT_SIZE, 2048, true, true);
   const poolSlots = number('pool_slots', 64, 1 << 20, 16384, true);
   // The slots share the 4 GiB of WebAssembly memory with the rings, batches and tables.
   if (slotSize * poolSlots > MOST_POOL_BYTES) {

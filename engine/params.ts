@@ -228,17 +228,7 @@ export const types = {
     fast: (name) => [{ name, type: 'u64' }],
     encode: (value) => [BigInt(value)],
   } satisfies ParamType<number>,
-  size: {
-    description: 'a size in bytes',
-    // The fast path holds it in a u32.
-    parse: (raw) => {
-      const bytes = parseSize(raw);
-      return bytes <= 0xffffffff ? bytes : fail(`${describe(raw)} is too large`, 'a size is at most 4294967295 bytes (4 GiB - 1)');
-    },
-    format: String,
-    fast: (name) => [{ name, type: 'u32' }],
-    encode: (value) => [value],
-  } satisfies ParamType<number>,
+  size: sizeType(),
   mac: {
     description: 'an Ethernet address',
     parse: parseMac,
@@ -261,6 +251,24 @@ export const types = {
     format: String,
   } satisfies ParamType<string>,
 };
+
+/** Sizes in bytes from `min` to `max` (1500, '64B', '2KiB'); the fast path holds them in a u32. */
+export function sizeType(min = 0, max = 0xffffffff): ParamType<number> {
+  const inRange = (raw: unknown) => {
+    const bytes = parseSize(raw);
+    if (bytes > 0xffffffff) fail(`${describe(raw)} is too large`, 'a size is at most 4294967295 bytes (4 GiB - 1)');
+    if (bytes < min || bytes > max) fail(`${describe(raw)} is out of range`, `use a size from ${min} to ${max} bytes`);
+    return bytes;
+  };
+  return {
+    description: min === 0 && max === 0xffffffff ? 'a size in bytes' : `a size from ${min} to ${max} bytes`,
+    parse: inRange,
+    check: (value) => void inRange(value),
+    format: String,
+    fast: (name) => [{ name, type: 'u32' }],
+    encode: (value) => [value],
+  };
+}
 
 export function intType(min: number, max: number): ParamType<number> {
   if (!Number.isSafeInteger(min) || !Number.isSafeInteger(max) || min > max) {
@@ -335,8 +343,8 @@ export const param = {
   port: (doc: string, o?: ParamOptions<number>) => spec(types.port, doc, o),
   /** A duration ('30s', '100ms', '2m'; a bare number is seconds): `NAME: u64` in ns. */
   duration: (doc: string, o?: ParamOptions<number>) => spec(types.duration, doc, o),
-  /** A size in bytes ('64KiB', '1MB'): `NAME: u32`. */
-  size: (doc: string, o?: ParamOptions<number>) => spec(types.size, doc, o),
+  /** A size in bytes (1500, '64KiB', '1MB'), with `min` and `max` (bytes) when given: `NAME: u32`. */
+  size: (doc: string, o: ParamOptions<number> & { min?: number; max?: number } = {}) => spec(sizeType(o.min, o.max), doc, o),
   /** An Ethernet address ('02:00:00:00:00:01'): `NAME: u64`, its six bytes in wire order from the lowest (as Ethernet.setAddress takes them). */
   mac: (doc: string, o?: ParamOptions<number[]>) => spec(types.mac, doc, o),
   /** true or false: `NAME: bool`. */

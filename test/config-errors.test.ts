@@ -261,9 +261,17 @@ test('param: booleans (YAML 1.2: yes is a string)', async () => {
   await expectParamError('Rewrite', 'dec_ttl', '1', '1 is not true or false', 'write true or false');
 });
 
+test('param: sizes, with or without a unit, in their range (the README promised 64B and 2KiB; no parameter took them)', async () => {
+  await expectParamError('Generator', 'frame_size', '10KiB', "'10KiB' is out of range", 'use a size from 60 to 9216 bytes');
+  await expectParamError('Generator', 'frame_size', '1.5', '1.5 is not a size', "write a whole number of bytes, optionally with a unit: B, KiB, MiB, GiB (or k, M, G), e.g. '64B'");
+  await expectParamError('ToPcap', 'snaplen', '32B', "'32B' is out of range", 'use a size from 64 to 262144 bytes', ['    file: out.pcap']);
+  const config = await loadConfig(FILE, { text: lines('slot_size: 4KiB', 'elements:', '  src: { type: Generator, count: 1, frame_size: 1KiB }', '  drop: { type: Discard }', 'connections:', '  - src -> drop') });
+  assert.equal([config.slotSize, config.elements.get('src')!.params.frame_size], [4096, 1024]);
+});
+
 test('param: whole numbers out of range or not whole', async () => {
   await expectParamError('Rewrite', 'dscp', '64', '64 is out of range for a whole number', 'use a value from 0 to 63');
-  await expectParamError('Generator', 'frame_size', '1.5', '1.5 is not a whole number', 'write a whole number from 60 to 9216');
+  await expectParamError('Tee', 'outputs', '1.5', '1.5 is not a whole number', 'write a whole number from 1 to 64');
   await expectParamError('Tee', 'outputs', 'two', "'two' is not a whole number", 'write a whole number from 1 to 64');
   await expectParamError('Tee', 'outputs', "'3'", "'3' is not a whole number", 'write it without quotes: 3');
 });
@@ -517,10 +525,10 @@ test('settings: bad batch, slot_size and pool_slots values', async () => {
   const errors = await errorsOf(lines('batch: 0', 'slot_size: 1000', 'pool_slots: many', ...ELEMENTS, ...CHAINS));
   assert.equal(summary(errors), [
     '1:8 batch must be a whole number from 1 to 4096',
-    '2:12 slot_size must be a whole number from 256 to 65536 and a power of two',
+    '2:12 slot_size must be a size from 256 to 65536 bytes and a power of two',
     '3:13 pool_slots must be a whole number from 64 to 1048576 and a power of two',
   ]);
-  assert.equal(errors.map((e) => e.hint), ['leave it out for the default, 256', 'leave it out for the default, 2048', 'leave it out for the default, 16384']);
+  assert.equal(errors.map((e) => e.hint), ['leave it out for the default, 256', 'leave it out for the default, 2048 (2KiB: a size may have a unit)', 'leave it out for the default, 16384']);
   await expectError(lines('batch: 5000', ...ELEMENTS, ...CHAINS), 'pipeline.yaml:1:8', 'batch must be a whole number from 1 to 4096', 'leave it out for the default, 256');
   await expectError(lines('pool_slots: 32', ...ELEMENTS, ...CHAINS), 'pipeline.yaml:1:13',
     'pool_slots must be a whole number from 64 to 1048576 and a power of two', 'leave it out for the default, 16384');

@@ -36,7 +36,7 @@ export default defineElement({
     device: param.string('the interface to receive from', { required: true }),
     burst: param.int('most frames taken off the ring per call', 1, 4096, { default: 256, fixed: true }),
     fanout: param.int('PACKET_FANOUT group id shared with other sockets on the interface (0: none)', 0, 65535, { default: 0, fixed: true }),
-    snaplen: param.int('most bytes kept of each frame', 64, 65535, { default: 65535 }),
+    snaplen: param.size('most bytes kept of each frame', { min: 64, max: 65535, default: 65535 }),
     promiscuous: param.bool('receive frames addressed to other hosts too', { default: true, fixed: true }),
     ring: param.enum('v3: frames packed in blocks, the fastest to drain, but at low rates a frame waits up to 1 ms for its block; '
       + 'v2: each frame readable as soon as it arrives, the lowest latency (a ping through a bridge: a few tenths of a ms)', ['v3', 'v2'], { default: 'v3', fixed: true }),

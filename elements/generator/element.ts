@@ -17,7 +17,7 @@ export default defineElement({
   params: {
     count: param.int('packets to send (0: until stopped)', 0, Number.MAX_SAFE_INTEGER, { default: 1000 }),
     flows: param.int('distinct 5-tuples', 1, 16_000_000, { default: 1, fixed: true }),
-    frame_size: param.int('bytes per Ethernet frame, without FCS', 60, 9216, { default: 64, fixed: true }),
+    frame_size: param.size('bytes per Ethernet frame, without FCS', { min: 60, max: 9216, default: 64, fixed: true }),
     protocol: param.enum('transport protocol of the flows', ['mixed', 'tcp', 'udp'], { default: 'mixed', fixed: true }),
     seed: param.int('seed of the random choices', 0, 0xffffffff, { default: 1, fixed: true }),
     rate: param.int('packets per second of the timestamps', 1, 1_000_000_000, { default: 1_000_000, fixed: true }),

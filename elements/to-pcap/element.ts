@@ -19,7 +19,7 @@ export default defineElement({
   params: {
     file: param.file('the file to write, relative to the config file: made anew, but after a reload that keeps this element with the same file, resolution and snaplen, its capture goes on', 'writes', { required: true }),
     resolution: param.enum('timestamp resolution', ['us', 'ns'], { default: 'us', fixed: true }),
-    snaplen: param.int('most bytes kept of each frame (written in the file header)', 64, 262144, { default: 65535, fixed: true }),
+    snaplen: param.size('most bytes kept of each frame (written in the file header)', { min: 64, max: 262144, default: 65535, fixed: true }),
     when_full: param.enum('what a FIFO whose reader lags gets: drop (packets the full pipe cannot take are released and counted, '
       + 'lagged), wait (the pipeline waits for the reader), auto (drop when some source is a device, else wait)', ['auto', 'wait', 'drop'], { default: 'auto', fixed: true }),
   },
