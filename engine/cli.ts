@@ -15,7 +15,7 @@ import { elementLayout, layoutSource } from './layout.ts';
 import { renderGraph } from './render-graph.ts';
 import { elementDoc, elementReference, updateReadme } from './docs.ts';
 import { declarationReference, runtimeReference } from './runtime-doc.ts';
-import { statsTable, liveLine, toJson } from './report.ts';
+import { statsTable, liveLine, toJson, amount } from './report.ts';
 import { filterCapture } from './filter.ts';
 import { verify } from './verify.ts';
 import { startControl, type ControlServer } from './control.ts';
@@ -155,7 +155,7 @@ export async function main(argv: string[]): Promise<number> {
         if ((shards ?? config.shards) > 1) errors.push(...addressSteeringErrors(graph));
         if (errors.length) throw new ConfigErrors(errors);
         await compile(graph);
-        process.stdout.write(`${config.file}: ok (${config.elements.size} elements, ${config.connections.length} connections)\n`);
+        process.stdout.write(`${config.file}: ok (${amount(config.elements.size, 'element')}, ${amount(config.connections.length, 'connection')})\n`);
         return EXIT.ok;
       }
       case 'build': {
@@ -201,6 +201,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'elements': {
         const registry = await loadTypes();
         if (!target) {
+          if (values.layout) throw new UsageError('--layout prints the layout of one element type: give its TYPE, e.g. wirepath elements Counter --layout');
           const width = Math.max(...[...registry.keys()].map((k) => k.length));
           for (const type of [...registry.values()].sort((a, b) => a.type.localeCompare(b.type))) {
             process.stdout.write(`${type.type.padEnd(width)}  ${type.summary}\n`);
@@ -323,6 +324,7 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   const where = values.control ?? process.env.WIREPATH_CONTROL;
   if (!where) throw new UsageError('ctl needs --control PORT (or WIREPATH_CONTROL): the port `wirepath run --control` printed');
   const base = /^\d+$/.test(where) ? `http://127.0.0.1:${where}` : where.replace(/\/$/, '');
+  if (!URL.canParse(base)) throw new UsageError(`--control ${where} is neither a port nor a URL (e.g. 7400 or http://127.0.0.1:7400)`);
   const token = values.token ?? process.env.WIREPATH_TOKEN;
   const [command, ...rest] = args;
   const element = (spec: string | undefined) => {
@@ -334,7 +336,12 @@ async function ctl(args: string[], values: { control?: string; token?: string })
     stats: () => ['GET', '/stats'],
     graph: () => ['GET', '/graph'],
     metrics: () => ['GET', '/metrics'],
-    scale: () => ['POST', '/scale', { shards: Number(rest[0]) }],
+    scale: () => {
+      // Said in the command's words here; the API's answer speaks of its JSON body.
+      const shards = Number(rest[0]);
+      if (!Number.isInteger(shards) || shards < 1 || shards > MAX_SHARDS) throw new UsageError(`ctl scale N: N is a whole number of shards from 1 to ${MAX_SHARDS}, not '${rest[0] ?? ''}'`);
+      return ['POST', '/scale', { shards }];
+    },
     // The words after the handler are one value, quoted or not: `write lb.add_backend web1 198.18.1.11`.
     read: () => ['GET', element(rest[0]) + (rest.length > 1 ? `?arg=${encodeURIComponent(rest.slice(1).join(' '))}` : '')],
     write: () => ['PUT', element(rest[0]), { value: rest.slice(1).join(' ') }],

@@ -231,8 +231,10 @@ export function steeringPath(graph: Graph, node: GraphNode): string {
   }));
 }
 
-/** The hint's connection to a Discard: the config's own `drop`, or a new one under a name no element has. */
+/** The hint's connection to a Discard: the config's own (whatever its name), or a new one under a name no element has. */
 function connectionToDiscard(byName: Map<string, GraphNode>, output: string): string {
+  const discard = [...byName.values()].find((node) => node.type.type === 'Discard');
+  if (discard) return `"${output} -> ${discard.name}"`;
   for (let n = 1; ; n++) {
     const name = n === 1 ? 'drop' : `drop${n}`;
     const other = byName.get(name);

@@ -247,7 +247,8 @@ export const types = {
   } satisfies ParamType<boolean>,
   string: {
     description: 'a string',
-    parse: (raw) => (typeof raw === 'string' && raw.length > 0 ? raw : fail(`${describe(raw)} is not a non-empty string`, "quote a value YAML would read as a number or a boolean, e.g. '2024'")),
+    parse: (raw) => (typeof raw === 'string' && raw.length > 0 ? raw
+      : fail(`${describe(raw)} is not a non-empty string`, raw === '' ? 'give it a value' : "quote a value YAML would read as a number or a boolean, e.g. '2024'")),
     format: String,
   } satisfies ParamType<string>,
 };

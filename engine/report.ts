@@ -4,6 +4,9 @@ import type { RunResult } from './pipeline.ts';
 
 const si = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)}G` : n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : `${Math.round(n)}`);
 
+/** `n` and the noun, plural unless n is 1: '1 packet', '2 packets'. */
+export const amount = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 export function liveLine(packets: number, seconds: number, progress: number | undefined): string {
   const rate = seconds > 0 ? packets / seconds : 0;
   const bar = progress === undefined ? '' : `[${'#'.repeat(Math.round(progress * 20)).padEnd(20, '.')}] ${(progress * 100).toFixed(0).padStart(3)}%  `;
@@ -24,7 +27,7 @@ export function statsTable(result: RunResult): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const lines = rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd());
   lines.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '));
-  lines.push('', `${result.packets_in} packets in, ${result.packets_out} out, ${result.wall_seconds.toFixed(3)} s, ${si(result.packets_per_second)} packets/s${result.interrupted ? ' (interrupted)' : ''}`);
+  lines.push('', `${amount(result.packets_in, 'packet')} in, ${result.packets_out} out, ${result.wall_seconds.toFixed(3)} s, ${si(result.packets_per_second)} packets/s${result.interrupted ? ' (interrupted)' : ''}`);
   for (const c of result.crashes) lines.push(`shard ${c.shard} crashed in ${c.element} (${c.type}): ${c.error}${c.source ? ` at ${c.source}` : ''}; ${c.packets_lost} packets lost`);
   return lines.join('\n') + '\n';
 }

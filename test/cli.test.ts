@@ -245,6 +245,12 @@ test('filter -v into a reader that stops early ends quietly with exit 0', () => 
   assert.is(r.stderr, 'exit 0\n');
 });
 
+test('elements --layout without a TYPE is a usage error, not the list of types', () => {
+  const r = cli(['elements', '--layout']);
+  assert.is(r.status, 2);
+  assert.ok(r.stderr.startsWith('wirepath: --layout prints the layout of one element type: give its TYPE'), r.stderr);
+});
+
 test('filter says what a run would of the capture: a record cut off at its end (it counted the records before it, silently)', () => {
   const dir = tempDir();
   try {

@@ -303,6 +303,7 @@ test('param: every mistaken item of a list is reported, each at its item, column
 
 test('param: strings that YAML reads as numbers', async () => {
   await expectParamError('ToPcap', 'file', '2024', '2024 is not a non-empty string', "quote a value YAML would read as a number or a boolean, e.g. '2024'");
+  await expectParamError('ToPcap', 'file', "''", "'' is not a non-empty string", 'give it a value');
 });
 
 /** A folder with a user element `Units` that takes a duration and a size (no built-in does). */
@@ -397,6 +398,9 @@ test('--set: malformed overrides', async () => {
   // A Tee named drop: the hint's Discard is not itself.
   const [first] = await errorsOf(lines(...ELEMENTS, ...CHAINS), { overrides: ['drop.type=Tee'] });
   assert.equal([first.message, first.hint], ['output drop[0] (copy0) is not connected', 'connect it, e.g. "drop[0] -> drop2" with drop2: { type: Discard }']);
+  // A Discard of another name is the one the hint names (it proposed a new drop beside it).
+  const [other] = await errorsOf(lines(...ELEMENTS, ...CHAINS), { overrides: ['drop.type=Tee', 'count.type=Discard'] });
+  assert.equal(other.hint, 'connect it, e.g. "drop[0] -> count"');
 });
 
 test('--set: an element that is not a mapping is reported once, not a crash', async () => {

@@ -166,6 +166,12 @@ test('wirepath ctl reads, writes and snapshots', async () => {
     assert.is(extra.status, 2, words.join(' '));
     assert.match(extra.stderr, `ctl ${words[0]} takes`);
   }
+  // Said in the command's words (the API's answer speaks of its JSON body); a --control that is no URL is said so.
+  const zero = await cliAsync(['ctl', 'scale', '0', ...env]);
+  assert.is(zero.stderr.split('\n')[0], "wirepath: ctl scale N: N is a whole number of shards from 1 to 64, not '0'");
+  const broken = await cliAsync(['ctl', 'stats', '--control', 'http://[::1']);
+  assert.is(broken.stderr.split('\n')[0], 'wirepath: --control http://[::1 is neither a port nor a URL (e.g. 7400 or http://127.0.0.1:7400)');
+  assert.equal([zero.status, broken.status], [2, 2]);
   assert.is(pipeline.runtimeStats().shards.length, 1);
   const nobody = await cliAsync(['ctl', 'stats', '--control', '1']);
   assert.is(nobody.status, 3);
