@@ -202,6 +202,9 @@ const ERRORS: [expression: string, column: number, message: RegExp][] = [
   ['tcpp', 0, /unexpected 'tcpp'/],
   ['ip[0:3] = 1', 5, /1, 2 or 4 bytes/],
   ['tcp[13] & 2', 11, /expected a comparison/],
+  // An unknown name after an operator or as an offset is said there (it was 'tcp' followed by an unexpected '[').
+  ['tcp[tcpflags] & tcp-bogus != 0', 16, /expected a number, a named constant \(tcp-syn, icmp-echo, ...\) or a packet field after '&', found 'tcp-bogus'/],
+  ['tcp[bogus] = 1', 4, /or a packet field as the offset in \[ \], found 'bogus'/],
   ['ip[8] = ip[9]', 8, /two packet fields/],
   ['ip[2:2] - 20 > 0', 8, /'-' on a packet field/],
   ['ip[0] = 1 / 0', 10, /division by zero/],

@@ -506,10 +506,25 @@ class Parser {
     let left = this.arith(level + 1);
     while (this.isOp(this.peek(), ...Parser.LEVELS[level])) {
       const op = this.next();
-      const right = this.arith(level + 1);
-      left = combine(left, op, right);
+      left = combine(left, op, this.operand(() => this.arith(level + 1), `after '${op.text}'`));
     }
     return left;
+  }
+
+  /**
+   * What must be arithmetic once an operator or a field's '[' has begun it: what is not is said there (read as no byte
+   * expression at all, 'tcp[tcpflags] & tcp-bogus != 0' was 'tcp' followed by an unexpected '[').
+   */
+  private operand(read: () => Arith, where: string): Arith {
+    const t = this.peek();
+    try {
+      return read();
+    } catch (e) {
+      if (e instanceof NotArithmetic) {
+        throw new ExpressionError(`expected a number, a named constant (tcp-syn, icmp-echo, ...) or a packet field ${where}, found ${describe(t)}`, t.col);
+      }
+      throw e;
+    }
   }
 
   private arithAtom(): Arith {
@@ -520,7 +535,7 @@ class Parser {
     if (this.isWord(t, 'len')) { this.next(); return { kind: 'field', field: { protocol: 'len', offset: 0, size: 4 }, mask: 0xffffffff, col: t.col }; }
     if (t.kind === 'word' && PROTOCOLS.has(t.text.toLowerCase()) && this.isOp(this.peek(1), '[')) {
       this.next(); this.next();
-      const offset = this.arith(0);
+      const offset = this.operand(() => this.arith(0), 'as the offset in [ ]');
       if (offset.kind !== 'const') throw new ExpressionError('the offset in [ ] must be a constant', offset.col);
       let size = 1;
       if (this.isOp(this.peek(), ':')) {
