@@ -194,6 +194,19 @@ test('ToPcap cuts frames longer than snaplen and keeps their wire length', () =>
   assert.is(readPcap(join(dir, 'out.pcap')).snaplen, 64);
 }));
 
+test('a record whose wire length is less than what it captured (tcpdump: invalid header) counts its captured bytes, is said once and counted in short_wire', () => inTempDir(async (dir) => {
+  const frames = sampleTrace(false).slice(0, 3);
+  writePcap(join(dir, 'in.pcap'), [{ ...frames[0], origlen: 10 }, ...frames.slice(1)]);
+  const logs: string[] = [];
+  const result = await runInOrder(dir, copy('file: in.pcap'), { log: (m: string) => logs.push(m) });
+  const src = result.elements.src as Record<string, number>;
+  assert.is(src.short_wire, 1);
+  const bytes = frames.reduce((n, f) => n + f.data.length, 0);
+  assert.equal([src.bytes, (result.elements.out as Record<string, number>).bytes], [bytes, bytes], 'read and written alike');
+  assert.is(output(dir)[0].origlen, frames[0].data.length);
+  assert.equal(logs.filter((m) => m.includes('say the frame was shorter than the bytes they hold')).length, 1, logs.join('\n'));
+}));
+
 for (const extra of ['', ', loop: true, count: 25']) {
   test(`preload gives the same output as streaming {file: in.pcap${extra}}`, () => inTempDir(async (dir) => {
     writePcap(join(dir, 'in.pcap'), sampleTrace(false));

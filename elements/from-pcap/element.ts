@@ -33,6 +33,7 @@ export default defineElement({
     packets: state.counter('packets read'),
     bytes: state.counter('bytes read, as on the wire'),
     truncated: state.counter('records longer than a slot, cut to fit'),
+    short_wire: state.counter('records whose wire length is less than what they captured (tcpdump: invalid header): taken as the captured length'),
     first_ns: state.internal('timestamp of the first packet'),
     last_ns: state.internal('timestamp of the latest packet'),
     ts_offset: state.internal('added to timestamps on later passes of a looped file'),
@@ -189,6 +190,11 @@ class PcapReader implements SourceDriver {
   private endOfPass(): void {
     if (this.have > this.used) {
       this.ctx.log(`ignored ${this.have - this.used} bytes at the end of ${this.ctx.params.file}: a record cut off`);
+    }
+    const shortWire = this.field('short_wire');
+    if (this.passes === 0 && shortWire) {
+      this.ctx.log(`${shortWire} records of ${this.ctx.params.file} say the frame was shorter than the bytes they hold (tcpdump: invalid header): `
+        + 'their wire length is taken as the bytes captured (short_wire)');
     }
     if (!this.ctx.params.loop || this.field('packets') === 0n) { this.finished = true; return; }
     if (this.passes === 0) this.period = this.passPeriod();

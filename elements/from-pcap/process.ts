@@ -38,6 +38,14 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
 }
 
 /**
+ * A record's wire length, never less than what it captured: a writer that says otherwise made a mistake (tcpdump
+ * prints "Invalid header: len < caplen"), and the frame had at least the bytes it holds.
+ */
+@inline function wireOf(caplen: u32, wire: u32): u32 {
+  return wire < caplen ? caplen : wire;
+}
+
+/**
  * Copies one record into a fresh slot and submits it as the file's packet number `number` (counted
  * from 1, as tcpdump -# and Wireshark count, continuing across loops); false when the pool has no free
  * slot. The loops count packets, bytes and the latest time in locals and store them once per call.
@@ -52,7 +60,8 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
   if (copy + 63 < room && spare >= 63) copyRounds(p.data, data, copy);
   else copyBytes(p.data, data, copy);
   p.length = copy;
-  p.wireLength = wire;
+  if (wire < caplen) self.short_wire++;
+  p.wireLength = wireOf(caplen, wire);
   p.timestamp = ts;
   p.annotation = <u32>number;
   if (number == 1) self.first_ns = ts; // a timestamp of 0 is a valid first one
@@ -101,7 +110,7 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
     if (paced(self, until, ts)) break;
     const wire = u32At(rec + 12, swapped);
     if (!submit(self, rec + 16, caplen, wire, ts, port, base + sent + 1, len - at - 16 - caplen)) break;
-    bytes += wire;
+    bytes += wireOf(caplen, wire);
     last = ts;
     at += 16 + caplen;
     sent++;
@@ -142,7 +151,7 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
       if (paced(self, until, ts)) break;
       const wire = u32At(block + 24, swapped);
       if (!submit(self, block + 28, caplen, wire, ts, port, base + sent + 1, len - at - 28 - caplen)) break;
-      bytes += wire;
+      bytes += wireOf(caplen, wire);
       last = ts;
     } else if (type == SPB) {
       if (total < 16) { corrupt(self, CORRUPT_BLOCK_SHORT); break; }
@@ -150,7 +159,7 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
       const wire = u32At(block + 8, swapped);
       const caplen = wire < total - 16 ? wire : total - 16;
       if (!submit(self, block + 12, caplen, wire, last, port, base + sent + 1, len - at - 12 - caplen)) break;
-      bytes += wire;
+      bytes += wireOf(caplen, wire);
     } else {
       self.stop = STOP_OTHER_BLOCK;
       break;
