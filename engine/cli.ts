@@ -142,7 +142,17 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'ctl') return await ctl(positionals.slice(1), values);
     if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
     switch (command) {
-      case 'run': return await run(await load(), { overrides: values.set, elementDirs: values.elements }, values);
+      case 'run': {
+        // Until the pipeline runs (loading the config, compiling its fast path: seconds), a signal ends the command at once.
+        process.once('SIGINT', stoppedBeforeStart);
+        process.once('SIGTERM', stoppedBeforeStart);
+        try {
+          return await run(await load(), { overrides: values.set, elementDirs: values.elements }, values);
+        } finally {
+          process.off('SIGINT', stoppedBeforeStart);
+          process.off('SIGTERM', stoppedBeforeStart);
+        }
+      }
       case 'check': {
         // The fast path too (from the cache when it was compiled before): an element's code may not compile.
         const { shards } = shardOptions(values);
@@ -384,6 +394,12 @@ async function ctl(args: string[], values: { control?: string; token?: string })
   return EXIT.ok;
 }
 
+/** A signal before the pipeline runs: nothing to stop cleanly yet, so the command ends at once, and says so. */
+function stoppedBeforeStart(signal: NodeJS.Signals): void {
+  process.stderr.write(`wirepath: stopped (${signal}) before the pipeline started: no packet was read and no output written\n`);
+  process.exit(EXIT.interrupted);
+}
+
 /** The options run and check share, checked alike (check said ok to a --shards 0 that run refused). */
 function shardOptions(values: { clock?: string; inline?: boolean; threads?: string; shards?: string }) {
   const shards = values.shards === undefined ? undefined : Number(values.shards);
@@ -398,13 +414,6 @@ function shardOptions(values: { clock?: string; inline?: boolean; threads?: stri
 
 async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string; restore?: string }): Promise<number> {
   const { shards, clock, threads } = shardOptions(values);
-  // Until the pipeline runs (compiling its fast path takes seconds), a signal ends the command at once, and says so.
-  const beforeStart = (signal: NodeJS.Signals) => {
-    process.stderr.write(`wirepath: stopped (${signal}) before the pipeline started: no packet was read and no output written\n`);
-    process.exit(EXIT.interrupted);
-  };
-  process.once('SIGINT', beforeStart);
-  process.once('SIGTERM', beforeStart);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
   // An empty token would let every call through (a --token "$WIREPATH_TOKEN" with the variable unset).
   if (values.token !== undefined && !values.token.trim()) throw new UsageError('--token is empty: give a token, or leave --token out for a random one');
@@ -427,8 +436,8 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
     }
     process.stderr.write(`wirepath: control API on ${control.url}, token ${control.token}\n`);
   }
-  process.off('SIGINT', beforeStart);
-  process.off('SIGTERM', beforeStart);
+  process.off('SIGINT', stoppedBeforeStart);
+  process.off('SIGTERM', stoppedBeforeStart);
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(EXIT.interrupted);

@@ -132,6 +132,8 @@ export async function compileGraph(generated: GeneratedGraph, elementDirs: strin
   const binary: Uint8Array = result.binary;
   mkdirSync(CACHE_DIR, { recursive: true });
   if (result.sourceMap) writeAtomically(sourceMapFile(cached), result.sourceMap);
+  // Compiled again under the same hash (a file outside its key changed): a map read before is no longer this module's.
+  sourceMaps.delete(hash);
   const covered = new Set(sources);
   const deps = result.read.filter(([file]) => !covered.has(file) && !file.startsWith(join(PROJECT_ROOT, 'node_modules', 'assemblyscript'))).sort();
   // The module before its manifest: a module found without one is compiled again.

@@ -9,6 +9,7 @@ import type { Pipeline } from './pipeline.ts';
 import { handlersOf, takesArgument } from './handlers.ts';
 import type { GraphNode } from './graph.ts';
 import { toJson } from './report.ts';
+import { EnvironmentError } from './errors.ts';
 
 export interface ControlOptions {
   port: number;
@@ -205,7 +206,9 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
         return await target.reload(config, file);
       } catch (e) {
         const errors = (e as { errors?: { format(): string }[] }).errors;
-        throw new HttpError(400, errors ? `the new config is invalid; nothing changed:\n${errors.map((x) => x.format()).join('\n')}` : (e as Error).message);
+        // A file or device it cannot open is said with its element's place in the config and its hint.
+        const said = (e instanceof EnvironmentError ? e.format() : (e as Error).message);
+        throw new HttpError(400, errors ? `the new config is invalid; nothing changed:\n${errors.map((x) => x.format()).join('\n')}` : said);
       }
     }
     if (method === 'POST' && url.pathname === '/snapshot') {

@@ -36,7 +36,7 @@ export async function filterCapture(expression: string, file: string, verbose: b
   for (const w of config.warnings) warn(`warning: ${w.message.replace(/^match\.patterns: pattern 1 /, 'the expression ')}`);
   const counted = (r: RunResult) => ({ matched: r.elements.match.out[0], packets: r.packets_in });
   try {
-    return counted(await (await Pipeline.create(config, { threads: 'inline', specialize: false, log: warn })).run());
+    return counted(await (await Pipeline.create(config, { threads: 'inline', specialize: false, log: (m) => warn(m.replace(/^src: /, '')) })).run());
   } catch (e) {
     // A file corrupt part way: the count of the packets before the corruption, then the error.
     const reached = (e as FailedRun).result;

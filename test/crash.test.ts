@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, cli, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
@@ -42,6 +42,31 @@ connections:
 }
 // The poisoned packet's flow lives on shard 0, which also held the whole of a restored snapshot's added-up tables.
 const POISON = 19002;
+
+test('a trap in a file outside the element folders is placed at its line as it is now: recompiled under the same hash, the module\'s source map is read again', async () => {
+  const dir = tempDir();
+  try {
+    writeFaultyConfig(dir, ['-n', '1000', '-f', '10', '--seed', '3'], 500, 'crash');
+    const folder = join(dir, 'elements', 'fault-on');
+    mkdirSync(folder, { recursive: true });
+    mkdirSync(join(dir, 'lib'));
+    const fixture = join(ROOT, 'test/fixtures/crash-elements/fault-on');
+    writeFileSync(join(folder, 'element.ts'), readFileSync(join(fixture, 'element.ts')));
+    writeFileSync(join(folder, 'process.ts'), `import { trap } from "../../lib/trap";\n${readFileSync(join(fixture, 'process.ts'), 'utf8').replace('unreachable()', 'trap()')}`);
+    writeFileSync(join(dir, 'c.yaml'), readFileSync(join(dir, 'c.yaml'), 'utf8').replace(/element_dirs: \[.*\]/, 'element_dirs: [./elements]'));
+    const trapAfter = async (comments: number) => {
+      writeFileSync(join(dir, 'lib', 'trap.ts'), `${'// a line\n'.repeat(comments)}export function trap(): void { unreachable(); }\n`);
+      const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { threads: 'inline', log: () => {} });
+      return (await pipeline.run()).crashes[0].source;
+    };
+    // A line count no earlier run compiled: the first compiles, whatever the cache holds.
+    const lines = 1 + Math.floor(Math.random() * 1000);
+    assert.is(await trapAfter(lines), `${join(dir, 'lib', 'trap.ts')}:${lines + 1}:32`);
+    assert.is(await trapAfter(lines + 3), `${join(dir, 'lib', 'trap.ts')}:${lines + 4}:32`, 'the new module\'s map, not the one read before');
+  } finally {
+    removeDir(dir);
+  }
+});
 
 test('a crashing shard is reported, restarted from the snapshot, and the others run on', async () => {
   const dir = tempDir();

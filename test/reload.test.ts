@@ -57,7 +57,8 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     writeFileSync(join(dir, 'sub', 'missing.yaml'), 'elements:\n  src: { type: FromPcap, file: ../nowhere.pcap }\n  drop: { type: Discard }\nconnections:\n  - src -> drop\n');
     const missing = await ctl('reload', join(dir, 'sub', 'missing.yaml'));
     assert.is(missing.status, 1);
-    assert.ok(missing.stderr.includes(`cannot open ${join(dir, 'nowhere.pcap')}`), missing.stderr);
+    // Placed at the element in the new config, with the hint, as run says it.
+    assert.ok(missing.stderr.includes(`400 ${join(dir, 'sub', 'missing.yaml')}:2:3: src: cannot open ${join(dir, 'nowhere.pcap')}: ENOENT\n  hint: check the file parameter`), missing.stderr);
     const nope = await ctl('reload', join(dir, 'nope.yaml'));
     assert.is(nope.status, 3);
     assert.ok(nope.stderr.startsWith(`wirepath: config file ${join(dir, 'nope.yaml')} does not exist\n`), nope.stderr);
@@ -65,7 +66,7 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     writeFileSync(join(dir, 'device.yaml'), config('').replace('  drop: { type: Discard }', '  drop: { type: ToDevice, device: wpnosuch0 }'));
     const device = await ctl('reload', join(dir, 'device.yaml'));
     assert.is(device.status, 1);
-    assert.match(device.stderr, /400 drop: wpnosuch0: no such device in this network namespace/);
+    assert.match(device.stderr, /400 \S+device\.yaml:\d+:\d+: drop: wpnosuch0: no such device in this network namespace\n {2}hint: /);
     const before = await packets();
     assert.ok(before >= 500, 'still running the old config');
     await new Promise((r) => setTimeout(r, 300));
