@@ -28,7 +28,9 @@ export const ENTRY_VALUE: u32 = 32;
 export const KEY_SIZE: u32 = 16;
 /** FlowTable.worthTouching: live entries beyond 1 MiB. */
 const TOUCH_ABOVE_BYTES: u64 = 1 << 20;
-/** A table at its capacity sweeps all of it at most this often (ns): a flood of new flows costs no more. */
+/** A table at its capacity sweeps all of it at most this often (ns)... */
+const FULL_SWEEP_GAP: u64 = 10_000_000;
+/** ...and at least this often while it stays full (ns). */
 const FULL_SWEEP_INTERVAL: u64 = 1_000_000_000;
 
 /**
@@ -245,27 +247,40 @@ export class FlowTable {
 
   /**
    * Examines `budget` slots from the sweep cursor: expired entries become tombstones, and a tombstone
-   * followed by an empty slot becomes empty, so probe chains stay short. Call once per batch.
+   * followed by an empty slot becomes empty, so probe chains stay short. Call once per batch. Returns the
+   * earliest deadline of the live entries it passed (u64.MAX_VALUE for none).
    */
-  sweep(now: u64, budget: u32): void {
+  sweep(now: u64, budget: u32): u64 {
     let c = this.cursor;
+    let earliest = u64.MAX_VALUE;
     for (let n: u32 = 0; n < budget; n++, c++) {
       const e = this.entry(c);
       const state = <u32>load<u16>(e);
-      if (state == ENTRY_LIVE && this.isExpired(e, now)) this.retire(e);
+      if (state == ENTRY_LIVE) {
+        const expires = load<u64>(e, ENTRY_EXPIRES);
+        if (now >= expires) this.retire(e);
+        else if (expires < earliest) earliest = expires;
+      }
       if (load<u16>(e) == ENTRY_TOMBSTONE && load<u16>(this.entry(c + 1)) == ENTRY_EMPTY) {
         let back = c;
         while (load<u16>(this.entry(back)) == ENTRY_TOMBSTONE) { store<u16>(this.entry(back), ENTRY_EMPTY); back--; }
       }
     }
     this.cursor = c & (this.slots - 1);
+    return earliest;
   }
 
-  /** At its capacity, the live count may still include expired entries: sweeps them all, unless done recently. */
+  /**
+   * At its capacity, the live count may still include expired entries: sweeps them all, unless done recently. The
+   * next sweep comes when the first entry left expires (one before frees nothing; waiting a whole interval refused
+   * new flows while expired entries filled the table), at least FULL_SWEEP_GAP and at most FULL_SWEEP_INTERVAL later
+   * (an entry's deadline may come sooner than the sweep saw), so that a flood of new flows costs little.
+   */
   private sweepAllWhenFull(now: u64): bool {
     if (now < this.fullSweepAfter) return false;
-    this.fullSweepAfter = now + FULL_SWEEP_INTERVAL;
-    this.sweep(now, this.slots);
+    const earliest = this.sweep(now, this.slots);
+    const soonest = now + FULL_SWEEP_GAP, latest = now + FULL_SWEEP_INTERVAL;
+    this.fullSweepAfter = earliest < soonest ? soonest : earliest > latest ? latest : earliest;
     return this.live < this.capacity;
   }
 

@@ -90,6 +90,43 @@ test('stateful: replies of allowed connections pass; reply-looking packets witho
   assert.is(fw.connections, 3, 'the UDP flow, the ICMP exchange and the half-open TCP connection are live');
 });
 
+test('a SYN on a closing connection starts a new one, which meets the rules and lives as established; after the handshake a SYN fits no connection', async () => {
+  // Before, the reopened connection stayed closing (30 s: its packets denied after 40 s idle) and a server's SYN passed as tracked.
+  const { passed, fw } = await run(STATEFUL, [
+    [0, out({ tcpFlags: SYN })],                                   // 1 allowed, opens
+    [0, back({ tcpFlags: SYN_ACK })],                              // 2 tracked
+    [0, out({ tcpFlags: ACK })],                                   // 3 tracked: established
+    [0, out({ tcpFlags: SYN })],                                   // 4 a SYN on the established connection: invalid
+    [0, back({ tcpFlags: SYN_ACK })],                              // 5 the responder's SYN-ACK again: tracked
+    [0, out({ tcpFlags: FIN_ACK })],                               // 6 tracked: closing
+    [0, back({ tcpFlags: FIN_ACK })],                              // 7 tracked
+    [1, back({ tcpFlags: SYN })],                                  // 8 the server opens one to the client's port: the rules deny it
+    [5, out({ tcpFlags: SYN })],                                   // 9 the client reuses its ports: allowed, opens anew
+    [5, back({ tcpFlags: SYN_ACK })],                              // 10 tracked
+    [5, out({ tcpFlags: ACK })],                                   // 11 tracked: established
+    [45, back({ tcpFlags: PSH_ACK })],                             // 12 40 s later (closing's timeout is 30 s): tracked
+  ]);
+  assert.equal(passed, [1, 2, 3, 5, 6, 7, 9, 10, 11, 12]);
+  assert.equal([fw.allowed, fw.tracked, fw.denied, fw.invalid], [2, 8, 1, 1]);
+});
+
+test('a full table whose entries have all expired takes new connections as soon as they expired, not a second after its last sweep', async () => {
+  const client = (i: number) => `100.64.${i >> 8}.${i & 255}`;
+  const udp = (i: number, seconds: number): Packet => [seconds, out({ proto: 'udp', src: client(i), sport: 1024, dport: 53 })];
+  const packets = [...Array.from({ length: 1000 }, (_, i) => udp(i, 0)), udp(1000, 2.9), ...Array.from({ length: 200 }, (_, i) => udp(2000 + i, 3.2))];
+  const dir = tempDir();
+  try {
+    // In batches of 256: the sweep of a few slots per batch has not reached the expired entries by then.
+    writePcap(join(dir, 'in.pcap'), packets.map(([s, spec], i) => ({ data: frame(spec), sec: T0 + Math.floor(s), usec: Math.round((s % 1) * 1e6) + i % 1000 })));
+    const result = await runConfig(dir, config(`stateful: true, capacity: 1000, udp_timeout: 3s, rules: ['allow udp']`).replace('batch: 1', 'batch: 256'), { threads: 'inline' });
+    const fw = result.elements.fw as Record<string, number>;
+    // At 2.9 s the table is full of live entries: refused. At 3.2 s every entry of 0 s has expired.
+    assert.equal([fw.table_full, fw.connections], [1, 200]);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('a connection table larger than a core\'s cache share (30k connections: each batch touches its lookups first): replies still pass', async () => {
   const clients = 30_000; // 30k x 40-byte entries: past FlowTable.worthTouching's 1 MiB
   const client = (i: number) => `100.64.${i >> 8}.${i & 255}`;

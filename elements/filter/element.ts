@@ -47,8 +47,9 @@ export default defineElement({
     + 'a UDP datagram, an ICMP echo request) creates an entry, and later packets of that connection pass in both '
     + 'directions without consulting the rules, so replies pass while a reply-looking packet without a connection meets '
     + 'the rules like any other; an ICMP error about a tracked connection (fragmentation needed, unreachable) passes too, and opens none. TCP entries follow the handshake (SYN, SYN-ACK, ACK), the established state and closing '
-    + '(after a FIN), each with its own timeout; a RST ends the entry; a packet that does not fit the state (data from the '
-    + 'responder before its SYN-ACK) is dropped and counted in invalid. UDP and ICMP entries live until idle for their '
+    + '(after a FIN), each with its own timeout; a RST ends the entry, and so does a SYN on a closing connection, which then '
+    + 'meets the rules as a new connection on the same ports; a packet that does not fit the state (data from the '
+    + 'responder before its SYN-ACK, a SYN after the handshake) is dropped and counted in invalid. UDP and ICMP entries live until idle for their '
     + 'timeout. Each shard\'s table holds at most capacity connections and never evicts a live one: when it is full, a new connection '
     + 'is dropped (when_full: deny) or passed untracked (when_full: allow), and counted in table_full. Timeouts run on the '
     + 'pipeline clock (trace time on files). Only IPv4 connections are tracked; a later fragment, which has no ports, meets the rules.',

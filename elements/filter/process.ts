@@ -48,7 +48,12 @@ export function process(self: FilterState, batch: Batch, out: Outputs): void {
     const key = stateful && connectionKey(p) ? keyBuffer() : 0;
     if (key) {
       const hash = FlowKey.hash(key);
-      const entry = self.connections.find(key, hash, t);
+      let entry = self.connections.find(key, hash, t);
+      // A SYN on a closing connection opens a new one on its ports: that one meets the rules (it passed as the old one's).
+      if (entry && !related && reopens(changetype<FilterConnectionsEntry>(entry))) {
+        self.connections.remove(key, hash);
+        entry = 0;
+      }
       if (entry) {
         // An ICMP error about a tracked connection (fragmentation needed, unreachable) passes and moves it on not at all.
         if (related || follow(self, changetype<FilterConnectionsEntry>(entry), key, hash, t)) { tracked++; out.push(0, p); }
@@ -191,6 +196,11 @@ function open(self: FilterState, p: Packet, key: usize, t: u64): bool {
   return true;
 }
 
+/** Whether this packet, a TCP SYN on a connection that is closing, starts a new connection on the same ports. */
+@inline function reopens(entry: FilterConnectionsEntry): bool {
+  return protocol == IPPROTO_TCP && entry.state == CLOSING && (tcpFlags & (SYN_ACK | TCP.RST)) == TCP.SYN;
+}
+
 /** Moves a tracked connection on with this packet; false when the packet does not fit its state. */
 function follow(self: FilterState, entry: FilterConnectionsEntry, key: usize, hash: u32, t: u64): bool {
   const fromOriginator = packetSrc == entry.orig_src && packetPort == entry.orig_port;
@@ -207,6 +217,8 @@ function follow(self: FilterState, entry: FilterConnectionsEntry, key: usize, ha
       if (fromOriginator && (tcpFlags & SYN_ACK) == TCP.ACK) entry.state = ESTABLISHED;
       else if (!(fromOriginator ? syn : synAck)) return false;
     }
+    // After the handshake a SYN belongs to no connection; a SYN-ACK is the responder's, sent again.
+    else if (tcpFlags & TCP.SYN && !(synAck && !fromOriginator)) return false;
     if (tcpFlags & TCP.FIN && entry.state >= ESTABLISHED) entry.state = CLOSING;
   }
   FlowTable.refresh(changetype<usize>(entry), t, timeout(self, entry.state));
