@@ -241,7 +241,7 @@ export default defineElement({
     table_size: param.custom('Maglev table size M (buckets), a prime', primeType, { default: 65537 }),
     max_backends: param.custom('most backends at once, removed ones still remembered by buckets included', slotCountType, { default: 256 }),
     // Not written while shards run: its address and mask are two fields, and a batch between them would send from outside it.
-    source: param.cidr('outer source addresses: the flow hash chooses the host part', { required: true, fixed: true }),
+    source: param.cidr('outer source addresses: the flow hash chooses the host part (not the network or broadcast address of a prefix up to /30)', { required: true, fixed: true }),
     health_check: param.enum('how backends are checked: none, a TCP connect, or an HTTP GET (a status below 500 is healthy)', ['none', 'tcp', 'http'], { default: 'none' }),
     health_port: param.port('port the checks connect to', { default: 80 }),
     health_path: param.string('path of the HTTP check', { default: '/' }),

@@ -47,7 +47,7 @@ export function process(self: LoadBalancerState, batch: Batch, out: Outputs): vo
     if (<u32>p.dataOffset < META_SIZE + OUTER) { self.no_headroom++; dropPacket(p); continue; }
     const previous = <u32>(word >> 16) & 0xffff;
     const age = previous == NONE ? <u64>0xffffffff : ageMs(t, load<u64>(bucket, 8));
-    encapsulate(p, ip, self.source_address | (flowHash & ~self.source_mask), load<u32>(backends + <usize>current * BACKEND_ENTRY),
+    encapsulate(p, ip, outerSource(self, flowHash), load<u32>(backends + <usize>current * BACKEND_ENTRY),
       previous == NONE ? 0 : load<u32>(backends + <usize>previous * BACKEND_ENTRY), <u32>(word >> 32), <u32>age);
     const bytes = <u64>p.wireLength;
     count(vipRow + (<usize>vip << 4), bytes);
@@ -183,6 +183,17 @@ function encapsulate(p: Packet, inner: usize, src: u32, dst: u32, previous: u32,
     store<u32>(to, load<u32>(from, 8), 8);
     store<u16>(to, load<u16>(from, 12), 12);
   } else copyBytes(to, from, length);
+}
+
+/**
+ * The outer source: the flow hash as the host part of `source`, never the prefix's network or broadcast address when it
+ * has others (routers that know the subnet take those for martians): the two move to their neighbours.
+ */
+@inline function outerSource(self: LoadBalancerState, flowHash: u32): u32 {
+  const hostBits = ~self.source_mask;
+  let host = flowHash & hostBits;
+  if (hostBits >= 3 && (host == 0 || host == hostBits)) host ^= 1;
+  return self.source_address | host;
 }
 
 /** Finds this shard's row of counters, the row of its index: no other running shard writes it (see Filter's claimHitRow). */
