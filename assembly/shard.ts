@@ -230,7 +230,7 @@ export function clonePacket(p: Packet): Packet | null {
 export function shardReceive(sources: usize, max: u32, time: u64): u32 {
   // time 0 selects trace time: the clock follows the packets' own timestamps. A batch ends where the trace
   // enters the next millisecond and its clock is the end of its packets' millisecond, so each packet sees a
-  // clock never behind its own time and less than 1 ms ahead, however the ring's packets were batched: runs
+  // clock never behind its own time and at most 1 ms ahead, however the ring's packets were batched: runs
   // over a file are deterministic (the virtual clock of the tests), also when a shard takes seconds of a
   // sparse trace at once, and a timer never fires before its time.
   if (time) batchTime = time;
