@@ -9,6 +9,8 @@ export const ETHERTYPE_IPV4: u16 = 0x0800;
 export const ETHERTYPE_IPV6: u16 = 0x86dd;
 export const ETHERTYPE_VLAN: u16 = 0x8100;
 export const ETHERTYPE_QINQ: u16 = 0x88a8;
+/** The tag type QinQ had before 802.1ad, which some switches still send (tcpdump's vlan takes it too). */
+export const ETHERTYPE_QINQ_9100: u16 = 0x9100;
 export const ETHERTYPE_ARP: u16 = 0x0806;
 export const IPPROTO_ICMP: u8 = 1;
 export const IPPROTO_TCP: u8 = 6;
@@ -34,8 +36,13 @@ export namespace Ethernet {
     return <u64>load<u32>(addr) | (<u64>load<u16>(addr + 4) << 32);
   }
 
+  /** Whether `type` is a VLAN tag's: 802.1Q, 802.1ad or the older 0x9100. */
+  @inline export function isTag(type: u16): bool {
+    return type == ETHERTYPE_VLAN || type == ETHERTYPE_QINQ || type == ETHERTYPE_QINQ_9100;
+  }
+
   /**
-   * The ethertype after up to two VLAN tags (802.1Q, 802.1ad), or 0 when the frame is too short.
+   * The ethertype after up to two VLAN tags (802.1Q, 802.1ad, 0x9100), or 0 when the frame is too short.
    * Records the network header's offset in p.l3Offset.
    */
   export function etherType(p: Packet): u16 {
@@ -44,7 +51,7 @@ export namespace Ethernet {
     if (len < HEADER) return 0;
     let off: u32 = 12;
     let type = be16(d + off);
-    for (let tags = 0; tags < 2 && (type == ETHERTYPE_VLAN || type == ETHERTYPE_QINQ); tags++) {
+    for (let tags = 0; tags < 2 && isTag(type); tags++) {
       off += 4;
       if (off + 2 > len) return 0;
       type = be16(d + off);
@@ -53,11 +60,10 @@ export namespace Ethernet {
     return type;
   }
 
-  /** VLAN ID of the outer 802.1Q/802.1ad tag, or -1 when the frame has none. */
+  /** VLAN ID of the outer tag (isTag), or -1 when the frame has none. */
   export function vlanId(p: Packet): i32 {
     if (p.length < 18) return -1;
-    const type = be16(p.data + 12);
-    if (type != ETHERTYPE_VLAN && type != ETHERTYPE_QINQ) return -1;
+    if (!isTag(be16(p.data + 12))) return -1;
     return <i32>(be16(p.data + 14) & 0x0fff);
   }
 }

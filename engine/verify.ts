@@ -47,10 +47,14 @@ export function flowsOf(file: string): Map<string, Frame[]> {
   return flows;
 }
 
-/** Offset of the IPv4 header of a frame (after up to any VLAN tags), or undefined for other frames. */
+/** The tag types Ethernet.isTag takes. */
+const VLAN_TAGS = [0x8100, 0x88a8, 0x9100];
+
+/** Offset of the IPv4 header of a frame (after up to two VLAN tags), or undefined for other frames. */
 function ipv4At(f: Buffer): number | undefined {
   let off = 12;
-  while (off + 2 <= f.length && (f.readUInt16BE(off) === 0x8100 || f.readUInt16BE(off) === 0x88a8)) off += 4;
+  // As the engine reads them (assembly/headers.ts Ethernet.etherType): at most two tags.
+  for (let tags = 0; tags < 2 && off + 2 <= f.length && VLAN_TAGS.includes(f.readUInt16BE(off)); tags++) off += 4;
   return off + 2 > f.length || f.readUInt16BE(off) !== 0x0800 || f.length < off + 22 ? undefined : off + 2;
 }
 

@@ -138,6 +138,8 @@ const CHECK_CASES: CheckCase[] = [
   { name: 'ICMP', frame: ipv4Frame({ proto: 'icmp' }) },
   { name: 'VLAN-tagged', frame: ipv4Frame({ vlan: 7 }) },
   { name: 'QinQ-tagged', frame: withOuterTag(ipv4Frame({ vlan: 7 })) },
+  // The tag type QinQ had before 802.1ad, which tcpdump's vlan takes (it was not_ipv4 here).
+  { name: 'QinQ-tagged with 0x9100', frame: withOuterTag(ipv4Frame({ vlan: 7 }), 100, 0x9100) },
   { name: 'IP options', frame: withIpOptions(tcp, Buffer.from([1, 1, 1, 0])) },
   { name: 'Ethernet padding after the datagram', frame: Buffer.concat([ipv4Frame({ payload: 0 }), Buffer.alloc(6)]) },
   { name: 'ARP', frame: arpFrame(), reason: 'not_ipv4' },
@@ -194,6 +196,7 @@ const REWRITE_FRAMES: RewriteFrame[] = [
   { name: 'VLAN-tagged TCP', spec: { vlan: 42 } },
   { name: 'VLAN-tagged UDP', spec: { vlan: 42, proto: 'udp' } },
   { name: 'QinQ-tagged TCP', spec: { vlan: 42 }, wrap: (f) => withOuterTag(f) },
+  { name: 'QinQ-tagged (0x9100) TCP', spec: { vlan: 42 }, wrap: (f) => withOuterTag(f, 100, 0x9100) },
   { name: 'TCP with IP options', spec: { sport: 443 }, wrap: (f) => withIpOptions(f, Buffer.from([1, 1, 1, 0])) },
   // Bytes after the IP datagram (Ethernet padding) are never rewritten.
   { name: 'UDP with an Ethernet trailer', spec: { proto: 'udp', payload: 0 }, wrap: (f) => Buffer.concat([f, Buffer.alloc(10, 0xee)]) },

@@ -53,9 +53,9 @@ export function withIpOptions(frame: Buffer, options: Buffer): Buffer {
 
 const ETH = Buffer.from('020000000002020000000001', 'hex');
 
-/** `frame` with an 802.1ad (QinQ) tag of VLAN `vlan` before its first ethertype. */
-export function withOuterTag(frame: Buffer, vlan = 100): Buffer {
-  return Buffer.concat([frame.subarray(0, 12), Buffer.from([0x88, 0xa8, vlan >> 8, vlan & 255]), frame.subarray(12)]);
+/** `frame` with an outer tag of VLAN `vlan` before its first ethertype: 802.1ad (QinQ), or another tag `type`. */
+export function withOuterTag(frame: Buffer, vlan = 100, type = 0x88a8): Buffer {
+  return Buffer.concat([frame.subarray(0, 12), Buffer.from([type >> 8, type & 255, vlan >> 8, vlan & 255]), frame.subarray(12)]);
 }
 
 /** An ARP request (ethertype 0x0806). */

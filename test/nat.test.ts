@@ -546,6 +546,38 @@ test('T4 with syn_icmp: an unsolicited SYN is answered with ICMP port unreachabl
   assert.is(silent.outside.filter((o) => o.proto === 1).length, 0, 'without syn_icmp: dropped silently');
 });
 
+test('T4 with syn_icmp: a SYN with a VLAN tag or IP options is answered too, the answer tagged as it came and quoting its whole IP header', async () => {
+  // Before, only untagged SYNs without options were remembered: these two were dropped without an answer.
+  const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 5000, 80, SYN)]])).outside[0].src;
+  const withOptions = (f: Buffer) => {
+    // Four bytes of options (NOP NOP NOP EOL) after the 20-byte header: IHL 6, total length + 4, checksum again.
+    const g = Buffer.concat([f.subarray(0, 34), Buffer.from([1, 1, 1, 0]), f.subarray(34)]);
+    g[14] = 0x46;
+    g.writeUInt16BE(g.readUInt16BE(16) + 4, 16);
+    g.writeUInt16BE(0, 24);
+    g.writeUInt16BE(internetChecksum(g.subarray(14, 38)), 24);
+    return g;
+  };
+  const fill = (from: number) => Array.from({ length: 300 }, (_, i): Packet => [from + i / 1000, udp(B, R2, 7000, 53)]);
+  const r = await run('port_preservation: true, syn_icmp: true', [
+    [0, tcp(A, R1, 5000, 80, SYN)],
+    [1, { ...tcp(R2, ext, 1234, 6000, SYN), vlan: 7 }],
+    [2, withOptions(frame(tcp(R1, ext, 4321, 6001, SYN)))],
+    // Batches between their deadlines (7 and 8 s): answers due at once go as many as the output batch has room for (batch: 1), the rest silently.
+    ...fill(4), ...fill(7.5), ...fill(9),
+  ]);
+  assert.is(r.nat.syn_icmp_sent, 2);
+  const answers = r.outside.filter((o) => o.bytes.readUInt16BE(12) === 0x8100 || o.proto === 1);
+  assert.is(answers.length, 2, 'both answered');
+  const tagged = answers.find((o) => o.bytes.readUInt16BE(12) === 0x8100)!;
+  assert.equal([tagged.bytes.readUInt16BE(14) & 0xfff, tagged.bytes.readUInt16BE(16), tagged.bytes[18 + 9], tagged.bytes[18 + 20]], [7, 0x0800, 1, 3], 'tag 7, then ICMP destination unreachable');
+  const plain = answers.find((o) => o.bytes.readUInt16BE(12) === 0x0800)!;
+  const quoted = plain.bytes.subarray(42);
+  assert.equal([quoted[0], quoted.length, [...quoted.subarray(20, 24)]], [0x46, 24 + 8, [1, 1, 1, 0]], 'its header with the options, and 8 bytes');
+  assert.is(quoted.readUInt16BE(26), 6001);
+  r.verdicts('outside').forEach((v) => assert.ok(v.ip.split(',').every((x) => x === '1') && v.icmp !== '0', JSON.stringify(v)));
+});
+
 test('T4 with syn_icmp, a NAT that gets no packet while its shard gets others (ARP it never sees) answers on time, ticked', async () => {
   const dir = tempDir();
   try {

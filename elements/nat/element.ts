@@ -183,8 +183,9 @@ export default defineElement({
     }),
     unsolicited: state.flowTable({
       owner: 'address',
-      doc: 'unsolicited inbound SYNs waiting 6 s for an outbound SYN of their connection (syn_icmp): their Ethernet addresses and first 28 bytes',
-      value: { frame0: 'u64', frame1: 'u64', frame2: 'u64', frame3: 'u64', frame4: 'u64' },
+      doc: 'unsolicited inbound SYNs waiting 6 s for an outbound SYN of their connection (syn_icmp): their Ethernet header (VLAN tags too) and what the answer quotes (IP header and 8 bytes)',
+      // process.ts: [Ethernet header length][quoted length][at most 22 bytes of Ethernet header][at most 68 quoted, from byte 24]
+      value: Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`frame${i}`, 'u64'])) as Record<string, 'u64'>,
       capacity: () => 4096,
       timeout: () => 6e9,
     }),

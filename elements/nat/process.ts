@@ -1,5 +1,5 @@
 import {
-  Batch, Outputs, Packet, FlowTable, FlowKey, Ethernet, IPv4, Transport, TCP, ICMP, Wire, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
+  Batch, Outputs, Packet, FlowTable, FlowKey, Ethernet, IPv4, Transport, TCP, ICMP, Wire, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
   ENTRY_LIVE, ENTRY_KEY, ENTRY_VALUE, PACKET_RESTEERED, keyBuffer, batchScratch, BATCH_SCRATCH_BYTES, flowCreated, now, dropPacket, newPacket, resteer, addressHash, symmetricHashOf, checksum,
   replace16, replace32, adjustChecksum, copyBytes, zeroBytes, META_SIZE,
 } from "wirepath";
@@ -1172,10 +1172,13 @@ function rememberFragment(self: NATState, external: u32, remote: u32, ip: usize,
 // Unsolicited inbound SYNs (RFC 5382 REQ-4, with syn_icmp): no answer for 6 s (the unsolicited
 // table's timeout); if an outbound SYN of the connection comes meanwhile, the inbound one was part of
 // a simultaneous open and is forgotten; otherwise, when its entry expires, ICMP port unreachable goes
-// back to the sender. The entry keeps what the answer quotes: the frame's Ethernet addresses, and the
-// IP header and 8 bytes (only for 14-byte Ethernet headers and IP headers without options).
+// back to the sender. The entry keeps what the answer needs: the frame's Ethernet header with its VLAN tags
+// (the answer goes back with them), and what it quotes: the IP header, options too, and 8 bytes (RFC 792).
+// Entry: [Ethernet header length u8][quoted length u8][Ethernet header, at most 22 bytes][quote, from byte 24].
 
-const QUOTED: u32 = 28;
+/** Most bytes of Ethernet header kept: the addresses, two VLAN tags, the EtherType. */
+const MOST_L2: u32 = 22;
+const QUOTE_AT: usize = 24;
 
 /** The unsolicited table's key: first the address whose shard handles the connection (the block's subscriber, else the external address); the remote port is the packet's. */
 @inline function unsolicitedKey(key: usize, owner: u32, external: u32, externalPort: u16, remote: u32): void {
@@ -1186,13 +1189,18 @@ const QUOTED: u32 = 28;
 }
 
 function rememberUnsolicited(self: NATState, p: Packet, ip: usize, owner: u32, external: u32, externalPort: u16, remote: u32, t: u64): void {
-  if (ip != p.data + Ethernet.HEADER || IPv4.headerLength(ip) != 20 || IPv4.totalLength(ip) < QUOTED) return;
+  const l2 = <u32>(ip - p.data);
+  const quoted = IPv4.headerLength(ip) + 8;
+  // A SYN's TCP header has its 8 bytes; the caller read its ports from the slot.
+  if (l2 > MOST_L2 || IPv4.totalLength(ip) < quoted || l2 + quoted > p.length) return;
   const key = keyBuffer();
   unsolicitedKey(key, owner, external, externalPort, remote);
   const entry = self.unsolicited.lookupOrInsert(key, FlowKey.hash(key), t);
   if (!entry) return; // full: dropped silently, as REQ-4a allows
-  copyBytes(entry, p.data, 12);
-  copyBytes(entry + 12, ip, QUOTED);
+  store<u8>(entry, <u8>l2);
+  store<u8>(entry, <u8>quoted, 1);
+  copyBytes(entry + 2, p.data, l2);
+  copyBytes(entry + QUOTE_AT, ip, quoted);
 }
 
 /** An outbound SYN for a connection an inbound SYN is waiting on: that one gets no answer. */
@@ -1216,14 +1224,16 @@ function answerUnsolicited(value: usize, context: usize): void {
   if (!p) return;
   answerBudget--;
   const key = value - ENTRY_VALUE + ENTRY_KEY;
+  const l2 = <u32>load<u8>(value), quoted = <u32>load<u8>(value, 1);
   const data = p.data;
-  copyBytes(data, value + 6, 6);
-  copyBytes(data + 6, value, 6);
-  Wire.set16(data + 12, ETHERTYPE_IPV4);
-  const ip = data + Ethernet.HEADER;
-  copyBytes(ip + ICMP.ERROR_HEADERS, value + 12, QUOTED);
-  ICMP.writeError(ip, ICMP.DESTINATION_UNREACHABLE, ICMP_PORT_UNREACHABLE, 0, load<u32>(key, 12), load<u32>(key, 4), QUOTED);
-  p.length = Ethernet.HEADER + ICMP.ERROR_HEADERS + QUOTED;
+  // The SYN's Ethernet header, its tags and EtherType kept, its addresses swapped.
+  copyBytes(data, value + 2, l2);
+  copyBytes(data, value + 2 + 6, 6);
+  copyBytes(data + 6, value + 2, 6);
+  const ip = data + l2;
+  copyBytes(ip + ICMP.ERROR_HEADERS, value + QUOTE_AT, quoted);
+  ICMP.writeError(ip, ICMP.DESTINATION_UNREACHABLE, ICMP_PORT_UNREACHABLE, 0, load<u32>(key, 12), load<u32>(key, 4), quoted);
+  p.length = l2 + ICMP.ERROR_HEADERS + quoted;
   p.wireLength = p.length;
   p.timestamp = now();
   self.syn_icmp_sent++;
