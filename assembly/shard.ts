@@ -39,6 +39,11 @@ export const CTX_MISROUTED_BY: u32 = 112;
 export const CTX_GRAPH: u32 = 116;
 /** The shard's index, 0 to MAX_SHARDS - 1: no two running shards have the same (a shard made by a scale event takes a retired one's). */
 export const CTX_INDEX: u32 = 120;
+/**
+ * How far this shard has written its out ring (published at the end of a batch): after a crash, the entries of the
+ * batch it was on, which the engine then publishes (packets for sinks, slots given back) and does not count as lost.
+ */
+export const CTX_OUT_WRITTEN: u32 = 124;
 /** In the graph descriptor: the element running now, and the batch, of no room, that Outputs.port gives for an output an element does not have. */
 const GRAPH_RUNNING: u32 = 8;
 const GRAPH_MISROUTED: u32 = 12;
@@ -70,6 +75,7 @@ export function shardInit(context: usize): void {
   graph = <usize>load<u32>(context, CTX_GRAPH);
   misroutedBatch = changetype<Batch>(load<u32>(graph, GRAPH_MISROUTED));
   outHead = outRing.head;
+  store<u32>(ctx, outHead, CTX_OUT_WRITTEN);
   outLimit = outRing.limit();
 }
 
@@ -120,6 +126,7 @@ export function shardNow(): u64 {
   }
   outRing.setEntry(outHead, entry);
   outHead++;
+  store<u32>(ctx, outHead, CTX_OUT_WRITTEN);
 }
 
 /** Gives a packet's slot back: kept for clones while the stash has room, else returned to the I/O side. */

@@ -16,7 +16,7 @@ export const RingLayout = { head: 0, tail: 64, sleep: 128, mask: 192, entries: 2
 /** assembly/ring.ts ENTRY_RECYCLE: a ring entry that carries a free slot, not a packet. */
 export const ENTRY_RECYCLE = 1;
 /** assembly/shard.ts */
-export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, now: 72, scratch: 80, order: 84, resteeredAgain: 88, overrun: 96, misrouted: 104, misroutedBy: 112, graph: 116, index: 120, size: 128 } as const;
+export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, batches: 16, packets: 24, noBuffer: 32, leaked: 40, key: 48, taken: 64, now: 72, scratch: 80, order: 84, resteeredAgain: 88, overrun: 96, misrouted: 104, misroutedBy: 112, graph: 116, index: 120, outWritten: 124, size: 128 } as const;
 /** assembly/shard.ts BATCH_SCRATCH_BYTES: each shard's scratch for elements' per-batch arrays. */
 export const BATCH_SCRATCH_BYTES = 16384;
 /** assembly/io.ts */

@@ -1152,13 +1152,18 @@ export class Pipeline {
       if (entry & ENTRY_RECYCLE) slots.push((entry & ~ENTRY_RECYCLE) >>> 0);
     }
     this.u32(ring + RingLayout.tail, head);
-    const free = v.getUint32(this.ioContext + IoContext.freeStack, true);
-    let count = v.getUint32(free, true);
-    for (const slot of slots) v.setUint32(free + 8 + 4 * count++, slot, true);
-    v.setUint32(free, count, true);
+    this.giveBack(slots);
     // Out of the live shards and into the retired ones at once: a read of the counters meanwhile counts it once.
     this.shards.splice(this.shards.indexOf(shard), 1);
     this.retired.push(shard);
+  }
+
+  /** Returns slots to the pool's free stack. Runs on the I/O thread. */
+  private giveBack(slots: number[]): void {
+    const v = this.arena.view;
+    let count = v.getUint32(this.freeStack, true);
+    for (const slot of slots) v.setUint32(this.freeStack + 8 + 4 * count++, slot, true);
+    v.setUint32(this.freeStack, count, true);
   }
 
   /**
@@ -1261,7 +1266,7 @@ export class Pipeline {
 
   /**
    * A shard's fast path threw. Report the element that was running and the batch it was on, skip
-   * that batch (its packets are lost and counted), reload the shard's flows from the last snapshot
+   * that batch (its packets are lost and counted, their slots given back; what it had sent on is delivered), reload the shard's flows from the last snapshot
    * (or start them empty) and start a new worker on the same memory. Other shards never stop.
    */
   private recover(shard: Shard, error: Error): void {
@@ -1277,16 +1282,35 @@ export class Pipeline {
       const data = p + v.getUint16(p + Meta.dataOffset, true);
       firstPacket = Buffer.from(this.arena.u8.slice(data, data + Math.min(64, v.getUint32(p + Meta.length, true)))).toString('hex');
     }
-    // Every batch of the shard is emptied: their packets are lost (their slots too: counted, not reused). A packet
-    // the element had pushed on before it failed is in its input batch and in an output batch: counted once.
+    // What the batch sent before the trap (packets for sinks, slots given back) is published, as the batch's end would
+    // have: those packets are delivered, not lost.
+    const { outRing } = shard.memory;
+    const mask = v.getUint32(outRing + RingLayout.mask, true);
+    const written = v.getUint32(context + ShardContext.outWritten, true);
+    const sent = new Set<number>();
+    for (let i = v.getUint32(outRing + RingLayout.head, true); i !== written; i = (i + 1) >>> 0) {
+      sent.add((v.getUint32(outRing + RingLayout.entries + 4 * (i & mask), true) & ~ENTRY_RECYCLE) >>> 0);
+    }
+    Atomics.store(this.arena.i32, (outRing + RingLayout.head) >>> 2, written);
+    // Every batch of the shard is emptied. A packet in one that the batch neither sent on nor gave back (to the
+    // shard's stash, no other thread's while the shard is down) is lost: counted, and its slot returned to the pool.
+    // A packet the element had pushed on before it failed is in its input batch and in an output batch: counted once.
+    const given = new Set<number>();
+    const stack = v.getUint32(context + ShardContext.stash, true);
+    for (let i = 0; i < v.getUint32(stack, true); i++) given.add(v.getUint32(stack + 8 + 4 * i, true));
     const batches = new Set<number>([v.getUint32(descriptor + GraphHeader.hole, true)]);
     for (const rec of this.records) for (const off of [...rec.inputs, ...rec.outputs]) batches.add(v.getUint32(descriptor + off, true));
     const lostSlots = new Set<number>();
     for (const b of batches) {
-      for (let i = 0; i < v.getUint32(b, true); i++) lostSlots.add(v.getUint32(b + BATCH_HEADER + 4 * i, true));
+      for (let i = 0; i < v.getUint32(b, true); i++) {
+        const slot = v.getUint32(b + BATCH_HEADER + 4 * i, true);
+        if (!sent.has(slot) && !given.has(slot)) lostSlots.add(slot);
+      }
       v.setUint32(b, 0, true);
     }
     const lost = lostSlots.size;
+    // An element that keeps packets in its state may have kept one of the batch: then the slots stay out of use.
+    if (!node.type.holding) this.giveBack([...lostSlots]);
     Atomics.store(this.arena.i32, (rxRing + RingLayout.tail) >>> 2, v.getUint32(context + ShardContext.taken, true));
     for (const table of this.tablesOf(shard)) {
       const entries = v.getUint32(table.address + FlowTableLayout.entries, true);

@@ -17,19 +17,21 @@ import { StallError } from '../engine/errors.ts';
 const PACKETS = 20000;
 
 /**
- * Writes trace.pcap in `dir` (gen-pcap.py `args`) with packet number `poisoned` (from 0) given the TTL FaultOn
- * acts on, and c.yaml: FromPcap (`source` adds its options) -> FaultOn `fault` -> `rest`; returns the
- * poisoned packet's first 64 bytes in hex.
+ * Writes trace.pcap in `dir` (gen-pcap.py `args`) with packet number `poisoned` (from 0; or each of a list) given the
+ * TTL FaultOn acts on, and c.yaml: `head` (top-level settings), FromPcap (`source` adds its options) -> FaultOn `fault`
+ * -> `rest`; returns the (first) poisoned packet's first 64 bytes in hex.
  */
-function writeFaultyConfig(dir: string, args: string[], poisoned: number, fault: 'crash' | 'spin', source = '', rest = 'drop: { type: Discard }'): string {
+function writeFaultyConfig(dir: string, args: string[], poisoned: number | number[], fault: 'crash' | 'spin', source = '', rest = 'drop: { type: Discard }', head = ''): string {
   const trace = join(dir, 'trace.pcap');
   execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), ...args, '-o', trace]);
   const bytes = readFileSync(trace);
-  const at = 24 + poisoned * 80;
-  bytes[at + 16 + 22] = 13; // the TTL; the IP checksum no longer matters to anyone here
+  const packets = [poisoned].flat();
+  // The TTL; the IP checksum no longer matters to anyone here.
+  for (const n of packets) bytes[24 + n * 80 + 16 + 22] = 13;
   writeFileSync(trace, bytes);
+  const at = 24 + packets[0] * 80;
   const names = [...rest.matchAll(/^(\w+):/gm)].map((m) => m[1]);
-  writeFileSync(join(dir, 'c.yaml'), `
+  writeFileSync(join(dir, 'c.yaml'), `${head}
 element_dirs: [${join(ROOT, 'test/fixtures/crash-elements')}]
 elements:
   src: { type: FromPcap, file: trace.pcap${source} }
@@ -129,6 +131,49 @@ test('inline (the I/O thread runs the shard): a crash is reported with its eleme
     const run = cli(['run', join(dir, 'c.yaml'), '--inline']);
     assert.is(run.status, 1, run.stderr);
     assert.ok(run.stdout.includes(`\nshard 0 crashed in fault (FaultOn): unreachable at ${where}; `), run.stdout);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('a crashed batch\'s slots come back to the pool: a run with more crashes than its pool has batches goes to its end', async () => {
+  const dir = tempDir();
+  try {
+    // 1024 slots, and 40 crashes of up to 256 packets each.
+    const poisoned = Array.from({ length: 40 }, (_, i) => 100 + 300 * i);
+    writeFaultyConfig(dir, ['-n', '12200', '-f', '50', '--seed', '3'], poisoned, 'crash', '', 'drop: { type: Discard }', 'pool_slots: 1024');
+    for (const threads of ['inline', 'worker'] as const) {
+      const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 1, threads, stallMs: 3000, log: () => {} });
+      const result = await pipeline.run();
+      assert.is(result.crashes.length, poisoned.length, threads);
+      const lost = result.crashes.reduce((n, c) => n + c.packets_lost, 0);
+      assert.is(result.elements.drop.in, 12200 - lost, `${threads}: every packet went through or was counted lost`);
+      const v = pipeline.arena.view;
+      const stashed = threads === 'worker' ? v.getUint32((pipeline as any).shards[0].memory.stash, true) : 0;
+      assert.is(v.getUint32((pipeline as any).freeStack, true) + stashed, 1024, `${threads}: every slot is free at the end`);
+    }
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('packets a crashed batch had sent to a sink before the trap are written, not lost', async () => {
+  const dir = tempDir();
+  try {
+    // The Tee's packets reach the capture before FaultOn runs on its copies.
+    writeFaultyConfig(dir, ['-n', '3000', '-f', '50', '--seed', '3'], [500, 1500, 2500], 'crash', '', 'drop: { type: Discard }');
+    const yaml = readFileSync(join(dir, 'c.yaml'), 'utf8').replace('  src: { type: FromPcap, file: trace.pcap }', `  src: { type: FromPcap, file: trace.pcap }
+  tee: { type: Tee }
+  capture: { type: ToPcap, file: copies.pcap }`).replace('- src -> fault -> drop', '- src -> tee -> capture\n  - tee[1] -> fault -> drop');
+    writeFileSync(join(dir, 'c.yaml'), yaml);
+    for (const threads of ['inline', 'worker'] as const) {
+      const result = await (await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 1, threads, log: () => {} })).run();
+      assert.is(result.crashes.length, 3, threads);
+      assert.ok(result.crashes.every((c) => c.packets_lost > 0), threads);
+      assert.is(result.elements.capture.in, 3000, threads);
+      const records = Number(execFileSync('tcpdump', ['-r', join(dir, 'copies.pcap'), '-nq'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim().split('\n').length);
+      assert.is(records, 3000, `${threads}: every copy written`);
+    }
   } finally {
     removeDir(dir);
   }
