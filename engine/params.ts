@@ -78,8 +78,12 @@ interface ParamOptions<T> {
   fixed?: boolean;
 }
 
-function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}, written = typeof options.default === 'string'): ParamSpec<T> {
+function documented(doc: unknown): void {
   if (typeof doc !== 'string' || !doc) throw new Error(`a parameter's first argument is the line that documents it, not ${describe(doc)}`);
+}
+
+function spec<T>(type: ParamType<T>, doc: string, options: ParamOptions<T> = {}, written = typeof options.default === 'string'): ParamSpec<T> {
+  documented(doc);
   let value = options.default;
   let badDefault: string | undefined;
   try {
@@ -273,7 +277,11 @@ export function sizeType(min = 0, max = 0xffffffff): ParamType<number> {
 
 export function intType(min: number, max: number): ParamType<number> {
   if (!Number.isSafeInteger(min) || !Number.isSafeInteger(max) || min > max) {
-    throw new Error(`param.int takes (doc, min, max, options), min and max whole numbers, min not above max: not min ${describe(min)}, max ${describe(max)}`);
+    throw new Error(`param.int takes (doc, min, max, options), min and max whole numbers within ±(2^53 - 1), min not above max: not min ${describe(min)}, max ${describe(max)}`);
+  }
+  // A negative minimum makes the field an i32: a wider range would be cut to 32 bits in the fast path.
+  if (min < 0 && (min < -0x80000000 || max > 0x7fffffff)) {
+    throw new Error(`param.int with a negative min is an i32 in the fast path: min and max from -2147483648 to 2147483647, not min ${min}, max ${max}`);
   }
   return {
     description: `a whole number from ${min} to ${max}`,
@@ -363,8 +371,12 @@ export const param = {
     // A default list of texts (['10.0.0.0/8']) is written as a config writes it: its items are parsed by `item`.
     spec(listType(o?.item ?? (types.string as unknown as ParamType<T>)), doc, o as ParamOptions<T[]>,
       Array.isArray(o?.default) && o.default.length > 0 && o.default.every((v) => typeof v === 'string')),
-  /** A whole number from min to max: `NAME: u32` (i32 when min < 0, u64 when max does not fit 32 bits). */
-  int: (doc: string, min: number, max: number, o?: ParamOptions<number>) => spec(intType(min, max), doc, o),
+  /** A whole number from min to max: `NAME: u32` (i32 when min < 0, so min and max within ±2^31; u64 when max does not fit 32 bits). */
+  int: (doc: string, min: number, max: number, o?: ParamOptions<number>) => {
+    // Before the range: a forgotten doc shifts the arguments, and that is what to say.
+    documented(doc);
+    return spec(intType(min, max), doc, o);
+  },
   /** One of `values`: `NAME: u8`, the value's index in the list. */
   enum: <const V extends string>(doc: string, values: readonly V[], o?: ParamOptions<V>) => spec(enumType(values), doc, o),
   /** A type of the element's own (parse throws ParamTypeError for a bad value; `fast` lays out its fields, if any). */

@@ -9,6 +9,7 @@ import { generateGraph } from './codegen.ts';
 import { compileGraph, sourceLocation, type CompiledGraph } from './compile.ts';
 import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
 import { Meta, slotRoom, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
+import { amount } from './report.ts';
 import { expansionOf, clonesOf, setUpBy, paramsReadBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
 import { ConfigError, ConfigErrors, EnvironmentError, StallError } from './errors.ts';
 import type { ParamTypeError } from './params.ts';
@@ -778,24 +779,45 @@ export class Pipeline {
   /**
    * Slots that did not come back by the end of a run, beyond those elements say they hold (ARPQuerier's waiting
    * packets): packets an element neither pushed on nor dropped. Said once, with the elements that passed on fewer
-   * packets than they took.
+   * packets than they took. And slots given back twice: packets an element handed on twice.
    */
   private logLostSlots(): void {
     const v = this.arena.view;
-    const stashed = this.threads === 'inline' ? 0 : this.shards.reduce((n, s) => n + v.getUint32(s.memory.stash, true), 0);
+    const stacks = [this.freeStack, ...(this.threads === 'inline' ? [] : this.shards.map((s) => s.memory.stash))];
+    const free = new Set<number>();
+    let given = 0;
+    for (const stack of stacks) {
+      for (let i = 0; i < v.getUint32(stack, true); i++) free.add(v.getUint32(stack + 8 + 4 * i, true));
+      given += v.getUint32(stack, true);
+    }
+    if (given > free.size) {
+      const over = this.overElements();
+      this.log(`${amount(given - free.size, 'packet slot')} came back more than once: an element handed a packet on twice (pushed it to two outputs, `
+        + 'or dropped it and pushed it too), so packets shared a slot and were lost or overwritten; hand each packet on once (a copy is '
+        + `clonePacket(p))${over.length ? `; these passed on more packets than they took: ${over.join(', ')}` : ''}`);
+    }
     const holding = this.graph.nodes.reduce((n, node) => n + (node.type.holding?.(this.view(node.name)) ?? 0), 0);
-    const lost = this.config.poolSlots - v.getUint32(this.freeStack, true) - stashed - this.heldCount() - holding;
+    const lost = this.config.poolSlots - free.size - this.heldCount() - holding;
     if (lost <= 0) return;
     this.log(`${lost} packets were neither sent on nor dropped: an element must push (out.push) or drop (dropPacket) every packet it `
       + `receives, or its slot is lost for the rest of the run; these passed on fewer packets than they took: ${this.shortElements().join(', ')}`);
   }
 
+  /** The elements that make no packets (no `clones`) and passed on more than they took, each with its counts. */
+  private overElements(): string[] {
+    return this.elementCounts().filter((e) => e.out > e.in && !clonesOf(e.n.type, e.n.instance.params)).map((e) => `'${e.n.name}' (${e.n.type.type}) ${e.in} in, ${e.out} out`);
+  }
+
   /** The elements that passed on fewer packets than they took (those that drop packets are among them), each with its counts. */
   private shortElements(): string[] {
+    return this.elementCounts().filter((e) => e.in > e.out).map((e) => `'${e.n.name}' (${e.n.type.type}) ${e.in} in, ${e.out} out`);
+  }
+
+  /** Each element with outputs (not sources and sinks): the packets it took and the packets it passed on. */
+  private elementCounts(): { n: GraphNode; in: number; out: number }[] {
     const stats = this.stats();
     return this.graph.nodes.filter((n) => n.type.kind === 'element' && n.outputs.length > 0)
-      .map((n) => ({ n, in: stats[n.name].in, out: stats[n.name].out.reduce((a, b) => a + b, 0) })).filter((e) => e.in > e.out)
-      .map((e) => `'${e.n.name}' (${e.n.type.type}) ${e.in} in, ${e.out} out`);
+      .map((n) => ({ n, in: stats[n.name].in, out: stats[n.name].out.reduce((a, b) => a + b, 0) }));
   }
 
   /**

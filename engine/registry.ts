@@ -5,6 +5,7 @@ import { register } from 'node:module';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MERGE_RULES, type ElementDefinition, type ElementType, type PortSpec } from './element.ts';
+import { didYouMean } from './errors.ts';
 import { elementLayout } from './layout.ts';
 import { FAST_TYPES, param, ParamTypeError } from './params.ts';
 
@@ -87,19 +88,28 @@ async function loadElement(dir: string): Promise<ElementType> {
   // An element without parameters may leave `params` out.
   const params = kind === 'source' ? { ...definition.params, steer: STEER_PARAM } : definition.params ?? {};
   const element: ElementType = { ...definition, params, dir, kind };
-  checkDeclaration(element);
+  checkDeclaration(element, Object.keys(definition));
   return element;
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** What the engine counts of every element (ElementStats), under names no state field or handler may take. */
+const ENGINE_COUNTS = ['type', 'in', 'out', 'unconnected_drops'];
+/** The keys of ElementDefinition: a declaration's other keys are typos (element.ts is loaded without type checks). */
+const DEFINITION_KEYS = ['type', 'summary', 'description', 'inputs', 'outputs', 'params', 'state', 'handlers', 'warnings', 'invalid', 'holding',
+  'example', 'varies', 'expands', 'clones', 'source', 'sink', 'check', 'live', 'ioExports', 'periodic', 'steer', 'tick', 'firstFragmentFirst', 'specialize'];
 
 /**
  * What the compiler would otherwise report in files the author never sees (the generated layout and graph): names
  * that are no identifiers or that two fields share (checkProcessFile: a process.ts missing, or a function the engine calls).
  */
-function checkDeclaration(element: ElementType): void {
+function checkDeclaration(element: ElementType, keys: string[]): void {
   const file = join(element.dir, 'element.ts');
   const problems: string[] = [];
+  for (const key of keys.filter((k) => !DEFINITION_KEYS.includes(k))) {
+    const guess = didYouMean(key, DEFINITION_KEYS);
+    problems.push(`'${key}' is not a key of an element's declaration${guess ? ` (did you mean '${guess}'?)` : ''}`);
+  }
   problems.push(...shapeProblems(element));
   if (!IDENTIFIER.test(element.type)) problems.push(`type '${element.type}' is not a name the generated code can use: letters, digits and _, not first a digit`);
   for (const [what, names] of [['parameter', Object.keys(element.params)], ['state field', Object.keys(element.state ?? {})]] as const) {
@@ -110,6 +120,10 @@ function checkDeclaration(element: ElementType): void {
   if (element.state && reset) problems.push(`${reset} named 'reset' would hide the handler that zeroes the counters; rename it`);
   // `--set NAME.type=...` and a config's `type:` key name the element's type.
   if ('type' in element.params) problems.push(`a parameter named 'type' could never be set: \`type:\` in a config names the element's type; rename it`);
+  // The engine's own counts of every element sit beside its counters in stats and /metrics: one name, one value.
+  for (const name of [...Object.keys(element.state ?? {}), ...Object.keys(element.handlers ?? {})]) {
+    if (ENGINE_COUNTS.includes(name)) problems.push(`'${name}' is the engine's own count of the element's packets (${ENGINE_COUNTS.join(', ')}): name your state field or handler otherwise`);
+  }
   for (const [name, s] of Object.entries(element.state ?? {})) {
     const functions = s.kind === 'flow-table' ? ['capacity', 'timeout'] : s.kind === 'data' ? ['size', 'init'] : [];
     const missing = functions.filter((f) => typeof (s as unknown as Record<string, unknown>)[f] !== 'function');
@@ -142,6 +156,10 @@ function shapeProblems(element: ElementType): string[] {
   for (const [name, spec] of Object.entries(element.params)) if (spec.badDefault) problems.push(`parameter '${name}'${spec.badDefault}`);
   for (const [name, h] of Object.entries(element.handlers ?? {})) {
     if (typeof h?.read !== 'function' && typeof h?.write !== 'function') problems.push(`handler '${name}' has neither read nor write: give it one of them, or both`);
+    if (typeof h?.doc !== 'string' || !h.doc.trim()) problems.push(`handler '${name}': doc, the line that documents it, is missing`);
+  }
+  for (const [name, s] of Object.entries(element.state ?? {})) {
+    if (typeof s?.doc !== 'string' || !s.doc.trim()) problems.push(`state '${name}': its first argument, the line that documents it, is missing`);
   }
   const fastType = (type: unknown) => (FAST_TYPES as readonly unknown[]).includes(type);
   // A rule the engine does not know would merge the shards' values by none of them (min, as it fell through).

@@ -21,7 +21,7 @@ const PACKETS = 20000;
  * TTL FaultOn acts on, and c.yaml: `head` (top-level settings), FromPcap (`source` adds its options) -> FaultOn `fault`
  * -> `rest`; returns the (first) poisoned packet's first 64 bytes in hex.
  */
-function writeFaultyConfig(dir: string, args: string[], poisoned: number | number[], fault: 'crash' | 'spin', source = '', rest = 'drop: { type: Discard }', head = ''): string {
+function writeFaultyConfig(dir: string, args: string[], poisoned: number | number[], fault: 'crash' | 'spin' | 'twice', source = '', rest = 'drop: { type: Discard }', head = ''): string {
   const trace = join(dir, 'trace.pcap');
   execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), ...args, '-o', trace]);
   const bytes = readFileSync(trace);
@@ -262,6 +262,20 @@ connections:
   assert.instance(error, StallError);
   assert.match(error!.message, /0 of 1024 slots are free/);
   assert.match(error!.message, /passed on fewer packets than they took: 'lose' \(FaultOn\) \d+ in, 0 out$/, 'CheckIPHeader passed all it took: not named');
+});
+
+test('an element that hands a packet on twice (drops it and pushes it too) is told of at the end of the run', async () => {
+  const dir = tempDir();
+  try {
+    writeFaultyConfig(dir, ['-n', '2000', '-f', '20', '--seed', '3'], [100, 900, 1700], 'twice');
+    for (const threads of ['inline', 'worker'] as const) {
+      const logs: string[] = [];
+      await (await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 1, threads, log: (m) => logs.push(m) })).run();
+      assert.match(logs.join('\n'), /\d+ packet slots? came back more than once: an element handed a packet on twice \(pushed it to two outputs, or dropped it and pushed it too\)/, threads);
+    }
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test('a shard worker that fails before it is ready ends its start with the error, not a hang', async () => {

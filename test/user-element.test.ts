@@ -433,6 +433,20 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     assert.match(checkWith(elementFile, 'example:', "warnings: () => ['oops'] as any, example:"),
       `fc (FlowCount): ${elementFile}: warnings() returned "oops", not a list of { param, message, hint?, at? } (ParamWarning)`);
     assert.match(checkWith(elementFile, "summary: 'counts packets per IPv4 5-tuple in a flow table',", ''), 'summary: the line `wirepath elements` lists, as a string, is missing');
+    // A misspelt key was ignored: the handlers it declared did not exist, the example was never shown.
+    assert.match(checkWith(elementFile, 'example:', 'exmaple:'), "'exmaple' is not a key of an element's declaration (did you mean 'example'?)");
+    // The engine's own counts: a counter named 'in' showed in place of the packets the element took.
+    assert.match(checkWith(elementFile, 'not_ipv4: state', 'in: state'),
+      "'in' is the engine's own count of the element's packets (type, in, out, unconnected_drops): name your state field or handler otherwise");
+    assert.match(checkWith(elementFile, "state.counter('flows seen for the first time (or again after expiring)')", 'state.counter(undefined as any)'),
+      "state 'new_flows': its first argument, the line that documents it, is missing");
+    assert.match(checkWith(elementFile, 'example:', "handlers: { odd: { read: () => 1 } as any }, example:"), "handler 'odd': doc, the line that documents it, is missing");
+    // A negative minimum makes an i32: 5000000000 reached the fast path as 705032704.
+    assert.match(checkWith(elementFile, "param.int('most flows tracked at once', 1, 1 << 24, { default: 65536 })", "param.int('most flows tracked at once', -1, 2 ** 40, { default: 65536 })"),
+      'param.int with a negative min is an i32 in the fast path: min and max from -2147483648 to 2147483647, not min -1, max 1099511627776');
+    // A forgotten doc shifts the arguments: that is what is said, not the range.
+    assert.match(checkWith(elementFile, "param.int('most flows tracked at once', 1, 1 << 24, { default: 65536 })", '(param.int as any)(1, 1 << 24)'),
+      "a parameter's first argument is the line that documents it, not 1");
     assert.match(checkWith(processFile, 'export function process(', 'export function processBatch('),
       `config.yaml:6:16: ${processFile} must export function process(self: FlowCountState, batch: Batch, out: Outputs): void\n  hint: the README's "Writing an element" shows the functions process.ts exports`);
   } finally {
