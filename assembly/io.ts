@@ -44,6 +44,11 @@ export const IO_CLOCK_FLOOR: u32 = 64;
 export const IO_CLOCK_SHIFTS: u32 = 72;
 const CLOCK_SHIFT_UNSET: u64 = u64.MAX_VALUE;
 const MILLISECOND: u64 = 1_000_000;
+/**
+ * Packets for a sink whose frame an element made run past its slot (p.length too large for where the frame starts): dropped,
+ * not written, since the bytes past the slot are other packets' (u64).
+ */
+export const IO_OVERLONG: u32 = 80;
 export const STEER_FLOW: u8 = 0;
 export const STEER_SOURCE: u8 = 1;
 export const STEER_DESTINATION: u8 = 2;
@@ -66,6 +71,7 @@ export const SHARD_RECORD: u32 = 32;
 let io: usize = 0;
 let freeSlots: Stack = changetype<Stack>(0);
 let freshRoom: u32 = 0;
+let slotBytes: u32 = 0;
 
 /** The graph's `steer` functions of elements, by source (set by the generated entry). */
 let elementSteering: (p: Packet, self: usize) => u32 = (p: Packet, self: usize): u32 => 0;
@@ -77,7 +83,8 @@ export function ioSetElementSteering(steering: (p: Packet, self: usize) => u32):
 export function ioInit(context: usize): void {
   io = context;
   freeSlots = changetype<Stack>(load<u32>(context, IO_FREE_STACK));
-  freshRoom = load<u32>(context, IO_SLOT_SIZE) - DEFAULT_DATA_OFFSET;
+  slotBytes = load<u32>(context, IO_SLOT_SIZE);
+  freshRoom = slotBytes - DEFAULT_DATA_OFFSET;
   const shards = load<u32>(context, IO_SHARD_COUNT);
   for (let s: u32 = 0; s < shards; s++) {
     const rec = shardRecord(s);
@@ -540,6 +547,11 @@ export function ioCollect(): u32 {
           p.port &= ~PORT_RESTEER;
           enqueueSteered(p, load<u32>(io, IO_STEER));
           resteered++;
+          continue;
+        }
+        if (<u32>p.dataOffset + p.length > slotBytes) {
+          store<u64>(io, load<u64>(io, IO_OVERLONG) + 1, IO_OVERLONG);
+          freeSlots.push(entry);
           continue;
         }
         changetype<Batch>(load<u32>(sinks + (<usize>p.port << 2))).push(p);

@@ -106,6 +106,7 @@ export function metrics(pipeline: Pipeline): string {
     add('wirepath_shard_resteered_again_total', 'packets an element handed back to the dispatcher a second time (dropped)', { shard: shard.shard }, shard.resteered_again);
   }
   add('wirepath_pool_exhausted_total', 'packets not read for want of a free slot', {}, runtime.pool_exhausted);
+  add('wirepath_overlong_total', 'packets for a sink whose length an element made run past their slot (dropped)', {}, runtime.overlong);
   add('wirepath_later_fragments_waited_total', 'later fragments that waited for their datagram\'s first fragment', {}, runtime.later_fragments_waited);
   add('wirepath_later_fragments_without_first_total', 'later fragments that went on without their first fragment', {}, runtime.later_fragments_without_first);
   for (const s of series.values()) lines.push(...s);

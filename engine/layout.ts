@@ -20,7 +20,7 @@ export const ShardContext = { rxRing: 0, outRing: 4, stash: 8, slotSize: 12, bat
 /** assembly/shard.ts BATCH_SCRATCH_BYTES: each shard's scratch for elements' per-batch arrays. */
 export const BATCH_SCRATCH_BYTES = 16384;
 /** assembly/io.ts */
-export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, sourceSteering: 44, steeringState: 48, fragments: 52, order: 56, clockFloor: 64, clockShifts: 72, size: 80, shardRecord: 32 } as const;
+export const IoContext = { freeStack: 0, shardCount: 4, shards: 8, buckets: 12, bucketMask: 16, sinks: 20, noSlot: 24, slotSize: 32, steer: 36, held: 40, sourceSteering: 44, steeringState: 48, fragments: 52, order: 56, clockFloor: 64, clockShifts: 72, overlong: 80, size: 88, shardRecord: 32 } as const;
 /** assembly/io.ts IO_STEER bits and the area where later fragments wait for their first (FRAGMENTS_*). */
 export const Steering = { buckets: 1, fragments: 2, hash: 4, orderFragments: 0x80 } as const;
 /** assembly/order.ts ORDER_*: the area where the order of moving buckets' packets is watched. */

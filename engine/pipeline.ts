@@ -767,6 +767,8 @@ export class Pipeline {
     const total = (counter: 'overrun' | 'resteered_again') => [...this.shards, ...this.retired].reduce((n, s) => n + s.counters()[counter], 0);
     const overrun = total('overrun'), again = total('resteered_again');
     if (overrun) this.log(`${overrun} packets dropped: an element pushed them to an output whose batch was full, sending more packets to one output than it received; declare \`expands\` in its element.ts`);
+    const overlong = Number(this.arena.view.getBigUint64(this.ioContext + IoContext.overlong, true));
+    if (overlong) this.log(`${amount(overlong, 'packet')} not given to a sink: an element made its length run past its slot (the bytes there are other packets'); check packetRoom(p) before growing a frame`);
     if (again) this.log(`${again} packets dropped: an element handed them back to the dispatcher (resteer) a second time; check PACKET_RESTEERED in flags before resteer`);
     const misrouted = [...this.shards, ...this.retired].map((s) => s.counters()).filter((c) => c.misrouted);
     if (misrouted.length) {
@@ -1712,7 +1714,7 @@ export class Pipeline {
   }
 
   /** Counters of the runtime itself: per shard batches, packets and drops; pool exhaustion. */
-  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number; misrouted: number; misrouted_by: number; ring_full_drops: number }[]; pool_exhausted: number; later_fragments_waited: number; later_fragments_without_first: number } {
+  runtimeStats(): { shards: { shard: number; batches: number; packets: number; no_buffer: number; resteered_again: number; overrun: number; misrouted: number; misrouted_by: number; ring_full_drops: number }[]; pool_exhausted: number; overlong: number; later_fragments_waited: number; later_fragments_without_first: number } {
     const v = this.arena.view;
     return {
       shards: this.shards.map((shard) => ({
@@ -1721,6 +1723,7 @@ export class Pipeline {
         ring_full_drops: Number(v.getBigUint64(this.shardRecords + shard.id * IoContext.shardRecord + 16, true)),
       })),
       pool_exhausted: Number(v.getBigUint64(this.ioContext + IoContext.noSlot, true)),
+      overlong: Number(v.getBigUint64(this.ioContext + IoContext.overlong, true)),
       later_fragments_waited: Number(v.getBigUint64(this.fragments + FragmentArea.waited, true)),
       later_fragments_without_first: Number(v.getBigUint64(this.fragments + FragmentArea.unmatched, true)),
     };
