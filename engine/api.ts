@@ -2,7 +2,7 @@
 export { defineElement, state } from './element.ts';
 export type { ElementDefinition, ParamWarning, SourceDriver, SinkDriver, IoContext, ElementView, TableEntry, HandlerSpec, PortSpec, ReloadedElement } from './element.ts';
 export { param, ParamTypeError } from './params.ts';
-export { makeFolders } from './files.ts';
+export { makeFolders, unwritable } from './files.ts';
 // The parameter types themselves (types.cidr, types.port, ...): the `item` of a list parameter, or parts of a custom type.
 export { types, intType, parseIPv4, formatIPv4, parseCidr, type Cidr } from './params.ts';
 export type { ParamType, ValueLocation } from './params.ts';

@@ -319,11 +319,12 @@ export interface ElementDefinition {
   source?: (ctx: IoContext) => SourceDriver;
   sink?: (ctx: IoContext) => SinkDriver;
   /**
-   * For a source or sink that opens something outside (a network device): checks without opening it what opening
-   * would need (the interface exists, is up and its frames fit a slot), throwing what opening would throw. A reload
-   * runs it for the new config before it stops the running pipeline, so that such a config changes nothing.
+   * For an element that opens something outside (a network device, a file it writes): checks without opening it what
+   * opening would need (the interface exists, is up and its frames fit a slot; the file's folder can be written),
+   * throwing what opening would throw. A reload runs it for the new config before it stops the running pipeline, so
+   * that such a config changes nothing. `configFile`: the config's path, which relative file parameters start from.
    */
-  check?: (ctx: { name: string; params: any; slotRoom: number }) => void;
+  check?: (ctx: { name: string; params: any; slotRoom: number; configFile: string }) => void;
   /**
    * A source the outside world feeds at its own pace (a network device), whose kernel side needs CPU
    * too: with `threads: auto` on two cores or fewer, its graph runs on the I/O thread.

@@ -559,9 +559,10 @@ export class Pipeline {
     this.openSources((node) => !node.type.live);
   }
 
-  /** Runs the sources' and sinks' checks of what they will open (ElementDefinition.check): before a reload takes over. */
+  /** Runs the elements' checks of what they will open (ElementDefinition.check): before a reload takes over. */
   checkOpenable(): void {
-    for (const node of this.graph.nodes) atElement(node, () => node.type.check?.({ name: node.name, params: node.instance.params, slotRoom: slotRoom(this.config.slotSize) }));
+    const slots = slotRoom(this.config.slotSize);
+    for (const node of this.graph.nodes) atElement(node, () => node.type.check?.({ name: node.name, params: node.instance.params, slotRoom: slots, configFile: this.config.file }));
   }
 
   /** Closes the sources opened so far, of a pipeline that will not run (a reload refused or abandoned). */

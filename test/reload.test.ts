@@ -67,6 +67,24 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     const device = await ctl('reload', join(dir, 'device.yaml'));
     assert.is(device.status, 1);
     assert.match(device.stderr, /400 \S+device\.yaml:\d+:\d+: drop: wpnosuch0: no such device in this network namespace\n {2}hint: /);
+    // A capture or a block log under a regular file (ENOTDIR): before, the reload was answered and the run then ended.
+    writeFileSync(join(dir, 'capture.yaml'), config('').replace('  drop: { type: Discard }', '  drop: { type: ToPcap, file: a.yaml/sub/out.pcap }'));
+    const capture = await ctl('reload', join(dir, 'capture.yaml'));
+    assert.is(capture.status, 1);
+    assert.ok(capture.stderr.includes(`400 ${join(dir, 'capture.yaml')}:6:3: drop: cannot write ${join(dir, 'a.yaml/sub/out.pcap')}: ENOTDIR\n  hint: check that the folder`), capture.stderr);
+    writeFileSync(join(dir, 'log.yaml'), `elements:
+  gen: { type: Generator, count: 0, flows: 50, timing: original, rate: 20000 }
+  back: { type: Generator, count: 0, flows: 5, timing: original, rate: 10 }
+  nat: { type: NAT, pool: [203.0.113.0/24], log: a.yaml/blocks.log }
+  drop: { type: Discard }
+connections:
+  - gen -> nat -> drop
+  - back -> [1]nat
+  - nat[1] -> drop
+`);
+    const log = await ctl('reload', join(dir, 'log.yaml'));
+    assert.is(log.status, 1);
+    assert.ok(log.stderr.includes(`nat: cannot write the block log ${join(dir, 'a.yaml/blocks.log')}: ENOTDIR`), log.stderr);
     const before = await packets();
     assert.ok(before >= 500, 'still running the old config');
     await new Promise((r) => setTimeout(r, 300));

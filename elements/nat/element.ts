@@ -1,6 +1,6 @@
 import { openSync, writeSync, closeSync, statSync, fstatSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { defineElement, makeFolders, param, state, ParamTypeError, type ParamType, type ElementView, type TableEntry } from '../../engine/api.ts';
+import { defineElement, makeFolders, param, state, unwritable, ParamTypeError, type ParamType, type ElementView, type TableEntry } from '../../engine/api.ts';
 import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
 import { poolLayout, writePool, blocksInUse, heldCounts, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
@@ -269,6 +269,12 @@ export default defineElement({
       writeLog(view, call);
     },
   },
+  // A reload whose log cannot be written changes nothing (opened at the first periodic call, it ended the new pipeline).
+  check: ({ name, params, configFile }) => {
+    const path = logPath(params, configFile);
+    const why = path && path !== '-' ? unwritable(path) : undefined;
+    if (why) throw cannotWriteLog(name, path!, why);
+  },
   steer: 'each packet goes to the shard of its subscriber: the inside source that sent it, or the one that holds its destination '
     + 'port block (for an ICMP error, the block of the packet it quotes); for sources on the outside, or carrying both directions',
   tick: 'on real time (--clock wall, or devices as the only sources) a quiet shard still gives back the port blocks whose mappings '
@@ -443,6 +449,9 @@ const MOST_WAITING = 1_000_000;
  */
 interface BlockLog { write(lines: string[]): void; close(): void; followRotation(): void }
 
+const cannotWriteLog = (name: string, path: string, why: string | undefined) =>
+  new EnvironmentError(`${name}: cannot write the block log ${path}: ${why}`, 'check that the folder can be created and written');
+
 function openLog(view: ElementView, path: string): BlockLog {
   if (path === '-') {
     // Standard output, unless the results take it (run --json).
@@ -454,7 +463,7 @@ function openLog(view: ElementView, path: string): BlockLog {
       makeFolders(dirname(path));
       return openSync(path, 'a');
     } catch (e) {
-      throw new EnvironmentError(`${view.name}: cannot write the block log ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
+      throw cannotWriteLog(view.name, path, (e as NodeJS.ErrnoException).code);
     }
   };
   let fd = open();

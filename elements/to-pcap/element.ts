@@ -1,6 +1,6 @@
 import { closeSync, constants, existsSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
-import { defineElement, makeFolders, param, state, type IoContext, type SinkDriver } from '../../engine/api.ts';
+import { defineElement, makeFolders, param, state, unwritable, type IoContext, type SinkDriver } from '../../engine/api.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
 
 const BUFFER = 1 << 20;
@@ -30,6 +30,11 @@ export default defineElement({
   },
   ioExports: ['writePcap', 'skipPcap'],
   sink: (ctx) => new PcapWriter(ctx),
+  check: ({ name, params, configFile }) => {
+    const path = resolve(dirname(configFile), params.file);
+    const why = unwritable(path);
+    if (why) throw new EnvironmentError(`${name}: cannot write ${path}: ${why}`, CANNOT_WRITE);
+  },
   example: 'out: { type: ToPcap, file: out.pcap }',
 });
 
@@ -46,6 +51,8 @@ function continues(path: string, header: Buffer): boolean {
     return false;
   }
 }
+
+const CANNOT_WRITE = 'check that the folder can be created and written';
 
 /** The most bytes a non-blocking pipe takes whole or not at all (PIPE_BUF on Linux): a record is never split in a FIFO. */
 const PIPE_BUF = 4096;
@@ -86,7 +93,7 @@ class PcapWriter implements SinkDriver {
       if (probe !== undefined && !this.dropsWhenFull) closeSync(probe);
     } catch (e) {
       if (e instanceof EnvironmentError) throw e;
-      throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, 'check that the folder can be created and written');
+      throw new EnvironmentError(`${ctx.name}: cannot write ${path}: ${(e as NodeJS.ErrnoException).code}`, CANNOT_WRITE);
     }
     try {
       // Into a FIFO that drops, the header goes first whenever the pipe has room.
