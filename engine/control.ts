@@ -9,7 +9,7 @@ import type { Pipeline } from './pipeline.ts';
 import { handlersOf, takesArgument } from './handlers.ts';
 import type { GraphNode } from './graph.ts';
 import { toJson } from './report.ts';
-import { EnvironmentError } from './errors.ts';
+import { ConflictError, EnvironmentError } from './errors.ts';
 
 export interface ControlOptions {
   port: number;
@@ -30,9 +30,18 @@ export interface ControlServer {
 }
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  /** `allow`: of a 405, the methods the path takes (its Allow header). */
+  constructor(readonly status: number, message: string, readonly allow?: string[]) {
     super(message);
   }
+}
+
+/** The methods each path takes (HEAD wherever GET is). */
+function methodsOf(path: string): string[] | undefined {
+  if (path === '/graph' || path === '/stats' || path === '/metrics') return ['GET', 'HEAD'];
+  if (path === '/scale' || path === '/reload' || path === '/snapshot') return ['POST'];
+  if (/^\/elements\/[^/]+\/[^/]+$/.test(path)) return ['GET', 'HEAD', 'PUT'];
+  return undefined;
 }
 
 const MAX_BODY = 1 << 20;
@@ -62,7 +71,8 @@ function parseJson(body: string): any {
 }
 
 function authorised(req: IncomingMessage, token: string): boolean {
-  const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
+  // The scheme's name is case-insensitive (RFC 9110 §11.1).
+  const given = /^Bearer +(.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
   const a = Buffer.from(given), b = Buffer.from(token);
   return a.length === b.length && timingSafeEqual(a, b);
 }
@@ -105,7 +115,10 @@ export function metrics(pipeline: Pipeline): string {
     add('wirepath_shard_misrouted_total', 'packets an element pushed to an output it does not have (dropped)', { shard: shard.shard }, shard.misrouted);
     add('wirepath_shard_resteered_again_total', 'packets an element handed back to the dispatcher a second time (dropped)', { shard: shard.shard }, shard.resteered_again);
   }
+  // These families' names are kept from elements' handlers (engine/registry.ts RUNTIME_FAMILIES).
   add('wirepath_pool_exhausted_total', 'packets not read for want of a free slot', {}, runtime.pool_exhausted);
+  add('wirepath_crashes_total', 'shards restarted after an element trapped', {}, pipeline.crashReports.length);
+  add('wirepath_crash_packets_lost_total', 'packets lost in the batches of crashed shards', {}, pipeline.crashReports.reduce((n, c) => n + c.packets_lost, 0));
   add('wirepath_overlong_total', 'packets for a sink whose length an element made run past their slot (dropped)', {}, runtime.overlong);
   add('wirepath_later_fragments_waited_total', 'later fragments that waited for their datagram\'s first fragment', {}, runtime.later_fragments_waited);
   add('wirepath_later_fragments_without_first_total', 'later fragments that went on without their first fragment', {}, runtime.later_fragments_without_first);
@@ -131,8 +144,12 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
   const route = async (req: IncomingMessage): Promise<unknown> => {
     const pipeline = target.pipeline();
     const url = new URL(req.url ?? '/', 'http://control');
-    const method = req.method ?? 'GET';
-    const changes = method !== 'GET' && method !== 'HEAD';
+    const allowed = methodsOf(url.pathname);
+    if (!allowed) throw new HttpError(404, `no ${url.pathname}; see the README's control API section`);
+    if (!allowed.includes(req.method ?? 'GET')) throw new HttpError(405, `${url.pathname} takes ${allowed.join(', ')}, not ${req.method}`, allowed);
+    // HEAD is answered as GET is, without the body (Node leaves it out).
+    const method = req.method === 'HEAD' ? 'GET' : req.method ?? 'GET';
+    const changes = method !== 'GET';
     if (changes && !authorised(req, token)) {
       throw new HttpError(401, req.headers.authorization
         ? 'this call changes the pipeline, and the token sent is not the pipeline\'s: use the one it printed at start (or was given with --token)'
@@ -146,7 +163,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       };
     }
     if (method === 'GET' && url.pathname === '/stats') {
-      return { elements: pipeline.stats(), runtime: pipeline.runtimeStats(), scale_events: pipeline.scaleReports };
+      return { elements: pipeline.stats(), runtime: pipeline.runtimeStats(), scale_events: pipeline.scaleReports, crashes: pipeline.crashReports };
     }
     if (method === 'GET' && url.pathname === '/metrics') return { text: metrics(pipeline) };
     if (handler && (method === 'GET' || method === 'PUT')) {
@@ -209,6 +226,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
         const errors = (e as { errors?: { format(): string }[] }).errors;
         // A file or device it cannot open is said with its element's place in the config and its hint.
         const said = (e instanceof EnvironmentError ? e.format() : (e as Error).message);
+        if (e instanceof ConflictError) throw new HttpError(409, said);
         throw new HttpError(400, errors ? `the new config is invalid; nothing changed:\n${errors.map((x) => x.format()).join('\n')}` : said);
       }
     }
@@ -239,7 +257,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       res.end(body);
     }, (e) => {
       const status = e instanceof HttpError ? e.status : 500;
-      res.writeHead(status, { 'content-type': 'application/json' });
+      res.writeHead(status, { 'content-type': 'application/json', ...(e instanceof HttpError && e.allow ? { allow: e.allow.join(', ') } : {}) });
       res.end(JSON.stringify({ error: (e as Error).message }) + '\n');
     });
   });
@@ -248,7 +266,12 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
     server.listen(options.port, host, () => {
       const address = server.address();
       const port = typeof address === 'object' && address ? address.port : options.port;
-      resolve({ url: `http://${host}:${port}`, token, close: () => new Promise((r) => server.close(() => r())) });
+      // A request half sent (a body that never comes) would hold the stop for minutes: its connection is closed too.
+      const close = () => new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      });
+      resolve({ url: `http://${host}:${port}`, token, close });
     });
   });
 }

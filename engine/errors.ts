@@ -51,6 +51,14 @@ export class EnvironmentError extends Error {
   }
 }
 
+/** A request the pipeline cannot take now, for another under way or its stop (the control API's 409). */
+export class ConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConflictError';
+  }
+}
+
 /** A pipeline that stopped moving (the stall watch in pipeline.ts): its message says what is stuck. */
 export class StallError extends Error {
   constructor(message: string) {

@@ -1006,6 +1006,7 @@ export class Pipeline {
     if (!Number.isInteger(target) || target < 1 || target > MAX_SHARDS) throw new RangeError(`shard count must be a whole number from 1 to ${MAX_SHARDS}`);
     if (!this.started) throw new Error('the pipeline is not running (a reload may be putting its new config in place): try again in a moment');
     if (this.stopRequested || this.loopExited) throw new Error('the pipeline is stopping (stopped, or a reload takes its place): there is nothing to scale');
+    if (this.reloadPending) throw new Error('a reload is putting a new config in place, which runs on its own shard count: scale once it has taken over');
     if (this.scaling) throw new Error('a scale event is already in progress');
     if (this.readingState) throw new Error('a snapshot is being taken: scale once it is written');
     if (target > 1) this.checkSteering();
@@ -1288,6 +1289,8 @@ export class Pipeline {
   /** Each shard's own part of the last snapshot's tables that add up over shards: a crashed shard takes back only its own. */
   private lastSnapshotParts = new Map<Shard, Map<string, Buffer>>();
   readonly crashReports: CrashReport[] = [];
+  /** A reload is making the pipeline that will replace this one (Supervisor.reload): no scale event meanwhile. */
+  reloadPending = false;
 
   /**
    * A shard's fast path threw. Report the element that was running and the batch it was on, skip

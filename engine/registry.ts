@@ -95,6 +95,8 @@ async function loadElement(dir: string): Promise<ElementType> {
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** What the engine counts of every element (ElementStats), under names no state field or handler may take. */
 const ENGINE_COUNTS = ['type', 'in', 'out', 'unconnected_drops'];
+/** The engine's own /metrics families beside wirepath_element_* and wirepath_shard_* (engine/control.ts metrics), without _total. */
+const RUNTIME_FAMILIES = ['pool_exhausted', 'crashes', 'crash_packets_lost', 'overlong', 'later_fragments_waited', 'later_fragments_without_first'];
 /** The keys of ElementDefinition: a declaration's other keys are typos (element.ts is loaded without type checks). */
 const DEFINITION_KEYS = ['type', 'summary', 'description', 'inputs', 'outputs', 'params', 'state', 'handlers', 'warnings', 'invalid', 'holding',
   'example', 'varies', 'expands', 'clones', 'source', 'sink', 'check', 'live', 'ioExports', 'periodic', 'steer', 'tick', 'firstFragmentFirst', 'specialize'];
@@ -123,6 +125,11 @@ function checkDeclaration(element: ElementType, keys: string[]): void {
   // The engine's own counts of every element sit beside its counters in stats and /metrics: one name, one value.
   for (const name of [...Object.keys(element.state ?? {}), ...Object.keys(element.handlers ?? {})]) {
     if (ENGINE_COUNTS.includes(name)) problems.push(`'${name}' is the engine's own count of the element's packets (${ENGINE_COUNTS.join(', ')}): name your state field or handler otherwise`);
+    // In /metrics a handler NAME is wirepath_NAME(_total): it must not be one of the engine's own families.
+    const family = name.replace(/_total$/, '');
+    if (/^(element|shard)_/.test(family) || RUNTIME_FAMILIES.includes(family)) {
+      problems.push(`'${name}' would be /metrics' wirepath_${family}_total, one of the engine's own series: name your state field or handler otherwise`);
+    }
   }
   for (const [name, s] of Object.entries(element.state ?? {})) {
     const functions = s.kind === 'flow-table' ? ['capacity', 'timeout'] : s.kind === 'data' ? ['size', 'init'] : [];

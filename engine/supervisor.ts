@@ -2,6 +2,7 @@
 // pipeline keeps running, so a config that fails changes nothing; then the old one is drained, and
 // the elements that keep their name and type carry their state (scalars and tables) into the new one.
 
+import { ConflictError } from './errors.ts';
 import { loadConfig, type LoadOptions } from './config.ts';
 import { Pipeline, withResult, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
 
@@ -25,6 +26,8 @@ export interface ReloadReport {
 export class Supervisor {
   private next: { pipeline: Pipeline; done: (r: ReloadReport) => void; fail: (e: Error) => void } | undefined;
   private stopped = false;
+  /** A reload is loading and compiling its config (before it takes over: `next`). */
+  private preparing = false;
   private ended = false;
 
   /** The types of the run's elements, which its --set overrides were given for. */
@@ -101,28 +104,32 @@ export class Supervisor {
    * device that could not be (no such interface, down, frames larger than a slot), and changes nothing when it is invalid.
    */
   async reload(text: string, file?: string): Promise<ReloadReport> {
-    if (this.next) throw new Error('a reload is already in progress');
-    // The run command's --set overrides apply to the new config too (the command line wins over the file), to the
-    // elements it still has with the same type. Without a file, the text's errors are not the running file's.
-    const config = await loadConfig(file ?? this.file, { ...this.load, text, overridesFor: this.overridesFor, label: file ? undefined : POSTED });
-    const pipeline = await Pipeline.create(config, { ...this.options, prefault: false });
-    pipeline.openFileSources();
+    if (this.next || this.preparing) throw new ConflictError('a reload is already in progress');
+    // No scale event while the new config is made: the new pipeline runs on its own shard count, and would undo it.
+    const running = this.current;
+    this.preparing = running.reloadPending = true;
+    let pipeline: Pipeline | undefined;
     try {
+      // The run command's --set overrides apply to the new config too (the command line wins over the file), to the
+      // elements it still has with the same type. Without a file, the text's errors are not the running file's.
+      const config = await loadConfig(file ?? this.file, { ...this.load, text, overridesFor: this.overridesFor, label: file ? undefined : POSTED });
+      pipeline = await Pipeline.create(config, { ...this.options, prefault: false });
+      pipeline.openFileSources();
       pipeline.checkOpenable();
+      // A stop asked for meanwhile stands: the running pipeline's state ends with it (a NAT logs its blocks released).
+      const refused = this.ended ? 'the pipeline has ended: there is nothing to reload' : this.stopped ? 'the pipeline is stopping: there is nothing to reload' : undefined;
+      if (refused) throw new ConflictError(refused);
     } catch (e) {
-      pipeline.closeSources();
+      pipeline?.closeSources();
+      running.reloadPending = false;
       throw e;
+    } finally {
+      this.preparing = false;
     }
-    // A stop asked for meanwhile stands: the running pipeline's state ends with it (a NAT logs its blocks released).
-    const refused = this.ended ? 'the pipeline has ended: there is nothing to reload' : this.stopped ? 'the pipeline is stopping: there is nothing to reload'
-      : this.next ? 'a reload is already in progress' : undefined;
-    if (refused) {
-      pipeline.closeSources();
-      throw new Error(refused);
-    }
+    const next = pipeline;
     return new Promise((done, fail) => {
-      this.next = { pipeline, done, fail };
-      this.current.stop(this.current.carriedInto(pipeline));
+      this.next = { pipeline: next, done, fail };
+      this.current.stop(this.current.carriedInto(next));
     });
   }
 }

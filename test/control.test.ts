@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tempDir, removeDir, cliAsync } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
@@ -103,7 +103,11 @@ test('bad requests get clear 4xx answers and the pipeline keeps running', async 
     ['PUT', '/elements/stats/timeout', { value: '1ms' }, 400, /timeout is read when stats is set up/],
     ['PUT', '/elements/gen/flows', { value: 100000 }, 400, /flows is read when gen is set up/],
     ['PUT', '/elements/gen/rate', { value: 100 }, 400, /rate is read when gen is set up/],
-    ['GET', '/nowhere', undefined, 404, /no GET \/nowhere/],
+    ['GET', '/nowhere', undefined, 404, /no \/nowhere/],
+    // A path the API has, asked with a method it does not take (it said 404, no such path).
+    ['GET', '/scale', undefined, 405, /\/scale takes POST, not GET/],
+    ['POST', '/stats', {}, 405, /\/stats takes GET, HEAD, not POST/],
+    ['DELETE', '/elements/count/packets', undefined, 405, /takes GET, HEAD, PUT, not DELETE/],
     // Before: the argument was ignored, and the answer was for everything; a list was written as its text.
     ['GET', '/elements/count/packets?arg=5', undefined, 400, /count\.packets takes no argument \(given '5'\)/],
     ['PUT', '/elements/count/reset', { value: ['x'] }, 400, /count\.reset: send \{"value": \.\.\.\} with a string .*, not \["x"\]/],
@@ -117,6 +121,13 @@ test('bad requests get clear 4xx answers and the pipeline keeps running', async 
     assert.is(r.status, status, `${method} ${path}`);
     assert.match(r.json.error, message);
   }
+  // A 405 says what the path takes; HEAD is GET without the body; the scheme's name is case-insensitive.
+  const wrong = await fetch(`${control.url}/scale`);
+  assert.is(wrong.headers.get('allow'), 'POST');
+  const head = await fetch(`${control.url}/stats`, { method: 'HEAD' });
+  assert.is(head.status, 200);
+  assert.is(await head.text(), '');
+  assert.is((await fetch(`${control.url}/elements/count/reset`, { method: 'PUT', headers: { authorization: 'bearer secret-token' }, body: '{}' })).status, 200);
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(pipeline.packetsIn() > before, 'still running');
 });
@@ -208,6 +219,18 @@ test('a gauge that holds a time in ns reads exactly (a number would round it), s
   assert.is(handlers.last_seen.read!(view), 1_767_225_607_750_000_001n);
   assert.is(handlers.small.read!(view), 42);
   assert.is(toJson({ last_seen: handlers.last_seen.read!(view), small: handlers.small.read!(view) }), '{"last_seen":"1767225607750000001","small":42}');
+});
+
+test('closing the API closes a connection whose request never ends (a stop waited for it for minutes)', async () => {
+  const api = await startControl({ pipeline: () => pipeline }, { port: 0, token: 'other-token' });
+  const socket = connect(Number(new URL(api.url).port), '127.0.0.1');
+  socket.on('error', () => {});
+  await new Promise((r) => socket.once('connect', r));
+  socket.write('POST /snapshot HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer other-token\r\nContent-Length: 100\r\n\r\n{');
+  await new Promise((r) => setTimeout(r, 100));
+  const closed = await Promise.race([api.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open after 5 s'), 5000).unref())]);
+  assert.is(closed, 'closed');
+  socket.destroy();
 });
 
 test.run();

@@ -13,6 +13,7 @@ import { IoContext } from '../engine/layout.ts';
 import { Shard } from '../engine/shard.ts';
 import { MemoryArena } from '../engine/memory.ts';
 import { StallError } from '../engine/errors.ts';
+import { metrics } from '../engine/control.ts';
 
 const PACKETS = 20000;
 
@@ -148,6 +149,8 @@ test('a crashed batch\'s slots come back to the pool: a run with more crashes th
       assert.is(result.crashes.length, poisoned.length, threads);
       const lost = result.crashes.reduce((n, c) => n + c.packets_lost, 0);
       assert.is(result.elements.drop.in, 12200 - lost, `${threads}: every packet went through or was counted lost`);
+      assert.ok(metrics(pipeline).includes(`\nwirepath_crashes_total{} 40\n`), 'the crashes in /metrics');
+      assert.ok(metrics(pipeline).includes(`\nwirepath_crash_packets_lost_total{} ${lost}\n`), 'and the packets they lost');
       const v = pipeline.arena.view;
       const stashed = threads === 'worker' ? v.getUint32((pipeline as any).shards[0].memory.stash, true) : 0;
       assert.is(v.getUint32((pipeline as any).freeStack, true) + stashed, 1024, `${threads}: every slot is free at the end`);

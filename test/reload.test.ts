@@ -273,6 +273,12 @@ test('a reload refused (another in progress, or the pipeline stopping) leaves no
     const both = await Promise.all([outcome(supervisor.reload(withCapture('other.pcap'))), outcome(supervisor.reload(withCapture('in.pcap')))]);
     // On a busy machine the first may be over before the second's config is built: then both take over, one after the other.
     assert.ok(both.includes('taken over') && both.every((o) => o === 'taken over' || o === 'a reload is already in progress'), both.join());
+    // A scale event asked for while a reload makes its config is refused: the new pipeline would undo it unsaid.
+    while (supervisor.pipeline().packetsIn() < 100) await new Promise((r) => setTimeout(r, 10));
+    const making = outcome(supervisor.reload(withCapture('other.pcap')));
+    const scaled = await supervisor.pipeline().scale(2).then(() => 'scaled', (e: Error) => e.message);
+    assert.match(scaled, /^a reload is putting a new config in place, which runs on its own shard count/, scaled);
+    assert.is(await making, 'taken over');
     const open = (file: string) => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === join(dir, file); } catch { return false; } }).length;
     assert.is(open('in.pcap') + open('other.pcap'), 1, 'descriptors open on the captures: the running config\'s only');
     // The new config reads the capture; the stop comes while it is built.
