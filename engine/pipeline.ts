@@ -368,6 +368,25 @@ export class Pipeline {
   }
 
   /**
+   * The shard of index `id` again, on the memory of the retired one of that index (undefined when there is none), so
+   * that scaling out and in again and again does not grow the memory until it is refused. It goes on from what that one
+   * left: its counters, its cross-flow entries (which the shards' totals already add up) and its rings' places; its
+   * per-flow entries moved away when it retired.
+   */
+  private revive(id: number): Shard | undefined {
+    const at = this.retired.findIndex((s) => s.id === id);
+    if (at < 0) return undefined;
+    const [old] = this.retired.splice(at, 1);
+    // Its receive ring as the I/O side left it: retire() took everything up to the I/O side's head, published or not.
+    const head = this.arena.view.getUint32(this.shardRecords + id * IoContext.shardRecord + 12, true);
+    Atomics.store(this.arena.i32, (old.memory.rxRing + RingLayout.head) >>> 2, head);
+    const shard = new Shard(id, old.memory, this.arena);
+    const parts = this.lastSnapshotParts.get(old);
+    if (parts) this.lastSnapshotParts.set(shard, parts);
+    return shard;
+  }
+
+  /**
    * A shard's clone stash holds the copies of two I/O rounds (the I/O side refills it once a round),
    * and never more than a quarter of the pool, so that sources always find slots.
    */
@@ -1045,12 +1064,14 @@ export class Pipeline {
     this.transferBuffer();
     this.moveMap ||= this.arena.alloc(BUCKETS, 8);
     this.releaseMap ||= this.arena.alloc(BUCKETS, 8);
-    const need = this.arena.used + Math.max(0, target - from) * this.shardBytes;
+    const ids = Array.from({ length: Math.max(0, target - from) }, (_, i) => from + i);
+    const fresh = ids.filter((id) => !this.retired.some((s) => s.id === id));
+    const need = this.arena.used + fresh.length * this.shardBytes;
     if (need > MAX_PAGES * PAGE) {
       throw new RangeError(`${target} shards need ${need} bytes of memory, more than the 4 GiB WebAssembly allows `
         + `(each shard's tables and batches take ${this.shardBytes}): scale to fewer, or make the tables smaller`);
     }
-    const added = Array.from({ length: Math.max(0, target - from) }, (_, i) => this.createShard(from + i));
+    const added = ids.map((id) => this.revive(id) ?? this.createShard(id));
     for (const shard of added) {
       // Not awaited: the buckets start moving (their packets held) at once; the moves wait in its mailbox.
       void this.startShard(shard);
