@@ -183,9 +183,11 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
           throw new HttpError(401, `${element}.${name} shows what users do: ${req.headers.authorization
             ? 'the token sent is not the pipeline\'s: use the one it printed at start (or was given with --token)' : 'send the token as "Authorization: Bearer TOKEN" to read it'}`);
         }
-        const arg = url.searchParams.get('arg') ?? undefined;
-        // A handler that declares no argument would ignore one, and answer for everything instead.
+        const args = url.searchParams.getAll('arg');
+        const arg = args[0];
+        // A handler that declares no argument would ignore one, and answer for everything instead; one that takes one, a second.
         if (arg !== undefined && !takesArgument(h)) throw new HttpError(400, `${element}.${name} takes no argument (given '${arg}')`);
+        if (args.length > 1) throw new HttpError(400, `${element}.${name} takes one argument, not ${args.length} (${args.join(', ')})`);
         try {
           return { element, handler: name, value: h.read(pipeline.view(element), arg) };
         } catch (e) {
@@ -194,6 +196,8 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       }
       if (!h.write) throw new HttpError(405, `${element}.${name} is read-only`);
       const body = parseJson(await readBody(req));
+      const unknown = Object.keys(body).filter((key) => key !== 'value');
+      if (unknown.length) throw new HttpError(400, `${element}.${name}: send {"value": ...}; ${unknown.map((k) => `'${k}'`).join(', ')} is no key of it`);
       if (body.value !== undefined && !['string', 'number', 'boolean'].includes(typeof body.value)) {
         throw new HttpError(400, `${element}.${name}: send {"value": ...} with a string (or a number or true/false), not ${JSON.stringify(body.value)}`);
       }

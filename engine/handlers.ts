@@ -24,7 +24,16 @@ export function handlersOf(type: ElementType): Record<string, Handler> {
       monotonic: s.kind === 'scalar' && s.monotonic,
     };
   }
-  if (state.length) handlers.reset = { doc: 'zeroes the counters', write: (view) => view.reset() };
+  if (state.length) {
+    handlers.reset = {
+      doc: 'zeroes the counters (its state fields, and its packets in and out)',
+      write: (view, value) => {
+        // A value would be taken for an argument (a counter to zero alone, say), and is none.
+        if (value.trim()) throw new Error(`reset takes no value (given '${value}'): it zeroes every counter of the element`);
+        view.reset();
+      },
+    };
+  }
   // A read that takes an argument (a subscriber to show) has nothing to show without one.
   for (const [name, h] of Object.entries(type.handlers ?? {})) handlers[name] = { ...h, counter: h.counter ?? (h.read !== undefined && !takesArgument(h) && !h.write) };
   return handlers;

@@ -186,7 +186,7 @@ test('elements TYPE: prints the documentation of one type', async () => {
     '**State.**\n- rewritten (all-flows, merged by sum): packets whose IPv4 header was processed\n',
     '**Handlers.**\n',
     '- ip_src (read/write): the ip_src parameter (an IPv4 address)\n',
-    '- reset (write): zeroes the counters\n',
+    '- reset (write): zeroes the counters (its state fields, and its packets in and out)\n',
     '**Example.**\n\n```yaml\nrw: { type: Rewrite, ip_src: 203.0.113.7, dec_ttl: true }\n```\n',
   ]) assert.ok(doc.includes(part), `the doc lacks:\n${part}`);
 });

@@ -112,6 +112,9 @@ test('bad requests get clear 4xx answers and the pipeline keeps running', async 
     ['GET', '/elements/count/packets?arg=5', undefined, 400, /count\.packets takes no argument \(given '5'\)/],
     ['PUT', '/elements/count/reset', { value: ['x'] }, 400, /count\.reset: send \{"value": \.\.\.\} with a string .*, not \["x"\]/],
     ['PUT', '/elements/count/reset', { value: null }, 400, /not null/],
+    // Before: answered as written, the value ignored; a misspelt key wrote '' ("'' is not a whole number"); a second arg was ignored.
+    ['PUT', '/elements/count/reset', { value: 'now' }, 400, /count\.reset: reset takes no value \(given 'now'\)/],
+    ['PUT', '/elements/gen/count', { valeu: 5 }, 400, /gen\.count: send \{"value": \.\.\.\}; 'valeu' is no key of it/],
     // Before: a 500 (URI malformed), and a snapshot in the answer instead of the file asked for.
     ['GET', '/elements/count/%ZZ', undefined, 400, /a %-escape that is no UTF-8 text/],
     ['POST', '/snapshot', { file: 5 }, 400, /send \{"file": "a path"\}/],

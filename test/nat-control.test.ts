@@ -56,6 +56,10 @@ test('ctl read nat.subscriber ADDRESS lists its mappings, from the shard that ow
   const wrong = await fetch(`${control.url}/elements/nat/subscriber?arg=${address}`, { headers: { authorization: 'Bearer not-it' } });
   assert.is(wrong.status, 401);
   assert.match((await wrong.json()).error, /nat\.subscriber shows what users do: the token sent is not the pipeline's/);
+  // A second argument was ignored: the answer was for the first alone.
+  const two = await fetch(`${control.url}/elements/nat/subscriber?arg=${address}&arg=100.64.0.1`, { headers: { authorization: 'Bearer secret-token' } });
+  assert.is(two.status, 400);
+  assert.match((await two.json()).error, /nat\.subscriber takes one argument, not 2/);
   const r = await cliAsync(['ctl', 'read', 'nat.subscriber', address, '--control', control.url, '--token', 'secret-token']);
   assert.is(r.status, 0, r.stderr);
   const value = JSON.parse(r.stdout).value;
