@@ -1,7 +1,7 @@
 // The wirepath command line: run, check, elements, graph, build, docs.
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadConfig, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError, StallError, didYouMean } from './errors.ts';
 import { CompileError } from './compile.ts';
@@ -20,6 +20,7 @@ import { filterCapture } from './filter.ts';
 import { verify } from './verify.ts';
 import { startControl, type ControlServer } from './control.ts';
 import { join, resolve as resolvePath } from 'node:path';
+import { unwritable } from './files.ts';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, environment: 3, interrupted: 130 } as const;
@@ -60,6 +61,7 @@ options for run:
   --control PORT           serve the control API on 127.0.0.1:PORT (0 picks a free port)
   --token TOKEN            the control API's token (default: a random one, printed at start)
   --restore FILE           start from a snapshot (wirepath ctl snapshot FILE), into any number of shards
+  --save FILE              write a snapshot of all state when the run ends (Ctrl-C too), to go on with --restore FILE
 options for verify:
   --trace FILE             the capture every FromPcap of the config reads instead of its own file
   --shards 1,2,4           shard counts the scaled run goes through in turn (default 1,2)
@@ -89,6 +91,7 @@ const OPTIONS = {
   trace: { type: 'string' },
   'scale-every': { type: 'string' },
   restore: { type: 'string' },
+  save: { type: 'string' },
   format: { type: 'string' },
   write: { type: 'string' },
   verbose: { type: 'boolean', short: 'v' },
@@ -314,6 +317,16 @@ function inUsersCode(e: CompileError): boolean {
 }
 
 /** Loads a snapshot file into a pipeline that has not started. */
+/** The state the run ended with, for a later run --restore FILE. */
+async function saveSnapshot(pipeline: Pipeline, file: string): Promise<void> {
+  try {
+    writeFileSync(file, JSON.stringify(await pipeline.snapshot()));
+  } catch (e) {
+    throw new EnvironmentError(`--save ${file}: cannot write the snapshot: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'give a path whose folder can be written');
+  }
+  process.stderr.write(`wirepath: state saved to ${file} (go on from it with --restore ${file})\n`);
+}
+
 function restoreSnapshot(pipeline: Pipeline, file: string): void {
   let snapshot: Snapshot;
   try {
@@ -412,7 +425,7 @@ function shardOptions(values: { clock?: string; inline?: boolean; threads?: stri
   return { shards, clock, threads } as const;
 }
 
-async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string; restore?: string }): Promise<number> {
+async function run(config: PipelineConfig, load: LoadOptions, values: { json?: boolean; quiet?: boolean; clock?: string; inline?: boolean; threads?: string; shards?: string; control?: string; token?: string; restore?: string; save?: string }): Promise<number> {
   const { shards, clock, threads } = shardOptions(values);
   const live = !values.json && !values.quiet && process.stderr.isTTY;
   // An empty token would let every call through (a --token "$WIREPATH_TOKEN" with the variable unset).
@@ -421,6 +434,9 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
   const options: PipelineOptions = { clock, shards, threads, log: (m) => process.stderr.write(`wirepath: ${m}\n`), printFd: values.json ? 2 : 1 };
   const pipeline = await Pipeline.create(config, options);
   if (values.restore) restoreSnapshot(pipeline, values.restore);
+  // Found before the run rather than after it: its state would be lost.
+  const cannotSave = values.save !== undefined && unwritable(resolvePath(values.save));
+  if (cannotSave) throw new EnvironmentError(`--save ${values.save}: cannot write it (${cannotSave})`, 'give a path whose folder can be written');
   const supervisor = new Supervisor(pipeline, config.file, load, options);
   let control: ControlServer | undefined;
   if (values.control !== undefined) {
@@ -472,6 +488,7 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
     process.off('SIGTERM', onSignal);
   }
   if (live) process.stderr.write('\r\x1b[K');
+  if (values.save) await saveSnapshot(supervisor.pipeline(), values.save);
   show(result);
   // A shard that crashed was restarted and the run went on, but the packets it held are lost.
   // Lost packets outrank the stop: a crash is what the exit status must not hide.

@@ -414,6 +414,22 @@ test('run --restore: a snapshot carries the state into a new run, with another s
   assert.match(other.stderr, /snapshot \S+other\.json: the snapshot's element nope \(Counter\) is not in this config\n {2}hint: restore a snapshot into the config it was taken from/);
 });
 
+test('run --save writes the state the run ended with, which --restore goes on from; a path it cannot write is refused before the run', () => {
+  writeConfig('save.yaml', 'elements:', `  src: { type: FromPcap, file: ${join(ROOT, 'traces/demo.pcap')} }`, '  stats: { type: FlowStats }', '  drop: { type: Discard }',
+    'connections:', '  - src -> stats -> drop');
+  const first = cli(['run', join(dir, 'save.yaml'), '--save', join(dir, 'saved.json'), '--quiet']);
+  assert.is(first.status, 0, first.stderr);
+  assert.ok(first.stderr.includes(`wirepath: state saved to ${join(dir, 'saved.json')} (go on from it with --restore `), first.stderr);
+  const second = cli(['run', join(dir, 'save.yaml'), '--restore', join(dir, 'saved.json'), '--save', join(dir, 'saved.json'), '--json']);
+  assert.is(second.status, 0, second.stderr);
+  assert.is(JSON.parse(second.stdout).elements.stats.total_packets, 4000, 'the first run\'s 2000 and this one\'s');
+  assert.is(JSON.parse(readFileSync(join(dir, 'saved.json'), 'utf8')).elements.stats.scalars.total_packets, '4000', 'saved again, over the one it started from');
+  const refused = cli(['run', join(dir, 'save.yaml'), '--save', join(dir, 'save.yaml', 'x.json')]);
+  assert.is(refused.status, 3);
+  assert.ok(refused.stderr.startsWith(`wirepath: --save ${join(dir, 'save.yaml', 'x.json')}: cannot write it (ENOTDIR)\n`), refused.stderr);
+  assert.is(refused.stdout, '', 'nothing ran');
+});
+
 test('run: a capture or block log that cannot be written (a folder under /proc) is exit 3 naming the file, not a hang', () => {
   writeConfig('proc.yaml', 'elements:', '  gen: { type: Generator, count: 10 }', '  out: { type: ToPcap, file: /proc/wirepath-nope/out.pcap }', 'connections:', '  - gen -> out');
   const r = cli(['run', join(dir, 'proc.yaml')]);
