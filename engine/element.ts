@@ -1,6 +1,7 @@
 // What an element author writes in an element's element.ts: the declaration that names, documents,
 // parameterises and exposes the element. The batch loop is in process.ts beside it (AssemblyScript).
 
+import { fileURLToPath } from 'node:url';
 import type { FastType, ParamSpec, ValueLocation } from './params.ts';
 import type { MemoryArena } from './memory.ts';
 
@@ -88,24 +89,38 @@ export type StateField = ScalarState | FlowTableState | DataState;
 
 type TableDeclaration = Omit<FlowTableState, 'kind' | 'scope' | 'owner' | 'merges'>;
 
+/** Where each state declaration was written: its line in an element.ts, which the declaration check's messages name. */
+const declaredAt = new WeakMap<object, number>();
+const THIS_FILE = fileURLToPath(import.meta.url);
+
+function declared<T extends object>(spec: T): T {
+  const frame = new Error().stack?.split('\n').find((line) => /element\.ts[^:]*:\d+:\d+\)?$/.test(line) && !line.includes(THIS_FILE));
+  const line = frame && /:(\d+):\d+\)?$/.exec(frame)?.[1];
+  if (line) declaredAt.set(spec, Number(line));
+  return spec;
+}
+
+/** The line of the element.ts where a state field was declared, when known. */
+export const declarationLine = (spec: object): number | undefined => declaredAt.get(spec);
+
 export const state = {
   /** A 64-bit event counter; shards' values add up. */
-  counter: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'sum', monotonic: true }),
+  counter: (doc: string): ScalarState => declared({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'sum', monotonic: true }),
   /** A 64-bit value whose shards' values merge by max or min (a first or last timestamp); for min, a shard's 0 (never set) takes no part. */
-  gauge: (doc: string, merge: MergeRule): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge }),
+  gauge: (doc: string, merge: MergeRule): ScalarState => declared({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge }),
   /** A 64-bit working value the I/O side and the fast path share (not shown as a counter). */
-  internal: (doc: string, merge: MergeRule = 'max'): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge, internal: true }),
+  internal: (doc: string, merge: MergeRule = 'max'): ScalarState => declared({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge, internal: true }),
   /** Working state that is an address in the pipeline's memory (set up anew by each pipeline; never in a snapshot). */
-  address: (doc: string): ScalarState => ({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'max', internal: true, address: true }),
+  address: (doc: string): ScalarState => declared({ kind: 'scalar', doc, type: 'u64', scope: 'all-flows', merge: 'max', internal: true, address: true }),
   /** Read-only data made from the parameters at start (see DataState). */
-  data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => ({ kind: 'data', scope: 'config', ...d }),
+  data: (d: Omit<DataState, 'kind' | 'scope'>): DataState => declared({ kind: 'data', scope: 'config', ...d }),
   /**
    * A flow table keyed by the IPv4 5-tuple (FlowKey.fromPacket), with a fixed capacity and an idle
    * timeout. Its entries move with the bucket of the packet that made each (pass it to lookupOrInsert);
    * with `owner: 'address'` they belong to the host in the key's first word and move with that
    * address's bucket (a NAT's sessions move with their subscriber).
    */
-  flowTable: (t: TableDeclaration & { owner?: 'flow' | 'address' }): FlowTableState => ({ kind: 'flow-table', scope: 'per-flow', owner: 'flow', merges: false, ...t }),
+  flowTable: (t: TableDeclaration & { owner?: 'flow' | 'address' }): FlowTableState => declared({ kind: 'flow-table', scope: 'per-flow', owner: 'flow', merges: false, ...t }),
   /**
    * A table keyed by the source address (FlowKey.fromSource). By default each shard keeps the part it
    * saw and the parts merge field by field (`merge`: sum unless max or min is named); with `owned`, one
@@ -113,7 +128,7 @@ export const state = {
    * entry moves with the address's bucket.
    */
   sourceTable: ({ owned, ...t }: TableDeclaration & { owned?: boolean }): FlowTableState =>
-    ({ kind: 'flow-table', scope: 'cross-flow', owner: 'address', merges: !owned, ...t }),
+    declared({ kind: 'flow-table', scope: 'cross-flow', owner: 'address', merges: !owned, ...t }),
 };
 
 export interface PortSpec {

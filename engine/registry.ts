@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { register } from 'node:module';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { MERGE_RULES, type ElementDefinition, type ElementType, type PortSpec } from './element.ts';
+import { MERGE_RULES, declarationLine, type ElementDefinition, type ElementType, type PortSpec } from './element.ts';
 import { didYouMean } from './errors.ts';
 import { elementLayout } from './layout.ts';
 import { FAST_TYPES, param, ParamTypeError } from './params.ts';
@@ -93,6 +93,8 @@ async function loadElement(dir: string): Promise<ElementType> {
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A state field in a declaration check's message, with the line of element.ts that declares it when known. */
+const stateAt = (name: string, spec: object) => `state '${name}'${declarationLine(spec) ? ` (line ${declarationLine(spec)})` : ''}`;
 /** What the engine counts of every element (ElementStats), under names no state field or handler may take. */
 const ENGINE_COUNTS = ['type', 'in', 'out', 'unconnected_drops'];
 /** The engine's own /metrics families beside wirepath_element_* and wirepath_shard_* (engine/control.ts metrics), without _total. */
@@ -134,7 +136,7 @@ function checkDeclaration(element: ElementType, keys: string[]): void {
   for (const [name, s] of Object.entries(element.state ?? {})) {
     const functions = s.kind === 'flow-table' ? ['capacity', 'timeout'] : s.kind === 'data' ? ['size', 'init'] : [];
     const missing = functions.filter((f) => typeof (s as unknown as Record<string, unknown>)[f] !== 'function');
-    if (missing.length) problems.push(`state '${name}' needs ${functions.join(' and ')}, functions of the parameters: ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not`);
+    if (missing.length) problems.push(`${stateAt(name, s)} needs ${functions.join(' and ')}, functions of the parameters: ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not`);
   }
   if (!problems.length) {
     const seen = new Map<string, string>();
@@ -166,27 +168,27 @@ function shapeProblems(element: ElementType): string[] {
     if (typeof h?.doc !== 'string' || !h.doc.trim()) problems.push(`handler '${name}': doc, the line that documents it, is missing`);
   }
   for (const [name, s] of Object.entries(element.state ?? {})) {
-    if (typeof s?.doc !== 'string' || !s.doc.trim()) problems.push(`state '${name}': its first argument, the line that documents it, is missing`);
+    if (typeof s?.doc !== 'string' || !s.doc.trim()) problems.push(`${stateAt(name, s)}: its first argument, the line that documents it, is missing`);
   }
   const fastType = (type: unknown) => (FAST_TYPES as readonly unknown[]).includes(type);
   // A rule the engine does not know would merge the shards' values by none of them (min, as it fell through).
   const mergeRule = (rule: unknown) => (MERGE_RULES as readonly unknown[]).includes(rule);
   for (const [name, s] of Object.entries(element.state ?? {})) {
-    if (s.kind === 'scalar' && !fastType(s.type)) problems.push(`state '${name}': type ${JSON.stringify(s.type)} is not one of ${FAST_TYPES.join(', ')}`);
+    if (s.kind === 'scalar' && !fastType(s.type)) problems.push(`${stateAt(name, s)}: type ${JSON.stringify(s.type)} is not one of ${FAST_TYPES.join(', ')}`);
     if (s.kind === 'scalar' && !mergeRule(s.merge)) {
-      problems.push(`state '${name}': merge rule ${JSON.stringify(s.merge)} is not one of ${MERGE_RULES.join(', ')}: how the shards' values make one (state.gauge(doc, 'max'))`);
+      problems.push(`${stateAt(name, s)}: merge rule ${JSON.stringify(s.merge)} is not one of ${MERGE_RULES.join(', ')}: how the shards' values make one (state.gauge(doc, 'max'))`);
     }
     if (s.kind !== 'flow-table') continue;
     if (typeof s.value !== 'object' || s.value === null || Array.isArray(s.value)) {
-      problems.push(`state '${name}': value must name each field of an entry with its type ({ packets: 'u64' }), not ${JSON.stringify(s.value)}`);
+      problems.push(`${stateAt(name, s)}: value must name each field of an entry with its type ({ packets: 'u64' }), not ${JSON.stringify(s.value)}`);
       continue;
     }
     for (const [field, type] of Object.entries(s.value)) {
-      if (!fastType(type)) problems.push(`state '${name}': value field '${field}' has type ${JSON.stringify(type)}, not one of ${FAST_TYPES.join(', ')}`);
+      if (!fastType(type)) problems.push(`${stateAt(name, s)}: value field '${field}' has type ${JSON.stringify(type)}, not one of ${FAST_TYPES.join(', ')}`);
     }
     for (const [field, rule] of Object.entries(s.merge ?? {})) {
-      if (!(field in s.value)) problems.push(`state '${name}': merge names '${field}', which is no value field`);
-      else if (!mergeRule(rule)) problems.push(`state '${name}': merge rule ${JSON.stringify(rule)} of '${field}' is not one of ${MERGE_RULES.join(', ')}`);
+      if (!(field in s.value)) problems.push(`${stateAt(name, s)}: merge names '${field}', which is no value field`);
+      else if (!mergeRule(rule)) problems.push(`${stateAt(name, s)}: merge rule ${JSON.stringify(rule)} of '${field}' is not one of ${MERGE_RULES.join(', ')}`);
     }
   }
   return problems;
@@ -221,14 +223,15 @@ export function dataInitProblems(type: ElementType, params: Record<string, unkno
 export function stateSizeProblems(type: ElementType, params: Record<string, unknown>): string[] {
   const problems: string[] = [];
   const expect = (field: string, what: string, size: (p: any) => unknown, valid: (v: number) => boolean, wanted: string) => {
+    const named = stateAt(field, type.state![field]);
     let value: unknown;
     try {
       value = size(params);
     } catch (e) {
-      problems.push(`state '${field}': ${what}(params) threw ${(e as Error).message}`);
+      problems.push(`${named}: ${what}(params) threw ${(e as Error).message}`);
       return;
     }
-    if (typeof value !== 'number' || !valid(value)) problems.push(`state '${field}': ${what}(params) gave ${typeof value === 'number' ? value : String(value)}, not ${wanted}`);
+    if (typeof value !== 'number' || !valid(value)) problems.push(`${named}: ${what}(params) gave ${typeof value === 'number' ? value : String(value)}, not ${wanted}`);
   };
   for (const [field, s] of Object.entries(type.state ?? {})) {
     if (s.kind === 'flow-table') {

@@ -407,14 +407,14 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     };
     // A table sized from a misspelt parameter: before, the run laid its tables out from NaN and wrote over the memory.
     assert.match(checkWith(elementFile, 'p.capacity,', 'p.capcity,'),
-      `config.yaml:6:3: fc (FlowCount): ${elementFile}: state 'flows': capacity(params) gave undefined, not a whole number of entries, at least 1`);
+      `config.yaml:6:3: fc (FlowCount): ${elementFile}: state 'flows' (line 16): capacity(params) gave undefined, not a whole number of entries, at least 1`);
     assert.match(checkWith(elementFile, "param.int('most flows tracked at once', 1, 1 << 24, { default: 65536 })", "param.int('most flows tracked at once', 1, 1 << 24, { default: 0 })"),
       `${elementFile}: parameter 'capacity' (line 12): default 0 is out of range for a whole number (use a value from 1 to 16777216)`);
     // Several mistakes at once, each named: ports that are no list, a value type the fast path has not (it took u65 as u64).
     const several = checkWith(elementFile, "outputs: [{ name: 'out', doc: 'every packet' }],", "outputs: 1 as any, inputs: -1,");
     assert.match(several, `${elementFile}: inputs: -1 is not a number of input ports (0 or more); outputs: 1 is not a list of ports`);
     assert.match(checkWith(elementFile, "value: { packets: 'u64', bytes: 'u64' }", "value: { packets: 'u65' as any, bytes: 'u64' }"),
-      `state 'flows': value field 'packets' has type "u65", not one of u8, u16, u32, u64, i32, bool`);
+      `state 'flows' (line 16): value field 'packets' has type "u65", not one of u8, u16, u32, u64, i32, bool`);
     assert.match(checkWith(elementFile, "example:", "tick: 'sweeps', example:"),
       `${processFile} must export function tick(self: FlowCountState, out: Outputs): void (element.ts declares tick)`);
     assert.match(checkWith(elementFile, 'new_flows: state', 'capacity: state'),
@@ -425,8 +425,8 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     assert.match(checkWith(elementFile, 'param.duration(', 'param.time('), `${elementFile}:13:20: param.time is not a function\n  hint: fix the element's declaration`);
     // A rule the engine does not know merged the shards' values by min, silently.
     assert.match(checkWith(elementFile, "state.counter('flows seen for the first time (or again after expiring)')", "state.gauge('flows seen', 'avg' as any)"),
-      `state 'new_flows': merge rule "avg" is not one of sum, max, min`);
-    assert.match(checkWith(elementFile, "value: { packets: 'u64', bytes: 'u64' },", ''), "state 'flows': value must name each field of an entry with its type");
+      `state 'new_flows' (line 22): merge rule "avg" is not one of sum, max, min`);
+    assert.match(checkWith(elementFile, "value: { packets: 'u64', bytes: 'u64' },", ''), "state 'flows' (line 16): value must name each field of an entry with its type");
     assert.match(checkWith(elementFile, 'timeout: param.duration(', "type: param.int('a kind', 0, 9, { default: 1 }), timeout: param.duration("),
       "a parameter named 'type' could never be set");
     assert.match(checkWith(elementFile, 'example:', "handlers: { odd: { doc: 'does nothing' } as any }, example:"), "handler 'odd' has neither read nor write");
@@ -442,7 +442,7 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     assert.match(checkWith(elementFile, 'not_ipv4: state', 'element_packets_in: state'),
       "'element_packets_in' would be /metrics' wirepath_element_packets_in_total, one of the engine's own series");
     assert.match(checkWith(elementFile, "state.counter('flows seen for the first time (or again after expiring)')", 'state.counter(undefined as any)'),
-      "state 'new_flows': its first argument, the line that documents it, is missing");
+      "state 'new_flows' (line 22): its first argument, the line that documents it, is missing");
     assert.match(checkWith(elementFile, 'example:', "handlers: { odd: { read: () => 1 } as any }, example:"), "handler 'odd': doc, the line that documents it, is missing");
     // A negative minimum makes an i32: 5000000000 reached the fast path as 705032704.
     assert.match(checkWith(elementFile, "param.int('most flows tracked at once', 1, 1 << 24, { default: 65536 })", "param.int('most flows tracked at once', -1, 2 ** 40, { default: 65536 })"),
