@@ -549,7 +549,8 @@ export function ioCollect(): u32 {
           resteered++;
           continue;
         }
-        if (<u32>p.dataOffset + p.length > slotBytes) {
+        // Compared without the sum, which a length an element took below 0 (wrapped) would bring round under it.
+        if (<u32>p.dataOffset > slotBytes || p.length > slotBytes - <u32>p.dataOffset) {
           store<u64>(io, load<u64>(io, IO_OVERLONG) + 1, IO_OVERLONG);
           freeSlots.push(entry);
           continue;

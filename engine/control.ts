@@ -45,6 +45,8 @@ function methodsOf(path: string): string[] | undefined {
 }
 
 const MAX_BODY = 1 << 20;
+/** How long closing the API waits for the answers to requests under way. */
+const CLOSE_GRACE_MS = 1000;
 
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -178,7 +180,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       const h = handlersOf(node.type)[name];
       if (!h) throw new HttpError(404, `${element} (${node.type.type}) has no handler '${name}'; its handlers: ${Object.keys(handlersOf(node.type)).join(', ')}`);
       if (method === 'GET') {
-        if (!h.read) throw new HttpError(405, `${element}.${name} is write-only`);
+        if (!h.read) throw new HttpError(405, `${element}.${name} is write-only`, ['PUT']);
         if (h.private && !authorised(req, token)) {
           throw new HttpError(401, `${element}.${name} shows what users do: ${req.headers.authorization
             ? 'the token sent is not the pipeline\'s: use the one it printed at start (or was given with --token)' : 'send the token as "Authorization: Bearer TOKEN" to read it'}`);
@@ -194,7 +196,7 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
           throw new HttpError(400, `${element}.${name}: ${(e as Error).message}`);
         }
       }
-      if (!h.write) throw new HttpError(405, `${element}.${name} is read-only`);
+      if (!h.write) throw new HttpError(405, `${element}.${name} is read-only`, ['GET', 'HEAD']);
       const body = parseJson(await readBody(req));
       const unknown = Object.keys(body).filter((key) => key !== 'value');
       if (unknown.length) throw new HttpError(400, `${element}.${name}: send {"value": ...}; ${unknown.map((k) => `'${k}'`).join(', ')} is no key of it`);
@@ -270,10 +272,12 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
     server.listen(options.port, host, () => {
       const address = server.address();
       const port = typeof address === 'object' && address ? address.port : options.port;
-      // A request half sent (a body that never comes) would hold the stop for minutes: its connection is closed too.
+      // Requests under way get a second to be answered (a reload refused by the stop says so); one half sent (a body
+      // that never comes) would hold the stop for minutes: then its connection is closed.
       const close = () => new Promise<void>((r) => {
         server.close(() => r());
-        server.closeAllConnections();
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS).unref();
       });
       resolve({ url: `http://${host}:${port}`, token, close });
     });

@@ -380,6 +380,8 @@ export class Pipeline {
     // Its receive ring as the I/O side left it: retire() took everything up to the I/O side's head, published or not.
     const head = this.arena.view.getUint32(this.shardRecords + id * IoContext.shardRecord + 12, true);
     Atomics.store(this.arena.i32, (old.memory.rxRing + RingLayout.head) >>> 2, head);
+    // A worker that trapped in its last step (its crash unheard once it was stopping) left its batch: not taken up again.
+    for (const b of this.batchesOf(old)) this.arena.view.setUint32(b, 0, true);
     const shard = new Shard(id, old.memory, this.arena);
     const parts = this.lastSnapshotParts.get(old);
     if (parts) this.lastSnapshotParts.set(shard, parts);
@@ -809,7 +811,7 @@ export class Pipeline {
     const free = new Set<number>();
     let given = 0;
     for (const stack of stacks) {
-      for (let i = 0; i < v.getUint32(stack, true); i++) free.add(v.getUint32(stack + 8 + 4 * i, true));
+      for (const slot of this.stackSlots(stack)) free.add(slot);
       given += v.getUint32(stack, true);
     }
     if (given > free.size) {
@@ -1025,7 +1027,8 @@ export class Pipeline {
     if (!Number.isInteger(target) || target < 1 || target > MAX_SHARDS) throw new RangeError(`shard count must be a whole number from 1 to ${MAX_SHARDS}`);
     if (!this.started) throw new Error('the pipeline is not running (a reload may be putting its new config in place): try again in a moment');
     if (this.stopRequested || this.loopExited) throw new Error('the pipeline is stopping (stopped, or a reload takes its place): there is nothing to scale');
-    if (this.reloadPending) throw new Error('a reload is putting a new config in place, which runs on its own shard count: scale once it has taken over');
+    const refused = this.refusesScale?.();
+    if (refused) throw new Error(refused);
     if (this.scaling) throw new Error('a scale event is already in progress');
     if (this.readingState) throw new Error('a snapshot is being taken: scale once it is written');
     if (target > 1) this.checkSteering();
@@ -1188,8 +1191,7 @@ export class Pipeline {
     const v = this.arena.view;
     const stash = shard.memory.stash;
     v.setUint32(stash + 4, 0, true);
-    const slots: number[] = [];
-    for (let i = 0; i < v.getUint32(stash, true); i++) slots.push(v.getUint32(stash + 8 + 4 * i, true));
+    const slots = this.stackSlots(stash);
     v.setUint32(stash, 0, true);
     const ring = shard.memory.rxRing;
     const mask = v.getUint32(ring + RingLayout.mask, true);
@@ -1203,6 +1205,21 @@ export class Pipeline {
     // Out of the live shards and into the retired ones at once: a read of the counters meanwhile counts it once.
     this.shards.splice(this.shards.indexOf(shard), 1);
     this.retired.push(shard);
+  }
+
+  /** The slots on a stack of free slots (the pool's, or a shard's stash). */
+  private stackSlots(stack: number): number[] {
+    const v = this.arena.view;
+    return Array.from({ length: v.getUint32(stack, true) }, (_, i) => v.getUint32(stack + 8 + 4 * i, true));
+  }
+
+  /** Every batch of a shard's graph: its elements' inputs and outputs, and the hole of unconnected outputs. */
+  private batchesOf(shard: Shard): Set<number> {
+    const v = this.arena.view;
+    const { descriptor } = shard.memory;
+    const batches = new Set<number>([v.getUint32(descriptor + GraphHeader.hole, true)]);
+    for (const rec of this.records) for (const off of [...rec.inputs, ...rec.outputs]) batches.add(v.getUint32(descriptor + off, true));
+    return batches;
   }
 
   /** Returns slots to the pool's free stack. Runs on the I/O thread. */
@@ -1310,8 +1327,8 @@ export class Pipeline {
   /** Each shard's own part of the last snapshot's tables that add up over shards: a crashed shard takes back only its own. */
   private lastSnapshotParts = new Map<Shard, Map<string, Buffer>>();
   readonly crashReports: CrashReport[] = [];
-  /** A reload is making the pipeline that will replace this one (Supervisor.reload): no scale event meanwhile. */
-  reloadPending = false;
+  /** Why no scale event may begin now, from whoever runs the pipeline (Supervisor: a reload makes the next one), if so. */
+  refusesScale?: () => string | undefined;
 
   /**
    * A shard's fast path threw. Report the element that was running and the batch it was on, skip
@@ -1344,13 +1361,9 @@ export class Pipeline {
     // Every batch of the shard is emptied. A packet in one that the batch neither sent on nor gave back (to the
     // shard's stash, no other thread's while the shard is down) is lost: counted, and its slot returned to the pool.
     // A packet the element had pushed on before it failed is in its input batch and in an output batch: counted once.
-    const given = new Set<number>();
-    const stack = v.getUint32(context + ShardContext.stash, true);
-    for (let i = 0; i < v.getUint32(stack, true); i++) given.add(v.getUint32(stack + 8 + 4 * i, true));
-    const batches = new Set<number>([v.getUint32(descriptor + GraphHeader.hole, true)]);
-    for (const rec of this.records) for (const off of [...rec.inputs, ...rec.outputs]) batches.add(v.getUint32(descriptor + off, true));
+    const given = new Set(this.stackSlots(v.getUint32(context + ShardContext.stash, true)));
     const lostSlots = new Set<number>();
-    for (const b of batches) {
+    for (const b of this.batchesOf(shard)) {
       for (let i = 0; i < v.getUint32(b, true); i++) {
         const slot = v.getUint32(b + BATCH_HEADER + 4 * i, true);
         if (!sent.has(slot) && !given.has(slot)) lostSlots.add(slot);

@@ -28,6 +28,8 @@ export class Supervisor {
   private stopped = false;
   /** A reload is loading and compiling its config (before it takes over: `next`). */
   private preparing = false;
+  /** No scale event while a reload makes its config: the new pipeline runs on its own shard count, and would undo it unsaid. */
+  private readonly refusesScale = () => (this.preparing ? 'a reload is putting a new config in place, which runs on its own shard count: scale once it has taken over' : undefined);
   private ended = false;
 
   /** The types of the run's elements, which its --set overrides were given for. */
@@ -35,6 +37,7 @@ export class Supervisor {
 
   constructor(private current: Pipeline, private readonly file: string, private readonly load: LoadOptions, private readonly options: PipelineOptions) {
     this.overridesFor = Object.fromEntries(current.graph.nodes.map((node) => [node.name, node.type.type]));
+    current.refusesScale = this.refusesScale;
   }
 
   pipeline(): Pipeline {
@@ -105,15 +108,14 @@ export class Supervisor {
    */
   async reload(text: string, file?: string): Promise<ReloadReport> {
     if (this.next || this.preparing) throw new ConflictError('a reload is already in progress');
-    // No scale event while the new config is made: the new pipeline runs on its own shard count, and would undo it.
-    const running = this.current;
-    this.preparing = running.reloadPending = true;
+    this.preparing = true;
     let pipeline: Pipeline | undefined;
     try {
       // The run command's --set overrides apply to the new config too (the command line wins over the file), to the
       // elements it still has with the same type. Without a file, the text's errors are not the running file's.
       const config = await loadConfig(file ?? this.file, { ...this.load, text, overridesFor: this.overridesFor, label: file ? undefined : POSTED });
       pipeline = await Pipeline.create(config, { ...this.options, prefault: false });
+      pipeline.refusesScale = this.refusesScale;
       pipeline.openFileSources();
       pipeline.checkOpenable();
       // A stop asked for meanwhile stands: the running pipeline's state ends with it (a NAT logs its blocks released).
@@ -121,7 +123,6 @@ export class Supervisor {
       if (refused) throw new ConflictError(refused);
     } catch (e) {
       pipeline?.closeSources();
-      running.reloadPending = false;
       throw e;
     } finally {
       this.preparing = false;

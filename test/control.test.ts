@@ -127,6 +127,8 @@ test('bad requests get clear 4xx answers and the pipeline keeps running', async 
   // A 405 says what the path takes; HEAD is GET without the body; the scheme's name is case-insensitive.
   const wrong = await fetch(`${control.url}/scale`);
   assert.is(wrong.headers.get('allow'), 'POST');
+  const readOnly = await fetch(`${control.url}/elements/count/packets`, { method: 'PUT', headers: { authorization: 'Bearer secret-token' }, body: '{"value": 1}' });
+  assert.is(readOnly.headers.get('allow'), 'GET, HEAD', 'a read-only handler says what it takes');
   const head = await fetch(`${control.url}/stats`, { method: 'HEAD' });
   assert.is(head.status, 200);
   assert.is(await head.text(), '');

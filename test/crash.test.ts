@@ -22,7 +22,7 @@ const PACKETS = 20000;
  * TTL FaultOn acts on, and c.yaml: `head` (top-level settings), FromPcap (`source` adds its options) -> FaultOn `fault`
  * -> `rest`; returns the (first) poisoned packet's first 64 bytes in hex.
  */
-function writeFaultyConfig(dir: string, args: string[], poisoned: number | number[], fault: 'crash' | 'spin' | 'twice' | 'overlong', source = '', rest = 'drop: { type: Discard }', head = ''): string {
+function writeFaultyConfig(dir: string, args: string[], poisoned: number | number[], fault: 'crash' | 'spin' | 'twice' | 'overlong' | 'underflow', source = '', rest = 'drop: { type: Discard }', head = ''): string {
   const trace = join(dir, 'trace.pcap');
   execFileSync('python3', [join(ROOT, 'bench/gen-pcap.py'), ...args, '-o', trace]);
   const bytes = readFileSync(trace);
@@ -284,12 +284,13 @@ test('an element that hands a packet on twice (drops it and pushes it too) is to
 test('a packet whose length an element made run past its slot is not written by a sink, but counted and said', async () => {
   const dir = tempDir();
   try {
-    writeFaultyConfig(dir, ['-n', '2000', '-f', '20', '--seed', '3'], [100, 900, 1700], 'overlong', '', 'out: { type: ToPcap, file: out.pcap }');
-    for (const threads of ['inline', 'worker'] as const) {
+    // Too long, or taken below 0 (it wraps round: the sum of offset and length came round under the slot's size).
+    for (const [fault, threads] of [['overlong', 'inline'], ['overlong', 'worker'], ['underflow', 'worker']] as const) {
+      writeFaultyConfig(dir, ['-n', '2000', '-f', '20', '--seed', '3'], [100, 900, 1700], fault, '', 'out: { type: ToPcap, file: out.pcap }');
       const logs: string[] = [];
       const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { shards: 1, threads, log: (m) => logs.push(m) });
       const result = await pipeline.run();
-      assert.is(pipeline.runtimeStats().overlong, 3, threads);
+      assert.is(pipeline.runtimeStats().overlong, 3, `${fault} ${threads}`);
       assert.is(result.elements.out.packets, 1997, `${threads}: the others written`);
       assert.is(readFileSync(join(dir, 'out.pcap')).length, 24 + 1997 * 80, `${threads}: no bytes past a slot`);
       assert.ok(logs.includes("3 packets not given to a sink: an element made its length run past its slot (the bytes there are other packets'); check packetRoom(p) before growing a frame"), logs.join('\n'));
