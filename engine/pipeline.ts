@@ -1650,6 +1650,8 @@ export class Pipeline {
           const r = this.records[node.index];
           for (const off of [r.inPackets, r.holeDrops, ...r.outPackets]) v.setBigUint64(shard.memory.descriptor + off, 0n, true);
         }
+        // And what the configs before a reload counted, which its packet counts go on from.
+        this.countedBefore.delete(name);
       },
       data: (field) => {
         if (node.type.state?.[field]?.kind !== 'data') throw new Error(`${node.type.type} has no data '${field}'`);

@@ -169,6 +169,8 @@ function shapeProblems(element: ElementType): string[] {
   }
   for (const [name, s] of Object.entries(element.state ?? {})) {
     if (typeof s?.doc !== 'string' || !s.doc.trim()) problems.push(`${stateAt(name, s)}: its first argument, the line that documents it, is missing`);
+    // /metrics names a counter NAME_total; a gauge so named reads as a counter that went down.
+    if (s?.kind === 'scalar' && !s.monotonic && !s.internal && name.endsWith('_total')) problems.push(`${stateAt(name, s)}: a gauge's name ends in _total, which /metrics keeps for counters: name it otherwise`);
   }
   const fastType = (type: unknown) => (FAST_TYPES as readonly unknown[]).includes(type);
   // A rule the engine does not know would merge the shards' values by none of them (min, as it fell through).

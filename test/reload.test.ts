@@ -104,6 +104,10 @@ connections:
     assert.ok(stats.in >= inBefore && stats.in + 1024 >= stats.total_packets, `packets in kept on: ${inBefore} -> ${stats.in}, total_packets ${stats.total_packets}`);
     assert.equal(JSON.parse((await ctl('stats')).stdout).scale_events.map((r: { from: number; to: number }) => [r.from, r.to]), [[1, 2]],
       'the scale event before the reload is still reported');
+    // A reset zeroes the packet counts with the counters, the configs' before the reload too (it left those standing).
+    assert.is((await ctl('write', 'stats.reset', '')).status, 0);
+    const reset = JSON.parse((await ctl('stats')).stdout).elements.stats;
+    assert.ok(reset.in < inBefore && reset.in <= reset.total_packets + 1024, `packets in after the reset: ${reset.in} (before it ${stats.in}), total_packets ${reset.total_packets}`);
     const graph = JSON.parse((await ctl('graph')).stdout);
     assert.ok(graph.elements.some((e: { name: string }) => e.name === 'count'), 'the new element runs');
   } finally {

@@ -438,6 +438,8 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     // The engine's own counts: a counter named 'in' showed in place of the packets the element took.
     assert.match(checkWith(elementFile, 'not_ipv4: state', 'in: state'),
       "'in' is the engine's own count of the element's packets (type, in, out, unconnected_drops): name your state field or handler otherwise");
+    assert.match(checkWith(elementFile, "new_flows: state.counter('flows seen for the first time (or again after expiring)')", "rate_total: state.gauge('a rate', 'max')"),
+      "state 'rate_total' (line 22): a gauge's name ends in _total, which /metrics keeps for counters");
     // /metrics had two wirepath_element_packets_in_total series for one element.
     assert.match(checkWith(elementFile, 'not_ipv4: state', 'element_packets_in: state'),
       "'element_packets_in' would be /metrics' wirepath_element_packets_in_total, one of the engine's own series");
