@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { parseDocument, LineCounter, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue, Parser, CST } from 'yaml';
+import { parseDocument, LineCounter, isAlias, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue, Parser, CST } from 'yaml';
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
 import { ParamTypeError, parseSize, type ValueLocation, type FileUse } from './params.ts';
@@ -131,11 +131,33 @@ function unclosedQuote(text: string): { offset: number; mark: string } | undefin
   return found;
 }
 
+/**
+ * An element's mapping with its merge keys (<<: *defaults, or a list of them) taken in: the keys of the mappings they
+ * name that it does not write itself, each with the position where it is written.
+ */
+function withMerges(doc: Document, node: Node): Node {
+  if (!isMap(node) || !node.items.some((item) => isMergeKey(item.key))) return node;
+  const merged = node.clone() as YAMLMap;
+  merged.items = node.items.filter((item) => !isMergeKey(item.key));
+  const has = (key: unknown) => merged.items.some((item) => valueOf(item.key) === key);
+  for (const item of node.items.filter((i) => isMergeKey(i.key))) {
+    const sources = isSeq(item.value) ? item.value.items : [item.value];
+    for (const source of sources) {
+      const map = isAlias(source) ? source.resolve(doc) : source;
+      if (isMap(map)) for (const inherited of map.items) if (!has(valueOf(inherited.key))) merged.items.push(inherited);
+    }
+  }
+  return merged;
+}
+
+const isMergeKey = (key: unknown) => isScalar(key) && key.source === '<<';
+
 export async function loadConfig(file: string, options: LoadOptions = {}): Promise<PipelineConfig> {
   const errors: ConfigError[] = [];
   const text = options.text ?? readConfigFile(file);
   const pos = new Positions(options.label ?? file, text);
-  const doc = parseDocument(text, { lineCounter: pos.lineCounter, prettyErrors: false, uniqueKeys: true });
+  // Merge keys (<<: *defaults) as YAML 1.1 has them: a config shares parameters between elements with them.
+  const doc = parseDocument(text, { lineCounter: pos.lineCounter, prettyErrors: false, uniqueKeys: true, merge: true });
   const textLines = text.split('\n');
   // A quote never closed takes the rest of the file, and the parser notices at its end: said once, where it opens.
   const quote = doc.errors.some((e) => e.code === 'MISSING_CHAR' && /closing ["']quote/.test(e.message)) ? unclosedQuote(text) : undefined;
@@ -252,7 +274,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
 
   const warnings: ConfigWarning[] = [];
   const flawed = new Set<string>();
-  const elements = readElements(root, registry, pos, overridden, meant, errors, warnings, flawed, slotSize);
+  const elements = readElements(doc, root, registry, pos, overridden, meant, errors, warnings, flawed, slotSize);
   errors.push(...fileClashes(elements, root, pos, file));
   const connectionsNode = root.get('connections', true) as Node | undefined;
   let connections: Connection[] = [];
@@ -357,7 +379,7 @@ function connectionErrors(config: PipelineConfig, root: YAMLMap, flawed: Set<str
 }
 
 /** Reads the elements; the names of those with mistakes in their parameters go into `flawed`. */
-function readElements(root: YAMLMap, registry: Registry, pos: Positions, overridden: Set<string>, meant: Set<string>, errors: ConfigError[],
+function readElements(doc: Document, root: YAMLMap, registry: Registry, pos: Positions, overridden: Set<string>, meant: Set<string>, errors: ConfigError[],
   warnings: ConfigWarning[], flawed: Set<string>, slotSize: number): Map<string, ElementInstance> {
   const elements = new Map<string, ElementInstance>();
   const node = root.get('elements', true) as Node | undefined;
@@ -377,7 +399,7 @@ function readElements(root: YAMLMap, registry: Registry, pos: Positions, overrid
       errors.push(new ConfigError(`element name '${name}' is not a valid name`, at, 'use letters, digits and _ , starting with a letter'));
       continue;
     }
-    const body = pair.value as Node;
+    const body = withMerges(doc, pair.value as Node);
     if (!isMap(body)) {
       const asType = isScalar(body) && typeof body.value === 'string' ? body.value : 'Counter';
       errors.push(new ConfigError(`element '${name}' must be a mapping with a type`, pos.of(body, at), `write ${name}: { type: ${asType} }`));

@@ -100,8 +100,10 @@ export function buildGraph(config: PipelineConfig): Graph {
     });
     node.feeders.forEach((feeders, i) => {
       if (feeders.length === 0 && !triedInputs.has(node.name) && !meant.has(node.name)) {
-        // The example feeds it from a source of the config (not itself), else a placeholder.
-        const feeder = [...byName.values()].find((n) => n.type.kind === 'source' && n !== node)?.name ?? 'NAME';
+        // The example feeds it from an output of the config that is free (a source's first), else a placeholder.
+        const free = [...byName.values()].filter((n) => n !== node).sort((a, b) => Number(b.type.kind === 'source') - Number(a.type.kind === 'source'))
+          .flatMap((n) => n.outputs.map((_, j) => (n.targets[j] ? [] : [j ? `${n.name}[${j}]` : n.name])).flat());
+        const feeder = free[0] ?? 'NAME';
         errors.push(new ConfigError(`nothing feeds ${node.name}${node.inputs > 1 ? `[${i}]` : ''}`, node.instance.position,
           `connect an output to it, e.g. "${feeder} -> ${node.inputs > 1 ? `[${i}]` : ''}${node.name}", or remove it`));
       }

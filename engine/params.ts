@@ -296,8 +296,10 @@ export function intType(min: number, max: number): ParamType<number> {
 /** A YAML list whose items are each parsed by `item`; an item's error says which item it is. */
 export function listType<T>(item: ParamType<T>): ParamType<T[]> {
   return {
-    description: `a list, each ${item.description}`,
+    description: `a list (or one value), each ${item.description}`,
     parse: (raw) => {
+      // One value is a list of one: pool: 203.0.113.0/24, or --set nat.pool=203.0.113.0/24 (where no list can be written).
+      if (typeof raw === 'string' || typeof raw === 'number') return [item.parse(raw)];
       if (!Array.isArray(raw) || raw.length === 0) fail(`${describe(raw)} is not a non-empty list`, "write a YAML list: [a, b] or one '- item' per line");
       // Every item is parsed, so that all their mistakes are reported at once.
       const mistakes: ParamTypeError[] = [];

@@ -510,11 +510,34 @@ test('graph: a required output left unconnected (an optional one may be)', async
 
 test('graph: an element nothing feeds', async () => {
   await expectError(lines(...ELEMENTS.slice(0, 5), '  idle: { type: Counter }', 'connections:', ...CHAINS, '  - idle -> drop'),
-    'pipeline.yaml:6:3', 'nothing feeds idle', 'connect an output to it, e.g. "src -> idle", or remove it');
+    'pipeline.yaml:6:3', 'nothing feeds idle', 'connect an output to it, e.g. "NAME -> idle", or remove it');
+  // The example names an output that is free (it named src, whose output was taken: connected twice).
+  const free = await errorsOf(lines(...ELEMENTS.slice(0, 5), '  idle: { type: Counter }', 'connections:', CHAINS[0], '  - idle -> drop'));
+  assert.is(free.find((e) => e.message === 'nothing feeds idle')?.hint, 'connect an output to it, e.g. "tee[1] -> idle", or remove it');
   // The only source turned into an element with an input: the example does not feed it from itself.
   const errors = await errorsOf(lines(...ELEMENTS, ...CHAINS), { overrides: ['src.type=Counter'] });
   const unfed = errors.find((e) => e.message === 'nothing feeds src');
   assert.is(unfed?.hint, 'connect an output to it, e.g. "NAME -> src", or remove it');
+});
+
+test('YAML merge keys share parameters between elements; one value is a list of one', async () => {
+  // Before: '<<' was read as a key ("element 'rw2' has no type", then "Rewrite has no parameter '<<'").
+  const config = await loadConfig(FILE, { text: lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  rw: &r { type: Rewrite, dec_ttl: true, ip_src: 10.0.0.1 }',
+    '  rw2: { <<: *r, ip_src: 10.0.0.2 }', '  drop: { type: Discard }', 'connections:', '  - src -> rw -> rw2 -> drop') });
+  const rw2 = config.elements.get('rw2')!;
+  assert.is(rw2.type.type, 'Rewrite');
+  assert.equal([rw2.params.dec_ttl, rw2.params.ip_src], [true, 0x0a000002], 'inherited, and its own value wins');
+  // Mistakes in an inherited value are placed where it is written.
+  const inherited = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  rw: &r { type: Rewrite, dscp: 99 }', '  rw2: { <<: *r }',
+    '  drop: { type: Discard }', 'connections:', '  - src -> rw -> rw2 -> drop'));
+  assert.equal(inherited.map((e) => e.format()), ['pipeline.yaml:3:33: rw.dscp: 99 is out of range for a whole number\n  hint: use a value from 0 to 63',
+    'pipeline.yaml:3:33: rw2.dscp: 99 is out of range for a whole number\n  hint: use a value from 0 to 63']);
+  // Before: "is not a non-empty list", which hid the /33 (and --set can write no list).
+  const nat = (pool: string) => lines('elements:', '  src: { type: FromPcap, file: in.pcap }', `  nat: { type: NAT, pool: ${pool} }`, '  back: { type: FromPcap, file: in.pcap }',
+    '  drop: { type: Discard }', 'connections:', '  - src -> nat -> drop', '  - back -> [1]nat', '  - nat[1] -> drop');
+  await expectError(nat('203.0.113.0/33'), 'pipeline.yaml:3:27', "nat.pool: '203.0.113.0/33' is not a CIDR prefix", 'write ADDRESS/LENGTH with a length 0-32, e.g. 100.64.0.0/10');
+  const one = await loadConfig(FILE, { text: nat('[203.0.113.0/24]'), overrides: ['nat.pool=198.18.0.0/24'] });
+  assert.equal(one.elements.get('nat')!.params.pool, [{ address: 0xc6120000, prefix: 24, mask: 0xffffff00 }], '--set NAME.pool=PREFIX');
 });
 
 test('graph: a cycle names the elements on it (not those below it)', async () => {
