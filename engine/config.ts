@@ -84,7 +84,9 @@ export class Positions {
 
   at(offset: number): SourcePosition {
     const { line, col } = this.counter.linePos(offset);
-    return { file: this.file, line, col };
+    // Columns count characters, as editors do: a character outside the BMP (an emoji) is two UTF-16 units of the offset.
+    const before = this.text.slice(offset - col + 1, offset);
+    return { file: this.file, line, col: [...before].length + 1 };
   }
 
   of(node: Node | null | undefined, fallback?: SourcePosition): SourcePosition {

@@ -102,6 +102,11 @@ test('YAML: a second document, elements written as a list, a type written as a l
     'src.file: no value (YAML reads nothing, ~ and null as none)', 'give a string');
 });
 
+test('columns count characters, as editors show them: an emoji before the mistake is one column, not two UTF-16 units', async () => {
+  await expectError(lines(...ELEMENTS, ...CHAINS).replace('file: in.pcap', 'file: "\u{1F600}.pcap", bogus: 1'), 'pipeline.yaml:2:42',
+    "FromPcap has no parameter 'bogus'", 'its parameters are file, timing, loop, count, preload, steer');
+});
+
 test('YAML: a name used twice', async () => {
   await expectError(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', '  src: { type: Discard }', 'connections:', '  - src -> src'),
     'pipeline.yaml:3:3', 'YAML syntax: Map keys must be unique', 'each key may appear once in a mapping: give each element its own name, and each parameter once');
