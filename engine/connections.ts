@@ -25,6 +25,8 @@ interface Hop {
 }
 
 const HOP = /^\s*(?:\[\s*(\d+)\s*\]\s*)?([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*(\d+)\s*\])?\s*$/;
+/** What a chain copied from rendered docs or typed by habit may hold in place of ->. */
+const NOT_AN_ARROW = /[→⟶➔➜]|=>|[–—]>|-\s+>/;
 
 /** Parses each chain into single connections; syntax errors point at the column inside the string. */
 export function parseConnections(items: Node[], pos: Positions, errors: ConfigError[]): Connection[] {
@@ -56,6 +58,11 @@ function parseChain(item: Scalar, pos: Positions, errors: ConfigError[]): Hop[] 
     const part = parts[i];
     const m = HOP.exec(part);
     if (!m) {
+      const lookalike = NOT_AN_ARROW.exec(part);
+      if (lookalike) {
+        errors.push(new ConfigError(`connection: '${lookalike[0]}' is not an arrow`, pos.inside(item, start + lookalike.index), 'join elements with -> (a hyphen and a greater-than sign)'));
+        return undefined;
+      }
       const col = start + (part.length - part.trimStart().length);
       const what = part.trim() === '' ? 'an element name is missing' : `'${part.trim()}' is not an element reference`;
       errors.push(new ConfigError(`connection: ${what}`, pos.inside(item, col), 'write NAME, NAME[OUT] or [IN]NAME between arrows, e.g. "tee[1] -> [0]count"'));

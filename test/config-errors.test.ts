@@ -433,6 +433,13 @@ test('connection: a bad port', async () => {
   await expectError(lines(...ELEMENTS, '  - src -> [-1]drop'), 'pipeline.yaml:7:12', "connection: '[-1]drop' is not an element reference", SYNTAX_HINT);
 });
 
+test('connection: an arrow that is not ->, pasted from rendered docs or typed by habit, is named where it is', async () => {
+  const hint = 'join elements with -> (a hyphen and a greater-than sign)';
+  await expectError(lines(...ELEMENTS, '  - src -> count \u2192 drop'), 'pipeline.yaml:7:18', "connection: '\u2192' is not an arrow", hint);
+  await expectError(lines(...ELEMENTS, '  - src => drop'), 'pipeline.yaml:7:9', "connection: '=>' is not an arrow", hint);
+  await expectError(lines(...ELEMENTS, '  - src \u2014> drop'), 'pipeline.yaml:7:9', "connection: '\u2014>' is not an arrow", hint);
+});
+
 test('connection: a chain of one element', async () => {
   await expectError(lines(...ELEMENTS, '  - src'), 'pipeline.yaml:7:5', 'connection: a chain needs at least two elements joined by ->', 'e.g. "src -> drop"');
 });
