@@ -2,7 +2,7 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadConfig, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
+import { loadConfig, readConfigFile, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError, StallError, didYouMean } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { addressSteeringErrors, buildGraph } from './graph.ts';
@@ -19,8 +19,8 @@ import { statsTable, liveLine, toJson, amount } from './report.ts';
 import { filterCapture } from './filter.ts';
 import { verify } from './verify.ts';
 import { startControl, type ControlServer } from './control.ts';
-import { join, resolve as resolvePath } from 'node:path';
-import { unwritable } from './files.ts';
+import { dirname, join, resolve as resolvePath } from 'node:path';
+import { makeFolders, unwritable } from './files.ts';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, environment: 3, interrupted: 130 } as const;
@@ -316,10 +316,10 @@ function inUsersCode(e: CompileError): boolean {
   return files.some((file) => !own.some((dir) => file.startsWith(dir)));
 }
 
-/** Loads a snapshot file into a pipeline that has not started. */
-/** The state the run ended with, for a later run --restore FILE. */
+/** The state the run ended with, for a later run --restore FILE (its missing folders made, as the check before the run expects). */
 async function saveSnapshot(pipeline: Pipeline, file: string): Promise<void> {
   try {
+    makeFolders(dirname(file));
     writeFileSync(file, JSON.stringify(await pipeline.snapshot()));
   } catch (e) {
     throw new EnvironmentError(`--save ${file}: cannot write the snapshot: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'give a path whose folder can be written');
@@ -327,6 +327,7 @@ async function saveSnapshot(pipeline: Pipeline, file: string): Promise<void> {
   process.stderr.write(`wirepath: state saved to ${file} (go on from it with --restore ${file})\n`);
 }
 
+/** Loads a snapshot file into a pipeline that has not started. */
 function restoreSnapshot(pipeline: Pipeline, file: string): void {
   let snapshot: Snapshot;
   try {
@@ -372,8 +373,8 @@ async function ctl(args: string[], values: { control?: string; token?: string })
     reload: () => {
       if (!rest[0]) throw new UsageError('ctl reload needs the new CONFIG file');
       const file = resolvePath(rest[0]);
-      if (!existsSync(file)) throw new EnvironmentError(`config file ${rest[0]} does not exist`, 'give the path of the new YAML config');
-      return ['POST', '/reload', { config: readFileSync(file, 'utf8'), file }];
+      // A missing or unreadable config is exit 2, as run says it.
+      return ['POST', '/reload', { config: readConfigFile(file), file }];
     },
   };
   const call = calls[command ?? ''];
@@ -488,8 +489,9 @@ async function run(config: PipelineConfig, load: LoadOptions, values: { json?: b
     process.off('SIGTERM', onSignal);
   }
   if (live) process.stderr.write('\r\x1b[K');
-  if (values.save) await saveSnapshot(supervisor.pipeline(), values.save);
+  // The counters first: a snapshot that cannot be written loses no more than itself.
   show(result);
+  if (values.save) await saveSnapshot(supervisor.pipeline(), values.save);
   // A shard that crashed was restarted and the run went on, but the packets it held are lost.
   // Lost packets outrank the stop: a crash is what the exit status must not hide.
   return result.crashes.length ? EXIT.failure : result.interrupted ? EXIT.interrupted : EXIT.ok;

@@ -341,7 +341,7 @@ function fileClashes(elements: Map<string, ElementInstance>, root: YAMLMap, pos:
 /** Most copies a config's aliases may make (the yaml library's count: uses times the aliases inside each anchor). */
 const MAX_ALIASES = 10_000;
 
-function readConfigFile(file: string): string {
+export function readConfigFile(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (e) {

@@ -1,6 +1,6 @@
 // File helpers for elements that write files (ToPcap's capture, a NAT's block log).
 
-import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, statSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
@@ -20,6 +20,12 @@ export function makeFolders(dir: string): void {
 }
 
 /**
+ * The kernel's own filesystems (procfs, sysfs, cgroup v1 and v2, debugfs, tracefs, securityfs, by their statfs magic): no
+ * file can be made in them, and their files are the kernel's settings, yet root passes access(W_OK) there.
+ */
+const KERNEL_FILESYSTEMS = new Set([0x9fa0, 0x62656572, 0x27e0eb, 0x63677270, 0x64626720, 0x74726163, 0x73636673]);
+
+/**
  * The error code writing a file at `path` would meet (its missing folders made as makeFolders makes them), found without
  * making or opening anything; undefined when nothing is in the way. For checks before a reload takes over.
  */
@@ -27,15 +33,20 @@ export function unwritable(path: string): string | undefined {
   try {
     if (existsSync(path)) {
       if (statSync(path).isDirectory()) return 'EISDIR';
-      accessSync(path, constants.W_OK);
-      return undefined;
+      return writableThere(path);
     }
     let folder = dirname(path);
     while (!existsSync(folder)) folder = dirname(folder);
     if (!statSync(folder).isDirectory()) return 'ENOTDIR';
-    accessSync(folder, constants.W_OK);
-    return undefined;
+    return writableThere(folder);
   } catch (e) {
     return (e as NodeJS.ErrnoException).code ?? String(e);
   }
+}
+
+/** undefined when a file or folder that exists may be written to (throws access's error otherwise). */
+function writableThere(path: string): string | undefined {
+  if (KERNEL_FILESYSTEMS.has(Number(statfsSync(path).type))) return 'EACCES';
+  accessSync(path, constants.W_OK);
+  return undefined;
 }

@@ -71,6 +71,8 @@ export class Supervisor {
         return result;
       }
       this.next = undefined;
+      // Stopped to hand over to the new config, not interrupted: a run that then fails says so by its error alone.
+      before = { ...result, interrupted: false };
       try {
         next.pipeline.replaces(this.current);
         const report = carryOver(await this.current.snapshot(), this.current, next.pipeline);

@@ -424,6 +424,11 @@ test('run --save writes the state the run ended with, which --restore goes on fr
   assert.is(second.status, 0, second.stderr);
   assert.is(JSON.parse(second.stdout).elements.stats.total_packets, 4000, 'the first run\'s 2000 and this one\'s');
   assert.is(JSON.parse(readFileSync(join(dir, 'saved.json'), 'utf8')).elements.stats.scalars.total_packets, '4000', 'saved again, over the one it started from');
+  // Into folders that do not exist yet: made, as the check before the run expects (before, the run's state and its counters were lost).
+  const deeper = cli(['run', join(dir, 'save.yaml'), '--save', join(dir, 'new', 'folder', 'saved.json'), '--json']);
+  assert.is(deeper.status, 0, deeper.stderr);
+  assert.is(JSON.parse(deeper.stdout).elements.stats.total_packets, 2000);
+  assert.is(JSON.parse(readFileSync(join(dir, 'new', 'folder', 'saved.json'), 'utf8')).elements.stats.scalars.total_packets, '2000');
   const refused = cli(['run', join(dir, 'save.yaml'), '--save', join(dir, 'save.yaml', 'x.json')]);
   assert.is(refused.status, 3);
   assert.ok(refused.stderr.startsWith(`wirepath: --save ${join(dir, 'save.yaml', 'x.json')}: cannot write it (ENOTDIR)\n`), refused.stderr);

@@ -3,11 +3,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { spawn, execFile } from 'node:child_process';
+import { spawn, spawnSync, execFile } from 'node:child_process';
 import { mkdirSync, readdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, readPcap, writePcap, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
-import { Pipeline } from '../engine/pipeline.ts';
+import { Pipeline, type FailedRun } from '../engine/pipeline.ts';
 import { Supervisor } from '../engine/supervisor.ts';
 
 const wirepath = (args: string[]) => new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
@@ -59,9 +59,10 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     assert.is(missing.status, 1);
     // Placed at the element in the new config, with the hint, as run says it.
     assert.ok(missing.stderr.includes(`400 ${join(dir, 'sub', 'missing.yaml')}:2:3: src: cannot open ${join(dir, 'nowhere.pcap')}: ENOENT\n  hint: check the file parameter`), missing.stderr);
+    // A missing config is exit 2, as for run.
     const nope = await ctl('reload', join(dir, 'nope.yaml'));
-    assert.is(nope.status, 3);
-    assert.ok(nope.stderr.startsWith(`wirepath: config file ${join(dir, 'nope.yaml')} does not exist\n`), nope.stderr);
+    assert.is(nope.status, 2);
+    assert.ok(nope.stderr.startsWith(`config file ${join(dir, 'nope.yaml')} does not exist\n  hint: give the path of a YAML config`), nope.stderr);
     // A device that is not there, as its opening would find, before the running config stops.
     writeFileSync(join(dir, 'device.yaml'), config('').replace('  drop: { type: Discard }', '  drop: { type: ToDevice, device: wpnosuch0 }'));
     const device = await ctl('reload', join(dir, 'device.yaml'));
@@ -72,6 +73,11 @@ test('reload: an invalid config changes nothing; a valid one keeps the state of 
     const capture = await ctl('reload', join(dir, 'capture.yaml'));
     assert.is(capture.status, 1);
     assert.ok(capture.stderr.includes(`400 ${join(dir, 'capture.yaml')}:6:3: drop: cannot write ${join(dir, 'a.yaml/sub/out.pcap')}: ENOTDIR\n  hint: check that the folder`), capture.stderr);
+    // In the kernel's own filesystems no file can be made, though root passes access(W_OK) there: before, the reload was answered and the run then ended.
+    writeFileSync(join(dir, 'sysfs.yaml'), config('').replace('  drop: { type: Discard }', '  drop: { type: ToPcap, file: /sys/wirepath-nope.pcap }'));
+    const sysfs = await ctl('reload', join(dir, 'sysfs.yaml'));
+    assert.is(sysfs.status, 1);
+    assert.ok(sysfs.stderr.includes(`400 ${join(dir, 'sysfs.yaml')}:6:3: drop: cannot write /sys/wirepath-nope.pcap: EACCES`), sysfs.stderr);
     writeFileSync(join(dir, 'log.yaml'), `elements:
   gen: { type: Generator, count: 0, flows: 50, timing: original, rate: 20000 }
   back: { type: Generator, count: 0, flows: 5, timing: original, rate: 10 }
@@ -185,6 +191,26 @@ test('the run command\'s --set overrides apply to a reloaded config too, to the 
       supervisor.stop();
       await running;
     }
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('reload: a new config whose run fails as it starts (a FIFO nothing reads) ends the run with its error, not marked interrupted', async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, 'a.yaml');
+    writeFileSync(file, config(''));
+    spawnSync('mkfifo', [join(dir, 'fifo')]);
+    const options = { shards: 1 };
+    const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+    const running = supervisor.run().then(() => undefined, (e: FailedRun) => e);
+    while (supervisor.pipeline().packetsIn() < 1000) await new Promise((r) => setTimeout(r, 10));
+    await supervisor.reload(config('').replace('  drop: { type: Discard }', '  drop: { type: ToPcap, file: fifo }'));
+    const failed = await running;
+    assert.match(String(failed), /cannot write .*fifo: a FIFO that nothing reads/);
+    assert.ok(failed!.result!.packets_in >= 1000, 'the first config\'s packets counted');
+    assert.is(failed!.result!.interrupted, false, 'nobody stopped it: the reload handed over');
   } finally {
     removeDir(dir);
   }
