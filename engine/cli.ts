@@ -184,8 +184,8 @@ export async function main(argv: string[]): Promise<number> {
           throw new UsageError(`--shards takes counts from 1 to ${MAX_SHARDS} like 1,2,4 and --scale-every a number of packets`);
         }
         if (shards.every((n) => n === 1)) throw new UsageError('--shards needs a count above 1: one shard is what the runs are compared with');
-        // One count is a run on that many shards with no scale event, and --scale-every would be ignored.
-        if (shards.length < 2) {
+        // One count (or one named twice: 2,2) is a run on that many shards with no scale event, and --scale-every would be ignored.
+        if (new Set(shards).size < 2) {
           throw new UsageError(`--shards ${values.shards} names one shard count, so the scaled run would make no scale event: name the counts it goes through, e.g. 1,${shards[0]}`);
         }
         if (!target) throw new UsageError('verify needs a CONFIG file');

@@ -565,6 +565,10 @@ test('verify: --trace is a path from where the command runs; one shard count is 
   const four = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '4', '--scale-every', '1000']);
   assert.is(four.status, 2, 'it ran with no scale event and said nothing');
   assert.match(four.stderr, /--shards 4 names one shard count, so the scaled run would make no scale event: name the counts it goes through, e\.g\. 1,4/);
+  // Before: run, then 'NOT equivalent: no scale event: the trace has 2000 packets, not more than --scale-every 500' (exit 1).
+  const twice = cli(['verify', join(dir, 'v.yaml'), '--trace', 'traces/demo.pcap', '--shards', '2,2', '--scale-every', '500']);
+  assert.is(twice.status, 2, twice.stdout);
+  assert.match(twice.stderr, /--shards 2,2 names one shard count, so the scaled run would make no scale event/);
 });
 
 test('verify: a NAT that picks ports at random is refused with the way to verify it; output that nothing reaches is no equivalence', () => {
