@@ -363,8 +363,9 @@ test('unreachable rules are warned about with their position; the config still l
   const config = await loadConfig('w.yaml', { text });
   const warnings = config.warnings.map((w) => w.format().split('\n')[0]);
   assert.equal(warnings, [
-    "w.yaml:3:45: warning: cl.patterns: pattern 2 ('tcp dst port 80') is shadowed by pattern 1 ('tcp'): it never sees a packet",
-    "w.yaml:3:64: warning: cl.patterns: pattern 3 ('tcp and udp') can never match",
+    // Numbered from 0, as the outputs they send to (before: from 1, so that pattern 2 was the one of cl[1]).
+    "w.yaml:3:45: warning: cl.patterns: pattern 1 ('tcp dst port 80') is shadowed by pattern 0 ('tcp'): it never sees a packet",
+    "w.yaml:3:64: warning: cl.patterns: pattern 2 ('tcp and udp') can never match",
   ]);
 });
 

@@ -535,19 +535,22 @@ function isList(expr: Expr): boolean {
 
 export interface RuleWarning { rule: number; message: string; hint?: string }
 
-/** Rules no packet can reach: those that can never match, and those shadowed by earlier rules (naming one when one alone does). */
-export function unreachableRules(set: RuleSet, texts: string[], noun: string): RuleWarning[] {
+/**
+ * Rules no packet can reach: those that can never match, and those shadowed by earlier rules (naming one when one alone does).
+ * Rules are numbered from `first`: a Classifier's from 0, as the outputs they send to.
+ */
+export function unreachableRules(set: RuleSet, texts: string[], noun: string, first: number): RuleWarning[] {
   const warnings: RuleWarning[] = [];
   set.compiled.reachable.forEach((reachable, rule) => {
     if (reachable) return;
     if (!compileRules([set.expressions[rule]]).compiled.reachable[0]) {
-      warnings.push({ rule, message: `${noun} ${rule + 1} ('${texts[rule]}') can never match`, hint: 'it asks for things no packet has at once; check its protocols and fields' });
+      warnings.push({ rule, message: `${noun} ${rule + first} ('${texts[rule]}') can never match`, hint: 'it asks for things no packet has at once; check its protocols and fields' });
       return;
     }
     const by = set.expressions.findIndex((e, j) => j < rule && !compileRules([e, set.expressions[rule]]).compiled.reachable[1]);
     warnings.push(by >= 0
-      ? { rule, message: `${noun} ${rule + 1} ('${texts[rule]}') is shadowed by ${noun} ${by + 1} ('${texts[by]}'): it never sees a packet`, hint: 'move it before that rule or remove it' }
-      : { rule, message: `${noun} ${rule + 1} ('${texts[rule]}') is shadowed by the ${noun}s before it: it never sees a packet`, hint: 'move it earlier or remove it' });
+      ? { rule, message: `${noun} ${rule + first} ('${texts[rule]}') is shadowed by ${noun} ${by + first} ('${texts[by]}'): it never sees a packet`, hint: 'move it before that rule or remove it' }
+      : { rule, message: `${noun} ${rule + first} ('${texts[rule]}') is shadowed by the ${noun}s before it: it never sees a packet`, hint: 'move it earlier or remove it' });
   });
   return warnings;
 }

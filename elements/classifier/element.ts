@@ -37,6 +37,6 @@ export default defineElement({
   },
   specialize: rulesAsCode((p) => p.patterns, { stateClass: 'ClassifierState', programModule: './program' }),
   invalid: (params) => compileErrors('patterns', params.patterns, 'pattern'),
-  warnings: (params) => reachabilityWarnings('patterns', params.patterns, 'pattern'),
+  warnings: (params) => reachabilityWarnings('patterns', params.patterns, 'pattern', 0), // numbered as the outputs they send to
   example: "cl: { type: Classifier, patterns: ['tcp dst port 80 or 443', 'udp dst port 53', '-'] }\n# connections: src -> cl, cl[0] -> web, cl[1] -> dns, cl[2] -> other",
 });

@@ -86,10 +86,10 @@ export function rulesAsCode(rulesOf: (params: any) => Rule[], module: DecisionMo
   return (params) => decisionModule(compiled(rulesOf(params)).compiled, module);
 }
 
-/** Warnings for rules that no packet reaches, pointing at each rule's item in `param`. */
-export function reachabilityWarnings(param: string, rules: Rule[], noun: string): ParamWarning[] {
+/** Warnings for rules that no packet reaches, pointing at each rule's item in `param`; rules numbered from `first`. */
+export function reachabilityWarnings(param: string, rules: Rule[], noun: string, first: number): ParamWarning[] {
   if (compilesTooDeep(rules)) return [];
-  return unreachableRules(compiled(rules), rules.map((r) => r.text), noun).map((w) => ({ param, at: { item: w.rule }, message: w.message, hint: w.hint }));
+  return unreachableRules(compiled(rules), rules.map((r) => r.text), noun, first).map((w) => ({ param, at: { item: w.rule }, message: w.message, hint: w.hint }));
 }
 
 export function programText(rules: Rule[], outcome: (rule: number) => string): string {

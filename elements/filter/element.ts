@@ -128,7 +128,7 @@ export default defineElement({
   },
   specialize: rulesAsCode((p) => p.rules, { stateClass: 'FilterState', programModule: '../classifier/program' }),
   invalid: (params) => compileErrors('rules', params.rules, 'rule'),
-  warnings: (params) => reachabilityWarnings('rules', params.rules, 'rule'),
+  warnings: (params) => reachabilityWarnings('rules', params.rules, 'rule', 1),
   example: "fw: { type: Filter, stateful: true, rules: ['allow tcp dst port 80 or 443', 'allow udp dst port 53', 'deny -'] }\n"
     + '# connections: src -> fw -> out',
 });
