@@ -27,7 +27,9 @@ export function elementDoc(type: ElementType): string {
   else {
     lines.push(`**Ports.** Inputs: ${inputs}. Outputs:${outputs.length === 0 ? ' none' : ''}`);
     outputs.forEach((p, i) => lines.push(`- [${i}] ${p.name}: ${p.doc}${p.optional ? ' (optional)' : ''}`));
-    if (typeof type.outputs === 'function') lines.push('- (the number of outputs follows the parameters; shown here with the defaults)');
+    // A required parameter has no default to show the ports with: the one shown stands for each.
+    const required = Object.values(type.params).some((s) => s.required);
+    if (typeof type.outputs === 'function') lines.push(`- (the number of outputs follows the parameters; ${required ? 'see above' : 'shown here with the defaults'})`);
   }
   lines.push('');
   const params = Object.entries(type.params);

@@ -198,6 +198,9 @@ test('elements TYPE: a type without parameters, state or handlers says so', () =
     assert.ok(r.stdout.includes(part), `the doc lacks:\n${part}`);
   }
   assert.ok(cli(['elements', 'FromPcap']).stdout.includes('| file | a string | (required) | the capture file, relative to the config file |\n'));
+  // Ports made from a required parameter have no defaults to be shown with (a Classifier's patterns).
+  assert.ok(cli(['elements', 'Classifier']).stdout.includes('- (the number of outputs follows the parameters; see above)\n'));
+  assert.ok(cli(['elements', 'Tee']).stdout.includes('- (the number of outputs follows the parameters; shown here with the defaults)\n'));
 });
 
 test('elements TYPE: parameters a running pipeline cannot change say so; ports made from a required parameter do not break the doc', () => {
