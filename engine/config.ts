@@ -398,7 +398,7 @@ function readElements(doc: Document, root: YAMLMap, registry: Registry, pos: Pos
     const name = String(valueOf(pair.key));
     const at = pos.of(pair.key as Node);
     if (!NAME.test(name)) {
-      errors.push(new ConfigError(`element name '${name}' is not a valid name`, at, 'use letters, digits and _ , starting with a letter'));
+      errors.push(new ConfigError(`element name '${name}' is not a valid name`, at, 'use letters, digits and _, not starting with a digit'));
       continue;
     }
     const body = withMerges(doc, pair.value as Node);

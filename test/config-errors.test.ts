@@ -177,7 +177,10 @@ test('element: a bare type instead of a mapping', async () => {
 test('element: a name that connections cannot use', async () => {
   const errors = await errorsOf(lines('elements:', '  my-src: { type: FromPcap, file: in.pcap }', '  drop: { type: Discard }', 'connections:', '  - src -> drop'));
   assert.equal(summary(errors), ["2:3 element name 'my-src' is not a valid name"]);
-  assert.is(errors[0].hint, 'use letters, digits and _ , starting with a letter');
+  // Before: 'starting with a letter', though _src is a name connections take.
+  assert.is(errors[0].hint, 'use letters, digits and _, not starting with a digit');
+  assert.equal(summary(await errorsOf(lines('elements:', '  _src: { type: FromPcap, file: in.pcap }', '  drop: { type: Discard }', 'connections:', '  - _src -> drop', '  - 2nd -> drop'))),
+    ["6:5 connection: '2nd' is not an element reference"]);
 });
 
 test('element: an unknown type, with did-you-mean', async () => {
