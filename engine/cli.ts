@@ -45,18 +45,18 @@ commands:
 
 options for run, check, graph, build, verify:
   --set NAME.PARAM=VALUE   override a parameter (repeatable)
-options for run, check, graph, build, verify, elements:
+options for run, check, graph, build, verify, elements, docs:
   --elements DIR           also load the element folders in DIR (repeatable)
 options for elements:
   --layout                 elements TYPE: print the classes its process.ts imports from "./layout"
-options for run, check:
+options for run, check (check refuses what run would):
   --shards N               shard workers to start with (default: the config's shards, or cores - 1)
-options for run:
-  --json                   print one JSON object of results at exit
   --clock trace|wall       the elements' clock: packet timestamps (default) or real time
   --threads auto|worker|inline  where shards run: worker threads, or run to completion on the I/O thread
                            (default: the config's threads; auto is inline only for a device source on <= 2 cores)
   --inline                 the same as --threads inline
+options for run:
+  --json                   print one JSON object of results at exit
   --quiet                  no live line and no table
   --control PORT           serve the control API on 127.0.0.1:PORT (0 picks a free port)
   --token TOKEN            the control API's token (default: a random one, printed at start)
@@ -66,10 +66,12 @@ options for verify:
   --trace FILE             the capture every FromPcap of the config reads instead of its own file
   --shards 1,2,4           shard counts the scaled run goes through in turn (default 1,2)
   --scale-every K          packets between scale events (default 10000, fewer on a shorter trace)
-options for graph, filter, docs:
-  --format dot|mermaid     graph: the output's format
-  -v, --verbose            filter: list the matching packets
-  --write FILE             docs: update FILE's element reference in place
+options for graph:
+  --format dot|mermaid     the output's format
+options for filter:
+  -v, --verbose            list the matching packets
+options for docs:
+  --write FILE             update FILE's element reference in place
 options for ctl:
   --control PORT|URL       where the pipeline's control API is (default $WIREPATH_CONTROL)
   --token TOKEN            the token, for calls that change something (default $WIREPATH_TOKEN)
@@ -141,6 +143,7 @@ export async function main(argv: string[]): Promise<number> {
     throw new ConfigErrors([new ConfigError(e.message, undefined, e instanceof ElementFolderError ? e.hint : 'each --elements folder holds element folders, each with element.ts and process.ts')]);
   });
   try {
+    if (commandHelp(command)) refuseOtherCommandsOptions(command, values);
     if (command === 'filter') return await filter(target, extra, values.verbose ?? false);
     if (command === 'ctl') return await ctl(positionals.slice(1), values);
     if (extra.length) throw new UsageError(`unexpected argument '${extra[0]}'`);
@@ -261,9 +264,20 @@ function commandHelp(command: string): string | undefined {
   if (start < 0) return undefined;
   const end = lines.findIndex((l, i) => i > start && !l.startsWith('    '));
   const own = lines.slice(start, end < 0 ? undefined : end);
-  // Each "options for A, B:" heading starts a group that applies to the commands it names.
-  const groups = options.split(/\n(?=options for )/).filter((g) => /^options for ([^:]*):/.exec(g)![1].split(', ').includes(command));
-  return `usage: wirepath ${own[0].trim().split(/\s{2,}/)[0]} [options]\n\n${own.join('\n')}\n${groups.map((g) => `\n${g}\n`).join('')}\n${exitCodes}\n`;
+  return `usage: wirepath ${own[0].trim().split(/\s{2,}/)[0]} [options]\n\n${own.join('\n')}\n${optionGroups(command).map((g) => `\n${g}\n`).join('')}\n${exitCodes}\n`;
+}
+
+/** USAGE's option groups for `command`: each "options for A, B:" heading starts a group that applies to the commands it names. */
+function optionGroups(command: string): string[] {
+  const options = USAGE.split('\n\n')[2];
+  return options.split(/\n(?=options for )/).filter((g) => /^options for ([^:(]*)/.exec(g)![1].trim().split(', ').includes(command));
+}
+
+/** Refuses an option that `command` does not take (check --json printed text, graph --shards 2 was ignored). */
+function refuseOtherCommandsOptions(command: string, values: Record<string, unknown>): void {
+  const own = new Set(optionGroups(command).flatMap((g) => [...g.matchAll(/^ {2}(?:-\w, )?--([\w-]+)/gm)].map((m) => m[1])));
+  const other = Object.keys(values).find((name) => values[name] !== undefined && !own.has(name));
+  if (other) throw new UsageError(`--${other} is not an option of ${command}`);
 }
 
 async function filter(expression: string | undefined, [file, ...rest]: string[], verbose: boolean): Promise<number> {

@@ -613,6 +613,18 @@ test('usage: an unknown option exits 2', () => {
   assert.is(r.stderr, "wirepath: unknown option '--colour'\n  hint: wirepath --help lists the commands and their options\n");
 });
 
+test('usage: an option of another command is refused, not ignored (check --json printed text, graph --shards 2 did nothing)', () => {
+  for (const [args, option, command] of [[['check', 'configs/default.yaml', '--json'], 'json', 'check'], [['graph', 'configs/default.yaml', '--shards', '2'], 'shards', 'graph'],
+    [['docs', '--format', 'dot'], 'format', 'docs'], [['filter', 'tcp', 'traces/demo.pcap', '--shards', '2'], 'shards', 'filter']] as const) {
+    const r = cli([...args]);
+    assert.is(r.status, 2, args.join(' '));
+    assert.ok(r.stderr.startsWith(`wirepath: --${option} is not an option of ${command}\n\nusage: wirepath ${command} `), r.stderr);
+  }
+  // Each command's own still count, the short ones too.
+  assert.is(cli(['filter', 'tcp', 'traces/demo.pcap', '-v']).status, 0);
+  assert.is(cli(['graph', 'configs/default.yaml', '--format', 'mermaid', '--set', 'src.count=5']).status, 0);
+});
+
 test('usage: --help exits 0 with the usage on stdout; no command exits 2 with it on stderr', () => {
   const help = cli(['--help']);
   assert.is(help.status, 0);
