@@ -1312,7 +1312,8 @@ export class Pipeline {
     // the first packet the elements' clock stands still (a NAT dates nothing, logs nothing, until it moves).
     const carried = this.arena.view.getBigUint64(this.ioContext + IoContext.clockFloor, true);
     const clock = this.clockNow() > carried ? this.clockNow() : carried;
-    this.lastSnapshot = { format: SNAPSHOT_FORMAT, date: new Date().toISOString(), clock_ns: String(clock), elements };
+    const counts = Object.fromEntries(Object.entries(this.stats()).map(([name, { type, in: packetsIn, out, unconnected_drops }]) => [name, { type, in: packetsIn, out, unconnected_drops }]));
+    this.lastSnapshot = { format: SNAPSHOT_FORMAT, date: new Date().toISOString(), clock_ns: String(clock), elements, counts };
     this.lastSnapshotParts = parts;
     return this.lastSnapshot;
   }
@@ -1445,6 +1446,8 @@ export class Pipeline {
       }
     }
     for (const shard of this.shards) this.loadTables(snapshot, shard, afresh);
+    // A reload counts on from the stopped pipeline's counters itself (Supervisor: countOn).
+    if (!carried) this.countOn(snapshot.counts ?? {}, [...afresh]);
     if (!carried) for (const name of Object.keys(snapshot.elements)) if (!afresh.has(name)) this.restoredFromFile.add(name);
     // On a trace's time, the state's deadlines and times are the clock it was taken at: time goes on from there.
     if (snapshot.clock_ns && BigInt(snapshot.clock_ns) > 0n && !this.onRealTime()) this.continueClock(BigInt(snapshot.clock_ns));
@@ -1904,6 +1907,11 @@ export interface Snapshot {
     /** Shared data regions (state.data with `shared`), base64, with what laid each out (DataState.layout). */
     data?: Record<string, { layout: string; bytes: string }>;
   }>;
+  /**
+   * Every element's packets in and out so far (since 2026-11), those without state too: an element of the same name and
+   * type counts on from them when restored, as after a reload.
+   */
+  counts?: Record<string, Pick<ElementStats, 'type' | 'in' | 'out' | 'unconnected_drops'>>;
 }
 
 /** A value field as a table's layout string names it: `name type @offset`. */

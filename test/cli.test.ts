@@ -426,6 +426,9 @@ test('run --save writes the state the run ended with, which --restore goes on fr
   const second = cli(['run', join(dir, 'save.yaml'), '--restore', join(dir, 'saved.json'), '--save', join(dir, 'saved.json'), '--json']);
   assert.is(second.status, 0, second.stderr);
   assert.is(JSON.parse(second.stdout).elements.stats.total_packets, 4000, 'the first run\'s 2000 and this one\'s');
+  // Its packets in and out count on as its state does (before: 2000 in beside 4000 total_packets).
+  assert.equal([JSON.parse(second.stdout).elements.stats.in, JSON.parse(second.stdout).elements.stats.out], [4000, [4000]]);
+  assert.is(JSON.parse(second.stdout).elements.drop.in, 4000, 'an element without state too, as after a reload');
   assert.is(JSON.parse(readFileSync(join(dir, 'saved.json'), 'utf8')).elements.stats.scalars.total_packets, '4000', 'saved again, over the one it started from');
   // Into folders that do not exist yet: made, as the check before the run expects (before, the run's state and its counters were lost).
   const deeper = cli(['run', join(dir, 'save.yaml'), '--save', join(dir, 'new', 'folder', 'saved.json'), '--json']);
