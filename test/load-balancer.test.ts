@@ -249,6 +249,14 @@ test('a config\'s backends: every malformed item is reported at once, each at it
   ]);
 });
 
+test('one backend is a list of one, written alone or with --set (it was "not a non-empty list")', async () => {
+  assert.equal(await lbErrors("backends: 'web1 198.18.1.11'"), []);
+  const text = "elements:\n  src: { type: FromPcap, file: in.pcap }\n  lb: { type: LoadBalancer, vips: '198.18.100.1 tcp 80', source: 198.18.0.0/24, backends: ['web1 198.18.1.11', 'web2 198.18.1.12'] }\n"
+    + '  out: { type: Discard }\nconnections:\n  - src -> lb -> out\n';
+  const config = await loadConfig('lb.yaml', { text, overrides: ['lb.backends=web3 198.18.1.13 2'] });
+  assert.equal(config.elements.get('lb')!.params.backends, [{ name: 'web3', address: 0xc612010d, weight: 2 }]);
+});
+
 test('more backends than max_backends: a config error at the first backend without a slot (the table would put it over the buckets)', async () => {
   assert.equal(await lbErrors("backends: ['web1 198.18.1.11', 'web2 198.18.1.12', 'web3 198.18.1.13'], max_backends: 1"), [
     'lb.yaml:3:114: lb.backends: 3 backends do not fit max_backends: 1 (web2 is the first without a slot)\n'

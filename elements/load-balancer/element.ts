@@ -70,14 +70,12 @@ function checkUnique(list: Backend[], at?: (i: number) => { item: number }): voi
 const backendList = listType({ description: 'a backend: NAME ADDRESS [WEIGHT]', parse: parseBackend, format: formatBackend });
 
 const backendsType: ParamType<Backend[]> = {
-  description: 'a list of backends: NAME ADDRESS [WEIGHT]',
+  ...backendList,
   parse: (raw) => {
-    if (!Array.isArray(raw) || raw.length === 0) throw new ParamTypeError(`${JSON.stringify(raw)} is not a non-empty list`, "write a YAML list: ['web1 198.18.1.11', 'web2 198.18.1.12 2']");
     const list = backendList.parse(raw);
     checkUnique(list, (item) => ({ item }));
     return list;
   },
-  format: (list) => list.map(formatBackend).join(', '),
 };
 
 /** max_backends sizes the table: not a fast-path parameter, so no handler can change it under the table. */
