@@ -418,6 +418,24 @@ test('a backend removed and added again at its address takes back its slot, whic
   }
 });
 
+test('a backend added into a removed backend\'s slot starts its packets and bytes at 0', async () => {
+  const dir = tempDir();
+  try {
+    writePcap(join(dir, 'in.pcap'), Array.from({ length: 30 }, (_, i) => ipv4Frame(client({ sport: 30000 + i }))));
+    const p = await livePipeline(dir, muxConfig(false).replace(lb(), lb(', table_size: 7, max_backends: 3')));
+    await p.run();
+    const counts = () => Object.fromEntries((p.handlerRead('lb', 'backends') as any[]).map((b) => [b.name, [b.packets, b.bytes]]));
+    assert.ok(counts().web2[0] > 0);
+    // Once no bucket remembers web2, its slot is free for web4 (max_backends: 3).
+    p.handlerWrite('lb', 'remove_backend', 'web2');
+    for (const name of ['web1', 'web3']) p.handlerWrite('lb', 'drain', name);
+    p.handlerWrite('lb', 'add_backend', 'web4 198.18.1.14');
+    assert.equal(counts().web4, [0, 0]);
+  } finally {
+    removeDir(dir);
+  }
+});
+
 // --- daisy chaining ------------------------------------------------------------------------------
 
 /** Three BeamerBackends in a row (each passes what is not for it to the next), each with its own local output. */

@@ -108,6 +108,13 @@ function rowSums(view: ElementView, first: number, count: number): { packets: nu
   });
 }
 
+/** Zeroes the packets and bytes of one VIP or backend slot (`entry`) in every shard's row. */
+function zeroCounts(view: ElementView, entry: number): void {
+  const counters = view.data('counters');
+  const row = rowBytes(view.params);
+  for (let r = 0; r < MAX_SHARDS; r++) new Uint8Array(counters.buffer, counters.byteOffset + ROWS + r * row + entry * 16, 16).fill(0);
+}
+
 /** Applies a change of the backend list; an error leaves the table as it was. */
 function change(view: ElementView, edit: (list: Backend[]) => Backend[]): void {
   const table = new LiveTable(view.data('table'));
@@ -118,7 +125,8 @@ function change(view: ElementView, edit: (list: Backend[]) => Backend[]): void {
     const { message, hint } = onVip(clash);
     throw new Error(`${message} (${hint})`);
   }
-  table.update(next, view.now());
+  // A backend in a free slot starts at 0, not at the counts of the slot's removed backend.
+  for (const slot of table.update(next, view.now())) zeroCounts(view, (view.params.vips as Vip[]).length + slot);
 }
 
 /** A reload keeps the running table: says so when the reloaded config lists other backends (weights the checks took count as given back). */

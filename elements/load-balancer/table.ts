@@ -157,13 +157,14 @@ export class LiveTable {
   /**
    * Replaces the list of backends with `next` (checked by the caller) and rebuilds the table. Only the
    * buckets whose backend changes get a new previous backend, generation and time (`now`). Returns
-   * how many buckets moved.
+   * the slots a backend took that were free (their counters are another backend's).
    */
-  update(next: Backend[], now: bigint): number {
+  update(next: Backend[], now: bigint): number[] {
     const current = this.backends();
     const slotOf = new Map([...current].map(([slot, b]) => [b.name, slot]));
     const size = this.size;
     const referenced = new Set<number>();
+    const taken: number[] = [];
     for (let i = 0; i < size; i++) {
       const b = this.bucket(i);
       referenced.add(b.current).add(b.previous);
@@ -178,6 +179,7 @@ export class LiveTable {
       for (let slot = 0; slot < this.maxBackends; slot++) {
         if (!current.has(slot) && !referenced.has(slot)) {
           referenced.add(slot);
+          taken.push(slot);
           return slot;
         }
       }
@@ -199,6 +201,6 @@ export class LiveTable {
     }
     this.view.setUint32(H_MOVED, moved, true);
     this.view.setUint32(H_GENERATION, generation, true);
-    return moved;
+    return taken;
   }
 }
