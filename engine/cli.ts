@@ -5,7 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadConfig, readConfigFile, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
 import { ConfigError, ConfigErrors, EnvironmentError, StallError, didYouMean } from './errors.ts';
 import { CompileError } from './compile.ts';
-import { addressSteeringErrors, buildGraph } from './graph.ts';
+import { buildGraph, steeringErrors } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph } from './compile.ts';
 import { Pipeline, type FailedRun, type PipelineOptions, type RunResult, type Snapshot } from './pipeline.ts';
@@ -168,7 +168,7 @@ export async function main(argv: string[]): Promise<number> {
         const errors = graph.nodes.flatMap((node) => dataInitProblems(node.type, node.instance.params)
           .map((problem) => new ConfigError(`${node.name} (${node.type.type}): ${problem}`, node.instance.position, DECLARATION_HINT)));
         // What only more than one shard refuses (run refused it while check said ok).
-        if ((shards ?? config.shards) > 1) errors.push(...addressSteeringErrors(graph));
+        if ((shards ?? config.shards) > 1) errors.push(...steeringErrors(graph));
         if (errors.length) throw new ConfigErrors(errors);
         await compile(graph);
         process.stdout.write(`${config.file}: ok (${amount(config.elements.size, 'element')}, ${amount(config.connections.length, 'connection')})\n`);

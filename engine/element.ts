@@ -42,6 +42,11 @@ export interface FlowTableState {
   owner: 'flow' | 'address';
   /** True when every shard keeps a part of each entry and the parts add up, instead of one owner. */
   merges: boolean;
+  /**
+   * True when the key is not the packet's own flow (an inner connection) and only the element's `steer` finds
+   * it: with more than one shard, the element's packets must come from sources that steer by an element of its type.
+   */
+  keyedBySteer?: boolean;
   /** The fields of each entry's value, in the generated `<Type><Name>Entry` class. */
   value: Record<string, FastType>;
   /**

@@ -187,18 +187,22 @@ export function sharesTarget(node: GraphNode): boolean[] {
 /**
  * With more than one shard, a table owned by an address (a host-owned source table, a NAT's subscriber state)
  * lives on the shard that owns the address's bucket: every source feeding its element must steer by the
- * source address or by an element that steers, or packets reach shards that do not hold their entries.
+ * source address or by an element that steers. A table keyed by what its element's steer finds (keyedBySteer)
+ * needs sources that steer by an element of its type. Otherwise packets reach shards that do not hold their entries.
  */
-export function addressSteeringErrors(graph: Graph): ConfigError[] {
-  const owning = graph.nodes.filter((n) => Object.values(n.type.state ?? {}).some((s) => s.kind === 'flow-table' && s.owner === 'address' && !s.merges));
+export function steeringErrors(graph: Graph): ConfigError[] {
+  const tables = (node: GraphNode) => Object.values(node.type.state ?? {}).filter((s) => s.kind === 'flow-table');
   const errors: ConfigError[] = [];
   for (const source of graph.sources) {
     const steer = String(source.instance.params.steer);
-    if (steer === 'source-address' || graph.byName.get(steer)?.type.steer) continue;
-    for (const node of owning) {
-      if (!reaches(graph, source, (n) => n === node)) continue;
+    const by = graph.byName.get(steer);
+    for (const node of graph.nodes) {
+      const owned = steer !== 'source-address' && !by?.type.steer && tables(node).some((s) => s.owner === 'address' && !s.merges);
+      const keyed = by?.type !== node.type && tables(node).some((s) => s.keyedBySteer);
+      if (!(owned || keyed) || !reaches(graph, source, (n) => n === node)) continue;
+      const whose = keyed ? 'whose table is keyed by what only its steering finds' : 'whose state is owned by an address';
       const steering = node.type.steer ? `steer: ${node.name}` : 'steer: source-address';
-      errors.push(new ConfigError(`${source.name} feeds ${node.name} (${node.type.type}), whose state is owned by an address, but steers by ${steer}: `
+      errors.push(new ConfigError(`${source.name} feeds ${node.name} (${node.type.type}), ${whose}, but steers by ${steer}: `
         + 'with more than one shard its packets would reach shards that do not hold their entries', source.instance.position, `add ${steering} to ${source.name}`));
     }
   }

@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { MAX_SHARDS, type PipelineConfig, type ThreadMode } from './config.ts';
-import { addressSteeringErrors, buildGraph, reaches, sharesTarget, steeringPath, type Graph, type GraphNode } from './graph.ts';
+import { buildGraph, reaches, sharesTarget, steeringErrors, steeringPath, type Graph, type GraphNode } from './graph.ts';
 import { generateGraph } from './codegen.ts';
 import { compileGraph, sourceLocation, type CompiledGraph } from './compile.ts';
 import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
@@ -1046,9 +1046,9 @@ export class Pipeline {
     }
   }
 
-  /** More than one shard needs address-owned state fed by sources that steer by the address (addressSteeringErrors). */
+  /** More than one shard needs address-owned state, and state keyed by an element's steering, fed by sources that steer so (steeringErrors). */
   private checkSteering(): void {
-    const errors = addressSteeringErrors(this.graph);
+    const errors = steeringErrors(this.graph);
     if (errors.length) throw new ConfigErrors(errors);
   }
 

@@ -27,7 +27,8 @@ export default defineElement({
     + 'cut short is counted in malformed and dropped. Its table is per-flow state keyed by the inner flow: with '
     + 'shards, give its sources steer: NAME (this element), which steers an IP-in-IP packet by its inner '
     + 'connection, so every packet finds its entry and entries move with their connections when the pipeline '
-    + 'scales.',
+    + 'scales (check --shards N and run refuse sources that steer otherwise: packets of a connection from two '
+    + 'muxes, or daisy-chained, carry other outer headers).',
   inputs: 1,
   outputs: [
     { name: 'local', doc: 'decapsulated packets, for the local server' },
@@ -45,6 +46,8 @@ export default defineElement({
   state: {
     connections: state.flowTable({
       doc: 'connections delivered to the local server (TCP; inner 5-tuple)',
+      // Keyed by the inner connection: packets of one reach the backend with other outer headers (from other muxes, daisy-chained).
+      keyedBySteer: true,
       value: { closing: 'u8', end_seq: 'u32' },
       capacity: (p) => p.capacity,
       timeout: (p) => p.timeout,
