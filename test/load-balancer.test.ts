@@ -532,6 +532,25 @@ test('daisy chaining: after a drain, packets of an old connection reach the new 
   }
 });
 
+test('a change made before the first packet counts as made at its time (its age was 2^32 - 1 ms: no daisy chaining)', async () => {
+  const dir = tempDir();
+  try {
+    const seconds = [0, 2];
+    writePcap(join(dir, 'in.pcap'), seconds.flatMap((s) => Array.from({ length: 30 }, (_, i) => ({ data: ipv4Frame(client({ sport: 40000 + i, tcpFlags: ACK })), sec: T0 + s, usec: i }))));
+    const p = await livePipeline(dir, muxConfig(false));
+    p.handlerWrite('lb', 'drain', 'web3');
+    await p.run();
+    const moved = readPcap(join(dir, 'out.pcap')).records.map((r) => outer(r.data).option).filter((o) => o.previous === ADDRESS.web3);
+    assert.ok(moved.length > 0 && moved.length % 2 === 0);
+    assert.equal(moved.map((o) => o.ageMs), [...Array(moved.length / 2).fill(0), ...Array(moved.length / 2).fill(2000)]);
+    const table = new LiveTable(p.view('lb').data('table'));
+    const bucket = Array.from({ length: table.size }, (_, i) => table.describe(i)).find((b) => b.previous === 'web3');
+    assert.is(bucket?.changed_ns, BigInt(T0) * 1_000_000_000n + 999_999n, 'the buckets handler tells the first packet\'s clock (the end of its millisecond)');
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('BeamerBackend: not for it, plain IP-in-IP without the option, truncated inner packets', async () => {
   const dir = tempDir();
   try {

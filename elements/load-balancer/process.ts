@@ -11,6 +11,7 @@ const BACKEND_ENTRY: usize = 48;
 const BUCKET_ENTRY: usize = 16;
 const NONE: u32 = 0xffff;
 const ROWS: usize = 8;
+const CLOCK_START: usize = 24;
 
 /** The outer header: 20 bytes and the 16-byte option (element.ts documents it). */
 const OUTER: u32 = 36;
@@ -34,6 +35,9 @@ export function process(self: LoadBalancerState, batch: Batch, out: Outputs): vo
   const vipRow = <usize>self.counter_row;
   const backendRow = vipRow + <usize>vips * 16;
   const t = now();
+  // Changes made before the first packet (stamped 0) count as made at its time.
+  if (!atomic.load<u64>(table + CLOCK_START)) atomic.cmpxchg<u64>(table + CLOCK_START, 0, t);
+  const clockStart = atomic.load<u64>(table + CLOCK_START);
   for (let i: u32 = 0; i < batch.count; i++) {
     const p = batch.packet(i);
     const ip = IPv4.header(p);
@@ -46,7 +50,8 @@ export function process(self: LoadBalancerState, batch: Batch, out: Outputs): vo
     if (current == NONE) { self.no_backend++; dropPacket(p); continue; }
     if (<u32>p.dataOffset < META_SIZE + OUTER) { self.no_headroom++; dropPacket(p); continue; }
     const previous = <u32>(word >> 16) & 0xffff;
-    const age = previous == NONE ? <u64>0xffffffff : ageMs(t, load<u64>(bucket, 8));
+    const changed = load<u64>(bucket, 8);
+    const age = previous == NONE ? <u64>0xffffffff : ageMs(t, changed ? changed : clockStart);
     encapsulate(p, ip, outerSource(self, flowHash), load<u32>(backends + <usize>current * BACKEND_ENTRY),
       previous == NONE ? 0 : load<u32>(backends + <usize>previous * BACKEND_ENTRY), <u32>(word >> 32), <u32>age);
     const bytes = <u64>p.wireLength;

@@ -3,6 +3,7 @@
 // snapshot or a reload restores it whole.
 //
 //   header  64 B: [size M u32][vip count u32][max backends u32][generation u32][buckets moved by the last change u32]
+//                 [4 B unused][clock start u64: the time of the first packet after a change made before any]
 //   vips    16 B each: [address u32][port u16][protocol u8][any port u8][8 B unused]
 //   backends 48 B per slot: [address u32][weight u32][present u32][drained from u32][name, 32 B UTF-8, NUL-padded]
 //            (drained from: the weight the health checks drained it from, plus 1; 0 when they did not)
@@ -10,7 +11,9 @@
 //
 // A removed backend's slot keeps its address while some bucket still names it as previous backend,
 // and is reused only after that. A bucket's first word (current, previous, generation) is stored in
-// one atomic write, after its time, so the fast path never sees half a change.
+// one atomic write, after its time, so the fast path never sees half a change. Before the first packet the
+// clock stands at 0: a change then is stamped 0 and clock start zeroed, which the first packet sets to its
+// time, so that the change counts as made then (not as never: age 2^32 - 1 ms, as for no previous backend).
 
 import { formatIPv4 } from '../../engine/params.ts';
 import { maglevTable, withoutBuckets, NO_BACKEND } from './maglev.ts';
@@ -23,7 +26,7 @@ export const NAME_BYTES = 32;
 /** A bucket with no current or previous backend. */
 export const NONE = 0xffff;
 
-const H_SIZE = 0, H_VIPS = 4, H_MAX_BACKENDS = 8, H_GENERATION = 12, H_MOVED = 16;
+const H_SIZE = 0, H_VIPS = 4, H_MAX_BACKENDS = 8, H_GENERATION = 12, H_MOVED = 16, H_CLOCK_START = 24;
 
 export interface Vip {
   address: number;
@@ -128,7 +131,8 @@ export class LiveTable {
   describe(index: number): BucketState {
     const b = this.bucket(index);
     const name = (slot: number) => (slot === NONE ? undefined : this.nameAt(slot));
-    return { current: name(b.current), previous: name(b.previous), generation: b.generation, changed_ns: b.changed_ns };
+    const changed = b.previous !== NONE && !b.changed_ns ? this.view.getBigUint64(H_CLOCK_START, true) : b.changed_ns;
+    return { current: name(b.current), previous: name(b.previous), generation: b.generation, changed_ns: changed };
   }
 
   private nameAt(slot: number): string {
@@ -190,6 +194,7 @@ export class LiveTable {
     if (starved.length) throw new Error(`${starvedMessage(starved, size)} (${STARVED_HINT})`);
     for (const slot of current.keys()) if (!slots.includes(slot)) this.writeBackend(slot, undefined);
     next.forEach((b, i) => this.writeBackend(slots[i], b));
+    if (!now) this.view.setBigUint64(H_CLOCK_START, 0n, true);
     const generation = this.generation + 1;
     let moved = 0;
     for (let i = 0; i < size; i++) {
