@@ -627,7 +627,7 @@ test('BeamerBackend: a previous backend that is no host (broadcast, multicast, 0
   }
 });
 
-test('BeamerBackend: after a FIN, a new connection on the same 5-tuple is not taken for the old one', async () => {
+test('BeamerBackend: after a FIN, a new connection on the same 5-tuple is not taken for the old one; its SYN is learned', async () => {
   const dir = tempDir();
   try {
     /** A client packet to the VIP with sequence number `seq`, in plain IP-in-IP to web1. */
@@ -646,6 +646,10 @@ test('BeamerBackend: after a FIN, a new connection on the same 5-tuple is not ta
     assert.is(web1.learned, 1);
     assert.is(web1.delivered, 5);
     assert.is(web1.unknown, 1);
+    // The client opens it again with a SYN: a second connection learned (the SYN found the closing entry: it was not counted).
+    writePcap(join(dir, 'encapsulated.pcap'), [tunnelled(SYN, 999), tunnelled(ACK, 1000), tunnelled(0x11, 1000), tunnelled(ACK, 1001), tunnelled(SYN, 0x80000000)]);
+    const again = (await runConfig(dir, backendsConfig(''), { threads: 'inline' })).elements.web1 as Record<string, any>;
+    assert.is(again.learned, 2);
   } finally {
     removeDir(dir);
   }

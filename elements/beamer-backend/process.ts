@@ -37,8 +37,10 @@ export function process(self: BeamerBackendState, batch: Batch, out: Outputs): v
         const value = table.lookupOrInsert(key, hash, t, p);
         if (!value) self.table_full++;
         else {
-          if (flowCreated) self.learned++;
-          changetype<BeamerBackendConnectionsEntry>(value).closing = 0;
+          const entry = changetype<BeamerBackendConnectionsEntry>(value);
+          // A SYN on a closing connection's 5-tuple starts a new connection in its entry.
+          if (flowCreated || entry.closing) self.learned++;
+          entry.closing = 0;
         }
       } else {
         const value = table.find(key, hash, t);
