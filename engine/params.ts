@@ -129,6 +129,27 @@ export interface Cidr {
   mask: number;
 }
 
+/** Addresses that are no host's on the Internet (RFC 6890): never a packet's source, and nothing to send to. */
+const NOT_HOSTS = [
+  { net: '0.0.0.0/8', what: '"this network"' },
+  { net: '127.0.0.0/8', what: 'loopback' },
+  { net: '169.254.0.0/16', what: 'link-local' },
+  { net: '224.0.0.0/4', what: 'multicast' },
+  { net: '240.0.0.0/4', what: 'reserved or broadcast' },
+];
+
+/** What kind of addresses that are no host's the prefix `c` holds ('loopback', 'multicast', ...), or undefined when it holds none. */
+export function nonHostKind(c: Cidr): string | undefined {
+  return NOT_HOSTS.find(({ net }) => {
+    const range = parseCidr(net);
+    const shorter = c.prefix <= range.prefix ? c : range, longer = shorter === c ? range : c;
+    return ((longer.address & shorter.mask) >>> 0) === shorter.address;
+  })?.what;
+}
+
+/** The prefix of one address. */
+export const hostPrefix = (address: number): Cidr => ({ address, prefix: 32, mask: 0xffffffff });
+
 export function parseCidr(raw: unknown): Cidr {
   const text = String(raw);
   const m = /^([^/]+)\/(\d{1,2})$/.exec(text);

@@ -30,7 +30,7 @@ if (skip) {
         writeFileSync(config, `
 elements:
   gen: { type: Generator, count: 0, timing: original, rate: 1000 }
-  lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.9.0/24,
+  lb: { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.8.0/24,
         backends: ['web1 198.18.9.2', 'web2 198.18.9.3 2', 'web3 198.18.9.4'],
         health_check: http, health_port: 8080, health_interval: 200ms, health_timeout: 300ms, health_failures: 2 }
   drop: { type: Discard }

@@ -230,12 +230,32 @@ async function livePipeline(dir: string, yaml: string) {
 }
 
 /** The config errors (formatted: position, message, hint) of an lb with these parameters after its VIPs and source. */
-async function lbErrors(params: string, vips = "['198.18.100.1 tcp 80']"): Promise<string[]> {
-  const text = `elements:\n  src: { type: FromPcap, file: in.pcap }\n  lb: { type: LoadBalancer, vips: ${vips}, source: 198.18.0.0/24, ${params} }\n`
+async function lbErrors(params: string, vips = "['198.18.100.1 tcp 80']", source = '198.18.0.0/24'): Promise<string[]> {
+  const text = `elements:\n  src: { type: FromPcap, file: in.pcap }\n  lb: { type: LoadBalancer, vips: ${vips}, source: ${source}, ${params} }\n`
     + '  out: { type: Discard }\nconnections:\n  - src -> lb -> out\n';
   const e = await loadConfig('lb.yaml', { text }).then(() => undefined, (x) => x);
   return (e?.errors ?? []).map((x: { format(): string }) => x.format());
 }
+
+test('an outer source prefix with no host\'s addresses, or with a VIP\'s or a backend\'s, and a VIP that no client sends to (no host\'s address, port 0): config errors', async () => {
+  const one = "backends: ['web1 198.18.1.11']";
+  // Before: all accepted, and outer packets came from multicast, loopback, or the backend's own address.
+  assert.equal(await lbErrors(one, undefined, '0.0.0.0/0'), [
+    'lb.yaml:3:68: lb.source: 0.0.0.0/0 holds "this network" addresses, which no packet may come from\n  hint: a unicast prefix of the mux\'s own, e.g. 198.18.0.0/24',
+    'lb.yaml:3:68: lb.source: 0.0.0.0/0 holds the address of VIP 198.18.100.1: outer packets would come from it\n  hint: a prefix apart from the VIPs and the backends',
+  ]);
+  assert.equal(await lbErrors(one, undefined, '224.0.0.0/8'), [
+    "lb.yaml:3:68: lb.source: 224.0.0.0/8 holds multicast addresses, which no packet may come from\n  hint: a unicast prefix of the mux's own, e.g. 198.18.0.0/24",
+  ]);
+  assert.equal(await lbErrors(one, undefined, '198.18.1.0/24'), [
+    'lb.yaml:3:68: lb.source: 198.18.1.0/24 holds the address of backend web1: outer packets would come from it\n  hint: a prefix apart from the VIPs and the backends',
+  ]);
+  assert.equal(await lbErrors(one, "['0.0.0.0 tcp 80', '224.0.0.1 udp any', '198.18.100.1 tcp 0']"), [
+    "lb.yaml:3:36: lb.vips: VIP 0.0.0.0 is a \"this network\" address, which no client sends to\n  hint: give the unicast address clients reach the service at",
+    "lb.yaml:3:54: lb.vips: VIP 224.0.0.1 is a multicast address, which no client sends to\n  hint: give the unicast address clients reach the service at",
+    "lb.yaml:3:75: lb.vips: VIP 198.18.100.1: port 0 is no service's\n  hint: give the service's port, or any for all of them",
+  ]);
+});
 
 test('a config\'s backends: every malformed item is reported at once, each at its item; a repeated name with a hint', async () => {
   const errors = (backends: string) => lbErrors(`backends: ${backends}`);

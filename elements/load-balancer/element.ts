@@ -1,6 +1,6 @@
 import { defineElement, param, state, ParamTypeError, type ElementView, type ParamType, type ParamWarning } from '../../engine/api.ts';
 import { MAX_SHARDS } from '../../engine/config.ts';
-import { parseIPv4, formatIPv4, intType, listType, types } from '../../engine/params.ts';
+import { hostPrefix, nonHostKind, parseIPv4, formatIPv4, intType, listType, types, type Cidr } from '../../engine/params.ts';
 import { isPrime, maglevTable, withoutBuckets } from './maglev.ts';
 import { LiveTable, initTable, tableBytes, formatVip, starvedMessage, STARVED_HINT, NONE, type Backend, type TableParams, type Vip } from './table.ts';
 import { checkHealth, endHealthChecks, healthReport, type HealthParams, type HealthState, type SetWeight } from './health.ts';
@@ -27,7 +27,11 @@ const vipType: ParamType<Vip> = {
     const m = typeof raw === 'string' ? VIP.exec(raw) : null;
     if (!m) throw new ParamTypeError(`${JSON.stringify(raw)} is not ADDRESS PROTOCOL PORT`, "write e.g. '198.18.100.1 tcp 80' or '198.18.100.1 udp any'");
     const port = m[3].toLowerCase() === 'any' ? undefined : types.port.parse(Number(m[3]));
-    return { address: parseIPv4(m[1]), protocol: m[2].toLowerCase() as Vip['protocol'], port };
+    if (port === 0) throw new ParamTypeError(`VIP ${m[1]}: port 0 is no service's`, "give the service's port, or any for all of them");
+    const address = parseIPv4(m[1]);
+    const notHost = nonHostKind(hostPrefix(address));
+    if (notHost) throw new ParamTypeError(`VIP ${m[1]} is a ${notHost} address, which no client sends to`, 'give the unicast address clients reach the service at');
+    return { address, protocol: m[2].toLowerCase() as Vip['protocol'], port };
   },
   format: formatVip,
 };
@@ -159,8 +163,14 @@ function parseWeight(text: string): number {
 }
 
 /** Mistakes that only the parameters together show: config errors, and refused writes at run time. */
-function mistakes(p: TableParams & HealthParams): ParamWarning[] {
+function mistakes(p: TableParams & HealthParams & { source: Cidr }): ParamWarning[] {
   const found: ParamWarning[] = [];
+  // The outer sources go out on the network: routers drop those no host has, and those of the VIPs and backends (lb-mux.yaml).
+  const notHost = nonHostKind(p.source);
+  if (notHost) found.push({ param: 'source', message: `${types.cidr.format(p.source)} holds ${notHost} addresses, which no packet may come from`, hint: 'a unicast prefix of the mux\'s own, e.g. 198.18.0.0/24' });
+  const inSource = (address: number) => ((address & p.source.mask) >>> 0) === p.source.address;
+  const taken = [...p.vips.filter((v) => inSource(v.address)).map((v) => `VIP ${formatIPv4(v.address)}`), ...p.backends.filter((b) => inSource(b.address)).map((b) => `backend ${b.name}`)];
+  if (taken.length) found.push({ param: 'source', message: `${types.cidr.format(p.source)} holds the address of ${taken[0]}: outer packets would come from it`, hint: 'a prefix apart from the VIPs and the backends' });
   // Each backend takes a slot of max_backends; past them, initTable would write backends over the buckets.
   if (p.backends.length > p.max_backends) {
     found.push({

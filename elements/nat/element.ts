@@ -1,7 +1,7 @@
 import { openSync, writeSync, closeSync, statSync, fstatSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { defineElement, makeFolders, param, state, unwritable, ParamTypeError, type ParamType, type ElementView, type TableEntry } from '../../engine/api.ts';
-import { parseCidr, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
+import { hostPrefix, nonHostKind, parseIPv4, formatIPv4, intType, types, type Cidr } from '../../engine/params.ts';
 import { EnvironmentError } from '../../engine/errors.ts';
 import { poolLayout, writePool, blocksInUse, heldCounts, drainLog, heldBlockRecords, keptBlocks, undatedBlocks, quarantineBlocks, dateQuarantine, type KeptBlock, recordTime, deterministicRange, deterministicShare, poolAddresses, blockCount, PROTOCOLS, MOST_BLOCKS, DETERMINISTIC_PORTS, type NatParams, type BlockRecord } from './pool.ts';
 
@@ -302,17 +302,17 @@ export default defineElement({
         + `${poolAddresses(p).length * DETERMINISTIC_PORTS} ports of the pool`,
       hint: `smaller inside prefixes, or a pool of at least ${Math.ceil(deterministicShare(p).inside / DETERMINISTIC_PORTS)} addresses`,
     }] : []),
-    ...(p.pcp_server !== undefined && SPECIAL.some((s) => overlaps({ address: p.pcp_server!, prefix: 32, mask: 0xffffffff }, s.net)) ? [{
+    ...(p.pcp_server !== undefined && nonHostKind(hostPrefix(p.pcp_server)) ? [{
       param: 'pcp_server', message: `${formatIPv4(p.pcp_server)} is no host's address: subscribers could not reach it`,
       hint: 'an unused unicast address on the inside, e.g. 100.64.255.254',
     }] : []),
     ...(p.mtu > 0 && p.mtu < 68 ? [{ param: 'mtu', message: `mtu ${p.mtu} is below IPv4's least MTU, 68`, hint: 'the outside link\'s MTU, e.g. 1500; 0 for no limit' }] : []),
     ...p.pool.flatMap((c) => {
       const overlap = p.inside.find((i) => overlaps(c, i));
-      const special = SPECIAL.find((s) => overlaps(c, s.net));
+      const special = nonHostKind(c);
       return [
         ...(overlap ? [{ param: 'pool', message: `pool prefix ${types.cidr.format(c)} overlaps the inside prefix ${types.cidr.format(overlap)}: its addresses would be both subscribers and external addresses`, hint: 'take the pool from outside the inside prefixes, e.g. 203.0.113.0/24' }] : []),
-        ...(special ? [{ param: 'pool', message: `pool prefix ${types.cidr.format(c)} holds ${special.what} addresses, which cannot be a source on the Internet`, hint: 'use unicast addresses the outside routes to you' }] : []),
+        ...(special ? [{ param: 'pool', message: `pool prefix ${types.cidr.format(c)} holds ${special} addresses, which cannot be a source on the Internet`, hint: 'use unicast addresses the outside routes to you' }] : []),
       ];
     }),
   ],
@@ -331,15 +331,6 @@ const FRAGMENT_OWNERS = 65536;
 
 const DROPS = ['drop_not_inside', 'drop_bad_destination', 'drop_bad_source', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
   'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
-
-/** Addresses that are never a packet's source on the Internet (RFC 6890): a pool must hold none. */
-const SPECIAL = [
-  { net: parseCidr('0.0.0.0/8'), what: '"this network"' },
-  { net: parseCidr('127.0.0.0/8'), what: 'loopback' },
-  { net: parseCidr('169.254.0.0/16'), what: 'link-local' },
-  { net: parseCidr('224.0.0.0/4'), what: 'multicast' },
-  { net: parseCidr('240.0.0.0/4'), what: 'reserved or broadcast' },
-];
 
 /** Whether two prefixes share an address: the shorter one holds the other's start. */
 function overlaps(a: Cidr, b: Cidr): boolean {
