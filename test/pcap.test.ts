@@ -354,7 +354,7 @@ test('a corrupt record or block ends the run only after every packet before it w
   const b = pcapngBlocks(false);
   const cases = [
     // Before, packets read before the corrupt record were still in the rings when the run ended: none, or some, reached out.pcap.
-    { bytes: Buffer.concat([readFileSync(join(dir, 'good.pcap')), Buffer.alloc(16, 0x7f)]), packets: 3000, message: /corrupt at byte \d+: a record length makes no sense/ },
+    { bytes: Buffer.concat([readFileSync(join(dir, 'good.pcap')), Buffer.alloc(16, 0x7f)]), packets: 3000, message: /corrupt at byte \d+: a record length \(2139062143\) is more than 262144 bytes/ },
     { bytes: Buffer.concat([b.section(), b.iface(), ...frames.slice(0, 100).map((f) => b.enhanced(0, BigInt(f.usec), f.data)), b.enhanced(9, 0n, ipv4Frame())]),
       packets: 100, message: /corrupt at byte \d+: a packet of interface 9, and 1 interface is described before it/ },
   ];
@@ -373,6 +373,20 @@ test('a corrupt record or block ends the run only after every packet before it w
   const error = await runInOrder(dir, twoSources).then(() => undefined, (e: Error) => e);
   assert.match(String(error), /a packet of interface 9/);
   assert.is(output(dir).length, 100);
+}));
+
+test('a pcap record longer than 262144 bytes and the snaplen is refused where it is (libpcap: bigger than snaplen); one within a larger snaplen is read', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), Array.from({ length: 5000 }, (_, i) => ipv4Frame({ sport: i }))); // 60-byte frames: 76 bytes a record
+  const damaged = read(dir, 'in.pcap');
+  damaged.writeUInt32LE(300_000, 24 + 2 * 76 + 8);
+  writeFileSync(join(dir, 'in.pcap'), damaged);
+  const error = await runInOrder(dir, copy('file: in.pcap')).then(() => undefined, (e: Error) => e);
+  assert.match(String(error), /in\.pcap is corrupt at byte 176: a record length \(300000\) is more than 262144 bytes \(the file's snaplen is 65535\)/);
+  assert.is(output(dir).length, 2, 'the records before it');
+
+  writePcap(join(dir, 'in.pcap'), [Buffer.alloc(300_000)], { snaplen: 400_000 });
+  const result = await runInOrder(dir, copy('file: in.pcap'));
+  assert.equal([result.elements.src.packets, result.elements.src.truncated], [1, 1]);
 }));
 
 test('ToPcap into a FIFO nothing reads, or onto a full file system (/dev/full): an EnvironmentError naming the file, not a wait or a stack trace', () => inTempDir(async (dir) => {

@@ -9,6 +9,11 @@ const STOP = { budget: 0, needMore: 1, otherBlock: 2, corrupt: 3, paced: 4, noSl
 const CORRUPT = { recordLength: 1, blockLength: 2, blockShort: 3, unknownInterface: 4, packetPastBlock: 5, noInterface: 6 };
 const STREAM_BUFFER = 8 << 20;
 const MAX_INTERFACES = 256;
+/**
+ * The longest classic pcap record taken from a file of this snaplen: libpcap refuses one longer than 262144 bytes
+ * and the snaplen ("bigger than snaplen"), the mark of a damaged length field; none is longer than 4 MiB.
+ */
+const maxRecord = (snaplen: number) => Math.min(Math.max(snaplen, 262144), 4 << 20);
 
 export default defineElement({
   type: 'FromPcap',
@@ -183,7 +188,7 @@ class PcapReader implements SourceDriver {
     const { exports, self, port } = this.ctx;
     const at = this.buffer + this.used;
     const len = this.have - this.used;
-    if (this.format.kind === 'pcap') return exports.FromPcap__readPcap(self, at, len, budget, port, this.format.swapped, this.format.nanos);
+    if (this.format.kind === 'pcap') return exports.FromPcap__readPcap(self, at, len, budget, port, this.format.swapped, this.format.nanos, maxRecord(this.format.snaplen));
     return exports.FromPcap__readPcapng(self, at, len, budget, port, this.format.swapped, this.ifaceTable, this.interfaces.length);
   }
 
@@ -254,7 +259,8 @@ class PcapReader implements SourceDriver {
       case CORRUPT.unknownInterface: return `a packet of interface ${u32(8)}, and ${described}`;
       case CORRUPT.packetPastBlock: return `a packet of ${u32(20)} bytes in a block of ${u32(4)}`;
       case CORRUPT.noInterface: return 'a simple packet block, and no interface is described before it';
-      case CORRUPT.recordLength: default: return 'a record length makes no sense';
+      case CORRUPT.recordLength: default:
+        return `a record length (${u32(8)}) is more than ${maxRecord(this.format.snaplen)} bytes (the file's snaplen is ${this.format.snaplen})`;
     }
   }
 

@@ -25,8 +25,8 @@ export const CORRUPT_NO_INTERFACE: u64 = 6;
   self.corrupt = why;
 }
 
-/** Largest record accepted; anything longer is a corrupt length field. */
-const MAX_RECORD: u32 = 4 << 20;
+/** Largest pcapng block accepted; anything longer is a corrupt length field. */
+const MAX_BLOCK: u32 = 4 << 20;
 const EPB: u32 = 6;
 const SPB: u32 = 3;
 const SHB: u32 = 0x0a0d0d0a;
@@ -83,14 +83,14 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
   return false;
 }
 
-/** Classic pcap records: [ts_sec][ts_frac][incl_len][orig_len] then the frame. */
-export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, nanos: bool): u32 {
+/** Classic pcap records: [ts_sec][ts_frac][incl_len][orig_len] then the frame; an incl_len above maxRecord is corrupt. */
+export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, nanos: bool, maxRecord: u32): u32 {
   // One loop per file kind, each with its byte order and time unit as constants.
-  if (swapped) return nanos ? readRecords(self, buf, len, budget, port, true, true) : readRecords(self, buf, len, budget, port, true, false);
-  return nanos ? readRecords(self, buf, len, budget, port, false, true) : readRecords(self, buf, len, budget, port, false, false);
+  if (swapped) return nanos ? readRecords(self, buf, len, budget, port, true, true, maxRecord) : readRecords(self, buf, len, budget, port, true, false, maxRecord);
+  return nanos ? readRecords(self, buf, len, budget, port, false, true, maxRecord) : readRecords(self, buf, len, budget, port, false, false, maxRecord);
 }
 
-@inline function readRecords(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, nanos: bool): u32 {
+@inline function readRecords(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, nanos: bool, maxRecord: u32): u32 {
   let at: u32 = 0;
   let sent: u32 = 0;
   let bytes: u64 = 0;
@@ -103,7 +103,7 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
     if (len - at < 16) { self.stop = STOP_NEED_MORE; break; }
     const rec = buf + at;
     const caplen = u32At(rec + 8, swapped);
-    if (caplen > MAX_RECORD) { corrupt(self, CORRUPT_RECORD_LENGTH); break; }
+    if (caplen > maxRecord) { corrupt(self, CORRUPT_RECORD_LENGTH); break; }
     if (len - at - 16 < caplen) { self.stop = STOP_NEED_MORE; break; }
     const frac = <u64>u32At(rec + 4, swapped);
     const ts = <u64>u32At(rec, swapped) * 1_000_000_000 + (nanos ? frac : frac * 1000) + offset;
@@ -138,7 +138,7 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
     const type = u32At(block, swapped);
     // A section header may switch the byte order: its length is in the order it declares.
     const total = u32At(block + 4, type == SHB ? load<u32>(block + 8) != BYTE_ORDER_MAGIC : swapped);
-    if (total < 12 || (total & 3) != 0 || total > MAX_RECORD) { corrupt(self, CORRUPT_BLOCK_LENGTH); break; }
+    if (total < 12 || (total & 3) != 0 || total > MAX_BLOCK) { corrupt(self, CORRUPT_BLOCK_LENGTH); break; }
     if (len - at < total) { self.stop = STOP_NEED_MORE; break; }
     if (type == EPB) {
       if (total < 32) { corrupt(self, CORRUPT_BLOCK_SHORT); break; }
