@@ -180,6 +180,19 @@ for (const l of LOOPS) {
   }));
 }
 
+test('a reset mid-run leaves count and the packet numbers alone (count lets count packets out; the next pass follows the whole first one)', () => inTempDir(async (dir) => {
+  // 6 records 40 ms apart: a pass moves the next by 240 ms.
+  const frames = Array.from({ length: 6 }, (_, i) => ({ data: ipv4Frame({ sport: 1000 + i }), sec: 0, usec: i * 40_000 }));
+  writePcap(join(dir, 'in.pcap'), frames);
+  writeFileSync(join(dir, 'config.yaml'), `shards: 1\n${copy('file: in.pcap, timing: original, loop: true, count: 12')}`);
+  const pipeline = await Pipeline.create(await loadConfig(join(dir, 'config.yaml')), { threads: 'inline' });
+  const running = pipeline.run();
+  while (pipeline.packetsIn() < 2) await new Promise((r) => setTimeout(r, 5));
+  pipeline.handlerWrite('src', 'reset', '');
+  await running;
+  assert.equal(output(dir).map((r) => r.sec * 1e6 + r.frac), [0, 40, 80, 120, 160, 200, 240, 280, 320, 360, 400, 440].map((ms) => ms * 1000), 'timestamps in us');
+}));
+
 test('count without loop stops early', () => inTempDir(async (dir) => {
   writePcap(join(dir, 'in.pcap'), sampleTrace(false));
   await runInOrder(dir, copy('file: in.pcap, count: 2'));

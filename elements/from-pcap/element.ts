@@ -36,6 +36,7 @@ export default defineElement({
   },
   state: {
     packets: state.counter('packets read'),
+    read: state.internal('records read over every pass, which a reset leaves alone: the number of the latest, and what count limits'),
     bytes: state.counter('bytes read, as on the wire'),
     truncated: state.counter('records longer than a slot, cut to fit'),
     short_wire: state.counter('records whose wire length is less than what they captured (tcpdump: invalid header): taken as the captured length'),
@@ -154,7 +155,7 @@ class PcapReader implements SourceDriver {
   pump(budget: number): number {
     if (this.finished) return 0;
     const limit = this.ctx.params.count as number;
-    const before = Number(this.field('packets'));
+    const before = Number(this.field('read'));
     if (limit) budget = Math.min(budget, limit - before);
     budget = Math.min(budget, this.ctx.exports.ioSpace());
     if (this.ctx.params.timing === 'original') budget = this.pace(budget);
@@ -163,7 +164,7 @@ class PcapReader implements SourceDriver {
     while (sent < budget && !this.finished) {
       const consumed = this.read(budget - sent);
       this.used += consumed;
-      sent = Number(this.field('packets')) - before;
+      sent = Number(this.field('read')) - before;
       const stop = Number(this.field('stop'));
       if (stop === STOP.budget || stop === STOP.noSlot) break;
       if (stop === STOP.paced) { this.waitUntil = this.field('next_ns'); break; }
@@ -180,7 +181,7 @@ class PcapReader implements SourceDriver {
       }
       if (!this.refill()) this.endOfPass();
     }
-    if (limit && Number(this.field('packets')) >= limit) this.finished = true;
+    if (limit && Number(this.field('read')) >= limit) this.finished = true;
     return sent;
   }
 
@@ -201,7 +202,7 @@ class PcapReader implements SourceDriver {
       this.ctx.log(`${shortWire} records of ${this.ctx.params.file} say the frame was shorter than the bytes they hold (tcpdump: invalid header): `
         + 'their wire length is taken as the bytes captured (short_wire)');
     }
-    if (!this.ctx.params.loop || this.field('packets') === 0n) { this.finished = true; return; }
+    if (!this.ctx.params.loop || this.field('read') === 0n) { this.finished = true; return; }
     if (this.passes === 0) this.period = this.passPeriod();
     this.setField('ts_offset', this.field('ts_offset') + this.period);
     this.passes++;
@@ -216,7 +217,7 @@ class PcapReader implements SourceDriver {
   private passPeriod(): bigint {
     const first = this.field('first_ns');
     const last = this.field('last_ns');
-    const packets = this.field('packets');
+    const packets = this.field('read');
     const span = last > first ? last - first : 0n;
     const gap = packets > 1n ? span / (packets - 1n) : 1000n;
     return span + (gap > 0n ? gap : 1n);
@@ -271,7 +272,7 @@ class PcapReader implements SourceDriver {
   private pace(budget: number): number {
     const now = process.hrtime.bigint();
     if (!this.paceStart) {
-      if (this.field('packets') === 0n) { this.setField('until_ns', 0n); return Math.min(budget, 1); }
+      if (this.field('read') === 0n) { this.setField('until_ns', 0n); return Math.min(budget, 1); }
       this.paceStart = { wall: now, ts: this.field('last_ns') };
     }
     const until = this.paceStart.ts + (now - this.paceStart.wall);
@@ -293,7 +294,7 @@ class PcapReader implements SourceDriver {
   }
 
   progress(): number | undefined {
-    if (this.ctx.params.count) return Number(this.field('packets')) / this.ctx.params.count;
+    if (this.ctx.params.count) return Number(this.field('read')) / this.ctx.params.count;
     if (this.ctx.params.loop) return undefined;
     return Math.min(1, (this.fileOffset + this.used) / this.size);
   }

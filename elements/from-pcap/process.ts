@@ -72,6 +72,7 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
 /** Stores what a loop counted in its locals. */
 @inline function account(self: FromPcapState, sent: u32, bytes: u64, last: u64): void {
   if (sent == 0) return;
+  self.read += sent;
   self.packets += sent;
   self.bytes += bytes;
   self.last_ns = last;
@@ -95,7 +96,7 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
   let sent: u32 = 0;
   let bytes: u64 = 0;
   let last: u64 = 0;
-  const base = self.packets;
+  const base = self.read;
   const offset = self.ts_offset;
   const until = self.until_ns;
   self.stop = STOP_BUDGET;
@@ -128,7 +129,7 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
   let sent: u32 = 0;
   let bytes: u64 = 0;
   let last: u64 = self.last_ns;
-  const base = self.packets;
+  const base = self.read;
   const offset = self.ts_offset;
   const until = self.until_ns;
   self.stop = STOP_BUDGET;
