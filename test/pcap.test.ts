@@ -166,6 +166,7 @@ for (const h of HAND_BUILT) {
 const LOOPS = [
   { name: 'three packets 10 us apart, from time 0', usecs: [0, 10, 20], count: 10, expected: [0, 10, 20, 30, 40, 50, 60, 70, 80, 90] },
   { name: 'one packet', usecs: [5], count: 4, expected: [5, 6, 7, 8] },
+  { name: 'timestamps out of order, 0, 10, 5 us: each pass after the latest', usecs: [0, 10, 5], count: 9, expected: [0, 10, 5, 15, 25, 20, 30, 40, 35] },
 ];
 
 for (const l of LOOPS) {

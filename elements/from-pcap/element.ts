@@ -40,8 +40,9 @@ export default defineElement({
     bytes: state.counter('bytes read, as on the wire'),
     truncated: state.counter('records longer than a slot, cut to fit'),
     short_wire: state.counter('records whose wire length is less than what they captured (tcpdump: invalid header): taken as the captured length'),
-    first_ns: state.internal('timestamp of the first packet'),
     last_ns: state.internal('timestamp of the latest packet'),
+    earliest_ns: state.internal('the earliest timestamp read'),
+    latest_ns: state.internal('the latest timestamp read'),
     ts_offset: state.internal('added to timestamps on later passes of a looped file'),
     until_ns: state.internal('pacing: read no record later than this'),
     next_ns: state.internal('pacing: timestamp of the record that waits'),
@@ -210,15 +211,15 @@ class PcapReader implements SourceDriver {
   }
 
   /**
-   * How far each pass's timestamps move from the previous pass's, measured on the first pass: its span
-   * plus its mean gap (at least 1 ns; 1 us for a single packet), so that the next pass's first packet
-   * follows the last one. Never negative: a file whose last packet is older than its first moves by the gap.
+   * How far each pass's timestamps move from the previous pass's, measured on the first pass: its span from
+   * the earliest to the latest timestamp plus its mean gap (at least 1 ns; 1 us for a single packet), so that
+   * the next pass's packets all follow this one's, even in a file whose timestamps are out of order.
    */
   private passPeriod(): bigint {
-    const first = this.field('first_ns');
-    const last = this.field('last_ns');
+    const earliest = this.field('earliest_ns');
+    const latest = this.field('latest_ns');
     const packets = this.field('read');
-    const span = last > first ? last - first : 0n;
+    const span = latest > earliest ? latest - earliest : 0n;
     const gap = packets > 1n ? span / (packets - 1n) : 1000n;
     return span + (gap > 0n ? gap : 1n);
   }

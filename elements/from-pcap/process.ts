@@ -48,7 +48,7 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
 /**
  * Copies one record into a fresh slot and submits it as the file's packet number `number` (counted
  * from 1, as tcpdump -# and Wireshark count, continuing across loops); false when the pool has no free
- * slot. The loops count packets, bytes and the latest time in locals and store them once per call.
+ * slot. The loops count packets, bytes and times (the latest, the earliest and the latest seen) in locals and store them once per call.
  */
 @inline function submit(self: FromPcapState, data: usize, caplen: u32, wire: u32, ts: u64, port: u16, number: u64, spare: u32): bool {
   const p = ioAllocate();
@@ -64,18 +64,19 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
   p.wireLength = wireOf(caplen, wire);
   p.timestamp = ts;
   p.annotation = <u32>number;
-  if (number == 1) self.first_ns = ts; // a timestamp of 0 is a valid first one
   ioSubmit(p, port);
   return true;
 }
 
 /** Stores what a loop counted in its locals. */
-@inline function account(self: FromPcapState, sent: u32, bytes: u64, last: u64): void {
+@inline function account(self: FromPcapState, sent: u32, bytes: u64, last: u64, earliest: u64, latest: u64): void {
   if (sent == 0) return;
   self.read += sent;
   self.packets += sent;
   self.bytes += bytes;
   self.last_ns = last;
+  self.earliest_ns = earliest;
+  self.latest_ns = latest;
 }
 
 /** Paced sources stop at the first record later than `until` (self.until_ns; 0: no pacing). */
@@ -97,6 +98,8 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
   let bytes: u64 = 0;
   let last: u64 = 0;
   const base = self.read;
+  let earliest = base == 0 ? u64.MAX_VALUE : self.earliest_ns;
+  let latest = self.latest_ns;
   const offset = self.ts_offset;
   const until = self.until_ns;
   self.stop = STOP_BUDGET;
@@ -113,10 +116,12 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
     if (!submit(self, rec + 16, caplen, wire, ts, port, base + sent + 1, len - at - 16 - caplen)) break;
     bytes += wireOf(caplen, wire);
     last = ts;
+    if (ts < earliest) earliest = ts;
+    if (ts > latest) latest = ts;
     at += 16 + caplen;
     sent++;
   }
-  account(self, sent, bytes, last);
+  account(self, sent, bytes, last, earliest, latest);
   return at;
 }
 
@@ -130,6 +135,8 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
   let bytes: u64 = 0;
   let last: u64 = self.last_ns;
   const base = self.read;
+  let earliest = base == 0 ? u64.MAX_VALUE : self.earliest_ns;
+  let latest = self.latest_ns;
   const offset = self.ts_offset;
   const until = self.until_ns;
   self.stop = STOP_BUDGET;
@@ -154,6 +161,8 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
       if (!submit(self, block + 28, caplen, wire, ts, port, base + sent + 1, len - at - 28 - caplen)) break;
       bytes += wireOf(caplen, wire);
       last = ts;
+      if (ts < earliest) earliest = ts;
+      if (ts > latest) latest = ts;
     } else if (type == SPB) {
       if (total < 16) { corrupt(self, CORRUPT_BLOCK_SHORT); break; }
       if (ifaceCount == 0) { corrupt(self, CORRUPT_NO_INTERFACE); break; }
@@ -168,7 +177,7 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
     at += total;
     sent++;
   }
-  account(self, sent, bytes, last);
+  account(self, sent, bytes, last, earliest, latest);
   return at;
 }
 
