@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { ROOT, readPcap, writePcap, ipv4Frame, tshark, readFifo, type PcapRecord } from './helpers.ts';
 import { inTempDir, runInOrder, assertRecords, arpFrame, ipv6Frame } from './golden.ts';
@@ -360,6 +360,21 @@ test('a pcapng of Linux cooked frames is refused when the source opens (before, 
   assert.match(refused.hint!, /tcprewrite --dlt=enet/);
   const open = readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === join(dir, 'in.pcap'); } catch { return false; } });
   assert.is(open.length, 0, 'the file it refused is closed');
+}));
+
+test('preload of a file over 2 GiB is refused when the source opens, naming the element and the file, with preload: false as the way out (not a RangeError, nor a memory error that names neither)', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), [ipv4Frame()]);
+  writeFileSync(join(dir, 'c.yaml'), copy('file: in.pcap, preload: true'));
+  for (const gib of [3, 5]) {
+    truncateSync(join(dir, 'in.pcap'), gib * 2 ** 30); // sparse: takes no room on disk
+    // Not made resident: the memory of a preload that went ahead untouched.
+    const pipeline = await Pipeline.create(await loadConfig(join(dir, 'c.yaml')), { threads: 'inline', prefault: false });
+    const error = (() => { try { pipeline.openFileSources(); } catch (e) { return e as EnvironmentError; } })();
+    pipeline.closeSources();
+    assert.is(error?.name, 'EnvironmentError', String(error));
+    assert.match(error!.message, new RegExp(`^src: preload: .*in\\.pcap is ${gib}\\.0 GiB, more than the pipeline's memory can hold`));
+    assert.match(error!.hint!, /preload: false streams/);
+  }
 }));
 
 test('a corrupt record or block ends the run only after every packet before it went through, and the error says what is wrong', () => inTempDir(async (dir) => {

@@ -1,13 +1,15 @@
 import { closeSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { defineElement, param, state, type IoContext, type SourceDriver } from '../../engine/api.ts';
-import { EnvironmentError } from '../../engine/errors.ts';
+import { ConfigErrors, EnvironmentError } from '../../engine/errors.ts';
 import { readCaptureHeader, readPcapngBlock, type CaptureFormat, type Interface } from './capture-file.ts';
 
 const STOP = { budget: 0, needMore: 1, otherBlock: 2, corrupt: 3, paced: 4, noSlot: 5 };
 /** process.ts CORRUPT_*: which check a record or block failed. */
 const CORRUPT = { recordLength: 1, blockLength: 2, blockShort: 3, unknownInterface: 4, packetPastBlock: 5, noInterface: 6 };
 const STREAM_BUFFER = 8 << 20;
+/** The most a preload reads: what one read takes (Node's limit), and well within WebAssembly's 4 GiB. */
+const MOST_PRELOAD = 2 ** 31 - 1;
 const MAX_INTERFACES = 256;
 /**
  * The longest classic pcap record taken from a file of this snaplen: libpcap refuses one longer than 262144 bytes
@@ -23,7 +25,7 @@ export default defineElement({
     + 'slot are cut to fit and counted in truncated. With timing: original the packets leave at the pace of their '
     + 'timestamps; with fast, as fast as the shards take them. A file source never drops a packet for want of room: it '
     + 'waits for the shards. With loop, the file is read again and again, its timestamps shifted so that time keeps '
-    + 'going forward; count stops after that many packets. preload reads the whole file into memory first (an in-memory trace). '
+    + 'going forward; count stops after that many packets. preload reads the whole file (at most 2 GiB) into memory first (an in-memory trace). '
     + "Each packet's annotation is its number in the file, from 1 (Wireshark's frame number; Print shows it).",
   inputs: 0,
   outputs: [{ name: 'out', doc: 'the packets read' }],
@@ -90,14 +92,28 @@ class PcapReader implements SourceDriver {
     try {
       readSync(this.fd, head, 0, head.length, 0);
       this.format = readCaptureHeader(head, path);
+      this.capacity = ctx.params.preload ? Math.max(this.size, 64) : STREAM_BUFFER;
+      this.buffer = this.allocBuffer(path);
     } catch (e) {
       closeSync(this.fd); // a source that fails to open is never closed
       throw e;
     }
-    this.capacity = ctx.params.preload ? Math.max(this.size, 64) : STREAM_BUFFER;
-    this.buffer = ctx.arena.alloc(this.capacity, 64);
     this.ifaceTable = ctx.arena.alloc(16 * MAX_INTERFACES, 8);
     this.startPass();
+  }
+
+  /** The buffer the file is read through; a preloaded file too large for memory is refused, naming it. */
+  private allocBuffer(path: string): number {
+    const { name, params, arena } = this.ctx;
+    const tooLarge = () => new EnvironmentError(
+      `${name}: preload: ${path} is ${(this.size / 2 ** 30).toFixed(1)} GiB, more than the pipeline's memory can hold (at most 2 GiB, less with large tables or pools)`,
+      'preload: false streams the file through an 8 MiB buffer instead');
+    if (params.preload && this.size > MOST_PRELOAD) throw tooLarge();
+    try {
+      return arena.alloc(this.capacity, 64);
+    } catch (e) {
+      throw params.preload && e instanceof ConfigErrors ? tooLarge() : e;
+    }
   }
 
   get done(): boolean {
