@@ -344,6 +344,16 @@ for (const e of ERRORS) {
   }));
 }
 
+test('a looped file cut off at the end says so once, not once a pass', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), FIVE);
+  const whole = read(dir, 'in.pcap');
+  writeFileSync(join(dir, 'in.pcap'), whole.subarray(0, whole.length - 10));
+  const log: string[] = [];
+  const result = await runInOrder(dir, copy('file: in.pcap, loop: true, count: 40'), { log: (m) => log.push(m) });
+  assert.is(result.packets_out, 40);
+  assert.is(log.filter((m) => m.includes('a record cut off')).length, 1, log.join('\n'));
+}));
+
 test('a pcapng of Linux cooked frames is refused when the source opens (before, at its first packet: mid-run, or after a reload took over), with a hint that converts it', () => inTempDir(async (dir) => {
   const b = pcapngBlocks(false);
   writeFileSync(join(dir, 'in.pcap'), Buffer.concat([b.section(), b.iface(6, 1), b.iface(6, 113), b.enhanced(1, 1n, ipv4Frame())]));

@@ -211,13 +211,14 @@ class PcapReader implements SourceDriver {
   }
 
   private endOfPass(): void {
-    if (this.have > this.used) {
-      this.ctx.log(`ignored ${this.have - this.used} bytes at the end of ${this.ctx.params.file}: a record cut off`);
-    }
-    const shortWire = this.field('short_wire');
-    if (this.passes === 0 && shortWire) {
-      this.ctx.log(`${shortWire} records of ${this.ctx.params.file} say the frame was shorter than the bytes they hold (tcpdump: invalid header): `
-        + 'their wire length is taken as the bytes captured (short_wire)');
+    // Said of the first pass only: a looped file is the same each time.
+    if (this.passes === 0) {
+      if (this.have > this.used) this.ctx.log(`ignored ${this.have - this.used} bytes at the end of ${this.ctx.params.file}: a record cut off`);
+      const shortWire = this.field('short_wire');
+      if (shortWire) {
+        this.ctx.log(`${shortWire} records of ${this.ctx.params.file} say the frame was shorter than the bytes they hold (tcpdump: invalid header): `
+          + 'their wire length is taken as the bytes captured (short_wire)');
+      }
     }
     if (!this.ctx.params.loop || this.field('read') === 0n) { this.finished = true; return; }
     if (this.passes === 0) this.period = this.passPeriod();
