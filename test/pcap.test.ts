@@ -101,11 +101,11 @@ function pcapngBlocks(bigEndian: boolean) {
   const END = Buffer.alloc(4);
   return {
     section: () => block(0x0a0d0d0a, int(4, 0x1a2b3c4d), int(2, 1), int(2, 0), Buffer.alloc(8, 0xff)),
-    iface: (tsresol?: number, linkType = 1) =>
-      block(1, int(2, linkType), int(2, 0), int(4, 0), ...(tsresol === undefined ? [] : [option(9, Buffer.from([tsresol])), END])),
+    iface: (tsresol?: number, linkType = 1, snaplen = 0) =>
+      block(1, int(2, linkType), int(2, 0), int(4, snaplen), ...(tsresol === undefined ? [] : [option(9, Buffer.from([tsresol])), END])),
     enhanced: (iface: number, units: bigint, data: Buffer, comment?: string) => block(6, int(4, iface), int(4, Number(units >> 32n)),
       int(4, Number(units & 0xffffffffn)), int(4, data.length), int(4, data.length), pad(data), ...(comment ? [option(1, Buffer.from(comment)), END] : [])),
-    simple: (data: Buffer) => block(3, int(4, data.length), data),
+    simple: (data: Buffer, wire = data.length) => block(3, int(4, wire), data),
     names: () => block(4, option(1, Buffer.concat([Buffer.from([192, 0, 2, 1]), Buffer.from('host.test\0')])), END),
     statistics: (iface: number) => block(5, int(4, iface), int(4, 0), int(4, 0)),
   };
@@ -352,6 +352,17 @@ test('a looped file cut off at the end says so once, not once a pass', () => inT
   const result = await runInOrder(dir, copy('file: in.pcap, loop: true, count: 40'), { log: (m) => log.push(m) });
   assert.is(result.packets_out, 40);
   assert.is(log.filter((m) => m.includes('a record cut off')).length, 1, log.join('\n'));
+}));
+
+test('a simple packet block cut to its interface\'s snaplen holds as many bytes as tshark reads, not its padding', () => inTempDir(async (dir) => {
+  const b = pcapngBlocks(false);
+  const frame = ipv4Frame({ payload: 46 }); // 100 bytes, kept to 65
+  writeFileSync(join(dir, 'in.pcapng'), Buffer.concat([b.section(), b.iface(undefined, 1, 65), b.simple(frame.subarray(0, 65), frame.length)]));
+  await runInOrder(dir, copy('file: in.pcapng'));
+  const records = output(dir);
+  assert.equal(records.map((r) => [r.caplen, r.origlen]), [[65, 100]]);
+  assert.equal(records[0].data.toString('hex'), frame.subarray(0, 65).toString('hex'));
+  assert.equal(tshark(join(dir, 'in.pcapng'), ['frame.cap_len', 'frame.len']), [['65', '100']]);
 }));
 
 test('a pcapng of Linux cooked frames is refused when the source opens (before, at its first packet: mid-run, or after a reload took over), with a hint that converts it', () => inTempDir(async (dir) => {

@@ -15,9 +15,9 @@ export interface CaptureFormat {
   linkType: number;
 }
 
-/** How an interface's timestamp units become ns: 0 multiply by factor, 1 divide by it, 2 binary fraction of factor bits. */
+/** An interface's snap length (0: none), and how its timestamp units become ns: 0 multiply by factor, 1 divide by it, 2 binary fraction of factor bits. */
 export interface Interface {
-  linkType: number;
+  snaplen: number;
   scale: { kind: 0 | 1 | 2; factor: bigint };
 }
 
@@ -111,7 +111,7 @@ export function readPcapngBlock(block: Buffer, format: CaptureFormat, interfaces
     if (code === OPT_IF_TSRESOL && len === 1) tsresol = block[off + 4];
     off += 4 + Math.ceil(len / 4) * 4;
   }
-  return { length, interfaces: [...interfaces, { linkType, scale: scaleOf(tsresol, where) }] };
+  return { length, interfaces: [...interfaces, { snaplen: u32(block, 12, format.swapped), scale: scaleOf(tsresol, where) }] };
 }
 
 const u32 = (b: Buffer, off: number, swapped: boolean) => (swapped ? b.readUInt32BE(off) : b.readUInt32LE(off));

@@ -255,7 +255,7 @@ class PcapReader implements SourceDriver {
     this.interfaces = interfaces;
     const v = this.ctx.arena.view;
     interfaces.forEach((iface, i) => {
-      v.setUint32(this.ifaceTable + 16 * i, iface.linkType, true);
+      v.setUint32(this.ifaceTable + 16 * i, iface.snaplen, true);
       v.setUint32(this.ifaceTable + 16 * i + 4, iface.scale.kind, true);
       v.setBigUint64(this.ifaceTable + 16 * i + 8, iface.scale.factor, true);
     });

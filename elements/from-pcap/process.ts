@@ -127,7 +127,7 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
 
 /**
  * pcapng Enhanced and Simple Packet Blocks. `ifaces` holds 16 bytes per interface (from its IDB):
- * [linktype u32][scale kind u32: 0 multiply, 1 divide, 2 binary fraction][factor u64].
+ * [snaplen u32 (0: none)][scale kind u32: 0 multiply, 1 divide, 2 binary fraction][factor u64].
  */
 export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, ifaces: usize, ifaceCount: u32): u32 {
   let at: u32 = 0;
@@ -166,8 +166,11 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
     } else if (type == SPB) {
       if (total < 16) { corrupt(self, CORRUPT_BLOCK_SHORT); break; }
       if (ifaceCount == 0) { corrupt(self, CORRUPT_NO_INTERFACE); break; }
+      // What it captured is the least of its wire length and interface 0's snaplen (pcapng spec): its block holds padding too.
       const wire = u32At(block + 8, swapped);
-      const caplen = wire < total - 16 ? wire : total - 16;
+      const snaplen = load<u32>(ifaces);
+      let caplen = wire < total - 16 ? wire : total - 16;
+      if (snaplen != 0 && caplen > snaplen) caplen = snaplen;
       if (!submit(self, block + 12, caplen, wire, last, port, base + sent + 1, len - at - 12 - caplen)) break;
       bytes += wireOf(caplen, wire);
     } else {
