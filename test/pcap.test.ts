@@ -106,6 +106,9 @@ function pcapngBlocks(bigEndian: boolean) {
     enhanced: (iface: number, units: bigint, data: Buffer, comment?: string) => block(6, int(4, iface), int(4, Number(units >> 32n)),
       int(4, Number(units & 0xffffffffn)), int(4, data.length), int(4, data.length), pad(data), ...(comment ? [option(1, Buffer.from(comment)), END] : [])),
     simple: (data: Buffer, wire = data.length) => block(3, int(4, wire), data),
+    // The obsolete Packet Block: a 16-bit interface id and a 16-bit drop count where the EPB has its 32-bit id.
+    obsolete: (iface: number, units: bigint, data: Buffer) => block(2, int(2, iface), int(2, 7), int(4, Number(units >> 32n)),
+      int(4, Number(units & 0xffffffffn)), int(4, data.length), int(4, data.length), pad(data)),
     names: () => block(4, option(1, Buffer.concat([Buffer.from([192, 0, 2, 1]), Buffer.from('host.test\0')])), END),
     statistics: (iface: number) => block(5, int(4, iface), int(4, 0), int(4, 0)),
   };
@@ -353,6 +356,24 @@ test('a looped file cut off at the end says so once, not once a pass', () => inT
   assert.is(result.packets_out, 40);
   assert.is(log.filter((m) => m.includes('a record cut off')).length, 1, log.join('\n'));
 }));
+
+for (const bigEndian of [false, true]) {
+  test(`obsolete packet blocks (type 2, ${bigEndian ? 'big' : 'little'}-endian) are read as tshark reads them, with their interface's time unit`, () => inTempDir(async (dir) => {
+    const b = pcapngBlocks(bigEndian);
+    const frames = [0, 1, 2].map((i) => ipv4Frame({ sport: 1000 + i }));
+    writeFileSync(join(dir, 'in.pcapng'), Buffer.concat([b.section(), b.iface(), b.iface(9),
+      b.enhanced(0, 1_700_000_000_000_000n, frames[0]), b.obsolete(1, 1_700_000_001_000_000_123n, frames[1]), b.obsolete(0, 1_700_000_002_000_001n, frames[2])]));
+    await runInOrder(dir, copy('file: in.pcapng', 'resolution: ns'));
+    const records = output(dir);
+    assert.equal(records.map((r) => r.data.toString('hex')), frames.map((f) => f.toString('hex')), 'frames');
+    const epochs = records.map((r) => `${r.sec}.${String(r.frac).padStart(9, '0')}`);
+    assert.equal(epochs, ['1700000000.000000000', '1700000001.000000123', '1700000002.000001000']);
+    assert.equal(epochs, tshark(join(dir, 'in.pcapng'), ['frame.time_epoch']).map(([t]) => t), 'as tshark reads them');
+    writeFileSync(join(dir, 'in.pcapng'), Buffer.concat([b.section(), b.iface(), b.obsolete(3, 0n, frames[0])]));
+    const error = await runInOrder(dir, copy('file: in.pcapng')).then(() => undefined, (e: Error) => e);
+    assert.match(String(error), /corrupt at byte 48: a packet of interface 3, and 1 interface is described before it/);
+  }));
+}
 
 test('a simple packet block cut to its interface\'s snaplen holds as many bytes as tshark reads, not its padding', () => inTempDir(async (dir) => {
   const b = pcapngBlocks(false);

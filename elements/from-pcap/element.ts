@@ -11,6 +11,8 @@ const STREAM_BUFFER = 8 << 20;
 /** The most a preload reads: what one read takes (Node's limit), and well within WebAssembly's 4 GiB. */
 const MOST_PRELOAD = 2 ** 31 - 1;
 const MAX_INTERFACES = 256;
+/** pcapng's obsolete Packet Block (type 2), whose interface id is 16 bits. */
+const OBSOLETE_PACKET_BLOCK = 2;
 /**
  * The longest classic pcap record taken from a file of this snaplen: libpcap refuses one longer than 262144 bytes
  * and the snaplen ("bigger than snaplen"), the mark of a damaged length field; none is longer than 4 MiB.
@@ -21,7 +23,7 @@ export default defineElement({
   type: 'FromPcap',
   summary: 'reads packets from a pcap or pcapng file',
   description: 'Reads a capture file of Ethernet frames: classic pcap (micro- or nanosecond, either byte order) or pcapng '
-    + '(enhanced and simple packet blocks, any number of Ethernet interfaces, their if_tsresol). Records longer than a '
+    + '(enhanced, simple and obsolete packet blocks, any number of Ethernet interfaces, their if_tsresol). Records longer than a '
     + 'slot are cut to fit and counted in truncated. With timing: original the packets leave at the pace of their '
     + 'timestamps; with fast, as fast as the shards take them. A file source never drops a packet for want of room: it '
     + 'waits for the shards. With loop, the file is read again and again, its timestamps shifted so that time keeps '
@@ -271,11 +273,12 @@ class PcapReader implements SourceDriver {
     const u8 = this.ctx.arena.u8;
     const block = Buffer.from(u8.buffer, u8.byteOffset + this.buffer + this.used, Math.min(this.have - this.used, 32));
     const u32 = (at: number) => (this.format.swapped ? block.readUInt32BE(at) : block.readUInt32LE(at));
+    const iface = u32(0) === OBSOLETE_PACKET_BLOCK ? (this.format.swapped ? block.readUInt16BE(8) : block.readUInt16LE(8)) : u32(8);
     const described = `${this.interfaces.length} interface${this.interfaces.length === 1 ? ' is' : 's are'} described before it`;
     switch (Number(this.field('corrupt'))) {
       case CORRUPT.blockLength: return `a block length (${u32(4)}) makes no sense`;
       case CORRUPT.blockShort: return `a packet block of ${u32(4)} bytes is too short for its fields`;
-      case CORRUPT.unknownInterface: return `a packet of interface ${u32(8)}, and ${described}`;
+      case CORRUPT.unknownInterface: return `a packet of interface ${iface}, and ${described}`;
       case CORRUPT.packetPastBlock: return `a packet of ${u32(20)} bytes in a block of ${u32(4)}`;
       case CORRUPT.noInterface: return 'a simple packet block, and no interface is described before it';
       case CORRUPT.recordLength: default:

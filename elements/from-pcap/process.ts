@@ -28,6 +28,8 @@ export const CORRUPT_NO_INTERFACE: u64 = 6;
 /** Largest pcapng block accepted; anything longer is a corrupt length field. */
 const MAX_BLOCK: u32 = 4 << 20;
 const EPB: u32 = 6;
+/** The obsolete Packet Block: an EPB whose interface id is 16 bits, followed by 16 bits of drop count. */
+const PB: u32 = 2;
 const SPB: u32 = 3;
 const SHB: u32 = 0x0a0d0d0a;
 const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
@@ -35,6 +37,11 @@ const BYTE_ORDER_MAGIC: u32 = 0x1a2b3c4d;
 @inline function u32At(addr: usize, swapped: bool): u32 {
   const v = load<u32>(addr);
   return swapped ? bswap<u32>(v) : v;
+}
+
+@inline function u16At(addr: usize, swapped: bool): u32 {
+  const v = load<u16>(addr);
+  return swapped ? bswap<u16>(v) : v;
 }
 
 /**
@@ -126,7 +133,7 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
 }
 
 /**
- * pcapng Enhanced and Simple Packet Blocks. `ifaces` holds 16 bytes per interface (from its IDB):
+ * pcapng Enhanced, Simple and (obsolete) Packet Blocks. `ifaces` holds 16 bytes per interface (from its IDB):
  * [snaplen u32 (0: none)][scale kind u32: 0 multiply, 1 divide, 2 binary fraction][factor u64].
  */
 export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, ifaces: usize, ifaceCount: u32): u32 {
@@ -148,9 +155,9 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
     const total = u32At(block + 4, type == SHB ? load<u32>(block + 8) != BYTE_ORDER_MAGIC : swapped);
     if (total < 12 || (total & 3) != 0 || total > MAX_BLOCK) { corrupt(self, CORRUPT_BLOCK_LENGTH); break; }
     if (len - at < total) { self.stop = STOP_NEED_MORE; break; }
-    if (type == EPB) {
+    if (type == EPB || type == PB) {
       if (total < 32) { corrupt(self, CORRUPT_BLOCK_SHORT); break; }
-      const iface = u32At(block + 8, swapped);
+      const iface = type == EPB ? u32At(block + 8, swapped) : u16At(block + 8, swapped);
       const caplen = u32At(block + 20, swapped);
       if (iface >= ifaceCount) { corrupt(self, CORRUPT_UNKNOWN_INTERFACE); break; }
       if (caplen > total - 32) { corrupt(self, CORRUPT_PACKET_PAST_BLOCK); break; }
