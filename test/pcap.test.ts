@@ -90,6 +90,11 @@ function pcapngBlocks(bigEndian: boolean) {
     else b[bigEndian ? 'writeUInt32BE' : 'writeUInt32LE'](v);
     return b;
   };
+  const int64 = (v: bigint) => {
+    const b = Buffer.alloc(8);
+    b[bigEndian ? 'writeBigInt64BE' : 'writeBigInt64LE'](v);
+    return b;
+  };
   const pad = (b: Buffer) => Buffer.concat([b, Buffer.alloc(-b.length & 3)]);
   const block = (type: number, ...body: Buffer[]) => {
     const padded = pad(Buffer.concat(body));
@@ -101,8 +106,10 @@ function pcapngBlocks(bigEndian: boolean) {
   const END = Buffer.alloc(4);
   return {
     section: () => block(0x0a0d0d0a, int(4, 0x1a2b3c4d), int(2, 1), int(2, 0), Buffer.alloc(8, 0xff)),
-    iface: (tsresol?: number, linkType = 1, snaplen = 0) =>
-      block(1, int(2, linkType), int(2, 0), int(4, snaplen), ...(tsresol === undefined ? [] : [option(9, Buffer.from([tsresol])), END])),
+    iface: (tsresol?: number, linkType = 1, snaplen = 0, tsoffset?: bigint) => {
+      const options = [...(tsresol === undefined ? [] : [option(9, Buffer.from([tsresol]))]), ...(tsoffset === undefined ? [] : [option(14, int64(tsoffset))])];
+      return block(1, int(2, linkType), int(2, 0), int(4, snaplen), ...(options.length ? [...options, END] : []));
+    },
     enhanced: (iface: number, units: bigint, data: Buffer, comment?: string) => block(6, int(4, iface), int(4, Number(units >> 32n)),
       int(4, Number(units & 0xffffffffn)), int(4, data.length), int(4, data.length), pad(data), ...(comment ? [option(1, Buffer.from(comment)), END] : [])),
     simple: (data: Buffer, wire = data.length) => block(3, int(4, wire), data),
@@ -374,6 +381,16 @@ for (const bigEndian of [false, true]) {
     assert.match(String(error), /corrupt at byte 48: a packet of interface 3, and 1 interface is described before it/);
   }));
 }
+
+test('an interface\'s if_tsoffset (seconds, either sign) is added to its timestamps, as tshark does', () => inTempDir(async (dir) => {
+  const b = pcapngBlocks(false);
+  writeFileSync(join(dir, 'in.pcapng'), Buffer.concat([b.section(), b.iface(undefined, 1, 0, 1_000_000_000n), b.iface(9, 1, 0, -100n), b.iface(),
+    b.enhanced(0, 5_000_001n, ipv4Frame()), b.enhanced(1, 1_700_000_000_500_000_000n, ipv4Frame()), b.enhanced(2, 7n, ipv4Frame())]));
+  await runInOrder(dir, copy('file: in.pcapng', 'resolution: ns'));
+  const epochs = output(dir).map((r) => `${r.sec}.${String(r.frac).padStart(9, '0')}`);
+  assert.equal(epochs, ['1000000005.000001000', '1699999900.500000000', '0.000007000']);
+  assert.equal(epochs, tshark(join(dir, 'in.pcapng'), ['frame.time_epoch']).map(([t]) => t), 'as tshark reads them');
+}));
 
 test('a simple packet block cut to its interface\'s snaplen holds as many bytes as tshark reads, not its padding', () => inTempDir(async (dir) => {
   const b = pcapngBlocks(false);

@@ -15,10 +15,14 @@ export interface CaptureFormat {
   linkType: number;
 }
 
-/** An interface's snap length (0: none), and how its timestamp units become ns: 0 multiply by factor, 1 divide by it, 2 binary fraction of factor bits. */
+/**
+ * An interface's snap length (0: none), how its timestamp units become ns (0 multiply by factor, 1 divide by it, 2 binary
+ * fraction of factor bits), and the ns added to each of its timestamps (if_tsoffset).
+ */
 export interface Interface {
   snaplen: number;
   scale: { kind: 0 | 1 | 2; factor: bigint };
+  offset: bigint;
 }
 
 const PCAP_MICRO = 0xa1b2c3d4;
@@ -27,7 +31,9 @@ const PCAPNG_SHB = 0x0a0d0d0a;
 const PCAPNG_BYTE_ORDER = 0x1a2b3c4d;
 const PCAPNG_IDB = 1;
 const OPT_IF_TSRESOL = 9;
+const OPT_IF_TSOFFSET = 14;
 
+const UNFOLLOWED = 'the file is corrupt, or was written by a tool that wirepath cannot follow; rewrite it with editcap or tshark -w';
 const DAMAGED = 'the file may be cut short or damaged, or not a capture; tshark -r FILE says what it reads of it';
 
 function notEthernet(file: string, linkType: number): never {
@@ -78,10 +84,20 @@ function scaleOf(tsresol: number | undefined, where: string): Interface['scale']
   if (tsresol === undefined) return { kind: 0, factor: 1000n };
   if ((tsresol & 0x7f) > (tsresol & 0x80 ? 63 : 19)) {
     throw new EnvironmentError(`${where}: an interface's if_tsresol is ${tsresol & 0x80 ? `2^-${tsresol & 0x7f}` : `10^-${tsresol}`} s, finer than 64-bit timestamps can count`,
-      'the file is corrupt, or was written by a tool that wirepath cannot follow; rewrite it with editcap or tshark -w');
+      UNFOLLOWED);
   }
   if (tsresol & 0x80) return { kind: 2, factor: BigInt(tsresol & 0x7f) };
   return tsresol <= 9 ? { kind: 0, factor: 10n ** BigInt(9 - tsresol) } : { kind: 1, factor: 10n ** BigInt(tsresol - 9) };
+}
+
+/** An interface's if_tsoffset (seconds) in ns; one past what 64-bit nanoseconds count (292 years) is an error. */
+function offsetOf(seconds: bigint, where: string): bigint {
+  const ns = seconds * 1_000_000_000n;
+  if (BigInt.asIntN(64, ns) !== ns) {
+    throw new EnvironmentError(`${where}: an interface's if_tsoffset is ${seconds} s, more than 64-bit nanosecond timestamps can count`,
+      UNFOLLOWED);
+  }
+  return ns;
 }
 
 /**
@@ -104,14 +120,16 @@ export function readPcapngBlock(block: Buffer, format: CaptureFormat, interfaces
   const linkType = u16(block, 8, format.swapped);
   if (linkType !== LINKTYPE_ETHERNET) notEthernet(where, linkType);
   let tsresol: number | undefined;
+  let tsoffset = 0n;
   for (let off = 16; off + 4 <= length - 4;) {
     const code = u16(block, off, format.swapped);
     const len = u16(block, off + 2, format.swapped);
     if (code === 0) break;
     if (code === OPT_IF_TSRESOL && len === 1) tsresol = block[off + 4];
+    if (code === OPT_IF_TSOFFSET && len === 8) tsoffset = format.swapped ? block.readBigInt64BE(off + 4) : block.readBigInt64LE(off + 4);
     off += 4 + Math.ceil(len / 4) * 4;
   }
-  return { length, interfaces: [...interfaces, { snaplen: u32(block, 12, format.swapped), scale: scaleOf(tsresol, where) }] };
+  return { length, interfaces: [...interfaces, { snaplen: u32(block, 12, format.swapped), scale: scaleOf(tsresol, where), offset: offsetOf(tsoffset, where) }] };
 }
 
 const u32 = (b: Buffer, off: number, swapped: boolean) => (swapped ? b.readUInt32BE(off) : b.readUInt32LE(off));

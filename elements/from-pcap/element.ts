@@ -23,7 +23,7 @@ export default defineElement({
   type: 'FromPcap',
   summary: 'reads packets from a pcap or pcapng file',
   description: 'Reads a capture file of Ethernet frames: classic pcap (micro- or nanosecond, either byte order) or pcapng '
-    + '(enhanced, simple and obsolete packet blocks, any number of Ethernet interfaces, their if_tsresol). Records longer than a '
+    + '(enhanced, simple and obsolete packet blocks, any number of Ethernet interfaces, their if_tsresol and if_tsoffset). Records longer than a '
     + 'slot are cut to fit and counted in truncated. With timing: original the packets leave at the pace of their '
     + 'timestamps; with fast, as fast as the shards take them. A file source never drops a packet for want of room: it '
     + 'waits for the shards. With loop, the file is read again and again, its timestamps shifted so that time keeps '
@@ -100,7 +100,7 @@ class PcapReader implements SourceDriver {
       closeSync(this.fd); // a source that fails to open is never closed
       throw e;
     }
-    this.ifaceTable = ctx.arena.alloc(16 * MAX_INTERFACES, 8);
+    this.ifaceTable = ctx.arena.alloc(32 * MAX_INTERFACES, 8);
     this.startPass();
   }
 
@@ -257,9 +257,11 @@ class PcapReader implements SourceDriver {
     this.interfaces = interfaces;
     const v = this.ctx.arena.view;
     interfaces.forEach((iface, i) => {
-      v.setUint32(this.ifaceTable + 16 * i, iface.snaplen, true);
-      v.setUint32(this.ifaceTable + 16 * i + 4, iface.scale.kind, true);
-      v.setBigUint64(this.ifaceTable + 16 * i + 8, iface.scale.factor, true);
+      const at = this.ifaceTable + 32 * i;
+      v.setUint32(at, iface.snaplen, true);
+      v.setUint32(at + 4, iface.scale.kind, true);
+      v.setBigUint64(at + 8, iface.scale.factor, true);
+      v.setBigInt64(at + 16, iface.offset, true);
     });
   }
 

@@ -133,8 +133,8 @@ export function readPcap(self: FromPcapState, buf: usize, len: u32, budget: u32,
 }
 
 /**
- * pcapng Enhanced, Simple and (obsolete) Packet Blocks. `ifaces` holds 16 bytes per interface (from its IDB):
- * [snaplen u32 (0: none)][scale kind u32: 0 multiply, 1 divide, 2 binary fraction][factor u64].
+ * pcapng Enhanced, Simple and (obsolete) Packet Blocks. `ifaces` holds 32 bytes per interface (from its IDB):
+ * [snaplen u32 (0: none)][scale kind u32: 0 multiply, 1 divide, 2 binary fraction][factor u64][if_tsoffset in ns i64][unused u64].
  */
 export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u32, port: u16, swapped: bool, ifaces: usize, ifaceCount: u32): u32 {
   let at: u32 = 0;
@@ -162,7 +162,7 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
       if (iface >= ifaceCount) { corrupt(self, CORRUPT_UNKNOWN_INTERFACE); break; }
       if (caplen > total - 32) { corrupt(self, CORRUPT_PACKET_PAST_BLOCK); break; }
       const units = (<u64>u32At(block + 12, swapped) << 32) | <u64>u32At(block + 16, swapped);
-      const ts = toNanoseconds(ifaces + (<usize>iface << 4), units) + offset;
+      const ts = toNanoseconds(ifaces + (<usize>iface << 5), units) + offset;
       if (paced(self, until, ts)) break;
       const wire = u32At(block + 24, swapped);
       if (!submit(self, block + 28, caplen, wire, ts, port, base + sent + 1, len - at - 28 - caplen)) break;
@@ -192,6 +192,13 @@ export function readPcapng(self: FromPcapState, buf: usize, len: u32, budget: u3
 }
 
 function toNanoseconds(iface: usize, units: u64): u64 {
+  const ns = scaled(iface, units);
+  const shift = load<i64>(iface, 16);
+  // A negative if_tsoffset takes a time before 1970 to 0, not round to the far future.
+  return shift < 0 && <u64>-shift > ns ? 0 : ns + <u64>shift;
+}
+
+function scaled(iface: usize, units: u64): u64 {
   const kind = load<u32>(iface, 4);
   const factor = load<u64>(iface, 8);
   if (kind == 0) return units * factor;
