@@ -563,6 +563,21 @@ test('timing: original takes at least about as long as the trace', () => inTempD
   assert.ok(performance.now() - started >= span * 0.8, `took ${performance.now() - started} ms`);
 }));
 
+test('timing: original over a pcapng whose first packet is a simple packet block (no time) paces from the first packet with a time', () => inTempDir(async (dir) => {
+  const b = pcapngBlocks(false);
+  const second = 1_700_000_000_000_000n; // us
+  writeFileSync(join(dir, 'in.pcapng'), Buffer.concat([b.section(), b.iface(), b.simple(ipv4Frame()), b.enhanced(0, second, ipv4Frame()), b.enhanced(0, second + 300_000n, ipv4Frame())]));
+  writeFileSync(join(dir, 'config.yaml'), copy('file: in.pcapng, timing: original'));
+  const pipeline = await Pipeline.create(await loadConfig(join(dir, 'config.yaml')), { threads: 'inline' });
+  const running = pipeline.run();
+  const started = performance.now();
+  const ended = await Promise.race([running.then(() => 'ended'), new Promise((r) => setTimeout(r, 5000)).then(() => 'still waiting')]);
+  if (ended !== 'ended') pipeline.stop();
+  assert.is(ended, 'ended', 'it did not wait from 1970 to the second packet');
+  assert.is((await running).packets_out, 3);
+  assert.ok(performance.now() - started >= 240, `the last packet 300 ms after the second (took ${performance.now() - started} ms)`);
+}));
+
 test('timing written while the source runs: to fast, the rest comes at once; to original, the records go on at their gaps from the last one sent', () => inTempDir(async (dir) => {
   // 1000 records 10 ms apart: 10 s of trace.
   writePcap(join(dir, 'in.pcap'), Array.from({ length: 1000 }, (_, i) => ({ data: ipv4Frame(), sec: 1_700_000_000 + Math.floor(i / 100), usec: (i % 100) * 10_000 })));

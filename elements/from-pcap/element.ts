@@ -291,16 +291,22 @@ class PcapReader implements SourceDriver {
   /**
    * Lets through the records due by now. The trace's time starts at the first record, or, when timing turned to
    * original while the source runs, at the last record sent: the records after it keep their gaps from then on.
+   * Records without a time (simple packet blocks) go one at a time until one with a time is read.
    */
   private pace(budget: number): number {
     const now = process.hrtime.bigint();
     if (!this.paceStart) {
-      if (this.field('read') === 0n) { this.setField('until_ns', 0n); return Math.min(budget, 1); }
+      if (!this.timeRead()) { this.setField('until_ns', 0n); return Math.min(budget, 1); }
       this.paceStart = { wall: now, ts: this.field('last_ns') };
     }
     const until = this.paceStart.ts + (now - this.paceStart.wall);
     this.setField('until_ns', until > 0n ? until : 1n);
     return budget;
+  }
+
+  /** Whether a record with a time was read: until one is, the loops keep the earliest time above the latest. */
+  private timeRead(): boolean {
+    return this.field('read') > 0n && this.field('earliest_ns') <= this.field('latest_ns');
   }
 
   /** Timing turned to fast while the source runs: the records are no longer held back to the trace's pace. */
