@@ -2,8 +2,8 @@
 // declarations. Every mistake in a file is collected and reported at once as FILE:LINE:COL.
 
 import { availableParallelism } from 'node:os';
-import { readFileSync, existsSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { readFileSync, existsSync, statSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { parseDocument, LineCounter, isAlias, isMap, isSeq, isScalar, isPair, visit, parse as parseYamlValue, Parser, CST } from 'yaml';
 import type { Document, Node, YAMLMap, Scalar } from 'yaml';
 import { ConfigError, ConfigErrors, ConfigWarning, didYouMean, type SourcePosition } from './errors.ts';
@@ -303,7 +303,8 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
  * Files that two elements use where one writes (param.file), or an element writes the config itself: a ToPcap into
  * the capture a FromPcap reads emptied it before the first packet, two into one file overwrote each other's records.
  * Readers may share a file, and so may writers that append. A file that exists is known by its inode (links and other
- * spellings of its path too); FIFOs and devices are left alone.
+ * spellings of its path too), one that does not yet by its path from its nearest folder that exists, links resolved;
+ * FIFOs and devices are left alone.
  */
 function fileClashes(elements: Map<string, ElementInstance>, root: YAMLMap, pos: Positions, configFile: string): ConfigError[] {
   const identity = (path: string) => {
@@ -311,7 +312,7 @@ function fileClashes(elements: Map<string, ElementInstance>, root: YAMLMap, pos:
       const stat = statSync(path);
       return stat.isFile() ? `${stat.dev}:${stat.ino}` : undefined;
     } catch {
-      return path;
+      return realPathOfNew(path);
     }
   };
   const errors: ConfigError[] = [];
@@ -336,6 +337,19 @@ function fileClashes(elements: Map<string, ElementInstance>, root: YAMLMap, pos:
     }
   }
   return errors;
+}
+
+/** The real path of a file that does not exist yet: its nearest existing folder's, links resolved, with the rest after it. */
+function realPathOfNew(path: string): string {
+  const rest: string[] = [];
+  for (let at = path; dirname(at) !== at; at = dirname(at)) {
+    try {
+      return join(realpathSync(at), ...rest);
+    } catch {
+      rest.unshift(basename(at));
+    }
+  }
+  return path;
 }
 
 /** Most copies a config's aliases may make (the yaml library's count: uses times the aliases inside each anchor). */

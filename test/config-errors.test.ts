@@ -786,6 +786,11 @@ test('an element that writes a file another element reads or writes, or the conf
     const errors = await errorsOf(two, {}, file);
     assert.equal(summary(errors), [`5:28 b.file: a writes ${join(dir, 'out.pcap')} too: the two would overwrite each other's records`]);
     assert.is(errors[0].hint, 'give each element a file of its own');
+    // The same new file through a link to its folder.
+    mkdirSync(join(dir, 'captures'));
+    symlinkSync(join(dir, 'captures'), join(dir, 'linked'));
+    assert.equal(summary(await errorsOf(two.replace('file: out.pcap', 'file: captures/new.pcap').replace('sub/../out.pcap', 'linked/new.pcap'), {}, file)),
+      [`5:28 b.file: a writes ${join(dir, 'linked/new.pcap')} too: the two would overwrite each other's records`]);
     assert.equal(await clash(config('  src: { type: FromPcap, file: in.pcap }', '  out: { type: ToPcap, file: c.yaml }')),
       [`3:30 out.file: ${file} is the config file`]);
     // Readers share a file, and so do logs that append; a device is no file to clash on.
