@@ -291,7 +291,7 @@ export default defineElement({
   },
   handlers: {
     backends: {
-      doc: 'the backends now: name, address, weight, buckets, packets and bytes sent to each (since this pipeline started: a reload or a restored snapshot starts them at 0)',
+      doc: 'the backends now: name, address, weight, buckets, packets and bytes sent to each (bytes as sent: the 36-byte outer header included; since this pipeline started: a reload or a restored snapshot starts them at 0)',
       read: (view) => {
         const table = new LiveTable(view.data('table'));
         const live = table.backends();
@@ -305,7 +305,7 @@ export default defineElement({
       },
     },
     vips: {
-      doc: 'packets and bytes sent to each VIP (since this pipeline started: a reload or a restored snapshot starts them at 0)',
+      doc: 'packets and bytes sent to each VIP (bytes as sent: the 36-byte outer header included; since this pipeline started: a reload or a restored snapshot starts them at 0)',
       read: (view) => {
         const vips = view.params.vips as Vip[];
         return rowSums(view, 0, vips.length).map((c, i) => ({ vip: formatVip(vips[i]), ...c }));
