@@ -1772,12 +1772,12 @@ export class Pipeline {
     };
   }
 
-  handlerRead(element: string, handler: string): unknown {
+  handlerRead(element: string, handler: string, arg?: string): unknown {
     const node = this.graph.byName.get(element);
     if (!node) throw new EnvironmentError(`no element '${element}'`);
     const h = handlersOf(node.type)[handler];
     if (!h?.read) throw new EnvironmentError(`${element} (${node.type.type}) has no read handler '${handler}'`, `its handlers: ${Object.keys(handlersOf(node.type)).join(', ')}`);
-    return h.read(this.view(element));
+    return h.read(this.view(element), arg);
   }
 
   handlerWrite(element: string, handler: string, value: string): void {

@@ -359,6 +359,9 @@ test('add, drain, set weight, remove: only moved buckets change; an unknown back
       return Array.from({ length: 65537 }, (_, i) => JSON.stringify({ ...live.describe(i), changed_ns: undefined }));
     };
     assert.equal(table(), { size: 65537, generation: 0, moved_last_change: 0 });
+    // A bucket is named by its digits: before, ' ' read as bucket 0 and 1e1 as bucket 10.
+    assert.is((p.handlerRead('lb', 'buckets', '10') as { bucket: number }).bucket, 10);
+    for (const arg of [' ', '1e1', '0x1', '-1', '65537']) assert.throws(() => p.handlerRead('lb', 'buckets', arg), /is not a number from 0 to 65536/, arg);
 
     p.handlerWrite('lb', 'add_backend', 'web4 198.18.1.14');
     const afterAdd = snapshot();

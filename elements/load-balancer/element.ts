@@ -317,7 +317,8 @@ export default defineElement({
       read: (view, arg) => {
         const table = new LiveTable(view.data('table'));
         if (arg === undefined) return { size: table.size, generation: table.generation, moved_last_change: table.lastMoved };
-        const index = Number(arg);
+        // Digits only: Number reads ' ' as 0 and 1e1 as 10.
+        const index = /^\d+$/.test(arg) ? Number(arg) : NaN;
         if (!Number.isInteger(index) || index < 0 || index >= table.size) throw new Error(`bucket ${JSON.stringify(arg)} is not a number from 0 to ${table.size - 1}`);
         const b = table.describe(index);
         return { bucket: index, ...b, changed_ns: String(b.changed_ns) };
