@@ -180,6 +180,17 @@ test('an ICMP error quoting a VIP connection but sent to another address is not 
   assert.is(lb.icmp_errors, 0);
 });
 
+test('an ICMP error quoting a packet of protocol 0 from the VIP is not about a VIP connection (it matched any VIP\'s protocol)', async () => {
+  const error = icmpError(41000);
+  error[14 + 20 + 8 + 9] = 0; // the quoted header's protocol
+  error.writeUInt16BE(0, 14 + 20 + 2);
+  error.writeUInt16BE(internetChecksum(error.subarray(14 + 20)), 14 + 20 + 2);
+  const { out, rest, lb } = await runMux([error]);
+  assert.is(out.length, 0);
+  assert.is(rest.length, 1);
+  assert.is(lb.icmp_errors, 0);
+});
+
 /** The frame's first `l4` bytes after its IPv4 header, its total length (and fragment offset field) and checksum saying so. */
 function cutAfterHeader(frame: Buffer, l4: number, fragmentField = 0): Buffer {
   const cut = Buffer.from(frame.subarray(0, 14 + 20 + l4));

@@ -105,6 +105,8 @@ function classify(self: LoadBalancerState, vipTable: usize, vips: u32, p: Packet
   if ((vihl >> 4) != 4 || qhl < IPv4.MIN_HEADER || qhl + 4 > room) return findVip(vipTable, vips, dst, 0, 0, false) >= 0 ? MALFORMED : NOT_VIP;
   if (IPv4.src(quoted) != dst) return NOT_VIP; // about a VIP's packet, but not sent to the VIP
   const qproto = IPv4.protocol(quoted);
+  // VIPs serve TCP and UDP: findVip takes protocol 0 for any.
+  if (qproto != IPPROTO_TCP && qproto != IPPROTO_UDP) return NOT_VIP;
   const ports = IPv4.fragmentOffset(quoted) == 0;
   const vip = findVip(vipTable, vips, IPv4.src(quoted), qproto, ports ? Wire.get16(quoted + qhl) : 0, ports);
   if (vip >= 0) {
