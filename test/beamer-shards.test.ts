@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { tempDir, removeDir, writePcap, ipv4Frame, cli, ROOT } from './helpers.ts';
+import { tempDir, removeDir, writePcap, ipv4Frame, internetChecksum, cli, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline } from '../engine/pipeline.ts';
 import { verify } from '../engine/verify.ts';
@@ -61,6 +61,44 @@ connections:
     assert.is(bb.delivered, 4 * CONNECTIONS);
     const equivalence = await verify(backend('bb'), { shards: [1, 2, 1], scaleEvery: 4000 });
     assert.ok(equivalence.equivalent, equivalence.difference);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('an ICMP error about a connection (tunnelled by the mux) reaches the shard of the connection\'s entry', async () => {
+  const dir = tempDir();
+  try {
+    // 200 connections' SYNs, then a router's "fragmentation needed" about each one's packet from the server.
+    const clientOf = (i: number) => `100.64.1.${i}`;
+    const syns = Array.from({ length: 200 }, (_, i) => ipv4Frame({ proto: 'tcp', src: clientOf(i), dst: '198.18.100.1', sport: 20000 + i, dport: 80, tcpFlags: SYN }));
+    const errors = Array.from({ length: 200 }, (_, i) => {
+      const quoted = ipv4Frame({ proto: 'tcp', src: '198.18.100.1', dst: clientOf(i), sport: 80, dport: 20000 + i, payload: 0 }).subarray(14, 14 + 28);
+      const icmp = Buffer.concat([Buffer.from([3, 4, 0, 0, 0, 0, 0x05, 0xdc]), quoted]);
+      icmp.writeUInt16BE(internetChecksum(icmp), 2);
+      const header = Buffer.from(ipv4Frame({ proto: 'icmp', src: '198.18.200.1', dst: '198.18.100.1', payload: 0 }).subarray(0, 34));
+      header.writeUInt16BE(20 + icmp.length, 16);
+      header.writeUInt16BE(0, 24);
+      header.writeUInt16BE(internetChecksum(header.subarray(14, 34)), 24);
+      return Buffer.concat([header, icmp]);
+    });
+    writePcap(join(dir, 'in.pcap'), [...syns, ...errors].map((data, i) => ({ data, sec: 1_700_000_000, usec: i })));
+    writeFileSync(join(dir, 'mux.yaml'), `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  lb:  { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.3.0/24, backends: ['web1 198.18.1.11'] }
+  out: { type: ToPcap, file: encapsulated.pcap }
+connections:
+  - src -> lb -> out
+`);
+    const mux = await (await Pipeline.create(await loadConfig(join(dir, 'mux.yaml')), { shards: 1, threads: 'inline' })).run();
+    assert.is((mux.elements.lb as Record<string, number>).icmp_errors, 200);
+    writeFileSync(join(dir, 'backend.yaml'), 'elements:\n  src: { type: FromPcap, file: encapsulated.pcap, steer: bb }\n  bb: { type: BeamerBackend, address: 198.18.1.11 }\n'
+      + '  out: { type: Discard }\nconnections:\n  - src -> bb -> out\n');
+    const bb = (await (await Pipeline.create(await loadConfig(join(dir, 'backend.yaml')), { shards: 2 })).run()).elements.bb as Record<string, number>;
+    assert.is(bb.learned, 200);
+    assert.is(bb.unknown, 0, 'each error found its connection (steered by the outer header, about half found none)');
+    assert.is(bb.delivered, 400);
   } finally {
     removeDir(dir);
   }

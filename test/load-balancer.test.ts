@@ -558,6 +558,19 @@ test('daisy chaining: after a drain, packets of an old connection reach the new 
     const delivered = readPcap(join(dir, `${first}.pcap`)).records.map((x) => x.data);
     delivered.forEach((f, i) => assert.ok(f.equals(ipv4Frame(frames[i + 1][1])), `packet ${i + 2}`));
 
+    // An ICMP error about the old connection (a router's "fragmentation needed" for the server's packet), tunnelled with the
+    // moved packets' outer header: forwarded to the old backend too (before: delivered to the new one's server, which knows
+    // nothing of it).
+    const error = icmpError(40000);
+    const tunnelled = Buffer.concat([Buffer.from(out[2].subarray(0, 50)), error.subarray(14)]);
+    tunnelled.writeUInt16BE(tunnelled.length - 14, 16);
+    tunnelled.writeUInt16BE(0, 24);
+    tunnelled.writeUInt16BE(internetChecksum(tunnelled.subarray(14, 50)), 24);
+    writePcap(join(dir, 'encapsulated.pcap'), [tunnelled]);
+    r = await runConfig(dir, backendsConfig(', daisy_window: 5s'), { threads: 'inline' });
+    assert.is(by(newName).forwarded, 1);
+    assert.is(outer(readPcap(join(dir, 'forwarded.pcap')).records[0].data).dst, oldAddress);
+
     // Daisy chaining off: the new backend delivers the old connection's packets to its own server.
     writePcap(join(dir, 'encapsulated.pcap'), out);
     r = await runConfig(dir, backendsConfig(', daisy_chain: false'), { threads: 'inline' });

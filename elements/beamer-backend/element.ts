@@ -18,7 +18,9 @@ export default defineElement({
     + '0.0.0.0, multicast, reserved and broadcast addresses name none) and says the bucket changed less than '
     + 'daisy_window ago, the packet is re-encapsulated to that backend (outer destination rewritten, the option '
     + 'marked as forwarded) and leaves on output 1. A forwarded packet is never forwarded again: the previous '
-    + 'backend delivers it whatever it knows, so there are no loops. Everything else is delivered: UDP (daisy '
+    + 'backend delivers it whatever it knows, so there are no loops. An ICMP error quoting a TCP packet of the server (a '
+    + 'router\'s "fragmentation needed", say) is about that connection: it is steered with the connection\'s packets, and '
+    + 'forwarded as they are when the connection is unknown here. Everything else is delivered: UDP (daisy '
     + 'chaining is for TCP), packets without the option (plain IP-in-IP), changes older than the window (then the '
     + 'server answers an unknown connection with a RST, as it would anyway). With daisy_chain: false nothing is '
     + 'forwarded (to measure what daisy chaining saves). Packets that are not IP-in-IP to `address`, and frames a '
@@ -55,7 +57,7 @@ export default defineElement({
     delivered: state.counter('inner packets delivered to the local server'),
     learned: state.counter('connections learned from a SYN'),
     forwarded: state.counter('packets daisy-chained to the previous backend'),
-    unknown: state.counter('mid-connection packets of unknown connections delivered anyway (no recent previous backend, already forwarded, or daisy chaining off)'),
+    unknown: state.counter('mid-connection packets (and ICMP errors) of unknown connections delivered anyway (no recent previous backend, already forwarded, or daisy chaining off)'),
     table_full: state.counter('SYNs whose connection the full table could not take (delivered untracked)'),
     other: state.counter('packets that are not IP-in-IP to this backend (output 2)'),
     malformed: state.counter('IP-in-IP packets to this backend that are fragments, have a bad outer header or whose inner packet is cut short (dropped)'),

@@ -1,4 +1,4 @@
-import { Batch, Outputs, Packet, Ethernet, IPv4, Transport, TCP, Wire, FlowKey, FlowTable, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16, symmetricHash, symmetricHashOf } from "wirepath";
+import { Batch, Outputs, Packet, Ethernet, IPv4, Transport, TCP, ICMP, Wire, FlowKey, FlowTable, ETHERTYPE_IPV4, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, keyBuffer, flowCreated, copyBytes, dropPacket, now, updateChecksum16, symmetricHash, symmetricHashOf } from "wirepath";
 import { BeamerBackendState, BeamerBackendConnectionsEntry } from "./layout";
 
 const LOCAL = 0;
@@ -58,6 +58,14 @@ export function process(self: BeamerBackendState, batch: Batch, out: Outputs): v
           continue;
         } else self.unknown++;
       }
+    } else if (l4 && unknownQuoted(table, inner, l4, key, t)) {
+      // An ICMP error about a connection this server does not know (path MTU, say) goes where the connection's packets go.
+      if (self.daisy_chain && daisyChain(self, p, ip, hl)) {
+        self.forwarded++;
+        out.push(FORWARDED, p);
+        continue;
+      }
+      self.unknown++;
     }
     decapsulate(p, hl);
     self.delivered++;
@@ -76,13 +84,51 @@ export function steer(self: BeamerBackendState, p: Packet): u32 {
   if (ip && IPv4.protocol(ip) == IPPROTO_IPIP && !IPv4.isFragment(ip)) {
     const hl = IPv4.headerLength(ip);
     const inner = ip + hl;
-    if (innerValid(inner, IPv4.totalLength(ip) - hl) && IPv4.protocol(inner) == IPPROTO_TCP && IPv4.fragmentOffset(inner) == 0
-        && IPv4.headerLength(inner) + 4 <= IPv4.totalLength(inner)) {
+    if (innerValid(inner, IPv4.totalLength(ip) - hl) && IPv4.fragmentOffset(inner) == 0) {
       const l4 = inner + IPv4.headerLength(inner);
-      return symmetricHashOf(IPv4.src(inner), IPv4.dst(inner), <u32>(Transport.srcPort(l4) ^ Transport.dstPort(l4)), IPPROTO_TCP);
+      const room = IPv4.totalLength(inner) - IPv4.headerLength(inner);
+      if (IPv4.protocol(inner) == IPPROTO_TCP && room >= 4) return connectionHash(IPv4.src(inner), IPv4.dst(inner), Transport.srcPort(l4), Transport.dstPort(l4));
+      // An ICMP error about a connection goes with it, to the shard that holds its entry.
+      const quoted = room >= 8 ? quotedTcp(inner, l4) : 0;
+      if (quoted) {
+        const ql4 = quoted + IPv4.headerLength(quoted);
+        return connectionHash(IPv4.src(quoted), IPv4.dst(quoted), Transport.srcPort(ql4), Transport.dstPort(ql4));
+      }
     }
   }
   return symmetricHash(p);
+}
+
+@inline function connectionHash(a: u32, b: u32, portA: u16, portB: u16): u32 {
+  return symmetricHashOf(a, b, <u32>(portA ^ portB), IPPROTO_TCP);
+}
+
+/** When the inner packet at `inner` is an ICMP error quoting a first TCP fragment (RFC 792: its IP header and at least 8 bytes), the quoted header; else 0. */
+function quotedTcp(inner: usize, l4: usize): usize {
+  if (IPv4.protocol(inner) != IPPROTO_ICMP || !ICMP.isError(ICMP.type(l4))) return 0;
+  const quoted = l4 + 8;
+  const end = inner + IPv4.totalLength(inner);
+  if (quoted + IPv4.MIN_HEADER > end || (load<u8>(quoted) >> 4) != 4) return 0;
+  const qhl = IPv4.headerLength(quoted);
+  if (qhl < IPv4.MIN_HEADER || quoted + qhl + 8 > end || IPv4.protocol(quoted) != IPPROTO_TCP || IPv4.fragmentOffset(quoted) != 0) return 0;
+  return quoted;
+}
+
+/** The key of the connection a quoted packet the server sent belongs to, as the client's packets make it (innerKey). */
+function quotedKey(quoted: usize, key: usize): void {
+  const ql4 = quoted + IPv4.headerLength(quoted);
+  store<u32>(key, IPv4.dst(quoted));
+  store<u32>(key, IPv4.src(quoted), 4);
+  store<u32>(key, (<u32>Transport.dstPort(ql4) << 16) | <u32>Transport.srcPort(ql4), 8);
+  store<u32>(key, <u32>IPPROTO_TCP, 12);
+}
+
+/** Whether the inner packet is an ICMP error about a TCP connection the table does not hold. */
+function unknownQuoted(table: FlowTable, inner: usize, l4: usize, key: usize, t: u64): bool {
+  const quoted = quotedTcp(inner, l4);
+  if (!quoted) return false;
+  quotedKey(quoted, key);
+  return !table.find(key, FlowKey.hash(key), t);
 }
 
 /** Whether a frame whose IPv4 header IPv4.header refused (its lengths are wrong) is IP-in-IP to this backend. */
