@@ -123,7 +123,8 @@ export const state = {
    * A flow table keyed by the IPv4 5-tuple (FlowKey.fromPacket), with a fixed capacity and an idle
    * timeout. Its entries move with the bucket of the packet that made each (pass it to lookupOrInsert);
    * with `owner: 'address'` they belong to the host in the key's first word and move with that
-   * address's bucket (a NAT's sessions move with their subscriber).
+   * address's bucket (a NAT's sessions move with their subscriber). With `keyedBySteer: true` its key is one only the
+   * element's `steer` finds (an inner connection): with more than one shard, its sources must steer by an element of its type.
    */
   flowTable: (t: TableDeclaration & { owner?: 'flow' | 'address' }): FlowTableState => declared({ kind: 'flow-table', scope: 'per-flow', owner: 'flow', merges: false, ...t }),
   /**
