@@ -324,6 +324,12 @@ const ERRORS: { name: string; bytes?: () => Buffer; message: RegExp }[] = [
     message: /if_tsresol is .* finer than 64-bit timestamps can count/,
   })),
   { name: 'an empty file', bytes: () => Buffer.alloc(0), message: /too short to be a pcap or pcapng file \(0 bytes\)/ },
+  // The docs said any number of interfaces.
+  {
+    name: 'a pcapng with 257 interfaces',
+    bytes: () => { const b = pcapngBlocks(false); return Buffer.concat([b.section(), ...Array.from({ length: 257 }, () => b.iface()), b.enhanced(0, 1n, ipv4Frame())]); },
+    message: /describes more than 256 interfaces/,
+  },
   // Before, its trailing length was read as its link type.
   {
     name: 'a pcapng whose interface description has no body',

@@ -23,7 +23,7 @@ export default defineElement({
   type: 'FromPcap',
   summary: 'reads packets from a pcap or pcapng file',
   description: 'Reads a capture file of Ethernet frames: classic pcap (micro- or nanosecond, either byte order) or pcapng '
-    + '(enhanced, simple and obsolete packet blocks, any number of Ethernet interfaces, their if_tsresol and if_tsoffset). Records longer than a '
+    + '(enhanced, simple and obsolete packet blocks, up to 256 Ethernet interfaces, their if_tsresol and if_tsoffset). Records longer than a '
     + 'slot are cut to fit and counted in truncated. With timing: original the packets leave at the pace of their '
     + 'timestamps; with fast, as fast as the shards take them. A file source never drops a packet for want of room: it '
     + 'waits for the shards. With loop, the file is read again and again, its timestamps shifted so that time keeps '
@@ -253,7 +253,7 @@ class PcapReader implements SourceDriver {
   }
 
   private writeInterfaces(interfaces: Interface[]): void {
-    if (interfaces.length > MAX_INTERFACES) throw new EnvironmentError(`${this.ctx.params.file} describes more than ${MAX_INTERFACES} interfaces`);
+    if (interfaces.length > MAX_INTERFACES) throw new EnvironmentError(`${this.ctx.params.file} describes more than ${MAX_INTERFACES} interfaces`, `split it by interface first (tshark -r FILE -Y 'frame.interface_id == N' -w PART)`);
     this.interfaces = interfaces;
     const v = this.ctx.arena.view;
     interfaces.forEach((iface, i) => {
