@@ -62,6 +62,16 @@ for (const nanos of [false, true]) {
   }
 }
 
+test('a packet timed after 2106, past a pcap record\'s 32-bit seconds, is written with them wrapped and counted, not unsaid', () => inTempDir(async (dir) => {
+  const b = pcapngBlocks(false);
+  // 7258118400 s is 2200-01-01; microseconds, as interface 0 has no if_tsresol.
+  writeFileSync(join(dir, 'in.pcapng'), Buffer.concat([b.section(), b.iface(), b.enhanced(0, 1_700_000_000_000_000n, ipv4Frame()), b.enhanced(0, 7_258_118_400_000_000n, ipv4Frame())]));
+  const result = await runInOrder(dir, copy('file: in.pcapng'));
+  assert.is(result.elements.out.packets, 2);
+  assert.is(result.elements.out.wrapped_times, 1);
+  assert.equal(output(dir).map((r) => r.sec), [1_700_000_000, 7_258_118_400 % 2 ** 32]);
+}));
+
 const CONVERTERS = [
   { tool: 'tshark', nanos: false, args: (from: string, to: string) => ['-r', from, '-w', to, '-F', 'pcapng'] },
   { tool: 'editcap', nanos: true, args: (from: string, to: string) => ['-F', 'pcapng', from, to] },

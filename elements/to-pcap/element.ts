@@ -27,6 +27,7 @@ export default defineElement({
     packets: state.counter('packets written'),
     bytes: state.counter('bytes written (frame bytes, without record headers)'),
     lagged: state.counter('packets not written into a FIFO whose pipe was full (its reader lagged)'),
+    wrapped_times: state.counter('packets timed after 2106-02-07 06:28:15 UTC, past what a pcap record\'s 32-bit seconds hold: written with their seconds wrapped (modulo 2^32)'),
   },
   ioExports: ['writePcap', 'skipPcap'],
   sink: (ctx) => new PcapWriter(ctx),

@@ -14,7 +14,9 @@ export function writePcap(self: ToPcapState, batch: Batch, start: u32, buf: usiz
     const rec = buf + at;
     const ts = p.timestamp;
     const fraction = ts % 1_000_000_000;
-    store<u32>(rec, <u32>(ts / 1_000_000_000));
+    const seconds = ts / 1_000_000_000;
+    if (seconds > <u64>u32.MAX_VALUE) self.wrapped_times++;
+    store<u32>(rec, <u32>seconds);
     store<u32>(rec, <u32>(nanos ? fraction : fraction / 1000), 4);
     store<u32>(rec, len, 8);
     store<u32>(rec, p.wireLength > p.length ? p.wireLength : p.length, 12);
