@@ -84,6 +84,25 @@ test('a reload that changes only source keeps the table, run-time changes includ
   });
 });
 
+test('a reload that raises max_backends builds the new table from the running backends, run-time changes and drains included', async () => {
+  // Before, following the hint of a full table gave the config's backends back: removed ones returned, added ones were gone.
+  await running(config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12', 'web3 198.18.1.13'], max_backends: 3"), async (supervisor, logs) => {
+    const p = supervisor.pipeline();
+    p.handlerWrite('lb', 'remove_backend', 'web2');
+    p.handlerWrite('lb', 'drain', 'web3');
+    assert.throws(() => p.handlerWrite('lb', 'add_backend', 'web4 198.18.1.14 2'), /raise max_backends in the config and reload: the running backends go on in the larger table/);
+    const report = await supervisor.reload(config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12', 'web3 198.18.1.13'], max_backends: 4"));
+    assert.equal(report.restarted, ['lb']);
+    assert.equal(weights(supervisor), { web1: 1, web3: 0 });
+    assert.ok(logs.includes('lb: the running backends (web1 198.18.1.11 1, web3 198.18.1.13 0) go on in the new table, its buckets remembering no previous backend'), logs.join('\n'));
+    supervisor.pipeline().handlerWrite('lb', 'add_backend', 'web4 198.18.1.14 2');
+    supervisor.pipeline().handlerWrite('lb', 'set_weight', 'web3 1');
+    assert.equal(weights(supervisor), { web1: 1, web3: 1, web4: 2 });
+    const buckets = supervisor.pipeline().handlerRead('lb', 'buckets') as { generation: number };
+    assert.is(buckets.generation, 2, 'the new table starts at generation 0; two changes since');
+  });
+});
+
 test('a reload whose config lists other backends keeps the running table\'s, and says so once', async () => {
   const yaml = config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12']");
   await running(yaml, async (supervisor, logs) => {

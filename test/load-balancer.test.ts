@@ -444,7 +444,7 @@ test('a backend removed and added again at its address takes back its slot, whic
     assert.equal((p.handlerRead('lb', 'backends') as any[]).map((b) => b.name).sort(), ['web1', 'web2', 'web3', 'web4']);
     // The hint says what following it does: a reload with another max_backends keeps no run-time change.
     assert.throws(() => p.handlerWrite('lb', 'add_backend', 'web5 198.18.1.15'),
-      /no free backend slot: all 4 are in use .* \(raise max_backends in the config and reload: the table starts afresh from the config's backends, so list the running ones there; buckets forget their previous backends\)/);
+      /no free backend slot: all 4 are in use .* \(raise max_backends in the config and reload: the running backends go on in the larger table, whose buckets forget their previous backends\)/);
     // At another address it is another backend: the buckets that remember the old one must not name it.
     p.handlerWrite('lb', 'remove_backend', 'web4');
     assert.throws(() => p.handlerWrite('lb', 'add_backend', 'web4 198.18.1.24'), /no free backend slot/);

@@ -121,7 +121,7 @@ function zeroCounts(view: ElementView, entry: number): void {
 
 /** Applies a change of the backend list; an error leaves the table as it was. */
 function change(view: ElementView, edit: (list: Backend[]) => Backend[]): void {
-  const table = new LiveTable(view.data('table'));
+  const table = liveTable(view);
   const next = edit([...table.backends().values()]);
   checkUnique(next);
   const clash = next.find((b) => isVipAddress(view.params.vips as Vip[], b.address));
@@ -133,10 +133,52 @@ function change(view: ElementView, edit: (list: Backend[]) => Backend[]): void {
   for (const slot of table.update(next, view.now())) zeroCounts(view, (view.params.vips as Vip[]).length + slot);
 }
 
+/** Tables of a reload or snapshot laid out anew whose running backends went into the new one (each once). */
+const carried = new WeakSet<DataView>();
+
+/**
+ * The backend table, with the running backends carried into it first when a reload or snapshot laid it out anew: by
+ * whatever reads or changes it first (the periodic call before the first packet, or a handler before that).
+ */
+function liveTable(view: ElementView): LiveTable {
+  const old = view.unrestored('table');
+  if (old && !carried.has(old)) {
+    carried.add(old);
+    carryBackends(view, old);
+  }
+  return new LiveTable(view.data('table'));
+}
+
+/**
+ * The table of a reload or snapshot whose VIPs, table size or max_backends changed starts from the config's backends
+ * (the engine could not take its data as it was laid out): the backends running before (`old`, that table's data) go
+ * into it instead, as they would have stayed in a table laid out alike, its buckets remembering no previous backend
+ * (the new table maps them anew); the config's stay when the running ones do not fit.
+ */
+function carryBackends(view: ElementView, old: DataView): void {
+  const p = view.params as unknown as TableParams;
+  const running = [...new LiveTable(old).backends().values()];
+  const listed = running.map(formatBackend).join(', ');
+  const onVipAddress = running.find((b) => isVipAddress(p.vips, b.address));
+  const starved = withoutBuckets(running, maglevTable(running, p.table_size));
+  const why = running.length > p.max_backends ? `${running.length} backends, max_backends ${p.max_backends}`
+    : onVipAddress ? onVip(onVipAddress).message
+    : starved.length ? starvedMessage(starved, p.table_size) : undefined;
+  if (why) {
+    view.log(`the running backends (${listed}) do not fit the new table (${why}): it has the config's`);
+    return;
+  }
+  const data = view.data('table');
+  initTable({ ...p, backends: running }, data);
+  const table = new LiveTable(data);
+  for (let slot = running.length; slot < p.max_backends; slot++) table.writeBackend(slot, undefined);
+  view.log(`the running backends (${listed}) go on in the new table, its buckets remembering no previous backend`);
+}
+
 /** A reload keeps the running table: says so when the reloaded config lists other backends (weights the checks took count as given back). */
 function sayBackendsKept(view: ElementView, configured: Backend[]): void {
   const listed = (list: Backend[]) => list.map((b) => formatBackend({ ...b, weight: b.drainedFrom ?? b.weight })).sort().join(', ');
-  const running = listed([...new LiveTable(view.data('table')).backends().values()]);
+  const running = listed([...liveTable(view).backends().values()]);
   if (listed(configured) === running) return;
   view.log(`the reloaded config lists other backends (${listed(configured)}) than the running table, whose backends are kept (${running}); `
     + `change them with wirepath ctl write ${view.name}.add_backend, ${view.name}.remove_backend or ${view.name}.set_weight`);
@@ -231,7 +273,10 @@ export default defineElement({
     + 'time. A change naming an unknown backend fails with an error and changes nothing. The table lives in '
     + 'shared data, so snapshots and reloads keep it as it is, run-time changes included, as long as the VIPs, '
     + 'table size and max_backends stay the same: a reloaded config that lists other backends keeps the running '
-    + 'table\'s (it is logged; change the backends of a running pipeline through the handlers). Packets that are '
+    + 'table\'s (it is logged; change the backends of a running pipeline through the handlers). When one of them '
+    + 'changes, the new table is built from the running backends, run-time changes and drains included (its buckets '
+    + 'remember no previous backend); if they do not fit it (fewer max_backends, a backend at a new VIP\'s address), it '
+    + 'keeps the config\'s and says why. Packets that are '
     + 'not for a VIP (or not IPv4), and frames a capture cut short (snaplen: no tunnel carries them), leave on '
     + 'output 1, or are dropped if it is not connected; a packet to a VIP '
     + 'whose headers are truncated or whose IPv4 header is bad (its lengths do not fit the frame) is counted in '
@@ -293,7 +338,7 @@ export default defineElement({
     backends: {
       doc: 'the backends now: name, address, weight, buckets, packets and bytes sent to each (bytes as sent: the 36-byte outer header included; since this pipeline started: a reload or a restored snapshot starts them at 0)',
       read: (view) => {
-        const table = new LiveTable(view.data('table'));
+        const table = liveTable(view);
         const live = table.backends();
         const buckets = new Map<number, number>();
         for (let i = 0; i < table.size; i++) {
@@ -315,7 +360,7 @@ export default defineElement({
       doc: 'the table: size, generation and buckets moved by the last change; with an argument N, bucket N (current and previous backend, generation, time of change)',
       counter: false,
       read: (view, arg) => {
-        const table = new LiveTable(view.data('table'));
+        const table = liveTable(view);
         if (arg === undefined) return { size: table.size, generation: table.generation, moved_last_change: table.lastMoved };
         // Digits only: Number reads ' ' as 0 and 1e1 as 10.
         const index = /^\d+$/.test(arg) ? Number(arg) : NaN;
@@ -354,7 +399,7 @@ export default defineElement({
     health: {
       doc: 'per backend, the checks passed (positive) or failed (negative) in a row (since this pipeline started), whether the checks drained it, and why its last check failed',
       counter: false,
-      read: (view) => healthReport(healthOf(view), [...new LiveTable(view.data('table')).backends().values()]),
+      read: (view) => healthReport(healthOf(view), [...liveTable(view).backends().values()]),
     },
     reset: {
       doc: 'zeroes the counters, per VIP and per backend too',
@@ -374,8 +419,9 @@ export default defineElement({
         if (view.next) sayBackendsKept(view, view.next.params.backends);
         return;
       }
+      liveTable(view); // the running backends go into a table laid out anew before the first packet
       const setWeight: SetWeight = (name, weight, drainedFrom) => change(view, (list) => list.map((b) => (b.name === name ? { ...b, weight, drainedFrom } : b)));
-      const backends = () => [...new LiveTable(view.data('table')).backends().values()];
+      const backends = () => [...liveTable(view).backends().values()];
       if (view.params.health_check === 'none') endHealthChecks(view, healthOf(view), backends(), setWeight);
       else checkHealth(view, healthOf(view), backends, setWeight);
     },

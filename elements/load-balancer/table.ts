@@ -188,7 +188,7 @@ export class LiveTable {
         }
       }
       throw new Error(`no free backend slot: all ${this.maxBackends} are in use or remembered by buckets as previous backend (raise max_backends in the config `
-        + 'and reload: the table starts afresh from the config\'s backends, so list the running ones there; buckets forget their previous backends)');
+        + 'and reload: the running backends go on in the larger table, whose buckets forget their previous backends)');
     });
     const table = maglevTable(next, size);
     const starved = withoutBuckets(next, table);
