@@ -11,6 +11,19 @@ import { Pipeline } from '../engine/pipeline.ts';
 import { verify } from '../engine/verify.ts';
 
 const CONNECTIONS = 3000;
+
+/** The mux of one backend (web1) encapsulates in.pcap into encapsulated.pcap once; a backend's pipeline then reads what arrives from the network. */
+async function encapsulate(dir: string) {
+  writeFileSync(join(dir, 'mux.yaml'), `
+elements:
+  src: { type: FromPcap, file: in.pcap }
+  lb:  { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.3.0/24, backends: ['web1 198.18.1.11'] }
+  out: { type: ToPcap, file: encapsulated.pcap }
+connections:
+  - src -> lb -> out
+`);
+  return (await Pipeline.create(await loadConfig(join(dir, 'mux.yaml')), { shards: 1, threads: 'inline' })).run();
+}
 const SYN = 0x02, PSH_ACK = 0x18;
 
 test('connections keep their backend entries through 1 -> 2 -> 1 shards; output equals one shard', async () => {
@@ -25,16 +38,7 @@ test('connections keep their backend entries through 1 -> 2 -> 1 shards; output 
       }
     }
     writePcap(join(dir, 'in.pcap'), frames);
-    // The mux encapsulates them once; the backend's pipeline then reads what arrives from the network.
-    writeFileSync(join(dir, 'mux.yaml'), `
-elements:
-  src: { type: FromPcap, file: in.pcap }
-  lb:  { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.3.0/24, backends: ['web1 198.18.1.11'] }
-  out: { type: ToPcap, file: encapsulated.pcap }
-connections:
-  - src -> lb -> out
-`);
-    await (await Pipeline.create(await loadConfig(join(dir, 'mux.yaml')), { shards: 1, threads: 'inline' })).run();
+    await encapsulate(dir);
     const backend = (steer: string) => {
       const file = join(dir, `backend-${steer}.yaml`);
       writeFileSync(file, `
@@ -83,15 +87,7 @@ test('an ICMP error about a connection (tunnelled by the mux) reaches the shard 
       return Buffer.concat([header, icmp]);
     });
     writePcap(join(dir, 'in.pcap'), [...syns, ...errors].map((data, i) => ({ data, sec: 1_700_000_000, usec: i })));
-    writeFileSync(join(dir, 'mux.yaml'), `
-elements:
-  src: { type: FromPcap, file: in.pcap }
-  lb:  { type: LoadBalancer, vips: ['198.18.100.1 tcp 80'], source: 198.18.3.0/24, backends: ['web1 198.18.1.11'] }
-  out: { type: ToPcap, file: encapsulated.pcap }
-connections:
-  - src -> lb -> out
-`);
-    const mux = await (await Pipeline.create(await loadConfig(join(dir, 'mux.yaml')), { shards: 1, threads: 'inline' })).run();
+    const mux = await encapsulate(dir);
     assert.is((mux.elements.lb as Record<string, number>).icmp_errors, 200);
     writeFileSync(join(dir, 'backend.yaml'), 'elements:\n  src: { type: FromPcap, file: encapsulated.pcap, steer: bb }\n  bb: { type: BeamerBackend, address: 198.18.1.11 }\n'
       + '  out: { type: Discard }\nconnections:\n  - src -> bb -> out\n');
