@@ -103,6 +103,15 @@ test('a reload that raises max_backends builds the new table from the running ba
   });
 });
 
+test('a reload whose new table cannot hold the running backends keeps the config\'s, and says why', async () => {
+  await running(config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12'], max_backends: 3"), async (supervisor, logs) => {
+    supervisor.pipeline().handlerWrite('lb', 'add_backend', 'web3 198.18.1.13');
+    await supervisor.reload(config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12'], max_backends: 2"));
+    assert.equal(weights(supervisor), { web1: 1, web2: 1 });
+    assert.ok(logs.includes('lb: the running backends (web1 198.18.1.11 1, web2 198.18.1.12 1, web3 198.18.1.13 1) do not fit the new table (3 backends, max_backends 2): it has the config\'s'), logs.join('\n'));
+  });
+});
+
 test('a reload whose config lists other backends keeps the running table\'s, and says so once', async () => {
   const yaml = config("backends: ['web1 198.18.1.11', 'web2 198.18.1.12']");
   await running(yaml, async (supervisor, logs) => {
