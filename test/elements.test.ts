@@ -122,6 +122,16 @@ for (const count of [20, 3000]) {
   }));
 }
 
+test('FlowStats counts a packet that neither full table could take once in untracked', () => inTempDir(async (dir) => {
+  // Tables of one entry each: the first flow and its source take them, the other source's two packets find both full.
+  const frames = [ipv4Frame({ src: '100.64.0.1' }), ipv4Frame({ src: '100.64.0.2' }), ipv4Frame({ src: '100.64.0.2' })];
+  writePcap(join(dir, 'in.pcap'), frames);
+  const result = await runInOrder(dir, chain('{ type: FlowStats, capacity: 1, sources_capacity: 1 }'));
+  assert.is(result.elements.el.total_packets, 3);
+  assert.is(result.elements.el.untracked, 2, 'packets, not table misses');
+  assertRecords(output(dir, 'out'), recordsOf(frames), 'out');
+}));
+
 interface CheckCase {
   name: string;
   frame: Buffer;

@@ -17,7 +17,7 @@ export function process(self: FlowStatsState, batch: Batch, out: Outputs): void 
       f.packets++;
       f.bytes += bytes;
       f.last_ns = p.timestamp;
-    } else self.untracked++;
+    }
     FlowKey.fromSource(p, key);
     const source = self.sources.lookupOrInsert(key, FlowKey.hash(key), t);
     if (source) {
@@ -25,7 +25,9 @@ export function process(self: FlowStatsState, batch: Batch, out: Outputs): void 
       s.packets++;
       s.bytes += bytes;
       s.last_ns = p.timestamp;
-    } else self.untracked++;
+    }
+    // A packet, once, whichever of the two tables was full.
+    if (!flow || !source) self.untracked++;
   }
   self.flows.sweep(t, 8);
   self.sources.sweep(t, 8);
