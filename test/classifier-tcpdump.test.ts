@@ -20,6 +20,8 @@ const EXPRESSIONS: (string | [string, string])[] = [
   // protocols
   'ip', 'ip6', 'tcp', 'udp', 'icmp', 'icmp6', 'sctp', 'arp', 'rarp', 'ip proto 47', 'proto 17', 'ip6 proto 6', 'ip6 proto 58', 'proto 58',
   ['ip proto tcp', 'ip proto \\tcp'], 'ip proto 132', 'not ip', 'not ip and not arp', 'icmp or arp', 'udp or sctp',
+  // a bare number after proto is another protocol (libpcap's elision), not Click's port
+  'ip proto 6 or 17', 'proto 6 or 58', 'ip6 proto 17 or 58', 'ether proto 0x800 or 0x806', 'ip proto 6 or 17 and port 53',
   // hosts and nets
   'host 100.64.0.2', 'src host 100.64.0.2', 'dst host 198.18.0.2', 'host 198.18.0.1', 'ip host 100.64.0.1', 'arp host 100.64.0.1',
   'src or dst host 198.18.0.2', 'src and dst host 203.0.113.2', 'host 203.0.113.2', 'ip src 100.64.0.2', 'src 198.18.0.2', 'dst 100.64.0.1',

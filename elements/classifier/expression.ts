@@ -101,7 +101,7 @@ const RELATIONS = new Set<string>(['=', '==', '!=', '<', '<=', '>', '>=']);
 const KEYWORDS = new Set([...PROTOCOLS, 'src', 'dst', 'host', 'net', 'port', 'portrange', 'and', 'or', 'not', 'vlan', 'proto', 'len',
   'less', 'greater', 'mask', 'true', 'false', 'any', 'all', 'opt', 'broadcast', 'multicast', ...Object.keys(TCP_FLAGS)]);
 
-type AddressKind = 'host' | 'net' | 'port' | 'portrange';
+type AddressKind = 'host' | 'net' | 'port' | 'portrange' | 'proto';
 interface Qualifiers { protocol?: Protocol; dir?: Direction; type?: AddressKind }
 
 /** Arithmetic inside a relation, before it is reduced to FIELD & MASK OP VALUE. */
@@ -196,7 +196,7 @@ class Parser {
     }
     if (this.isWord(t, 'proto')) {
       this.next();
-      return { kind: 'ip-proto', family: 'any', number: this.protocolNumber(), ...this.here(t.col) };
+      return this.proto({}, t.col);
     }
     if (t.kind === 'op' || (t.kind === 'word' && !KEYWORDS.has(t.text.toLowerCase()) && !PORT_NAMES[t.text.toLowerCase()])) {
       throw new ExpressionError(`unexpected ${describe(t)}`, t.col, t.kind === 'word' ? 'primitives start with ip, ip6, tcp, udp, icmp, src, dst, host, net, port, vlan, ...' : undefined);
@@ -255,16 +255,10 @@ class Parser {
     const t = this.peek();
     if (this.isWord(t, 'broadcast', 'multicast') && !q.dir && !q.type) return this.castPrimitive(q.protocol ?? 'ether', col);
     if (q.type) return this.value(q, col);
-    if (q.protocol === 'ether' && !q.dir && this.isWord(t, 'proto')) {
-      this.next();
-      const name = this.peek().kind === 'word' ? this.peek().text.toLowerCase().replace(/^\\/, '') : '';
-      if (ETHERTYPE_NUMBERS[name] !== undefined) { this.next(); return { kind: 'ethertype', number: ETHERTYPE_NUMBERS[name], ...this.here(col) }; }
-      return { kind: 'ethertype', number: this.number('an EtherType', 0xffff), ...this.here(col) };
-    }
     if (q.protocol && this.isWord(t, 'proto')) {
-      if (q.protocol !== 'ip' && q.protocol !== 'ip6') throw new ExpressionError(`'proto' follows ip or ip6, not ${q.protocol}`, t.col);
+      if (q.protocol !== 'ip' && q.protocol !== 'ip6' && (q.protocol !== 'ether' || q.dir)) throw new ExpressionError(`'proto' follows ip or ip6, not ${q.protocol}`, t.col);
       this.next();
-      return { kind: 'ip-proto', family: q.protocol, number: this.protocolNumber(), ...this.here(col) };
+      return this.proto(q, col);
     }
     if (q.protocol === 'ip' && !q.dir && t.kind === 'word' && ['frag', 'unfrag', ...Object.keys(IP_FIELDS)].includes(t.text.toLowerCase())) {
       this.next();
@@ -347,6 +341,7 @@ class Parser {
 
   /** The value of a host, net, port or portrange primitive, with the type inferred when it was left out. */
   private value(q: Qualifiers, col: number): Expr {
+    if (q.type === 'proto') return this.proto(q, col);
     const t = this.peek();
     if (t.kind === 'mac' && q.protocol !== 'ether') {
       throw new ExpressionError(`'${t.text}' is an Ethernet address`, t.col, `write ether ${q.dir ?? 'host'} ${t.text}`);
@@ -446,6 +441,20 @@ class Parser {
     }
     if ((address & ~mask) >>> 0 !== 0) throw new ExpressionError(`'${t.text}' has bits set outside its mask`, t.col, 'clear the host part, e.g. 10.1.0.0/16');
     return { kind: 'address', family, dir, address, mask, ...this.here(col) };
+  }
+
+  /**
+   * What follows `proto`: an EtherType after ether, else an IP protocol of ip, ip6 or either. As in libpcap, a bare
+   * number after it is another of the same (`ip proto 6 or 17`, not Click's port 17).
+   */
+  private proto(q: Qualifiers, col: number): Expr {
+    this.last = { protocol: q.protocol, type: 'proto' };
+    if (q.protocol === 'ether') {
+      const name = this.peek().kind === 'word' ? this.peek().text.toLowerCase().replace(/^\\/, '') : '';
+      if (ETHERTYPE_NUMBERS[name] !== undefined) { this.next(); return { kind: 'ethertype', number: ETHERTYPE_NUMBERS[name], ...this.here(col) }; }
+      return { kind: 'ethertype', number: this.number('an EtherType', 0xffff), ...this.here(col) };
+    }
+    return { kind: 'ip-proto', family: q.protocol === 'ip' || q.protocol === 'ip6' ? q.protocol : 'any', number: this.protocolNumber(), ...this.here(col) };
   }
 
   private protocolNumber(): number {
