@@ -309,6 +309,13 @@ test('param: every mistaken item of a list is reported, each at its item, column
   ]);
 });
 
+test('param: an expression of ether alone is the parameter\'s error at its column, not a crash with a stack trace', async () => {
+  const errors = await errorsOf(lines('elements:', '  src: { type: FromPcap, file: in.pcap }', "  cl: { type: Classifier, patterns: ['tcp', 'udp or not ether'] }",
+    '  drop: { type: Discard }', 'connections:', '  - src -> cl -> drop', '  - cl[1] -> drop'));
+  assert.equal(summary(errors), ["3:57 cl.patterns: 'ether' alone is not a filter (column 12)"]);
+  assert.is(errors[0].hint, 'qualify something with it, e.g. ether proto 0x0800 or ether host 02:00:00:00:00:01');
+});
+
 test('param: strings that YAML reads as numbers', async () => {
   await expectParamError('ToPcap', 'file', '2024', '2024 is not a non-empty string', "quote a value YAML would read as a number or a boolean, e.g. '2024'");
   await expectParamError('ToPcap', 'file', "''", "'' is not a non-empty string", 'give it a value');

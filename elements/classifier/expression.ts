@@ -279,6 +279,8 @@ class Parser {
       return this.clickRelation({ offset: 0, size: 1 }, 'icmp', col);
     }
     if (q.dir && (t.kind === 'number' || t.kind === 'mac' || t.kind === 'ip6' || (t.kind === 'word' && !KEYWORDS.has(t.text.toLowerCase())))) return this.value(q, col);
+    // As libpcap ('link layer applied in wrong context'): ether qualifies a host, proto, broadcast or multicast.
+    if (q.protocol === 'ether' && !q.dir) throw new ExpressionError(`'ether' alone is not a filter`, col, 'qualify something with it, e.g. ether proto 0x0800 or ether host 02:00:00:00:00:01');
     if (q.protocol && !q.dir) return { kind: 'protocol', protocol: q.protocol, ...this.here(col) };
     throw new ExpressionError(`${describe(t)} cannot follow ${q.dir ?? q.protocol}`, t.col, q.dir ? 'write e.g. src host 100.64.0.1, dst net 198.18.0.0/15 or src port 53' : undefined);
   }
