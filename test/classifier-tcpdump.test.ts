@@ -70,7 +70,7 @@ const EXPRESSIONS: (string | [string, string])[] = [
   'not host 2001:db8::1', 'dst net 2001:db8::/127 and udp', 'host 2001:db8::1 or host 100.64.0.2',
   // EtherTypes, backslashed names, octal numbers, ICMPv6 bytes
   'ether proto \\arp', 'ether proto 0x86dd', 'ether proto \\ip and tcp', 'vlan and ether proto \\ip', 'ip proto \\sctp', 'proto \\icmp',
-  'port 053', 'ip[9] = 021', 'udp port 012351', 'icmp6[0] = 128', 'icmp6[icmp6type] = icmp6-echo', 'icmp6[icmp6type] != icmp6-echo', 'ip broadcast', 'ip multicast', 'ip6 multicast', 'ip multicast or ip6 multicast',
+  'port 053', 'ip[9] = 021', 'udp port 012351', 'ip[8] = 0X40', 'udp dst port 0X35', 'icmp6[0] = 128', 'icmp6[icmp6type] = icmp6-echo', 'icmp6[icmp6type] != icmp6-echo', 'ip broadcast', 'ip multicast', 'ip6 multicast', 'ip multicast or ip6 multicast',
   // combinations, precedence, elision, short captures
   'tcp and port 80', 'tcp or udp', 'not tcp', '!tcp', 'tcp && port 80', 'tcp || icmp', '(tcp or udp) and port 53', 'tcp or udp and port 53',
   'not (tcp or udp)', 'not tcp and not udp', 'host 100.64.0.2 and (port 8080 or icmp)', 'src host 100.64.0.2 and dst port 8080 and tcp[tcpflags] & tcp-syn != 0',

@@ -46,7 +46,7 @@ const WORD = /\\?[A-Za-z_][A-Za-z0-9_-]*/y;
 const MAC = /(?:[0-9A-Fa-f]{1,2}(?::[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{1,2}(?:-[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{4}(?:\.[0-9A-Fa-f]{4}){2})(?![\w:.-])/y;
 /** An IPv6 address (with `::`, or eight groups), with or without a prefix length; parseIPv6 checks the rest. */
 const IP6 = /(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:\/\d+)?(?![\w:.])/y;
-const NUMBER = /0x[0-9a-fA-F]+|\d+(?:\.\d+)*(?:\/\d+)?(?:-\d+)?/y;
+const NUMBER = /0[xX][0-9a-fA-F]+|\d+(?:\.\d+)*(?:\/\d+)?(?:-\d+)?/y;
 
 function tokenize(text: string): Token[] {
   const tokens: Token[] = [];
@@ -585,7 +585,7 @@ function parseIPv6(text: string): number[] | undefined {
   return (halves.length === 1 ? given : [...groups[0], ...zeros, ...groups[1]]).map((g) => parseInt(g, 16));
 }
 
-/** A number as libpcap reads one: 0x hexadecimal, a leading 0 octal (`port 053` is 43), else decimal; NaN if `t` is none. */
+/** A number as libpcap reads one: 0x (or 0X) hexadecimal, a leading 0 octal (`port 053` is 43), else decimal; NaN if `t` is none. */
 function numberValue(t: Token): number {
   if (t.kind !== 'number' || !/^(0x[0-9a-f]+|\d+)$/i.test(t.text)) return NaN;
   const octal = /^0\d+$/.test(t.text);
