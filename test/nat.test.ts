@@ -627,6 +627,14 @@ test('T4 with syn_icmp on a quiet NAT: the answer leaves with the first packet 6
   assert.is(answers[0].second, 7, 'with the packet at 7 s');
 });
 
+test('deterministic mode: a subscriber whose mapping outlives the UDP timeout keeps its entry: a new session on the mapping leaves from its address (it left from 0.0.0.0), within its session limit', async () => {
+  const det = "deterministic: true, inside: [100.64.0.0/18], pool: ['203.0.113.0/30'], sessions_per_subscriber: 2";
+  const keepAlive: Packet[] = Array.from({ length: 8 }, (_, i) => [i * 60, udp(A, R1, 5000, 53)]);
+  const r = await run(det, [...keepAlive, [430, udp(A, R2, 5000, 53)], [431, udp(A, R2, 5001, 53)]]);
+  assert.equal(r.outside.map((o) => `${o.src}:${o.sport}`), Array(9).fill(`203.0.113.0:${r.outside[0].sport}`), 'the mapping keeps its address and port');
+  assert.is(r.nat.drop_session_limit, 1, 'a third session is past the limit');
+});
+
 test('C4/C11 per-subscriber port limit: drop (or ICMP host unreachable), never evict a live mapping', async () => {
   const packets: Packet[] = Array.from({ length: 10 }, (_, i) => [i, udp(A, R1, 40000 + i, 53)]);
   const r = await run('ports_per_block: 8, blocks_per_subscriber: 1, icmp_errors: false', packets);

@@ -1632,7 +1632,7 @@ function holdsLiveMappings(self: NATState, sub: NATSubscribersEntry, inside: u32
 
 /**
  * Gives back the blocks whose mappings have all expired, looking at `budget` subscriber entries per
- * batch, and removes subscribers that hold nothing and have been idle for the UDP timeout.
+ * batch, and removes subscribers that hold nothing, whose mappings have ended, and that have been idle for the UDP timeout.
  */
 /** The per-batch search for idle blocks goes over the whole subscriber table at least this often (ns of the clock). */
 const IDLE_SEARCH_ROUND_NS: u64 = 10 * SECOND;
@@ -1659,6 +1659,7 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
   const nowS = <u32>(t / SECOND);
   const count = load<u32>(pool + POOL_ADDRESSES);
   const perAddress: u32 = 65536 >> shift;
+  const deterministic = load<u32>(pool + POOL_DETERMINISTIC) != 0;
   for (let n: u32 = 0; n < budget; n++) {
     const e = table.entry(<u32>self.scan_cursor);
     self.scan_cursor++;
@@ -1687,6 +1688,9 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
       logBlock(self, 2, slot / SLOTS, inside, addressAt(pool, a), first, first + (1 << shift) - 1, <u64>until * SECOND);
       self.blocks_released++;
     }
+    // In deterministic mode no block is held for the mappings: the entry stays until they have ended, as their
+    // sessions take the external address and the session count from it.
+    if (deterministic && nowS < sub.mappings_until_s) continue;
     if (!held && nowS > sub.last_s + <u32>(self.udp_timeout / SECOND)) table.remove(e + ENTRY_KEY, load<u32>(e, 4));
   }
 }
