@@ -1180,6 +1180,18 @@ test('bad input: sources outside the inside prefixes, exempt destinations, other
   assert.is(r.subscriber('100.64.7.7').note, 'no state for this subscriber');
 });
 
+test('C6 exempt ports: a connection to one leaves untranslated and its replies, from that port, come back in (they were dropped); from another port, not', async () => {
+  const r = await run('exempt_ports: [179]', [
+    [0, tcp(A, R1, 5000, 179, SYN)],
+    [1, tcp(R1, A, 179, 5000, SYN_ACK)],
+    [2, tcp(A, R1, 5000, 179, ACK)],
+    [3, tcp(R1, A, 180, 5000, SYN_ACK)],
+  ]);
+  assert.equal(r.outside.map((o) => [o.n, `${o.src}:${o.sport}`]), [[1, `${A}:5000`], [3, `${A}:5000`]]);
+  assert.equal(r.inside.map((o) => [o.n, `${o.src}:${o.sport}`, `${o.dst}:${o.dport}`]), [[2, `${R1}:179`, `${A}:5000`]]);
+  assert.equal([r.nat.exempted, r.nat.drop_no_mapping], [3, 1]);
+});
+
 test('to or from addresses no Internet host has (multicast, broadcast, loopback, link-local, 0/8): dropped and counted, fragments too; an exempt multicast prefix passes untranslated', async () => {
   const PCP = '100.64.255.254';
   const r = await run(`exempt: ['239.0.0.0/8'], exempt_ports: [5353], pcp_server: ${PCP}`, [

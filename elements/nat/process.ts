@@ -944,7 +944,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   const a = poolIndex(pool, external);
   if (a < 0) {
     // Replies to exempt traffic come back to the inside address itself.
-    if (isInside(pool, external) && isExempt(pool, remote, 0)) { self.exempted++; out.push(INSIDE, p); return; }
+    if (isInside(pool, external) && answersExempt(pool, p, ip)) { self.exempted++; out.push(INSIDE, p); return; }
     self.drop_no_mapping++; dropPacket(p); return;
   }
   if (IPv4.fragmentOffset(ip) != 0) { inboundLaterFragment(self, p, ip, out, t, hairpin); return; }
@@ -1019,6 +1019,20 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   if (IPv4.moreFragments(ip)) rememberFragment(self, external, remote, ip, inside, t);
   countIn(self, p, hairpin);
   out.push(INSIDE, p);
+}
+
+/**
+ * Whether a packet from outside to an inside address answers traffic that left untranslated: it comes from an exempt
+ * address, or from an exempt port (the destination port of that traffic; a later fragment has none to tell).
+ */
+function answersExempt(pool: usize, p: Packet, ip: usize): bool {
+  const proto = IPv4.protocol(ip);
+  let port: u16 = 0;
+  if (IPv4.fragmentOffset(ip) == 0 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
+    const l4 = Transport.header(p, ip);
+    if (l4) port = Transport.srcPort(l4);
+  }
+  return isExempt(pool, IPv4.src(ip), port);
 }
 
 /**
