@@ -1192,6 +1192,22 @@ test('C6 exempt ports: a connection to one leaves untranslated and its replies, 
   assert.equal([r.nat.exempted, r.nat.drop_no_mapping], [3, 1]);
 });
 
+test('C6 ICMP errors about exempt traffic pass untranslated both ways: from inside about a packet of an exempt host, and from a router to inside about a packet to an exempt port (both were dropped)', async () => {
+  const E = '198.18.5.5';
+  const fromExempt = ipv4Frame(udp(E, A, 53, 5000));
+  const toExemptPort = ipv4Frame(udp(A, R1, 5001, 179));
+  const r = await run("exempt: ['198.18.5.0/24'], exempt_ports: [179]", [
+    [0, fromExempt],
+    [1, icmpError(A, fromExempt)],                    // A: port unreachable
+    [2, toExemptPort],
+    [3, icmpError(R2, toExemptPort, 11, 0)],          // a router on the way: time exceeded
+    [4, icmpError(R2, ipv4Frame(udp(A, R1, 5002, 53)))], // about a packet that did not leave untranslated
+  ]);
+  assert.equal(r.outside.map((o) => [o.n, o.src, o.dst, o.proto]), [[2, A, E, 1], [3, A, R1, 17]]);
+  assert.equal(r.inside.map((o) => [o.n, o.src, o.dst, o.proto]), [[1, E, A, 17], [4, R2, A, 1]]);
+  assert.equal([r.nat.exempted, r.nat.drop_no_mapping], [4, 1]);
+});
+
 test('to or from addresses no Internet host has (multicast, broadcast, loopback, link-local, 0/8): dropped and counted, fragments too; an exempt multicast prefix passes untranslated', async () => {
   const PCP = '100.64.255.254';
   const r = await run(`exempt: ['239.0.0.0/8'], exempt_ports: [5353], pcp_server: ${PCP}`, [

@@ -100,8 +100,8 @@ export default defineElement({
     tcp_rst: param.duration('how long a session lives after a RST (RFC 7857 §2.2)', { default: 240e9 }),
     icmp_timeout: param.custom('ICMP query mapping idle timeout (at least 60 s, RFC 5508 REQ-1)', timeoutOfAtLeast('60 s', 'RFC 5508 REQ-1', '60 s'), { default: 60e9 }),
     quarantine: param.duration('how long a released block is not given to another subscriber (RFC 6888 REQ-8)', { default: 120e9 }),
-    exempt: param.strings('destinations not translated (packets pass unchanged)', { default: [] as never, item: types.prefix }),
-    exempt_ports: param.strings('destination ports not translated, and their replies (from those ports) pass in unchanged (packets to addresses no Internet host has are dropped all the same: exempt their prefix to pass them)', { default: [] as never, item: types.port }),
+    exempt: param.strings('destinations not translated (packets pass unchanged, and so do their replies and ICMP errors about them)', { default: [] as never, item: types.prefix }),
+    exempt_ports: param.strings('destination ports not translated, and their replies (from those ports) and ICMP errors about them pass unchanged (packets to addresses no Internet host has are dropped all the same: exempt their prefix to pass them)', { default: [] as never, item: types.port }),
     deterministic: param.bool('map each inside address to a fixed external address and port range (RFC 7422), above port 1023: low inside ports map into it too', { default: false }),
     icmp_errors: param.bool('send ICMP host unreachable back when no mapping can be made (RFC 6888 REQ-11 says it SHOULD; at most 1000 ICMP errors a second '
       + 'per shard, in bursts of 50, as for fragmentation needed)', { default: true }),

@@ -574,7 +574,11 @@ function outboundIcmpError(self: NATState, p: Packet, ip: usize, l4: usize, out:
   const key = keyBuffer();
   sessionKey(key, IPv4.dst(inner), IPv4.src(inner), localPort, remotePort);
   const session = self.sessions.find(key, FlowKey.hash(key), t);
-  if (!session || IPv4.dst(inner) != inside) { self.drop_no_mapping++; dropPacket(p); return; }
+  if (!session || IPv4.dst(inner) != inside) {
+    // About a packet that came in untranslated (from an exempt address or port): it leaves untranslated too.
+    if (IPv4.dst(inner) == inside && quotesExempt(<usize>self.pool, inner, true)) { self.exempted++; sendOut(self, p, out); return; }
+    self.drop_no_mapping++; dropPacket(p); return;
+  }
   const s = changetype<NATSessionsEntry>(session);
   rewriteQuoted(ip, l4, inner, false, s.external, s.external_port);
   IPv4.setSrc(p, ip, s.external);
@@ -1023,16 +1027,23 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
 
 /**
  * Whether a packet from outside to an inside address answers traffic that left untranslated: it comes from an exempt
- * address, or from an exempt port (the destination port of that traffic; a later fragment has none to tell).
+ * address, or from an exempt port (the destination port of that traffic; a later fragment has none to tell), or it
+ * is an ICMP error (from a router on the way, say) about a packet the address sent to one.
  */
 function answersExempt(pool: usize, p: Packet, ip: usize): bool {
-  const proto = IPv4.protocol(ip);
-  let port: u16 = 0;
-  if (IPv4.fragmentOffset(ip) == 0 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
-    const l4 = Transport.header(p, ip);
-    if (l4) port = Transport.srcPort(l4);
-  }
-  return isExempt(pool, IPv4.src(ip), port);
+  const l4 = Transport.header(p, ip);
+  if (!l4) return isExempt(pool, IPv4.src(ip), 0);
+  if (IPv4.protocol(ip) != IPPROTO_ICMP) return isExempt(pool, IPv4.src(ip), Transport.srcPort(l4));
+  const inner = ICMP.isError(ICMP.type(l4)) ? quoted(p, ip, l4) : 0;
+  if (inner && IPv4.src(inner) == IPv4.dst(ip) && quotesExempt(pool, inner, false)) return true;
+  return isExempt(pool, IPv4.src(ip), 0);
+}
+
+/** Whether the packet an ICMP error quotes comes from (`source`), or goes to, an exempt address or TCP or UDP port. */
+function quotesExempt(pool: usize, inner: usize, source: bool): bool {
+  const proto = IPv4.protocol(inner);
+  const port = proto == IPPROTO_TCP || proto == IPPROTO_UDP ? quotedPort(inner, source) : 0;
+  return isExempt(pool, source ? IPv4.src(inner) : IPv4.dst(inner), port);
 }
 
 /**
