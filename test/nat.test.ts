@@ -178,6 +178,11 @@ test('U4 port ranges kept, port preservation and U5 parity', async () => {
   });
 });
 
+test('U5 parity holds in a block of an odd number of ports (block 0, without port 0): its even ports taken, an even port gets another block, not an odd port', async () => {
+  const r = await run('ports_per_block: 8, parity: true, port_preservation: true', [2, 4, 6, 100].map((port, i): Packet => [i, udp(A, R1, port, 53)]));
+  assert.equal(r.outside.map((o) => o.sport), [2, 4, 6, 100]);
+});
+
 test('U9/T3 filtering: endpoint-independent, address-dependent, address-and-port-dependent', async () => {
   for (const [filtering, expected] of [['endpoint-independent', [2, 3, 4]], ['address-dependent', [2, 3]], ['address-and-port-dependent', [2]]] as const) {
     // The external port is learnt from a first run; the mapping is the same in the second (port preserved).

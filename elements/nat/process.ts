@@ -1516,13 +1516,12 @@ function freePortIn(self: NATState, inside: u32, first: u32, last: u32, t: u64):
   if (wantedOnly && wantedPort) return -1;
   if (self.port_preservation && <u32>localPort >= lowest && <u32>localPort <= last && portFree(self, key, inside, localPort, t)) return <i32>localPort;
   const size = last - lowest + 1;
-  const step: u32 = self.parity ? 2 : 1;
-  let start = lowest + addressHash(inside ^ (<u32>localPort << 16) ^ load<u32>(<usize>self.pool + POOL_SALT)) % size;
-  if (self.parity && ((start ^ <u32>localPort) & 1)) start++;
-  for (let i: u32 = 0; i < size; i += step) {
+  const start = lowest + addressHash(inside ^ (<u32>localPort << 16) ^ load<u32>(<usize>self.pool + POOL_SALT)) % size;
+  for (let i: u32 = 0; i < size; i++) {
     let port = start + i;
     if (port > last) port -= size;
-    if (port < lowest) continue;
+    // Parity port by port: a range of odd size (block 0 without port 0, a deterministic range) flips it where it wraps.
+    if (self.parity && ((port ^ <u32>localPort) & 1)) continue;
     if (portFree(self, key, inside, <u16>port, t)) return <i32>port;
   }
   return -1;
