@@ -200,6 +200,19 @@ test('U9/T3 filtering: endpoint-independent, address-dependent, address-and-port
   }
 });
 
+test('T3 address-dependent filtering lets a host the mapping sent to in for as long as that keeps the mapping: a new connection from it on an established one\'s mapping 5 minutes on (it was refused after the 4 minutes of tcp_transitory)', async () => {
+  const nat = 'filtering: address-dependent, port_preservation: true';
+  const ext = (await run(nat, [[0, tcp(A, R1, 5000, 80, SYN)]])).outside[0];
+  const r = await run(nat, [
+    [0, tcp(A, R1, 5000, 80, SYN)], [1, tcp(R1, ext.src, 80, ext.sport, SYN_ACK)], [2, tcp(A, R1, 5000, 80, ACK)],
+    [300, tcp(A, R1, 5000, 80, PSH_ACK)],
+    [310, tcp(R1, ext.src, 81, ext.sport, SYN)],
+    [311, tcp(R2, ext.src, 81, ext.sport, SYN)],  // a host it never sent to: refused
+  ]);
+  assert.equal(r.inside.map((s) => [s.n, s.src, s.dport]), [[2, R1, 5000], [5, R1, 5000]]);
+  assert.is(r.nat.drop_filtered, 1);
+});
+
 test('U1 address-dependent and address-and-port-dependent mapping: a mapping per remote host (and port), taking packets from it alone; a less strict filtering is refused', async () => {
   for (const [mapping, mappings] of [['address-dependent', 2], ['address-and-port-dependent', 3]] as const) {
     const out = await run(`mapping: ${mapping}`, [[0, udp(A, R1, 5000, 53)], [1, udp(A, R1, 5000, 123)], [2, udp(A, R2, 5000, 53)]]);

@@ -419,7 +419,7 @@ function newOutboundSession(self: NATState, inside: u32, remote: u32, hash: u32,
   s.tcp = 0;
   s.mapping_until = 0;
   countOnMapping(self, inside, remote, t);
-  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t);
+  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t + protocolTimeout(self), t);
   if (self.has_pcp_server) usedByTraffic(self, inside, remote, t);
   return session;
 }
@@ -476,7 +476,7 @@ function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16,
   if (!forward || !back) return false;
   if (exact || FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
   if (exact || FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
-  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, t);
+  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, deadline, t);
   const sub = findSubscriber(self, inside, key, t);
   if (sub) holdBlockUntil(self, sub, external, deadline);
   return true;
@@ -533,13 +533,16 @@ function endsWithSession(self: NATState, inside: u32, remote: u32, s: NATSession
   s.mapping_until = until;
 }
 
-/** Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in. */
-function allowFrom(self: NATState, inside: u32, remote: u32, external: u16, t: u64): void {
+/**
+ * Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in until `deadline`, as
+ * long as that sending keeps the mapping (an established TCP connection's for hours, refreshed an eighth at a time).
+ */
+function allowFrom(self: NATState, inside: u32, remote: u32, external: u16, deadline: u64, t: u64): void {
   if (remote == 0) return; // 0.0.0.0 is no host to allow, and its key is a PCP permit's
   const key = keyBuffer();
   filterKey(key, inside, remote, external);
   const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
-  if (entry) FlowTable.refresh(entry, t, protocolTimeout(self));
+  if (entry && (flowCreated || FlowTable.expires(entry) < deadline)) FlowTable.refresh(entry, 0, deadline);
 }
 
 /** A later fragment carries no ports: only the address changes, to the subscriber's (paired pooling). */
