@@ -499,6 +499,18 @@ test('T2/T4/T5/R1/R2 TCP: simultaneous open, unsolicited SYN, established and tr
   assert.ok(sessions.every((x) => x.external === `${ext}:${x.inside_port}`), JSON.stringify(sessions));
 });
 
+test('R1/R2 a SYN after a RST opens a new connection on the session: transitory until answered (it took the established timeout of the one reset)', async () => {
+  const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 6000, 80, SYN)]])).outside[0].src;
+  const r = await run('port_preservation: true', [
+    [0, tcp(A, R1, 6000, 80, SYN)], [1, tcp(R1, ext, 80, 6000, SYN_ACK)], [2, tcp(A, R1, 6000, 80, ACK)],
+    [10, tcp(A, R1, 6000, 80, RST)],
+    [11, tcp(A, R1, 6000, 80, SYN)],               // never answered
+    [11 + 300, tcp(R1, ext, 80, 6000, SYN_ACK)],   // after tcp_transitory (240 s) and the eighth its mapping has more
+  ]);
+  assert.equal(r.inside.map((s) => s.n), [2]);
+  assert.is(r.nat.drop_no_mapping, 1);
+});
+
 test('R2 a closed TCP connection\'s mapping ends with it (RFC 7857 §2.2): 4 minutes after its FIN or RST, not at the established timeout; a mapping another session still uses stays', async () => {
   const ext = (await run('port_preservation: true', [[0, tcp(A, R1, 6000, 80, SYN)]])).outside[0].src;
   const open = (t: number, port: number, remote: string, rport: number): Packet[] =>

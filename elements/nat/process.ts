@@ -1880,12 +1880,12 @@ function protocolTimeout(self: NATState): u64 {
 /**
  * Follows a session's TCP state for a packet in direction `way` and returns its idle timeout:
  * established once both sides have sent, transitory while opening or after a FIN, tcp_rst after a RST
- * until another packet comes (RFC 7857 §2.2). A SYN after a FIN starts a new connection.
+ * until another packet comes (RFC 7857 §2.2). A SYN after a FIN or a RST starts a new connection, opening until answered.
  */
 @inline function sessionTimeout(self: NATState, s: NATSessionsEntry, flags: u8, way: u8): u64 {
   if (protocol != IPPROTO_TCP) return protocolTimeout(self);
   let state = s.tcp;
-  if ((flags & (TCP.SYN | TCP.ACK)) == TCP.SYN && (state & TCP_FIN)) state = 0;
+  if ((flags & (TCP.SYN | TCP.ACK)) == TCP.SYN && (state & (TCP_FIN | TCP_RST))) state = 0;
   state |= way;
   if (flags & TCP.RST) state |= TCP_RST;
   else state &= ~TCP_RST;
