@@ -1222,6 +1222,19 @@ test('C6 exempt ports: a connection to one leaves untranslated and its replies, 
   assert.equal([r.nat.exempted, r.nat.drop_no_mapping], [3, 1]);
 });
 
+test('C6 exempt ports: a fragmented datagram to one leaves untranslated whole, and a fragmented reply from it comes in whole (the later fragments, which carry no port, were translated or dropped)', async () => {
+  const r = await run('exempt_ports: [179]', [
+    [0, udp(A, R1, 5000, 179, { moreFragments: true, payload: 8, id: 0x4444 })],
+    [1, udp(A, R1, 5000, 179, { fragOffset: 2, payload: 16, id: 0x4444 })],
+    [2, udp(R1, A, 179, 5000, { moreFragments: true, payload: 8, id: 0x5555 })],
+    [3, udp(R1, A, 179, 5000, { fragOffset: 2, payload: 16, id: 0x5555 })],
+    [4, udp(R1, A, 53, 5000, { fragOffset: 2, payload: 16, id: 0x6666 })],  // of no datagram that passed
+  ]);
+  assert.equal(r.outside.map((o) => [o.n, o.src]), [[1, A], [2, A]]);
+  assert.equal(r.inside.map((o) => [o.n, o.src, o.dst]), [[3, R1, A], [4, R1, A]]);
+  assert.equal([r.nat.exempted, r.nat.drop_no_mapping], [4, 1]);
+});
+
 test('C6 ICMP errors about exempt traffic pass untranslated both ways: from inside about a packet of an exempt host, and from a router to inside about a packet to an exempt port (both were dropped)', async () => {
   const E = '198.18.5.5';
   const fromExempt = ipv4Frame(udp(E, A, 53, 5000));

@@ -175,7 +175,8 @@ export default defineElement({
     }),
     fragment_ids: state.flowTable({
       owner: 'address',
-      doc: 'the new IP ID of each outbound fragmented datagram (rewrite_ip_id), kept 2 s after its last fragment; a table of its own, so that '
+      doc: 'the new IP ID of each outbound fragmented datagram (rewrite_ip_id), and those that leave untranslated (to an exempt port, which '
+        + 'their later fragments do not carry), kept 2 s after its last fragment; a table of its own, so that '
         + 'fragments cannot crowd mappings out',
       value: { id: 'u16' },
       capacity: () => 4096,

@@ -352,7 +352,10 @@ function fragmentOwner(self: NATState, ip: usize, owner: u32): u32 {
     localPort = Transport.srcPort(l4);
     remotePort = Transport.dstPort(l4);
   }
-  if (isExempt(pool, remote, protocol == IPPROTO_ICMP ? 0 : remotePort)) { self.exempted++; sendOut(self, p, out); return; }
+  if (isExempt(pool, remote, protocol == IPPROTO_ICMP ? 0 : remotePort)) {
+    if (IPv4.moreFragments(ip)) exemptDatagram(self, inside, remote, ip, true, t);
+    self.exempted++; sendOut(self, p, out); return;
+  }
 
   let session = outboundSession(self, inside, remote, t);
   if (!session) { refuse(self, p, ip, out); return; }
@@ -550,7 +553,7 @@ function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Output
   const inside = IPv4.src(ip);
   protocol = IPv4.protocol(ip);
   localPort = 0xffff; // no port to read: an address is chosen, if it must be, where high ports are free
-  if (isExempt(<usize>self.pool, IPv4.dst(ip), 0)) { self.exempted++; sendOut(self, p, out); return; }
+  if (isExempt(<usize>self.pool, IPv4.dst(ip), 0) || exemptDatagram(self, inside, IPv4.dst(ip), ip, false, t)) { self.exempted++; sendOut(self, p, out); return; }
   const subscriber = subscriberEntry(self, inside, t);
   const external = subscriber ? assignAddress(self, changetype<NATSubscribersEntry>(subscriber), inside, t) : 0;
   if (!external) { self.drop_pool_exhausted++; dropPacket(p); return; }
@@ -558,6 +561,26 @@ function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Output
   renumber(self, ip, inside, external, t);
   self.translated_out++;
   sendOutOrHairpin(self, p, ip, out, t);
+}
+
+/** In a fragment_ids key's last word, beside the protocol: the datagram left untranslated. */
+const EXEMPT_DATAGRAM: u32 = 1 << 8;
+
+/**
+ * Whether the datagram of a fragment between an inside address and a remote one passes untranslated (its first
+ * fragment went to an exempt port, or came from one, which its later ones do not carry), noted with `first` (the I/O
+ * side holds a later fragment until its first has come); kept 2 s after its last fragment.
+ */
+function exemptDatagram(self: NATState, inside: u32, remote: u32, ip: usize, first: bool, t: u64): bool {
+  const key = keyBuffer();
+  store<u32>(key, inside);
+  store<u32>(key, remote, 4);
+  store<u32>(key, <u32>IPv4.id(ip), 8);
+  store<u32>(key, <u32>IPv4.protocol(ip) | EXEMPT_DATAGRAM, 12);
+  const hash = FlowKey.hash(key);
+  const entry = first ? self.fragment_ids.lookupOrInsert(key, hash, t) : self.fragment_ids.find(key, hash, t);
+  if (entry) FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
+  return entry != 0;
 }
 
 /** A translated packet from inside leaves, or goes back inside when it is for a pool address (hairpinning, RFC 4787 REQ-9, RFC 5508 REQ-7). */
@@ -951,7 +974,7 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
   const a = poolIndex(pool, external);
   if (a < 0) {
     // Replies to exempt traffic come back to the inside address itself.
-    if (isInside(pool, external) && answersExempt(pool, p, ip)) { self.exempted++; out.push(INSIDE, p); return; }
+    if (isInside(pool, external) && answersExempt(self, p, ip, t)) { self.exempted++; out.push(INSIDE, p); return; }
     self.drop_no_mapping++; dropPacket(p); return;
   }
   if (IPv4.fragmentOffset(ip) != 0) { inboundLaterFragment(self, p, ip, out, t, hairpin); return; }
@@ -1030,16 +1053,23 @@ function inbound(self: NATState, p: Packet, out: Outputs, t: u64, hairpin: bool)
 
 /**
  * Whether a packet from outside to an inside address answers traffic that left untranslated: it comes from an exempt
- * address, or from an exempt port (the destination port of that traffic; a later fragment has none to tell), or it
+ * address, or from an exempt port (the destination port of that traffic; of a later fragment, its first's), or it
  * is an ICMP error (from a router on the way, say) about a packet the address sent to one.
  */
-function answersExempt(pool: usize, p: Packet, ip: usize): bool {
+function answersExempt(self: NATState, p: Packet, ip: usize, t: u64): bool {
+  const pool = <usize>self.pool;
+  const inside = IPv4.dst(ip), remote = IPv4.src(ip);
+  if (IPv4.fragmentOffset(ip) != 0) return isExempt(pool, remote, 0) || exemptDatagram(self, inside, remote, ip, false, t);
   const l4 = Transport.header(p, ip);
-  if (!l4) return isExempt(pool, IPv4.src(ip), 0);
-  if (IPv4.protocol(ip) != IPPROTO_ICMP) return isExempt(pool, IPv4.src(ip), Transport.srcPort(l4));
+  if (!l4) return isExempt(pool, remote, 0);
+  if (IPv4.protocol(ip) != IPPROTO_ICMP) {
+    if (!isExempt(pool, remote, Transport.srcPort(l4))) return false;
+    if (IPv4.moreFragments(ip)) exemptDatagram(self, inside, remote, ip, true, t);
+    return true;
+  }
   const inner = ICMP.isError(ICMP.type(l4)) ? quoted(p, ip, l4) : 0;
-  if (inner && IPv4.src(inner) == IPv4.dst(ip) && quotesExempt(pool, inner, false)) return true;
-  return isExempt(pool, IPv4.src(ip), 0);
+  if (inner && IPv4.src(inner) == inside && quotesExempt(pool, inner, false)) return true;
+  return isExempt(pool, remote, 0);
 }
 
 /** Whether the packet an ICMP error quotes comes from (`source`), or goes to, an exempt address or TCP or UDP port. */
