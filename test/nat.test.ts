@@ -213,6 +213,38 @@ test('T3 address-dependent filtering lets a host the mapping sent to in for as l
   assert.is(r.nat.drop_filtered, 1);
 });
 
+test('T3 address-dependent filtering: another session to the same host on the mapping does not cut its filter entry short (the table\'s idle timeout replaced the established connection\'s refresh)', async () => {
+  const nat = 'filtering: address-dependent, port_preservation: true';
+  const ext = (await run(nat, [[0, tcp(A, R1, 5000, 80, SYN)]])).outside[0];
+  const r = await run(nat, [
+    [0, tcp(A, R1, 5000, 80, SYN)], [1, tcp(R1, ext.src, 80, ext.sport, SYN_ACK)], [2, tcp(A, R1, 5000, 80, ACK)],
+    [100, tcp(A, R1, 5000, 443, SYN)],   // unanswered: its session ends after tcp_transitory
+    [700, tcp(R1, ext.src, 8080, ext.sport, SYN)],
+  ]);
+  assert.equal(r.inside.map((s) => [s.n, s.src, s.sport]), [[2, R1, 80], [5, R1, 8080]]);
+  assert.is(r.nat.drop_filtered, 0);
+});
+
+test('T3 address-dependent filtering: a host a reset connection sent to is not let in through a later mapping on the same external port (its filter entry outlived the mapping, for up to an eighth of tcp_established)', async () => {
+  const ext = '203.0.113.1';
+  const nat = `pool: ${ext}, filtering: address-dependent, port_preservation: true, ports_per_block: 8, blocks_per_subscriber: 1`;
+  // A fills its one block of TCP ports, 5000-5007, each kept: an established connection to R1 from 5000, the others to R2.
+  const ports = [5000, 5001, 5002, 5003, 5004, 5005, 5006, 5007];
+  const remoteOf = (port: number) => (port === 5000 ? R1 : R2);
+  const r = await run(nat, [
+    ...ports.map((port, i): Packet => [i, tcp(A, remoteOf(port), port, 80, SYN)]),
+    ...ports.map((port, i): Packet => [10 + i, tcp(remoteOf(port), ext, 80, port, SYN_ACK)]),
+    ...ports.map((port, i): Packet => [20 + i, tcp(A, remoteOf(port), port, 80, ACK)]),
+    [30, tcp(A, R1, 5000, 80, RST)],
+    // The reset connection's mapping has ended (tcp_rst): its port is the one left for a new connection to another host.
+    [600, tcp(A, R2, 7000, 80, SYN)],
+    [601, tcp(R1, ext, 81, 5000, SYN)],
+  ]);
+  assert.equal(r.outside.map((s) => s.sport), [...ports, ...ports, 5000, 5000]);
+  assert.is(r.inside.length, 8, 'R1, never sent to by the new mapping, stays out');
+  assert.is(r.nat.drop_filtered, 1);
+});
+
 test('U1 address-dependent and address-and-port-dependent mapping: a mapping per remote host (and port), taking packets from it alone; a less strict filtering is refused', async () => {
   for (const [mapping, mappings] of [['address-dependent', 2], ['address-and-port-dependent', 3]] as const) {
     const out = await run(`mapping: ${mapping}`, [[0, udp(A, R1, 5000, 53)], [1, udp(A, R1, 5000, 123)], [2, udp(A, R2, 5000, 53)]]);

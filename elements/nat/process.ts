@@ -422,7 +422,7 @@ function newOutboundSession(self: NATState, inside: u32, remote: u32, hash: u32,
   s.tcp = 0;
   s.mapping_until = 0;
   countOnMapping(self, inside, remote, t);
-  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t + protocolTimeout(self), t);
+  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, <u16>mapped, t + protocolTimeout(self), t, false);
   if (self.has_pcp_server) usedByTraffic(self, inside, remote, t);
   return session;
 }
@@ -479,7 +479,7 @@ function refreshMapping(self: NATState, inside: u32, remote: u32, external: u16,
   if (!forward || !back) return false;
   if (exact || FlowTable.expires(forward) < deadline) FlowTable.refresh(forward, 0, deadline);
   if (exact || FlowTable.expires(back) < deadline) FlowTable.refresh(back, 0, deadline);
-  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, deadline, t);
+  if (filteringByEntries(self) == ADDRESS_DEPENDENT) allowFrom(self, inside, remote, external, deadline, t, exact);
   const sub = findSubscriber(self, inside, key, t);
   if (sub) holdBlockUntil(self, sub, external, deadline);
   return true;
@@ -538,14 +538,18 @@ function endsWithSession(self: NATState, inside: u32, remote: u32, s: NATSession
 
 /**
  * Address-dependent filtering: the mapping has sent to `remote`, so packets from it may come in until `deadline`, as
- * long as that sending keeps the mapping (an established TCP connection's for hours, refreshed an eighth at a time).
+ * long as that sending keeps the mapping (an established TCP connection's for hours, refreshed an eighth at a time);
+ * `exact`: until then and no longer (the mapping ends with the session, and its port may serve another mapping then).
  */
-function allowFrom(self: NATState, inside: u32, remote: u32, external: u16, deadline: u64, t: u64): void {
+function allowFrom(self: NATState, inside: u32, remote: u32, external: u16, deadline: u64, t: u64, exact: bool): void {
   if (remote == 0) return; // 0.0.0.0 is no host to allow, and its key is a PCP permit's
   const key = keyBuffer();
   filterKey(key, inside, remote, external);
-  const entry = self.mappings.lookupOrInsert(key, FlowKey.hash(key), t);
-  if (entry && (flowCreated || FlowTable.expires(entry) < deadline)) FlowTable.refresh(entry, 0, deadline);
+  const hash = FlowKey.hash(key);
+  // Found first: lookupOrInsert would set the table's idle timeout, cutting short the refresh of another session.
+  const found = self.mappings.find(key, hash, t);
+  const entry = found ? found : self.mappings.lookupOrInsert(key, hash, t);
+  if (entry && (exact || !found || FlowTable.expires(entry) < deadline)) FlowTable.refresh(entry, 0, deadline);
 }
 
 /** A later fragment carries no ports: only the address changes, to the subscriber's (paired pooling). */
