@@ -119,6 +119,10 @@ function checkDeclaration(element: ElementType, keys: string[]): void {
   for (const [what, names] of [['parameter', Object.keys(element.params)], ['state field', Object.keys(element.state ?? {})]] as const) {
     for (const name of names) if (!IDENTIFIER.test(name)) problems.push(`${what} '${name}' is not a name process.ts can use: letters, digits and _, not first a digit`);
   }
+  // A handler's name is a /metrics series name too, and a scraper refuses the whole page for one it cannot read.
+  for (const name of Object.keys(element.handlers ?? {})) {
+    if (!IDENTIFIER.test(name)) problems.push(`handler '${name}' is not a name /metrics can use (wirepath_${name}): letters, digits and _, not first a digit`);
+  }
   // Parameters and state fields each have a handler of their name, and state a `reset`: one name, one handler.
   const reset = 'reset' in element.params ? 'a parameter' : element.state && 'reset' in element.state ? 'a state field' : undefined;
   if (element.state && reset) problems.push(`${reset} named 'reset' would hide the handler that zeroes the counters; rename it`);

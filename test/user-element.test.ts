@@ -446,6 +446,9 @@ test('mistakes in an element\'s declaration, or a process.ts without the functio
     assert.match(checkWith(elementFile, "state.counter('flows seen for the first time (or again after expiring)')", 'state.counter(undefined as any)'),
       "state 'new_flows' (line 22): its first argument, the line that documents it, is missing");
     assert.match(checkWith(elementFile, 'example:', "handlers: { odd: { read: () => 1 } as any }, example:"), "handler 'odd': doc, the line that documents it, is missing");
+    // /metrics showed it as wirepath_hit-rate, a name Prometheus refuses, and with it the whole scrape.
+    assert.match(checkWith(elementFile, 'example:', "handlers: { 'hit-rate': { doc: 'hits per second', read: () => 1 } }, example:"),
+      "handler 'hit-rate' is not a name /metrics can use (wirepath_hit-rate): letters, digits and _, not first a digit");
     // A negative minimum makes an i32: 5000000000 reached the fast path as 705032704.
     assert.match(checkWith(elementFile, "param.int('most flows tracked at once', 1, 1 << 24, { default: 65536 })", "param.int('most flows tracked at once', -1, 2 ** 40, { default: 65536 })"),
       'param.int with a negative min is an i32 in the fast path: min and max from -2147483648 to 2147483647, not min -1, max 1099511627776');
