@@ -3,7 +3,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadConfig, readConfigFile, MAX_SHARDS, THREAD_MODES, type LoadOptions, type PipelineConfig } from './config.ts';
-import { ConfigError, ConfigErrors, EnvironmentError, StallError, didYouMean } from './errors.ts';
+import { ConfigError, ConfigErrors, ElementCodeError, EnvironmentError, StallError, didYouMean } from './errors.ts';
 import { CompileError } from './compile.ts';
 import { buildGraph, steeringErrors } from './graph.ts';
 import { generateGraph } from './codegen.ts';
@@ -315,7 +315,7 @@ function report(e: unknown, command?: string): number {
     process.stderr.write(`wirepath: ${e.message}\n`);
     return inUsersCode(e) ? EXIT.usage : EXIT.failure;
   }
-  if (e instanceof StallError) {
+  if (e instanceof StallError || e instanceof ElementCodeError) {
     process.stderr.write(`wirepath: ${e.message}\n`);
     return EXIT.failure;
   }

@@ -67,6 +67,14 @@ export class StallError extends Error {
   }
 }
 
+/** An element's own code that threw while the pipeline ran (a periodic task): the message names the element and its line. */
+export class ElementCodeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ElementCodeError';
+  }
+}
+
 /** The closest candidate by edit distance, when it is close enough to be a likely typo. */
 export function didYouMean(word: string, candidates: Iterable<string>): string | undefined {
   let best: string | undefined;

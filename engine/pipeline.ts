@@ -11,10 +11,10 @@ import { MemoryArena, MAX_PAGES, PAGE } from './memory.ts';
 import { Meta, slotRoom, RingLayout, ENTRY_RECYCLE, ShardContext, BATCH_SCRATCH_BYTES, IoContext, Steering, FragmentArea, OrderWatch, FlowTableLayout, FLOW_ENTRY_LIVE, GraphHeader, nodeRecords, type ElementLayout, type NodeRecord, type LayoutField } from './layout.ts';
 import { amount } from './report.ts';
 import { expansionOf, clonesOf, setUpBy, paramsReadBy, type DataState, type FlowTableState, type ElementType, type ElementView, type ReloadedElement, type TableEntry, type SinkDriver, type SourceDriver, type IoContext as DriverContext } from './element.ts';
-import { ConfigError, ConfigErrors, EnvironmentError, StallError } from './errors.ts';
+import { ConfigError, ConfigErrors, ElementCodeError, EnvironmentError, StallError } from './errors.ts';
 import type { ParamTypeError } from './params.ts';
 import { handlersOf } from './handlers.ts';
-import { STEERING, STEER_ELEMENT, DECLARATION_HINT, dataInitProblem } from './registry.ts';
+import { STEERING, STEER_ELEMENT, DECLARATION_HINT, dataInitProblem, elementCodeProblem } from './registry.ts';
 import { Shard, Op, wallNanos } from './shard.ts';
 import { planBuckets, bucketMoves, BUCKETS, HELD } from './buckets.ts';
 
@@ -899,7 +899,14 @@ export class Pipeline {
       if (!task) continue;
       if (!final && now - (this.periodicLast.get(node.name) ?? 0) < task.everyMs) continue;
       this.periodicLast.set(node.name, now);
-      task.run(this.view(node.name), !final ? 'due' : this.handover.has(node.name) ? 'handover' : 'end');
+      const call = !final ? 'due' : this.handover.has(node.name) ? 'handover' : 'end';
+      try {
+        task.run(this.view(node.name), call);
+      } catch (e) {
+        // A file or device says what to do itself (a NAT's log it cannot write); else the element's code is at fault.
+        if (e instanceof EnvironmentError) throw e;
+        throw new ElementCodeError(`${node.name} (${node.type.type}): ${elementCodeProblem(node.type, `periodic.run(view, '${call}')`, e)}`);
+      }
     }
   }
 
@@ -987,7 +994,12 @@ export class Pipeline {
     await Promise.all(this.shards.map((shard) => shard.stop()));
     // What a shard's last tick sent (a NAT's answer) after the loop's last collect.
     this.collect();
-    this.runPeriodic(true);
+    // A final task that fails fails the run, which still closes its sources and sinks and shows its counters.
+    try {
+      this.runPeriodic(true);
+    } catch (e) {
+      this.failure ??= e as Error;
+    }
     for (const s of this.sources) s.driver.close(this.handover.get(s.node.name));
     for (const s of this.sinks) s.driver?.close();
   }

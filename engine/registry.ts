@@ -205,7 +205,12 @@ function shapeProblems(element: ElementType): string[] {
  * when a pipeline lays its memory out; `check` runs it on bytes of its own, so that it does not wait for a run).
  */
 export function dataInitProblem(type: ElementType, field: string, e: unknown): string {
-  return `${whereIn(e as Error, join(type.dir, 'element.ts'))}: state '${field}': init(params, bytes, address) threw ${(e as Error)?.message ?? e}`;
+  return elementCodeProblem(type, `state '${field}': init(params, bytes, address)`, e);
+}
+
+/** What a function of an element's declaration (`what`) threw, said at its line in the element's element.ts. */
+export function elementCodeProblem(type: ElementType, what: string, e: unknown): string {
+  return `${whereIn(e as Error, join(type.dir, 'element.ts'))}: ${what} threw ${(e as Error)?.message ?? e}`;
 }
 
 /** The problems of every data field's `init` for one instance's parameters, run on bytes of its own. */

@@ -543,6 +543,28 @@ test('a data field whose init throws is said by check, at its line in element.ts
   }
 });
 
+test('a periodic task that throws fails the run with its line in element.ts, without a stack trace; at the end, the counters are still shown', () => {
+  const dir = tempDir();
+  try {
+    trace(dir, [['A', 0], ['B', 1]]);
+    writeFileSync(join(dir, 'config.yaml'), config(1000, '30s').replace(USER_ELEMENTS, './flow-count'));
+    for (const call of ['due', 'end']) {
+      const elementFile = editedFlowCount(join(dir, 'flow-count'), 'element.ts', (text) => text.replace('  example:',
+        `  periodic: { everyMs: 1, run: (view, call) => { if (call === '${call}') throw new Error('no report'); } },\n  example:`));
+      const line = readFileSync(elementFile, 'utf8').split('\n').findIndex((l) => l.includes('no report')) + 1;
+      const r = cli(['run', 'config.yaml'], dir);
+      assert.is(r.status, 1, r.stderr);
+      assert.match(r.stderr, `wirepath: fc (FlowCount): ${elementFile}:${line}:`);
+      assert.match(r.stderr, `periodic.run(view, '${call}') threw no report`);
+      assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
+      // The final call failed after the packets went through: before, the run ended without its counters.
+      if (call === 'end') assert.match(r.stdout, /fc\s+FlowCount\s+2\s+2/);
+    }
+  } finally {
+    removeDir(dir);
+  }
+});
+
 test('an element folder without process.ts yet shows its layout (elements TYPE --layout), which process.ts is written from; a config using it says what is missing', () => {
   const dir = tempDir();
   try {
