@@ -959,7 +959,15 @@ export class Pipeline {
 
   private stuckShardReport(shard: Shard, ms: number): string {
     const node = this.graph.nodes[this.arena.view.getUint32(shard.memory.descriptor + GraphHeader.running, true)];
-    return `shard ${shard.id} has taken no packet for ${(ms / 1000).toFixed(0)} s, ${(shard.head('rx') - shard.tail('rx')) >>> 0} waiting; `
+    // The ring also carries the free slots that refill the shard's clone stash: only packets count as waiting.
+    const v = this.arena.view;
+    const ring = shard.memory.rxRing;
+    const mask = v.getUint32(ring + RingLayout.mask, true);
+    let waiting = 0;
+    for (let i = shard.tail('rx'); i !== shard.head('rx'); i = (i + 1) >>> 0) {
+      if (!(v.getUint32(ring + RingLayout.entries + 4 * (i & mask), true) & ENTRY_RECYCLE)) waiting++;
+    }
+    return `shard ${shard.id} has taken no packet for ${(ms / 1000).toFixed(0)} s, ${amount(waiting, 'packet')} waiting; `
       + `the last element it ran is '${node.name}' (${node.type.type}): an element whose process never returns?`;
   }
 
