@@ -5,6 +5,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { makeFolders } from './files.ts';
 import type { Pipeline } from './pipeline.ts';
 import { handlersOf, takesArgument } from './handlers.ts';
 import type { GraphNode } from './graph.ts';
@@ -242,6 +244,8 @@ export function startControl(target: ControlTarget, options: ControlOptions): Pr
       const snapshot = await pipeline.snapshot();
       if (typeof file === 'string') {
         try {
+          // Its missing folders made, as run --save makes them.
+          makeFolders(dirname(file));
           writeFileSync(file, JSON.stringify(snapshot));
         } catch (e) {
           throw new HttpError(400, `cannot write the snapshot to ${file}: ${(e as Error).message}`);
