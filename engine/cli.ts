@@ -382,7 +382,11 @@ async function ctl(args: string[], values: { control?: string; token?: string })
     },
     // The words after the handler are one value, quoted or not: `write lb.add_backend web1 198.18.1.11`.
     read: () => ['GET', element(rest[0]) + (rest.length > 1 ? `?arg=${encodeURIComponent(rest.slice(1).join(' '))}` : '')],
-    write: () => ['PUT', element(rest[0]), { value: rest.slice(1).join(' ') }],
+    write: () => {
+      const path = element(rest[0]);
+      if (rest.length < 2) throw new UsageError(`ctl write ${rest[0]} needs the VALUE to write (an empty one as '')`);
+      return ['PUT', path, { value: rest.slice(1).join(' ') }];
+    },
     snapshot: () => ['POST', '/snapshot', rest[0] ? { file: resolvePath(rest[0]) } : {}],
     reload: () => {
       if (!rest[0]) throw new UsageError('ctl reload needs the new CONFIG file');

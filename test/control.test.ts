@@ -185,6 +185,10 @@ test('wirepath ctl reads, writes and snapshots', async () => {
     assert.match(extra.stderr, `ctl ${words[0]} takes`);
   }
   // Said in the command's words (the API's answer speaks of its JSON body); a --control that is no URL is said so.
+  // A write without its value (before: sent as '' and answered by the handler: "'' is not a ..."); '' written out is one.
+  const valueless = await cliAsync(['ctl', 'write', 'count.packets', ...env]);
+  assert.is(valueless.status, 2);
+  assert.is(valueless.stderr.split('\n')[0], "wirepath: ctl write count.packets needs the VALUE to write (an empty one as '')");
   const zero = await cliAsync(['ctl', 'scale', '0', ...env]);
   assert.is(zero.stderr.split('\n')[0], "wirepath: ctl scale N: N is a whole number of shards from 1 to 64, not '0'");
   const broken = await cliAsync(['ctl', 'stats', '--control', 'http://[::1']);
