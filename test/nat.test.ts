@@ -397,6 +397,17 @@ test('T9/U13/T10 ICMP errors are translated with the packet they quote; they do 
   assert.is(internetChecksum(udpPart, sum), 0, 'the quoted UDP checksum, fixed for the inside address and port');
 });
 
+test('T9 an ICMP error quotes a UDP datagram whose checksum came to 0 as A sent it, 0xffff (0 is no checksum, RFC 768)', async () => {
+  // A payload whose datagram sums to 0 from A: its checksum is sent as 0xffff.
+  const payload = Buffer.alloc(2);
+  const checksumOf = (b: Buffer) => b.readUInt16BE(14 + 20 + 6);
+  while (checksumOf(frame(udp(A, R1, 5000, 53, { payload }))) !== 0xffff) payload.writeUInt16BE(payload.readUInt16BE(0) + 1);
+  const sent = (await run('port_preservation: true', [[0, udp(A, R1, 5000, 53, { payload })]])).outside[0].bytes;
+  const r = await run('port_preservation: true', [[0, udp(A, R1, 5000, 53, { payload })], [1, icmpError(R2, sent, 11, 0, 10)]]);
+  assert.is(r.inside.length, 1);
+  assert.is(r.inside[0].bytes.readUInt16BE(14 + 20 + 8 + 20 + 6), 0xffff);
+});
+
 test('U15 fragments in and out of order: a later fragment that comes first waits for its first and follows it', async () => {
   const first = await run('port_preservation: true', [[0, udp(A, R1, 5000, 53)]]);
   const ext = first.outside[0].src;

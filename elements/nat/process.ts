@@ -2000,7 +2000,9 @@ function rewriteQuoted(ip: usize, l4: usize, inner: usize, source: bool, address
   const portDelta = replace16(proto == IPPROTO_ICMP ? innerL4 + 4 : innerL4 + (source ? 0 : 2), bswap<u16>(port));
   const checkAt = proto == IPPROTO_UDP ? innerL4 + 6 : proto == IPPROTO_TCP ? innerL4 + 16 : innerL4 + 2;
   if (checkAt + 2 <= end && !(proto == IPPROTO_UDP && load<u16>(checkAt) == 0)) {
-    store<u16>(checkAt, adjustChecksum(load<u16>(checkAt), proto == IPPROTO_ICMP ? portDelta : addressDelta + portDelta));
+    const updated = adjustChecksum(load<u16>(checkAt), proto == IPPROTO_ICMP ? portDelta : addressDelta + portDelta);
+    // As translate: a UDP checksum that comes to 0 is sent as 0xffff, 0 being none (RFC 768).
+    store<u16>(checkAt, proto == IPPROTO_UDP && updated == 0 ? 0xffff : updated);
   }
   Wire.set16(l4 + 2, 0);
   Wire.set16(l4 + 2, checksum(l4, <u32>(end - l4)));
