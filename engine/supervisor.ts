@@ -57,11 +57,13 @@ export class Supervisor {
       try {
         result = combined(before, await this.current.run(onTick));
       } catch (e) {
+        // Stopped by a reload, whose handover then failed (an element's final call threw): not interrupted either.
+        const handingOver = this.next !== undefined && !this.stopped;
         // A reload waiting for this run's end gets its answer too.
         this.end(e as Error);
         // The counters reached, also when the run failed before its first round (a device of a reloaded config).
         const failed = (e as FailedRun).result;
-        const reached = failed ? combined(before, failed) : before;
+        const reached = failed ? combined(before, handingOver ? { ...failed, interrupted: false } : failed) : before;
         throw reached ? withResult(e, reached) : e;
       }
       before = result;

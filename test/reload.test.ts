@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { spawn, spawnSync, execFile } from 'node:child_process';
-import { mkdirSync, readdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { tempDir, removeDir, readPcap, writePcap, ROOT } from './helpers.ts';
 import { loadConfig } from '../engine/config.ts';
 import { Pipeline, type FailedRun } from '../engine/pipeline.ts';
@@ -211,6 +211,29 @@ test('reload: a new config whose run fails as it starts (a FIFO nothing reads) e
     assert.match(String(failed), /cannot write .*fifo: a FIFO that nothing reads/);
     assert.ok(failed!.result!.packets_in >= 1000, 'the first config\'s packets counted');
     assert.is(failed!.result!.interrupted, false, 'nobody stopped it: the reload handed over');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('reload: an element whose handover throws ends the run with its error, not marked interrupted', async () => {
+  const dir = tempDir();
+  try {
+    const fc = join(dir, 'elements', 'flow-count');
+    cpSync(join(ROOT, 'test/fixtures/user-elements/flow-count'), fc, { recursive: true });
+    const source = readFileSync(join(fc, 'element.ts'), 'utf8');
+    writeFileSync(join(fc, 'element.ts'), source.replace('  example:', "  periodic: { everyMs: 1000, run: (view, call) => { if (call === 'handover') throw new Error('no handover'); } },\n  example:"));
+    const file = join(dir, 'a.yaml');
+    const text = `element_dirs: [elements]\n${config('  count: { type: FlowCount }')}`;
+    writeFileSync(file, text);
+    const options = { shards: 1 };
+    const supervisor = new Supervisor(await Pipeline.create(await loadConfig(file), options), file, {}, options);
+    const running = supervisor.run().then(() => undefined, (e: FailedRun) => e);
+    while (supervisor.pipeline().packetsIn() < 1000) await new Promise((r) => setTimeout(r, 10));
+    await supervisor.reload(text).catch(() => undefined);
+    const failed = await running;
+    assert.match(String(failed), /no handover/);
+    assert.is(failed!.result!.interrupted, false, 'nobody stopped it: the reload did');
   } finally {
     removeDir(dir);
   }
