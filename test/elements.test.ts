@@ -314,6 +314,7 @@ for (const g of [
   { count: 500, flows: 16, frame_size: 64, protocol: 'tcp', rate: 1_000_000 },
   { count: 400, flows: 25, frame_size: 60, protocol: 'udp', rate: 3 },
   { count: 200, flows: 8, frame_size: 1514, protocol: 'mixed', rate: 1000 },
+  { count: 300, flows: 4, frame_size: 64, protocol: 'udp', rate: 300_000_000 },
 ]) {
   test(`Generator ${JSON.stringify(g)}: count, flows, frame size, protocol, timestamps, checksums`, () => inTempDir(async (dir) => {
     const result = await runInOrder(dir, generator(Object.entries(g).map(([k, v]) => `${k}: ${v}`).join(', ')));
@@ -325,8 +326,8 @@ for (const g of [
     assert.is(new Set(records.map((r) => fiveTuple(r.data))).size, g.flows, 'distinct 5-tuples');
     const protocols = [...new Set(records.map((r) => r.data[23]))].sort((a, b) => a - b);
     assert.equal(protocols, { tcp: [6], udp: [17], mixed: [6, 17] }[g.protocol]);
-    const interval = 1_000_000_000n / BigInt(g.rate);
-    assert.equal(records.map(timestampNs), records.map((_, i) => EPOCH_NS + BigInt(i) * interval), 'timestamps');
+    // Packet i at i/rate seconds, rounded down to the ns: not i whole intervals of 1e9/rate ns rounded.
+    assert.equal(records.map(timestampNs), records.map((_, i) => EPOCH_NS + BigInt(i) * 1_000_000_000n / BigInt(g.rate)), 'timestamps');
     const verdicts = assertChecksumsGood(join(dir, 'out.pcap'), g.count);
     assert.ok(verdicts.every((v) => v.tcp === '1' || v.udp === '1'), 'transport checksums checked');
   }));

@@ -44,7 +44,6 @@ export default defineElement({
 });
 
 class GeneratorDriver implements SourceDriver {
-  private readonly interval: bigint;
   private paceStart?: bigint;
 
   constructor(private readonly ctx: IoContext) {
@@ -54,7 +53,6 @@ class GeneratorDriver implements SourceDriver {
     this.set('templates', BigInt(templates));
     this.set('start_ns', EPOCH_NS);
     exports.Generator__buildTemplates(self, scratch);
-    this.interval = 1_000_000_000n / BigInt(params.rate);
   }
 
   private set(field: string, value: bigint): void {
@@ -82,7 +80,7 @@ class GeneratorDriver implements SourceDriver {
 
   waitNs(): number {
     if (this.ctx.params.timing !== 'original' || this.paceStart === undefined) return 0;
-    const due = BigInt(this.sent()) * this.interval;
+    const due = BigInt(this.sent()) * 1_000_000_000n / BigInt(this.ctx.params.rate);
     const elapsed = process.hrtime.bigint() - this.paceStart;
     return due > elapsed ? Number(due - elapsed) : 0;
   }

@@ -63,15 +63,22 @@ export function buildTemplates(self: GeneratorState, scratch: usize): void {
   }
 }
 
+/**
+ * Packet number n's time after the first: n/rate seconds in ns, rounded down. (A whole interval of 1e9/rate ns
+ * rounded once made a rate of 300,000,000 send 333,333,333 packets a second.) Split so that n * 1e9 cannot overflow.
+ */
+function offsetNs(n: u64, rate: u64): u64 {
+  return n / rate * 1_000_000_000 + n % rate * 1_000_000_000 / rate;
+}
+
 /** Sends up to `budget` packets; returns how many. Stops at count, at the pacing limit, or when no slot is free. */
 export function generate(self: GeneratorState, budget: u32, port: u16): u32 {
   const size = self.frame_size;
   const head = size < TEMPLATE ? size : TEMPLATE;
-  const interval = <u64>1_000_000_000 / <u64>self.rate;
   let sent: u32 = 0;
   while (sent < budget) {
     if (self.count != 0 && self.sent >= <u64>self.count) break;
-    const ts = self.start_ns + self.sent * interval;
+    const ts = self.start_ns + offsetNs(self.sent, self.rate);
     if (self.until_ns != 0 && ts > self.until_ns) break;
     const p = ioAllocate();
     if (!p) break;
