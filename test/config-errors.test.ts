@@ -291,6 +291,13 @@ test('a Generator frame larger than a packet slot is a config error at its frame
   await loadConfig(FILE, { text: config('slot_size: 16384') });
 });
 
+test('more Generator flows than its nets, ports and protocol have distinct 5-tuples is a config error at flows', async () => {
+  const config = (flows: number) => lines('elements:', `  gen: { type: Generator, flows: ${flows}, src_net: 100.64.0.1/32, dst_net: 198.18.0.1/32, protocol: udp }`, '  drop: { type: Discard }', 'connections:', '  - gen -> drop');
+  await expectError(config(645121), 'pipeline.yaml:2:34', 'gen.flows: 645121 distinct 5-tuples do not fit src_net, dst_net and protocol (645120 do)',
+    'widen src_net or dst_net, or make fewer flows');
+  await loadConfig(FILE, { text: config(645120) });
+});
+
 test('param: Ethernet addresses', async () => {
   const hint = 'write six hex bytes separated by colons, e.g. 02:00:00:00:00:01';
   await expectParamError('Rewrite', 'eth_src', '02:00:00:00:00', "'02:00:00:00:00' is not an Ethernet address", hint);

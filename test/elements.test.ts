@@ -306,6 +306,12 @@ test('Generator: the same parameters give the same bytes; another seed other byt
   assert.is(files.size, 4, 'four seeds, four streams');
 }));
 
+test('Generator: flows between two hosts are as many distinct 5-tuples as asked (drawn at random, 3 of 2000 met)', () => inTempDir(async (dir) => {
+  await runInOrder(dir, generator('count: 20000, flows: 2000, src_net: 100.64.0.1/32, dst_net: 198.18.0.1/32, protocol: udp'));
+  const records = output(dir, 'out');
+  assert.is(new Set(records.map((r) => fiveTuple(r.data))).size, 2000);
+}));
+
 const EPOCH_NS = 1_767_225_600n * 1_000_000_000n;
 const timestampNs = (r: PcapRecord) => BigInt(r.sec) * 1_000_000_000n + BigInt(r.frac);
 const fiveTuple = (f: Buffer) => f.subarray(23, 24).toString('hex') + f.subarray(26, 38).toString('hex');

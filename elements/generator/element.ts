@@ -36,12 +36,23 @@ export default defineElement({
   },
   ioExports: ['buildTemplates', 'generate'],
   source: (ctx) => new GeneratorDriver(ctx),
-  invalid: (params: { frame_size: number }, { slotSize, slotRoom }) => params.frame_size <= slotRoom ? [] : [{
-    param: 'frame_size', message: `${params.frame_size} bytes do not fit a packet slot (${slotRoom} bytes after the headroom)`,
-    hint: `raise slot_size in the config to ${2 ** Math.ceil(Math.log2(params.frame_size + slotSize - slotRoom))}, or send smaller frames`,
-  }],
+  invalid: (params: GeneratorParams, { slotSize, slotRoom }) => [
+    ...params.frame_size <= slotRoom ? [] : [{
+      param: 'frame_size', message: `${params.frame_size} bytes do not fit a packet slot (${slotRoom} bytes after the headroom)`,
+      hint: `raise slot_size in the config to ${2 ** Math.ceil(Math.log2(params.frame_size + slotSize - slotRoom))}, or send smaller frames`,
+    }],
+    ...params.flows <= tuples(params) ? [] : [{
+      param: 'flows', message: `${params.flows} distinct 5-tuples do not fit src_net, dst_net and protocol (${tuples(params)} do)`,
+      hint: 'widen src_net or dst_net, or make fewer flows',
+    }],
+  ],
   example: 'gen: { type: Generator, count: 1000000, flows: 1000, frame_size: 64 }',
 });
+
+interface GeneratorParams { frame_size: number; flows: number; protocol: string; src_net: { prefix: number }; dst_net: { prefix: number } }
+
+/** How many distinct 5-tuples the flows can have: client and server addresses, client ports, services, protocols. */
+const tuples = (p: GeneratorParams) => 2 ** (32 - p.src_net.prefix) * 2 ** (32 - p.dst_net.prefix) * 64512 * 10 * (p.protocol === 'mixed' ? 2 : 1);
 
 class GeneratorDriver implements SourceDriver {
   private paceStart?: bigint;
@@ -50,9 +61,11 @@ class GeneratorDriver implements SourceDriver {
     const { params, arena, exports, self } = ctx;
     const templates = arena.alloc(params.flows * TEMPLATE_BYTES, 64);
     const scratch = arena.alloc(params.frame_size, 64);
+    // The 5-tuples drawn so far, to draw again one that an earlier flow has: at least twice the flows' entries.
+    const seen = 2 ** Math.ceil(Math.log2(2 * params.flows));
     this.set('templates', BigInt(templates));
     this.set('start_ns', EPOCH_NS);
-    exports.Generator__buildTemplates(self, scratch);
+    exports.Generator__buildTemplates(self, scratch, arena.alloc(4 * seen, 64), seen - 1);
   }
 
   private set(field: string, value: bigint): void {
