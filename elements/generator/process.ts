@@ -101,9 +101,13 @@ export function generate(self: GeneratorState, budget: u32, port: u16): u32 {
   const size = self.frame_size;
   const head = size < TEMPLATE ? size : TEMPLATE;
   let sent: u32 = 0;
+  // The next packet's time, then each one's from the last: whole ns and a remainder of ns * rate, no division a packet.
+  const rate = self.rate;
+  const step = <u64>1_000_000_000 / rate, stepRest = <u64>1_000_000_000 % rate;
+  let ts = self.start_ns + offsetNs(self.sent, rate);
+  let rest = self.sent % rate * 1_000_000_000 % rate;
   while (sent < budget) {
     if (self.count != 0 && self.sent >= <u64>self.count) break;
-    const ts = self.start_ns + offsetNs(self.sent, self.rate);
     if (self.until_ns != 0 && ts > self.until_ns) break;
     const p = ioAllocate();
     if (!p) break;
@@ -118,6 +122,9 @@ export function generate(self: GeneratorState, budget: u32, port: u16): u32 {
     self.packets++;
     self.bytes += size;
     sent++;
+    ts += step;
+    rest += stepRest;
+    if (rest >= rate) { rest -= rate; ts++; }
   }
   return sent;
 }
