@@ -68,6 +68,12 @@ function parseChain(item: Scalar, pos: Positions, errors: ConfigError[]): Hop[] 
       errors.push(new ConfigError(`connection: ${what}`, pos.inside(item, col), 'write NAME, NAME[OUT] or [IN]NAME between arrows, e.g. "tee[1] -> [0]count"'));
       return undefined;
     }
+    // A number too large to hold exactly would be said back rounded (1e+23).
+    const huge = [m[1], m[3]].find((digits) => digits !== undefined && !Number.isSafeInteger(Number(digits)));
+    if (huge !== undefined) {
+      errors.push(new ConfigError(`connection: port ${huge} is larger than any element's`, pos.inside(item, start + part.indexOf(huge)), 'ports count from 0, e.g. "tee[1] -> [0]count"'));
+      return undefined;
+    }
     const at = start + part.indexOf(m[2], m[1] !== undefined ? part.indexOf(']') + 1 : 0);
     const hop: Hop = { name: m[2], at, portAt: {} };
     if (m[1] !== undefined) { hop.inPort = Number(m[1]); hop.portAt.in = start + part.indexOf('['); }

@@ -448,6 +448,9 @@ test('connection: a quoted string shifts the column by the quote', async () => {
 test('connection: a bad port', async () => {
   await expectError(lines(...ELEMENTS, '  - src[x] -> drop'), 'pipeline.yaml:7:5', "connection: 'src[x]' is not an element reference", SYNTAX_HINT);
   await expectError(lines(...ELEMENTS, '  - src -> [-1]drop'), 'pipeline.yaml:7:12', "connection: '[-1]drop' is not an element reference", SYNTAX_HINT);
+  // Said as written (it was 'has no output 1e+23').
+  await expectError(lines(...ELEMENTS, '  - src[99999999999999999999999] -> drop'), 'pipeline.yaml:7:9',
+    "connection: port 99999999999999999999999 is larger than any element's", 'ports count from 0, e.g. "tee[1] -> [0]count"');
 });
 
 test('connection: an arrow that is not ->, pasted from rendered docs or typed by habit, is named where it is', async () => {
