@@ -101,12 +101,16 @@ export class Positions {
     return this.of(target, fallback);
   }
 
-  /** Position of the `index`th character of a scalar's value (skipping an opening quote). */
+  /** Position of the `index`th character of a scalar's value (skipping an opening quote, or a block scalar's header line). */
   inside(node: Scalar, index: number): SourcePosition {
     if (!node.range) return this.of(node);
     const [start, end] = node.range;
     const quoted = this.text[start] === '"' || this.text[start] === "'";
     let at = start + (quoted ? 1 : 0);
+    if (node.type === 'BLOCK_FOLDED' || node.type === 'BLOCK_LITERAL') {
+      at = this.text.indexOf('\n', start) + 1;
+      while (this.text[at] === ' ') at++;
+    }
     for (let i = 0; i < index && at < end; i++) {
       // A line break of a scalar wrapped over lines, with the blanks around it, is one space of the value.
       LINE_FOLD.lastIndex = at;

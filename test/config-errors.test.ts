@@ -445,6 +445,12 @@ test('connection: a quoted string shifts the column by the quote', async () => {
     'connection: an output port on the last element of a chain connects nothing', 'add "-> NAME" after it');
 });
 
+test('connection: a chain written as a block scalar (folded or literal) is placed on the line of the mistake', async () => {
+  for (const mark of ['>-', '|']) {
+    await expectError(lines(...ELEMENTS, `  - ${mark}`, '    src ->', '    -> drop'), 'pipeline.yaml:9:5', 'connection: an element name is missing', SYNTAX_HINT);
+  }
+});
+
 test('connection: a bad port', async () => {
   await expectError(lines(...ELEMENTS, '  - src[x] -> drop'), 'pipeline.yaml:7:5', "connection: 'src[x]' is not an element reference", SYNTAX_HINT);
   await expectError(lines(...ELEMENTS, '  - src -> [-1]drop'), 'pipeline.yaml:7:12', "connection: '[-1]drop' is not an element reference", SYNTAX_HINT);
