@@ -1162,6 +1162,15 @@ test('C8/C12/C14 blocks are logged once each, released when idle, and quarantine
   assert.is(r.nat.blocks_released >= 1, true);
 });
 
+test('C8 no block goes unlogged: while the log\'s queue is full (40000 new subscribers in a burst, the log written every 200 ms), a block is not claimed and the packet is dropped, counted', async () => {
+  const subscribers = Array.from({ length: 40_000 }, (_, i) => `100.64.${i >> 8}.${i & 255}`);
+  const r = await run('pool: [203.0.113.0/26], ports_per_block: 64, max_subscribers: 65536', subscribers.map((s): Packet => [0, udp(s, R1, 5000, 53)]), 'batch: 256\n');
+  const allocated = r.log.filter((l: any) => l.event === 'allocate').length;
+  assert.is(r.nat.log_lost, 0);
+  assert.is(allocated, r.nat.blocks_allocated, 'a record for every block claimed');
+  assert.is(r.nat.translated_out + r.nat.drop_log_full, subscribers.length);
+});
+
 test('C8 on the wall clock (--clock wall) the block log is dated now (it was dated by the time since boot, in 1970)', async () => {
   for (const threads of ['inline', 'worker'] as const) {
     const before = Date.now();

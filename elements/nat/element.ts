@@ -121,7 +121,9 @@ export default defineElement({
       + 'The blocks still held when the run ends (or a reload starts the NAT afresh) are logged released then, and those a snapshot file restores, allocated; '
       + 'a reload that moves the log to another file logs the blocks held then released in the old file and allocated in the new one '
       + '(adding or removing the log starts the NAT afresh: its pool holds the log\'s queue); a file renamed or removed (logrotate) '
-      + 'is followed by a new one at the path within 200 ms, so no signal or copytruncate is needed', 'appends'),
+      + 'is followed by a new one at the path within 200 ms, so no signal or copytruncate is needed. No block goes unlogged: the shards queue '
+      + 'the records (16384 at most) and the log is written every 200 ms; while the queue is full, as a burst of new subscribers or a '
+      + 'log that cannot be written fills it, no block is claimed (the packet is dropped, counted in drop_log_full) nor released', 'appends'),
     max_subscribers: param.int('most subscribers at once on each shard', 1, 1 << 22, { default: 65536 }),
     max_sessions: param.int('most sessions (and mappings) at once on each shard', 1, 1 << 24, { default: 262144 }),
     sessions_per_subscriber: param.int('most sessions one subscriber has at once (RFC 6888 REQ-5); 0: no limit but max_sessions; set when the NAT starts '
@@ -217,12 +219,13 @@ export default defineElement({
     drop_pool_exhausted: state.counter('dropped: no free block (or address) in the pool'),
     drop_session_limit: state.counter('dropped: a new session would pass the subscriber\'s sessions_per_subscriber'),
     drop_table_full: state.counter('dropped: the subscriber, mapping or session table is full'),
+    drop_log_full: state.counter('dropped: a block was needed while the block log\'s queue was full (log)'),
     drop_malformed: state.counter('dropped: not IPv4 TCP/UDP/ICMP, truncated, or an ICMP error quoting too little'),
     drop_fragment: state.counter('dropped: inbound later fragment with no first fragment seen'),
     drop_too_big: state.counter('dropped: from inside, larger than mtu with DF set (answered with ICMP fragmentation needed)'),
     drop_no_buffer: state.counter('dropped: larger than mtu, and no free slots or output room for all its fragments'),
     drop_unsupported: state.counter('dropped: other protocols and ICMP types the NAT does not translate, and packets to pcp_server other than PCP requests'),
-    log_lost: state.counter('block records lost because the log queue was full (the log is written every 200 ms)'),
+    log_lost: state.counter('block records lost: another shard took the last room in the log\'s queue between a shard\'s look for room and its record'),
     scan_cursor: state.internal('where the search for idle blocks goes on (per shard)'),
     idle_search_ns: state.internal('the clock at the last batch\'s search for idle blocks (per shard): how many subscribers the next one looks at'),
     sessions_swept_s: state.internal('the second (plus one) of the last look at every session for expired ones when a subscriber was at its session limit (per shard)'),
@@ -331,7 +334,7 @@ export default defineElement({
 const FRAGMENT_OWNERS = 65536;
 
 const DROPS = ['drop_not_inside', 'drop_bad_destination', 'drop_bad_source', 'drop_no_mapping', 'drop_filtered', 'drop_unsolicited_syn', 'drop_invalid_tcp', 'drop_ports_exhausted',
-  'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
+  'drop_pool_exhausted', 'drop_session_limit', 'drop_table_full', 'drop_log_full', 'drop_malformed', 'drop_fragment', 'drop_too_big', 'drop_no_buffer', 'drop_unsupported'];
 
 /** Whether two prefixes share an address: the shorter one holds the other's start. */
 function overlaps(a: Cidr, b: Cidr): boolean {

@@ -30,7 +30,7 @@ export const HEADER = {
 } as const;
 
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
-const LOG_CAPACITY = 4096;
+const LOG_CAPACITY = 16384;
 /** IP ID counters (a power of two), one per hash bucket of (external address, destination, protocol): process.ts renumber. */
 const ID_BUCKETS = 2048;
 const LOG_RECORD = 32;

@@ -88,6 +88,7 @@ const FAIL_TABLE: u32 = 1;
 const FAIL_PORTS: u32 = 2;
 const FAIL_POOL: u32 = 3;
 const FAIL_SESSIONS: u32 = 4;
+const FAIL_LOG: u32 = 5;
 
 // Per packet, set by the parsers.
 let protocol: u8 = 0;
@@ -1525,6 +1526,8 @@ function claimBlock(self: NATState, slots: usize, external: u32, seed: u32, seed
   const pool = <usize>self.pool;
   const shift = load<u32>(pool + POOL_BLOCK_SHIFT);
   const cls = classOf(protocol);
+  // A block the log could not record is not claimed: lawful logging needs a record of every one.
+  if (logFull(pool)) return FAILED | FAIL_LOG;
   const a = <u32>poolIndex(pool, external);
   const b = freeBlock(pool, a, cls, low, seed, inside, quarantineEnd(self, t), seedOnly);
   if (b < 0) return FAILED | FAIL_POOL;
@@ -1738,6 +1741,8 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
       const global = block - 1;
       const first = (global % perAddress) << shift;
       if ((load<u16>(countAt(sub, slot)) & BLOCK_LOWERED) && holdsLiveMappings(self, sub, inside, slot, first, first + (1 << shift) - 1, t)) { held++; continue; }
+      // Nor released unrecorded: it waits for room in the log's queue.
+      if (logFull(pool)) { held++; continue; }
       // Released when its last mapping expired, which the search may see much later: the quarantine and the log
       // count from then.
       const record = pool + <usize>load<u32>(pool + POOL_BLOCKS_AT) + (<usize>global << 3);
@@ -1756,7 +1761,16 @@ function releaseIdleBlocks(self: NATState, t: u64, budget: u32): void {
   }
 }
 
-/** Queues a block record for the main thread's log (pool.ts drainLog); counted, not waited for, when the queue is full. */
+/** Whether the block log's queue has no room (while it has none, no block is claimed or released: logBlock). */
+@inline function logFull(pool: usize): bool {
+  return load<u32>(pool + POOL_LOGGING) != 0
+    && atomic.load<u32>(pool + POOL_LOG_WRITE) - atomic.load<u32>(pool + POOL_LOG_READ) >= load<u32>(pool + POOL_LOG_CAPACITY);
+}
+
+/**
+ * Queues a block record for the main thread's log (pool.ts drainLog). The callers looked for room first (logFull);
+ * a record is lost, and counted, only when another shard took the last of it in between.
+ */
 function logBlock(self: NATState, event: u8, cls: u32, inside: u32, external: u32, first: u32, last: u32, t: u64): void {
   const pool = <usize>self.pool;
   if (!load<u32>(pool + POOL_LOGGING)) return;
@@ -2013,6 +2027,7 @@ function refuse(self: NATState, p: Packet, ip: usize, out: Outputs): void {
   if (failure == FAIL_PORTS) self.drop_ports_exhausted++;
   else if (failure == FAIL_POOL) self.drop_pool_exhausted++;
   else if (failure == FAIL_SESSIONS) self.drop_session_limit++;
+  else if (failure == FAIL_LOG) self.drop_log_full++;
   else self.drop_table_full++;
   if (self.icmp_errors && answerUnreachable(self, p, ip, ICMP_HOST_UNREACHABLE, 0)) { self.icmp_sent++; out.push(INSIDE, p); return; }
   dropPacket(p);
