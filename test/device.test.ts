@@ -363,6 +363,27 @@ connections:
     });
   });
 
+  test('kernel_drops shows the frames the kernel dropped while the pipeline runs, not only once it has ended', async () => {
+    await withTopology(async (t) => {
+      const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--set', 'a_in.ring=v2', '--control', '0', '--json'], 4, ROOT);
+      try {
+        await waitFor(() => /token \w+/.test(engine.stderr()), 10_000, 'the control line');
+        const [, url] = /control API on (\S+), token/.exec(engine.stderr())!;
+        const read = () => JSON.parse(t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'ctl', 'read', 'a_in.kernel_drops', '--control', url]).stdout.toString()).value as number;
+        // Stopped, the engine reads nothing: 30,000 datagrams overflow the 16,384 frames of its 32 MiB V2 ring.
+        process.kill(engine.child.pid!, 'SIGSTOP');
+        t.run(t.ns.client, ['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(30000): s.sendto(b'x', ('${ADDRESSES.server}', 9000))\n`]);
+        process.kill(engine.child.pid!, 'SIGCONT');
+        // Before, it was read every 4096 rounds: an idle engine's 200 s.
+        await waitFor(() => read() > 10_000, 5_000, 'kernel_drops while it runs');
+        await engine.stop();
+        assert.ok(JSON.parse(engine.stdout()).elements.a_in.kernel_drops > 10_000, engine.stdout());
+      } finally {
+        await engine.stop();
+      }
+    });
+  });
+
   test('a missing interface: exit 3, the interface named, with a hint', async () => {
     await withTopology(async (t) => {
       const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', join(ROOT, 'configs/bridge.yaml'),

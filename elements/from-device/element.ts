@@ -129,7 +129,11 @@ class DeviceReader implements SourceDriver {
   }
 
   idle(maxMs: number): void {
-    for (const reader of openReaders) reader.explainDrops();
+    // An idle engine pumps about 20 times a second, so STATS_EVERY pumps would keep the drops of a burst unread for minutes.
+    for (const reader of openReaders) {
+      reader.readKernelDrops();
+      reader.explainDrops();
+    }
     try {
       this.addon.wait([...openReaders].map((r) => r.socket), maxMs);
     } catch (e) {
