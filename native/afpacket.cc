@@ -169,7 +169,7 @@ void release(Socket* s) {
  * (or, with version 2, V2) ring of about `ringBytes`, its frames large enough for `room` bytes of frame
  * behind the ring's own header, V3 blocks retired after `retireMs`; bound to the interface and not
  * seeing its own outgoing frames; with fanout > 0 it joins that PACKET_FANOUT group (hash mode: a flow
- * stays on one socket).
+ * stays on one socket, and so do the fragments of a datagram).
  */
 Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -207,7 +207,9 @@ Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   s->ring = static_cast<uint8_t*>(map);
   if (!bindTo(env, s, index, htons(ETH_P_ALL))) { release(s); return env.Undefined(); }
   if (uint32_t group = num("fanout")) {
-    int arg = int((group & 0xffff) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16));
+    // No PACKET_FANOUT_FLAG_DEFRAG: it hands the socket a fragmented datagram reassembled, a frame larger than the
+    // MTU that never was on the wire. Fragments carry no ports, so the kernel hashes them all by addresses: one socket.
+    int arg = int((group & 0xffff) | (PACKET_FANOUT_HASH << 16));
     if (setsockopt(s->fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) return bad("PACKET_FANOUT");
   }
   if (o.Get("promiscuous").ToBoolean()) {

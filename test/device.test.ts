@@ -384,6 +384,43 @@ connections:
     });
   });
 
+  test('fanout: two sockets of one group share the traffic, and fragments cross as they came (they were reassembled: larger than the MTU, lost)', async () => {
+    const dir = tempDir();
+    try {
+      await withTopology(async (t) => {
+        const config = join(dir, 'fanout.yaml');
+        writeFileSync(config, `
+elements:
+  in1: { type: FromDevice, device: ${t.dev.engineClient}, fanout: 7 }
+  in2: { type: FromDevice, device: ${t.dev.engineClient}, fanout: 7 }
+  to_server: { type: ToDevice, device: ${t.dev.engineServer} }
+  from_server: { type: FromDevice, device: ${t.dev.engineServer} }
+  to_client: { type: ToDevice, device: ${t.dev.engineClient} }
+connections:
+  - in1 -> to_server
+  - in2 -> to_server
+  - from_server -> to_client
+`);
+        const engine = await startEngine(t, [config, '--json'], 5, ROOT);
+        const far = await tcpdump(t, t.ns.server, t.dev.server, join(dir, 'far.pcap'), `ip src ${ADDRESSES.client}`);
+        // 2, 3 and 7 fragments on the 1500-byte link, and 20 whole datagrams of as many flows.
+        t.run(t.ns.client, ['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n`
+          + `for n in (1600, 3000, 9000): s.sendto(b'x' * n, ('${ADDRESSES.server}', 9000))\n`
+          + `for p in range(20): socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'y', ('${ADDRESSES.server}', 9100 + p))\n`]);
+        await new Promise((r) => setTimeout(r, 500));
+        const seen = await far.stop();
+        await engine.stop();
+        const { in1, in2, to_server } = JSON.parse(engine.stdout()).elements;
+        assert.equal(seen.map((f) => f.length).filter((n) => n > 60).sort((a, b) => a - b), [82, 162, 162, 1514, 1514, 1514, 1514, 1514, 1514, 1514, 1514, 1514], engine.stderr());
+        assert.is(seen.length, 32, 'and the 20 datagrams');
+        assert.equal([in1.oversize + in2.oversize, to_server.errors], [0, 0], engine.stdout());
+        assert.ok(in1.packets > 0 && in2.packets > 0, `shared: ${in1.packets} and ${in2.packets}`);
+      });
+    } finally {
+      removeDir(dir);
+    }
+  });
+
   test('a missing interface: exit 3, the interface named, with a hint', async () => {
     await withTopology(async (t) => {
       const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', join(ROOT, 'configs/bridge.yaml'),
