@@ -210,7 +210,13 @@ Napi::Value OpenRx(const Napi::CallbackInfo& info) {
     // No PACKET_FANOUT_FLAG_DEFRAG: it hands the socket a fragmented datagram reassembled, a frame larger than the
     // MTU that never was on the wire. Fragments carry no ports, so the kernel hashes them all by addresses: one socket.
     int arg = int((group & 0xffff) | (PACKET_FANOUT_HASH << 16));
-    if (setsockopt(s->fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) return bad("PACKET_FANOUT");
+    if (setsockopt(s->fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) < 0) {
+      if (errno != EINVAL) return bad("PACKET_FANOUT");
+      // The interface is up and the mode valid: the group exists with sockets on another interface, or of another mode.
+      release(s);
+      return fail(env, "EFANOUT", ifname + ": fanout group " + std::to_string(group) + " is taken by sockets on another interface "
+        "(or of another fanout mode): a group id names one group in the whole network namespace");
+    }
   }
   if (o.Get("promiscuous").ToBoolean()) {
     packet_mreq mr{};

@@ -57,7 +57,7 @@ export function afpacket(element: string): AfPacket {
   }
 }
 
-/** Turns an addon error (its code: ENODEV, ENETDOWN, EPERM, EMSGSIZE) into an EnvironmentError with a hint. */
+/** Turns an addon error (its code: ENODEV, ENETDOWN, EPERM, EMSGSIZE, EFANOUT...) into an EnvironmentError with a hint. */
 export function deviceError(element: string, e: unknown): unknown {
   const { code, needed } = e as { code?: string; needed?: number };
   // A slot holds its metadata and headroom before the frame, and is at most MAX_SLOT_SIZE.
@@ -66,6 +66,7 @@ export function deviceError(element: string, e: unknown): unknown {
   const hints: Record<string, string> = {
     ENODEV: 'check the interface name (`ip link` lists them); run wirepath in the network namespace that holds it (`ip netns exec NS ...`)',
     ENETDOWN: 'bring it up: ip link set dev IFACE up',
+    EFANOUT: 'give the FromDevice elements of each interface a fanout group of their own, one that no other program in this network namespace uses',
     EGONE: 'it was deleted, or deleted and made anew (a socket stays bound to the interface it opened): run the pipeline again once it is back',
     EPERM: 'run as root, or give node CAP_NET_RAW and CAP_NET_ADMIN (setcap cap_net_raw,cap_net_admin+ep $(which node))',
     EMSGSIZE: slotFits ? `set slot_size: ${slotSize} in the config, lower the interface MTU, or (FromDevice) keep less of each frame with snaplen`

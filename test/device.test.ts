@@ -431,6 +431,23 @@ connections:
     });
   });
 
+  test('a fanout group taken on another interface: exit 3, the group and the cause named, with a hint', async () => {
+    const dir = tempDir();
+    try {
+      await withTopology(async (t) => {
+        const config = join(dir, 'fanout.yaml');
+        writeFileSync(config, `elements:\n  a: { type: FromDevice, device: ${t.dev.engineClient}, fanout: 5 }\n  b: { type: FromDevice, device: ${t.dev.engineServer}, fanout: 5 }\n`
+          + '  d: { type: Discard }\nconnections:\n  - a -> d\n  - b -> d\n');
+        const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', config], { check: false, timeout: 120_000 });
+        assert.is(r.status, 3, r.stderr.toString());
+        // Before: "PACKET_FANOUT: Invalid argument", and a hint to look at the interface's offloads.
+        assert.match(r.stderr.toString(), new RegExp(`b: ${t.dev.engineServer}: fanout group 5 is taken by sockets on another interface .*\\n  hint: give the FromDevice elements of each interface a fanout group of their own`));
+      });
+    } finally {
+      removeDir(dir);
+    }
+  });
+
   test('an interface that is down, an MTU larger than a slot: exit 3 with the cause and a hint', async () => {
     await withTopology(async (t) => {
       const run = () => t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', join(ROOT, 'configs/bridge.yaml'), ...bridgeDevices(t)],
