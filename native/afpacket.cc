@@ -507,9 +507,10 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
   }
   if (fds.empty()) return Napi::Number::New(env, 0);
   int ready = poll(fds.data(), fds.size(), timeoutMs);
-  // A link that goes down leaves an error on the socket, which a ring never reads: poll would return at once
-  // from then on. Reading the error clears it. While the link is down, each wait looks whether it is up again,
-  // or gone (deleted, or made anew under its name: the socket is bound to the old one for good).
+  // A link set down leaves an error on the socket, which a ring never reads: poll would return at once
+  // from then on. Reading the error clears it. A link that loses its carrier (a cable pulled, a veth's peer set
+  // down) leaves none: its flags tell. While the link is down, each wait looks whether it is up again, or gone
+  // (deleted, or made anew under its name: the socket is bound to the old one for good).
   for (size_t i = 0; i < fds.size(); i++) {
     Socket* s = polled[i];
     if (fds[i].revents & POLLERR) {
@@ -518,6 +519,9 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
       getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err == ENETDOWN) s->down = s->wentDown = true;
     }
+    ifreq ifr{};
+    bool up = ifreqIoctl(s->ifname, SIOCGIFFLAGS, ifr) == 0 && (ifr.ifr_flags & IFF_UP) && (ifr.ifr_flags & IFF_RUNNING);
+    if (!up && !s->down) s->down = s->wentDown = true;
     if (!s->down) continue;
     if (if_nametoindex(s->ifname.c_str()) != s->ifindex) {
       // Its error names the socket, so that the caller can name the element that had it.
@@ -526,8 +530,7 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
       e.ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    ifreq ifr{};
-    if (ifreqIoctl(s->ifname, SIOCGIFFLAGS, ifr) == 0 && (ifr.ifr_flags & IFF_UP)) s->down = false;
+    if (up) s->down = false;
   }
   return Napi::Number::New(env, ready < 0 ? 0 : ready);
 }

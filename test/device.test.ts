@@ -505,6 +505,12 @@ connections:
       await new Promise((r) => setTimeout(r, 2000));
       assert.ok(cpuTicks() - before < 100, `an idle engine used ${cpuTicks() - before} of 200 ticks in 2 s`);
       assert.is(ping().status, 0, 'forwards after');
+      // The server's end set down: the engine's end loses its carrier, which raises no socket error (it was not logged).
+      t.run(t.ns.server, ['ip', 'link', 'set', t.dev.server, 'down']);
+      await waitFor(() => engine.stderr().split(`${t.dev.engineServer}: the link went down`).length === 3, 10_000, 'the second link-down line');
+      t.run(t.ns.server, ['ip', 'link', 'set', t.dev.server, 'up']);
+      t.route('bridge'); // the server's route went with its link
+      assert.is(ping().status, 0, 'forwards once the carrier is back');
       t.run(t.ns.engine, ['ip', 'link', 'del', t.dev.engineServer]);
       await waitFor(() => engine.child.exitCode !== null, 15_000, 'the engine to exit');
       assert.is(engine.child.exitCode, 3, engine.stderr());

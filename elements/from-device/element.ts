@@ -27,7 +27,7 @@ export default defineElement({
     + 'threads: auto (the default) runs the graph of a config with a FromDevice on the I/O thread, leaving a core to the kernel. '
     + 'The host\'s own stack still gets every frame (ToDevice warns of what that does). Needs root or CAP_NET_RAW (and '
     + 'CAP_NET_ADMIN to change offloads). Runs until the pipeline is stopped (Ctrl-C or SIGTERM). A link '
-    + 'that goes down is logged and its frames come again when it is up; an interface deleted under a running pipeline ends it '
+    + 'that goes down (set down, or its carrier lost) is logged and its frames come again when it is up; an interface deleted under a running pipeline ends it '
     + '(exit 3, the interface named). A reload whose config keeps the element (same name, device and ring options) hands it the '
     + 'open socket: the frames that arrive while the pipelines are swapped wait in its ring (a ring that fills meanwhile counts in kernel_drops).',
   inputs: 0,
