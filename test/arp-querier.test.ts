@@ -94,6 +94,14 @@ test('ARPQuerier sends destinations outside network to the gateway, keeps VLAN t
   assert.equal([result.elements.q.not_arp, result.elements.q.learned], [1, 1]);
 }));
 
+test('ARPQuerier drops a packet to 0.0.0.0, counted in unresolved, without asking who has it', () => inTempDir(async (dir) => {
+  writePcap(join(dir, 'in.pcap'), [{ data: to('0.0.0.0'), sec: 1, usec: 0 }, { data: to('100.64.0.2'), sec: 1, usec: 1 }]);
+  const result = await runInOrder(dir, config());
+  // Before, a broadcast who-has 0.0.0.0 went out, and the packet waited 3 s for an answer that never comes.
+  assert.equal(readPcap(join(dir, 'out.pcap')).records.map((r) => r.data.toString('hex')), [request('100.64.0.2').toString('hex')]);
+  assert.equal([result.elements.q.unresolved, result.elements.q.queries, result.elements.q.held], [1, 1, 1]);
+}));
+
 test('ARPQuerier sends broadcasts and multicasts to their group MACs, learns from answers but not from group MACs or hosts outside the network, and forgets a neighbour that stopped answering', () => inTempDir(async (dir) => {
   const at = (sec: number, data: Buffer) => ({ data, sec: Math.floor(sec), usec: Math.round((sec % 1) * 1e6) });
   const unsolicited = reply('02:00:64:00:00:05', '100.64.0.5');

@@ -21,7 +21,7 @@ export default defineElement({
     + 'the group\'s MAC (RFC 1112). The other MACs come from ARP (RFC 826): for a next hop not known yet it sends an ARP '
     + 'request from `address` (broadcast, with the packet\'s VLAN tags), again at most once a second, and holds the '
     + 'packet until the answer comes; as Click does, one packet per neighbour waits (up to 64 in all, on any shard), and '
-    + 'the others are dropped, as is a packet not answered for within 3 s (counted in unresolved). A packet still waiting '
+    + 'the others are dropped, as is a packet not answered for within 3 s or sent to 0.0.0.0, which no one has (counted in unresolved). A packet still waiting '
     + 'when the pipeline stops or reloads goes with it (counted in held only). ARP frames given to input 1 teach it, as '
     + 'Click learns: answers (the answering host), and requests for `address` (the asker); any ARP updates a neighbour '
     + 'already known; probes, group MACs and senders outside the network teach nothing (ignored). A '
@@ -57,7 +57,7 @@ export default defineElement({
     resolved: state.counter('packets sent to a known next hop'),
     held: state.counter('packets held until their next hop answered'),
     released: state.counter('held packets sent once their next hop answered'),
-    unresolved: state.counter('packets dropped for want of their next hop\'s MAC: another waited for it, no room to hold them, or no answer in 3 s'),
+    unresolved: state.counter('packets dropped for want of their next hop\'s MAC: another waited for it, no room to hold them, no answer in 3 s, or sent to 0.0.0.0'),
     queries: state.counter('ARP requests sent'),
     learned: state.counter('ARP frames that taught or updated a neighbour'),
     ignored: state.counter('ARP frames that taught nothing: probes, group MACs, senders outside the network, requests for others by unknown hosts'),

@@ -51,6 +51,8 @@ export function process(self: ARPQuerierState, batch: Batch, out: Outputs, port:
     const group = groupMac(self, dst);
     if (group) { sendTo(self, p, group); self.resolved++; batch.set(kept++, p); continue; }
     const hop = nextHop(self, dst);
+    // No one has 0.0.0.0 (RFC 1122 3.2.1.3): asking who has it would only put a bogus request on the link.
+    if (!hop) { self.unresolved++; dropPacket(p); continue; }
     const slot = find(self, hop);
     const mac = slot ? knownMac(slot, hop) : 0;
     // Known, and answered within timeout and the 3 s of asking again after it: a neighbour that stopped answering is unknown.
