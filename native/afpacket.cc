@@ -178,7 +178,9 @@ Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   auto num = [&](const char* k) { return o.Get(k).As<Napi::Number>().Uint32Value(); };
   unsigned index = checkInterface(env, ifname, num("room"), o.Get("snaplen").IsNumber() ? num("snaplen") : UINT32_MAX);
   if (!index) return env.Undefined();
-  Socket* s = openSocket(env, ifname, htons(ETH_P_ALL));
+  // Protocol 0: no frame until bind names the interface and ETH_P_ALL. Created with ETH_P_ALL, the socket took every
+  // interface's frames into its ring while the ring was set up and mapped, to be read as this interface's.
+  Socket* s = openSocket(env, ifname, 0);
   if (!s) return env.Undefined();
   auto bad = [&](const char* what) { int err = errno; release(s); return failErrno(env, ifname, what, err); };
   s->version = num("version") == 2 ? TPACKET_V2 : TPACKET_V3;
