@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/ethtool.h>
+#include <linux/filter.h>
 #include <linux/if_packet.h>
 #include <linux/sockios.h>
 #include <net/ethernet.h>
@@ -207,6 +208,18 @@ Napi::Value OpenRx(const Napi::CallbackInfo& info) {
   if (map == MAP_FAILED) map = mmap(nullptr, s->ringBytes, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
   if (map == MAP_FAILED) return bad("mmap");
   s->ring = static_cast<uint8_t*>(map);
+  if (!o.Get("promiscuous").ToBoolean()) {
+    // Out of promiscuous mode a NIC keeps other hosts' frames away, but not every interface does (a veth, a NIC that a
+    // bridge or a capture made promiscuous): a filter drops what the kernel marked as another host's.
+    sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, uint32_t(SKF_AD_OFF + SKF_AD_PKTTYPE)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PACKET_OTHERHOST, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0),
+      BPF_STMT(BPF_RET | BPF_K, UINT32_MAX),
+    };
+    sock_fprog filter{ sizeof code / sizeof code[0], code };
+    if (setsockopt(s->fd, SOL_SOCKET, SO_ATTACH_FILTER, &filter, sizeof filter) < 0) return bad("SO_ATTACH_FILTER");
+  }
   if (!bindTo(env, s, index, htons(ETH_P_ALL))) { release(s); return env.Undefined(); }
   if (uint32_t group = num("fanout")) {
     // No PACKET_FANOUT_FLAG_DEFRAG: it hands the socket a fragmented datagram reassembled, a frame larger than the

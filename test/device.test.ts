@@ -456,6 +456,23 @@ connections:
     }
   });
 
+  test('promiscuous: false receives the frames for the interface\'s own MAC, and none addressed to other hosts', async () => {
+    await withTopology(async (t) => {
+      const ping = () => t.run(t.ns.client, ['ping', '-c', '3', '-i', '0.2', '-W', '1', ADDRESSES.server], { check: false, timeout: 30_000 });
+      const received = async (route: 'bridge' | 'router') => {
+        t.route(route);
+        const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t), '--set', 'a_in.promiscuous=false', '--json'], 4, ROOT);
+        ping();
+        await engine.stop();
+        return JSON.parse(engine.stdout()).elements.a_in.packets;
+      };
+      // Bridged, the pings go to the server's MAC: a veth hands them over all the same, and they were received.
+      assert.is(await received('bridge'), 0);
+      // Routed, they go to the engine's.
+      assert.is(await received('router'), 3);
+    });
+  });
+
   test('a missing interface: exit 3, the interface named, with a hint', async () => {
     await withTopology(async (t) => {
       const r = t.run(t.ns.engine, [process.execPath, join(ROOT, 'bin/wirepath.js'), 'run', join(ROOT, 'configs/bridge.yaml'),
