@@ -498,10 +498,12 @@ Napi::Value DisableOffloads(const Napi::CallbackInfo& info) {
   return changed;
 }
 
-/** restoreOffloads(ifname, names): turns the named offloads back on, as far as it can (the interface may be gone). */
+/** restoreOffloads(ifname, names) -> false when the interface is gone: turns the named offloads back on, as far as it can. */
 Napi::Value RestoreOffloads(const Napi::CallbackInfo& info) {
-  setOffloads(info[0].As<Napi::String>(), info[1].As<Napi::Array>(), 1);
-  return info.Env().Undefined();
+  std::string ifname = info[0].As<Napi::String>();
+  if (!if_nametoindex(ifname.c_str())) return Napi::Boolean::New(info.Env(), false);
+  setOffloads(ifname, info[1].As<Napi::Array>(), 1);
+  return Napi::Boolean::New(info.Env(), true);
 }
 
 /**

@@ -39,7 +39,8 @@ export interface AfPacket {
   /** Whether the link of socket `id` went down since the last call (wait notices; an interface gone makes wait throw). */
   linkWentDown(id: number): boolean;
   disableOffloads(ifname: string): string[];
-  restoreOffloads(ifname: string, names: string[]): void;
+  /** Turns the named offloads back on, as far as it can; false when the interface is gone. */
+  restoreOffloads(ifname: string, names: string[]): boolean;
   /** Bytes of one receive descriptor. */
   rxDescBytes: number;
 }
@@ -134,6 +135,6 @@ export function releaseOffloads(addon: AfPacket, device: string, log: (m: string
 function restoreOffloads(addon: AfPacket, device: string, entry: { names: string[]; log: (m: string) => void }): void {
   turnedOff.delete(device);
   if (!entry.names.length) return;
-  addon.restoreOffloads(device, entry.names);
-  entry.log(`turned the offloads of ${device} back on: ${entry.names.join(', ')}`);
+  // A deleted interface took its offloads with it: there is nothing to turn back on.
+  if (addon.restoreOffloads(device, entry.names)) entry.log(`turned the offloads of ${device} back on: ${entry.names.join(', ')}`);
 }

@@ -545,6 +545,7 @@ connections:
 
   test('a link that goes down and up: logged, the engine sleeps and forwards again; an interface deleted: exit 3 naming it, after the counters', async () => {
     await withTopology(async (t) => {
+      for (const dev of [t.dev.engineClient, t.dev.engineServer]) t.run(t.ns.engine, ['ethtool', '-K', dev, 'tso', 'on', 'gso', 'on']);
       const engine = await startEngine(t, ['configs/bridge.yaml', ...bridgeDevices(t)], 4, ROOT);
       const ping = () => t.run(t.ns.client, ['ping', '-c', '3', '-i', '0.2', '-W', '2', ADDRESSES.server], { check: false, timeout: 30_000 });
       assert.is(ping().status, 0, 'forwards before');
@@ -570,6 +571,9 @@ connections:
       assert.match(engine.stderr(), new RegExp(`b_in: ${t.dev.engineServer}: the interface went away while in use\\n  hint: it was deleted`));
       // The counters it reached: the pings went through.
       assert.match(engine.stdout(), /a_in\s+FromDevice\s+[1-9]/);
+      // The offloads of the interface that is left, not those of the one deleted (it said it turned them back on).
+      assert.ok(engine.stderr().includes(`turned the offloads of ${t.dev.engineClient} back on`), engine.stderr());
+      assert.not.ok(engine.stderr().includes(`turned the offloads of ${t.dev.engineServer} back on`), engine.stderr());
     });
   });
 
