@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,7 @@ struct Socket {
   unsigned ifindex = 0;
   bool down = false;                     // its link went down (ENETDOWN) and has not been seen up since
   bool wentDown = false;                 // the link went down since linkWentDown last asked
+  int64_t linkLookedMs = 0;              // when a wait last looked at the link's flags (steady clock)
   int refused = 0;                       // errno of the last frame the kernel refused to send, until sendError reads it
 };
 
@@ -526,8 +528,15 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
   int ready = poll(fds.data(), fds.size(), timeoutMs);
   // A link set down leaves an error on the socket, which a ring never reads: poll would return at once
   // from then on. Reading the error clears it. A link that loses its carrier (a cable pulled, a veth's peer set
-  // down) leaves none: its flags tell. While the link is down, each wait looks whether it is up again, or gone
-  // (deleted, or made anew under its name: the socket is bound to the old one for good).
+  // down) leaves none, and brings no frame: the flags of a socket's link that brought none are looked at, at most
+  // every LINK_LOOK_MS (an ioctl a wait cost the busy path). While the link is down, each wait looks whether it is
+  // up again, or gone (deleted, or made anew under its name: the socket is bound to the old one for good).
+  constexpr int64_t LINK_LOOK_MS = 100;
+  auto linkUp = [](Socket* s) {
+    ifreq ifr{};
+    return ifreqIoctl(s->ifname, SIOCGIFFLAGS, ifr) == 0 && (ifr.ifr_flags & IFF_UP) && (ifr.ifr_flags & IFF_RUNNING);
+  };
+  int64_t nowMs = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
   for (size_t i = 0; i < fds.size(); i++) {
     Socket* s = polled[i];
     if (fds[i].revents & POLLERR) {
@@ -536,9 +545,10 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
       getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err == ENETDOWN) s->down = s->wentDown = true;
     }
-    ifreq ifr{};
-    bool up = ifreqIoctl(s->ifname, SIOCGIFFLAGS, ifr) == 0 && (ifr.ifr_flags & IFF_UP) && (ifr.ifr_flags & IFF_RUNNING);
-    if (!up && !s->down) s->down = s->wentDown = true;
+    if (!s->down && !(fds[i].revents & POLLIN) && nowMs - s->linkLookedMs >= LINK_LOOK_MS) {
+      s->linkLookedMs = nowMs;
+      if (!linkUp(s)) s->down = s->wentDown = true;
+    }
     if (!s->down) continue;
     if (if_nametoindex(s->ifname.c_str()) != s->ifindex) {
       // Its error names the socket, so that the caller can name the element that had it.
@@ -547,7 +557,7 @@ Napi::Value Wait(const Napi::CallbackInfo& info) {
       e.ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    if (up) s->down = false;
+    if (linkUp(s)) s->down = false;
   }
   return Napi::Number::New(env, ready < 0 ? 0 : ready);
 }
