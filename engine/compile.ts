@@ -9,6 +9,7 @@ import { TraceMap, originalPositionFor } from '@jridgewell/trace-mapping';
 import { PROJECT_ROOT, engineSignature } from './registry.ts';
 import { ENTRY_PATH, type GeneratedGraph } from './codegen.ts';
 import { MAX_PAGES } from './memory.ts';
+import { EnvironmentError } from './errors.ts';
 
 const ASC_VERSION = JSON.parse(readFileSync(join(PROJECT_ROOT, 'node_modules/assemblyscript/package.json'), 'utf8')).version as string;
 
@@ -130,7 +131,11 @@ export async function compileGraph(generated: GeneratedGraph, elementDirs: strin
   const result = await runCompiler(generated);
   if ('error' in result) throw engineCallError(generated, result.error, result.files);
   const binary: Uint8Array = result.binary;
-  mkdirSync(CACHE_DIR, { recursive: true });
+  try {
+    mkdirSync(CACHE_DIR, { recursive: true });
+  } catch (e) {
+    throw cacheUnwritable(e as NodeJS.ErrnoException);
+  }
   if (result.sourceMap) writeAtomically(sourceMapFile(cached), result.sourceMap);
   // Compiled again under the same hash (a file outside its key changed): a map read before is no longer this module's.
   sourceMaps.delete(hash);
@@ -144,8 +149,19 @@ export async function compileGraph(generated: GeneratedGraph, elementDirs: strin
 
 function writeAtomically(file: string, data: string | Uint8Array): void {
   const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, data);
+  try {
+    writeFileSync(temp, data);
+  } catch (e) {
+    throw cacheUnwritable(e as NodeJS.ErrnoException);
+  }
   renameSync(temp, file);
+}
+
+/** The cache is another user's (an install by root, run by a user) or in a place that takes no files. */
+function cacheUnwritable(e: NodeJS.ErrnoException): Error {
+  if (!e.code) return e;
+  return new EnvironmentError(`cannot write the compile cache ${CACHE_DIR}: ${e.code}`,
+    'set WIREPATH_CACHE to a folder this user can write (the cache of an install is the installing user\'s)');
 }
 
 /**

@@ -604,6 +604,16 @@ test('verify: a NAT that picks ports at random is refused with the way to verify
 
 // --- usage ------------------------------------------------------------------------------------
 
+test('a compile cache this user cannot write is one error naming it and WIREPATH_CACHE, exit 3 (it was an EACCES stack trace)', () => {
+  // /sys takes no folder, root's neither.
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/wirepath.js'), 'check', 'configs/default.yaml'], {
+    cwd: ROOT, encoding: 'utf8', env: { ...process.env, WIREPATH_CACHE: '/sys/wirepath-cache' },
+  });
+  assert.is(r.status, 3, r.stderr);
+  assert.match(r.stderr, /^wirepath: cannot write the compile cache \/sys\/wirepath-cache: E[A-Z]+\n {2}hint: set WIREPATH_CACHE to a folder/);
+  assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');
+});
+
 test('usage: an unknown command exits 2', () => {
   const r = cli(['frobnicate']);
   assert.is(r.status, 2);
