@@ -2,7 +2,7 @@
 // known graph starts without loading the compiler at all.
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { TraceMap, originalPositionFor } from '@jridgewell/trace-mapping';
@@ -10,6 +10,7 @@ import { PROJECT_ROOT, engineSignature } from './registry.ts';
 import { ENTRY_PATH, type GeneratedGraph } from './codegen.ts';
 import { MAX_PAGES } from './memory.ts';
 import { EnvironmentError } from './errors.ts';
+import { makeFolders } from './files.ts';
 
 const ASC_VERSION = JSON.parse(readFileSync(join(PROJECT_ROOT, 'node_modules/assemblyscript/package.json'), 'utf8')).version as string;
 
@@ -132,7 +133,8 @@ export async function compileGraph(generated: GeneratedGraph, elementDirs: strin
   if ('error' in result) throw engineCallError(generated, result.error, result.files);
   const binary: Uint8Array = result.binary;
   try {
-    mkdirSync(CACHE_DIR, { recursive: true });
+    // makeFolders, not a recursive mkdirSync: Node 20's spins forever on a path under /proc.
+    makeFolders(CACHE_DIR);
   } catch (e) {
     throw cacheUnwritable(e as NodeJS.ErrnoException);
   }

@@ -568,8 +568,8 @@ function outboundLaterFragment(self: NATState, p: Packet, ip: usize, out: Output
   sendOutOrHairpin(self, p, ip, out, t);
 }
 
-/** In a fragment_ids key's last word, beside the protocol: the datagram left untranslated. */
-const EXEMPT_DATAGRAM: u32 = 1 << 8;
+/** A fragment_ids key's kind (fragmentKey; 0: a datagram renumbered): the datagram left untranslated. */
+const EXEMPT_DATAGRAM: u32 = 1;
 
 /**
  * Whether the datagram of a fragment between an inside address and a remote one passes untranslated (its first
@@ -578,10 +578,7 @@ const EXEMPT_DATAGRAM: u32 = 1 << 8;
  */
 function exemptDatagram(self: NATState, inside: u32, remote: u32, ip: usize, first: bool, t: u64): bool {
   const key = keyBuffer();
-  store<u32>(key, inside);
-  store<u32>(key, remote, 4);
-  store<u32>(key, <u32>IPv4.id(ip), 8);
-  store<u32>(key, <u32>IPv4.protocol(ip) | EXEMPT_DATAGRAM, 12);
+  fragmentKey(key, inside, remote, ip, EXEMPT_DATAGRAM);
   const hash = FlowKey.hash(key);
   const entry = first ? self.fragment_ids.lookupOrInsert(key, hash, t) : self.fragment_ids.find(key, hash, t);
   if (entry) FlowTable.refresh(entry, t, FRAGMENT_TIMEOUT);
@@ -1188,10 +1185,7 @@ function giveNewId(self: NATState, ip: usize, field: u16, inside: u32, external:
   let id: u16;
   if (field & (IP_MORE_FRAGMENTS | IP_FRAGMENT_OFFSET)) {
     const key = keyBuffer();
-    store<u32>(key, inside);
-    store<u32>(key, remote, 4);
-    store<u32>(key, <u32>IPv4.id(ip), 8);
-    store<u32>(key, <u32>proto, 12);
+    fragmentKey(key, inside, remote, ip, 0);
     const hash = FlowKey.hash(key);
     const entry = self.fragment_ids.lookupOrInsert(key, hash, t);
     if (entry) {
